@@ -1,0 +1,107 @@
+"""Error classes of nip.
+
+Every error a researcher can cause carries a message they can act on. The CLI prints
+:class:`NipError` subclasses without a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+NO_VALUE: object = object()
+"""Sentinel for a :class:`ConfigProblem` that has no offending value to show."""
+
+
+class NipError(Exception):
+    """Base class of every error nip raises on purpose."""
+
+
+@attrs.frozen
+class ConfigProblem:
+    """One problem found in a configuration.
+
+    Parameters
+    ----------
+    path : str
+        The dotted path of the offending value (``"ppo.num_epochs"``,
+        ``"agents.verifier.d_gnn"``); empty for problems with the whole configuration.
+    message : str
+        What is wrong, in words.
+    value : object
+        The offending value; :data:`NO_VALUE` when there is none.
+    choices : tuple[str, ...]
+        The valid choices, when they are a known, finite set.
+    """
+
+    path: str
+    message: str
+    value: object = NO_VALUE
+    choices: tuple[str, ...] = ()
+
+    def has_value(self) -> bool:
+        return self.value is not NO_VALUE
+
+    def format(self) -> str:
+        where = self.path or "<config>"
+        text = f"{where}: {self.message}"
+        if self.has_value():
+            text += f" (got {self.value!r})"
+        if self.choices:
+            text += f"; valid choices: {', '.join(self.choices)}"
+        return text
+
+
+class NipConfigError(NipError, ValueError):
+    """An invalid configuration: every problem found, each with its dotted path."""
+
+    def __init__(self, problems: Iterable[ConfigProblem] | ConfigProblem | str):
+        if isinstance(problems, str):
+            problems = [ConfigProblem(path="", message=problems)]
+        elif isinstance(problems, ConfigProblem):
+            problems = [problems]
+        self.problems: list[ConfigProblem] = list(problems)
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        n = len(self.problems)
+        head = f"invalid configuration: {n} problem{'s' if n != 1 else ''}"
+        return head + "".join(f"\n  - {p.format()}" for p in self.problems)
+
+
+class PluginError(NipError):
+    """A plugin could not be loaded, or its hook implementations are invalid."""
+
+
+class DuplicateKeyError(PluginError):
+    """Two plugins registered the same key in one registry."""
+
+
+class UnknownKeyError(NipError, KeyError):
+    """A key is not in a registry. The message lists the known keys."""
+
+    def __init__(self, message: str, key: str = "", known: Sequence[str] = ()):
+        self.key = key
+        self.known = tuple(known)
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.message
+
+
+class MissingPluginError(NipError):
+    """Something needs a plugin that is not installed; the message says how to get it."""
+
+
+class DatasetNotFoundError(NipError, FileNotFoundError):
+    """A dataset is not available; the message says how to get it."""
+
+
+class CheckpointError(NipError):
+    """A checkpoint is missing, incomplete or does not match the run."""
+
+
+class BackendError(NipError):
+    """A model backend (for example an API) failed after its retries."""

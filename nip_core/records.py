@@ -1,0 +1,424 @@
+"""Typed records that hook implementations return.
+
+A hook implementation describes what its plugin contributes with these frozen attrs
+records. The plugin manager stamps each record with the plugin that returned it
+(``plugin``, ``plugin_version``), refuses two records with the same key in one registry
+(naming both plugins), and sorts registries by key.
+
+Heavy classes (anything importing torch) are given as *references*: an import string
+``"package.module:attribute"`` that is resolved only when needed (see
+:func:`resolve_ref`). This keeps plugin discovery, ``nip --help`` and ``nip plugins``
+free of torch. A reference may also be the object itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import attrs
+
+Ref = str | type | Callable[..., Any]
+"""An import string ``"module:attr"`` or the object itself."""
+
+DataWorld = Literal["tensor", "text"]
+"""The kind of data an experiment passes around: TensorDicts or strings."""
+
+
+def resolve_ref(ref: Ref) -> Any:
+    """Return the object a reference names, importing its module if needed.
+
+    Parameters
+    ----------
+    ref : Ref
+        ``"package.module:attribute"`` (attribute may be dotted), or an object, which
+        is returned as is.
+    """
+    if not isinstance(ref, str):
+        return ref
+    module_name, sep, attribute = ref.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"a reference must look like 'module:attribute', got {ref!r}")
+    obj: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _tuple(value: Any) -> tuple:
+    return tuple(value) if value is not None else ()
+
+
+@attrs.frozen(kw_only=True)
+class Contribution:
+    """Base of every record: the stamp the plugin manager adds.
+
+    Parameters
+    ----------
+    plugin : str | None
+        The name of the plugin that registered the record (set by the manager).
+    plugin_version : str | None
+        That plugin's distribution version (set by the manager).
+    """
+
+    plugin: str | None = attrs.field(default=None, eq=False)
+    plugin_version: str | None = attrs.field(default=None, eq=False)
+
+    kind: str = attrs.field(default="", init=False, eq=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        """The registry key of this record."""
+        raise NotImplementedError  # every concrete record defines its key
+
+
+@attrs.frozen(kw_only=True)
+class ScenarioSpec(Contribution):
+    """A scenario: task, data, environment and the agent-parameter class.
+
+    Parameters
+    ----------
+    name : str
+        Registry key, e.g. ``"graph_isomorphism"``.
+    data_world : DataWorld
+        ``"tensor"`` (TensorDict + TorchRL) or ``"text"``.
+    agent_parameters_class : Ref
+        The scenario's :class:`~nip_core.parameters.AgentParameters` subclass. It
+        must import without torch.
+    dataset_class : Ref
+        The dataset class (a :class:`nip_core.scenario.Dataset` subclass).
+    environment_class : Ref | None
+        The environment class, for RL trainers.
+    default_dataset : str | None
+        The dataset used when a config names none.
+    datasets : tuple[str, ...]
+        Named datasets the scenario can always resolve (shipped, generated on first
+        use, or downloaded). Other names are looked up on disk by the dataset class.
+    supported_protocols : tuple[str, ...] | None
+        Protocols the scenario supports; ``None`` means every protocol of its data
+        world.
+    protocol_handlers : Mapping[str, Ref]
+        Scenario-specific specialisations of protocols (protocol name to handler
+        class), used instead of the registered handler.
+    description : str
+        One line for ``nip plugins``.
+    """
+
+    name: str
+    data_world: DataWorld = "tensor"
+    agent_parameters_class: Ref
+    dataset_class: Ref
+    environment_class: Ref | None = None
+    default_dataset: str | None = None
+    datasets: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    supported_protocols: tuple[str, ...] | None = None
+    protocol_handlers: Mapping[str, Ref] = attrs.field(factory=dict)
+    description: str = ""
+    kind: str = attrs.field(default="scenario", init=False, eq=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
+@attrs.frozen(kw_only=True)
+class ProtocolSpec(Contribution):
+    """An interaction protocol.
+
+    Parameters
+    ----------
+    name : str
+        Registry key, e.g. ``"nip"``.
+    handler_class : Ref
+        The :class:`nip_core.protocols.ProtocolHandler` subclass.
+    parameter_section : str | None
+        The parameter section holding the protocol's own parameters
+        (``"nip_protocol"``), if any.
+    data_worlds : tuple[DataWorld, ...]
+        Data worlds the handler can step.
+    supports_zero_knowledge : bool
+        Whether the zero-knowledge wrapper may wrap it (single-verifier protocols).
+    description : str
+        One line for ``nip plugins`` and the docs.
+    """
+
+    name: str
+    handler_class: Ref
+    parameter_section: str | None = None
+    data_worlds: tuple[str, ...] = attrs.field(default=("tensor",), converter=_tuple)
+    supports_zero_knowledge: bool = False
+    description: str = ""
+    kind: str = attrs.field(default="protocol", init=False, eq=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
+@attrs.frozen(kw_only=True)
+class TrainerSpec(Contribution):
+    """A trainer.
+
+    Parameters
+    ----------
+    name : str
+        Registry key, e.g. ``"vanilla_ppo"``.
+    trainer_class : Ref
+        The :class:`nip_core.trainers.Trainer` subclass.
+    data_world : DataWorld
+        The data world the trainer works in; a scenario of another world is rejected
+        at validation time.
+    trainer_type : str
+        Which agent parts the factory builds: ``"rl"`` (bodies, policy and value
+        heads) or ``"solo_agent"`` (bodies and solo heads), or a plugin's own value.
+    required_parts : tuple[str, ...]
+        Agent parts the scenario must register for this trainer (e.g. ``("body",
+        "policy_head", "value_head")``).
+    parameter_sections : tuple[str, ...]
+        Parameter sections the trainer reads (documentation and ``nip plugins``).
+    description : str
+        One line.
+    """
+
+    name: str
+    trainer_class: Ref
+    data_world: DataWorld = "tensor"
+    trainer_type: str = "rl"
+    required_parts: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    parameter_sections: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    description: str = ""
+    kind: str = attrs.field(default="trainer", init=False, eq=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
+@attrs.frozen(kw_only=True)
+class AgentPartSpec(Contribution):
+    """One agent part class of a scenario.
+
+    Parameters
+    ----------
+    scenario : str
+        The scenario the part belongs to.
+    part : str
+        The part's role: ``"body"``, ``"policy_head"``, ``"value_head"``,
+        ``"solo_head"``, ``"random_policy_head"``, ``"constant_value_head"``, or a
+        plugin's own role.
+    part_class : Ref
+        The :class:`nip_core.scenario.AgentPart` subclass.
+    """
+
+    scenario: str
+    part: str
+    part_class: Ref
+    description: str = ""
+    kind: str = attrs.field(default="agent_part", init=False, eq=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.scenario}/{self.part}"
+
+
+@attrs.frozen(kw_only=True)
+class ParameterSectionSpec(Contribution):
+    """A section of :class:`~nip_core.parameters.HyperParameters`.
+
+    Parameters
+    ----------
+    name : str
+        The section's key in the parameter tree, e.g. ``"ppo"``.
+    parameters_class : type
+        The :class:`~nip_core.parameters.SubParameters` subclass (attrs; no torch).
+    description : str
+        One line.
+    """
+
+    name: str
+    parameters_class: type
+    description: str = ""
+    kind: str = attrs.field(default="parameter_section", init=False, eq=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
+@attrs.frozen(kw_only=True)
+class ConfigDirSpec(Contribution):
+    """A directory of Hydra YAML configs that ``nip run`` searches.
+
+    Parameters
+    ----------
+    name : str
+        Key (usually the plugin's name).
+    path : str
+        Absolute path of the directory.
+    """
+
+    name: str
+    path: str
+    kind: str = attrs.field(default="config_dir", init=False, eq=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
+@attrs.frozen(kw_only=True)
+class LoggerSpec(Contribution):
+    """A metrics logger.
+
+    Parameters
+    ----------
+    name : str
+        Key used in run settings (``"jsonl"``, ``"wandb"``, ``"csv"``,
+        ``"tensorboard"``).
+    logger_class : Ref
+        The :class:`nip_core.runs.loggers.MetricLogger` subclass.
+    description : str
+        One line.
+    """
+
+    name: str
+    logger_class: Ref
+    description: str = ""
+    kind: str = attrs.field(default="logger", init=False, eq=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
+@attrs.frozen(kw_only=True)
+class BuilderOption:
+    """A command-line option of a dataset builder (``--num-pairs 100``)."""
+
+    name: str
+    type: type = int
+    default: Any = None
+    help: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class DatasetBuilderSpec(Contribution):
+    """A dataset builder, run as ``nip datasets generate SCENARIO NAME [OPTIONS]``.
+
+    Parameters
+    ----------
+    scenario : str
+        The scenario the builder makes datasets for (registry key).
+    builder : Ref
+        Callable ``builder(name: str, data_dir: pathlib.Path, **options) -> Path``
+        that writes the dataset and returns its directory.
+    options : tuple[BuilderOption, ...]
+        Options the builder accepts, turned into command-line flags.
+    description : str
+        One line.
+    """
+
+    scenario: str
+    builder: Ref
+    options: tuple[BuilderOption, ...] = attrs.field(default=(), converter=_tuple)
+    description: str = ""
+    kind: str = attrs.field(default="dataset_builder", init=False, eq=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return self.scenario
+
+
+@attrs.frozen(kw_only=True)
+class MigrationSpec(Contribution):
+    """One step migrating saved parameter dicts of a component between versions.
+
+    Parameters
+    ----------
+    component : str
+        Whose schema changes: ``"nip-core"``, a plugin's distribution name, or
+        ``"nip"`` for dicts written by the original library.
+    from_version : str
+        The schema version the step reads.
+    to_version : str
+        The schema version it writes.
+    migrate : Ref
+        Callable ``migrate(params: dict) -> tuple[dict, list[str]]`` returning the new
+        dict and one human-readable line per change (shown as a warning).
+    """
+
+    component: str
+    from_version: str
+    to_version: str
+    migrate: Ref
+    description: str = ""
+    kind: str = attrs.field(default="migration", init=False, eq=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.component}:{self.from_version}->{self.to_version}"
+
+
+@attrs.frozen(kw_only=True)
+class PretrainedModelSpec(Contribution):
+    """A pretrained model that computes embeddings of a scenario's data.
+
+    Parameters
+    ----------
+    name : str
+        Key used in agent parameters (``pretrained_embeddings_model``).
+    model_class : Ref
+        The :class:`nip_core.scenario.PretrainedModel` subclass.
+    scenario : str | None
+        The scenario whose data the model embeds; ``None`` for any.
+    """
+
+    name: str
+    model_class: Ref
+    scenario: str | None = None
+    description: str = ""
+    kind: str = attrs.field(default="pretrained_model", init=False, eq=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
+@attrs.frozen(kw_only=True)
+class EpisodeRendererSpec(Contribution):
+    """Draws a picture of one saved episode of a scenario.
+
+    Parameters
+    ----------
+    scenario : str
+        The scenario whose episodes it draws.
+    renderer : Ref
+        Callable ``renderer(episode: dict, path: pathlib.Path) -> None`` writing a PNG
+        of one rollout-sample record (see :mod:`nip_core.runs.rollouts`).
+    """
+
+    scenario: str
+    renderer: Ref
+    description: str = ""
+    kind: str = attrs.field(default="episode_renderer", init=False, eq=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return self.scenario
+
+
+ALL_RECORD_TYPES: Mapping[str, type[Contribution]] = {
+    "scenario": ScenarioSpec,
+    "protocol": ProtocolSpec,
+    "trainer": TrainerSpec,
+    "agent_part": AgentPartSpec,
+    "parameter_section": ParameterSectionSpec,
+    "config_dir": ConfigDirSpec,
+    "logger": LoggerSpec,
+    "dataset_builder": DatasetBuilderSpec,
+    "migration": MigrationSpec,
+    "pretrained_model": PretrainedModelSpec,
+    "episode_renderer": EpisodeRendererSpec,
+}
+"""Record type per kind, in the order ``nip plugins`` shows them."""
