@@ -132,6 +132,9 @@ class ProtocolSpec(Contribution):
         Registry key, e.g. ``"nip"``.
     handler_class : Ref
         The :class:`nip_core.protocols.ProtocolHandler` subclass.
+    agent_names : tuple[str, ...]
+        The protocol's agents (without the zero-knowledge additions), so
+        configurations can be validated without importing the handler.
     parameter_section : str | None
         The parameter section holding the protocol's own parameters
         (``"nip_protocol"``), if any.
@@ -145,6 +148,7 @@ class ProtocolSpec(Contribution):
 
     name: str
     handler_class: Ref
+    agent_names: tuple[str, ...] = attrs.field(converter=_tuple)
     parameter_section: str | None = None
     data_worlds: tuple[str, ...] = attrs.field(default=("tensor",), converter=_tuple)
     supports_zero_knowledge: bool = False
