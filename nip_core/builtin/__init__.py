@@ -1,0 +1,10 @@
+"""The core's own plugins, registered first through the same hooks as installed ones."""
+
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "nip_core.builtin.parameters",
+    "nip_core.builtin.protocols",
+    "nip_core.builtin.trainers",
+    "nip_core.builtin.loggers",
+    "nip_core.builtin.configs",
+)
+"""Module names of the built-in plugins, in registration order."""

@@ -1,0 +1,4 @@
+"""Built-in plugin of nip-core: loggers.
+
+Registered before installed plugins, through the same hooks.
+"""

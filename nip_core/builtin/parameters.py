@@ -1,0 +1,4 @@
+"""Built-in plugin of nip-core: parameters.
+
+Registered before installed plugins, through the same hooks.
+"""

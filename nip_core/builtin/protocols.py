@@ -1,0 +1,4 @@
+"""Built-in plugin of nip-core: protocols.
+
+Registered before installed plugins, through the same hooks.
+"""

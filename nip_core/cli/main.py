@@ -1,0 +1,5 @@
+"""The ``nip`` command."""
+
+
+def main() -> None:
+    raise SystemExit("nip: the command line is being built")
