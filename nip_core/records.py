@@ -213,6 +213,8 @@ class AgentPartSpec(Contribution):
         plugin's own role.
     part_class : Ref
         The :class:`nip_core.scenario.AgentPart` subclass.
+    description : str
+        One line for ``nip plugins``.
     """
 
     scenario: str
@@ -350,6 +352,8 @@ class MigrationSpec(Contribution):
     migrate : Ref
         Callable ``migrate(params: dict) -> tuple[dict, list[str]]`` returning the new
         dict and one human-readable line per change (shown as a warning).
+    description : str
+        One line saying what the step changes.
     """
 
     component: str
@@ -376,6 +380,8 @@ class PretrainedModelSpec(Contribution):
         The :class:`nip_core.scenario.PretrainedModel` subclass.
     scenario : str | None
         The scenario whose data the model embeds; ``None`` for any.
+    description : str
+        One line for ``nip plugins``.
     """
 
     name: str
@@ -400,6 +406,8 @@ class EpisodeRendererSpec(Contribution):
     renderer : Ref
         Callable ``renderer(episode: dict, path: pathlib.Path) -> None`` writing a PNG
         of one rollout-sample record (see :mod:`nip_core.runs.rollouts`).
+    description : str
+        One line for ``nip plugins``.
     """
 
     scenario: str

@@ -1,5 +1,238 @@
-"""The ``nip`` command."""
+"""The ``nip`` command.
+
+Subcommands::
+
+    nip run [--config-name NAME] [--multirun] [OVERRIDE ...]
+    nip resume RUN_ID [--runs-dir DIR]
+    nip config show [--config-name NAME] [--raw] [OVERRIDE ...]
+    nip config validate FILE
+    nip plugins [--json]
+    nip datasets generate SCENARIO NAME [--data-dir DIR] [BUILDER OPTIONS ...]
+    nip datasets list [--data-dir DIR]
+
+This module imports only the standard library at start-up: ``nip --help`` and
+``nip plugins`` never import torch (nor Hydra). Each command imports what it needs.
+
+Errors nip raises on purpose (:class:`~nip_core.errors.NipError`) are printed
+without a traceback; an invalid configuration exits with status 2, any other such
+error with 1. ``nip --debug ...`` shows the traceback too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CONFIG_ERROR = 2
+
+_OVERRIDES_HELP = (
+    "Hydra overrides: key=value to change a value, +key=value to add one, ~key to "
+    "remove one, group=option to pick a config (e.g. ppo.num_epochs=4 "
+    "interaction_protocol=debate run.device=cuda)"
+)
 
 
-def main() -> None:
-    raise SystemExit("nip: the command line is being built")
+def build_parser() -> argparse.ArgumentParser:
+    """The ``nip`` argument parser (every subcommand)."""
+    from nip_core import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="nip",
+        description="Neural interactive proofs: train verifier and prover agents "
+        "under interaction protocols. Scenarios, trainers and more come from plugins "
+        "(see `nip plugins`).",
+    )
+    parser.add_argument("--version", action="version", version=f"nip {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of errors nip reports",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    run = commands.add_parser(
+        "run",
+        help="run an experiment (or a sweep with --multirun)",
+        description="Compose a config with Hydra, validate it and run the "
+        "experiment. Without --config-name the config named 'default' is used.",
+    )
+    run.add_argument(
+        "--config-name",
+        "-c",
+        metavar="NAME",
+        help="the config to compose, e.g. graph_isomorphism/nip_ppo (default: default)",
+    )
+    run.add_argument(
+        "--multirun",
+        "-m",
+        action="store_true",
+        help="sweep: run one job per combination of comma-separated override values "
+        "(seed=1,2,3); pick a launcher with hydra/launcher=joblib",
+    )
+    run.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=_OVERRIDES_HELP)
+
+    resume = commands.add_parser(
+        "resume",
+        help="continue a run from its last checkpoint",
+        description="Continue a stopped run from its last checkpoint, with the "
+        "hyper-parameters and settings it was started with.",
+    )
+    resume.add_argument("run_id", metavar="RUN_ID")
+    resume.add_argument(
+        "--runs-dir",
+        metavar="DIR",
+        help="the directory holding run directories (default: runs)",
+    )
+
+    config = commands.add_parser(
+        "config",
+        help="show or validate configs",
+        description="Show the composed, validated config, or validate a file.",
+    )
+    config_commands = config.add_subparsers(dest="config_command", metavar="COMMAND")
+    config_commands.required = True
+    show = config_commands.add_parser(
+        "show",
+        help="print the resolved, validated config as YAML",
+        description="Compose a config as `nip run` would, validate it and print "
+        "every value (defaults included) as YAML.",
+    )
+    show.add_argument("--config-name", "-c", metavar="NAME")
+    show.add_argument(
+        "--raw",
+        action="store_true",
+        help="print the config as Hydra composed it, without validating it",
+    )
+    show.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=_OVERRIDES_HELP)
+    validate = config_commands.add_parser(
+        "validate",
+        help="validate a config file",
+        description="Validate a config file: a YAML config (composed with Hydra "
+        "when it has a defaults list), a config printed by `nip config show`, or a "
+        "run's hyper_params.json.",
+    )
+    validate.add_argument("file", metavar="FILE")
+
+    plugins = commands.add_parser(
+        "plugins",
+        help="list installed plugins and what they contribute",
+        description="List the built-in and installed plugins, their versions, what "
+        "each registers, and plugins that failed to load.",
+    )
+    plugins.add_argument("--json", action="store_true", help="print JSON")
+
+    datasets = commands.add_parser(
+        "datasets", help="generate and list datasets", description="Datasets."
+    )
+    dataset_commands = datasets.add_subparsers(dest="datasets_command", metavar="COMMAND")
+    dataset_commands.required = True
+    generate = dataset_commands.add_parser(
+        "generate",
+        help="generate a dataset with a scenario's builder",
+        description="Generate a dataset with the builder a scenario plugin "
+        "registers. The builder's options are flags: see them with "
+        "`nip datasets generate SCENARIO NAME --help`.",
+    )
+    generate.add_argument("scenario", metavar="SCENARIO")
+    generate.add_argument("name", metavar="NAME", help="the new dataset's name")
+    generate.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="where to write it (default: $NIP_DATA_DIR or ~/.cache/nip/data)",
+    )
+    generate.add_argument(
+        "builder_options",
+        nargs=argparse.REMAINDER,
+        metavar="...",
+        help="the builder's options",
+    )
+    listing = dataset_commands.add_parser(
+        "list",
+        help="list scenarios' datasets and builders",
+        description="List each scenario's named datasets, the datasets on disk and "
+        "the builder command.",
+    )
+    listing.add_argument("--data-dir", metavar="DIR")
+    return parser
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "plugins":
+        from nip_core.cli.plugins_cmd import run_plugins_command
+
+        return run_plugins_command(as_json=args.json)
+    if args.command == "run":
+        _configure_logging()
+        from nip_core.cli import run_cmd
+
+        if args.multirun:
+            return run_cmd.run_sweep(args.config_name, args.overrides, debug=args.debug)
+        return run_cmd.run_single(args.config_name, args.overrides)
+    if args.command == "resume":
+        _configure_logging()
+        from nip_core.cli import run_cmd
+
+        return run_cmd.resume(args.run_id, args.runs_dir)
+    if args.command == "config":
+        from nip_core.cli import config_cmd
+
+        if args.config_command == "show":
+            return config_cmd.show(args.config_name, args.overrides, raw=args.raw)
+        return config_cmd.validate(args.file)
+    if args.command == "datasets":
+        from nip_core.cli import datasets_cmd
+
+        if args.datasets_command == "generate":
+            return datasets_cmd.generate(
+                args.scenario,
+                args.name,
+                args.builder_options,
+                data_dir=args.data_dir,
+            )
+        return datasets_cmd.list_datasets(data_dir=args.data_dir)
+    raise AssertionError(f"unhandled command {args.command!r}")
+
+
+def _configure_logging() -> None:
+    import logging
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO,
+            format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s",
+            datefmt="%H:%M:%S",
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``nip`` command; return its exit status.
+
+    Parameters
+    ----------
+    argv : Sequence[str] | None
+        The arguments (without the program name); ``sys.argv[1:]`` by default.
+    """
+    from nip_core.errors import NipConfigError, NipError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except NipError as error:
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"nip: error: {error}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR if isinstance(error, NipConfigError) else EXIT_ERROR
+    except KeyboardInterrupt:
+        print("nip: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

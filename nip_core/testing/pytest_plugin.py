@@ -1,1 +1,52 @@
-"""pytest plugin of nip-core: fixtures every nip test suite (core and plugins) gets."""
+"""pytest plugin of nip-core: fixtures every nip test suite (core and plugins) gets.
+
+Loaded through the ``pytest11`` entry point of nip-core, so any project that has
+nip-core installed can use these fixtures without a ``conftest.py``. See
+:mod:`nip_core.testing.fixtures` for why they are not autouse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from nip_core.plugins import NipPluginManager
+from nip_core.testing.fixtures import RegisterPlugin, isolated_plugin_manager
+
+
+@pytest.fixture
+def plugin_manager() -> Iterator[NipPluginManager]:
+    """A fresh plugin manager with only the built-in plugins, in strict mode.
+
+    It is the process-wide manager (:func:`nip_core.plugins.get_plugin_manager`)
+    for the duration of the test; the previous one is restored afterwards.
+    Installed plugins are not loaded: register the ones a test needs with
+    ``register_plugin``.
+    """
+    with isolated_plugin_manager() as manager:
+        yield manager
+
+
+@pytest.fixture
+def register_plugin(plugin_manager: NipPluginManager) -> Iterator[RegisterPlugin]:
+    """``register_plugin(obj, name=None, **kwargs) -> name``: register a plugin
+    object into the test's isolated ``plugin_manager``.
+
+    ``obj`` is a module, class or instance with :data:`nip_core.hookimpl`-marked
+    functions; keyword arguments (``distribution``, ``version``) are passed to
+    :meth:`~nip_core.plugins.NipPluginManager.register`. The registries are rebuilt
+    on next use. Plugins are unregistered after the test.
+    """
+    names: list[str] = []
+
+    def register(obj: Any, name: str | None = None, **kwargs: Any) -> str:
+        registered = plugin_manager.register(obj, name=name, **kwargs)
+        names.append(registered)
+        return registered
+
+    yield register
+    for name in reversed(names):
+        if plugin_manager.has_plugin(name):
+            plugin_manager.unregister(name)

@@ -1,0 +1,100 @@
+"""``nip config show`` and ``nip config validate``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from nip_core.cli import compose as composer
+from nip_core.errors import ConfigProblem, NipConfigError
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML in the order of the data (the order of the parameter classes)."""
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+
+
+def show(
+    config_name: str | None,
+    overrides: list[str],
+    *,
+    raw: bool = False,
+    stream: TextIO | None = None,
+) -> int:
+    """Print the composed config: validated and complete, or (``raw``) as composed."""
+    from nip_core.cli.run_cmd import compose_for_run
+
+    stream = stream if stream is not None else sys.stdout
+    with composer.hydra_app() as app:
+        cfg = compose_for_run(app, config_name, overrides)
+        config = composer.to_plain_dict(cfg)
+    if raw:
+        stream.write(dump_yaml(config))
+        return 0
+    hyper_params, settings = composer.build_experiment(
+        config, config_name=config_name or composer.DEFAULT_CONFIG_NAME
+    )
+    stream.write(dump_yaml(composer.experiment_to_dict(hyper_params, settings)))
+    return 0
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a config file as a plain dict.
+
+    A file with a ``defaults:`` list is composed by Hydra, with its own directory
+    searched first (then ``./configs``, the plugins' and the core's directories). A
+    file without one (a config printed by ``nip config show``, a run's
+    ``hyper_params.json``) is read as it is.
+
+    Raises
+    ------
+    NipConfigError
+        When the file is missing, is not YAML/JSON, or is not a mapping.
+    """
+    if not path.is_file():
+        raise NipConfigError(ConfigProblem(path="", message=f"no such file: {path}"))
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise NipConfigError(
+            ConfigProblem(path="", message=f"{path} is not valid YAML: {error}")
+        ) from None
+    if not isinstance(data, dict):
+        raise NipConfigError(
+            ConfigProblem(
+                path="",
+                message=f"{path} must hold a mapping of config keys, "
+                f"not {type(data).__name__}",
+            )
+        )
+    if "defaults" not in data:
+        return {str(key): value for key, value in data.items()}
+    if path.suffix not in (".yaml", ".yml"):
+        raise NipConfigError(
+            ConfigProblem(
+                path="defaults",
+                message="a config with a defaults list is composed by Hydra, which "
+                f"reads only .yaml files; rename {path.name}",
+            )
+        )
+    with composer.hydra_app(first=[path.parent]) as app:
+        cfg = composer.compose(app, path.stem)
+        return composer.to_plain_dict(cfg)
+
+
+def validate(file: str, *, stream: TextIO | None = None) -> int:
+    """Validate a config file; say what it runs when it is valid."""
+    stream = stream if stream is not None else sys.stdout
+    path = Path(file)
+    config = load_config_file(path)
+    hyper_params, _ = composer.build_experiment(config)
+    summary = ", ".join(
+        f"{key} {getattr(hyper_params, key)}"
+        for key in ("scenario", "trainer", "interaction_protocol", "dataset")
+        if getattr(hyper_params, key, None) is not None
+    )
+    stream.write(f"{path}: valid ({summary})\n")
+    return 0

@@ -1,0 +1,291 @@
+"""``nip run`` (one run or a Hydra sweep) and ``nip resume``.
+
+A single run composes its config, validates it and calls
+:func:`nip_core.experiment.run_experiment` in this process. ``--multirun`` hands the
+sweep to Hydra's sweeper and launcher (the basic launcher runs jobs one after the
+other; ``hydra/launcher=joblib`` runs them in parallel processes); each job validates
+its own config and calls ``run_experiment``. Before anything is launched, every job
+of a basic sweep is composed and validated, so a typo in the tenth value of a sweep
+fails at once rather than after nine runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import attrs
+
+from nip_core.cli import compose as composer
+from nip_core.errors import ConfigProblem, MissingPluginError, NipConfigError, NipError
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class JobOutcome:
+    """What one job of a sweep came to (picklable, so it returns from any launcher).
+
+    Parameters
+    ----------
+    ok : bool
+        Whether the run finished.
+    error : str | None
+        The error message of a failed job.
+    config_error : bool
+        Whether it failed because its config is invalid.
+    traceback : str | None
+        The traceback of an unexpected error.
+    run_dir : str | None
+        The run directory, when the experiment reports one.
+    """
+
+    ok: bool
+    error: str | None = None
+    config_error: bool = False
+    traceback: str | None = None
+    run_dir: str | None = None
+
+
+def check_plugins_for_run() -> None:
+    """Refuse to run when no scenario or no trainer is registered.
+
+    Raises
+    ------
+    MissingPluginError
+        Saying which plugins to install and how.
+    """
+    from nip_core.plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    lacking = [
+        kind for kind, registry in (("scenario", pm.scenarios), ("trainer", pm.trainers))
+        if len(registry) == 0
+    ]
+    if lacking:
+        reason = " and no ".join(lacking)
+        raise MissingPluginError(
+            composer.missing_plugins_message(f"no {reason} plugin is installed")
+        )
+
+
+def compose_for_run(
+    app: Any,
+    config_name: str | None,
+    overrides: Sequence[str],
+    *,
+    multirun: bool = False,
+    with_log_configuration: bool = False,
+) -> Any:
+    """Compose the config for ``nip run``; ``None`` means the ``default`` config.
+
+    Raises
+    ------
+    MissingPluginError
+        When no config is named and there is no ``default`` config.
+    """
+    from hydra.errors import MissingConfigException
+
+    name = config_name or composer.DEFAULT_CONFIG_NAME
+    try:
+        return composer.compose(
+            app,
+            name,
+            overrides,
+            multirun=multirun,
+            with_log_configuration=with_log_configuration,
+        )
+    except NipConfigError as error:
+        cause = error.__cause__
+        if (
+            config_name is None
+            and isinstance(cause, MissingConfigException)
+            and cause.missing_cfg_file == composer.DEFAULT_CONFIG_NAME
+        ):
+            raise MissingPluginError(
+                composer.missing_plugins_message(
+                    f"there is no config named {composer.DEFAULT_CONFIG_NAME!r} "
+                    "(a scenario plugin provides one)"
+                )
+            ) from None
+        raise
+
+
+def run_single(config_name: str | None, overrides: Sequence[str]) -> int:
+    """Compose, validate and run one experiment in this process."""
+    from nip_core.experiment import run_experiment
+
+    check_plugins_for_run()
+    with composer.hydra_app() as app:
+        cfg = compose_for_run(app, config_name, overrides)
+        config = composer.to_plain_dict(cfg)
+    hyper_params, settings = composer.build_experiment(
+        config, config_name=config_name or composer.DEFAULT_CONFIG_NAME
+    )
+    result = run_experiment(hyper_params, settings)
+    run_dir = getattr(result, "run_dir", None)
+    if run_dir is not None:
+        print(f"nip: run finished; its directory is {run_dir}")
+    return 0
+
+
+def run_sweep(
+    config_name: str | None,
+    overrides: Sequence[str],
+    *,
+    debug: bool = False,
+    stream: TextIO | None = None,
+) -> int:
+    """Run a Hydra sweep; every job calls ``run_experiment``.
+
+    Returns
+    -------
+    int
+        0 when every job finished; 2 when every failed job had an invalid config; 1
+        otherwise.
+    """
+    stream = stream if stream is not None else sys.stderr
+    check_plugins_for_run()
+    name = config_name or composer.DEFAULT_CONFIG_NAME
+    with composer.hydra_app() as app:
+        master = compose_for_run(app, config_name, overrides, multirun=True)
+        job_overrides = sweep_job_overrides(master)
+        if job_overrides is not None:
+            validate_sweep(app, name, job_overrides, master)
+        with composer.hydra_errors():
+            returns = app.multirun(
+                config_name=name,
+                task_function=SweepJob(debug=debug),
+                overrides=list(overrides),
+            )
+        sweep_dir = str(master.hydra.sweep.dir)
+
+    results = [job for batch in returns for job in batch]
+    failed = [(job, job.return_value) for job in results if not job.return_value.ok]
+    print(
+        f"nip: sweep finished: {len(results) - len(failed)} of {len(results)} jobs "
+        f"succeeded; Hydra's job configs and logs are in {sweep_dir}",
+        file=stream,
+    )
+    for job, outcome in failed:
+        print(
+            f"  job {job.hydra_cfg.hydra.job.num} "
+            f"[{' '.join(job.overrides)}] failed: {outcome.error}",
+            file=stream,
+        )
+        if debug and outcome.traceback:
+            print(outcome.traceback, file=stream)
+    if not failed:
+        return 0
+    return 2 if all(outcome.config_error for _, outcome in failed) else 1
+
+
+def sweep_job_overrides(master: Any) -> list[list[str]] | None:
+    """The overrides of every job of a basic sweep; ``None`` for other sweepers.
+
+    Uses the basic sweeper's own splitting, so the jobs are exactly the ones it will
+    launch (sweep params from ``hydra.sweeper.params`` included).
+    """
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    target = master.hydra.sweeper.get("_target_", "")
+    if target != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
+        return None
+    arguments = []
+    params = master.hydra.sweeper.get("params") or {}
+    for key, value in params.items():
+        arguments.append(f"{key}={value}")
+    arguments += OmegaConf.to_container(master.hydra.overrides.task, resolve=False)
+    with composer.hydra_errors():
+        parsed = OverridesParser.create().parse_overrides(arguments)
+        batches = BasicSweeper.split_arguments(parsed, None)
+    return [list(job) for batch in batches for job in batch]
+
+
+def validate_sweep(
+    app: Any, config_name: str, job_overrides: Sequence[Sequence[str]], master: Any
+) -> None:
+    """Compose and validate every job's config before launching any.
+
+    Raises
+    ------
+    NipConfigError
+        With every problem of every job, each path prefixed by the job's overrides.
+    """
+    problems: list[ConfigProblem] = []
+    for overrides in job_overrides:
+        label = " ".join(overrides) or "<no overrides>"
+        try:
+            cfg = composer.compose(app, config_name, overrides, multirun=True)
+            composer.build_experiment(
+                composer.to_plain_dict(cfg), config_name=config_name
+            )
+        except NipConfigError as error:
+            for problem in error.problems:
+                problems.append(attrs.evolve(problem, message=f"{problem.message} [job: {label}]"))
+    if len(job_overrides) > 1 and master.get("run", {}).get("run_id") is not None:
+        problems.append(
+            ConfigProblem(
+                path="run.run_id",
+                message="every job of a sweep would write the same run directory; "
+                "leave it null so each job gets its own",
+                value=master.run.run_id,
+            )
+        )
+    if problems:
+        raise NipConfigError(problems)
+
+
+@attrs.frozen
+class SweepJob:
+    """Hydra's task function for one job of a sweep.
+
+    Catches every error, so that one failed job neither stops the sweep nor makes
+    Hydra print its own traceback; the error travels back in the
+    :class:`JobOutcome`.
+    """
+
+    debug: bool = False
+
+    def __call__(self, cfg: Any) -> JobOutcome:
+        from nip_core.experiment import run_experiment
+
+        try:
+            hyper_params, settings = composer.build_experiment(
+                composer.to_plain_dict(cfg)
+            )
+            result = run_experiment(hyper_params, settings)
+        except NipError as error:
+            log.error("%s", error)
+            return JobOutcome(
+                ok=False,
+                error=str(error),
+                config_error=isinstance(error, NipConfigError),
+                traceback=traceback.format_exc() if self.debug else None,
+            )
+        except Exception as error:
+            log.exception("job failed")
+            return JobOutcome(
+                ok=False,
+                error=f"{type(error).__name__}: {error}",
+                traceback=traceback.format_exc(),
+            )
+        run_dir = getattr(result, "run_dir", None)
+        return JobOutcome(ok=True, run_dir=str(run_dir) if run_dir is not None else None)
+
+
+def resume(run_id: str, runs_dir: str | None) -> int:
+    """Continue a run from its last checkpoint."""
+    from nip_core.experiment import resume_run
+
+    kwargs = {} if runs_dir is None else {"runs_dir": runs_dir}
+    result = resume_run(run_id, **kwargs)
+    run_dir = getattr(result, "run_dir", None)
+    if run_dir is not None:
+        print(f"nip: run finished; its directory is {run_dir}")
+    return 0

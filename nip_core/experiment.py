@@ -1,0 +1,354 @@
+"""Running an experiment: the entry points ``run_experiment``, ``prepare_experiment``
+and ``resume_run``.
+
+``run_experiment(hyper_params)`` does, in order (see ``docs/experiment.md``):
+
+1. base run: with ``base_run.base_run_type`` ``"parameters"`` or ``"rerun_tests"``,
+   copy the hyper-parameters of a previous run (a local run directory, or a W&B run),
+   keeping the fields marked as preserved for that type;
+2. settings and run directory: ``<runs_dir>/<run_id>/`` with ``hyper_params.json``
+   and ``settings.json``; if the directory already holds a checkpoint of the same
+   experiment, the run continues from it (no prompt);
+3. loggers (``jsonl`` always, ``wandb`` when configured, others as named);
+4. the scenario instance (:func:`nip_core.factory.build_scenario_instance`);
+5. the trainer, from the trainer registry, and ``trainer.train()``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from nip_core.errors import CheckpointError, NipConfigError
+from nip_core.runs.checkpoints import load_latest_checkpoint
+from nip_core.runs.context import IterationCallback, RunContext
+from nip_core.runs.run_dir import RunDirectory, new_run_id
+from nip_core.settings import ExperimentSettings
+
+logger = logging.getLogger(__name__)
+
+
+@attrs.define
+class RunResult:
+    """What :func:`run_experiment` returns.
+
+    Parameters
+    ----------
+    run_id : str
+        The run's id.
+    run_dir : Path | None
+        The run directory (``None`` for test runs, which write nothing).
+    metrics : list[dict]
+        Every metrics record logged by this process, ``{"step": i, ...}``.
+    trainer : Trainer
+        The trainer, with the trained agents in its scenario instance.
+    total_iterations : int
+        The run's total iteration count (all progress-bar loops).
+    resumed_from : int | None
+        The iteration the run resumed from, when it continued a checkpoint.
+    """
+
+    run_id: str
+    run_dir: Path | None
+    metrics: list[dict[str, Any]]
+    trainer: Any
+    total_iterations: int
+    resumed_from: int | None = None
+
+
+@attrs.define
+class PreparedExperiment:
+    """What :func:`prepare_experiment` returns: everything built, nothing trained."""
+
+    hyper_params: Any
+    settings: ExperimentSettings
+    scenario_instance: Any
+    trainer: Any
+    total_iterations: int
+
+
+# ---------------------------------------------------------------------------------------
+# Base runs
+
+
+def _params_dict_of_base_run(base_run: Any, settings: ExperimentSettings) -> dict:
+    if base_run.source == "local":
+        return RunDirectory(Path(settings.runs_dir) / base_run.run_id).read_hyper_params()
+    api = _wandb_api()
+    run = api.run(_wandb_path(base_run.wandb_entity, base_run.wandb_project, base_run.run_id))
+    return dict(run.config)
+
+
+def _wandb_api() -> Any:
+    import wandb
+
+    return wandb.Api()
+
+
+def _wandb_path(entity: str, project: str, run_id: str) -> str:
+    return "/".join(part for part in (entity, project, run_id) if part)
+
+
+def _get_path(data: dict, path: str) -> Any:
+    for part in path.split("."):
+        data = data[part]
+    return data
+
+
+def _set_path(data: dict, path: str, value: Any) -> None:
+    parts = path.split(".")
+    for part in parts[:-1]:
+        data = data.setdefault(part, {})
+    data[parts[-1]] = value
+
+
+def apply_base_run(hyper_params: Any, settings: ExperimentSettings) -> Any:
+    """Copy the hyper-parameters of the base run, if ``base_run`` names one.
+
+    The ``base_run`` section itself and the fields preserved for the base-run type
+    (e.g. ``rl.num_test_iterations`` for ``"rerun_tests"``) keep their current
+    values.
+    """
+    base_run = getattr(hyper_params, "base_run", None)
+    if base_run is None or base_run.base_run_type == "none":
+        return hyper_params
+    from nip_core.parameters.base_run import preserved_paths
+
+    base_dict = _params_dict_of_base_run(base_run, settings)
+    current = hyper_params.to_dict()
+    merged = json.loads(json.dumps(base_dict))
+    merged["base_run"] = current["base_run"]
+    for path in preserved_paths(hyper_params, base_run.base_run_type):
+        try:
+            _set_path(merged, path, _get_path(current, path))
+        except (KeyError, TypeError):
+            continue
+    return type(hyper_params).from_dict(merged)
+
+
+def _base_run_checkpoint(hyper_params: Any, settings: ExperimentSettings) -> dict | None:
+    """The latest checkpoint of the base run (for ``"rerun_tests"``)."""
+    base_run = hyper_params.base_run
+    if base_run.source == "local":
+        run_dir = RunDirectory(Path(settings.runs_dir) / base_run.run_id)
+        checkpoint = load_latest_checkpoint(run_dir.checkpoints_dir, settings.device)
+    else:
+        checkpoint = _download_wandb_checkpoint(
+            base_run.wandb_entity, base_run.wandb_project, base_run.run_id, "latest"
+        )
+    if checkpoint is None:
+        raise CheckpointError(
+            f"base run {base_run.run_id!r} has no checkpoint to re-run the tests of"
+        )
+    return checkpoint
+
+
+def _download_wandb_checkpoint(
+    entity: str, project: str, run_id: str, version: str
+) -> dict | None:
+    from nip_core.runs.checkpoints import latest_checkpoint_path, load_checkpoint
+
+    api = _wandb_api()
+    name = _wandb_path(entity, project, f"checkpoint-{run_id}:{version}")
+    artifact = api.artifact(name, type="checkpoint")
+    with tempfile.TemporaryDirectory() as tmp:
+        artifact.download(root=tmp)
+        path = latest_checkpoint_path(tmp)
+        if path is None:
+            files = list(Path(tmp).glob("*.pt"))
+            path = files[0] if files else None
+        return None if path is None else load_checkpoint(path)
+
+
+# ---------------------------------------------------------------------------------------
+# Building
+
+
+def get_trainer_class(hyper_params: Any) -> type:
+    """The trainer class ``hyper_params.trainer`` names (trainer registry)."""
+    from nip_core.plugins import get_plugin_manager
+    from nip_core.records import resolve_ref
+
+    spec = get_plugin_manager().trainers[hyper_params.trainer]
+    return resolve_ref(spec.trainer_class)
+
+
+def prepare_experiment(
+    hyper_params: Any,
+    settings: ExperimentSettings | None = None,
+    *,
+    report: bool = False,
+) -> PreparedExperiment:
+    """Build everything a run needs (datasets cached, agents, trainer), train nothing.
+
+    Useful to fill the dataset and embedding caches before launching a sweep, and to
+    learn how long a run is: ``prepare_experiment(hp).total_iterations``.
+
+    Parameters
+    ----------
+    hyper_params : HyperParameters
+        The experiment.
+    settings : ExperimentSettings, optional
+        Its settings (defaults otherwise).
+    report : bool
+        Also print the total number of iterations.
+    """
+    from nip_core.factory import build_scenario_instance
+
+    settings = settings if settings is not None else ExperimentSettings()
+    hyper_params = apply_base_run(hyper_params, settings)
+    scenario_instance = build_scenario_instance(hyper_params, settings)
+    trainer_class = get_trainer_class(hyper_params)
+    trainer = trainer_class(hyper_params, scenario_instance, settings, RunContext())
+    total = trainer.get_total_num_iterations()
+    if report:
+        print(f"nip: experiment prepared; {total} iterations in total")
+    return PreparedExperiment(hyper_params, settings, scenario_instance, trainer, total)
+
+
+def _same_experiment(saved: dict, current: dict) -> bool:
+    def strip(d: dict) -> dict:
+        return {k: v for k, v in d.items() if k != "_meta"}
+
+    return json.dumps(strip(saved), sort_keys=True) == json.dumps(
+        strip(current), sort_keys=True
+    )
+
+
+def run_experiment(
+    hyper_params: Any,
+    settings: ExperimentSettings | None = None,
+    *,
+    run_id: str | None = None,
+    callbacks: Sequence[IterationCallback] = (),
+) -> RunResult:
+    """Run an experiment from its hyper-parameters.
+
+    Parameters
+    ----------
+    hyper_params : HyperParameters
+        The experiment (reproducible from this alone).
+    settings : ExperimentSettings, optional
+        Device, run directory, loggers, checkpointing (defaults otherwise).
+    run_id : str, optional
+        The run's id (overrides ``settings.run_id``). When ``<runs_dir>/<run_id>``
+        holds a checkpoint of the same experiment, the run continues from it.
+    callbacks : Sequence[IterationCallback]
+        ``callback(trainer, iteration, metrics)`` after each training iteration.
+
+    Returns
+    -------
+    RunResult
+
+    Raises
+    ------
+    CheckpointError
+        When the run directory holds a different experiment.
+    """
+    from nip_core.factory import build_scenario_instance
+    from nip_core.runs.loggers import build_loggers
+
+    settings = settings if settings is not None else ExperimentSettings()
+    if run_id is not None:
+        settings = attrs.evolve(settings, run_id=run_id)
+    if settings.run_id is None:
+        settings = attrs.evolve(settings, run_id=new_run_id())
+    hyper_params = apply_base_run(hyper_params, settings)
+    params_dict = hyper_params.to_dict()
+
+    run_dir: RunDirectory | None = None
+    resume_checkpoint = None
+    if not settings.test_run:
+        run_dir = RunDirectory.for_settings(settings)
+        if run_dir.exists():
+            if not _same_experiment(run_dir.read_hyper_params(), params_dict):
+                raise CheckpointError(
+                    f"run directory {run_dir.path} holds a different experiment; "
+                    f"choose another run_id, or resume it with `nip resume "
+                    f"{settings.run_id}`"
+                )
+            resume_checkpoint = load_latest_checkpoint(
+                run_dir.checkpoints_dir, settings.device
+            )
+        run_dir.create()
+        if resume_checkpoint is None:
+            run_dir.write_hyper_params(params_dict)
+        run_dir.write_settings(settings)
+        run_dir.write_run_info(status="running")
+
+    resumed_from = None if resume_checkpoint is None else int(resume_checkpoint["iteration"])
+    loggers = None
+    if run_dir is not None:
+        loggers = build_loggers(
+            run_dir, settings, params_dict, resume_from_step=resumed_from or 0
+        )
+    run = RunContext(run_dir, loggers, callbacks, resume_checkpoint)
+    base_run = getattr(hyper_params, "base_run", None)
+    if base_run is not None and base_run.base_run_type == "rerun_tests":
+        run.base_checkpoint = _base_run_checkpoint(hyper_params, settings)
+
+    try:
+        scenario_instance = build_scenario_instance(hyper_params, settings)
+        trainer_class = get_trainer_class(hyper_params)
+        trainer = trainer_class(hyper_params, scenario_instance, settings, run)
+        total = trainer.get_total_num_iterations()
+        trainer.train()
+    except BaseException as error:
+        if run_dir is not None:
+            status = "killed" if isinstance(error, KeyboardInterrupt) else "failed"
+            run_dir.write_run_info(status=status, error=f"{type(error).__name__}: {error}")
+        run.finish()
+        raise
+    if run_dir is not None:
+        run_dir.write_run_info(status="finished", error=None)
+    run.finish()
+    return RunResult(
+        run_id=settings.run_id,
+        run_dir=None if run_dir is None else run_dir.path,
+        metrics=run.history,
+        trainer=trainer,
+        total_iterations=total,
+        resumed_from=resumed_from,
+    )
+
+
+def resume_run(
+    run_id: str,
+    runs_dir: str | Path = "runs",
+    *,
+    callbacks: Sequence[IterationCallback] = (),
+    **settings_overrides: Any,
+) -> RunResult:
+    """Continue a run from its last checkpoint, with no prompt.
+
+    The hyper-parameters and settings are read from the run directory;
+    ``settings_overrides`` change settings (``device="cuda"``, ``show_progress=False``).
+    ``nip resume RUN_ID`` calls this.
+
+    Raises
+    ------
+    CheckpointError
+        When ``<runs_dir>/<run_id>`` is not a run directory.
+    """
+    from nip_core.parameters import HyperParameters
+
+    run_dir = RunDirectory(Path(runs_dir) / run_id)
+    params_dict = run_dir.read_hyper_params()
+    settings_dict = run_dir.read_settings()
+    settings_dict.update(settings_overrides)
+    settings_dict["run_id"] = run_id
+    settings_dict["runs_dir"] = str(runs_dir)
+    try:
+        settings = ExperimentSettings.from_dict(settings_dict)
+    except NipConfigError:
+        raise
+    hyper_params = HyperParameters.from_dict(params_dict)
+    if run_dir.read_run_info().get("status") == "finished":
+        logger.info("run %s had finished; training continues from its last checkpoint", run_id)
+    return run_experiment(hyper_params, settings, callbacks=callbacks)

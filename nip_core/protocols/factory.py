@@ -1,0 +1,122 @@
+"""Build the protocol handler an experiment asks for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nip_core.errors import ConfigProblem, NipConfigError
+from nip_core.protocols.base import ProtocolHandler
+from nip_core.protocols.zero_knowledge import ZeroKnowledgeProtocolHandler
+from nip_core.records import resolve_ref
+
+__all__ = ["ZERO_KNOWLEDGE_KEY", "build_protocol_handler"]
+
+ZERO_KNOWLEDGE_KEY = "zero_knowledge"
+"""A key of ``ScenarioSpec.protocol_handlers`` that replaces the zero-knowledge
+wrapper class for that scenario."""
+
+
+def build_protocol_handler(
+    hyper_params: Any, settings: Any = None, *, plugin_manager: Any = None
+) -> ProtocolHandler:
+    """Build the handler of ``hyper_params.interaction_protocol``.
+
+    The handler class is the scenario's specialisation of the protocol
+    (``ScenarioSpec.protocol_handlers[name]``) if it has one, else the registered
+    protocol's ``handler_class``. With ``protocol_common.zero_knowledge`` the handler
+    is wrapped in :class:`ZeroKnowledgeProtocolHandler` (or the scenario's
+    ``protocol_handlers["zero_knowledge"]``).
+
+    Parameters
+    ----------
+    hyper_params : HyperParameters
+        Read for ``interaction_protocol``, ``scenario`` (may be ``None``) and the
+        protocol sections.
+    settings : ExperimentSettings | None
+        Passed to the handler (its ``device``).
+    plugin_manager : NipPluginManager | None
+        The manager to ask; the process-wide one by default.
+
+    Raises
+    ------
+    NipConfigError
+        The scenario does not support the protocol, the protocol cannot step the
+        scenario's data world, or zero knowledge was asked of a protocol without it.
+    UnknownKeyError
+        The protocol or scenario is not registered (the message lists known keys).
+    """
+    if plugin_manager is None:
+        from nip_core.plugins import get_plugin_manager
+
+        plugin_manager = get_plugin_manager()
+    name = hyper_params.interaction_protocol
+    scenario_name = getattr(hyper_params, "scenario", None)
+    scenario = None if scenario_name is None else plugin_manager.scenarios[scenario_name]
+    specialisations = dict(scenario.protocol_handlers) if scenario is not None else {}
+
+    if scenario is not None and scenario.supported_protocols is not None:
+        if name not in scenario.supported_protocols:
+            raise NipConfigError(
+                ConfigProblem(
+                    path="interaction_protocol",
+                    message=f"scenario {scenario.name!r} does not support it",
+                    value=name,
+                    choices=tuple(scenario.supported_protocols),
+                )
+            )
+
+    spec = plugin_manager.protocols.get(name, None)
+    if name in specialisations:
+        handler_ref = specialisations[name]
+    else:
+        if spec is None:
+            spec = plugin_manager.protocols[name]  # raises, listing the known keys
+        handler_ref = spec.handler_class
+        data_world = scenario.data_world if scenario is not None else "tensor"
+        if data_world not in spec.data_worlds:
+            raise NipConfigError(
+                ConfigProblem(
+                    path="interaction_protocol",
+                    message=(
+                        f"protocol {name!r} cannot step the {data_world} world of "
+                        f"scenario {scenario_name!r} (it supports: "
+                        f"{', '.join(spec.data_worlds)})"
+                    ),
+                    value=name,
+                )
+            )
+
+    handler_class = resolve_ref(handler_ref)
+    handler = handler_class(hyper_params, settings)
+
+    if not hyper_params.protocol_common.zero_knowledge:
+        return handler
+    supported = (
+        spec.supports_zero_knowledge
+        if spec is not None
+        else handler_class.can_be_zero_knowledge
+    )
+    if not supported or not handler_class.can_be_zero_knowledge:
+        raise NipConfigError(
+            ConfigProblem(
+                path="protocol_common.zero_knowledge",
+                message=f"protocol {name!r} has no zero-knowledge version",
+                value=True,
+            )
+        )
+    if scenario is not None and scenario.data_world != "tensor":
+        raise NipConfigError(
+            ConfigProblem(
+                path="protocol_common.zero_knowledge",
+                message=(
+                    "zero-knowledge rewards compare message logits, which only tensor "
+                    f"scenarios have; {scenario.name!r} is a {scenario.data_world} "
+                    "scenario"
+                ),
+                value=True,
+            )
+        )
+    wrapper = resolve_ref(
+        specialisations.get(ZERO_KNOWLEDGE_KEY, ZeroKnowledgeProtocolHandler)
+    )
+    return wrapper(hyper_params, settings, base_protocol=handler)

@@ -1,0 +1,487 @@
+"""Datasets: the common base of both data worlds and the TensorDict dataset.
+
+Every dataset has a name (``hyper_params.dataset``), a split (``"train"``,
+``"test"`` or ``"validation"``) and datapoints indexed from 0. Every datapoint has
+
+- ``"y"``: the label, 1 iff the claim holds (graphs isomorphic, code correct);
+- ``"id"``: the index of the datapoint in its split;
+
+plus the scenario's own keys describing the instance (``instance_keys``).
+
+:class:`TensorDictDataset` keeps its datapoints in one TensorDict with batch size
+``(num_datapoints,)``. It builds them once (:meth:`TensorDictDataset.build_tensor_dict`)
+and caches the result as a memory-mapped TensorDict under the data directory::
+
+    <data_dir>/<scenario>/<dataset>/processed/<split>-<key hash>/
+
+The key hash is a SHA-256 of :meth:`TensorDictDataset.cache_key_dict`, a JSON-able
+dict of *everything* that shapes the processed data: the dataset class, scenario,
+dataset name, split, ``dataset_options.max_train_size``, the interaction's shape (the
+protocol's rounds and channels, ``message_size``) and whatever a subclass adds by
+extending the method. Changing any of these builds a new cache entry; nothing is
+ever read back from a cache built with other settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+
+from nip_core.errors import DatasetNotFoundError
+
+if TYPE_CHECKING:
+    from nip_core.protocols import ProtocolHandler
+
+Split = Literal["train", "test", "validation"]
+"""The split of a dataset."""
+
+SPLITS: tuple[str, ...] = ("train", "test", "validation")
+
+ENV_DATA_DIR = "NIP_DATA_DIR"
+"""Environment variable naming the data directory when the settings give none."""
+
+CACHE_FORMAT_VERSION = 1
+"""Bumped when the layout of processed caches changes, so old caches are rebuilt."""
+
+
+def default_data_dir() -> Path:
+    """The data directory used when the settings name none.
+
+    ``$NIP_DATA_DIR`` if set, else ``$XDG_CACHE_HOME/nip/data`` (``~/.cache/nip/data``).
+    """
+    from_env = os.environ.get(ENV_DATA_DIR)
+    if from_env:
+        return Path(from_env).expanduser()
+    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(cache_home, "nip", "data").expanduser()
+
+
+def resolve_data_dir(settings: Any) -> Path:
+    """The data directory for a run: ``settings.data_dir`` or :func:`default_data_dir`."""
+    data_dir = getattr(settings, "data_dir", None)
+    if data_dir:
+        return Path(data_dir).expanduser()
+    return default_data_dir()
+
+
+def hash_key_dict(key_dict: dict[str, Any]) -> str:
+    """A stable hex digest of a JSON-able dict (sorted keys; never Python's ``hash``)."""
+    text = json.dumps(key_dict, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Dataset(ABC):
+    """Base class of every dataset, in both data worlds.
+
+    Parameters
+    ----------
+    hyper_params : HyperParameters
+        The experiment's parameters; ``hyper_params.dataset`` names the dataset and
+        ``hyper_params.scenario`` the scenario.
+    settings : ExperimentSettings
+        The run's settings (``data_dir``, ``ignore_cache``, ``device``).
+    protocol_handler : ProtocolHandler | None
+        The interaction protocol, when the processed data depends on it.
+    split : {"train", "test", "validation"}
+        Which split to load.
+
+    Class attributes
+    ----------------
+    instance_keys : tuple[str, ...]
+        The keys describing one problem instance (e.g. ``("adjacency", "node_mask")``),
+        besides ``"y"`` and ``"id"``.
+    """
+
+    instance_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        hyper_params: Any,
+        settings: Any,
+        protocol_handler: ProtocolHandler | None = None,
+        split: Split = "train",
+    ):
+        if split not in SPLITS:
+            raise ValueError(
+                f"unknown dataset split {split!r}; valid splits: {', '.join(SPLITS)}"
+            )
+        self.hyper_params = hyper_params
+        self.settings = settings
+        self.protocol_handler = protocol_handler
+        self.split: Split = split
+
+    @property
+    def name(self) -> str:
+        """The dataset's name (``hyper_params.dataset``)."""
+        return str(self.hyper_params.dataset)
+
+    @property
+    def scenario(self) -> str:
+        """The scenario's name (``hyper_params.scenario``)."""
+        return str(self.hyper_params.scenario)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The field names of a datapoint."""
+        return ("y", "id", *self.instance_keys)
+
+    @property
+    def data_dir(self) -> Path:
+        """The run's data directory (see :func:`resolve_data_dir`)."""
+        return resolve_data_dir(self.settings)
+
+    @property
+    def dataset_dir(self) -> Path:
+        """``<data_dir>/<scenario>/<dataset>``: everything about this dataset."""
+        return self.data_dir / self.scenario / self.name
+
+    @property
+    def raw_dir(self) -> Path:
+        """Where the dataset's raw files live (``<dataset_dir>/raw``)."""
+        return self.dataset_dir / "raw"
+
+    def how_to_get(self) -> str:
+        """Tell a researcher how to obtain this dataset when it is missing.
+
+        Subclasses override this when the dataset comes from somewhere else (a
+        download, another tool).
+        """
+        return (
+            f"generate it with `nip datasets generate {self.scenario} {self.name}`, "
+            f"or place its files in {self.raw_dir} (the data directory is set by the "
+            f"run setting `data_dir` or the environment variable {ENV_DATA_DIR})"
+        )
+
+    def dataset_not_found(self, detail: str = "") -> DatasetNotFoundError:
+        """Build the error raised when the dataset is missing."""
+        message = (
+            f"dataset {self.name!r} of scenario {self.scenario!r} ({self.split} "
+            f"split) was not found"
+        )
+        if detail:
+            message += f": {detail}"
+        return DatasetNotFoundError(f"{message}; {self.how_to_get()}")
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """The number of datapoints."""
+
+    @abstractmethod
+    def __getitem__(self, index: Any) -> Any:
+        """One datapoint, or a batch of them for a slice, tensor or list of indices."""
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, "
+            f"size={len(self)})"
+        )
+
+
+class TensorDictDataset(Dataset, ABC):
+    """A dataset held in one TensorDict, built once and cached on disk.
+
+    Subclasses implement :meth:`build_tensor_dict`, returning a TensorDict with batch
+    size ``(num_datapoints,)`` holding ``"y"`` (long) and the ``instance_keys``, and
+    extend :meth:`cache_key_dict` with every parameter the build reads. When the
+    build needs raw files, set ``requires_raw_data = True``: a missing
+    :attr:`raw_dir` then raises :class:`~nip_core.errors.DatasetNotFoundError`
+    saying how to get the data (see :meth:`Dataset.how_to_get`).
+
+    ``settings.ignore_cache`` rebuilds the processed data even when a cache entry
+    exists. Pretrained-model embeddings can be attached with
+    :meth:`add_pretrained_embeddings`; they appear in datapoints under
+    ``("pretrained_embeddings", <model name>)``.
+
+    Class attributes
+    ----------------
+    requires_raw_data : bool
+        Whether :meth:`build_tensor_dict` reads files under :attr:`raw_dir`.
+    cache_processed_data : bool
+        Whether to memory-map the processed data under the data directory. Datasets
+        that are quicker to generate than to load can turn this off.
+    """
+
+    requires_raw_data: ClassVar[bool] = False
+    cache_processed_data: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        hyper_params: Any,
+        settings: Any,
+        protocol_handler: ProtocolHandler | None = None,
+        split: Split = "train",
+    ):
+        super().__init__(
+            hyper_params=hyper_params,
+            settings=settings,
+            protocol_handler=protocol_handler,
+            split=split,
+        )
+        self.loaded_from_cache = False
+        self._main_data = self._load_or_build()
+        self._pretrained_embeddings: dict[str, torch.Tensor] = {}
+
+    # ----------------------------------------------------------------------------------
+    # To implement
+
+    @abstractmethod
+    def build_tensor_dict(self) -> TensorDict:
+        """Build the split's datapoints (batch size ``(num_datapoints,)``).
+
+        Must hold ``"y"`` (long, 0 or 1) and the ``instance_keys``; ``"id"`` is added
+        afterwards. Randomness must come from a generator seeded from the parameters
+        (and those parameters must be in :meth:`cache_key_dict`).
+        """
+
+    def cache_key_dict(self) -> dict[str, Any]:
+        """Everything that shapes the processed data, as a JSON-able dict.
+
+        Subclasses extend it (``key = super().cache_key_dict(); key[...] = ...``) with
+        every parameter :meth:`build_tensor_dict` reads. The base holds the dataset
+        class, scenario, dataset name, split, ``max_train_size`` (train split) and
+        the shape of the interaction (rounds, channels, ``message_size``).
+        """
+        key: dict[str, Any] = {
+            "format_version": CACHE_FORMAT_VERSION,
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "scenario": self.scenario,
+            "dataset": self.name,
+            "split": self.split,
+            "max_train_size": self.max_size,
+            "message_size": getattr(self.hyper_params, "message_size", None),
+        }
+        handler = self.protocol_handler
+        if handler is not None:
+            key["max_message_rounds"] = int(handler.max_message_rounds)
+            key["min_message_rounds"] = int(handler.min_message_rounds)
+            key["message_channels"] = list(handler.message_channel_names)
+        return key
+
+    # ----------------------------------------------------------------------------------
+    # Cache
+
+    @property
+    def max_size(self) -> int | None:
+        """``dataset_options.max_train_size`` for the train split, else ``None``."""
+        if self.split != "train":
+            return None
+        options = getattr(self.hyper_params, "dataset_options", None)
+        return getattr(options, "max_train_size", None)
+
+    @property
+    def cache_key(self) -> str:
+        """The hex digest of :meth:`cache_key_dict`."""
+        return hash_key_dict(self.cache_key_dict())
+
+    @property
+    def processed_dir(self) -> Path:
+        """The cache entry of the processed data for the current key."""
+        return self.dataset_dir / "processed" / f"{self.split}-{self.cache_key[:16]}"
+
+    def _load_or_build(self) -> TensorDict:
+        ignore_cache = bool(getattr(self.settings, "ignore_cache", False))
+        processed_dir = self.processed_dir
+        if self.cache_processed_data and not ignore_cache:
+            data = self._load_cache(processed_dir)
+            if data is not None:
+                self.loaded_from_cache = True
+                return data
+        if self.requires_raw_data and not self.raw_dir.is_dir():
+            raise self.dataset_not_found(f"no raw data at {self.raw_dir}")
+        data = self._build()
+        if self.cache_processed_data:
+            self._save_cache(data, processed_dir)
+        return data
+
+    def _build(self) -> TensorDict:
+        data = self.build_tensor_dict()
+        if data.batch_dims != 1:
+            raise ValueError(
+                f"{type(self).__name__}.build_tensor_dict must return a TensorDict with "
+                f"one batch dimension (the datapoints), got batch size "
+                f"{tuple(data.batch_size)}"
+            )
+        missing = [key for key in ("y", *self.instance_keys) if key not in data.keys()]
+        if missing:
+            raise ValueError(
+                f"{type(self).__name__}.build_tensor_dict did not produce the keys "
+                f"{missing}"
+            )
+        if self.max_size is not None:
+            data = data[: self.max_size]
+        data = data.clone()
+        data["y"] = data["y"].long()
+        data["id"] = torch.arange(data.batch_size[0], dtype=torch.long)
+        return data
+
+    def _load_cache(self, processed_dir: Path) -> TensorDict | None:
+        key_path = processed_dir / "cache_key.json"
+        if not key_path.is_file():
+            return None
+        try:
+            stored_key = json.loads(key_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        # The directory name holds a prefix of the hash only; compare the full key.
+        if stored_key != json.loads(json.dumps(self.cache_key_dict(), default=str)):
+            return None
+        data = TensorDict.load_memmap(processed_dir / "data")
+        return data
+
+    def _save_cache(self, data: TensorDict, processed_dir: Path) -> None:
+        processed_dir.parent.mkdir(parents=True, exist_ok=True)
+        # Build in a temporary directory and rename, so a run killed mid-write never
+        # leaves a half-written cache entry that a later run would trust.
+        tmp_dir = Path(tempfile.mkdtemp(prefix=".tmp-", dir=processed_dir.parent))
+        try:
+            data.memmap(tmp_dir / "data")
+            (tmp_dir / "cache_key.json").write_text(
+                json.dumps(self.cache_key_dict(), sort_keys=True, indent=2, default=str)
+            )
+            if processed_dir.exists():
+                shutil.rmtree(processed_dir)
+            os.replace(tmp_dir, processed_dir)
+        finally:
+            if tmp_dir.exists():
+                shutil.rmtree(tmp_dir, ignore_errors=True)
+
+    # ----------------------------------------------------------------------------------
+    # Access
+
+    @property
+    def data(self) -> TensorDict:
+        """All datapoints (without pretrained embeddings)."""
+        return self._main_data
+
+    @property
+    def device(self) -> torch.device:
+        """The device the datapoints are on."""
+        return self._main_data.device or torch.device("cpu")
+
+    def __len__(self) -> int:
+        return int(self._main_data.batch_size[0])
+
+    def __getitem__(self, index: Any) -> TensorDictBase | torch.Tensor:
+        if isinstance(index, str) or (
+            isinstance(index, tuple) and all(isinstance(i, str) for i in index)
+        ):
+            if index in ("pretrained_embeddings",) or (
+                isinstance(index, tuple) and index[:1] == ("pretrained_embeddings",)
+            ):
+                return self._embeddings_td(slice(None)).get(index)
+            return self._main_data.get(index)
+        if isinstance(index, Sequence) and not isinstance(index, tuple):
+            index = torch.as_tensor(index, dtype=torch.long)
+        batch = self._main_data[index]
+        if isinstance(batch, TensorDictBase):
+            batch = batch.clone(recurse=False)
+            if self._pretrained_embeddings:
+                batch.set("pretrained_embeddings", self._embeddings_td(index))
+        return batch
+
+    def _embeddings_td(self, index: Any) -> TensorDict:
+        values = {name: emb[index] for name, emb in self._pretrained_embeddings.items()}
+        first = next(iter(values.values()))
+        return TensorDict(values, batch_size=first.shape[:1] if first.ndim else [])
+
+    # ----------------------------------------------------------------------------------
+    # Pretrained embeddings
+
+    @property
+    def pretrained_model_names(self) -> list[str]:
+        """Names of the pretrained models whose embeddings are attached."""
+        return sorted(self._pretrained_embeddings)
+
+    def add_pretrained_embeddings(self, model_name: str, embeddings: torch.Tensor):
+        """Attach a pretrained model's embeddings, one row per datapoint.
+
+        Parameters
+        ----------
+        model_name : str
+            The model's registry key.
+        embeddings : torch.Tensor
+            Shape ``(len(self), *feature_shape)``, aligned with the datapoint ids.
+        """
+        if embeddings.shape[0] != len(self):
+            raise ValueError(
+                f"embeddings of {model_name!r} have {embeddings.shape[0]} rows but the "
+                f"{self.split} split of {self.name!r} has {len(self)} datapoints"
+            )
+        self._pretrained_embeddings[model_name] = embeddings
+
+    def get_pretrained_embedding_feature_shape(self, model_name: str) -> torch.Size:
+        """The shape of one datapoint's embedding from a model."""
+        return self._pretrained_embeddings[model_name].shape[1:]
+
+    def get_pretrained_embedding_dtype(self, model_name: str) -> torch.dtype:
+        """The dtype of a model's embeddings."""
+        return self._pretrained_embeddings[model_name].dtype
+
+
+class DataCycler:
+    """Draw datapoints from a dataset in seeded random order, forever.
+
+    Each pass over the dataset is a fresh permutation drawn from ``generator``; a
+    request for ``n`` datapoints continues where the last one stopped, crossing into
+    the next pass when needed. Two cyclers with generators in the same state draw the
+    same datapoints.
+
+    Parameters
+    ----------
+    dataset : TensorDictDataset
+        The dataset to draw from.
+    generator : torch.Generator
+        The source of randomness.
+    shuffle : bool
+        Draw in random order (default) or in index order.
+    """
+
+    def __init__(
+        self,
+        dataset: TensorDictDataset,
+        generator: torch.Generator,
+        shuffle: bool = True,
+    ):
+        if len(dataset) == 0:
+            raise ValueError(f"cannot draw datapoints from an empty dataset {dataset!r}")
+        self.dataset = dataset
+        self.generator = generator
+        self.shuffle = shuffle
+        self._order = torch.empty(0, dtype=torch.long)
+        self._position = 0
+
+    def _new_pass(self) -> None:
+        if self.shuffle:
+            self._order = torch.randperm(len(self.dataset), generator=self.generator)
+        else:
+            self._order = torch.arange(len(self.dataset))
+        self._position = 0
+
+    def next_indices(self, num: int) -> torch.Tensor:
+        """The indices of the next ``num`` datapoints."""
+        chunks = []
+        remaining = num
+        while remaining > 0:
+            if self._position >= len(self._order):
+                self._new_pass()
+            take = min(remaining, len(self._order) - self._position)
+            chunks.append(self._order[self._position : self._position + take])
+            self._position += take
+            remaining -= take
+        if not chunks:
+            return torch.empty(0, dtype=torch.long)
+        return torch.cat(chunks)
+
+    def get_batch(self, num: int) -> TensorDictBase:
+        """The next ``num`` datapoints, as a TensorDict with batch size ``(num,)``."""
+        return self.dataset[self.next_indices(num)]

@@ -1,0 +1,342 @@
+"""Base classes of every trainer.
+
+``Trainer`` is the common base of both data worlds; ``TensorDictTrainer`` adds what
+tensor-world trainers share (device, torch contexts, agent parts). Long loops are
+methods decorated with :func:`attach_progress_bar`, which gives them a progress bar
+with an ETA and declares how many iterations they run, so
+:meth:`Trainer.get_total_num_iterations` (and ``nip run --dry-run``) can report the
+length of a whole run before it starts.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, ExitStack
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from nip_core.runs.checkpoints import restore_rng_state, save_checkpoint
+from nip_core.runs.context import RunContext
+
+if TYPE_CHECKING:
+    from nip_core.settings import ExperimentSettings
+
+logger = logging.getLogger(__name__)
+
+AGENT_PART_NAMES: tuple[str, ...] = (
+    "body",
+    "policy_body",
+    "value_body",
+    "policy_head",
+    "value_head",
+    "solo_head",
+    "whole",
+)
+"""Attribute names of agent parts on :class:`nip_core.scenario.Agent`."""
+
+
+def agent_part_modules(agent: Any) -> dict[str, Any]:
+    """The torch modules among an agent's parts, by part name."""
+    import torch
+
+    parts = {}
+    for name in AGENT_PART_NAMES:
+        part = getattr(agent, name, None)
+        if isinstance(part, torch.nn.Module):
+            parts[name] = part
+    return parts
+
+
+class IterationContext:
+    """The progress bar and iteration count of one decorated loop.
+
+    Parameters
+    ----------
+    trainer : Trainer
+        The trainer running the loop.
+    num_iterations : int
+        How many iterations the loop runs.
+    initial : int
+        Iterations already done (when resuming), shown as progress from the start.
+    """
+
+    def __init__(self, trainer: Trainer, num_iterations: int, initial: int = 0):
+        self.trainer = trainer
+        self.num_iterations = num_iterations
+        self.initial = initial
+        self.progress_bar: Any = None
+
+    def __enter__(self) -> IterationContext:
+        from tqdm.auto import tqdm
+
+        self.progress_bar = tqdm(
+            total=self.num_iterations,
+            initial=self.initial,
+            disable=not self.trainer.settings.show_progress,
+            dynamic_ncols=True,
+            leave=False,
+        )
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.progress_bar.close()
+
+    def set_description(self, description: str) -> None:
+        """Set the text before the bar (``"Training"``, ``"Testing"``)."""
+        self.progress_bar.set_description(description)
+
+    def set_postfix(self, **values: Any) -> None:
+        """Show values after the bar (a running loss, say)."""
+        self.progress_bar.set_postfix(values, refresh=False)
+
+    def step(self, n: int = 1) -> None:
+        """Advance the bar by ``n`` iterations."""
+        self.progress_bar.update(n)
+
+
+def attach_progress_bar(
+    num_iterations_func: Callable[[Any], int],
+    initial_func: Callable[[Any], int] | None = None,
+) -> Callable[[Callable], Callable]:
+    """Run a trainer method with a progress bar, declaring its iteration count.
+
+    The decorated method receives an ``iteration_context`` keyword argument
+    (:class:`IterationContext`). ``num_iterations_func(trainer)`` must be computable
+    as soon as the trainer exists: :meth:`Trainer.get_total_num_iterations` sums it
+    over every decorated method.
+
+    Parameters
+    ----------
+    num_iterations_func : Callable[[Trainer], int]
+        The number of iterations of the loop.
+    initial_func : Callable[[Trainer], int], optional
+        Iterations already done when the method starts (resumed runs).
+    """
+
+    def decorator(method: Callable) -> Callable:
+        @functools.wraps(method)
+        def wrapper(trainer: Trainer, *args: Any, **kwargs: Any) -> Any:
+            total = num_iterations_func(trainer)
+            initial = initial_func(trainer) if initial_func is not None else 0
+            with IterationContext(trainer, total, initial) as iteration_context:
+                return method(trainer, *args, iteration_context=iteration_context, **kwargs)
+
+        wrapper._num_iterations_func = num_iterations_func  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorator
+
+
+class Trainer(ABC):
+    """Base class of every trainer.
+
+    A trainer takes the scenario instance (datasets, agents, protocol handler,
+    environments) and runs the whole training: seeding, the training loop, the test
+    loop, logging, checkpointing.
+
+    Parameters
+    ----------
+    hyper_params : HyperParameters
+        The experiment.
+    scenario_instance : ScenarioInstance
+        The experiment's components.
+    settings : ExperimentSettings
+        Settings that do not affect results (device, run directory, loggers).
+    run : RunContext, optional
+        Where metrics, checkpoints and rollouts go; an in-memory context when not
+        given.
+    """
+
+    trainer_type: ClassVar[str] = "rl"
+    """Which agent parts the factory builds: ``"rl"`` (bodies, policy and value
+    heads) or ``"solo_agent"`` (bodies and solo heads), or a plugin's own value."""
+
+    def __init__(
+        self,
+        hyper_params: Any,
+        scenario_instance: Any,
+        settings: ExperimentSettings,
+        run: RunContext | None = None,
+    ):
+        self.hyper_params = hyper_params
+        self.scenario_instance = scenario_instance
+        self.settings = settings
+        self.run = run if run is not None else RunContext()
+        self.iteration = 0
+
+    # ------------------------------------------------------------------------------
+    # Shortcuts
+
+    @property
+    def protocol_handler(self) -> Any:
+        return self.scenario_instance.protocol_handler
+
+    @property
+    def agent_names(self) -> list[str]:
+        return list(self.protocol_handler.agent_names)
+
+    @property
+    def num_agents(self) -> int:
+        return len(self.agent_names)
+
+    @property
+    def max_message_rounds(self) -> int:
+        return self.protocol_handler.max_message_rounds
+
+    # ------------------------------------------------------------------------------
+    # Training
+
+    @abstractmethod
+    def train(self) -> None:
+        """Train the agents: seed, train loop, test loop, save."""
+
+    def get_total_num_iterations(self) -> int:
+        """The sum of the iteration counts of every progress-bar method."""
+        total = 0
+        for _, member in inspect.getmembers(type(self), predicate=inspect.isfunction):
+            func = getattr(member, "_num_iterations_func", None)
+            if func is not None:
+                total += int(func(self))
+        return total
+
+    def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
+        self.run.log_metrics(step, metrics)
+
+    # ------------------------------------------------------------------------------
+    # Checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training, besides the RNG states (saved by
+        the checkpoint itself). Subclasses extend the dict."""
+        return {"iteration": self.iteration}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.iteration = int(state["iteration"])
+
+    def save_checkpoint(self, iteration: int) -> None:
+        """Save a checkpoint after ``iteration`` completed training iterations.
+
+        Does nothing for in-memory runs and test runs. Logs the checkpoint as an
+        artifact (W&B) when a remote logger is on.
+        """
+        if not self.run.writes_files or self.settings.test_run:
+            return
+        self.iteration = iteration
+        path = save_checkpoint(
+            self.run.run_dir.checkpoints_dir, iteration, self.state_dict()
+        )
+        self.run.log_artifact(path, f"checkpoint-{self.run.run_dir.run_id}", "checkpoint")
+
+    def maybe_save_checkpoint(self, iteration: int) -> bool:
+        """Checkpoint if ``iteration`` is a multiple of ``checkpoint_period``."""
+        period = self.settings.checkpoint_period
+        if period is not None and iteration % period == 0:
+            self.save_checkpoint(iteration)
+            return True
+        return False
+
+    def restore_from_checkpoint(self) -> int:
+        """Load the run's resume checkpoint, if any; return the iterations done."""
+        checkpoint = self.run.resume_checkpoint
+        if checkpoint is None:
+            return 0
+        self.load_state_dict(checkpoint["trainer"])
+        restore_rng_state(checkpoint["rng"])
+        self.iteration = int(checkpoint["iteration"])
+        logger.info("resuming from iteration %d", self.iteration)
+        return self.iteration
+
+
+class TensorDictTrainer(Trainer):
+    """Base class of trainers whose data are tensors and TensorDicts.
+
+    Subclasses implement :meth:`train`, usually as a train loop and a test loop
+    (both decorated with :func:`attach_progress_bar`), each run inside the stack
+    :meth:`_build_train_context` / :meth:`_build_test_context` fill::
+
+        with ExitStack() as stack:
+            self._build_train_context(stack)
+            self._run_train_loop()
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        import torch
+
+        self.device = torch.device(self.settings.device)
+        rl = getattr(self.hyper_params, "rl", None)
+        self.use_single_body = bool(getattr(rl, "shared_body", True))
+        self.use_critic = bool(getattr(rl, "use_critic", True))
+
+    @property
+    def agents(self) -> dict[str, Any]:
+        return self.scenario_instance.agents
+
+    def _attention_context(self, train: bool) -> AbstractContextManager | None:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        # The CPU backward of scaled dot-product attention needs the MATH kernel;
+        # the memory-efficient kernel is not deterministic, so it is opt-in.
+        if self.device.type == "cpu":
+            return sdpa_kernel(SDPBackend.MATH) if train else None
+        backends = [
+            SDPBackend.MATH,
+            SDPBackend.CUDNN_ATTENTION,
+            SDPBackend.FLASH_ATTENTION,
+        ]
+        if self.settings.enable_efficient_attention:
+            backends.append(SDPBackend.EFFICIENT_ATTENTION)
+        return sdpa_kernel(backends)
+
+    def _build_train_context(self, stack: ExitStack) -> list[Any]:
+        """Enter the contexts of the training loop into ``stack``; return them."""
+        entered = []
+        attention = self._attention_context(train=True)
+        if attention is not None:
+            entered.append(stack.enter_context(attention))
+        return entered
+
+    def _build_test_context(self, stack: ExitStack) -> list[Any]:
+        """Enter the contexts of the test loop (no gradients) into ``stack``."""
+        import torch
+
+        entered = []
+        attention = self._attention_context(train=False)
+        if attention is not None:
+            entered.append(stack.enter_context(attention))
+        entered.append(stack.enter_context(torch.no_grad()))
+        return entered
+
+    def agents_state_dict(self) -> dict[str, dict[str, Any]]:
+        """State dicts of every agent part, by agent then part name."""
+        return {
+            name: {
+                part_name: module.state_dict()
+                for part_name, module in agent_part_modules(agent).items()
+            }
+            for name, agent in self.agents.items()
+        }
+
+    def load_agents_state_dict(self, state: Mapping[str, Mapping[str, Any]]) -> None:
+        for name, parts in state.items():
+            modules = agent_part_modules(self.agents[name])
+            for part_name, part_state in parts.items():
+                modules[part_name].load_state_dict(part_state)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["agents"] = self.agents_state_dict()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.load_agents_state_dict(state["agents"])
+
+    def set_agents_mode(self, train: bool) -> None:
+        for agent in self.agents.values():
+            for module in agent_part_modules(agent).values():
+                module.train(train)

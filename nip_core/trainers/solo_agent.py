@@ -1,0 +1,213 @@
+"""The ``solo_agent`` trainer: each agent alone, supervised on the labels.
+
+Every non-random agent's body and solo head are trained with the cross-entropy of
+the solo head's ``decision_logits`` against the datapoint label ``y``. It is a
+trainer of its own (``trainer="solo_agent"``) and the pre-training step of RL
+trainers (``pretrain_agents=True``), which caches the bodies it trains (see
+:mod:`nip_core.trainers.pretraining`).
+
+Metrics per epoch (step = epoch): ``{agent}.train_loss``, ``{agent}.train_accuracy``;
+after training: ``{agent}.test_loss``, ``{agent}.test_accuracy`` (``pretrain_``
+prefixed when pre-training).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import ExitStack
+from typing import Any, ClassVar
+
+from nip_core.trainers.base import (
+    IterationContext,
+    TensorDictTrainer,
+    attach_progress_bar,
+)
+from nip_core.trainers.optim import build_param_groups
+
+
+def _num_epochs(trainer: SoloAgentTrainer) -> int:
+    return 1 if trainer.settings.test_run else trainer.hyper_params.solo_agent.num_epochs
+
+
+class SoloAgentTrainer(TensorDictTrainer):
+    """Supervised training of each agent's body and solo head.
+
+    Parameters
+    ----------
+    hyper_params, scenario_instance, settings, run
+        As for :class:`~nip_core.trainers.Trainer`.
+    as_pretraining : bool
+        Train as the pre-training step of an RL trainer: the policy body is trained
+        when bodies are not shared, nothing is checkpointed, and metrics are
+        ``pretrain_`` prefixed.
+    """
+
+    trainer_type: ClassVar[str] = "solo_agent"
+
+    def __init__(self, *args: Any, as_pretraining: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.as_pretraining = as_pretraining
+        self.prefix = "pretrain_" if as_pretraining else ""
+        self.trained_agent_names = [
+            name
+            for name in self.agent_names
+            if not getattr(self.hyper_params.agents[name], "is_random", False)
+        ]
+        self._models: dict[str, Any] = {}
+        self._optimizers: dict[str, Any] = {}
+        self._generator: Any = None
+        self._built = False
+
+    # ------------------------------------------------------------------------------
+    # Building
+
+    def _body_of(self, agent: Any) -> Any:
+        body = getattr(agent, "body", None)
+        if body is None:
+            body = agent.policy_body
+        return body
+
+    def _build(self) -> None:
+        import torch
+        from tensordict.nn import TensorDictSequential
+
+        params = self.hyper_params.solo_agent
+        for name in self.trained_agent_names:
+            agent = self.agents[name]
+            if getattr(agent, "solo_head", None) is None:
+                raise ValueError(
+                    f"agent {name!r} has no solo head: the factory builds one for the "
+                    f"solo_agent trainer and when pretrain_agents is set"
+                )
+            body = self._body_of(agent)
+            self._models[name] = TensorDictSequential(body, agent.solo_head)
+            body_part = "body" if getattr(agent, "body", None) is not None else (
+                "policy_body"
+            )
+            groups = build_param_groups(
+                {name: agent},
+                self.hyper_params.agents,
+                params.learning_rate,
+                shared_body=False,
+                body_lr_factor_override=params.body_lr_factor_override,
+                parts=(body_part, "solo_head"),
+            )
+            self._optimizers[name] = torch.optim.Adam(groups, eps=1e-5)
+        self._generator = torch.Generator().manual_seed(int(self.hyper_params.seed))
+        self._built = True
+
+    # ------------------------------------------------------------------------------
+    # State
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["optimizers"] = {n: o.state_dict() for n, o in self._optimizers.items()}
+        state["data_generator"] = self._generator.get_state()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        for name, opt_state in state["optimizers"].items():
+            self._optimizers[name].load_state_dict(opt_state)
+        self._generator.set_state(state["data_generator"])
+
+    # ------------------------------------------------------------------------------
+    # Training
+
+    def train(self) -> None:
+        from nip_core.runs.checkpoints import seed_everything
+
+        seed_everything(int(self.hyper_params.seed))
+        if not self._built:
+            self._build()
+        start = 0 if self.as_pretraining else self.restore_from_checkpoint()
+        self._start_epoch = start
+
+        with ExitStack() as stack:
+            self._build_train_context(stack)
+            self._run_train_loop()
+        with ExitStack() as stack:
+            self._build_test_context(stack)
+            self._run_test_loop()
+        if not self.as_pretraining:
+            self.save_checkpoint(self.iteration)
+
+    def _batches(self, dataset: Any, shuffle: bool) -> list[Any]:
+        import torch
+
+        size = len(dataset)
+        batch_size = self.hyper_params.solo_agent.batch_size
+        if shuffle:
+            order = torch.randperm(size, generator=self._generator)
+        else:
+            order = torch.arange(size)
+        batches = [order[i : i + batch_size] for i in range(0, size, batch_size)]
+        if self.settings.test_run:
+            batches = batches[:1]
+        return batches
+
+    @attach_progress_bar(_num_epochs, initial_func=lambda self: self._start_epoch)
+    def _run_train_loop(self, iteration_context: IterationContext) -> None:
+        import torch.nn.functional as F
+
+        iteration_context.set_description("Pre-training" if self.as_pretraining else "Training")
+        dataset = self.scenario_instance.train_dataset
+        for epoch in range(self._start_epoch, _num_epochs(self)):
+            self.set_agents_mode(True)
+            totals = {name: [0.0, 0.0, 0] for name in self.trained_agent_names}
+            for indices in self._batches(dataset, shuffle=True):
+                data = dataset[indices].to(self.device)
+                y = data["y"].reshape(-1).long()
+                for name, model in self._models.items():
+                    optimizer = self._optimizers[name]
+                    optimizer.zero_grad()
+                    logits = model(data.clone(False))["decision_logits"]
+                    loss = F.cross_entropy(logits, y)
+                    loss.backward()
+                    optimizer.step()
+                    n = len(y)
+                    totals[name][0] += loss.item() * n
+                    totals[name][1] += (logits.argmax(-1) == y).float().sum().item()
+                    totals[name][2] += n
+            metrics = {}
+            for name, (loss_sum, correct, count) in totals.items():
+                metrics[f"{name}.{self.prefix}train_loss"] = loss_sum / max(count, 1)
+                metrics[f"{name}.{self.prefix}train_accuracy"] = correct / max(count, 1)
+            self.iteration = epoch + 1
+            if not self.as_pretraining:
+                self.log_metrics(epoch, metrics)
+                self.maybe_save_checkpoint(self.iteration)
+                self.run.run_callbacks(self, epoch, metrics)
+            iteration_context.step()
+
+    def evaluate(self, dataset: Any) -> dict[str, dict[str, float]]:
+        """Mean loss and accuracy of each agent on a dataset (no gradients)."""
+        import torch
+        import torch.nn.functional as F
+
+        self.set_agents_mode(False)
+        totals = {name: [0.0, 0.0, 0] for name in self.trained_agent_names}
+        with torch.no_grad():
+            for indices in self._batches(dataset, shuffle=False):
+                data = dataset[indices].to(self.device)
+                y = data["y"].reshape(-1).long()
+                for name, model in self._models.items():
+                    logits = model(data.clone(False))["decision_logits"]
+                    n = len(y)
+                    totals[name][0] += F.cross_entropy(logits, y).item() * n
+                    totals[name][1] += (logits.argmax(-1) == y).float().sum().item()
+                    totals[name][2] += n
+        self.set_agents_mode(True)
+        return {
+            name: {"loss": s / max(c, 1), "accuracy": a / max(c, 1)}
+            for name, (s, a, c) in totals.items()
+        }
+
+    def _run_test_loop(self) -> None:
+        results = self.evaluate(self.scenario_instance.test_dataset)
+        metrics = {}
+        for name, values in results.items():
+            metrics[f"{name}.{self.prefix}test_loss"] = values["loss"]
+            metrics[f"{name}.{self.prefix}test_accuracy"] = values["accuracy"]
+        # Pre-training metrics go at step 0, before the RL iterations log theirs
+        self.log_metrics(0 if self.as_pretraining else _num_epochs(self), metrics)

@@ -1,0 +1,211 @@
+"""Per-iteration statistics of tensor-world rollouts (the metrics users expect).
+
+Rollouts have batch shape ``[*env_batch, time]`` and follow the environment keys:
+``("next", "done")``, ``("next", "agents", "reward")`` (``[..., agent]``),
+``("agents", "decision")``, ``("agents", "decision_logits")`` (``[..., agent, 3]``),
+message logits ``("agents", "<name>_logits")`` (``[..., agent, channel, position,
+logit]``), ``"y"``, ``"datapoint_id"``, ``"round"``, and, after the value estimator,
+``("agents", "value")``, ``"value_target"``, ``"advantage"``.
+
+Names (``test_`` prefixed for the test loop): ``mean_accuracy``, ``std_accuracy``,
+``mean_datapoint_accuracy``, ``std_datapoint_accuracy``, ``worst_datapoint_accuracy``,
+``mean_episode_length``, ``{agent}.mean_step_reward``, ``{agent}.mean_episode_reward``,
+``{agent}.worst_episode_reward``, ``{agent}.mean_decision_entropy`` /
+``std_decision_entropy``, ``{agent}.mean_message_entropy`` / ``std_message_entropy``,
+``{agent}.mean_max_message_prob``, ``{agent}.mean_value``,
+``{agent}.mean_value_target``, ``{agent}.mean_advantage``,
+``{agent}.residual_critic_variance``. Entropies are normalised by the maximum
+(log of the number of choices), so they lie in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+DECISION_LOGITS_KEY = ("agents", "decision_logits")
+
+
+def _get(td: Any, key: Any) -> torch.Tensor | None:
+    try:
+        return td.get(key, None)
+    except KeyError:
+        return None
+
+
+def message_logits_keys(rollout: Any) -> list[tuple[str, ...]]:
+    """Keys ``("agents", "*_logits")`` other than the decision logits."""
+    agents_td = _get(rollout, "agents")
+    if agents_td is None:
+        return []
+    return [
+        ("agents", key)
+        for key in agents_td.keys()
+        if isinstance(key, str)
+        and key.endswith("_logits")
+        and key not in ("decision_logits", "solo_logits")
+    ]
+
+
+def normalised_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of softmax(logits) over the last dim, divided by log(#choices).
+
+    Masked-out choices (logit -inf) contribute nothing.
+    """
+    num = logits.shape[-1]
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    probs = log_probs.exp()
+    plogp = torch.where(probs > 0, probs * log_probs, torch.zeros_like(probs))
+    entropy = -plogp.sum(-1)
+    return entropy / math.log(num) if num > 1 else torch.zeros_like(entropy)
+
+
+def episode_index(done: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Episode ids of a ``[env, time]`` done mask.
+
+    Returns ``(episode_id, complete)``: a global episode id per step (unique across
+    environments) and whether the step belongs to an episode that ended within the
+    batch.
+    """
+    done = done.long()
+    local = torch.cumsum(done, dim=1) - done
+    complete = local < done.sum(dim=1, keepdim=True)
+    rows = torch.arange(done.shape[0], device=done.device).unsqueeze(1)
+    return rows * (done.shape[1] + 1) + local, complete
+
+
+def _group_mean(values: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    unique, inverse = torch.unique(groups, return_inverse=True)
+    sums = torch.zeros(len(unique), dtype=torch.float64).index_add_(
+        0, inverse, values.double()
+    )
+    counts = torch.zeros(len(unique), dtype=torch.float64).index_add_(
+        0, inverse, torch.ones_like(values, dtype=torch.float64)
+    )
+    return sums / counts
+
+
+def _item(x: torch.Tensor) -> float:
+    return float(x.item()) if x.numel() > 0 else float("nan")
+
+
+def _std(x: torch.Tensor) -> float:
+    return float(x.float().std().item()) if x.numel() > 1 else 0.0
+
+
+def rollout_statistics(
+    rollout: Any,
+    agent_names: Sequence[str],
+    *,
+    prefix: str = "",
+    verifier_name: str = "verifier",
+) -> dict[str, float]:
+    """Compute the statistics of one batch of rollouts (see the module docstring)."""
+    stats: dict[str, float] = {}
+    time = rollout.shape[-1]
+    flat = rollout.reshape(-1, time)
+    done = flat.get(("next", "done")).reshape(flat.shape[0], time, -1).any(-1)
+    episode, complete = episode_index(done)
+    ep_ids = episode[complete]
+
+    reward = _get(flat, ("next", "agents", "reward"))
+    if reward is not None:
+        reward = reward.reshape(*flat.shape, -1)
+    datapoint = _get(flat, "datapoint_id")
+    if ep_ids.numel() > 0:
+        unique_eps, inverse = torch.unique(ep_ids, return_inverse=True)
+        lengths = torch.zeros(len(unique_eps)).index_add_(
+            0, inverse, torch.ones(len(ep_ids))
+        )
+        stats[f"{prefix}mean_episode_length"] = float(lengths.mean())
+        # The datapoint of an episode: the one at its last step
+        episode_datapoint = None
+        if datapoint is not None:
+            dp_steps = datapoint.reshape(flat.shape)[complete]
+            episode_datapoint = torch.zeros(len(unique_eps), dtype=torch.long)
+            episode_datapoint[inverse] = dp_steps.long()
+    else:
+        inverse = None
+        episode_datapoint = None
+
+    for i, name in enumerate(agent_names):
+        if reward is not None:
+            stats[f"{name}.{prefix}mean_step_reward"] = _item(reward[..., i].mean())
+            if inverse is not None:
+                ep_reward = torch.zeros(len(unique_eps), dtype=torch.float64).index_add_(
+                    0, inverse, reward[..., i][complete].double()
+                )
+                stats[f"{name}.{prefix}mean_episode_reward"] = float(ep_reward.mean())
+                if episode_datapoint is not None:
+                    per_dp = _group_mean(ep_reward, episode_datapoint)
+                    stats[f"{name}.{prefix}worst_episode_reward"] = float(per_dp.min())
+                else:
+                    stats[f"{name}.{prefix}worst_episode_reward"] = float(
+                        ep_reward.min()
+                    )
+
+        decision_logits = _get(flat, DECISION_LOGITS_KEY)
+        if decision_logits is not None and decision_logits.shape[-2] == len(agent_names):
+            ent = normalised_entropy(decision_logits[..., i, :])
+            stats[f"{name}.{prefix}mean_decision_entropy"] = _item(ent.mean())
+            stats[f"{name}.{prefix}std_decision_entropy"] = _std(ent)
+        message_keys = message_logits_keys(flat)
+        for key in message_keys:
+            logits = flat.get(key)
+            if logits.ndim < 4 or logits.shape[2] != len(agent_names):
+                continue
+            agent_logits = logits[:, :, i]
+            ent = normalised_entropy(agent_logits)
+            # One message space is "the" message; several keep their own names
+            label = (
+                "message"
+                if key[-1] == "main_message_logits" or len(message_keys) == 1
+                else key[-1][: -len("_logits")]
+            )
+            stats[f"{name}.{prefix}mean_{label}_entropy"] = _item(ent.mean())
+            stats[f"{name}.{prefix}std_{label}_entropy"] = _std(ent)
+            max_prob = torch.softmax(agent_logits.float(), -1).max(-1).values
+            stats[f"{name}.{prefix}mean_max_{label}_prob"] = _item(max_prob.mean())
+
+        value = _get(flat, ("agents", "value"))
+        value_target = _get(flat, "value_target")
+        if value_target is None:
+            value_target = _get(flat, ("agents", "value_target"))
+        advantage = _get(flat, "advantage")
+        if advantage is None:
+            advantage = _get(flat, ("agents", "advantage"))
+        per_agent = {}
+        for label, tensor in (
+            ("value", value),
+            ("value_target", value_target),
+            ("advantage", advantage),
+        ):
+            if tensor is not None:
+                tensor = tensor.reshape(*flat.shape, -1)
+                if tensor.shape[-1] == len(agent_names):
+                    per_agent[label] = tensor[..., i].float()
+                    stats[f"{name}.{prefix}mean_{label}"] = _item(per_agent[label].mean())
+        if "value" in per_agent and "value_target" in per_agent:
+            residual = (per_agent["value_target"] - per_agent["value"]).var()
+            stats[f"{name}.{prefix}residual_critic_variance"] = float(
+                residual / max(per_agent["value_target"].var().item(), 1e-6)
+            )
+
+    decision = _get(flat, ("agents", "decision"))
+    y = _get(flat, "y")
+    if verifier_name in agent_names and decision is not None and y is not None:
+        v = list(agent_names).index(verifier_name)
+        verifier_decision = decision.reshape(*flat.shape, -1)[..., v]
+        correct = (verifier_decision == y.reshape(flat.shape).long()).float()
+        done_correct = correct[done]
+        stats[f"{prefix}mean_accuracy"] = _item(done_correct.mean())
+        stats[f"{prefix}std_accuracy"] = _std(done_correct)
+        if datapoint is not None and done_correct.numel() > 0:
+            per_dp = _group_mean(done_correct, datapoint.reshape(flat.shape)[done].long())
+            stats[f"{prefix}mean_datapoint_accuracy"] = float(per_dp.mean())
+            stats[f"{prefix}std_datapoint_accuracy"] = _std(per_dp)
+            stats[f"{prefix}worst_datapoint_accuracy"] = float(per_dp.min())
+    return stats

@@ -1,0 +1,127 @@
+"""Every check a contributor or CI runs.
+
+    nox -s tests                      # the core and every plugin, whole suite
+    nox -s plugin                     # each plugin alone with the core, from wheels
+    nox -s "plugin(plugin='nip-plugin-ppo')"
+    nox -s lint                       # ruff check + ruff format --check
+    nox -s docs                       # regenerate the hook reference, mkdocs --strict
+    nox -s default_experiment -- run.test_run=true
+
+torch is installed first, pinned, in every session that installs nip, so a session
+never resolves to another torch build than the one the project is tested with.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+TORCH_PIN = "torch==2.13.0"
+PYTHON = "3.11"
+PLUGIN_DIRS = sorted(
+    path
+    for path in (ROOT / "plugins").glob("nip-plugin-*")
+    if (path / "pyproject.toml").is_file()
+)
+PLUGIN_NAMES = [path.name for path in PLUGIN_DIRS]
+
+nox.options.sessions = ["lint", "tests", "docs"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+def install_torch(session: nox.Session) -> None:
+    session.install(TORCH_PIN)
+
+
+def editable_plugins() -> list[str]:
+    args: list[str] = []
+    for path in PLUGIN_DIRS:
+        args += ["-e", str(path)]
+    return args
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole suite: the core and every plugin under plugins/ installed."""
+    install_torch(session)
+    session.install("-e", ".[test,joblib,tensorboard]", *editable_plugins())
+    test_paths = ["tests"] + [
+        str(path / "tests") for path in PLUGIN_DIRS if (path / "tests").is_dir()
+    ]
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        *test_paths,
+        *(session.posargs or ["-q", "-n", "2"]),
+        env={"NIP_STRICT_PLUGINS": "1"},
+    )
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize("plugin", PLUGIN_NAMES)
+def plugin(session: nox.Session, plugin: str) -> None:
+    """One plugin alone with the core, both installed from built wheels.
+
+    Catches what an editable install of the whole repository hides: files missing
+    from a wheel, undeclared dependencies, a dependency on another plugin.
+    """
+    plugin_dir = ROOT / "plugins" / plugin
+    wheel_dir = Path(session.create_tmp()) / "wheels"
+    if wheel_dir.exists():
+        for old in wheel_dir.glob("*.whl"):
+            old.unlink()
+    install_torch(session)
+    session.run(
+        "pip", "wheel", "--no-deps", "-w", str(wheel_dir), str(ROOT), str(plugin_dir)
+    )
+    core_wheel = _one(wheel_dir.glob("nip_core-*.whl"))
+    plugin_wheel = _one(
+        w for w in wheel_dir.glob("*.whl") if not w.name.startswith("nip_core-")
+    )
+    session.install(f"{core_wheel}[test]", f"{plugin_wheel}[test]")
+    # Run from the plugin's directory so that neither the core's nor the plugin's
+    # source tree shadows the installed wheels.
+    session.chdir(plugin_dir)
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "tests",
+        *(session.posargs or ["-q"]),
+        env={"NIP_STRICT_PLUGINS": "1"},
+    )
+
+
+def _one(paths) -> Path:
+    found = list(paths)
+    if len(found) != 1:
+        raise RuntimeError(f"expected exactly one wheel, found {found}")
+    return found[0]
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check (needs no torch)."""
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Regenerate the hook reference, then build the site in strict mode."""
+    install_torch(session)
+    session.install("-e", ".[docs]")
+    session.run("python", "scripts/gen_hook_docs.py")
+    session.run("mkdocs", "build", "--strict", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def default_experiment(session: nox.Session) -> None:
+    """``nip run`` with the default config (overrides after ``--``)."""
+    install_torch(session)
+    session.install("-e", ".", *editable_plugins())
+    session.run("nip", "run", *session.posargs, env={"NIP_STRICT_PLUGINS": "1"})

@@ -1,0 +1,164 @@
+"""The image classification dataset: a labelled image set reduced to two classes.
+
+Datapoints hold
+
+- ``"image"`` (``float32``, ``(image_channel, height, width)``, scaled to [-1, 1]);
+- ``"y"``: the two-class label (see
+  :class:`~nip_plugin_image_classification.parameters.DatasetParameters`);
+- ``"id"``: the index in the processed split;
+- ``"source_index"``: the index of the image in the original split, which is what
+  pretrained embeddings are computed on.
+
+The message history is not stored: it starts empty in every episode, so the
+environment creates it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from tensordict import TensorDict
+
+from nip_core.errors import NipConfigError
+from nip_core.scenario.data import TensorDictDataset
+from nip_plugin_image_classification.binarification import binarify
+from nip_plugin_image_classification.datasets import (
+    DIGITS_SPLIT_SEED,
+    DIGITS_TEST_SIZE,
+    ImageDatasetInfo,
+    RawImages,
+    get_dataset_info,
+    load_raw_images,
+)
+from nip_plugin_image_classification.parameters import DatasetParameters
+
+PROCESSING_VERSION = 1
+"""Bumped whenever the processing below changes what it produces."""
+
+
+def dataset_options(hyper_params: Any) -> DatasetParameters:
+    """The ``dataset_options`` section, or its defaults when the tree has none."""
+    options = getattr(hyper_params, "dataset_options", None)
+    return options if options is not None else DatasetParameters()
+
+
+def image_classification_options(hyper_params: Any) -> Any:
+    """The ``image_classification`` section, or its defaults when absent."""
+    from nip_plugin_image_classification.parameters import (
+        ImageClassificationParameters,
+    )
+
+    options = getattr(hyper_params, "image_classification", None)
+    return options if options is not None else ImageClassificationParameters()
+
+
+def resolved_binarification(hyper_params: Any) -> dict[str, Any]:
+    """The binarification actually applied, with the dataset's defaults filled in."""
+    info = get_dataset_info(str(hyper_params.dataset))
+    options = dataset_options(hyper_params)
+    selected = options.selected_classes or info.selected_classes
+    seed = (
+        options.binarification_seed
+        if options.binarification_seed is not None
+        else info.binarification_seed
+    )
+    return {
+        "binarification_method": options.binarification_method,
+        "selected_classes": list(selected)
+        if options.binarification_method == "select_two"
+        else None,
+        "binarification_seed": int(seed),
+        "make_balanced": bool(options.make_balanced),
+    }
+
+
+class ImageClassificationDataset(TensorDictDataset):
+    """One split of an image set reduced to two classes.
+
+    The raw images are read by :func:`~nip_plugin_image_classification.datasets.
+    load_raw_images` (downloaded through torchvision on first use when possible),
+    reduced to two classes, balanced and truncated as ``dataset_options`` says, and
+    cached under the data directory keyed by everything that shapes the result.
+    """
+
+    instance_keys: ClassVar[tuple[str, ...]] = ("image",)
+
+    @property
+    def info(self) -> ImageDatasetInfo:
+        """What the plugin knows about this dataset (shape, classes, defaults)."""
+        return get_dataset_info(self.name)
+
+    def how_to_get(self) -> str:
+        info = self.info
+        if info.torchvision_class is None:
+            return f"it ships with the plugin's dependencies ({info.source})"
+        return (
+            "install `nip-plugin-image-classification[torchvision]` to download it on "
+            f"first use, or put {info.expected_files} in {self.raw_dir}"
+        )
+
+    def cache_key_dict(self) -> dict[str, Any]:
+        key = super().cache_key_dict()
+        info = self.info
+        options = dataset_options(self.hyper_params)
+        ic_options = image_classification_options(self.hyper_params)
+        key.update(resolved_binarification(self.hyper_params))
+        key.update(
+            {
+                "processing_version": PROCESSING_VERSION,
+                "max_test_size": options.max_test_size
+                if self.split != "train"
+                else None,
+                "image_shape": [info.num_channels, info.height, info.width],
+                "num_block_groups": int(ic_options.num_block_groups),
+            }
+        )
+        if self.name == "digits":
+            key["digits_split"] = [DIGITS_SPLIT_SEED, DIGITS_TEST_SIZE]
+        return key
+
+    def _max_size_for_split(self) -> int | None:
+        options = dataset_options(self.hyper_params)
+        if self.split == "train":
+            return options.max_train_size
+        return options.max_test_size
+
+    def load_raw(self) -> RawImages:
+        """The raw images and original labels of this split."""
+        if self.split == "validation":
+            raise NipConfigError(
+                f"image dataset {self.name!r} has no validation split; use 'train' or "
+                "'test'"
+            )
+        return load_raw_images(self.name, self.data_dir, train=self.split == "train")
+
+    def build_tensor_dict(self) -> TensorDict:
+        raw = self.load_raw()
+        binarification = resolved_binarification(self.hyper_params)
+        selected = binarification["selected_classes"] or self.info.selected_classes
+        selection = binarify(
+            raw.labels,
+            method=binarification["binarification_method"],
+            num_classes=self.info.num_classes,
+            seed=binarification["binarification_seed"],
+            selected_classes=tuple(selected),
+            make_balanced=binarification["make_balanced"],
+            max_size=self._max_size_for_split(),
+        )
+        images = torch.from_numpy(raw.normalised(selection.index))
+        return TensorDict(
+            {
+                "image": images,
+                "y": torch.from_numpy(selection.labels.astype(np.int64)),
+                "source_index": torch.from_numpy(selection.index.astype(np.int64)),
+            },
+            batch_size=[len(selection.index)],
+        )
+
+    @property
+    def pretrained_embeddings_dir(self) -> Path:
+        """Where embeddings of the *original* split are cached, per model."""
+        return self.dataset_dir / "pretrained_embeddings" / self.split

@@ -1,0 +1,136 @@
+"""Hook implementations of the image classification plugin.
+
+nip imports this module (the ``nip_core.plugins`` entry point
+``image_classification``) whenever it loads plugins, including for ``nip --help`` and
+``nip plugins``, so it stays light: hook implementations only, no torch. The heavy
+classes are given as ``"module:Class"`` references that nip resolves when a run needs
+them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nip_core import hookimpl
+from nip_core.records import (
+    AgentPartSpec,
+    ConfigDirSpec,
+    EpisodeRendererSpec,
+    ParameterSectionSpec,
+    PretrainedModelSpec,
+    ScenarioSpec,
+)
+
+SCENARIO = "image_classification"
+"""The scenario's registry key."""
+
+PACKAGE = "nip_plugin_image_classification"
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+"""The plugin's Hydra config directory (shipped as package data)."""
+
+DATASETS: tuple[str, ...] = (
+    "digits",
+    "mnist",
+    "fashion_mnist",
+    "kmnist",
+    "cifar10",
+    "cifar100",
+    "svhn",
+)
+"""The datasets the scenario resolves (``digits`` offline; the rest downloaded)."""
+
+AGENT_PARTS: dict[str, str] = {
+    "body": "ImageClassificationAgentBody",
+    "policy_head": "ImageClassificationAgentPolicyHead",
+    "value_head": "ImageClassificationAgentValueHead",
+    "solo_head": "ImageClassificationSoloAgentHead",
+    "random_policy_head": "ImageClassificationRandomAgentPolicyHead",
+    "constant_value_head": "ImageClassificationConstantAgentValueHead",
+}
+"""Part role to class name in :mod:`nip_plugin_image_classification.agents`."""
+
+
+@hookimpl
+def register_scenarios() -> list[ScenarioSpec]:
+    """The ``image_classification`` scenario."""
+    return [
+        ScenarioSpec(
+            name=SCENARIO,
+            data_world="tensor",
+            agent_parameters_class=(
+                f"{PACKAGE}.agent_parameters:ImageClassificationAgentParameters"
+            ),
+            dataset_class=f"{PACKAGE}.data:ImageClassificationDataset",
+            environment_class=f"{PACKAGE}.environment:ImageClassificationEnvironment",
+            default_dataset="digits",
+            datasets=DATASETS,
+            description=(
+                "Two-class image classification; messages are latent pixels of a CNN."
+            ),
+        )
+    ]
+
+
+@hookimpl
+def register_agent_parts() -> list[AgentPartSpec]:
+    """Bodies and heads of image classification agents."""
+    return [
+        AgentPartSpec(scenario=SCENARIO, part=part, part_class=f"{PACKAGE}.agents:{name}")
+        for part, name in AGENT_PARTS.items()
+    ]
+
+
+@hookimpl
+def register_parameter_sections() -> list[ParameterSectionSpec]:
+    """The ``image_classification`` and ``dataset_options`` sections."""
+    from nip_plugin_image_classification.parameters import (
+        DatasetParameters,
+        ImageClassificationParameters,
+    )
+
+    return [
+        ParameterSectionSpec(
+            name="image_classification",
+            parameters_class=ImageClassificationParameters,
+            description="CNN shape shared by image classification agents.",
+        ),
+        ParameterSectionSpec(
+            name="dataset_options",
+            parameters_class=DatasetParameters,
+            description="Two-class reduction, balancing and size of image datasets.",
+        ),
+    ]
+
+
+@hookimpl
+def register_pretrained_models() -> list[PretrainedModelSpec]:
+    """``resnet18``: timm's ResNet-18 features of the images (needs ``timm``)."""
+    return [
+        PretrainedModelSpec(
+            name="resnet18",
+            model_class=f"{PACKAGE}.pretrained:Resnet18PretrainedModel",
+            scenario=SCENARIO,
+            description=(
+                "ResNet-18 (timm) trained on the run's dataset; stride-4 feature maps."
+            ),
+        )
+    ]
+
+
+@hookimpl
+def register_episode_renderers() -> list[EpisodeRendererSpec]:
+    """Draw an episode: the image with the latent pixels each agent sent."""
+    return [
+        EpisodeRendererSpec(
+            scenario=SCENARIO,
+            renderer=f"{PACKAGE}.render:render_episode",
+            description="The image with each agent's messaged latent pixels outlined.",
+        )
+    ]
+
+
+@hookimpl
+def register_config_dirs() -> list[ConfigDirSpec]:
+    """Put the plugin's experiment configs on ``nip run``'s search path."""
+    return [ConfigDirSpec(name=SCENARIO, path=str(CONFIG_DIR))]

@@ -1,0 +1,60 @@
+"""Hook implementations of the PPO plugin (light: no torch import here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nip_core import hookimpl
+from nip_core.records import ConfigDirSpec, ParameterSectionSpec, TrainerSpec
+
+from nip_plugin_ppo.parameters import PpoParameters, SpgParameters, VanillaPpoParameters
+
+_RL_PARTS = ("body", "policy_head", "value_head")
+
+
+@hookimpl
+def register_trainers() -> list[TrainerSpec]:
+    return [
+        TrainerSpec(
+            name="vanilla_ppo",
+            trainer_class="nip_plugin_ppo.trainers:VanillaPpoTrainer",
+            data_world="tensor",
+            trainer_type="rl",
+            required_parts=_RL_PARTS,
+            parameter_sections=("rl", "ppo", "vanilla_ppo"),
+            description="Independent PPO per agent (clipped or adaptive-KL objective).",
+        ),
+        TrainerSpec(
+            name="spg",
+            trainer_class="nip_plugin_ppo.trainers:SpgTrainer",
+            data_world="tensor",
+            trainer_type="rl",
+            required_parts=_RL_PARTS,
+            parameter_sections=("rl", "ppo", "spg"),
+            description="Stackelberg policy gradient and opponent shaping "
+            "(spg, pspg, lola, pola, sos, psos).",
+        ),
+    ]
+
+
+@hookimpl
+def register_parameter_sections() -> list[ParameterSectionSpec]:
+    return [
+        ParameterSectionSpec(
+            name="ppo", parameters_class=PpoParameters,
+            description="Common parameters of PPO objectives.",
+        ),
+        ParameterSectionSpec(
+            name="vanilla_ppo", parameters_class=VanillaPpoParameters,
+            description="Parameters of the vanilla_ppo trainer.",
+        ),
+        ParameterSectionSpec(
+            name="spg", parameters_class=SpgParameters,
+            description="Parameters of the spg trainer and its variants.",
+        ),
+    ]
+
+
+@hookimpl
+def register_config_dirs() -> list[ConfigDirSpec]:
+    return [ConfigDirSpec(name="ppo", path=str(Path(__file__).parent / "configs"))]

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Create (or reuse) a virtual environment with nip-core and every plugin of this
+# checkout installed in editable mode, plus the test extras.
+#
+#   bash scripts/setup.sh            # .venv, with python3
+#   VENV=/tmp/venv PYTHON=python3.11 bash scripts/setup.sh
+#
+# Source it (`. scripts/setup.sh`) to stay in the environment afterwards.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-python3}"
+VENV="${VENV:-$ROOT/.venv}"
+TORCH_PIN="torch==2.13.0"
+
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "setup.sh: nip needs Python 3.11 or later; $PYTHON is $("$PYTHON" --version 2>&1)" >&2
+    exit 1
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+
+# torch first and pinned, so that nothing below resolves to another build of it
+python -m pip install --quiet "$TORCH_PIN"
+
+packages=(-e "$ROOT[test,joblib,tensorboard]")
+shopt -s nullglob
+for plugin in "$ROOT"/plugins/nip-plugin-*/; do
+    if [ -f "$plugin/pyproject.toml" ]; then
+        packages+=(-e "$plugin")
+    fi
+done
+shopt -u nullglob
+python -m pip install --quiet "${packages[@]}"
+echo "setup.sh: installed nip-core and $(( (${#packages[@]} - 2) / 2 )) plugin(s) into $VENV"

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install nip-core, every plugin of this checkout and the test extras into .venv, then
+# run the whole test suite (the core's and every plugin's), broken plugins failing
+# loudly. Extra arguments go to pytest.
+#
+#   bash scripts/test.sh
+#   bash scripts/test.sh -k cli -x
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=scripts/setup.sh
+. "$ROOT/scripts/setup.sh"
+
+test_paths=(tests)
+shopt -s nullglob
+for dir in plugins/nip-plugin-*/tests; do
+    test_paths+=("$dir")
+done
+shopt -u nullglob
+
+if [ "$#" -eq 0 ]; then
+    set -- -q -n 2
+fi
+status=0
+NIP_STRICT_PLUGINS=1 python -m pytest "${test_paths[@]}" "$@" || status=$?
+if [ "$status" -eq 5 ]; then
+    echo "test.sh: pytest collected no tests; that is a failure here" >&2
+    exit 1
+fi
+exit "$status"

@@ -1,0 +1,233 @@
+"""`nip config show` and `nip config validate` over a plugin's config directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import yaml
+
+from nip_core.builtin.configs import CORE_CONFIG_DIR
+from nip_core.cli import compose
+from nip_core.cli.main import main
+from nip_core.settings import ExperimentSettings
+
+from .conftest import write_configs
+
+
+def show(capsys, *argv: str) -> tuple[int, dict | None, str]:
+    status = main(["config", "show", *argv])
+    out, err = capsys.readouterr()
+    return status, (yaml.safe_load(out) if status == 0 else None), err
+
+
+def test_show_prints_the_validated_config(toy_plugin, capsys):
+    status, config, _ = show(capsys, "--config-name", "toy/exp")
+    assert status == 0
+    assert config["scenario"] == "toy"
+    assert config["trainer"] == "toy_trainer"
+    assert config["dataset"] == "small"
+    assert config["seed"] == 3
+    # the section as given, completed with its defaults by validation
+    assert config["toy_section"] == {"depth": 2, "mode": "fast"}
+    # the run settings from the core's base config, complete
+    assert config["run"] == ExperimentSettings().to_dict()
+    assert "hydra" not in config
+
+
+def test_show_without_name_uses_the_default_config(toy_plugin, capsys):
+    status, config, _ = show(capsys)
+    assert status == 0
+    assert config["scenario"] == "toy"
+    assert config["toy_section"]["depth"] == 2
+
+
+def test_overrides_change_values_and_pick_variants(toy_plugin, capsys):
+    status, config, _ = show(
+        capsys,
+        "-c",
+        "toy/exp",
+        "seed=11",
+        "toy_section.depth=5",
+        "dataset=large",
+        "run.device=cuda:1",
+        "run.loggers=[jsonl,csv]",
+    )
+    assert status == 0
+    assert config["seed"] == 11
+    assert config["dataset"] == "large"
+    assert config["toy_section"] == {"depth": 5, "mode": "slow"}
+    assert config["run"]["device"] == "cuda:1"
+    assert config["run"]["loggers"] == ["jsonl", "csv"]
+
+
+def test_three_mistakes_are_reported_together_with_paths(toy_plugin, capsys):
+    status = main(
+        [
+            "config",
+            "show",
+            "-c",
+            "toy/exp",
+            "toy_section.depth=0",
+            "+toy_section.colour=red",
+            "+run.devise=cpu",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert status == 2
+    assert out == ""
+    assert "3 problems" in err
+    for path in ("toy_section.depth", "toy_section.colour", "run.devise"):
+        assert f"- {path}" in err
+    assert "Traceback" not in err
+
+
+def test_debug_shows_the_traceback(toy_plugin, capsys):
+    status = main(["--debug", "config", "show", "-c", "toy/exp", "toy_section.depth=0"])
+    _, err = capsys.readouterr()
+    assert status == 2
+    assert "Traceback" in err
+    assert "toy_section.depth" in err
+
+
+def test_unknown_config_name_is_a_config_error(toy_plugin, capsys):
+    status = main(["config", "show", "-c", "toy/nope"])
+    _, err = capsys.readouterr()
+    assert status == 2
+    assert "toy/nope" in err
+    assert "Traceback" not in err
+
+
+def test_bad_override_syntax_is_a_config_error(toy_plugin, capsys):
+    status = main(["config", "show", "-c", "toy/exp", "seed=[1,"])
+    _, err = capsys.readouterr()
+    assert status == 2
+    assert "seed" in err
+
+
+def test_unset_mandatory_values_are_all_listed(toy_plugin, capsys):
+    write_configs(
+        toy_plugin.config_dir,
+        {
+            "toy/incomplete.yaml": """
+                # @package _global_
+                defaults:
+                  - /base
+                  - _self_
+                scenario: toy
+                trainer: toy_trainer
+                seed: ???
+                toy_section:
+                  depth: ???
+                """
+        },
+    )
+    status = main(["config", "show", "-c", "toy/incomplete"])
+    _, err = capsys.readouterr()
+    assert status == 2
+    assert "- seed: mandatory value not set" in err
+    assert "- toy_section.depth: mandatory value not set" in err
+
+
+def test_missing_package_header_gets_a_hint(toy_plugin, capsys):
+    write_configs(
+        toy_plugin.config_dir,
+        {
+            "toy/headless.yaml": """
+                defaults:
+                  - /base
+                  - _self_
+                scenario: toy
+                """
+        },
+    )
+    status = main(["config", "show", "-c", "toy/headless"])
+    _, err = capsys.readouterr()
+    assert status == 2
+    assert "# @package _global_" in err
+
+
+def test_user_configs_shadow_plugin_configs_which_shadow_the_core(toy_plugin, capsys):
+    # ./configs/toy/exp.yaml shadows the plugin's; the plugin's base shadows the core's
+    write_configs(
+        Path.cwd() / "configs",
+        {
+            "toy/exp.yaml": """
+                # @package _global_
+                defaults:
+                  - /base
+                  - _self_
+                scenario: toy
+                trainer: toy_trainer
+                seed: 99
+                """
+        },
+    )
+    write_configs(
+        toy_plugin.config_dir,
+        {
+            "base.yaml": """
+                # @package _global_
+                run:
+                  runs_dir: plugin_runs
+                """
+        },
+    )
+    status, config, _ = show(capsys, "-c", "toy/exp")
+    assert status == 0
+    assert config["seed"] == 99
+    assert config["run"]["runs_dir"] == "plugin_runs"
+
+
+def test_search_order(toy_plugin):
+    (Path.cwd() / "configs").mkdir()
+    dirs = compose.config_search_dirs()
+    assert [d.origin for d in dirs] == ["./configs", "toy", "nip-core"]
+    assert dirs[0].path == (Path.cwd() / "configs").resolve()
+    assert dirs[-1].path == CORE_CONFIG_DIR
+
+
+def test_core_base_config_matches_the_settings_defaults():
+    base = yaml.safe_load((CORE_CONFIG_DIR / "base.yaml").read_text())
+    fields = {f.name for f in attrs.fields(ExperimentSettings)}
+    assert set(base["run"]) == fields
+    assert ExperimentSettings.from_dict(base["run"]) == ExperimentSettings()
+
+
+def test_validate_a_shown_config_and_a_composed_file(toy_plugin, capsys, tmp_path):
+    status, config, _ = show(capsys, "-c", "toy/exp", "seed=4")
+    assert status == 0
+    shown = tmp_path / "shown.yaml"
+    shown.write_text(yaml.safe_dump(config))
+    assert main(["config", "validate", str(shown)]) == 0
+    out, _ = capsys.readouterr()
+    assert out.startswith(f"{shown}: valid (scenario toy, trainer toy_trainer")
+
+    # a file with a defaults list is composed, its own directory searched first
+    mine = write_configs(
+        tmp_path / "mine",
+        {
+            "exp.yaml": """
+                defaults:
+                  - toy/exp
+                  - override /toy/dataset: large
+                  - _self_
+                seed: 8
+                """
+        },
+    )
+    assert main(["config", "validate", str(mine / "exp.yaml")]) == 0
+    out, _ = capsys.readouterr()
+    assert "valid" in out and "dataset large" in out
+
+
+def test_validate_reports_problems_of_a_file(toy_plugin, capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("scenario: toy\ntrainer: toy_trainer\ntoy_section: {mode: medium}\n")
+    assert main(["config", "validate", str(bad)]) == 2
+    _, err = capsys.readouterr()
+    assert "toy_section.mode" in err
+
+    assert main(["config", "validate", str(tmp_path / "absent.yaml")]) == 2
+    _, err = capsys.readouterr()
+    assert "no such file" in err
