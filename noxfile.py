@@ -21,9 +21,7 @@ ROOT = Path(__file__).resolve().parent
 TORCH_PIN = "torch==2.13.0"
 PYTHON = "3.11"
 PLUGIN_DIRS = sorted(
-    path
-    for path in (ROOT / "plugins").glob("nip-plugin-*")
-    if (path / "pyproject.toml").is_file()
+    path for path in (ROOT / "plugins").iterdir() if (path / "pyproject.toml").is_file()
 )
 PLUGIN_NAMES = [path.name for path in PLUGIN_DIRS]
 
@@ -44,7 +42,7 @@ def editable_plugins() -> list[str]:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The whole suite: the core and every plugin under plugins/ installed."""
+    """The whole suite: the core and every plugin under plugins/ (the template too)."""
     install_torch(session)
     session.install("-e", ".[test,joblib,tensorboard]", *editable_plugins())
     test_paths = ["tests"] + [

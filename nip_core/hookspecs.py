@@ -8,7 +8,9 @@ it). A plugin implements hooks with the :data:`nip_core.hookimpl` marker::
 
     @hookimpl
     def register_trainers():
-        return [TrainerSpec(name="my_trainer", trainer_class="my_plugin.trainer:MyTrainer")]
+        return [
+            TrainerSpec(name="my_trainer", trainer_class="my_plugin.trainer:MyTrainer")
+        ]
 
 All hooks are *registration* hooks: they take no arguments, are called once when the
 plugin manager first builds its registries (on the first command or API call that
@@ -45,9 +47,9 @@ if TYPE_CHECKING:
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Experiment components
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 @hookspec
@@ -114,9 +116,9 @@ def register_episode_renderers() -> list[EpisodeRendererSpec] | None:
     """
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Parameters and configuration
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 @hookspec
@@ -152,9 +154,9 @@ def register_config_dirs() -> list[ConfigDirSpec] | None:
     """
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Runs
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 @hookspec

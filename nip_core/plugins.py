@@ -227,6 +227,9 @@ def _env_list(environ: Mapping[str, str], name: str) -> tuple[str, ...] | None:
 
 def _format_exception(exc: BaseException) -> str:
     text = str(exc).strip()
+    if isinstance(exc, PluginError) and text:
+        # Our own messages already say what is wrong; the class name adds nothing.
+        return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -369,7 +372,11 @@ class NipPluginManager:
                     continue
                 self._attach(entry, obj)
             if self.allow is not None:
-                missing = [name for name in self.allow if name not in seen]
+                missing = [
+                    name
+                    for name in self.allow
+                    if name not in seen and name not in self._entries
+                ]
                 if missing:
                     warnings.warn(
                         f"{ENV_ALLOW} names plugins that are not installed: "
@@ -403,7 +410,10 @@ class NipPluginManager:
         try:
             self._pm.register(obj, name=name)
         except pluggy.PluginValidationError as exc:
-            raise PluginError(_format_exception(exc)) from exc
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            if "can not be found in the hookspec" in str(exc):
+                lines.append("nip's registration hooks take no arguments")
+            raise PluginError("; ".join(lines)) from exc
         except ValueError as exc:
             raise PluginError(str(exc).splitlines()[0]) from exc
         problems = self._unknown_hooks(obj)
@@ -475,7 +485,12 @@ class NipPluginManager:
         """
         with self._lock:
             plugin_name = name or self._pm.get_canonical_name(obj)
-            if plugin_name in self._entries:
+            existing = self._entries.get(plugin_name)
+            if existing is not None and existing.status != "ok":
+                # A broken or disabled plugin's name may be taken over, e.g. by a
+                # fixed version registered in a test.
+                del self._entries[plugin_name]
+            elif existing is not None:
                 raise PluginError(
                     f"a plugin named {plugin_name!r} is already registered "
                     f"({self._entries[plugin_name].describe()}); pass another name"

@@ -245,7 +245,9 @@ class ParameterSectionSpec(Contribution):
     name: str
     parameters_class: type
     description: str = ""
-    kind: str = attrs.field(default="parameter_section", init=False, eq=False, repr=False)
+    kind: str = attrs.field(
+        default="parameter_section", init=False, eq=False, repr=False
+    )
 
     @property
     def key(self) -> str:
@@ -388,7 +390,9 @@ class PretrainedModelSpec(Contribution):
     model_class: Ref
     scenario: str | None = None
     description: str = ""
-    kind: str = attrs.field(default="pretrained_model", init=False, eq=False, repr=False)
+    kind: str = attrs.field(
+        default="pretrained_model", init=False, eq=False, repr=False
+    )
 
     @property
     def key(self) -> str:
@@ -413,7 +417,9 @@ class EpisodeRendererSpec(Contribution):
     scenario: str
     renderer: Ref
     description: str = ""
-    kind: str = attrs.field(default="episode_renderer", init=False, eq=False, repr=False)
+    kind: str = attrs.field(
+        default="episode_renderer", init=False, eq=False, repr=False
+    )
 
     @property
     def key(self) -> str:

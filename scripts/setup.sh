@@ -28,7 +28,8 @@ python -m pip install --quiet "$TORCH_PIN"
 
 packages=(-e "$ROOT[test,joblib,tensorboard]")
 shopt -s nullglob
-for plugin in "$ROOT"/plugins/nip-plugin-*/; do
+# every plugin of the checkout, the template included (its tests keep it working)
+for plugin in "$ROOT"/plugins/*/; do
     if [ -f "$plugin/pyproject.toml" ]; then
         packages+=(-e "$plugin")
     fi

@@ -14,8 +14,10 @@ cd "$ROOT"
 
 test_paths=(tests)
 shopt -s nullglob
-for dir in plugins/nip-plugin-*/tests; do
-    test_paths+=("$dir")
+for dir in plugins/*/tests; do
+    if [ -f "${dir%/tests}/pyproject.toml" ]; then
+        test_paths+=("$dir")
+    fi
 done
 shopt -u nullglob
 

@@ -232,6 +232,7 @@ def test_wrong_hook_signature_is_reported(site):
         in message
     )
     assert "'config'" in message and "register_trainers" in message
+    assert "nip's registration hooks take no arguments" in message
     assert "wrong_signature_trainer" not in pm.trainers
     assert infos(pm)["fx_sig"].status == "broken"
 
@@ -520,6 +521,23 @@ def test_register_refuses_invalid_plugins_and_taken_names(plugin_manager):
         plugin_manager.register(CountingPlugin("c"), name="nip-core.protocols")
 
 
+def test_a_broken_plugins_name_can_be_taken_over(site):
+    site.install("nip-plugin-broken", "0.3", fx_broken="broken_import")
+    with pytest.warns(PluginWarning):
+        pm = manager()
+    pm.register(CountingPlugin("fixed"), name="fx_broken", version="0.4")
+    assert pm.loggers["fixed"].plugin_version == "0.4"
+    assert infos(pm)["fx_broken"].status == "ok"
+
+
+def test_allow_list_may_name_builtins_without_warning(site):
+    site.install("nip-plugin-good", "1.2.3", fx_good="good")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pm = manager(NIP_PLUGINS="fx_good,nip-core.loggers")
+    assert pm.has_plugin("nip-core.loggers") and pm.has_plugin("fx_good")
+
+
 def test_unmarked_hook_function_warns(plugin_manager):
     class Forgetful:
         def register_loggers(self):
@@ -783,3 +801,15 @@ def test_plugins_command_is_fast_and_torch_free():
     verdict, elapsed = result.stdout.split()
     assert verdict == "NO-TORCH"
     assert float(elapsed) < 1.0
+
+
+def test_cli_warning_format_is_plain(monkeypatch):
+    from nip_core.cli.plugins_cmd import install_plugin_warning_format
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+    install_plugin_warning_format()
+    install_plugin_warning_format()
+    text = warnings.formatwarning("plugin 'x' broke", PluginWarning, "/a/b.py", 3)
+    assert text == "nip: warning: plugin 'x' broke\n"
+    other = warnings.formatwarning("careful", UserWarning, "/a/b.py", 3, "")
+    assert other.startswith("/a/b.py:3: UserWarning: careful")

@@ -197,6 +197,58 @@ def _error_path(error: BaseException) -> str:
     return str(full_key) if full_key else ""
 
 
+def normalise_overrides(app: Hydra, overrides: Sequence[str]) -> list[str]:
+    """Let a plain ``key=value`` override set any key, given in the YAML or not.
+
+    Hydra refuses to change a key that the composed YAML does not hold unless it is
+    written ``+key=value``. In nip the parameter classes are the schema: a section's
+    default values live there, not in YAML, and validation rejects unknown keys with
+    a suggestion. So ``ppo.clip_epsilon=0.1`` becomes ``++ppo.clip_epsilon=0.1``
+    (set, adding it if needed). Config-group choices (``graph_isomorphism/dataset=x``,
+    ``hydra/launcher=joblib``), Hydra's own settings (``hydra.*``), and overrides
+    already written with ``+``, ``++`` or ``~`` are left as they are.
+
+    Raises
+    ------
+    NipConfigError
+        When an override does not parse, naming it.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    normalised = []
+    for text in overrides:
+        try:
+            [override] = parser.parse_overrides([text])
+        except OverrideParseException as error:
+            raise NipConfigError(
+                ConfigProblem(
+                    path="",
+                    message=f"cannot parse the override {text!r}: "
+                    f"{_clean_message(error.message)}",
+                )
+            ) from error
+        key = override.key_or_group
+        if (
+            override.type is OverrideType.CHANGE
+            and override.package is None
+            and key != HYDRA_KEY
+            and not key.startswith(f"{HYDRA_KEY}.")
+            and "/" not in key
+            and not app.config_loader.repository.group_exists(key)
+        ):
+            text = "++" + text.lstrip()
+        normalised.append(text)
+    return normalised
+
+
+def display_override(text: str) -> str:
+    """An override as the user wrote it (without the ``++`` nip may have added)."""
+    return text[2:] if text.startswith("++") else text
+
+
 def compose(
     app: Hydra,
     config_name: str,
@@ -216,10 +268,11 @@ def compose(
     """
     from hydra.types import RunMode
 
+    overrides = normalise_overrides(app, overrides)
     with hydra_errors():
         return app.compose_config(
             config_name=config_name,
-            overrides=list(overrides),
+            overrides=overrides,
             run_mode=RunMode.MULTIRUN if multirun else RunMode.RUN,
             with_log_configuration=with_log_configuration,
         )
@@ -288,6 +341,12 @@ def build_experiment(
     run_config = config.pop(RUN_KEY, None)
     problems: list[ConfigProblem] = []
 
+    hyper_params = None
+    try:
+        hyper_params = HyperParameters.from_dict(config)
+    except NipConfigError as error:
+        problems.extend(error.problems)
+
     settings = None
     if run_config is not None and not isinstance(run_config, Mapping):
         problems.append(
@@ -303,12 +362,6 @@ def build_experiment(
         except NipConfigError as error:
             problems.extend(error.problems)
 
-    hyper_params = None
-    try:
-        hyper_params = HyperParameters.from_dict(config)
-    except NipConfigError as error:
-        problems.extend(error.problems)
-
     if problems:
         hint = _package_header_hint(config_name, config, problems)
         raise NipConfigError(problems + ([hint] if hint else []))
@@ -321,10 +374,14 @@ def _package_header_hint(
 ) -> ConfigProblem | None:
     if not config_name or "/" not in config_name:
         return None
+    from nip_core.parameters import CORE_FIELD_NAMES
+    from nip_core.plugins import get_plugin_manager
+
     group_key = config_name.split("/", 1)[0]
-    if group_key not in config:
+    if not isinstance(config.get(group_key), Mapping):
         return None
-    if not any(p.path.split(".", 1)[0] == group_key for p in problems):
+    known = {*CORE_FIELD_NAMES, *get_plugin_manager().parameter_sections}
+    if group_key in known:
         return None
     return ConfigProblem(
         path=group_key,
@@ -368,7 +425,7 @@ def missing_plugins_message(reason: str) -> str:
     """Explain what is missing for ``nip run`` and how to install it."""
     missing = first_party_plugins_missing()
     to_install = missing or list(DEFAULT_EXPERIMENT_PLUGINS)
-    lines = [f"nip run: {reason}."]
+    lines = [f"{reason}; nip needs a scenario plugin and a trainer to run."]
     if missing:
         lines.append(
             "The default experiment needs these plugins, which are not installed: "

@@ -18,6 +18,9 @@ DATA_DIR_ENV = "NIP_DATA_DIR"
 """Environment variable naming the data directory when ``--data-dir`` is not given."""
 
 
+_DATA_DIR_DEST = "_nip_data_dir"
+
+
 def default_data_dir() -> Path:
     """``$NIP_DATA_DIR``, else ``~/.cache/nip/data``."""
     return Path(os.environ.get(DATA_DIR_ENV) or "~/.cache/nip/data").expanduser()
@@ -33,6 +36,13 @@ def builder_parser(spec: Any) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"nip datasets generate {spec.scenario} NAME",
         description=spec.description or f"Generate a {spec.scenario} dataset.",
+    )
+    # also here, as REMAINDER hands everything after NAME to this parser
+    parser.add_argument(
+        "--data-dir",
+        dest=_DATA_DIR_DEST,
+        metavar="DIR",
+        help=f"where to write it (default: ${DATA_DIR_ENV} or ~/.cache/nip/data)",
     )
     for option in spec.options:
         kwargs: dict[str, Any] = {"dest": option.name, "default": option.default}
@@ -69,6 +79,7 @@ def generate(
         for option in spec.options
         if getattr(parsed, option.name) is not None
     }
+    data_dir = getattr(parsed, _DATA_DIR_DEST) or data_dir
     root = Path(data_dir).expanduser() if data_dir else default_data_dir()
     builder = resolve_ref(spec.builder)
     path = builder(name, root, **options)
@@ -111,7 +122,6 @@ def list_datasets(*, data_dir: str | None = None, stream: TextIO | None = None) 
                 f"[{option_flag(o.name)} {o.type.__name__.upper()}]"
                 for o in builder.options
             )
-            stream.write(
-                f"  builder:         nip datasets generate {scenario.name} NAME {flags}\n"
-            )
+            command = f"nip datasets generate {scenario.name} NAME {flags}"
+            stream.write(f"  builder:         {command}\n")
     return 0

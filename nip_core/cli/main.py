@@ -29,8 +29,8 @@ EXIT_ERROR = 1
 EXIT_CONFIG_ERROR = 2
 
 _OVERRIDES_HELP = (
-    "Hydra overrides: key=value to change a value, +key=value to add one, ~key to "
-    "remove one, group=option to pick a config (e.g. ppo.num_epochs=4 "
+    "Hydra overrides: key=value to set any parameter, ~key to remove one, "
+    "group=option to pick a config (e.g. rl.num_epochs=4 "
     "interaction_protocol=debate run.device=cuda)"
 )
 
@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="the directory holding run directories (default: runs)",
     )
+    resume.add_argument(
+        "--device",
+        metavar="DEVICE",
+        help="continue on another device (cuda, cpu) than the run started on",
+    )
 
     config = commands.add_parser(
         "config",
@@ -128,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     datasets = commands.add_parser(
         "datasets", help="generate and list datasets", description="Datasets."
     )
-    dataset_commands = datasets.add_subparsers(dest="datasets_command", metavar="COMMAND")
+    dataset_commands = datasets.add_subparsers(
+        dest="datasets_command", metavar="COMMAND"
+    )
     dataset_commands.required = True
     generate = dataset_commands.add_parser(
         "generate",
@@ -176,7 +183,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         _configure_logging()
         from nip_core.cli import run_cmd
 
-        return run_cmd.resume(args.run_id, args.runs_dir)
+        return run_cmd.resume(args.run_id, args.runs_dir, device=args.device)
     if args.command == "config":
         from nip_core.cli import config_cmd
 

@@ -20,6 +20,26 @@ from nip_core.plugins import (
     get_plugin_manager,
 )
 
+
+def install_plugin_warning_format() -> None:
+    """Show :class:`PluginWarning` on the command line as ``nip: warning: ...``.
+
+    Python's default format adds the file and line of the manager's code, which
+    means nothing to a user. Other warnings keep their format. Idempotent.
+    """
+    current = warnings.formatwarning
+    if getattr(current, "_nip_plugin_format", False):
+        return
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        if issubclass(category, PluginWarning):
+            return f"nip: warning: {message}\n"
+        return current(message, category, filename, lineno, line)
+
+    formatwarning._nip_plugin_format = True  # type: ignore[attr-defined]
+    warnings.formatwarning = formatwarning
+
+
 _MAX_KEYS = 8
 """Keys shown per kind in the table before ``... (N more)``; ``--json`` has all."""
 

@@ -62,7 +62,8 @@ def check_plugins_for_run() -> None:
 
     pm = get_plugin_manager()
     lacking = [
-        kind for kind, registry in (("scenario", pm.scenarios), ("trainer", pm.trainers))
+        kind
+        for kind, registry in (("scenario", pm.scenarios), ("trainer", pm.trainers))
         if len(registry) == 0
     ]
     if lacking:
@@ -151,6 +152,7 @@ def run_sweep(
     check_plugins_for_run()
     name = config_name or composer.DEFAULT_CONFIG_NAME
     with composer.hydra_app() as app:
+        overrides = composer.normalise_overrides(app, overrides)
         master = compose_for_run(app, config_name, overrides, multirun=True)
         job_overrides = sweep_job_overrides(master)
         if job_overrides is not None:
@@ -173,7 +175,8 @@ def run_sweep(
     for job, outcome in failed:
         print(
             f"  job {job.hydra_cfg.hydra.job.num} "
-            f"[{' '.join(job.overrides)}] failed: {outcome.error}",
+            f"[{' '.join(map(composer.display_override, job.overrides))}] "
+            f"failed: {outcome.error}",
             file=stream,
         )
         if debug and outcome.traceback:
@@ -219,7 +222,7 @@ def validate_sweep(
     """
     problems: list[ConfigProblem] = []
     for overrides in job_overrides:
-        label = " ".join(overrides) or "<no overrides>"
+        label = " ".join(map(composer.display_override, overrides)) or "<no overrides>"
         try:
             cfg = composer.compose(app, config_name, overrides, multirun=True)
             composer.build_experiment(
@@ -227,7 +230,9 @@ def validate_sweep(
             )
         except NipConfigError as error:
             for problem in error.problems:
-                problems.append(attrs.evolve(problem, message=f"{problem.message} [job: {label}]"))
+                problems.append(
+                    attrs.evolve(problem, message=f"{problem.message} [job: {label}]")
+                )
     if len(job_overrides) > 1 and master.get("run", {}).get("run_id") is not None:
         problems.append(
             ConfigProblem(
@@ -276,14 +281,20 @@ class SweepJob:
                 traceback=traceback.format_exc(),
             )
         run_dir = getattr(result, "run_dir", None)
-        return JobOutcome(ok=True, run_dir=str(run_dir) if run_dir is not None else None)
+        return JobOutcome(
+            ok=True, run_dir=str(run_dir) if run_dir is not None else None
+        )
 
 
-def resume(run_id: str, runs_dir: str | None) -> int:
-    """Continue a run from its last checkpoint."""
+def resume(run_id: str, runs_dir: str | None, *, device: str | None = None) -> int:
+    """Continue a run from its last checkpoint (optionally on another device)."""
     from nip_core.experiment import resume_run
 
-    kwargs = {} if runs_dir is None else {"runs_dir": runs_dir}
+    kwargs: dict[str, Any] = {}
+    if runs_dir is not None:
+        kwargs["runs_dir"] = runs_dir
+    if device is not None:
+        kwargs["device"] = device
     result = resume_run(run_id, **kwargs)
     run_dir = getattr(result, "run_dir", None)
     if run_dir is not None:

@@ -183,7 +183,9 @@ class AgentsParameters(dict[str, AgentParameters]):
         raise KeyError(f"no parameters for agent {key!r} and no '_default' ({known})")
 
     def __contains__(self, key: object) -> bool:
-        return dict.__contains__(self, key) or dict.__contains__(self, DEFAULT_AGENT_KEY)
+        return dict.__contains__(self, key) or dict.__contains__(
+            self, DEFAULT_AGENT_KEY
+        )
 
     def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
         """The agent's parameters (falling back to ``_default``), or ``default``."""

@@ -53,8 +53,8 @@ from nip_core.errors import ConfigProblem, NipConfigError
 from nip_core.parameters.validation import (
     active_collector,
     collecting,
-    problem_from_validator_error,
     prefixed,
+    problem_from_validator_error,
     problems_from_exception,
     resolved_fields,
     type_problem,
@@ -88,7 +88,9 @@ class _CheckedValidator:
         wrong_type = type_problem(value, attribute.type)
         if wrong_type is not None:
             problems.append(
-                ConfigProblem(attribute.name, wrong_type.message, value, wrong_type.choices)
+                ConfigProblem(
+                    attribute.name, wrong_type.message, value, wrong_type.choices
+                )
             )
         elif self.inner is not None:
             try:
@@ -96,7 +98,9 @@ class _CheckedValidator:
             except NipConfigError as exc:
                 problems.extend(prefixed(exc.problems, attribute.name))
             except Exception as exc:  # noqa: BLE001 - any validator failure is a problem
-                problems.append(problem_from_validator_error(exc, attribute.name, value))
+                problems.append(
+                    problem_from_validator_error(exc, attribute.name, value)
+                )
         if not problems:
             return
         collector = active_collector()
@@ -132,7 +136,9 @@ def _coerce_on_setattr(instance: Any, attribute: attrs.Attribute, value: Any) ->
         ) from exc
 
 
-def _check_all_fields(cls: type, fields: list[attrs.Attribute]) -> list[attrs.Attribute]:
+def _check_all_fields(
+    cls: type, fields: list[attrs.Attribute]
+) -> list[attrs.Attribute]:
     checked = []
     for f in fields:
         if isinstance(f.validator, _CheckedValidator):
@@ -167,7 +173,9 @@ def _wrap_init(cls: type) -> None:
             for alias, attribute in by_alias.items()
             if attribute.default is attrs.NOTHING and alias not in kwargs
         ]
-        problems.extend(ConfigProblem(alias, "a value is required") for alias in missing)
+        problems.extend(
+            ConfigProblem(alias, "a value is required") for alias in missing
+        )
         if missing or failed_required:
             raise NipConfigError(problems)
         with collecting() as field_problems:
@@ -189,7 +197,7 @@ def _wrap_init(cls: type) -> None:
 
 
 def parameters_class(cls: T | None = None, **define_kwargs: Any) -> Any:
-    """Declare a parameter class: :func:`attrs.define` with checked, keyword-only fields.
+    """Declare a parameter class: ``attrs.define`` with checked, keyword-only fields.
 
     Every field is type-checked against its annotation and validated by its attrs
     validators; construction reports every problem at once in one

@@ -47,9 +47,6 @@ def preserved_paths(params: Any, base_run_type: str, prefix: str = "") -> list[s
     from nip_core.parameters.hyper_parameters import HyperParameters
 
     found: list[str] = []
-    if isinstance(params, HyperParameters):
-        for name, section in params.sections.items():
-            found.extend(preserved_paths(section, base_run_type, f"{prefix}{name}."))
     if isinstance(params, AgentsParameters):
         for name, agent in params.items():
             found.extend(preserved_paths(agent, base_run_type, f"{prefix}{name}."))
@@ -62,6 +59,9 @@ def preserved_paths(params: Any, base_run_type: str, prefix: str = "") -> list[s
         value = getattr(params, f.name)
         if attrs.has(type(value)) or isinstance(value, AgentsParameters):
             found.extend(preserved_paths(value, base_run_type, f"{prefix}{f.name}."))
+    if isinstance(params, HyperParameters):
+        for name, section in params.sections.items():
+            found.extend(preserved_paths(section, base_run_type, f"{prefix}{name}."))
     return found
 
 

@@ -57,7 +57,9 @@ converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
 """The one converter of the project."""
 
 
-def _fail(message: str, value: Any = None, path: str = "", choices=()) -> NipConfigError:
+def _fail(
+    message: str, value: Any = None, path: str = "", choices=()
+) -> NipConfigError:
     return NipConfigError([ConfigProblem(path, message, value, tuple(choices))])
 
 
@@ -75,9 +77,9 @@ def _is_hyper_parameters(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, HyperParameters)
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Structuring
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 def _passthrough(value: Any, _: Any) -> Any:
@@ -119,9 +121,39 @@ def _structure_sequence(value: Any, tp: Any) -> Any:
 
 
 converter.register_structure_hook_func(
-    lambda t: typing.get_origin(t) in (tuple, list, collections.abc.Sequence)
-    or t in (tuple, list),
+    lambda t: (
+        typing.get_origin(t) in (tuple, list, collections.abc.Sequence)
+        or t in (tuple, list)
+    ),
     _structure_sequence,
+)
+
+
+def _structure_mapping(value: Any, tp: Any) -> Any:
+    if not isinstance(value, Mapping):
+        return value  # reported by the field's type check
+    args = typing.get_args(tp)
+    key_type, value_type = args if len(args) == 2 else (Any, Any)
+    out: dict[Any, Any] = {}
+    problems: list[ConfigProblem] = []
+    for key, item in value.items():
+        try:
+            out[converter.structure(key, key_type)] = converter.structure(
+                item, value_type
+            )
+        except Exception as exc:  # noqa: BLE001
+            problems.extend(prefixed(problems_from_exception(exc), str(key)))
+    if problems:
+        raise NipConfigError(problems)
+    return out
+
+
+converter.register_structure_hook_func(
+    lambda t: (
+        typing.get_origin(t) in (dict, collections.abc.Mapping)
+        or t in (dict, collections.abc.Mapping)
+    ),
+    _structure_mapping,
 )
 
 
@@ -138,7 +170,9 @@ def _structure_union(value: Any, tp: Any) -> Any:
         ]
     elif isinstance(value, list | tuple):
         candidates = [
-            a for a in args if typing.get_origin(a) in (tuple, list) or a in (tuple, list)
+            a
+            for a in args
+            if typing.get_origin(a) in (tuple, list) or a in (tuple, list)
         ]
     else:
         candidates = []
@@ -230,7 +264,9 @@ def _structure_hyper_parameters(value: Any, cls: type) -> Any:
 
 converter.register_structure_hook_func(_is_parameters_class, _structure_parameters)
 converter.register_structure_hook_func(_is_schedule_class, _structure_schedule)
-converter.register_structure_hook_func(_is_hyper_parameters, _structure_hyper_parameters)
+converter.register_structure_hook_func(
+    _is_hyper_parameters, _structure_hyper_parameters
+)
 
 
 def structure(data: Any, cls: Any) -> Any:
@@ -274,7 +310,9 @@ def structure_agent(value: Any, agent_class: type[AgentParameters]) -> AgentPara
     return (RandomAgentParameters if is_random else agent_class)(**data)
 
 
-def structure_agents(value: Any, agent_class: type[AgentParameters]) -> AgentsParameters:
+def structure_agents(
+    value: Any, agent_class: type[AgentParameters]
+) -> AgentsParameters:
     """Build the ``agents`` mapping for a scenario whose class is ``agent_class``.
 
     ``None`` gives ``{"_default": agent_class()}``. Every agent's problems are
@@ -288,7 +326,9 @@ def structure_agents(value: Any, agent_class: type[AgentParameters]) -> AgentsPa
     problems: list[ConfigProblem] = []
     for name, agent in dict.items(value) if isinstance(value, dict) else value.items():
         if not isinstance(name, str):
-            problems.append(ConfigProblem(str(name), "agent names must be strings", name))
+            problems.append(
+                ConfigProblem(str(name), "agent names must be strings", name)
+            )
             continue
         try:
             agents[name] = structure_agent(agent, agent_class)
@@ -299,9 +339,9 @@ def structure_agents(value: Any, agent_class: type[AgentParameters]) -> AgentsPa
     return agents
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Unstructuring
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 def _unstructure_parameters(obj: Any) -> dict[str, Any]:
@@ -326,7 +366,8 @@ def _unstructure_agents(obj: AgentsParameters) -> dict[str, Any]:
 
 
 converter.register_unstructure_hook_func(
-    lambda t: isinstance(t, type) and issubclass(t, tuple), lambda t: list(map(converter.unstructure, t))
+    lambda t: isinstance(t, type) and issubclass(t, tuple),
+    lambda t: list(map(converter.unstructure, t)),
 )
 converter.register_unstructure_hook_func(_is_parameters_class, _unstructure_parameters)
 converter.register_unstructure_hook_func(_is_schedule_class, _unstructure_schedule)

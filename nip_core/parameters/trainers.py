@@ -83,7 +83,9 @@ class RlTrainerParameters(SubParameters):
     """
 
     frames_per_batch: int | None = field(default=1000, validator=_positive_or_none)
-    rollouts_per_iteration: int | None = field(default=None, validator=_positive_or_none)
+    rollouts_per_iteration: int | None = field(
+        default=None, validator=_positive_or_none
+    )
     steps_per_env_per_iteration: int | None = field(
         default=None, validator=_positive_or_none
     )

@@ -98,11 +98,15 @@ class ContiguousPeriodicUpdateSchedule(AgentUpdateSchedule):
         problems = []
         if self.start > self.stop:
             problems.append(
-                ConfigProblem("start", f"must be at most stop ({self.stop})", self.start)
+                ConfigProblem(
+                    "start", f"must be at most stop ({self.stop})", self.start
+                )
             )
         if self.stop > self.period:
             problems.append(
-                ConfigProblem("stop", f"must be at most period ({self.period})", self.stop)
+                ConfigProblem(
+                    "stop", f"must be at most period ({self.period})", self.stop
+                )
             )
         return problems
 

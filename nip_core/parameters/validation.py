@@ -27,11 +27,14 @@ from nip_core.errors import NO_VALUE, ConfigProblem, NipConfigError
 
 __all__ = [
     "ValueProblem",
+    "active_collector",
+    "clean_message",
     "collecting",
     "closest",
     "describe_type",
     "join_path",
     "prefixed",
+    "problem_from_validator_error",
     "problems_from_exception",
     "resolved_fields",
     "type_problem",
@@ -56,9 +59,9 @@ class ValueProblem(ValueError):
         self.choices = tuple(str(c) for c in choices)
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Paths
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 def join_path(prefix: str, path: str) -> str:
@@ -96,14 +99,15 @@ def unknown_key_problem(
     suggestion = closest(key, known) if isinstance(key, str) else None
     if suggestion is not None:
         message += f"; did you mean {suggestion!r}?"
+        known = []
     return ConfigProblem(
         path=join_path(path, str(key)), message=message, choices=tuple(known)
     )
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Types
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 _resolved: set[type] = set()
 _resolve_lock = threading.Lock()
@@ -149,7 +153,12 @@ def describe_type(tp: Any) -> str:
         return f"a list of {describe_type(args[0])}" if args else "a list"
     if origin in (dict, collections.abc.Mapping):
         return "a mapping"
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    names = {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+    }
     if tp in names:
         return names[tp]
     return getattr(tp, "__name__", str(tp))
@@ -236,9 +245,9 @@ def type_problem(value: Any, tp: Any) -> ValueProblem | None:
     return ValueProblem(f"expected {describe_type(tp)}", _choices_of(tp))
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Collecting problems
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 _state = threading.local()
 
@@ -303,6 +312,10 @@ def problem_from_validator_error(
     else:
         message = str(args[0]) if args else type(exc).__name__
         message = clean_message(message, field_name)
+        for shown in (f": {value!r}", f": {value}"):
+            if message.endswith(shown):
+                message = message[: -len(shown)]
+                break
     return ConfigProblem(field_name, message, value, choices)
 
 

@@ -131,6 +131,10 @@ class ProtocolWarning(UserWarning):
 # --------------------------------------------------------------------------------------
 
 
+def _section(value: Any, cls: type) -> Any:
+    return cls(**value) if isinstance(value, Mapping) else value
+
+
 @attrs.define(kw_only=True)
 class ProtocolParameterView:
     """The parts of the hyper-parameters a protocol handler reads.
@@ -155,31 +159,55 @@ class ProtocolParameterView:
     interaction_protocol: str = "nip"
     scenario: str | None = None
     protocol_common: CommonProtocolParameters = attrs.field(
-        factory=CommonProtocolParameters
+        factory=CommonProtocolParameters,
+        converter=lambda value: _section(value, CommonProtocolParameters),
     )
-    nip_protocol: NipProtocolParameters = attrs.field(factory=NipProtocolParameters)
+    nip_protocol: NipProtocolParameters = attrs.field(
+        factory=NipProtocolParameters,
+        converter=lambda value: _section(value, NipProtocolParameters),
+    )
     debate_protocol: DebateProtocolParameters = attrs.field(
-        factory=DebateProtocolParameters
+        factory=DebateProtocolParameters,
+        converter=lambda value: _section(value, DebateProtocolParameters),
     )
-    mnip_protocol: MnipProtocolParameters = attrs.field(factory=MnipProtocolParameters)
-    zk_protocol: ZkProtocolParameters = attrs.field(factory=ZkProtocolParameters)
+    mnip_protocol: MnipProtocolParameters = attrs.field(
+        factory=MnipProtocolParameters,
+        converter=lambda value: _section(value, MnipProtocolParameters),
+    )
+    zk_protocol: ZkProtocolParameters = attrs.field(
+        factory=ZkProtocolParameters,
+        converter=lambda value: _section(value, ZkProtocolParameters),
+    )
     extra_sections: dict[str, Any] = attrs.field(factory=dict)
+
+    @classmethod
+    def from_sections(cls, **sections: Any) -> ProtocolParameterView:
+        """Build from keyword arguments; names that are not fields of this class go
+        to ``extra_sections``."""
+        known = {
+            name: value for name, value in sections.items() if name in _VIEW_FIELDS
+        }
+        extra = {
+            name: value for name, value in sections.items() if name not in _VIEW_FIELDS
+        }
+        return cls(**known, extra_sections=extra)
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for attributes attrs did not define
-        extra = self.__dict__.get("extra_sections", {})
+        if name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            extra = object.__getattribute__(self, "extra_sections")
+        except AttributeError:
+            raise AttributeError(name) from None
         if name in extra:
             return extra[name]
-        raise AttributeError(name)
+        raise AttributeError(
+            f"no parameter section {name!r}; give it to from_sections({name}=...)"
+        )
 
 
-_BUILTIN_VIEW_SECTIONS = {
-    "protocol_common": CommonProtocolParameters,
-    "nip_protocol": NipProtocolParameters,
-    "debate_protocol": DebateProtocolParameters,
-    "mnip_protocol": MnipProtocolParameters,
-    "zk_protocol": ZkProtocolParameters,
-}
+_VIEW_FIELDS = frozenset(f.name for f in attrs.fields(ProtocolParameterView))
 
 
 # --------------------------------------------------------------------------------------
@@ -463,18 +491,7 @@ class ProtocolHandler(ABC):
             optionally ``interaction_protocol`` and ``scenario``. Sections not given
             take their defaults.
         """
-        known: dict[str, Any] = {}
-        extra: dict[str, Any] = {}
-        for name, value in sections.items():
-            if name in _BUILTIN_VIEW_SECTIONS:
-                if isinstance(value, Mapping):
-                    value = _BUILTIN_VIEW_SECTIONS[name](**value)
-                known[name] = value
-            elif name in ("interaction_protocol", "scenario"):
-                known[name] = value
-            else:
-                extra[name] = value
-        view = ProtocolParameterView(**known, extra_sections=extra)
+        view = ProtocolParameterView.from_sections(**sections)
         return cls(view, settings)
 
     # ----- Structure (defined by subclasses)
@@ -811,6 +828,12 @@ class ProtocolHandler(ABC):
             raise ProtocolSpecificationError(
                 f"{owner} has no verifier (an agent whose name contains 'verifier')"
             )
+        for name in self.verifier_names:
+            if name not in self.agent_names:
+                raise ProtocolSpecificationError(
+                    f"{owner} has no verifier: its verifier {name!r} is not among its "
+                    f"agents {list(self.agent_names)}"
+                )
         for agent_name, channel_name in self.agent_channel_visibility:
             if agent_name not in self.agent_names:
                 raise ProtocolSpecificationError(

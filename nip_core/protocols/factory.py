@@ -51,7 +51,9 @@ def build_protocol_handler(
         plugin_manager = get_plugin_manager()
     name = hyper_params.interaction_protocol
     scenario_name = getattr(hyper_params, "scenario", None)
-    scenario = None if scenario_name is None else plugin_manager.scenarios[scenario_name]
+    scenario = (
+        None if scenario_name is None else plugin_manager.scenarios[scenario_name]
+    )
     specialisations = dict(scenario.protocol_handlers) if scenario is not None else {}
 
     if scenario is not None and scenario.supported_protocols is not None:

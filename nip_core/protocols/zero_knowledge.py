@@ -42,6 +42,7 @@ from torch import Tensor
 from nip_core.errors import ConfigProblem, NipConfigError
 from nip_core.protocols.base import (
     ProtocolHandler,
+    ProtocolParameterView,
     ProtocolStepInputs,
     ProtocolStepResult,
     SingleVerifierProtocolHandler,
@@ -124,6 +125,23 @@ class ZeroKnowledgeProtocolHandler(ProtocolHandler):
             )
         self.base_protocol: SingleVerifierProtocolHandler = base_protocol
         super().__init__(hyper_params, settings)
+
+    @classmethod
+    def from_sections(
+        cls,
+        settings: Any = None,
+        *,
+        base_protocol: SingleVerifierProtocolHandler | type | None = None,
+        **sections: Any,
+    ) -> ZeroKnowledgeProtocolHandler:
+        """Wrap ``base_protocol`` (a handler class), built from parameter sections.
+
+        See :meth:`ProtocolHandler.from_sections`.
+        """
+        if base_protocol is None:
+            raise TypeError("from_sections() needs base_protocol=<handler class>")
+        view = ProtocolParameterView.from_sections(**sections)
+        return cls(view, settings, base_protocol=base_protocol)
 
     # ----- Structure
 
@@ -346,8 +364,12 @@ class ZeroKnowledgeProtocolHandler(ProtocolHandler):
         count = self.base_protocol.num_message_channels
         adv = self.adversarial_verifier_index
         sim = self.simulator_index
-        adv_messages = message_logits[..., adv, count : 2 * count, :].float()
-        sim_messages = message_logits[..., sim, 2 * count : 3 * count, :].float()
+        batch_dims = round_id.dim()
+        # Indexed from the front: the message dimensions after the channel vary
+        adv_messages = message_logits.select(batch_dims, adv)
+        adv_messages = adv_messages.narrow(batch_dims, count, count).float()
+        sim_messages = message_logits.select(batch_dims, sim)
+        sim_messages = sim_messages.narrow(batch_dims, 2 * count, count).float()
         active = self.get_active_agents_mask_from_rounds_and_seed(round_id, seed)[
             ..., adv, count : 2 * count
         ].to(message_logits.device)
@@ -355,7 +377,6 @@ class ZeroKnowledgeProtocolHandler(ProtocolHandler):
         active = active.reshape(*active.shape, *([1] * extra_dims))
         adv_messages = torch.where(active, adv_messages, torch.zeros_like(adv_messages))
         sim_messages = torch.where(active, sim_messages, torch.zeros_like(sim_messages))
-        batch_dims = round_id.dim()
         message_similarity = torch.cosine_similarity(
             adv_messages.flatten(batch_dims), sim_messages.flatten(batch_dims), dim=-1
         )

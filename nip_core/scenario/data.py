@@ -67,7 +67,7 @@ def default_data_dir() -> Path:
 
 
 def resolve_data_dir(settings: Any) -> Path:
-    """The data directory for a run: ``settings.data_dir`` or :func:`default_data_dir`."""
+    """The run's data directory: ``settings.data_dir`` or :func:`default_data_dir`."""
     data_dir = getattr(settings, "data_dir", None)
     if data_dir:
         return Path(data_dir).expanduser()
@@ -75,7 +75,7 @@ def resolve_data_dir(settings: Any) -> Path:
 
 
 def hash_key_dict(key_dict: dict[str, Any]) -> str:
-    """A stable hex digest of a JSON-able dict (sorted keys; never Python's ``hash``)."""
+    """A stable hex digest of a JSON-able dict (never Python's ``hash``)."""
     text = json.dumps(key_dict, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -307,8 +307,8 @@ class TensorDictDataset(Dataset, ABC):
         data = self.build_tensor_dict()
         if data.batch_dims != 1:
             raise ValueError(
-                f"{type(self).__name__}.build_tensor_dict must return a TensorDict with "
-                f"one batch dimension (the datapoints), got batch size "
+                f"{type(self).__name__}.build_tensor_dict must return a TensorDict "
+                f"with one batch dimension (the datapoints), got batch size "
                 f"{tuple(data.batch_size)}"
             )
         missing = [key for key in ("y", *self.instance_keys) if key not in data.keys()]
@@ -453,7 +453,9 @@ class DataCycler:
         shuffle: bool = True,
     ):
         if len(dataset) == 0:
-            raise ValueError(f"cannot draw datapoints from an empty dataset {dataset!r}")
+            raise ValueError(
+                f"cannot draw datapoints from an empty dataset {dataset!r}"
+            )
         self.dataset = dataset
         self.generator = generator
         self.shuffle = shuffle

@@ -41,7 +41,6 @@ serves every protocol.
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from functools import cached_property
 from math import prod
@@ -56,6 +55,7 @@ from torchrl.envs import EnvBase
 from nip_core.errors import ConfigProblem, NipConfigError
 from nip_core.scenario import keys as K
 from nip_core.scenario.data import DataCycler, Dataset, TensorDictDataset
+from nip_core.seeding import derive_seed
 
 if TYPE_CHECKING:
     from nip_core.protocols import ProtocolHandler
@@ -68,12 +68,8 @@ NUM_DECISIONS = 3
 
 
 def environment_seed(seed: int, split: str) -> int:
-    """The seed of an environment's generator, from the run seed and the split.
-
-    SHA-256 based, so it is the same in every process (never Python's ``hash``).
-    """
-    digest = hashlib.sha256(f"{int(seed)}:environment:{split}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+    """The seed of an environment's generator, from the run seed and the split."""
+    return derive_seed(int(seed), f"environment/{split}")
 
 
 class Environment(ABC):
@@ -238,7 +234,7 @@ class TensorDictEnvironment(EnvBase, Environment):
             protocol_handler=protocol_handler,
         )
         device = torch.device(getattr(settings, "device", "cpu") or "cpu")
-        EnvBase.__init__(self, device=device, batch_size=torch.Size(self.batch_size))
+        EnvBase.__init__(self, device=device, batch_size=torch.Size([self.num_envs]))
 
         self.observation_spec = self._get_observation_spec()
         self.action_spec = self._get_action_spec()
@@ -247,7 +243,9 @@ class TensorDictEnvironment(EnvBase, Environment):
         self.done_spec = self._get_done_spec()
 
         self.rng = torch.Generator()
-        self.rng.manual_seed(environment_seed(getattr(hyper_params, "seed", 0), self.split))
+        self.rng.manual_seed(
+            environment_seed(getattr(hyper_params, "seed", 0), self.split)
+        )
         self.data_cycler = DataCycler(dataset, self.rng)
 
     # ----------------------------------------------------------------------------------
@@ -433,7 +431,7 @@ class TensorDictEnvironment(EnvBase, Environment):
                 K.AGENTS: Composite(
                     {
                         K.REWARD: Unbounded(
-                            shape=(B, A), dtype=torch.float, device=self.device
+                            shape=(B, A, 1), dtype=torch.float, device=self.device
                         )
                     },
                     shape=(B, A),
@@ -453,9 +451,11 @@ class TensorDictEnvironment(EnvBase, Environment):
                 K.TERMINATED: Binary(shape=(B,), dtype=torch.bool, device=device),
                 K.AGENTS: Composite(
                     {
-                        K.DONE: Binary(shape=(B, A), dtype=torch.bool, device=device),
+                        K.DONE: Binary(
+                            shape=(B, A, 1), dtype=torch.bool, device=device
+                        ),
                         K.TERMINATED: Binary(
-                            shape=(B, A), dtype=torch.bool, device=device
+                            shape=(B, A, 1), dtype=torch.bool, device=device
                         ),
                     },
                     shape=(B, A),
@@ -642,6 +642,15 @@ class TensorDictEnvironment(EnvBase, Environment):
         history = torch.where(at_round, message.unsqueeze(n_batch), history)
         return message, history
 
+    def _protocol_step_input(self, env_td: TensorDictBase) -> TensorDictBase:
+        """The step input in the protocol handler's shapes (no trailing 1 per agent)."""
+        agent_done = env_td.get((K.AGENTS, K.DONE), None)
+        if agent_done is None or agent_done.ndim == env_td.batch_dims + 1:
+            return env_td
+        view = env_td.exclude((K.AGENTS, K.DONE), (K.AGENTS, K.TERMINATED))
+        view.set((K.AGENTS, K.DONE), agent_done.squeeze(-1))
+        return view
+
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         env_td = tensordict
         handler = self.protocol_handler
@@ -685,16 +694,18 @@ class TensorDictEnvironment(EnvBase, Environment):
             next_td[K.LINEAR_MESSAGE] = message
             next_td[K.LINEAR_MESSAGE_HISTORY] = history
 
-        shared_done, agent_done, terminated, reward = (
-            handler.step_interaction_protocol(env_td)
+        shared_done, agent_done, terminated, reward = handler.step_interaction_protocol(
+            self._protocol_step_input(env_td)
         )
         done = (shared_done | terminated).to(self.device, torch.bool)
         agent_done = agent_done.to(self.device, torch.bool) | done.unsqueeze(-1)
         next_td[K.DONE] = done
         next_td[K.TERMINATED] = terminated.to(self.device, torch.bool)
-        next_td[K.AGENTS, K.DONE] = agent_done
-        next_td[K.AGENTS, K.TERMINATED] = agent_done.clone()
-        next_td[K.AGENTS, K.REWARD] = reward.to(self.device, torch.float)
+        # A trailing feature dimension of 1, as TorchRL's value estimators and losses
+        # expect for per-agent entries.
+        next_td[K.AGENTS, K.DONE] = agent_done.unsqueeze(-1)
+        next_td[K.AGENTS, K.TERMINATED] = agent_done.unsqueeze(-1).clone()
+        next_td[K.AGENTS, K.REWARD] = reward.to(self.device, torch.float).unsqueeze(-1)
         self._set_turn_masks(next_td)
         return next_td
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 AGENTS = "agents"
 """The sub-TensorDict holding per-agent entries."""
 
-# --- observations (environment level) --------------------------------------------------
+# --- observations (environment level) -----------------------------------------
 
 ROUND = "round"
 """long ``(*batch,)``: the round about to be played (0-based)."""
@@ -43,7 +43,7 @@ guess (accept or reject)."""
 PRETRAINED_EMBEDDINGS = "pretrained_embeddings"
 """Sub-TensorDict ``(*batch,)``: one entry per pretrained model, its embedding."""
 
-# --- observations (agent level) ---------------------------------------------------------
+# --- observations (agent level) -----------------------------------------------
 
 ACTIVE_MASK = "active_mask"
 """bool ``(*batch, A, C)`` under ``"agents"``: whether the agent speaks on the channel
@@ -58,7 +58,7 @@ VALID_MESSAGE_MASK = "valid_message_mask"
 (the scenario's rule, e.g. graph isomorphism's provers pick a node of the graph opposite
 the latest message; padding is invalid). Invalid messages get logit ``-inf``."""
 
-# --- state -----------------------------------------------------------------------------
+# --- state --------------------------------------------------------------------
 
 Y = "y"
 """long ``(*batch, 1)``: the label of the episode's datapoint."""
@@ -66,7 +66,7 @@ Y = "y"
 DATAPOINT_ID = "datapoint_id"
 """long ``(*batch,)``: the index of the episode's datapoint in its dataset."""
 
-# --- actions (agent level, under "agents") --------------------------------------------
+# --- actions (agent level, under "agents") ------------------------------------
 
 MESSAGE_SELECTED = "message_selected"
 """long ``(*batch, A, C, P)``: the index in ``[0, N)`` of the message each agent
@@ -91,27 +91,28 @@ SAMPLE_LOG_PROB = "sample_log_prob"
 """float ``(*batch, A)`` under ``"agents"``: log-probability of the sampled action,
 counting active agents, channels and decisions only."""
 
-# --- other agent outputs (under "agents") -----------------------------------------------
+# --- other agent outputs (under "agents") -------------------------------------
 
 VALUE = "value"
-"""float ``(*batch, A)``: the value heads' estimates."""
+"""float ``(*batch, A, 1)``: the value heads' estimates (each head gives
+``(*batch,)``; the combined value head adds the trailing 1 TorchRL expects)."""
 
 SOLO_LOGITS = "solo_logits"
 """float ``(*batch, A, 2)``: the solo heads' logits for the label (reject, accept)."""
 
-# --- reward and done ----------------------------------------------------------------------
+# --- reward and done ----------------------------------------------------------
 
 REWARD = "reward"
-"""float ``(*batch, A)`` under ``"agents"``."""
+"""float ``(*batch, A, 1)`` under ``"agents"``."""
 
 DONE = "done"
-"""bool ``(*batch,)`` at the root (the episode is over) and ``(*batch, A)`` under
+"""bool ``(*batch,)`` at the root (the episode is over) and ``(*batch, A, 1)`` under
 ``"agents"`` (the agent is done)."""
 
 TERMINATED = "terminated"
 """bool ``(*batch,)`` at the root: the episode ran out of rounds without a decision
 (the verifier got ``verifier_terminated_penalty``). Under ``"agents"``,
-``(*batch, A)``: equal to the agent's ``done`` (every episode end is a true
+``(*batch, A, 1)``: equal to the agent's ``done`` (every episode end is a true
 termination, so value estimators must not bootstrap past it)."""
 
 

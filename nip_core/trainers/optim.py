@@ -7,14 +7,15 @@ For an agent with parameters ``agent_params`` and a base learning rate ``lr``:
 - body LR = agent LR × ``body_lr_factor`` (actor factors for the shared body and the
   policy body, critic factors for the value body). A shared body needs the actor and
   critic factors to agree;
-- a body may scale parts of itself further by defining
-  ``lr_factor_groups() -> Mapping[str, float]``: parameter-name prefixes (as in
-  ``body.named_parameters()``) to extra factors, e.g. ``{"gnn": gnn_lr_factor}``
-  gives GNN LR = body LR × ``gnn_lr_factor``;
+- a body may scale parts of itself further through the scenario hook
+  :meth:`~nip_core.scenario.agents.TensorDictAgentPartMixin.parameter_groups`
+  (``[(suffix, parameters, multiplier), ...]``): graph isomorphism's GNN gets
+  GNN LR = body LR × ``gnn_lr_factor``;
 - heads use the agent LR (policy and solo heads: actor; value heads: critic).
 
 Every trainable parameter ends up in exactly one group; each group records its
-``agent`` and ``part`` so update schedules can skip an agent's groups.
+``agent`` and ``part`` so update schedules can skip an agent's groups. A group whose
+LR is 0 is left out and its parameters frozen.
 """
 
 from __future__ import annotations
@@ -143,23 +144,22 @@ def build_param_groups(
             if wanted is not None and part_name not in wanted:
                 continue
             part_lr = lrs.get(part_name, lrs["policy_head"])
-            extra = {}
-            if part_name in BODY_PARTS and hasattr(module, "lr_factor_groups"):
-                extra = dict(module.lr_factor_groups())
-            buckets: dict[str, list[Any]] = {}
-            for param_name, param in module.named_parameters():
-                if not param.requires_grad or id(param) in seen:
+            if part_name in BODY_PARTS and hasattr(module, "parameter_groups"):
+                part_groups = module.parameter_groups()
+            else:
+                part_groups = [("", list(module.parameters()), 1.0)]
+            for suffix, params, multiplier in part_groups:
+                params = [p for p in params if p.requires_grad and id(p) not in seen]
+                seen.update(id(p) for p in params)
+                if not params:
                     continue
-                seen.add(id(param))
-                bucket = ""
-                for prefix in extra:
-                    if param_name == prefix or param_name.startswith(prefix + "."):
-                        bucket = prefix
-                        break
-                buckets.setdefault(bucket, []).append(param)
-            for bucket, params in buckets.items():
-                lr = part_lr * (extra[bucket] if bucket else 1.0)
-                name = f"{agent_name}.{part_name}" + (f".{bucket}" if bucket else "")
+                lr = part_lr * float(multiplier)
+                if lr == 0:
+                    # A factor of 0 freezes: the parameters leave the optimizer
+                    for p in params:
+                        p.requires_grad_(False)
+                    continue
+                name = f"{agent_name}.{part_name}" + (f".{suffix}" if suffix else "")
                 groups.append(
                     {
                         "params": params,

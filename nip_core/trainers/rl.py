@@ -148,6 +148,9 @@ class TensorDictRlTrainer(TensorDictTrainer):
             self.train_environment,
             use_single_body=self.use_single_body,
             use_critic=self.use_critic,
+            include_linear_message_space=bool(
+                getattr(self.hyper_params, "include_linear_message_space", False)
+            ),
         )
 
     def _get_replay_buffer(self, transform: Any = None) -> Any:
@@ -202,33 +205,57 @@ class TensorDictRlTrainer(TensorDictTrainer):
     def minibatch_size(self) -> int:
         return min(int(self.hyper_params.rl.minibatch_size), self.frames_per_batch)
 
+    def _normalization_keys(self, env: Any) -> list[str]:
+        """Observation keys to normalise: the environment's ``normalization_keys``,
+        else its floating-point datapoint keys, ``message`` and the linear message."""
+        import torch
+
+        keys = getattr(env, "normalization_keys", None)
+        if keys is None:
+            keys = [*getattr(env, "data_keys", ()), "message", "linear_message"]
+        spec = env.observation_spec
+        present = set(spec.keys())
+        return [
+            key
+            for key in keys
+            if key in present and spec[key].dtype in (torch.float16, torch.float32, torch.float64)
+        ]
+
     def _add_normalization_transforms(self) -> None:
-        """Normalise ``x``-like observations with statistics from random play."""
+        """Normalise observations to zero mean and unit variance per feature.
+
+        Statistics come from ``rl.num_normalization_steps`` steps of random actions
+        in each environment (10 in a test run); features that never vary are left
+        as they are.
+        """
+        import torch
         from torchrl.envs import TransformedEnv
         from torchrl.envs.transforms import ObservationNorm
 
         steps = 10 if self.settings.test_run else self.hyper_params.rl.num_normalization_steps
-        keys = list(getattr(self.train_environment, "normalization_keys", ("message",)))
-        envs = []
+        environments = []
         for env in (self.train_environment, self.test_environment):
-            env = TransformedEnv(env)
-            for key in keys:
-                if key not in env.observation_spec.keys(True):
-                    continue
-                transform = ObservationNorm(in_keys=[key], standard_normal=True)
-                env.append_transform(transform)
-                ndim = len(env.observation_spec[key].shape) - len(env.batch_size)
-                transform.init_stats(
-                    steps,
-                    key=key,
-                    cat_dim=0,
-                    reduce_dim=list(range(-ndim - 1, 0)),
-                    keep_dims=list(range(-ndim, 0)),
-                )
-                # Constant features give zero scale; keep them as they are
-                transform.scale.data.clamp_(min=1e-6)
-            envs.append(env)
-        self.train_environment, self.test_environment = envs
+            keys = self._normalization_keys(env)
+            transformed = TransformedEnv(env)
+            if keys:
+                with torch.no_grad():
+                    data = env.rollout(steps, break_when_any_done=False)
+                batch_dims = data.batch_dims
+                for key in keys:
+                    values = data.get(key).float()
+                    dims = tuple(range(batch_dims))
+                    loc = values.mean(dim=dims)
+                    std = values.std(dim=dims) if values[..., 0].numel() > 1 else None
+                    scale = torch.ones_like(loc) if std is None else torch.where(
+                        std > 1e-6, std, torch.ones_like(std)
+                    )
+                    transformed.append_transform(
+                        ObservationNorm(
+                            loc=loc, scale=scale, in_keys=[key], standard_normal=True
+                        )
+                    )
+            environments.append(transformed)
+        self.train_environment, self.test_environment = environments
 
     # ------------------------------------------------------------------------------
     # State
@@ -276,10 +303,14 @@ class TensorDictRlTrainer(TensorDictTrainer):
         self.optimizer = self._get_optimizer()
         self._start_iteration = self.restore_from_checkpoint()
 
-        with ExitStack() as stack:
-            self._build_train_context(stack)
-            self._run_train_loop()
-        self.save_checkpoint(self.iteration)
+        if self.run.base_checkpoint is not None:
+            # Re-running the tests of a base run: its final agents, no training
+            self.load_agents_state_dict(self.run.base_checkpoint["trainer"]["agents"])
+        else:
+            with ExitStack() as stack:
+                self._build_train_context(stack)
+                self._run_train_loop()
+            self.save_checkpoint(self.iteration)
         with ExitStack() as stack:
             self._build_test_context(stack)
             self._run_test_loop()
@@ -373,17 +404,26 @@ class TensorDictRlTrainer(TensorDictTrainer):
             iteration_context.step()
 
     def _prepare_rollout(self, rollout: Any) -> None:
-        """Expand root done/terminated to the agent dimension, as value estimators
-        and losses read them per agent."""
-        reward_shape = rollout.get(("next", "agents", "reward")).shape
-        for key in ("done", "terminated"):
-            root = rollout.get(("next", key), None)
-            if root is None or ("next", "agents", key) in rollout.keys(True):
-                continue
-            rollout.set(
-                ("next", "agents", key),
-                root.reshape(*root.shape[: rollout.ndim], 1).expand(reward_shape).clone(),
-            )
+        """Give per-agent reward, done and terminated the shape ``[*batch, agent, 1]``.
+
+        That is TorchRL's multi-agent convention, which its value estimators expect
+        (they add the trailing dimension to the value heads' ``[*batch, agent]``).
+        Root done / terminated are expanded to the agents when the environment gives
+        no per-agent ones.
+        """
+        agents_shape = (*rollout.batch_size, self.num_agents, 1)
+        for prefix in ((), ("next",)):
+            for key in ("reward", "done", "terminated"):
+                full = (*prefix, "agents", key)
+                value = rollout.get(full, None)
+                if value is None and key != "reward":
+                    root = rollout.get((*prefix, key), None)
+                    if root is None:
+                        continue
+                    value = root.reshape(*rollout.batch_size, 1, 1).expand(agents_shape)
+                if value is None:
+                    continue
+                rollout.set(full, value.reshape(agents_shape).clone())
 
     def _train_on_rollout(self, rollout: Any, updates: Mapping[str, bool]) -> dict:
         import torch

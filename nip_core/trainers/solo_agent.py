@@ -1,7 +1,10 @@
 """The ``solo_agent`` trainer: each agent alone, supervised on the labels.
 
 Every non-random agent's body and solo head are trained with the cross-entropy of
-the solo head's ``decision_logits`` against the datapoint label ``y``. It is a
+the solo head's ``solo_logits`` against the datapoint label ``y``. Datapoints are
+turned into first-round observations by the environment
+(:meth:`~nip_core.scenario.environment.TensorDictEnvironment.datapoints_to_observation`)
+and each agent reads its own view of them (hidden channels zeroed), as in RL. It is a
 trainer of its own (``trainer="solo_agent"``) and the pre-training step of RL
 trainers (``pretrain_agents=True``), which caches the bodies it trains (see
 :mod:`nip_core.trainers.pretraining`).
@@ -53,7 +56,6 @@ class SoloAgentTrainer(TensorDictTrainer):
             for name in self.agent_names
             if not getattr(self.hyper_params.agents[name], "is_random", False)
         ]
-        self._models: dict[str, Any] = {}
         self._optimizers: dict[str, Any] = {}
         self._generator: Any = None
         self._built = False
@@ -69,7 +71,6 @@ class SoloAgentTrainer(TensorDictTrainer):
 
     def _build(self) -> None:
         import torch
-        from tensordict.nn import TensorDictSequential
 
         params = self.hyper_params.solo_agent
         for name in self.trained_agent_names:
@@ -79,8 +80,6 @@ class SoloAgentTrainer(TensorDictTrainer):
                     f"agent {name!r} has no solo head: the factory builds one for the "
                     f"solo_agent trainer and when pretrain_agents is set"
                 )
-            body = self._body_of(agent)
-            self._models[name] = TensorDictSequential(body, agent.solo_head)
             body_part = "body" if getattr(agent, "body", None) is not None else (
                 "policy_body"
             )
@@ -95,6 +94,41 @@ class SoloAgentTrainer(TensorDictTrainer):
             self._optimizers[name] = torch.optim.Adam(groups, eps=1e-5)
         self._generator = torch.Generator().manual_seed(int(self.hyper_params.seed))
         self._built = True
+
+    def _observation(self, data: Any, train: bool) -> Any:
+        env = (
+            self.scenario_instance.train_environment
+            if train
+            else self.scenario_instance.test_environment
+        )
+        if env is None:
+            return data
+        return env.datapoints_to_observation(data)
+
+    def solo_logits(self, name: str, observation: Any) -> Any:
+        """The agent's solo-head logits ``(*batch, 2)`` on an observation."""
+        from nip_core.scenario import keys as K
+        from nip_core.scenario.agents import agent_view
+
+        agent = self.agents[name]
+        index = self.agent_names.index(name)
+        visible = self.protocol_handler.agent_channel_visibility_mask[index]
+        body = self._body_of(agent)
+        body_out = body(agent_view(observation, body, index, visible))
+        # The head reads the body's outputs as agent-level keys: put them under
+        # "agents" (expanded along the agent dimension) and take this agent's view
+        batch_dims = observation.batch_dims
+        augmented = observation.clone(False)
+        agents_td = augmented.get(K.AGENTS).clone(False)
+        for key in body.out_keys:
+            value = body_out.get(key)
+            expanded = value.unsqueeze(batch_dims).expand(
+                *value.shape[:batch_dims], self.num_agents, *value.shape[batch_dims:]
+            )
+            agents_td.set(key, expanded)
+        augmented.set(K.AGENTS, agents_td)
+        head = agent.solo_head
+        return head(agent_view(augmented, head, index, visible)).get(K.SOLO_LOGITS)
 
     # ------------------------------------------------------------------------------
     # State
@@ -123,9 +157,13 @@ class SoloAgentTrainer(TensorDictTrainer):
         start = 0 if self.as_pretraining else self.restore_from_checkpoint()
         self._start_epoch = start
 
-        with ExitStack() as stack:
-            self._build_train_context(stack)
-            self._run_train_loop()
+        if self.run.base_checkpoint is not None and not self.as_pretraining:
+            # Re-running the tests of a base run: its final agents, no training
+            self.load_agents_state_dict(self.run.base_checkpoint["trainer"]["agents"])
+        else:
+            with ExitStack() as stack:
+                self._build_train_context(stack)
+                self._run_train_loop()
         with ExitStack() as stack:
             self._build_test_context(stack)
             self._run_test_loop()
@@ -158,10 +196,10 @@ class SoloAgentTrainer(TensorDictTrainer):
             for indices in self._batches(dataset, shuffle=True):
                 data = dataset[indices].to(self.device)
                 y = data["y"].reshape(-1).long()
-                for name, model in self._models.items():
-                    optimizer = self._optimizers[name]
+                observation = self._observation(data, train=True)
+                for name, optimizer in self._optimizers.items():
                     optimizer.zero_grad()
-                    logits = model(data.clone(False))["decision_logits"]
+                    logits = self.solo_logits(name, observation)
                     loss = F.cross_entropy(logits, y)
                     loss.backward()
                     optimizer.step()
@@ -180,7 +218,7 @@ class SoloAgentTrainer(TensorDictTrainer):
                 self.run.run_callbacks(self, epoch, metrics)
             iteration_context.step()
 
-    def evaluate(self, dataset: Any) -> dict[str, dict[str, float]]:
+    def evaluate(self, dataset: Any, train: bool = False) -> dict[str, dict[str, float]]:
         """Mean loss and accuracy of each agent on a dataset (no gradients)."""
         import torch
         import torch.nn.functional as F
@@ -191,8 +229,9 @@ class SoloAgentTrainer(TensorDictTrainer):
             for indices in self._batches(dataset, shuffle=False):
                 data = dataset[indices].to(self.device)
                 y = data["y"].reshape(-1).long()
-                for name, model in self._models.items():
-                    logits = model(data.clone(False))["decision_logits"]
+                observation = self._observation(data, train=train)
+                for name in self._optimizers:
+                    logits = self.solo_logits(name, observation)
                     n = len(y)
                     totals[name][0] += F.cross_entropy(logits, y).item() * n
                     totals[name][1] += (logits.argmax(-1) == y).float().sum().item()

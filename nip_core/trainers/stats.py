@@ -15,7 +15,10 @@ Names (``test_`` prefixed for the test loop): ``mean_accuracy``, ``std_accuracy`
 ``{agent}.mean_max_message_prob``, ``{agent}.mean_value``,
 ``{agent}.mean_value_target``, ``{agent}.mean_advantage``,
 ``{agent}.residual_critic_variance``. Entropies are normalised by the maximum
-(log of the number of choices), so they lie in [0, 1].
+(log of the number of choices), so they lie in [0, 1], and count only the choices
+that happen: decisions where ``("agents", "decision_mask")`` is set, messages on the
+channels ``("agents", "active_mask")`` marks (an agent that never decides has no
+decision-entropy metric).
 """
 
 from __future__ import annotations
@@ -150,8 +153,13 @@ def rollout_statistics(
         decision_logits = _get(flat, DECISION_LOGITS_KEY)
         if decision_logits is not None and decision_logits.shape[-2] == len(agent_names):
             ent = normalised_entropy(decision_logits[..., i, :])
-            stats[f"{name}.{prefix}mean_decision_entropy"] = _item(ent.mean())
-            stats[f"{name}.{prefix}std_decision_entropy"] = _std(ent)
+            # Only decisions that count (the agent may decide this round)
+            decision_mask = _get(flat, ("agents", "decision_mask"))
+            if decision_mask is not None:
+                ent = ent[decision_mask.reshape(*flat.shape, -1)[..., i].bool()]
+            if ent.numel() > 0:
+                stats[f"{name}.{prefix}mean_decision_entropy"] = _item(ent.mean())
+                stats[f"{name}.{prefix}std_decision_entropy"] = _std(ent)
         message_keys = message_logits_keys(flat)
         for key in message_keys:
             logits = flat.get(key)
@@ -159,6 +167,16 @@ def rollout_statistics(
                 continue
             agent_logits = logits[:, :, i]
             ent = normalised_entropy(agent_logits)
+            max_prob = torch.softmax(agent_logits.float(), -1).max(-1).values
+            # Only channels the agent speaks on this round
+            active = _get(flat, ("agents", "active_mask"))
+            if active is not None and active.ndim >= 4 and ent.ndim >= 3:
+                mask = active[:, :, i].bool()
+                mask = mask.reshape(*mask.shape, *([1] * (ent.ndim - mask.ndim)))
+                mask = mask.expand(ent.shape)
+                ent, max_prob = ent[mask], max_prob[mask]
+            if ent.numel() == 0:
+                continue
             # One message space is "the" message; several keep their own names
             label = (
                 "message"
@@ -167,7 +185,6 @@ def rollout_statistics(
             )
             stats[f"{name}.{prefix}mean_{label}_entropy"] = _item(ent.mean())
             stats[f"{name}.{prefix}std_{label}_entropy"] = _std(ent)
-            max_prob = torch.softmax(agent_logits.float(), -1).max(-1).values
             stats[f"{name}.{prefix}mean_max_{label}_prob"] = _item(max_prob.mean())
 
         value = _get(flat, ("agents", "value"))

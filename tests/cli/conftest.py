@@ -80,7 +80,7 @@ class ToyPlugin:
                 agent_parameters_class=ToyAgentParameters,
                 dataset_class="toy_plugin.never_imported:Dataset",
                 default_dataset="small",
-                datasets=("small",),
+                datasets=("small", "large"),
             )
         ]
 
@@ -95,7 +95,11 @@ class ToyPlugin:
 
     @hookimpl
     def register_parameter_sections(self):
-        return [ParameterSectionSpec(name="toy_section", parameters_class=ToySectionParameters)]
+        return [
+            ParameterSectionSpec(
+                name="toy_section", parameters_class=ToySectionParameters
+            )
+        ]
 
     @hookimpl
     def register_config_dirs(self):
@@ -118,7 +122,7 @@ class ToyPlugin:
         ]
 
 
-def write_configs(root: Path, files: dict[str, str]) -> Path:
+def _write_configs(root: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +135,7 @@ TOY_CONFIGS = {
         # @package _global_
         defaults:
           - /base
-          - dataset: small
+          - /toy/dataset: small
           - _self_
         scenario: toy
         trainer: toy_trainer
@@ -161,7 +165,7 @@ TOY_CONFIGS = {
 def toy_plugin(tmp_path, register_plugin, monkeypatch) -> ToyPlugin:
     """The toy plugin registered, its configs written, the working directory an
     empty folder (so no ``./configs`` of the repository leaks in)."""
-    config_dir = write_configs(tmp_path / "toy_configs", TOY_CONFIGS)
+    config_dir = _write_configs(tmp_path / "toy_configs", TOY_CONFIGS)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -169,6 +173,18 @@ def toy_plugin(tmp_path, register_plugin, monkeypatch) -> ToyPlugin:
     register_plugin(plugin, name="toy")
     BUILDER_CALLS.clear()
     return plugin
+
+
+@pytest.fixture
+def write_configs():
+    """``write_configs(root, {relative_path: yaml_text}) -> root``."""
+    return _write_configs
+
+
+@pytest.fixture
+def builder_calls(toy_plugin) -> list[tuple[str, Path, dict[str, Any]]]:
+    """The calls the toy dataset builder received in this test."""
+    return BUILDER_CALLS
 
 
 @pytest.fixture

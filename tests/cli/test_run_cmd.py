@@ -14,7 +14,7 @@ from nip_core.cli.main import main
 
 def test_run_validates_and_calls_run_experiment(toy_plugin, recorded_runs, capsys):
     status = main(["run", "-c", "toy/exp", "seed=5", "run.runs_dir=elsewhere"])
-    assert status == 0
+    assert status == 0, capsys.readouterr().err
     [(hyper_params, settings)] = recorded_runs
     assert hyper_params.scenario == "toy"
     assert hyper_params.seed == 5
@@ -28,7 +28,9 @@ def test_run_without_name_runs_the_default_config(toy_plugin, recorded_runs):
     assert hyper_params.trainer == "toy_trainer"
 
 
-def test_invalid_run_config_never_reaches_run_experiment(toy_plugin, recorded_runs, capsys):
+def test_invalid_run_config_never_reaches_run_experiment(
+    toy_plugin, recorded_runs, capsys
+):
     status = main(["run", "-c", "toy/exp", "toy_section.mode=medium"])
     _, err = capsys.readouterr()
     assert status == 2
@@ -38,10 +40,17 @@ def test_invalid_run_config_never_reaches_run_experiment(toy_plugin, recorded_ru
 
 def test_multirun_launches_one_job_per_combination(toy_plugin, recorded_runs, capsys):
     status = main(
-        ["run", "--multirun", "-c", "toy/exp", "seed=1,2,3", "toy_section.mode=fast,slow"]
+        [
+            "run",
+            "--multirun",
+            "-c",
+            "toy/exp",
+            "seed=1,2,3",
+            "toy_section.mode=fast,slow",
+        ]
     )
     _, err = capsys.readouterr()
-    assert status == 0
+    assert status == 0, err
     combinations = sorted((hp.seed, hp.toy_section.mode) for hp, _ in recorded_runs)
     assert combinations == [
         (seed, mode) for seed in (1, 2, 3) for mode in ("fast", "slow")
@@ -68,7 +77,7 @@ def test_multirun_with_the_joblib_launcher(toy_plugin, recorded_runs, capsys):
             "seed=1,2",
         ]
     )
-    assert status == 0
+    assert status == 0, capsys.readouterr().err
     assert sorted(hp.seed for hp, _ in recorded_runs) == [1, 2]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -41,7 +40,9 @@ def probe(argv: list[str]) -> tuple[int, bool, bool, float, str]:
     )
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["config", "show", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["run", "--help"], ["config", "show", "--help"]]
+)
 def test_help_imports_neither_torch_nor_hydra(argv):
     status, torch_loaded, hydra_loaded, elapsed, output = probe(argv)
     assert status == 0

@@ -7,8 +7,7 @@ from typing import Any, Literal
 from attrs import field
 from attrs import validators as v
 
-from nip_core.parameters.agents import AgentParameters
-from nip_core.parameters.base import parameters_class
+from nip_core.parameters import AgentParameters, parameters_class
 
 ActivationFunction = Literal["relu", "tanh", "sigmoid", "gelu"]
 ACTIVATION_FUNCTIONS: tuple[str, ...] = ("relu", "tanh", "sigmoid", "gelu")

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from attrs import field
 from attrs import validators as v
 
-from nip_core.parameters.base import SubParameters, parameters_class
+from nip_core.parameters import SubParameters, parameters_class
 
 BinarificationMethod = Literal["merge", "select_two", "random"]
 """How a many-class dataset becomes a two-class one."""

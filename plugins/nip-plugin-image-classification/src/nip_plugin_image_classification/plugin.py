@@ -41,14 +41,16 @@ DATASETS: tuple[str, ...] = (
 """The datasets the scenario resolves (``digits`` offline; the rest downloaded)."""
 
 AGENT_PARTS: dict[str, str] = {
-    "body": "ImageClassificationAgentBody",
-    "policy_head": "ImageClassificationAgentPolicyHead",
-    "value_head": "ImageClassificationAgentValueHead",
-    "solo_head": "ImageClassificationSoloAgentHead",
-    "random_policy_head": "ImageClassificationRandomAgentPolicyHead",
-    "constant_value_head": "ImageClassificationConstantAgentValueHead",
+    "body": f"{PACKAGE}.agents:ImageClassificationAgentBody",
+    "policy_head": f"{PACKAGE}.agents:ImageClassificationAgentPolicyHead",
+    "value_head": f"{PACKAGE}.agents:ImageClassificationAgentValueHead",
+    "solo_head": f"{PACKAGE}.agents:ImageClassificationSoloAgentHead",
+    # The core's uniform policy reads the message-space shape from the valid-message
+    # mask, so it serves this scenario as it is.
+    "random_policy_head": "nip_core.scenario.agents:RandomAgentPolicyHead",
+    "constant_value_head": "nip_core.scenario.agents:ConstantAgentValueHead",
 }
-"""Part role to class name in :mod:`nip_plugin_image_classification.agents`."""
+"""Part role to class (the body serves random agents too, with zero outputs)."""
 
 
 @hookimpl
@@ -76,8 +78,8 @@ def register_scenarios() -> list[ScenarioSpec]:
 def register_agent_parts() -> list[AgentPartSpec]:
     """Bodies and heads of image classification agents."""
     return [
-        AgentPartSpec(scenario=SCENARIO, part=part, part_class=f"{PACKAGE}.agents:{name}")
-        for part, name in AGENT_PARTS.items()
+        AgentPartSpec(scenario=SCENARIO, part=part, part_class=ref)
+        for part, ref in AGENT_PARTS.items()
     ]
 
 

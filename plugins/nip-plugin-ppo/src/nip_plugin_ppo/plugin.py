@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from nip_core import hookimpl
-from nip_core.records import ConfigDirSpec, ParameterSectionSpec, TrainerSpec
+from nip_core.records import (
+    ConfigDirSpec,
+    MigrationSpec,
+    ParameterSectionSpec,
+    TrainerSpec,
+)
 
 from nip_plugin_ppo.parameters import PpoParameters, SpgParameters, VanillaPpoParameters
 
@@ -58,3 +63,16 @@ def register_parameter_sections() -> list[ParameterSectionSpec]:
 @hookimpl
 def register_config_dirs() -> list[ConfigDirSpec]:
     return [ConfigDirSpec(name="ppo", path=str(Path(__file__).parent / "configs"))]
+
+
+@hookimpl
+def register_parameter_migrations() -> list[MigrationSpec]:
+    return [
+        MigrationSpec(
+            component="nip-plugin-ppo",
+            from_version="0",
+            to_version="0.1.0",
+            migrate="nip_plugin_ppo.migrations:original_to_0_1",
+            description="The original library's spg names (sos_a_param, sos_b_param).",
+        )
+    ]

@@ -1,0 +1,274 @@
+"""PNG plots of runs: one run's curves, or groups of runs compared.
+
+Figures (see :data:`nip_core.analysis.report.PANELS`), each written only when the
+runs logged some of its metrics:
+
+``accuracy.png``
+    Verifier accuracy (``mean_accuracy``; solo-agent trainers' per-agent
+    ``train_accuracy``) over iterations, test accuracy dashed with markers.
+``rewards.png``
+    Each agent's mean episode reward (and test reward).
+``episode_length.png``
+    Mean episode length (and test episode length).
+``message_regression.png``
+    Each agent's message-regression held-out accuracy.
+
+Matplotlib is imported when a figure is drawn, and only its object-oriented API
+with the Agg canvas is used: no pyplot, no global backend switch, so drawing is safe
+inside a training process or a notebook.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nip_core.analysis.report import (
+    DEFAULT_CONFIDENCE,
+    PANELS,
+    RunData,
+    RunGroup,
+    Series,
+    aggregate_series,
+    classify_metric,
+    load_run,
+)
+from nip_core.runs.run_dir import PLOTS_DIR, RunDirectory
+
+__all__ = ["write_comparison_plots", "write_run_plots"]
+
+_DPI = 100
+_COLORS = (
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)  # fmt: skip
+
+SeriesKey = tuple[str, bool]
+"""(subject, test): the agent a metric is about (``""`` for none) and whether it is
+a test metric."""
+
+
+def _panel_series(run: RunData, panel: str) -> dict[SeriesKey, tuple[str, Series]]:
+    found: dict[SeriesKey, tuple[str, Series]] = {}
+    for name, series in run.series.items():
+        info = classify_metric(name)
+        if info is None or info.family.panel != panel or not series:
+            continue
+        found.setdefault((info.subject, info.family.test), (name, series))
+    return found
+
+
+def _order(keys: Sequence[SeriesKey]) -> list[SeriesKey]:
+    return sorted(keys, key=lambda k: (k[0], k[1]))
+
+
+def _new_figure(ncols: int = 1, nrows: int = 1) -> tuple[Any, Any]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4 * min(ncols, 3) ** 0.8, 4.2 * nrows))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(nrows, ncols, squeeze=False)
+    return figure, axes
+
+
+def _save(figure: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp")
+    figure.savefig(tmp, dpi=_DPI, format="png")
+    os.replace(tmp, path)
+    return path
+
+
+def _subject_label(panel: str, subject: str) -> str:
+    if subject:
+        return subject
+    return "verifier" if panel == "accuracy" else ""
+
+
+def write_run_plots(
+    run: str | os.PathLike | RunDirectory | RunData,
+    out_dir: str | os.PathLike | None = None,
+) -> list[Path]:
+    """Draw a run's curves as PNG files.
+
+    Parameters
+    ----------
+    run : str | os.PathLike | RunDirectory | RunData
+        The run directory (or a loaded run).
+    out_dir : str | os.PathLike | None
+        Where to write; default ``<run>/plots/``.
+
+    Returns
+    -------
+    list[Path]
+        The files written: one per figure whose metrics the run logged; empty when
+        the run has logged nothing yet (never an error, so a trainer can call it
+        whatever happened).
+    """
+    if isinstance(run, RunDirectory):
+        run = run.path
+    if not isinstance(run, RunData):
+        path = Path(run)
+        if not path.is_dir():
+            return []
+        run = load_run(path, require_metrics=False)
+    out = Path(out_dir) if out_dir is not None else run.path / PLOTS_DIR
+    written: list[Path] = []
+    for panel, (title, ylabel) in PANELS.items():
+        series = _panel_series(run, panel)
+        if not series:
+            continue
+        figure, axes = _new_figure()
+        ax = axes[0][0]
+        subjects = sorted({subject for subject, _ in series})
+        for key in _order(list(series)):
+            subject, test = key
+            name, values = series[key]
+            color = _COLORS[subjects.index(subject) % len(_COLORS)]
+            steps = [s for s, _ in values]
+            ys = [v for _, v in values]
+            label = " ".join(
+                p for p in (_subject_label(panel, subject), "test" if test else "") if p
+            ) or name
+            ax.plot(
+                steps,
+                ys,
+                color=color,
+                linestyle="--" if test else "-",
+                marker="o" if test or len(values) == 1 else None,
+                label=label,
+            )
+        ax.set_title(f"{title} — {run.run_id}")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+        written.append(_save(figure, out / f"{panel}.png"))
+    return written
+
+
+def _draw_group(ax: Any, series: Sequence[Series], color: str, label: str | None,
+                test: bool, confidence: float) -> None:
+    aggregated = aggregate_series(series, confidence)
+    steps = [step for step, _ in aggregated]
+    means = [e.mean for _, e in aggregated]
+    half = [e.half_width for _, e in aggregated]
+    if test and len(steps) <= 3:
+        ax.errorbar(
+            steps,
+            means,
+            yerr=[0.0 if math.isnan(h) else h for h in half],
+            color=color,
+            marker="o",
+            linestyle="none",
+            capsize=4,
+            label=label,
+        )
+        return
+    ax.plot(
+        steps,
+        means,
+        color=color,
+        linestyle="--" if test else "-",
+        marker="o" if len(steps) == 1 else None,
+        label=label,
+    )
+    has_band = [not math.isnan(h) for h in half]
+    if any(has_band):
+        ax.fill_between(
+            steps,
+            [m - (0.0 if math.isnan(h) else h) for m, h in zip(means, half, strict=True)],
+            [m + (0.0 if math.isnan(h) else h) for m, h in zip(means, half, strict=True)],
+            where=has_band,
+            color=color,
+            alpha=0.2,
+            linewidth=0,
+        )
+
+
+def write_comparison_plots(
+    groups: Sequence[RunGroup],
+    out_dir: str | os.PathLike,
+    *,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> list[Path]:
+    """Draw groups of runs against each other.
+
+    Each group's curve is its runs' mean at every iteration, with a band of the
+    Student-t confidence interval over the runs that logged that iteration (no band
+    where only one did). Test metrics (usually one point, at the end) are drawn as
+    markers with error bars. Per-agent metrics get one sub-plot per agent.
+
+    Parameters
+    ----------
+    groups : Sequence[RunGroup]
+        The groups (see :func:`nip_core.analysis.report.group_runs`).
+    out_dir : str | os.PathLike
+        Where to write ``<figure>.png``.
+    confidence : float
+        The confidence level of the bands.
+
+    Returns
+    -------
+    list[Path]
+        The files written.
+    """
+    out = Path(out_dir)
+    written: list[Path] = []
+    for panel, (title, ylabel) in PANELS.items():
+        per_group = [
+            [_panel_series(run, panel) for run in group.runs] for group in groups
+        ]
+        subjects = sorted(
+            {subject for runs in per_group for found in runs for subject, _ in found}
+        )
+        if not subjects:
+            continue
+        ncols = min(len(subjects), 3)
+        nrows = math.ceil(len(subjects) / ncols)
+        figure, axes = _new_figure(ncols, nrows)
+        flat_axes = [ax for row in axes for ax in row]
+        for ax in flat_axes[len(subjects):]:
+            ax.set_visible(False)
+        for ax, subject in zip(flat_axes, subjects, strict=False):
+            for index, (group, runs) in enumerate(zip(groups, per_group, strict=True)):
+                color = _COLORS[index % len(_COLORS)]
+                labelled = False
+                for test in (False, True):
+                    series = [
+                        found[(subject, test)][1]
+                        for found in runs
+                        if (subject, test) in found
+                    ]
+                    if not series:
+                        continue
+                    label = None
+                    if not labelled:
+                        label = f"{group.label} (n={len(group.runs)})"
+                        labelled = True
+                    _draw_group(ax, series, color, label, test, confidence)
+            sub_title = _subject_label(panel, subject)
+            ax.set_title(sub_title if len(subjects) > 1 else title)
+            ax.set_xlabel("iteration")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="small")
+        if len(subjects) > 1:
+            figure.suptitle(title)
+        percent = f"{confidence * 100:g}%"
+        figure.text(
+            0.99,
+            0.005,
+            f"band: {percent} t-interval over runs; dashed/markers: test",
+            ha="right",
+            va="bottom",
+            fontsize="x-small",
+            color="#555555",
+        )
+        written.append(_save(figure, out / f"{panel}.png"))
+    return written

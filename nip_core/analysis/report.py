@@ -1,0 +1,913 @@
+"""Reports on runs: load run directories, group them, summarise their final metrics.
+
+A report reads only what a run wrote to its directory (``hyper_params.json`` and
+``metrics.jsonl``, see :mod:`nip_core.runs.run_dir`), so it works on finished,
+crashed and running runs alike and never imports torch.
+
+Runs are grouped by a label made of hyper-parameters (by default the ones that
+differ between the runs, except the seed: ``interaction_protocol=debate``). Each
+group's value of a metric is the mean over its runs with a confidence interval (a
+Student-t interval over the runs; a single run has none).
+
+The metrics a report knows (:data:`METRIC_FAMILIES`) are those the trainers log:
+verifier accuracy (``mean_accuracy``), per-agent mean episode reward
+(``{agent}.mean_episode_reward``), mean episode length (``mean_episode_length``),
+their ``test_`` variants, the solo-agent accuracies (``{agent}.train_accuracy``,
+``{agent}.test_accuracy``) and message regression
+(``{agent}.message_regression_test_accuracy``). Whatever else a run logged is
+ignored; whatever of these it did not log is left out.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import glob
+import json
+import math
+import re
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from nip_core.errors import NipError
+from nip_core.runs.run_dir import (
+    HYPER_PARAMS_FILE,
+    METRICS_FILE,
+    PLOTS_DIR,
+    ROLLOUTS_DIR,
+)
+
+__all__ = [
+    "DEFAULT_CONFIDENCE",
+    "METRIC_FAMILIES",
+    "PANELS",
+    "Estimate",
+    "MetricFamily",
+    "NoMetricsError",
+    "Report",
+    "ReportError",
+    "RunData",
+    "RunGroup",
+    "RunNotFoundError",
+    "aggregate_series",
+    "build_report",
+    "final_metrics",
+    "group_runs",
+    "load_run",
+    "mean_confidence_interval",
+    "resolve_run_paths",
+    "t_critical_value",
+    "write_episode_pictures",
+]
+
+DEFAULT_CONFIDENCE = 0.95
+"""The confidence level of the intervals in reports and comparison plots."""
+
+DEFAULT_NUM_EPISODES = 4
+"""Episode pictures drawn per run when the scenario has a renderer."""
+
+GROUP_EXCLUDED_KEYS = frozenset({"seed"})
+"""Hyper-parameters never used to tell groups apart: runs that differ only in them
+are repetitions of one experiment."""
+
+
+class ReportError(NipError):
+    """A report cannot be made from the runs given."""
+
+
+class RunNotFoundError(ReportError, FileNotFoundError):
+    """A run named on the command line is neither a directory nor a run id."""
+
+
+class NoMetricsError(ReportError):
+    """A run directory holds no logged metrics (yet)."""
+
+
+# --------------------------------------------------------------------------------------
+# Which metrics a report shows
+
+
+@attrs.frozen
+class MetricFamily:
+    """A kind of metric the trainers log, matched by name.
+
+    Parameters
+    ----------
+    panel : str
+        The figure it is drawn in (a key of :data:`PANELS`).
+    pattern : str
+        Regular expression matching the full metric name; a named group ``agent``
+        captures the agent of per-agent metrics.
+    test : bool
+        Whether it is measured on the test set (drawn dashed, with markers).
+    display : str
+        How the table names it; ``{agent}`` is replaced by the agent.
+    """
+
+    panel: str
+    pattern: str
+    test: bool
+    display: str
+
+    def match(self, name: str) -> str | None:
+        """The agent of ``name`` (``""`` when not per agent), or ``None``."""
+        found = re.fullmatch(self.pattern, name)
+        if found is None:
+            return None
+        return found.groupdict().get("agent") or ""
+
+
+_AGENT = r"(?P<agent>[^.]+)"
+
+METRIC_FAMILIES: tuple[MetricFamily, ...] = (
+    MetricFamily("accuracy", r"mean_accuracy", False, "accuracy"),
+    MetricFamily("accuracy", r"test_mean_accuracy", True, "test accuracy"),
+    MetricFamily("accuracy", _AGENT + r"\.train_accuracy", False, "{agent} accuracy"),
+    MetricFamily("accuracy", _AGENT + r"\.test_accuracy", True, "{agent} test accuracy"),
+    MetricFamily("rewards", _AGENT + r"\.mean_episode_reward", False, "{agent} reward"),
+    MetricFamily(
+        "rewards", _AGENT + r"\.test_mean_episode_reward", True, "{agent} test reward"
+    ),
+    MetricFamily("episode_length", r"mean_episode_length", False, "episode length"),
+    MetricFamily(
+        "episode_length", r"test_mean_episode_length", True, "test episode length"
+    ),
+    MetricFamily(
+        "message_regression",
+        _AGENT + r"\.message_regression_test_accuracy",
+        False,
+        "{agent} message regression",
+    ),
+)
+"""The metrics plots and tables show, in the order the table shows them."""
+
+PANELS: Mapping[str, tuple[str, str]] = {
+    "accuracy": ("Verifier accuracy", "accuracy"),
+    "rewards": ("Mean episode reward per agent", "episode reward"),
+    "episode_length": ("Mean episode length", "steps per episode"),
+    "message_regression": (
+        "Label predicted from each agent's messages (held-out accuracy)",
+        "accuracy",
+    ),
+}
+"""Figure name to (title, y-axis label). Each figure is written as ``<name>.png``."""
+
+
+@attrs.frozen
+class MetricInfo:
+    """What a metric name means to a report: its family and agent."""
+
+    name: str
+    family: MetricFamily
+    agent: str
+
+    @property
+    def display(self) -> str:
+        return self.family.display.format(agent=self.agent)
+
+    @property
+    def subject(self) -> str:
+        """What the metric is about within its panel (an agent, or ``""``)."""
+        return self.agent
+
+
+def classify_metric(name: str) -> MetricInfo | None:
+    """The family and agent of a metric name, or ``None`` for other metrics."""
+    for family in METRIC_FAMILIES:
+        agent = family.match(name)
+        if agent is not None:
+            return MetricInfo(name=name, family=family, agent=agent)
+    return None
+
+
+def _metric_order(name: str) -> tuple[int, str]:
+    info = classify_metric(name)
+    index = METRIC_FAMILIES.index(info.family) if info is not None else len(
+        METRIC_FAMILIES
+    )
+    return (index, name)
+
+
+def known_metrics(names: Iterable[str]) -> list[str]:
+    """The names among ``names`` that a report shows, in table order."""
+    return sorted({n for n in names if classify_metric(n) is not None}, key=_metric_order)
+
+
+# --------------------------------------------------------------------------------------
+# Loading runs
+
+
+Series = list[tuple[int, float]]
+"""A metric's values over steps, sorted by step."""
+
+
+@attrs.frozen(eq=False)
+class RunData:
+    """What a report reads from one run directory.
+
+    Parameters
+    ----------
+    path : Path
+        The run directory.
+    hyper_params : dict
+        The saved hyper-parameter dict (empty when the file is missing).
+    series : dict[str, Series]
+        Every numeric metric: ``(step, value)`` pairs sorted by step, the last value
+        logged for a step winning (a resumed run logs some steps twice).
+    """
+
+    path: Path
+    hyper_params: dict[str, Any]
+    series: dict[str, Series]
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    def final(self, name: str) -> float | None:
+        """The last logged value of a metric, or ``None`` when never logged."""
+        values = self.series.get(name)
+        return values[-1][1] if values else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def read_metric_series(metrics_path: Path) -> dict[str, Series]:
+    """Read ``metrics.jsonl`` into per-metric series.
+
+    A line that is not valid JSON (the last line of a run killed while writing) is
+    skipped. Non-numeric and non-finite values are left out.
+    """
+    by_step: dict[str, dict[int, float]] = {}
+    if not metrics_path.is_file():
+        return {}
+    with open(metrics_path, encoding="utf-8") as f:
+        for index, line in enumerate(f):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(record, dict):
+                continue
+            step = record.get("step", index)
+            if not _is_number(step):
+                continue
+            for name, value in record.items():
+                if name == "step" or not _is_number(value) or not math.isfinite(value):
+                    continue
+                by_step.setdefault(name, {})[int(step)] = float(value)
+    return {name: sorted(steps.items()) for name, steps in sorted(by_step.items())}
+
+
+def load_run(path: str | Path, *, require_metrics: bool = True) -> RunData:
+    """Load a run directory.
+
+    Parameters
+    ----------
+    path : str | Path
+        The run directory.
+    require_metrics : bool
+        Raise :class:`NoMetricsError` when the run has logged no numeric metric.
+
+    Raises
+    ------
+    RunNotFoundError
+        When ``path`` is not a directory.
+    NoMetricsError
+        When ``require_metrics`` and there is nothing to report.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise RunNotFoundError(f"no run directory at {path}")
+    hyper_params: dict[str, Any] = {}
+    params_path = path / HYPER_PARAMS_FILE
+    if params_path.is_file():
+        try:
+            loaded = json.loads(params_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ReportError(f"{params_path} is not valid JSON: {error}") from error
+        if isinstance(loaded, dict):
+            hyper_params = loaded
+    series = read_metric_series(path / METRICS_FILE)
+    if require_metrics and not series:
+        what = (
+            "has no metrics.jsonl"
+            if not (path / METRICS_FILE).is_file()
+            else "has a metrics.jsonl without numeric metrics"
+        )
+        raise NoMetricsError(
+            f"run {path.name!r} ({path}) {what}: it has not finished an iteration "
+            f"yet, or it is not a run directory"
+        )
+    return RunData(path=path, hyper_params=hyper_params, series=series)
+
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+def _is_run_dir(path: Path) -> bool:
+    return path.is_dir() and (
+        (path / HYPER_PARAMS_FILE).is_file() or (path / METRICS_FILE).is_file()
+    )
+
+
+def resolve_run_paths(
+    specs: Sequence[str], runs_dir: str | Path = "runs"
+) -> list[Path]:
+    """Turn command-line run names into run directories.
+
+    Parameters
+    ----------
+    specs : Sequence[str]
+        Each a run directory path, a run id under ``runs_dir``, or a glob of either
+        (``"runs/2026*"``, ``"2026*"``): a glob matches the run directories it
+        names.
+    runs_dir : str | Path
+        Where run ids are looked up.
+
+    Returns
+    -------
+    list[Path]
+        The run directories, each once, in the order given (a glob's matches
+        sorted).
+
+    Raises
+    ------
+    RunNotFoundError
+        For a name that matches no directory (with the closest run ids) or a glob
+        that matches no run directory.
+    """
+    runs_dir = Path(runs_dir)
+    found: list[Path] = []
+    for spec in specs:
+        if _GLOB_CHARS.search(spec):
+            matches = sorted(
+                {
+                    Path(m)
+                    for pattern in (spec, str(runs_dir / spec))
+                    for m in glob.glob(pattern)
+                    if _is_run_dir(Path(m))
+                }
+            )
+            if not matches:
+                raise RunNotFoundError(
+                    f"{spec!r} matches no run directory (looked in the working "
+                    f"directory and in {runs_dir})"
+                )
+            found.extend(matches)
+            continue
+        direct = Path(spec)
+        if direct.is_dir():
+            found.append(direct)
+        elif (runs_dir / spec).is_dir():
+            found.append(runs_dir / spec)
+        else:
+            raise RunNotFoundError(_not_found_message(spec, runs_dir))
+    unique: dict[Path, Path] = {}
+    for path in found:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
+
+
+def _not_found_message(spec: str, runs_dir: Path) -> str:
+    message = f"no run {spec!r}: it is neither a directory nor a run id in {runs_dir}"
+    if not runs_dir.is_dir():
+        return message + f" ({runs_dir} does not exist; pass --runs-dir)"
+    known = sorted(p.name for p in runs_dir.iterdir() if _is_run_dir(p))
+    close = difflib.get_close_matches(spec, known, n=3)
+    if close:
+        message += "; did you mean " + ", ".join(close) + "?"
+    elif known:
+        message += f" (it holds {len(known)} runs, e.g. {known[-1]})"
+    return message
+
+
+# --------------------------------------------------------------------------------------
+# Groups
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a nested hyper-parameter dict (``_meta`` left out)."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if not prefix and key == "_meta":
+            continue
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_params(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+_MISSING_VALUE = "<unset>"
+
+
+@attrs.frozen(eq=False)
+class RunGroup:
+    """Runs sharing a label: repetitions of one experiment (different seeds).
+
+    Parameters
+    ----------
+    label : str
+        ``key=value`` pairs, comma separated (``interaction_protocol=debate``).
+    runs : tuple[RunData, ...]
+        The group's runs.
+    """
+
+    label: str
+    runs: tuple[RunData, ...]
+
+
+def group_runs(
+    runs: Sequence[RunData], group_by: Sequence[str] | None = None
+) -> list[RunGroup]:
+    """Group runs by hyper-parameters.
+
+    Parameters
+    ----------
+    runs : Sequence[RunData]
+        The runs.
+    group_by : Sequence[str] | None
+        Dotted hyper-parameter keys (``interaction_protocol``, ``ppo.num_epochs``).
+        By default, every key whose value differs between the runs except
+        ``seed``; when none differs, the runs form one group (labelled with their
+        protocol when known).
+
+    Returns
+    -------
+    list[RunGroup]
+        Sorted by label.
+
+    Raises
+    ------
+    ReportError
+        When a ``group_by`` key is in no run's hyper-parameters.
+    """
+    flat = [flatten_params(run.hyper_params) for run in runs]
+    all_keys = sorted({key for params in flat for key in params})
+    if group_by:
+        keys = list(dict.fromkeys(group_by))
+        for key in keys:
+            if key not in all_keys:
+                close = difflib.get_close_matches(key, all_keys, n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise ReportError(
+                    f"--group-by {key!r}: no run has this hyper-parameter{hint}"
+                )
+    else:
+        keys = [
+            key
+            for key in all_keys
+            if key not in GROUP_EXCLUDED_KEYS
+            and len({_show(p.get(key, _MISSING_VALUE)) for p in flat}) > 1
+        ]
+    groups: dict[str, list[RunData]] = {}
+    for run, params in zip(runs, flat, strict=True):
+        if keys:
+            label = ", ".join(
+                f"{key}={_show(params.get(key, _MISSING_VALUE))}" for key in keys
+            )
+        elif len(runs) == 1:
+            label = run.run_id
+        elif "interaction_protocol" in params:
+            label = f"interaction_protocol={_show(params['interaction_protocol'])}"
+        else:
+            label = "all runs"
+        groups.setdefault(label, []).append(run)
+    return [RunGroup(label=label, runs=tuple(groups[label])) for label in sorted(groups)]
+
+
+# --------------------------------------------------------------------------------------
+# Statistics
+
+# Two-sided 95% Student-t critical values t_{0.975, df}, df = 1..30, for when SciPy is
+# not installed.
+_T_975 = (
+    12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004,
+    2.262157, 2.228139, 2.200985, 2.178813, 2.160369, 2.144787, 2.131450, 2.119905,
+    2.109816, 2.100922, 2.093024, 2.085963, 2.079614, 2.073873, 2.068658, 2.063899,
+    2.059539, 2.055529, 2.051831, 2.048407, 2.045230, 2.042272,
+)  # fmt: skip
+
+
+def t_critical_value(df: int, confidence: float = DEFAULT_CONFIDENCE) -> float:
+    """The two-sided Student-t critical value ``t_{(1 + confidence) / 2, df}``.
+
+    Uses SciPy when installed. Without it: a table at 95% for ``df <= 30``, and
+    otherwise the Cornish-Fisher expansion around the normal quantile (within 1% for
+    ``df >= 10``).
+    """
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be at least 1, got {df}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    try:
+        from scipy.stats import t as student_t
+    except ImportError:
+        if math.isclose(confidence, 0.95) and df <= len(_T_975):
+            return _T_975[df - 1]
+        z = statistics.NormalDist().inv_cdf((1 + confidence) / 2)
+        return (
+            z
+            + (z**3 + z) / (4 * df)
+            + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+        )
+    return float(student_t.ppf((1 + confidence) / 2, df))
+
+
+@attrs.frozen
+class Estimate:
+    """A mean over runs with its confidence interval.
+
+    Parameters
+    ----------
+    mean : float
+        The mean (``nan`` without values).
+    half_width : float
+        Half the interval's width; ``nan`` with fewer than two values.
+    n : int
+        The number of values.
+    """
+
+    mean: float
+    half_width: float
+    n: int
+
+    @property
+    def low(self) -> float:
+        return self.mean - self.half_width
+
+    @property
+    def high(self) -> float:
+        return self.mean + self.half_width
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mean": _json_number(self.mean),
+            "ci_low": _json_number(self.low),
+            "ci_high": _json_number(self.high),
+            "half_width": _json_number(self.half_width),
+            "n": self.n,
+        }
+
+    def format(self, digits: int = 3) -> str:
+        if self.n == 0:
+            return "-"
+        if math.isnan(self.half_width):
+            return f"{self.mean:.{digits}f}"
+        return f"{self.mean:.{digits}f} ± {self.half_width:.{digits}f}"
+
+
+def mean_confidence_interval(
+    values: Iterable[float], confidence: float = DEFAULT_CONFIDENCE
+) -> Estimate:
+    """The mean and Student-t confidence interval of independent values (seeds).
+
+    ``half_width = t_{(1+confidence)/2, n-1} * s / sqrt(n)`` with ``s`` the sample
+    standard deviation. Non-finite values are left out.
+    """
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    n = len(finite)
+    if n == 0:
+        return Estimate(mean=math.nan, half_width=math.nan, n=0)
+    mean = math.fsum(finite) / n
+    if n == 1:
+        return Estimate(mean=mean, half_width=math.nan, n=1)
+    std = statistics.stdev(finite)
+    return Estimate(
+        mean=mean,
+        half_width=t_critical_value(n - 1, confidence) * std / math.sqrt(n),
+        n=n,
+    )
+
+
+def aggregate_series(
+    series: Sequence[Series], confidence: float = DEFAULT_CONFIDENCE
+) -> list[tuple[int, Estimate]]:
+    """Per step, the mean and interval over the runs that logged that step."""
+    by_step: dict[int, list[float]] = {}
+    for one in series:
+        for step, value in one:
+            by_step.setdefault(step, []).append(value)
+    return [
+        (step, mean_confidence_interval(values, confidence))
+        for step, values in sorted(by_step.items())
+    ]
+
+
+def final_metrics(run: RunData) -> dict[str, float]:
+    """The last logged value of each metric a report shows (table order)."""
+    return {name: run.series[name][-1][1] for name in known_metrics(run.series)}
+
+
+def _json_number(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+# --------------------------------------------------------------------------------------
+# Episode pictures
+
+
+def write_episode_pictures(
+    run: RunData, out_dir: str | Path, num_episodes: int = DEFAULT_NUM_EPISODES
+) -> tuple[list[Path], list[str]]:
+    """Draw the latest rollout samples of a run with its scenario's renderer.
+
+    Parameters
+    ----------
+    run : RunData
+        The run; its ``scenario`` hyper-parameter picks the renderer
+        (``register_episode_renderers``).
+    out_dir : str | Path
+        Pictures go to ``out_dir/episodes/<run_id>/iter_XXXXXX_episode_K.png``.
+    num_episodes : int
+        The number of episodes of the latest sample file drawn.
+
+    Returns
+    -------
+    tuple[list[Path], list[str]]
+        The pictures written and warnings (a renderer that failed). Nothing is drawn
+        when the scenario has no renderer or the run no rollout samples.
+    """
+    if num_episodes <= 0:
+        return [], []
+    scenario = run.hyper_params.get("scenario")
+    sample_files = sorted((run.path / ROLLOUTS_DIR).glob("iter_*.jsonl"))
+    if not isinstance(scenario, str) or not sample_files:
+        return [], []
+    from nip_core.plugins import get_plugin_manager
+    from nip_core.records import resolve_ref
+    from nip_core.runs.rollouts import read_rollout_sample
+
+    spec = get_plugin_manager().episode_renderers.get(scenario, None)
+    if spec is None:
+        return [], []
+    latest = sample_files[-1]
+    target = Path(out_dir) / "episodes" / run.run_id
+    written: list[Path] = []
+    try:
+        renderer = resolve_ref(spec.renderer)
+        episodes = read_rollout_sample(latest)[:num_episodes]
+        for index, episode in enumerate(episodes):
+            target.mkdir(parents=True, exist_ok=True)
+            path = target / f"{latest.stem}_episode_{index}.png"
+            renderer(episode, path)
+            if path.is_file():
+                written.append(path)
+    except Exception as error:  # a plugin's renderer must not sink the report
+        return written, [
+            f"the {scenario!r} episode renderer of plugin {spec.plugin!r} failed on "
+            f"{latest}: {type(error).__name__}: {error}"
+        ]
+    return written, []
+
+
+# --------------------------------------------------------------------------------------
+# The report
+
+
+@attrs.define(eq=False)
+class Report:
+    """A report on one or several runs.
+
+    Attributes
+    ----------
+    runs : list[RunData]
+        The runs, in the order given.
+    groups : list[RunGroup]
+        The runs grouped by label.
+    columns : list[str]
+        The metrics of the table (every known metric some run logged).
+    confidence : float
+        The confidence level of the group intervals.
+    out_dir : Path | None
+        Where plots and tables were written.
+    files : list[Path]
+        Everything written: plots, tables, episode pictures.
+    warnings : list[str]
+        Problems that did not stop the report (a failing episode renderer).
+    """
+
+    runs: list[RunData]
+    groups: list[RunGroup]
+    columns: list[str]
+    confidence: float = DEFAULT_CONFIDENCE
+    out_dir: Path | None = None
+    files: list[Path] = attrs.field(factory=list)
+    warnings: list[str] = attrs.field(factory=list)
+
+    def group_of(self, run: RunData) -> RunGroup:
+        return next(g for g in self.groups if any(r is run for r in g.runs))
+
+    def run_table(self) -> list[dict[str, float | None]]:
+        """Per run, the final value of each column (``None`` when not logged)."""
+        return [{c: run.final(c) for c in self.columns} for run in self.runs]
+
+    def group_table(self) -> list[dict[str, Estimate]]:
+        """Per group, each column's mean and interval over the group's runs."""
+        return [
+            {
+                c: mean_confidence_interval(
+                    [v for r in group.runs if (v := r.final(c)) is not None],
+                    self.confidence,
+                )
+                for c in self.columns
+            }
+            for group in self.groups
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything the report shows, as JSON-ready data."""
+        return {
+            "confidence": self.confidence,
+            "columns": list(self.columns),
+            "runs": [
+                {
+                    "run_id": run.run_id,
+                    "path": str(run.path),
+                    "group": self.group_of(run).label,
+                    "final": {
+                        c: (None if v is None else _json_number(v))
+                        for c, v in row.items()
+                    },
+                }
+                for run, row in zip(self.runs, self.run_table(), strict=True)
+            ],
+            "groups": [
+                {
+                    "label": group.label,
+                    "runs": [run.run_id for run in group.runs],
+                    "final": {c: e.to_dict() for c, e in row.items()},
+                }
+                for group, row in zip(self.groups, self.group_table(), strict=True)
+            ],
+            "out_dir": None if self.out_dir is None else str(self.out_dir),
+            "files": [str(p) for p in self.files],
+            "warnings": list(self.warnings),
+        }
+
+    def format_text(self) -> str:
+        """The tables of final metrics, per run and (for several runs) per group."""
+        headers = [_display(c) for c in self.columns]
+        several = len(self.runs) > 1
+        run_rows = [
+            [run.run_id]
+            + ([self.group_of(run).label] if several else [])
+            + ["-" if v is None else f"{v:.3f}" for v in row.values()]
+            for run, row in zip(self.runs, self.run_table(), strict=True)
+        ]
+        text_headers = ["run", "group"] if several else ["run"]
+        parts = [
+            "Final metrics per run (last logged value)",
+            _format_table(
+                [*text_headers, *headers], run_rows, text_columns=len(text_headers)
+            ),
+        ]
+        if several:
+            percent = f"{self.confidence * 100:g}%"
+            group_rows = [
+                [group.label, str(len(group.runs))] + [e.format() for e in row.values()]
+                for group, row in zip(self.groups, self.group_table(), strict=True)
+            ]
+            parts += [
+                "",
+                f"Final metrics per group (mean ± {percent} t-interval over runs)",
+                _format_table(["group", "runs", *headers], group_rows),
+            ]
+        if self.out_dir is not None:
+            parts += ["", f"Written to {self.out_dir}"]
+        return "\n".join(parts)
+
+    def write_tables(self, out_dir: str | Path) -> list[Path]:
+        """Write ``final_metrics.csv`` (per run), ``group_metrics.csv`` (per group
+        and metric: mean, interval, n) and ``report.json``."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        runs_csv = out_dir / "final_metrics.csv"
+        with open(runs_csv, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["run_id", "path", "group", *self.columns])
+            for run, row in zip(self.runs, self.run_table(), strict=True):
+                writer.writerow(
+                    [run.run_id, str(run.path), self.group_of(run).label]
+                    + ["" if v is None else repr(v) for v in row.values()]
+                )
+        groups_csv = out_dir / "group_metrics.csv"
+        with open(groups_csv, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["group", "metric", "n", "mean", "ci_low", "ci_high"])
+            for group, row in zip(self.groups, self.group_table(), strict=True):
+                for metric, estimate in row.items():
+                    writer.writerow(
+                        [group.label, metric, estimate.n]
+                        + [
+                            "" if math.isnan(x) else repr(x)
+                            for x in (estimate.mean, estimate.low, estimate.high)
+                        ]
+                    )
+        json_path = out_dir / "report.json"
+        written = [runs_csv, groups_csv, json_path]
+        self.files.extend(written)
+        json_path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", "utf-8")
+        return written
+
+
+def _display(metric: str) -> str:
+    info = classify_metric(metric)
+    return info.display if info is not None else metric
+
+
+def _format_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], text_columns: int = 1
+) -> str:
+    """A plain-text table: the first ``text_columns`` left-aligned, numbers right."""
+    widths = [
+        max([len(headers[i])] + [len(row[i]) for row in rows])
+        for i in range(len(headers))
+    ]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            cell.ljust(width) if i < text_columns else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(row) for row in rows)])
+
+
+def build_report(
+    run_paths: Sequence[str | Path],
+    *,
+    out_dir: str | Path | None = None,
+    group_by: Sequence[str] | None = None,
+    num_episodes: int = DEFAULT_NUM_EPISODES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    write: bool = True,
+) -> Report:
+    """Load runs, group them, draw the plots and write the tables.
+
+    Parameters
+    ----------
+    run_paths : Sequence[str | Path]
+        Run directories (see :func:`resolve_run_paths` for names and globs).
+    out_dir : str | Path | None
+        Where to write. Default: the run's ``plots/`` for one run, ``./report``
+        for several.
+    group_by : Sequence[str] | None
+        Hyper-parameter keys labelling the groups (see :func:`group_runs`).
+    num_episodes : int
+        Episode pictures per run (0: none).
+    confidence : float
+        The confidence level of the group intervals and bands.
+    write : bool
+        Draw and write files; ``False`` only computes the tables.
+
+    Raises
+    ------
+    ReportError
+        Without runs, for a run without metrics, or a bad ``group_by`` key.
+    """
+    if not run_paths:
+        raise ReportError("no runs given")
+    runs = [load_run(path) for path in run_paths]
+    groups = group_runs(runs, group_by)
+    columns = known_metrics({name for run in runs for name in run.series})
+    if out_dir is None:
+        out_dir = runs[0].path / PLOTS_DIR if len(runs) == 1 else Path("report")
+    report = Report(
+        runs=runs,
+        groups=groups,
+        columns=columns,
+        confidence=confidence,
+        out_dir=Path(out_dir) if write else None,
+    )
+    if not write:
+        return report
+    from nip_core.analysis.plots import write_comparison_plots, write_run_plots
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if len(runs) == 1:
+        report.files.extend(write_run_plots(runs[0], out))
+    else:
+        report.files.extend(write_comparison_plots(groups, out, confidence=confidence))
+    for run in runs:
+        pictures, problems = write_episode_pictures(run, out, num_episodes)
+        report.files.extend(pictures)
+        report.warnings.extend(problems)
+    report.write_tables(out)
+    return report

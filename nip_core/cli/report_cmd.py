@@ -1,0 +1,114 @@
+"""``nip report RUN [RUN ...]``: plots and a table of final metrics from run directories.
+
+One run: its curves are drawn into ``<run>/plots/``. Several runs (a sweep's seeds,
+one run per protocol, ...): they are grouped by the hyper-parameters that differ
+between them (except the seed) or by ``--group-by``, and each group's mean with a
+confidence band is drawn into ``--out`` (default ``./report``). Either way the table
+of final metrics is printed (``--json``: the whole report as JSON) and written as
+``final_metrics.csv``, ``group_metrics.csv`` and ``report.json``.
+
+Light: reads JSON files and draws with matplotlib; never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TextIO
+
+__all__ = ["add_report_parser", "run_report_command"]
+
+
+def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``report`` sub-command to the ``nip`` parser's sub-parsers."""
+    report = subparsers.add_parser(
+        "report",
+        help="plot runs and print a table of their final metrics",
+        description="Draw accuracy, reward and episode-length plots for one run, "
+        "or compare several runs (grouped by the hyper-parameters that differ "
+        "between them except the seed: the mean of each group with a confidence "
+        "band), and print a table of final metrics.",
+    )
+    report.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="a run directory, a run id under --runs-dir, or a glob of either "
+        "(quote it: 'runs/2026*')",
+    )
+    report.add_argument(
+        "--runs-dir",
+        metavar="DIR",
+        default="runs",
+        help="where run ids are looked up (default: runs)",
+    )
+    report.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where to write plots and tables (default: <run>/plots for one run, "
+        "./report for several)",
+    )
+    report.add_argument(
+        "--group-by",
+        metavar="KEY",
+        action="append",
+        help="a dotted hyper-parameter labelling the groups, e.g. "
+        "interaction_protocol; repeat it or separate keys by commas "
+        "(default: every hyper-parameter that differs between the runs but the seed)",
+    )
+    report.add_argument(
+        "--episodes",
+        metavar="N",
+        type=int,
+        default=4,
+        help="draw N episodes of each run's latest rollout sample, when its "
+        "scenario has an episode renderer (default: 4; 0: none)",
+    )
+    report.add_argument(
+        "--confidence",
+        metavar="LEVEL",
+        type=float,
+        default=0.95,
+        help="confidence level of the bands and intervals (default: 0.95)",
+    )
+    report.add_argument(
+        "--json", action="store_true", help="print the report as JSON instead of text"
+    )
+    return report
+
+
+def run_report_command(args: argparse.Namespace, file: TextIO | None = None) -> int:
+    """Run ``nip report`` with parsed arguments; return the exit status.
+
+    Raises :class:`~nip_core.analysis.report.ReportError` (a ``NipError``) for a run
+    that does not exist or has no metrics, and for a ``--group-by`` key no run has;
+    ``nip``'s main prints it without a traceback.
+    """
+    from nip_core.analysis.report import ReportError, build_report, resolve_run_paths
+
+    out = sys.stdout if file is None else file
+    if not 0 < args.confidence < 1:
+        raise ReportError(f"--confidence must lie in (0, 1), got {args.confidence}")
+    if args.episodes < 0:
+        raise ReportError(f"--episodes must be 0 or more, got {args.episodes}")
+    group_by = None
+    if args.group_by:
+        group_by = [key.strip() for item in args.group_by for key in item.split(",")]
+        group_by = [key for key in group_by if key]
+    paths = resolve_run_paths(args.runs, args.runs_dir)
+    report = build_report(
+        paths,
+        out_dir=args.out,
+        group_by=group_by,
+        num_episodes=args.episodes,
+        confidence=args.confidence,
+    )
+    for warning in report.warnings:
+        print(f"nip: warning: {warning}", file=sys.stderr)
+    if args.json:
+        json.dump(report.to_dict(), out, indent=2)
+        out.write("\n")
+    else:
+        out.write(report.format_text() + "\n")
+    return 0

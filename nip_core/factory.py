@@ -1,0 +1,318 @@
+"""Building the components of an experiment: :func:`build_scenario_instance`.
+
+The order follows ``docs/experiment.md``:
+
+1. the protocol handler (protocol registry; scenario specialisations first);
+2. the train and test datasets (the scenario's dataset class);
+3. the agents, each with its own seed (:func:`nip_core.seeding.derive_seed`): the
+   parts the trainer type needs, from the agent-part registry
+   (``"<scenario>/<role>"``), optionally loaded from another run's checkpoint;
+4. pretrained embeddings the agents' parts ask for (pretrained-model registry);
+5. for tensor trainers: the train and test environments, and the parts combined
+   across agents.
+
+Which parts an agent gets (``trainer_type``):
+
+``"rl"``
+    a body (or a policy body and a value body when ``rl.use_shared_body`` is off and
+    there is a critic), a policy head and, with a critic, a value head. Random agents
+    get the ``random_policy_head`` and ``constant_value_head`` roles (the core's
+    generic classes when the scenario registers none) and their body is frozen.
+    With ``pretrain_agents``, non-random agents also get a solo head.
+``"solo_agent"``
+    a body and a solo head.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from nip_core.errors import CheckpointError, NipConfigError
+from nip_core.records import resolve_ref
+
+logger = logging.getLogger(__name__)
+
+RANDOM_POLICY_HEAD_ROLE = "random_policy_head"
+CONSTANT_VALUE_HEAD_ROLE = "constant_value_head"
+
+
+def _trainer_class_and_type(hyper_params: Any) -> tuple[type, str]:
+    from nip_core.plugins import get_plugin_manager
+
+    spec = get_plugin_manager().trainers[hyper_params.trainer]
+    trainer_class = resolve_ref(spec.trainer_class)
+    trainer_type = getattr(trainer_class, "trainer_type", None) or spec.trainer_type
+    return trainer_class, trainer_type
+
+
+def agent_part_flags(hyper_params: Any, trainer_class: type, trainer_type: str) -> dict:
+    """Which parts the agents need: ``use_critic`` and ``use_single_body``."""
+    if trainer_type != "rl":
+        return {"use_critic": False, "use_single_body": True}
+    uses_critic = getattr(trainer_class, "uses_critic", None)
+    use_critic = bool(uses_critic(hyper_params)) if uses_critic is not None else True
+    shared = bool(getattr(hyper_params.rl, "use_shared_body", True))
+    return {"use_critic": use_critic, "use_single_body": shared or not use_critic}
+
+
+def _part_class(scenario: str, role: str) -> type:
+    from nip_core.plugins import get_plugin_manager
+
+    registry = get_plugin_manager().agent_parts
+    key = f"{scenario}/{role}"
+    if key in registry:
+        return resolve_ref(registry[key].part_class)
+    if role == RANDOM_POLICY_HEAD_ROLE:
+        from nip_core.scenario.agents import RandomAgentPolicyHead
+
+        return RandomAgentPolicyHead
+    if role == CONSTANT_VALUE_HEAD_ROLE:
+        from nip_core.scenario.agents import ConstantAgentValueHead
+
+        return ConstantAgentValueHead
+    return resolve_ref(registry[key].part_class)  # raises UnknownKeyError, listing keys
+
+
+# ---------------------------------------------------------------------------------------
+# Loading agents from other runs
+
+
+def _checkpoint_source(agent_params: Any, settings: Any) -> tuple[dict, dict]:
+    """``(params_dict, checkpoint)`` of the run an agent loads from."""
+    from nip_core.runs.checkpoints import load_checkpoint, numbered_checkpoint_path
+    from nip_core.runs.run_dir import RunDirectory
+
+    run_id = agent_params.checkpoint_run_id
+    version = agent_params.checkpoint_version
+    if agent_params.checkpoint_source == "wandb":
+        from nip_core.experiment import _download_wandb_checkpoint, _wandb_api, _wandb_path
+
+        api = _wandb_api()
+        run = api.run(
+            _wandb_path(agent_params.checkpoint_entity, agent_params.checkpoint_project, run_id)
+        )
+        checkpoint = _download_wandb_checkpoint(
+            agent_params.checkpoint_entity, agent_params.checkpoint_project, run_id, version
+        )
+        if checkpoint is None:
+            raise CheckpointError(f"W&B run {run_id!r} has no checkpoint artifact")
+        return dict(run.config), checkpoint
+    run_dir = RunDirectory(Path(settings.runs_dir) / run_id)
+    params_dict = run_dir.read_hyper_params()
+    if version == "latest":
+        from nip_core.runs.checkpoints import latest_checkpoint_path
+
+        path = latest_checkpoint_path(run_dir.checkpoints_dir)
+    else:
+        path = numbered_checkpoint_path(run_dir.checkpoints_dir, int(version))
+    if path is None:
+        raise CheckpointError(f"run {run_id!r} ({run_dir.path}) has no checkpoint")
+    return params_dict, load_checkpoint(path, map_location=settings.device)
+
+
+def _load_agent_parameters(
+    hyper_params: Any, agent_name: str, saved_params: Mapping[str, Any]
+) -> Any:
+    """Replace the agent's parameters by the saved ones (keeping ``checkpoint_*``)."""
+    agent_params = hyper_params.agents[agent_name]
+    saved_agents = saved_params.get("agents", {})
+    saved = saved_agents.get(agent_name, saved_agents.get("_default"))
+    if saved is None:
+        raise CheckpointError(
+            f"the checkpoint run of agent {agent_name!r} has no parameters for it"
+        )
+    saved = {k: v for k, v in saved.items() if k not in ("_type", "is_random")}
+    for name in type(agent_params).LOAD_PRESERVED_PARAMETERS:
+        saved[name] = getattr(agent_params, name)
+    fields = {f.name for f in attrs.fields(type(agent_params))}
+    loaded = type(agent_params).from_dict({k: v for k, v in saved.items() if k in fields})
+    for f in attrs.fields(type(agent_params)):
+        setattr(agent_params, f.name, getattr(loaded, f.name))
+    return agent_params
+
+
+# ---------------------------------------------------------------------------------------
+# Agents
+
+
+def build_agents(
+    hyper_params: Any,
+    settings: Any,
+    protocol_handler: Any,
+    trainer_class: type,
+    trainer_type: str,
+) -> dict[str, Any]:
+    """Build every agent of the protocol, in its order (see the module docstring)."""
+    from nip_core.runs.checkpoints import seed_everything
+    from nip_core.scenario.agents import Agent
+    from nip_core.seeding import derive_seed
+
+    flags = agent_part_flags(hyper_params, trainer_class, trainer_type)
+    scenario = hyper_params.scenario
+    pretrain = bool(getattr(hyper_params, "pretrain_agents", False))
+    agents: dict[str, Any] = {}
+    for agent_name in protocol_handler.agent_names:
+        agent_params = hyper_params.agents[agent_name]
+        checkpoint = None
+        if getattr(agent_params, "load_checkpoint_and_parameters", False):
+            saved_params, checkpoint = _checkpoint_source(agent_params, settings)
+            agent_params = _load_agent_parameters(hyper_params, agent_name, saved_params)
+
+        seed_everything(derive_seed(int(hyper_params.seed), agent_name))
+        is_random = bool(getattr(agent_params, "is_random", False))
+
+        def build(role: str, class_role: str | None = None, name: str = agent_name) -> Any:
+            cls = _part_class(scenario, class_role or role)
+            return cls(
+                hyper_params=hyper_params,
+                settings=settings,
+                agent_name=name,
+                protocol_handler=protocol_handler,
+            )
+
+        parts: dict[str, Any] = {}
+        if flags["use_single_body"]:
+            parts["body"] = build("body")
+        else:
+            parts["policy_body"] = build("body")
+            parts["value_body"] = build("body")
+        if trainer_type == "rl":
+            if is_random:
+                parts["policy_head"] = build("policy_head", RANDOM_POLICY_HEAD_ROLE)
+                if flags["use_critic"]:
+                    parts["value_head"] = build("value_head", CONSTANT_VALUE_HEAD_ROLE)
+            else:
+                parts["policy_head"] = build("policy_head")
+                if flags["use_critic"]:
+                    parts["value_head"] = build("value_head")
+        if trainer_type == "solo_agent" or (pretrain and not is_random):
+            if is_random:
+                raise NipConfigError(
+                    f"agents.{agent_name}: a random agent cannot be trained with the "
+                    f"solo_agent trainer"
+                )
+            parts["solo_head"] = build("solo_head")
+        if is_random:
+            # A random agent's body is never read by its heads; keep it out of the
+            # optimizer
+            for role in ("body", "policy_body", "value_body"):
+                if role in parts:
+                    parts[role].requires_grad_(False)
+
+        agent = Agent(agent_name=agent_name, agent_params=agent_params, **parts)
+        if checkpoint is not None:
+            saved_agents = checkpoint["trainer"]["agents"]
+            if agent_name not in saved_agents:
+                raise CheckpointError(
+                    f"the checkpoint of run {agent_params.checkpoint_run_id!r} holds no "
+                    f"agent {agent_name!r} (it has {', '.join(saved_agents)})"
+                )
+            saved = saved_agents[agent_name]
+            for role, part in agent.parts.items():
+                if role in saved:
+                    part.load_state_dict(saved[role])
+                elif role.endswith("body") and "body" in saved:
+                    part.load_state_dict(saved["body"])
+        agents[agent_name] = agent
+    return agents
+
+
+def add_pretrained_embeddings(
+    hyper_params: Any, settings: Any, agents: Mapping[str, Any], datasets: list[Any]
+) -> list[str]:
+    """Attach the embeddings every agent part asks for to the datasets.
+
+    Returns the names of the models used.
+    """
+    from nip_core.plugins import get_plugin_manager
+
+    names: list[str] = []
+    for agent in agents.values():
+        for part in agent.parts.values():
+            for name in getattr(part, "required_pretrained_models", ()) or ():
+                if name not in names:
+                    names.append(name)
+    registry = get_plugin_manager().pretrained_models
+    for name in names:
+        model_class = resolve_ref(registry[name].model_class)
+        model = model_class(hyper_params, settings, name)
+        for dataset in datasets:
+            if name not in getattr(dataset, "pretrained_model_names", ()):
+                model.add_to_dataset(dataset)
+    return names
+
+
+# ---------------------------------------------------------------------------------------
+# The scenario instance
+
+
+def build_scenario_instance(hyper_params: Any, settings: Any) -> Any:
+    """Build every component of the experiment.
+
+    Parameters
+    ----------
+    hyper_params : HyperParameters
+        The experiment.
+    settings : ExperimentSettings
+        Its settings (device, data and cache directories).
+
+    Returns
+    -------
+    ScenarioInstance
+    """
+    from nip_core.plugins import get_plugin_manager
+    from nip_core.protocols import build_protocol_handler
+    from nip_core.runs.checkpoints import seed_everything
+    from nip_core.scenario.agents import combine_parts
+    from nip_core.scenario.instance import ScenarioInstance
+
+    seed_everything(int(hyper_params.seed))
+    protocol_handler = build_protocol_handler(hyper_params, settings)
+    trainer_class, trainer_type = _trainer_class_and_type(hyper_params)
+
+    scenario_spec = get_plugin_manager().scenarios[hyper_params.scenario]
+    dataset_class = resolve_ref(scenario_spec.dataset_class)
+    train_dataset = dataset_class(hyper_params, settings, protocol_handler, split="train")
+    test_split = (
+        "validation"
+        if getattr(hyper_params, "test_dataset_split", "test") == "validation"
+        else "test"
+    )
+    test_dataset = dataset_class(hyper_params, settings, protocol_handler, split=test_split)
+
+    agents = build_agents(
+        hyper_params, settings, protocol_handler, trainer_class, trainer_type
+    )
+    add_pretrained_embeddings(hyper_params, settings, agents, [train_dataset, test_dataset])
+
+    components: dict[str, Any] = {}
+    if scenario_spec.data_world == "tensor" and trainer_type in ("rl", "solo_agent"):
+        if scenario_spec.environment_class is not None:
+            environment_class = resolve_ref(scenario_spec.environment_class)
+            for split, dataset in (("train", train_dataset), ("test", test_dataset)):
+                components[f"{split}_environment"] = environment_class(
+                    hyper_params=hyper_params,
+                    settings=settings,
+                    dataset=dataset,
+                    protocol_handler=protocol_handler,
+                )
+        first = next(iter(agents.values()))
+        roles = [role for role in first.parts if role != "whole"]
+        for role in roles:
+            if all(getattr(agents[name], role) is not None for name in agents):
+                components[f"combined_{role}"] = combine_parts(
+                    agents, role, hyper_params, settings, protocol_handler
+                )
+
+    return ScenarioInstance(
+        train_dataset=train_dataset,
+        test_dataset=test_dataset,
+        protocol_handler=protocol_handler,
+        agents=agents,
+        **components,
+    )

@@ -1,0 +1,503 @@
+"""Saved parameter dicts: the ``_meta`` record and migrations between versions.
+
+``HyperParameters.to_dict()`` writes::
+
+    "_meta": {
+        "schema_version": 1,
+        "versions": {"nip-core": "0.1.0", "nip-plugin-ppo": "0.3.1"},
+        "sources": {"scenario": "nip-plugin-graph-isomorphism",
+                    "sections.ppo": "nip-plugin-ppo", ...},
+    }
+
+``versions`` holds the version of the core and of every distribution that provided a
+section, the scenario, the trainer or the protocol; ``sources`` says which
+distribution provided which, so a dict naming a section of a plugin that is not
+installed can say which plugin to install.
+
+Migrations
+----------
+Plugins (and the core) register :class:`~nip_core.records.MigrationSpec` steps with
+``register_parameter_migrations``. A step ``(component, from_version, to_version)``
+applies to dicts whose saved version ``s`` of ``component`` satisfies
+``from_version <= s < to_version``, and writes the format of ``to_version``. For
+each component recorded in ``versions`` (the core first, then plugins by name),
+steps are chained from the saved version up to the installed one. Versions compare
+by their numeric release segments (``"1.2"`` == ``"1.2.0"``; suffixes such as
+``.dev1`` are ignored).
+
+Dicts written by the original ``nip`` library (no ``_meta``; keys such as
+``_package_version``, ``_type``, ``agents_update_repr``, or the protocol name
+``"pvg"``) go through the chain of the component ``"nip"`` first, which ends in the
+format of nip-core |LEGACY_CORE_VERSION|; every plugin component with migrations is
+then migrated from version ``"0"``, so a plugin can convert the original library's
+form of its own sections. Sections the original library wrote that no installed
+plugin provides are dropped. Every change is reported in one
+:class:`ParameterMigrationWarning`.
+
+A dict without ``_meta`` that does not look like the original library's (a
+hand-written config) is taken to be in the current format.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import re
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from nip_core.errors import ConfigProblem, NipConfigError
+
+__all__ = [
+    "CORE_COMPONENT",
+    "LEGACY_COMPONENT",
+    "LEGACY_CORE_VERSION",
+    "META_KEY",
+    "SCHEMA_VERSION",
+    "ParameterMigrationWarning",
+    "SavedDict",
+    "chain_migrations",
+    "is_legacy_dict",
+    "legacy_0_1_to_1_0",
+    "legacy_1_0_to_core",
+    "legacy_unversioned",
+    "prepare_saved_dict",
+    "version_key",
+]
+
+SCHEMA_VERSION = 1
+"""The layout of saved dicts (``_meta`` included) that this nip-core writes."""
+
+META_KEY = "_meta"
+CORE_COMPONENT = "nip-core"
+LEGACY_COMPONENT = "nip"
+"""The component name of dicts written by the original ``nip`` library."""
+LEGACY_CORE_VERSION = "0.1.0"
+"""The nip-core format the legacy chain ends in."""
+
+_LEGACY_TOP_KEYS = ("_package_version", "_package_name", "_type")
+
+
+class ParameterMigrationWarning(UserWarning):
+    """A saved parameter dict was converted; the message lists every change."""
+
+
+def version_key(version: str | None) -> tuple[int, ...]:
+    """A comparable key of a version string: its numeric release segments.
+
+    Trailing zeros are dropped so ``"1.2"`` and ``"1.2.0"`` compare equal; ``None``
+    and strings without digits count as version 0.
+    """
+    match = re.match(r"\s*v?(\d+(?:\.\d+)*)", version or "")
+    if not match:
+        return ()
+    parts = [int(p) for p in match.group(1).split(".")]
+    while parts and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
+
+
+@attrs.frozen
+class SavedDict:
+    """A saved dict made ready for construction.
+
+    Parameters
+    ----------
+    data : dict
+        The dict in the current format, without ``_meta``.
+    sources : Mapping[str, str]
+        From ``_meta.sources``: which distribution provided the scenario, trainer,
+        protocol and each section (``"sections.<name>"``) when it was saved.
+    messages : tuple[str, ...]
+        One line per change the migrations made.
+    """
+
+    data: dict[str, Any]
+    sources: Mapping[str, str] = attrs.field(factory=dict)
+    messages: tuple[str, ...] = ()
+
+
+def is_legacy_dict(data: Mapping[str, Any]) -> bool:
+    """Whether ``data`` (without ``_meta``) was written by the original library."""
+    if any(key in data for key in _LEGACY_TOP_KEYS):
+        return True
+    if "pvg_protocol" in data or "decision_problem" in data:
+        return True
+    if data.get("interaction_protocol") in ("pvg", "abstract_decision_problem"):
+        return True
+    agents = data.get("agents")
+    if isinstance(agents, Mapping):
+        if "agents_update_repr" in agents:
+            return True
+        for agent in agents.values():
+            if isinstance(agent, Mapping) and "_type" in agent:
+                return True
+    return False
+
+
+# --------------------------------------------------------------------------------------
+# The original library's dicts (component "nip")
+# --------------------------------------------------------------------------------------
+
+
+def legacy_unversioned(params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``nip`` 0 -> 0.1: dicts from before the original library recorded versions."""
+    return params, [
+        "the dict has no package version (written before nip 0.1); parameters whose "
+        "meaning changed since may be misread"
+    ]
+
+
+def legacy_0_1_to_1_0(params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``nip`` 0.1 -> 1.0: protocol and SPG renames of the original library."""
+    messages: list[str] = []
+    if params.get("interaction_protocol") == "pvg":
+        params["interaction_protocol"] = "nip"
+        messages.append("interaction_protocol 'pvg' renamed to 'nip'")
+    if "pvg_protocol" in params:
+        params["nip_protocol"] = params.pop("pvg_protocol")
+        messages.append("section 'pvg_protocol' renamed to 'nip_protocol'")
+    if "decision_problem" in params:
+        old = params.pop("decision_problem")
+        new = "adp" if old == "abstract_decision_problem" else old
+        if "interaction_protocol" not in params:
+            params["interaction_protocol"] = new
+            messages.append(
+                f"'decision_problem' {old!r} became interaction_protocol {new!r}"
+            )
+        else:
+            messages.append(
+                f"'decision_problem' {old!r} dropped (interaction_protocol is set)"
+            )
+    if params.get("interaction_protocol") == "abstract_decision_problem":
+        params["interaction_protocol"] = "adp"
+        messages.append(
+            "interaction_protocol 'abstract_decision_problem' renamed to 'adp'"
+        )
+    spg = params.get("spg")
+    if isinstance(spg, dict):
+        for old, new in (
+            ("sos_a_param", "sos_scaling_factor"),
+            ("sos_b_param", "sos_threshold_factor"),
+        ):
+            if old in spg:
+                spg[new] = spg.pop(old)
+                messages.append(f"spg.{old} renamed to spg.{new}")
+    return params, messages
+
+
+_SCHEDULE_REPR = re.compile(r"^\s*(\w+)\((.*)\)\s*$", re.DOTALL)
+
+
+def _legacy_schedule(value: Any, path: str, messages: list[str]) -> Any:
+    """The original's schedule forms -> ``{"_type": name, **fields}``."""
+    if isinstance(value, str):
+        match = _SCHEDULE_REPR.match(value)
+        if not match:
+            return value
+        fields: dict[str, Any] = {}
+        for part in filter(None, (p.strip() for p in match.group(2).split(","))):
+            key, _, text = part.partition("=")
+            try:
+                fields[key.strip()] = ast.literal_eval(text.strip())
+            except (ValueError, SyntaxError):
+                fields[key.strip()] = text.strip()
+        messages.append(f"{path}: schedule {value!r} read from its text form")
+        return {"_type": match.group(1), **fields}
+    if isinstance(value, Mapping) and "_type" in value:
+        name = value["_type"]
+        arguments = value.get(name, {})
+        extra = {k: v for k, v in value.items() if k not in ("_type", name)}
+        if isinstance(arguments, Mapping):
+            return {"_type": name, **arguments, **extra}
+    return value
+
+
+def _strip_types(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_types(v) for k, v in value.items() if k != "_type"}
+    if isinstance(value, list):
+        return [_strip_types(v) for v in value]
+    return value
+
+
+def legacy_1_0_to_core(params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``nip`` 1.0 -> nip-core: the original library's dict layout to ours.
+
+    Drops the original's bookkeeping keys (``_type``, ``_package_*``,
+    ``agents_update_repr``), rewrites update schedules, replaces ``None`` learning-
+    rate factors by the defaults they meant, and renames ``rl.body_lr_factor``.
+    """
+    messages: list[str] = []
+    for key in ("_package_version", "_package_name"):
+        params.pop(key, None)
+    agents = params.get("agents")
+    schedules: dict[str, Any] = {}
+    if isinstance(agents, dict):
+        if agents.pop("agents_update_repr", None) is not None:
+            messages.append("agents.agents_update_repr dropped (it is derived)")
+        for name, agent in agents.items():
+            if not isinstance(agent, dict):
+                continue
+            if "update_schedule" in agent:
+                schedules[name] = _legacy_schedule(
+                    agent["update_schedule"], f"agents.{name}.update_schedule", messages
+                )
+            for factor in ("agent_lr_factor", "body_lr_factor", "gnn_lr_factor"):
+                if factor in agent and agent[factor] is None:
+                    del agent[factor]
+                    messages.append(
+                        f"agents.{name}.{factor}: null replaced by the default "
+                        "(actor 1.0, critic 1.0), which it meant"
+                    )
+    params = _strip_types(params)
+    for name, schedule in schedules.items():
+        params["agents"][name]["update_schedule"] = schedule
+    rl = params.get("rl")
+    if isinstance(rl, dict) and "body_lr_factor" in rl:
+        rl["body_lr_factor_override"] = rl.pop("body_lr_factor")
+        messages.append("rl.body_lr_factor renamed to rl.body_lr_factor_override")
+    base_run = params.get("base_run")
+    if isinstance(base_run, dict):
+        if (
+            base_run.pop("rerun_tests_force_test_during_training_state", None)
+            is not None
+        ):
+            messages.append(
+                "base_run.rerun_tests_force_test_during_training_state dropped (runs "
+                "now always record their test state)"
+            )
+        if base_run.get("base_run_type", "none") != "none":
+            base_run.setdefault("source", "wandb")
+    for agent in (params.get("agents") or {}).values():
+        if isinstance(agent, dict) and agent.get("load_checkpoint_and_parameters"):
+            agent.setdefault("checkpoint_source", "wandb")
+    messages.append("the original library's bookkeeping keys (_type) dropped")
+    return params, messages
+
+
+# --------------------------------------------------------------------------------------
+# Chaining
+# --------------------------------------------------------------------------------------
+
+
+def chain_migrations(
+    data: dict[str, Any],
+    component: str,
+    saved_version: str | None,
+    target_version: str | None,
+    steps: list[Any],
+) -> tuple[dict[str, Any], str | None, list[str]]:
+    """Apply the steps of ``component`` from ``saved_version`` up to ``target_version``.
+
+    Parameters
+    ----------
+    data : dict
+        The dict; steps may change it in place.
+    component : str
+        The component whose steps to apply.
+    saved_version : str | None
+        The version the dict was written by (``None``: version 0).
+    target_version : str | None
+        The installed version; ``None`` applies every step that follows.
+    steps : list[MigrationSpec]
+        Candidate steps (of any component).
+
+    Returns
+    -------
+    tuple[dict, str | None, list[str]]
+        The migrated dict, the version it is now in, one message per change.
+
+    Raises
+    ------
+    NipConfigError
+        When two steps apply to the same version, or a step fails.
+    """
+    from nip_core.records import resolve_ref
+
+    own = [s for s in steps if s.component == component]
+    current = saved_version
+    messages: list[str] = []
+    target = version_key(target_version) if target_version is not None else None
+    while True:
+        here = version_key(current)
+        applicable = [
+            s
+            for s in own
+            if version_key(s.from_version) <= here < version_key(s.to_version)
+            and (target is None or version_key(s.to_version) <= target)
+        ]
+        if not applicable:
+            return data, current, messages
+        if len(applicable) > 1:
+            keys = ", ".join(s.key for s in applicable)
+            raise NipConfigError(
+                ConfigProblem(
+                    META_KEY,
+                    f"several migrations of {component} apply to version {current}: "
+                    f"{keys} (plugins {', '.join(str(s.plugin) for s in applicable)})",
+                )
+            )
+        step = applicable[0]
+        try:
+            data, step_messages = resolve_ref(step.migrate)(data)
+        except NipConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise NipConfigError(
+                ConfigProblem(
+                    META_KEY,
+                    f"migration {step.key} (plugin {step.plugin}) failed: "
+                    f"{type(exc).__name__}: {exc}",
+                )
+            ) from exc
+        messages.extend(f"[{component} {step.to_version}] {m}" for m in step_messages)
+        current = step.to_version
+
+
+def _read_meta(meta: Any) -> tuple[dict[str, str], dict[str, str]]:
+    problems = []
+    if not isinstance(meta, Mapping):
+        raise NipConfigError(ConfigProblem(META_KEY, "expected a mapping", meta))
+    schema = meta.get("schema_version")
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        problems.append(
+            ConfigProblem(f"{META_KEY}.schema_version", "expected an integer", schema)
+        )
+    elif schema > SCHEMA_VERSION:
+        problems.append(
+            ConfigProblem(
+                f"{META_KEY}.schema_version",
+                f"written by a newer nip-core (schema {schema}; this one reads up to "
+                f"{SCHEMA_VERSION}); upgrade nip-core",
+                schema,
+            )
+        )
+    unknown = set(meta) - {"schema_version", "versions", "sources"}
+    problems.extend(
+        ConfigProblem(
+            f"{META_KEY}.{k}",
+            "unknown key",
+            choices=("schema_version", "versions", "sources"),
+        )
+        for k in sorted(unknown)
+    )
+    out = []
+    for key in ("versions", "sources"):
+        value = meta.get(key, {})
+        if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            problems.append(
+                ConfigProblem(
+                    f"{META_KEY}.{key}", "expected a mapping of strings", value
+                )
+            )
+            value = {}
+        out.append(dict(value))
+    if problems:
+        raise NipConfigError(problems)
+    return out[0], out[1]
+
+
+def prepare_saved_dict(data: Mapping[str, Any], pm: Any = None) -> SavedDict:
+    """Strip and check ``_meta``, migrate, and warn about every change made.
+
+    Parameters
+    ----------
+    data : Mapping
+        A dict written by ``HyperParameters.to_dict()`` (any version), by the
+        original library, or by hand. It is not modified.
+    pm : NipPluginManager, optional
+        The plugin manager to take migrations and installed versions from (the
+        process-wide one by default).
+
+    Returns
+    -------
+    SavedDict
+        The dict in the current format and what ``_meta`` said about its sources.
+    """
+    if pm is None:
+        from nip_core.plugins import get_plugin_manager
+
+        pm = get_plugin_manager()
+    params = copy.deepcopy(dict(data))
+    meta = params.pop(META_KEY, None)
+    messages: list[str] = []
+    sources: dict[str, str] = {}
+    steps = list(pm.migrations.values())
+    installed = pm.plugin_versions()
+    legacy = meta is None and is_legacy_dict(params)
+
+    if meta is not None:
+        versions, sources = _read_meta(meta)
+    elif legacy:
+        saved = params.get("_package_version")
+        saved = saved if isinstance(saved, str) else None
+        params, _, legacy_messages = chain_migrations(
+            params, LEGACY_COMPONENT, saved, None, steps
+        )
+        messages.append(
+            "converted a dict written by the original nip library "
+            f"{saved or '(unversioned)'}"
+        )
+        messages.extend(legacy_messages)
+        versions = {CORE_COMPONENT: LEGACY_CORE_VERSION}
+        for step in steps:
+            if step.component not in (LEGACY_COMPONENT, CORE_COMPONENT):
+                versions.setdefault(step.component, "0")
+    else:
+        versions = {}
+
+    components = sorted(versions, key=lambda c: (c != CORE_COMPONENT, c))
+    for component in components:
+        saved = versions[component]
+        target = installed.get(component)
+        if target is None:
+            continue
+        if version_key(saved) > version_key(target):
+            messages.append(
+                f"written by {component} {saved}, newer than the installed {target}; "
+                "parameters it added will be reported as unknown"
+            )
+            continue
+        params, _, step_messages = chain_migrations(
+            params, component, saved, target, steps
+        )
+        messages.extend(step_messages)
+
+    if legacy:
+        messages.extend(_drop_unprovided_sections(params, pm))
+
+    if messages:
+        warnings.warn(
+            "the saved parameters were converted to this version:\n  - "
+            + "\n  - ".join(messages),
+            ParameterMigrationWarning,
+            stacklevel=3,
+        )
+    return SavedDict(data=params, sources=sources, messages=tuple(messages))
+
+
+def _drop_unprovided_sections(params: dict[str, Any], pm: Any) -> list[str]:
+    """Drop the original library's sections that no installed plugin provides."""
+    from nip_core.parameters.hyper_parameters import CORE_FIELD_NAMES
+
+    sections = pm.parameter_sections
+    dropped = [
+        key
+        for key in list(params)
+        if key not in CORE_FIELD_NAMES
+        and key not in sections
+        and isinstance(params[key], dict)
+    ]
+    for key in dropped:
+        del params[key]
+    if not dropped:
+        return []
+    return [
+        f"section {key!r} dropped: no installed plugin provides it" for key in dropped
+    ]

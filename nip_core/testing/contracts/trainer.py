@@ -1,0 +1,205 @@
+"""The trainer contract suite: checks every trainer must pass.
+
+A trainer plugin's tests subclass :class:`TrainerContract`, name the trainer and
+say how to make small hyper-parameters that train for a given number of
+iterations::
+
+    from nip_core.testing.contracts.trainer import TrainerContract
+
+    class TestMyTrainerContract(TrainerContract):
+        trainer_name = "my_trainer"
+
+        def make_hyper_params(self, num_iterations):
+            return HyperParameters(
+                scenario="synthetic", trainer="my_trainer", dataset="tiny",
+                rl={"num_iterations": num_iterations, "rollouts_per_iteration": 4},
+                agents={"_default": {"d_hidden": 4}},
+            )
+
+The scenario the hyper-parameters name must be registered: override the
+``trainer_plugins`` fixture to register it (and the trainer, when it is not an
+installed plugin) with the ``register_plugin`` fixture. The synthetic scenario of
+:mod:`nip_core.testing.synthetic` is the cheapest choice.
+
+The suite checks that
+
+- a two-iteration run writes ``metrics.jsonl`` (one record per iteration, steps
+  0 and 1), ``hyper_params.json``, ``settings.json`` and a checkpoint after the last
+  iteration;
+- ``prepare_experiment`` reports as many iterations as the run's progress bars
+  declare, and trains nothing;
+- a run killed after an iteration and resumed with
+  :func:`nip_core.experiment.resume_run` ends with the same metrics (timers aside)
+  and the same weights as a run never interrupted (CPU, same seed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+TIMING_PREFIX = "timing."
+
+
+class KilledForTest(Exception):
+    """Raised by the kill callback to stop a run mid-training."""
+
+
+def kill_after(iteration: int):
+    """An iteration callback that raises :class:`KilledForTest` after ``iteration``."""
+
+    def callback(trainer: Any, done_iteration: int, metrics: Mapping[str, Any]) -> None:
+        if done_iteration == iteration:
+            raise KilledForTest(f"killed after iteration {iteration}")
+
+    return callback
+
+
+def comparable_metrics(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Metrics records without the timers (which differ between runs)."""
+    return [
+        {k: v for k, v in record.items() if not k.startswith(TIMING_PREFIX)}
+        for record in records
+    ]
+
+
+def final_agent_weights(run_dir: Path) -> dict[str, Any]:
+    """The agents' state dicts in a run's latest checkpoint."""
+    from nip_core.runs.checkpoints import load_latest_checkpoint
+
+    checkpoint = load_latest_checkpoint(Path(run_dir) / "checkpoints")
+    assert checkpoint is not None, f"no checkpoint in {run_dir}"
+    return checkpoint["trainer"]["agents"]
+
+
+def assert_same_weights(left: Mapping[str, Any], right: Mapping[str, Any]) -> None:
+    """Assert two nested dicts of tensors are exactly equal."""
+    import torch
+
+    assert left.keys() == right.keys()
+    for key in left:
+        a, b = left[key], right[key]
+        if isinstance(a, Mapping):
+            assert_same_weights(a, b)
+        elif isinstance(a, torch.Tensor):
+            assert torch.equal(a, b), f"tensor {key!r} differs"
+        else:
+            assert a == b, f"{key!r} differs"
+
+
+class TrainerContract:
+    """Checks a trainer must pass (see the module docstring)."""
+
+    trainer_name: ClassVar[str] = ""
+    num_iterations: ClassVar[int] = 3
+    """Iterations of the kill-and-resume runs (killed after the second)."""
+
+    def make_hyper_params(self, num_iterations: int) -> Any:
+        """Small hyper-parameters training ``num_iterations`` iterations."""
+        raise NotImplementedError(
+            "a TrainerContract subclass must define make_hyper_params(num_iterations)"
+        )
+
+    def make_settings(self, root: Path, **overrides: Any) -> Any:
+        """Settings writing under ``root`` (no progress bars, jsonl only)."""
+        from nip_core.settings import ExperimentSettings
+
+        values: dict[str, Any] = dict(
+            runs_dir=str(root / "runs"),
+            data_dir=str(root / "data"),
+            cache_dir=str(root / "cache"),
+            show_progress=False,
+            checkpoint_period=1,
+        )
+        values.update(overrides)
+        return ExperimentSettings(**values)
+
+    @pytest.fixture
+    def trainer_plugins(self, plugin_manager: Any) -> Any:
+        """Register what the hyper-parameters need; the default registers nothing."""
+        return plugin_manager
+
+    @pytest.fixture(autouse=True)
+    def _single_thread(self) -> Any:
+        # Tiny models train faster on one thread, and results do not depend on
+        # how other tests left the thread count
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        yield
+        torch.set_num_threads(threads)
+
+    def test_trainer_is_registered(self, trainer_plugins: Any) -> None:
+        from nip_core.plugins import get_plugin_manager
+        from nip_core.records import resolve_ref
+        from nip_core.trainers import Trainer
+
+        spec = get_plugin_manager().trainers[self.trainer_name]
+        assert issubclass(resolve_ref(spec.trainer_class), Trainer)
+
+    def test_two_iteration_run_writes_metrics_and_checkpoint(
+        self, trainer_plugins: Any, tmp_path: Path
+    ) -> None:
+        from nip_core.experiment import run_experiment
+        from nip_core.runs.checkpoints import list_checkpoints
+        from nip_core.runs.run_dir import RunDirectory
+
+        result = run_experiment(
+            self.make_hyper_params(2), self.make_settings(tmp_path), run_id="two"
+        )
+        run_dir = RunDirectory(result.run_dir)
+        assert run_dir.hyper_params_path.is_file()
+        assert run_dir.settings_path.is_file()
+        records = run_dir.read_metrics()
+        train_steps = [r["step"] for r in records if not _is_test_record(r)]
+        assert train_steps[:2] == [0, 1]
+        assert 2 in [i for i, _ in list_checkpoints(run_dir.checkpoints_dir)]
+        assert run_dir.read_run_info()["status"] == "finished"
+
+    def test_prepare_reports_total_iterations(
+        self, trainer_plugins: Any, tmp_path: Path
+    ) -> None:
+        from nip_core.experiment import prepare_experiment
+
+        prepared = prepare_experiment(
+            self.make_hyper_params(2), self.make_settings(tmp_path)
+        )
+        assert prepared.total_iterations >= 2
+        assert prepared.trainer.iteration == 0
+
+    def test_kill_and_resume_matches_uninterrupted_run(
+        self, trainer_plugins: Any, tmp_path: Path
+    ) -> None:
+        from nip_core.experiment import resume_run, run_experiment
+        from nip_core.runs.run_dir import RunDirectory
+
+        n = self.num_iterations
+        settings = self.make_settings(tmp_path)
+        whole = run_experiment(self.make_hyper_params(n), settings, run_id="whole")
+
+        with pytest.raises(KilledForTest):
+            run_experiment(
+                self.make_hyper_params(n),
+                settings,
+                run_id="killed",
+                callbacks=[kill_after(1)],
+            )
+        killed_dir = RunDirectory(Path(settings.runs_dir) / "killed")
+        assert [r["step"] for r in killed_dir.read_metrics()] == [0, 1]
+        resumed = resume_run("killed", runs_dir=settings.runs_dir)
+        assert resumed.resumed_from == 2
+
+        assert comparable_metrics(killed_dir.read_metrics()) == comparable_metrics(
+            RunDirectory(whole.run_dir).read_metrics()
+        )
+        assert_same_weights(
+            final_agent_weights(whole.run_dir), final_agent_weights(resumed.run_dir)
+        )
+
+
+def _is_test_record(record: Mapping[str, Any]) -> bool:
+    return any("test_" in key for key in record if key != "step")

@@ -1,0 +1,1 @@
+pytest_plugins = ["nip_core.testing.synthetic.fixtures"]

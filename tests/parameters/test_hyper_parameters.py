@@ -1,0 +1,250 @@
+"""HyperParameters: construction, sections, agents, access."""
+
+from __future__ import annotations
+
+import inspect
+
+import attrs
+import pytest
+from toy_plugin import ToyAgentParameters, ToyOtherParameters, ToySectionParameters
+
+from nip_core.errors import NipConfigError
+from nip_core.parameters import (
+    AgentsParameters,
+    AgentsParams,
+    ConstantUpdateSchedule,
+    HyperParameters,
+    LrFactors,
+    RandomAgentParameters,
+    RlTrainerParameters,
+    preserved_paths,
+)
+
+
+def make(**kwargs) -> HyperParameters:
+    kwargs.setdefault("interaction_protocol", "toy_protocol")
+    return HyperParameters("toy", "toy_trainer", **kwargs)
+
+
+def test_core_defaults_match_the_seed_api(toy):
+    hp = make()
+    assert (hp.scenario, hp.trainer, hp.dataset) == ("toy", "toy_trainer", "toy_small")
+    assert hp.seed == 6198
+    assert hp.functionalize_modules is False
+    assert hp.pretrain_agents is False
+    assert hp.test_size == 0.2
+    assert hp.test_dataset_split == "test"
+    assert hp.d_representation == 16
+    assert hp.message_size == 1
+    assert hp.include_linear_message_space is False
+    assert hp.d_linear_message_space == 2
+    assert HyperParameters("toy", "toy_trainer").interaction_protocol == "nip"
+
+
+def test_signature_defaults_equal_attrs_defaults():
+    signature = inspect.signature(HyperParameters.__init__)
+    for f in attrs.fields(HyperParameters):
+        if f.name in ("scenario", "trainer", "agents") or f.name.startswith("_"):
+            continue
+        assert signature.parameters[f.name].default == f.default, f.name
+
+
+def test_attrs_introspection_sees_the_core_fields():
+    names = [f.name for f in attrs.fields(HyperParameters)]
+    assert names[:3] == ["scenario", "trainer", "dataset"]
+    assert "agents" in names
+    assert attrs.fields_dict(HyperParameters)["seed"].default == 6198
+
+
+def test_every_registered_section_is_present_with_defaults(toy):
+    hp = make()
+    assert set(hp.sections) == set(toy.parameter_sections)
+    assert hp.rl == RlTrainerParameters()
+    assert hp.toy_section == ToySectionParameters()
+    assert hp.toy_other.label == "x"
+    assert hp.rl.num_epochs == 4
+
+
+def test_sections_from_dicts_or_objects(toy):
+    hp = make(rl={"num_epochs": 7}, toy_other=ToyOtherParameters(flag=True))
+    assert hp.rl.num_epochs == 7
+    assert hp.rl.lr == 0.003
+    assert hp.toy_other.flag is True
+
+
+def test_section_of_the_wrong_class_is_rejected(toy):
+    with pytest.raises(NipConfigError) as info:
+        make(rl=ToyOtherParameters())
+    (problem,) = info.value.problems
+    assert problem.path == "rl"
+    assert "expected RlTrainerParameters" in problem.message
+
+
+def test_unknown_section_lists_registered_sections(toy):
+    with pytest.raises(NipConfigError) as info:
+        make(ppo={"num_epochs": 3})
+    (problem,) = info.value.problems
+    assert problem.path == "ppo"
+    assert problem.message.startswith("unknown section")
+    assert set(problem.choices) == set(toy.parameter_sections)
+
+
+def test_misspelt_core_field_is_suggested(toy):
+    with pytest.raises(NipConfigError) as info:
+        make(seeed=3)
+    assert "did you mean 'seed'?" in info.value.problems[0].message
+
+
+def test_missing_section_attribute_says_what_exists(toy):
+    hp = make()
+    with pytest.raises(AttributeError, match="no field or section 'ppo'.*Sections: "):
+        hp.ppo  # noqa: B018
+
+
+def test_agents_default_to_the_scenario_class(toy):
+    hp = make()
+    assert list(hp.agents) == ["_default"]
+    assert type(hp.agents["_default"]) is ToyAgentParameters
+    assert hp.agents["verifier"] is hp.agents["_default"]
+    assert "prover" in hp.agents
+
+
+def test_agent_dicts_become_the_scenario_class_or_random(toy):
+    hp = make(
+        agents=AgentsParams(
+            prover={"is_random": True},
+            verifier={"d_hidden": 32, "agent_lr_factor": {"actor": 0.5}},
+        )
+    )
+    assert type(hp.agents["prover"]) is RandomAgentParameters
+    verifier = hp.agents["verifier"]
+    assert type(verifier) is ToyAgentParameters
+    assert verifier.d_hidden == 32
+    assert verifier.agent_lr_factor == LrFactors(actor=0.5, critic=1.0)
+    assert isinstance(hp.agents, AgentsParameters)
+
+
+def test_agent_objects_must_be_of_the_scenario_class(toy):
+    from nip_core.parameters import AgentParameters
+
+    with pytest.raises(NipConfigError) as info:
+        make(agents={"_default": AgentParameters()})
+    (problem,) = info.value.problems
+    assert problem.path == "agents._default"
+    assert "expected ToyAgentParameters" in problem.message
+
+
+def test_agent_parameters_class_is_resolved_from_a_reference(toy):
+    hp = HyperParameters(
+        "toy_text", "toy_text_trainer", "anything", interaction_protocol="toy_protocol"
+    )
+    assert type(hp.agents["_default"]) is ToyAgentParameters
+
+
+def test_get_walks_sections_and_agents(toy):
+    hp = make(agents={"_default": {"d_hidden": 5}, "prover": {"dropout": 0.5}})
+    assert hp.get("seed") == 6198
+    assert hp.get("rl.gamma") == 0.9
+    assert hp.get("agents.verifier.d_hidden") == 5
+    assert hp.get("agents.prover.dropout") == 0.5
+    assert hp.get("agents.prover.update_schedule") == ConstantUpdateSchedule()
+    assert hp.get("toy_section.factors.critic") == 1.0
+    with pytest.raises(KeyError, match="rl has no 'gama'"):
+        hp.get("rl.gama")
+    with pytest.raises(KeyError):
+        hp.get("to_dict")
+
+
+def test_section_assignment_is_validated(toy):
+    hp = make()
+    hp.rl = {"num_epochs": 2}
+    assert hp.rl.num_epochs == 2
+    with pytest.raises(NipConfigError) as info:
+        hp.rl = {"num_epochs": 0}
+    assert info.value.problems[0].path == "rl.num_epochs"
+    with pytest.raises(NipConfigError):
+        hp.seed = -5
+    assert hp.seed == 6198
+    hp.agents = {"verifier": {"d_hidden": 4}, "prover": {"is_random": True}}
+    assert hp.agents["verifier"].d_hidden == 4
+    with pytest.raises(AttributeError):
+        hp.not_a_thing = 1
+
+
+def test_evolve_keeps_sections_and_agents(toy):
+    hp = make(rl={"lr": 0.5}, agents={"_default": {"d_hidden": 2}})
+    other = attrs.evolve(hp, seed=1)
+    assert other.seed == 1
+    assert other.rl.lr == 0.5
+    assert other.agents == hp.agents
+    assert other != hp
+
+
+def test_equality_includes_sections(toy):
+    assert make() == make()
+    assert make(toy_other={"flag": True}) != make()
+
+
+def test_construct_test_params(toy):
+    hp = HyperParameters.construct_test_params(
+        "toy", "toy_trainer", interaction_protocol="toy_protocol"
+    )
+    assert hp.agents["_default"] == ToyAgentParameters(d_hidden=1)
+    assert hp.rl == RlTrainerParameters.construct_test_params()
+    assert hp.toy_section.steps == 1
+    assert hp.dataset == "toy_small"
+    custom = HyperParameters.construct_test_params(
+        "toy", "toy_trainer", interaction_protocol="nip", rl={"num_iterations": 3}
+    )
+    assert custom.rl.num_iterations == 3
+    assert custom.interaction_protocol == "nip"
+
+
+def test_preserved_paths_walk_the_tree(toy):
+    assert preserved_paths(make(), "rerun_tests") == [
+        "test_dataset_split",
+        "rl.num_test_iterations",
+    ]
+
+
+def test_pickle_and_deepcopy_keep_everything(toy):
+    import copy
+    import pickle
+
+    hp = make(rl={"lr": 0.25}, agents={"_default": {"d_hidden": 9}})
+    for clone in (pickle.loads(pickle.dumps(hp)), copy.deepcopy(hp)):
+        assert clone == hp
+        assert clone.rl.lr == 0.25
+        assert clone.agents["prover"].d_hidden == 9
+        clone.rl = {"lr": 0.5}
+        assert hp.rl.lr == 0.25
+
+
+def test_section_named_like_a_field_or_method_is_refused(toy, register_plugin):
+    from nip_core import hookimpl
+    from nip_core.records import ParameterSectionSpec
+
+    class Clashing:
+        @hookimpl
+        def register_parameter_sections(self):
+            return [
+                ParameterSectionSpec(name="seed", parameters_class=ToyOtherParameters),
+                ParameterSectionSpec(
+                    name="to_dict", parameters_class=ToyOtherParameters
+                ),
+            ]
+
+    register_plugin(Clashing(), name="clashing")
+    with pytest.raises(NipConfigError) as info:
+        make()
+    assert [p.path for p in info.value.problems] == ["seed", "to_dict"]
+    assert "plugin 'clashing'" in info.value.problems[0].message
+
+
+def test_validate_rechecks_the_whole_tree(toy):
+    hp = make()
+    hp.validate()
+    hp.trainer = "toy_text_trainer"  # a string, so the assignment itself passes
+    with pytest.raises(NipConfigError) as info:
+        hp.validate()
+    assert [p.path for p in info.value.problems] == ["trainer"]

@@ -1,0 +1,188 @@
+"""build_protocol_handler: registry lookup, scenario specialisations, zero knowledge."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from nip_core import hookimpl
+from nip_core.errors import NipConfigError, UnknownKeyError
+from nip_core.protocols import build_protocol_handler
+from nip_core.protocols.base import ProtocolParameterView, ProtocolWarning
+from nip_core.protocols.main_protocols import (
+    DebateProtocolHandler,
+    MnipProtocolHandler,
+    NipProtocolHandler,
+)
+from nip_core.protocols.zero_knowledge import ZeroKnowledgeProtocolHandler
+from nip_core.records import ProtocolSpec, ScenarioSpec, TrainerSpec
+
+
+class SpecialNipHandler(NipProtocolHandler):
+    """A scenario's own version of nip (used through its reference)."""
+
+
+class SpecialZkHandler(ZeroKnowledgeProtocolHandler):
+    """A scenario's own zero-knowledge wrapper."""
+
+
+class ToyPlugin:
+    """Registers a tensor scenario that specialises nip, a text scenario, a trainer
+    and a protocol of a plugin."""
+
+    @hookimpl
+    def register_scenarios(self):
+        common = dict(
+            agent_parameters_class="nip_core.parameters:AgentParameters",
+            dataset_class="toy.data:Dataset",
+            default_dataset="toy",
+        )
+        return [
+            ScenarioSpec(
+                name="toy_tensor",
+                protocol_handlers={
+                    "nip": f"{__name__}:SpecialNipHandler",
+                    "zero_knowledge": f"{__name__}:SpecialZkHandler",
+                },
+                **common,
+            ),
+            ScenarioSpec(
+                name="toy_limited",
+                supported_protocols=("nip", "debate"),
+                **common,
+            ),
+            ScenarioSpec(name="toy_text", data_world="text", **common),
+        ]
+
+    @hookimpl
+    def register_trainers(self):
+        return [TrainerSpec(name="toy_trainer", trainer_class="toy.trainer:Trainer")]
+
+    @hookimpl
+    def register_protocols(self):
+        return [
+            ProtocolSpec(
+                name="plugin_debate",
+                handler_class=f"{__name__}:DebateProtocolHandler",
+                agent_names=("prover0", "prover1", "verifier"),
+                parameter_section="debate_protocol",
+                data_worlds=("tensor", "text"),
+                supports_zero_knowledge=True,
+            )
+        ]
+
+
+def view(
+    protocol: str, scenario: str | None = None, **sections
+) -> ProtocolParameterView:
+    return ProtocolParameterView(
+        interaction_protocol=protocol, scenario=scenario, **sections
+    )
+
+
+def build(hyper_params):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ProtocolWarning)
+        return build_protocol_handler(hyper_params)
+
+
+@pytest.fixture
+def toy(plugin_manager, register_plugin):
+    register_plugin(ToyPlugin(), name="toy")
+    return plugin_manager
+
+
+def test_registered_handlers_without_a_scenario(plugin_manager) -> None:
+    assert type(build(view("nip"))) is NipProtocolHandler
+    assert type(build(view("mnip"))) is MnipProtocolHandler
+
+
+def test_unknown_protocol_lists_the_known_ones(plugin_manager) -> None:
+    with pytest.raises(UnknownKeyError, match="mnip"):
+        build(view("mnipp"))
+
+
+def test_scenario_specialisation_comes_first(toy) -> None:
+    assert type(build(view("nip", "toy_tensor"))) is SpecialNipHandler
+    assert type(build(view("debate", "toy_tensor"))) is DebateProtocolHandler
+
+
+def test_zero_knowledge_wraps_the_handler(plugin_manager) -> None:
+    handler = build(view("debate", protocol_common={"zero_knowledge": True}))
+    assert type(handler) is ZeroKnowledgeProtocolHandler
+    assert type(handler.base_protocol) is DebateProtocolHandler
+    assert handler.agent_names[-2:] == ["adversarial_verifier", "simulator"]
+
+
+def test_scenario_can_replace_the_zero_knowledge_wrapper(toy) -> None:
+    handler = build(view("nip", "toy_tensor", protocol_common={"zero_knowledge": True}))
+    assert type(handler) is SpecialZkHandler
+    assert type(handler.base_protocol) is SpecialNipHandler
+
+
+def test_zero_knowledge_needs_support(plugin_manager) -> None:
+    with pytest.raises(NipConfigError, match="no zero-knowledge version") as info:
+        build(view("solo_verifier", protocol_common={"zero_knowledge": True}))
+    assert info.value.problems[0].path == "protocol_common.zero_knowledge"
+
+
+def test_zero_knowledge_needs_the_tensor_world(toy) -> None:
+    with pytest.raises(NipConfigError, match="only tensor scenarios"):
+        build(
+            view("plugin_debate", "toy_text", protocol_common={"zero_knowledge": True})
+        )
+
+
+def test_supported_protocols_are_enforced(toy) -> None:
+    assert type(build(view("debate", "toy_limited"))) is DebateProtocolHandler
+    with pytest.raises(NipConfigError, match="does not support") as info:
+        build(view("mnip", "toy_limited"))
+    assert info.value.problems[0].choices == ("nip", "debate")
+
+
+def test_data_world_is_enforced(toy) -> None:
+    with pytest.raises(NipConfigError, match="cannot step the text world"):
+        build(view("nip", "toy_text"))
+    assert type(build(view("plugin_debate", "toy_text"))) is DebateProtocolHandler
+
+
+def test_settings_device_is_used(plugin_manager) -> None:
+    class Settings:
+        device = "meta"
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ProtocolWarning)
+        handler = build_protocol_handler(view("mnip"), Settings())
+    assert handler.agent_channel_visibility_mask.device.type == "meta"
+
+
+def test_through_hyper_parameters(toy) -> None:
+    from nip_core.parameters import HyperParameters
+
+    hyper_params = HyperParameters(
+        scenario="toy_tensor",
+        trainer="toy_trainer",
+        interaction_protocol="mnip",
+        agents={"_default": {}},
+        mnip_protocol={"min_message_rounds": 2, "max_message_rounds": 5},
+        protocol_common={"verifier_first": False},
+    )
+    handler = build(hyper_params)
+    assert type(handler) is MnipProtocolHandler
+    assert (handler.min_message_rounds, handler.max_message_rounds) == (2, 5)
+    assert handler.max_verifier_questions == 2
+
+    zk_params = HyperParameters(
+        scenario="toy_tensor",
+        trainer="toy_trainer",
+        interaction_protocol="nip",
+        agents={"_default": {}},
+        nip_protocol={"max_message_rounds": 3},
+        protocol_common={"zero_knowledge": True},
+        zk_protocol={"simulator_reward_coefficient": 0.5},
+    )
+    handler = build(zk_params)
+    assert type(handler) is SpecialZkHandler
+    assert handler.max_message_rounds == 3
+    assert handler.max_reward("simulator") == 2.0  # 2 turns x 0.5 x (1 + 1)

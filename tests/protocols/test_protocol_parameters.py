@@ -1,0 +1,146 @@
+"""The protocol parameter sections and their registration."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from nip_core.errors import NipConfigError
+from nip_core.protocols.parameters import (
+    PROTOCOL_SECTIONS,
+    CommonProtocolParameters,
+    DebateProtocolParameters,
+    MnipProtocolParameters,
+    NipProtocolParameters,
+    ZkProtocolParameters,
+)
+
+
+def test_common_defaults_match_the_original() -> None:
+    common = CommonProtocolParameters()
+    assert common.verifier_first is True
+    assert common.randomize_prover_stance is False
+    assert common.prover_reward == 1.0
+    assert common.prover_invalid_response_penalty is None
+    assert common.verifier_reward == 1.0
+    assert common.verifier_incorrect_penalty == -1.0
+    assert common.verifier_neither_accept_nor_reject_reward is None
+    assert common.verifier_terminated_penalty == -1.0
+    assert common.verifier_no_guess_reward == 0.0
+    assert common.shared_reward is False
+    assert common.force_guess is None
+    assert common.zero_knowledge is False
+    assert common.verifier_decision_spectrum == "accept_reject"
+
+
+@pytest.mark.parametrize(
+    "cls", [NipProtocolParameters, DebateProtocolParameters, MnipProtocolParameters]
+)
+def test_round_defaults(cls: type) -> None:
+    section = cls()
+    assert (section.min_message_rounds, section.max_message_rounds) == (1, 8)
+
+
+@pytest.mark.parametrize("cls", [DebateProtocolParameters, MnipProtocolParameters])
+def test_two_prover_sections_have_turn_order_fields(cls: type) -> None:
+    section = cls()
+    assert section.sequential is False
+    assert section.prover0_first is True
+    assert section.randomize_channel_order is True
+
+
+def test_zk_defaults() -> None:
+    zk = ZkProtocolParameters()
+    assert zk.simulator_reward_coefficient == 1.0
+    assert zk.aux_prover_reward_coefficient == 1.0
+
+
+def test_max_rounds_below_min_is_one_problem() -> None:
+    with pytest.raises(NipConfigError) as info:
+        NipProtocolParameters(min_message_rounds=5, max_message_rounds=4)
+    assert len(info.value.problems) == 1
+    assert "must be at least min_message_rounds" in str(info.value)
+
+
+def test_rounds_must_be_positive() -> None:
+    with pytest.raises(NipConfigError) as info:
+        MnipProtocolParameters(min_message_rounds=0)
+    assert info.value.problems[0].path == "min_message_rounds"
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("min_message_rounds", 6), ("max_message_rounds", 2)],
+)
+def test_assignment_checks_the_other_round_limit(field: str, value: int) -> None:
+    section = NipProtocolParameters(min_message_rounds=3, max_message_rounds=5)
+    with pytest.raises(NipConfigError):
+        setattr(section, field, value)
+    assert (section.min_message_rounds, section.max_message_rounds) == (3, 5)
+    section.max_message_rounds = 3
+    section.min_message_rounds = 3
+    assert (section.min_message_rounds, section.max_message_rounds) == (3, 3)
+
+
+def test_force_guess_choices() -> None:
+    for choice in ("zero", "one", "y", None):
+        assert CommonProtocolParameters(force_guess=choice).force_guess == choice
+    with pytest.raises(NipConfigError) as info:
+        CommonProtocolParameters(force_guess="maybe")
+    assert info.value.problems[0].path == "force_guess"
+
+
+def test_wrong_types_are_refused() -> None:
+    with pytest.raises(NipConfigError) as info:
+        CommonProtocolParameters(verifier_reward="high", shared_reward=1)
+    paths = sorted(problem.path for problem in info.value.problems)
+    assert paths == ["shared_reward", "verifier_reward"]
+
+
+def test_decision_spectrum_choices() -> None:
+    assert (
+        CommonProtocolParameters(
+            verifier_decision_spectrum="likert_scale_5"
+        ).verifier_decision_spectrum
+        == "likert_scale_5"
+    )
+    with pytest.raises(NipConfigError):
+        CommonProtocolParameters(verifier_decision_spectrum="thumbs")
+
+
+def test_parameter_module_and_builtin_plugin_import_without_torch() -> None:
+    code = (
+        "import sys\n"
+        "import nip_core.protocols.parameters\n"
+        "import nip_core.builtin.protocols as plugin\n"
+        "plugin.register_protocols(); plugin.register_parameter_sections()\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_sections_and_protocols_are_registered(plugin_manager) -> None:
+    sections = plugin_manager.parameter_sections
+    for name, cls in PROTOCOL_SECTIONS.items():
+        assert sections[name].parameters_class is cls
+        assert sections[name].plugin == "nip-core.protocols"
+    protocols = plugin_manager.protocols
+    expected = {
+        "nip": ("prover", "verifier"),
+        "adp": ("prover", "verifier"),
+        "debate": ("prover0", "prover1", "verifier"),
+        "merlin_arthur": ("prover0", "prover1", "verifier"),
+        "mnip": ("prover0", "prover1", "verifier"),
+        "solo_verifier": ("verifier",),
+        "multi_channel_test": ("prover0", "prover1", "prover2", "verifier"),
+    }
+    for name, agents in expected.items():
+        assert protocols[name].agent_names == agents
+        assert protocols[name].data_worlds == ("tensor",)
+    assert protocols["mnip"].parameter_section == "mnip_protocol"
+    assert protocols["solo_verifier"].supports_zero_knowledge is False

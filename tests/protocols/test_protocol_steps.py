@@ -1,0 +1,401 @@
+"""Done signals, termination and rewards of single-verifier protocol steps."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from nip_core.protocols.base import ProtocolHandler, ProtocolWarning
+from nip_core.protocols.main_protocols import (
+    AdpProtocolHandler,
+    DebateProtocolHandler,
+    MerlinArthurProtocolHandler,
+    MnipProtocolHandler,
+    MultiChannelTestProtocolHandler,
+    NipProtocolHandler,
+    SoloVerifierProtocolHandler,
+)
+from nip_core.testing.contracts.protocol import make_protocol_step_td
+
+# Distinct values, so every branch shows in the rewards
+REWARDS = {
+    "verifier_reward": 1.0,
+    "verifier_incorrect_penalty": -1.0,
+    "verifier_no_guess_reward": 0.25,
+    "verifier_terminated_penalty": -2.0,
+    "prover_reward": 0.5,
+}
+
+R, A, C = 0, 1, 2  # reject, accept, continue
+
+
+def build(cls: type[ProtocolHandler], common=None, **sections) -> ProtocolHandler:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ProtocolWarning)
+        return cls.from_sections(
+            protocol_common={**REWARDS, **(common or {})}, **sections
+        )
+
+
+def step(handler: ProtocolHandler, rounds, decisions, **inputs):
+    td = make_protocol_step_td(handler, rounds, decisions, **inputs)
+    shared_done, agent_done, terminated, reward = handler.step_interaction_protocol(td)
+    return (
+        shared_done.tolist(),
+        agent_done.tolist(),
+        terminated.tolist(),
+        reward.tolist(),
+    )
+
+
+# ---------------------------------------------------------------------------------
+# nip: every branch
+# ---------------------------------------------------------------------------------
+
+
+def test_nip_branches() -> None:
+    handler = build(NipProtocolHandler)  # agents: prover, verifier
+    rows = [
+        # round, (prover, verifier) decisions, y
+        (0, (C, A), 1),  # accept, right
+        (0, (C, R), 0),  # reject, right
+        (0, (C, A), 0),  # accept, wrong
+        (0, (C, R), 1),  # reject, wrong
+        (0, (C, C), 1),  # continue on its turn
+        (1, (C, A), 1),  # verdict off-turn: ignored
+        (6, (C, A), 1),  # accept on its last turn
+        (7, (C, C), 1),  # last round, no verdict: terminated
+        (7, (A, A), 1),  # last round is the prover's: verdict ignored, terminated
+    ]
+    done, agent_done, terminated, reward = step(
+        handler,
+        [r[0] for r in rows],
+        [list(r[1]) for r in rows],
+        y=[r[2] for r in rows],
+    )
+    assert done == [True, True, True, True, False, False, True, True, True]
+    assert terminated == [False, False, False, False, False, False, False, True, True]
+    assert agent_done == [[d, d] for d in done]
+    assert reward == [
+        [0.5, 1.0],
+        [0.0, 1.0],
+        [0.5, -1.0],
+        [0.0, -1.0],
+        [0.0, 0.25],
+        [0.0, 0.0],
+        [0.5, 1.0],
+        [0.0, -2.0],
+        [0.0, -2.0],
+    ]
+
+
+def test_nip_decisions_before_min_rounds_are_ignored() -> None:
+    handler = build(NipProtocolHandler, nip_protocol={"min_message_rounds": 3})
+    done, _, terminated, reward = step(
+        handler, [0, 2, 4], [[C, A], [C, A], [C, R]], y=[1, 1, 1]
+    )
+    # round 0 < min - 1 = 2: the verdict counts as continuing
+    assert done == [False, True, True]
+    assert terminated == [False, False, False]
+    assert reward == [[0.0, 0.25], [0.5, 1.0], [0.0, -1.0]]
+
+
+def test_nip_prover_first() -> None:
+    handler = build(
+        NipProtocolHandler,
+        common={"verifier_first": False},
+        nip_protocol={"max_message_rounds": 4},
+    )
+    done, _, terminated, reward = step(
+        handler, [0, 1, 3], [[C, A], [C, A], [C, C]], y=[1, 0, 1]
+    )
+    assert done == [False, True, True]
+    assert terminated == [False, False, True]
+    assert reward == [[0.0, 0.0], [0.5, -1.0], [0.0, -2.0]]
+
+
+def test_already_done_rows_stay_done_and_earn_nothing() -> None:
+    handler = build(NipProtocolHandler)
+    done, agent_done, terminated, reward = step(
+        handler,
+        [0, 7, 2],
+        [[C, A], [C, C], [C, C]],
+        done=[True, True, True],
+        terminated=[False, True, False],
+    )
+    assert done == [True, True, True]
+    assert agent_done == [[True, True]] * 3
+    assert terminated == [False, True, False]
+    assert reward == [[0.0, 0.0]] * 3
+
+
+def test_shared_reward_gives_provers_the_verifier_reward() -> None:
+    handler = build(NipProtocolHandler, common={"shared_reward": True})
+    _, _, _, reward = step(
+        handler,
+        [0, 0, 0, 1, 7],
+        [[C, A], [C, A], [C, C], [C, C], [C, C]],
+        y=[1, 0, 1, 1, 1],
+    )
+    assert reward == [
+        [1.0, 1.0],
+        [-1.0, -1.0],
+        [0.25, 0.25],
+        [0.0, 0.0],
+        [-2.0, -2.0],
+    ]
+
+
+def test_randomized_stance_from_the_seed() -> None:
+    handler = build(NipProtocolHandler, common={"randomize_prover_stance": True})
+    # stance = seed % 2: seeds 4 and 6 argue for reject, 5 and 7 for accept
+    _, _, _, reward = step(
+        handler,
+        [0, 0, 0, 0],
+        [[C, R], [C, R], [C, A], [C, A]],
+        y=[0, 0, 1, 1],
+        seed=[4, 5, 6, 7],
+    )
+    assert [row[0] for row in reward] == [0.5, 0.0, 0.0, 0.5]
+    assert [row[1] for row in reward] == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_explicit_prover_stance_wins_over_the_seed() -> None:
+    handler = build(NipProtocolHandler, common={"randomize_prover_stance": True})
+    _, _, _, reward = step(
+        handler,
+        [0, 0],
+        [[C, R], [C, R]],
+        y=[0, 0],
+        seed=[5, 4],
+        prover_stance=[0, 1],
+    )
+    assert [row[0] for row in reward] == [0.5, 0.0]
+
+
+@pytest.mark.parametrize(
+    "force, y, verdict_reward, prover",
+    [
+        ("one", 1, 1.0, 0.5),
+        ("one", 0, -1.0, 0.5),
+        ("zero", 1, -1.0, 0.0),
+        ("zero", 0, 1.0, 0.0),
+        ("y", 0, 1.0, 0.0),
+        ("y", 1, 1.0, 0.5),
+    ],
+)
+def test_force_guess_forces_the_verdict_and_its_rewards(
+    force: str, y: int, verdict_reward: float, prover: float
+) -> None:
+    handler = build(NipProtocolHandler, common={"force_guess": force})
+    # The verifier itself wants to continue; the forced verdict still ends the
+    # episode and decides the rewards.
+    done, _, terminated, reward = step(handler, [0, 1], [[C, C], [C, C]], y=[y, y])
+    assert done == [True, False]
+    assert terminated == [False, False]
+    assert reward == [[prover, verdict_reward], [0.0, 0.0]]
+
+
+def test_force_guess_waits_for_min_rounds() -> None:
+    handler = build(
+        NipProtocolHandler,
+        common={"force_guess": "one"},
+        nip_protocol={"min_message_rounds": 3},
+    )
+    done, _, _, reward = step(handler, [0, 2], [[C, R], [C, R]], y=[1, 1])
+    assert done == [False, True]
+    assert reward == [[0.0, 0.25], [0.5, 1.0]]
+
+
+def test_effective_decision_is_exposed_for_logging() -> None:
+    handler = build(NipProtocolHandler, common={"force_guess": "y"})
+    decision = torch.tensor([2, 0, 1])
+    y = torch.tensor([1, 1, 0])
+    assert handler.get_effective_verifier_decision(decision, y).tolist() == [1, 1, 0]
+    plain = build(NipProtocolHandler)
+    assert plain.get_effective_verifier_decision(decision, y).tolist() == [2, 0, 1]
+
+
+def test_invalid_prover_response_is_penalised_and_terminates() -> None:
+    handler = build(
+        NipProtocolHandler, common={"prover_invalid_response_penalty": -3.0}
+    )
+    td = make_protocol_step_td(handler, [1, 1], [[C, C], [C, C]])
+    td["agents", "valid_response"] = torch.tensor([[False, True], [True, True]])
+    shared_done, _, terminated, reward = handler.step_interaction_protocol(td)
+    assert shared_done.tolist() == [True, False]
+    assert terminated.tolist() == [True, False]
+    assert reward.tolist() == [[-3.0, 0.0], [0.0, 0.0]]
+
+
+def test_y_without_trailing_dimension_and_plain_dicts_are_accepted() -> None:
+    handler = build(NipProtocolHandler)
+    data = {
+        "round": torch.tensor([0, 0]),
+        "seed": torch.tensor([0, 0]),
+        "y": torch.tensor([1, 0]),
+        "done": torch.tensor([False, False]),
+        "terminated": torch.tensor([False, False]),
+        "agents": {"decision": torch.tensor([[C, A], [C, A]])},
+    }
+    shared_done, agent_done, _, reward = handler.step_interaction_protocol(data)
+    assert shared_done.tolist() == [True, True]
+    assert agent_done.tolist() == [[True, True], [True, True]]
+    assert reward.tolist() == [[0.5, 1.0], [0.5, -1.0]]
+
+
+def test_missing_keys_and_wrong_shapes_are_explained() -> None:
+    handler = build(NipProtocolHandler)
+    td = make_protocol_step_td(handler, [0], [[C, A]])
+    del td["seed"]
+    with pytest.raises(KeyError, match="'seed'"):
+        handler.step_interaction_protocol(td)
+    td = make_protocol_step_td(handler, [0, 1], [[C, A], [C, A]])
+    td["y"] = torch.ones(2, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="y has shape"):
+        handler.step_interaction_protocol(td)
+
+
+def test_batch_of_two_dimensions() -> None:
+    handler = build(NipProtocolHandler)
+    td = make_protocol_step_td(
+        handler, [0, 1, 2, 7], [[C, A], [C, A], [C, R], [C, C]], y=[1, 1, 1, 1]
+    ).reshape(2, 2)
+    shared_done, agent_done, terminated, reward = handler.step_interaction_protocol(td)
+    assert shared_done.tolist() == [[True, False], [True, True]]
+    assert terminated.tolist() == [[False, False], [False, True]]
+    assert agent_done.shape == (2, 2, 2)
+    assert reward.tolist() == [[[0.5, 1.0], [0.0, 0.0]], [[0.0, -1.0], [0.0, -2.0]]]
+
+
+# ---------------------------------------------------------------------------------
+# Other protocols
+# ---------------------------------------------------------------------------------
+
+
+def test_adp() -> None:
+    handler = build(AdpProtocolHandler)
+    done, _, terminated, reward = step(
+        handler, [0, 1, 1, 1], [[C, A], [C, A], [C, R], [C, C]], y=[1, 1, 1, 0]
+    )
+    assert done == [False, True, True, True]
+    assert terminated == [False, False, False, True]
+    assert reward == [[0.0, 0.0], [0.5, 1.0], [0.0, -1.0], [0.0, -2.0]]
+
+
+def test_debate_two_prover_rule() -> None:
+    handler = build(DebateProtocolHandler)  # prover0, prover1, verifier
+    done, _, terminated, reward = step(
+        handler,
+        [0, 0, 0, 0, 1, 0, 7],
+        [[C, C, R], [C, C, A], [C, C, A], [C, C, R], [R, A, A], [C, C, C], [C, C, C]],
+        y=[0, 1, 0, 1, 1, 1, 1],
+    )
+    assert done == [True, True, True, True, False, False, True]
+    assert terminated == [False, False, False, False, False, False, True]
+    assert reward == [
+        [0.5, 0.0, 1.0],  # reject: prover0 wins
+        [0.0, 0.5, 1.0],  # accept: prover1 wins
+        [0.0, 0.5, -1.0],
+        [0.5, 0.0, -1.0],
+        [0.0, 0.0, 0.0],  # provers' turn: the verifier's verdict is ignored
+        [0.0, 0.0, 0.25],
+        [0.0, 0.0, -2.0],
+    ]
+
+
+def test_debate_sequential_verdict_only_every_third_round() -> None:
+    handler = build(
+        DebateProtocolHandler,
+        debate_protocol={"sequential": True, "max_message_rounds": 7},
+    )
+    done, _, _, reward = step(
+        handler, [1, 2, 3], [[C, C, A], [C, C, A], [C, C, A]], y=[1, 1, 1]
+    )
+    assert done == [False, False, True]
+    assert reward[2] == [0.0, 0.5, 1.0]
+
+
+def test_mnip_both_provers_win_on_accept() -> None:
+    handler = build(MnipProtocolHandler)
+    _, _, _, reward = step(
+        handler, [0, 0, 0], [[C, C, A], [C, C, R], [C, C, C]], y=[0, 0, 1]
+    )
+    assert reward == [[0.5, 0.5, -1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.25]]
+
+
+def test_mnip_shared_reward() -> None:
+    handler = build(MnipProtocolHandler, common={"shared_reward": True})
+    _, _, _, reward = step(handler, [0], [[C, C, R]], y=[0])
+    assert reward == [[1.0, 1.0, 1.0]]
+
+
+def test_merlin_arthur() -> None:
+    handler = build(MerlinArthurProtocolHandler)
+    done, _, terminated, reward = step(
+        handler,
+        [0, 0, 1, 1, 1],
+        [[C, C, A], [C, C, A], [C, C, A], [C, C, R], [C, C, C]],
+        y=[1, 1, 0, 0, 1],
+        seed=[0, 1, 2, 3, 4],
+    )
+    assert done == [False, False, True, True, True]
+    assert terminated == [False, False, False, False, True]
+    assert reward == [
+        [0.0, 0.0, 0.0],
+        [0.0, 0.0, 0.0],
+        [0.0, 0.5, -1.0],
+        [0.5, 0.0, 1.0],
+        [0.0, 0.0, -2.0],
+    ]
+
+
+def test_solo_verifier() -> None:
+    handler = build(SoloVerifierProtocolHandler)
+    done, agent_done, terminated, reward = step(
+        handler, [0, 0, 0], [[A], [A], [C]], y=[1, 0, 1]
+    )
+    assert done == [True, True, True]
+    assert agent_done == [[True], [True], [True]]
+    assert terminated == [False, False, True]
+    assert reward == [[1.0], [-1.0], [-2.0]]
+
+
+def test_multi_channel_test() -> None:
+    handler = build(MultiChannelTestProtocolHandler)  # prover0..2, verifier
+    done, _, terminated, reward = step(
+        handler,
+        [0, 2, 2, 5, 7],
+        [[C, C, C, A], [C, C, C, A], [C, C, C, C], [C, C, C, R], [C, C, C, C]],
+        y=[1, 1, 1, 0, 1],
+    )
+    assert done == [False, True, False, True, True]
+    assert terminated == [False, False, False, False, True]
+    assert reward == [
+        [0.0, 0.0, 0.0, 0.0],
+        [0.0, 0.0, 0.0, 1.0],
+        [0.0, 0.0, 0.0, 0.25],
+        [0.0, 0.0, 0.0, 1.0],
+        [0.0, 0.0, 0.0, -2.0],
+    ]
+
+
+# ---------------------------------------------------------------------------------
+# Reward ranges
+# ---------------------------------------------------------------------------------
+
+
+def test_reward_ranges() -> None:
+    handler = build(NipProtocolHandler, nip_protocol={"max_message_rounds": 7})
+    # 4 verifier turns: verdict after 3 continues (+0.75), or 4 continues then -2
+    assert handler.max_reward("verifier") == pytest.approx(1.75)
+    assert handler.min_reward("verifier") == pytest.approx(-1.0)
+    assert handler.max_reward("prover") == 0.5
+    assert handler.min_reward("prover") == 0.0
+    assert handler.reward_mid_point_estimate("prover") == 0.25
+    multi = build(MultiChannelTestProtocolHandler)
+    assert multi.max_reward("prover1") == 0.0
+    with pytest.raises(KeyError):
+        handler.max_reward("judge")

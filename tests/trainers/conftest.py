@@ -1,0 +1,1 @@
+from nip_core.testing.synthetic.fixtures import synthetic_scenario  # noqa: F401
