@@ -325,6 +325,9 @@ class ProtocolStepInputs:
             )
         else:
             agent_done = _as_tensor(agent_done_value).bool()
+            # TorchRL keeps a trailing feature dimension of 1 on per-agent entries
+            if agent_done.shape == (*batch_shape, num_agents, 1):
+                agent_done = agent_done.squeeze(-1)
         stance_value = read_entry(env_td, "prover_stance")
         prover_stance = (
             None if stance_value is None else _as_tensor(stance_value).long()

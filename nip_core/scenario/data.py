@@ -141,13 +141,36 @@ class Dataset(ABC):
         return resolve_data_dir(self.settings)
 
     @property
+    def is_own_data(self) -> bool:
+        """Whether the dataset name is a path to the researcher's own data.
+
+        A name with a path separator, or starting with ``.`` or ``~``.
+        """
+        name = self.name
+        return "/" in name or "\\" in name or name.startswith((".", "~"))
+
+    @property
     def dataset_dir(self) -> Path:
-        """``<data_dir>/<scenario>/<dataset>``: everything about this dataset."""
+        """Where everything derived from this dataset lives.
+
+        ``<data_dir>/<scenario>/<dataset>`` for a named dataset; for a path to one's
+        own data, ``<data_dir>/<scenario>/own/<folder name>-<hash of the path>``.
+        """
+        if self.is_own_data:
+            path = Path(self.name).expanduser().resolve()
+            digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+            return self.data_dir / self.scenario / "own" / f"{path.name}-{digest}"
         return self.data_dir / self.scenario / self.name
 
     @property
     def raw_dir(self) -> Path:
-        """Where the dataset's raw files live (``<dataset_dir>/raw``)."""
+        """Where the dataset's raw files live.
+
+        ``<dataset_dir>/raw`` for a named dataset; the path itself for one's own
+        data.
+        """
+        if self.is_own_data:
+            return Path(self.name).expanduser().resolve()
         return self.dataset_dir / "raw"
 
     def how_to_get(self) -> str:
@@ -156,6 +179,8 @@ class Dataset(ABC):
         Subclasses override this when the dataset comes from somewhere else (a
         download, another tool).
         """
+        if self.is_own_data:
+            return f"check the path {str(self.raw_dir)!r}"
         return (
             f"generate it with `nip datasets generate {self.scenario} {self.name}`, "
             f"or place its files in {self.raw_dir} (the data directory is set by the "

@@ -61,9 +61,9 @@ def synthetic_rollout(num_envs: int = 64, episodes_per_env: int = 4, seed: int =
 def fast_params(**overrides) -> MessageRegressionParameters:
     values = dict(
         enabled=True,
-        mlp_num_epochs=40,
-        mlp_batch_size=32,
-        mlp_learning_rate=0.01,
+        mlp_num_epochs=60,
+        mlp_batch_size=256,
+        mlp_learning_rate=0.05,
         test_size=0.25,
     )
     values.update(overrides)

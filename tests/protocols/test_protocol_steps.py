@@ -246,6 +246,17 @@ def test_y_without_trailing_dimension_and_plain_dicts_are_accepted() -> None:
     assert reward.tolist() == [[0.5, 1.0], [0.5, -1.0]]
 
 
+def test_trailing_feature_dimensions_are_accepted() -> None:
+    handler = build(NipProtocolHandler)
+    td = make_protocol_step_td(handler, [0, 0], [[C, A], [C, A]], y=[1, 1])
+    td["done"] = torch.tensor([[False], [True]])
+    td["agents", "done"] = torch.zeros(2, 2, 1, dtype=torch.bool)
+    shared_done, agent_done, _, reward = handler.step_interaction_protocol(td)
+    assert shared_done.tolist() == [True, True]
+    assert agent_done.shape == (2, 2)
+    assert reward.tolist() == [[0.5, 1.0], [0.0, 0.0]]
+
+
 def test_missing_keys_and_wrong_shapes_are_explained() -> None:
     handler = build(NipProtocolHandler)
     td = make_protocol_step_td(handler, [0], [[C, A]])

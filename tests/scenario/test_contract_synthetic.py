@@ -17,7 +17,9 @@ class TestSyntheticScenarioContract(ScenarioContract):
         self._synthetic = synthetic_scenario
         return synthetic_scenario
 
-    def make_hyper_params(self, interaction_protocol: str, zero_knowledge: bool = False):
+    def make_hyper_params(
+        self, interaction_protocol: str, zero_knowledge: bool = False
+    ):
         return self._synthetic.hyper_params(
             interaction_protocol, zero_knowledge=zero_knowledge
         )

@@ -41,7 +41,9 @@ def _dist(message_logits, decision_logits, active, decision_mask, **kwargs):
 def test_log_prob_is_the_sum_over_active_actions_only():
     message_logits, decision_logits, active, decision_mask = _inputs()
     dist = _dist(message_logits, decision_logits, active, decision_mask)
-    message = torch.randint(0, N, (B, A, C, P), generator=torch.Generator().manual_seed(1))
+    message = torch.randint(
+        0, N, (B, A, C, P), generator=torch.Generator().manual_seed(1)
+    )
     decision = torch.tensor([[0, 1, 2], [2, 1, 0]])
     log_prob = dist.log_prob(message, decision)
     assert log_prob.shape == (B, A)
@@ -67,7 +69,9 @@ def test_inactive_actions_change_neither_log_prob_nor_entropy():
     other_decision_logits = torch.where(
         decision_mask[..., None], decision_logits, -decision_logits * 5
     )
-    other_message = torch.where(~active[..., None], torch.full_like(message, 3), message)
+    other_message = torch.where(
+        ~active[..., None], torch.full_like(message, 3), message
+    )
     other_decision = torch.where(decision_mask, decision, torch.zeros_like(decision))
     other = _dist(other_message_logits, other_decision_logits, active, decision_mask)
 
@@ -90,8 +94,12 @@ def test_entropy_counts_active_channels_and_decisions():
     dist = _dist(message_logits, decision_logits, active, decision_mask)
     expected = active.sum(-1) * P * math.log(N) + decision_mask * math.log(3)
     assert torch.allclose(dist.entropy(), expected.float())
-    assert torch.allclose(dist.message_entropy(), (active.sum(-1) * math.log(N)).float())
-    assert torch.allclose(dist.decision_entropy(), (decision_mask * math.log(3)).float())
+    assert torch.allclose(
+        dist.message_entropy(), (active.sum(-1) * math.log(N)).float()
+    )
+    assert torch.allclose(
+        dist.decision_entropy(), (decision_mask * math.log(3)).float()
+    )
 
 
 def test_invalid_messages_get_no_probability():
@@ -139,7 +147,11 @@ def test_log_prob_accepts_the_action_tensordict():
     message, decision = dist.sample()
     assert message.shape == (B, A, C, P) and decision.shape == (B, A)
     td = TensorDict(
-        {K.AGENTS: TensorDict({K.MESSAGE_SELECTED: message, K.DECISION: decision}, [B, A])},
+        {
+            K.AGENTS: TensorDict(
+                {K.MESSAGE_SELECTED: message, K.DECISION: decision}, [B, A]
+            )
+        },
         [B],
     )
     assert torch.equal(dist.log_prob(td), dist.log_prob(message, decision))
@@ -175,5 +187,7 @@ def test_policy_actor_writes_actions_and_per_agent_log_prob():
     log_prob = out[K.AGENTS, K.SAMPLE_LOG_PROB]
     assert log_prob.shape == (B, A)
     dist = _dist(message_logits, decision_logits, active, decision_mask)
-    expected = dist.log_prob(out[K.AGENTS, K.MESSAGE_SELECTED], out[K.AGENTS, K.DECISION])
+    expected = dist.log_prob(
+        out[K.AGENTS, K.MESSAGE_SELECTED], out[K.AGENTS, K.DECISION]
+    )
     assert torch.allclose(log_prob, expected)

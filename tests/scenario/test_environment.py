@@ -31,7 +31,9 @@ def _act(env, td, messages, decisions):
 @pytest.fixture
 def nip_env(synthetic_scenario):
     # verifier first, rounds 0 (verifier), 1 (prover), 2 (verifier); 4 envs
-    instance = synthetic_scenario.build(synthetic_scenario.hyper_params("nip"), roles=())
+    instance = synthetic_scenario.build(
+        synthetic_scenario.hyper_params("nip"), roles=()
+    )
     return instance.train_environment
 
 
@@ -187,9 +189,9 @@ def test_linear_message_space(synthetic_scenario):
     )
     env = synthetic_scenario.build(hp, roles=()).train_environment
     td = _act(env, env.reset(), messages=[4, 2], decisions=[CONTINUE, CONTINUE])
-    td[K.AGENTS, K.LINEAR_MESSAGE_SELECTED] = torch.tensor([0, 2]).reshape(
-        1, 2, 1, 1
-    ).expand(4, 2, 1, 1)
+    td[K.AGENTS, K.LINEAR_MESSAGE_SELECTED] = (
+        torch.tensor([0, 2]).reshape(1, 2, 1, 1).expand(4, 2, 1, 1)
+    )
     td[K.AGENTS, K.LINEAR_MESSAGE_LOGITS] = torch.zeros(4, 2, 1, 1, 3)
     nxt = env.step(td)["next"]
     assert nxt[K.LINEAR_MESSAGE].shape == (4, 1, 1, 3)

@@ -48,7 +48,15 @@ from tensordict import TensorDictBase
 
 from nip_core.records import resolve_ref
 from nip_core.scenario import keys as K
-from nip_core.scenario.agents import Agent, combine_parts
+from nip_core.scenario.agents import (
+    Agent,
+    CombinedPolicyHead,
+    CombinedValueHead,
+    ConstantAgentValueHead,
+    RandomAgentPolicyHead,
+    agent_view,
+    combine_parts,
+)
 from nip_core.scenario.distributions import NipActionDistribution
 from nip_core.scenario.instance import ScenarioInstance
 from nip_core.seeding import derive_seed
@@ -130,7 +138,6 @@ def build_scenario_components(
     ``constant_value_head`` parts (falling back to the core's generic classes).
     """
     from nip_core.protocols import build_protocol_handler
-    from nip_core.scenario.agents import ConstantAgentValueHead, RandomAgentPolicyHead
 
     if plugin_manager is None:
         from nip_core.plugins import get_plugin_manager
@@ -418,8 +425,6 @@ class ScenarioContract:
                 for role, part in agent.parts.items():
                     if role.endswith("head"):
                         continue
-                    from nip_core.scenario.agents import agent_view
-
                     view = agent_view(td, part, part.agent_index, None)
                     out = part(view)
                     assert set(part.out_keys) <= set(out.keys(True, True)), (
@@ -429,11 +434,6 @@ class ScenarioContract:
     def test_random_agents_act_uniformly(
         self, scenario_plugin: Any, scenario_settings: Any
     ):
-        from nip_core.scenario.agents import (
-            ConstantAgentValueHead,
-            RandomAgentPolicyHead,
-        )
-
         for label, instance in self._each_case(scenario_settings, roles=()):
             env = instance.train_environment
             handler = instance.protocol_handler
@@ -450,8 +450,6 @@ class ScenarioContract:
                 name: random_class(hyper_params, env.settings, name, handler)
                 for name in handler.agent_names
             }
-            from nip_core.scenario.agents import CombinedPolicyHead, CombinedValueHead
-
             combined = CombinedPolicyHead(hyper_params, env.settings, handler, heads)
             td = combined(env.reset())
             dist = NipActionDistribution(

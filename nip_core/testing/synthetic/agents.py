@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import attrs
 import torch
 import torch.nn.functional as F
 from tensordict import TensorDict, TensorDictBase
@@ -17,9 +18,20 @@ from nip_core.scenario.agents import (
     AgentValueHead,
     SoloAgentHead,
 )
+from nip_core.testing.synthetic.parameters import SyntheticAgentParameters
 
 REPRESENTATION = "body_representation"
-"""The body's output: float ``(*batch, d_hidden)``."""
+"""The body's output: float ``(*batch, d_representation)``, the same width for every
+agent so that the combined body can stack it."""
+
+
+def agent_setting(agent_params: Any, name: str) -> Any:
+    """A synthetic agent parameter, or its default for agents without it (random
+    agents have plain :class:`~nip_core.parameters.RandomAgentParameters` but still
+    need a body for the combined body to stack)."""
+    if hasattr(agent_params, name):
+        return getattr(agent_params, name)
+    return attrs.fields_dict(SyntheticAgentParameters)[name].default
 
 
 class SyntheticAgentBody(AgentBody):
@@ -41,14 +53,16 @@ class SyntheticAgentBody(AgentBody):
             * int(hyper_params.message_size)
             * num_bits
         )
+        self.include_round = bool(agent_setting(self.agent_params, "include_round"))
         d_in = num_bits + history_size
-        if self.agent_params.include_round:
+        if self.include_round:
             d_in += self.max_message_rounds + 1
-        d_hidden = int(self.agent_params.d_hidden)
+        d_hidden = int(agent_setting(self.agent_params, "d_hidden"))
         layers: list[nn.Module] = []
-        for _ in range(int(self.agent_params.num_layers)):
+        for _ in range(int(agent_setting(self.agent_params, "num_layers"))):
             layers += [nn.Linear(d_in, d_hidden), nn.Tanh()]
             d_in = d_hidden
+        layers += [nn.Linear(d_in, int(hyper_params.d_representation)), nn.Tanh()]
         self.mlp = nn.Sequential(*layers).to(self._default_device)
         self.init_weights()
 
@@ -58,7 +72,7 @@ class SyntheticAgentBody(AgentBody):
             tensordict.get("x").float(),
             tensordict.get(K.MESSAGE_HISTORY).reshape(*batch_shape, -1).float(),
         ]
-        if self.agent_params.include_round:
+        if self.include_round:
             round_id = tensordict.get(K.ROUND).clamp(max=self.max_message_rounds)
             features.append(F.one_hot(round_id, self.max_message_rounds + 1).float())
         representation = self.mlp(torch.cat(features, dim=-1))
@@ -72,7 +86,7 @@ class SyntheticAgentPolicyHead(AgentPolicyHead):
 
     def __init__(self, hyper_params, settings, agent_name, protocol_handler):
         super().__init__(hyper_params, settings, agent_name, protocol_handler)
-        d_hidden = int(self.agent_params.d_hidden)
+        d_representation = int(hyper_params.d_representation)
         self.message_shape = (
             self.num_message_channels,
             int(hyper_params.message_size),
@@ -80,15 +94,18 @@ class SyntheticAgentPolicyHead(AgentPolicyHead):
         )
         device = self._default_device
         self.message_selector = nn.Linear(
-            d_hidden,
+            d_representation,
             self.message_shape[0] * self.message_shape[1] * self.message_shape[2],
         ).to(device)
-        self.decider = nn.Linear(d_hidden, 3).to(device) if self.has_decider else None
+        self.decider = (
+            nn.Linear(d_representation, 3).to(device) if self.has_decider else None
+        )
         self.linear_message_selector = None
         if hyper_params.include_linear_message_space:
             self.d_linear = int(hyper_params.d_linear_message_space)
             self.linear_message_selector = nn.Linear(
-                d_hidden, self.message_shape[0] * self.message_shape[1] * self.d_linear
+                d_representation,
+                self.message_shape[0] * self.message_shape[1] * self.d_linear,
             ).to(device)
         self.init_weights()
 
@@ -124,7 +141,7 @@ class SyntheticAgentValueHead(AgentValueHead):
 
     def __init__(self, hyper_params, settings, agent_name, protocol_handler):
         super().__init__(hyper_params, settings, agent_name, protocol_handler)
-        self.value = nn.Linear(int(self.agent_params.d_hidden), 1).to(
+        self.value = nn.Linear(int(hyper_params.d_representation), 1).to(
             self._default_device
         )
         self.init_weights()
@@ -141,7 +158,7 @@ class SyntheticSoloAgentHead(SoloAgentHead):
 
     def __init__(self, hyper_params, settings, agent_name, protocol_handler):
         super().__init__(hyper_params, settings, agent_name, protocol_handler)
-        self.classifier = nn.Linear(int(self.agent_params.d_hidden), 2).to(
+        self.classifier = nn.Linear(int(hyper_params.d_representation), 2).to(
             self._default_device
         )
         self.init_weights()

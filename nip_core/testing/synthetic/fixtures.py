@@ -72,15 +72,16 @@ class SyntheticScenario:
     ) -> dict[str, Any]:
         """The keyword arguments of :meth:`hyper_params` as a dict.
 
-        Defaults: tiny agents (width 4), 4 rollouts per iteration, 3 rounds for
-        nip, debate and mnip, 6-bit vectors, 16 train and 8 test datapoints. ``overrides`` are merged
-        into them section by section.
+        Defaults: tiny agents (widths 4), 4 rollouts per iteration, 3 rounds for
+        nip, debate and mnip, 6-bit vectors, 16 train and 8 test datapoints.
+        ``overrides`` are merged into them section by section.
         """
         base: dict[str, Any] = {
             "scenario": "synthetic",
             "trainer": trainer,
             "dataset": "tiny",
             "interaction_protocol": interaction_protocol,
+            "d_representation": 4,
             "agents": {"_default": {"d_hidden": 4}},
             "rl": {"frames_per_batch": None, "rollouts_per_iteration": 4},
             "nip_protocol": {"max_message_rounds": 3, "min_message_rounds": 1},

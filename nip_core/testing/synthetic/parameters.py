@@ -41,7 +41,8 @@ class SyntheticAgentParameters(AgentParameters):
     Parameters
     ----------
     d_hidden : int
-        The width of the body's hidden layer (its representation).
+        The width of the body's hidden layers (its output has the experiment's
+        ``d_representation``, the same for every agent).
     num_layers : int
         The number of hidden layers of the body.
     include_round : bool

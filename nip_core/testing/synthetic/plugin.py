@@ -21,7 +21,7 @@ class SyntheticPlugin:
                 dataset_class=f"{_MODULE}.data:SyntheticDataset",
                 environment_class=f"{_MODULE}.environment:SyntheticEnvironment",
                 default_dataset="tiny",
-                datasets=("tiny",),
+                datasets=("tiny", "small"),
                 description="Bit-vectors with or without two adjacent ones (tests)",
             )
         ]

@@ -1,0 +1,424 @@
+"""Graph-pair datasets on disk: the plugin's format, named datasets, original files.
+
+Format (one directory per dataset)::
+
+    <dataset>/
+      metadata.json   generator version, recipe, seed, command, split sizes
+      train.npz       one compressed NumPy archive per split
+      test.npz
+
+Each split archive holds, for ``P`` pairs (``x`` is ``a`` or ``b``, the pair's first
+and second graph):
+
+============== ======================= =============================================
+key            shape, dtype            meaning
+============== ======================= =============================================
+``edges_x``    ``(E_x, 2)`` uint8      undirected edges ``(i, j)``, ``i < j``, node
+                                       indices local to their graph
+``slices_x``   ``(P + 1,)`` int64      the edges of pair ``k`` are rows
+                                       ``slices_x[k]:slices_x[k + 1]``
+``sizes``      ``(P, 2)`` int16        node counts of the two graphs
+``wl_scores``  ``(P,)`` int16          first WL round separating the pair; ``-1``
+                                       for isomorphic pairs
+``labels``     ``(P,)`` int8           1 iff the graphs are isomorphic
+============== ======================= =============================================
+
+The original library's files (``<name>/raw/<split>/data.pt``: ``edge_index_a/b``,
+``slices_a/b``, ``sizes_a/b``, ``wl_scores``) are read by :func:`read_original_data_pt`
+and converted by ``nip datasets generate graph_isomorphism NAME --from-original DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+
+from nip_core.errors import DatasetNotFoundError
+from nip_plugin_graph_isomorphism.generation import (
+    GENERATOR_VERSION,
+    GenerationConfig,
+    GraphPairs,
+    generate_pairs,
+)
+
+__all__ = [
+    "NAMED_DATASETS",
+    "NamedDataset",
+    "build_dataset",
+    "read_original_data_pt",
+    "read_split",
+    "resolve_dataset",
+    "write_dataset",
+]
+
+SPLITS = ("train", "test")
+
+
+@attrs.frozen(kw_only=True)
+class NamedDataset:
+    """A dataset every installation can resolve, identical for one plugin version.
+
+    Parameters
+    ----------
+    train : GenerationConfig
+        The train split's recipe.
+    test : GenerationConfig
+        The test split's recipe.
+    seed : int
+        The seed (the test split uses a seed derived from it).
+    shipped : bool
+        Whether the files ship inside the package (``True``) or are generated on
+        first use and cached in the data directory (``False``; under a minute).
+    """
+
+    train: GenerationConfig
+    test: GenerationConfig
+    seed: int
+    shipped: bool
+
+
+NAMED_DATASETS: dict[str, NamedDataset] = {
+    "test": NamedDataset(
+        train=GenerationConfig(num_pairs=100, graph_sizes=(7, 8)),
+        test=GenerationConfig(num_pairs=100, graph_sizes=(7, 8)),
+        seed=0,
+        shipped=False,
+    ),
+    "eru10000": NamedDataset(
+        train=GenerationConfig(num_pairs=10_000),
+        test=GenerationConfig(num_pairs=2_000),
+        seed=10_000,
+        shipped=True,
+    ),
+}
+"""The named datasets: ``test`` (generated on first use) and ``eru10000`` (shipped)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Writing and reading the plugin's format
+# ---------------------------------------------------------------------------------------
+
+
+def _to_edges(adjacency: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pair, row, col = np.nonzero(np.triu(adjacency, k=1))
+    counts = np.bincount(pair, minlength=adjacency.shape[0])
+    slices = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    return np.stack((row, col), axis=1).astype(np.uint8), slices
+
+
+def _to_dense(edges: np.ndarray, slices: np.ndarray, max_nodes: int) -> np.ndarray:
+    num = len(slices) - 1
+    pair = np.repeat(np.arange(num), np.diff(slices))
+    adjacency = np.zeros((num, max_nodes, max_nodes), dtype=np.uint8)
+    rows, cols = edges[:, 0].astype(np.int64), edges[:, 1].astype(np.int64)
+    adjacency[pair, rows, cols] = 1
+    adjacency[pair, cols, rows] = 1
+    return adjacency
+
+
+def write_split(path: Path, pairs: GraphPairs) -> None:
+    """Write one split archive (see the module docstring for the keys)."""
+    edges_a, slices_a = _to_edges(pairs.adjacency[:, 0])
+    edges_b, slices_b = _to_edges(pairs.adjacency[:, 1])
+    np.savez_compressed(
+        path,
+        edges_a=edges_a,
+        slices_a=slices_a,
+        edges_b=edges_b,
+        slices_b=slices_b,
+        sizes=pairs.sizes.astype(np.int16),
+        wl_scores=pairs.wl_scores.astype(np.int16),
+        labels=pairs.labels.astype(np.int8),
+    )
+
+
+def read_split(dataset_dir: Path, split: str) -> GraphPairs:
+    """Read one split of a dataset in the plugin's format.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        When the split's archive is missing.
+    """
+    path = Path(dataset_dir) / f"{split}.npz"
+    if not path.is_file():
+        raise DatasetNotFoundError(
+            f"graph isomorphism dataset {Path(dataset_dir).name!r} has no {split!r} "
+            f"split: {path} does not exist"
+        )
+    with np.load(path) as archive:
+        sizes = archive["sizes"].astype(np.int64)
+        max_nodes = int(sizes.max()) if sizes.size else 0
+        adjacency = np.stack(
+            (
+                _to_dense(archive["edges_a"], archive["slices_a"], max_nodes),
+                _to_dense(archive["edges_b"], archive["slices_b"], max_nodes),
+            ),
+            axis=1,
+        )
+        return GraphPairs(
+            adjacency=adjacency,
+            sizes=sizes,
+            wl_scores=archive["wl_scores"].astype(np.int64),
+            labels=archive["labels"].astype(np.int64),
+        )
+
+
+def write_dataset(
+    dataset_dir: Path, splits: dict[str, GraphPairs], metadata: dict[str, Any]
+) -> Path:
+    """Write a dataset directory atomically (a temporary directory, then renamed)."""
+    dataset_dir = Path(dataset_dir)
+    dataset_dir.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{dataset_dir.name}-", dir=dataset_dir.parent))
+    try:
+        for split, pairs in splits.items():
+            write_split(temporary / f"{split}.npz", pairs)
+        metadata = {
+            **metadata,
+            "format": "nip-graph-isomorphism-npz/1",
+            "splits": {split: len(pairs) for split, pairs in splits.items()},
+        }
+        (temporary / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+        if dataset_dir.exists():
+            shutil.rmtree(dataset_dir)
+        temporary.rename(dataset_dir)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return dataset_dir
+
+
+# ---------------------------------------------------------------------------------------
+# The original library's files
+# ---------------------------------------------------------------------------------------
+
+
+def read_original_data_pt(path: Path) -> GraphPairs:
+    """Read a ``data.pt`` written by the original library's generator.
+
+    The file is a dict of tensors: ``edge_index_a/b`` ``(2, E)`` directed edges
+    (both directions) with graph-local node indices, ``slices_a/b`` cumulative edge
+    counts (starting at 0; they may stop early when the last graphs have no edges),
+    ``sizes_a/b`` and ``wl_scores`` (``-1`` = isomorphic).
+    """
+    import torch
+
+    data = torch.load(Path(path), map_location="cpu", weights_only=True)
+    missing = {"edge_index_a", "edge_index_b", "slices_a", "slices_b", "wl_scores"} - set(data)
+    if missing:
+        raise DatasetNotFoundError(
+            f"{path} is not a graph isomorphism data.pt of the original library: "
+            f"keys {sorted(missing)} are missing"
+        )
+    wl_scores = data["wl_scores"].numpy().astype(np.int64)
+    num = len(wl_scores)
+    sizes_a = data["sizes_a"].numpy().astype(np.int64)
+    sizes_b = data.get("sizes_b", data["sizes_a"]).numpy().astype(np.int64)
+    max_nodes = int(max(sizes_a.max(), sizes_b.max())) if num else 0
+
+    def dense(side: str) -> np.ndarray:
+        edge_index = data[f"edge_index_{side}"].numpy().astype(np.int64)
+        slices = data[f"slices_{side}"].numpy().astype(np.int64)
+        # bincount-based slices end at the last graph with an edge: pad them
+        if len(slices) < num + 1:
+            slices = np.concatenate((slices, np.full(num + 1 - len(slices), slices[-1])))
+        pair = np.repeat(np.arange(num), np.diff(slices[: num + 1]))
+        adjacency = np.zeros((num, max_nodes, max_nodes), dtype=np.uint8)
+        adjacency[pair, edge_index[0], edge_index[1]] = 1
+        adjacency[pair, edge_index[1], edge_index[0]] = 1
+        return adjacency
+
+    return GraphPairs(
+        adjacency=np.stack((dense("a"), dense("b")), axis=1),
+        sizes=np.stack((sizes_a, sizes_b), axis=1),
+        wl_scores=wl_scores,
+        labels=(wl_scores == -1).astype(np.int64),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Building and resolving
+# ---------------------------------------------------------------------------------------
+
+
+def _parse_list(value: str | tuple | list | None, kind: type) -> tuple | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return tuple(kind(v) for v in value.replace(" ", "").split(",") if v)
+    return tuple(kind(v) for v in value)
+
+
+def build_dataset(
+    name: str,
+    data_dir: Path,
+    num_pairs: int | None = None,
+    test_pairs: int | None = None,
+    seed: int | None = None,
+    graph_sizes: str | None = None,
+    edge_probabilities: str | None = None,
+    workers: int | None = None,
+    from_original: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Generate (or convert) a dataset into ``data_dir / name``.
+
+    This is the ``nip datasets generate graph_isomorphism NAME`` builder. A named
+    dataset (``test``, ``eru10000``) with no options is generated from its recorded
+    recipe and seed; any option starts from the ``eru10000`` recipe.
+
+    Parameters
+    ----------
+    name : str
+        The dataset's name (its directory).
+    data_dir : Path
+        The data directory.
+    num_pairs, test_pairs : int | None
+        Pairs in the train and test splits (test defaults to a fifth of train).
+    seed : int | None
+        The seed (default 0).
+    graph_sizes, edge_probabilities : str | None
+        Comma-separated cells, e.g. ``"7,8,9"`` and ``"0.2,0.4"``.
+    workers : int | None
+        Processes (default: two, or one on a single core).
+    from_original : str | None
+        Convert the original library's dataset directory (with
+        ``raw/train/data.pt`` and optionally ``raw/test/data.pt``) instead of
+        generating.
+    progress : bool
+        Show progress bars.
+    """
+    target = Path(data_dir) / name
+    command = " ".join(["nip", "datasets", "generate", "graph_isomorphism", name])
+    if from_original:
+        return _convert_original(Path(from_original), target)
+
+    options_given = any(
+        v is not None for v in (num_pairs, test_pairs, seed, graph_sizes, edge_probabilities)
+    )
+    if name in NAMED_DATASETS and not options_given:
+        named = NAMED_DATASETS[name]
+        train_config, test_config, seed = named.train, named.test, named.seed
+    else:
+        base = NAMED_DATASETS["eru10000"].train
+        sizes = _parse_list(graph_sizes, int) or base.graph_sizes
+        probabilities = _parse_list(edge_probabilities, float) or base.edge_probabilities
+        num_pairs = num_pairs or base.num_pairs
+        test_pairs = test_pairs or max(1, num_pairs // 5)
+        train_config = attrs.evolve(
+            base, num_pairs=num_pairs, graph_sizes=sizes, edge_probabilities=probabilities
+        )
+        test_config = attrs.evolve(train_config, num_pairs=test_pairs)
+        seed = 0 if seed is None else seed
+        command += f" --num-pairs {num_pairs} --test-pairs {test_pairs} --seed {seed}"
+        command += f" --graph-sizes {','.join(map(str, sizes))}"
+        command += f" --edge-probabilities {','.join(map(str, probabilities))}"
+    return generate_named(name, target, train_config, test_config, seed, command, workers, progress)
+
+
+def generate_named(
+    name: str,
+    target: Path,
+    train_config: GenerationConfig,
+    test_config: GenerationConfig,
+    seed: int,
+    command: str,
+    workers: int | None = None,
+    progress: bool = False,
+) -> Path:
+    """Generate both splits and write them with their metadata into ``target``."""
+    from nip_core.seeding import derive_seed
+
+    splits = {
+        "train": generate_pairs(
+            train_config, seed=derive_seed(seed, "train"), workers=workers,
+            progress=progress, description=f"{name} train",
+        ),
+        "test": generate_pairs(
+            test_config, seed=derive_seed(seed, "test"), workers=workers,
+            progress=progress, description=f"{name} test",
+        ),
+    }
+    metadata = {
+        "name": name,
+        "generator_version": GENERATOR_VERSION,
+        "seed": seed,
+        "split_seeds": {"train": f"derive_seed({seed}, 'train')", "test": f"derive_seed({seed}, 'test')"},
+        "recipe": {
+            "train": attrs.asdict(train_config),
+            "test": attrs.asdict(test_config),
+        },
+        "command": command,
+        "python": sys.version.split()[0],
+    }
+    return write_dataset(target, splits, metadata)
+
+
+def _convert_original(source: Path, target: Path) -> Path:
+    splits = {}
+    for split in SPLITS:
+        for candidate in (source / "raw" / split / "data.pt", source / split / "data.pt"):
+            if candidate.is_file():
+                splits[split] = read_original_data_pt(candidate)
+                break
+    if "train" not in splits:
+        raise DatasetNotFoundError(
+            f"no original dataset at {source}: expected {source}/raw/train/data.pt"
+        )
+    metadata = {
+        "name": target.name,
+        "converted_from": str(source),
+        "command": f"nip datasets generate graph_isomorphism {target.name} "
+        f"--from-original {source}",
+    }
+    return write_dataset(target, splits, metadata)
+
+
+def shipped_dir(name: str) -> Path:
+    """The directory of a dataset shipped inside the package."""
+    return Path(str(resources.files("nip_plugin_graph_isomorphism") / "data" / name))
+
+
+def resolve_dataset(name: str, data_dir: Path | None) -> Path:
+    """Find a dataset's directory, generating a named one on first use.
+
+    Looked up in order: ``data_dir / name`` (generated or converted by the user),
+    the package's shipped datasets, then the named recipes that are cheap enough to
+    generate (cached into ``data_dir``).
+
+    Raises
+    ------
+    DatasetNotFoundError
+        When the dataset is nowhere and is not a named one.
+    """
+    if data_dir is not None and (Path(data_dir) / name / "train.npz").is_file():
+        return Path(data_dir) / name
+    shipped = shipped_dir(name)
+    if (shipped / "train.npz").is_file():
+        return shipped
+    named = NAMED_DATASETS.get(name)
+    if named is not None and data_dir is not None:
+        return generate_named(
+            name,
+            Path(data_dir) / name,
+            named.train,
+            named.test,
+            named.seed,
+            f"nip datasets generate graph_isomorphism {name}",
+        )
+    known = ", ".join(sorted(NAMED_DATASETS))
+    raise DatasetNotFoundError(
+        f"graph isomorphism dataset {name!r} not found in {data_dir}. Named datasets: "
+        f"{known}. Generate another with `nip datasets generate graph_isomorphism "
+        f"{name} --num-pairs N --seed S`, or convert the original library's with "
+        f"`--from-original DIR`."
+    )

@@ -1,0 +1,181 @@
+"""The generator: exact labels, quotas, determinism and the sampling distribution."""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import math
+import random
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+
+from nip_plugin_graph_isomorphism import generation
+from nip_plugin_graph_isomorphism.degree_sequences import (
+    count_graphs_with_degrees,
+    degree_multiset_table,
+    sample_graph_with_degrees,
+)
+from nip_plugin_graph_isomorphism.generation import (
+    GenerationConfig,
+    generate_pairs,
+    non_isomorphic_quotas,
+)
+from nip_plugin_graph_isomorphism.wl import graph_hashes
+
+SMALL = GenerationConfig(num_pairs=80, graph_sizes=(6, 7), edge_probabilities=(0.4, 0.6))
+
+
+@pytest.fixture(scope="module")
+def small_dataset():
+    return generate_pairs(SMALL, seed=3, workers=1)
+
+
+def _nx(adjacency: np.ndarray, size: int) -> nx.Graph:
+    return nx.from_numpy_array(adjacency[:size, :size])
+
+
+def test_labels_agree_with_networkx(small_dataset) -> None:
+    data = small_dataset
+    assert len(data) == 80
+    for k in range(len(data)):
+        a = _nx(data.adjacency[k, 0], int(data.sizes[k, 0]))
+        b = _nx(data.adjacency[k, 1], int(data.sizes[k, 1]))
+        assert nx.is_isomorphic(a, b) == bool(data.labels[k]), k
+        assert (data.wl_scores[k] == -1) == bool(data.labels[k])
+
+
+def test_class_mix_follows_the_quotas(small_dataset) -> None:
+    data = small_dataset
+    quotas = non_isomorphic_quotas(SMALL)
+    assert sum(quotas.values()) == 40
+    counts = collections.Counter()
+    for k in range(len(data)):
+        if data.labels[k]:
+            continue
+        n = int(data.sizes[k, 0])
+        score = int(data.wl_scores[k])
+        counts[(n, "1" if score == 1 else "2" if score == 2 else "gt_2")] += 1
+    expected = collections.Counter()
+    for (n, _, c), q in quotas.items():
+        expected[(n, c)] += q
+    assert counts == +expected
+    assert int(data.labels.sum()) == 40
+    # padding rows and columns of the 6-node graphs are empty
+    six = data.sizes[:, 0] == 6
+    assert not data.adjacency[six][:, :, 6:, :].any()
+
+
+def test_quotas_of_eru10000_match_the_original_floors() -> None:
+    quotas = non_isomorphic_quotas(GenerationConfig(num_pairs=10_000))
+    assert len(quotas) == 60
+    for (_, _, c), q in quotas.items():
+        assert q == {"1": 25, "2": 50, "gt_2": 175}[c]
+
+
+def test_same_seed_same_pairs_whatever_the_workers(small_dataset) -> None:
+    again = generate_pairs(SMALL, seed=3, workers=2)
+    assert np.array_equal(again.adjacency, small_dataset.adjacency)
+    assert np.array_equal(again.wl_scores, small_dataset.wl_scores)
+    other = generate_pairs(SMALL, seed=4, workers=1)
+    assert not np.array_equal(other.adjacency, small_dataset.adjacency)
+
+
+def test_isomorphic_pairs_are_permuted_copies(small_dataset) -> None:
+    data = small_dataset
+    iso = np.flatnonzero(data.labels == 1)
+    # independent permutations: most copies differ as labelled graphs
+    differing = sum(
+        not np.array_equal(data.adjacency[k, 0], data.adjacency[k, 1]) for k in iso
+    )
+    assert differing > len(iso) // 2
+
+
+def test_counts_match_brute_force() -> None:
+    for n in range(1, 7):
+        counts: collections.Counter = collections.Counter()
+        pairs = list(itertools.combinations(range(n), 2))
+        for bits in range(2 ** len(pairs)):
+            degrees = [0] * n
+            for e, (i, j) in enumerate(pairs):
+                if bits >> e & 1:
+                    degrees[i] += 1
+                    degrees[j] += 1
+            counts[tuple(degrees)] += 1
+        for degrees, count in counts.items():
+            assert count_graphs_with_degrees(degrees) == count
+        _, _, log_counts = degree_multiset_table(n)
+        assert math.isclose(np.exp(log_counts).sum(), 2 ** len(pairs), rel_tol=1e-9)
+
+
+def test_direct_sampler_is_uniform() -> None:
+    scipy_stats = pytest.importorskip("scipy.stats")
+    degrees = [2, 2, 2, 1, 1]
+    rng = random.Random(0)
+    draws = collections.Counter(
+        sample_graph_with_degrees(degrees, rng).tobytes() for _ in range(3000)
+    )
+    assert len(draws) == count_graphs_with_degrees(degrees)
+    assert all(
+        (np.frombuffer(k, np.uint8).reshape(5, 5).sum(1) == degrees).all() for k in draws
+    )
+    assert scipy_stats.chisquare(list(draws.values())).pvalue > 0.001
+
+
+def _accepted(method: str, score_class: str, n: int, p: float, target: int, seed: int):
+    stream = generation._Stream(
+        n=n, p=p, score_class=score_class, quota=target, method=method, seed=seed,
+        max_iterations=5,
+    )
+    pairs = []
+    index = 0
+    while sum(len(x) for x in pairs) < target:
+        pairs.append(generation._run_unit(stream, index).adjacency)
+        index += 1
+    return np.concatenate(pairs)[:target]
+
+
+def _categories(pairs: np.ndarray) -> list[tuple]:
+    """Isomorphism class of each graph of each ordered pair (WL hashes suffice here)."""
+    flat = torch.from_numpy(pairs.reshape(-1, *pairs.shape[-2:]))
+    hashes = graph_hashes(flat, num_rounds=4)[:, -1].reshape(-1, 2)
+    return [tuple(h) for h in hashes.tolist()]
+
+
+def test_degree_matched_proposals_match_rejection_sampling() -> None:
+    """Accepted pairs of one cell have one law under both proposal schemes.
+
+    Categories are the (isomorphism-class-like) WL hashes of both graphs of a pair,
+    which capture the degree multiset the smarter scheme draws as well as the graph
+    it then picks; a two-sample chi-square test must not tell the schemes apart.
+    """
+    scipy_stats = pytest.importorskip("scipy.stats")
+    n, p, target = 6, 0.4, 3000
+    exact = _categories(_accepted("rejection", "2", n, p, target, seed=11))
+    smart = _categories(_accepted("degree_matched", "2", n, p, target, seed=12))
+    both = collections.Counter(exact) + collections.Counter(smart)
+    common = [c for c, k in both.items() if k >= 20]
+    table = np.array(
+        [
+            [collections.Counter(sample)[c] for c in common]
+            + [sum(1 for x in sample if x not in set(common))]
+            for sample in (exact, smart)
+        ]
+    )
+    assert table.shape[1] > 10
+    assert scipy_stats.chi2_contingency(table).pvalue > 0.001
+    # the same test does detect a different law: plain ER pairs with equal sizes
+    generator = torch.Generator().manual_seed(5)
+    edges = generation._er_edges(2 * target, n, p, generator)
+    adjacency = generation._edges_to_adjacency(edges, n).numpy()
+    plain = _categories(np.stack((adjacency[:target], adjacency[target:]), axis=1))
+    table_plain = np.array(
+        [
+            [collections.Counter(sample)[c] for c in common]
+            + [sum(1 for x in sample if x not in set(common))]
+            for sample in (exact, plain)
+        ]
+    )
+    assert scipy_stats.chi2_contingency(table_plain).pvalue < 1e-6

@@ -1,0 +1,449 @@
+"""The loss modules of the PPO plugin.
+
+- :class:`PerAgentPpoLoss` presents TorchRL's :class:`~torchrl.objectives.ClipPPOLoss`
+  and :class:`~torchrl.objectives.KLPENPPOLoss` the way nip's trainers read losses:
+  one entry per agent (``[agent]``) for every ``loss_*`` term, with the KL divergence
+  and the effective sample size alongside. TorchRL computes everything; the wrapper
+  only asks it for unreduced losses (``reduction="none"``) and averages them over the
+  minibatch, agent by agent.
+- :class:`SpgLoss` builds, per agent, a surrogate over the *joint* likelihood of the
+  sampled actions and hands the agents' surrogates to
+  :func:`~nip_plugin_ppo.stackelberg.stackelberg_update`, which turns them into the
+  update directions of the SPG family.
+
+Importing this module registers the analytic KL divergence of
+:class:`~nip_core.scenario.distributions.NipActionDistribution` with
+:func:`torch.distributions.kl.register_kl` (the KL-penalty objective needs it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torch import Tensor, nn
+from torch.distributions import kl_divergence, register_kl
+
+from nip_core.scenario import keys as K
+from nip_core.scenario.distributions import NipActionDistribution
+from nip_plugin_ppo.stackelberg import stackelberg_update
+
+ADVANTAGE_KEY = (K.AGENTS, "advantage")
+VALUE_TARGET_KEY = (K.AGENTS, "value_target")
+VALUE_KEY = (K.AGENTS, K.VALUE)
+REWARD_KEY = (K.AGENTS, K.REWARD)
+DONE_KEY = (K.AGENTS, K.DONE)
+TERMINATED_KEY = (K.AGENTS, K.TERMINATED)
+LOG_PROB_KEY = (K.AGENTS, K.SAMPLE_LOG_PROB)
+
+LOSS_KEYS = ("loss_objective", "loss_critic", "loss_entropy")
+
+
+# ----------------------------------------------------------------------------------
+# KL divergence of the masked action distribution
+
+
+@register_kl(NipActionDistribution, NipActionDistribution)
+def kl_nip_action_distributions(
+    p: NipActionDistribution, q: NipActionDistribution
+) -> Tensor:
+    """``KL(p || q)`` per agent, ``(*batch, A)``, over the actions that happen.
+
+    Both distributions describe the same states, so ``p``'s masks (active channels,
+    decisions that count) say which choices count. Masked-out messages (logit
+    ``-inf`` in both) contribute nothing.
+    """
+    message_kl = kl_divergence(p.message_dist, q.message_dist)
+    total = p._masked_sum(message_kl, p._position_mask(message_kl)).sum(dim=(-1, -2))
+    decision_kl = kl_divergence(p.decision_dist, q.decision_dist)
+    total = total + p._masked_sum(decision_kl, p.decision_mask)
+    if p.linear_message_dist is not None and q.linear_message_dist is not None:
+        linear_kl = kl_divergence(p.linear_message_dist, q.linear_message_dist)
+        total = total + p._masked_sum(linear_kl, p._position_mask(linear_kl)).sum(
+            dim=(-1, -2)
+        )
+    return total
+
+
+# ----------------------------------------------------------------------------------
+# Helpers
+
+
+def per_agent_mean(value: Tensor, num_agents: int) -> Tensor:
+    """Average ``(*batch, A[, 1])`` over the batch: ``(A,)``."""
+    if value.shape[-1] == 1 and value.ndim >= 2 and value.shape[-2] == num_agents:
+        value = value.squeeze(-1)
+    return value.reshape(-1, num_agents).mean(dim=0)
+
+
+def normalize_per_agent(advantage: Tensor, eps: float = 1e-4) -> Tensor:
+    """Standardise ``(*batch, A)`` over the batch, separately for each agent.
+
+    The same rule as TorchRL's ``normalize_advantage_exclude_dims`` on the agent
+    dimension: ``(a - mean) / max(std, eps)`` with the population standard
+    deviation.
+    """
+    flat = advantage.reshape(-1, advantage.shape[-1])
+    mean = flat.mean(dim=0)
+    std = flat.std(dim=0, correction=0).clamp_min(eps)
+    return (advantage - mean) / std
+
+
+def critic_distance(prediction: Tensor, target: Tensor, kind: str) -> Tensor:
+    """TorchRL's value distance (``"l1"``, ``"l2"``, ``"smooth_l1"``), unreduced."""
+    from torchrl.objectives.utils import distance_loss
+
+    return distance_loss(target, prediction, loss_function=kind)
+
+
+# ----------------------------------------------------------------------------------
+# vanilla_ppo
+
+
+class PerAgentPpoLoss(nn.Module):
+    """TorchRL's PPO loss with one entry per agent.
+
+    Parameters
+    ----------
+    loss : torchrl.objectives.PPOLoss
+        A :class:`~torchrl.objectives.ClipPPOLoss` or
+        :class:`~torchrl.objectives.KLPENPPOLoss` built with ``reduction="none"``,
+        advantage normalisation excluding the agent dimension, and nip's keys.
+    agent_names : Sequence[str]
+        The agents, in the order of the agent dimension.
+    log_kl_and_ess : bool
+        Whether the KL divergence and the effective sample size are returned.
+
+    Notes
+    -----
+    The output holds, for each agent (shape ``[agent]``): ``loss_objective``,
+    ``loss_critic`` (when the critic is trained), ``loss_entropy``; and
+    ``entropy``, ``clip_fraction``, ``kl_approx`` (the mean of
+    ``log π_old − log π``), for the KL-penalty objective ``kl`` (per agent) and
+    ``kl_beta`` (the current coefficient), and the effective sample size of the
+    importance weights as ``ess`` (mean over agents) and ``{agent}.ess``, each the
+    fraction ``(Σ w)² / (B Σ w²)`` of the minibatch of size ``B``.
+    """
+
+    def __init__(
+        self,
+        loss: Any,
+        agent_names: Sequence[str],
+        *,
+        log_kl_and_ess: bool = True,
+    ):
+        super().__init__()
+        self.loss = loss
+        self.agent_names = list(agent_names)
+        self.log_kl_and_ess = log_kl_and_ess
+
+    @property
+    def num_agents(self) -> int:
+        return len(self.agent_names)
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDict:
+        out = self.loss(tensordict)
+        a = self.num_agents
+        result: dict[str, Tensor] = {}
+        for key in LOSS_KEYS:
+            value = out.get(key, None)
+            if value is not None:
+                result[key] = per_agent_mean(value, a)
+        for key in ("entropy", "clip_fraction", "value_clip_fraction"):
+            value = out.get(key, None)
+            if value is not None:
+                result[key] = value.detach().reshape(()).float()
+        explained = out.get("explained_variance", None)
+        if explained is not None:
+            result["explained_variance"] = explained.detach().reshape(-1)
+        if self.log_kl_and_ess:
+            result["kl_approx"] = out.get("kl_approx").detach().reshape(())
+            kl = out.get("kl", None)
+            if kl is not None:
+                result["kl"] = per_agent_mean(kl.detach(), a)
+                result["kl_beta"] = self.loss.beta.detach().clone().reshape(())
+            ess = out.get("ESS", None)
+            if ess is None:
+                ess = self._ess(tensordict)
+            ess = ess.detach().reshape(-1)
+            if ess.numel() == a:
+                for name, value in zip(self.agent_names, ess):
+                    result[f"{name}.ess"] = value
+            result["ess"] = ess.mean()
+        return TensorDict(result, batch_size=[])
+
+    def _ess(self, tensordict: TensorDictBase) -> Tensor:
+        """The effective sample size per agent (the KL-penalty loss does not give
+        one)."""
+        with torch.no_grad():
+            dist = self.loss.actor_network.get_dist(tensordict.clone(False))
+            log_prob = dist.log_prob(tensordict)
+            log_weight = log_prob - tensordict.get(LOG_PROB_KEY)
+            log_weight = log_weight.reshape(-1, self.num_agents)
+            ess = (2 * log_weight.logsumexp(0) - (2 * log_weight).logsumexp(0)).exp()
+            return ess / log_weight.shape[0]
+
+
+def build_ppo_loss(
+    actor: Any,
+    critic: Any,
+    ppo: Any,
+    *,
+    loss_critic_type: str,
+    clip_value: float | None,
+    action_keys: Sequence[Any],
+    gamma: float,
+    lmbda: float,
+) -> Any:
+    """TorchRL's clipped or KL-penalty PPO loss, set up for nip's keys.
+
+    Parameters
+    ----------
+    actor, critic : TensorDictModule
+        The policy operator (a ``ProbabilisticActor``) and the value operator.
+    ppo : PpoParameters
+        The ``ppo`` section.
+    loss_critic_type : str
+        ``rl.loss_critic_type``.
+    clip_value : float | None
+        The clip range of the value prediction, or ``None``.
+    action_keys : Sequence[NestedKey]
+        The action keys the actor writes.
+    gamma, lmbda : float
+        The GAE parameters of the value estimator.
+
+    Returns
+    -------
+    torchrl.objectives.PPOLoss
+        With ``reduction="none"``, advantage normalisation excluding the agent
+        dimension (``-2`` of the ``[*batch, agent, 1]`` advantage) and a GAE value
+        estimator.
+    """
+    from torchrl.objectives import ClipPPOLoss, KLPENPPOLoss, ValueEstimators
+
+    common: dict[str, Any] = dict(
+        entropy_bonus=True,
+        entropy_coeff=float(ppo.entropy_eps),
+        critic_coeff=float(ppo.critic_coef),
+        loss_critic_type=loss_critic_type,
+        normalize_advantage=bool(ppo.normalize_advantage),
+        normalize_advantage_exclude_dims=(-2,),
+        # The agents' parameters are trained by the trainer's optimizer: TorchRL
+        # must use the modules themselves, not functional copies of them.
+        functional=False,
+        reduction="none",
+        clip_value=clip_value,
+    )
+    if ppo.loss_type == "clip":
+        loss = ClipPPOLoss(actor, critic, clip_epsilon=float(ppo.clip_epsilon), **common)
+    else:
+        loss = KLPENPPOLoss(
+            actor,
+            critic,
+            dtarg=float(ppo.kl_target),
+            beta=float(ppo.kl_beta),
+            increment=float(ppo.kl_increment),
+            decrement=float(ppo.kl_decrement),
+            **common,
+        )
+    loss.set_keys(
+        action=list(action_keys),
+        sample_log_prob=LOG_PROB_KEY,
+        value=VALUE_KEY,
+        advantage=ADVANTAGE_KEY,
+        value_target=VALUE_TARGET_KEY,
+        reward=REWARD_KEY,
+        done=DONE_KEY,
+        terminated=TERMINATED_KEY,
+    )
+    loss.make_value_estimator(ValueEstimators.GAE, gamma=gamma, lmbda=lmbda)
+    return loss
+
+
+# ----------------------------------------------------------------------------------
+# spg
+
+
+class SpgLoss(nn.Module):
+    """The SPG family's per-agent surrogates, critic and entropy losses.
+
+    For each agent ``i`` with normalised advantage ``A_i`` the surrogate over the
+    joint likelihood of the sampled actions, with
+    ``r = exp(Σ_k (log π_k − log π_k,old))``, is
+
+    - ``L_i = −mean(r A_i)`` for ``spg``, ``lola``, ``sos`` (the policy-gradient
+      gain: at ``r = 1`` its gradient is the policy gradient and its mixed second
+      derivatives the score-function estimates of the cross terms);
+    - ``L_i = −mean(min(r A_i, clip(r, 1 − ε, 1 + ε) A_i))`` for ``pspg``,
+      ``pola``, ``psos`` (the clipped PPO gain).
+
+    :meth:`backward` passes these to
+    :func:`~nip_plugin_ppo.stackelberg.stackelberg_update` with each agent's actor
+    parameters (body and policy head) and writes the directions to ``.grad``; the
+    critic and entropy losses are back-propagated as usual and added.
+
+    Parameters
+    ----------
+    actor : ProbabilisticActor
+        The policy operator.
+    critic : TensorDictModule | None
+        The value operator.
+    agent_names : Sequence[str]
+        The agents, in the order of the agent dimension.
+    actor_params : Mapping[str, Sequence[Tensor]]
+        Each trained agent's actor parameters. Agents missing here (no trainable
+        actor parameters) neither shape nor follow anyone.
+    sequence : Sequence[Sequence[str]]
+        The Stackelberg sequence over the agents of ``actor_params``.
+    learning_rates : Mapping[str, float]
+        Each agent's actor learning rate.
+    variant : str
+        The SPG variant.
+    clip_epsilon : float
+        The clip range of the ``p`` variants.
+    entropy_coef, critic_coef : float
+        Weights of the entropy bonus and the critic loss.
+    normalize_advantage : bool
+        Standardise the advantage per agent in each minibatch.
+    loss_critic_type : str
+        ``"l1"``, ``"l2"`` or ``"smooth_l1"``.
+    clip_value : float | None
+        Clip the value prediction to within this of the sampled value.
+    stackelberg_options : Mapping[str, Any]
+        Keyword arguments of :func:`stackelberg_update` (``ihvp_rank``, ``ihvp_rho``,
+        ``sos_scaling_factor``, ``sos_threshold_factor``, ``additional_lola_term``).
+    seed : int
+        Seeds the generator of the Nyström column choice.
+    """
+
+    def __init__(
+        self,
+        actor: Any,
+        critic: Any,
+        *,
+        agent_names: Sequence[str],
+        actor_params: Mapping[str, Sequence[Tensor]],
+        sequence: Sequence[Sequence[str]],
+        learning_rates: Mapping[str, float],
+        variant: str,
+        clip_epsilon: float = 0.2,
+        entropy_coef: float = 0.0,
+        critic_coef: float = 1.0,
+        normalize_advantage: bool = True,
+        loss_critic_type: str = "smooth_l1",
+        clip_value: float | None = None,
+        stackelberg_options: Mapping[str, Any] | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.actor = actor
+        self.critic = critic
+        self.agent_names = list(agent_names)
+        self.actor_params = {name: list(ps) for name, ps in actor_params.items()}
+        self.sequence = [tuple(group) for group in sequence]
+        self.learning_rates = dict(learning_rates)
+        self.variant = variant
+        self.clip_epsilon = float(clip_epsilon)
+        self.entropy_coef = float(entropy_coef)
+        self.critic_coef = float(critic_coef)
+        self.normalize_advantage = normalize_advantage
+        self.loss_critic_type = loss_critic_type
+        self.clip_value = clip_value
+        self.stackelberg_options = dict(stackelberg_options or {})
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    @property
+    def clipped(self) -> bool:
+        return self.variant.startswith("p")
+
+    # The Nyström column choice must continue where it stopped when a run resumes.
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def set_extra_state(self, state: Mapping[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDict:
+        td = tensordict.clone(False)
+        a = len(self.agent_names)
+        dist = self.actor.get_dist(td)
+        log_prob = dist.log_prob(tensordict)  # (*batch, A)
+        old_log_prob = tensordict.get(LOG_PROB_KEY).detach()
+        log_prob = log_prob.reshape(-1, a)
+        old_log_prob = old_log_prob.reshape(-1, a)
+        advantage = tensordict.get(ADVANTAGE_KEY).detach().reshape(-1, a)
+        if self.normalize_advantage and advantage.shape[0] > 1:
+            advantage = normalize_per_agent(advantage)
+
+        joint_log_ratio = (log_prob - old_log_prob).sum(dim=-1, keepdim=True)  # (B, 1)
+        ratio = joint_log_ratio.exp()
+        gain = ratio * advantage  # (B, A): agent i's gain in column i
+        if self.clipped:
+            clipped = ratio.clamp(1 - self.clip_epsilon, 1 + self.clip_epsilon)
+            gain = torch.minimum(gain, clipped * advantage)
+        entropy = dist.entropy().reshape(-1, a)
+        out: dict[str, Tensor] = {
+            "loss_objective": -gain.mean(dim=0),
+            "loss_entropy": -self.entropy_coef * entropy.mean(dim=0),
+            "entropy": entropy.detach().mean(dim=0),
+        }
+        with torch.no_grad():
+            lw = joint_log_ratio.squeeze(-1)
+            out["kl_approx"] = (old_log_prob - log_prob).detach().mean(dim=0)
+            out["ess"] = (
+                (2 * lw.logsumexp(0) - (2 * lw).logsumexp(0)).exp() / lw.shape[0]
+            ).reshape(())
+            if self.clipped:
+                out["clip_fraction"] = (
+                    ((ratio - 1).abs() > self.clip_epsilon).float().mean().reshape(())
+                )
+        if self.critic is not None and self.critic_coef > 0:
+            out["loss_critic"] = self.critic_coef * self._critic_loss(tensordict, a)
+        return TensorDict(out, batch_size=[])
+
+    def _critic_loss(self, tensordict: TensorDictBase, num_agents: int) -> Tensor:
+        old_value = tensordict.get(VALUE_KEY).detach()
+        value = self.critic(tensordict.clone(False)).get(VALUE_KEY)
+        if self.clip_value is not None:
+            value = old_value + (value - old_value).clamp(
+                -self.clip_value, self.clip_value
+            )
+        target = tensordict.get(VALUE_TARGET_KEY).detach().reshape(value.shape)
+        distance = critic_distance(value, target, self.loss_critic_type)
+        return per_agent_mean(distance, num_agents)
+
+    def directions(self, loss_vals: TensorDictBase) -> dict[str, list[Tensor]]:
+        """The SPG update direction of every trained agent's actor parameters."""
+        objective = loss_vals.get("loss_objective")
+        losses = {
+            name: objective[self.agent_names.index(name)] for name in self.actor_params
+        }
+        return stackelberg_update(
+            self.variant,
+            losses,
+            self.actor_params,
+            self.sequence,
+            self.learning_rates,
+            generator=self.generator,
+            **self.stackelberg_options,
+        )
+
+    def backward(self, loss_vals: TensorDictBase) -> None:
+        """Write the SPG directions (plus critic and entropy gradients) to
+        ``.grad``."""
+        directions = self.directions(loss_vals) if self.actor_params else {}
+        other = [
+            loss_vals.get(key).sum()
+            for key in ("loss_critic", "loss_entropy")
+            if key in loss_vals.keys() and loss_vals.get(key).requires_grad
+        ]
+        if other:
+            torch.stack(other).sum().backward()
+        for name, params in self.actor_params.items():
+            for param, direction in zip(params, directions[name]):
+                if param.grad is None:
+                    param.grad = direction.clone()
+                else:
+                    param.grad.add_(direction)

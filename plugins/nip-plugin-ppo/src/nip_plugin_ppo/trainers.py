@@ -1,0 +1,189 @@
+"""The ``vanilla_ppo`` and ``spg`` trainers.
+
+Both are :class:`~nip_core.trainers.rl.TensorDictRlTrainer` subclasses: they supply
+the loss module and the value estimator (GAE with ``rl.gamma`` and ``rl.lmbda``); the
+core runs collection, advantages, minibatch updates, logging and checkpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nip_core.errors import NipConfigError
+from nip_core.errors import ConfigProblem
+from nip_core.trainers.rl import TensorDictRlTrainer
+
+
+def clip_value_of(hyper_params: Any) -> float | None:
+    """``rl.clip_value`` as a number: ``True`` means ``ppo.clip_epsilon``."""
+    clip = hyper_params.rl.clip_value
+    if clip is True:
+        return float(hyper_params.ppo.clip_epsilon)
+    if clip is False or clip is None:
+        return None
+    return float(clip)
+
+
+class VanillaPpoTrainer(TensorDictRlTrainer):
+    """Independent PPO for every agent (``ppo.loss_type``: clipped or adaptive KL).
+
+    Per agent, the loss is the PPO objective on the agent's own likelihood ratio and
+    its advantage (standardised per agent in each minibatch when
+    ``ppo.normalize_advantage``), plus ``ppo.critic_coef`` × the critic loss
+    (``rl.loss_critic_type``, clipped with ``rl.clip_value``) minus
+    ``ppo.entropy_eps`` × the entropy. Built on TorchRL's
+    :class:`~torchrl.objectives.ClipPPOLoss` and
+    :class:`~torchrl.objectives.KLPENPPOLoss` (see
+    :class:`~nip_plugin_ppo.losses.PerAgentPpoLoss`).
+    """
+
+    def _get_loss_module_and_gae(self) -> tuple[Any, Any]:
+        from nip_core.scenario.distributions import action_keys
+        from nip_plugin_ppo.losses import PerAgentPpoLoss, build_ppo_loss
+
+        rl = self.hyper_params.rl
+        loss = build_ppo_loss(
+            self.policy_operator,
+            self.value_operator,
+            self.hyper_params.ppo,
+            loss_critic_type=rl.loss_critic_type,
+            clip_value=clip_value_of(self.hyper_params),
+            action_keys=action_keys(
+                bool(getattr(self.hyper_params, "include_linear_message_space", False))
+            ),
+            gamma=float(rl.gamma),
+            lmbda=float(rl.lmbda),
+        )
+        module = PerAgentPpoLoss(
+            loss,
+            self.agent_names,
+            log_kl_and_ess=bool(self.hyper_params.vanilla_ppo.log_kl_and_ess),
+        )
+        return module, loss.value_estimator
+
+
+class SpgTrainer(TensorDictRlTrainer):
+    """Stackelberg policy gradient and opponent shaping (``spg.variant``).
+
+    Each minibatch, every agent's surrogate over the joint likelihood of the sampled
+    actions (:class:`~nip_plugin_ppo.losses.SpgLoss`) goes to
+    :func:`~nip_plugin_ppo.stackelberg.stackelberg_update` with the agents' actor
+    parameters, the Stackelberg sequence (``spg.stackelberg_sequence``; by default
+    the verifiers lead and the other agents follow) and each agent's actor learning
+    rate (``rl.lr`` × ``agent_lr_factor.actor``); the resulting directions are the
+    actor gradients. Critic and entropy gradients are added as usual.
+    """
+
+    def _stackelberg_sequence(self) -> tuple[tuple[str, ...], ...]:
+        sequence = self.hyper_params.spg.stackelberg_sequence
+        if sequence is None:
+            return tuple(self.protocol_handler.default_stackelberg_sequence)
+        named = [name for group in sequence for name in group]
+        unknown = sorted(set(named) - set(self.agent_names))
+        missing = sorted(set(self.agent_names) - set(named))
+        repeated = sorted({name for name in named if named.count(name) > 1})
+        if unknown or missing or repeated:
+            details = []
+            if unknown:
+                details.append(f"unknown agents {unknown}")
+            if missing:
+                details.append(f"missing agents {missing}")
+            if repeated:
+                details.append(f"agents named twice {repeated}")
+            raise NipConfigError(
+                ConfigProblem(
+                    "spg.stackelberg_sequence",
+                    "must name every agent of the protocol exactly once ("
+                    + "; ".join(details)
+                    + f"); the agents are {self.agent_names}",
+                    [list(group) for group in sequence],
+                )
+            )
+        return tuple(tuple(group) for group in sequence)
+
+    def _actor_parameters(self) -> dict[str, list[Any]]:
+        """Each agent's trainable actor parameters: its (policy) body and policy
+        head."""
+        params: dict[str, list[Any]] = {}
+        for name in self.agent_names:
+            agent = self.agents[name]
+            seen: set[int] = set()
+            agent_params = []
+            for part in ("body", "policy_body", "policy_head"):
+                module = getattr(agent, part, None)
+                if module is None or not hasattr(module, "parameters"):
+                    continue
+                for p in module.parameters():
+                    if p.requires_grad and id(p) not in seen:
+                        seen.add(id(p))
+                        agent_params.append(p)
+            if agent_params:
+                params[name] = agent_params
+        return params
+
+    def _get_loss_module_and_gae(self) -> tuple[Any, Any]:
+        from torchrl.objectives.value import GAE
+
+        from nip_core.trainers.optim import agent_learning_rates
+        from nip_plugin_ppo.losses import (
+            ADVANTAGE_KEY,
+            DONE_KEY,
+            REWARD_KEY,
+            TERMINATED_KEY,
+            VALUE_KEY,
+            VALUE_TARGET_KEY,
+            SpgLoss,
+        )
+
+        hp = self.hyper_params
+        actor_params = self._actor_parameters()
+        sequence = tuple(
+            kept
+            for kept in (
+                tuple(name for name in group if name in actor_params)
+                for group in self._stackelberg_sequence()
+            )
+            if kept
+        )
+        learning_rates = {
+            name: agent_learning_rates(hp.agents[name], float(hp.rl.lr))["policy_head"]
+            for name in actor_params
+        }
+        loss = SpgLoss(
+            self.policy_operator,
+            self.value_operator,
+            agent_names=self.agent_names,
+            actor_params=actor_params,
+            sequence=sequence,
+            learning_rates=learning_rates,
+            variant=hp.spg.variant,
+            clip_epsilon=float(hp.ppo.clip_epsilon),
+            entropy_coef=float(hp.ppo.entropy_eps),
+            critic_coef=float(hp.ppo.critic_coef),
+            normalize_advantage=bool(hp.ppo.normalize_advantage),
+            loss_critic_type=hp.rl.loss_critic_type,
+            clip_value=clip_value_of(hp),
+            stackelberg_options=dict(
+                ihvp_rank=int(hp.spg.ihvp_rank),
+                ihvp_rho=float(hp.spg.ihvp_rho),
+                sos_scaling_factor=float(hp.spg.sos_scaling_factor),
+                sos_threshold_factor=float(hp.spg.sos_threshold_factor),
+                additional_lola_term=bool(hp.spg.additional_lola_term),
+            ),
+            seed=int(hp.seed),
+        )
+        gae = GAE(
+            gamma=float(hp.rl.gamma),
+            lmbda=float(hp.rl.lmbda),
+            value_network=self.value_operator,
+            average_gae=False,
+        )
+        gae.set_keys(
+            reward=REWARD_KEY,
+            done=DONE_KEY,
+            terminated=TERMINATED_KEY,
+            value=VALUE_KEY,
+            advantage=ADVANTAGE_KEY,
+            value_target=VALUE_TARGET_KEY,
+        )
+        return loss, gae

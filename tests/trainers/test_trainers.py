@@ -1,0 +1,299 @@
+"""Trainer behaviour on the synthetic scenario: learning-rate groups, update
+schedules, learning, the iteration count, and the statistics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nip_core.errors import NipConfigError
+from nip_core.experiment import prepare_experiment, run_experiment
+from nip_core.parameters.update_schedule import ContiguousPeriodicUpdateSchedule
+from nip_core.trainers.stats import episode_index, normalised_entropy
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _rl(**overrides):
+    values = {
+        "num_iterations": 2,
+        "num_epochs": 1,
+        "minibatch_size": 6,
+        "num_test_iterations": 1,
+        "normalize_observations": False,
+    }
+    values.update(overrides)
+    return values
+
+
+# ---------------------------------------------------------------------------------------
+# Learning-rate groups
+
+
+def _optimizer_of(trainer):
+    trainer._build_operators()
+    trainer.loss_module, trainer.gae = trainer._get_loss_module_and_gae()
+    return trainer._get_optimizer()
+
+
+def test_every_trainable_parameter_is_in_one_group_with_its_lr(synthetic_scenario):
+    hp = synthetic_scenario.hyper_params(
+        "nip",
+        reinforce={"use_advantage_and_critic": True},
+        rl=_rl(lr=0.01, use_shared_body=False),
+        agents={
+            "prover": {
+                "d_hidden": 4,
+                "agent_lr_factor": {"actor": 2.0, "critic": 0.5},
+                "body_lr_factor": {"actor": 0.1, "critic": 3.0},
+            },
+            "verifier": {"d_hidden": 4},
+        },
+    )
+    trainer = prepare_experiment(hp, synthetic_scenario.settings()).trainer
+    verifier = trainer.agents["verifier"]
+    first_layer = verifier.policy_body.mlp[0]
+    # The scenario hook: the verifier's first layer learns at a quarter of the body LR
+    verifier.policy_body.parameter_groups = lambda: [
+        ("first", list(first_layer.parameters()), 0.25),
+        ("", [p for p in verifier.policy_body.parameters() if all(
+            p is not q for q in first_layer.parameters())], 1.0),
+    ]
+    optimizer = _optimizer_of(trainer)
+
+    expected_lr = {
+        ("prover", "policy_body"): 0.01 * 2.0 * 0.1,
+        ("prover", "value_body"): 0.01 * 0.5 * 3.0,
+        ("prover", "policy_head"): 0.01 * 2.0,
+        ("prover", "value_head"): 0.01 * 0.5,
+        ("verifier", "policy_body"): 0.01,
+        ("verifier", "value_body"): 0.01,
+        ("verifier", "policy_head"): 0.01,
+        ("verifier", "value_head"): 0.01,
+    }
+    lr_of = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            assert id(p) not in lr_of, f"a parameter is in two groups ({group['name']})"
+            lr_of[id(p)] = group["lr"]
+    checked = 0
+    for name, agent in trainer.agents.items():
+        for role, part in agent.parts.items():
+            for p in part.parameters():
+                if not p.requires_grad:
+                    continue
+                lr = expected_lr[(name, role)]
+                if name == "verifier" and any(p is q for q in first_layer.parameters()):
+                    lr *= 0.25
+                assert math.isclose(lr_of.pop(id(p)), lr), (name, role)
+                checked += 1
+    assert lr_of == {}  # no group holds anything but agent parameters
+    assert checked == sum(
+        p.numel() > 0 for a in trainer.agents.values() for p in a.parameters()
+    )
+
+
+def test_shared_body_needs_agreeing_factors(synthetic_scenario):
+    hp = synthetic_scenario.hyper_params(
+        "nip",
+        reinforce={"use_advantage_and_critic": True},
+        rl=_rl(use_shared_body=True),
+        agents={"_default": {"d_hidden": 4, "body_lr_factor": {"actor": 1, "critic": 2}}},
+    )
+    trainer = prepare_experiment(hp, synthetic_scenario.settings()).trainer
+    with pytest.raises(NipConfigError, match="shared body"):
+        _optimizer_of(trainer)
+
+
+def test_zero_lr_factor_freezes_the_agent(synthetic_scenario):
+    hp = synthetic_scenario.hyper_params(
+        "nip",
+        rl=_rl(),
+        agents={
+            "prover": {"d_hidden": 4, "agent_lr_factor": {"actor": 0.0, "critic": 0.0}},
+            "verifier": {"d_hidden": 4},
+        },
+    )
+    result = run_experiment(hp, synthetic_scenario.settings(test_run=False), run_id="z")
+    trainer = result.trainer
+    names = {g["name"].split(".")[0] for g in trainer.optimizer.param_groups}
+    assert names == {"verifier"}
+    assert not any(p.requires_grad for p in trainer.agents["prover"].parameters())
+
+
+# ---------------------------------------------------------------------------------------
+# Update schedules
+
+
+def test_update_schedule_skips_the_agent_on_off_iterations(synthetic_scenario):
+    schedule = ContiguousPeriodicUpdateSchedule(period=2, start=0, stop=1)
+    hp = synthetic_scenario.hyper_params(
+        "nip",
+        rl=_rl(num_iterations=4),
+        agents={
+            "prover": {"d_hidden": 4, "update_schedule": schedule},
+            "verifier": {"d_hidden": 4},
+        },
+    )
+    snapshots = []
+
+    def snapshot(trainer, iteration, metrics):
+        snapshots.append(
+            {
+                name: [p.detach().clone() for p in agent.parameters()]
+                for name, agent in trainer.agents.items()
+            }
+        )
+
+    result = run_experiment(
+        hp, synthetic_scenario.settings(), run_id="sched", callbacks=[snapshot]
+    )
+    initial = prepare_experiment(hp, synthetic_scenario.settings()).trainer.agents
+
+    def changed(before, after):
+        return any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+    previous = {n: [p.detach().clone() for p in a.parameters()] for n, a in initial.items()}
+    for iteration, current in enumerate(snapshots):
+        assert changed(previous["prover"], current["prover"]) == (iteration % 2 == 0)
+        assert changed(previous["verifier"], current["verifier"])
+        previous = current
+    updated = [m["prover.updated"] for m in result.metrics if "prover.updated" in m]
+    assert updated == [1.0, 0.0, 1.0, 0.0]
+
+
+# ---------------------------------------------------------------------------------------
+# Learning
+
+
+def test_reinforce_improves_the_verifier(synthetic_scenario):
+    hp = synthetic_scenario.hyper_params(
+        "solo_verifier",
+        rl=_rl(
+            num_iterations=12,
+            frames_per_batch=64,
+            rollouts_per_iteration=None,
+            minibatch_size=32,
+            num_epochs=2,
+            lr=0.01,
+        ),
+        agents={"_default": {"d_hidden": 16}},
+        synthetic={"train_size": 64, "test_size": 32},
+    )
+    result = run_experiment(hp, synthetic_scenario.settings(), run_id="learn")
+    rewards = [m["verifier.mean_episode_reward"] for m in result.metrics[:12]]
+    assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.15
+    test = result.metrics[-1]
+    assert test["step"] == 12
+    assert test["test_mean_accuracy"] > 0.65
+
+
+def test_solo_agent_improves_on_the_test_set(synthetic_scenario):
+    hp = synthetic_scenario.hyper_params(
+        "nip",
+        trainer="solo_agent",
+        solo_agent={"num_epochs": 8, "batch_size": 16, "learning_rate": 0.01},
+        agents={"_default": {"d_hidden": 16}},
+        synthetic={"train_size": 64, "test_size": 32},
+    )
+    settings = synthetic_scenario.settings()
+    trainer = prepare_experiment(hp, settings).trainer
+    trainer._build()
+    before = trainer.evaluate(trainer.scenario_instance.test_dataset)
+    result = run_experiment(hp, settings, run_id="solo")
+    test = result.metrics[-1]
+    assert test["step"] == 8
+    for name in ("prover", "verifier"):
+        assert test[f"{name}.test_loss"] < before[name]["loss"] - 0.1
+        assert test[f"{name}.test_accuracy"] > 0.7
+
+
+# ---------------------------------------------------------------------------------------
+# Iteration counts and test runs
+
+
+def test_prepare_experiment_counts_every_progress_bar_iteration(synthetic_scenario):
+    settings = synthetic_scenario.settings()
+    hp = synthetic_scenario.hyper_params(
+        "nip", rl=_rl(num_iterations=5, num_test_iterations=2)
+    )
+    assert prepare_experiment(hp, settings).total_iterations == 7
+    solo = synthetic_scenario.hyper_params(
+        "nip", trainer="solo_agent", solo_agent={"num_epochs": 4}
+    )
+    assert prepare_experiment(solo, settings).total_iterations == 4
+    shrunk = settings.shrunk()
+    assert prepare_experiment(hp, shrunk).total_iterations == 2
+
+
+def test_test_run_writes_nothing_and_runs_one_iteration(synthetic_scenario, tmp_path):
+    hp = synthetic_scenario.hyper_params("nip", rl=_rl(num_iterations=5))
+    result = run_experiment(hp, synthetic_scenario.settings(test_run=True))
+    assert result.run_dir is None
+    assert [m["step"] for m in result.metrics] == [0, 1]
+    assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Statistics
+
+
+def test_episode_index_splits_on_done():
+    done = torch.tensor([[False, True, False, True, False], [True, True, False, False, False]])
+    episode, complete = episode_index(done)
+    assert episode.tolist() == [[0, 0, 1, 1, 2], [6, 7, 8, 8, 8]]
+    assert complete.tolist() == [
+        [True, True, True, True, False],
+        [True, True, False, False, False],
+    ]
+
+
+def test_normalised_entropy_ignores_masked_choices():
+    logits = torch.tensor([[0.0, 0.0, float("-inf"), float("-inf")], [0.0, 0.0, 0.0, 0.0]])
+    assert torch.allclose(normalised_entropy(logits), torch.tensor([0.5, 1.0]))
+
+
+def test_rollout_statistics_exact_values():
+    from tensordict import TensorDict
+
+    from nip_core.trainers.stats import rollout_statistics
+
+    # one environment, 4 steps: two episodes (2 steps each), datapoints 3 and 5
+    done = torch.tensor([[False, True, False, True]])
+    reward = torch.tensor([[[0.0, 0.0], [1.0, -1.0], [0.0, 0.0], [1.0, 1.0]]])
+    decision = torch.tensor([[[2, 2], [2, 0], [2, 2], [2, 1]]])
+    rollout = TensorDict(
+        {
+            "y": torch.tensor([[[1], [1], [1], [1]]]),
+            "datapoint_id": torch.tensor([[3, 3, 5, 5]]),
+            "agents": TensorDict(
+                {"decision": decision}, batch_size=[1, 4, 2]
+            ),
+            "next": TensorDict(
+                {
+                    "done": done,
+                    "agents": TensorDict({"reward": reward}, batch_size=[1, 4, 2]),
+                },
+                batch_size=[1, 4],
+            ),
+        },
+        batch_size=[1, 4],
+    )
+    stats = rollout_statistics(rollout, ["prover", "verifier"], prefix="test_")
+    assert stats["test_mean_episode_length"] == 2.0
+    assert stats["prover.test_mean_episode_reward"] == 1.0
+    assert stats["verifier.test_mean_episode_reward"] == 0.0
+    assert stats["verifier.test_worst_episode_reward"] == -1.0
+    assert stats["prover.test_mean_step_reward"] == 0.5
+    # the verifier rejects datapoint 3 (wrong) and accepts datapoint 5 (right)
+    assert stats["test_mean_accuracy"] == 0.5
+    assert stats["test_worst_datapoint_accuracy"] == 0.0
+    assert stats["test_mean_datapoint_accuracy"] == 0.5
