@@ -25,7 +25,7 @@ from typing import Any
 
 import attrs
 
-from nip_core.errors import CheckpointError, NipConfigError
+from nip_core.errors import CheckpointError
 from nip_core.runs.checkpoints import load_latest_checkpoint
 from nip_core.runs.context import IterationCallback, RunContext
 from nip_core.runs.run_dir import RunDirectory, new_run_id
@@ -73,15 +73,19 @@ class PreparedExperiment:
     total_iterations: int
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Base runs
 
 
 def _params_dict_of_base_run(base_run: Any, settings: ExperimentSettings) -> dict:
     if base_run.source == "local":
-        return RunDirectory(Path(settings.runs_dir) / base_run.run_id).read_hyper_params()
+        return RunDirectory(
+            Path(settings.runs_dir) / base_run.run_id
+        ).read_hyper_params()
     api = _wandb_api()
-    run = api.run(_wandb_path(base_run.wandb_entity, base_run.wandb_project, base_run.run_id))
+    run = api.run(
+        _wandb_path(base_run.wandb_entity, base_run.wandb_project, base_run.run_id)
+    )
     return dict(run.config)
 
 
@@ -132,7 +136,9 @@ def apply_base_run(hyper_params: Any, settings: ExperimentSettings) -> Any:
     return type(hyper_params).from_dict(merged)
 
 
-def _base_run_checkpoint(hyper_params: Any, settings: ExperimentSettings) -> dict | None:
+def _base_run_checkpoint(
+    hyper_params: Any, settings: ExperimentSettings
+) -> dict | None:
     """The latest checkpoint of the base run (for ``"rerun_tests"``)."""
     base_run = hyper_params.base_run
     if base_run.source == "local":
@@ -166,7 +172,7 @@ def _download_wandb_checkpoint(
         return None if path is None else load_checkpoint(path)
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Building
 
 
@@ -282,7 +288,9 @@ def run_experiment(
         run_dir.write_settings(settings)
         run_dir.write_run_info(status="running")
 
-    resumed_from = None if resume_checkpoint is None else int(resume_checkpoint["iteration"])
+    resumed_from = (
+        None if resume_checkpoint is None else int(resume_checkpoint["iteration"])
+    )
     loggers = None
     if run_dir is not None:
         loggers = build_loggers(
@@ -302,7 +310,9 @@ def run_experiment(
     except BaseException as error:
         if run_dir is not None:
             status = "killed" if isinstance(error, KeyboardInterrupt) else "failed"
-            run_dir.write_run_info(status=status, error=f"{type(error).__name__}: {error}")
+            run_dir.write_run_info(
+                status=status, error=f"{type(error).__name__}: {error}"
+            )
         run.finish()
         raise
     if run_dir is not None:
@@ -341,14 +351,14 @@ def resume_run(
     run_dir = RunDirectory(Path(runs_dir) / run_id)
     params_dict = run_dir.read_hyper_params()
     settings_dict = run_dir.read_settings()
-    settings_dict.update(settings_overrides)
+    # None means "as saved" (the CLI passes its unset options as None)
+    settings_dict.update({k: v for k, v in settings_overrides.items() if v is not None})
     settings_dict["run_id"] = run_id
     settings_dict["runs_dir"] = str(runs_dir)
-    try:
-        settings = ExperimentSettings.from_dict(settings_dict)
-    except NipConfigError:
-        raise
+    settings = ExperimentSettings.from_dict(settings_dict)
     hyper_params = HyperParameters.from_dict(params_dict)
     if run_dir.read_run_info().get("status") == "finished":
-        logger.info("run %s had finished; training continues from its last checkpoint", run_id)
+        logger.info(
+            "run %s had finished; training continues from its last checkpoint", run_id
+        )
     return run_experiment(hyper_params, settings, callbacks=callbacks)

@@ -21,6 +21,9 @@ Which parts an agent gets (``trainer_type``):
     With ``pretrain_agents``, non-random agents also get a solo head.
 ``"solo_agent"``
     a body and a solo head.
+
+Text-world scenarios that register a ``whole`` part get whole agents instead (one
+part each, whatever the trainer type).
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ def _part_class(scenario: str, role: str) -> type:
     return resolve_ref(registry[key].part_class)  # raises UnknownKeyError, listing keys
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Loading agents from other runs
 
 
@@ -90,14 +93,23 @@ def _checkpoint_source(agent_params: Any, settings: Any) -> tuple[dict, dict]:
     run_id = agent_params.checkpoint_run_id
     version = agent_params.checkpoint_version
     if agent_params.checkpoint_source == "wandb":
-        from nip_core.experiment import _download_wandb_checkpoint, _wandb_api, _wandb_path
+        from nip_core.experiment import (
+            _download_wandb_checkpoint,
+            _wandb_api,
+            _wandb_path,
+        )
 
         api = _wandb_api()
         run = api.run(
-            _wandb_path(agent_params.checkpoint_entity, agent_params.checkpoint_project, run_id)
+            _wandb_path(
+                agent_params.checkpoint_entity, agent_params.checkpoint_project, run_id
+            )
         )
         checkpoint = _download_wandb_checkpoint(
-            agent_params.checkpoint_entity, agent_params.checkpoint_project, run_id, version
+            agent_params.checkpoint_entity,
+            agent_params.checkpoint_project,
+            run_id,
+            version,
         )
         if checkpoint is None:
             raise CheckpointError(f"W&B run {run_id!r} has no checkpoint artifact")
@@ -118,7 +130,11 @@ def _checkpoint_source(agent_params: Any, settings: Any) -> tuple[dict, dict]:
 def _load_agent_parameters(
     hyper_params: Any, agent_name: str, saved_params: Mapping[str, Any]
 ) -> Any:
-    """Replace the agent's parameters by the saved ones (keeping ``checkpoint_*``)."""
+    """Replace the agent's parameters by the saved ones (keeping ``checkpoint_*``).
+
+    The new parameters are stored under the agent's own name (the old object may be
+    the ``_default`` shared with other agents).
+    """
     agent_params = hyper_params.agents[agent_name]
     saved_agents = saved_params.get("agents", {})
     saved = saved_agents.get(agent_name, saved_agents.get("_default"))
@@ -130,13 +146,15 @@ def _load_agent_parameters(
     for name in type(agent_params).LOAD_PRESERVED_PARAMETERS:
         saved[name] = getattr(agent_params, name)
     fields = {f.name for f in attrs.fields(type(agent_params))}
-    loaded = type(agent_params).from_dict({k: v for k, v in saved.items() if k in fields})
-    for f in attrs.fields(type(agent_params)):
-        setattr(agent_params, f.name, getattr(loaded, f.name))
-    return agent_params
+    loaded = type(agent_params).from_dict(
+        {k: v for k, v in saved.items() if k in fields}
+    )
+    # A new entry for this agent only: the old object may be the shared "_default"
+    hyper_params.agents[agent_name] = loaded
+    return loaded
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Agents
 
 
@@ -148,12 +166,18 @@ def build_agents(
     trainer_type: str,
 ) -> dict[str, Any]:
     """Build every agent of the protocol, in its order (see the module docstring)."""
+    from nip_core.plugins import get_plugin_manager
     from nip_core.runs.checkpoints import seed_everything
     from nip_core.scenario.agents import Agent
     from nip_core.seeding import derive_seed
 
     flags = agent_part_flags(hyper_params, trainer_class, trainer_type)
     scenario = hyper_params.scenario
+    pm = get_plugin_manager()
+    whole_agents = (
+        pm.scenarios[scenario].data_world == "text"
+        and f"{scenario}/whole" in pm.agent_parts
+    )
     pretrain = bool(getattr(hyper_params, "pretrain_agents", False))
     agents: dict[str, Any] = {}
     for agent_name in protocol_handler.agent_names:
@@ -161,12 +185,16 @@ def build_agents(
         checkpoint = None
         if getattr(agent_params, "load_checkpoint_and_parameters", False):
             saved_params, checkpoint = _checkpoint_source(agent_params, settings)
-            agent_params = _load_agent_parameters(hyper_params, agent_name, saved_params)
+            agent_params = _load_agent_parameters(
+                hyper_params, agent_name, saved_params
+            )
 
         seed_everything(derive_seed(int(hyper_params.seed), agent_name))
         is_random = bool(getattr(agent_params, "is_random", False))
 
-        def build(role: str, class_role: str | None = None, name: str = agent_name) -> Any:
+        def build(
+            role: str, class_role: str | None = None, name: str = agent_name
+        ) -> Any:
             cls = _part_class(scenario, class_role or role)
             return cls(
                 hyper_params=hyper_params,
@@ -176,6 +204,12 @@ def build_agents(
             )
 
         parts: dict[str, Any] = {}
+        if whole_agents:
+            # Text world: each agent is one whole part (its model backend)
+            agents[agent_name] = Agent(
+                agent_name=agent_name, agent_params=agent_params, whole=build("whole")
+            )
+            continue
         if flags["use_single_body"]:
             parts["body"] = build("body")
         else:
@@ -209,8 +243,8 @@ def build_agents(
             saved_agents = checkpoint["trainer"]["agents"]
             if agent_name not in saved_agents:
                 raise CheckpointError(
-                    f"the checkpoint of run {agent_params.checkpoint_run_id!r} holds no "
-                    f"agent {agent_name!r} (it has {', '.join(saved_agents)})"
+                    f"the checkpoint of run {agent_params.checkpoint_run_id!r} holds "
+                    f"no agent {agent_name!r} (it has {', '.join(saved_agents)})"
                 )
             saved = saved_agents[agent_name]
             for role, part in agent.parts.items():
@@ -247,7 +281,7 @@ def add_pretrained_embeddings(
     return names
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # The scenario instance
 
 
@@ -277,33 +311,38 @@ def build_scenario_instance(hyper_params: Any, settings: Any) -> Any:
 
     scenario_spec = get_plugin_manager().scenarios[hyper_params.scenario]
     dataset_class = resolve_ref(scenario_spec.dataset_class)
-    train_dataset = dataset_class(hyper_params, settings, protocol_handler, split="train")
+    train_dataset = dataset_class(
+        hyper_params, settings, protocol_handler, split="train"
+    )
     test_split = (
         "validation"
         if getattr(hyper_params, "test_dataset_split", "test") == "validation"
         else "test"
     )
-    test_dataset = dataset_class(hyper_params, settings, protocol_handler, split=test_split)
+    test_dataset = dataset_class(
+        hyper_params, settings, protocol_handler, split=test_split
+    )
 
     agents = build_agents(
         hyper_params, settings, protocol_handler, trainer_class, trainer_type
     )
-    add_pretrained_embeddings(hyper_params, settings, agents, [train_dataset, test_dataset])
+    add_pretrained_embeddings(
+        hyper_params, settings, agents, [train_dataset, test_dataset]
+    )
 
     components: dict[str, Any] = {}
-    if scenario_spec.data_world == "tensor" and trainer_type in ("rl", "solo_agent"):
-        if scenario_spec.environment_class is not None:
-            environment_class = resolve_ref(scenario_spec.environment_class)
-            for split, dataset in (("train", train_dataset), ("test", test_dataset)):
-                components[f"{split}_environment"] = environment_class(
-                    hyper_params=hyper_params,
-                    settings=settings,
-                    dataset=dataset,
-                    protocol_handler=protocol_handler,
-                )
+    if scenario_spec.environment_class is not None:
+        environment_class = resolve_ref(scenario_spec.environment_class)
+        for split, dataset in (("train", train_dataset), ("test", test_dataset)):
+            components[f"{split}_environment"] = environment_class(
+                hyper_params=hyper_params,
+                settings=settings,
+                dataset=dataset,
+                protocol_handler=protocol_handler,
+            )
+    if scenario_spec.data_world == "tensor":
         first = next(iter(agents.values()))
-        roles = [role for role in first.parts if role != "whole"]
-        for role in roles:
+        for role in first.parts:
             if all(getattr(agents[name], role) is not None for name in agents):
                 components[f"combined_{role}"] = combine_parts(
                     agents, role, hyper_params, settings, protocol_handler

@@ -48,7 +48,9 @@ def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: Any) -> 
 
 def _non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     if not isinstance(value, int) or value < 0:
-        raise ValueError(f"{attribute.name} must be a non-negative integer, got {value!r}")
+        raise ValueError(
+            f"{attribute.name} must be a non-negative integer, got {value!r}"
+        )
 
 
 def _wandb_mode(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -204,7 +206,9 @@ class ExperimentSettings:
                 cls(**{key: kwargs[key]})
             except (TypeError, ValueError) as error:
                 problems.append(
-                    ConfigProblem(path=f"run.{key}", message=str(error), value=data[key])
+                    ConfigProblem(
+                        path=f"run.{key}", message=str(error), value=data[key]
+                    )
                 )
                 del kwargs[key]
         if problems:

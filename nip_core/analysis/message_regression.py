@@ -249,7 +249,9 @@ def episode_message_features(
                     linear_size,
                 )
             )
-        features = torch.cat([p.reshape(num_episodes, num_rounds, -1) for p in parts], -1)
+        features = torch.cat(
+            [p.reshape(num_episodes, num_rounds, -1) for p in parts], -1
+        )
         spoke = torch.zeros(num_episodes, dtype=torch.bool, device=selected.device)
         spoke[episode[agent_active.any(-1)]] = True
         result[name] = EpisodeMessages(features=features[spoke], labels=labels[spoke])
@@ -291,7 +293,10 @@ def _build_model(
     rounds, features = in_shape
     if params.regression_method == "cnn":
         return _RoundConvolution(
-            features, params.mlp_hidden_size, params.mlp_num_layers, activation,
+            features,
+            params.mlp_hidden_size,
+            params.mlp_num_layers,
+            activation,
             num_classes,
         )
     layers: list[nn.Module] = [nn.Flatten()]
@@ -393,14 +398,18 @@ class MessageRegressor:
 
         model = self._model_for(name, (features.shape[1], features.shape[2]))
         model.to(features.device).train()
-        optimiser = torch.optim.Adam(model.parameters(), lr=self.params.mlp_learning_rate)
+        optimiser = torch.optim.Adam(
+            model.parameters(), lr=self.params.mlp_learning_rate
+        )
         batch_size = self.params.mlp_batch_size
         for _ in range(self.params.mlp_num_epochs):
             shuffled = train[torch.randperm(len(train), generator=generator)]
             for start in range(0, len(shuffled), batch_size):
                 batch = shuffled[start : start + batch_size]
                 optimiser.zero_grad()
-                loss = nn.functional.cross_entropy(model(features[batch]), labels[batch])
+                loss = nn.functional.cross_entropy(
+                    model(features[batch]), labels[batch]
+                )
                 loss.backward()
                 optimiser.step()
         model.eval()

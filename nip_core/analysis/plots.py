@@ -132,9 +132,14 @@ def write_run_plots(
             color = _COLORS[subjects.index(subject) % len(_COLORS)]
             steps = [s for s, _ in values]
             ys = [v for _, v in values]
-            label = " ".join(
-                p for p in (_subject_label(panel, subject), "test" if test else "") if p
-            ) or name
+            label = (
+                " ".join(
+                    p
+                    for p in (_subject_label(panel, subject), "test" if test else "")
+                    if p
+                )
+                or name
+            )
             ax.plot(
                 steps,
                 ys,
@@ -152,15 +157,23 @@ def write_run_plots(
     return written
 
 
-def _draw_group(ax: Any, series: Sequence[Series], color: str, label: str | None,
-                test: bool, confidence: float) -> None:
+def _draw_group(
+    ax: Any,
+    series: Sequence[Series],
+    color: str,
+    label: str | None,
+    test: bool,
+    confidence: float,
+    x_offset: float = 0.0,
+) -> None:
     aggregated = aggregate_series(series, confidence)
     steps = [step for step, _ in aggregated]
     means = [e.mean for _, e in aggregated]
     half = [e.half_width for _, e in aggregated]
     if test and len(steps) <= 3:
+        # Groups' test points share a step: shift them apart so none hides another
         ax.errorbar(
-            steps,
+            [step + x_offset for step in steps],
             means,
             yerr=[0.0 if math.isnan(h) else h for h in half],
             color=color,
@@ -182,8 +195,14 @@ def _draw_group(ax: Any, series: Sequence[Series], color: str, label: str | None
     if any(has_band):
         ax.fill_between(
             steps,
-            [m - (0.0 if math.isnan(h) else h) for m, h in zip(means, half, strict=True)],
-            [m + (0.0 if math.isnan(h) else h) for m, h in zip(means, half, strict=True)],
+            [
+                m - (0.0 if math.isnan(h) else h)
+                for m, h in zip(means, half, strict=True)
+            ],
+            [
+                m + (0.0 if math.isnan(h) else h)
+                for m, h in zip(means, half, strict=True)
+            ],
             where=has_band,
             color=color,
             alpha=0.2,
@@ -233,8 +252,18 @@ def write_comparison_plots(
         nrows = math.ceil(len(subjects) / ncols)
         figure, axes = _new_figure(ncols, nrows)
         flat_axes = [ax for row in axes for ax in row]
-        for ax in flat_axes[len(subjects):]:
+        for ax in flat_axes[len(subjects) :]:
             ax.set_visible(False)
+        last_step = max(
+            (
+                values[-1][0]
+                for runs in per_group
+                for found in runs
+                for _, values in found.values()
+            ),
+            default=1,
+        )
+        spread = 0.012 * max(last_step, 1)
         for ax, subject in zip(flat_axes, subjects, strict=False):
             for index, (group, runs) in enumerate(zip(groups, per_group, strict=True)):
                 color = _COLORS[index % len(_COLORS)]
@@ -251,7 +280,10 @@ def write_comparison_plots(
                     if not labelled:
                         label = f"{group.label} (n={len(group.runs)})"
                         labelled = True
-                    _draw_group(ax, series, color, label, test, confidence)
+                    offset = (index - (len(groups) - 1) / 2) * spread
+                    _draw_group(
+                        ax, series, color, label, test, confidence, x_offset=offset
+                    )
             sub_title = _subject_label(panel, subject)
             ax.set_title(sub_title if len(subjects) > 1 else title)
             ax.set_xlabel("iteration")

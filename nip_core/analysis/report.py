@@ -127,7 +127,9 @@ METRIC_FAMILIES: tuple[MetricFamily, ...] = (
     MetricFamily("accuracy", r"mean_accuracy", False, "accuracy"),
     MetricFamily("accuracy", r"test_mean_accuracy", True, "test accuracy"),
     MetricFamily("accuracy", _AGENT + r"\.train_accuracy", False, "{agent} accuracy"),
-    MetricFamily("accuracy", _AGENT + r"\.test_accuracy", True, "{agent} test accuracy"),
+    MetricFamily(
+        "accuracy", _AGENT + r"\.test_accuracy", True, "{agent} test accuracy"
+    ),
     MetricFamily("rewards", _AGENT + r"\.mean_episode_reward", False, "{agent} reward"),
     MetricFamily(
         "rewards", _AGENT + r"\.test_mean_episode_reward", True, "{agent} test reward"
@@ -186,15 +188,17 @@ def classify_metric(name: str) -> MetricInfo | None:
 
 def _metric_order(name: str) -> tuple[int, str]:
     info = classify_metric(name)
-    index = METRIC_FAMILIES.index(info.family) if info is not None else len(
-        METRIC_FAMILIES
+    index = (
+        METRIC_FAMILIES.index(info.family) if info is not None else len(METRIC_FAMILIES)
     )
     return (index, name)
 
 
 def known_metrics(names: Iterable[str]) -> list[str]:
     """The names among ``names`` that a report shows, in table order."""
-    return sorted({n for n in names if classify_metric(n) is not None}, key=_metric_order)
+    return sorted(
+        {n for n in names if classify_metric(n) is not None}, key=_metric_order
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -366,6 +370,7 @@ def resolve_run_paths(
             continue
         direct = Path(spec)
         if direct.is_dir():
+            _refuse_directory_of_runs(direct)
             found.append(direct)
         elif (runs_dir / spec).is_dir():
             found.append(runs_dir / spec)
@@ -375,6 +380,19 @@ def resolve_run_paths(
     for path in found:
         unique.setdefault(path.resolve(), path)
     return list(unique.values())
+
+
+def _refuse_directory_of_runs(path: Path) -> None:
+    """A directory holding run directories (``runs``) is not a run: say how to
+    report the runs in it."""
+    if _is_run_dir(path):
+        return
+    children = [child for child in path.iterdir() if _is_run_dir(child)]
+    if children:
+        raise RunNotFoundError(
+            f"{path} is not a run directory but holds {len(children)}; "
+            f"to report them all, pass '{path / '*'}' (quoted)"
+        )
 
 
 def _not_found_message(spec: str, runs_dir: Path) -> str:
@@ -487,7 +505,9 @@ def group_runs(
         else:
             label = "all runs"
         groups.setdefault(label, []).append(run)
-    return [RunGroup(label=label, runs=tuple(groups[label])) for label in sorted(groups)]
+    return [
+        RunGroup(label=label, runs=tuple(groups[label])) for label in sorted(groups)
+    ]
 
 
 # --------------------------------------------------------------------------------------
@@ -520,11 +540,7 @@ def t_critical_value(df: int, confidence: float = DEFAULT_CONFIDENCE) -> float:
         if math.isclose(confidence, 0.95) and df <= len(_T_975):
             return _T_975[df - 1]
         z = statistics.NormalDist().inv_cdf((1 + confidence) / 2)
-        return (
-            z
-            + (z**3 + z) / (4 * df)
-            + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-        )
+        return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
     return float(student_t.ppf((1 + confidence) / 2, df))
 
 

@@ -422,26 +422,22 @@ DEFAULT_EXPERIMENT_PLUGINS: tuple[str, ...] = (
 
 
 def missing_plugins_message(reason: str) -> str:
-    """Explain what is missing for ``nip run`` and how to install it."""
+    """Explain what ``nip run`` lacks and the commands that install it."""
+    needed = list(DEFAULT_EXPERIMENT_PLUGINS)
     missing = first_party_plugins_missing()
-    to_install = missing or list(DEFAULT_EXPERIMENT_PLUGINS)
-    lines = [f"{reason}; nip needs a scenario plugin and a trainer to run."]
+    lines = [f"{reason}: nip needs a scenario plugin and a trainer plugin to run."]
     if missing:
-        lines.append(
-            "The default experiment needs these plugins, which are not installed: "
-            + ", ".join(missing)
-            + "."
-        )
+        lines.append("Missing plugins: " + ", ".join(missing) + ".")
     else:
         lines.append(
-            "The first-party plugins are installed; one may have failed to load: "
-            "see `nip plugins`."
+            f"{' and '.join(needed)} are installed but registered nothing; one of "
+            "them may have failed to load: see `nip plugins`."
         )
     lines += [
-        "Install them with:",
-        "    pip install " + " ".join(to_install),
+        f"The default experiment needs {' and '.join(needed)}. Install them with:",
+        "    pip install " + " ".join(needed),
         "or, from a checkout of the nip repository:",
-        "    pip install " + " ".join(f"./plugins/{name}" for name in to_install),
+        "    pip install " + " ".join(f"./plugins/{name}" for name in needed),
         "Or name a config of your own with --config-name (configs are searched in "
         "./configs, then in each plugin's config directory).",
     ]

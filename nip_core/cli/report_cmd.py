@@ -1,4 +1,4 @@
-"""``nip report RUN [RUN ...]``: plots and a table of final metrics from run directories.
+"""``nip report RUN [RUN ...]``: plots and a table of final metrics of runs.
 
 One run: its curves are drawn into ``<run>/plots/``. Several runs (a sweep's seeds,
 one run per protocol, ...): they are grouped by the hyper-parameters that differ
@@ -20,7 +20,9 @@ from typing import TextIO
 __all__ = ["add_report_parser", "run_report_command"]
 
 
-def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_report_parser(
+    subparsers: argparse._SubParsersAction,
+) -> argparse.ArgumentParser:
     """Add the ``report`` sub-command to the ``nip`` parser's sub-parsers."""
     report = subparsers.add_parser(
         "report",

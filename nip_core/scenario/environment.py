@@ -642,15 +642,6 @@ class TensorDictEnvironment(EnvBase, Environment):
         history = torch.where(at_round, message.unsqueeze(n_batch), history)
         return message, history
 
-    def _protocol_step_input(self, env_td: TensorDictBase) -> TensorDictBase:
-        """The step input in the protocol handler's shapes (no trailing 1 per agent)."""
-        agent_done = env_td.get((K.AGENTS, K.DONE), None)
-        if agent_done is None or agent_done.ndim == env_td.batch_dims + 1:
-            return env_td
-        view = env_td.exclude((K.AGENTS, K.DONE), (K.AGENTS, K.TERMINATED))
-        view.set((K.AGENTS, K.DONE), agent_done.squeeze(-1))
-        return view
-
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         env_td = tensordict
         handler = self.protocol_handler
@@ -695,7 +686,7 @@ class TensorDictEnvironment(EnvBase, Environment):
             next_td[K.LINEAR_MESSAGE_HISTORY] = history
 
         shared_done, agent_done, terminated, reward = handler.step_interaction_protocol(
-            self._protocol_step_input(env_td)
+            env_td
         )
         done = (shared_done | terminated).to(self.device, torch.bool)
         agent_done = agent_done.to(self.device, torch.bool) | done.unsqueeze(-1)

@@ -1,7 +1,9 @@
 """pytest plugin of nip-core: fixtures every nip test suite (core and plugins) gets.
 
 Loaded through the ``pytest11`` entry point of nip-core, so any project that has
-nip-core installed can use these fixtures without a ``conftest.py``. See
+nip-core installed can use these fixtures without a ``conftest.py``:
+``plugin_manager``, ``register_plugin`` and ``synthetic_scenario`` (the tiny tensor
+scenario of :mod:`nip_core.testing.synthetic`). See
 :mod:`nip_core.testing.fixtures` for why they are not autouse.
 """
 
@@ -14,6 +16,9 @@ import pytest
 
 from nip_core.plugins import NipPluginManager
 from nip_core.testing.fixtures import RegisterPlugin, isolated_plugin_manager
+from nip_core.testing.synthetic.fixtures import synthetic_scenario
+
+__all__ = ["plugin_manager", "register_plugin", "synthetic_scenario"]
 
 
 @pytest.fixture

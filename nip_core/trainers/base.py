@@ -4,7 +4,7 @@
 tensor-world trainers share (device, torch contexts, agent parts). Long loops are
 methods decorated with :func:`attach_progress_bar`, which gives them a progress bar
 with an ETA and declares how many iterations they run, so
-:meth:`Trainer.get_total_num_iterations` (and ``nip run --dry-run``) can report the
+:meth:`Trainer.get_total_num_iterations` (and ``prepare_experiment``) can report the
 length of a whole run before it starts.
 """
 
@@ -122,7 +122,9 @@ def attach_progress_bar(
             total = num_iterations_func(trainer)
             initial = initial_func(trainer) if initial_func is not None else 0
             with IterationContext(trainer, total, initial) as iteration_context:
-                return method(trainer, *args, iteration_context=iteration_context, **kwargs)
+                return method(
+                    trainer, *args, iteration_context=iteration_context, **kwargs
+                )
 
         wrapper._num_iterations_func = num_iterations_func  # type: ignore[attr-defined]
         return wrapper
@@ -229,7 +231,9 @@ class Trainer(ABC):
         path = save_checkpoint(
             self.run.run_dir.checkpoints_dir, iteration, self.state_dict()
         )
-        self.run.log_artifact(path, f"checkpoint-{self.run.run_dir.run_id}", "checkpoint")
+        self.run.log_artifact(
+            path, f"checkpoint-{self.run.run_dir.run_id}", "checkpoint"
+        )
 
     def maybe_save_checkpoint(self, iteration: int) -> bool:
         """Checkpoint if ``iteration`` is a multiple of ``checkpoint_period``."""

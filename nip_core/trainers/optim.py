@@ -53,13 +53,17 @@ def agent_learning_rates(
     ``body_lr_factor`` (e.g. ``rl.body_lr_factor_override``) replaces the agent's
     own body factors when given; ``body_lr_factor_override`` sets them to 1.
     """
-    agent_actor, agent_critic = _factor_pair(getattr(agent_params, "agent_lr_factor", None))
+    agent_actor, agent_critic = _factor_pair(
+        getattr(agent_params, "agent_lr_factor", None)
+    )
     if body_lr_factor_override:
         body_actor, body_critic = 1.0, 1.0
     elif body_lr_factor is not None:
         body_actor, body_critic = _factor_pair(body_lr_factor)
     else:
-        body_actor, body_critic = _factor_pair(getattr(agent_params, "body_lr_factor", None))
+        body_actor, body_critic = _factor_pair(
+            getattr(agent_params, "body_lr_factor", None)
+        )
     actor_lr = base_lr * agent_actor
     critic_lr = base_lr * agent_critic
     return {

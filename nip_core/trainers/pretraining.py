@@ -53,7 +53,11 @@ def pretraining_cache_key(hyper_params: Any) -> str:
 def pretraining_cache_path(hyper_params: Any, settings: Any) -> Path:
     from nip_core.scenario.pretrained import default_cache_dir
 
-    base = Path(settings.cache_dir).expanduser() if settings.cache_dir else default_cache_dir()
+    base = (
+        Path(settings.cache_dir).expanduser()
+        if settings.cache_dir
+        else default_cache_dir()
+    )
     return base / "pretrained_bodies" / f"{pretraining_cache_key(hyper_params)}.pt"
 
 
@@ -92,5 +96,7 @@ def pretrain_agent_bodies(trainer: Any) -> bool:
     )
     solo.train()
     if not trainer.settings.test_run:
-        atomic_torch_save(path, {name: body.state_dict() for name, body in bodies.items()})
+        atomic_torch_save(
+            path, {name: body.state_dict() for name, body in bodies.items()}
+        )
     return False

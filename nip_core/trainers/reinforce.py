@@ -28,7 +28,9 @@ VALUE_TARGET_KEY = (K.AGENTS, "value_target")
 VALUE_KEY = (K.AGENTS, K.VALUE)
 
 
-def reward_to_go(reward: torch.Tensor, done: torch.Tensor, gamma: float) -> torch.Tensor:
+def reward_to_go(
+    reward: torch.Tensor, done: torch.Tensor, gamma: float
+) -> torch.Tensor:
     """Discounted reward-to-go along the time dimension (``-2``), reset at dones.
 
     ``reward`` and ``done`` have shape ``[*batch, time, agent]``; the return at step
@@ -43,7 +45,9 @@ def reward_to_go(reward: torch.Tensor, done: torch.Tensor, gamma: float) -> torc
     return out
 
 
-def _critic_loss(prediction: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+def _critic_loss(
+    prediction: torch.Tensor, target: torch.Tensor, kind: str
+) -> torch.Tensor:
     if kind == "l1":
         return (prediction - target).abs()
     if kind == "l2":
@@ -103,9 +107,9 @@ class ReinforceLoss(nn.Module):
                     -self.clip_value, self.clip_value
                 )
             target = tensordict.get(VALUE_TARGET_KEY).detach().reshape(value.shape)
-            out["loss_critic"] = _critic_loss(value, target, self.loss_critic_type).mean(
-                dim=batch_dims
-            )
+            out["loss_critic"] = _critic_loss(
+                value, target, self.loss_critic_type
+            ).mean(dim=batch_dims)
         return TensorDict(out, batch_size=[])
 
 

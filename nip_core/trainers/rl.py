@@ -19,9 +19,10 @@ class does the rest, per training iteration:
 After training, the test loop runs ``rl.num_test_iterations`` collections on the test
 environment in eval mode and logs the same statistics with a ``test_`` prefix.
 
-The optimizer is one Adam over the groups of :func:`nip_core.trainers.optim.build_param_groups`
-(per agent and part, with the learning-rate rules of nip); with ``rl.anneal_lr`` every
-group's LR decays linearly to 0 over the run.
+The optimizer is one Adam over the groups of
+:func:`nip_core.trainers.optim.build_param_groups` (per agent and part, with the
+learning-rate rules of nip); with ``rl.anneal_lr`` every group's LR decays linearly
+to 0 over the run.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ def _num_iterations(trainer: TensorDictRlTrainer) -> int:
 
 
 def _num_test_iterations(trainer: TensorDictRlTrainer) -> int:
-    return 1 if trainer.settings.test_run else trainer.hyper_params.rl.num_test_iterations
+    return (
+        1 if trainer.settings.test_run else trainer.hyper_params.rl.num_test_iterations
+    )
 
 
 def capture_environment_state(env: Any) -> dict[str, Any]:
@@ -218,7 +221,8 @@ class TensorDictRlTrainer(TensorDictTrainer):
         return [
             key
             for key in keys
-            if key in present and spec[key].dtype in (torch.float16, torch.float32, torch.float64)
+            if key in present
+            and spec[key].dtype in (torch.float16, torch.float32, torch.float64)
         ]
 
     def _add_normalization_transforms(self) -> None:
@@ -232,7 +236,11 @@ class TensorDictRlTrainer(TensorDictTrainer):
         from torchrl.envs import TransformedEnv
         from torchrl.envs.transforms import ObservationNorm
 
-        steps = 10 if self.settings.test_run else self.hyper_params.rl.num_normalization_steps
+        steps = (
+            10
+            if self.settings.test_run
+            else self.hyper_params.rl.num_normalization_steps
+        )
         environments = []
         for env in (self.train_environment, self.test_environment):
             keys = self._normalization_keys(env)
@@ -246,8 +254,10 @@ class TensorDictRlTrainer(TensorDictTrainer):
                     dims = tuple(range(batch_dims))
                     loc = values.mean(dim=dims)
                     std = values.std(dim=dims) if values[..., 0].numel() > 1 else None
-                    scale = torch.ones_like(loc) if std is None else torch.where(
-                        std > 1e-6, std, torch.ones_like(std)
+                    scale = (
+                        torch.ones_like(loc)
+                        if std is None
+                        else torch.where(std > 1e-6, std, torch.ones_like(std))
                     )
                     transformed.append_transform(
                         ObservationNorm(
@@ -262,7 +272,9 @@ class TensorDictRlTrainer(TensorDictTrainer):
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        state["optimizer"] = None if self.optimizer is None else self.optimizer.state_dict()
+        state["optimizer"] = (
+            None if self.optimizer is None else self.optimizer.state_dict()
+        )
         state["loss_module"] = self.loss_module.state_dict()
         state["carry"] = None if self._carry is None else self._carry.clone()
         state["environments"] = {
@@ -349,8 +361,10 @@ class TensorDictRlTrainer(TensorDictTrainer):
         updates = {}
         for name in self.agent_names:
             schedule = getattr(self.hyper_params.agents[name], "update_schedule", None)
-            updates[name] = True if schedule is None else bool(
-                schedule.is_update_iteration(iteration)
+            updates[name] = (
+                True
+                if schedule is None
+                else bool(schedule.is_update_iteration(iteration))
             )
         return updates
 
@@ -362,7 +376,9 @@ class TensorDictRlTrainer(TensorDictTrainer):
             group.setdefault("initial_lr", group["lr"])
             group["lr"] = fraction * group["initial_lr"]
 
-    @attach_progress_bar(_num_iterations, initial_func=lambda self: self._start_iteration)
+    @attach_progress_bar(
+        _num_iterations, initial_func=lambda self: self._start_iteration
+    )
     def _run_train_loop(self, iteration_context: IterationContext) -> None:
         import torch
 

@@ -29,7 +29,9 @@ from nip_core.trainers.optim import build_param_groups
 
 
 def _num_epochs(trainer: SoloAgentTrainer) -> int:
-    return 1 if trainer.settings.test_run else trainer.hyper_params.solo_agent.num_epochs
+    return (
+        1 if trainer.settings.test_run else trainer.hyper_params.solo_agent.num_epochs
+    )
 
 
 class SoloAgentTrainer(TensorDictTrainer):
@@ -80,8 +82,8 @@ class SoloAgentTrainer(TensorDictTrainer):
                     f"agent {name!r} has no solo head: the factory builds one for the "
                     f"solo_agent trainer and when pretrain_agents is set"
                 )
-            body_part = "body" if getattr(agent, "body", None) is not None else (
-                "policy_body"
+            body_part = (
+                "body" if getattr(agent, "body", None) is not None else ("policy_body")
             )
             groups = build_param_groups(
                 {name: agent},
@@ -188,7 +190,9 @@ class SoloAgentTrainer(TensorDictTrainer):
     def _run_train_loop(self, iteration_context: IterationContext) -> None:
         import torch.nn.functional as F
 
-        iteration_context.set_description("Pre-training" if self.as_pretraining else "Training")
+        iteration_context.set_description(
+            "Pre-training" if self.as_pretraining else "Training"
+        )
         dataset = self.scenario_instance.train_dataset
         for epoch in range(self._start_epoch, _num_epochs(self)):
             self.set_agents_mode(True)
@@ -218,7 +222,9 @@ class SoloAgentTrainer(TensorDictTrainer):
                 self.run.run_callbacks(self, epoch, metrics)
             iteration_context.step()
 
-    def evaluate(self, dataset: Any, train: bool = False) -> dict[str, dict[str, float]]:
+    def evaluate(
+        self, dataset: Any, train: bool = False
+    ) -> dict[str, dict[str, float]]:
         """Mean loss and accuracy of each agent on a dataset (no gradients)."""
         import torch
         import torch.nn.functional as F

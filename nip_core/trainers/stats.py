@@ -138,9 +138,9 @@ def rollout_statistics(
         if reward is not None:
             stats[f"{name}.{prefix}mean_step_reward"] = _item(reward[..., i].mean())
             if inverse is not None:
-                ep_reward = torch.zeros(len(unique_eps), dtype=torch.float64).index_add_(
-                    0, inverse, reward[..., i][complete].double()
-                )
+                ep_reward = torch.zeros(
+                    len(unique_eps), dtype=torch.float64
+                ).index_add_(0, inverse, reward[..., i][complete].double())
                 stats[f"{name}.{prefix}mean_episode_reward"] = float(ep_reward.mean())
                 if episode_datapoint is not None:
                     per_dp = _group_mean(ep_reward, episode_datapoint)
@@ -151,7 +151,9 @@ def rollout_statistics(
                     )
 
         decision_logits = _get(flat, DECISION_LOGITS_KEY)
-        if decision_logits is not None and decision_logits.shape[-2] == len(agent_names):
+        if decision_logits is not None and decision_logits.shape[-2] == len(
+            agent_names
+        ):
             ent = normalised_entropy(decision_logits[..., i, :])
             # Only decisions that count (the agent may decide this round)
             decision_mask = _get(flat, ("agents", "decision_mask"))
@@ -204,7 +206,9 @@ def rollout_statistics(
                 tensor = tensor.reshape(*flat.shape, -1)
                 if tensor.shape[-1] == len(agent_names):
                     per_agent[label] = tensor[..., i].float()
-                    stats[f"{name}.{prefix}mean_{label}"] = _item(per_agent[label].mean())
+                    stats[f"{name}.{prefix}mean_{label}"] = _item(
+                        per_agent[label].mean()
+                    )
         if "value" in per_agent and "value_target" in per_agent:
             residual = (per_agent["value_target"] - per_agent["value"]).var()
             stats[f"{name}.{prefix}residual_critic_variance"] = float(
@@ -221,7 +225,9 @@ def rollout_statistics(
         stats[f"{prefix}mean_accuracy"] = _item(done_correct.mean())
         stats[f"{prefix}std_accuracy"] = _std(done_correct)
         if datapoint is not None and done_correct.numel() > 0:
-            per_dp = _group_mean(done_correct, datapoint.reshape(flat.shape)[done].long())
+            per_dp = _group_mean(
+                done_correct, datapoint.reshape(flat.shape)[done].long()
+            )
             stats[f"{prefix}mean_datapoint_accuracy"] = float(per_dp.mean())
             stats[f"{prefix}std_datapoint_accuracy"] = _std(per_dp)
             stats[f"{prefix}worst_datapoint_accuracy"] = float(per_dp.min())

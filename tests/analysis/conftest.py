@@ -18,3 +18,6 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+from nip_core.testing.synthetic.fixtures import synthetic_scenario  # noqa: E402, F401

@@ -52,7 +52,9 @@ def synthetic_rollout(num_envs: int = 64, episodes_per_env: int = 4, seed: int =
                 {"message_selected": selected, "active_mask": active},
                 batch_size=(num_envs, time, 4),
             ),
-            "next": TensorDict({"done": done.unsqueeze(-1)}, batch_size=(num_envs, time)),
+            "next": TensorDict(
+                {"done": done.unsqueeze(-1)}, batch_size=(num_envs, time)
+            ),
         },
         batch_size=(num_envs, time),
     )
@@ -162,3 +164,24 @@ def test_runs_inside_inference_mode():
     with torch.inference_mode():
         scores = MessageRegressor(fast_params(), AGENTS, seed=3).fit_score(rollout)
     assert scores["leaker"] == 1.0
+
+
+def test_on_a_rollout_of_the_synthetic_environment(synthetic_scenario):
+    instance = synthetic_scenario.build()
+    names = instance.protocol_handler.agent_names
+    torch.manual_seed(0)
+    rollout = instance.train_environment.rollout(12, break_when_any_done=False)
+    data = episode_message_features(rollout, names)
+    active = rollout["agents", "active_mask"]
+    positions = rollout["agents", "message_selected"].shape[-1]
+    for index, name in enumerate(names):
+        features = data[name].features
+        # one one-hot per active (step, channel, position), every step in an episode
+        assert features.sum() == active[..., index, :].sum() * positions
+        assert features.shape[1] == rollout["message_history"].shape[2]
+        assert features.shape[2] == rollout["agents", "valid_message_mask"].shape[-1]
+    metrics = MessageRegressor(fast_params(mlp_num_epochs=2), names).metrics(rollout)
+    assert sorted(metrics) == sorted(
+        f"{name}.message_regression_test_accuracy" for name in names
+    )
+    assert all(0.0 <= value <= 1.0 for value in metrics.values())

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from nip_core.cli import compose
 from nip_core.cli.main import main
 
 
@@ -118,26 +119,52 @@ def test_failed_jobs_are_summarised_and_the_rest_run(toy_plugin, monkeypatch, ca
     assert "[seed=2] failed: disk full" in err
 
 
+INSTALL_COMMAND = "pip install nip-plugin-graph-isomorphism nip-plugin-ppo"
+CHECKOUT_COMMAND = (
+    "pip install ./plugins/nip-plugin-graph-isomorphism ./plugins/nip-plugin-ppo"
+)
+
+
 def test_missing_scenario_plugin_says_what_to_install(
     plugin_manager, tmp_path, monkeypatch, capsys
 ):
+    monkeypatch.setattr(
+        compose, "first_party_plugins_missing", lambda: ["nip-plugin-graph-isomorphism"]
+    )
     monkeypatch.chdir(tmp_path)
     status = main(["run"])
     _, err = capsys.readouterr()
     assert status == 1
     assert "no scenario plugin is installed" in err
-    assert "pip install nip-plugin-graph-isomorphism nip-plugin-ppo" in err
-    assert (
-        "pip install ./plugins/nip-plugin-graph-isomorphism ./plugins/nip-plugin-ppo"
-        in err
-    )
+    assert "Missing plugins: nip-plugin-graph-isomorphism." in err
+    assert INSTALL_COMMAND in err
+    assert CHECKOUT_COMMAND in err
     assert "Traceback" not in err
 
 
-def test_missing_default_config_says_what_to_install(toy_plugin, capsys):
+def test_missing_default_config_says_what_to_install(toy_plugin, monkeypatch, capsys):
+    monkeypatch.setattr(compose, "first_party_plugins_missing", lambda: [])
     (toy_plugin.config_dir / "default.yaml").unlink()
     status = main(["run"])
     _, err = capsys.readouterr()
     assert status == 1
     assert "there is no config named 'default'" in err
-    assert "./plugins/nip-plugin-ppo" in err
+    assert "may have failed to load: see `nip plugins`" in err
+    assert INSTALL_COMMAND in err
+    assert CHECKOUT_COMMAND in err
+
+
+def test_first_party_plugins_missing_asks_the_installed_distributions(monkeypatch):
+    import importlib.metadata
+
+    installed = {"nip-plugin-ppo"}
+
+    def distribution(name):
+        if name not in installed:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return object()
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    assert compose.first_party_plugins_missing() == ["nip-plugin-graph-isomorphism"]
+    installed.add("nip-plugin-graph-isomorphism")
+    assert compose.first_party_plugins_missing() == []

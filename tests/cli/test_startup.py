@@ -55,7 +55,8 @@ def test_help_imports_neither_torch_nor_hydra(argv):
 
 def test_plugins_command_does_not_import_torch():
     status, torch_loaded, _, elapsed, output = probe(["plugins", "--json"])
-    assert status == 0
+    # 1 says a plugin is broken: the installed plugins decide that, not this test
+    assert status in (0, 1)
     assert not torch_loaded
     assert elapsed < 3.0
     payload = output[: output.index("@@")]

@@ -14,6 +14,7 @@ from nip_core.protocols.parameters import (
     MnipProtocolParameters,
     NipProtocolParameters,
 )
+
 from nip_plugin_image_classification.agent_parameters import (
     ImageClassificationAgentParameters,
 )

@@ -1,4 +1,4 @@
-"""Forward shapes of every part, for every protocol, zero knowledge, both block types."""
+"""Forward shapes of every part: every protocol, zero knowledge, both block types."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from ic_helpers import (
     random_agent,
     tiny_agent_params,
 )
-from tensordict import TensorDict
-
 from nip_core.errors import NipConfigError
 from nip_core.scenario import keys as K
 from nip_core.scenario.agents import (
@@ -23,6 +21,8 @@ from nip_core.scenario.agents import (
     CombinedValueHead,
     RandomAgentPolicyHead,
 )
+from tensordict import TensorDict
+
 from nip_plugin_image_classification.agents import (
     ImageClassificationAgentBody,
     ImageClassificationAgentPolicyHead,
@@ -49,7 +49,12 @@ def observation(handler, hyper_params, latent=(4, 4), image=(1, 8, 8), round_id=
             K.AGENTS: TensorDict(
                 {
                     K.VALID_MESSAGE_MASK: torch.ones(
-                        BATCH, agents, channels, size, latent[0] * latent[1], dtype=torch.bool
+                        BATCH,
+                        agents,
+                        channels,
+                        size,
+                        latent[0] * latent[1],
+                        dtype=torch.bool,
                     )
                 },
                 batch_size=(BATCH, agents),
@@ -68,9 +73,11 @@ def build_parts(hyper_params, handler, settings):
             policies[name] = RandomAgentPolicyHead(*args)
         else:
             policies[name] = ImageClassificationAgentPolicyHead(*args)
-        values[name] = ImageClassificationAgentValueHead(*args) if not getattr(
-            hyper_params.agents[name], "is_random", False
-        ) else None
+        values[name] = (
+            ImageClassificationAgentValueHead(*args)
+            if not getattr(hyper_params.agents[name], "is_random", False)
+            else None
+        )
         solos[name] = ImageClassificationSoloAgentHead(*args) if values[name] else None
     return bodies, policies, values, solos
 
@@ -111,7 +118,9 @@ def test_combined_forward_shapes(tmp_path, protocol, zero_knowledge, block_type)
                 assert torch.all(logits[:, a, c] == 0)
     # Only deciders have a decider: the others' decision logits are zero.
     for a, name in enumerate(handler.agent_names):
-        decides = name in (getattr(handler, "decider_names", None) or handler.verifier_names)
+        decides = name in (
+            getattr(handler, "decider_names", None) or handler.verifier_names
+        )
         assert torch.any(td[K.AGENTS, K.DECISION_LOGITS][:, a] != 0) == decides
 
     td = CombinedValueHead(hyper_params, settings, handler, values)(td)
@@ -156,7 +165,9 @@ def test_random_prover_stacks_with_a_real_verifier(tmp_path):
     handler = make_handler(hyper_params)
     settings = make_settings(tmp_path)
     bodies, policies, *_ = build_parts(hyper_params, handler, settings)
-    td = CombinedBody(hyper_params, settings, handler, bodies)(observation(handler, hyper_params))
+    td = CombinedBody(hyper_params, settings, handler, bodies)(
+        observation(handler, hyper_params)
+    )
     td = CombinedPolicyHead(hyper_params, settings, handler, policies)(td)
     prover = handler.agent_names.index("prover")
     assert bodies["prover"].encoder is None
@@ -166,7 +177,8 @@ def test_random_prover_stacks_with_a_real_verifier(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("groups", "latent", "message_size"), [(0, (8, 8), 1), (2, (2, 2), 2), (3, (1, 1), 1)]
+    ("groups", "latent", "message_size"),
+    [(0, (8, 8), 1), (2, (2, 2), 2), (3, (1, 1), 1)],
 )
 def test_latent_grid_follows_num_block_groups(tmp_path, groups, latent, message_size):
     hyper_params = make_hyper_params(
@@ -175,7 +187,9 @@ def test_latent_grid_follows_num_block_groups(tmp_path, groups, latent, message_
     handler = make_handler(hyper_params)
     settings = make_settings(tmp_path)
     body = ImageClassificationAgentBody(hyper_params, settings, "verifier", handler)
-    policy = ImageClassificationAgentPolicyHead(hyper_params, settings, "verifier", handler)
+    policy = ImageClassificationAgentPolicyHead(
+        hyper_params, settings, "verifier", handler
+    )
     td = observation(handler, hyper_params, latent=latent)
     view = td.select("image", K.MESSAGE_HISTORY, K.MESSAGE, K.ROUND)
     out = body(view)
@@ -191,7 +205,9 @@ def test_too_many_groups_for_digits_is_a_config_error(tmp_path):
     hyper_params = make_hyper_params("nip", num_block_groups=4)
     handler = make_handler(hyper_params)
     with pytest.raises(NipConfigError, match="at most 3"):
-        ImageClassificationAgentBody(hyper_params, make_settings(tmp_path), "prover", handler)
+        ImageClassificationAgentBody(
+            hyper_params, make_settings(tmp_path), "prover", handler
+        )
 
 
 def test_body_without_message_keys_reads_an_empty_history(tmp_path):
@@ -221,7 +237,9 @@ def test_decider_reads_the_round(tmp_path):
     handler = make_handler(hyper_params)
     settings = make_settings(tmp_path)
     body = ImageClassificationAgentBody(hyper_params, settings, "verifier", handler)
-    policy = ImageClassificationAgentPolicyHead(hyper_params, settings, "verifier", handler)
+    policy = ImageClassificationAgentPolicyHead(
+        hyper_params, settings, "verifier", handler
+    )
     assert K.ROUND in policy.in_keys
     td = observation(handler, hyper_params, round_id=0)
     view = td.select("image", K.MESSAGE_HISTORY, K.MESSAGE, K.ROUND)
@@ -238,12 +256,19 @@ def test_manual_architecture_is_refused(tmp_path):
     )
     handler = make_handler(hyper_params)
     with pytest.raises(NipConfigError, match="use_manual_architecture"):
-        ImageClassificationAgentBody(hyper_params, make_settings(tmp_path), "prover", handler)
+        ImageClassificationAgentBody(
+            hyper_params, make_settings(tmp_path), "prover", handler
+        )
 
 
 def test_residual_block_gets_gradients_everywhere(tmp_path):
     hyper_params = make_hyper_params(
-        "nip", agents={"_default": tiny_agent_params(building_block_type="residual_basic", num_blocks_per_group=2)}
+        "nip",
+        agents={
+            "_default": tiny_agent_params(
+                building_block_type="residual_basic", num_blocks_per_group=2
+            )
+        },
     )
     handler = make_handler(hyper_params)
     settings = make_settings(tmp_path)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from nip_core.errors import NipConfigError
+
 from nip_plugin_image_classification.binarification import (
     balance,
     binarify,

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-import nip_plugin_image_classification.plugin as ic_plugin
 from nip_core.parameters import HyperParameters
 from nip_core.testing.contracts.scenario import ScenarioContract
+
+import nip_plugin_image_classification.plugin as ic_plugin
 from nip_plugin_image_classification.agent_parameters import (
     ImageClassificationAgentParameters,
 )
@@ -33,9 +33,14 @@ class TestImageClassificationContract(ScenarioContract):
             dataset="digits",
             interaction_protocol=interaction_protocol,
             protocol_common={"zero_knowledge": zero_knowledge},
-            agents={"_default": ImageClassificationAgentParameters.construct_test_params()},
+            agents={
+                "_default": ImageClassificationAgentParameters.construct_test_params()
+            },
             image_classification={"num_block_groups": 2, "initial_num_channels": 2},
-            dataset_options={"binarification_method": "select_two", "max_train_size": 16},
+            dataset_options={
+                "binarification_method": "select_two",
+                "max_train_size": 16,
+            },
             # Short episodes keep the suite fast; 3 rounds end on a verifier turn.
             nip_protocol={"max_message_rounds": 3},
             debate_protocol={"max_message_rounds": 3},

@@ -42,7 +42,9 @@ def settings(tmp_path):
 
 def test_select_two_digits_keeps_zeros_and_ones_balanced(settings, tmp_path):
     hyper_params = make_hyper_params(binarification_method="select_two")
-    dataset = ImageClassificationDataset(hyper_params, settings, make_handler(), "train")
+    dataset = ImageClassificationDataset(
+        hyper_params, settings, make_handler(), "train"
+    )
     raw = load_raw_images("digits", tmp_path, train=True)
     source = dataset.data["source_index"].numpy()
     # Every kept image is a 0 (label 0) or a 1 (label 1), and the classes are equal.

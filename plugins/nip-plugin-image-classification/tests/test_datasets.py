@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from nip_core.errors import DatasetNotFoundError, UnknownKeyError
+
 from nip_plugin_image_classification.datasets import (
     DIGITS_TEST_SIZE,
     IMAGE_DATASETS,
@@ -54,7 +54,11 @@ def test_read_idx_rejects_truncated_file(tmp_path):
 
 @pytest.mark.parametrize(
     ("name", "folder", "compress"),
-    [("mnist", "MNIST", False), ("fashion_mnist", "FashionMNIST", True), ("kmnist", "KMNIST", False)],
+    [
+        ("mnist", "MNIST", False),
+        ("fashion_mnist", "FashionMNIST", True),
+        ("kmnist", "KMNIST", False),
+    ],
 )
 def test_mnist_family_reader(tmp_path, name, folder, compress):
     rng = np.random.default_rng(0)

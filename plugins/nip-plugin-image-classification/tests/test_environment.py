@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from ic_helpers import make_handler, make_hyper_params, make_settings
-from torchrl.envs.utils import check_env_specs, step_mdp
-
 from nip_core.errors import NipConfigError
 from nip_core.scenario import keys as K
+from torchrl.envs.utils import check_env_specs, step_mdp
+
 from nip_plugin_image_classification.data import ImageClassificationDataset
 from nip_plugin_image_classification.environment import (
     ImageClassificationEnvironment,
@@ -34,9 +34,12 @@ def make_env(tmp_path, protocol="nip", **kwargs):
 def act(env, td, messages, decisions):
     """Set every agent's message index (one channel, one position) and decision."""
     td = td.clone()
-    td[K.AGENTS, K.MESSAGE_SELECTED] = torch.tensor(messages).reshape(
-        1, env.num_agents, 1, 1
-    ).expand(NUM_ENVS, -1, -1, -1).clone()
+    td[K.AGENTS, K.MESSAGE_SELECTED] = (
+        torch.tensor(messages)
+        .reshape(1, env.num_agents, 1, 1)
+        .expand(NUM_ENVS, -1, -1, -1)
+        .clone()
+    )
     decisions = torch.as_tensor(decisions).reshape(-1, env.num_agents)
     td[K.AGENTS, K.DECISION] = decisions.expand(NUM_ENVS, -1).clone()
     # The next root state: the new observation plus the state carried over (y, ids).
@@ -79,7 +82,9 @@ def test_nip_episode_step_by_step(tmp_path):
     assert not nxt[K.MESSAGE_HISTORY][:, 1:].any()
     assert nxt[K.ROUND].tolist() == [1] * NUM_ENVS
     assert not nxt[K.DONE].any()
-    assert nxt[K.AGENTS, K.REWARD].reshape(NUM_ENVS, 2).tolist() == [[0.0, 0.0]] * NUM_ENVS
+    assert (
+        nxt[K.AGENTS, K.REWARD].reshape(NUM_ENVS, 2).tolist() == [[0.0, 0.0]] * NUM_ENVS
+    )
 
     # Round 1, the prover's turn: pixel 13 = row 3, column 1. Round 0 stays.
     nxt2 = act(env, nxt, messages=[13, 0], decisions=[2, 2])
@@ -120,6 +125,8 @@ def test_message_size_two_writes_two_pixels_per_round(tmp_path):
 def test_latent_grid_of_each_dataset_and_group_count():
     assert latent_grid_shape(make_hyper_params(num_block_groups=2)) == (2, 2)
     assert latent_grid_shape(make_hyper_params(dataset="cifar10")) == (16, 16)
-    assert latent_grid_shape(make_hyper_params(dataset="mnist", num_block_groups=3)) == (3, 3)
+    assert latent_grid_shape(
+        make_hyper_params(dataset="mnist", num_block_groups=3)
+    ) == (3, 3)
     with pytest.raises(NipConfigError, match="at most 5"):
         latent_grid_shape(make_hyper_params(dataset="svhn", num_block_groups=6))

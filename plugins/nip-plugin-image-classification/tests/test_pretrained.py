@@ -7,14 +7,14 @@ from typing import ClassVar
 import pytest
 import torch
 from ic_helpers import make_handler, make_hyper_params, make_settings, tiny_agent_params
-from tensordict import TensorDict
-from torch import nn
-
-import nip_plugin_image_classification.plugin as ic_plugin
 from nip_core import hookimpl
 from nip_core.errors import MissingPluginError
 from nip_core.records import PretrainedModelSpec
 from nip_core.scenario import keys as K
+from tensordict import TensorDict
+from torch import nn
+
+import nip_plugin_image_classification.plugin as ic_plugin
 from nip_plugin_image_classification.agents import ImageClassificationAgentBody
 from nip_plugin_image_classification.data import ImageClassificationDataset
 from nip_plugin_image_classification.pretrained import (
@@ -42,7 +42,9 @@ class TinyModelPlugin:
     def register_pretrained_models(self):
         return [
             PretrainedModelSpec(
-                name="tiny_conv", model_class=TinyConvModel, scenario="image_classification"
+                name="tiny_conv",
+                model_class=TinyConvModel,
+                scenario="image_classification",
             )
         ]
 
@@ -54,8 +56,12 @@ def with_tiny_model(register_plugin):
     TinyConvModel.loads = 0
 
 
-def test_embeddings_are_computed_once_then_read_from_the_cache(tmp_path, with_tiny_model):
-    hyper_params = make_hyper_params("nip", binarification_method="select_two", max_train_size=20)
+def test_embeddings_are_computed_once_then_read_from_the_cache(
+    tmp_path, with_tiny_model
+):
+    hyper_params = make_hyper_params(
+        "nip", binarification_method="select_two", max_train_size=20
+    )
     settings = make_settings(tmp_path)
     settings.cache_dir = str(tmp_path / "cache")
     handler = make_handler(hyper_params)
@@ -73,7 +79,9 @@ def test_embeddings_are_computed_once_then_read_from_the_cache(tmp_path, with_ti
     again = ImageClassificationDataset(hyper_params, settings, handler, "train")
     TinyConvModel(hyper_params, settings, "tiny_conv").add_to_dataset(again)
     assert TinyConvModel.loads == 2  # the one call above, for `expected`; none here
-    torch.testing.assert_close(again[0:20][K.PRETRAINED_EMBEDDINGS, "tiny_conv"], embeddings)
+    torch.testing.assert_close(
+        again[0:20][K.PRETRAINED_EMBEDDINGS, "tiny_conv"], embeddings
+    )
     # A batch of datapoints carries its embeddings.
     assert again[0:4][K.PRETRAINED_EMBEDDINGS, "tiny_conv"].shape == (4, 3, 4, 4)
 
@@ -81,10 +89,16 @@ def test_embeddings_are_computed_once_then_read_from_the_cache(tmp_path, with_ti
 def test_body_reads_the_embeddings(tmp_path, with_tiny_model):
     hyper_params = make_hyper_params(
         "nip",
-        agents={"_default": tiny_agent_params(pretrained_embeddings_model="tiny_conv", pretrained_embedding_channels=2)},
+        agents={
+            "_default": tiny_agent_params(
+                pretrained_embeddings_model="tiny_conv", pretrained_embedding_channels=2
+            )
+        },
     )
     handler = make_handler(hyper_params)
-    body = ImageClassificationAgentBody(hyper_params, make_settings(tmp_path), "verifier", handler)
+    body = ImageClassificationAgentBody(
+        hyper_params, make_settings(tmp_path), "verifier", handler
+    )
     assert body.required_pretrained_models == ("tiny_conv",)
     assert (K.PRETRAINED_EMBEDDINGS, "tiny_conv") in body.in_keys
     image = torch.randn(4, 1, 8, 8)
@@ -97,7 +111,9 @@ def test_body_reads_the_embeddings(tmp_path, with_tiny_model):
     assert out["image_level_repr"].shape == (4, 8)
     changed = td.clone()
     changed[K.PRETRAINED_EMBEDDINGS, "tiny_conv"] = embeddings + 1.0
-    assert not torch.allclose(body(changed)["image_level_repr"], out["image_level_repr"])
+    assert not torch.allclose(
+        body(changed)["image_level_repr"], out["image_level_repr"]
+    )
 
 
 def test_resnet18_without_timm_says_what_to_install(tmp_path, monkeypatch):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
-import nip_plugin_image_classification.plugin as ic_plugin
 from nip_core.experiment import run_experiment
 from nip_core.parameters import HyperParameters
 from nip_core.settings import ExperimentSettings
+
+import nip_plugin_image_classification.plugin as ic_plugin
 
 
 @pytest.mark.slow
@@ -39,7 +39,9 @@ def test_solo_agent_on_digits_reaches_ninety_percent(tmp_path, register_plugin):
     )
     result = run_experiment(hyper_params, settings)
     test_accuracy = [
-        m["verifier.test_accuracy"] for m in result.metrics if "verifier.test_accuracy" in m
+        m["verifier.test_accuracy"]
+        for m in result.metrics
+        if "verifier.test_accuracy" in m
     ]
     assert test_accuracy, result.metrics[-1]
     assert test_accuracy[-1] >= 0.9

@@ -6,7 +6,6 @@ from typing import Any, Literal
 
 from attrs import field
 from attrs import validators as v
-
 from nip_core.parameters import AgentParameters, parameters_class
 
 ActivationFunction = Literal["relu", "tanh", "sigmoid", "gelu"]

@@ -21,10 +21,6 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 import torch
-from tensordict import TensorDict, TensorDictBase
-from tensordict.utils import NestedKey
-from torch import Tensor
-
 from nip_core.errors import ConfigProblem, NipConfigError
 from nip_core.scenario import keys as K
 from nip_core.scenario.agents import (
@@ -34,6 +30,10 @@ from nip_core.scenario.agents import (
     SoloAgentHead,
     TensorDictAgentPartMixin,
 )
+from tensordict import TensorDict, TensorDictBase
+from tensordict.utils import NestedKey
+from torch import Tensor
+
 from nip_plugin_image_classification.data import image_classification_options
 from nip_plugin_image_classification.datasets import get_dataset_info
 from nip_plugin_image_classification.environment import latent_grid_shape
@@ -57,7 +57,9 @@ class ImageClassificationAgentPartMixin(TensorDictAgentPartMixin):
     @property
     def d_representation(self) -> int:
         """Width of the body's representations (``hyper_params.d_representation``)."""
-        return int(getattr(self.hyper_params, "d_representation", DEFAULT_D_REPRESENTATION))
+        return int(
+            getattr(self.hyper_params, "d_representation", DEFAULT_D_REPRESENTATION)
+        )
 
     @property
     def message_size(self) -> int:
@@ -105,7 +107,7 @@ class ImageClassificationAgentPartMixin(TensorDictAgentPartMixin):
 
 
 class ImageClassificationAgentBody(ImageClassificationAgentPartMixin, AgentBody):
-    """The CNN body (see :class:`~nip_plugin_image_classification.networks.ImageEncoder`).
+    """The CNN body (see :class:`~.networks.ImageEncoder`).
 
     Reads ``image``, ``message_history`` and ``message`` (zeros when absent, as in
     supervised training on dataset batches), the pretrained embeddings named by
@@ -199,7 +201,7 @@ class ImageClassificationAgentBody(ImageClassificationAgentPartMixin, AgentBody)
 
     @cached_property
     def pretrained_model(self) -> Any:
-        """The pretrained model named by ``pretrained_embeddings_model``, or ``None``."""
+        """The model named by ``pretrained_embeddings_model``, or ``None``."""
         name = getattr(self.agent_params, "pretrained_embeddings_model", None)
         if name is None:
             return None
@@ -211,7 +213,9 @@ class ImageClassificationAgentBody(ImageClassificationAgentPartMixin, AgentBody)
 
     @property
     def pretrained_model_name(self) -> str | None:
-        return None if self.pretrained_model is None else self.pretrained_model.model_name
+        return (
+            None if self.pretrained_model is None else self.pretrained_model.model_name
+        )
 
     @property
     def required_pretrained_models(self) -> tuple[str, ...]:
@@ -245,7 +249,9 @@ class ImageClassificationAgentBody(ImageClassificationAgentPartMixin, AgentBody)
             history = self._empty_history(image)
         embeddings = None
         if self.pretrained_model_name is not None:
-            embeddings = tensordict.get((K.PRETRAINED_EMBEDDINGS, self.pretrained_model_name))
+            embeddings = tensordict.get(
+                (K.PRETRAINED_EMBEDDINGS, self.pretrained_model_name)
+            )
         linear_history = None
         if self.include_linear_message_space:
             linear_history = tensordict.get(K.LINEAR_MESSAGE_HISTORY, None)
@@ -265,12 +271,17 @@ class ImageClassificationAgentBody(ImageClassificationAgentPartMixin, AgentBody)
             linear_message_history=linear_history,
         )
         return TensorDict(
-            {IMAGE_LEVEL_REPR: image_level, LATENT_PIXEL_LEVEL_REPR: latent_pixel_level},
+            {
+                IMAGE_LEVEL_REPR: image_level,
+                LATENT_PIXEL_LEVEL_REPR: latent_pixel_level,
+            },
             batch_size=tensordict.batch_size,
         )
 
 
-class ImageClassificationAgentPolicyHead(ImageClassificationAgentPartMixin, AgentPolicyHead):
+class ImageClassificationAgentPolicyHead(
+    ImageClassificationAgentPartMixin, AgentPolicyHead
+):
     """Latent-pixel selector, and the decider for agents that decide.
 
     Outputs ``main_message_logits`` ``(*batch, channel, position,
@@ -312,7 +323,9 @@ class ImageClassificationAgentPolicyHead(ImageClassificationAgentPartMixin, Agen
                 params.num_decider_layers,
                 params.activation_function,
                 num_rounds=(
-                    self._round_one_hot_size() if params.include_round_in_decider else None
+                    self._round_one_hot_size()
+                    if params.include_round_in_decider
+                    else None
                 ),
             )
         self.linear_message_selector = None
@@ -320,7 +333,9 @@ class ImageClassificationAgentPolicyHead(ImageClassificationAgentPartMixin, Agen
             self.linear_message_selector = mlp(
                 self.d_representation,
                 params.d_linear_message_selector,
-                self.num_visible_channels * self.message_size * self.d_linear_message_space,
+                self.num_visible_channels
+                * self.message_size
+                * self.d_linear_message_space,
                 params.num_linear_message_selector_layers,
                 params.activation_function,
             )
@@ -341,19 +356,27 @@ class ImageClassificationAgentPolicyHead(ImageClassificationAgentPartMixin, Agen
             K.MAIN_MESSAGE_LOGITS: self._scatter_to_channels(visible, len(batch)),
         }
         if self.decider is not None:
-            out[K.DECISION_LOGITS] = self.decider(image_level, tensordict.get(K.ROUND, None))
+            out[K.DECISION_LOGITS] = self.decider(
+                image_level, tensordict.get(K.ROUND, None)
+            )
         else:
             out[K.DECISION_LOGITS] = image_level.new_zeros(*batch, 3)
         if self.linear_message_selector is not None:
             linear = self.linear_message_selector(image_level).unflatten(
                 -1,
-                (self.num_visible_channels, self.message_size, self.d_linear_message_space),
+                (
+                    self.num_visible_channels,
+                    self.message_size,
+                    self.d_linear_message_space,
+                ),
             )
             out[K.LINEAR_MESSAGE_LOGITS] = self._scatter_to_channels(linear, len(batch))
         return TensorDict(out, batch_size=batch)
 
 
-class ImageClassificationAgentValueHead(ImageClassificationAgentPartMixin, AgentValueHead):
+class ImageClassificationAgentValueHead(
+    ImageClassificationAgentPartMixin, AgentValueHead
+):
     """An MLP on the image-level representation (and the round): ``value``
     ``(*batch,)``."""
 
@@ -379,7 +402,9 @@ class ImageClassificationAgentValueHead(ImageClassificationAgentPartMixin, Agent
             1,
             params.num_value_layers,
             params.activation_function,
-            num_rounds=self._round_one_hot_size() if params.include_round_in_value else None,
+            num_rounds=self._round_one_hot_size()
+            if params.include_round_in_value
+            else None,
         ).to(self._default_device)
         self.init_weights()
 
@@ -394,7 +419,9 @@ class ImageClassificationAgentValueHead(ImageClassificationAgentPartMixin, Agent
         return TensorDict({K.VALUE: value}, batch_size=tensordict.batch_size)
 
 
-class ImageClassificationSoloAgentHead(ImageClassificationAgentPartMixin, SoloAgentHead):
+class ImageClassificationSoloAgentHead(
+    ImageClassificationAgentPartMixin, SoloAgentHead
+):
     """Two logits (label 0, label 1) from the image-level representation, for
     supervised training of an agent alone (``solo_agent``, pre-training)."""
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import attrs
 import numpy as np
-
 from nip_core.errors import NipConfigError
 
 

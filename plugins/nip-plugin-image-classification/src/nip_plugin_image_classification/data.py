@@ -20,10 +20,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from tensordict import TensorDict
-
 from nip_core.errors import NipConfigError
 from nip_core.scenario.data import TensorDictDataset
+from tensordict import TensorDict
+
 from nip_plugin_image_classification.binarification import binarify
 from nip_plugin_image_classification.datasets import (
     DIGITS_SPLIT_SEED,

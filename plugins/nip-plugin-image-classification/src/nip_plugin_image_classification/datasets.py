@@ -35,7 +35,6 @@ from pathlib import Path
 
 import attrs
 import numpy as np
-
 from nip_core.errors import DatasetNotFoundError, UnknownKeyError
 
 DIGITS_TEST_SIZE = 360
@@ -70,8 +69,7 @@ class RawImages:
             )
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(
-                f"{self.images.shape[0]} images but labels of shape "
-                f"{self.labels.shape}"
+                f"{self.images.shape[0]} images but labels of shape {self.labels.shape}"
             )
 
     def __len__(self) -> int:
@@ -124,9 +122,9 @@ class ImageDatasetInfo:
     source: str = ""
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Readers of the on-disk formats
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 _IDX_DTYPES = {
     0x08: np.uint8,
@@ -207,9 +205,11 @@ def read_cifar10(raw_dir: Path, train: bool) -> RawImages:
 
 
 def read_cifar100(raw_dir: Path, train: bool) -> RawImages:
-    """Read CIFAR-100's python pickles (fine labels) from ``raw_dir/cifar-100-python``."""
+    """Read CIFAR-100's pickles (fine labels) from ``raw_dir/cifar-100-python``."""
     folder = raw_dir / "cifar-100-python"
-    return _cifar_arrays([_unpickle(folder / ("train" if train else "test"))], b"fine_labels")
+    return _cifar_arrays(
+        [_unpickle(folder / ("train" if train else "test"))], b"fine_labels"
+    )
 
 
 def read_svhn(raw_dir: Path, train: bool) -> RawImages:
@@ -239,9 +239,9 @@ def read_digits(raw_dir: Path, train: bool) -> RawImages:
     return RawImages(images=images[index], labels=labels[index], max_value=16)
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # The table of datasets
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 def _mnist_like(name: str, folder: str, source: str) -> ImageDatasetInfo:
@@ -332,7 +332,7 @@ DATASET_NAMES: tuple[str, ...] = tuple(IMAGE_DATASETS)
 
 
 def get_dataset_info(name: str) -> ImageDatasetInfo:
-    """The :class:`ImageDatasetInfo` of ``name``; ``UnknownKeyError`` listing the rest."""
+    """The :class:`ImageDatasetInfo` of ``name`` (``UnknownKeyError`` if unknown)."""
     try:
         return IMAGE_DATASETS[name]
     except KeyError:
@@ -366,11 +366,15 @@ def _torchvision_download(info: ImageDatasetInfo, raw_dir: Path, train: bool) ->
     raw_dir.mkdir(parents=True, exist_ok=True)
     try:
         if info.name == "svhn":
-            dataset_class(root=str(raw_dir), split="train" if train else "test", download=True)
+            dataset_class(
+                root=str(raw_dir), split="train" if train else "test", download=True
+            )
         else:
             dataset_class(root=str(raw_dir), train=train, download=True)
     except Exception as error:  # noqa: BLE001 - network and checksum errors alike
-        return f"the download through torchvision failed ({type(error).__name__}: {error})"
+        return (
+            f"the download through torchvision failed ({type(error).__name__}: {error})"
+        )
     return ""
 
 

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from nip_core.errors import ConfigProblem, NipConfigError
 from nip_core.scenario.environment import TensorDictEnvironment
+
 from nip_plugin_image_classification.data import image_classification_options
 from nip_plugin_image_classification.datasets import get_dataset_info
 from nip_plugin_image_classification.networks import latent_size

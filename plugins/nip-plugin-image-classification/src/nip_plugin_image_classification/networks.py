@@ -217,7 +217,9 @@ class ImageEncoder(nn.Module):
             if flat.shape[-2] >= self.height and flat.shape[-1] >= self.width:
                 flat = F.adaptive_avg_pool2d(flat, (self.height, self.width))
             else:
-                flat = F.interpolate(flat, size=(self.height, self.width), mode="nearest")
+                flat = F.interpolate(
+                    flat, size=(self.height, self.width), mode="nearest"
+                )
         flat = self.embedding_projection(flat)
         return flat.reshape(*batch_shape, *flat.shape[-3:])
 
@@ -273,7 +275,10 @@ class ImageEncoder(nn.Module):
 
         if message is None:
             message = latent.new_zeros(
-                *batch_shape, self.message_channels, self.latent_height, self.latent_width
+                *batch_shape,
+                self.message_channels,
+                self.latent_height,
+                self.latent_width,
             )
         else:
             message = message.to(torch.float32).reshape(

@@ -19,7 +19,6 @@ from typing import Any, Literal
 
 from attrs import field
 from attrs import validators as v
-
 from nip_core.parameters import SubParameters, parameters_class
 
 BinarificationMethod = Literal["merge", "select_two", "random"]
@@ -62,7 +61,9 @@ class ImageClassificationParameters(SubParameters):
         The number of channels the first group of building blocks receives.
     """
 
-    num_block_groups: int = field(default=1, validator=v.and_(v.instance_of(int), v.ge(0)))
+    num_block_groups: int = field(
+        default=1, validator=v.and_(v.instance_of(int), v.ge(0))
+    )
     initial_num_channels: int = field(
         default=16, validator=v.and_(v.instance_of(int), v.ge(1))
     )

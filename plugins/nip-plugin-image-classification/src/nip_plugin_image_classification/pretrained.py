@@ -16,11 +16,11 @@ from abc import abstractmethod
 from typing import Any, ClassVar
 
 import torch
+from nip_core.errors import MissingPluginError
+from nip_core.scenario.pretrained import PretrainedModel
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from nip_core.errors import MissingPluginError
-from nip_core.scenario.pretrained import PretrainedModel
 from nip_plugin_image_classification.datasets import ImageDatasetInfo, get_dataset_info
 
 

@@ -84,7 +84,9 @@ def render_episode(episode: dict[str, Any], path: Path) -> None:
         [len(np.asarray(steps[0].get("agents.message_selected", [[0]])))]
         + [m[1] + 1 for m in messages]
     )
-    names = list(episode.get("agent_names") or [f"agent {i}" for i in range(num_agents)])
+    names = list(
+        episode.get("agent_names") or [f"agent {i}" for i in range(num_agents)]
+    )
     colours = plt.get_cmap("tab10")
 
     figure, axes = plt.subplots(figsize=(4, 4.4))

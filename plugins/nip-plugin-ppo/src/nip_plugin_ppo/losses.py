@@ -25,6 +25,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torch import Tensor, nn
 from torch.distributions import kl_divergence, register_kl
+from torchrl.data.replay_buffers.samplers import Sampler
 
 from nip_core.scenario import keys as K
 from nip_core.scenario.distributions import NipActionDistribution
@@ -78,16 +79,16 @@ def per_agent_mean(value: Tensor, num_agents: int) -> Tensor:
     return value.reshape(-1, num_agents).mean(dim=0)
 
 
-def normalize_per_agent(advantage: Tensor, eps: float = 1e-4) -> Tensor:
+def normalize_per_agent(advantage: Tensor, eps: float = 1e-6) -> Tensor:
     """Standardise ``(*batch, A)`` over the batch, separately for each agent.
 
-    The same rule as TorchRL's ``normalize_advantage_exclude_dims`` on the agent
-    dimension: ``(a - mean) / max(std, eps)`` with the population standard
-    deviation.
+    The same rule as TorchRL's PPO losses with ``normalize_advantage_exclude_dims``
+    on the agent dimension: ``(a - mean) / max(std, eps)`` with the sample
+    (Bessel-corrected) standard deviation.
     """
     flat = advantage.reshape(-1, advantage.shape[-1])
     mean = flat.mean(dim=0)
-    std = flat.std(dim=0, correction=0).clamp_min(eps)
+    std = flat.std(dim=0).clamp_min(eps)
     return (advantage - mean) / std
 
 
@@ -271,13 +272,22 @@ class SpgLoss(nn.Module):
 
     For each agent ``i`` with normalised advantage ``A_i`` the surrogate over the
     joint likelihood of the sampled actions, with
-    ``r = exp(Σ_k (log π_k − log π_k,old))``, is
+    ``r_t = exp(Σ_{s ≤ t} Σ_k (log π_k(a_s) − log π_k,old(a_s)))`` summed over every
+    agent ``k`` and every step ``s`` of the episode so far, is
 
     - ``L_i = −mean(r A_i)`` for ``spg``, ``lola``, ``sos`` (the policy-gradient
       gain: at ``r = 1`` its gradient is the policy gradient and its mixed second
       derivatives the score-function estimates of the cross terms);
     - ``L_i = −mean(min(r A_i, clip(r, 1 − ε, 1 + ε) A_i))`` for ``pspg``,
       ``pola``, ``psos`` (the clipped PPO gain).
+
+    The sum over the episode's earlier steps matters: in protocols where agents take
+    turns, a single step holds one agent's action, so a per-step joint ratio would
+    make every cross-agent second derivative (the opponent-shaping terms) zero. Over
+    the episode prefix they are the score-function estimates
+    ``E[(Σ_s ∇_l log π_l)(Σ_s ∇_f log π_f)^T A_f]`` of the cross terms (as in
+    LOLA-DiCE with a baseline), while the first derivative stays the policy
+    gradient (earlier steps' scores are uncorrelated with a later advantage).
 
     :meth:`backward` passes these to
     :func:`~nip_plugin_ppo.stackelberg.stackelberg_update` with each agent's actor
@@ -316,6 +326,10 @@ class SpgLoss(nn.Module):
         ``sos_scaling_factor``, ``sos_threshold_factor``, ``additional_lola_term``).
     seed : int
         Seeds the generator of the Nyström column choice.
+    row_length : int, optional
+        The minibatch is made of whole environment rows of this many consecutive
+        steps (:class:`RowSampler`); the joint ratio then covers each episode's
+        actions so far. ``None``: the ratio of each step alone.
     """
 
     def __init__(
@@ -336,6 +350,7 @@ class SpgLoss(nn.Module):
         clip_value: float | None = None,
         stackelberg_options: Mapping[str, Any] | None = None,
         seed: int = 0,
+        row_length: int | None = None,
     ):
         super().__init__()
         self.actor = actor
@@ -353,6 +368,7 @@ class SpgLoss(nn.Module):
         self.clip_value = clip_value
         self.stackelberg_options = dict(stackelberg_options or {})
         self.generator = torch.Generator().manual_seed(int(seed))
+        self.row_length = row_length
 
     @property
     def clipped(self) -> bool:
@@ -369,16 +385,15 @@ class SpgLoss(nn.Module):
         td = tensordict.clone(False)
         a = len(self.agent_names)
         dist = self.actor.get_dist(td)
-        log_prob = dist.log_prob(tensordict)  # (*batch, A)
-        old_log_prob = tensordict.get(LOG_PROB_KEY).detach()
-        log_prob = log_prob.reshape(-1, a)
-        old_log_prob = old_log_prob.reshape(-1, a)
+        log_prob = dist.log_prob(tensordict).reshape(-1, a)
+        old_log_prob = tensordict.get(LOG_PROB_KEY).detach().reshape(-1, a)
         advantage = tensordict.get(ADVANTAGE_KEY).detach().reshape(-1, a)
         if self.normalize_advantage and advantage.shape[0] > 1:
             advantage = normalize_per_agent(advantage)
 
-        joint_log_ratio = (log_prob - old_log_prob).sum(dim=-1, keepdim=True)  # (B, 1)
-        ratio = joint_log_ratio.exp()
+        step_log_ratio = (log_prob - old_log_prob).sum(dim=-1)  # (B,): all agents
+        joint_log_ratio = self._prefix_sum(step_log_ratio, tensordict).unsqueeze(-1)
+        ratio = joint_log_ratio.exp()  # (B, 1)
         gain = ratio * advantage  # (B, A): agent i's gain in column i
         if self.clipped:
             clipped = ratio.clamp(1 - self.clip_epsilon, 1 + self.clip_epsilon)
@@ -402,6 +417,29 @@ class SpgLoss(nn.Module):
         if self.critic is not None and self.critic_coef > 0:
             out["loss_critic"] = self.critic_coef * self._critic_loss(tensordict, a)
         return TensorDict(out, batch_size=[])
+
+    def _prefix_sum(self, step_log_ratio: Tensor, tensordict: TensorDictBase) -> Tensor:
+        """The log-ratio of each episode's actions so far (the step's included).
+
+        With ``row_length`` set, the minibatch is whole rows of ``row_length``
+        consecutive steps of one environment (:class:`RowSampler`); the sum restarts
+        after every step whose ``("next", "done")`` is set. A row's first step
+        starts a sum even when its episode began in the previous iteration.
+        """
+        if self.row_length is None or step_log_ratio.numel() % self.row_length:
+            return step_log_ratio
+        rows = step_log_ratio.reshape(-1, self.row_length)
+        done = tensordict.get(("next", K.DONE), None)
+        if done is None:
+            return step_log_ratio
+        done = done.reshape(rows.shape[0], self.row_length, -1).any(-1)
+        running = torch.zeros_like(rows[:, 0])
+        sums = []
+        for t in range(self.row_length):
+            running = running + rows[:, t]
+            sums.append(running)
+            running = torch.where(done[:, t], torch.zeros_like(running), running)
+        return torch.stack(sums, dim=1).reshape(-1)
 
     def _critic_loss(self, tensordict: TensorDictBase, num_agents: int) -> Tensor:
         old_value = tensordict.get(VALUE_KEY).detach()
@@ -447,3 +485,50 @@ class SpgLoss(nn.Module):
                     param.grad = direction.clone()
                 else:
                     param.grad.add_(direction)
+
+
+class RowSampler(Sampler):
+    """Replay-buffer sampler of whole environment rows, without replacement.
+
+    The trainer stores a ``[env, time]`` rollout flattened row by row, so row ``e``
+    is the indices ``e * row_length ... (e + 1) * row_length - 1``. Each call returns
+    ``max(1, batch_size // row_length)`` rows in random order (torch's global
+    generator, which checkpoints save), reshuffling once every row was used.
+    """
+
+    def __init__(self, row_length: int):
+        super().__init__()
+        self.row_length = int(row_length)
+        self._order: Tensor | None = None
+        self._position = 0
+
+    def sample(self, storage: Any, batch_size: int) -> tuple[Tensor, dict]:
+        num_rows = max(1, len(storage) // self.row_length)
+        wanted = min(num_rows, max(1, batch_size // self.row_length))
+        if self._order is None or self._order.numel() != num_rows:
+            self._order, self._position = torch.randperm(num_rows), 0
+        if self._position + wanted > num_rows:
+            self._order, self._position = torch.randperm(num_rows), 0
+        rows = self._order[self._position : self._position + wanted]
+        self._position += wanted
+        offsets = torch.arange(self.row_length)
+        index = (rows.unsqueeze(-1) * self.row_length + offsets).reshape(-1)
+        return index, {}
+
+    def extend(self, index: Any) -> None:
+        self._order, self._position = None, 0
+
+    def _empty(self) -> None:
+        self._order, self._position = None, 0
+
+    def dumps(self, path: Any) -> None:
+        return None
+
+    def loads(self, path: Any) -> None:
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        return None

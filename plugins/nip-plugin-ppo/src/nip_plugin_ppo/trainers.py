@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nip_core.errors import NipConfigError
-from nip_core.errors import ConfigProblem
+from nip_core.errors import ConfigProblem, NipConfigError
 from nip_core.trainers.rl import TensorDictRlTrainer
 
 
@@ -121,6 +120,21 @@ class SpgTrainer(TensorDictRlTrainer):
                 params[name] = agent_params
         return params
 
+    def _get_replay_buffer(self, transform: Any = None) -> Any:
+        """Minibatches of whole environment rows, so each episode's earlier steps
+        are at hand for the joint ratio (:class:`~nip_plugin_ppo.losses.SpgLoss`)."""
+        from torchrl.data.replay_buffers import ReplayBuffer
+        from torchrl.data.replay_buffers.storages import LazyTensorStorage
+
+        from nip_plugin_ppo.losses import RowSampler
+
+        return ReplayBuffer(
+            storage=LazyTensorStorage(self.frames_per_batch, device=self.device),
+            sampler=RowSampler(self._steps_per_iteration(self.train_environment)),
+            batch_size=self.minibatch_size,
+            transform=transform,
+        )
+
     def _get_loss_module_and_gae(self) -> tuple[Any, Any]:
         from torchrl.objectives.value import GAE
 
@@ -171,6 +185,7 @@ class SpgTrainer(TensorDictRlTrainer):
                 additional_lola_term=bool(hp.spg.additional_lola_term),
             ),
             seed=int(hp.seed),
+            row_length=self._steps_per_iteration(self.train_environment),
         )
         gae = GAE(
             gamma=float(hp.rl.gamma),

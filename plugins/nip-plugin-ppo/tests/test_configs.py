@@ -1,0 +1,85 @@
+"""The plugin's Hydra configs compose to the settings they promise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture
+def composed(register_plugin: Any, tmp_path: Any, monkeypatch: Any) -> Any:
+    """``composed(name, *overrides, multirun=False)`` -> the plain config dict."""
+    import nip_plugin_ppo.plugin
+    from nip_core.cli import compose as composer
+
+    register_plugin(nip_plugin_ppo.plugin, name="ppo")
+    monkeypatch.chdir(tmp_path)  # no ./configs of the working tree
+
+    def compose(name: str, *overrides: str, multirun: bool = False) -> Any:
+        with composer.hydra_app() as app:
+            cfg = composer.compose(app, name, list(overrides), multirun=multirun)
+            return cfg
+
+    return compose
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
+    from nip_core.cli.compose import to_plain_dict
+
+    return to_plain_dict(cfg)
+
+
+def test_ppo_gi_has_the_original_settings(composed: Any) -> None:
+    config = _plain(composed("ppo_gi"))
+    assert config["scenario"] == "graph_isomorphism"
+    assert config["trainer"] == "vanilla_ppo"
+    assert config["interaction_protocol"] == "nip"
+    rl = config["rl"]
+    assert (rl["num_iterations"], rl["num_epochs"]) == (5000, 10)
+    assert (rl["minibatch_size"], rl["frames_per_batch"]) == (256, 2048)
+    assert (rl["gamma"], rl["lmbda"], rl["lr"]) == (0.95, 0.95, 0.0003)
+    assert rl["max_grad_norm"] == 0.5
+    assert config["protocol_common"]["verifier_no_guess_reward"] == 0.05
+    for section in ("nip_protocol", "debate_protocol", "mnip_protocol"):
+        assert config[section]["min_message_rounds"] == 3
+        assert config[section]["max_message_rounds"] == 8
+    agents = config["agents"]
+    assert agents["_default"]["num_gnn_layers"] == 5  # the provers
+    assert agents["verifier"]["num_gnn_layers"] == 2
+    assert agents["verifier"]["num_transformer_layers"] == 1
+    assert config["run"]["device"] == "cpu"  # from /base
+
+
+def test_default_experiment(composed: Any) -> None:
+    config = _plain(composed("default"))
+    assert (config["scenario"], config["interaction_protocol"]) == (
+        "graph_isomorphism",
+        "nip",
+    )
+    assert (config["trainer"], config["dataset"]) == ("vanilla_ppo", "test")
+
+
+def test_compare_protocols_sweeps_protocols_and_seeds(composed: Any) -> None:
+    cfg = composed("compare_protocols", multirun=True)
+    params = cfg.hydra.sweeper.params
+    assert params["interaction_protocol"].split(",") == [
+        "nip", "debate", "adp", "merlin_arthur", "mnip",
+    ]
+    assert params["seed"].split(",") == ["0", "1", "2"]
+    one = _plain(composed("compare_protocols", "interaction_protocol=debate", "seed=2"))
+    assert one["run"]["run_id"] == "compare_protocols_debate_seed2"
+    assert one["trainer"] == "vanilla_ppo"
+
+
+@pytest.mark.parametrize("name", ["ppo_gi", "default", "compare_protocols"])
+def test_configs_validate_with_graph_isomorphism(
+    composed: Any, register_plugin: Any, name: str
+) -> None:
+    gi = pytest.importorskip("nip_plugin_graph_isomorphism")
+    plugin_module = pytest.importorskip(f"{gi.__name__}.plugin")
+    register_plugin(plugin_module, name="graph_isomorphism")
+    from nip_core.cli.compose import build_experiment
+
+    hyper_params, settings = build_experiment(_plain(composed(name)), config_name=name)
+    assert hyper_params.trainer == "vanilla_ppo"

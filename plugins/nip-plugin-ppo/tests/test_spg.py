@@ -1,0 +1,136 @@
+"""The spg trainer's surrogates, sampler and update directions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from conftest import collected_minibatch, prepared_trainer
+
+from nip_core.errors import NipConfigError
+from nip_core.scenario import keys as K
+from nip_plugin_ppo.losses import RowSampler
+
+LOG_PROB = (K.AGENTS, K.SAMPLE_LOG_PROB)
+ADVANTAGE = (K.AGENTS, "advantage")
+
+
+def _hyper_params(scenario: Any, variant: str, **spg: Any) -> Any:
+    return scenario.hyper_params(
+        "nip",
+        trainer="spg",
+        spg={"variant": variant, **spg},
+        ppo={"entropy_eps": 0.0},
+        rl={"normalize_observations": False, "rollouts_per_iteration": 6},
+    )
+
+
+def _rows(trainer: Any, seed: int = 0) -> Any:
+    torch.manual_seed(seed)
+    rollout = collected_minibatch(trainer)
+    old = rollout.get(LOG_PROB)
+    rollout.set(LOG_PROB, old + torch.empty_like(old).uniform_(-0.3, 0.3))
+    return rollout
+
+
+@pytest.mark.parametrize("variant", ["spg", "pspg"])
+def test_surrogate_uses_joint_ratio_over_episode_prefix(
+    ppo_scenario: Any, variant: str
+) -> None:
+    trainer = prepared_trainer(ppo_scenario, _hyper_params(ppo_scenario, variant))
+    rows = _rows(trainer)  # [env, time]
+    out = trainer.loss_module(rows.reshape(-1))
+    with torch.no_grad():
+        log_prob = trainer.policy_operator.get_dist(rows.clone(False)).log_prob(rows)
+    step = (log_prob - rows.get(LOG_PROB)).sum(-1)  # [env, time]: every agent
+    done = rows.get(("next", "done")).reshape(step.shape)
+    prefix = torch.zeros_like(step)
+    for e in range(step.shape[0]):
+        running = 0.0
+        for t in range(step.shape[1]):
+            running = running + step[e, t]
+            prefix[e, t] = running
+            if done[e, t]:
+                running = 0.0
+    ratio = prefix.exp().reshape(-1, 1)
+    advantage = rows.get(ADVANTAGE).reshape(-1, 2)
+    advantage = (advantage - advantage.mean(0)) / advantage.std(0)
+    gain = ratio * advantage
+    if variant == "pspg":
+        gain = torch.minimum(gain, ratio.clamp(0.8, 1.2) * advantage)
+    torch.testing.assert_close(out["loss_objective"].detach(), -gain.mean(0))
+
+
+def test_leader_is_shaped_and_follower_is_not(ppo_scenario: Any) -> None:
+    """In nip the verifier leads: LOLA changes its direction, not the prover's."""
+    trainer = prepared_trainer(
+        ppo_scenario, _hyper_params(ppo_scenario, "lola", additional_lola_term=False)
+    )
+    loss = trainer.loss_module
+    assert loss.sequence == [("verifier",), ("prover",)]
+    batch = _rows(trainer).reshape(-1)
+    out = loss(batch)
+    directions = loss.directions(out)
+    for index, name in enumerate(trainer.agent_names):
+        plain = torch.autograd.grad(
+            out["loss_objective"][index], loss.actor_params[name], retain_graph=True,
+            allow_unused=True,
+        )
+        plain = torch.cat([
+            torch.zeros_like(p).reshape(-1) if g is None else g.reshape(-1)
+            for g, p in zip(plain, loss.actor_params[name])
+        ])
+        got = torch.cat([d.reshape(-1) for d in directions[name]])
+        if name == "prover":
+            torch.testing.assert_close(got, plain)
+        else:
+            assert (got - plain).norm() > 1e-6 * plain.norm()
+
+
+def test_backward_writes_directions_plus_critic_gradients(ppo_scenario: Any) -> None:
+    trainer = prepared_trainer(ppo_scenario, _hyper_params(ppo_scenario, "sos"))
+    loss = trainer.loss_module
+    batch = _rows(trainer).reshape(-1)
+    out = loss(batch)
+    directions = loss.directions(out)
+    critic = out["loss_critic"].sum()
+    critic_grads = torch.autograd.grad(
+        critic, loss.actor_params["verifier"], retain_graph=True, allow_unused=True
+    )
+    loss.backward(out)
+    for param, direction, critic_grad in zip(
+        loss.actor_params["verifier"], directions["verifier"], critic_grads
+    ):
+        expected = direction if critic_grad is None else direction + critic_grad
+        torch.testing.assert_close(param.grad, expected)
+
+
+def test_stackelberg_sequence_must_name_every_agent(ppo_scenario: Any) -> None:
+    hp = _hyper_params(
+        ppo_scenario, "psos", stackelberg_sequence=[["verifier"], ["provr"]]
+    )
+    with pytest.raises(NipConfigError, match="provr"):
+        prepared_trainer(ppo_scenario, hp)
+
+
+def test_custom_stackelberg_sequence_is_used(ppo_scenario: Any) -> None:
+    hp = _hyper_params(
+        ppo_scenario, "psos", stackelberg_sequence=[["prover"], ["verifier"]]
+    )
+    trainer = prepared_trainer(ppo_scenario, hp)
+    assert trainer.loss_module.sequence == [("prover",), ("verifier",)]
+
+
+def test_row_sampler_draws_whole_rows_without_replacement() -> None:
+    torch.manual_seed(0)
+    sampler = RowSampler(row_length=3)
+    storage = list(range(12))  # four rows of three steps
+    seen = []
+    for _ in range(2):
+        index, _ = sampler.sample(storage, batch_size=6)
+        rows = index.reshape(-1, 3)
+        assert torch.equal(rows - rows[:, :1], torch.arange(3).expand_as(rows))
+        assert bool((rows[:, 0] % 3 == 0).all())
+        seen.extend((rows[:, 0] // 3).tolist())
+    assert sorted(seen) == [0, 1, 2, 3]

@@ -1,0 +1,163 @@
+"""The vanilla_ppo objective equals the PPO formulas on a hand-made minibatch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from conftest import collected_minibatch, prepared_trainer
+
+from nip_core.scenario import keys as K
+
+LOG_PROB = (K.AGENTS, K.SAMPLE_LOG_PROB)
+ADVANTAGE = (K.AGENTS, "advantage")
+
+
+def _hyper_params(scenario: Any, **ppo: Any) -> Any:
+    return scenario.hyper_params(
+        "nip",
+        trainer="vanilla_ppo",
+        ppo={"entropy_eps": 0.0, "critic_coef": 0.5, **ppo},
+        rl={"normalize_observations": False, "rollouts_per_iteration": 6},
+    )
+
+
+def _minibatch(trainer: Any, seed: int = 0) -> Any:
+    """A rollout whose behaviour log-probabilities are moved away from the policy's,
+    so that ratios leave the clip range both ways."""
+    torch.manual_seed(seed)
+    batch = collected_minibatch(trainer).reshape(-1)
+    old = batch.get(LOG_PROB)
+    shift = torch.empty_like(old).uniform_(-0.6, 0.6)
+    batch.set(LOG_PROB, old + shift)
+    return batch
+
+
+def _expected_clip_objective(trainer: Any, batch: Any, eps: float) -> torch.Tensor:
+    with torch.no_grad():
+        dist = trainer.policy_operator.get_dist(batch.clone(False))
+        log_prob = dist.log_prob(batch)
+    ratio = (log_prob - batch.get(LOG_PROB)).exp()  # (B, A)
+    advantage = batch.get(ADVANTAGE).squeeze(-1)  # (B, A)
+    mean = advantage.mean(dim=0)
+    std = advantage.std(dim=0)  # TorchRL's rule: the sample std
+    normalised = (advantage - mean) / std
+    gain = torch.minimum(
+        ratio * normalised, ratio.clamp(1 - eps, 1 + eps) * normalised
+    )
+    return -gain.mean(dim=0)
+
+
+def test_clip_objective_matches_formula_per_agent(ppo_scenario: Any) -> None:
+    trainer = prepared_trainer(ppo_scenario, _hyper_params(ppo_scenario))
+    batch = _minibatch(trainer)
+    out = trainer.loss_module(batch)
+    expected = _expected_clip_objective(trainer, batch, eps=0.2)
+    assert out["loss_objective"].shape == (2,)
+    torch.testing.assert_close(out["loss_objective"].detach(), expected)
+    # The shift puts ratios outside [0.8, 1.2]: the clip matters in this check
+    assert float(out["clip_fraction"]) > 0.1
+
+
+def test_advantage_is_normalised_per_agent_not_jointly(ppo_scenario: Any) -> None:
+    trainer = prepared_trainer(ppo_scenario, _hyper_params(ppo_scenario))
+    batch = _minibatch(trainer)
+    # Scale one agent's advantages: per-agent normalisation makes it irrelevant
+    scaled = batch.clone()
+    advantage = scaled.get(ADVANTAGE).clone()
+    advantage[:, 0] = advantage[:, 0] * 50 + 3
+    scaled.set(ADVANTAGE, advantage)
+    torch.testing.assert_close(
+        trainer.loss_module(scaled)["loss_objective"].detach(),
+        trainer.loss_module(batch)["loss_objective"].detach(),
+    )
+
+
+def test_critic_and_entropy_terms(ppo_scenario: Any) -> None:
+    hp = _hyper_params(ppo_scenario, entropy_eps=0.01, critic_coef=0.5)
+    trainer = prepared_trainer(ppo_scenario, hp)
+    batch = _minibatch(trainer)
+    out = trainer.loss_module(batch)
+    with torch.no_grad():
+        value = trainer.value_operator(batch.clone(False)).get((K.AGENTS, K.VALUE))
+        target = batch.get((K.AGENTS, "value_target"))
+        critic = torch.nn.functional.smooth_l1_loss(value, target, reduction="none")
+        entropy = trainer.policy_operator.get_dist(batch.clone(False)).entropy()
+    torch.testing.assert_close(
+        out["loss_critic"].detach(), 0.5 * critic.squeeze(-1).mean(dim=0)
+    )
+    torch.testing.assert_close(
+        out["loss_entropy"].detach(), -0.01 * entropy.mean(dim=0)
+    )
+
+
+def test_kl_and_ess_are_reported(ppo_scenario: Any) -> None:
+    trainer = prepared_trainer(ppo_scenario, _hyper_params(ppo_scenario))
+    batch = _minibatch(trainer)
+    out = trainer.loss_module(batch)
+    with torch.no_grad():
+        dist = trainer.policy_operator.get_dist(batch.clone(False))
+        log_weight = dist.log_prob(batch) - batch.get(LOG_PROB)
+    weight = log_weight.exp()
+    ess = weight.sum(0) ** 2 / (weight.pow(2).sum(0) * weight.shape[0])
+    torch.testing.assert_close(out["prover.ess"], ess[0])
+    torch.testing.assert_close(out["verifier.ess"], ess[1])
+    torch.testing.assert_close(out["kl_approx"], (-log_weight).mean())
+
+
+@pytest.mark.parametrize(
+    ("scale", "factor"),
+    [(0.0, 0.5), (5.0, 2.0)],
+    ids=["kl-below-target-decrements", "kl-above-target-increments"],
+)
+def test_kl_penalty_adapts_beta(ppo_scenario: Any, scale: float, factor: float) -> None:
+    hp = _hyper_params(
+        ppo_scenario, loss_type="kl_penalty", kl_beta=0.3, kl_target=0.01,
+        kl_increment=2.0, kl_decrement=0.5,
+    )
+    trainer = prepared_trainer(ppo_scenario, hp)
+    torch.manual_seed(1)
+    batch = collected_minibatch(trainer).reshape(-1)
+    # The stored logits are the behaviour policy's: move them to make the KL large
+    for key in (K.MAIN_MESSAGE_LOGITS, K.DECISION_LOGITS):
+        logits = batch.get((K.AGENTS, key))
+        batch.set((K.AGENTS, key), logits + scale * torch.randn_like(logits))
+    inner = trainer.loss_module.loss
+    out = trainer.loss_module(batch)
+    assert float(inner.beta) == pytest.approx(0.3 * factor)
+    # The objective is -(r A - beta kl) with the coefficient before the update
+    with torch.no_grad():
+        old = trainer.policy_operator.build_dist_from_params(batch.clone(False))
+        new = trainer.policy_operator.get_dist(batch.clone(False))
+        kl = torch.distributions.kl_divergence(old, new)
+        ratio = (new.log_prob(batch) - batch.get(LOG_PROB)).exp()
+    advantage = batch.get(ADVANTAGE).squeeze(-1)
+    normalised = (advantage - advantage.mean(0)) / advantage.std(0)
+    expected = -(ratio * normalised - 0.3 * kl).mean(dim=0)
+    torch.testing.assert_close(out["loss_objective"].detach(), expected)
+    torch.testing.assert_close(out["kl"], kl.mean(dim=0))
+    assert (float(kl.mean()) > 0.015) == (factor > 1)
+
+
+def test_kl_of_masked_distribution_counts_only_active_choices() -> None:
+    from nip_core.scenario.distributions import NipActionDistribution
+
+    torch.manual_seed(0)
+    shape = (4, 2, 1, 1, 5)  # batch 4, agents 2, one channel, one position
+    p_logits, q_logits = torch.randn(shape), torch.randn(shape)
+    p_dec, q_dec = torch.randn(4, 2, 3), torch.randn(4, 2, 3)
+    active = torch.tensor([[True], [False]]).expand(4, 2, 1)
+    decides = torch.tensor([False, True]).expand(4, 2)
+    p = NipActionDistribution(p_logits, p_dec, active, decides)
+    q = NipActionDistribution(q_logits, q_dec, active, decides)
+    kl = torch.distributions.kl_divergence(p, q)
+    cat = torch.distributions.Categorical
+    expected_prover = torch.distributions.kl_divergence(
+        cat(logits=p_logits[:, 0, 0, 0]), cat(logits=q_logits[:, 0, 0, 0])
+    )
+    expected_verifier = torch.distributions.kl_divergence(
+        cat(logits=p_dec[:, 1]), cat(logits=q_dec[:, 1])
+    )
+    torch.testing.assert_close(kl[:, 0], expected_prover)
+    torch.testing.assert_close(kl[:, 1], expected_verifier)

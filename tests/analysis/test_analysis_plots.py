@@ -1,0 +1,217 @@
+"""PNG plots of one run and comparisons of groups; episode pictures."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from analysis_helpers import training_records, write_run
+
+from nip_core import hookimpl
+from nip_core.analysis.plots import _draw_group, write_comparison_plots, write_run_plots
+from nip_core.analysis.report import (
+    build_report,
+    group_runs,
+    load_run,
+    write_episode_pictures,
+)
+from nip_core.records import EpisodeRendererSpec
+from nip_core.runs.run_dir import RunDirectory
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+T_975_DF2 = 4.302652729911275
+
+
+def png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, path
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def full_run(root, run_id="run", seed=1, protocol="nip", accuracy_shift=0.0):
+    records = training_records(
+        [0.5 + accuracy_shift, 0.6 + accuracy_shift, 0.7 + accuracy_shift],
+        rewards={"prover": [0.1, 0.2, 0.3], "verifier": [-0.1, 0.0, 0.1]},
+        lengths=[4.0, 3.5, 3.0],
+        test_accuracy=0.65 + accuracy_shift,
+    )
+    records.append({"step": 3, "prover.message_regression_test_accuracy": 0.9})
+    return write_run(
+        root,
+        run_id,
+        records,
+        {"scenario": "toy", "interaction_protocol": protocol, "seed": seed},
+    )
+
+
+def test_run_plots_are_written_into_the_run_directory(tmp_path):
+    path = full_run(tmp_path)
+    written = write_run_plots(path)
+    names = sorted(p.name for p in written)
+    assert names == [
+        "accuracy.png",
+        "episode_length.png",
+        "message_regression.png",
+        "rewards.png",
+    ]
+    for file in written:
+        assert file.parent == path / "plots"
+        width, height = png_size(file)
+        assert width > 300 and height > 200
+    # a RunDirectory works too, and an explicit destination
+    again = write_run_plots(RunDirectory(path), tmp_path / "elsewhere")
+    assert sorted(p.name for p in again) == names
+    assert all(p.parent == tmp_path / "elsewhere" for p in again)
+
+
+def test_run_plots_draw_what_exists(tmp_path):
+    only_accuracy = write_run(tmp_path, "a", [{"step": 0, "mean_accuracy": 0.5}])
+    assert [p.name for p in write_run_plots(only_accuracy)] == ["accuracy.png"]
+    solo = write_run(
+        tmp_path,
+        "solo",
+        [
+            {"step": 0, "verifier.train_accuracy": 0.6, "verifier.train_loss": 0.7},
+            {"step": 1, "verifier.test_accuracy": 0.62},
+        ],
+    )
+    assert [p.name for p in write_run_plots(solo)] == ["accuracy.png"]
+    # nothing logged yet, no metrics file, no directory: nothing drawn, no error
+    timers_only = write_run(tmp_path, "t", [{"step": 0, "timing.fps": 10.0}])
+    assert write_run_plots(timers_only) == []
+    (timers_only / "metrics.jsonl").unlink()
+    assert write_run_plots(timers_only) == []
+    assert write_run_plots(tmp_path / "missing") == []
+    assert not (tmp_path / "missing").exists()
+
+
+def test_comparison_plots_one_figure_per_panel(tmp_path):
+    runs = [
+        load_run(full_run(tmp_path, f"{p}-{s}", seed=s, protocol=p))
+        for p in ("nip", "debate")
+        for s in (1, 2)
+    ]
+    groups = group_runs(runs)
+    written = write_comparison_plots(groups, tmp_path / "cmp")
+    assert sorted(p.name for p in written) == [
+        "accuracy.png",
+        "episode_length.png",
+        "message_regression.png",
+        "rewards.png",
+    ]
+    # rewards: one sub-plot per agent, so wider than the single-panel accuracy
+    assert (
+        png_size(tmp_path / "cmp" / "rewards.png")[0]
+        > png_size(tmp_path / "cmp" / "accuracy.png")[0]
+    )
+
+
+def test_group_curve_is_the_mean_with_a_t_band():
+    from matplotlib.figure import Figure
+
+    ax = Figure().subplots()
+    series = [[(0, 1.0), (1, 0.0)], [(0, 2.0)], [(0, 3.0)]]
+    _draw_group(ax, series, "#000000", "g", test=False, confidence=0.95)
+    (line,) = ax.lines
+    assert list(line.get_xdata()) == [0, 1]
+    assert list(line.get_ydata()) == [2.0, 0.0]
+    (band,) = ax.collections
+    ys = sorted({round(float(y), 9) for y in band.get_paths()[0].vertices[:, 1]})
+    half = T_975_DF2 / math.sqrt(3)
+    # the band spans mean ± t * s / sqrt(n) at step 0; step 1 (one run) has none
+    assert ys[0] == pytest.approx(2.0 - half) and ys[-1] == pytest.approx(2.0 + half)
+    assert max(band.get_paths()[0].vertices[:, 0]) == 0.0
+
+
+def test_single_point_test_metric_is_an_error_bar():
+    from matplotlib.figure import Figure
+
+    ax = Figure().subplots()
+    _draw_group(
+        ax, [[(3, 0.6)], [(3, 0.8)]], "#000000", None, test=True, confidence=0.95
+    )
+    (container,) = ax.containers
+    data_line, _, (bars,) = container.lines
+    assert list(data_line.get_ydata()) == [pytest.approx(0.7)]
+    half = 12.706204736174704 * math.sqrt(0.02) / math.sqrt(2)
+    (segment,) = bars.get_segments()
+    assert segment[:, 1] == pytest.approx([0.7 - half, 0.7 + half])
+
+
+# --------------------------------------------------------------------------------------
+# Episode pictures
+
+
+class RendererPlugin:
+    def __init__(self, renderer):
+        self.renderer = renderer
+
+    @hookimpl
+    def register_episode_renderers(self):
+        return [EpisodeRendererSpec(scenario="toy", renderer=self.renderer)]
+
+
+def write_rollouts(path, iterations=(1, 12), episodes=3):
+    rollouts = path / "rollouts"
+    rollouts.mkdir(exist_ok=True)
+    for iteration in iterations:
+        lines = [
+            json.dumps(
+                {
+                    "iteration": iteration,
+                    "env_index": i,
+                    "num_steps": 1,
+                    "steps": [{"round": 0, "y": [i % 2]}],
+                }
+            )
+            for i in range(episodes)
+        ]
+        (rollouts / f"iter_{iteration:06d}.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_episode_pictures_of_the_latest_sample(tmp_path, register_plugin):
+    drawn = []
+
+    def renderer(episode, path):
+        drawn.append((episode["iteration"], episode["env_index"]))
+        path.write_bytes(PNG_SIGNATURE)
+
+    register_plugin(RendererPlugin(renderer), name="renderer")
+    path = full_run(tmp_path)
+    write_rollouts(path)
+    pictures, problems = write_episode_pictures(load_run(path), tmp_path / "out", 2)
+    assert problems == []
+    assert drawn == [(12, 0), (12, 1)]
+    assert [p.name for p in pictures] == [
+        "iter_000012_episode_0.png",
+        "iter_000012_episode_1.png",
+    ]
+    assert all(p.parent == tmp_path / "out" / "episodes" / "run" for p in pictures)
+    # through the report, with the number of episodes asked for
+    report = build_report([path], out_dir=tmp_path / "rep", num_episodes=3)
+    assert len([p for p in report.files if "episodes" in p.parts]) == 3
+
+
+def test_no_renderer_or_no_samples_draws_nothing(tmp_path, register_plugin):
+    path = full_run(tmp_path)
+    write_rollouts(path)
+    # the toy scenario has no renderer in a bare plugin manager
+    assert write_episode_pictures(load_run(path), tmp_path / "out", 4) == ([], [])
+    register_plugin(RendererPlugin(lambda e, p: p.write_bytes(b"x")), name="r")
+    bare = full_run(tmp_path, "bare")
+    assert write_episode_pictures(load_run(bare), tmp_path / "out", 4) == ([], [])
+    assert write_episode_pictures(load_run(path), tmp_path / "out", 0) == ([], [])
+
+
+def test_a_failing_renderer_is_a_warning(tmp_path, register_plugin):
+    def broken(episode, path):
+        raise RuntimeError("cannot draw")
+
+    register_plugin(RendererPlugin(broken), name="broken")
+    path = full_run(tmp_path)
+    write_rollouts(path)
+    report = build_report([path], out_dir=tmp_path / "rep", num_episodes=2)
+    (warning,) = report.warnings
+    assert "cannot draw" in warning and "'toy'" in warning
+    assert (tmp_path / "rep" / "accuracy.png").is_file()

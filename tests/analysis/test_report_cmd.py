@@ -1,0 +1,161 @@
+"""``nip report``: arguments, output, errors, and no torch."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+from analysis_helpers import training_records, write_run
+
+from nip_core.analysis.report import NoMetricsError, ReportError, RunNotFoundError
+from nip_core.cli.report_cmd import add_report_parser, run_report_command
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="nip")
+    commands = parser.add_subparsers(dest="command")
+    add_report_parser(commands)
+    return parser.parse_args(["report", *argv])
+
+
+def report(argv: list[str]) -> tuple[int, str]:
+    out = io.StringIO()
+    status = run_report_command(parse(argv), file=out)
+    return status, out.getvalue()
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch):
+    """``runs/{nip,debate}-{1,2}`` in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "runs"
+    for protocol, base in (("nip", 0.6), ("debate", 0.4)):
+        for seed in (1, 2):
+            write_run(
+                root,
+                f"{protocol}-{seed}",
+                training_records(
+                    [0.5, base + 0.1 * seed],
+                    rewards={"verifier": [0.0, 1.0]},
+                    test_accuracy=base,
+                ),
+                {"scenario": "toy", "interaction_protocol": protocol, "seed": seed},
+            )
+    return root
+
+
+def test_defaults(runs):
+    args = parse(["nip-1"])
+    assert args.runs == ["nip-1"]
+    assert args.runs_dir == "runs" and args.out is None and args.group_by is None
+    assert args.episodes == 4 and args.confidence == 0.95 and not args.json
+
+
+def test_one_run_by_id(runs):
+    status, text = report(["nip-1"])
+    assert status == 0
+    assert "nip-1" in text and "0.700" in text
+    assert sorted(p.name for p in (runs / "nip-1" / "plots").glob("*.png")) == [
+        "accuracy.png",
+        "rewards.png",
+    ]
+
+
+def test_sweep_glob_compared_into_out(runs, tmp_path):
+    status, text = report(["runs/*", "--out", "cmp", "--episodes", "0"])
+    assert status == 0
+    assert "Final metrics per group" in text
+    assert "interaction_protocol=debate" in text
+    assert (tmp_path / "cmp" / "accuracy.png").is_file()
+    # the nip group: 0.7 and 0.8
+    line = next(
+        row for row in text.splitlines() if row.startswith("interaction_protocol=nip")
+    )
+    assert "0.750 ±" in line
+
+
+def test_json_and_group_by(runs, tmp_path):
+    status, text = report(
+        ["*", "--runs-dir", str(runs), "--json", "--group-by", "seed", "--out", "o"]
+    )
+    assert status == 0
+    data = json.loads(text)
+    assert [g["label"] for g in data["groups"]] == ["seed=1", "seed=2"]
+    seed1 = data["groups"][0]
+    assert seed1["final"]["test_mean_accuracy"]["mean"] == pytest.approx(0.5)
+    assert data["out_dir"] == "o"
+    comma = report(
+        [
+            "*",
+            "--runs-dir",
+            str(runs),
+            "--json",
+            "--group-by",
+            "seed,interaction_protocol",
+            "--out",
+            "o",
+        ]
+    )[1]
+    assert (
+        json.loads(comma)["groups"][0]["label"] == "seed=1, interaction_protocol=debate"
+    )
+
+
+def test_errors_are_nip_errors(runs):
+    with pytest.raises(RunNotFoundError, match="did you mean"):
+        report(["nip-9"])
+    write_run(runs, "fresh", [])
+    with pytest.raises(NoMetricsError, match="'fresh'"):
+        report(["fresh"])
+    with pytest.raises(ReportError, match="--group-by 'protocol'"):
+        report(["nip-1", "nip-2", "--group-by", "protocol"])
+    with pytest.raises(ReportError, match="--confidence"):
+        report(["nip-1", "--confidence", "95"])
+
+
+def test_through_nip_main_when_wired(runs, capsys):
+    from nip_core.cli.main import build_parser, main
+
+    commands = next(
+        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    if "report" not in commands.choices:
+        pytest.skip("`nip report` is not wired into nip_core.cli.main yet")
+    assert main(["report", "nip-1", "nip-2", "--out", "x", "--episodes", "0"]) == 0
+    assert "interaction_protocol=nip" in capsys.readouterr().out
+    assert main(["report", "missing"]) == 1
+    assert "nip: error: no run 'missing'" in capsys.readouterr().err
+
+
+_PROBE = """
+import sys
+from nip_core.cli.report_cmd import add_report_parser, run_report_command
+import argparse
+parser = argparse.ArgumentParser()
+add_report_parser(parser.add_subparsers())
+status = run_report_command(parser.parse_args(["report", "runs/*", "--out", "o"]))
+print("@@", status, "torch" in sys.modules)
+"""
+
+
+def test_report_does_not_import_torch(runs, tmp_path):
+    # a rollout sample makes the report ask the plugin manager for a renderer
+    (runs / "nip-1" / "rollouts").mkdir()
+    (runs / "nip-1" / "rollouts" / "iter_000001.jsonl").write_text(
+        json.dumps({"iteration": 1, "env_index": 0, "num_steps": 0, "steps": []}) + "\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    marker = [row for row in completed.stdout.splitlines() if row.startswith("@@")]
+    assert marker, completed.stdout + completed.stderr
+    assert marker[-1].split() == ["@@", "0", "False"]
+    assert (tmp_path / "o" / "report.json").is_file()

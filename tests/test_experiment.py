@@ -1,0 +1,322 @@
+"""run_experiment, resume_run, base runs, loading agents from runs, pre-training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from nip_core.errors import CheckpointError
+from nip_core.experiment import prepare_experiment, resume_run, run_experiment
+from nip_core.runs import RunDirectory
+from nip_core.runs.rollouts import read_rollout_sample
+from nip_core.testing.contracts.trainer import (
+    KilledForTest,
+    assert_same_weights,
+    final_agent_weights,
+    kill_after,
+)
+from nip_core.testing.synthetic import SYNTHETIC_PLUGIN
+from nip_core.testing.synthetic.fixtures import SyntheticScenario
+
+
+@pytest.fixture
+def scenario(register_plugin, tmp_path):
+    register_plugin(SYNTHETIC_PLUGIN, name="synthetic")
+    return SyntheticScenario(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _rl(**overrides):
+    values = {
+        "num_iterations": 2,
+        "num_epochs": 1,
+        "minibatch_size": 6,
+        "num_test_iterations": 1,
+        "normalize_observations": False,
+    }
+    values.update(overrides)
+    return values
+
+
+def _solo(scenario, epochs=2, **overrides):
+    return scenario.hyper_params(
+        "nip",
+        trainer="solo_agent",
+        solo_agent={"num_epochs": epochs, "batch_size": 8},
+        **overrides,
+    )
+
+
+def test_run_directory_layout(scenario):
+    hp = scenario.hyper_params("nip", rl=_rl())
+    settings = scenario.settings(
+        loggers=["csv"],
+        rollout_sample_period=1,
+        num_rollout_samples=2,
+        checkpoint_period=1,
+    )
+    result = run_experiment(hp, settings, run_id="layout")
+    run_dir = RunDirectory(result.run_dir)
+    assert result.run_dir == scenario.root / "runs" / "layout"
+    assert sorted(p.name for p in run_dir.path.iterdir()) == [
+        "checkpoints",
+        "csv",
+        "hyper_params.json",
+        "metrics.jsonl",
+        "plots",
+        "rollouts",
+        "run_info.json",
+        "settings.json",
+    ]
+    assert sorted(p.name for p in run_dir.checkpoints_dir.iterdir()) == [
+        "iter_000001.pt",
+        "iter_000002.pt",
+        "latest.pt",
+    ]
+    assert run_dir.read_hyper_params() == hp.to_dict()
+    assert run_dir.read_settings() == settings.to_dict() | {"run_id": "layout"}
+    assert run_dir.read_run_info()["status"] == "finished"
+    records = run_dir.read_metrics()
+    assert [r["step"] for r in records] == [0, 1, 2]
+    assert {
+        "timing.collection_s",
+        "timing.training_s",
+        "timing.iteration_s",
+        "timing.fps",
+    } <= set(records[0])
+    assert "test_mean_accuracy" in records[2]
+    samples = sorted(p.name for p in run_dir.rollouts_dir.iterdir())
+    assert samples == ["iter_000000.jsonl", "iter_000001.jsonl"]
+    episodes = read_rollout_sample(run_dir.rollouts_dir / samples[0])
+    assert len(episodes) == 2 and episodes[0]["steps"][0]["round"] == 0
+    assert (run_dir.path / "csv" / "scalars" / "mean_accuracy.csv").is_file()
+
+
+def test_same_run_id_with_other_parameters_is_refused(scenario):
+    settings = scenario.settings()
+    run_experiment(_solo(scenario, 1), settings, run_id="taken")
+    with pytest.raises(CheckpointError, match="different experiment"):
+        run_experiment(_solo(scenario, 3), settings, run_id="taken")
+
+
+def test_failed_run_is_marked_and_resume_needs_a_run(scenario):
+    settings = scenario.settings()
+    with pytest.raises(KilledForTest):
+        run_experiment(
+            _solo(scenario, 3),
+            settings,
+            run_id="f",
+            callbacks=[kill_after(0)],
+        )
+    info = RunDirectory(scenario.root / "runs" / "f").read_run_info()
+    assert info["status"] == "failed" and "KilledForTest" in info["error"]
+    with pytest.raises(CheckpointError, match="is this a run directory"):
+        resume_run("missing", runs_dir=settings.runs_dir)
+
+
+def test_resume_overrides_settings(scenario):
+    settings = scenario.settings(checkpoint_period=1)
+    with pytest.raises(KilledForTest):
+        run_experiment(
+            _solo(scenario, 3),
+            settings,
+            run_id="r",
+            callbacks=[kill_after(0)],
+        )
+    result = resume_run("r", runs_dir=settings.runs_dir, checkpoint_period=2)
+    assert result.resumed_from == 1
+    assert result.trainer.settings.checkpoint_period == 2
+    assert [r["step"] for r in RunDirectory(result.run_dir).read_metrics()] == [
+        0,
+        1,
+        2,
+        3,
+    ]
+
+
+def test_base_run_parameters_are_copied(scenario):
+    settings = scenario.settings()
+    base = run_experiment(_solo(scenario, 1, seed=11), settings, run_id="base")
+    hp = _solo(
+        scenario,
+        1,
+        seed=99,
+        base_run={"base_run_type": "parameters", "run_id": "base"},
+    )
+    prepared = prepare_experiment(hp, settings)
+    assert prepared.hyper_params.seed == 11
+    assert prepared.hyper_params.base_run.base_run_type == "parameters"
+    assert base.trainer.hyper_params.seed == 11
+
+
+def test_rerun_tests_uses_the_base_run_agents(scenario):
+    settings = scenario.settings()
+    base = run_experiment(
+        scenario.hyper_params("nip", rl=_rl(num_test_iterations=1)),
+        settings,
+        run_id="base",
+    )
+    hp = scenario.hyper_params(
+        "nip",
+        rl=_rl(num_test_iterations=2, num_iterations=7),
+        base_run={"base_run_type": "rerun_tests", "run_id": "base"},
+    )
+    result = run_experiment(hp, settings, run_id="rerun")
+    # only the test loop ran, with this config's test settings
+    assert len(result.metrics) == 1 and "test_mean_accuracy" in result.metrics[0]
+    assert result.trainer.hyper_params.rl.num_test_iterations == 2
+    assert result.trainer.hyper_params.rl.num_iterations == 2
+    assert_same_weights(
+        final_agent_weights(base.run_dir),
+        {n: a.state_dict() for n, a in result.trainer.agents.items()},
+    )
+
+
+def test_agent_loaded_from_a_local_run(scenario):
+    settings = scenario.settings()
+    source = run_experiment(
+        scenario.hyper_params("nip", rl=_rl(), agents={"_default": {"d_hidden": 5}}),
+        settings,
+        run_id="source",
+    )
+    hp = scenario.hyper_params(
+        "nip",
+        rl=_rl(),
+        agents={
+            "prover": {"d_hidden": 4},
+            "verifier": {
+                "d_hidden": 4,
+                "load_checkpoint_and_parameters": True,
+                "checkpoint_run_id": "source",
+            },
+        },
+    )
+    prepared = prepare_experiment(hp, settings)
+    verifier = prepared.scenario_instance.agents["verifier"]
+    assert prepared.hyper_params.agents["verifier"].d_hidden == 5
+    assert prepared.hyper_params.agents["verifier"].checkpoint_run_id == "source"
+    assert_same_weights(
+        verifier.state_dict(), final_agent_weights(source.run_dir)["verifier"]
+    )
+    assert prepared.scenario_instance.agents["prover"].body.mlp[0].out_features == 4
+
+
+def test_pretrained_bodies_are_cached(scenario):
+    from nip_core.trainers.pretraining import (
+        pretrain_agent_bodies,
+        pretraining_cache_path,
+    )
+
+    hp = scenario.hyper_params(
+        "nip",
+        rl=_rl(),
+        pretrain_agents=True,
+        solo_agent={"num_epochs": 2, "batch_size": 8},
+    )
+    settings = scenario.settings()
+    first = prepare_experiment(hp, settings).trainer
+
+    def bodies(trainer):
+        return {
+            n: {k: v.clone() for k, v in a.body.state_dict().items()}
+            for n, a in trainer.agents.items()
+        }
+
+    initial = bodies(first)
+    assert pretrain_agent_bodies(first) is False
+    trained = bodies(first)
+    for name in ("prover", "verifier"):
+        assert any(
+            not torch.equal(initial[name][k], trained[name][k]) for k in trained[name]
+        )
+    assert pretraining_cache_path(hp, settings).is_file()
+
+    second = prepare_experiment(hp, settings).trainer
+    assert pretrain_agent_bodies(second) is True
+    assert_same_weights(bodies(second), trained)
+    # a parameter that shapes the bodies changes the cache entry
+    other = scenario.hyper_params(
+        "nip", rl=_rl(), pretrain_agents=True, solo_agent={"num_epochs": 3}
+    )
+    assert pretraining_cache_path(other, settings) != pretraining_cache_path(
+        hp, settings
+    )
+    json.dumps(hp.to_dict())
+
+
+# --------------------------------------------------------------------------------------
+# The factory
+
+
+def _parts(agent):
+    return {role: type(part).__name__ for role, part in agent.parts.items()}
+
+
+def test_parts_follow_the_trainer_type(scenario):
+    settings = scenario.settings()
+    plain = prepare_experiment(scenario.hyper_params("nip", rl=_rl()), settings)
+    assert _parts(plain.scenario_instance.agents["verifier"]) == {
+        "body": "SyntheticAgentBody",
+        "policy_head": "SyntheticAgentPolicyHead",
+    }
+    critic = prepare_experiment(
+        scenario.hyper_params(
+            "nip",
+            rl=_rl(use_shared_body=False),
+            reinforce={"use_advantage_and_critic": True},
+        ),
+        settings,
+    ).scenario_instance
+    assert set(critic.agents["prover"].parts) == {
+        "policy_body",
+        "value_body",
+        "policy_head",
+        "value_head",
+    }
+    assert critic.combined_value_head is not None and critic.combined_body is None
+    solo = prepare_experiment(_solo(scenario), settings).scenario_instance
+    assert set(solo.agents["prover"].parts) == {"body", "solo_head"}
+
+
+def test_random_agent_gets_random_head_and_frozen_body(scenario):
+    hp = scenario.hyper_params(
+        "nip",
+        rl=_rl(),
+        reinforce={"use_advantage_and_critic": True},
+        agents={"prover": {"is_random": True}, "verifier": {"d_hidden": 4}},
+    )
+    prover = prepare_experiment(hp, scenario.settings()).scenario_instance.agents[
+        "prover"
+    ]
+    assert _parts(prover)["policy_head"] == "RandomAgentPolicyHead"
+    assert _parts(prover)["value_head"] == "ConstantAgentValueHead"
+    assert not any(p.requires_grad for p in prover.body.parameters())
+
+
+def test_agent_initialisation_depends_only_on_its_own_seed(scenario):
+    settings = scenario.settings()
+
+    def verifier_weights(prover_width):
+        hp = scenario.hyper_params(
+            "nip",
+            rl=_rl(),
+            agents={"prover": {"d_hidden": prover_width}, "verifier": {"d_hidden": 4}},
+        )
+        agents = prepare_experiment(hp, settings).scenario_instance.agents
+        return agents["verifier"].state_dict(), agents["prover"].state_dict()
+
+    verifier_a, prover_a = verifier_weights(4)
+    verifier_b, _ = verifier_weights(7)
+    assert_same_weights(verifier_a, verifier_b)
+    assert not torch.equal(
+        prover_a["body"]["mlp.0.weight"], verifier_a["body"]["mlp.0.weight"]
+    )
