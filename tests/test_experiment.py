@@ -101,6 +101,33 @@ def test_run_directory_layout(scenario):
     assert (run_dir.path / "csv" / "scalars" / "mean_accuracy.csv").is_file()
 
 
+def test_rollout_samples_are_rendered_with_the_scenario_renderer(
+    scenario, register_plugin
+):
+    from nip_core import hookimpl
+    from nip_core.records import EpisodeRendererSpec
+
+    drawn = []
+
+    def render(episode, path):
+        drawn.append((episode["iteration"], episode["num_steps"]))
+        path.write_bytes(b"png")
+
+    class Renderer:
+        @hookimpl
+        def register_episode_renderers(self):
+            return [EpisodeRendererSpec(scenario="synthetic", renderer=render)]
+
+    register_plugin(Renderer(), name="renderer")
+    settings = scenario.settings(rollout_sample_period=2, num_rollout_samples=1)
+    result = run_experiment(
+        scenario.hyper_params("nip", rl=_rl(num_iterations=3)), settings, run_id="draw"
+    )
+    plots = sorted(p.name for p in RunDirectory(result.run_dir).plots_dir.iterdir())
+    assert plots == ["iter_000000_0.png", "iter_000002_0.png"]
+    assert [iteration for iteration, _ in drawn] == [0, 2]
+
+
 def test_same_run_id_with_other_parameters_is_refused(scenario):
     settings = scenario.settings()
     run_experiment(_solo(scenario, 1), settings, run_id="taken")

@@ -42,7 +42,10 @@ class MessageRegressionParameters(SubParameters):
     mlp_num_epochs : int
         Training epochs of the MLP regressor (at least 1).
     mlp_batch_size : int
-        Batch size of the MLP regressor (at least 1).
+        Batch size of the MLP regressor (at least 1). The original library's 512
+        gave the classifier about ten steps on a typical iteration's few hundred
+        episodes, too few to detect even a prover that sends the label outright; 64
+        does.
     mlp_learning_rate : float
         Learning rate of the MLP regressor (greater than 0).
     """
@@ -58,5 +61,5 @@ class MessageRegressionParameters(SubParameters):
     mlp_hidden_size: int = field(default=64, validator=v.ge(1))
     mlp_activation: Literal["relu", "tanh", "sigmoid"] = "relu"
     mlp_num_epochs: int = field(default=10, validator=v.ge(1))
-    mlp_batch_size: int = field(default=512, validator=v.ge(1))
+    mlp_batch_size: int = field(default=64, validator=v.ge(1))
     mlp_learning_rate: float = field(default=0.001, validator=v.gt(0))

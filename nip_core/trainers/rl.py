@@ -126,7 +126,6 @@ class TensorDictRlTrainer(TensorDictTrainer):
         self.optimizer: Any = None
         self.replay_buffer: Any = None
         self._carry: Any = None
-        self._test_carry: Any = None
         self._start_iteration = 0
 
     # ------------------------------------------------------------------------------
@@ -175,7 +174,8 @@ class TensorDictRlTrainer(TensorDictTrainer):
             self.agents,
             self.hyper_params.agents,
             self.hyper_params.rl.lr,
-            shared_body=self.use_single_body,
+            # One LR for a body only matters when actor and critic share it
+            shared_body=self.use_single_body and self.use_critic,
             body_lr_factor=self.hyper_params.rl.body_lr_factor_override,
         )
         in_groups = {id(p) for g in groups for p in g["params"]}
@@ -530,6 +530,22 @@ class TensorDictRlTrainer(TensorDictTrainer):
         )
         path = write_rollout_sample(self.run.run_dir.rollouts_dir, iteration, episodes)
         self.run.log_artifact(path, f"rollouts-{self.run.run_dir.run_id}", "rollouts")
+        self._render_episodes(episodes, iteration)
+
+    def _render_episodes(self, episodes: list[dict[str, Any]], iteration: int) -> None:
+        """Draw the sampled episodes with the scenario's episode renderer, if any,
+        to ``plots/iter_{iteration:06d}_{k}.png``."""
+        from nip_core.plugins import get_plugin_manager
+        from nip_core.records import resolve_ref
+
+        renderers = get_plugin_manager().episode_renderers
+        if self.hyper_params.scenario not in renderers:
+            return
+        renderer = resolve_ref(renderers[self.hyper_params.scenario].renderer)
+        plots_dir = self.run.run_dir.plots_dir
+        plots_dir.mkdir(parents=True, exist_ok=True)
+        for k, episode in enumerate(episodes):
+            renderer(episode, plots_dir / f"iter_{iteration:06d}_{k}.png")
 
     @attach_progress_bar(_num_test_iterations)
     def _run_test_loop(self, iteration_context: IterationContext) -> None:

@@ -78,7 +78,7 @@ def test_other_section_defaults_are_the_original_ones():
         "mlp_hidden_size": 64,
         "mlp_activation": "relu",
         "mlp_num_epochs": 10,
-        "mlp_batch_size": 512,
+        "mlp_batch_size": 64,
         "mlp_learning_rate": 0.001,
     }
     assert attrs.asdict(BaseRunParameters()) == {

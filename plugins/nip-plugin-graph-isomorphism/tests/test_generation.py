@@ -25,7 +25,7 @@ from nip_plugin_graph_isomorphism.generation import (
 )
 from nip_plugin_graph_isomorphism.wl import graph_hashes
 
-SMALL = GenerationConfig(num_pairs=80, graph_sizes=(6, 7), edge_probabilities=(0.4, 0.6))
+SMALL = GenerationConfig(num_pairs=80, graph_sizes=(7, 8), edge_probabilities=(0.4, 0.8))
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +63,10 @@ def test_class_mix_follows_the_quotas(small_dataset) -> None:
         expected[(n, c)] += q
     assert counts == +expected
     assert int(data.labels.sum()) == 40
-    # padding rows and columns of the 6-node graphs are empty
-    six = data.sizes[:, 0] == 6
-    assert not data.adjacency[six][:, :, 6:, :].any()
+    # padding rows and columns of the 7-node graphs are empty
+    seven = data.sizes[:, 0] == 7
+    assert seven.any()
+    assert not data.adjacency[seven][:, :, 7:, :].any()
 
 
 def test_quotas_of_eru10000_match_the_original_floors() -> None:
@@ -179,3 +180,9 @@ def test_degree_matched_proposals_match_rejection_sampling() -> None:
         ]
     )
     assert scipy_stats.chi2_contingency(table_plain).pvalue < 1e-6
+
+
+def test_an_impossible_class_is_reported() -> None:
+    config = GenerationConfig(num_pairs=4, graph_sizes=(3,), edge_probabilities=(0.5,))
+    with pytest.raises(RuntimeError, match="impossible or too rare"):
+        generation.generate_pairs(config, seed=0, workers=1)

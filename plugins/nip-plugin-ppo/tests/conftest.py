@@ -6,12 +6,11 @@ from typing import Any
 
 import pytest
 
-from nip_core.testing.synthetic.fixtures import SyntheticScenario  # noqa: F401
 from nip_core.testing.synthetic.fixtures import synthetic_scenario  # noqa: F401
 
 
 @pytest.fixture
-def ppo_scenario(synthetic_scenario: Any, register_plugin: Any) -> Any:
+def ppo_scenario(synthetic_scenario: Any, register_plugin: Any) -> Any:  # noqa: F811
     """The synthetic scenario with this plugin's trainers and sections registered."""
     import nip_plugin_ppo.plugin
 

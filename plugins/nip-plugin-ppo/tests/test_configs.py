@@ -11,6 +11,7 @@ import pytest
 def composed(register_plugin: Any, tmp_path: Any, monkeypatch: Any) -> Any:
     """``composed(name, *overrides, multirun=False)`` -> the plain config dict."""
     import nip_plugin_ppo.plugin
+
     from nip_core.cli import compose as composer
 
     register_plugin(nip_plugin_ppo.plugin, name="ppo")
@@ -64,7 +65,11 @@ def test_compare_protocols_sweeps_protocols_and_seeds(composed: Any) -> None:
     cfg = composed("compare_protocols", multirun=True)
     params = cfg.hydra.sweeper.params
     assert params["interaction_protocol"].split(",") == [
-        "nip", "debate", "adp", "merlin_arthur", "mnip",
+        "nip",
+        "debate",
+        "adp",
+        "merlin_arthur",
+        "mnip",
     ]
     assert params["seed"].split(",") == ["0", "1", "2"]
     one = _plain(composed("compare_protocols", "interaction_protocol=debate", "seed=2"))

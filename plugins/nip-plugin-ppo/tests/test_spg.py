@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 import torch
 from conftest import collected_minibatch, prepared_trainer
+from nip_plugin_ppo.losses import RowSampler
 
 from nip_core.errors import NipConfigError
 from nip_core.scenario import keys as K
-from nip_plugin_ppo.losses import RowSampler
 
 LOG_PROB = (K.AGENTS, K.SAMPLE_LOG_PROB)
 ADVANTAGE = (K.AGENTS, "advantage")
@@ -74,13 +74,17 @@ def test_leader_is_shaped_and_follower_is_not(ppo_scenario: Any) -> None:
     directions = loss.directions(out)
     for index, name in enumerate(trainer.agent_names):
         plain = torch.autograd.grad(
-            out["loss_objective"][index], loss.actor_params[name], retain_graph=True,
+            out["loss_objective"][index],
+            loss.actor_params[name],
+            retain_graph=True,
             allow_unused=True,
         )
-        plain = torch.cat([
-            torch.zeros_like(p).reshape(-1) if g is None else g.reshape(-1)
-            for g, p in zip(plain, loss.actor_params[name])
-        ])
+        plain = torch.cat(
+            [
+                torch.zeros_like(p).reshape(-1) if g is None else g.reshape(-1)
+                for g, p in zip(plain, loss.actor_params[name], strict=True)
+            ]
+        )
         got = torch.cat([d.reshape(-1) for d in directions[name]])
         if name == "prover":
             torch.testing.assert_close(got, plain)
@@ -100,7 +104,7 @@ def test_backward_writes_directions_plus_critic_gradients(ppo_scenario: Any) -> 
     )
     loss.backward(out)
     for param, direction, critic_grad in zip(
-        loss.actor_params["verifier"], directions["verifier"], critic_grads
+        loss.actor_params["verifier"], directions["verifier"], critic_grads, strict=True
     ):
         expected = direction if critic_grad is None else direction + critic_grad
         torch.testing.assert_close(param.grad, expected)

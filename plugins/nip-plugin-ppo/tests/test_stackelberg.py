@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from nip_plugin_ppo.stackelberg import (
     followers_of,
     nystrom_ihvp,
@@ -37,8 +36,12 @@ def test_nystrom_low_rank_hessian_is_exact_with_enough_columns():
     v = torch.randn(5, generator=gen, dtype=torch.float64)
     rho = 0.7
     got = nystrom_ihvp(
-        _quadratic(theta, a, torch.zeros(5, dtype=torch.float64)), [theta], v,
-        rank=2, rho=rho, generator=torch.Generator().manual_seed(3),
+        _quadratic(theta, a, torch.zeros(5, dtype=torch.float64)),
+        [theta],
+        v,
+        rank=2,
+        rho=rho,
+        generator=torch.Generator().manual_seed(3),
     )
     expected = torch.linalg.solve(a + rho * torch.eye(5, dtype=torch.float64), v)
     torch.testing.assert_close(got, expected)
@@ -74,8 +77,14 @@ def _game():
 def _update(variant, **kwargs):
     losses, params = _game()
     out = stackelberg_update(
-        variant, losses, params, (("verifier",), ("prover",)),
-        {"verifier": 0.2, "prover": ALPHA}, ihvp_rank=1, ihvp_rho=RHO, **kwargs,
+        variant,
+        losses,
+        params,
+        (("verifier",), ("prover",)),
+        {"verifier": 0.2, "prover": ALPHA},
+        ihvp_rank=1,
+        ihvp_rho=RHO,
+        **kwargs,
     )
     return out["verifier"][0].item(), out["prover"][0].item()
 

@@ -43,9 +43,7 @@ def _expected_clip_objective(trainer: Any, batch: Any, eps: float) -> torch.Tens
     mean = advantage.mean(dim=0)
     std = advantage.std(dim=0)  # TorchRL's rule: the sample std
     normalised = (advantage - mean) / std
-    gain = torch.minimum(
-        ratio * normalised, ratio.clamp(1 - eps, 1 + eps) * normalised
-    )
+    gain = torch.minimum(ratio * normalised, ratio.clamp(1 - eps, 1 + eps) * normalised)
     return -gain.mean(dim=0)
 
 
@@ -113,8 +111,12 @@ def test_kl_and_ess_are_reported(ppo_scenario: Any) -> None:
 )
 def test_kl_penalty_adapts_beta(ppo_scenario: Any, scale: float, factor: float) -> None:
     hp = _hyper_params(
-        ppo_scenario, loss_type="kl_penalty", kl_beta=0.3, kl_target=0.01,
-        kl_increment=2.0, kl_decrement=0.5,
+        ppo_scenario,
+        loss_type="kl_penalty",
+        kl_beta=0.3,
+        kl_target=0.01,
+        kl_increment=2.0,
+        kl_decrement=0.5,
     )
     trainer = prepared_trainer(ppo_scenario, hp)
     torch.manual_seed(1)

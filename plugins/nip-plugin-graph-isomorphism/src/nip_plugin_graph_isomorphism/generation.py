@@ -427,7 +427,7 @@ def _run_streams(
     streams: list[_Stream],
     workers: int,
     on_accept: Callable[[int], None],
-    max_units: int = 100_000,
+    max_units: int = 300,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Run every stream to its quota; return (pairs, scores) per stream.
 
@@ -457,11 +457,14 @@ def _run_streams(
             while in_flight < in_flight_limit * len(active) and cursor < len(active):
                 for i in list(active):
                     if len(pending[i]) < in_flight_limit:
-                        if next_submit[i] >= max_units:
+                        if next_submit[i] >= max_units and accepted[i] == 0:
                             raise RuntimeError(
-                                f"no pairs of score class {streams[i].score_class} "
+                                f"no pair of WL score class {streams[i].score_class} "
                                 f"for n={streams[i].n}, p={streams[i].p} after "
-                                f"{max_units} units; the class may be impossible"
+                                f"{max_units} work units: such pairs are impossible "
+                                "or too rare for this cell (scores above 2 need "
+                                "at least 7 nodes); change graph_sizes or the "
+                                "score shares"
                             )
                         pending[i][next_submit[i]] = pool.apply_async(
                             _run_unit, (streams[i], next_submit[i])

@@ -170,7 +170,7 @@ class PerAgentPpoLoss(nn.Module):
                 ess = self._ess(tensordict)
             ess = ess.detach().reshape(-1)
             if ess.numel() == a:
-                for name, value in zip(self.agent_names, ess):
+                for name, value in zip(self.agent_names, ess, strict=True):
                     result[f"{name}.ess"] = value
             result["ess"] = ess.mean()
         return TensorDict(result, batch_size=[])
@@ -238,7 +238,9 @@ def build_ppo_loss(
         clip_value=clip_value,
     )
     if ppo.loss_type == "clip":
-        loss = ClipPPOLoss(actor, critic, clip_epsilon=float(ppo.clip_epsilon), **common)
+        loss = ClipPPOLoss(
+            actor, critic, clip_epsilon=float(ppo.clip_epsilon), **common
+        )
     else:
         loss = KLPENPPOLoss(
             actor,
@@ -480,7 +482,7 @@ class SpgLoss(nn.Module):
         if other:
             torch.stack(other).sum().backward()
         for name, params in self.actor_params.items():
-            for param, direction in zip(params, directions[name]):
+            for param, direction in zip(params, directions[name], strict=True):
                 if param.grad is None:
                     param.grad = direction.clone()
                 else:

@@ -11,7 +11,6 @@ from nip_core.records import (
     ParameterSectionSpec,
     TrainerSpec,
 )
-
 from nip_plugin_ppo.parameters import PpoParameters, SpgParameters, VanillaPpoParameters
 
 _RL_PARTS = ("body", "policy_head", "value_head")
@@ -46,15 +45,18 @@ def register_trainers() -> list[TrainerSpec]:
 def register_parameter_sections() -> list[ParameterSectionSpec]:
     return [
         ParameterSectionSpec(
-            name="ppo", parameters_class=PpoParameters,
+            name="ppo",
+            parameters_class=PpoParameters,
             description="Common parameters of PPO objectives.",
         ),
         ParameterSectionSpec(
-            name="vanilla_ppo", parameters_class=VanillaPpoParameters,
+            name="vanilla_ppo",
+            parameters_class=VanillaPpoParameters,
             description="Parameters of the vanilla_ppo trainer.",
         ),
         ParameterSectionSpec(
-            name="spg", parameters_class=SpgParameters,
+            name="spg",
+            parameters_class=SpgParameters,
             description="Parameters of the spg trainer and its variants.",
         ),
     ]

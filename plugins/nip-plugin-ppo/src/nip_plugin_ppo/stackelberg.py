@@ -58,11 +58,17 @@ def _grad(
     output: Tensor, params: Sequence[Tensor], *, create_graph: bool = True
 ) -> Tensor:
     grads = torch.autograd.grad(
-        output, list(params), retain_graph=True, create_graph=create_graph,
+        output,
+        list(params),
+        retain_graph=True,
+        create_graph=create_graph,
         allow_unused=True,
     )
     return _flat(
-        [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+        [
+            torch.zeros_like(p) if g is None else g
+            for g, p in zip(grads, params, strict=True)
+        ]
     )
 
 
@@ -128,7 +134,11 @@ def nystrom_ihvp(
 
 
 def sos_coefficient(
-    xi: Tensor, xi_0: Tensor, shaping: Tensor, *, scaling_factor: float,
+    xi: Tensor,
+    xi_0: Tensor,
+    shaping: Tensor,
+    *,
+    scaling_factor: float,
     threshold_factor: float,
 ) -> float:
     """The SOS coefficient ``p`` (Letcher et al., 2019, Algorithm 1).
@@ -238,8 +248,12 @@ def stackelberg_update(
             leader_on_follower = grads[leader][follower]  # grad_f L_l
             if base == "spg":
                 multiplier = nystrom_ihvp(
-                    losses[follower], params[follower], leader_on_follower.detach(),
-                    rank=ihvp_rank, rho=ihvp_rho, generator=generator,
+                    losses[follower],
+                    params[follower],
+                    leader_on_follower.detach(),
+                    rank=ihvp_rank,
+                    rho=ihvp_rho,
+                    generator=generator,
                     grad=follower_own,
                 )
                 scale = 1.0
@@ -254,7 +268,8 @@ def stackelberg_update(
             if base != "spg" and (base == "sos" or additional_lola_term):
                 # (grad_f grad_l L_l) xi_f  ==  grad_l (grad_f L_l . xi_f)
                 h_o_xi = _grad(
-                    torch.dot(leader_on_follower, xi[follower]), params[leader],
+                    torch.dot(leader_on_follower, xi[follower]),
+                    params[leader],
                     create_graph=False,
                 )
                 look_ahead[leader] += scale * h_o_xi.detach()
@@ -264,7 +279,10 @@ def stackelberg_update(
         flat_xi_0 = torch.cat([xi[i] - look_ahead[i] for i in agents])
         flat_shaping = torch.cat([shaping[i] for i in agents])
         p = sos_coefficient(
-            flat_xi, flat_xi_0, flat_shaping, scaling_factor=sos_scaling_factor,
+            flat_xi,
+            flat_xi_0,
+            flat_shaping,
+            scaling_factor=sos_scaling_factor,
             threshold_factor=sos_threshold_factor,
         )
         update = {i: xi[i] - look_ahead[i] - p * shaping[i] for i in agents}

@@ -1,0 +1,325 @@
+"""Training speed and peak memory of tensor-world RL training (vanilla_ppo).
+
+For each protocol and each setting (the ``ppo_gi`` config and the ``default``
+experiment of nip-plugin-ppo) this runs, in a fresh process so that peak memory is
+its own, a few training iterations and reports
+
+- frames per second of the whole iteration, and the time split into collection,
+  advantage (GAE) and update, each the median over the measured iterations after
+  warm-up ones;
+- peak memory: the process's resident-set high-water mark (``VmHWM``, from
+  ``/proc/self/status``, or ``ru_maxrss``), which covers torch's allocations;
+- floating-point operations per frame, counted by
+  :class:`torch.utils.flop_counter.FlopCounterMode` over one collection and one
+  update (the matrix multiplications, convolutions and attention torch counts);
+- this machine's float32 matrix-multiply throughput (a timed large matmul), and the
+  fraction of it the training loop achieves.
+
+Usage::
+
+    python benchmarks/training_speed.py                      # GI, nip + debate
+    python benchmarks/training_speed.py --protocols nip --settings default
+    python benchmarks/training_speed.py --scenario synthetic  # no GI plugin needed
+    python benchmarks/training_speed.py --profile             # + cProfile top list
+
+The training loop is the core's (``TensorDictRlTrainer``): the benchmark calls its
+``_collect``, ``_prepare_rollout``, value estimator and ``_train_on_rollout`` one
+after the other, exactly as ``_run_train_loop`` does, with timers between them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+SETTINGS = ("ppo_gi", "default")
+REFERENCE = {
+    # The original library on a 2-core CPU machine at the ppo_gi settings (issue 5)
+    ("nip", "ppo_gi"): {"fps": 156.0, "peak_gb": 10.5},
+    ("debate", "ppo_gi"): {"fps": 87.0, "peak_gb": 17.0},
+}
+
+
+def peak_rss_bytes() -> int:
+    """The process's resident-set high-water mark."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """Measured float32 matmul throughput of this machine (GFLOP/s, best of runs)."""
+    import torch
+
+    a = torch.randn(size, size)
+    b = torch.randn(size, size)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def _hyper_params(args: argparse.Namespace, protocol: str, setting: str) -> Any:
+    """The hyper-parameters of one benchmark case, from the plugin's configs."""
+    from nip_core.cli import compose as composer
+
+    total = args.warmup + args.iterations
+    overrides = [
+        f"interaction_protocol={protocol}",
+        f"rl.num_iterations={total}",
+        "rl.num_test_iterations=0",
+    ]
+    with composer.hydra_app() as app:
+        config = composer.to_plain_dict(composer.compose(app, setting, overrides))
+    config.pop("run", None)
+    if args.scenario != "graph_isomorphism":
+        # Keep the trainer's settings, use the scenario's own agents and data
+        from nip_core.testing.synthetic.fixtures import SyntheticScenario
+
+        scenario = SyntheticScenario(Path(args.workdir))
+        keep = {k: config[k] for k in ("rl", "ppo", "protocol_common") if k in config}
+        keep["rl"] = {
+            k: v for k, v in keep["rl"].items() if k != "num_normalization_steps"
+        }
+        rounds = {
+            k: config[k]
+            for k in ("nip_protocol", "debate_protocol", "mnip_protocol")
+            if k in config
+        }
+        return scenario.hyper_params(
+            protocol,
+            trainer="vanilla_ppo",
+            agents={"_default": {"d_hidden": 16}},
+            synthetic={"train_size": 2000, "test_size": 100},
+            **keep,
+            **rounds,
+        )
+    from nip_core.parameters import HyperParameters
+
+    return HyperParameters.from_dict(config)
+
+
+def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str, Any]:
+    """Measure one (protocol, setting) case in this process."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from nip_core.experiment import prepare_experiment
+    from nip_core.settings import ExperimentSettings
+
+    torch.set_num_threads(args.threads)
+    if args.scenario != "graph_isomorphism":
+        from nip_core.plugins import get_plugin_manager
+        from nip_core.testing.synthetic import SYNTHETIC_PLUGIN
+
+        get_plugin_manager().register(SYNTHETIC_PLUGIN, name="synthetic")
+    hp = _hyper_params(args, protocol, setting)
+    settings = ExperimentSettings(
+        runs_dir=str(Path(args.workdir) / "runs"),
+        data_dir=args.data_dir,
+        cache_dir=str(Path(args.workdir) / "cache"),
+        show_progress=False,
+        checkpoint_period=None,
+    )
+    build_start = time.perf_counter()
+    trainer = prepare_experiment(hp, settings).trainer
+    if hp.rl.normalize_observations:
+        trainer._add_normalization_transforms()
+    trainer._build_operators()
+    trainer.replay_buffer = trainer._get_replay_buffer()
+    trainer.loss_module, trainer.gae = trainer._get_loss_module_and_gae()
+    trainer.optimizer = trainer._get_optimizer()
+    build_time = time.perf_counter() - build_start
+
+    env = trainer.train_environment
+    steps = trainer._steps_per_iteration(env)
+    updates = dict.fromkeys(trainer.agent_names, True)
+    carry = None
+    timings: dict[str, list[float]] = {
+        "collection_s": [],
+        "advantage_s": [],
+        "update_s": [],
+        "iteration_s": [],
+    }
+    frames = 0
+    profiler = None
+    for iteration in range(args.warmup + args.iterations):
+        measured = iteration >= args.warmup
+        if measured and args.profile and profiler is None:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+        t0 = time.perf_counter()
+        trainer.set_agents_mode(True)
+        rollout, carry = trainer._collect(env, carry, steps)
+        t1 = time.perf_counter()
+        trainer._prepare_rollout(rollout)
+        with torch.no_grad():
+            trainer.gae(rollout)
+        t2 = time.perf_counter()
+        trainer._train_on_rollout(rollout, updates)
+        t3 = time.perf_counter()
+        if profiler is not None and measured:
+            profiler.disable()
+        frames = rollout.numel()
+        if measured:
+            timings["collection_s"].append(t1 - t0)
+            timings["advantage_s"].append(t2 - t1)
+            timings["update_s"].append(t3 - t2)
+            timings["iteration_s"].append(t3 - t0)
+
+    # FLOPs of one collection and one update (counted, not timed)
+    with FlopCounterMode(display=False) as counter:
+        rollout, carry = trainer._collect(env, carry, steps)
+    collection_flops = counter.get_total_flops()
+    trainer._prepare_rollout(rollout)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        trainer.gae(rollout)
+    advantage_flops = counter.get_total_flops()
+    with FlopCounterMode(display=False) as counter:
+        trainer._train_on_rollout(rollout, updates)
+    update_flops = counter.get_total_flops()
+
+    median = {k: statistics.median(v) for k, v in timings.items()}
+    total_flops = collection_flops + advantage_flops + update_flops
+    result: dict[str, Any] = {
+        "scenario": args.scenario,
+        "protocol": protocol,
+        "setting": setting,
+        "threads": args.threads,
+        "frames_per_iteration": frames,
+        "minibatch_size": int(hp.rl.minibatch_size),
+        "num_epochs": int(hp.rl.num_epochs),
+        "build_s": build_time,
+        **{f"median_{k}": v for k, v in median.items()},
+        "fps": frames / median["iteration_s"],
+        "peak_rss_gb": peak_rss_bytes() / 1e9,
+        "flops_per_frame": total_flops / frames,
+        "collection_flops_per_frame": collection_flops / frames,
+        "advantage_flops_per_frame": advantage_flops / frames,
+        "update_flops_per_frame": update_flops / frames,
+        "achieved_gflops": total_flops / median["iteration_s"] / 1e9,
+    }
+    if profiler is not None:
+        import io
+        import pstats
+
+        stream = io.StringIO()
+        pstats.Stats(profiler, stream=stream).sort_stats("cumulative").print_stats(40)
+        result["profile"] = stream.getvalue()
+    return result
+
+
+def _spawn(args: argparse.Namespace, protocol: str, setting: str) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        __file__,
+        "--single",
+        protocol,
+        setting,
+        "--scenario",
+        args.scenario,
+        "--iterations",
+        str(args.iterations),
+        "--warmup",
+        str(args.warmup),
+        "--threads",
+        str(args.threads),
+        "--workdir",
+        args.workdir,
+    ]
+    if args.data_dir:
+        command += ["--data-dir", args.data_dir]
+    if args.profile:
+        command.append("--profile")
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return {
+            "protocol": protocol,
+            "setting": setting,
+            "error": done.stderr.strip().splitlines()[-5:],
+        }
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--protocols", nargs="+", default=["nip", "debate"])
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS))
+    parser.add_argument(
+        "--scenario",
+        default="graph_isomorphism",
+        choices=["graph_isomorphism", "synthetic"],
+    )
+    parser.add_argument("--iterations", type=int, default=3, help="measured")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workdir", default="/tmp/nip-benchmark")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--single", nargs=2, metavar=("PROTOCOL", "SETTING"))
+    args = parser.parse_args(argv)
+
+    if args.single:
+        print(json.dumps(run_case(args, *args.single)))
+        return 0
+
+    peak = matmul_gflops()
+    results = []
+    for setting in args.settings:
+        for protocol in args.protocols:
+            result = _spawn(args, protocol, setting)
+            result["matmul_gflops"] = peak
+            if "achieved_gflops" in result:
+                result["fraction_of_matmul_peak"] = result["achieved_gflops"] / peak
+            reference = REFERENCE.get((protocol, setting))
+            if reference and "fps" in result and args.scenario == "graph_isomorphism":
+                result["speedup_vs_original"] = result["fps"] / reference["fps"]
+            results.append(result)
+            print(_row(result), flush=True)
+            if "profile" in result:
+                print(result["profile"])
+    print(f"float32 matmul throughput of this machine: {peak:.1f} GFLOP/s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def _row(r: dict[str, Any]) -> str:
+    if "error" in r:
+        return f"{r['protocol']:>8} {r['setting']:>8}  FAILED: {' | '.join(r['error'])}"
+    return (
+        f"{r['protocol']:>8} {r['setting']:>8}  {r['fps']:8.1f} frames/s  "
+        f"iteration {r['median_iteration_s']:.2f} s (collection "
+        f"{r['median_collection_s']:.2f}, advantage {r['median_advantage_s']:.2f}, "
+        f"update {r['median_update_s']:.2f})  peak {r['peak_rss_gb']:.2f} GB  "
+        f"{r['flops_per_frame'] / 1e6:.2f} MFLOP/frame  "
+        f"{100 * r.get('fraction_of_matmul_peak', 0):.1f}% of matmul peak"
+        + (
+            f"  {r['speedup_vs_original']:.1f}x the original"
+            if "speedup_vs_original" in r
+            else ""
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
