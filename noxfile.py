@@ -13,6 +13,7 @@ never resolves to another torch build than the one the project is tested with.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nox
@@ -72,9 +73,13 @@ def plugin(session: nox.Session, plugin: str) -> None:
         for old in wheel_dir.glob("*.whl"):
             old.unlink()
     install_torch(session)
+    # setuptools reuses an in-tree build/ directory: a module deleted since the last
+    # build would still be shipped in the wheel
+    _remove_build_dirs(ROOT, plugin_dir)
     session.run(
         "pip", "wheel", "--no-deps", "-w", str(wheel_dir), str(ROOT), str(plugin_dir)
     )
+    _remove_build_dirs(ROOT, plugin_dir)
     core_wheel = _one(wheel_dir.glob("nip_core-*.whl"))
     plugin_wheel = _one(
         w for w in wheel_dir.glob("*.whl") if not w.name.startswith("nip_core-")
@@ -91,6 +96,11 @@ def plugin(session: nox.Session, plugin: str) -> None:
         *(session.posargs or ["-q"]),
         env={"NIP_STRICT_PLUGINS": "1"},
     )
+
+
+def _remove_build_dirs(*sources: Path) -> None:
+    for source in sources:
+        shutil.rmtree(source / "build", ignore_errors=True)
 
 
 def _one(paths) -> Path:

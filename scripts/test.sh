@@ -24,6 +24,9 @@ shopt -u nullglob
 if [ "$#" -eq 0 ]; then
     set -- -q -n 2
 fi
+# Two pytest workers on two cores: one math thread each, or torch's thread pools
+# oversubscribe the cores and the suite runs many times slower.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 status=0
 NIP_STRICT_PLUGINS=1 python -m pytest "${test_paths[@]}" "$@" || status=$?
 if [ "$status" -eq 5 ]; then

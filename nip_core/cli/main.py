@@ -164,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
         "the builder command.",
     )
     listing.add_argument("--data-dir", metavar="DIR")
+
+    from nip_core.cli.report_cmd import add_report_parser
+
+    add_report_parser(commands)
     return parser
 
 
@@ -201,6 +205,10 @@ def _dispatch(args: argparse.Namespace) -> int:
                 data_dir=args.data_dir,
             )
         return datasets_cmd.list_datasets(data_dir=args.data_dir)
+    if args.command == "report":
+        from nip_core.cli.report_cmd import run_report_command
+
+        return run_report_command(args)
     raise AssertionError(f"unhandled command {args.command!r}")
 
 
@@ -223,8 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv : Sequence[str] | None
         The arguments (without the program name); ``sys.argv[1:]`` by default.
     """
+    from nip_core.cli.plugins_cmd import install_plugin_warning_format
     from nip_core.errors import NipConfigError, NipError
 
+    install_plugin_warning_format()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -127,10 +127,17 @@ def run_single(config_name: str | None, overrides: Sequence[str]) -> int:
         config, config_name=config_name or composer.DEFAULT_CONFIG_NAME
     )
     result = run_experiment(hyper_params, settings)
-    run_dir = getattr(result, "run_dir", None)
-    if run_dir is not None:
-        print(f"nip: run finished; its directory is {run_dir}")
+    _report_finished(result)
     return 0
+
+
+def _report_finished(result: Any) -> None:
+    run_id = getattr(result, "run_id", None)
+    if run_id is None:
+        return
+    run_dir = getattr(result, "run_dir", None)
+    where = f"; its directory is {run_dir}" if run_dir is not None else ""
+    print(f"nip: run {run_id} finished{where}", file=sys.stderr)
 
 
 def run_sweep(
@@ -157,13 +164,17 @@ def run_sweep(
         job_overrides = sweep_job_overrides(master)
         if job_overrides is not None:
             validate_sweep(app, name, job_overrides, master)
+        # `${now:...}` in the sweep dir resolves anew in every config object; fix it
+        # once so that the summary names the directory the jobs wrote to
+        with composer.hydra_errors():
+            sweep_dir = str(master.hydra.sweep.dir)
+        pinned = f"hydra.sweep.dir={_quote_override_value(sweep_dir)}"
         with composer.hydra_errors():
             returns = app.multirun(
                 config_name=name,
                 task_function=SweepJob(debug=debug),
-                overrides=list(overrides),
+                overrides=[*overrides, pinned],
             )
-        sweep_dir = str(master.hydra.sweep.dir)
 
     results = [job for batch in returns for job in batch]
     failed = [(job, job.return_value) for job in results if not job.return_value.ok]
@@ -184,6 +195,12 @@ def run_sweep(
     if not failed:
         return 0
     return 2 if all(outcome.config_error for _, outcome in failed) else 1
+
+
+def _quote_override_value(value: str) -> str:
+    # in Hydra's quoted strings a backslash escapes only a quote
+    escaped = value.replace("'", "\\'")
+    return f"'{escaped}'"
 
 
 def sweep_job_overrides(master: Any) -> list[list[str]] | None:
@@ -295,8 +312,5 @@ def resume(run_id: str, runs_dir: str | None, *, device: str | None = None) -> i
         kwargs["runs_dir"] = runs_dir
     if device is not None:
         kwargs["device"] = device
-    result = resume_run(run_id, **kwargs)
-    run_dir = getattr(result, "run_dir", None)
-    if run_dir is not None:
-        print(f"nip: run finished; its directory is {run_dir}")
+    _report_finished(resume_run(run_id, **kwargs))
     return 0

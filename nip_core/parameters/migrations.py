@@ -354,7 +354,11 @@ def chain_migrations(
                     f"{type(exc).__name__}: {exc}",
                 )
             ) from exc
-        messages.extend(f"[{component} {step.to_version}] {m}" for m in step_messages)
+        label = f"{component} {step.from_version} -> {step.to_version}"
+        if component == LEGACY_COMPONENT and version_key(step.to_version) > (1,):
+            # The original library never had this version: the step ends its chain
+            label = f"{component} {step.from_version} -> {CORE_COMPONENT}"
+        messages.extend(f"[{label}] {m}" for m in step_messages)
         current = step.to_version
 
 

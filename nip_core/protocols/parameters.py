@@ -24,6 +24,7 @@ import attrs
 from attrs import field
 
 from nip_core.parameters.base import SubParameters, parameters_class
+from nip_core.parameters.validation import ValueProblem
 
 GuessType: TypeAlias = Literal["zero", "one", "y"]
 """The verdicts ``force_guess`` can force: always reject, always accept, the truth."""
@@ -87,10 +88,9 @@ def _in_choices(choices: tuple[str, ...], optional: bool = False):
         if optional and value is None:
             return
         if value not in choices:
-            allowed = ", ".join(choices) + (", or null" if optional else "")
-            raise ValueError(
-                f"{attribute.name} must be one of {allowed}; got {value!r}"
-            )
+            # The problem's path and value are shown beside the message
+            suffix = " (or null)" if optional else ""
+            raise ValueProblem(f"must be one of the valid choices{suffix}", choices)
 
     return check
 
@@ -98,7 +98,7 @@ def _in_choices(choices: tuple[str, ...], optional: bool = False):
 def _rounds_at_least_one(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     _is_int(instance, attribute, value)
     if value < 1:
-        raise ValueError(f"{attribute.name} must be at least 1, got {value}")
+        raise ValueProblem("must be at least 1")
 
 
 def _rounds_in_order(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -120,10 +120,9 @@ def _rounds_in_order(instance: Any, attribute: attrs.Attribute, value: Any) -> N
     minimum = values["min_message_rounds"]
     maximum = values["max_message_rounds"]
     if isinstance(minimum, int) and isinstance(maximum, int) and maximum < minimum:
-        raise ValueError(
-            f"max_message_rounds ({maximum}) must be at least min_message_rounds "
-            f"({minimum})"
-        )
+        if attribute.name == "max_message_rounds":
+            raise ValueProblem(f"must be at least min_message_rounds ({minimum})")
+        raise ValueProblem(f"must be at most max_message_rounds ({maximum})")
 
 
 # --------------------------------------------------------------------------------------

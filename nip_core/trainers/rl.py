@@ -312,6 +312,10 @@ class TensorDictRlTrainer(TensorDictTrainer):
         self._build_operators()
         self.replay_buffer = self._get_replay_buffer()
         self.loss_module, self.gae = self._get_loss_module_and_gae()
+        if self.gae is not None and hasattr(self.gae, "deactivate_vmap"):
+            # vmap cannot run modules that update buffers in place (batch norm's
+            # running statistics in training mode); a plain loop gives the same values
+            self.gae.deactivate_vmap = True
         self.optimizer = self._get_optimizer()
         self._start_iteration = self.restore_from_checkpoint()
 

@@ -62,6 +62,7 @@ def test_multirun_launches_one_job_per_combination(toy_plugin, recorded_runs, ca
     assert sorted(p.name for p in sweeps[0].iterdir() if p.is_dir()) == [
         str(n) for n in range(6)
     ]
+    assert f"logs are in runs/sweeps/{sweeps[0].name}\n" in err
 
 
 def test_multirun_with_the_joblib_launcher(toy_plugin, recorded_runs, capsys):
@@ -168,3 +169,25 @@ def test_first_party_plugins_missing_asks_the_installed_distributions(monkeypatc
     assert compose.first_party_plugins_missing() == ["nip-plugin-graph-isomorphism"]
     installed.add("nip-plugin-graph-isomorphism")
     assert compose.first_party_plugins_missing() == []
+
+
+def test_resume_passes_the_run_and_its_options(monkeypatch, capsys):
+    import nip_core.experiment
+
+    calls = []
+    monkeypatch.setattr(
+        nip_core.experiment,
+        "resume_run",
+        lambda run_id, **kwargs: calls.append((run_id, kwargs)),
+    )
+    assert main(["resume", "abc"]) == 0
+    assert main(["resume", "abc", "--runs-dir", "elsewhere", "--device", "cuda"]) == 0
+    assert calls == [("abc", {}), ("abc", {"runs_dir": "elsewhere", "device": "cuda"})]
+
+
+def test_resume_of_a_missing_run_is_reported_without_traceback(tmp_path, capsys):
+    status = main(["resume", "no_such_run", "--runs-dir", str(tmp_path)])
+    _, err = capsys.readouterr()
+    assert status == 1
+    assert "no_such_run" in err
+    assert "Traceback" not in err

@@ -84,7 +84,8 @@ def test_plugin_migrations_chain_from_the_saved_version(toy):
     assert (hp.toy_section.steps, hp.toy_section.rate) == (7, 0.5)
     message = str(record[0].message)
     assert message.index("num_steps renamed") < message.index("rate doubled")
-    assert f"[{DISTRIBUTION} 1.1]" in message and f"[{DISTRIBUTION} 1.2]" in message
+    assert f"[{DISTRIBUTION} 1.0 -> 1.1]" in message
+    assert f"[{DISTRIBUTION} 1.1 -> 1.2]" in message
 
 
 def test_chain_starts_at_the_saved_version(toy):
@@ -331,3 +332,310 @@ def test_legacy_layout_conversion_exactly():
             }
         },
     }
+
+
+# --------------------------------------------------------------------------------------
+# A whole dict as the original library 0.1 / 1.0.0 wrote it
+# --------------------------------------------------------------------------------------
+
+
+def _original_agent(**changes) -> dict:
+    """An agent as the original's ``AgentParameters.to_dict()`` wrote it."""
+    data = {
+        "_type": "ToyAgentParameters",
+        "agent_lr_factor": None,
+        "body_lr_factor": None,
+        "update_schedule": {"_type": "ConstantUpdateSchedule"},
+        "use_manual_architecture": False,
+        "normalize_message_history": False,
+        "load_checkpoint_and_parameters": False,
+        "checkpoint_entity": "",
+        "checkpoint_project": "",
+        "checkpoint_run_id": None,
+        "checkpoint_version": "latest",
+        "use_orthogonal_initialisation": True,
+        "orthogonal_initialisation_gain": 1.0,
+        "d_hidden": 5,
+        "is_random": False,
+    }
+    data.update(changes)
+    return data
+
+
+def full_original_dict(version: str) -> dict:
+    """Every section and top-level field of the original library's HyperParameters.
+
+    Written as ``to_dict(include_package_meta=True)`` of nip ``version`` wrote it
+    (``"0.1.x"``: the protocol was still called ``pvg``). Values differ from the
+    defaults where that shows they were carried over.
+    """
+    old = version.startswith("0.")
+    rounds_type = "PvgProtocolParameters" if old else "NipProtocolParameters"
+    return {
+        "_type": "HyperParameters",
+        "_package_version": version,
+        "_package_name": "nip",
+        "scenario": "toy",
+        "trainer": "toy_trainer",
+        "dataset": "toy_small",
+        "interaction_protocol": "pvg" if old else "nip",
+        "seed": 6198,
+        "functionalize_modules": False,
+        "pretrain_agents": True,
+        "test_dataset_split": "test",
+        "d_representation": 32,
+        "message_size": 2,
+        "include_linear_message_space": False,
+        "d_linear_message_space": 2,
+        "agents": {
+            "verifier": _original_agent(
+                agent_lr_factor={"_type": "LrFactors", "actor": 0.5, "critic": 0.25}
+            ),
+            "prover": _original_agent(d_hidden=7),
+            "agents_update_repr": "Standard",
+        },
+        "rl": {
+            "_type": "RlTrainerParameters",
+            "frames_per_batch": 1000,
+            "rollouts_per_iteration": None,
+            "steps_per_env_per_iteration": None,
+            "num_iterations": 123,
+            "num_epochs": 4,
+            "minibatch_size": 64,
+            "lr": 0.003,
+            "anneal_lr": False,
+            "max_grad_norm": 1.0,
+            "loss_critic_type": "smooth_l1",
+            "clip_value": False,
+            "normalize_observations": True,
+            "num_normalization_steps": 1000,
+            "gamma": 0.9,
+            "lmbda": 0.95,
+            "body_lr_factor": None,
+            "use_shared_body": True,
+            "num_test_iterations": 10,
+        },
+        "ppo": {
+            "_type": "CommonPpoParameters",
+            "loss_type": "clip",
+            "clip_epsilon": 0.2,
+            "kl_target": 0.01,
+            "kl_beta": 1.0,
+            "kl_decrement": 0.5,
+            "kl_increment": 2.0,
+            "critic_coef": 1.0,
+            "entropy_eps": 0.001,
+            "normalize_advantage": True,
+        },
+        "vanilla_ppo": {"_type": "VanillaPpoParameters"},
+        "spg": {
+            "_type": "SpgParameters",
+            "variant": "psos",
+            "stackelberg_sequence": None,
+            "additional_lola_term": True,
+            "sos_a_param": 0.5,
+            "sos_b_param": 0.1,
+            "ihvp_variant": "nystrom",
+            "ihvp_num_iterations": 5,
+            "ihvp_rank": 5,
+            "ihvp_rho": 0.1,
+        },
+        "reinforce": {"_type": "ReinforceParameters", "use_advantage_and_critic": True},
+        "solo_agent": {
+            "_type": "SoloAgentParameters",
+            "num_epochs": 7,
+            "batch_size": 256,
+            "learning_rate": 0.001,
+            "body_lr_factor_override": False,
+        },
+        "text_rl": {
+            "_type": "TextRlParameters",
+            "fine_tune_on_all_previous_rollouts": False,
+            "verifier_guess_replacement_proportion": 0.0,
+            "verifier_guess_replacement_annealing": "none",
+            "verifier_guess_replacement_annealing_rate": 0.1,
+            "save_transcripts": True,
+            "transcript_format": "yaml",
+            "test_scheme": "none",
+            "test_on_whole_dataset": True,
+        },
+        "pure_text_ei": {
+            "_type": "PureTextEiParameters",
+            "rollout_selection_method": "threshold",
+            "reward_threshold": 0.9,
+            "weighting_sample_size_factor": 0.5,
+            "weighting_minimum": None,
+            "weighting_use_replacement": True,
+            "weighting_epsilon": 0.01,
+        },
+        "pure_text_malt": {
+            "_type": "PureTextMaltParameters",
+            "num_responses_per_timestep": 2,
+        },
+        "image_classification": {
+            "_type": "ImageClassificationParameters",
+            "num_block_groups": 1,
+            "initial_num_channels": 16,
+        },
+        "code_validation": {
+            "_type": "CodeValidationParameters",
+            "app_difficulty": "interview",
+        },
+        "dataset_options": {
+            "_type": "DatasetParameters",
+            "binarification_method": "merge",
+            "selected_classes": None,
+            "binarification_seed": None,
+            "make_balanced": True,
+            "max_train_size": None,
+            "max_test_size": None,
+        },
+        "protocol_common": {
+            "_type": "CommonProtocolParameters",
+            "verifier_first": True,
+            "randomize_prover_stance": False,
+            "prover_reward": 1.0,
+            "prover_invalid_response_penalty": None,
+            "verifier_reward": 1.0,
+            "verifier_incorrect_penalty": -1.0,
+            "verifier_neither_accept_nor_reject_reward": None,
+            "verifier_terminated_penalty": -1.0,
+            "verifier_no_guess_reward": 0.125,
+            "shared_reward": True,
+            "force_guess": None,
+            "zero_knowledge": False,
+            "verifier_decision_spectrum": "accept_reject",
+        },
+        ("pvg_protocol" if old else "nip_protocol"): {
+            "_type": rounds_type,
+            "max_message_rounds": 7,
+            "min_message_rounds": 3,
+        },
+        "debate_protocol": {
+            "_type": "DebateProtocolParameters",
+            "max_message_rounds": 9,
+            "min_message_rounds": 1,
+            "sequential": True,
+            "prover0_first": False,
+            "randomize_channel_order": True,
+        },
+        "mnip_protocol": {
+            "_type": "MnipProtocolParameters",
+            "max_message_rounds": 5,
+            "min_message_rounds": 2,
+            "sequential": False,
+            "prover0_first": True,
+            "randomize_channel_order": False,
+        },
+        "zk_protocol": {
+            "_type": "ZkProtocolParameters",
+            "simulator_reward_coefficient": 0.5,
+            "aux_prover_reward_coefficient": 1.0,
+        },
+        "message_regression": {
+            "_type": "MessageRegressionParameters",
+            "enabled": True,
+            "agents": ["prover"],
+            "regression_method": "mlp",
+            "test_size": 0.2,
+            "reset_on_fit": True,
+            "mlp_num_layers": 2,
+            "mlp_hidden_size": 64,
+            "mlp_activation": "relu",
+            "mlp_num_epochs": 10,
+            "mlp_batch_size": 512,
+            "mlp_learning_rate": 0.001,
+        },
+        "base_run": {
+            "_type": "BaseRunParameters",
+            "base_run_type": "none",
+            "run_id": None,
+            "wandb_project": "proj",
+            "wandb_entity": "",
+            "rerun_tests_force_test_during_training_state": True,
+        },
+    }
+
+
+@pytest.mark.parametrize("version", ["0.1.2", "1.0.0"])
+def test_whole_original_dict_converts_and_says_what_changed(toy, version):
+    with pytest.warns(ParameterMigrationWarning) as record:
+        hp = HyperParameters.from_dict(full_original_dict(version))
+    assert hp.interaction_protocol == "nip"
+    assert (hp.seed, hp.pretrain_agents, hp.d_representation, hp.message_size) == (
+        6198,
+        True,
+        32,
+        2,
+    )
+    assert (hp.nip_protocol.min_message_rounds, hp.nip_protocol.max_message_rounds) == (
+        3,
+        7,
+    )
+    assert hp.debate_protocol.max_message_rounds == 9
+    assert (hp.debate_protocol.sequential, hp.debate_protocol.prover0_first) == (
+        True,
+        False,
+    )
+    assert hp.mnip_protocol.min_message_rounds == 2
+    assert hp.mnip_protocol.randomize_channel_order is False
+    assert hp.protocol_common.shared_reward is True
+    assert hp.protocol_common.verifier_no_guess_reward == 0.125
+    assert hp.zk_protocol.simulator_reward_coefficient == 0.5
+    assert hp.rl.num_iterations == 123
+    assert hp.rl.body_lr_factor_override is None
+    assert hp.solo_agent.num_epochs == 7
+    assert hp.reinforce.use_advantage_and_critic is True
+    assert hp.message_regression.enabled is True
+    assert tuple(hp.message_regression.agents) == ("prover",)
+    assert hp.base_run.wandb_project == "proj"
+    assert hp.agents["verifier"].agent_lr_factor == LrFactors(actor=0.5, critic=0.25)
+    assert hp.agents["verifier"].body_lr_factor == LrFactors()
+    assert hp.agents["prover"].d_hidden == 7
+
+    [warning] = record
+    lines = str(warning.message).splitlines()
+    assert lines[0] == "the saved parameters were converted to this version:"
+    assert f"  - converted a dict written by the original nip library {version}" in lines
+    expected = [
+        "agents.agents_update_repr dropped (it is derived)",
+        "agents.verifier.body_lr_factor: null replaced by the default (actor 1.0, "
+        "critic 1.0), which it meant",
+        "rl.body_lr_factor renamed to rl.body_lr_factor_override",
+        "base_run.rerun_tests_force_test_during_training_state dropped",
+        # Sections of plugins not installed in this test (ppo, image
+        # classification, the text trainers and code validation)
+        *(
+            f"section {name!r} dropped: no installed plugin provides it"
+            for name in (
+                "ppo",
+                "vanilla_ppo",
+                "spg",
+                "text_rl",
+                "pure_text_ei",
+                "pure_text_malt",
+                "image_classification",
+                "code_validation",
+                "dataset_options",
+            )
+        ),
+    ]
+    if version.startswith("0."):
+        expected += [
+            "[nip 0.1 -> 1.0] interaction_protocol 'pvg' renamed to 'nip'",
+            "[nip 0.1 -> 1.0] section 'pvg_protocol' renamed to 'nip_protocol'",
+            "[nip 0.1 -> 1.0] spg.sos_a_param renamed to spg.sos_scaling_factor",
+        ]
+    else:
+        assert not any("pvg" in line for line in lines)
+    text = "\n".join(lines)
+    for change in expected:
+        assert change in text
+    # The last step of the original's chain is labelled with where it ends
+    assert "[nip 1.0 -> nip-core] " in text
+    assert "nip 2.0" not in text
+
+    # Once converted, the dict is current: no second warning, and an exact round trip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert HyperParameters.from_dict(hp.to_dict()) == hp

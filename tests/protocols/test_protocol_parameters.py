@@ -68,6 +68,24 @@ def test_rounds_must_be_positive() -> None:
     with pytest.raises(NipConfigError) as info:
         MnipProtocolParameters(min_message_rounds=0)
     assert info.value.problems[0].path == "min_message_rounds"
+    # The value is shown once, beside the message
+    assert str(info.value).splitlines()[-1] == (
+        "  - min_message_rounds: must be at least 1 (got 0)"
+    )
+
+
+def test_round_order_messages_name_the_other_limit() -> None:
+    with pytest.raises(NipConfigError) as info:
+        NipProtocolParameters(min_message_rounds=5, max_message_rounds=4)
+    assert str(info.value).splitlines()[-1] == (
+        "  - max_message_rounds: must be at least min_message_rounds (5) (got 4)"
+    )
+    section = NipProtocolParameters(min_message_rounds=3, max_message_rounds=5)
+    with pytest.raises(NipConfigError) as info:
+        section.min_message_rounds = 6
+    assert str(info.value).splitlines()[-1] == (
+        "  - min_message_rounds: must be at most max_message_rounds (5) (got 6)"
+    )
 
 
 @pytest.mark.parametrize(

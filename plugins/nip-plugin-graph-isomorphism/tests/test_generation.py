@@ -185,4 +185,4 @@ def test_degree_matched_proposals_match_rejection_sampling() -> None:
 def test_an_impossible_class_is_reported() -> None:
     config = GenerationConfig(num_pairs=4, graph_sizes=(3,), edge_probabilities=(0.5,))
     with pytest.raises(RuntimeError, match="impossible or too rare"):
-        generation.generate_pairs(config, seed=0, workers=1)
+        generation.generate_pairs(config, seed=0, workers=1, max_units=4)

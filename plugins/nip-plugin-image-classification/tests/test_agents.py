@@ -281,3 +281,30 @@ def test_residual_block_gets_gradients_everywhere(tmp_path):
     for name, parameter in body.named_parameters():
         assert parameter.grad is not None, name
         assert torch.any(parameter.grad != 0), name
+
+
+def test_linear_message_space(tmp_path):
+    hyper_params = make_hyper_params("debate")
+    hyper_params.include_linear_message_space = True
+    hyper_params.d_linear_message_space = 3
+    handler = make_handler(hyper_params)
+    settings = make_settings(tmp_path)
+    body = ImageClassificationAgentBody(hyper_params, settings, "prover0", handler)
+    policy = ImageClassificationAgentPolicyHead(
+        hyper_params, settings, "prover0", handler
+    )
+    assert K.LINEAR_MESSAGE_HISTORY in body.in_keys
+    rounds = handler.max_message_rounds
+    td = observation(handler, hyper_params)
+    td[K.LINEAR_MESSAGE_HISTORY] = torch.zeros(BATCH, rounds, 2, 1, 3)
+    view = td.select("image", K.MESSAGE_HISTORY, K.MESSAGE, K.LINEAR_MESSAGE_HISTORY)
+    view.update(body(view))
+    out = policy(view)
+    assert out[K.LINEAR_MESSAGE_LOGITS].shape == (BATCH, 2, 1, 3)
+    # prover0 sees both debate channels, so both get logits.
+    assert torch.all(out[K.LINEAR_MESSAGE_LOGITS].abs().sum(-1) > 0)
+    changed = view.clone()
+    changed[K.LINEAR_MESSAGE_HISTORY][:, 0, 0, 0, 1] = 1.0
+    assert not torch.allclose(
+        body(changed)["image_level_repr"], view["image_level_repr"]
+    )

@@ -27,17 +27,8 @@ PROTOCOLS = ("nip", "adp", "debate", "merlin_arthur", "mnip")
 
 
 @pytest.fixture(autouse=True)
-def _scenario_registered():
-    """Register the plugin in the process-wide manager when it is not installed."""
-    from nip_core.plugins import get_plugin_manager
-
-    manager = get_plugin_manager()
-    if "image_classification" in manager.scenarios:
-        yield
-        return
-    name = manager.register(ic_plugin, name="image_classification")
+def _scenario_registered(ic_in_global_manager):
     yield
-    manager.unregister(name)
 
 
 def _needs_ppo(name: str) -> bool:

@@ -519,6 +519,7 @@ def generate_pairs(
     workers: int | None = None,
     progress: bool = False,
     description: str = "graph pairs",
+    max_units: int = 300,
 ) -> GraphPairs:
     """Generate a dataset of graph pairs following ``config``.
 
@@ -534,6 +535,14 @@ def generate_pairs(
         Show a tqdm progress bar of accepted pairs.
     description : str
         The progress bar's label.
+    max_units : int
+        Work units a score class may use without producing a single pair before it
+        is reported as impossible for its cell.
+
+    Raises
+    ------
+    RuntimeError
+        When a cell's score class yields no pair in ``max_units`` units.
     """
     if workers is None:
         workers = min(2, os.cpu_count() or 1)
@@ -559,7 +568,7 @@ def generate_pairs(
 
     bar = tqdm(total=config.num_pairs, desc=description, disable=not progress, unit="pair")
     try:
-        results = _run_streams(streams, workers, bar.update)
+        results = _run_streams(streams, workers, bar.update, max_units=max_units)
         max_nodes = max(config.graph_sizes)
         non_iso = [_pad(pairs, max_nodes) for pairs, _ in results]
         non_iso_adjacency = (

@@ -6,8 +6,8 @@ Datapoints hold
 - ``"y"``: the two-class label (see
   :class:`~nip_plugin_image_classification.parameters.DatasetParameters`);
 - ``"id"``: the index in the processed split;
-- ``"source_index"``: the index of the image in the original split, which is what
-  pretrained embeddings are computed on.
+- ``"source_index"``: the index of the image in the original split (to trace a
+  datapoint back to the raw data).
 
 The message history is not stored: it starts empty in every episode, so the
 environment creates it.
@@ -15,7 +15,6 @@ environment creates it.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -157,8 +156,3 @@ class ImageClassificationDataset(TensorDictDataset):
             },
             batch_size=[len(selection.index)],
         )
-
-    @property
-    def pretrained_embeddings_dir(self) -> Path:
-        """Where embeddings of the *original* split are cached, per model."""
-        return self.dataset_dir / "pretrained_embeddings" / self.split

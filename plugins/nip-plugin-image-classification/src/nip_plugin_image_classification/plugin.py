@@ -16,6 +16,7 @@ from nip_core.records import (
     AgentPartSpec,
     ConfigDirSpec,
     EpisodeRendererSpec,
+    MigrationSpec,
     ParameterSectionSpec,
     PretrainedModelSpec,
     ScenarioSpec,
@@ -136,3 +137,17 @@ def register_episode_renderers() -> list[EpisodeRendererSpec]:
 def register_config_dirs() -> list[ConfigDirSpec]:
     """Put the plugin's experiment configs on ``nip run``'s search path."""
     return [ConfigDirSpec(name=SCENARIO, path=str(CONFIG_DIR))]
+
+
+@hookimpl
+def register_parameter_migrations() -> list[MigrationSpec]:
+    """Dicts of the original library: its early "conv group" names."""
+    return [
+        MigrationSpec(
+            component="nip-plugin-image-classification",
+            from_version="0",
+            to_version="0.1.0",
+            migrate=f"{PACKAGE}.migrations:original_to_0_1",
+            description="num_conv_groups / num_convs_per_group renamed.",
+        )
+    ]

@@ -1,0 +1,189 @@
+"""The networks of graph isomorphism agents (plain torch modules).
+
+The GNN is a dense GIN: graphs are padded to ``n`` nodes and batched as
+``(batch, 2, n, n)`` adjacency matrices, so one layer is two batched matrix products.
+On CPU, for graphs of at most a few dozen nodes, this is several times faster than
+torch_geometric's sparse message passing over a ``Batch`` (which needs the padded
+batch converted to edge lists every step); the result is the same GIN update
+``h' = MLP((1 + eps) h + sum of neighbours' h)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
+
+
+def activation(name: str) -> nn.Module:
+    """The activation module called ``name``."""
+    return ACTIVATIONS[name]()
+
+
+def mlp(d_in: int, d_hidden: int, d_out: int, num_layers: int, act: str) -> nn.Sequential:
+    """``Linear → act → (Linear → act) × (num_layers - 2) → Linear``."""
+    layers: list[nn.Module] = [nn.Linear(d_in, d_hidden), activation(act)]
+    for _ in range(num_layers - 2):
+        layers += [nn.Linear(d_hidden, d_hidden), activation(act)]
+    layers.append(nn.Linear(d_hidden, d_out))
+    return nn.Sequential(*layers)
+
+
+class DenseGinLayer(nn.Module):
+    """One GIN layer on padded dense graphs: ``MLP((1 + eps) h + A h)``."""
+
+    def __init__(self, d_in: int, d_hidden: int, d_out: int, act: str):
+        super().__init__()
+        self.eps = nn.Parameter(torch.zeros(()))
+        self.mlp = nn.Sequential(
+            nn.Linear(d_in, d_hidden), activation(act), nn.Linear(d_hidden, d_out)
+        )
+
+    def forward(self, x: Tensor, adjacency: Tensor, node_mask: Tensor) -> Tensor:
+        aggregated = (1 + self.eps) * x + adjacency @ x
+        return self.mlp(aggregated) * node_mask[..., None]
+
+
+class DenseGin(nn.Module):
+    """A stack of :class:`DenseGinLayer` (each followed by the activation)."""
+
+    def __init__(self, d_in: int, d_gnn: int, d_hidden: int, num_layers: int, act: str):
+        super().__init__()
+        dims = [d_in] + [d_gnn] * num_layers
+        self.layers = nn.ModuleList(
+            DenseGinLayer(dims[i], d_hidden, dims[i + 1], act) for i in range(num_layers)
+        )
+        self.act = activation(act)
+
+    def forward(self, x: Tensor, adjacency: Tensor, node_mask: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = self.act(layer(x, adjacency, node_mask)) * node_mask[..., None]
+        return x
+
+
+class PairTransformer(nn.Module):
+    """Transformer over ``[pooled token, nodes of graph 0, nodes of graph 1]``.
+
+    Nodes attend only to the other graph's (real) nodes and to the pooled token; the
+    pooled token attends to every real node and itself.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, d_mlp: int, num_layers: int,
+                 dropout: float, act: str):
+        super().__init__()
+        self.num_heads = num_heads
+        layer = nn.TransformerEncoderLayer(
+            d_model, num_heads, d_mlp, dropout=dropout,
+            activation="gelu" if act == "gelu" else "relu", batch_first=True,
+        )
+        self.encoder = (
+            nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+            if num_layers
+            else None
+        )
+
+    def attention_mask(self, node_mask: Tensor) -> Tensor:
+        """bool ``(batch * heads, L, L)``, ``True`` where attention is *blocked*."""
+        batch, _, n = node_mask.shape
+        graph = torch.cat((torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long)))
+        graph = graph.to(node_mask.device)
+        other_graph = graph[:, None] != graph[None, :]  # (2n, 2n)
+        allowed = torch.zeros(batch, 2 * n + 1, 2 * n + 1, dtype=torch.bool, device=node_mask.device)
+        real = node_mask.reshape(batch, 2 * n)
+        allowed[:, 1:, 1:] = other_graph[None] & real[:, None, :]
+        allowed[:, :, 0] = True
+        allowed[:, 0, 1:] = real
+        allowed[:, 0, 0] = True
+        return (~allowed).repeat_interleave(self.num_heads, dim=0)
+
+    def forward(self, pooled: Tensor, nodes: Tensor, node_mask: Tensor) -> tuple[Tensor, Tensor]:
+        batch, _, n, d = nodes.shape
+        tokens = torch.cat((pooled[:, None, :], nodes.reshape(batch, 2 * n, d)), dim=1)
+        if self.encoder is not None:
+            tokens = self.encoder(tokens, mask=self.attention_mask(node_mask))
+        return tokens[:, 0], tokens[:, 1:].reshape(batch, 2, n, d)
+
+
+class GraphIsomorphismEncoder(nn.Module):
+    """GIN(s) → sum pooling → batch norm → paired noise → pair pooling → transformer.
+
+    Input: node features ``(batch, 2, n, d_in)`` (the message history at each node),
+    adjacency ``(batch, 2, n, n)`` and node mask ``(batch, 2, n)``. Output: the pair
+    representation ``(batch, d_transformer)`` and node representations ``(batch, 2, n,
+    d_transformer)``.
+    """
+
+    def __init__(self, d_in: int, params) -> None:
+        super().__init__()
+        act = params.activation_function
+        self.gnn = DenseGin(d_in, params.d_gnn, params.d_gin_mlp, params.num_gnn_layers, act)
+        self.dual_gnn = (
+            DenseGin(1, params.d_gnn, params.d_gin_mlp, params.num_gnn_layers, act)
+            if params.use_dual_gnn
+            else None
+        )
+        d_gnn_out = params.d_gnn * (2 if params.use_dual_gnn else 1)
+        self.gnn_output_digits = params.gnn_output_digits
+        self.batch_norm = nn.BatchNorm1d(d_gnn_out) if params.use_batch_norm else None
+        self.noise_sigma = float(params.noise_sigma)
+        self.pair_invariant = params.use_pair_invariant_pooling
+        self.pair_pool = nn.Linear(2 * d_gnn_out, params.d_transformer)
+        self.node_in = nn.Linear(d_gnn_out, params.d_transformer)
+        self.transformer = PairTransformer(
+            params.d_transformer, params.num_heads, params.d_transformer_mlp,
+            params.num_transformer_layers, params.transformer_dropout, act,
+        )
+
+    def gnn_parameters(self) -> list[nn.Parameter]:
+        """The GNN's parameters (their learning rate is scaled by ``gnn_lr_factor``)."""
+        params = list(self.gnn.parameters())
+        if self.dual_gnn is not None:
+            params += list(self.dual_gnn.parameters())
+        return params
+
+    def forward(self, x: Tensor, adjacency: Tensor, node_mask: Tensor) -> tuple[Tensor, Tensor]:
+        adjacency = adjacency.to(x.dtype)
+        node_mask_f = node_mask.to(x.dtype)
+        nodes = self.gnn(x, adjacency, node_mask_f)
+        if self.dual_gnn is not None:
+            zeros = x.new_zeros(*x.shape[:-1], 1)
+            nodes = torch.cat((nodes, self.dual_gnn(zeros, adjacency, node_mask_f)), dim=-1)
+        if self.gnn_output_digits is not None:
+            scale = 10.0**self.gnn_output_digits
+            # rounded forward, identity gradient
+            nodes = nodes + (torch.round(nodes * scale) / scale - nodes).detach()
+        pooled = nodes.sum(dim=-2)  # (batch, 2, d)
+        if self.batch_norm is not None:
+            batch = pooled.shape[0]
+            pooled = self.batch_norm(pooled.reshape(batch * 2, -1)).reshape(batch, 2, -1)
+        if self.training and self.noise_sigma > 0:
+            scale = pooled.detach().std() if pooled.numel() > 1 else pooled.new_ones(())
+            # the same draw for both graphs of a pair keeps isomorphic pairs equal
+            noise = torch.randn_like(pooled[:, :1]) * self.noise_sigma * scale
+            pooled = pooled + noise
+        if self.pair_invariant:
+            pair = torch.cat((pooled.sum(1), (pooled[:, 0] - pooled[:, 1]).abs()), dim=-1)
+        else:
+            pair = pooled.flatten(1)
+        pair = self.pair_pool(pair)
+        return self.transformer(pair, self.node_in(nodes), node_mask)
+
+
+class RoundMlp(nn.Module):
+    """An MLP on a representation, optionally with the round one-hot appended."""
+
+    def __init__(self, d_in: int, d_hidden: int, d_out: int, num_layers: int, act: str,
+                 num_rounds: int | None = None):
+        super().__init__()
+        self.num_rounds = num_rounds
+        self.mlp = mlp(d_in + (num_rounds or 0), d_hidden, d_out, num_layers, act)
+
+    def forward(self, x: Tensor, round_id: Tensor | None = None) -> Tensor:
+        if self.num_rounds is not None:
+            if round_id is None:
+                raise ValueError("this head needs the round number")
+            one_hot = F.one_hot(round_id.long().clamp(0, self.num_rounds - 1), self.num_rounds)
+            x = torch.cat((x, one_hot.to(x.dtype).expand(*x.shape[:-1], -1)), dim=-1)
+        return self.mlp(x)
