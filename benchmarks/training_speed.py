@@ -270,7 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--iterations", type=int, default=3, help="measured")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: steady on a busy machine)",
+    )
     parser.add_argument("--workdir", default="/tmp/nip-benchmark")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--profile", action="store_true")

@@ -90,8 +90,9 @@ class ExperimentSettings:
         found, so a run never fails for want of a network.
     wandb_tags : tuple[str, ...]
         Tags of the W&B run.
-    checkpoint_period : int
-        Save a checkpoint every this many training iterations (and always at the end).
+    checkpoint_period : int | None
+        Save a checkpoint every this many training iterations, and always at the end
+        (``None``: only at the end).
     rollout_sample_period : int | None
         Save a few rollouts (JSONL, and a W&B artifact when W&B is on) every this many
         iterations; ``None`` saves none.
@@ -121,7 +122,7 @@ class ExperimentSettings:
     wandb_entity: str | None = None
     wandb_mode: str | None = attrs.field(default=None, validator=_wandb_mode)
     wandb_tags: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
-    checkpoint_period: int = attrs.field(default=10, validator=_positive_or_none)
+    checkpoint_period: int | None = attrs.field(default=10, validator=_positive_or_none)
     rollout_sample_period: int | None = attrs.field(
         default=None, validator=_positive_or_none
     )

@@ -749,14 +749,23 @@ class ProtocolHandler(ABC):
         otherwise. Environments put this in the observation (``decision_restriction``)
         so a decision head can mask the choices; the step rules do not depend on it.
         """
+        round_id = torch.as_tensor(round_id).long()
         guess = self.get_verifier_guess_mask_from_rounds_and_seed(round_id, seed)
-        later_turn = torch.zeros_like(guess)
-        for later in range(self.max_message_rounds):
-            later_round = torch.full_like(round_id, later)
-            later_guess = self.get_verifier_guess_mask_from_rounds_and_seed(
-                later_round, seed
-            )
-            later_turn = later_turn | (later_guess & (round_id < later))
+        # Every round of the schedule at once, along a trailing dimension: one call
+        # of the guess mask instead of one per round (this runs every step).
+        rounds = torch.arange(self.max_message_rounds, device=round_id.device)
+        all_rounds = rounds.expand(*round_id.shape, self.max_message_rounds)
+        all_seeds = (
+            None
+            if seed is None
+            else torch.as_tensor(seed, device=round_id.device)
+            .long()[..., None]
+            .expand(all_rounds.shape)
+        )
+        all_guesses = self.get_verifier_guess_mask_from_rounds_and_seed(
+            all_rounds, all_seeds
+        )
+        later_turn = (all_guesses & (all_rounds > round_id[..., None])).any(dim=-1)
         counts = round_id >= self.min_message_rounds - 1
         restriction = torch.full_like(round_id, RESTRICTION_CONTINUE_ONLY)
         restriction = torch.where(

@@ -487,12 +487,21 @@ class TensorDictEnvironment(EnvBase, Environment):
 
     def _zero_state(self, batch_size: tuple[int, ...] | None = None) -> TensorDict:
         """A state of zeros (observation, state and done entries)."""
-        td = self.observation_spec.zero()
-        td.update(self.state_spec.zero())
-        td.update(self.done_spec.zero())
+        # Building zeros from the specs costs milliseconds per call (TensorDict
+        # construction), and every reset needs one: keep a template and clone it.
+        # The template is rebuilt when a spec object is replaced.
+        specs = (self.observation_spec, self.state_spec, self.done_spec)
+        cached = self.__dict__.get("_zero_state_cache")
+        if cached is None or any(a is not b for a, b in zip(cached[0], specs)):
+            template = specs[0].zero()
+            template.update(specs[1].zero())
+            template.update(specs[2].zero())
+            cached = (specs, template)
+            self.__dict__["_zero_state_cache"] = cached
+        td = cached[1]
         if batch_size is not None and tuple(batch_size) != tuple(self.batch_size):
-            td = td[:1].expand(*batch_size).clone()
-        return td
+            return td[:1].expand(*batch_size).clone()
+        return td.clone()
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs: Any):
         mask = self._reset_mask(tensordict)

@@ -93,7 +93,10 @@ class SoloAgentTrainer(TensorDictTrainer):
                 body_lr_factor_override=params.body_lr_factor_override,
                 parts=(body_part, "solo_head"),
             )
-            self._optimizers[name] = torch.optim.Adam(groups, eps=1e-5)
+            if groups:
+                self._optimizers[name] = torch.optim.Adam(groups, eps=1e-5)
+        # Agents with nothing to train (learning-rate factor 0) are left out
+        self.trained_agent_names = list(self._optimizers)
         self._generator = torch.Generator().manual_seed(int(self.hyper_params.seed))
         self._built = True
 

@@ -325,6 +325,49 @@ def test_decision_mask_and_restriction() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "cls, sections",
+    [
+        (NipProtocolHandler, {"nip_protocol": {"min_message_rounds": 2}}),
+        (
+            NipProtocolHandler,
+            {"protocol_common": {"verifier_first": False}, "nip_protocol": {}},
+        ),
+        (
+            DebateProtocolHandler,
+            {"debate_protocol": {"sequential": True, "max_message_rounds": 7}},
+        ),
+        (MnipProtocolHandler, {"mnip_protocol": {"min_message_rounds": 3}}),
+        (MultiChannelTestProtocolHandler, {}),
+        (SoloVerifierProtocolHandler, {}),
+    ],
+)
+def test_restriction_follows_the_schedule_on_any_batch_shape(cls, sections) -> None:
+    handler = build(cls, **sections)
+    turns = [
+        r
+        for r in range(handler.max_message_rounds)
+        if handler.can_agent_be_active_any_channel("verifier", r)
+    ]
+    min_round = handler.min_message_rounds - 1
+    expected = []
+    for r in range(handler.max_message_rounds):
+        if r not in turns or r < min_round:
+            expected.append(1)
+        elif r == turns[-1]:
+            expected.append(2)
+        else:
+            expected.append(0)
+    rounds = torch.arange(handler.max_message_rounds)
+    batch = torch.stack([rounds, rounds.flip(0)])  # batch shape (2, R)
+    restriction = handler.get_decision_restriction_from_rounds_and_seed(
+        batch, torch.zeros_like(batch)
+    )
+    assert restriction.shape == batch.shape
+    assert restriction[0].tolist() == expected
+    assert restriction[1].tolist() == expected[::-1]
+
+
 def test_merlin_arthur_restriction_depends_on_round_only() -> None:
     handler = build(MerlinArthurProtocolHandler)
     restriction = handler.get_decision_restriction_from_rounds_and_seed(

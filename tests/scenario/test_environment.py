@@ -208,3 +208,44 @@ def test_datapoints_to_observation(nip_env):
     assert torch.equal(td["x"], data["x"])
     assert (td[K.ROUND] == 0).all() and not td[K.MESSAGE_HISTORY].any()
     assert td[K.AGENTS, K.ACTIVE_MASK].shape == (3, 2, 1)
+
+
+def test_restarted_episodes_draw_fresh_seeds_and_others_keep_theirs(synthetic_scenario):
+    hp = synthetic_scenario.hyper_params("nip")
+    env = synthetic_scenario.build(hp, roles=()).train_environment
+    # The generator's draws: the data order of the first pass, the 4 first episode
+    # seeds, then (the pass is not over) the seeds of the 2 restarted episodes.
+    generator = torch.Generator().manual_seed(environment_seed(hp.seed, "train"))
+    torch.randperm(16, generator=generator)
+    first_seeds = torch.randint(0, 2**16, (4,), generator=generator)
+    restart_seeds = torch.randint(0, 2**16, (2,), generator=generator)
+
+    td = env.reset()
+    assert td[K.SEED].tolist() == first_seeds.tolist()
+    decisions = torch.tensor([[0, ACCEPT], [0, CONTINUE], [0, CONTINUE], [0, REJECT]])
+    _, td = env.step_and_maybe_reset(
+        _act(env, td, messages=[0, 5], decisions=decisions)
+    )
+    assert td[K.SEED].tolist() == [
+        restart_seeds[0].item(),
+        first_seeds[1].item(),
+        first_seeds[2].item(),
+        restart_seeds[1].item(),
+    ]
+
+
+def test_each_reset_returns_its_own_tensors(nip_env):
+    first = nip_env.reset()
+    first[K.MESSAGE_HISTORY] += 1
+    first[K.ROUND] += 3
+    second = nip_env.reset()
+    assert not second[K.MESSAGE_HISTORY].any()
+    assert (second[K.ROUND] == 0).all()
+    # A partial reset keeps the other environments' state
+    handed = first.clone().set("_reset", torch.tensor([True, False, False, False]))
+    out = nip_env.reset(handed)
+    assert out[K.ROUND].tolist() == [0, 3, 3, 3]
+    assert not out[K.MESSAGE_HISTORY][0].any()
+    assert (out[K.MESSAGE_HISTORY][1:] == 1).all()
+    third = nip_env.reset()
+    assert not third[K.MESSAGE_HISTORY].any()

@@ -55,7 +55,11 @@ def act(env, state, nodes: list[int], decisions: list[int]):
     state[K.AGENTS, K.MAIN_MESSAGE_LOGITS] = torch.zeros(num, A, C, P, 2 * N)
     state[K.AGENTS, K.DECISION_LOGITS] = torch.zeros(num, A, 3)
     # _step: the batch here is smaller than the environment's own num_envs
-    return env._step(state)
+    nxt = env._step(state)
+    # the state keys TorchRL's step_mdp would carry over
+    for key in (K.Y, K.DATAPOINT_ID):
+        nxt[key] = state[key]
+    return nxt
 
 
 def test_message_space_and_padding(environment) -> None:

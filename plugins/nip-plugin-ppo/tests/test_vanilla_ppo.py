@@ -163,3 +163,37 @@ def test_kl_of_masked_distribution_counts_only_active_choices() -> None:
     )
     torch.testing.assert_close(kl[:, 0], expected_prover)
     torch.testing.assert_close(kl[:, 1], expected_verifier)
+
+
+@pytest.mark.parametrize("trainer_name", ["vanilla_ppo", "spg"])
+def test_shared_body_runs_once_and_gets_the_critic_gradient(
+    ppo_scenario: Any, trainer_name: str
+) -> None:
+    """The loss's critic is the value head alone; its loss and the body's gradient
+    equal those of the whole value operator run on the minibatch."""
+    hp = ppo_scenario.hyper_params(
+        "nip",
+        trainer=trainer_name,
+        ppo={"critic_coef": 1.0},
+        rl={"normalize_observations": False, "rollouts_per_iteration": 6},
+    )
+    trainer = prepared_trainer(ppo_scenario, hp)
+    scenario = trainer.scenario_instance
+    batch = collected_minibatch(trainer).reshape(-1)
+    body = list(trainer.agents["verifier"].body.parameters())
+    out = trainer.loss_module(batch)
+    got = torch.autograd.grad(out["loss_critic"].sum(), body, allow_unused=True)
+
+    value = trainer.value_operator(batch.clone(False)).get((K.AGENTS, K.VALUE))
+    target = batch.get((K.AGENTS, "value_target"))
+    critic = torch.nn.functional.smooth_l1_loss(value, target, reduction="none")
+    critic = critic.squeeze(-1).mean(dim=0)
+    expected = torch.autograd.grad(critic.sum(), body, allow_unused=True)
+    torch.testing.assert_close(out["loss_critic"].detach(), critic.detach())
+    for g, e in zip(got, expected, strict=True):
+        assert e is not None and g is not None
+        torch.testing.assert_close(g, e)
+    critic_module = getattr(trainer.loss_module, "critic", None)
+    if critic_module is None:
+        critic_module = trainer.loss_module.loss.critic_network
+    assert critic_module is scenario.combined_value_head

@@ -188,6 +188,8 @@ def write_dataset(
             "splits": {split: len(pairs) for split, pairs in splits.items()},
         }
         (temporary / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+        # mkdtemp makes the directory private; datasets are shared like other files
+        temporary.chmod(0o755)
         if dataset_dir.exists():
             shutil.rmtree(dataset_dir)
         temporary.rename(dataset_dir)

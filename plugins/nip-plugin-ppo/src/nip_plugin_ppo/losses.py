@@ -187,6 +187,32 @@ class PerAgentPpoLoss(nn.Module):
             return ess / log_weight.shape[0]
 
 
+def build_gae(value_network: Any, *, gamma: float, lmbda: float) -> Any:
+    """TorchRL's GAE on nip's per-agent keys (``[*batch, agent, 1]``).
+
+    Without vmap: TorchRL's vmapped value calls reject modules with running
+    statistics (batch norm in train mode), which scenarios' bodies may have.
+    """
+    from torchrl.objectives.value import GAE
+
+    gae = GAE(
+        gamma=gamma,
+        lmbda=lmbda,
+        value_network=value_network,
+        average_gae=False,
+        deactivate_vmap=True,
+    )
+    gae.set_keys(
+        reward=REWARD_KEY,
+        done=DONE_KEY,
+        terminated=TERMINATED_KEY,
+        value=VALUE_KEY,
+        advantage=ADVANTAGE_KEY,
+        value_target=VALUE_TARGET_KEY,
+    )
+    return gae
+
+
 def build_ppo_loss(
     actor: Any,
     critic: Any,
@@ -195,15 +221,17 @@ def build_ppo_loss(
     loss_critic_type: str,
     clip_value: float | None,
     action_keys: Sequence[Any],
-    gamma: float,
-    lmbda: float,
 ) -> Any:
     """TorchRL's clipped or KL-penalty PPO loss, set up for nip's keys.
 
     Parameters
     ----------
-    actor, critic : TensorDictModule
-        The policy operator (a ``ProbabilisticActor``) and the value operator.
+    actor : ProbabilisticActor
+        The policy operator.
+    critic : TensorDictModule
+        What the critic loss runs on a minibatch: the value operator, or only the
+        value head when the body is shared (the actor's pass has then written the
+        body's output into the minibatch, so the body runs once).
     ppo : PpoParameters
         The ``ppo`` section.
     loss_critic_type : str
@@ -212,17 +240,15 @@ def build_ppo_loss(
         The clip range of the value prediction, or ``None``.
     action_keys : Sequence[NestedKey]
         The action keys the actor writes.
-    gamma, lmbda : float
-        The GAE parameters of the value estimator.
 
     Returns
     -------
     torchrl.objectives.PPOLoss
-        With ``reduction="none"``, advantage normalisation excluding the agent
-        dimension (``-2`` of the ``[*batch, agent, 1]`` advantage) and a GAE value
-        estimator.
+        With ``reduction="none"`` and advantage normalisation excluding the agent
+        dimension (``-2`` of the ``[*batch, agent, 1]`` advantage). The advantage
+        must be in the minibatch (:func:`build_gae` writes it).
     """
-    from torchrl.objectives import ClipPPOLoss, KLPENPPOLoss, ValueEstimators
+    from torchrl.objectives import ClipPPOLoss, KLPENPPOLoss
 
     common: dict[str, Any] = dict(
         entropy_bonus=True,
@@ -261,7 +287,6 @@ def build_ppo_loss(
         done=DONE_KEY,
         terminated=TERMINATED_KEY,
     )
-    loss.make_value_estimator(ValueEstimators.GAE, gamma=gamma, lmbda=lmbda)
     return loss
 
 
@@ -301,7 +326,8 @@ class SpgLoss(nn.Module):
     actor : ProbabilisticActor
         The policy operator.
     critic : TensorDictModule | None
-        The value operator.
+        The value operator, or only the value head when the body is shared (it
+        then reads the body's output the actor's pass wrote).
     agent_names : Sequence[str]
         The agents, in the order of the agent dimension.
     actor_params : Mapping[str, Sequence[Tensor]]
@@ -417,7 +443,7 @@ class SpgLoss(nn.Module):
                     ((ratio - 1).abs() > self.clip_epsilon).float().mean().reshape(())
                 )
         if self.critic is not None and self.critic_coef > 0:
-            out["loss_critic"] = self.critic_coef * self._critic_loss(tensordict, a)
+            out["loss_critic"] = self.critic_coef * self._critic_loss(td, a)
         return TensorDict(out, batch_size=[])
 
     def _prefix_sum(self, step_log_ratio: Tensor, tensordict: TensorDictBase) -> Tensor:
@@ -443,14 +469,16 @@ class SpgLoss(nn.Module):
             running = torch.where(done[:, t], torch.zeros_like(running), running)
         return torch.stack(sums, dim=1).reshape(-1)
 
-    def _critic_loss(self, tensordict: TensorDictBase, num_agents: int) -> Tensor:
-        old_value = tensordict.get(VALUE_KEY).detach()
-        value = self.critic(tensordict.clone(False)).get(VALUE_KEY)
+    def _critic_loss(self, td: TensorDictBase, num_agents: int) -> Tensor:
+        # ``td`` is the actor's TensorDict: a value head alone reads the body's
+        # output the actor wrote there
+        old_value = td.get(VALUE_KEY).detach()
+        value = self.critic(td.clone(False)).get(VALUE_KEY)
         if self.clip_value is not None:
             value = old_value + (value - old_value).clamp(
                 -self.clip_value, self.clip_value
             )
-        target = tensordict.get(VALUE_TARGET_KEY).detach().reshape(value.shape)
+        target = td.get(VALUE_TARGET_KEY).detach().reshape(value.shape)
         distance = critic_distance(value, target, self.loss_critic_type)
         return per_agent_mean(distance, num_agents)
 

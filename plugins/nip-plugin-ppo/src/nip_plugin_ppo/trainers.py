@@ -23,6 +23,24 @@ def clip_value_of(hyper_params: Any) -> float | None:
     return float(clip)
 
 
+def shared_body_critic(trainer: TensorDictRlTrainer) -> Any:
+    """The critic a loss runs after the actor on the same minibatch TensorDict.
+
+    With a shared body, the value head alone: the actor's pass has written the
+    body's output into the TensorDict, so the body runs once per minibatch (and its
+    gradient collects both the actor's and the critic's terms). Otherwise the whole
+    value operator.
+    """
+    head = getattr(trainer.scenario_instance, "combined_value_head", None)
+    if (
+        trainer.use_single_body
+        and head is not None
+        and trainer.value_operator is not None
+    ):
+        return head
+    return trainer.value_operator
+
+
 class VanillaPpoTrainer(TensorDictRlTrainer):
     """Independent PPO for every agent (``ppo.loss_type``: clipped or adaptive KL).
 
@@ -36,29 +54,36 @@ class VanillaPpoTrainer(TensorDictRlTrainer):
     :class:`~nip_plugin_ppo.losses.PerAgentPpoLoss`).
     """
 
+    def _loss_critic(self) -> Any:
+        """What the PPO loss runs for the critic: with a shared body only the value
+        head, since the actor's pass in the same loss call has just written the
+        body's output into the minibatch (the body runs once per minibatch)."""
+        return shared_body_critic(self)
+
     def _get_loss_module_and_gae(self) -> tuple[Any, Any]:
         from nip_core.scenario.distributions import action_keys
-        from nip_plugin_ppo.losses import PerAgentPpoLoss, build_ppo_loss
+        from nip_plugin_ppo.losses import PerAgentPpoLoss, build_gae, build_ppo_loss
 
         rl = self.hyper_params.rl
         loss = build_ppo_loss(
             self.policy_operator,
-            self.value_operator,
+            self._loss_critic(),
             self.hyper_params.ppo,
             loss_critic_type=rl.loss_critic_type,
             clip_value=clip_value_of(self.hyper_params),
             action_keys=action_keys(
                 bool(getattr(self.hyper_params, "include_linear_message_space", False))
             ),
-            gamma=float(rl.gamma),
-            lmbda=float(rl.lmbda),
         )
         module = PerAgentPpoLoss(
             loss,
             self.agent_names,
             log_kl_and_ess=bool(self.hyper_params.vanilla_ppo.log_kl_and_ess),
         )
-        return module, loss.value_estimator
+        gae = build_gae(
+            self.value_operator, gamma=float(rl.gamma), lmbda=float(rl.lmbda)
+        )
+        return module, gae
 
 
 class SpgTrainer(TensorDictRlTrainer):
@@ -136,18 +161,8 @@ class SpgTrainer(TensorDictRlTrainer):
         )
 
     def _get_loss_module_and_gae(self) -> tuple[Any, Any]:
-        from torchrl.objectives.value import GAE
-
         from nip_core.trainers.optim import agent_learning_rates
-        from nip_plugin_ppo.losses import (
-            ADVANTAGE_KEY,
-            DONE_KEY,
-            REWARD_KEY,
-            TERMINATED_KEY,
-            VALUE_KEY,
-            VALUE_TARGET_KEY,
-            SpgLoss,
-        )
+        from nip_plugin_ppo.losses import SpgLoss, build_gae
 
         hp = self.hyper_params
         actor_params = self._actor_parameters()
@@ -165,7 +180,7 @@ class SpgTrainer(TensorDictRlTrainer):
         }
         loss = SpgLoss(
             self.policy_operator,
-            self.value_operator,
+            shared_body_critic(self),
             agent_names=self.agent_names,
             actor_params=actor_params,
             sequence=sequence,
@@ -187,18 +202,7 @@ class SpgTrainer(TensorDictRlTrainer):
             seed=int(hp.seed),
             row_length=self._steps_per_iteration(self.train_environment),
         )
-        gae = GAE(
-            gamma=float(hp.rl.gamma),
-            lmbda=float(hp.rl.lmbda),
-            value_network=self.value_operator,
-            average_gae=False,
-        )
-        gae.set_keys(
-            reward=REWARD_KEY,
-            done=DONE_KEY,
-            terminated=TERMINATED_KEY,
-            value=VALUE_KEY,
-            advantage=ADVANTAGE_KEY,
-            value_target=VALUE_TARGET_KEY,
+        gae = build_gae(
+            self.value_operator, gamma=float(hp.rl.gamma), lmbda=float(hp.rl.lmbda)
         )
         return loss, gae

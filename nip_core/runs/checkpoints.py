@@ -1,0 +1,168 @@
+"""Checkpoints: everything a run needs to continue exactly where it stopped.
+
+A checkpoint is one ``torch.save`` file holding a dict:
+
+``format``
+    :data:`CHECKPOINT_FORMAT`, checked on load.
+``iteration``
+    The number of completed training iterations.
+``trainer``
+    The trainer's own state (models, optimizers, environment state, data order, ...;
+    see :meth:`nip_core.trainers.Trainer.state_dict`).
+``rng``
+    Python, NumPy and torch (CPU and CUDA) random states.
+``versions``
+    The nip-core and plugin versions that wrote it.
+
+Files are written atomically to ``checkpoints/iter_{iteration:06d}.pt`` and
+``checkpoints/latest.pt``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+from nip_core.errors import CheckpointError
+from nip_core.runs.io import atomic_torch_save
+
+CHECKPOINT_FORMAT = 1
+LATEST_NAME = "latest.pt"
+_NUMBERED = re.compile(r"^iter_(\d+)\.pt$")
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The state of every random number generator a run uses.
+
+    NumPy's legacy global generator is included on purpose: libraries a scenario
+    uses may draw from it.
+    """
+    import numpy as np
+    import torch
+
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),  # noqa: NPY002
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restore the generators :func:`capture_rng_state` captured."""
+    import numpy as np
+    import torch
+
+    random.setstate(_to_python_rng_state(state["python"]))
+    np.random.set_state(state["numpy"])  # noqa: NPY002
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_python_rng_state(state: Any) -> tuple:
+    # torch.load gives lists back where random.getstate() had tuples
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch from one integer."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))  # noqa: NPY002
+    torch.manual_seed(seed)
+
+
+def numbered_checkpoint_path(
+    checkpoints_dir: str | os.PathLike, iteration: int
+) -> Path:
+    return Path(checkpoints_dir) / f"iter_{iteration:06d}.pt"
+
+
+def list_checkpoints(checkpoints_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Numbered checkpoints as ``(iteration, path)``, oldest first."""
+    directory = Path(checkpoints_dir)
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in directory.iterdir():
+        match = _NUMBERED.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def save_checkpoint(
+    checkpoints_dir: str | os.PathLike,
+    iteration: int,
+    trainer_state: dict[str, Any],
+    *,
+    keep_numbered: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Save a checkpoint after ``iteration`` completed iterations.
+
+    Returns the path of ``latest.pt``.
+    """
+    from nip_core.runs.run_dir import installed_versions
+
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "iteration": iteration,
+        "trainer": trainer_state,
+        "rng": capture_rng_state(),
+        "versions": installed_versions(),
+        **(extra or {}),
+    }
+    directory = Path(checkpoints_dir)
+    if keep_numbered:
+        atomic_torch_save(numbered_checkpoint_path(directory, iteration), payload)
+    return atomic_torch_save(directory / LATEST_NAME, payload)
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: Any = "cpu"
+) -> dict[str, Any]:
+    """Load a checkpoint file, checking its format."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:  # a corrupt file: say which one
+        raise CheckpointError(f"could not read checkpoint {path}: {error}") from error
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else None
+        raise CheckpointError(
+            f"{path} is not a nip checkpoint of format {CHECKPOINT_FORMAT} "
+            f"(got format {found})"
+        )
+    return payload
+
+
+def latest_checkpoint_path(checkpoints_dir: str | os.PathLike) -> Path | None:
+    """``latest.pt`` if present, else the highest numbered checkpoint, else None."""
+    directory = Path(checkpoints_dir)
+    latest = directory / LATEST_NAME
+    if latest.is_file():
+        return latest
+    numbered = list_checkpoints(directory)
+    return numbered[-1][1] if numbered else None
+
+
+def load_latest_checkpoint(
+    checkpoints_dir: str | os.PathLike, map_location: Any = "cpu"
+) -> dict[str, Any] | None:
+    """The latest checkpoint in a directory, or None when there is none."""
+    path = latest_checkpoint_path(checkpoints_dir)
+    return None if path is None else load_checkpoint(path, map_location=map_location)

@@ -1,0 +1,77 @@
+"""The run context a trainer writes through: run directory, loggers, callbacks.
+
+:func:`nip_core.experiment.run_experiment` builds one per run and hands it to the
+trainer. A trainer built without one (in a unit test, say) gets an in-memory context:
+metrics are kept in :attr:`RunContext.history` and no files are written.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from nip_core.runs.loggers import LoggerGroup, flatten_metrics
+
+if TYPE_CHECKING:
+    from nip_core.runs.run_dir import RunDirectory
+
+IterationCallback = Callable[[Any, int, Mapping[str, Any]], None]
+"""``callback(trainer, iteration, metrics)``, called after each training iteration
+(after its checkpoint, if any). Raising from it stops the run, like a kill."""
+
+
+class RunContext:
+    """What a trainer needs from the run it belongs to.
+
+    Parameters
+    ----------
+    run_dir : RunDirectory | None
+        The run directory; ``None`` for an in-memory run (no files, no checkpoints).
+    loggers : LoggerGroup | None
+        The run's metric loggers.
+    callbacks : Sequence[IterationCallback]
+        Called after every training iteration.
+    resume_checkpoint : dict | None
+        The checkpoint the run continues from, if it is resuming.
+    base_checkpoint : dict | None
+        The latest checkpoint of the base run, when re-running its tests
+        (``base_run.base_run_type="rerun_tests"``): the trainer loads its agents and
+        runs only the test loop.
+    """
+
+    def __init__(
+        self,
+        run_dir: RunDirectory | None = None,
+        loggers: LoggerGroup | None = None,
+        callbacks: Sequence[IterationCallback] = (),
+        resume_checkpoint: dict[str, Any] | None = None,
+        base_checkpoint: dict[str, Any] | None = None,
+    ):
+        self.run_dir = run_dir
+        self.loggers = loggers if loggers is not None else LoggerGroup([])
+        self.callbacks = list(callbacks)
+        self.resume_checkpoint = resume_checkpoint
+        self.base_checkpoint = base_checkpoint
+        self.history: list[dict[str, Any]] = []
+
+    @property
+    def writes_files(self) -> bool:
+        return self.run_dir is not None
+
+    def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
+        flat = flatten_metrics(metrics)
+        self.history.append({"step": step, **flat})
+        self.loggers.log_metrics(step, flat)
+
+    def log_artifact(
+        self, path: str | os.PathLike, name: str, artifact_type: str
+    ) -> None:
+        self.loggers.log_artifact(path, name, artifact_type)
+
+    def run_callbacks(self, trainer: Any, iteration: int, metrics: Mapping[str, Any]):
+        for callback in self.callbacks:
+            callback(trainer, iteration, metrics)
+
+    def finish(self) -> None:
+        self.loggers.finish()

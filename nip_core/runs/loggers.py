@@ -1,0 +1,297 @@
+"""Metric loggers: where per-iteration metrics and artifacts go.
+
+Every logger subclasses :class:`MetricLogger`. The core registers ``jsonl`` (the run
+directory's ``metrics.jsonl``, always on), ``wandb``, ``csv`` and ``tensorboard``
+(the last two through TorchRL's logger classes) with the ``register_loggers`` hook;
+plugins add more the same way. A run feeds all of its loggers through one
+:class:`LoggerGroup`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nip_core.runs.run_dir import RunDirectory
+    from nip_core.settings import ExperimentSettings
+
+
+def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts to dotted keys and tensors / NumPy scalars to floats."""
+    flat: dict[str, Any] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_metrics(value, prefix=f"{name}."))
+            continue
+        if hasattr(value, "item") and callable(value.item):
+            value = value.item()
+        flat[name] = value
+    return flat
+
+
+def _json_value(value: Any) -> Any:
+    # JSON has no NaN / inf; write them as strings so a reader sees what happened
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+class MetricLogger(ABC):
+    """Base class of metric loggers.
+
+    Parameters
+    ----------
+    run_dir : RunDirectory
+        The run's directory.
+    settings : ExperimentSettings
+        The run's settings.
+    hyper_params_dict : dict
+        The run's hyper-parameters as a dict (for loggers that record a config).
+    resume_from_step : int | None
+        When resuming: the first step that will be logged again. Loggers that keep
+        local files drop records at or after it, so a resumed run's history matches
+        an uninterrupted one.
+    """
+
+    name: str = ""
+
+    def __init__(
+        self,
+        run_dir: RunDirectory,
+        settings: ExperimentSettings,
+        hyper_params_dict: dict[str, Any],
+        resume_from_step: int | None = None,
+    ):
+        self.run_dir = run_dir
+        self.settings = settings
+        self.hyper_params_dict = hyper_params_dict
+        self.resume_from_step = resume_from_step
+
+    @abstractmethod
+    def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
+        """Log one step's metrics (already flattened to ``name -> number``)."""
+
+    def log_artifact(  # noqa: B027 (optional hook, nothing to do by default)
+        self, path: str | os.PathLike, name: str, artifact_type: str
+    ) -> None:
+        """Record a file or directory as an artifact (default: nothing to do, the
+        file is already in the run directory)."""
+
+    def finish(self) -> None:  # noqa: B027 (optional hook)
+        """Flush and close."""
+
+
+class JsonlLogger(MetricLogger):
+    """Appends ``{"step": i, ...metrics}`` lines to ``metrics.jsonl``."""
+
+    name = "jsonl"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.path = self.run_dir.metrics_path
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.resume_from_step is not None and self.path.is_file():
+            self._truncate(self.resume_from_step)
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def _truncate(self, first_dropped_step: int) -> None:
+        from nip_core.runs.io import atomic_write_text
+
+        kept = []
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    # A line half-written when the run was killed
+                    continue
+                if record.get("step", -1) < first_dropped_step:
+                    kept.append(json.dumps(record) + "\n")
+        atomic_write_text(self.path, "".join(kept))
+
+    def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
+        record = {"step": step}
+        record.update({k: _json_value(v) for k, v in metrics.items()})
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def finish(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
+class _TorchRlScalarLogger(MetricLogger):
+    """Shared code of the loggers backed by ``torchrl.record.loggers``."""
+
+    subdir: str = ""
+
+    def _make(self, log_dir: Path) -> Any:
+        raise NotImplementedError  # each subclass builds its TorchRL logger
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.log_dir = self.run_dir.path / self.subdir
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._logger = self._make(self.log_dir)
+
+    def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
+        for name, value in metrics.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            self._logger.log_scalar(name, float(value), step=step)
+
+
+class CsvLogger(_TorchRlScalarLogger):
+    """One CSV file per metric (``csv/scalars/<metric>.csv``: ``step,value`` lines),
+    through :class:`torchrl.record.loggers.CSVLogger`."""
+
+    name = "csv"
+    subdir = "csv"
+
+    def _make(self, log_dir: Path) -> Any:
+        from torchrl.record.loggers import CSVLogger
+
+        # TorchRL writes to <log_dir>/<exp_name>; an empty name keeps it at log_dir
+        return CSVLogger(exp_name="", log_dir=str(log_dir))
+
+    def finish(self) -> None:
+        for f in getattr(self._logger.experiment, "files", {}).values():
+            f.close()
+
+
+class TensorboardLogger(_TorchRlScalarLogger):
+    """TensorBoard event files under ``tensorboard/``, through
+    :class:`torchrl.record.loggers.TensorboardLogger`."""
+
+    name = "tensorboard"
+    subdir = "tensorboard"
+
+    def _make(self, log_dir: Path) -> Any:
+        from torchrl.record.loggers import TensorboardLogger as TorchRlTensorboard
+
+        return TorchRlTensorboard(exp_name="", log_dir=str(log_dir))
+
+    def finish(self) -> None:
+        self._logger.experiment.flush()
+        self._logger.experiment.close()
+
+
+class WandbLogger(MetricLogger):
+    """Weights & Biases: metrics, the config, and artifacts (checkpoints, rollouts).
+
+    The W&B run's id is the nip run id, so a resumed run continues the same W&B run.
+    The mode comes from :meth:`ExperimentSettings.resolved_wandb_mode` (offline when
+    no credentials are found); local files go to ``<run_dir>/wandb/``.
+    """
+
+    name = "wandb"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        import wandb
+
+        self._wandb = wandb
+        mode = self.settings.resolved_wandb_mode()
+        config = {k: v for k, v in self.hyper_params_dict.items() if k != "_meta"}
+        self.run = wandb.init(
+            project=self.settings.wandb_project or "nip",
+            entity=self.settings.wandb_entity,
+            id=self.run_dir.run_id,
+            name=self.run_dir.run_id,
+            dir=str(self.run_dir.path),
+            mode=mode,
+            tags=list(self.settings.wandb_tags) or None,
+            config=config,
+            resume="allow",
+            reinit="create_new",
+            settings=wandb.Settings(silent=True, console="off"),
+        )
+        self.run_dir.write_run_info(
+            wandb_mode=mode,
+            wandb_run_path=None if mode == "disabled" else _run_path(self.run),
+            wandb_dir=None if mode == "disabled" else str(getattr(self.run, "dir", "")),
+        )
+
+    def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
+        self.run.log(dict(metrics), step=step)
+
+    def log_artifact(
+        self, path: str | os.PathLike, name: str, artifact_type: str
+    ) -> None:
+        if self.settings.resolved_wandb_mode() == "disabled":
+            return
+        artifact = self._wandb.Artifact(name=name, type=artifact_type)
+        path = Path(path)
+        if path.is_dir():
+            artifact.add_dir(str(path))
+        else:
+            artifact.add_file(str(path))
+        self.run.log_artifact(artifact)
+
+    def finish(self) -> None:
+        self.run.finish()
+
+
+def _run_path(run: Any) -> str | None:
+    try:
+        return "/".join(run.path) if isinstance(run.path, list) else str(run.path)
+    except Exception:  # offline runs may not know their entity
+        return None
+
+
+class LoggerGroup:
+    """Fans metrics and artifacts out to several loggers."""
+
+    def __init__(self, loggers: Iterable[MetricLogger]):
+        self.loggers = list(loggers)
+
+    def __getitem__(self, name: str) -> MetricLogger:
+        for logger in self.loggers:
+            if logger.name == name:
+                return logger
+        raise KeyError(name)
+
+    def names(self) -> list[str]:
+        return [logger.name for logger in self.loggers]
+
+    def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
+        flat = flatten_metrics(metrics)
+        for logger in self.loggers:
+            logger.log_metrics(step, flat)
+
+    def log_artifact(
+        self, path: str | os.PathLike, name: str, artifact_type: str
+    ) -> None:
+        for logger in self.loggers:
+            logger.log_artifact(path, name, artifact_type)
+
+    def finish(self) -> None:
+        for logger in self.loggers:
+            logger.finish()
+
+
+def build_loggers(
+    run_dir: RunDirectory,
+    settings: ExperimentSettings,
+    hyper_params_dict: dict[str, Any],
+    resume_from_step: int | None = None,
+) -> LoggerGroup:
+    """Build the loggers ``settings.active_loggers()`` names, from the registry."""
+    from nip_core.plugins import get_plugin_manager
+    from nip_core.records import resolve_ref
+
+    registry = get_plugin_manager().loggers
+    loggers = []
+    for name in settings.active_loggers():
+        cls = resolve_ref(registry[name].logger_class)
+        loggers.append(cls(run_dir, settings, hyper_params_dict, resume_from_step))
+    return LoggerGroup(loggers)

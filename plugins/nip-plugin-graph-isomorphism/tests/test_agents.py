@@ -1,0 +1,158 @@
+"""Agent parts: shapes, options, the GNN learning-rate group, the manual verifier."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tensordict import TensorDict
+
+import nip_plugin_graph_isomorphism.plugin as gi_plugin
+from helpers import settings, tiny_hyper_params
+from nip_core.scenario import keys as K
+from nip_core.scenario.agents import agent_view
+from nip_core.testing.contracts.scenario import build_scenario_components
+from nip_plugin_graph_isomorphism.agents import GRAPH_LEVEL_REPR, NODE_LEVEL_REPR
+from nip_plugin_graph_isomorphism.generation import GenerationConfig, generate_pairs
+from nip_plugin_graph_isomorphism.networks import PairTransformer
+
+
+@pytest.fixture
+def registered(register_plugin):
+    register_plugin(gi_plugin, name="graph_isomorphism")
+
+
+@pytest.mark.parametrize(
+    ("protocol", "zero_knowledge"),
+    [("nip", False), ("debate", False), ("mnip", False), ("nip", True)],
+)
+def test_body_and_head_shapes(registered, tmp_path, protocol, zero_knowledge) -> None:
+    instance = build_scenario_components(
+        tiny_hyper_params(protocol, zero_knowledge), settings(tmp_path)
+    )
+    env = instance.train_environment
+    td = env.reset()
+    B, C, P, n = env.num_envs, env.num_message_channels, env.message_size, 8
+    for agent in instance.agents.values():
+        body = agent.body
+        out = body(agent_view(td, body, body.agent_index, None))
+        d = agent.agent_params.d_transformer
+        assert out[GRAPH_LEVEL_REPR].shape == (B, d)
+        assert out[NODE_LEVEL_REPR].shape == (B, 2, n, d)
+        head = agent.policy_head
+        head_input = out.clone()
+        head_input[K.ROUND] = td[K.ROUND]
+        logits = head(head_input)
+        assert logits[K.MAIN_MESSAGE_LOGITS].shape == (B, C, P, 2 * n)
+        assert logits[K.DECISION_LOGITS].shape == (B, 3)
+        hidden = [c for c in range(C) if c not in head.visible_message_channel_indices]
+        assert not logits[K.MAIN_MESSAGE_LOGITS][:, hidden].any()
+        if not head.has_decider:
+            assert not logits[K.DECISION_LOGITS].any()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"use_dual_gnn": False},
+        {"use_pair_invariant_pooling": False},
+        {"use_batch_norm": False, "noise_sigma": 0.5},
+        {"gnn_output_digits": 1},
+        {"num_transformer_layers": 0},
+        {"include_round_in_decider": False, "include_round_in_value": False},
+    ],
+)
+def test_options_build_and_run(registered, tmp_path, overrides) -> None:
+    instance = build_scenario_components(
+        tiny_hyper_params("nip", **overrides), settings(tmp_path)
+    )
+    td = instance.train_environment.reset()
+    instance.combined_body(td)
+    instance.combined_policy_head(td)
+    instance.combined_value_head(td)
+    assert torch.isfinite(td[K.AGENTS, K.VALUE]).all()
+
+
+def test_pair_invariant_body_ignores_the_pair_order(registered, tmp_path) -> None:
+    instance = build_scenario_components(
+        tiny_hyper_params("nip", num_transformer_layers=0), settings(tmp_path),
+        roles=("body",),
+    )
+    body = instance.agents["verifier"].body.eval()
+    td = instance.train_environment.reset()
+    view = agent_view(td, body, body.agent_index, None)
+    swapped = view.clone()
+    for key in ("adjacency", "node_mask"):
+        swapped[key] = view[key].flip(1)
+    swapped[K.MESSAGE_HISTORY] = view[K.MESSAGE_HISTORY].flip(-2)
+    swapped[K.MESSAGE] = view[K.MESSAGE].flip(-2)
+    a, b = body(view)[GRAPH_LEVEL_REPR], body(swapped)[GRAPH_LEVEL_REPR]
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_gnn_parameters_get_their_own_learning_rate_group(registered, tmp_path) -> None:
+    hyper_params = tiny_hyper_params("nip")
+    hyper_params.agents["verifier"].gnn_lr_factor.actor = 0.1
+    instance = build_scenario_components(hyper_params, settings(tmp_path), roles=("body",))
+    body = instance.agents["verifier"].body
+    groups = body.parameter_groups()
+    names = [suffix for suffix, _, _ in groups]
+    assert names == ["gnn", ""]
+    gnn, rest = groups[0][1], groups[1][1]
+    assert groups[0][2] == 0.1 and groups[1][2] == 1.0
+    assert {id(p) for p in gnn} == {id(p) for p in body.encoder.gnn_parameters()}
+    assert len(gnn) + len(rest) == len(list(body.parameters()))
+    assert not {id(p) for p in gnn} & {id(p) for p in rest}
+
+
+def test_attention_reaches_only_the_other_graph_and_the_pooled_token() -> None:
+    transformer = PairTransformer(4, 2, 8, 1, 0.0, "relu")
+    node_mask = torch.tensor([[[True, True, False], [True, True, True]]])
+    blocked = transformer.attention_mask(node_mask)[0]  # first head
+    # token order: pooled, graph A nodes 0-2, graph B nodes 0-2
+    allowed = ~blocked
+    assert allowed[0].tolist() == [True, True, True, False, True, True, True]
+    assert allowed[1].tolist() == [True, False, False, False, True, True, True]
+    assert allowed[4].tolist() == [True, True, True, False, False, False, False]
+
+
+def test_manual_verifier_is_right_on_isomorphic_pairs(registered, tmp_path) -> None:
+    hyper_params = tiny_hyper_params("nip", use_manual_architecture=True)
+    instance = build_scenario_components(hyper_params, settings(tmp_path))
+    verifier = instance.agents["verifier"]
+    pairs = generate_pairs(
+        GenerationConfig(num_pairs=40, graph_sizes=(7, 8), edge_probabilities=(0.4, 0.6)),
+        seed=1,
+        workers=1,
+    )
+    n = pairs.adjacency.shape[-1]
+    num = len(pairs)
+    td = TensorDict(
+        {
+            "adjacency": torch.as_tensor(pairs.adjacency, dtype=torch.int32),
+            "node_mask": torch.arange(n)[None, None, :]
+            < torch.as_tensor(pairs.sizes)[:, :, None],
+            K.MESSAGE_HISTORY: torch.zeros(num, 3, 1, 1, 2, n),
+            K.MESSAGE: torch.zeros(num, 1, 1, 2, n),
+            K.ROUND: torch.zeros(num, dtype=torch.long),
+        },
+        batch_size=(num,),
+    )
+    body_out = verifier.body(td)
+    td.update(body_out)
+    decisions = verifier.policy_head(td)[K.DECISION_LOGITS].argmax(-1).numpy()
+    labels = pairs.labels
+    assert labels.sum() == 20
+    assert (decisions[labels == 1] == 1).all()
+    # every generated non-isomorphic pair is WL-separated, so rejected too
+    assert (decisions[labels == 0] == 0).all()
+    assert np.array_equal(decisions, labels)
+
+
+def test_manual_architecture_is_refused_outside_nip(registered, tmp_path) -> None:
+    from nip_core.errors import NipConfigError
+
+    with pytest.raises(NipConfigError, match="nip protocol only"):
+        build_scenario_components(
+            tiny_hyper_params("debate", use_manual_architecture=True), settings(tmp_path)
+        )

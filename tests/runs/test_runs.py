@@ -1,0 +1,302 @@
+"""Settings, run directory, atomic writes, checkpoints and loggers."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from nip_core.errors import CheckpointError, NipConfigError
+from nip_core.runs import (
+    JsonlLogger,
+    RunDirectory,
+    build_loggers,
+    capture_rng_state,
+    load_latest_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from nip_core.runs.checkpoints import list_checkpoints
+from nip_core.runs.io import atomic_write_text
+from nip_core.runs.rollouts import (
+    episodes_from_rollout,
+    read_rollout_sample,
+    write_rollout_sample,
+)
+from nip_core.settings import ExperimentSettings
+
+# --------------------------------------------------------------------------------------
+# Settings
+
+
+def test_settings_round_trip_and_defaults():
+    settings = ExperimentSettings(
+        run_id="abc", loggers=["jsonl", "csv"], wandb_tags="t"
+    )
+    data = settings.to_dict()
+    assert data["loggers"] == ["jsonl", "csv"]
+    assert data["wandb_tags"] == ["t"]
+    assert ExperimentSettings.from_dict(data) == settings
+    assert ExperimentSettings().loggers == ("jsonl",)
+    assert ExperimentSettings().device == "cpu"
+    json.dumps(data)
+
+
+def test_settings_from_dict_lists_every_problem():
+    with pytest.raises(NipConfigError) as info:
+        ExperimentSettings.from_dict(
+            {"devcie": "cpu", "checkpoint_period": 0, "wandb_mode": "sometimes"}
+        )
+    paths = sorted(p.path for p in info.value.problems)
+    assert paths == ["run.checkpoint_period", "run.devcie", "run.wandb_mode"]
+    unknown = next(p for p in info.value.problems if p.path == "run.devcie")
+    assert "device" in unknown.choices
+
+
+def test_settings_hold_no_secrets(monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "secret-key-123")
+    settings = ExperimentSettings(wandb_project="p")
+    assert "secret-key-123" not in json.dumps(settings.to_dict())
+    assert settings.resolved_wandb_mode() == "online" or os.environ.get("WANDB_MODE")
+
+
+def test_wandb_mode_resolution(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    assert ExperimentSettings(wandb_project="p").resolved_wandb_mode() == "offline"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    settings = ExperimentSettings(wandb_project="p")
+    assert settings.resolved_wandb_mode() == "disabled"
+    assert settings.active_loggers() == ("jsonl",)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert ExperimentSettings(wandb_project="p").active_loggers() == ("jsonl", "wandb")
+    assert ExperimentSettings(loggers=["csv"]).active_loggers() == ("jsonl", "csv")
+    assert ExperimentSettings(wandb_mode="online").resolved_wandb_mode() == "online"
+
+
+# --------------------------------------------------------------------------------------
+# Files
+
+
+def test_atomic_write_leaves_old_file_when_writer_fails(tmp_path):
+    path = tmp_path / "f.txt"
+    atomic_write_text(path, "old")
+
+    def failing(f):
+        f.write(b"partial")
+        raise RuntimeError("killed")
+
+    from nip_core.runs.io import atomic_write
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, failing)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_run_directory_layout(tmp_path):
+    settings = ExperimentSettings(run_id="r1", runs_dir=str(tmp_path))
+    run_dir = RunDirectory.for_settings(settings).create()
+    run_dir.write_hyper_params({"seed": 3})
+    run_dir.write_settings(settings)
+    assert sorted(p.name for p in run_dir.path.iterdir()) == [
+        "checkpoints",
+        "hyper_params.json",
+        "plots",
+        "rollouts",
+        "run_info.json",
+        "settings.json",
+    ]
+    assert run_dir.read_hyper_params() == {"seed": 3}
+    provenance = run_dir.read_run_info()["provenance"]
+    assert "nip-core" in provenance["versions"]
+    assert len(provenance.get("git_sha", "0" * 40)) == 40
+    assert run_dir.read_settings()["run_id"] == "r1"
+    with pytest.raises(CheckpointError, match="is this a run directory"):
+        RunDirectory(tmp_path / "nothing").read_hyper_params()
+
+
+# --------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def test_rng_state_round_trip():
+    state = capture_rng_state()
+    # the legacy global NumPy generator is the one restored
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())  # noqa: NPY002
+    restore_rng_state(state)
+    again = (random.random(), np.random.rand(), torch.rand(1).item())  # noqa: NPY002
+    assert again == expected
+
+
+def test_checkpoints_latest_and_numbered(tmp_path):
+    save_checkpoint(tmp_path, 2, {"w": torch.tensor([1.0])})
+    save_checkpoint(tmp_path, 4, {"w": torch.tensor([2.0])})
+    assert [i for i, _ in list_checkpoints(tmp_path)] == [2, 4]
+    latest = load_latest_checkpoint(tmp_path)
+    assert latest["iteration"] == 4
+    assert latest["trainer"]["w"].item() == 2.0
+    assert set(latest["rng"]) >= {"python", "numpy", "torch"}
+    # restoring the saved RNG state reproduces what followed the save
+    (tmp_path / "latest.pt").unlink()
+    assert load_latest_checkpoint(tmp_path)["iteration"] == 4
+    assert load_latest_checkpoint(tmp_path / "empty") is None
+
+
+def test_corrupt_checkpoint_is_a_checkpoint_error(tmp_path):
+    (tmp_path / "latest.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="could not read"):
+        load_latest_checkpoint(tmp_path)
+
+
+# --------------------------------------------------------------------------------------
+# Loggers
+
+
+def _run_dir(tmp_path, run_id="run"):
+    return RunDirectory(tmp_path / run_id).create()
+
+
+def test_jsonl_logger_writes_lines_and_truncates_on_resume(tmp_path):
+    run_dir = _run_dir(tmp_path)
+    settings = ExperimentSettings()
+    log = JsonlLogger(run_dir, settings, {})
+    for step in range(4):
+        log.log_metrics(step, {"loss": float(step), "bad": float("nan")})
+    log.finish()
+    records = run_dir.read_metrics()
+    assert [r["step"] for r in records] == [0, 1, 2, 3]
+    assert records[2]["loss"] == 2.0 and records[2]["bad"] == "nan"
+    # a half-written last line (a kill mid-write) is dropped on resume too
+    with open(run_dir.metrics_path, "a") as f:
+        f.write('{"step": 4, "lo')
+    JsonlLogger(run_dir, settings, {}, resume_from_step=2).finish()
+    assert [r["step"] for r in run_dir.read_metrics()] == [0, 1]
+
+
+def test_csv_and_tensorboard_loggers(tmp_path, plugin_manager):
+    run_dir = _run_dir(tmp_path)
+    settings = ExperimentSettings(loggers=["csv", "tensorboard"])
+    group = build_loggers(run_dir, settings, {"seed": 1})
+    assert group.names() == ["jsonl", "csv", "tensorboard"]
+    group.log_metrics(0, {"agent": {"reward": 0.5}, "n": torch.tensor(3)})
+    group.log_metrics(1, {"agent": {"reward": 0.75}, "n": torch.tensor(4)})
+    group.finish()
+
+    csv_file = run_dir.path / "csv" / "scalars" / "agent.reward.csv"
+    assert csv_file.read_text().splitlines() == ["0,0.5", "1,0.75"]
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    event_files = list((run_dir.path / "tensorboard").rglob("events.out.tfevents.*"))
+    assert len(event_files) == 1
+    accumulator = EventAccumulator(str(event_files[0].parent))
+    accumulator.Reload()
+    scalars = accumulator.Scalars("agent.reward")
+    assert [(s.step, s.value) for s in scalars] == [(0, 0.5), (1, 0.75)]
+    assert run_dir.read_metrics()[1] == {"step": 1, "agent.reward": 0.75, "n": 4}
+
+
+def test_wandb_offline_logger_records_history(tmp_path, plugin_manager, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    run_dir = _run_dir(tmp_path, "wb-run")
+    settings = ExperimentSettings(wandb_project="nip-tests", run_id="wb-run")
+    group = build_loggers(run_dir, settings, {"seed": 1})
+    assert group.names() == ["jsonl", "wandb"]
+    group.log_metrics(0, {"accuracy": 0.25})
+    group.log_metrics(1, {"accuracy": 0.5})
+    checkpoint = run_dir.checkpoints_dir / "latest.pt"
+    checkpoint.write_bytes(b"x")
+    group.log_artifact(checkpoint, "checkpoint-wb-run", "checkpoint")
+    group.finish()
+
+    info = run_dir.read_run_info()
+    assert info["wandb_mode"] == "offline"
+    offline_dirs = list((run_dir.path / "wandb").glob("offline-run-*-wb-run"))
+    assert len(offline_dirs) == 1
+    records = _read_wandb_records(offline_dirs[0] / "run-wb-run.wandb")
+    deadline = time.monotonic() + 20
+    # The W&B service may flush the transaction log just after finish() returns
+    while "exit" not in _record_types(records) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        records = _read_wandb_records(offline_dirs[0] / "run-wb-run.wandb")
+    history = [
+        {_item_key(item): json.loads(item.value_json) for item in r.history.item}
+        for r in records
+        if r.WhichOneof("record_type") == "history"
+    ]
+    assert [(h["_step"], h["accuracy"]) for h in history] == [(0, 0.25), (1, 0.5)]
+    artifacts = [
+        r.artifact for r in records if r.WhichOneof("record_type") == "artifact"
+    ]
+    assert [(a.name, a.type) for a in artifacts] == [
+        ("checkpoint-wb-run", "checkpoint")
+    ]
+    config = next(r.run.config for r in records if r.WhichOneof("record_type") == "run")
+    config_items = {_item_key(u): u.value_json for u in config.update}
+    assert config_items["seed"] == "1"
+
+
+def _record_types(records):
+    return [r.WhichOneof("record_type") for r in records]
+
+
+def _item_key(item):
+    return item.key or ".".join(item.nested_key)
+
+
+def _read_wandb_records(path):
+    """Parse a W&B transaction log (LevelDB log blocks of protobuf ``Record``s)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    block = 32768
+    pos, pending, records = 7, b"", []  # 7: the ":W&B" file header
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == 0:
+            break
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+    return records
+
+
+# --------------------------------------------------------------------------------------
+# Rollout samples
+
+
+def test_rollout_samples_are_json_episodes(tmp_path):
+    from tensordict import TensorDict
+
+    done = torch.tensor([[False, True, False, False], [False, False, False, True]])
+    rollout = TensorDict(
+        {
+            "round": torch.tensor([[0, 1, 0, 1], [0, 1, 2, 3]]),
+            "next": {"done": done.unsqueeze(-1)},
+        },
+        batch_size=[2, 4],
+    )
+    episodes = episodes_from_rollout(rollout, num_episodes=2, iteration=7)
+    assert [e["num_steps"] for e in episodes] == [2, 4]
+    assert [s["round"] for s in episodes[1]["steps"]] == [0, 1, 2, 3]
+    path = write_rollout_sample(tmp_path, 7, episodes)
+    assert path.name == "iter_000007.jsonl"
+    assert read_rollout_sample(path) == episodes
