@@ -318,6 +318,10 @@ def run_experiment(
     if run_dir is not None:
         run_dir.write_run_info(status="finished", error=None)
     run.finish()
+    if run_dir is not None:
+        from nip_core.analysis.plots import write_run_plots
+
+        write_run_plots(run_dir.path)
     return RunResult(
         run_id=settings.run_id,
         run_dir=None if run_dir is None else run_dir.path,

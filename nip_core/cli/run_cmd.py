@@ -15,6 +15,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import attrs
@@ -132,12 +133,18 @@ def run_single(config_name: str | None, overrides: Sequence[str]) -> int:
 
 
 def _report_finished(result: Any) -> None:
+    """Print the summary of a finished run: final accuracies, rewards, directory."""
+    from nip_core.analysis.summary import summary_lines
+
     run_id = getattr(result, "run_id", None)
     if run_id is None:
         return
     run_dir = getattr(result, "run_dir", None)
-    where = f"; its directory is {run_dir}" if run_dir is not None else ""
-    print(f"nip: run {run_id} finished{where}", file=sys.stderr)
+    print(f"nip: run {run_id} finished", file=sys.stderr)
+    for line in summary_lines(getattr(result, "metrics", None) or [], run_dir):
+        print(f"  {line}", file=sys.stderr)
+    if run_dir is not None and (Path(run_dir) / "plots").is_dir():
+        print(f"  plots: {Path(run_dir) / 'plots'}", file=sys.stderr)
 
 
 def run_sweep(

@@ -310,6 +310,13 @@ class TensorDictRlTrainer(TensorDictTrainer):
         if getattr(self.hyper_params, "pretrain_agents", False) and not resuming:
             self._pretrain_agents()
         self._build_operators()
+        from nip_core.analysis.message_regression import MessageRegressor
+
+        self.message_regressor = MessageRegressor(
+            self.hyper_params.message_regression,
+            self.agent_names,
+            seed=int(self.hyper_params.seed),
+        )
         self.replay_buffer = self._get_replay_buffer()
         self.loss_module, self.gae = self._get_loss_module_and_gae()
         if self.gae is not None and hasattr(self.gae, "deactivate_vmap"):
@@ -415,6 +422,8 @@ class TensorDictRlTrainer(TensorDictTrainer):
             metrics["timing.training_s"] = training_time
             metrics["timing.iteration_s"] = iteration_time
             metrics["timing.fps"] = rollout.numel() / max(iteration_time, 1e-9)
+            # After the timers: the analysis is not part of training's cost
+            metrics.update(self.message_regressor.metrics(rollout, iteration))
             self.log_metrics(iteration, metrics)
             self._maybe_save_rollout_sample(rollout, iteration)
 

@@ -76,7 +76,7 @@ def test_options_build_and_run(registered, tmp_path, overrides) -> None:
 def test_pair_invariant_body_ignores_the_pair_order(registered, tmp_path) -> None:
     instance = build_scenario_components(
         tiny_hyper_params("nip", num_transformer_layers=0), settings(tmp_path),
-        roles=("body",),
+        roles=("body", "solo_head"),
     )
     body = instance.agents["verifier"].body.eval()
     td = instance.train_environment.reset()
@@ -93,7 +93,9 @@ def test_pair_invariant_body_ignores_the_pair_order(registered, tmp_path) -> Non
 def test_gnn_parameters_get_their_own_learning_rate_group(registered, tmp_path) -> None:
     hyper_params = tiny_hyper_params("nip")
     hyper_params.agents["verifier"].gnn_lr_factor.actor = 0.1
-    instance = build_scenario_components(hyper_params, settings(tmp_path), roles=("body",))
+    instance = build_scenario_components(
+        hyper_params, settings(tmp_path), roles=("body", "solo_head")
+    )
     body = instance.agents["verifier"].body
     groups = body.parameter_groups()
     names = [suffix for suffix, _, _ in groups]
