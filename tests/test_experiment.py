@@ -123,8 +123,11 @@ def test_rollout_samples_are_rendered_with_the_scenario_renderer(
     result = run_experiment(
         scenario.hyper_params("nip", rl=_rl(num_iterations=3)), settings, run_id="draw"
     )
-    plots = sorted(p.name for p in RunDirectory(result.run_dir).plots_dir.iterdir())
-    assert plots == ["iter_000000_0.png", "iter_000002_0.png"]
+    plots_dir = RunDirectory(result.run_dir).plots_dir
+    episodes = sorted(p.name for p in plots_dir.glob("iter_*"))
+    assert episodes == ["iter_000000_0.png", "iter_000002_0.png"]
+    # The end of the run adds the training curves beside them
+    assert (plots_dir / "accuracy.png").is_file()
     assert [iteration for iteration, _ in drawn] == [0, 2]
 
 

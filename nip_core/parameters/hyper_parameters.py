@@ -383,6 +383,20 @@ class HyperParameters(BaseHyperParameters):
                     )
                 )
             names.extend(n for n in ZERO_KNOWLEDGE_AGENTS if n not in names)
+        common = self.__dict__.get("_sections", {}).get("protocol_common")
+        if getattr(common, "randomize_prover_stance", False) is True:
+            # The same rule as the protocol handler's, checked before anything is
+            # built: a stance is drawn for the one prover of the protocol.
+            provers = [n for n in protocol.agent_names if "prover" in n]
+            if len(provers) != 1:
+                problems.append(
+                    ConfigProblem(
+                        "protocol_common.randomize_prover_stance",
+                        "randomized prover stances need a protocol with exactly one "
+                        f"prover; {protocol.name!r} has {len(provers)}",
+                        True,
+                    )
+                )
         for name in agent_keys:
             if name != DEFAULT_AGENT_KEY and name not in names:
                 message = f"not an agent of protocol {protocol.name!r}"

@@ -34,8 +34,10 @@ Step inputs (keys of ``env_td``; ``...`` is the batch shape)
 ``"terminated"`` : bool ``[...]``
     Whether the episode was already terminated before this step.
 ``("agents", "decision")`` : long ``[..., agents]``
-    Each agent's decision this step: 0 reject, 1 accept, 2 continue. Only the
-    verifiers' entries are read.
+    Each agent's decision this step: 0 reject, 1 accept, 2 continue; text worlds
+    may also give 3, neither accept nor reject (a verdict that ends the episode
+    with ``verifier_neither_accept_nor_reject_reward``). Only the verifiers'
+    entries are read.
 ``("agents", "done")`` : bool ``[..., agents]``, optional
     Which agents were already done (zeros when absent).
 ``"prover_stance"`` : long ``[...]``, optional
@@ -88,6 +90,7 @@ from nip_core.protocols.parameters import (
 __all__ = [
     "DECISION_ACCEPT",
     "DECISION_CONTINUE",
+    "DECISION_NEITHER",
     "DECISION_REJECT",
     "DeterministicProtocolHandler",
     "ProtocolHandler",
@@ -107,6 +110,8 @@ __all__ = [
 DECISION_REJECT = 0
 DECISION_ACCEPT = 1
 DECISION_CONTINUE = 2
+DECISION_NEITHER = 3
+"""Text worlds: the verifier ends the episode neither accepting nor rejecting."""
 
 RESTRICTION_NONE = 0
 """Decision restriction: the verifier may reject, accept or continue."""
@@ -805,7 +810,11 @@ class ProtocolHandler(ABC):
         the verifier's turn, if it is not "continue", from round
         ``min_message_rounds - 1`` on.
         """
-        is_verdict = (decision == DECISION_REJECT) | (decision == DECISION_ACCEPT)
+        is_verdict = (
+            (decision == DECISION_REJECT)
+            | (decision == DECISION_ACCEPT)
+            | (decision == DECISION_NEITHER)
+        )
         return guess_mask & is_verdict & (round_id >= self.min_message_rounds - 1)
 
     # ----- Prover stance
@@ -1008,8 +1017,10 @@ class SingleVerifierProtocolHandler(ProtocolHandler, ABC):
       on the verifier's turn, if it is not 2 (continue), from round
       ``min_message_rounds - 1`` on; a counted verdict ends the episode.
     - Verifier: ``verifier_reward`` for a right verdict (accept iff ``y = 1``),
-      ``verifier_incorrect_penalty`` for a wrong one, ``verifier_no_guess_reward`` on
-      each of its turns it continues (or its verdict is ignored), and
+      ``verifier_incorrect_penalty`` for a wrong one,
+      ``verifier_neither_accept_nor_reject_reward`` for a verdict of 3 (text worlds:
+      neither accept nor reject), ``verifier_no_guess_reward`` on each of its turns
+      it continues (or its verdict is ignored), and
       ``verifier_terminated_penalty`` when round ``max_message_rounds - 1`` ends
       without a verdict (the episode is then terminated).
     - Provers: ``shared_reward`` gives each prover the verifier's reward. Otherwise
@@ -1093,10 +1104,15 @@ class SingleVerifierProtocolHandler(ProtocolHandler, ABC):
             torch.full_like(zeros, float(common.verifier_reward)),
             zeros,
         )
+        neither = decision == DECISION_NEITHER
         verifier_reward = torch.where(
-            decided & (decision != inputs.y),
+            decided & (decision != inputs.y) & ~neither,
             torch.full_like(zeros, float(common.verifier_incorrect_penalty)),
             verifier_reward,
+        )
+        neither_reward = float(self.verifier_neither_accept_nor_reject_reward)
+        verifier_reward = torch.where(
+            decided & neither, torch.full_like(zeros, neither_reward), verifier_reward
         )
         verifier_reward = torch.where(
             new_terminated & ~verifier_already_done,
@@ -1157,7 +1173,11 @@ class SingleVerifierProtocolHandler(ProtocolHandler, ABC):
         common = self.protocol_common
         turns = max(self.max_verifier_questions, 1)
         no_guess = common.verifier_no_guess_reward
-        verdicts = (common.verifier_reward, common.verifier_incorrect_penalty)
+        verdicts = (
+            common.verifier_reward,
+            common.verifier_incorrect_penalty,
+            self.verifier_neither_accept_nor_reject_reward,
+        )
         # A verdict on the k-th turn follows k - 1 continues; termination follows a
         # continue on every turn.
         highest = max(

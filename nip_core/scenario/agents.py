@@ -823,12 +823,28 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
         """Stack one out-key's per-agent values along the agent dimension."""
         return torch.stack(values, dim=dim)
 
+    def _view_masks(self) -> list[torch.Tensor | None]:
+        """Per agent, its visibility mask, or ``None`` when it sees every channel.
+
+        Computed once: the protocol's visibility never changes, and an agent that
+        sees everything needs no masking (no copy of its inputs, no device sync).
+        """
+        masks = self.__dict__.get("_view_masks_cache")
+        if masks is None:
+            masks = []
+            for index in range(self.num_agents):
+                mask = self.visibility_mask(index)
+                masks.append(None if bool(mask.all()) else mask)
+            self.__dict__["_view_masks_cache"] = masks
+        return masks
+
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         batch_dims = tensordict.batch_dims
         outputs = []
+        masks = self._view_masks()
         for index, name in enumerate(self.agent_names):
             part = self.parts[name]
-            view = agent_view(tensordict, part, index, self.visibility_mask(index))
+            view = agent_view(tensordict, part, index, masks[index])
             outputs.append(part(view))
         stacked = {
             key: self._stack_output(

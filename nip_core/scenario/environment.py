@@ -492,7 +492,9 @@ class TensorDictEnvironment(EnvBase, Environment):
         # The template is rebuilt when a spec object is replaced.
         specs = (self.observation_spec, self.state_spec, self.done_spec)
         cached = self.__dict__.get("_zero_state_cache")
-        if cached is None or any(a is not b for a, b in zip(cached[0], specs)):
+        if cached is None or any(
+            a is not b for a, b in zip(cached[0], specs, strict=True)
+        ):
             template = specs[0].zero()
             template.update(specs[1].zero())
             template.update(specs[2].zero())
@@ -574,8 +576,9 @@ class TensorDictEnvironment(EnvBase, Environment):
         """Write the per-round masks for the round ``env_td`` is at.
 
         ``("agents", "active_mask")``, ``("agents", "decision_mask")`` and
-        ``decision_restriction`` come from the protocol handler,
-        ``("agents", "valid_message_mask")`` from :meth:`compute_valid_message_mask`.
+        ``decision_restriction`` come from the protocol handler (the decision mask
+        without the agents already done), ``("agents", "valid_message_mask")`` from
+        :meth:`compute_valid_message_mask`.
         """
         handler = self.protocol_handler
         # After the last round an episode is over and is reset before anyone acts;
@@ -587,8 +590,14 @@ class TensorDictEnvironment(EnvBase, Environment):
         restriction = handler.get_decision_restriction_from_rounds_and_seed(
             round_id, seed
         )
+        decision_mask = decision_mask.to(self.device, torch.bool)
+        agent_done = env_td.get((K.AGENTS, K.DONE), None)
+        if agent_done is not None:
+            # An agent that is already done (a zero-knowledge verifier that has
+            # decided while the other has not) decides nothing that counts.
+            decision_mask = decision_mask & ~agent_done.reshape(decision_mask.shape)
         env_td[K.AGENTS, K.ACTIVE_MASK] = active.to(self.device, torch.bool)
-        env_td[K.AGENTS, K.DECISION_MASK] = decision_mask.to(self.device, torch.bool)
+        env_td[K.AGENTS, K.DECISION_MASK] = decision_mask
         env_td[K.DECISION_RESTRICTION] = restriction.to(self.device, torch.long)
         valid = self.compute_valid_message_mask(env_td)
         if valid is None:
@@ -715,5 +724,7 @@ class TensorDictEnvironment(EnvBase, Environment):
     def _set_seed(self, seed: int | None) -> None:
         if seed is None:
             return
-        self.rng.manual_seed(int(seed))
+        # Derived per split, so a train and a test environment given the same seed
+        # (as collectors do) still draw different datapoint orders and episode seeds.
+        self.rng.manual_seed(environment_seed(int(seed), self.split))
         self.data_cycler = DataCycler(self.dataset, self.rng)

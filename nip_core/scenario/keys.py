@@ -51,7 +51,8 @@ this round (``protocol_handler.get_active_agents_mask_from_rounds_and_seed``).""
 
 DECISION_MASK = "decision_mask"
 """bool ``(*batch, A)`` under ``"agents"``: whether the agent's decision takes effect
-this round (a verifier, on a round it may guess, from ``min_message_rounds - 1`` on)."""
+this round (a verifier, on a round it may guess, from ``min_message_rounds - 1`` on,
+that is not already done)."""
 
 VALID_MESSAGE_MASK = "valid_message_mask"
 """bool ``(*batch, A, C, P, N)`` under ``"agents"``: the messages the agent may send

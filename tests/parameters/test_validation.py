@@ -177,6 +177,25 @@ def test_zero_knowledge_needs_a_protocol_that_supports_it(toy):
     assert problem.message == "protocol 'toy_solo' has no zero-knowledge version"
 
 
+def test_randomized_stance_needs_exactly_one_prover(toy):
+    problem = problems_of(
+        interaction_protocol="toy_solo",
+        agents={"_default": {}},
+        protocol_common={"randomize_prover_stance": True},
+    )["protocol_common.randomize_prover_stance"]
+    assert problem.message == (
+        "randomized prover stances need a protocol with exactly one prover; "
+        "'toy_solo' has 0"
+    )
+    hp = HyperParameters(
+        "toy",
+        "toy_trainer",
+        interaction_protocol="toy_protocol",
+        protocol_common={"randomize_prover_stance": True},
+    )
+    assert hp.protocol_common.randomize_prover_stance is True
+
+
 def test_problems_of_many_kinds_in_one_error(toy):
     problems = problems_of(
         trainer="toy_value_trainer",

@@ -410,3 +410,42 @@ def test_reward_ranges() -> None:
     assert multi.max_reward("prover1") == 0.0
     with pytest.raises(KeyError):
         handler.max_reward("judge")
+
+
+def test_neither_accept_nor_reject_is_a_verdict_with_its_own_reward() -> None:
+    # Text worlds: decision 3 ends the episode; the verifier gets the "neither"
+    # reward (the mid-point of right and wrong when unset), no prover wins.
+    N = 3
+    handler = build(NipProtocolHandler)
+    done, _, terminated, reward = step(
+        handler, [0, 0, 1], [[C, N], [C, N], [C, N]], y=[1, 0, 1]
+    )
+    assert done == [True, True, False]
+    assert terminated == [False, False, False]
+    assert reward == [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]
+
+    handler = build(
+        DebateProtocolHandler,
+        common={"verifier_neither_accept_nor_reject_reward": -0.5},
+    )
+    done, _, _, reward = step(handler, [0], [[C, C, N]], y=[1])
+    assert done == [True]
+    assert reward == [[0.0, 0.0, -0.5]]
+
+    shared = build(
+        NipProtocolHandler,
+        common={
+            "verifier_neither_accept_nor_reject_reward": 0.75,
+            "shared_reward": True,
+        },
+    )
+    _, _, _, reward = step(shared, [0], [[C, N]], y=[0])
+    assert reward == [[0.75, 0.75]]
+    # It bounds the verifier's return like any verdict
+    assert shared.max_reward("verifier") == pytest.approx(1.0 + 3 * 0.25)
+    high = build(
+        NipProtocolHandler,
+        common={"verifier_neither_accept_nor_reject_reward": 4.0},
+        nip_protocol={"max_message_rounds": 1},
+    )
+    assert high.max_reward("verifier") == 4.0

@@ -249,3 +249,56 @@ def test_each_reset_returns_its_own_tensors(nip_env):
     assert (out[K.MESSAGE_HISTORY][1:] == 1).all()
     third = nip_env.reset()
     assert not third[K.MESSAGE_HISTORY].any()
+
+
+def test_a_verifier_that_has_decided_decides_nothing_more(synthetic_scenario):
+    # Zero knowledge over nip: agents prover, verifier, adversarial_verifier,
+    # simulator; the verifier decides on round 0, the adversarial verifier continues,
+    # so the episode goes on and the verifier's later decisions are ignored.
+    hp = synthetic_scenario.hyper_params("nip", zero_knowledge=True)
+    env = synthetic_scenario.build(hp, roles=()).train_environment
+    B, A, C = env.num_envs, env.num_agents, env.num_message_channels
+    td = env.reset()
+    assert td[K.AGENTS, K.DECISION_MASK].tolist() == [[False, True, True, False]] * B
+    td[K.AGENTS, K.MESSAGE_SELECTED] = torch.zeros(B, A, C, 1, dtype=torch.long)
+    td[K.AGENTS, K.DECISION] = (
+        torch.tensor([CONTINUE, ACCEPT, CONTINUE, CONTINUE]).expand(B, A).clone()
+    )
+    td[K.AGENTS, K.MAIN_MESSAGE_LOGITS] = torch.zeros(B, A, C, 1, 6)
+    td[K.AGENTS, K.DECISION_LOGITS] = torch.zeros(B, A, 3)
+    nxt = step_mdp(env.step(td), keep_other=True)
+    assert not nxt[K.DONE].any()
+    assert (
+        nxt[K.AGENTS, K.DONE].squeeze(-1).tolist() == [[False, True, False, False]] * B
+    )
+    # Round 1 is the prover's: no decision counts
+    assert not nxt[K.AGENTS, K.DECISION_MASK].any()
+    nxt[K.AGENTS, K.MESSAGE_SELECTED] = torch.zeros(B, A, C, 1, dtype=torch.long)
+    nxt[K.AGENTS, K.DECISION] = torch.full((B, A), CONTINUE)
+    nxt[K.AGENTS, K.MAIN_MESSAGE_LOGITS] = torch.zeros(B, A, C, 1, 6)
+    nxt[K.AGENTS, K.DECISION_LOGITS] = torch.zeros(B, A, 3)
+    round_two = env.step(nxt)["next"]
+    assert round_two[K.ROUND].tolist() == [2] * B
+    # Round 2 is a verifier turn: only the adversarial verifier's decision counts
+    assert (
+        round_two[K.AGENTS, K.DECISION_MASK].tolist()
+        == [[False, False, True, False]] * B
+    )
+
+
+def test_set_seed_restarts_the_split_stream(synthetic_scenario):
+    instance = synthetic_scenario.build(roles=())
+    train, test = instance.train_environment, instance.test_environment
+    first = train.reset()
+    train.set_seed(5)
+    seeded = train.reset()
+    # Exactly the stream of a fresh environment of a run with seed 5
+    fresh = synthetic_scenario.build(
+        synthetic_scenario.hyper_params("nip", seed=5), roles=()
+    ).train_environment.reset()
+    assert torch.equal(seeded[K.SEED], fresh[K.SEED])
+    assert torch.equal(seeded[K.DATAPOINT_ID], fresh[K.DATAPOINT_ID])
+    assert not torch.equal(seeded[K.SEED], first[K.SEED])
+    # The same seed gives the test split a stream of its own
+    test.set_seed(5)
+    assert not torch.equal(test.reset()[K.SEED], seeded[K.SEED])

@@ -6,7 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from nip_core.parameters import HyperParameters
-from nip_plugin_graph_isomorphism.agent_parameters import GraphIsomorphismAgentParameters
+
+from nip_plugin_graph_isomorphism.agent_parameters import (
+    GraphIsomorphismAgentParameters,
+)
 
 
 def tiny_hyper_params(
@@ -36,4 +39,6 @@ def tiny_hyper_params(
 def settings(tmp_path: Path) -> Any:
     from nip_core.settings import ExperimentSettings
 
-    return ExperimentSettings(data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"))
+    return ExperimentSettings(
+        data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache")
+    )

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tensordict import TensorDict
-
-import nip_plugin_graph_isomorphism.plugin as gi_plugin
 from helpers import settings, tiny_hyper_params
 from nip_core.scenario import keys as K
 from nip_core.scenario.agents import agent_view
 from nip_core.testing.contracts.scenario import build_scenario_components
+from tensordict import TensorDict
+
+import nip_plugin_graph_isomorphism.plugin as gi_plugin
 from nip_plugin_graph_isomorphism.agents import GRAPH_LEVEL_REPR, NODE_LEVEL_REPR
 from nip_plugin_graph_isomorphism.generation import GenerationConfig, generate_pairs
 from nip_plugin_graph_isomorphism.networks import PairTransformer
@@ -75,7 +75,8 @@ def test_options_build_and_run(registered, tmp_path, overrides) -> None:
 
 def test_pair_invariant_body_ignores_the_pair_order(registered, tmp_path) -> None:
     instance = build_scenario_components(
-        tiny_hyper_params("nip", num_transformer_layers=0), settings(tmp_path),
+        tiny_hyper_params("nip", num_transformer_layers=0),
+        settings(tmp_path),
         roles=("body", "solo_head"),
     )
     body = instance.agents["verifier"].body.eval()
@@ -123,7 +124,9 @@ def test_manual_verifier_is_right_on_isomorphic_pairs(registered, tmp_path) -> N
     instance = build_scenario_components(hyper_params, settings(tmp_path))
     verifier = instance.agents["verifier"]
     pairs = generate_pairs(
-        GenerationConfig(num_pairs=40, graph_sizes=(7, 8), edge_probabilities=(0.4, 0.6)),
+        GenerationConfig(
+            num_pairs=40, graph_sizes=(7, 8), edge_probabilities=(0.4, 0.6)
+        ),
         seed=1,
         workers=1,
     )
@@ -156,5 +159,6 @@ def test_manual_architecture_is_refused_outside_nip(registered, tmp_path) -> Non
 
     with pytest.raises(NipConfigError, match="nip protocol only"):
         build_scenario_components(
-            tiny_hyper_params("debate", use_manual_architecture=True), settings(tmp_path)
+            tiny_hyper_params("debate", use_manual_architecture=True),
+            settings(tmp_path),
         )

@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-import nip_plugin_graph_isomorphism.plugin as gi_plugin
+from helpers import tiny_hyper_params
 from nip_core.parameters import HyperParameters
 from nip_core.testing.contracts.scenario import ScenarioContract
-from helpers import tiny_hyper_params
+
+import nip_plugin_graph_isomorphism.plugin as gi_plugin
 
 
 class TestGraphIsomorphismContract(ScenarioContract):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tensordict import TensorDict
-
-import nip_plugin_graph_isomorphism.plugin as gi_plugin
 from helpers import settings, tiny_hyper_params
 from nip_core.scenario import keys as K
 from nip_core.testing.contracts.scenario import build_scenario_components
+from tensordict import TensorDict
+
+import nip_plugin_graph_isomorphism.plugin as gi_plugin
 
 N = 8  # the `test` dataset's largest graph
 
@@ -76,7 +76,9 @@ def test_message_space_and_padding(environment) -> None:
         assert torch.equal(valid[0, agent, 0, 0], expected)
 
 
-def test_verifier_message_then_prover_restricted_to_the_other_graph(environment) -> None:
+def test_verifier_message_then_prover_restricted_to_the_other_graph(
+    environment,
+) -> None:
     env = environment
     names = list(env.agent_names)
     verifier, prover = names.index("verifier"), names.index("prover")

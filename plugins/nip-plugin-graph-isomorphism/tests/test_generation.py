@@ -25,7 +25,9 @@ from nip_plugin_graph_isomorphism.generation import (
 )
 from nip_plugin_graph_isomorphism.wl import graph_hashes
 
-SMALL = GenerationConfig(num_pairs=80, graph_sizes=(7, 8), edge_probabilities=(0.4, 0.8))
+SMALL = GenerationConfig(
+    num_pairs=80, graph_sizes=(7, 8), edge_probabilities=(0.4, 0.8)
+)
 
 
 @pytest.fixture(scope="module")
@@ -120,14 +122,20 @@ def test_direct_sampler_is_uniform() -> None:
     )
     assert len(draws) == count_graphs_with_degrees(degrees)
     assert all(
-        (np.frombuffer(k, np.uint8).reshape(5, 5).sum(1) == degrees).all() for k in draws
+        (np.frombuffer(k, np.uint8).reshape(5, 5).sum(1) == degrees).all()
+        for k in draws
     )
     assert scipy_stats.chisquare(list(draws.values())).pvalue > 0.001
 
 
 def _accepted(method: str, score_class: str, n: int, p: float, target: int, seed: int):
     stream = generation._Stream(
-        n=n, p=p, score_class=score_class, quota=target, method=method, seed=seed,
+        n=n,
+        p=p,
+        score_class=score_class,
+        quota=target,
+        method=method,
+        seed=seed,
         max_iterations=5,
     )
     pairs = []

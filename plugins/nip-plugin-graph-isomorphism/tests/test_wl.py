@@ -27,7 +27,12 @@ def reference_wl_score(
             {v: (c[v], tuple(sorted(c[u] for u in g[v]))) for v in g}
             for g, c in zip(graphs, colours, strict=True)
         ]
-        palette = {s: i for i, s in enumerate(sorted({s for sig in signatures for s in sig.values()}))}
+        palette = {
+            s: i
+            for i, s in enumerate(
+                sorted({s for sig in signatures for s in sig.values()})
+            )
+        }
         colours = [{v: palette[s] for v, s in sig.items()} for sig in signatures]
         histograms = [sorted(c.values()) for c in colours]
         if histograms[0] != histograms[1]:

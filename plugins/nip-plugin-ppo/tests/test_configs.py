@@ -11,7 +11,6 @@ import pytest
 def composed(register_plugin: Any, tmp_path: Any, monkeypatch: Any) -> Any:
     """``composed(name, *overrides, multirun=False)`` -> the plain config dict."""
     import nip_plugin_ppo.plugin
-
     from nip_core.cli import compose as composer
 
     register_plugin(nip_plugin_ppo.plugin, name="ppo")

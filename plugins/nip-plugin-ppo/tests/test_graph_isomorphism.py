@@ -22,44 +22,37 @@ def gi_plugins(register_plugin: Any) -> Any:
 
 
 @pytest.mark.slow
-def test_vanilla_ppo_beats_majority_baseline_on_test_dataset(
-    gi_plugins: Any, single_thread: Any, tmp_path: Any
+def test_default_experiment_beats_majority_baseline(
+    gi_plugins: Any, single_thread: Any, tmp_path: Any, monkeypatch: Any
 ) -> None:
+    """The default experiment (`nip run`), cut to 40 iterations, learns."""
+    from nip_core.cli import compose as composer
     from nip_core.experiment import run_experiment
-    from nip_core.parameters import HyperParameters
     from nip_core.runs.run_dir import RunDirectory
-    from nip_core.settings import ExperimentSettings
 
-    hp = HyperParameters(
-        scenario="graph_isomorphism",
-        trainer="vanilla_ppo",
-        dataset="test",
-        interaction_protocol="nip",
-        agents={
-            "_default": {"num_gnn_layers": 2, "num_transformer_layers": 1},
-            "verifier": {"num_gnn_layers": 1, "num_transformer_layers": 1},
-        },
-        rl={
-            "num_iterations": 40,
-            "num_epochs": 4,
-            "minibatch_size": 64,
-            "frames_per_batch": 256,
-            "lr": 0.003,
-            "normalize_observations": False,
-            "num_test_iterations": 2,
-        },
-        nip_protocol={"min_message_rounds": 1, "max_message_rounds": 4},
-    )
-    settings = ExperimentSettings(
-        runs_dir=str(tmp_path / "runs"),
-        data_dir=str(tmp_path / "data"),
-        cache_dir=str(tmp_path / "cache"),
-        show_progress=False,
-        checkpoint_period=None,
+    monkeypatch.chdir(tmp_path)
+    overrides = [
+        "rl.num_iterations=40",
+        f"run.runs_dir={tmp_path / 'runs'}",
+        f"run.data_dir={tmp_path / 'data'}",
+        f"run.cache_dir={tmp_path / 'cache'}",
+        "run.show_progress=false",
+        "run.checkpoint_period=null",
+    ]
+    with composer.hydra_app() as app:
+        config = composer.to_plain_dict(composer.compose(app, "default", overrides))
+    hp, settings = composer.build_experiment(config, config_name="default")
+    assert (hp.scenario, hp.interaction_protocol, hp.trainer, hp.dataset) == (
+        "graph_isomorphism",
+        "nip",
+        "vanilla_ppo",
+        "test",
     )
     records = RunDirectory(run_experiment(hp, settings).run_dir).read_metrics()
-    labels = [r["mean_accuracy"] for r in records if "mean_accuracy" in r]
+    accuracy = [r["mean_accuracy"] for r in records if "mean_accuracy" in r]
+    assert len(accuracy) == 40
     # The `test` set is balanced by construction (half the pairs isomorphic), so
-    # the majority baseline is 0.5
-    assert sum(labels[-5:]) / 5 > 0.6
-    assert sum(labels[-5:]) / 5 > sum(labels[:3]) / 3 + 0.05
+    # the majority baseline is 0.5; the verifier starts there and climbs
+    first, last = sum(accuracy[:5]) / 5, sum(accuracy[-10:]) / 10
+    assert last > 0.55
+    assert last > first + 0.04

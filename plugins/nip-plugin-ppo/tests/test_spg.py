@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 import torch
 from conftest import collected_minibatch, prepared_trainer
-from nip_plugin_ppo.losses import RowSampler
 
 from nip_core.errors import NipConfigError
 from nip_core.scenario import keys as K
+from nip_plugin_ppo.losses import RowSampler
 
 LOG_PROB = (K.AGENTS, K.SAMPLE_LOG_PROB)
 ADVANTAGE = (K.AGENTS, "advantage")

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from nip_plugin_ppo.stackelberg import (
     followers_of,
     nystrom_ihvp,

@@ -92,7 +92,9 @@ class GraphIsomorphismAgentParameters(AgentParameters):
     use_dual_gnn: bool = field(default=True, validator=v.instance_of(bool))
 
     num_heads: int = field(default=4, validator=_positive_int)
-    num_transformer_layers: int = field(default=4, validator=v.and_(v.instance_of(int), v.ge(0)))
+    num_transformer_layers: int = field(
+        default=4, validator=v.and_(v.instance_of(int), v.ge(0))
+    )
     d_transformer: int = field(default=16, validator=_positive_int)
     d_transformer_mlp: int = field(default=64, validator=_positive_int)
     transformer_dropout: float = field(default=0.0, validator=[v.ge(0), v.lt(1)])
@@ -113,7 +115,9 @@ class GraphIsomorphismAgentParameters(AgentParameters):
 
     use_batch_norm: bool = field(default=True, validator=v.instance_of(bool))
     noise_sigma: float = field(default=0.0, validator=v.ge(0))
-    use_pair_invariant_pooling: bool = field(default=True, validator=v.instance_of(bool))
+    use_pair_invariant_pooling: bool = field(
+        default=True, validator=v.instance_of(bool)
+    )
 
     gnn_lr_factor: LrFactors = field(factory=LrFactors)
 

@@ -80,7 +80,9 @@ class GraphIsomorphismAgentPartMixin(TensorDictAgentPartMixin):
     def _scatter_to_channels(self, visible: Tensor, channel_dim: int) -> Tensor:
         shape = list(visible.shape)
         shape[channel_dim] = self.num_message_channels
-        index = torch.tensor(self.visible_message_channel_indices, device=visible.device)
+        index = torch.tensor(
+            self.visible_message_channel_indices, device=visible.device
+        )
         return visible.new_zeros(shape).index_copy(channel_dim, index, visible)
 
     def _round_one_hot_size(self) -> int:
@@ -117,17 +119,24 @@ class GraphIsomorphismAgentBody(GraphIsomorphismAgentPartMixin, AgentBody):
         K.MESSAGE,
     )
 
-    def __init__(self, hyper_params: Any, settings: Any, agent_name: str,
-                 protocol_handler: Any):
-        super().__init__(hyper_params=hyper_params, settings=settings,
-                         agent_name=agent_name, protocol_handler=protocol_handler)
+    def __init__(
+        self, hyper_params: Any, settings: Any, agent_name: str, protocol_handler: Any
+    ):
+        super().__init__(
+            hyper_params=hyper_params,
+            settings=settings,
+            agent_name=agent_name,
+            protocol_handler=protocol_handler,
+        )
         params = self.agent_params
         self.encoder: GraphIsomorphismEncoder | None = None
         self.is_random_agent = bool(getattr(params, "is_random", False))
         if self.is_random_agent or self.is_manual:
             if self.is_manual:
                 _check_manual(hyper_params, agent_name)
-            self.dummy_parameter = nn.Parameter(torch.zeros((), device=self._default_device))
+            self.dummy_parameter = nn.Parameter(
+                torch.zeros((), device=self._default_device)
+            )
             return
         if getattr(params, "normalize_message_history", False):
             raise NipConfigError(
@@ -157,10 +166,16 @@ class GraphIsomorphismAgentBody(GraphIsomorphismAgentPartMixin, AgentBody):
         node_mask = tensordict.get("node_mask")
         batch = node_mask.shape[:-2]
         n = node_mask.shape[-1]
-        channels, rounds, size = self.num_message_channels, self.max_message_rounds, self.message_size
+        channels, rounds, size = (
+            self.num_message_channels,
+            self.max_message_rounds,
+            self.message_size,
+        )
         history = tensordict.get(K.MESSAGE_HISTORY, None)
         if history is None:
-            history = torch.zeros(*batch, rounds, channels, size, 2, n, device=node_mask.device)
+            history = torch.zeros(
+                *batch, rounds, channels, size, 2, n, device=node_mask.device
+            )
         message = tensordict.get(K.MESSAGE, None)
         if message is None:
             message = torch.zeros(*batch, channels, size, 2, n, device=node_mask.device)
@@ -183,14 +198,19 @@ class GraphIsomorphismAgentBody(GraphIsomorphismAgentPartMixin, AgentBody):
             return TensorDict(
                 {
                     GRAPH_LEVEL_REPR: graph_level,
-                    NODE_LEVEL_REPR: torch.zeros(*batch, 2, n, d, device=node_mask.device) + zero,
+                    NODE_LEVEL_REPR: torch.zeros(
+                        *batch, 2, n, d, device=node_mask.device
+                    )
+                    + zero,
                 },
                 batch_size=batch,
             )
         features = self.node_features(tensordict)
         flat = features.reshape(-1, 2, n, features.shape[-1])
         adjacency = tensordict.get("adjacency").reshape(-1, 2, n, n)
-        graph_level, node_level = self.encoder(flat, adjacency, node_mask.reshape(-1, 2, n))
+        graph_level, node_level = self.encoder(
+            flat, adjacency, node_mask.reshape(-1, 2, n)
+        )
         return TensorDict(
             {
                 GRAPH_LEVEL_REPR: graph_level.reshape(*batch, d),
@@ -224,32 +244,52 @@ class GraphIsomorphismAgentPolicyHead(GraphIsomorphismAgentPartMixin, AgentPolic
 
     agent_level_in_keys: ClassVar[tuple[NestedKey, ...]] = BODY_OUT_KEYS
 
-    def __init__(self, hyper_params: Any, settings: Any, agent_name: str,
-                 protocol_handler: Any):
-        super().__init__(hyper_params=hyper_params, settings=settings,
-                         agent_name=agent_name, protocol_handler=protocol_handler)
+    def __init__(
+        self, hyper_params: Any, settings: Any, agent_name: str, protocol_handler: Any
+    ):
+        super().__init__(
+            hyper_params=hyper_params,
+            settings=settings,
+            agent_name=agent_name,
+            protocol_handler=protocol_handler,
+        )
         params = self.agent_params
         d = self.d_representation
         self.node_selector: nn.Module | None = None
         self.decider: RoundMlp | None = None
         self.linear_message_selector: nn.Module | None = None
         if self.is_manual:
-            self.dummy_parameter = nn.Parameter(torch.zeros((), device=self._default_device))
+            self.dummy_parameter = nn.Parameter(
+                torch.zeros((), device=self._default_device)
+            )
             return
         self.node_selector = mlp(
-            d, params.d_node_selector, self.num_visible_channels * self.message_size,
-            params.num_node_selector_layers, params.activation_function,
+            d,
+            params.d_node_selector,
+            self.num_visible_channels * self.message_size,
+            params.num_node_selector_layers,
+            params.activation_function,
         )
         if self.has_decider:
             self.decider = RoundMlp(
-                d, params.d_decider, 3, params.num_decider_layers, params.activation_function,
-                num_rounds=self._round_one_hot_size() if params.include_round_in_decider else None,
+                d,
+                params.d_decider,
+                3,
+                params.num_decider_layers,
+                params.activation_function,
+                num_rounds=self._round_one_hot_size()
+                if params.include_round_in_decider
+                else None,
             )
         if self.include_linear_message_space:
             self.linear_message_selector = mlp(
-                d, params.d_linear_message_selector,
-                self.num_visible_channels * self.message_size * self.d_linear_message_space,
-                params.num_linear_message_selector_layers, params.activation_function,
+                d,
+                params.d_linear_message_selector,
+                self.num_visible_channels
+                * self.message_size
+                * self.d_linear_message_space,
+                params.num_linear_message_selector_layers,
+                params.activation_function,
             )
         self.to(self._default_device)
         self.init_weights()
@@ -268,31 +308,54 @@ class GraphIsomorphismAgentPolicyHead(GraphIsomorphismAgentPartMixin, AgentPolic
         nb = len(batch)
         if self.node_selector is None:
             zero = self.dummy_parameter * 0
-            logits = graph_level.new_zeros(*batch, self.num_message_channels, self.message_size, 2 * n) + zero
+            logits = (
+                graph_level.new_zeros(
+                    *batch, self.num_message_channels, self.message_size, 2 * n
+                )
+                + zero
+            )
             out = {K.MAIN_MESSAGE_LOGITS: logits}
             if self.has_decider:
                 equal = graph_level[..., 0]
                 margin = MANUAL_DECISION_LOGIT
                 accept = torch.where(equal > 0.5, margin, -margin)
-                out[K.DECISION_LOGITS] = torch.stack((-accept, accept, torch.full_like(accept, -margin)), -1) + zero
+                out[K.DECISION_LOGITS] = (
+                    torch.stack((-accept, accept, torch.full_like(accept, -margin)), -1)
+                    + zero
+                )
             else:
                 out[K.DECISION_LOGITS] = graph_level.new_zeros(*batch, 3) + zero
             if self.include_linear_message_space:
-                out[K.LINEAR_MESSAGE_LOGITS] = graph_level.new_zeros(
-                    *batch, self.num_message_channels, self.message_size, self.d_linear_message_space
-                ) + zero
+                out[K.LINEAR_MESSAGE_LOGITS] = (
+                    graph_level.new_zeros(
+                        *batch,
+                        self.num_message_channels,
+                        self.message_size,
+                        self.d_linear_message_space,
+                    )
+                    + zero
+                )
             return TensorDict(out, batch_size=batch)
         node_logits = self.node_selector(node_level)  # (*batch, 2, n, C_vis * P)
-        node_logits = node_logits.reshape(*batch, 2 * n, self.num_visible_channels, self.message_size)
+        node_logits = node_logits.reshape(
+            *batch, 2 * n, self.num_visible_channels, self.message_size
+        )
         visible = node_logits.movedim(nb, -1)  # (*batch, C_vis, P, 2n)
         out = {K.MAIN_MESSAGE_LOGITS: self._scatter_to_channels(visible, nb)}
         if self.decider is not None:
-            out[K.DECISION_LOGITS] = self.decider(graph_level, tensordict.get(K.ROUND, None))
+            out[K.DECISION_LOGITS] = self.decider(
+                graph_level, tensordict.get(K.ROUND, None)
+            )
         else:
             out[K.DECISION_LOGITS] = graph_level.new_zeros(*batch, 3)
         if self.linear_message_selector is not None:
             linear = self.linear_message_selector(graph_level).unflatten(
-                -1, (self.num_visible_channels, self.message_size, self.d_linear_message_space)
+                -1,
+                (
+                    self.num_visible_channels,
+                    self.message_size,
+                    self.d_linear_message_space,
+                ),
             )
             out[K.LINEAR_MESSAGE_LOGITS] = self._scatter_to_channels(linear, nb)
         return TensorDict(out, batch_size=batch)
@@ -303,15 +366,25 @@ class GraphIsomorphismAgentValueHead(GraphIsomorphismAgentPartMixin, AgentValueH
 
     agent_level_in_keys: ClassVar[tuple[NestedKey, ...]] = (GRAPH_LEVEL_REPR,)
 
-    def __init__(self, hyper_params: Any, settings: Any, agent_name: str,
-                 protocol_handler: Any):
-        super().__init__(hyper_params=hyper_params, settings=settings,
-                         agent_name=agent_name, protocol_handler=protocol_handler)
+    def __init__(
+        self, hyper_params: Any, settings: Any, agent_name: str, protocol_handler: Any
+    ):
+        super().__init__(
+            hyper_params=hyper_params,
+            settings=settings,
+            agent_name=agent_name,
+            protocol_handler=protocol_handler,
+        )
         params = self.agent_params
         self.value_mlp = RoundMlp(
-            self.d_representation, params.d_value, 1, params.num_value_layers,
+            self.d_representation,
+            params.d_value,
+            1,
+            params.num_value_layers,
             params.activation_function,
-            num_rounds=self._round_one_hot_size() if params.include_round_in_value else None,
+            num_rounds=self._round_one_hot_size()
+            if params.include_round_in_value
+            else None,
         ).to(self._default_device)
         self.init_weights()
 
@@ -331,13 +404,21 @@ class GraphIsomorphismSoloAgentHead(GraphIsomorphismAgentPartMixin, SoloAgentHea
 
     agent_level_in_keys: ClassVar[tuple[NestedKey, ...]] = (GRAPH_LEVEL_REPR,)
 
-    def __init__(self, hyper_params: Any, settings: Any, agent_name: str,
-                 protocol_handler: Any):
-        super().__init__(hyper_params=hyper_params, settings=settings,
-                         agent_name=agent_name, protocol_handler=protocol_handler)
+    def __init__(
+        self, hyper_params: Any, settings: Any, agent_name: str, protocol_handler: Any
+    ):
+        super().__init__(
+            hyper_params=hyper_params,
+            settings=settings,
+            agent_name=agent_name,
+            protocol_handler=protocol_handler,
+        )
         params = self.agent_params
         self.decider = RoundMlp(
-            self.d_representation, params.d_decider, 2, params.num_decider_layers,
+            self.d_representation,
+            params.d_decider,
+            2,
+            params.num_decider_layers,
             params.activation_function,
         ).to(self._default_device)
         self.init_weights()

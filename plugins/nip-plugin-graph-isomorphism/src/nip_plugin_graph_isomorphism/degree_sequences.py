@@ -24,7 +24,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -71,7 +71,7 @@ def _residual(groups: list[tuple[int, int]], chosen: tuple[int, ...]) -> tuple:
     return tuple(sorted((v for v in values if v > 0), reverse=True))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _count_sorted(degrees: tuple[int, ...]) -> int:
     # degrees: positive, non-increasing; isolated vertices do not change the count
     if not degrees:
@@ -84,7 +84,9 @@ def _count_sorted(degrees: tuple[int, ...]) -> int:
     groups = _groups(rest)
     total = 0
     for chosen in _compositions(groups, first):
-        ways = math.prod(math.comb(c, k) for (_, c), k in zip(groups, chosen, strict=True))
+        ways = math.prod(
+            math.comb(c, k) for (_, c), k in zip(groups, chosen, strict=True)
+        )
         total += ways * _count_sorted(_residual(groups, chosen))
     return total
 
@@ -118,7 +120,7 @@ def multiset_key(degrees: np.ndarray, num_nodes: int) -> np.ndarray:
     return powers[degrees].sum(-1)
 
 
-@lru_cache(maxsize=None)
+@cache
 def degree_multiset_table(num_nodes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every graphical degree multiset on ``num_nodes`` vertices, with its graph count.
 
@@ -218,18 +220,19 @@ def sample_graph_with_degrees(degrees: Sequence[int], rng: random.Random) -> np.
                 math.comb(c, k) for (_, c), k in zip(groups, chosen, strict=True)
             )
             # the vertices after this one, with the chosen ones decremented
-            rest = [
-                residual[o] for o in later if residual[o] == 0
-            ] + list(_residual(groups, chosen))
+            rest = [residual[o] for o in later if residual[o] == 0] + list(
+                _residual(groups, chosen)
+            )
             weight = ways * count_graphs_with_degrees(rest)
             if weight:
                 options.append(chosen)
                 weights.append(weight)
         pick = rng.randrange(sum(weights))
-        for chosen, weight in zip(options, weights, strict=True):
-            if pick < weight:
-                break
-            pick -= weight
+        option = 0
+        while pick >= weights[option]:
+            pick -= weights[option]
+            option += 1
+        chosen = options[option]
         for (value, _), k in zip(groups, chosen, strict=True):
             for other in rng.sample(by_value[value], k):
                 adjacency[vertex, other] = adjacency[other, vertex] = 1

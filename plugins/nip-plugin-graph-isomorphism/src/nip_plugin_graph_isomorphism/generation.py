@@ -43,7 +43,7 @@ import math
 import multiprocessing
 import os
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Literal
 
 import attrs
@@ -102,7 +102,9 @@ class GenerationConfig:
     """
 
     num_pairs: int = attrs.field(validator=attrs.validators.ge(1))
-    graph_sizes: tuple[int, ...] = attrs.field(default=(7, 8, 9, 10, 11), converter=tuple)
+    graph_sizes: tuple[int, ...] = attrs.field(
+        default=(7, 8, 9, 10, 11), converter=tuple
+    )
     edge_probabilities: tuple[float, ...] = attrs.field(
         default=(0.2, 0.4, 0.6, 0.8), converter=tuple
     )
@@ -170,15 +172,15 @@ def _largest_remainder(total: int, weights: list[float]) -> list[int]:
         return [0] * len(weights)
     exact = [total * w / weight_sum for w in weights]
     counts = [math.floor(x + 1e-9) for x in exact]
-    remainders = sorted(
-        range(len(weights)), key=lambda i: (-(exact[i] - counts[i]), i)
-    )
+    remainders = sorted(range(len(weights)), key=lambda i: (-(exact[i] - counts[i]), i))
     for i in remainders[: total - sum(counts)]:
         counts[i] += 1
     return counts
 
 
-def non_isomorphic_quotas(config: GenerationConfig) -> dict[tuple[int, float, str], int]:
+def non_isomorphic_quotas(
+    config: GenerationConfig,
+) -> dict[tuple[int, float, str], int]:
     """Number of non-isomorphic pairs per (size, probability, score class).
 
     Equal to the original library's ``floor`` quotas whenever those divide evenly
@@ -201,7 +203,9 @@ def non_isomorphic_quotas(config: GenerationConfig) -> dict[tuple[int, float, st
     return quotas
 
 
-def _in_class(scores: torch.Tensor, score_class: str, max_iterations: int) -> torch.Tensor:
+def _in_class(
+    scores: torch.Tensor, score_class: str, max_iterations: int
+) -> torch.Tensor:
     if score_class == "1":
         return scores == 1
     if score_class == "2":
@@ -209,9 +213,9 @@ def _in_class(scores: torch.Tensor, score_class: str, max_iterations: int) -> to
     return (scores > 2) & (scores <= max_iterations)
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Graph sampling helpers
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 def _triu(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,9 +255,9 @@ def _permute_nodes(
     return np.take_along_axis(rows, permutation[:, None, :], axis=2)
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Work units
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 @attrs.frozen(kw_only=True)
@@ -295,7 +299,9 @@ def _rejection_unit(stream: _Stream, index: int) -> _UnitResult:
     num = stream.unit_size(index)
     edges = _er_edges(2 * num, stream.n, stream.p, generator)
     adjacency = _edges_to_adjacency(edges, stream.n)
-    scores = wl_scores(adjacency[:num], adjacency[num:], max_iterations=stream.max_iterations)
+    scores = wl_scores(
+        adjacency[:num], adjacency[num:], max_iterations=stream.max_iterations
+    )
     keep = _in_class(scores, stream.score_class, stream.max_iterations)
     pairs = torch.stack((adjacency[:num][keep], adjacency[num:][keep]), dim=1)
     return _UnitResult(pairs.numpy(), scores[keep].numpy(), num)
@@ -315,7 +321,9 @@ def _multiset_probabilities(n: int, p: float) -> np.ndarray:
     """``P(degree multiset = D)`` under ``G(n, p)``, aligned with the table's keys."""
     _, edges, log_counts = degree_multiset_table(n)
     num_slots = n * (n - 1) // 2
-    return np.exp(log_counts + edges * math.log(p) + (num_slots - edges) * math.log1p(-p))
+    return np.exp(
+        log_counts + edges * math.log(p) + (num_slots - edges) * math.log1p(-p)
+    )
 
 
 _CDF_CACHE: dict[tuple[int, float], tuple[np.ndarray, np.ndarray]] = {}
@@ -340,7 +348,9 @@ def _degree_matched_unit(stream: _Stream, index: int) -> _UnitResult:
     # the degree multiset of each proposed pair, with rejection sampling's law
     table_keys, cdf = _cdf(n, p)
     uniforms = torch.rand(num, dtype=torch.float64, generator=generator).numpy()
-    need_keys = table_keys[np.minimum(np.searchsorted(cdf, uniforms, side="right"), len(cdf) - 1)]
+    need_keys = table_keys[
+        np.minimum(np.searchsorted(cdf, uniforms, side="right"), len(cdf) - 1)
+    ]
     # rank of each need among the needs of its multiset: it takes graphs 2r, 2r + 1
     order = np.argsort(need_keys, kind="stable")
     sorted_needs = need_keys[order]
@@ -388,7 +398,9 @@ def _degree_matched_unit(stream: _Stream, index: int) -> _UnitResult:
             labelled = multiset.copy()
             rng.shuffle(labelled)
             adjacency = sample_graph_with_degrees(labelled, rng)
-            pair_edges[need, side] = torch.from_numpy(adjacency[rows, cols].astype(bool))
+            pair_edges[need, side] = torch.from_numpy(
+                adjacency[rows, cols].astype(bool)
+            )
 
     adjacency_a = _edges_to_adjacency(pair_edges[:, 0], n)
     adjacency_b = _edges_to_adjacency(pair_edges[:, 1], n)
@@ -398,9 +410,9 @@ def _degree_matched_unit(stream: _Stream, index: int) -> _UnitResult:
     return _UnitResult(pairs.numpy(), scores[keep].numpy(), length + 2 * len(missing))
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Scheduling
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 class _SerialPool:
@@ -489,7 +501,9 @@ def _run_streams(
         out = []
         for i, stream in enumerate(streams):
             if collected[i]:
-                out.append((np.concatenate(collected[i]), np.concatenate(collected_scores[i])))
+                out.append(
+                    (np.concatenate(collected[i]), np.concatenate(collected_scores[i]))
+                )
             else:
                 n = stream.n
                 out.append((np.zeros((0, 2, n, n), np.uint8), np.zeros(0, np.int64)))
@@ -566,17 +580,26 @@ def generate_pairs(
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=config.num_pairs, desc=description, disable=not progress, unit="pair")
+    bar = tqdm(
+        total=config.num_pairs, desc=description, disable=not progress, unit="pair"
+    )
     try:
         results = _run_streams(streams, workers, bar.update, max_units=max_units)
         max_nodes = max(config.graph_sizes)
         non_iso = [_pad(pairs, max_nodes) for pairs, _ in results]
         non_iso_adjacency = (
-            np.concatenate(non_iso) if non_iso else np.zeros((0, 2, max_nodes, max_nodes))
+            np.concatenate(non_iso)
+            if non_iso
+            else np.zeros((0, 2, max_nodes, max_nodes))
         )
-        non_iso_scores = np.concatenate([scores for _, scores in results]).astype(np.int64)
+        non_iso_scores = np.concatenate([scores for _, scores in results]).astype(
+            np.int64
+        )
         non_iso_sizes = np.concatenate(
-            [np.full(len(scores), s.n, dtype=np.int64) for (_, scores), s in zip(results, streams, strict=True)]
+            [
+                np.full(len(scores), s.n, dtype=np.int64)
+                for (_, scores), s in zip(results, streams, strict=True)
+            ]
         )
 
         rng = np.random.default_rng(derive_seed(seed, "isomorphic"))
@@ -589,14 +612,20 @@ def generate_pairs(
         from_non_iso = non_iso_adjacency[pair_index, side]
         from_non_iso_sizes = non_iso_sizes[pair_index]
 
-        fresh_counts = _largest_remainder(num_iso - num_from_non_iso, [1.0] * len(config.cells))
+        fresh_counts = _largest_remainder(
+            num_iso - num_from_non_iso, [1.0] * len(config.cells)
+        )
         generator = torch.Generator().manual_seed(derive_seed(seed, "isomorphic/fresh"))
         fresh, fresh_sizes = [], []
         for (n, p), count in zip(config.cells, fresh_counts, strict=True):
-            adjacency = _edges_to_adjacency(_er_edges(count, n, p, generator), n).numpy()
+            adjacency = _edges_to_adjacency(
+                _er_edges(count, n, p, generator), n
+            ).numpy()
             fresh.append(_pad(adjacency, max_nodes))
             fresh_sizes.append(np.full(count, n, dtype=np.int64))
-        iso_graphs = np.concatenate([from_non_iso.reshape(-1, max_nodes, max_nodes), *fresh])
+        iso_graphs = np.concatenate(
+            [from_non_iso.reshape(-1, max_nodes, max_nodes), *fresh]
+        )
         iso_sizes = np.concatenate([from_non_iso_sizes, *fresh_sizes])
         iso_pairs = np.stack(
             (
@@ -609,9 +638,13 @@ def generate_pairs(
     finally:
         bar.close()
 
-    adjacency = np.concatenate((non_iso_adjacency.astype(np.uint8), iso_pairs.astype(np.uint8)))
+    adjacency = np.concatenate(
+        (non_iso_adjacency.astype(np.uint8), iso_pairs.astype(np.uint8))
+    )
     sizes = np.concatenate((non_iso_sizes, iso_sizes))
-    scores = np.concatenate((non_iso_scores, np.full(len(iso_sizes), -1, dtype=np.int64)))
+    scores = np.concatenate(
+        (non_iso_scores, np.full(len(iso_sizes), -1, dtype=np.int64))
+    )
     order = np.random.default_rng(derive_seed(seed, "order")).permutation(len(sizes))
     return GraphPairs(
         adjacency=adjacency[order],
@@ -619,10 +652,3 @@ def generate_pairs(
         wl_scores=scores[order],
         labels=(scores[order] == -1).astype(np.int64),
     )
-
-
-def iter_units(stream_kwargs: dict, num_units: int) -> Iterator[_UnitResult]:
-    """Run the first ``num_units`` units of one stream serially (benchmarks, tests)."""
-    stream = _Stream(**stream_kwargs)
-    for index in range(num_units):
-        yield _run_unit(stream, index)

@@ -1,11 +1,12 @@
 """The networks of graph isomorphism agents (plain torch modules).
 
 The GNN is a dense GIN: graphs are padded to ``n`` nodes and batched as
-``(batch, 2, n, n)`` adjacency matrices, so one layer is two batched matrix products.
-On CPU, for graphs of at most a few dozen nodes, this is several times faster than
-torch_geometric's sparse message passing over a ``Batch`` (which needs the padded
-batch converted to edge lists every step); the result is the same GIN update
-``h' = MLP((1 + eps) h + sum of neighbours' h)``.
+``(batch, 2, n, n)`` adjacency matrices, so one layer is a batched matrix product
+and an MLP, computing torch_geometric's ``GINConv`` update
+``h' = MLP((1 + eps) h + sum of neighbours' h)``. Measured on one CPU thread (5
+layers, 512 graphs of 11 nodes, forward and backward) it costs about the same as
+``GINConv`` on edge lists (33 ms against 30 ms), and needs no conversion of the
+environment's padded tensors to edge lists.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-def mlp(d_in: int, d_hidden: int, d_out: int, num_layers: int, act: str) -> nn.Sequential:
+def mlp(
+    d_in: int, d_hidden: int, d_out: int, num_layers: int, act: str
+) -> nn.Sequential:
     """``Linear → act → (Linear → act) × (num_layers - 2) → Linear``."""
     layers: list[nn.Module] = [nn.Linear(d_in, d_hidden), activation(act)]
     for _ in range(num_layers - 2):
@@ -53,7 +56,8 @@ class DenseGin(nn.Module):
         super().__init__()
         dims = [d_in] + [d_gnn] * num_layers
         self.layers = nn.ModuleList(
-            DenseGinLayer(dims[i], d_hidden, dims[i + 1], act) for i in range(num_layers)
+            DenseGinLayer(dims[i], d_hidden, dims[i + 1], act)
+            for i in range(num_layers)
         )
         self.act = activation(act)
 
@@ -70,13 +74,24 @@ class PairTransformer(nn.Module):
     pooled token attends to every real node and itself.
     """
 
-    def __init__(self, d_model: int, num_heads: int, d_mlp: int, num_layers: int,
-                 dropout: float, act: str):
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        d_mlp: int,
+        num_layers: int,
+        dropout: float,
+        act: str,
+    ):
         super().__init__()
         self.num_heads = num_heads
         layer = nn.TransformerEncoderLayer(
-            d_model, num_heads, d_mlp, dropout=dropout,
-            activation="gelu" if act == "gelu" else "relu", batch_first=True,
+            d_model,
+            num_heads,
+            d_mlp,
+            dropout=dropout,
+            activation="gelu" if act == "gelu" else "relu",
+            batch_first=True,
         )
         self.encoder = (
             nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
@@ -87,10 +102,14 @@ class PairTransformer(nn.Module):
     def attention_mask(self, node_mask: Tensor) -> Tensor:
         """bool ``(batch * heads, L, L)``, ``True`` where attention is *blocked*."""
         batch, _, n = node_mask.shape
-        graph = torch.cat((torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long)))
+        graph = torch.cat(
+            (torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long))
+        )
         graph = graph.to(node_mask.device)
         other_graph = graph[:, None] != graph[None, :]  # (2n, 2n)
-        allowed = torch.zeros(batch, 2 * n + 1, 2 * n + 1, dtype=torch.bool, device=node_mask.device)
+        allowed = torch.zeros(
+            batch, 2 * n + 1, 2 * n + 1, dtype=torch.bool, device=node_mask.device
+        )
         real = node_mask.reshape(batch, 2 * n)
         allowed[:, 1:, 1:] = other_graph[None] & real[:, None, :]
         allowed[:, :, 0] = True
@@ -98,7 +117,9 @@ class PairTransformer(nn.Module):
         allowed[:, 0, 0] = True
         return (~allowed).repeat_interleave(self.num_heads, dim=0)
 
-    def forward(self, pooled: Tensor, nodes: Tensor, node_mask: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, pooled: Tensor, nodes: Tensor, node_mask: Tensor
+    ) -> tuple[Tensor, Tensor]:
         batch, _, n, d = nodes.shape
         tokens = torch.cat((pooled[:, None, :], nodes.reshape(batch, 2 * n, d)), dim=1)
         if self.encoder is not None:
@@ -118,7 +139,9 @@ class GraphIsomorphismEncoder(nn.Module):
     def __init__(self, d_in: int, params) -> None:
         super().__init__()
         act = params.activation_function
-        self.gnn = DenseGin(d_in, params.d_gnn, params.d_gin_mlp, params.num_gnn_layers, act)
+        self.gnn = DenseGin(
+            d_in, params.d_gnn, params.d_gin_mlp, params.num_gnn_layers, act
+        )
         self.dual_gnn = (
             DenseGin(1, params.d_gnn, params.d_gin_mlp, params.num_gnn_layers, act)
             if params.use_dual_gnn
@@ -132,8 +155,12 @@ class GraphIsomorphismEncoder(nn.Module):
         self.pair_pool = nn.Linear(2 * d_gnn_out, params.d_transformer)
         self.node_in = nn.Linear(d_gnn_out, params.d_transformer)
         self.transformer = PairTransformer(
-            params.d_transformer, params.num_heads, params.d_transformer_mlp,
-            params.num_transformer_layers, params.transformer_dropout, act,
+            params.d_transformer,
+            params.num_heads,
+            params.d_transformer_mlp,
+            params.num_transformer_layers,
+            params.transformer_dropout,
+            act,
         )
 
     def gnn_parameters(self) -> list[nn.Parameter]:
@@ -143,13 +170,17 @@ class GraphIsomorphismEncoder(nn.Module):
             params += list(self.dual_gnn.parameters())
         return params
 
-    def forward(self, x: Tensor, adjacency: Tensor, node_mask: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, adjacency: Tensor, node_mask: Tensor
+    ) -> tuple[Tensor, Tensor]:
         adjacency = adjacency.to(x.dtype)
         node_mask_f = node_mask.to(x.dtype)
         nodes = self.gnn(x, adjacency, node_mask_f)
         if self.dual_gnn is not None:
             zeros = x.new_zeros(*x.shape[:-1], 1)
-            nodes = torch.cat((nodes, self.dual_gnn(zeros, adjacency, node_mask_f)), dim=-1)
+            nodes = torch.cat(
+                (nodes, self.dual_gnn(zeros, adjacency, node_mask_f)), dim=-1
+            )
         if self.gnn_output_digits is not None:
             scale = 10.0**self.gnn_output_digits
             # rounded forward, identity gradient
@@ -157,14 +188,18 @@ class GraphIsomorphismEncoder(nn.Module):
         pooled = nodes.sum(dim=-2)  # (batch, 2, d)
         if self.batch_norm is not None:
             batch = pooled.shape[0]
-            pooled = self.batch_norm(pooled.reshape(batch * 2, -1)).reshape(batch, 2, -1)
+            pooled = self.batch_norm(pooled.reshape(batch * 2, -1)).reshape(
+                batch, 2, -1
+            )
         if self.training and self.noise_sigma > 0:
             scale = pooled.detach().std() if pooled.numel() > 1 else pooled.new_ones(())
             # the same draw for both graphs of a pair keeps isomorphic pairs equal
             noise = torch.randn_like(pooled[:, :1]) * self.noise_sigma * scale
             pooled = pooled + noise
         if self.pair_invariant:
-            pair = torch.cat((pooled.sum(1), (pooled[:, 0] - pooled[:, 1]).abs()), dim=-1)
+            pair = torch.cat(
+                (pooled.sum(1), (pooled[:, 0] - pooled[:, 1]).abs()), dim=-1
+            )
         else:
             pair = pooled.flatten(1)
         pair = self.pair_pool(pair)
@@ -174,8 +209,15 @@ class GraphIsomorphismEncoder(nn.Module):
 class RoundMlp(nn.Module):
     """An MLP on a representation, optionally with the round one-hot appended."""
 
-    def __init__(self, d_in: int, d_hidden: int, d_out: int, num_layers: int, act: str,
-                 num_rounds: int | None = None):
+    def __init__(
+        self,
+        d_in: int,
+        d_hidden: int,
+        d_out: int,
+        num_layers: int,
+        act: str,
+        num_rounds: int | None = None,
+    ):
         super().__init__()
         self.num_rounds = num_rounds
         self.mlp = mlp(d_in + (num_rounds or 0), d_hidden, d_out, num_layers, act)
@@ -184,6 +226,8 @@ class RoundMlp(nn.Module):
         if self.num_rounds is not None:
             if round_id is None:
                 raise ValueError("this head needs the round number")
-            one_hot = F.one_hot(round_id.long().clamp(0, self.num_rounds - 1), self.num_rounds)
+            one_hot = F.one_hot(
+                round_id.long().clamp(0, self.num_rounds - 1), self.num_rounds
+            )
             x = torch.cat((x, one_hot.to(x.dtype).expand(*x.shape[:-1], -1)), dim=-1)
         return self.mlp(x)

@@ -58,7 +58,9 @@ def register_scenarios() -> list[ScenarioSpec]:
             environment_class=f"{PACKAGE}.environment:GraphIsomorphismEnvironment",
             default_dataset="eru10000",
             datasets=DATASETS,
-            description="Are two graphs isomorphic? Messages are nodes of either graph.",
+            description=(
+                "Are two graphs isomorphic? Messages are nodes of either graph."
+            ),
         )
     ]
 

@@ -32,7 +32,9 @@ def node_messages(episode: dict[str, Any]) -> list[tuple[int, int, int, int]]:
         for agent, channel, position in np.ndindex(*selected.shape):
             if active[agent, channel]:
                 index = int(selected[agent, channel, position])
-                messages.append((round_id, agent, index // num_nodes, index % num_nodes))
+                messages.append(
+                    (round_id, agent, index // num_nodes, index % num_nodes)
+                )
     return messages
 
 
@@ -63,7 +65,9 @@ def render_episode(episode: dict[str, Any], path: Path) -> None:
         [len(np.asarray(steps[0].get("agents.message_selected", [[0]])))]
         + [m[1] + 1 for m in messages]
     )
-    names = list(episode.get("agent_names") or [f"agent {i}" for i in range(num_agents)])
+    names = list(
+        episode.get("agent_names") or [f"agent {i}" for i in range(num_agents)]
+    )
     colours = plt.get_cmap("tab10")
 
     figure, axes = plt.subplots(1, 2, figsize=(8, 4.4))
@@ -72,16 +76,29 @@ def render_episode(episode: dict[str, Any], path: Path) -> None:
         g = nx.from_numpy_array(adjacency[graph][:size, :size])
         layout = nx.spring_layout(g, seed=graph)
         ax = axes[graph]
-        nx.draw_networkx(g, layout, ax=ax, node_color="#dddddd", node_size=260,
-                         font_size=8)
+        nx.draw_networkx(
+            g, layout, ax=ax, node_color="#dddddd", node_size=260, font_size=8
+        )
         for offset, (round_id, agent, message_graph, node) in enumerate(messages):
             if message_graph != graph or node >= size:
                 continue
             x, y = layout[node]
-            ax.scatter([x], [y], s=520 + 160 * (offset % 3), facecolors="none",
-                       edgecolors=[colours(agent % 10)], linewidths=2)
-            ax.annotate(str(round_id), (x, y), xytext=(8, 8 + 6 * (agent % 3)),
-                        textcoords="offset points", color=colours(agent % 10), fontsize=8)
+            ax.scatter(
+                [x],
+                [y],
+                s=520 + 160 * (offset % 3),
+                facecolors="none",
+                edgecolors=[colours(agent % 10)],
+                linewidths=2,
+            )
+            ax.annotate(
+                str(round_id),
+                (x, y),
+                xytext=(8, 8 + 6 * (agent % 3)),
+                textcoords="offset points",
+                color=colours(agent % 10),
+                fontsize=8,
+            )
         ax.set_title(f"graph {'AB'[graph]} ({size} nodes)", fontsize=9)
         ax.set_axis_off()
     for agent in sorted({m[1] for m in messages}):
@@ -100,7 +117,9 @@ def render_episode(episode: dict[str, Any], path: Path) -> None:
         if "agents.decision" in step and "agents.decision_mask" in step:
             decisions = np.asarray(step["agents.decision"])
             mask = np.asarray(step["agents.decision_mask"]).astype(bool)
-            made = [int(d) for d, m in zip(decisions, mask, strict=False) if m and d != 2]
+            made = [
+                int(d) for d, m in zip(decisions, mask, strict=False) if m and d != 2
+            ]
             if made:
                 decided = made[0]
     if decided is not None:

@@ -61,6 +61,9 @@ __all__ = [
 
 SPLITS = ("train", "test")
 
+SCENARIO = "graph_isomorphism"
+"""Datasets live under ``<data_dir>/graph_isomorphism/<name>``."""
+
 
 @attrs.frozen(kw_only=True)
 class NamedDataset:
@@ -102,9 +105,9 @@ NAMED_DATASETS: dict[str, NamedDataset] = {
 """The named datasets: ``test`` (generated on first use) and ``eru10000`` (shipped)."""
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Writing and reading the plugin's format
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 def _to_edges(adjacency: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -178,7 +181,9 @@ def write_dataset(
     """Write a dataset directory atomically (a temporary directory, then renamed)."""
     dataset_dir = Path(dataset_dir)
     dataset_dir.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{dataset_dir.name}-", dir=dataset_dir.parent))
+    temporary = Path(
+        tempfile.mkdtemp(prefix=f".{dataset_dir.name}-", dir=dataset_dir.parent)
+    )
     try:
         for split, pairs in splits.items():
             write_split(temporary / f"{split}.npz", pairs)
@@ -199,9 +204,9 @@ def write_dataset(
     return dataset_dir
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # The original library's files
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 def read_original_data_pt(path: Path) -> GraphPairs:
@@ -215,7 +220,13 @@ def read_original_data_pt(path: Path) -> GraphPairs:
     import torch
 
     data = torch.load(Path(path), map_location="cpu", weights_only=True)
-    missing = {"edge_index_a", "edge_index_b", "slices_a", "slices_b", "wl_scores"} - set(data)
+    missing = {
+        "edge_index_a",
+        "edge_index_b",
+        "slices_a",
+        "slices_b",
+        "wl_scores",
+    } - set(data)
     if missing:
         raise DatasetNotFoundError(
             f"{path} is not a graph isomorphism data.pt of the original library: "
@@ -232,7 +243,9 @@ def read_original_data_pt(path: Path) -> GraphPairs:
         slices = data[f"slices_{side}"].numpy().astype(np.int64)
         # bincount-based slices end at the last graph with an edge: pad them
         if len(slices) < num + 1:
-            slices = np.concatenate((slices, np.full(num + 1 - len(slices), slices[-1])))
+            slices = np.concatenate(
+                (slices, np.full(num + 1 - len(slices), slices[-1]))
+            )
         pair = np.repeat(np.arange(num), np.diff(slices[: num + 1]))
         adjacency = np.zeros((num, max_nodes, max_nodes), dtype=np.uint8)
         adjacency[pair, edge_index[0], edge_index[1]] = 1
@@ -247,9 +260,9 @@ def read_original_data_pt(path: Path) -> GraphPairs:
     )
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Building and resolving
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 def _parse_list(value: str | tuple | list | None, kind: type) -> tuple | None:
@@ -272,7 +285,7 @@ def build_dataset(
     from_original: str | None = None,
     progress: bool = True,
 ) -> Path:
-    """Generate (or convert) a dataset into ``data_dir / name``.
+    """Generate (or convert) a dataset into ``data_dir / "graph_isomorphism" / name``.
 
     This is the ``nip datasets generate graph_isomorphism NAME`` builder. A named
     dataset (``test``, ``eru10000``) with no options is generated from its recorded
@@ -283,7 +296,7 @@ def build_dataset(
     name : str
         The dataset's name (its directory).
     data_dir : Path
-        The data directory.
+        The data directory (the root every scenario's datasets live under).
     num_pairs, test_pairs : int | None
         Pairs in the train and test splits (test defaults to a fifth of train).
     seed : int | None
@@ -299,13 +312,14 @@ def build_dataset(
     progress : bool
         Show progress bars.
     """
-    target = Path(data_dir) / name
+    target = Path(data_dir) / SCENARIO / name
     command = " ".join(["nip", "datasets", "generate", "graph_isomorphism", name])
     if from_original:
         return _convert_original(Path(from_original), target)
 
     options_given = any(
-        v is not None for v in (num_pairs, test_pairs, seed, graph_sizes, edge_probabilities)
+        v is not None
+        for v in (num_pairs, test_pairs, seed, graph_sizes, edge_probabilities)
     )
     if name in NAMED_DATASETS and not options_given:
         named = NAMED_DATASETS[name]
@@ -313,18 +327,25 @@ def build_dataset(
     else:
         base = NAMED_DATASETS["eru10000"].train
         sizes = _parse_list(graph_sizes, int) or base.graph_sizes
-        probabilities = _parse_list(edge_probabilities, float) or base.edge_probabilities
+        probabilities = (
+            _parse_list(edge_probabilities, float) or base.edge_probabilities
+        )
         num_pairs = num_pairs or base.num_pairs
         test_pairs = test_pairs or max(1, num_pairs // 5)
         train_config = attrs.evolve(
-            base, num_pairs=num_pairs, graph_sizes=sizes, edge_probabilities=probabilities
+            base,
+            num_pairs=num_pairs,
+            graph_sizes=sizes,
+            edge_probabilities=probabilities,
         )
         test_config = attrs.evolve(train_config, num_pairs=test_pairs)
         seed = 0 if seed is None else seed
         command += f" --num-pairs {num_pairs} --test-pairs {test_pairs} --seed {seed}"
         command += f" --graph-sizes {','.join(map(str, sizes))}"
         command += f" --edge-probabilities {','.join(map(str, probabilities))}"
-    return generate_named(name, target, train_config, test_config, seed, command, workers, progress)
+    return generate_named(
+        name, target, train_config, test_config, seed, command, workers, progress
+    )
 
 
 def generate_named(
@@ -342,19 +363,28 @@ def generate_named(
 
     splits = {
         "train": generate_pairs(
-            train_config, seed=derive_seed(seed, "train"), workers=workers,
-            progress=progress, description=f"{name} train",
+            train_config,
+            seed=derive_seed(seed, "train"),
+            workers=workers,
+            progress=progress,
+            description=f"{name} train",
         ),
         "test": generate_pairs(
-            test_config, seed=derive_seed(seed, "test"), workers=workers,
-            progress=progress, description=f"{name} test",
+            test_config,
+            seed=derive_seed(seed, "test"),
+            workers=workers,
+            progress=progress,
+            description=f"{name} test",
         ),
     }
     metadata = {
         "name": name,
         "generator_version": GENERATOR_VERSION,
         "seed": seed,
-        "split_seeds": {"train": f"derive_seed({seed}, 'train')", "test": f"derive_seed({seed}, 'test')"},
+        "split_seeds": {
+            "train": f"derive_seed({seed}, 'train')",
+            "test": f"derive_seed({seed}, 'test')",
+        },
         "recipe": {
             "train": attrs.asdict(train_config),
             "test": attrs.asdict(test_config),
@@ -368,7 +398,10 @@ def generate_named(
 def _convert_original(source: Path, target: Path) -> Path:
     splits = {}
     for split in SPLITS:
-        for candidate in (source / "raw" / split / "data.pt", source / split / "data.pt"):
+        for candidate in (
+            source / "raw" / split / "data.pt",
+            source / split / "data.pt",
+        ):
             if candidate.is_file():
                 splits[split] = read_original_data_pt(candidate)
                 break
@@ -393,6 +426,7 @@ def shipped_dir(name: str) -> Path:
 def resolve_dataset(name: str, data_dir: Path | None) -> Path:
     """Find a dataset's directory, generating a named one on first use.
 
+    ``data_dir`` is the scenario's directory (``<data_dir>/graph_isomorphism``).
     Looked up in order: ``data_dir / name`` (generated or converted by the user),
     the package's shipped datasets, then the named recipes that are cheap enough to
     generate (cached into ``data_dir``).

@@ -150,7 +150,9 @@ def wl_scores(
     mask = torch.cat((mask_a, mask_b)).to(torch.int64)
     degrees = torch.cat((adjacency_a.sum(-1), adjacency_b.sum(-1))).to(torch.int64)
     zero = torch.zeros((), dtype=torch.int64)
-    colours = mix64(mix64(zero ^ _SELF_SALT) * _MULT_1 + degrees * mix64(zero ^ _NEIGHBOUR_SALT))
+    colours = mix64(
+        mix64(zero ^ _SELF_SALT) * _MULT_1 + degrees * mix64(zero ^ _NEIGHBOUR_SALT)
+    )
     summary = _summary(colours, mask)
     separated = summary[:batch] != summary[batch:]
     scores[separated] = 1

@@ -1,0 +1,170 @@
+"""The on-disk format, the original library's files, named datasets, the builder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from nip_core.errors import DatasetNotFoundError
+
+from nip_plugin_graph_isomorphism import storage
+from nip_plugin_graph_isomorphism.generation import GraphPairs
+
+
+def sample_pairs() -> GraphPairs:
+    adjacency = np.zeros((3, 2, 4, 4), dtype=np.uint8)
+    adjacency[0, 0, 0, 1] = adjacency[0, 0, 1, 0] = 1  # pair 0: one edge vs none
+    adjacency[1, :, 0, 2] = adjacency[1, :, 2, 0] = 1  # pair 1: isomorphic
+    adjacency[1, :, 1, 2] = adjacency[1, :, 2, 1] = 1
+    # pair 2: 3-node graphs without edges (the original's slices stop early here)
+    sizes = np.array([[4, 4], [3, 3], [3, 3]])
+    return GraphPairs(
+        adjacency=adjacency,
+        sizes=sizes,
+        wl_scores=np.array([1, -1, -1]),
+        labels=np.array([0, 1, 1]),
+    )
+
+
+def test_plugin_format_round_trip(tmp_path) -> None:
+    pairs = sample_pairs()
+    path = storage.write_dataset(tmp_path / "mine", {"train": pairs}, {"seed": 3})
+    back = storage.read_split(path, "train")
+    assert np.array_equal(back.adjacency, pairs.adjacency)
+    assert np.array_equal(back.sizes, pairs.sizes)
+    assert back.wl_scores.tolist() == [1, -1, -1]
+    assert back.labels.tolist() == [0, 1, 1]
+    metadata = json.loads((path / "metadata.json").read_text())
+    assert metadata["seed"] == 3 and metadata["splits"] == {"train": 3}
+    with np.load(path / "train.npz") as archive:
+        assert archive["edges_a"].tolist() == [[0, 1], [0, 2], [1, 2]]
+        assert archive["slices_a"].tolist() == [0, 1, 3, 3]
+    with pytest.raises(DatasetNotFoundError, match="no 'test' split"):
+        storage.read_split(path, "test")
+
+
+def write_original(path, pairs: GraphPairs, truncate_slices: bool) -> None:
+    """Write a data.pt the way the original generator did (both edge directions)."""
+    edges, slices_by_side = {}, {}
+    for side, name in ((0, "a"), (1, "b")):
+        pair, row, col = np.nonzero(pairs.adjacency[:, side])
+        edges[name] = torch.as_tensor(np.stack((row, col)))
+        counts = np.bincount(pair, minlength=len(pairs))
+        slices = np.concatenate(([0], np.cumsum(counts)))
+        if truncate_slices:
+            last = np.flatnonzero(counts)[-1]
+            slices = slices[: last + 2]
+        slices_by_side[name] = torch.as_tensor(slices)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {
+            "edge_index_a": edges["a"],
+            "edge_index_b": edges["b"],
+            "slices_a": slices_by_side["a"],
+            "slices_b": slices_by_side["b"],
+            "wl_scores": torch.as_tensor(pairs.wl_scores, dtype=torch.int32),
+            "sizes_a": torch.as_tensor(pairs.sizes[:, 0], dtype=torch.int32),
+            "sizes_b": torch.as_tensor(pairs.sizes[:, 1], dtype=torch.int32),
+        },
+        path,
+    )
+
+
+@pytest.mark.parametrize("truncate_slices", [False, True])
+def test_original_data_pt_is_read(tmp_path, truncate_slices) -> None:
+    pairs = sample_pairs()
+    write_original(tmp_path / "raw" / "train" / "data.pt", pairs, truncate_slices)
+    back = storage.read_original_data_pt(tmp_path / "raw" / "train" / "data.pt")
+    assert np.array_equal(back.adjacency, pairs.adjacency)
+    assert back.labels.tolist() == [0, 1, 1]
+    assert back.sizes.tolist() == pairs.sizes.tolist()
+
+
+def test_builder_converts_an_original_dataset(tmp_path) -> None:
+    pairs = sample_pairs()
+    write_original(tmp_path / "old" / "raw" / "train" / "data.pt", pairs, False)
+    write_original(tmp_path / "old" / "raw" / "test" / "data.pt", pairs, True)
+    path = storage.build_dataset(
+        "converted", tmp_path / "data", from_original=str(tmp_path / "old")
+    )
+    for split in ("train", "test"):
+        assert np.array_equal(
+            storage.read_split(path, split).adjacency, pairs.adjacency
+        )
+    with pytest.raises(DatasetNotFoundError, match="no original dataset"):
+        storage.build_dataset("x", tmp_path / "data", from_original=str(tmp_path))
+
+
+def test_builder_generates_both_splits_with_metadata(tmp_path) -> None:
+    path = storage.build_dataset(
+        "mini",
+        tmp_path,
+        num_pairs=20,
+        test_pairs=10,
+        seed=5,
+        graph_sizes="7",
+        edge_probabilities="0.4,0.6",
+        workers=1,
+        progress=False,
+    )
+    assert len(storage.read_split(path, "train")) == 20
+    assert len(storage.read_split(path, "test")) == 10
+    metadata = json.loads((path / "metadata.json").read_text())
+    assert metadata["seed"] == 5
+    assert metadata["recipe"]["train"]["graph_sizes"] == [7]
+    assert "--num-pairs 20" in metadata["command"]
+    # the same command gives the same files
+    again = storage.build_dataset(
+        "mini2",
+        tmp_path,
+        num_pairs=20,
+        test_pairs=10,
+        seed=5,
+        graph_sizes="7",
+        edge_probabilities="0.4,0.6",
+        workers=1,
+        progress=False,
+    )
+    assert np.array_equal(
+        storage.read_split(again, "train").adjacency,
+        storage.read_split(path, "train").adjacency,
+    )
+
+
+def test_named_datasets_resolve(tmp_path) -> None:
+    shipped = storage.resolve_dataset("eru10000", tmp_path)
+    train = storage.read_split(shipped, "train")
+    test = storage.read_split(shipped, "test")
+    assert len(train) == 10_000 and len(test) == 2_000
+    assert train.labels.sum() == 5_000
+    assert sorted(set(train.sizes[:, 0].tolist())) == [7, 8, 9, 10, 11]
+    metadata = json.loads((shipped / "metadata.json").read_text())
+    assert metadata["command"] == "nip datasets generate graph_isomorphism eru10000"
+    generated = storage.resolve_dataset("test", tmp_path)
+    assert generated == tmp_path / "test"
+    small = storage.read_split(generated, "train")
+    assert len(small) == 100 and small.sizes.max() <= 8
+    with pytest.raises(DatasetNotFoundError, match="Named datasets"):
+        storage.resolve_dataset("nope", tmp_path)
+
+
+def test_dataset_class_reads_an_original_directory_given_as_a_path(
+    tmp_path, register_plugin
+) -> None:
+    from helpers import settings, tiny_hyper_params
+
+    import nip_plugin_graph_isomorphism.plugin as gi_plugin
+    from nip_plugin_graph_isomorphism.data import GraphIsomorphismDataset
+
+    register_plugin(gi_plugin, name="graph_isomorphism")
+    pairs = sample_pairs()
+    write_original(tmp_path / "old" / "raw" / "train" / "data.pt", pairs, True)
+    hyper_params = tiny_hyper_params("nip")
+    hyper_params.dataset = str(tmp_path / "old")
+    dataset = GraphIsomorphismDataset(hyper_params, settings(tmp_path), split="train")
+    assert len(dataset) == 3
+    assert dataset.data["y"].tolist() == [0, 1, 1]
+    assert dataset.data["node_mask"].sum(-1).tolist() == [[4, 4], [3, 3], [3, 3]]
+    assert dataset.data["adjacency"][1, 0].tolist() == pairs.adjacency[1, 0].tolist()
