@@ -138,8 +138,10 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
     )
     build_start = time.perf_counter()
     trainer = prepare_experiment(hp, settings).trainer
+    rss_before_normalization = peak_rss_bytes()
     if hp.rl.normalize_observations:
         trainer._add_normalization_transforms()
+    rss_after_normalization = peak_rss_bytes()
     trainer._build_operators()
     trainer.replay_buffer = trainer._get_replay_buffer()
     trainer.loss_module, trainer.gae = trainer._get_loss_module_and_gae()
@@ -210,6 +212,11 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
         **{f"median_{k}": v for k, v in median.items()},
         "fps": frames / median["iteration_s"],
         "peak_rss_gb": peak_rss_bytes() / 1e9,
+        # The high-water mark before the observation-normalisation rollout (the
+        # core's rl.num_normalization_steps random steps, all kept in memory) and
+        # after it: the training loop's own peak is known when it stays below
+        "peak_rss_before_normalization_gb": rss_before_normalization / 1e9,
+        "peak_rss_after_normalization_gb": rss_after_normalization / 1e9,
         "flops_per_frame": total_flops / frames,
         "collection_flops_per_frame": collection_flops / frames,
         "advantage_flops_per_frame": advantage_flops / frames,
@@ -314,7 +321,9 @@ def _row(r: dict[str, Any]) -> str:
         f"{r['protocol']:>8} {r['setting']:>8}  {r['fps']:8.1f} frames/s  "
         f"iteration {r['median_iteration_s']:.2f} s (collection "
         f"{r['median_collection_s']:.2f}, advantage {r['median_advantage_s']:.2f}, "
-        f"update {r['median_update_s']:.2f})  peak {r['peak_rss_gb']:.2f} GB  "
+        f"update {r['median_update_s']:.2f})  peak {r['peak_rss_gb']:.2f} GB "
+        f"(before normalisation {r['peak_rss_before_normalization_gb']:.2f}, after "
+        f"{r['peak_rss_after_normalization_gb']:.2f})  "
         f"{r['flops_per_frame'] / 1e6:.2f} MFLOP/frame  "
         f"{100 * r.get('fraction_of_matmul_peak', 0):.1f}% of matmul peak"
         + (

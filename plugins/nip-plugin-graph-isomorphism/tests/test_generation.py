@@ -194,3 +194,39 @@ def test_an_impossible_class_is_reported() -> None:
     config = GenerationConfig(num_pairs=4, graph_sizes=(3,), edge_probabilities=(0.5,))
     with pytest.raises(RuntimeError, match="impossible or too rare"):
         generation.generate_pairs(config, seed=0, workers=1, max_units=4)
+
+
+def test_direct_samples_for_rare_multisets_keep_the_law(monkeypatch) -> None:
+    """With a stream far too short, almost every pair comes from the exact sampler."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    monkeypatch.setattr(generation, "STREAM_CHUNK", 16)
+    monkeypatch.setattr(
+        generation,
+        "_multiset_probabilities",
+        lambda n, p: np.ones_like(generation.degree_multiset_table(n)[1], float),
+    )
+    n, p, target = 6, 0.4, 1500
+    stream = generation._Stream(
+        n=n,
+        p=p,
+        score_class="2",
+        quota=1,
+        method="degree_matched",
+        seed=0,
+        max_iterations=5,
+    )
+    # proposals = stream graphs (16) + 2 per pair served by the exact sampler
+    served_directly = (generation._run_unit(stream, 0).proposals - 16) / 2
+    assert served_directly > 0.9 * stream.unit_size(0)
+    exact = _categories(_accepted("rejection", "2", n, p, target, seed=21))
+    direct = _categories(_accepted("degree_matched", "2", n, p, target, seed=22))
+    both = collections.Counter(exact) + collections.Counter(direct)
+    common = [c for c, k in both.items() if k >= 20]
+    table = np.array(
+        [
+            [collections.Counter(sample)[c] for c in common]
+            + [sum(1 for x in sample if x not in set(common))]
+            for sample in (exact, direct)
+        ]
+    )
+    assert scipy_stats.chi2_contingency(table).pvalue > 0.001

@@ -168,3 +168,16 @@ def test_dataset_class_reads_an_original_directory_given_as_a_path(
     assert dataset.data["y"].tolist() == [0, 1, 1]
     assert dataset.data["node_mask"].sum(-1).tolist() == [[4, 4], [3, 3], [3, 3]]
     assert dataset.data["adjacency"][1, 0].tolist() == pairs.adjacency[1, 0].tolist()
+
+
+@pytest.mark.slow
+def test_shipped_eru10000_test_split_is_reproduced_by_its_recorded_recipe() -> None:
+    from nip_core.seeding import derive_seed
+
+    from nip_plugin_graph_isomorphism.generation import generate_pairs
+
+    named = storage.NAMED_DATASETS["eru10000"]
+    shipped = storage.read_split(storage.shipped_dir("eru10000"), "test")
+    again = generate_pairs(named.test, seed=derive_seed(named.seed, "test"))
+    assert np.array_equal(again.adjacency, shipped.adjacency)
+    assert np.array_equal(again.wl_scores, shipped.wl_scores)

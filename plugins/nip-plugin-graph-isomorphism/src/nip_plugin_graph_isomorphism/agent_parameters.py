@@ -6,7 +6,6 @@ from typing import Literal
 
 from attrs import field
 from attrs import validators as v
-
 from nip_core.parameters import AgentParameters, parameters_class
 from nip_core.parameters.agents import LrFactors
 

@@ -26,10 +26,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from tensordict import TensorDict, TensorDictBase
-from tensordict.utils import NestedKey
-from torch import Tensor, nn
-
 from nip_core.errors import ConfigProblem, NipConfigError
 from nip_core.scenario import keys as K
 from nip_core.scenario.agents import (
@@ -39,6 +35,10 @@ from nip_core.scenario.agents import (
     SoloAgentHead,
     TensorDictAgentPartMixin,
 )
+from tensordict import TensorDict, TensorDictBase
+from tensordict.utils import NestedKey
+from torch import Tensor, nn
+
 from nip_plugin_graph_isomorphism.networks import GraphIsomorphismEncoder, RoundMlp, mlp
 from nip_plugin_graph_isomorphism.wl import graph_hashes
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from nip_core.scenario.data import TensorDictDataset
 from tensordict import TensorDict
 
-from nip_core.scenario.data import TensorDictDataset
 from nip_plugin_graph_isomorphism.generation import GraphPairs
 from nip_plugin_graph_isomorphism.storage import (
     read_original_data_pt,

@@ -14,10 +14,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from tensordict import TensorDictBase
-
 from nip_core.scenario import keys as K
 from nip_core.scenario.environment import TensorDictEnvironment
+from tensordict import TensorDictBase
 
 
 class GraphIsomorphismEnvironment(TensorDictEnvironment):

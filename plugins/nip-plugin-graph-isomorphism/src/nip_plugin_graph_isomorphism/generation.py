@@ -49,8 +49,8 @@ from typing import Literal
 import attrs
 import numpy as np
 import torch
-
 from nip_core.seeding import derive_seed
+
 from nip_plugin_graph_isomorphism.degree_sequences import (
     MAX_TABLE_NODES,
     degree_multiset_table,

@@ -40,8 +40,8 @@ from typing import Any
 
 import attrs
 import numpy as np
-
 from nip_core.errors import DatasetNotFoundError
+
 from nip_plugin_graph_isomorphism.generation import (
     GENERATOR_VERSION,
     GenerationConfig,
