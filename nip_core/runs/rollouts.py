@@ -3,6 +3,7 @@
 Each line of ``rollouts/iter_{iteration:06d}.jsonl`` is one episode::
 
     {"iteration": 3, "env_index": 0, "num_steps": 4,
+     "agent_names": ["prover", "verifier"],
      "steps": [{"round": 0, "agents.decision": [2, 0], "next.agents.reward": [...],
                 ...}, ...]}
 
@@ -29,12 +30,17 @@ def _plain(value: Any) -> Any:
 
 
 def episodes_from_rollout(
-    rollout: TensorDictBase, num_episodes: int, iteration: int
+    rollout: TensorDictBase,
+    num_episodes: int,
+    iteration: int,
+    agent_names: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Cut the first ``num_episodes`` episodes out of a ``[*batch, time]`` rollout.
 
     An episode runs from the first step of an environment's trajectory up to the
-    first step whose ``("next", "done")`` is set (or the end of the batch).
+    first step whose ``("next", "done")`` is set (or the end of the batch). With
+    ``agent_names`` (the order of the agent dimension), each episode records them
+    under ``"agent_names"``, so readers and renderers can name the agents.
     """
     flat = rollout.reshape(-1, rollout.shape[-1]) if rollout.ndim > 1 else rollout[None]
     keys = [
@@ -61,14 +67,15 @@ def episodes_from_rollout(
                     continue
                 step[name] = _plain(flat[env_index, t].get(key))
             steps.append(step)
-        episodes.append(
-            {
-                "iteration": iteration,
-                "env_index": env_index,
-                "num_steps": length,
-                "steps": steps,
-            }
-        )
+        episode: dict[str, Any] = {
+            "iteration": iteration,
+            "env_index": env_index,
+            "num_steps": length,
+            "steps": steps,
+        }
+        if agent_names is not None:
+            episode["agent_names"] = list(agent_names)
+        episodes.append(episode)
     return episodes
 
 

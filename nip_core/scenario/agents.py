@@ -41,7 +41,6 @@ from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey, unravel_key
 from torch import nn
 
-from nip_core.errors import ConfigProblem, NipConfigError
 from nip_core.scenario import keys as K
 
 if TYPE_CHECKING:
@@ -226,12 +225,21 @@ class TensorDictAgentPartMixin(AgentPart, TensorDictModuleBase):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def parameter_groups(self) -> list[tuple[str, list[nn.Parameter], float]]:
+    def parameter_groups(
+        self, role: str = "body"
+    ) -> list[tuple[str, list[nn.Parameter], float]]:
         """The part's parameters split into groups with learning-rate multipliers.
 
         Returns ``[(suffix, parameters, multiplier), ...]``; by default one group
         with every parameter and multiplier 1. A scenario overrides it to give a
         sub-network its own factor (graph isomorphism's GNN: ``gnn_lr_factor``).
+
+        Parameters
+        ----------
+        role : str
+            The role the part plays for its agent: ``"body"`` (shared by actor and
+            critic), ``"policy_body"`` or ``"value_body"``, so actor and critic
+            factors can differ.
         """
         return [("", list(self.parameters()), 1.0)]
 
@@ -557,75 +565,27 @@ class Agent:
         list[dict]
             ``{"params": [...], "lr": float, "name": "<agent>.<role>[.<suffix>]"}``.
         """
-        params = self.agent_params
-        agent_factor = getattr(params, "agent_lr_factor", None)
-        body_factor = getattr(params, "body_lr_factor", None)
-        if body_lr_factor_override is True:
-            body_factor = None
-        elif body_lr_factor_override not in (None, False):
-            body_factor = body_lr_factor_override
-        actor_agent = float(getattr(agent_factor, "actor", 1.0))
-        critic_agent = float(getattr(agent_factor, "critic", 1.0))
-        actor_body = float(getattr(body_factor, "actor", 1.0))
-        critic_body = float(getattr(body_factor, "critic", 1.0))
-        if self.shared_body and use_critic and self.value_head is not None:
-            problems = []
-            if actor_agent != critic_agent:
-                problems.append(
-                    ConfigProblem(
-                        f"agents.{self.agent_name}.agent_lr_factor",
-                        "the actor and critic factors must agree when the body is "
-                        "shared (rl.use_shared_body)",
-                        (actor_agent, critic_agent),
-                    )
-                )
-            if actor_body != critic_body:
-                problems.append(
-                    ConfigProblem(
-                        f"agents.{self.agent_name}.body_lr_factor",
-                        "the actor and critic factors must agree when the body is "
-                        "shared (rl.use_shared_body)",
-                        (actor_body, critic_body),
-                    )
-                )
-            if problems:
-                raise NipConfigError(problems)
+        from nip_core.trainers.optim import build_param_groups
 
-        lr = {
-            "body": base_lr * actor_agent * actor_body,
-            "policy_body": base_lr * actor_agent * actor_body,
-            "value_body": base_lr * critic_agent * critic_body,
-            "policy_head": base_lr * actor_agent,
-            "solo_head": base_lr * actor_agent,
-            "value_head": base_lr * critic_agent,
-        }
         roles = list(self.actor_roles())
         if use_critic:
             roles += list(self.critic_roles())
-
-        groups: list[dict[str, Any]] = []
-        seen: set[int] = set()
-        for role in roles:
-            part = getattr(self, role)
-            if not isinstance(part, TensorDictAgentPartMixin):
-                continue
-            if role.endswith("body"):
-                part_groups = part.parameter_groups()
-            else:
-                part_groups = [("", list(part.parameters()), 1.0)]
-            for suffix, group_params, multiplier in part_groups:
-                unique = [p for p in group_params if id(p) not in seen]
-                seen.update(id(p) for p in unique)
-                if not unique:
-                    continue
-                group_lr = lr[role] * multiplier
-                name = f"{self.agent_name}.{role}" + (f".{suffix}" if suffix else "")
-                if group_lr == 0:
-                    for p in unique:
-                        p.requires_grad_(False)
-                    continue
-                groups.append({"params": unique, "lr": group_lr, "name": name})
-        return groups
+        groups = build_param_groups(
+            {self.agent_name: self},
+            {self.agent_name: self.agent_params},
+            base_lr,
+            shared_body=self.shared_body and use_critic and self.value_head is not None,
+            body_lr_factor_override=body_lr_factor_override is True,
+            body_lr_factor=(
+                None
+                if body_lr_factor_override in (None, False, True)
+                else body_lr_factor_override
+            ),
+            parts=roles,
+        )
+        return [
+            {"params": g["params"], "lr": g["lr"], "name": g["name"]} for g in groups
+        ]
 
     def state_dict(self) -> dict[str, Any]:
         """The tensor parts' state dicts, by role."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from nip_core.errors import NipConfigError
+from nip_core.errors import ConfigProblem, NipConfigError
 from nip_core.trainers.base import agent_part_modules
 
 ACTOR_PARTS = ("body", "policy_body", "policy_head", "solo_head", "whole")
@@ -80,18 +80,38 @@ def agent_learning_rates(
 def check_shared_body_factors(
     agent_name: str, agent_params: Any, body_lr_factor: Any = None
 ) -> None:
-    """A shared body has one LR: the actor and critic factors must agree."""
-    agent_f = _factor_pair(getattr(agent_params, "agent_lr_factor", None))
+    """A shared body has one LR: its actor and critic factors must agree.
+
+    Checks ``agent_lr_factor`` and the body factors (the agent's ``body_lr_factor``,
+    or ``body_lr_factor`` when given, i.e. ``rl.body_lr_factor_override``), and
+    reports every disagreement with its dotted path.
+    """
     if body_lr_factor is None:
+        body_path = f"agents.{agent_name}.body_lr_factor"
         body_lr_factor = getattr(agent_params, "body_lr_factor", None)
-    body_f = _factor_pair(body_lr_factor)
-    if agent_f[0] * body_f[0] != agent_f[1] * body_f[1]:
-        raise NipConfigError(
-            f"agents.{agent_name}: with a shared body (rl.use_shared_body) the actor "
-            f"and critic learning-rate factors must give one body LR, got "
-            f"agent_lr_factor={agent_f} and body_lr_factor={body_f}; make them equal "
-            f"or set rl.use_shared_body=false"
-        )
+    else:
+        body_path = "rl.body_lr_factor_override"
+    problems = []
+    for path, factors in (
+        (
+            f"agents.{agent_name}.agent_lr_factor",
+            getattr(agent_params, "agent_lr_factor", None),
+        ),
+        (body_path, body_lr_factor),
+    ):
+        actor, critic = _factor_pair(factors)
+        if actor != critic:
+            problems.append(
+                ConfigProblem(
+                    path,
+                    "the actor and critic factors must agree when the body is shared "
+                    "(rl.use_shared_body); make them equal or set "
+                    "rl.use_shared_body=false",
+                    {"actor": actor, "critic": critic},
+                )
+            )
+    if problems:
+        raise NipConfigError(problems)
 
 
 def build_param_groups(
@@ -149,7 +169,7 @@ def build_param_groups(
                 continue
             part_lr = lrs.get(part_name, lrs["policy_head"])
             if part_name in BODY_PARTS and hasattr(module, "parameter_groups"):
-                part_groups = module.parameter_groups()
+                part_groups = module.parameter_groups(role=part_name)
             else:
                 part_groups = [("", list(module.parameters()), 1.0)]
             for suffix, params, multiplier in part_groups:

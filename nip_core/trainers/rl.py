@@ -539,7 +539,10 @@ class TensorDictRlTrainer(TensorDictTrainer):
         from nip_core.runs.rollouts import episodes_from_rollout, write_rollout_sample
 
         episodes = episodes_from_rollout(
-            rollout.cpu(), self.settings.num_rollout_samples, iteration
+            rollout.cpu(),
+            self.settings.num_rollout_samples,
+            iteration,
+            agent_names=list(self.agent_names),
         )
         path = write_rollout_sample(self.run.run_dir.rollouts_dir, iteration, episodes)
         self.run.log_artifact(path, f"rollouts-{self.run.run_dir.run_id}", "rollouts")

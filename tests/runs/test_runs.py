@@ -300,3 +300,20 @@ def test_rollout_samples_are_json_episodes(tmp_path):
     path = write_rollout_sample(tmp_path, 7, episodes)
     assert path.name == "iter_000007.jsonl"
     assert read_rollout_sample(path) == episodes
+
+
+def test_rollout_samples_name_the_agents():
+    from tensordict import TensorDict
+
+    rollout = TensorDict(
+        {
+            "round": torch.tensor([[0, 1]]),
+            "next": {"done": torch.tensor([[[False], [True]]])},
+        },
+        batch_size=[1, 2],
+    )
+    (episode,) = episodes_from_rollout(
+        rollout, num_episodes=1, iteration=0, agent_names=["prover", "verifier"]
+    )
+    assert episode["agent_names"] == ["prover", "verifier"]
+    assert "agent_names" not in episodes_from_rollout(rollout, 1, 0)[0]

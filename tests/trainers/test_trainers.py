@@ -62,7 +62,7 @@ def test_every_trainable_parameter_is_in_one_group_with_its_lr(synthetic_scenari
     verifier = trainer.agents["verifier"]
     first_layer = verifier.policy_body.mlp[0]
     # The scenario hook: the verifier's first layer learns at a quarter of the body LR
-    verifier.policy_body.parameter_groups = lambda: [
+    verifier.policy_body.parameter_groups = lambda role="body": [
         ("first", list(first_layer.parameters()), 0.25),
         (
             "",
@@ -118,7 +118,7 @@ def test_shared_body_needs_agreeing_factors(synthetic_scenario):
         },
     )
     trainer = prepare_experiment(hp, synthetic_scenario.settings()).trainer
-    with pytest.raises(NipConfigError, match="shared body"):
+    with pytest.raises(NipConfigError, match=r"agents\.prover\.body_lr_factor: .*shared"):
         _optimizer_of(trainer)
 
 

@@ -106,6 +106,10 @@ def test_gnn_parameters_get_their_own_learning_rate_group(registered, tmp_path) 
     assert {id(p) for p in gnn} == {id(p) for p in body.encoder.gnn_parameters()}
     assert len(gnn) + len(rest) == len(list(body.parameters()))
     assert not {id(p) for p in gnn} & {id(p) for p in rest}
+    # A value body scales its GNN by the critic factor, other bodies by the actor's
+    hyper_params.agents["verifier"].gnn_lr_factor.critic = 0.3
+    assert body.parameter_groups(role="value_body")[0][2] == 0.3
+    assert body.parameter_groups(role="policy_body")[0][2] == 0.1
 
 
 def test_attention_reaches_only_the_other_graph_and_the_pooled_token() -> None:

@@ -151,14 +151,19 @@ class GraphIsomorphismAgentBody(GraphIsomorphismAgentPartMixin, AgentBody):
         self.encoder = GraphIsomorphismEncoder(d_in, params).to(self._default_device)
         self.init_weights()
 
-    def parameter_groups(self) -> list[tuple[str, list[nn.Parameter], float]]:
-        """The GNN's parameters get ``gnn_lr_factor`` (actor factor) on top."""
+    def parameter_groups(
+        self, role: str = "body"
+    ) -> list[tuple[str, list[nn.Parameter], float]]:
+        """The GNN's parameters get ``gnn_lr_factor`` on top: its critic factor
+        for a value body, its actor factor otherwise (a shared body trains with the
+        actor's rates)."""
         if self.encoder is None:
-            return super().parameter_groups()
+            return super().parameter_groups(role)
         gnn = self.encoder.gnn_parameters()
         gnn_ids = {id(p) for p in gnn}
         rest = [p for p in self.parameters() if id(p) not in gnn_ids]
-        factor = float(self.agent_params.gnn_lr_factor.actor)
+        factors = self.agent_params.gnn_lr_factor
+        factor = float(factors.critic if role == "value_body" else factors.actor)
         return [("gnn", gnn, factor), ("", rest, 1.0)]
 
     def node_features(self, tensordict: TensorDictBase) -> Tensor:
