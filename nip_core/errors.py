@@ -92,7 +92,8 @@ class UnknownKeyError(NipError, KeyError):
 
 
 class MissingPluginError(NipError):
-    """Something needs a plugin that is not installed; the message says how to get it."""
+    """Something needs a plugin that is not installed; the message says how to get
+    it."""
 
 
 class DatasetNotFoundError(NipError, FileNotFoundError):

@@ -118,7 +118,9 @@ def test_shared_body_needs_agreeing_factors(synthetic_scenario):
         },
     )
     trainer = prepare_experiment(hp, synthetic_scenario.settings()).trainer
-    with pytest.raises(NipConfigError, match=r"agents\.prover\.body_lr_factor: .*shared"):
+    with pytest.raises(
+        NipConfigError, match=r"agents\.prover\.body_lr_factor: .*shared"
+    ):
         _optimizer_of(trainer)
 
 
