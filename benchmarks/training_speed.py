@@ -21,6 +21,7 @@ Usage::
     python benchmarks/training_speed.py --protocols nip --settings default
     python benchmarks/training_speed.py --scenario synthetic  # no GI plugin needed
     python benchmarks/training_speed.py --profile             # + cProfile top list
+    python benchmarks/training_speed.py --override rl.normalize_observations=false
 
 The training loop is the core's (``TensorDictRlTrainer``): the benchmark calls its
 ``_collect``, ``_prepare_rollout``, value estimator and ``_train_on_rollout`` one
@@ -83,6 +84,7 @@ def _hyper_params(args: argparse.Namespace, protocol: str, setting: str) -> Any:
         f"interaction_protocol={protocol}",
         f"rl.num_iterations={total}",
         "rl.num_test_iterations=0",
+        *args.override,
     ]
     with composer.hydra_app() as app:
         config = composer.to_plain_dict(composer.compose(app, setting, overrides))
@@ -255,6 +257,8 @@ def _spawn(args: argparse.Namespace, protocol: str, setting: str) -> dict[str, A
         command += ["--data-dir", args.data_dir]
     if args.profile:
         command.append("--profile")
+    if args.override:
+        command += ["--override", *args.override]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return {
@@ -285,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default="/tmp/nip-benchmark")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--override",
+        nargs="*",
+        default=[],
+        help="extra Hydra overrides, e.g. rl.normalize_observations=false",
+    )
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--single", nargs=2, metavar=("PROTOCOL", "SETTING"))
     args = parser.parse_args(argv)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import collected_minibatch, prepared_trainer
+from ppo_helpers import collected_minibatch, prepared_trainer
 
 from nip_core.scenario import keys as K
 
