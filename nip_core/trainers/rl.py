@@ -229,7 +229,8 @@ class TensorDictRlTrainer(TensorDictTrainer):
         """Normalise observations to zero mean and unit variance per feature.
 
         Statistics come from ``rl.num_normalization_steps`` steps of random actions
-        in each environment (10 in a test run); features that never vary are left
+        in each environment (10 in a test run), accumulated step by step so memory
+        does not grow with the number of steps; features that never vary are left
         as they are.
         """
         import torch
@@ -246,14 +247,9 @@ class TensorDictRlTrainer(TensorDictTrainer):
             keys = self._normalization_keys(env)
             transformed = TransformedEnv(env)
             if keys:
-                with torch.no_grad():
-                    data = env.rollout(steps, break_when_any_done=False)
-                batch_dims = data.batch_dims
-                for key in keys:
-                    values = data.get(key).float()
-                    dims = tuple(range(batch_dims))
-                    loc = values.mean(dim=dims)
-                    std = values.std(dim=dims) if values[..., 0].numel() > 1 else None
+                for key, (loc, std) in _running_observation_statistics(
+                    env, keys, steps
+                ).items():
                     scale = (
                         torch.ones_like(loc)
                         if std is None
@@ -592,6 +588,44 @@ class TensorDictRlTrainer(TensorDictTrainer):
             for module in agent_part_modules(agent).values():
                 params.extend(p for p in module.parameters() if p.requires_grad)
         return params
+
+
+def _running_observation_statistics(
+    env: Any, keys: list[Any], steps: int
+) -> dict[Any, tuple[Any, Any]]:
+    """Per-feature mean and (unbiased) standard deviation of observations.
+
+    Runs ``steps`` steps of random actions (resetting finished episodes, as
+    ``env.rollout(steps, break_when_any_done=False)`` does) and accumulates sums in
+    float64 instead of keeping the rollout. ``std`` is ``None`` when there is a
+    single sample.
+    """
+    import torch
+
+    totals: dict[Any, Any] = {}
+    squares: dict[Any, Any] = {}
+    count = 0
+    with torch.no_grad():
+        td = env.reset()
+        batch_dims = td.batch_dims
+        for _ in range(steps):
+            dims = tuple(range(batch_dims))
+            for key in keys:
+                values = td.get(key).to(torch.float64)
+                totals[key] = totals.get(key, 0) + values.sum(dim=dims)
+                squares[key] = squares.get(key, 0) + (values * values).sum(dim=dims)
+            count += td.numel()
+            td = env.rand_action(td)
+            _, td = env.step_and_maybe_reset(td)
+    stats = {}
+    for key in keys:
+        mean = totals[key] / count
+        std = None
+        if count > 1:
+            variance = (squares[key] - count * mean * mean) / (count - 1)
+            std = variance.clamp_min(0).sqrt().to(torch.float32)
+        stats[key] = (mean.to(torch.float32), std)
+    return stats
 
 
 def _leaf(key: Any) -> str:

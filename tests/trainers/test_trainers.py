@@ -314,3 +314,24 @@ def test_rollout_statistics_exact_values():
     assert stats["test_mean_accuracy"] == 0.5
     assert stats["test_worst_datapoint_accuracy"] == 0.0
     assert stats["test_mean_datapoint_accuracy"] == 0.5
+
+
+def test_normalisation_statistics_match_a_stored_rollout(synthetic_scenario):
+    """The running statistics equal those of the whole random rollout, which is no
+    longer kept in memory."""
+    from nip_core.trainers.rl import _running_observation_statistics
+
+    instance = synthetic_scenario.build()
+    env = instance.train_environment
+    key = "message_history"
+    env.set_seed(3)
+    torch.manual_seed(3)
+    data = env.rollout(12, break_when_any_done=False)
+    values = data.get(key).double()
+    dims = tuple(range(data.batch_dims))
+    env.set_seed(3)
+    torch.manual_seed(3)
+    stats = _running_observation_statistics(env, [key], 12)
+    mean, std = stats[key]
+    torch.testing.assert_close(mean, values.mean(dim=dims).float())
+    torch.testing.assert_close(std, values.std(dim=dims).float(), atol=1e-5, rtol=1e-4)
