@@ -8,7 +8,8 @@ its own, a few training iterations and reports
   advantage (GAE) and update, each the median over the measured iterations after
   warm-up ones;
 - peak memory: the process's resident-set high-water mark (``VmHWM``, from
-  ``/proc/self/status``, or ``ru_maxrss``), which covers torch's allocations;
+  ``/proc/self/status``, or ``ru_maxrss``), which covers torch's allocations, read
+  after the timed iterations (the FLOP counting comes after it);
 - floating-point operations per frame, counted by
   :class:`torch.utils.flop_counter.FlopCounterMode` over one collection and one
   update (the matrix multiplications, convolutions and attention torch counts);
@@ -21,9 +22,11 @@ Usage::
     python benchmarks/training_speed.py --protocols nip --settings default
     python benchmarks/training_speed.py --scenario synthetic  # no GI plugin needed
     python benchmarks/training_speed.py --profile             # + cProfile top list
+    python benchmarks/training_speed.py --torch-profile       # + torch operator table
     python benchmarks/training_speed.py --override rl.normalize_observations=false
 
-The training loop is the core's (``TensorDictRlTrainer``): the benchmark calls its
+The training loop is the core's (``TensorDictRlTrainer``): the benchmark builds it as
+``train`` does (GAE without vmap, the training contexts entered) and calls its
 ``_collect``, ``_prepare_rollout``, value estimator and ``_train_on_rollout`` one
 after the other, exactly as ``_run_train_loop`` does, with timers between them.
 """
@@ -31,6 +34,7 @@ after the other, exactly as ``_run_train_loop`` does, with timers between them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -147,8 +151,14 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
     trainer._build_operators()
     trainer.replay_buffer = trainer._get_replay_buffer()
     trainer.loss_module, trainer.gae = trainer._get_loss_module_and_gae()
+    if trainer.gae is not None and hasattr(trainer.gae, "deactivate_vmap"):
+        # as TensorDictRlTrainer.train does before its loop
+        trainer.gae.deactivate_vmap = True
     trainer.optimizer = trainer._get_optimizer()
     build_time = time.perf_counter() - build_start
+    # The contexts the training loop runs in (on CPU: the MATH kernel for
+    # scaled-dot-product attention), entered for the rest of the process
+    trainer._build_train_context(contextlib.ExitStack())
 
     env = trainer.train_environment
     steps = trainer._steps_per_iteration(env)
@@ -169,6 +179,11 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
 
             profiler = cProfile.Profile()
             profiler.enable()
+        if measured and args.torch_profile and profiler is None:
+            from torch.profiler import profile
+
+            profiler = profile()
+            profiler.__enter__()
         t0 = time.perf_counter()
         trainer.set_agents_mode(True)
         rollout, carry = trainer._collect(env, carry, steps)
@@ -180,13 +195,19 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
         trainer._train_on_rollout(rollout, updates)
         t3 = time.perf_counter()
         if profiler is not None and measured:
-            profiler.disable()
+            if args.torch_profile:
+                if iteration == args.warmup:
+                    profiler.__exit__(None, None, None)
+            else:
+                profiler.disable()
         frames = rollout.numel()
         if measured:
             timings["collection_s"].append(t1 - t0)
             timings["advantage_s"].append(t2 - t1)
             timings["update_s"].append(t3 - t2)
             timings["iteration_s"].append(t3 - t0)
+
+    rss_after_training = peak_rss_bytes()
 
     # FLOPs of one collection and one update (counted, not timed)
     with FlopCounterMode(display=False) as counter:
@@ -213,7 +234,10 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
         "build_s": build_time,
         **{f"median_{k}": v for k, v in median.items()},
         "fps": frames / median["iteration_s"],
-        "peak_rss_gb": peak_rss_bytes() / 1e9,
+        # the training's own high-water mark: FlopCounterMode, run afterwards, keeps
+        # more alive than training does and would raise it
+        "peak_rss_gb": rss_after_training / 1e9,
+        "peak_rss_with_flop_counting_gb": peak_rss_bytes() / 1e9,
         # The high-water mark before the observation-normalisation rollout (the
         # core's rl.num_normalization_steps random steps, all kept in memory) and
         # after it: the training loop's own peak is known when it stays below
@@ -225,7 +249,11 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
         "update_flops_per_frame": update_flops / frames,
         "achieved_gflops": total_flops / median["iteration_s"] / 1e9,
     }
-    if profiler is not None:
+    if profiler is not None and args.torch_profile:
+        result["profile"] = profiler.key_averages().table(
+            sort_by="self_cpu_time_total", row_limit=40
+        )
+    elif profiler is not None:
         import io
         import pstats
 
@@ -257,6 +285,8 @@ def _spawn(args: argparse.Namespace, protocol: str, setting: str) -> dict[str, A
         command += ["--data-dir", args.data_dir]
     if args.profile:
         command.append("--profile")
+    if args.torch_profile:
+        command.append("--torch-profile")
     if args.override:
         command += ["--override", *args.override]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -288,7 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workdir", default="/tmp/nip-benchmark")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="cProfile listing")
+    parser.add_argument(
+        "--torch-profile",
+        action="store_true",
+        help="torch.profiler operator table of the first measured iteration",
+    )
     parser.add_argument(
         "--override",
         nargs="*",

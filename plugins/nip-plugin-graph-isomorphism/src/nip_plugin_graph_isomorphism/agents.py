@@ -78,6 +78,11 @@ class GraphIsomorphismAgentPartMixin(TensorDictAgentPartMixin):
         return len(self.visible_message_channel_indices)
 
     def _scatter_to_channels(self, visible: Tensor, channel_dim: int) -> Tensor:
+        if self.visible_message_channel_indices == list(
+            range(self.num_message_channels)
+        ):
+            # the agent sees every channel: nothing to scatter (no copy)
+            return visible
         shape = list(visible.shape)
         shape[channel_dim] = self.num_message_channels
         index = torch.tensor(
