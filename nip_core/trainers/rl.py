@@ -198,7 +198,9 @@ class TensorDictRlTrainer(TensorDictTrainer):
         self.param_groups = groups
         if not groups:
             return None
-        return torch.optim.Adam(groups, eps=1e-5)
+        # The fused kernel updates every parameter in one pass instead of a Python
+        # loop over tensors; it runs on CPU and CUDA alike
+        return torch.optim.Adam(groups, eps=1e-5, fused=True)
 
     @property
     def frames_per_batch(self) -> int:
