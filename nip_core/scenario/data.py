@@ -403,7 +403,10 @@ class TensorDictDataset(Dataset, ABC):
             if index in ("pretrained_embeddings",) or (
                 isinstance(index, tuple) and index[:1] == ("pretrained_embeddings",)
             ):
-                return self._embeddings_td(slice(None)).get(index)
+                # The embeddings TensorDict is keyed by model name, below the prefix
+                embeddings = self._embeddings_td(slice(None))
+                rest = () if isinstance(index, str) else index[1:]
+                return embeddings if not rest else embeddings.get(rest)
             return self._main_data.get(index)
         if isinstance(index, Sequence) and not isinstance(index, tuple):
             index = torch.as_tensor(index, dtype=torch.long)
@@ -416,6 +419,8 @@ class TensorDictDataset(Dataset, ABC):
 
     def _embeddings_td(self, index: Any) -> TensorDict:
         values = {name: emb[index] for name, emb in self._pretrained_embeddings.items()}
+        if not values:
+            return TensorDict({}, batch_size=[])
         first = next(iter(values.values()))
         return TensorDict(values, batch_size=first.shape[:1] if first.ndim else [])
 

@@ -138,6 +138,10 @@ def test_pretrained_embeddings_are_cached_and_attached(synthetic_scenario):
     item = dataset[torch.tensor([2, 4])]
     expected = dataset.data["x"][[2, 4]].sum(-1, keepdim=True) * 10
     assert torch.equal(item["pretrained_embeddings", "sum/model"], expected)
+    # The whole dataset's embeddings, by key
+    whole = dataset.data["x"].sum(-1, keepdim=True) * 10
+    assert torch.equal(dataset["pretrained_embeddings", "sum/model"], whole)
+    assert list(dataset["pretrained_embeddings"].keys()) == ["sum/model"]
 
     fresh = _dataset(synthetic_scenario)
     SumModel(hp, settings, "sum/model").add_to_dataset(fresh)
