@@ -11,23 +11,15 @@ image or a feature map are ``image_channel`` / ``latent_channel``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
+from nip_core.scenario.networks import (  # noqa: F401 (re-exported)
+    ACTIVATIONS,
+    RoundMlp,
+    activation,
+    mlp,
+)
 from torch import Tensor, nn
 from torch.nn import functional as F
-
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "gelu": nn.GELU,
-}
-
-
-def activation(name: str) -> nn.Module:
-    """A fresh activation module by name (``relu``, ``tanh``, ``sigmoid``, ``gelu``)."""
-    return ACTIVATIONS[name]()
 
 
 def latent_size(size: int, num_block_groups: int) -> int:
@@ -35,20 +27,6 @@ def latent_size(size: int, num_block_groups: int) -> int:
     for _ in range(num_block_groups):
         size //= 2
     return size
-
-
-def mlp(
-    d_in: int, d_hidden: int, d_out: int, num_layers: int, activation_name: str
-) -> nn.Sequential:
-    """``Linear → act → (Linear → act) × (num_layers - 2) → Linear``.
-
-    ``num_layers`` 1 and 2 both give one hidden layer, as in the original library.
-    """
-    layers: list[nn.Module] = [nn.Linear(d_in, d_hidden), activation(activation_name)]
-    for _ in range(num_layers - 2):
-        layers += [nn.Linear(d_hidden, d_hidden), activation(activation_name)]
-    layers.append(nn.Linear(d_hidden, d_out))
-    return nn.Sequential(*layers)
 
 
 class _Flat4d(nn.Module):
@@ -297,46 +275,6 @@ class ImageEncoder(nn.Module):
             )
         latent_pixel_level = self.latent_pixel_output(latent.movedim(-3, -1))
         return self.image_level_output(image_level), latent_pixel_level
-
-
-class RoundMlp(nn.Module):
-    """An MLP on the image-level representation, optionally with a one-hot round.
-
-    Parameters
-    ----------
-    d_in, d_hidden, d_out, num_layers : int
-        The MLP's shape (see :func:`mlp`).
-    activation_name : str
-        Non-linearity.
-    num_rounds : int | None
-        When given, the round number is one-hot encoded over ``num_rounds`` values
-        and concatenated with the input.
-    """
-
-    def __init__(
-        self,
-        d_in: int,
-        d_hidden: int,
-        d_out: int,
-        num_layers: int,
-        activation_name: str,
-        num_rounds: int | None = None,
-    ):
-        super().__init__()
-        self.num_rounds = num_rounds
-        extra = num_rounds or 0
-        self.mlp = mlp(d_in + extra, d_hidden, d_out, num_layers, activation_name)
-
-    def forward(self, representation: Tensor, round_id: Tensor | None = None) -> Tensor:
-        if self.num_rounds is not None:
-            if round_id is None:
-                raise ValueError("this head needs the round number")
-            round_id = round_id.long().clamp(0, self.num_rounds - 1)
-            one_hot = F.one_hot(round_id, self.num_rounds).to(representation.dtype)
-            representation = torch.cat(
-                [representation, one_hot.expand(*representation.shape[:-1], -1)], dim=-1
-            )
-        return self.mlp(representation)
 
 
 class LatentPixelSelector(nn.Module):
