@@ -253,7 +253,49 @@ def build_agents(
                 elif role.endswith("body") and "body" in saved:
                     part.load_state_dict(saved["body"])
         agents[agent_name] = agent
+    restrict_body_outputs(agents)
     return agents
+
+
+BODY_READERS: dict[str, tuple[str, ...]] = {
+    "body": ("policy_head", "value_head", "solo_head"),
+    "policy_body": ("policy_head", "solo_head"),
+    "value_body": ("value_head",),
+}
+"""The heads that read each body role's outputs."""
+
+
+def restrict_body_outputs(agents: Mapping[str, Any]) -> None:
+    """Tell each body which of its outputs its heads read.
+
+    A body role is restricted to the union, over every agent, of the agent-level
+    in-keys its heads declare (the union, so the combined part can stack the same
+    keys for every agent). A value body thus skips what only the policy reads (see
+    :meth:`nip_core.scenario.agents.AgentBody.restrict_outputs`). Roles whose heads
+    read none of the body's outputs (every agent random, say) are left alone.
+    """
+    from tensordict.utils import unravel_key
+
+    from nip_core.scenario.agents import AgentBody
+
+    for body_role, head_roles in BODY_READERS.items():
+        bodies = [getattr(agent, body_role, None) for agent in agents.values()]
+        if not bodies or not all(isinstance(b, AgentBody) for b in bodies):
+            continue
+        read: set = set()
+        for agent in agents.values():
+            for head_role in head_roles:
+                head = getattr(agent, head_role, None)
+                for key in getattr(head, "agent_level_in_keys", ()) or ():
+                    read.add(unravel_key(key))
+        for body in bodies:
+            keys = [
+                k
+                for k in (unravel_key(k) for k in body.agent_level_out_keys)
+                if k in read
+            ]
+            if keys:
+                body.restrict_outputs(keys)
 
 
 def add_pretrained_embeddings(

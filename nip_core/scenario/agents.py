@@ -285,7 +285,48 @@ class TensorDictDummyAgentPartMixin(TensorDictAgentPartMixin):
 
 
 class AgentBody(TensorDictAgentPartMixin):
-    """A body: turns an agent's observation into a representation for its heads."""
+    """A body: turns an agent's observation into a representation for its heads.
+
+    The factory tells a body which of its outputs its heads read
+    (:meth:`restrict_outputs`): a value body feeds only the value head, which often
+    reads less than the policy head does (graph isomorphism's value head reads the
+    pair representation, not the node-level one). ``out_keys`` then lists only those,
+    and :meth:`needs_output` lets ``forward`` skip the work of the others. A body that
+    ignores it stays correct: outputs beyond ``out_keys`` are simply not collected.
+    """
+
+    _read_out_keys: tuple[NestedKey, ...] | None = None
+
+    def restrict_outputs(self, keys: Iterable[NestedKey]) -> None:
+        """Declare that only ``keys`` of the body's outputs are read.
+
+        Parameters
+        ----------
+        keys : Iterable[NestedKey]
+            A subset of ``agent_level_out_keys``.
+
+        Raises
+        ------
+        ValueError
+            When a key is not one of the body's outputs.
+        """
+        declared = [unravel_key(k) for k in self.agent_level_out_keys]
+        keys = tuple(unravel_key(k) for k in keys)
+        unknown = [k for k in keys if k not in declared]
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} does not produce {unknown} "
+                f"(its outputs: {declared})"
+            )
+        self._read_out_keys = keys
+
+    def needs_output(self, key: NestedKey) -> bool:
+        """Whether output ``key`` is read (every output is, unless restricted)."""
+        return self._read_out_keys is None or unravel_key(key) in self._read_out_keys
+
+    @property
+    def out_keys(self) -> list[NestedKey]:  # type: ignore[override]
+        return [k for k in super().out_keys if self.needs_output(k)]
 
 
 class AgentHead(TensorDictAgentPartMixin):

@@ -232,3 +232,57 @@ def test_agent_view_reads_agent_level_keys_at_the_agent_index(synthetic_scenario
     )
     view = agent_view(td, head, 1, None)
     assert torch.equal(view[REPRESENTATION], td[K.AGENTS, REPRESENTATION][:, 1])
+
+
+class TwoOutputBody(SyntheticAgentBody):
+    """The synthetic body plus a ``summary`` output it computes only when read."""
+
+    agent_level_out_keys = (REPRESENTATION, "summary")
+
+    def forward(self, tensordict):
+        out = super().forward(tensordict)
+        if self.needs_output("summary"):
+            out["summary"] = out[REPRESENTATION].sum(-1)
+        return out
+
+
+class SummaryReadingPolicyHead(SyntheticAgentPolicyHead):
+    agent_level_in_keys = (REPRESENTATION, "summary")
+
+
+def test_bodies_compute_only_what_their_heads_read(synthetic_scenario):
+    from nip_core.factory import restrict_body_outputs
+
+    hp = synthetic_scenario.hyper_params("nip")
+    settings = synthetic_scenario.settings()
+    instance = synthetic_scenario.build(hp, settings, roles=())
+    handler = instance.protocol_handler
+    agents = {
+        name: Agent(
+            name,
+            policy_body=TwoOutputBody(hp, settings, name, handler),
+            value_body=TwoOutputBody(hp, settings, name, handler),
+            policy_head=SummaryReadingPolicyHead(hp, settings, name, handler),
+            value_head=SyntheticAgentValueHead(hp, settings, name, handler),
+        )
+        for name in handler.agent_names
+    }
+    assert agents["prover"].value_body.out_keys == [REPRESENTATION, "summary"]
+    restrict_body_outputs(agents)
+    for agent in agents.values():
+        assert agent.policy_body.out_keys == [REPRESENTATION, "summary"]
+        assert agent.value_body.out_keys == [REPRESENTATION]
+        assert not agent.value_body.needs_output("summary")
+    td = instance.train_environment.reset()
+    value_bodies = {name: agent.value_body for name, agent in agents.items()}
+    CombinedBody(hp, settings, handler, value_bodies)(td)
+    assert td[K.AGENTS, REPRESENTATION].shape[:2] == (
+        instance.train_environment.num_envs,
+        2,
+    )
+    assert (K.AGENTS, "summary") not in td.keys(include_nested=True)
+    policy_bodies = {name: agent.policy_body for name, agent in agents.items()}
+    CombinedBody(hp, settings, handler, policy_bodies)(td)
+    assert torch.allclose(td[K.AGENTS, "summary"], td[K.AGENTS, REPRESENTATION].sum(-1))
+    with pytest.raises(ValueError, match="does not produce"):
+        agents["prover"].value_body.restrict_outputs(["missing"])

@@ -136,6 +136,7 @@ def build_scenario_components(
     With no ``roles``, no agents are built.
     Random agents (``is_random``) get the ``random_policy_head`` and
     ``constant_value_head`` parts (falling back to the core's generic classes).
+    Bodies are told which outputs their heads read, as the factory does.
     """
     from nip_core.protocols import build_protocol_handler
 
@@ -166,7 +167,8 @@ def build_scenario_components(
         is_random = bool(getattr(hyper_params.agents[name], "is_random", False))
         parts = {}
         for role in roles:
-            class_role = role
+            # policy and value bodies are the scenario's body class
+            class_role = "body" if role in ("policy_body", "value_body") else role
             if is_random and role == "policy_head":
                 class_role = "random_policy_head"
             elif is_random and role == "value_head":
@@ -181,6 +183,9 @@ def build_scenario_components(
             agent_name=name, agent_params=hyper_params.agents[name], **parts
         )
 
+    from nip_core.factory import restrict_body_outputs
+
+    restrict_body_outputs(agents)
     combined = {
         f"combined_{role}": combine_parts(agents, role, hyper_params, settings, handler)
         for role in roles

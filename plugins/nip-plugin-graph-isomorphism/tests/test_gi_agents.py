@@ -112,6 +112,43 @@ def test_gnn_parameters_get_their_own_learning_rate_group(registered, tmp_path) 
     assert body.parameter_groups(role="policy_body")[0][2] == 0.1
 
 
+@pytest.mark.parametrize(
+    "overrides", [{}, {"num_transformer_layers": 2}, {"num_transformer_layers": 0}]
+)
+def test_value_bodies_skip_node_outputs_with_the_same_pair_output(
+    registered, tmp_path, overrides
+) -> None:
+    roles = ("policy_body", "value_body", "policy_head", "value_head")
+    instance = build_scenario_components(
+        tiny_hyper_params("debate", trainer="reinforce", **overrides),
+        settings(tmp_path),
+        roles=roles,
+    )
+    node_key, pair_key = (K.AGENTS, NODE_LEVEL_REPR), (K.AGENTS, GRAPH_LEVEL_REPR)
+    assert node_key not in instance.combined_value_body.out_keys
+    assert node_key in instance.combined_policy_body.out_keys
+    td = instance.train_environment.reset()
+    td[K.MESSAGE_HISTORY] = torch.randint_like(td[K.MESSAGE_HISTORY], 2)
+    for agent in instance.agents.values():
+        restricted = agent.value_body.eval()
+        full = type(restricted)(
+            restricted.hyper_params,
+            restricted.settings,
+            restricted.agent_name,
+            restricted.protocol_handler,
+        ).eval()
+        full.load_state_dict(restricted.state_dict())
+        view = agent_view(td, full, full.agent_index, None)
+        out, full_out = restricted(view), full(view)
+        assert NODE_LEVEL_REPR not in out.keys()
+        assert torch.allclose(
+            out[GRAPH_LEVEL_REPR], full_out[GRAPH_LEVEL_REPR], atol=1e-6
+        )
+    instance.combined_value_body.eval()(td)
+    instance.combined_value_head(td)
+    assert td[pair_key].shape[:2] == td[K.AGENTS, K.VALUE].shape[:2]
+
+
 def test_attention_reaches_only_the_other_graph_and_the_pooled_token() -> None:
     transformer = PairTransformer(4, 2, 8, 1, 0.0, "relu")
     node_mask = torch.tensor([[[True, True, False], [True, True, True]]])

@@ -218,16 +218,14 @@ class GraphIsomorphismAgentBody(GraphIsomorphismAgentPartMixin, AgentBody):
         features = self.node_features(tensordict)
         flat = features.reshape(-1, 2, n, features.shape[-1])
         adjacency = tensordict.get("adjacency").reshape(-1, 2, n, n)
+        wants_nodes = self.needs_output(NODE_LEVEL_REPR)
         graph_level, node_level = self.encoder(
-            flat, adjacency, node_mask.reshape(-1, 2, n)
+            flat, adjacency, node_mask.reshape(-1, 2, n), node_level=wants_nodes
         )
-        return TensorDict(
-            {
-                GRAPH_LEVEL_REPR: graph_level.reshape(*batch, d),
-                NODE_LEVEL_REPR: node_level.reshape(*batch, 2, n, d),
-            },
-            batch_size=batch,
-        )
+        out = {GRAPH_LEVEL_REPR: graph_level.reshape(*batch, d)}
+        if wants_nodes:
+            out[NODE_LEVEL_REPR] = node_level.reshape(*batch, 2, n, d)
+        return TensorDict(out, batch_size=batch)
 
 
 def _wl_equal(adjacency: Tensor, node_mask: Tensor) -> Tensor:

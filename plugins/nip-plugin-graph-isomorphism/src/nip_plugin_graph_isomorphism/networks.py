@@ -134,50 +134,90 @@ class PairTransformer(nn.Module):
         return mask.masked_fill_(blocked, float("-inf"))[:, None]
 
     def _attention(
-        self, attention: nn.MultiheadAttention, x: Tensor, mask: Tensor
+        self,
+        attention: nn.MultiheadAttention,
+        x: Tensor,
+        mask: Tensor,
+        num_queries: int | None = None,
     ) -> Tensor:
-        """``attention(x, x, x, attn_mask=mask)``, written out (module docstring)."""
+        """``attention(x, x, x, attn_mask=mask)``, written out (module docstring).
+
+        With ``num_queries``, only the first ``num_queries`` tokens' outputs are
+        computed (every token is still attended to).
+        """
         batch, length, d = x.shape
         heads = self.num_heads
         qkv = F.linear(x, attention.in_proj_weight, attention.in_proj_bias)
         q, k, v = qkv.view(batch, length, 3, heads, d // heads).unbind(2)
+        if num_queries is not None:
+            q, mask = q[:, :num_queries], mask[..., :num_queries, :]
         q = q * (1.0 / math.sqrt(d // heads))
         scores = torch.einsum("bihd,bjhd->bhij", q, k) + mask
         weights = torch.softmax(scores, dim=-1)
         if self.training and attention.dropout > 0:
             weights = F.dropout(weights, attention.dropout)
-        out = torch.einsum("bhij,bjhd->bihd", weights, v).reshape(batch, length, d)
-        return attention.out_proj(out)
+        out = torch.einsum("bhij,bjhd->bihd", weights, v)
+        return attention.out_proj(out.reshape(batch, q.shape[1], d))
 
     def _layer(
-        self, layer: nn.TransformerEncoderLayer, x: Tensor, mask: Tensor
+        self,
+        layer: nn.TransformerEncoderLayer,
+        x: Tensor,
+        mask: Tensor,
+        num_queries: int | None = None,
     ) -> Tensor:
-        """One ``nn.TransformerEncoderLayer`` forward (its parameters, its maths)."""
+        """One ``nn.TransformerEncoderLayer`` forward (its parameters, its maths).
+
+        With ``num_queries``, the output of the first ``num_queries`` tokens only.
+        """
 
         def attention_block(y: Tensor) -> Tensor:
-            return layer.dropout1(self._attention(layer.self_attn, y, mask))
+            return layer.dropout1(
+                self._attention(layer.self_attn, y, mask, num_queries)
+            )
 
         def feed_forward_block(y: Tensor) -> Tensor:
             hidden = layer.dropout(layer.activation(layer.linear1(y)))
             return layer.dropout2(layer.linear2(hidden))
 
+        kept = x if num_queries is None else x[:, :num_queries]
         if layer.norm_first:
-            x = x + attention_block(layer.norm1(x))
-            return x + feed_forward_block(layer.norm2(x))
-        x = layer.norm1(x + attention_block(x))
-        return layer.norm2(x + feed_forward_block(x))
+            kept = kept + attention_block(layer.norm1(x))
+            return kept + feed_forward_block(layer.norm2(kept))
+        kept = layer.norm1(kept + attention_block(x))
+        return layer.norm2(kept + feed_forward_block(kept))
 
     def forward(
-        self, pooled: Tensor, nodes: Tensor, node_mask: Tensor
-    ) -> tuple[Tensor, Tensor]:
+        self,
+        pooled: Tensor,
+        nodes: Tensor | None,
+        node_mask: Tensor,
+        *,
+        node_level: bool = True,
+    ) -> tuple[Tensor, Tensor | None]:
+        """``(pair, nodes)``: the pooled token's and the nodes' outputs.
+
+        With ``node_level=False`` the nodes' outputs are not computed (``None`` is
+        returned for them): the last layer runs for the pooled token only, and
+        without layers ``nodes`` may be ``None``.
+        """
+        if self.encoder is None:
+            if not node_level:
+                return pooled, None
+            return pooled, nodes
         batch, _, n, d = nodes.shape
         tokens = torch.cat((pooled[:, None, :], nodes.reshape(batch, 2 * n, d)), dim=1)
-        if self.encoder is not None:
-            mask = self.additive_mask(node_mask)
-            for layer in self.encoder.layers:
-                tokens = self._layer(layer, tokens, mask)
-            if self.encoder.norm is not None:
-                tokens = self.encoder.norm(tokens)
+        mask = self.additive_mask(node_mask)
+        layers = list(self.encoder.layers)
+        for index, layer in enumerate(layers):
+            last = index == len(layers) - 1
+            tokens = self._layer(
+                layer, tokens, mask, None if node_level or not last else 1
+            )
+        if self.encoder.norm is not None:
+            tokens = self.encoder.norm(tokens)
+        if not node_level:
+            return tokens[:, 0], None
         return tokens[:, 0], tokens[:, 1:].reshape(batch, 2, n, d)
 
 
@@ -225,8 +265,15 @@ class GraphIsomorphismEncoder(nn.Module):
         return params
 
     def forward(
-        self, x: Tensor, adjacency: Tensor, node_mask: Tensor
-    ) -> tuple[Tensor, Tensor]:
+        self,
+        x: Tensor,
+        adjacency: Tensor,
+        node_mask: Tensor,
+        *,
+        node_level: bool = True,
+    ) -> tuple[Tensor, Tensor | None]:
+        """``(pair, nodes)``; ``nodes`` is ``None`` with ``node_level=False`` (the
+        transformer's last layer then runs for the pair token only)."""
         adjacency = adjacency.to(x.dtype)
         node_mask_f = node_mask.to(x.dtype)
         nodes = self.gnn(x, adjacency, node_mask_f)
@@ -257,4 +304,8 @@ class GraphIsomorphismEncoder(nn.Module):
         else:
             pair = pooled.flatten(1)
         pair = self.pair_pool(pair)
-        return self.transformer(pair, self.node_in(nodes), node_mask)
+        if not node_level and self.transformer.encoder is None:
+            return pair, None
+        return self.transformer(
+            pair, self.node_in(nodes), node_mask, node_level=node_level
+        )
