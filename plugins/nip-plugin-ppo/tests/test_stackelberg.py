@@ -48,6 +48,36 @@ def test_nystrom_low_rank_hessian_is_exact_with_enough_columns():
     torch.testing.assert_close(got, expected)
 
 
+def test_nystrom_is_deterministic_on_ill_conditioned_hessians():
+    # A saturated tanh network: its Hessian is nearly singular, where LAPACK's
+    # pivoted-QR least squares gave a different answer from one call to the next.
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1)
+    )
+    x = torch.randn(256, 8) + 12.0
+    params = list(net.parameters())
+    n = sum(p.numel() for p in params)
+    v = torch.randn(n)
+    results, ballast = [], []
+    for i in range(12):
+        ballast.append(torch.empty(7 * i + 1))  # vary the allocations in between
+        loss = net(x).pow(2).mean()
+        results.append(
+            nystrom_ihvp(
+                loss,
+                params,
+                v,
+                rank=40,
+                rho=0.1,
+                generator=torch.Generator().manual_seed(1),
+            )
+        )
+    assert torch.isfinite(results[0]).all()
+    for result in results[1:]:
+        assert torch.equal(result, results[0])
+
+
 def test_nystrom_rejects_non_positive_damping():
     theta = torch.zeros(2, requires_grad=True)
     with pytest.raises(ValueError, match="rho"):

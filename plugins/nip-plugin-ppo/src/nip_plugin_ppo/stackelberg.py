@@ -128,9 +128,14 @@ def nystrom_ihvp(
     w = columns[index]  # W = H[S, S]: (k, k)
     v = vector.detach()
     inner = rho * w + columns.T @ columns
-    # W may be singular; a least-squares solve keeps the pseudo-inverse semantics.
-    solved = torch.linalg.lstsq(inner, columns.T @ v.unsqueeze(-1)).solution
-    return (v - (columns @ solved).squeeze(-1)) / rho
+    # W may be singular: the pseudo-inverse of the (symmetric) inner matrix, by its
+    # eigendecomposition, truncating eigenvalues below the dtype's precision. Not
+    # `torch.linalg.lstsq`: its default CPU driver (gelsy, QR with pivoting) returned
+    # different solutions for the same ill-conditioned input, even within one
+    # process, which made spg / pspg runs irreproducible; and its only CUDA driver
+    # assumes full rank.
+    inner_pinv = torch.linalg.pinv(inner, hermitian=True)
+    return (v - columns @ (inner_pinv @ (columns.T @ v))) / rho
 
 
 def sos_coefficient(
