@@ -122,6 +122,8 @@ def _hyper_params(args: argparse.Namespace, protocol: str, setting: str) -> Any:
 
 def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str, Any]:
     """Measure one (protocol, setting) case in this process."""
+    import resource
+
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -141,6 +143,7 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
         cache_dir=str(Path(args.workdir) / "cache"),
         show_progress=False,
         checkpoint_period=None,
+        tune_memory_allocator=not args.no_tune_memory_allocator,
     )
     build_start = time.perf_counter()
     trainer = prepare_experiment(hp, settings).trainer
@@ -170,6 +173,7 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
         "update_s": [],
         "iteration_s": [],
     }
+    page_faults: list[int] = []
     frames = 0
     profiler = None
     for iteration in range(args.warmup + args.iterations):
@@ -184,6 +188,7 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
 
             profiler = profile()
             profiler.__enter__()
+        faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t0 = time.perf_counter()
         trainer.set_agents_mode(True)
         rollout, carry = trainer._collect(env, carry, steps)
@@ -194,6 +199,7 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
         t2 = time.perf_counter()
         trainer._train_on_rollout(rollout, updates)
         t3 = time.perf_counter()
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
         if profiler is not None and measured:
             if args.torch_profile:
                 if iteration == args.warmup:
@@ -206,6 +212,7 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
             timings["advantage_s"].append(t2 - t1)
             timings["update_s"].append(t3 - t2)
             timings["iteration_s"].append(t3 - t0)
+            page_faults.append(faults)
 
     rss_after_training = peak_rss_bytes()
 
@@ -248,6 +255,9 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
         "advantage_flops_per_frame": advantage_flops / frames,
         "update_flops_per_frame": update_flops / frames,
         "achieved_gflops": total_flops / median["iteration_s"] / 1e9,
+        # minor page faults: memory the allocator gave back and faults in again
+        "median_page_faults_per_iteration": statistics.median(page_faults),
+        "tune_memory_allocator": bool(settings.tune_memory_allocator),
     }
     if profiler is not None and args.torch_profile:
         result["profile"] = profiler.key_averages().table(
@@ -289,6 +299,8 @@ def _spawn(args: argparse.Namespace, protocol: str, setting: str) -> dict[str, A
         command.append("--torch-profile")
     if args.override:
         command += ["--override", *args.override]
+    if args.no_tune_memory_allocator:
+        command.append("--no-tune-memory-allocator")
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return {
@@ -330,6 +342,17 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="extra Hydra overrides, e.g. rl.normalize_observations=false",
     )
+    parser.add_argument(
+        "--no-tune-memory-allocator",
+        action="store_true",
+        help="leave glibc's malloc as it is (settings.tune_memory_allocator off)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="processes per case, run round-robin; figures are their medians",
+    )
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--single", nargs=2, metavar=("PROTOCOL", "SETTING"))
     args = parser.parse_args(argv)
@@ -339,24 +362,46 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     peak = matmul_gflops()
-    results = []
-    for setting in args.settings:
-        for protocol in args.protocols:
+    cases = [(p, st) for st in args.settings for p in args.protocols]
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {case: [] for case in cases}
+    for repeat in range(args.repeats):
+        for protocol, setting in cases:
             result = _spawn(args, protocol, setting)
-            result["matmul_gflops"] = peak
-            if "achieved_gflops" in result:
-                result["fraction_of_matmul_peak"] = result["achieved_gflops"] / peak
-            reference = REFERENCE.get((protocol, setting))
-            if reference and "fps" in result and args.scenario == "graph_isomorphism":
-                result["speedup_vs_original"] = result["fps"] / reference["fps"]
-            results.append(result)
-            print(_row(result), flush=True)
-            if "profile" in result:
-                print(result["profile"])
+            runs[(protocol, setting)].append(result)
+            if args.repeats > 1:
+                print(f"  [{repeat + 1}/{args.repeats}] " + _row(result), flush=True)
+    results = []
+    for (protocol, setting), case_runs in runs.items():
+        result = _combine(case_runs)
+        result["matmul_gflops"] = peak
+        if "achieved_gflops" in result:
+            result["fraction_of_matmul_peak"] = result["achieved_gflops"] / peak
+        reference = REFERENCE.get((protocol, setting))
+        if reference and "fps" in result and args.scenario == "graph_isomorphism":
+            result["speedup_vs_original"] = result["fps"] / reference["fps"]
+        results.append(result)
+        print(_row(result), flush=True)
+        if "profile" in result:
+            print(result["profile"])
     print(f"float32 matmul throughput of this machine: {peak:.1f} GFLOP/s")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
+
+
+def _combine(case_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One case's processes as one result: the median of each figure (the first
+    process's profile), with every process's frames per second kept."""
+    ok = [r for r in case_runs if "error" not in r]
+    if not ok:
+        return case_runs[0]
+    combined = dict(ok[0])
+    for key, value in ok[0].items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            combined[key] = statistics.median(r[key] for r in ok)
+    combined["fps_per_process"] = [r["fps"] for r in ok]
+    combined["processes"] = len(ok)
+    return combined
 
 
 def _row(r: dict[str, Any]) -> str:
@@ -370,7 +415,15 @@ def _row(r: dict[str, Any]) -> str:
         f"(before normalisation {r['peak_rss_before_normalization_gb']:.2f}, after "
         f"{r['peak_rss_after_normalization_gb']:.2f})  "
         f"{r['flops_per_frame'] / 1e6:.2f} MFLOP/frame  "
-        f"{100 * r.get('fraction_of_matmul_peak', 0):.1f}% of matmul peak"
+        f"{100 * r.get('fraction_of_matmul_peak', 0):.1f}% of matmul peak  "
+        f"{r['median_page_faults_per_iteration'] / 1e3:.0f}k page faults/iteration"
+        + (
+            f"  (median of {r['processes']} processes: "
+            + ", ".join(f"{fps:.0f}" for fps in r["fps_per_process"])
+            + ")"
+            if r.get("processes", 1) > 1
+            else ""
+        )
         + (
             f"  {r['speedup_vs_original']:.1f}x the original"
             if "speedup_vs_original" in r

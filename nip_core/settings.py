@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -29,6 +30,54 @@ WANDB_MODES: tuple[str, ...] = ("online", "offline", "disabled")
 
 SECRET_ENV_VARS: tuple[str, ...] = ("WANDB_API_KEY", "OPENAI_API_KEY", "HF_TOKEN")
 """Environment variables that hold credentials; never copied into saved settings."""
+
+ENV_DATA_DIR = "NIP_DATA_DIR"
+"""Environment variable naming the data directory when the settings give none."""
+
+DATA_DIR_RULE = "$NIP_DATA_DIR, else $XDG_CACHE_HOME/nip/data (~/.cache/nip/data)"
+"""The rule of :func:`default_data_dir` in words, for help texts and messages."""
+
+
+# --------------------------------------------------------------------------------------
+# Default directories
+
+
+def default_cache_dir() -> Path:
+    """The cache directory used when the settings name none.
+
+    ``$XDG_CACHE_HOME/nip``, with ``XDG_CACHE_HOME`` defaulting to ``~/.cache``
+    (unset or empty).
+    """
+    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(cache_home, "nip").expanduser()
+
+
+def default_data_dir() -> Path:
+    """The data directory used when the settings (or ``--data-dir``) name none.
+
+    ``$NIP_DATA_DIR`` if set and not empty, else ``data`` in the
+    :func:`default_cache_dir` (``~/.cache/nip/data``).
+    """
+    from_env = os.environ.get(ENV_DATA_DIR)
+    if from_env:
+        return Path(from_env).expanduser()
+    return default_cache_dir() / "data"
+
+
+def data_dir_or_default(data_dir: str | os.PathLike[str] | None) -> Path:
+    """``data_dir`` with ``~`` expanded, or :func:`default_data_dir` when it is
+    ``None`` or empty (``settings.data_dir``, a ``--data-dir`` flag)."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    return default_data_dir()
+
+
+def cache_dir_or_default(cache_dir: str | os.PathLike[str] | None) -> Path:
+    """``cache_dir`` with ``~`` expanded, or :func:`default_cache_dir` when it is
+    ``None`` or empty (``settings.cache_dir``)."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    return default_cache_dir()
 
 
 def _tuple_of_str(value: Any) -> tuple[str, ...]:
@@ -74,11 +123,11 @@ class ExperimentSettings:
     runs_dir : str
         The directory holding run directories.
     data_dir : str | None
-        Where datasets are read from and generated into; ``None`` lets the scenario
-        choose (usually ``~/.cache/nip/data``).
+        Where datasets are read from and generated into; ``None`` means
+        :func:`default_data_dir` (``$NIP_DATA_DIR``, else ``~/.cache/nip/data``).
     cache_dir : str | None
         Where pre-trained bodies and embeddings are cached; ``None`` means
-        ``~/.cache/nip``.
+        :func:`default_cache_dir` (``~/.cache/nip``).
     loggers : tuple[str, ...]
         Metric loggers (keys of the logger registry). ``"jsonl"`` is always on;
         ``"wandb"`` is added when W&B is configured (see :meth:`active_loggers`).
@@ -110,6 +159,10 @@ class ExperimentSettings:
     enable_efficient_attention : bool
         Allow PyTorch's memory-efficient attention kernel on GPU (off by default, as
         it is not deterministic).
+    tune_memory_allocator : bool
+        Have glibc's ``malloc`` keep freed memory for reuse when training starts
+        (:func:`nip_core.runtime.tune_memory_allocator`), which spares CPU training
+        most of its page faults; on by default, a no-op off Linux.
     """
 
     device: str = "cpu"
@@ -132,6 +185,7 @@ class ExperimentSettings:
     test_run: bool = False
     num_dataset_threads: int = attrs.field(default=0, validator=_non_negative)
     enable_efficient_attention: bool = False
+    tune_memory_allocator: bool = True
 
     # ------------------------------------------------------------------------------
     # W&B

@@ -8,22 +8,13 @@ with the option's type (``--num-pairs 100`` arrives as ``int``).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, TextIO
 
-DATA_DIR_ENV = "NIP_DATA_DIR"
-"""Environment variable naming the data directory when ``--data-dir`` is not given."""
-
+from nip_core.settings import DATA_DIR_RULE, data_dir_or_default
 
 _DATA_DIR_DEST = "_nip_data_dir"
-
-
-def default_data_dir() -> Path:
-    """``$NIP_DATA_DIR``, else ``~/.cache/nip/data``."""
-    return Path(os.environ.get(DATA_DIR_ENV) or "~/.cache/nip/data").expanduser()
 
 
 def option_flag(name: str) -> str:
@@ -42,7 +33,7 @@ def builder_parser(spec: Any) -> argparse.ArgumentParser:
         "--data-dir",
         dest=_DATA_DIR_DEST,
         metavar="DIR",
-        help=f"where to write it (default: ${DATA_DIR_ENV} or ~/.cache/nip/data)",
+        help=f"where to write it (default: {DATA_DIR_RULE})",
     )
     for option in spec.options:
         kwargs: dict[str, Any] = {"dest": option.name, "default": option.default}
@@ -79,8 +70,7 @@ def generate(
         for option in spec.options
         if getattr(parsed, option.name) is not None
     }
-    data_dir = getattr(parsed, _DATA_DIR_DEST) or data_dir
-    root = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    root = data_dir_or_default(getattr(parsed, _DATA_DIR_DEST) or data_dir)
     builder = resolve_ref(spec.builder)
     path = builder(name, root, **options)
     stream.write(f"nip: wrote the {scenario} dataset {name!r} to {path}\n")
@@ -93,7 +83,7 @@ def list_datasets(*, data_dir: str | None = None, stream: TextIO | None = None) 
 
     stream = stream if stream is not None else sys.stdout
     pm = get_plugin_manager()
-    root = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    root = data_dir_or_default(data_dir)
     if len(pm.scenarios) == 0:
         stream.write(
             "No scenario is installed; install a scenario plugin "

@@ -38,6 +38,7 @@ _OVERRIDES_HELP = (
 def build_parser() -> argparse.ArgumentParser:
     """The ``nip`` argument parser (every subcommand)."""
     from nip_core import __version__
+    from nip_core.settings import DATA_DIR_RULE
 
     parser = argparse.ArgumentParser(
         prog="nip",
@@ -149,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument(
         "--data-dir",
         metavar="DIR",
-        help="where to write it (default: $NIP_DATA_DIR or ~/.cache/nip/data)",
+        help=f"where to write it (default: {DATA_DIR_RULE})",
     )
     generate.add_argument(
         "builder_options",
@@ -163,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="List each scenario's named datasets, the datasets on disk and "
         "the builder command.",
     )
-    listing.add_argument("--data-dir", metavar="DIR")
+    listing.add_argument(
+        "--data-dir", metavar="DIR", help=f"where to look (default: {DATA_DIR_RULE})"
+    )
 
     from nip_core.cli.report_cmd import add_report_parser
 

@@ -240,8 +240,11 @@ class NipProtocolParameters(LongProtocolParameters):
 
 
 @parameters_class
-class DebateProtocolParameters(LongProtocolParameters):
-    """Parameters of the ``debate`` protocol (section ``debate_protocol``).
+class TwoProverProtocolParameters(LongProtocolParameters):
+    """Round limits and turn order of a protocol with two provers.
+
+    The base of ``debate_protocol`` and ``mnip_protocol``, which have the same fields
+    with the same defaults.
 
     Parameters
     ----------
@@ -265,8 +268,8 @@ class DebateProtocolParameters(LongProtocolParameters):
 
 
 @parameters_class
-class MnipProtocolParameters(LongProtocolParameters):
-    """Parameters of the ``mnip`` protocol (section ``mnip_protocol``).
+class DebateProtocolParameters(TwoProverProtocolParameters):
+    """Parameters of the ``debate`` protocol (section ``debate_protocol``).
 
     Parameters
     ----------
@@ -284,9 +287,26 @@ class MnipProtocolParameters(LongProtocolParameters):
         is random per episode.
     """
 
-    sequential: bool = field(default=False, validator=_is_bool)
-    prover0_first: bool = field(default=True, validator=_is_bool)
-    randomize_channel_order: bool = field(default=True, validator=_is_bool)
+
+@parameters_class
+class MnipProtocolParameters(TwoProverProtocolParameters):
+    """Parameters of the ``mnip`` protocol (section ``mnip_protocol``).
+
+    Parameters
+    ----------
+    max_message_rounds : int
+        The number of rounds after which the episode ends.
+    min_message_rounds : int
+        The verifier's verdicts count only from round ``min_message_rounds - 1`` on.
+    sequential : bool
+        Whether the provers speak one after the other (verifier, first prover, second
+        prover) instead of simultaneously.
+    prover0_first : bool
+        With ``sequential``, whether ``prover0`` speaks before ``prover1``.
+    randomize_channel_order : bool
+        Text scenarios: whether the order the verifier reads the provers' channels in
+        is random per episode.
+    """
 
 
 @parameters_class
@@ -327,6 +347,7 @@ __all__ = [
     "MnipProtocolParameters",
     "NipProtocolParameters",
     "PROTOCOL_SECTIONS",
+    "TwoProverProtocolParameters",
     "VERIFIER_DECISION_SPECTRUM_CHOICES",
     "VerifierDecisionSpectrumType",
     "ZkProtocolParameters",

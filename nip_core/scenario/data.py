@@ -38,6 +38,11 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 
 from nip_core.errors import DatasetNotFoundError
+from nip_core.settings import (  # noqa: F401 (re-exported)
+    ENV_DATA_DIR,
+    data_dir_or_default,
+    default_data_dir,
+)
 
 if TYPE_CHECKING:
     from nip_core.protocols import ProtocolHandler
@@ -47,31 +52,15 @@ Split = Literal["train", "test", "validation"]
 
 SPLITS: tuple[str, ...] = ("train", "test", "validation")
 
-ENV_DATA_DIR = "NIP_DATA_DIR"
-"""Environment variable naming the data directory when the settings give none."""
-
 CACHE_FORMAT_VERSION = 1
 """Bumped when the layout of processed caches changes, so old caches are rebuilt."""
 
 
-def default_data_dir() -> Path:
-    """The data directory used when the settings name none.
-
-    ``$NIP_DATA_DIR`` if set, else ``$XDG_CACHE_HOME/nip/data`` (``~/.cache/nip/data``).
-    """
-    from_env = os.environ.get(ENV_DATA_DIR)
-    if from_env:
-        return Path(from_env).expanduser()
-    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
-    return Path(cache_home, "nip", "data").expanduser()
-
-
 def resolve_data_dir(settings: Any) -> Path:
-    """The run's data directory: ``settings.data_dir`` or :func:`default_data_dir`."""
-    data_dir = getattr(settings, "data_dir", None)
-    if data_dir:
-        return Path(data_dir).expanduser()
-    return default_data_dir()
+    """The run's data directory: ``settings.data_dir``, else
+    :func:`~nip_core.settings.default_data_dir` (``$NIP_DATA_DIR``, else
+    ``~/.cache/nip/data``)."""
+    return data_dir_or_default(getattr(settings, "data_dir", None))
 
 
 def hash_key_dict(key_dict: dict[str, Any]) -> str:

@@ -27,12 +27,10 @@ from typing import Any, ClassVar
 import torch
 
 from nip_core.scenario.data import TensorDictDataset, hash_key_dict
-
-
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/nip`` (``~/.cache/nip``)."""
-    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
-    return Path(cache_home, "nip").expanduser()
+from nip_core.settings import (  # noqa: F401 (re-exported)
+    cache_dir_or_default,
+    default_cache_dir,
+)
 
 
 class PretrainedModel(ABC):
@@ -76,8 +74,7 @@ class PretrainedModel(ABC):
     @property
     def cache_dir(self) -> Path:
         """The run's cache directory."""
-        configured = getattr(self.settings, "cache_dir", None)
-        return Path(configured).expanduser() if configured else default_cache_dir()
+        return cache_dir_or_default(getattr(self.settings, "cache_dir", None))
 
     def cache_path(self, dataset: TensorDictDataset) -> Path:
         """Where the embeddings of ``dataset`` are cached."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nip_core.runs.io import atomic_torch_save
+from nip_core.settings import cache_dir_or_default
 
 CACHE_KEYS: tuple[str, ...] = (
     "scenario",
@@ -51,13 +52,7 @@ def pretraining_cache_key(hyper_params: Any) -> str:
 
 
 def pretraining_cache_path(hyper_params: Any, settings: Any) -> Path:
-    from nip_core.scenario.pretrained import default_cache_dir
-
-    base = (
-        Path(settings.cache_dir).expanduser()
-        if settings.cache_dir
-        else default_cache_dir()
-    )
+    base = cache_dir_or_default(settings.cache_dir)
     return base / "pretrained_bodies" / f"{pretraining_cache_key(hyper_params)}.pt"
 
 

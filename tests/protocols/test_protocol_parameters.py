@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import attrs
 import pytest
 
 from nip_core.errors import NipConfigError
@@ -14,6 +15,7 @@ from nip_core.protocols.parameters import (
     DebateProtocolParameters,
     MnipProtocolParameters,
     NipProtocolParameters,
+    TwoProverProtocolParameters,
     ZkProtocolParameters,
 )
 
@@ -49,6 +51,33 @@ def test_two_prover_sections_have_turn_order_fields(cls: type) -> None:
     assert section.sequential is False
     assert section.prover0_first is True
     assert section.randomize_channel_order is True
+
+
+@pytest.mark.parametrize("cls", [DebateProtocolParameters, MnipProtocolParameters])
+def test_two_prover_sections_fields_and_round_trip(cls: type) -> None:
+    # Both sections share TwoProverProtocolParameters; the saved form is unchanged
+    assert issubclass(cls, TwoProverProtocolParameters)
+    assert cls().to_dict() == {
+        "max_message_rounds": 8,
+        "min_message_rounds": 1,
+        "sequential": False,
+        "prover0_first": True,
+        "randomize_channel_order": True,
+    }
+    assert [f.name for f in attrs.fields(cls)] == [
+        "max_message_rounds",
+        "min_message_rounds",
+        "sequential",
+        "prover0_first",
+        "randomize_channel_order",
+    ]
+    section = cls(max_message_rounds=4, sequential=True, prover0_first=False)
+    again = cls.from_dict(section.to_dict())
+    assert type(again) is cls
+    assert again == section
+    with pytest.raises(NipConfigError) as info:
+        cls(sequential="yes")
+    assert info.value.problems[0].path == "sequential"
 
 
 def test_zk_defaults() -> None:

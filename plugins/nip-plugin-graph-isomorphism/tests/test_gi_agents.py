@@ -149,6 +149,39 @@ def test_value_bodies_skip_node_outputs_with_the_same_pair_output(
     assert td[pair_key].shape[:2] == td[K.AGENTS, K.VALUE].shape[:2]
 
 
+def test_value_and_solo_heads_keep_their_state_dict_keys(registered, tmp_path) -> None:
+    # The heads are the core's representation heads; checkpoints saved before that
+    # must still load, so names and shapes are pinned: d_transformer 2, 3 rounds
+    instance = build_scenario_components(
+        tiny_hyper_params("nip", num_value_layers=3), settings(tmp_path)
+    )
+    verifier = instance.agents["verifier"]
+    value_shapes = {
+        key: tuple(tensor.shape)
+        for key, tensor in verifier.value_head.state_dict().items()
+    }
+    assert value_shapes == {
+        "value_mlp.mlp.0.weight": (1, 2 + 4),
+        "value_mlp.mlp.0.bias": (1,),
+        "value_mlp.mlp.2.weight": (1, 1),
+        "value_mlp.mlp.2.bias": (1,),
+        "value_mlp.mlp.4.weight": (1, 1),
+        "value_mlp.mlp.4.bias": (1,),
+    }
+    assert verifier.value_head.in_keys == [K.ROUND, GRAPH_LEVEL_REPR]
+    solo_shapes = {
+        key: tuple(tensor.shape)
+        for key, tensor in verifier.solo_head.state_dict().items()
+    }
+    assert solo_shapes == {
+        "decider.mlp.0.weight": (1, 2),
+        "decider.mlp.0.bias": (1,),
+        "decider.mlp.2.weight": (2, 1),
+        "decider.mlp.2.bias": (2,),
+    }
+    assert verifier.solo_head.in_keys == [GRAPH_LEVEL_REPR]
+
+
 def test_attention_reaches_only_the_other_graph_and_the_pooled_token() -> None:
     transformer = PairTransformer(4, 2, 8, 1, 0.0, "relu")
     node_mask = torch.tensor([[[True, True, False], [True, True, True]]])

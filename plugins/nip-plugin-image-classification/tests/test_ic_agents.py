@@ -250,6 +250,32 @@ def test_decider_reads_the_round(tmp_path):
     assert not torch.allclose(first, later)
 
 
+def test_value_and_solo_heads_keep_their_state_dict_keys(tmp_path):
+    # The heads are the core's representation heads; checkpoints saved before that
+    # must still load, so names and shapes are pinned: d_representation 8, 3 rounds
+    hyper_params = make_hyper_params("nip")
+    handler = make_handler(hyper_params)
+    settings = make_settings(tmp_path)
+    value = ImageClassificationAgentValueHead(
+        hyper_params, settings, "verifier", handler
+    )
+    assert {k: tuple(t.shape) for k, t in value.state_dict().items()} == {
+        "value_mlp.mlp.0.weight": (4, 8 + 4),
+        "value_mlp.mlp.0.bias": (4,),
+        "value_mlp.mlp.2.weight": (1, 4),
+        "value_mlp.mlp.2.bias": (1,),
+    }
+    assert value.in_keys == [K.ROUND, "image_level_repr"]
+    solo = ImageClassificationSoloAgentHead(hyper_params, settings, "verifier", handler)
+    assert {k: tuple(t.shape) for k, t in solo.state_dict().items()} == {
+        "decider.mlp.0.weight": (4, 8),
+        "decider.mlp.0.bias": (4,),
+        "decider.mlp.2.weight": (2, 4),
+        "decider.mlp.2.bias": (2,),
+    }
+    assert solo.in_keys == ["image_level_repr"]
+
+
 def test_manual_architecture_is_refused(tmp_path):
     hyper_params = make_hyper_params(
         "nip", agents={"_default": tiny_agent_params(use_manual_architecture=True)}

@@ -31,10 +31,9 @@ from nip_core.scenario import keys as K
 from nip_core.scenario.agents import (
     AgentBody,
     AgentPolicyHead,
-    AgentValueHead,
-    SoloAgentHead,
     TensorDictAgentPartMixin,
 )
+from nip_core.scenario.heads import RepresentationSoloHead, RepresentationValueHead
 from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 from torch import Tensor, nn
@@ -369,71 +368,19 @@ class GraphIsomorphismAgentPolicyHead(GraphIsomorphismAgentPartMixin, AgentPolic
         return TensorDict(out, batch_size=batch)
 
 
-class GraphIsomorphismAgentValueHead(GraphIsomorphismAgentPartMixin, AgentValueHead):
-    """An MLP on the pair representation (and the round): ``value`` ``(*batch,)``."""
+class GraphIsomorphismAgentValueHead(
+    GraphIsomorphismAgentPartMixin, RepresentationValueHead
+):
+    """An MLP on the pair representation (and the round): ``value`` ``(*batch,)``
+    (see :class:`~nip_core.scenario.heads.RepresentationValueHead`)."""
 
-    agent_level_in_keys: ClassVar[tuple[NestedKey, ...]] = (GRAPH_LEVEL_REPR,)
-
-    def __init__(
-        self, hyper_params: Any, settings: Any, agent_name: str, protocol_handler: Any
-    ):
-        super().__init__(
-            hyper_params=hyper_params,
-            settings=settings,
-            agent_name=agent_name,
-            protocol_handler=protocol_handler,
-        )
-        params = self.agent_params
-        self.value_mlp = RoundMlp(
-            self.d_representation,
-            params.d_value,
-            1,
-            params.num_value_layers,
-            params.activation_function,
-            num_rounds=self._round_one_hot_size()
-            if params.include_round_in_value
-            else None,
-        ).to(self._default_device)
-        self.init_weights()
-
-    @property
-    def env_level_in_keys(self) -> tuple[NestedKey, ...]:  # type: ignore[override]
-        return (K.ROUND,) if self.value_mlp.num_rounds is not None else ()
-
-    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        value = self.value_mlp(
-            tensordict.get(GRAPH_LEVEL_REPR), tensordict.get(K.ROUND, None)
-        ).squeeze(-1)
-        return TensorDict({K.VALUE: value}, batch_size=tensordict.batch_size)
+    representation_key: ClassVar[NestedKey] = GRAPH_LEVEL_REPR
 
 
-class GraphIsomorphismSoloAgentHead(GraphIsomorphismAgentPartMixin, SoloAgentHead):
-    """Two logits (label 0, label 1) from the pair representation (``solo_agent``)."""
+class GraphIsomorphismSoloAgentHead(
+    GraphIsomorphismAgentPartMixin, RepresentationSoloHead
+):
+    """Two logits (label 0, label 1) from the pair representation (``solo_agent``;
+    see :class:`~nip_core.scenario.heads.RepresentationSoloHead`)."""
 
-    agent_level_in_keys: ClassVar[tuple[NestedKey, ...]] = (GRAPH_LEVEL_REPR,)
-
-    def __init__(
-        self, hyper_params: Any, settings: Any, agent_name: str, protocol_handler: Any
-    ):
-        super().__init__(
-            hyper_params=hyper_params,
-            settings=settings,
-            agent_name=agent_name,
-            protocol_handler=protocol_handler,
-        )
-        params = self.agent_params
-        self.decider = RoundMlp(
-            self.d_representation,
-            params.d_decider,
-            2,
-            params.num_decider_layers,
-            params.activation_function,
-        ).to(self._default_device)
-        self.init_weights()
-
-    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        logits = self.decider(tensordict.get(GRAPH_LEVEL_REPR))
-        return TensorDict(
-            {key: logits for key in self.agent_level_out_keys},
-            batch_size=tensordict.batch_size,
-        )
+    representation_key: ClassVar[NestedKey] = GRAPH_LEVEL_REPR

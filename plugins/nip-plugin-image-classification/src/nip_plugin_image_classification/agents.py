@@ -26,10 +26,9 @@ from nip_core.scenario import keys as K
 from nip_core.scenario.agents import (
     AgentBody,
     AgentPolicyHead,
-    AgentValueHead,
-    SoloAgentHead,
     TensorDictAgentPartMixin,
 )
+from nip_core.scenario.heads import RepresentationSoloHead, RepresentationValueHead
 from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 from torch import Tensor
@@ -375,84 +374,19 @@ class ImageClassificationAgentPolicyHead(
 
 
 class ImageClassificationAgentValueHead(
-    ImageClassificationAgentPartMixin, AgentValueHead
+    ImageClassificationAgentPartMixin, RepresentationValueHead
 ):
     """An MLP on the image-level representation (and the round): ``value``
-    ``(*batch,)``."""
+    ``(*batch,)`` (see :class:`~nip_core.scenario.heads.RepresentationValueHead`)."""
 
-    agent_level_in_keys: ClassVar[tuple[NestedKey, ...]] = (IMAGE_LEVEL_REPR,)
-
-    def __init__(
-        self,
-        hyper_params: Any,
-        settings: Any,
-        agent_name: str,
-        protocol_handler: Any,
-    ):
-        super().__init__(
-            hyper_params=hyper_params,
-            settings=settings,
-            agent_name=agent_name,
-            protocol_handler=protocol_handler,
-        )
-        params = self.agent_params
-        self.value_mlp = RoundMlp(
-            self.d_representation,
-            params.d_value,
-            1,
-            params.num_value_layers,
-            params.activation_function,
-            num_rounds=self._round_one_hot_size()
-            if params.include_round_in_value
-            else None,
-        ).to(self._default_device)
-        self.init_weights()
-
-    @property
-    def env_level_in_keys(self) -> tuple[NestedKey, ...]:  # type: ignore[override]
-        return (K.ROUND,) if self.value_mlp.num_rounds is not None else ()
-
-    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        value = self.value_mlp(
-            tensordict.get(IMAGE_LEVEL_REPR), tensordict.get(K.ROUND, None)
-        ).squeeze(-1)
-        return TensorDict({K.VALUE: value}, batch_size=tensordict.batch_size)
+    representation_key: ClassVar[NestedKey] = IMAGE_LEVEL_REPR
 
 
 class ImageClassificationSoloAgentHead(
-    ImageClassificationAgentPartMixin, SoloAgentHead
+    ImageClassificationAgentPartMixin, RepresentationSoloHead
 ):
     """Two logits (label 0, label 1) from the image-level representation, for
-    supervised training of an agent alone (``solo_agent``, pre-training)."""
+    supervised training of an agent alone (``solo_agent``, pre-training; see
+    :class:`~nip_core.scenario.heads.RepresentationSoloHead`)."""
 
-    agent_level_in_keys: ClassVar[tuple[NestedKey, ...]] = (IMAGE_LEVEL_REPR,)
-
-    def __init__(
-        self,
-        hyper_params: Any,
-        settings: Any,
-        agent_name: str,
-        protocol_handler: Any,
-    ):
-        super().__init__(
-            hyper_params=hyper_params,
-            settings=settings,
-            agent_name=agent_name,
-            protocol_handler=protocol_handler,
-        )
-        params = self.agent_params
-        self.decider = RoundMlp(
-            self.d_representation,
-            params.d_decider,
-            2,
-            params.num_decider_layers,
-            params.activation_function,
-        ).to(self._default_device)
-        self.init_weights()
-
-    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        logits = self.decider(tensordict.get(IMAGE_LEVEL_REPR))
-        return TensorDict(
-            {key: logits for key in self.agent_level_out_keys},
-            batch_size=tensordict.batch_size,
-        )
+    representation_key: ClassVar[NestedKey] = IMAGE_LEVEL_REPR
