@@ -143,7 +143,6 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
         cache_dir=str(Path(args.workdir) / "cache"),
         show_progress=False,
         checkpoint_period=None,
-        tune_memory_allocator=not args.no_tune_memory_allocator,
     )
     build_start = time.perf_counter()
     trainer = prepare_experiment(hp, settings).trainer
@@ -257,7 +256,6 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
         "achieved_gflops": total_flops / median["iteration_s"] / 1e9,
         # minor page faults: memory the allocator gave back and faults in again
         "median_page_faults_per_iteration": statistics.median(page_faults),
-        "tune_memory_allocator": bool(settings.tune_memory_allocator),
     }
     if profiler is not None and args.torch_profile:
         result["profile"] = profiler.key_averages().table(
@@ -299,8 +297,6 @@ def _spawn(args: argparse.Namespace, protocol: str, setting: str) -> dict[str, A
         command.append("--torch-profile")
     if args.override:
         command += ["--override", *args.override]
-    if args.no_tune_memory_allocator:
-        command.append("--no-tune-memory-allocator")
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return {
@@ -341,11 +337,6 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         default=[],
         help="extra Hydra overrides, e.g. rl.normalize_observations=false",
-    )
-    parser.add_argument(
-        "--no-tune-memory-allocator",
-        action="store_true",
-        help="leave glibc's malloc as it is (settings.tune_memory_allocator off)",
     )
     parser.add_argument(
         "--repeats",

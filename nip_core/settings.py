@@ -159,10 +159,6 @@ class ExperimentSettings:
     enable_efficient_attention : bool
         Allow PyTorch's memory-efficient attention kernel on GPU (off by default, as
         it is not deterministic).
-    tune_memory_allocator : bool
-        Have glibc's ``malloc`` keep freed memory for reuse when training starts
-        (:func:`nip_core.runtime.tune_memory_allocator`), which spares CPU training
-        most of its page faults; on by default, a no-op off Linux.
     """
 
     device: str = "cpu"
@@ -185,7 +181,6 @@ class ExperimentSettings:
     test_run: bool = False
     num_dataset_threads: int = attrs.field(default=0, validator=_non_negative)
     enable_efficient_attention: bool = False
-    tune_memory_allocator: bool = True
 
     # ------------------------------------------------------------------------------
     # W&B

@@ -297,16 +297,7 @@ class TensorDictTrainer(Trainer):
         return sdpa_kernel(backends)
 
     def _build_train_context(self, stack: ExitStack) -> list[Any]:
-        """Enter the contexts of the training loop into ``stack``; return them.
-
-        Also tunes the process's memory allocator for training
-        (:func:`nip_core.runtime.tune_memory_allocator`), unless the settings'
-        ``tune_memory_allocator`` is off.
-        """
-        if getattr(self.settings, "tune_memory_allocator", True):
-            from nip_core.runtime import tune_memory_allocator
-
-            tune_memory_allocator()
+        """Enter the contexts of the training loop into ``stack``; return them."""
         entered = []
         attention = self._attention_context(train=True)
         if attention is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import collections
 import itertools
 import math
+import multiprocessing
+import os
 import random
 
 import networkx as nx
@@ -84,6 +86,43 @@ def test_same_seed_same_pairs_whatever_the_workers(small_dataset) -> None:
     assert np.array_equal(again.wl_scores, small_dataset.wl_scores)
     other = generate_pairs(SMALL, seed=4, workers=1)
     assert not np.array_equal(other.adjacency, small_dataset.adjacency)
+
+
+_PARENT_PID = os.getpid()
+_REAL_RUN_UNIT = generation._run_unit
+
+
+def _unit_killing_its_worker(stream, index):
+    """``_run_unit``, except that a worker process running unit 1 of any stream dies
+    on the spot, as a worker killed by the system would."""
+    if os.getpid() != _PARENT_PID and index == 1:
+        os._exit(1)
+    return _REAL_RUN_UNIT(stream, index)
+
+
+@pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(),
+    reason="the forked workers inherit the patched unit function",
+)
+def test_a_dead_worker_does_not_hang_generation_nor_change_its_result(
+    small_dataset, monkeypatch, caplog
+) -> None:
+    monkeypatch.setattr(generation, "_run_unit", _unit_killing_its_worker)
+    with caplog.at_level("WARNING", logger=generation.__name__):
+        again = generate_pairs(SMALL, seed=3, workers=2)
+    assert "worker process died" in caplog.text
+    assert np.array_equal(again.adjacency, small_dataset.adjacency)
+    assert np.array_equal(again.wl_scores, small_dataset.wl_scores)
+
+
+def test_generating_in_this_process_keeps_its_thread_count() -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        generate_pairs(GenerationConfig(num_pairs=10, graph_sizes=(7,)), 0, workers=1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_isomorphic_pairs_are_permuted_copies(small_dataset) -> None:

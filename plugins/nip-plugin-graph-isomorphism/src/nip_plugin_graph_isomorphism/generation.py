@@ -39,11 +39,14 @@ number of workers or on timing.
 
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing
 import os
 import random
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Literal
 
 import attrs
@@ -59,6 +62,8 @@ from nip_plugin_graph_isomorphism.degree_sequences import (
     sample_graph_with_degrees,
 )
 from nip_plugin_graph_isomorphism.wl import wl_scores
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -288,7 +293,6 @@ class _UnitResult:
 
 
 def _run_unit(stream: _Stream, index: int) -> _UnitResult:
-    torch.set_num_threads(1)
     if stream.method == "rejection":
         return _rejection_unit(stream, index)
     return _degree_matched_unit(stream, index)
@@ -416,23 +420,36 @@ def _degree_matched_unit(stream: _Stream, index: int) -> _UnitResult:
 
 
 class _SerialPool:
-    """Runs units in the calling process (``workers=1``)."""
+    """Runs units in the calling process (``workers=1``), with the interface of
+    :class:`~concurrent.futures.ProcessPoolExecutor` that :func:`_run_streams` uses."""
 
     class _Done:
         def __init__(self, value: _UnitResult):
             self._value = value
 
-        def get(self) -> _UnitResult:
+        def result(self) -> _UnitResult:
             return self._value
 
-    def apply_async(self, fn: Callable, args: tuple) -> _SerialPool._Done:
+    def submit(self, fn: Callable, *args: object) -> _SerialPool._Done:
         return self._Done(fn(*args))
 
-    def close(self) -> None:
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         pass
 
-    def join(self) -> None:
-        pass
+
+def _init_worker() -> None:
+    # one thread per worker process: the workers are the parallelism (and no
+    # OpenMP thread team is started in a forked child)
+    torch.set_num_threads(1)
+
+
+def _make_pool(workers: int) -> ProcessPoolExecutor | _SerialPool:
+    if workers <= 1:
+        return _SerialPool()
+    methods = multiprocessing.get_all_start_methods()
+    # fork: workers inherit the degree-multiset tables built before
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker)
 
 
 def _run_streams(
@@ -445,14 +462,11 @@ def _run_streams(
 
     Units of all streams are interleaved on the pool; each stream's results are
     consumed in unit order and cut at its quota, so the output does not depend on
-    scheduling.
+    scheduling. If a worker process dies (killed, out of memory, a crash in a
+    forked child), the pool breaks: the remaining units then run in this process,
+    with the same result, instead of waiting forever for the lost one.
     """
-    if workers > 1:
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        pool = context.Pool(workers)
-    else:
-        pool = _SerialPool()
+    pool = _make_pool(workers)
     try:
         pending: dict[int, dict[int, object]] = {i: {} for i in range(len(streams))}
         next_submit = [0] * len(streams)
@@ -478,8 +492,8 @@ def _run_streams(
                                 "at least 7 nodes); change graph_sizes or the "
                                 "score shares"
                             )
-                        pending[i][next_submit[i]] = pool.apply_async(
-                            _run_unit, (streams[i], next_submit[i])
+                        pending[i][next_submit[i]] = pool.submit(
+                            _run_unit, streams[i], next_submit[i]
                         )
                         next_submit[i] += 1
                         in_flight += 1
@@ -487,7 +501,22 @@ def _run_streams(
             # consume the next result of each stream, in unit order
             for i in list(active):
                 unit = pending[i].pop(next_consume[i])
-                result: _UnitResult = unit.get()  # type: ignore[attr-defined]
+                try:
+                    result: _UnitResult = unit.result()  # type: ignore[attr-defined]
+                except BrokenProcessPool as error:
+                    logger.warning(
+                        "a graph generation worker process died (%s); generating "
+                        "the rest in this process",
+                        error,
+                    )
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    pool = _SerialPool()
+                    for j in active:
+                        for index in pending[j]:
+                            pending[j][index] = pool.submit(
+                                _run_unit, streams[j], index
+                            )
+                    result = _run_unit(streams[i], next_consume[i])
                 next_consume[i] += 1
                 take = min(streams[i].quota - accepted[i], len(result.scores))
                 if take:
@@ -509,11 +538,7 @@ def _run_streams(
                 out.append((np.zeros((0, 2, n, n), np.uint8), np.zeros(0, np.int64)))
         return out
     finally:
-        if isinstance(pool, _SerialPool):
-            pool.close()
-        else:
-            pool.terminate()
-            pool.join()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _method_for(n: int, score_class: str) -> Method:
