@@ -45,15 +45,58 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-def mlp(
-    d_in: int, d_hidden: int, d_out: int, num_layers: int, act: str
-) -> nn.Sequential:
-    """``Linear → act → (Linear → act) × (num_layers - 2) → Linear``."""
+class Mlp(nn.Sequential):
+    """A sequence of modules whose ``tanh`` between linear layers costs one kernel.
+
+    Modules, parameters and state-dict keys are those of the ``nn.Sequential``.
+    :class:`Tanh` modules that follow a linear layer are computed as ``sigmoid``
+    with the affine maps folded into the linear layers around them:
+    ``tanh(z) = 2 sigmoid(2 z) - 1``, so ``L2(tanh(L1 x))`` is
+    ``L2'(sigmoid(L1' x))`` with ``L1' = 2 L1`` (weight and bias) and
+    ``L2'(s) = 2 W2 s + b2 - W2 1``. On CPU that replaces the four elementwise
+    passes of :class:`Tanh` over the hidden activations by one (the scaled weights
+    are small); the function is the same up to float rounding.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        layers = list(self)
+        sigmoid_form = False  # x holds (tanh + 1) / 2 of the true activations
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            if isinstance(layer, nn.Linear):
+                to_tanh = i + 1 < len(layers) and isinstance(layers[i + 1], Tanh)
+                weight, bias = layer.weight, layer.bias
+                if sigmoid_form:
+                    correction = weight.sum(1)
+                    bias = -correction if bias is None else bias - correction
+                scale = (2.0 if sigmoid_form else 1.0) * (2.0 if to_tanh else 1.0)
+                if scale != 1.0:
+                    weight = weight * scale
+                if to_tanh and bias is not None:
+                    bias = bias * 2.0
+                x = F.linear(x, weight, bias)
+                if to_tanh:
+                    x = torch.sigmoid(x)
+                    i += 1  # the Tanh is done
+                sigmoid_form = to_tanh
+            else:
+                if sigmoid_form:
+                    x = x * 2.0 - 1.0
+                    sigmoid_form = False
+                x = layer(x)
+            i += 1
+        return x * 2.0 - 1.0 if sigmoid_form else x
+
+
+def mlp(d_in: int, d_hidden: int, d_out: int, num_layers: int, act: str) -> Mlp:
+    """``Linear → act → (Linear → act) × (num_layers - 2) → Linear`` (an
+    :class:`Mlp`)."""
     layers: list[nn.Module] = [nn.Linear(d_in, d_hidden), activation(act)]
     for _ in range(num_layers - 2):
         layers += [nn.Linear(d_hidden, d_hidden), activation(act)]
     layers.append(nn.Linear(d_hidden, d_out))
-    return nn.Sequential(*layers)
+    return Mlp(*layers)
 
 
 class RoundMlp(nn.Module):

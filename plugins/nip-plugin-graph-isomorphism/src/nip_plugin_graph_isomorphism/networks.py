@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from nip_core.scenario.networks import (  # noqa: F401 (re-exported)
     ACTIVATIONS,
     ZERO_PRESERVING,
+    Mlp,
     RoundMlp,
     Tanh,
     activation,
@@ -45,7 +46,7 @@ class DenseGinLayer(nn.Module):
     def __init__(self, d_in: int, d_hidden: int, d_out: int, act: str):
         super().__init__()
         self.eps = nn.Parameter(torch.zeros(()))
-        self.mlp = nn.Sequential(
+        self.mlp = Mlp(
             nn.Linear(d_in, d_hidden), activation(act), nn.Linear(d_hidden, d_out)
         )
 
