@@ -106,3 +106,16 @@ class CheckpointError(NipError):
 
 class BackendError(NipError):
     """A model backend (for example an API) failed after its retries."""
+
+
+class RemoteError(NipError):
+    """A remote service (W&B) could not give what a run needs, after its retries.
+
+    The message names what was fetched, the number of attempts, the last error and
+    what to check.
+    """
+
+
+class RemoteNotFoundError(RemoteError):
+    """A remote run or artifact does not exist (or these credentials cannot see
+    it). Not retried."""

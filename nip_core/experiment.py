@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -82,21 +81,13 @@ def _params_dict_of_base_run(base_run: Any, settings: ExperimentSettings) -> dic
         return RunDirectory(
             Path(settings.runs_dir) / base_run.run_id
         ).read_hyper_params()
-    api = _wandb_api()
-    run = api.run(
-        _wandb_path(base_run.wandb_entity, base_run.wandb_project, base_run.run_id)
+    from nip_core.runs.wandb_api import fetch_run_config
+
+    return fetch_run_config(
+        base_run.wandb_entity or settings.wandb_entity,
+        base_run.wandb_project or settings.wandb_project,
+        base_run.run_id,
     )
-    return dict(run.config)
-
-
-def _wandb_api() -> Any:
-    import wandb
-
-    return wandb.Api()
-
-
-def _wandb_path(entity: str, project: str, run_id: str) -> str:
-    return "/".join(part for part in (entity, project, run_id) if part)
 
 
 def _get_path(data: dict, path: str) -> Any:
@@ -145,31 +136,20 @@ def _base_run_checkpoint(
         run_dir = RunDirectory(Path(settings.runs_dir) / base_run.run_id)
         checkpoint = load_latest_checkpoint(run_dir.checkpoints_dir, settings.device)
     else:
-        checkpoint = _download_wandb_checkpoint(
-            base_run.wandb_entity, base_run.wandb_project, base_run.run_id, "latest"
+        from nip_core.runs.wandb_api import download_checkpoint
+
+        checkpoint = download_checkpoint(
+            base_run.wandb_entity or settings.wandb_entity,
+            base_run.wandb_project or settings.wandb_project,
+            base_run.run_id,
+            "latest",
+            map_location=settings.device,
         )
     if checkpoint is None:
         raise CheckpointError(
             f"base run {base_run.run_id!r} has no checkpoint to re-run the tests of"
         )
     return checkpoint
-
-
-def _download_wandb_checkpoint(
-    entity: str, project: str, run_id: str, version: str
-) -> dict | None:
-    from nip_core.runs.checkpoints import latest_checkpoint_path, load_checkpoint
-
-    api = _wandb_api()
-    name = _wandb_path(entity, project, f"checkpoint-{run_id}:{version}")
-    artifact = api.artifact(name, type="checkpoint")
-    with tempfile.TemporaryDirectory() as tmp:
-        artifact.download(root=tmp)
-        path = latest_checkpoint_path(tmp)
-        if path is None:
-            files = list(Path(tmp).glob("*.pt"))
-            path = files[0] if files else None
-        return None if path is None else load_checkpoint(path)
 
 
 # --------------------------------------------------------------------------------------
@@ -298,10 +278,11 @@ def run_experiment(
         )
     run = RunContext(run_dir, loggers, callbacks, resume_checkpoint)
     base_run = getattr(hyper_params, "base_run", None)
-    if base_run is not None and base_run.base_run_type == "rerun_tests":
-        run.base_checkpoint = _base_run_checkpoint(hyper_params, settings)
 
     try:
+        # Inside the try: a failed download marks the run failed and closes loggers
+        if base_run is not None and base_run.base_run_type == "rerun_tests":
+            run.base_checkpoint = _base_run_checkpoint(hyper_params, settings)
         scenario_instance = build_scenario_instance(hyper_params, settings)
         trainer_class = get_trainer_class(hyper_params)
         trainer = trainer_class(hyper_params, scenario_instance, settings, run)

@@ -93,27 +93,22 @@ def _checkpoint_source(agent_params: Any, settings: Any) -> tuple[dict, dict]:
     run_id = agent_params.checkpoint_run_id
     version = agent_params.checkpoint_version
     if agent_params.checkpoint_source == "wandb":
-        from nip_core.experiment import (
-            _download_wandb_checkpoint,
-            _wandb_api,
-            _wandb_path,
+        from nip_core.runs.wandb_api import (
+            download_checkpoint,
+            fetch_run_config,
+            get_wandb_api,
         )
 
-        api = _wandb_api()
-        run = api.run(
-            _wandb_path(
-                agent_params.checkpoint_entity, agent_params.checkpoint_project, run_id
-            )
+        entity = agent_params.checkpoint_entity or getattr(settings, "wandb_entity", "")
+        project = agent_params.checkpoint_project or getattr(
+            settings, "wandb_project", ""
         )
-        checkpoint = _download_wandb_checkpoint(
-            agent_params.checkpoint_entity,
-            agent_params.checkpoint_project,
-            run_id,
-            version,
+        api = get_wandb_api()
+        params_dict = fetch_run_config(entity, project, run_id, api=api)
+        checkpoint = download_checkpoint(
+            entity, project, run_id, version, map_location=settings.device, api=api
         )
-        if checkpoint is None:
-            raise CheckpointError(f"W&B run {run_id!r} has no checkpoint artifact")
-        return dict(run.config), checkpoint
+        return params_dict, checkpoint
     run_dir = RunDirectory(Path(settings.runs_dir) / run_id)
     params_dict = run_dir.read_hyper_params()
     if version == "latest":
