@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nip_core.runs.wandb_api import DEFAULT_WANDB_PROJECT
+
 if TYPE_CHECKING:
     from nip_core.runs.run_dir import RunDirectory
     from nip_core.settings import ExperimentSettings
@@ -203,7 +205,7 @@ class WandbLogger(MetricLogger):
         mode = self.settings.resolved_wandb_mode()
         config = {k: v for k, v in self.hyper_params_dict.items() if k != "_meta"}
         self.run = wandb.init(
-            project=self.settings.wandb_project or "nip",
+            project=self.settings.wandb_project or DEFAULT_WANDB_PROJECT,
             entity=self.settings.wandb_entity,
             id=self.run_dir.run_id,
             name=self.run_dir.run_id,

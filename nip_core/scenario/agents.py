@@ -122,6 +122,15 @@ class AgentPart(ABC):  # noqa: B024 - a base to subclass, nothing to implement
         return int(self.protocol_handler.max_message_rounds)
 
     @property
+    def round_one_hot_size(self) -> int:
+        """Size of the round's one-hot encoding: ``max_message_rounds + 1``.
+
+        The round after the last one is observed at the end of an episode, by value
+        estimates of the final state.
+        """
+        return self.max_message_rounds + 1
+
+    @property
     def num_message_channels(self) -> int:
         """The protocol's number of message channels."""
         return len(self.protocol_handler.message_channel_names)

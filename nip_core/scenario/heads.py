@@ -78,15 +78,6 @@ class RepresentationHead(AgentHead):
         """Width of the representation (``hyper_params.d_representation``)."""
         return int(self.hyper_params.d_representation)
 
-    @property
-    def round_one_hot_size(self) -> int:
-        """Size of the round's one-hot encoding: ``max_message_rounds + 1``.
-
-        The round after the last one is observed at the end of an episode, by value
-        estimates of the final state.
-        """
-        return self.max_message_rounds + 1
-
 
 class RepresentationValueHead(RepresentationHead, AgentValueHead):
     """An MLP on the representation (and the round): ``value`` ``(*batch,)``.

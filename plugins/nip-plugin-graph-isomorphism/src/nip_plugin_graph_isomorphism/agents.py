@@ -89,10 +89,6 @@ class GraphIsomorphismAgentPartMixin(TensorDictAgentPartMixin):
         )
         return visible.new_zeros(shape).index_copy(channel_dim, index, visible)
 
-    def _round_one_hot_size(self) -> int:
-        # the round after the last is observed by value estimates of final states
-        return self.max_message_rounds + 1
-
 
 def _check_manual(hyper_params: Any, agent_name: str) -> None:
     protocol = str(getattr(hyper_params, "interaction_protocol", "nip"))
@@ -284,7 +280,7 @@ class GraphIsomorphismAgentPolicyHead(GraphIsomorphismAgentPartMixin, AgentPolic
                 3,
                 params.num_decider_layers,
                 params.activation_function,
-                num_rounds=self._round_one_hot_size()
+                num_rounds=self.round_one_hot_size
                 if params.include_round_in_decider
                 else None,
             )

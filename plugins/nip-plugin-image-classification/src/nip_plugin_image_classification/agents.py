@@ -99,11 +99,6 @@ class ImageClassificationAgentPartMixin(TensorDictAgentPartMixin):
         index = torch.tensor(self.visible_message_channel_indices, device=full.device)
         return full.index_copy(channel_dim, index, visible_logits)
 
-    def _round_one_hot_size(self) -> int:
-        # The round after the last one (``max_message_rounds``) is observed at the
-        # end of an episode, by value estimates of the final state.
-        return self.max_message_rounds + 1
-
 
 class ImageClassificationAgentBody(ImageClassificationAgentPartMixin, AgentBody):
     """The CNN body (see :class:`~.networks.ImageEncoder`).
@@ -322,9 +317,7 @@ class ImageClassificationAgentPolicyHead(
                 params.num_decider_layers,
                 params.activation_function,
                 num_rounds=(
-                    self._round_one_hot_size()
-                    if params.include_round_in_decider
-                    else None
+                    self.round_one_hot_size if params.include_round_in_decider else None
                 ),
             )
         self.linear_message_selector = None
