@@ -85,6 +85,11 @@ def plugin(session: nox.Session, plugin: str) -> None:
         w for w in wheel_dir.glob("*.whl") if not w.name.startswith("nip_core-")
     )
     session.install(f"{core_wheel}[test]", f"{plugin_wheel}[test]")
+    # The wheels keep their version from one build to the next, so with a reused
+    # virtualenv pip would consider them installed and keep the old code
+    session.install(
+        "--force-reinstall", "--no-deps", str(core_wheel), str(plugin_wheel)
+    )
     # Run from the plugin's directory so that neither the core's nor the plugin's
     # source tree shadows the installed wheels.
     session.chdir(plugin_dir)
