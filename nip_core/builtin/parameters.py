@@ -13,6 +13,7 @@ from nip_core.records import MigrationSpec, ParameterSectionSpec
 @hookimpl
 def register_parameter_sections() -> list[ParameterSectionSpec]:
     from nip_core.parameters.base_run import BaseRunParameters
+    from nip_core.parameters.dataset import DatasetParameters
     from nip_core.parameters.message_regression import MessageRegressionParameters
     from nip_core.parameters.trainers import (
         ReinforceParameters,
@@ -35,6 +36,12 @@ def register_parameter_sections() -> list[ParameterSectionSpec]:
             name="reinforce",
             parameters_class=ReinforceParameters,
             description="The REINFORCE trainer",
+        ),
+        ParameterSectionSpec(
+            name="dataset_options",
+            parameters_class=DatasetParameters,
+            description="Size caps of datasets and the two-class reduction of "
+            "many-class data",
         ),
         ParameterSectionSpec(
             name="message_regression",

@@ -617,7 +617,6 @@ def test_whole_original_dict_converts_and_says_what_changed(toy, version):
                 "pure_text_malt",
                 "image_classification",
                 "code_validation",
-                "dataset_options",
             )
         ),
     ]

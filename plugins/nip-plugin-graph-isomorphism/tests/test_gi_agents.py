@@ -236,3 +236,16 @@ def test_manual_architecture_is_refused_outside_nip(registered, tmp_path) -> Non
             tiny_hyper_params("debate", use_manual_architecture=True),
             settings(tmp_path),
         )
+
+
+def test_dataset_options_cap_the_training_set(registered, tmp_path) -> None:
+    # dataset_options is a core section: graph isomorphism honours it without the
+    # image classification plugin installed
+    hyper_params = tiny_hyper_params("nip")
+    assert hyper_params.dataset_options.max_train_size is None
+    full = build_scenario_components(hyper_params, settings(tmp_path), roles=())
+    hyper_params.dataset_options.max_train_size = 10
+    capped = build_scenario_components(hyper_params, settings(tmp_path), roles=())
+    assert len(full.train_dataset) == 100
+    assert len(capped.train_dataset) == 10
+    assert len(capped.test_dataset) == len(full.test_dataset)

@@ -86,9 +86,8 @@ def register_agent_parts() -> list[AgentPartSpec]:
 
 @hookimpl
 def register_parameter_sections() -> list[ParameterSectionSpec]:
-    """The ``image_classification`` and ``dataset_options`` sections."""
+    """The ``image_classification`` section (``dataset_options`` is the core's)."""
     from nip_plugin_image_classification.parameters import (
-        DatasetParameters,
         ImageClassificationParameters,
     )
 
@@ -97,11 +96,6 @@ def register_parameter_sections() -> list[ParameterSectionSpec]:
             name="image_classification",
             parameters_class=ImageClassificationParameters,
             description="CNN shape shared by image classification agents.",
-        ),
-        ParameterSectionSpec(
-            name="dataset_options",
-            parameters_class=DatasetParameters,
-            description="Two-class reduction, balancing and size of image datasets.",
         ),
     ]
 
