@@ -65,9 +65,14 @@ class RunContext:
         self.loggers.log_metrics(step, flat)
 
     def log_artifact(
-        self, path: str | os.PathLike, name: str, artifact_type: str
+        self,
+        path: str | os.PathLike,
+        name: str,
+        artifact_type: str,
+        *,
+        aliases: Sequence[str] = (),
     ) -> None:
-        self.loggers.log_artifact(path, name, artifact_type)
+        self.loggers.log_artifact(path, name, artifact_type, aliases=aliases)
 
     def run_callbacks(self, trainer: Any, iteration: int, metrics: Mapping[str, Any]):
         for callback in self.callbacks:

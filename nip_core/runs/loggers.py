@@ -13,7 +13,7 @@ import json
 import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,10 +81,18 @@ class MetricLogger(ABC):
         """Log one step's metrics (already flattened to ``name -> number``)."""
 
     def log_artifact(  # noqa: B027 (optional hook, nothing to do by default)
-        self, path: str | os.PathLike, name: str, artifact_type: str
+        self,
+        path: str | os.PathLike,
+        name: str,
+        artifact_type: str,
+        *,
+        aliases: Sequence[str] = (),
     ) -> None:
         """Record a file or directory as an artifact (default: nothing to do, the
-        file is already in the run directory)."""
+        file is already in the run directory).
+
+        ``aliases`` name this version besides ``latest`` (checkpoints get
+        ``iter_<n>``, see :func:`nip_core.runs.wandb_api.checkpoint_alias`)."""
 
     def finish(self) -> None:  # noqa: B027 (optional hook)
         """Flush and close."""
@@ -227,7 +235,12 @@ class WandbLogger(MetricLogger):
         self.run.log(dict(metrics), step=step)
 
     def log_artifact(
-        self, path: str | os.PathLike, name: str, artifact_type: str
+        self,
+        path: str | os.PathLike,
+        name: str,
+        artifact_type: str,
+        *,
+        aliases: Sequence[str] = (),
     ) -> None:
         if self.settings.resolved_wandb_mode() == "disabled":
             return
@@ -237,7 +250,8 @@ class WandbLogger(MetricLogger):
             artifact.add_dir(str(path))
         else:
             artifact.add_file(str(path))
-        self.run.log_artifact(artifact)
+        # explicit aliases replace W&B's default ["latest"]: keep it
+        self.run.log_artifact(artifact, aliases=["latest", *aliases])
 
     def finish(self) -> None:
         self.run.finish()
@@ -271,10 +285,18 @@ class LoggerGroup:
             logger.log_metrics(step, flat)
 
     def log_artifact(
-        self, path: str | os.PathLike, name: str, artifact_type: str
+        self,
+        path: str | os.PathLike,
+        name: str,
+        artifact_type: str,
+        *,
+        aliases: Sequence[str] = (),
     ) -> None:
         for logger in self.loggers:
-            logger.log_artifact(path, name, artifact_type)
+            if aliases:
+                logger.log_artifact(path, name, artifact_type, aliases=tuple(aliases))
+            else:
+                logger.log_artifact(path, name, artifact_type)
 
     def finish(self) -> None:
         for logger in self.loggers:

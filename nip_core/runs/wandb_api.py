@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_WANDB_PROJECT",
     "backoff_delays",
     "call_with_retries",
+    "checkpoint_alias",
     "checkpoint_artifact_name",
     "download_checkpoint",
     "fetch_run_config",
@@ -260,10 +261,24 @@ def wandb_path(entity: str | None, project: str | None, name: str) -> str:
     return f"{entity}/{project}/{name}" if entity else f"{project}/{name}"
 
 
+def checkpoint_alias(iteration: int) -> str:
+    """The W&B alias of the checkpoint saved after ``iteration`` iterations:
+    ``iter_<iteration>`` (the trainers add it to each checkpoint they upload)."""
+    return f"iter_{int(iteration)}"
+
+
 def checkpoint_artifact_name(
     entity: str | None, project: str | None, run_id: str, version: str = "latest"
 ) -> str:
-    """The full name of version ``version`` of a run's checkpoint artifact."""
+    """The full name of version ``version`` of a run's checkpoint artifact.
+
+    A number names the checkpoint of that iteration, as it does for local runs
+    (``"5"`` becomes the alias ``iter_5``); anything else (``"latest"``, ``"v3"``,
+    an alias) is W&B's own version name.
+    """
+    version = str(version)
+    if version.isdigit():
+        version = checkpoint_alias(int(version))
     return wandb_path(entity, project, f"checkpoint-{run_id}:{version}")
 
 
@@ -317,7 +332,8 @@ def download_checkpoint(
     run_id : str
         The run.
     version : str
-        The artifact version: ``"latest"``, ``"v3"``, or another alias.
+        The checkpoint: ``"latest"``, an iteration number (``"5"``: the alias
+        ``iter_5`` the trainer gave it), or a W&B version or alias (``"v3"``).
     map_location : Any
         Where to load the tensors (``torch.load``'s ``map_location``).
     api : wandb.Api, optional

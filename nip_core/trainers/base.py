@@ -231,8 +231,13 @@ class Trainer(ABC):
         path = save_checkpoint(
             self.run.run_dir.checkpoints_dir, iteration, self.state_dict()
         )
+        from nip_core.runs.wandb_api import checkpoint_alias
+
         self.run.log_artifact(
-            path, f"checkpoint-{self.run.run_dir.run_id}", "checkpoint"
+            path,
+            f"checkpoint-{self.run.run_dir.run_id}",
+            "checkpoint",
+            aliases=(checkpoint_alias(iteration),),
         )
 
     def maybe_save_checkpoint(self, iteration: int) -> bool:

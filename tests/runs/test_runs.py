@@ -215,7 +215,9 @@ def test_wandb_offline_logger_records_history(tmp_path, plugin_manager, monkeypa
     group.log_metrics(1, {"accuracy": 0.5})
     checkpoint = run_dir.checkpoints_dir / "latest.pt"
     checkpoint.write_bytes(b"x")
-    group.log_artifact(checkpoint, "checkpoint-wb-run", "checkpoint")
+    group.log_artifact(
+        checkpoint, "checkpoint-wb-run", "checkpoint", aliases=("iter_3",)
+    )
     group.finish()
 
     info = run_dir.read_run_info()
@@ -240,6 +242,7 @@ def test_wandb_offline_logger_records_history(tmp_path, plugin_manager, monkeypa
     assert [(a.name, a.type) for a in artifacts] == [
         ("checkpoint-wb-run", "checkpoint")
     ]
+    assert sorted(artifacts[0].aliases) == ["iter_3", "latest"]
     config = next(r.run.config for r in records if r.WhichOneof("record_type") == "run")
     config_items = {_item_key(u): u.value_json for u in config.update}
     assert config_items["seed"] == "1"

@@ -554,3 +554,30 @@ def test_connecting_to_wandb_is_retried(monkeypatch, sleeps):
     monkeypatch.setattr(wandb, "Api", connect)
     assert get_wandb_api() is api
     assert len(attempts) == 2 and sleeps == [1.0]
+
+
+def test_an_iteration_number_names_the_checkpoint_of_that_iteration(
+    fake_api, sleeps, tmp_path
+):
+    from nip_core.runs.checkpoints import save_checkpoint
+    from nip_core.runs.wandb_api import checkpoint_alias, checkpoint_artifact_name
+
+    assert checkpoint_alias(5) == "iter_5"
+    assert (
+        checkpoint_artifact_name("lab", "proj", "r", "5")
+        == "lab/proj/checkpoint-r:iter_5"
+    )
+    assert (
+        checkpoint_artifact_name("lab", "proj", "r", "v5") == "lab/proj/checkpoint-r:v5"
+    )
+    source = tmp_path / "iter5"
+    source.mkdir()
+    save_checkpoint(source, 5, {"marker": 5})
+    fake_api.artifacts["lab/proj/checkpoint-r:iter_5"] = source
+    checkpoint = download_checkpoint("lab", "proj", "r", "5")
+    assert checkpoint["iteration"] == 5
+    assert fake_api.calls[0] == (
+        "artifact",
+        "lab/proj/checkpoint-r:iter_5",
+        "checkpoint",
+    )
