@@ -264,6 +264,21 @@ def _run_path(run: Any) -> str | None:
         return None
 
 
+def _takes_aliases(method: Any) -> bool:
+    """Whether a logger's ``log_artifact`` accepts ``aliases`` (plugin loggers
+    written before the keyword existed do not)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.name == "aliases" or p.kind is inspect.Parameter.VAR_KEYWORD
+        for p in parameters
+    )
+
+
 class LoggerGroup:
     """Fans metrics and artifacts out to several loggers."""
 
@@ -293,7 +308,7 @@ class LoggerGroup:
         aliases: Sequence[str] = (),
     ) -> None:
         for logger in self.loggers:
-            if aliases:
+            if aliases and _takes_aliases(logger.log_artifact):
                 logger.log_artifact(path, name, artifact_type, aliases=tuple(aliases))
             else:
                 logger.log_artifact(path, name, artifact_type)

@@ -320,3 +320,41 @@ def test_rollout_samples_name_the_agents():
     )
     assert episode["agent_names"] == ["prover", "verifier"]
     assert "agent_names" not in episodes_from_rollout(rollout, 1, 0)[0]
+
+
+def test_artifact_aliases_reach_only_loggers_that_take_them(tmp_path):
+    from nip_core.runs.loggers import LoggerGroup, MetricLogger
+
+    calls = []
+
+    class OldStyleLogger(MetricLogger):
+        name = "old"
+
+        def log_metrics(self, step, metrics):
+            pass
+
+        def log_artifact(self, path, name, artifact_type):
+            calls.append(("old", name))
+
+    class AliasLogger(MetricLogger):
+        name = "new"
+
+        def log_metrics(self, step, metrics):
+            pass
+
+        def log_artifact(self, path, name, artifact_type, *, aliases=()):
+            calls.append(("new", name, tuple(aliases)))
+
+    run_dir = _run_dir(tmp_path, "aliases")
+    settings = ExperimentSettings(run_id="aliases")
+    group = LoggerGroup(
+        [OldStyleLogger(run_dir, settings, {}), AliasLogger(run_dir, settings, {})]
+    )
+    group.log_artifact(tmp_path, "checkpoint-aliases", "checkpoint", aliases=["iter_2"])
+    group.log_artifact(tmp_path, "rollouts-aliases", "rollouts")
+    assert calls == [
+        ("old", "checkpoint-aliases"),
+        ("new", "checkpoint-aliases", ("iter_2",)),
+        ("old", "rollouts-aliases"),
+        ("new", "rollouts-aliases", ()),
+    ]

@@ -8,6 +8,8 @@ import math
 import multiprocessing
 import os
 import random
+import signal
+import time
 
 import networkx as nx
 import numpy as np
@@ -269,3 +271,36 @@ def test_direct_samples_for_rare_multisets_keep_the_law(monkeypatch) -> None:
         ]
     )
     assert scipy_stats.chi2_contingency(table).pvalue > 0.001
+
+
+@pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="POSIX signals"
+)
+def test_a_worker_dying_between_two_results_does_not_stop_generation(caplog) -> None:
+    # The pool breaks while the main process is not waiting for a result: the next
+    # submission itself fails, and must fall back like a failed result does
+    stream = generation._Stream(
+        n=7,
+        p=0.5,
+        score_class="1",
+        quota=2000,
+        method=generation._method_for(7, "1"),
+        seed=1,
+        max_iterations=5,
+    )
+    killed: list[int] = []
+
+    def kill_a_worker_once(take: int) -> None:
+        if not killed:
+            worker = multiprocessing.active_children()[0]
+            os.kill(worker.pid, signal.SIGKILL)
+            killed.append(worker.pid)
+            time.sleep(1.0)  # the pool notices before the next submission
+
+    serial = generation._run_streams([stream], 1, lambda take: None)
+    with caplog.at_level("WARNING", logger=generation.__name__):
+        parallel = generation._run_streams([stream], 2, kill_a_worker_once)
+    assert killed
+    assert "worker process died" in caplog.text
+    assert np.array_equal(parallel[0][0], serial[0][0])
+    assert np.array_equal(parallel[0][1], serial[0][1])

@@ -421,17 +421,26 @@ def _degree_matched_unit(stream: _Stream, index: int) -> _UnitResult:
 
 class _SerialPool:
     """Runs units in the calling process (``workers=1``), with the interface of
-    :class:`~concurrent.futures.ProcessPoolExecutor` that :func:`_run_streams` uses."""
+    :class:`~concurrent.futures.ProcessPoolExecutor` that :func:`_run_streams` uses.
 
-    class _Done:
-        def __init__(self, value: _UnitResult):
-            self._value = value
+    A unit runs when its result is first asked for, so units submitted ahead for a
+    stream that reaches its quota first are never run.
+    """
+
+    class _Deferred:
+        def __init__(self, fn: Callable, args: tuple):
+            self._call: tuple[Callable, tuple] | None = (fn, args)
+            self._value: _UnitResult | None = None
 
         def result(self) -> _UnitResult:
-            return self._value
+            if self._call is not None:
+                fn, args = self._call
+                self._value = fn(*args)
+                self._call = None
+            return self._value  # type: ignore[return-value]
 
-    def submit(self, fn: Callable, *args: object) -> _SerialPool._Done:
-        return self._Done(fn(*args))
+    def submit(self, fn: Callable, *args: object) -> _SerialPool._Deferred:
+        return self._Deferred(fn, args)
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         pass
@@ -467,8 +476,23 @@ def _run_streams(
     with the same result, instead of waiting forever for the lost one.
     """
     pool = _make_pool(workers)
+    pending: dict[int, dict[int, object]] = {i: {} for i in range(len(streams))}
+
+    def fall_back(error: BaseException) -> _SerialPool:
+        """The pool broke: every pending unit is run again in this process."""
+        logger.warning(
+            "a graph generation worker process died (%s); generating the rest in "
+            "this process",
+            error,
+        )
+        pool.shutdown(wait=False, cancel_futures=True)
+        serial = _SerialPool()
+        for i, units in pending.items():
+            for index in units:
+                units[index] = serial.submit(_run_unit, streams[i], index)
+        return serial
+
     try:
-        pending: dict[int, dict[int, object]] = {i: {} for i in range(len(streams))}
         next_submit = [0] * len(streams)
         next_consume = [0] * len(streams)
         collected: list[list[np.ndarray]] = [[] for _ in streams]
@@ -492,31 +516,24 @@ def _run_streams(
                                 "at least 7 nodes); change graph_sizes or the "
                                 "score shares"
                             )
-                        pending[i][next_submit[i]] = pool.submit(
-                            _run_unit, streams[i], next_submit[i]
-                        )
+                        try:
+                            future = pool.submit(_run_unit, streams[i], next_submit[i])
+                        except BrokenProcessPool as error:
+                            pool = fall_back(error)
+                            future = pool.submit(_run_unit, streams[i], next_submit[i])
+                        pending[i][next_submit[i]] = future
                         next_submit[i] += 1
                         in_flight += 1
                 cursor += 1
             # consume the next result of each stream, in unit order
             for i in list(active):
-                unit = pending[i].pop(next_consume[i])
+                index = next_consume[i]
                 try:
-                    result: _UnitResult = unit.result()  # type: ignore[attr-defined]
+                    result: _UnitResult = pending[i][index].result()  # type: ignore[attr-defined]
                 except BrokenProcessPool as error:
-                    logger.warning(
-                        "a graph generation worker process died (%s); generating "
-                        "the rest in this process",
-                        error,
-                    )
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    pool = _SerialPool()
-                    for j in active:
-                        for index in pending[j]:
-                            pending[j][index] = pool.submit(
-                                _run_unit, streams[j], index
-                            )
-                    result = _run_unit(streams[i], next_consume[i])
+                    pool = fall_back(error)
+                    result = pending[i][index].result()  # type: ignore[attr-defined]
+                del pending[i][index]
                 next_consume[i] += 1
                 take = min(streams[i].quota - accepted[i], len(result.scores))
                 if take:
