@@ -45,6 +45,18 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+def _plain_linear(module: nn.Linear) -> bool:
+    """An ``nn.Linear`` itself, with no hooks (its maths can be folded)."""
+    return (
+        type(module) is nn.Linear
+        and not module._forward_hooks
+        and not module._forward_pre_hooks
+        and not module._backward_hooks
+        and not nn.modules.module._global_forward_hooks
+        and not nn.modules.module._global_forward_pre_hooks
+    )
+
+
 class Mlp(nn.Sequential):
     """A sequence of modules whose ``tanh`` between linear layers costs one kernel.
 
@@ -55,11 +67,16 @@ class Mlp(nn.Sequential):
     ``L2'(sigmoid(L1' x))`` with ``L1' = 2 L1`` (weight and bias) and
     ``L2'(s) = 2 W2 s + b2 - W2 1``. On CPU that replaces the four elementwise
     passes of :class:`Tanh` over the hidden activations by one (the scaled weights
-    are small); the function is the same up to float rounding.
+    are small); the function is the same up to float rounding. When a linear layer
+    has hooks (``spectral_norm``, say) or is a subclass, the modules run one after
+    the other instead.
     """
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
         layers = list(self)
+        if not all(_plain_linear(m) for m in layers if isinstance(m, nn.Linear)):
+            # a hooked or customised linear layer must run its own forward
+            return super().forward(x)
         sigmoid_form = False  # x holds (tanh + 1) / 2 of the true activations
         i = 0
         while i < len(layers):

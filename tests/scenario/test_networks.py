@@ -66,3 +66,13 @@ def test_mlp_keeps_the_sequential_state_dict_keys():
 def test_fast_tanh_matches_torch():
     x = torch.linspace(-30, 30, 10_001)
     assert (Tanh()(x) - torch.tanh(x)).abs().max() < 3e-7
+
+
+def test_mlp_runs_hooked_linear_layers_through_their_own_forward():
+    torch.manual_seed(2)
+    model = mlp(3, 5, 2, 2, "tanh").double()
+    seen = []
+    model[0].register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    x = torch.randn(4, 3, dtype=torch.float64)
+    torch.testing.assert_close(model(x), _as_plain_sequential(model)(x))
+    assert seen == [torch.Size([4, 5])] * 2  # our forward, then the reference's
