@@ -27,24 +27,10 @@ def scenario(register_plugin, tmp_path):
     return SyntheticScenario(tmp_path)
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def _rl(**overrides):
-    values = {
-        "num_iterations": 2,
-        "num_epochs": 1,
-        "minibatch_size": 6,
-        "num_test_iterations": 1,
-        "normalize_observations": False,
-    }
-    values.update(overrides)
-    return values
+_rl = SyntheticScenario.short_rl
 
 
 def _solo(scenario, epochs=2, **overrides):

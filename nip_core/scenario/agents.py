@@ -217,6 +217,43 @@ class TensorDictAgentPartMixin(AgentPart, TensorDictModuleBase):
         mask = self.protocol_handler.agent_channel_visibility_mask[self.agent_index]
         return mask.to(self.device)
 
+    @property
+    def num_visible_channels(self) -> int:
+        """How many channels this agent sees."""
+        return len(self.visible_message_channel_indices)
+
+    @property
+    def message_size(self) -> int:
+        """Messages per channel per round (``hyper_params.message_size``)."""
+        return int(getattr(self.hyper_params, "message_size", 1))
+
+    @property
+    def include_linear_message_space(self) -> bool:
+        """Whether agents also send a message from the linear message space."""
+        return bool(getattr(self.hyper_params, "include_linear_message_space", False))
+
+    @property
+    def d_linear_message_space(self) -> int:
+        """Size of the linear message space (``d_linear_message_space``)."""
+        return int(getattr(self.hyper_params, "d_linear_message_space", 2))
+
+    def scatter_to_channels(
+        self, visible: torch.Tensor, channel_dim: int
+    ) -> torch.Tensor:
+        """Place values over the visible channels into a tensor over all channels.
+
+        ``visible`` has :attr:`num_visible_channels` entries along ``channel_dim``;
+        the result has every channel there, zeros on those the agent cannot see. An
+        agent that sees every channel gets ``visible`` back (no copy).
+        """
+        indices = self.visible_message_channel_indices
+        if indices == list(range(self.num_message_channels)):
+            return visible
+        shape = list(visible.shape)
+        shape[channel_dim] = self.num_message_channels
+        index = torch.tensor(indices, device=visible.device)
+        return visible.new_zeros(shape).index_copy(channel_dim, index, visible)
+
     def init_weights(self) -> None:
         """Initialise the weights as the agent's parameters say.
 
@@ -355,7 +392,7 @@ class AgentPolicyHead(AgentHead):
     @property
     def agent_level_out_keys(self) -> tuple[NestedKey, ...]:  # type: ignore[override]
         out: tuple[NestedKey, ...] = (K.MAIN_MESSAGE_LOGITS, K.DECISION_LOGITS)
-        if getattr(self.hyper_params, "include_linear_message_space", False):
+        if self.include_linear_message_space:
             out = (*out, K.LINEAR_MESSAGE_LOGITS)
         return out
 

@@ -2,8 +2,8 @@
 
 Loaded through the ``pytest11`` entry point of nip-core, so any project that has
 nip-core installed can use these fixtures without a ``conftest.py``:
-``plugin_manager``, ``register_plugin`` and ``synthetic_scenario`` (the tiny tensor
-scenario of :mod:`nip_core.testing.synthetic`). See
+``plugin_manager``, ``register_plugin``, ``synthetic_scenario`` (the tiny tensor
+scenario of :mod:`nip_core.testing.synthetic`) and ``single_thread``. See
 :mod:`nip_core.testing.fixtures` for why they are not autouse.
 """
 
@@ -18,7 +18,23 @@ from nip_core.plugins import NipPluginManager
 from nip_core.testing.fixtures import RegisterPlugin, isolated_plugin_manager
 from nip_core.testing.synthetic.fixtures import synthetic_scenario
 
-__all__ = ["plugin_manager", "register_plugin", "synthetic_scenario"]
+__all__ = ["plugin_manager", "register_plugin", "single_thread", "synthetic_scenario"]
+
+
+@pytest.fixture
+def single_thread() -> Iterator[None]:
+    """torch on one thread for the test, then the previous thread count again.
+
+    Tiny models train faster on one thread, and results do not depend on how other
+    tests left the thread count. Use it for a whole module with
+    ``pytestmark = pytest.mark.usefixtures("single_thread")``.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from nip_core.runs.wandb_api import (
     get_wandb_api,
 )
 from nip_core.testing.contracts.trainer import assert_same_weights, final_agent_weights
+from nip_core.testing.synthetic.fixtures import SyntheticScenario
 
 CHECK = (
     "check the network connection, that WANDB_API_KEY (or `wandb login`) gives "
@@ -116,24 +117,10 @@ def scenario(synthetic_scenario):
     return synthetic_scenario
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def _rl(**overrides):
-    values = {
-        "num_iterations": 2,
-        "num_epochs": 1,
-        "minibatch_size": 6,
-        "num_test_iterations": 1,
-        "normalize_observations": False,
-    }
-    values.update(overrides)
-    return values
+_rl = SyntheticScenario.short_rl
 
 
 def _remote_run(scenario, run_id: str, hyper_params) -> Path:

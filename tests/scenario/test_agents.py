@@ -286,3 +286,21 @@ def test_bodies_compute_only_what_their_heads_read(synthetic_scenario):
     assert torch.allclose(td[K.AGENTS, "summary"], td[K.AGENTS, REPRESENTATION].sum(-1))
     with pytest.raises(ValueError, match="does not produce"):
         agents["prover"].value_body.restrict_outputs(["missing"])
+
+
+def test_scatter_to_channels_zeroes_the_channels_an_agent_cannot_see(
+    synthetic_scenario,
+):
+    hp = synthetic_scenario.hyper_params("mnip")
+    settings = synthetic_scenario.settings()
+    handler = synthetic_scenario.build(hp, settings, roles=()).protocol_handler
+    prover1 = SyntheticAgentBody(hp, settings, "prover1", handler)
+    verifier = SyntheticAgentBody(hp, settings, "verifier", handler)
+    visible = torch.arange(1.0, 7.0).reshape(3, 1, 2)  # (batch, channel, position)
+    full = prover1.scatter_to_channels(visible, 1)
+    assert full.shape == (3, 2, 2)
+    assert torch.equal(full[:, 1], visible[:, 0])
+    assert not full[:, 0].any()
+    assert prover1.num_visible_channels == 1
+    both = torch.ones(3, 2, 2)
+    assert verifier.scatter_to_channels(both, 1) is both

@@ -11,27 +11,13 @@ import torch
 from nip_core.errors import NipConfigError
 from nip_core.experiment import prepare_experiment, run_experiment
 from nip_core.parameters.update_schedule import ContiguousPeriodicUpdateSchedule
+from nip_core.testing.synthetic.fixtures import SyntheticScenario
 from nip_core.trainers.stats import episode_index, normalised_entropy
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def _rl(**overrides):
-    values = {
-        "num_iterations": 2,
-        "num_epochs": 1,
-        "minibatch_size": 6,
-        "num_test_iterations": 1,
-        "normalize_observations": False,
-    }
-    values.update(overrides)
-    return values
+_rl = SyntheticScenario.short_rl
 
 
 # --------------------------------------------------------------------------------------

@@ -123,15 +123,8 @@ class TrainerContract:
         return plugin_manager
 
     @pytest.fixture(autouse=True)
-    def _single_thread(self) -> Any:
-        # Tiny models train faster on one thread, and results do not depend on
-        # how other tests left the thread count
-        import torch
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        yield
-        torch.set_num_threads(threads)
+    def _single_thread(self, single_thread: None) -> None:
+        """Every contract test runs on one thread (nip-core's ``single_thread``)."""
 
     def test_trainer_is_registered(self, trainer_plugins: Any) -> None:
         from nip_core.plugins import get_plugin_manager

@@ -112,6 +112,21 @@ class SyntheticScenario:
         )
         return HyperParameters(**values)
 
+    @staticmethod
+    def short_rl(**overrides: Any) -> dict[str, Any]:
+        """An ``rl`` section for a run that only has to go through the motions: 2
+        iterations of 1 epoch, minibatch 6, 1 test iteration, no observation
+        normalisation; ``overrides`` replace any of these."""
+        values: dict[str, Any] = {
+            "num_iterations": 2,
+            "num_epochs": 1,
+            "minibatch_size": 6,
+            "num_test_iterations": 1,
+            "normalize_observations": False,
+        }
+        values.update(overrides)
+        return values
+
     def build(
         self,
         hyper_params: Any = None,

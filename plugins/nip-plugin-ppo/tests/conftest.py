@@ -14,14 +14,3 @@ def ppo_scenario(synthetic_scenario: Any, register_plugin: Any) -> Any:
 
     register_plugin(nip_plugin_ppo.plugin, name="ppo")
     return synthetic_scenario
-
-
-@pytest.fixture
-def single_thread() -> Any:
-    """Tiny models train faster, and reproducibly, on one thread."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

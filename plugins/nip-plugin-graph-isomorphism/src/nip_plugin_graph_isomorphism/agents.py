@@ -57,37 +57,8 @@ class GraphIsomorphismAgentPartMixin(TensorDictAgentPartMixin):
         return int(self.agent_params.d_transformer)
 
     @property
-    def message_size(self) -> int:
-        return int(getattr(self.hyper_params, "message_size", 1))
-
-    @property
-    def include_linear_message_space(self) -> bool:
-        return bool(getattr(self.hyper_params, "include_linear_message_space", False))
-
-    @property
-    def d_linear_message_space(self) -> int:
-        return int(getattr(self.hyper_params, "d_linear_message_space", 2))
-
-    @property
     def is_manual(self) -> bool:
         return bool(getattr(self.agent_params, "use_manual_architecture", False))
-
-    @property
-    def num_visible_channels(self) -> int:
-        return len(self.visible_message_channel_indices)
-
-    def _scatter_to_channels(self, visible: Tensor, channel_dim: int) -> Tensor:
-        if self.visible_message_channel_indices == list(
-            range(self.num_message_channels)
-        ):
-            # the agent sees every channel: nothing to scatter (no copy)
-            return visible
-        shape = list(visible.shape)
-        shape[channel_dim] = self.num_message_channels
-        index = torch.tensor(
-            self.visible_message_channel_indices, device=visible.device
-        )
-        return visible.new_zeros(shape).index_copy(channel_dim, index, visible)
 
 
 def _check_manual(hyper_params: Any, agent_name: str) -> None:
@@ -344,7 +315,7 @@ class GraphIsomorphismAgentPolicyHead(GraphIsomorphismAgentPartMixin, AgentPolic
             *batch, 2 * n, self.num_visible_channels, self.message_size
         )
         visible = node_logits.movedim(nb, -1)  # (*batch, C_vis, P, 2n)
-        out = {K.MAIN_MESSAGE_LOGITS: self._scatter_to_channels(visible, nb)}
+        out = {K.MAIN_MESSAGE_LOGITS: self.scatter_to_channels(visible, nb)}
         if self.decider is not None:
             out[K.DECISION_LOGITS] = self.decider(
                 graph_level, tensordict.get(K.ROUND, None)
@@ -360,7 +331,7 @@ class GraphIsomorphismAgentPolicyHead(GraphIsomorphismAgentPartMixin, AgentPolic
                     self.d_linear_message_space,
                 ),
             )
-            out[K.LINEAR_MESSAGE_LOGITS] = self._scatter_to_channels(linear, nb)
+            out[K.LINEAR_MESSAGE_LOGITS] = self.scatter_to_channels(linear, nb)
         return TensorDict(out, batch_size=batch)
 
 

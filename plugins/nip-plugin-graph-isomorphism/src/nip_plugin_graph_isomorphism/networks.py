@@ -84,7 +84,6 @@ class DenseGin(nn.Module):
     def __init__(self, d_in: int, d_gnn: int, d_hidden: int, num_layers: int, act: str):
         super().__init__()
         dims = [d_in] + [d_gnn] * num_layers
-        self.d_out = dims[-1]
         self.layers = nn.ModuleList(
             DenseGinLayer(dims[i], d_hidden, dims[i + 1], act)
             for i in range(num_layers)

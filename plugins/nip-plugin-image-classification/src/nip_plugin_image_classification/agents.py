@@ -60,18 +60,6 @@ class ImageClassificationAgentPartMixin(TensorDictAgentPartMixin):
             getattr(self.hyper_params, "d_representation", DEFAULT_D_REPRESENTATION)
         )
 
-    @property
-    def message_size(self) -> int:
-        return int(getattr(self.hyper_params, "message_size", 1))
-
-    @property
-    def include_linear_message_space(self) -> bool:
-        return bool(getattr(self.hyper_params, "include_linear_message_space", False))
-
-    @property
-    def d_linear_message_space(self) -> int:
-        return int(getattr(self.hyper_params, "d_linear_message_space", 2))
-
     @cached_property
     def image_shape(self) -> tuple[int, int, int]:
         """``(image_channel, height, width)``."""
@@ -86,18 +74,6 @@ class ImageClassificationAgentPartMixin(TensorDictAgentPartMixin):
     @property
     def num_latent_pixels(self) -> int:
         return self.latent_shape[0] * self.latent_shape[1]
-
-    @property
-    def num_visible_channels(self) -> int:
-        return len(self.visible_message_channel_indices)
-
-    def _scatter_to_channels(self, visible_logits: Tensor, channel_dim: int) -> Tensor:
-        """Place logits of the visible channels into a tensor over all channels."""
-        shape = list(visible_logits.shape)
-        shape[channel_dim] = self.num_message_channels
-        full = visible_logits.new_zeros(shape)
-        index = torch.tensor(self.visible_message_channel_indices, device=full.device)
-        return full.index_copy(channel_dim, index, visible_logits)
 
 
 class ImageClassificationAgentBody(ImageClassificationAgentPartMixin, AgentBody):
@@ -345,7 +321,7 @@ class ImageClassificationAgentPolicyHead(
         image_level = tensordict.get(IMAGE_LEVEL_REPR)
         visible = self.latent_pixel_selector(tensordict.get(LATENT_PIXEL_LEVEL_REPR))
         out = {
-            K.MAIN_MESSAGE_LOGITS: self._scatter_to_channels(visible, len(batch)),
+            K.MAIN_MESSAGE_LOGITS: self.scatter_to_channels(visible, len(batch)),
         }
         if self.decider is not None:
             out[K.DECISION_LOGITS] = self.decider(
@@ -362,7 +338,7 @@ class ImageClassificationAgentPolicyHead(
                     self.d_linear_message_space,
                 ),
             )
-            out[K.LINEAR_MESSAGE_LOGITS] = self._scatter_to_channels(linear, len(batch))
+            out[K.LINEAR_MESSAGE_LOGITS] = self.scatter_to_channels(linear, len(batch))
         return TensorDict(out, batch_size=batch)
 
 
