@@ -6,7 +6,8 @@ and everything above it are tested without a network:
 
 - ``POST /v1/chat/completions``: replies from a *responder* (a function of the
   served model, the chat, the request and a generator seeded by the request's seed,
-  the chat and the model, so the same request always gets the same reply); ``n``
+  the chat and the model's fingerprint, so the same request always gets the same
+  reply, and identically fine-tuned models answer alike); ``n``
   choices; ``max_tokens`` counts words and cuts with ``finish_reason: length``;
   an unknown model is a 404 ``model_not_found``.
 - ``GET /v1/models`` and ``/v1/models/{id}``.
@@ -79,6 +80,11 @@ class ServedModel:
         Whatever the responder reads (a scripted model's skill ...).
     training : list
         The examples of every fine-tune in its lineage, oldest first.
+    fingerprint : str
+        What the model's replies are drawn from: its id for a base model; for a
+        fine-tuned one, a digest of its parent's fingerprint, the method and the
+        examples. Two identical fine-tunes (in two runs) answer identically, though
+        their ids differ.
     """
 
     id: str
@@ -86,6 +92,11 @@ class ServedModel:
     attributes: dict[str, Any] = attrs.field(factory=dict)
     training: list[Any] = attrs.field(factory=list)
     created: int = attrs.field(factory=lambda: int(time.time()))
+    fingerprint: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if not self.fingerprint:
+            self.fingerprint = self.id
 
 
 Responder = Callable[
@@ -420,7 +431,9 @@ class OpenAiTestServer:
         choices = []
         completion_tokens = 0
         for index in range(n):
-            rng = random.Random(_digest(model.id, messages, request.get("seed"), index))
+            rng = random.Random(
+                _digest(model.fingerprint, messages, request.get("seed"), index)
+            )
             reply = self.responder(model, messages, request, rng)
             text, reason = reply if isinstance(reply, tuple) else (reply, "stop")
             if fault == "content_filter":
@@ -590,6 +603,7 @@ class OpenAiTestServer:
             parent=parent.id,
             attributes=attributes,
             training=[*parent.training, (kind, examples)],
+            fingerprint=f"{_digest(parent.fingerprint, kind, examples):016x}",
         )
         job["fine_tuned_model"] = model_id
         job["status"] = "succeeded"
