@@ -149,6 +149,8 @@ class TurnOutput:
     valid: bool = True
     retries: int = 0
     token_limit: bool = False
+    tokens: int = -1
+    """Tokens generated for the turn, over every attempt (-1: not known)."""
 
 
 def request_seed(seed: int, sample_key: str, round_id: int, agent: str, attempt: int):
@@ -491,4 +493,6 @@ class RandomTextAgent(TextAgent):
             for channel in context.channels
         }
         text = "\n".join(messages.values())
-        return TurnOutput(messages=messages, decision=decision, raw_output=text)
+        return TurnOutput(
+            messages=messages, decision=decision, raw_output=text, tokens=0
+        )

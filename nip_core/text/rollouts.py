@@ -27,6 +27,8 @@ key                            shape      meaning
                                           retries)
 ``agents.retries``             ``(B,R,A)`` invalid responses asked again
 ``agents.token_limit``         ``(B,R,A)`` a response hit the token limit
+``agents.tokens``              ``(B,R,A)`` tokens the backend generated for the turn
+                                          (every attempt; -1 when not known)
 ``agents.raw_output``          ``(B,R,A)`` the agent's text as generated (or ``None``)
 ``agents.prompt``              ``(B,R,A)`` the chat it was given (or ``None``)
 ``agents.message``             ``(B,R,A,C)`` what it sent on each channel (or
@@ -88,6 +90,7 @@ _FIELDS: dict[str, tuple[str, Any, Any]] = {
     "agents.valid_response": ("agent", np.bool_, True),
     "agents.retries": ("agent", np.int64, 0),
     "agents.token_limit": ("agent", np.bool_, False),
+    "agents.tokens": ("agent", np.int64, -1),
     "agents.raw_output": ("agent", object, None),
     "agents.prompt": ("agent", object, None),
     "agents.message": ("channel", object, None),

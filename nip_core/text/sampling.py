@@ -101,8 +101,8 @@ def take_turns(
     turns = turn_contexts(environment, list(wholes), rollouts, round_id)
     outputs: dict[tuple[int, str], TurnOutput] = {}
 
-    # (agent, context, chat, attempt, retries so far, token limit hit)
-    pending: list[tuple[str, TurnContext, list[dict[str, str]], int, bool]] = []
+    # (agent, context, chat, attempt, token limit hit, tokens so far)
+    pending: list[tuple[str, TurnContext, list[dict[str, str]], int, bool, int]] = []
     for agent_name, context in turns:
         agent = wholes[agent_name]
         if not agent.uses_model:
@@ -110,24 +110,28 @@ def take_turns(
             if progress is not None:
                 progress(1)
             continue
-        pending.append((agent_name, context, agent.build_chat(context), 0, False))
+        pending.append((agent_name, context, agent.build_chat(context), 0, False, 0))
 
     while pending:
         by_backend: dict[Any, list[int]] = {}
         requests = []
-        for i, (agent_name, context, chat, attempt, _) in enumerate(pending):
+        for i, (agent_name, context, chat, attempt, _, _) in enumerate(pending):
             agent = wholes[agent_name]
             requests.append(agent.generation_request(context, chat, attempt))
             by_backend.setdefault(agent.group.backend, []).append(i)
         results = _generate_by_backend(by_backend, requests)
 
         still_pending = []
-        for (agent_name, context, chat, attempt, limit_hit), result in zip(
+        for (agent_name, context, chat, attempt, limit_hit, tokens), result in zip(
             pending, results, strict=True
         ):
             agent = wholes[agent_name]
             choice = result.choice
             limit_hit = limit_hit or choice.hit_token_limit
+            if tokens >= 0 and result.completion_tokens is not None:
+                tokens += int(result.completion_tokens)
+            else:
+                tokens = -1
             parsed = agent.interpret(context, choice)
             retries_allowed = int(agent.agent_params.num_invalid_generation_retries)
             if not parsed.valid and attempt < retries_allowed:
@@ -144,6 +148,7 @@ def take_turns(
                     valid=True,
                     retries=attempt,
                     token_limit=limit_hit,
+                    tokens=tokens,
                 )
             else:
                 # The original library's fallback: an empty message, no decision
@@ -154,6 +159,7 @@ def take_turns(
                     valid=False,
                     retries=attempt,
                     token_limit=limit_hit,
+                    tokens=tokens,
                 )
             outputs[(context.episode, agent_name)] = output
             if progress is not None:
@@ -201,6 +207,7 @@ def write_turns(
         rollouts["agents.valid_response"][b, round_id, a] = output.valid
         rollouts["agents.retries"][b, round_id, a] = output.retries
         rollouts["agents.token_limit"][b, round_id, a] = output.token_limit
+        rollouts["agents.tokens"][b, round_id, a] = output.tokens
         for channel, text in output.messages.items():
             rollouts["agents.message"][
                 b, round_id, a, rollouts.channel_index(channel)

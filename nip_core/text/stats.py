@@ -12,7 +12,9 @@ Names (``test_`` prefixed for tests):
 - per agent: ``{agent}.mean_episode_reward``, ``{agent}.worst_episode_reward``,
   ``{agent}.retry_proportion`` (turns that needed a retry), ``{agent}.mean_retries``,
   ``{agent}.invalid_proportion`` (turns that fell back to an empty message),
-  ``{agent}.token_limit_proportion``, ``{agent}.mean_words`` (per message).
+  ``{agent}.token_limit_proportion``, ``{agent}.mean_words`` (per message),
+  ``{agent}.mean_tokens`` (per turn) and ``mean_tokens_per_episode`` when the
+  backend reports token counts.
 
 This module imports without torch.
 """
@@ -87,4 +89,11 @@ def text_rollout_statistics(rollouts: TextRollouts, prefix: str = "") -> dict[st
             if text is not None
         ]
         stats[f"{agent}.mean_words"] = float(np.mean(words)) if words else 0.0
+        tokens = rollouts["agents.tokens"][:, :, a][turns]
+        if (tokens >= 0).all():
+            stats[f"{agent}.mean_tokens"] = _mean(tokens.astype(float))
+    all_tokens = rollouts["agents.tokens"][active]
+    if all_tokens.size and (all_tokens >= 0).all():
+        per_episode = np.where(active, rollouts["agents.tokens"], 0).sum(axis=(1, 2))
+        stats["mean_tokens_per_episode"] = _mean(per_episode.astype(float))
     return {f"{prefix}{key}": value for key, value in stats.items()}
