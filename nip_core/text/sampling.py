@@ -136,7 +136,7 @@ def take_turns(
             retries_allowed = int(agent.agent_params.num_invalid_generation_retries)
             if not parsed.valid and attempt < retries_allowed:
                 still_pending.append(
-                    (agent_name, context, chat, attempt + 1, limit_hit)
+                    (agent_name, context, chat, attempt + 1, limit_hit, tokens)
                 )
                 continue
             if parsed.valid:
