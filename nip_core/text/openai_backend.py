@@ -339,7 +339,9 @@ class OpenAiBackend(TextBackend):
                     )
                     return self._job(job)
                 except RetryableBackendError as error:
-                    # The job may exist although its answer was lost: look first
+                    # The job may exist although its answer was lost (a timeout):
+                    # wait, then look it up before creating another
+                    await asyncio.sleep(policy.delay(attempt, self._jitter))
                     found = await self._find(request.name)
                     if found is not None:
                         return found
@@ -349,7 +351,6 @@ class OpenAiBackend(TextBackend):
                             f"{attempt + 1} times; the last error: {error}"
                         ) from error
                     self.num_retries += 1
-                    await asyncio.sleep(policy.delay(attempt, self._jitter))
                 except BackendError:
                     await self._delete_file(upload.id)
                     raise
