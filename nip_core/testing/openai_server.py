@@ -710,3 +710,61 @@ def _multipart(body: bytes, content_type: str) -> dict[str, tuple[str | None, by
                 content,
             )
     return fields
+
+
+# --------------------------------------------------------------------------------------
+# Command line: serve a scripted model for manual runs and benchmarks
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m nip_core.testing.openai_server``: serve until interrupted.
+
+    Prints the base URL on its first line, so a parent process can read it.
+    """
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(
+        prog="python -m nip_core.testing.openai_server",
+        description="Serve an OpenAI-compatible test server on localhost.",
+    )
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per reply")
+    parser.add_argument(
+        "--responder",
+        choices=("echo", "scripted"),
+        default="scripted",
+        help="echo: seeded words; scripted: the synthetic text scenario's model",
+    )
+    parser.add_argument("--fault-rate", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    options: dict[str, Any] = {
+        "port": args.port,
+        "latency": args.latency,
+        "fault_rate": args.fault_rate,
+    }
+    if args.responder == "scripted":
+        from nip_core.testing.synthetic_text.model import (
+            scripted_fine_tune_effect,
+            scripted_responder,
+        )
+
+        options.update(
+            models=["scripted"],
+            responder=scripted_responder,
+            fine_tune_effect=scripted_fine_tune_effect,
+        )
+    server = OpenAiTestServer(**options).start()
+    print(server.base_url, flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
