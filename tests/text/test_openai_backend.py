@@ -326,7 +326,14 @@ def test_requests_spread_over_several_servers_and_fail_over(register_plugin, tmp
     servers = [scripted_server(latency=0.03).start() for _ in range(3)]
     try:
         scenario = SyntheticTextScenario(tmp_path, servers[0])
-        timer = threading.Timer(0.4, servers[1].kill)
+
+        def kill_when_busy():
+            # kill it mid-run: once it has answered a few requests
+            while servers[1].requests["chat"] < 8:
+                time.sleep(0.005)
+            servers[1].kill()
+
+        timer = threading.Thread(target=kill_when_busy, daemon=True)
         timer.start()
         got = sample(
             scenario,
@@ -336,17 +343,19 @@ def test_requests_spread_over_several_servers_and_fail_over(register_plugin, tmp
             },
             text_backend={
                 "max_concurrency": 6,
-                "request_timeout": 1.0,
+                "request_timeout": 3.0,
                 "retry_initial_delay": 0.05,
                 "max_retries": 10,
             },
         )
-        timer.join()
+        timer.join(timeout=30)
     finally:
         for server in servers:
             server.stop()
     assert servers[1].killed
     assert all(server.requests["chat"] > 0 for server in servers)
+    # the others carried on after the kill
+    assert servers[0].requests["chat"] + servers[2].requests["chat"] > 24
     assert got == expected
 
 
