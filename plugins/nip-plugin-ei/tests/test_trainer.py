@@ -134,6 +134,19 @@ def test_jobs_carry_exactly_the_selected_examples(ei_scenario):
         assert metrics_at(result.run_dir, iteration)[
             "fine_tune.verifier.num_guess_replaced"
         ] == int(proportion * 6)
+    # the selection's metrics and figures are in the report
+    from nip_core.analysis import build_report
+
+    report = build_report([result.run_dir], out_dir=result.run_dir / "report")
+    for column in (
+        "fine_tune.verifier.num_selected",
+        "fine_tune.verifier.num_guess_replaced",
+        "fine_tune.verifier.selected_accuracy",
+        "fine_tune.prover.num_examples",
+    ):
+        assert column in report.columns
+    for figure in ("ei_selected_episodes", "ei_guess_replaced", "fine_tune_examples"):
+        assert (result.run_dir / "report" / f"{figure}.png").is_file()
 
 
 def test_weighted_sampling_on_all_previous_rollouts_from_the_latest_model(
