@@ -293,3 +293,75 @@ def test_requests_are_json_serialisable(server):
     assert body["temperature"] == 0.7 and body["top_p"] == 0.9
     assert body["max_tokens"] == 5 and body["seed"] == 0
     json.dumps(body)
+
+
+def test_requests_spread_over_several_servers_and_fail_over(register_plugin, tmp_path):
+    """Three servers of the same scripted model; one is killed mid-run: the run
+    finishes with exactly the rollouts of a run on one healthy server."""
+    import threading
+
+    from nip_core.factory import build_scenario_instance
+    from nip_core.testing.synthetic_text import SYNTHETIC_TEXT_PLUGIN
+    from nip_core.testing.synthetic_text.fixtures import (
+        SyntheticTextScenario,
+        scripted_server,
+    )
+    from nip_core.text.sampling import sample_rollouts
+
+    register_plugin(SYNTHETIC_TEXT_PLUGIN, name="synthetic_text")
+
+    def sample(scenario, **overrides):
+        hyper_params = scenario.hyper_params("debate", dataset="small", **overrides)
+        instance = build_scenario_instance(hyper_params, scenario.settings())
+        try:
+            return sample_rollouts(
+                instance.train_environment, instance.agents, list(range(24))
+            )
+        finally:
+            instance.close()
+
+    with scripted_server() as single:
+        expected = sample(SyntheticTextScenario(tmp_path, single))
+
+    servers = [scripted_server(latency=0.03).start() for _ in range(3)]
+    try:
+        scenario = SyntheticTextScenario(tmp_path, servers[0])
+
+        def kill_when_busy():
+            # kill it mid-run: once it has answered a few requests
+            while servers[1].requests["chat"] < 8:
+                time.sleep(0.005)
+            servers[1].kill()
+
+        timer = threading.Thread(target=kill_when_busy, daemon=True)
+        timer.start()
+        got = sample(
+            scenario,
+            openai_backend={
+                "base_url": None,
+                "base_urls": [s.base_url for s in servers],
+            },
+            text_backend={
+                "max_concurrency": 6,
+                "request_timeout": 3.0,
+                "retry_initial_delay": 0.05,
+                "max_retries": 10,
+            },
+        )
+        timer.join(timeout=30)
+    finally:
+        for server in servers:
+            server.stop()
+    assert servers[1].killed
+    assert all(server.requests["chat"] > 0 for server in servers)
+    # the others carried on after the kill
+    counts = [s.requests["chat"] for s in servers]
+    assert counts[0] + counts[2] > 24, counts
+    assert got == expected
+
+
+def test_several_endpoints_are_validated():
+    with pytest.raises(ValueError, match="either base_url .* or base_urls"):
+        OpenAiBackendParameters(base_url="http://a/v1", base_urls=["http://b/v1"])
+    with pytest.raises(ValueError, match=r"base_urls\.1.*http:// or https://"):
+        OpenAiBackendParameters(base_urls=["http://a/v1", "ftp://b"])

@@ -203,3 +203,93 @@ def test_the_scripted_verifier_learns(register_plugin, tmp_path):
     tests = [r["test_mean_accuracy"] for r in records if "test_mean_accuracy" in r]
     assert len(tests) == 2
     assert tests[1] >= tests[0] + 0.2, tests
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+from nip_core.experiment import run_experiment
+from nip_core.testing.fixtures import isolated_plugin_manager
+from nip_core.testing.synthetic_text import SYNTHETIC_TEXT_PLUGIN
+from nip_core.testing.synthetic_text.fixtures import SyntheticTextScenario
+from nip_core.text.openai_backend import OpenAiBackend
+
+root, base_url, mode, where = sys.argv[1:5]
+
+
+class Remote:
+    base_url = base_url
+
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+if mode == "request":
+    original, calls = OpenAiBackend.agenerate, [0]
+
+    async def agenerate(self, request):
+        calls[0] += 1
+        if calls[0] == int(where):
+            die()
+        return await original(self, request)
+
+    OpenAiBackend.agenerate = agenerate
+
+
+def at_stage(trainer, iteration, stage):
+    if mode == "stage" and f"{iteration}:{stage}" == where:
+        die()
+
+
+with isolated_plugin_manager({"synthetic_text": SYNTHETIC_TEXT_PLUGIN}):
+    scenario = SyntheticTextScenario(Path(root), Remote())
+    run_experiment(
+        scenario.hyper_params("nip", text_rl={"test_scheme": "all"}),
+        scenario.settings(),
+        run_id="killed",
+        stage_callbacks=[at_stage],
+    )
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "where"),
+    [
+        ("request", "7"),  # in the middle of the first sampling stage
+        ("stage", "0:await_fine_tune_jobs"),  # jobs created, not awaited
+        ("request", "40"),  # in the second iteration
+    ],
+)
+def test_sigkill_then_resume_matches_an_uninterrupted_run(
+    synthetic_text_scenario, tmp_path, mode, where
+):
+    import signal
+    import subprocess
+    import sys
+
+    from nip_core.testing.contracts.trainer import comparable_metrics
+
+    scenario = synthetic_text_scenario
+    server = scenario.server
+    whole = run(scenario, "whole", text_rl={"test_scheme": "all"})
+    jobs = server.jobs_created
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILL_SCRIPT,
+            str(scenario.root),
+            server.base_url,
+            mode,
+            where,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    resumed = resume_run("killed", runs_dir=scenario.root / "runs")
+    assert comparable_metrics(
+        RunDirectory(resumed.run_dir).read_metrics()
+    ) == comparable_metrics(RunDirectory(whole.run_dir).read_metrics())
+    assert server.jobs_created == 2 * jobs
