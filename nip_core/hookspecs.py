@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         ParameterSectionSpec,
         PretrainedModelSpec,
         ProtocolSpec,
+        ReportPanelSpec,
         ScenarioSpec,
         TextBackendSpec,
         TrainerSpec,
@@ -186,4 +187,18 @@ def register_dataset_builders() -> list[DatasetBuilderSpec] | None:
 
     Called once, when the dataset-builder registry is first built. Each builder's
     options become command-line flags.
+    """
+
+
+@hookspec
+def register_report_panels() -> list[ReportPanelSpec] | None:
+    """Register figures of ``nip report`` and the metrics drawn in them.
+
+    Called once, when the report-panel registry is first built (by ``nip report``
+    and when a run draws its plots). Each :class:`~nip_core.records.ReportPanelSpec`
+    names a figure (``<name>.png``) and the metrics it draws, matched by regular
+    expression; the same metrics become columns of the report's tables. A trainer
+    plugin registers the metrics its trainer logs; the core's own panels (accuracy,
+    rewards, episode length, fine-tune examples, message regression) come through
+    this hook too.
     """

@@ -81,6 +81,7 @@ from nip_core.records import (
     ParameterSectionSpec,
     PretrainedModelSpec,
     ProtocolSpec,
+    ReportPanelSpec,
     ScenarioSpec,
     TextBackendSpec,
     TrainerSpec,
@@ -119,6 +120,7 @@ HOOK_NAMES: Mapping[str, str] = {
     "pretrained_model": "register_pretrained_models",
     "episode_renderer": "register_episode_renderers",
     "text_backend": "register_text_backends",
+    "report_panel": "register_report_panels",
 }
 """The registration hook of each record kind (keys of ``ALL_RECORD_TYPES``)."""
 
@@ -703,6 +705,11 @@ class NipPluginManager:
     def episode_renderers(self) -> Registry[EpisodeRendererSpec]:
         """Episode renderers, by scenario."""
         return self.registry("episode_renderer")
+
+    @property
+    def report_panels(self) -> Registry[ReportPanelSpec]:
+        """Figures of ``nip report`` and the metrics in them, by name."""
+        return self.registry("report_panel")
 
     # -----------------------------------------------------------------------------
     # Introspection

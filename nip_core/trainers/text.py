@@ -28,7 +28,8 @@ the scheme is ``none``), then the state is ``done``.
 Only :meth:`~PureTextRlTrainer._stage_create_fine_tune_jobs` must be written by a
 subclass (the ``pure_text_ei`` and ``pure_text_malt`` plugins). Subclasses that
 sample differently override :meth:`~PureTextRlTrainer._sample_rollouts` (used by the
-test loop too), and :meth:`~PureTextRlTrainer._get_log_stats` to add statistics.
+test loop too) or only :meth:`~PureTextRlTrainer._sample_training_rollouts`, and
+:meth:`~PureTextRlTrainer._get_log_stats` to add statistics.
 
 With ``base_run.base_run_type: rerun_tests``, the trainer instead tests the models
 a previous run used, iteration by iteration as the test scheme says.
@@ -354,6 +355,21 @@ class PureTextRlTrainer(Trainer):
         finally:
             bar.close()
 
+    def _sample_training_rollouts(
+        self, datapoint_indices: Sequence[int], iteration: int
+    ) -> TextRollouts:
+        """The training rollouts of an iteration, on the datapoints drawn for it.
+
+        By default one episode per datapoint (:meth:`_sample_rollouts`). A trainer
+        that samples training episodes differently (MALT's response trees)
+        overrides this; the test loop keeps :meth:`_sample_rollouts`. A long
+        sampling may save partial work and ``self.save_state()`` in between: a
+        killed run comes back to this stage with the same datapoints.
+        """
+        return self._sample_rollouts(
+            self.train_environment, datapoint_indices, iteration
+        )
+
     def check_models(self) -> None:
         """Ask each backend whether it knows its groups' current models (once)."""
         if self._checked_models:
@@ -428,7 +444,7 @@ class PureTextRlTrainer(Trainer):
             self.state.train_data_offset,
             count,
         )
-        rollouts = self._sample_rollouts(self.train_environment, indices, iteration)
+        rollouts = self._sample_training_rollouts(indices, iteration)
         self.save_rollouts(rollouts, "train", iteration)
         self.state.train_data_offset += count
         self.state.timings = {"sample_rollouts_s": time.perf_counter() - start}
