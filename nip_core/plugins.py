@@ -81,6 +81,7 @@ from nip_core.records import (
     ParameterSectionSpec,
     PretrainedModelSpec,
     ProtocolSpec,
+    RolloutAnalyserSpec,
     ScenarioSpec,
     TextBackendSpec,
     TrainerSpec,
@@ -119,6 +120,7 @@ HOOK_NAMES: Mapping[str, str] = {
     "pretrained_model": "register_pretrained_models",
     "episode_renderer": "register_episode_renderers",
     "text_backend": "register_text_backends",
+    "rollout_analyser": "register_rollout_analysers",
 }
 """The registration hook of each record kind (keys of ``ALL_RECORD_TYPES``)."""
 
@@ -698,6 +700,11 @@ class NipPluginManager:
     def text_backends(self) -> Registry[TextBackendSpec]:
         """Text-model backends, by name."""
         return self.registry("text_backend")
+
+    @property
+    def rollout_analysers(self) -> Registry[RolloutAnalyserSpec]:
+        """Rollout analysers, by name."""
+        return self.registry("rollout_analyser")
 
     @property
     def episode_renderers(self) -> Registry[EpisodeRendererSpec]:

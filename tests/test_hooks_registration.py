@@ -18,6 +18,7 @@ from nip_core.records import (
     ParameterSectionSpec,
     PretrainedModelSpec,
     ProtocolSpec,
+    RolloutAnalyserSpec,
     ScenarioSpec,
     TextBackendSpec,
     TrainerSpec,
@@ -256,3 +257,23 @@ def test_hook_register_text_backends(plugin_manager, register_plugin):
     assert_stamped(plugin_manager.text_backends["hook_backend"], spec)
     # the core's own backend is registered through the same hook
     assert plugin_manager.text_backends["openai"].plugin == "nip-core.text"
+
+
+def test_hook_register_rollout_analysers(plugin_manager, register_plugin):
+    spec = RolloutAnalyserSpec(
+        name="hook_analyser",
+        analyser_class="hook_pkg.analysis:Analyser",
+        scenario="hook_scenario",
+        description="An analyser for the hook test.",
+    )
+
+    class Plugin:
+        @hookimpl
+        def register_rollout_analysers(self):
+            return [spec]
+
+    register(register_plugin, Plugin())
+    assert_stamped(plugin_manager.rollout_analysers["hook_analyser"], spec)
+    # the core's cheap analysers are registered through the same hook
+    for name in ("message_lengths", "decisions", "invalid_responses"):
+        assert plugin_manager.rollout_analysers[name].plugin == "nip-core.text"
