@@ -121,7 +121,9 @@ def test_unknown_dataset_is_one_clear_error(code_validation_plugin, tmp_path) ->
         _dataset("test", "validation", tmp_path)
 
 
-def test_dataset_from_a_directory_and_bad_rows(code_validation_plugin, tmp_path) -> None:
+def test_dataset_from_a_directory_and_bad_rows(
+    code_validation_plugin, tmp_path
+) -> None:
     folder = tmp_path / "mine"
     folder.mkdir(parents=True)
     (folder / "train.jsonl").write_text(
@@ -172,7 +174,9 @@ APPS_RECORDS = [
         "problem_id": 1,
         "question": "Echo the input.",
         "difficulty": "interview",
-        "solutions": json.dumps(["print(input())", "import sys\nprint(sys.stdin.read())"]),
+        "solutions": json.dumps(
+            ["print(input())", "import sys\nprint(sys.stdin.read())"]
+        ),
     },
     {
         "problem_id": 2,
@@ -186,9 +190,7 @@ APPS_RECORDS = [
 def _write_raw(tmp_path, name, records, split="train"):
     raw = tmp_path / "code_validation" / name / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    (raw / f"{split}.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in records)
-    )
+    (raw / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
 def test_buggy_apps_loader_on_local_files(code_validation_plugin, tmp_path) -> None:

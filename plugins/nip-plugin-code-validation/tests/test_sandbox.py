@@ -46,9 +46,7 @@ def test_a_plain_program_runs() -> None:
 
 
 def test_fork_bomb() -> None:
-    result = run_python(
-        "import os\nwhile True:\n    os.fork()\n", limits=TIGHT
-    )
+    result = run_python("import os\nwhile True:\n    os.fork()\n", limits=TIGHT)
     assert not result.ok
     assert result.duration < TIGHT.wall_time + 2
 
@@ -169,8 +167,7 @@ def test_opening_a_socket() -> None:
             limits=TIGHT,
         )
         raw = run_python(
-            "import _socket\n"
-            f"s = _socket.socket()\ns.connect(('127.0.0.1', {port}))",
+            f"import _socket\ns = _socket.socket()\ns.connect(('127.0.0.1', {port}))",
             limits=TIGHT,
         )
     finally:

@@ -8,15 +8,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from attrs import field
 from attrs import validators as v
 from nip_core.errors import ConfigProblem
 from nip_core.parameters import SubParameters, parameters_class
-from nip_core.parameters.agents import AgentParameters
 from nip_core.parameters.text import TextAgentParameters
 
 __all__ = [
@@ -66,25 +64,6 @@ class CodeValidationAgentParameters(TextAgentParameters):
             problems.append(
                 ConfigProblem(
                     "system_prompt_template_path", "no such template file", path
-                )
-            )
-        return problems
-
-    @classmethod
-    def cross_agent_problems(
-        cls, agents: Mapping[str, AgentParameters], hyper_params: Any
-    ) -> list[ConfigProblem]:
-        problems = super().cross_agent_problems(agents, hyper_params)
-        common = getattr(hyper_params, "protocol_common", None)
-        if getattr(common, "zero_knowledge", False):
-            problems.append(
-                ConfigProblem(
-                    "protocol_common.zero_knowledge",
-                    "code validation has no zero-knowledge variant: the simulator's "
-                    "reward compares the message and decision logits of the "
-                    "simulator and the adversarial verifier, which language models "
-                    "served through a text backend do not expose; set it to false",
-                    True,
                 )
             )
         return problems
