@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         PretrainedModelSpec,
         ProtocolSpec,
         ReportPanelSpec,
+        RolloutAnalyserSpec,
         ScenarioSpec,
         TextBackendSpec,
         TrainerSpec,
@@ -126,6 +127,19 @@ def register_text_backends() -> list[TextBackendSpec] | None:
     :class:`~nip_core.records.TextBackendSpec` per backend. Text agents use the
     backend their parameters name (``backend``, else ``text_backend.name``); the core
     registers ``openai`` (any OpenAI-compatible endpoint) through this hook.
+    """
+
+
+@hookspec
+def register_rollout_analysers() -> list[RolloutAnalyserSpec] | None:
+    """Register rollout analysers: metrics computed from batches of text rollouts.
+
+    Called once, when the rollout-analyser registry is first built. Return one
+    :class:`~nip_core.records.RolloutAnalyserSpec` per analyser. The staged text
+    trainer runs the analysers named in ``text_rl.rollout_analysers`` on every
+    batch of rollouts it logs; ``nip analyse RUN --analyser NAME`` runs any of them
+    on the rollouts a run saved. The core registers the cheap, scenario-free ones
+    (``message_lengths``, ``decisions``, ``invalid_responses``).
     """
 
 

@@ -82,6 +82,7 @@ from nip_core.records import (
     PretrainedModelSpec,
     ProtocolSpec,
     ReportPanelSpec,
+    RolloutAnalyserSpec,
     ScenarioSpec,
     TextBackendSpec,
     TrainerSpec,
@@ -121,6 +122,7 @@ HOOK_NAMES: Mapping[str, str] = {
     "episode_renderer": "register_episode_renderers",
     "text_backend": "register_text_backends",
     "report_panel": "register_report_panels",
+    "rollout_analyser": "register_rollout_analysers",
 }
 """The registration hook of each record kind (keys of ``ALL_RECORD_TYPES``)."""
 
@@ -700,6 +702,11 @@ class NipPluginManager:
     def text_backends(self) -> Registry[TextBackendSpec]:
         """Text-model backends, by name."""
         return self.registry("text_backend")
+
+    @property
+    def rollout_analysers(self) -> Registry[RolloutAnalyserSpec]:
+        """Rollout analysers, by name."""
+        return self.registry("rollout_analyser")
 
     @property
     def episode_renderers(self) -> Registry[EpisodeRendererSpec]:

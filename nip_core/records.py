@@ -513,6 +513,36 @@ class ReportPanelSpec(Contribution):
         return self.name
 
 
+@attrs.frozen(kw_only=True)
+class RolloutAnalyserSpec(Contribution):
+    """A rollout analyser: metrics computed from a batch of text rollouts.
+
+    Parameters
+    ----------
+    name : str
+        Key used in parameters (``text_rl.rollout_analysers``) and on the command
+        line (``nip analyse RUN --analyser NAME``), e.g. ``"message_lengths"``.
+    analyser_class : Ref
+        The :class:`nip_core.text.analysis.RolloutAnalyser` subclass.
+    scenario : str | None
+        The scenario whose rollouts it understands; ``None`` for any text scenario.
+    description : str
+        One line for ``nip plugins``.
+    """
+
+    name: str
+    analyser_class: Ref
+    scenario: str | None = None
+    description: str = ""
+    kind: str = attrs.field(
+        default="rollout_analyser", init=False, eq=False, repr=False
+    )
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
 ALL_RECORD_TYPES: Mapping[str, type[Contribution]] = {
     "scenario": ScenarioSpec,
     "protocol": ProtocolSpec,
@@ -527,5 +557,6 @@ ALL_RECORD_TYPES: Mapping[str, type[Contribution]] = {
     "episode_renderer": EpisodeRendererSpec,
     "text_backend": TextBackendSpec,
     "report_panel": ReportPanelSpec,
+    "rollout_analyser": RolloutAnalyserSpec,
 }
 """Record type per kind, in the order ``nip plugins`` shows them."""

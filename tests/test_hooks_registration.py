@@ -20,6 +20,7 @@ from nip_core.records import (
     ProtocolSpec,
     ReportMetric,
     ReportPanelSpec,
+    RolloutAnalyserSpec,
     ScenarioSpec,
     TextBackendSpec,
     TrainerSpec,
@@ -281,3 +282,23 @@ def test_hook_register_report_panels(plugin_manager, register_plugin):
     assert isinstance(record.metrics, tuple)
     # the core's own panels are registered through the same hook
     assert plugin_manager.report_panels["accuracy"].plugin == "nip-core.report"
+
+
+def test_hook_register_rollout_analysers(plugin_manager, register_plugin):
+    spec = RolloutAnalyserSpec(
+        name="hook_analyser",
+        analyser_class="hook_pkg.analysis:Analyser",
+        scenario="hook_scenario",
+        description="An analyser for the hook test.",
+    )
+
+    class Plugin:
+        @hookimpl
+        def register_rollout_analysers(self):
+            return [spec]
+
+    register(register_plugin, Plugin())
+    assert_stamped(plugin_manager.rollout_analysers["hook_analyser"], spec)
+    # the core's cheap analysers are registered through the same hook
+    for name in ("message_lengths", "decisions", "invalid_responses"):
+        assert plugin_manager.rollout_analysers[name].plugin == "nip-core.text"

@@ -571,6 +571,7 @@ def test_registry_by_kind_and_properties_agree(plugin_manager, register_plugin):
         "episode_renderer": "episode_renderers",
         "text_backend": "text_backends",
         "report_panel": "report_panels",
+        "rollout_analyser": "rollout_analysers",
     }
     assert set(properties) == set(ALL_RECORD_TYPES) == set(HOOK_NAMES)
     for kind, attribute in properties.items():

@@ -48,6 +48,11 @@ import attrs
 
 from nip_core.errors import BackendError, CheckpointError
 from nip_core.runs.io import atomic_write_json
+from nip_core.text.analysis import (
+    RolloutAnalyser,
+    analyse_rollouts,
+    build_rollout_analysers,
+)
 from nip_core.text.backend import FineTuneJob, PreferenceExample
 from nip_core.text.data import draw_indices
 from nip_core.text.groups import SharedModelGroup, SharedModelGroupState
@@ -389,12 +394,35 @@ class PureTextRlTrainer(Trainer):
         prefix = "" if train else "test_"
         stats = text_rollout_statistics(rollouts, prefix=prefix)
         stats[f"{prefix}num_rollouts"] = rollouts.batch_size
+        stats.update(analyse_rollouts(self.rollout_analysers, rollouts, prefix))
         return stats
+
+    @property
+    def rollout_analysers(self) -> dict[str, RolloutAnalyser]:
+        """The analysers of ``text_rl.rollout_analysers`` (built on first use)."""
+        analysers = self.__dict__.get("_rollout_analysers")
+        if analysers is None:
+            analysers = build_rollout_analysers(
+                self.text_rl.rollout_analysers, self.hyper_params, self.settings
+            )
+            self.__dict__["_rollout_analysers"] = analysers
+        return analysers
+
+    def close_rollout_analysers(self) -> None:
+        """Release the analysers (called when training ends, however it ends)."""
+        for analyser in self.__dict__.pop("_rollout_analysers", {}).values():
+            analyser.close()
 
     # ----------------------------------------------------------------------------------
     # The loop
 
     def train(self) -> None:
+        try:
+            self._train()
+        finally:
+            self.close_rollout_analysers()
+
+    def _train(self) -> None:
         resume = self.run.resume_checkpoint
         if resume is not None:
             self.load_state_dict(resume)
