@@ -28,7 +28,7 @@ from nip_core.errors import CheckpointError
 from nip_core.runs.checkpoints import load_latest_checkpoint
 from nip_core.runs.context import IterationCallback, RunContext
 from nip_core.runs.run_dir import RunDirectory, new_run_id
-from nip_core.settings import ExperimentSettings
+from nip_core.settings import ExperimentSettings, check_device
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +241,8 @@ def run_experiment(
     from nip_core.runs.loggers import build_loggers
 
     settings = settings if settings is not None else ExperimentSettings()
+    # Before anything is written: a run refused here leaves no run directory
+    check_device(settings)
     if run_id is not None:
         settings = attrs.evolve(settings, run_id=run_id)
     if settings.run_id is None:

@@ -10,6 +10,7 @@ import yaml
 
 from nip_core.cli import compose as composer
 from nip_core.errors import ConfigProblem, NipConfigError
+from nip_core.settings import check_device
 
 
 def dump_yaml(data: Any) -> str:
@@ -37,6 +38,8 @@ def show(
     hyper_params, settings = composer.build_experiment(
         config, config_name=config_name or composer.DEFAULT_CONFIG_NAME
     )
+    # what `nip run` would run here: a device this machine lacks is an error
+    check_device(settings)
     stream.write(dump_yaml(composer.experiment_to_dict(hyper_params, settings)))
     return 0
 
@@ -60,7 +63,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise NipConfigError(
-            ConfigProblem(path="", message=f"{path} is not valid YAML: {error}")
+            ConfigProblem(path="", message=composer.describe_yaml_error(error, path))
         ) from None
     if not isinstance(data, dict):
         raise NipConfigError(

@@ -15,6 +15,7 @@ from nip_core.errors import ConfigProblem
 from nip_core.parameters.agents import LrFactors
 from nip_core.parameters.base import SubParameters, parameters_class
 from nip_core.parameters.base_run import base_run_preserve
+from nip_core.parameters.validation import nonfinite_allowed
 
 __all__ = ["ReinforceParameters", "RlTrainerParameters", "SoloAgentParameters"]
 
@@ -56,7 +57,8 @@ class RlTrainerParameters(SubParameters):
     anneal_lr : bool
         Anneal the learning rate linearly to 0 over training.
     max_grad_norm : float
-        Gradients are clipped to this norm (greater than 0).
+        Gradients are clipped to this norm (greater than 0; ``inf`` turns clipping
+        off).
     loss_critic_type : {"l1", "l2", "smooth_l1"}
         The loss of the value function.
     clip_value : float | bool | None
@@ -95,7 +97,11 @@ class RlTrainerParameters(SubParameters):
     minibatch_size: int = field(default=64, validator=v.ge(1))
     lr: float = field(default=0.003, validator=v.ge(0))
     anneal_lr: bool = False
-    max_grad_norm: float = field(default=1.0, validator=v.gt(0))
+    max_grad_norm: float = field(
+        default=1.0,
+        validator=v.gt(0),
+        metadata=nonfinite_allowed("inf: no gradient clipping"),
+    )
     loss_critic_type: Literal["l1", "l2", "smooth_l1"] = "smooth_l1"
     clip_value: float | bool | None = field(default=False, validator=_clip_value_range)
     normalize_observations: bool = True

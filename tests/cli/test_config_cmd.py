@@ -49,14 +49,14 @@ def test_overrides_change_values_and_pick_variants(toy_plugin, capsys):
         "seed=11",
         "toy_section.depth=5",
         "toy/dataset=large",
-        "run.device=cuda:1",
+        "run.device=cpu",
         "run.loggers=[jsonl,csv]",
     )
     assert status == 0, err
     assert config["seed"] == 11
     assert config["dataset"] == "large"
     assert config["toy_section"] == {"depth": 5, "mode": "slow"}
-    assert config["run"]["device"] == "cuda:1"
+    assert config["run"]["device"] == "cpu"
     assert config["run"]["loggers"] == ["jsonl", "csv"]
 
 

@@ -55,7 +55,9 @@ def test_settings_from_dict_lists_every_problem():
     paths = sorted(p.path for p in info.value.problems)
     assert paths == ["run.checkpoint_period", "run.devcie", "run.wandb_mode"]
     unknown = next(p for p in info.value.problems if p.path == "run.devcie")
-    assert "device" in unknown.choices
+    assert "did you mean 'device'?" in unknown.message
+    mode = next(p for p in info.value.problems if p.path == "run.wandb_mode")
+    assert mode.choices == ("online", "offline", "disabled")
 
 
 def test_settings_hold_no_secrets(monkeypatch):
