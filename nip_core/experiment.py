@@ -24,7 +24,7 @@ from typing import Any
 
 import attrs
 
-from nip_core.errors import CheckpointError
+from nip_core.errors import CheckpointError, RunInterrupted
 from nip_core.runs.checkpoints import load_latest_checkpoint
 from nip_core.runs.context import IterationCallback, RunContext
 from nip_core.runs.run_dir import RunDirectory, new_run_id
@@ -293,10 +293,12 @@ def run_experiment(
     except BaseException as error:
         if run_dir is not None:
             status = "killed" if isinstance(error, KeyboardInterrupt) else "failed"
-            run_dir.write_run_info(
-                status=status, error=f"{type(error).__name__}: {error}"
-            )
+            _mark_stopped(run_dir, status, error)
         run.finish()
+        if isinstance(error, KeyboardInterrupt) and run_dir is not None:
+            raise RunInterrupted(
+                settings.run_id, settings.runs_dir, run.checkpoint_iteration
+            ) from error
         raise
     if run_dir is not None:
         run_dir.write_run_info(status="finished", error=None)
@@ -313,6 +315,38 @@ def run_experiment(
         total_iterations=total,
         resumed_from=resumed_from,
     )
+
+
+def _no_such_run_message(run_id: str, runs_dir: Path) -> str:
+    from nip_core.parameters.validation import closest
+
+    message = f"no run {run_id!r} in {runs_dir}"
+    if runs_dir.is_dir():
+        runs = sorted(p.name for p in runs_dir.iterdir() if RunDirectory(p).exists())
+        suggestion = closest(run_id, runs)
+        if suggestion is not None:
+            message += f"; did you mean {suggestion!r}?"
+        elif runs:
+            shown = ", ".join(runs[-5:])
+            message += f" (its newest runs: {shown})"
+    else:
+        message += " (no such directory)"
+    return (
+        message + ". A run started with run.runs_dir=DIR is resumed with "
+        f"`nip resume {run_id} --runs-dir DIR`"
+    )
+
+
+def _mark_stopped(run_dir: RunDirectory, status: str, error: BaseException) -> None:
+    """Record why a run stopped, if the run directory can still be written (a full
+    or read-only disk may be why it stopped)."""
+    reason = f"{type(error).__name__}: {error}"
+    try:
+        run_dir.write_run_info(status=status, error=reason)
+    except OSError as write_error:
+        logger.warning(
+            "could not mark run %s %s: %s", run_dir.path, status, write_error
+        )
 
 
 def resume_run(
@@ -336,6 +370,8 @@ def resume_run(
     from nip_core.parameters import HyperParameters
 
     run_dir = RunDirectory(Path(runs_dir) / run_id)
+    if not run_dir.exists():
+        raise CheckpointError(_no_such_run_message(run_id, Path(runs_dir)))
     params_dict = run_dir.read_hyper_params()
     settings_dict = run_dir.read_settings()
     # None means "as saved" (the CLI passes its unset options as None)

@@ -68,7 +68,7 @@ import pluggy
 import nip_core
 from nip_core import hookspecs
 from nip_core.builtin import BUILTIN_PLUGINS
-from nip_core.errors import PluginError, UnknownKeyError
+from nip_core.errors import NipWarning, PluginError, UnknownKeyError
 from nip_core.records import (
     ALL_RECORD_TYPES,
     AgentPartSpec,
@@ -129,7 +129,7 @@ ENV_TRACE = "NIP_TRACE_PLUGINS"
 PluginStatus = Literal["ok", "broken", "disabled"]
 
 
-class PluginWarning(UserWarning):
+class PluginWarning(NipWarning):
     """A plugin was skipped because it is broken (or a switch names no plugin)."""
 
 

@@ -241,7 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return _dispatch(args)
+        status = _dispatch(args)
+        # inside the try: a closed pipe shows up when the output is flushed
+        sys.stdout.flush()
+        return status
     except NipError as error:
         if args.debug:
             import traceback
@@ -249,9 +252,89 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"nip: error: {error}", file=sys.stderr)
         return EXIT_CONFIG_ERROR if isinstance(error, NipConfigError) else EXIT_ERROR
-    except KeyboardInterrupt:
-        print("nip: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:
+        print(interrupted_message(error), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `nip datasets list | head`: the reader has what it wanted
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except (OSError, MemoryError, RuntimeError) as error:
+        message = environment_error_message(error)
+        if message is None:
+            raise
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"nip: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+
+
+def interrupted_message(error: BaseException) -> str:
+    """What ``nip`` prints on Ctrl-C: for a run, how to continue it."""
+    from nip_core.errors import RunInterrupted
+
+    if not isinstance(error, RunInterrupted):
+        return "nip: interrupted"
+    command = f"nip resume {error.run_id}"
+    if error.runs_dir != DEFAULT_RUNS_DIR:
+        command += f" --runs-dir {error.runs_dir}"
+    if error.checkpoint_iteration is None:
+        return (
+            f"nip: interrupted: run {error.run_id} stopped before its first "
+            f"checkpoint; start it again with: {command}"
+        )
+    return (
+        f"nip: interrupted: run {error.run_id} saved a checkpoint after "
+        f"iteration {error.checkpoint_iteration}; continue it with: {command}"
+    )
+
+
+DEFAULT_RUNS_DIR = "runs"
+
+
+def environment_error_message(error: BaseException) -> str | None:
+    """One line for a fault of the machine rather than of nip: a disk nip cannot
+    write (read-only, full, no permission) or memory that runs out. ``None`` for
+    any other error (a bug, shown with its traceback)."""
+    from nip_core.runs.io import describe_storage_error, is_storage_error
+
+    if is_storage_error(error):
+        assert isinstance(error, OSError)
+        return (
+            f"{describe_storage_error(error)}. Free space or choose a writable "
+            "directory (run.runs_dir=DIR for runs, --data-dir DIR or run.data_dir "
+            "for datasets, run.cache_dir for caches)"
+        )
+    text = str(error)
+    out_of_memory = isinstance(error, MemoryError) or (
+        isinstance(error, RuntimeError)
+        and ("can't allocate memory" in text or "out of memory" in text.lower())
+    )
+    if out_of_memory:
+        first = text.strip().splitlines()[0] if text.strip() else ""
+        detail = first.split("DefaultCPUAllocator: ", 1)[-1] if first else ""
+        return (
+            f"out of memory{f' ({detail})' if detail else ''}. Make the run "
+            "smaller (rl.frames_per_batch, rl.minibatch_size, the agents' widths) "
+            "or use a machine with more memory"
+        )
+    return None
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Sequence
 from typing import TextIO
 
+from nip_core.errors import NipWarning
 from nip_core.plugins import (
     ENV_STRICT,
     NipPluginManager,
@@ -22,7 +23,7 @@ from nip_core.plugins import (
 
 
 def install_plugin_warning_format() -> None:
-    """Show :class:`PluginWarning` on the command line as ``nip: warning: ...``.
+    """Show nip's warnings on the command line as ``nip: warning: ...``.
 
     Python's default format adds the file and line of the manager's code, which
     means nothing to a user. Other warnings keep their format. Idempotent.
@@ -32,7 +33,7 @@ def install_plugin_warning_format() -> None:
         return
 
     def formatwarning(message, category, filename, lineno, line=None):
-        if issubclass(category, PluginWarning):
+        if issubclass(category, PluginWarning | NipWarning):
             return f"nip: warning: {message}\n"
         return current(message, category, filename, lineno, line)
 

@@ -49,7 +49,7 @@ from typing import Any
 
 import attrs
 
-from nip_core.errors import ConfigProblem, NipConfigError
+from nip_core.errors import ConfigProblem, NipConfigError, NipWarning
 
 __all__ = [
     "CORE_COMPONENT",
@@ -81,7 +81,7 @@ LEGACY_CORE_VERSION = "0.1.0"
 _LEGACY_TOP_KEYS = ("_package_version", "_package_name", "_type")
 
 
-class ParameterMigrationWarning(UserWarning):
+class ParameterMigrationWarning(NipWarning):
     """A saved parameter dict was converted; the message lists every change."""
 
 

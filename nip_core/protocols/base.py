@@ -78,7 +78,7 @@ import torch
 from tensordict import TensorDictBase
 from torch import Tensor
 
-from nip_core.errors import ConfigProblem, NipConfigError, PluginError
+from nip_core.errors import ConfigProblem, NipConfigError, NipWarning, PluginError
 from nip_core.protocols.parameters import (
     CommonProtocolParameters,
     DebateProtocolParameters,
@@ -127,7 +127,7 @@ class ProtocolSpecificationError(PluginError):
     """A protocol handler's definition is inconsistent (names, channels, schedule)."""
 
 
-class ProtocolWarning(UserWarning):
+class ProtocolWarning(NipWarning):
     """A protocol configuration that works but is probably not what was meant."""
 
 
