@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 
 from nip_core.errors import CheckpointError, RunInterrupted
+from nip_core.parameters.hyper_parameters import datasets_in
 from nip_core.runs.checkpoints import load_latest_checkpoint
 from nip_core.runs.context import IterationCallback, RunContext
 from nip_core.runs.run_dir import RunDirectory, new_run_id
@@ -124,7 +125,8 @@ def apply_base_run(hyper_params: Any, settings: ExperimentSettings) -> Any:
             _set_path(merged, path, _get_path(current, path))
         except (KeyError, TypeError):
             continue
-    return type(hyper_params).from_dict(merged)
+    with datasets_in(settings.data_dir):
+        return type(hyper_params).from_dict(merged)
 
 
 def _base_run_checkpoint(
@@ -379,7 +381,8 @@ def resume_run(
     settings_dict["run_id"] = run_id
     settings_dict["runs_dir"] = str(runs_dir)
     settings = ExperimentSettings.from_dict(settings_dict)
-    hyper_params = HyperParameters.from_dict(params_dict)
+    with datasets_in(settings.data_dir):
+        hyper_params = HyperParameters.from_dict(params_dict)
     if run_dir.read_run_info().get("status") == "finished":
         logger.info(
             "run %s had finished; training continues from its last checkpoint", run_id

@@ -80,7 +80,7 @@ def config_search_dirs(cwd: str | os.PathLike[str] | None = None) -> list[Search
         default.
     """
     from nip_core.builtin.configs import CORE_CONFIG_DIR
-    from nip_core.plugins import get_plugin_manager
+    from nip_core.plugins import PluginWarning, get_plugin_manager
 
     dirs: list[SearchDir] = []
     user_dir = Path(cwd if cwd is not None else os.getcwd()) / USER_CONFIG_DIR
@@ -89,7 +89,14 @@ def config_search_dirs(cwd: str | os.PathLike[str] | None = None) -> list[Search
 
     plugin_dirs: list[SearchDir] = []
     core_dirs: list[SearchDir] = []
-    for spec in get_plugin_manager().config_dirs.values():
+    registry = get_plugin_manager().config_dirs
+    for name in registry.conflicts:
+        warnings.warn(
+            f"config directories are not searched: {registry.conflict_error(name)}",
+            PluginWarning,
+            stacklevel=2,
+        )
+    for spec in registry.values():
         path = Path(spec.path)
         if not path.is_dir():
             warnings.warn(
@@ -487,9 +494,14 @@ def build_experiment(
     run_config = config.pop(RUN_KEY, None)
     problems: list[ConfigProblem] = []
 
+    from nip_core.parameters.hyper_parameters import datasets_in
+
+    data_dir = run_config.get("data_dir") if isinstance(run_config, Mapping) else None
     hyper_params = None
     try:
-        hyper_params = HyperParameters.from_dict(config)
+        # generated datasets are found by name in the run's data directory
+        with datasets_in(data_dir if isinstance(data_dir, str) else None):
+            hyper_params = HyperParameters.from_dict(config)
     except NipConfigError as error:
         problems.extend(error.problems)
 
@@ -547,19 +559,6 @@ def experiment_to_dict(
     return data
 
 
-def first_party_plugins_missing() -> list[str]:
-    """Which of the plugins the default experiment needs are not installed."""
-    import importlib.metadata
-
-    missing = []
-    for distribution in DEFAULT_EXPERIMENT_PLUGINS:
-        try:
-            importlib.metadata.distribution(distribution)
-        except importlib.metadata.PackageNotFoundError:
-            missing.append(distribution)
-    return missing
-
-
 DEFAULT_EXPERIMENT_PLUGINS: tuple[str, ...] = (
     "nip-plugin-graph-isomorphism",
     "nip-plugin-ppo",
@@ -568,22 +567,18 @@ DEFAULT_EXPERIMENT_PLUGINS: tuple[str, ...] = (
 
 
 def missing_plugins_message(reason: str) -> str:
-    """Explain what ``nip run`` lacks and the commands that install it."""
+    """Explain what ``nip run`` lacks: for each plugin the default experiment needs,
+    whether it is missing (and the command that installs it), disabled (and by
+    which switch) or broken (and why)."""
+    from nip_core.plugin_catalogue import install_command, plugin_state
+
     needed = list(DEFAULT_EXPERIMENT_PLUGINS)
-    missing = first_party_plugins_missing()
     lines = [f"{reason}: nip needs a scenario plugin and a trainer plugin to run."]
-    if missing:
-        lines.append("Missing plugins: " + ", ".join(missing) + ".")
-    else:
-        lines.append(
-            f"{' and '.join(needed)} are installed but registered nothing; one of "
-            "them may have failed to load: see `nip plugins`."
-        )
+    states = [plugin_state(name) for name in needed]
+    lines += [f"  - {state}" for state in states if "installed and loaded" not in state]
     lines += [
-        f"The default experiment needs {' and '.join(needed)}. Install them with:",
-        "    pip install " + " ".join(needed),
-        "or, from a checkout of the nip repository:",
-        "    pip install " + " ".join(f"./plugins/{name}" for name in needed),
+        f"The default experiment needs {' and '.join(needed)}:",
+        *(f"    {install_command(name)}" for name in needed),
         "Or name a config of your own with --config-name (configs are searched in "
         "./configs, then in each plugin's config directory).",
     ]

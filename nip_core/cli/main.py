@@ -153,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"where to write it (default: {DATA_DIR_RULE})",
     )
     generate.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a dataset of that name that already exists",
+    )
+    generate.add_argument(
         "builder_options",
         nargs=argparse.REMAINDER,
         metavar="...",
@@ -206,6 +211,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 args.name,
                 args.builder_options,
                 data_dir=args.data_dir,
+                overwrite=args.overwrite,
             )
         return datasets_cmd.list_datasets(data_dir=args.data_dir)
     if args.command == "report":

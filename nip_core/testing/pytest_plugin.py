@@ -3,7 +3,8 @@
 Loaded through the ``pytest11`` entry point of nip-core, so any project that has
 nip-core installed can use these fixtures without a ``conftest.py``:
 ``plugin_manager``, ``register_plugin``, ``synthetic_scenario`` (the tiny tensor
-scenario of :mod:`nip_core.testing.synthetic`) and ``single_thread``. See
+scenario of :mod:`nip_core.testing.synthetic`), ``test_protocols`` (the test
+protocol ``multi_channel_test``) and ``single_thread``. See
 :mod:`nip_core.testing.fixtures` for why they are not autouse.
 """
 
@@ -18,7 +19,13 @@ from nip_core.plugins import NipPluginManager
 from nip_core.testing.fixtures import RegisterPlugin, isolated_plugin_manager
 from nip_core.testing.synthetic.fixtures import synthetic_scenario
 
-__all__ = ["plugin_manager", "register_plugin", "single_thread", "synthetic_scenario"]
+__all__ = [
+    "plugin_manager",
+    "register_plugin",
+    "single_thread",
+    "synthetic_scenario",
+    "test_protocols",
+]
 
 
 @pytest.fixture
@@ -71,3 +78,29 @@ def register_plugin(plugin_manager: NipPluginManager) -> Iterator[RegisterPlugin
     for name in reversed(names):
         if plugin_manager.has_plugin(name):
             plugin_manager.unregister(name)
+
+
+@pytest.fixture
+def test_protocols() -> Iterator[None]:
+    """The test protocol ``multi_channel_test`` (:mod:`nip_core.testing.protocols`),
+    registered into the process-wide plugin manager for the test.
+
+    Request it after ``plugin_manager`` (or a fixture that registers a scenario)
+    when the test uses an isolated manager.
+    """
+    from nip_core.plugins import get_plugin_manager
+    from nip_core.testing.protocols import (
+        TEST_PROTOCOLS_PLUGIN,
+        TEST_PROTOCOLS_PLUGIN_NAME,
+    )
+
+    manager = get_plugin_manager()
+    if manager.has_plugin(TEST_PROTOCOLS_PLUGIN_NAME):
+        yield None
+        return
+    manager.register(TEST_PROTOCOLS_PLUGIN, name=TEST_PROTOCOLS_PLUGIN_NAME)
+    try:
+        yield None
+    finally:
+        if manager.has_plugin(TEST_PROTOCOLS_PLUGIN_NAME):
+            manager.unregister(TEST_PROTOCOLS_PLUGIN_NAME)

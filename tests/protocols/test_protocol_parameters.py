@@ -184,10 +184,11 @@ def test_sections_and_protocols_are_registered(plugin_manager) -> None:
         "merlin_arthur": ("prover0", "prover1", "verifier"),
         "mnip": ("prover0", "prover1", "verifier"),
         "solo_verifier": ("verifier",),
-        "multi_channel_test": ("prover0", "prover1", "prover2", "verifier"),
     }
     for name, agents in expected.items():
         assert protocols[name].agent_names == agents
         assert protocols[name].data_worlds == ("tensor",)
     assert protocols["mnip"].parameter_section == "mnip_protocol"
     assert protocols["solo_verifier"].supports_zero_knowledge is False
+    # a test fixture, not a protocol users choose
+    assert "multi_channel_test" not in protocols
