@@ -63,7 +63,8 @@ class RlTrainerParameters(SubParameters):
         The loss of the value function.
     clip_value : float | bool | None
         Clip the value prediction around the sampled value estimate: by this amount
-        (a number), by the trainer's clip epsilon (``True``), or not at all
+        (a number), by the trainer's own clip epsilon (``True``: ``ppo.clip_epsilon``
+        for PPO, ``reinforce.clip_epsilon`` for REINFORCE), or not at all
         (``False`` / ``None``).
     normalize_observations : bool
         Normalise the environment's observations.
@@ -181,6 +182,11 @@ class ReinforceParameters(SubParameters):
     use_advantage_and_critic : bool
         Train a critic and weight log-probabilities by the GAE advantage instead of
         the reward-to-go.
+    clip_epsilon : float
+        How far the critic's prediction may move from the value the rollout saw,
+        when ``rl.clip_value`` is ``true`` (a number there is used instead); greater
+        than 0.
     """
 
     use_advantage_and_critic: bool = False
+    clip_epsilon: float = field(default=0.2, validator=v.gt(0))

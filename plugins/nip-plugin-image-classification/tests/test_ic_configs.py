@@ -93,7 +93,7 @@ def test_ppo_ic_keeps_the_original_settings():
     assert hyper_params.dataset == "cifar10"
     assert hyper_params.trainer == "vanilla_ppo"
     assert hyper_params.seed == 8144
-    assert hyper_params.dataset_options.binarification_method == "select_two"
+    assert hyper_params.image_classification.binarification_method == "select_two"
     assert hyper_params.agents["prover"].num_blocks_per_group == 4
     assert hyper_params.agents["prover"].num_decider_layers == 3
     assert hyper_params.agents["prover"].pretrained_embeddings_model == "resnet18"
