@@ -158,6 +158,13 @@ PANELS: Mapping[str, tuple[str, str]] = {
 }
 """Figure name to (title, y-axis label). Each figure is written as ``<name>.png``."""
 
+PANEL_BOUNDS: Mapping[str, tuple[float, float]] = {
+    "accuracy": (0.0, 1.0),
+    "message_regression": (0.0, 1.0),
+}
+"""The range a panel's quantity cannot leave (accuracies are proportions): the
+confidence bands and error bars drawn are cut to it."""
+
 
 @attrs.frozen
 class MetricInfo:

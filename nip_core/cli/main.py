@@ -105,13 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
         "show",
         help="print the resolved, validated config as YAML",
         description="Compose a config as `nip run` would, validate it and print "
-        "every value (defaults included) as YAML.",
+        "what the run uses (defaults included) as YAML: every section the trainer, "
+        "the protocol and the scenario read, and any section set to other values "
+        "than its defaults. --all prints every section.",
     )
     show.add_argument("--config-name", "-c", metavar="NAME")
     show.add_argument(
         "--raw",
         action="store_true",
         help="print the config as Hydra composed it, without validating it",
+    )
+    show.add_argument(
+        "--all",
+        dest="show_all",
+        action="store_true",
+        help="print every section, also those the run does not read",
     )
     show.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=_OVERRIDES_HELP)
     validate = config_commands.add_parser(
@@ -200,7 +208,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         from nip_core.cli import config_cmd
 
         if args.config_command == "show":
-            return config_cmd.show(args.config_name, args.overrides, raw=args.raw)
+            return config_cmd.show(
+                args.config_name, args.overrides, raw=args.raw, show_all=args.show_all
+            )
         return config_cmd.validate(args.file)
     if args.command == "datasets":
         from nip_core.cli import datasets_cmd

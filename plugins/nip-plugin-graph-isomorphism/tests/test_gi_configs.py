@@ -5,23 +5,11 @@ from __future__ import annotations
 import warnings
 
 import pytest
-from nip_core.cli.compose import (
-    SearchDir,
-    build_experiment,
-    compose,
-    config_search_dirs,
-    hydra_app,
-    to_plain_dict,
-)
+from nip_core.testing.configs import compose_experiments, config_names
 
 import nip_plugin_graph_isomorphism.plugin as gi_plugin
 
-GROUP = gi_plugin.CONFIG_DIR / "graph_isomorphism"
-EXPERIMENTS = sorted(
-    f"graph_isomorphism/{path.stem}"
-    for path in GROUP.glob("*.yaml")
-    if not path.stem.endswith("_base")
-)
+EXPERIMENTS = config_names(gi_plugin.CONFIG_DIR, "graph_isomorphism")
 PROTOCOLS = ("nip", "adp", "debate", "merlin_arthur", "mnip", "solo_verifier")
 
 
@@ -37,16 +25,11 @@ def _ppo_installed() -> bool:
 
 
 def _compose(names):
-    search = [SearchDir("graph_isomorphism", gi_plugin.CONFIG_DIR)]
-    search += [d for d in config_search_dirs() if d.origin != "graph_isomorphism"]
-    results = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with hydra_app(search) as app:
-            for name in names:
-                config = to_plain_dict(compose(app, name, []))
-                results[name] = build_experiment(config, config_name=name)
-    return results
+        return compose_experiments(
+            names, first_dirs=[("graph_isomorphism", gi_plugin.CONFIG_DIR)]
+        )
 
 
 def test_every_protocol_has_a_config() -> None:
