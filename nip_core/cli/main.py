@@ -193,14 +193,14 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_plugins_command(as_json=args.json)
     if args.command == "run":
-        _configure_logging()
+        configure_logging()
         from nip_core.cli import run_cmd
 
         if args.multirun:
             return run_cmd.run_sweep(args.config_name, args.overrides, debug=args.debug)
         return run_cmd.run_single(args.config_name, args.overrides)
     if args.command == "resume":
-        _configure_logging()
+        configure_logging()
         from nip_core.cli import run_cmd
 
         return run_cmd.resume(args.run_id, args.runs_dir, device=args.device)
@@ -231,15 +231,46 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(f"unhandled command {args.command!r}")
 
 
-def _configure_logging() -> None:
-    import logging
+THIRD_PARTY_LOGGERS: tuple[str, ...] = ("torchrl", "tensordict", "hydra", "wandb")
+"""Libraries whose log records go through nip's handler, warnings and errors only
+unless ``NIP_LOG_LEVEL`` asks for more (``NIP_LOG_LEVEL=INFO``)."""
 
-    if not logging.getLogger().handlers:
+ENV_LOG_LEVEL = "NIP_LOG_LEVEL"
+
+
+def configure_logging() -> None:
+    """One plain log format for nip and the libraries it runs.
+
+    nip's own records (``INFO`` and up) and the libraries' warnings and errors go to
+    standard error through one handler; TorchRL's own coloured handler is removed.
+    ``NIP_LOG_LEVEL`` (``DEBUG``, ``INFO``, ``WARNING``) sets the libraries' level.
+    """
+    import logging
+    import os
+
+    root = logging.getLogger()
+    if not root.handlers:
         logging.basicConfig(
             level=logging.INFO,
             format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s",
             datefmt="%H:%M:%S",
         )
+    level_name = os.environ.get(ENV_LOG_LEVEL, "WARNING").strip().upper()
+    level = logging.getLevelName(level_name)
+    if not isinstance(level, int):
+        level = logging.WARNING
+    try:
+        # TorchRL installs a coloured handler of its own on import: import it now to
+        # take that handler away
+        import torchrl  # noqa: F401
+    except ImportError:  # pragma: no cover - torchrl is a dependency
+        pass
+    for name in THIRD_PARTY_LOGGERS:
+        library = logging.getLogger(name)
+        for handler in list(library.handlers):
+            library.removeHandler(handler)
+        library.propagate = True
+        library.setLevel(level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

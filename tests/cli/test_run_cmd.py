@@ -236,3 +236,48 @@ def test_resume_of_a_missing_run_is_reported_without_traceback(tmp_path, capsys)
     assert status == 1
     assert "no_such_run" in err
     assert "Traceback" not in err
+
+
+@pytest.fixture
+def torchrl_logger():
+    import logging
+
+    import torchrl  # noqa: F401 - installs its handler
+
+    logger = logging.getLogger("torchrl")
+    state = (list(logger.handlers), logger.propagate, logger.level)
+    yield logger
+    logger.handlers[:] = state[0]
+    logger.propagate, logger.level = state[1], state[2]
+
+
+def test_third_party_logging_goes_through_nip_quietly(
+    torchrl_logger, monkeypatch, capsys
+):
+    import logging
+
+    from nip_core.cli.main import configure_logging
+
+    assert torchrl_logger.handlers  # TorchRL's own, coloured, to stdout
+    monkeypatch.delenv("NIP_LOG_LEVEL", raising=False)
+    configure_logging()
+    assert torchrl_logger.handlers == [] and torchrl_logger.propagate
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    keep = Keep()
+    logging.getLogger().addHandler(keep)
+    try:
+        torchrl_logger.info("Initialized LazyTensorStorage")
+        torchrl_logger.warning("something to know")
+        monkeypatch.setenv("NIP_LOG_LEVEL", "info")
+        configure_logging()
+        torchrl_logger.info("now shown")
+    finally:
+        logging.getLogger().removeHandler(keep)
+    assert [r.getMessage() for r in records] == ["something to know", "now shown"]
+    out, _ = capsys.readouterr()
+    assert "\x1b[" not in out

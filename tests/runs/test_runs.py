@@ -360,3 +360,38 @@ def test_artifact_aliases_reach_only_loggers_that_take_them(tmp_path):
         ("old", "rollouts-aliases"),
         ("new", "rollouts-aliases", ()),
     ]
+
+
+def test_rollout_samples_hold_whole_episodes_only():
+    from tensordict import TensorDict
+
+    from nip_core.runs.rollouts import episodes_from_rollout
+
+    # two environments, 6 steps; episodes carry over from the previous iteration
+    rounds = torch.tensor([[2, 3, 0, 1, 0, 1], [0, 1, 2, 0, 1, 2]])
+    done = torch.tensor(
+        [
+            [False, True, False, True, False, False],
+            [False, False, True, False, False, True],
+        ]
+    )
+    rollout = TensorDict(
+        {
+            "round": rounds,
+            "value": torch.arange(12).reshape(2, 6),
+            "next": TensorDict({"done": done[..., None]}, [2, 6]),
+        },
+        [2, 6],
+    )
+    episodes = episodes_from_rollout(rollout, 10, iteration=3)
+    # env 0: steps 0-1 are the tail of an episode begun before; 2-3 whole; 4-5 cut
+    # env 1: 0-2 and 3-5 whole
+    assert [(e["env_index"], e["num_steps"]) for e in episodes] == [
+        (0, 2),
+        (1, 3),
+        (1, 3),
+    ]
+    assert [step["round"] for step in episodes[0]["steps"]] == [0, 1]
+    assert all(e["steps"][0]["round"] == 0 for e in episodes)
+    assert all(e["steps"][-1]["next.done"] == [True] for e in episodes)
+    assert len(episodes_from_rollout(rollout, 2, iteration=3)) == 2
