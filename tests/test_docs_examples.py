@@ -64,9 +64,10 @@ def _run_example(tmp_path: Path, files: dict[str, str]) -> subprocess.CompletedP
 def test_the_relay_protocol_plugin_of_the_protocols_page(tmp_path: Path) -> None:
     files = example_files("protocols.md", "my_plugin")
     assert set(files) == {
+        "my_plugin/__init__.py",
         "my_plugin/parameters.py",
         "my_plugin/protocols.py",
-        "my_plugin/__init__.py",
+        "my_plugin/plugin.py",
         "tests/test_relay.py",
     }
     result = _run_example(tmp_path, files)
@@ -78,9 +79,10 @@ def test_the_relay_protocol_plugin_of_the_protocols_page(tmp_path: Path) -> None
 def test_the_a2c_trainer_plugin_of_the_trainer_page(tmp_path: Path) -> None:
     files = example_files("writing-a-trainer.md", "my_a2c")
     assert set(files) == {
+        "my_a2c/__init__.py",
         "my_a2c/parameters.py",
         "my_a2c/trainer.py",
-        "my_a2c/__init__.py",
+        "my_a2c/plugin.py",
         "tests/test_a2c.py",
     }
     result = _run_example(tmp_path, files)

@@ -915,6 +915,11 @@ class ProtocolHandler(ABC):
     def _warn_about_wasted_rounds(self) -> None:
         if not self.warn_about_wasted_rounds:
             return
+        section = self.parameter_section
+        if section and getattr(
+            getattr(self.hyper_params, section, None), "allow_unread_rounds", False
+        ):
+            return  # the config says it means it
         last_turn = max(self.verifier_turn_rounds)
         last_round = self.max_message_rounds - 1
         if last_turn < last_round:

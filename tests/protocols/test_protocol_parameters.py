@@ -60,6 +60,7 @@ def test_two_prover_sections_fields_and_round_trip(cls: type) -> None:
     assert cls().to_dict() == {
         "max_message_rounds": 8,
         "min_message_rounds": 1,
+        "allow_unread_rounds": False,
         "sequential": False,
         "prover0_first": True,
         "randomize_channel_order": True,
@@ -67,6 +68,7 @@ def test_two_prover_sections_fields_and_round_trip(cls: type) -> None:
     assert [f.name for f in attrs.fields(cls)] == [
         "max_message_rounds",
         "min_message_rounds",
+        "allow_unread_rounds",
         "sequential",
         "prover0_first",
         "randomize_channel_order",
@@ -192,3 +194,18 @@ def test_sections_and_protocols_are_registered(plugin_manager) -> None:
     assert protocols["solo_verifier"].supports_zero_knowledge is False
     # a test fixture, not a protocol users choose
     assert "multi_channel_test" not in protocols
+
+
+def test_allow_unread_rounds_silences_the_unread_round_warning() -> None:
+    import warnings
+
+    from nip_core.protocols.base import ProtocolWarning
+    from nip_core.protocols.main_protocols import NipProtocolHandler
+
+    with pytest.warns(ProtocolWarning, match="round 7 of max_message_rounds=8"):
+        NipProtocolHandler.from_sections(nip_protocol={"max_message_rounds": 8})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        NipProtocolHandler.from_sections(
+            nip_protocol={"max_message_rounds": 8, "allow_unread_rounds": True}
+        )

@@ -38,6 +38,8 @@ def test_ppo_gi_has_the_original_settings(composed: Any) -> None:
     for section in ("nip_protocol", "debate_protocol", "mnip_protocol"):
         assert config[section]["min_message_rounds"] == 3
         assert config[section]["max_message_rounds"] == 8
+        # the original's unread round 7, kept on purpose: no warning
+        assert config[section]["allow_unread_rounds"] is True
     agents = config["agents"]
     assert agents["_default"]["num_gnn_layers"] == 5  # the provers
     assert agents["verifier"]["num_gnn_layers"] == 2
