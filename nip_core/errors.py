@@ -114,23 +114,6 @@ class CheckpointError(NipError):
     """A checkpoint is missing, incomplete or does not match the run."""
 
 
-class StorageError(NipError):
-    """A file nip must write could not be written: a read-only file system, a full
-    disk, a missing permission. The message names the file and the cause.
-
-    Parameters
-    ----------
-    message : str
-        What could not be written, and why.
-    path : str | None
-        The file or directory.
-    """
-
-    def __init__(self, message: str, path: str | None = None):
-        super().__init__(message)
-        self.path = path
-
-
 class RunInterrupted(KeyboardInterrupt):
     """A run stopped by Ctrl-C (SIGINT), after saving what it could.
 

@@ -36,7 +36,34 @@ RUN_KEY = "run"
 """The key of the settings in a config file."""
 
 SECRET_ENV_VARS: tuple[str, ...] = ("WANDB_API_KEY", "OPENAI_API_KEY", "HF_TOKEN")
-"""Environment variables that hold credentials; never copied into saved settings."""
+"""Environment variables that hold credentials; their values never reach saved
+settings (:func:`redact_secrets`)."""
+
+
+def redact_secrets(data: Any) -> Any:
+    """``data`` with every value of a :data:`SECRET_ENV_VARS` variable (set, and at
+    least 8 characters long) replaced by ``<NAME>``, in strings at any depth."""
+    secrets = {
+        name: value
+        for name in SECRET_ENV_VARS
+        if len(value := os.environ.get(name, "")) >= 8
+    }
+    if not secrets:
+        return data
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            for name, secret in secrets.items():
+                value = value.replace(secret, f"<{name}>")
+            return value
+        if isinstance(value, dict):
+            return {key: clean(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(clean(item) for item in value)
+        return value
+
+    return clean(data)
+
 
 ENV_DATA_DIR = "NIP_DATA_DIR"
 """Environment variable naming the data directory when the settings give none."""
@@ -313,11 +340,16 @@ class ExperimentSettings(BaseHyperParameters):
     # Conversion
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict (no secrets: none are held)."""
+        """Plain JSON-serialisable dict, without secrets.
+
+        None are held; but a secret pasted into a setting by mistake (an API key as
+        the W&B entity, say) is replaced by the name of the variable holding it
+        (``<WANDB_API_KEY>``) before it can reach ``settings.json``.
+        """
         data = attrs.asdict(self, recurse=False)
         data["loggers"] = list(self.loggers)
         data["wandb_tags"] = list(self.wandb_tags)
-        return data
+        return redact_secrets(data)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> ExperimentSettings:

@@ -24,7 +24,6 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CONFIG_ERROR = 2
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from nip_core.errors import CheckpointError, CheckpointWarning
 from nip_core.runs.io import atomic_torch_save
+from nip_core.seeding import seed_everything  # noqa: F401 (re-exported)
 
 CHECKPOINT_FORMAT = 1
 LATEST_NAME = "latest.pt"
@@ -70,16 +71,6 @@ def _to_python_rng_state(state: Any) -> tuple:
     # torch.load gives lists back where random.getstate() had tuples
     version, internal, gauss = state
     return (version, tuple(internal), gauss)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch from one integer."""
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % (2**32))  # noqa: NPY002
-    torch.manual_seed(seed)
 
 
 def numbered_checkpoint_path(

@@ -32,7 +32,7 @@ from __future__ import annotations
 import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -1026,11 +1026,3 @@ def combine_parts(
             raise ValueError(f"agent {name!r} has no {role}")
         parts[name] = part
     return classes[role](hyper_params, settings, protocol_handler, parts)
-
-
-def iter_parts(agents: Iterable[Agent]) -> Iterator[tuple[str, str, AgentPart]]:
-    """``(agent name, role, part)`` for every part of every agent."""
-    for agent in agents:
-        for f in fields(agent):
-            if f.name in PART_ROLES and getattr(agent, f.name) is not None:
-                yield agent.agent_name, f.name, getattr(agent, f.name)

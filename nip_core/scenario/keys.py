@@ -122,8 +122,3 @@ TERMINATED = "terminated"
 (the verifier got ``verifier_terminated_penalty``). Under ``"agents"``,
 ``(*batch, A, 1)``: equal to the agent's ``done`` (every episode end is a true
 termination, so value estimators must not bootstrap past it)."""
-
-
-def agent_key(name: str) -> tuple[str, str]:
-    """The nested key ``("agents", name)``."""
-    return (AGENTS, name)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -246,6 +247,10 @@ def torchrl_logger():
 
     logger = logging.getLogger("torchrl")
     state = (list(logger.handlers), logger.propagate, logger.level)
+    if not logger.handlers:
+        # an earlier `nip run` in this process took TorchRL's own handler away
+        logger.addHandler(logging.StreamHandler(sys.stdout))
+        logger.propagate = False
     yield logger
     logger.handlers[:] = state[0]
     logger.propagate, logger.level = state[1], state[2]
@@ -258,7 +263,7 @@ def test_third_party_logging_goes_through_nip_quietly(
 
     from nip_core.cli.main import configure_logging
 
-    assert torchrl_logger.handlers  # TorchRL's own, coloured, to stdout
+    assert torchrl_logger.handlers  # TorchRL's own (coloured, to stdout)
     monkeypatch.delenv("NIP_LOG_LEVEL", raising=False)
     configure_logging()
     assert torchrl_logger.handlers == [] and torchrl_logger.propagate

@@ -65,6 +65,14 @@ def test_settings_hold_no_secrets(monkeypatch):
     settings = ExperimentSettings(wandb_project="p")
     assert "secret-key-123" not in json.dumps(settings.to_dict())
     assert settings.resolved_wandb_mode() == "online" or os.environ.get("WANDB_MODE")
+    # a key pasted into a setting by mistake is redacted before it is saved
+    pasted = ExperimentSettings(
+        wandb_entity="secret-key-123", wandb_tags=["a", "secret-key-123"]
+    )
+    saved = pasted.to_dict()
+    assert "secret-key-123" not in json.dumps(saved)
+    assert saved["wandb_entity"] == "<WANDB_API_KEY>"
+    assert saved["wandb_tags"] == ["a", "<WANDB_API_KEY>"]
 
 
 def test_wandb_mode_resolution(monkeypatch, tmp_path):
