@@ -33,7 +33,7 @@ from typing import Any, Literal, Union
 
 import attrs
 
-__all__ = ["MalformedCase", "bad_values", "field_cases"]
+__all__ = ["MalformedCase", "assert_refused", "bad_values", "field_cases"]
 
 TOO_LARGE = "99999999999999999999"
 """An integer beyond torch's int64, as override text."""
@@ -235,3 +235,44 @@ def field_cases(
             }
             cases += field_cases(tp, path, exclude=nested_exclude)
     return cases
+
+
+def names_path(path: str, expected: str) -> bool:
+    """Whether a problem at ``path`` is about ``expected`` (itself, or inside it)."""
+    return (
+        path == expected
+        or path.startswith(f"{expected}.")
+        or path.startswith(f"{expected}[")
+    )
+
+
+def assert_refused(case: MalformedCase, config_name: str, *, app: Any = None) -> None:
+    """Compose ``config_name`` with the case's override as ``nip run`` does, and
+    check that it is refused with one :class:`~nip_core.errors.NipConfigError` that
+    names the case's path and holds no traceback.
+
+    Parameters
+    ----------
+    case : MalformedCase
+        The bad value.
+    config_name : str
+        A valid config the override is applied to.
+    app : Hydra application, optional
+        From :func:`nip_core.testing.configs.config_app`, to compose many cases
+        with one application.
+    """
+    from nip_core.errors import NipConfigError
+    from nip_core.testing.configs import compose_experiment
+
+    try:
+        compose_experiment(config_name, *case.override.split(" "), app=app)
+    except NipConfigError as error:
+        paths = [problem.path for problem in error.problems]
+        if case.path and not any(names_path(path, case.path) for path in paths):
+            raise AssertionError(
+                f"{case.override}: expected a problem at {case.path!r}, got {error}"
+            ) from error
+        if "Traceback" in str(error):
+            raise AssertionError(f"{case.override}: a traceback in {error}") from error
+        return
+    raise AssertionError(f"{case.override} was accepted")
