@@ -3,6 +3,7 @@
     nox -s tests                      # the core and every plugin, whole suite
     nox -s plugin                     # each plugin alone with the core, from wheels
     nox -s "plugin(plugin='nip-plugin-ppo')"
+    nox -s launchers                  # sweeps through submitit (local) and Ray
     nox -s lint                       # ruff check + ruff format --check
     nox -s docs                       # regenerate the hook reference, mkdocs --strict
     nox -s default_experiment -- run.test_run=true
@@ -45,7 +46,9 @@ def editable_plugins() -> list[str]:
 def tests(session: nox.Session) -> None:
     """The whole suite: the core and every plugin under plugins/ (the template too)."""
     install_torch(session)
-    session.install("-e", ".[test,joblib,tensorboard]", *editable_plugins())
+    session.install(
+        "-e", ".[test,joblib,tensorboard,submitit,ray]", *editable_plugins()
+    )
     test_paths = ["tests"] + [
         str(path / "tests") for path in PLUGIN_DIRS if (path / "tests").is_dir()
     ]
@@ -55,6 +58,23 @@ def tests(session: nox.Session) -> None:
         "pytest",
         *test_paths,
         *(session.posargs or ["-q", "-n", "2"]),
+        env={"NIP_STRICT_PLUGINS": "1"},
+    )
+
+
+@nox.session(python=PYTHON)
+def launchers(session: nox.Session) -> None:
+    """Sweeps through Hydra's cluster launchers: submitit's local executor (the
+    Slurm code path) and Ray on a local cluster the tests start and stop, plus
+    restarting a killed sweep. Needs no plugin: the tests install their own."""
+    install_torch(session)
+    session.install("-e", ".[test,submitit,ray]")
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "tests/sweeps",
+        *(session.posargs or ["-q"]),
         env={"NIP_STRICT_PLUGINS": "1"},
     )
 
