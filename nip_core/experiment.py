@@ -24,6 +24,7 @@ from typing import Any
 
 import attrs
 
+from nip_core import distributed
 from nip_core.errors import CheckpointError
 from nip_core.runs.checkpoints import load_latest_checkpoint
 from nip_core.runs.context import IterationCallback, RunContext
@@ -245,6 +246,9 @@ def run_experiment(
         settings = attrs.evolve(settings, run_id=run_id)
     if settings.run_id is None:
         settings = attrs.evolve(settings, run_id=new_run_id())
+    # Under torchrun: join the process group, take rank 0's run id and this
+    # process's GPU (nothing changes in a single process)
+    settings = distributed.prepare_process_settings(settings)
     hyper_params = apply_base_run(hyper_params, settings)
     params_dict = hyper_params.to_dict()
 
@@ -252,21 +256,27 @@ def run_experiment(
     resume_checkpoint = None
     if not settings.test_run:
         run_dir = RunDirectory.for_settings(settings)
-        if run_dir.exists():
-            if not _same_experiment(run_dir.read_hyper_params(), params_dict):
-                raise CheckpointError(
-                    f"run directory {run_dir.path} holds a different experiment; "
-                    f"choose another run_id, or resume it with `nip resume "
-                    f"{settings.run_id}`"
+        # Across processes, rank 0 alone writes the run directory; the others read
+        # the checkpoint to resume from once it has
+        with distributed.main_process_first():
+            if run_dir.exists():
+                if not _same_experiment(run_dir.read_hyper_params(), params_dict):
+                    raise CheckpointError(
+                        f"run directory {run_dir.path} holds a different experiment; "
+                        f"choose another run_id, or resume it with `nip resume "
+                        f"{settings.run_id}`"
+                    )
+                resume_checkpoint = load_latest_checkpoint(
+                    run_dir.checkpoints_dir, settings.device
                 )
-            resume_checkpoint = load_latest_checkpoint(
-                run_dir.checkpoints_dir, settings.device
-            )
-        run_dir.create()
-        if resume_checkpoint is None:
-            run_dir.write_hyper_params(params_dict)
-        run_dir.write_settings(settings)
-        run_dir.write_run_info(status="running")
+            if distributed.is_main_process():
+                run_dir.create()
+                if resume_checkpoint is None:
+                    run_dir.write_hyper_params(params_dict)
+                run_dir.write_settings(settings)
+                run_dir.write_run_info(status="running")
+            else:
+                run_dir = None
 
     resumed_from = (
         None if resume_checkpoint is None else int(resume_checkpoint["iteration"])

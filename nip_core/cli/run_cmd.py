@@ -143,9 +143,10 @@ def run_single(config_name: str | None, overrides: Sequence[str]) -> int:
 def _report_finished(result: Any) -> None:
     """Print the summary of a finished run: final accuracies, rewards, directory."""
     from nip_core.analysis.summary import summary_lines
+    from nip_core.distributed import is_main_process
 
     run_id = getattr(result, "run_id", None)
-    if run_id is None:
+    if run_id is None or not is_main_process():
         return
     run_dir = getattr(result, "run_dir", None)
     print(f"nip: run {run_id} finished", file=sys.stderr)

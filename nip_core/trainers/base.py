@@ -168,6 +168,9 @@ class Trainer(ABC):
         self.settings = settings
         self.run = run if run is not None else RunContext()
         self.iteration = 0
+        # The shards of this process (nip_core.trainers.sharding); None for the
+        # plain single-process loop. Set by trainers that shard when they train.
+        self.sharding: Any = None
 
     # ------------------------------------------------------------------------------
     # Shortcuts
@@ -225,12 +228,20 @@ class Trainer(ABC):
         Does nothing for in-memory runs and test runs. Logs the checkpoint as an
         artifact (W&B) when a remote logger is on.
         """
-        if not self.run.writes_files or self.settings.test_run:
+        writes = (
+            self.run.writes_files
+            if self.sharding is None
+            else self.sharding.main_writes_files
+        )
+        if not writes or self.settings.test_run:
             return
         self.iteration = iteration
-        path = save_checkpoint(
-            self.run.run_dir.checkpoints_dir, iteration, self.state_dict()
-        )
+        # Sharded, every process takes part in building the state (rank 0 gathers
+        # the shards' states); only rank 0 writes it
+        state = self.state_dict()
+        if not self.run.writes_files:
+            return
+        path = save_checkpoint(self.run.run_dir.checkpoints_dir, iteration, state)
         from nip_core.runs.wandb_api import checkpoint_alias
 
         self.run.log_artifact(
