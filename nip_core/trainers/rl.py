@@ -698,15 +698,16 @@ class TensorDictRlTrainer(TensorDictTrainer):
         for _ in range(epochs):
             for _ in range(num_minibatches):
                 for shard in sharding.shards:
+                    # The backward pass inside too: buffers a forward pass changed
+                    # (and saved for its backward) are put back only after it
                     with sharding.forward(shard):
                         minibatch = shard.replay_buffer.sample()
                         loss_vals = self.loss_module(minibatch)
-                    self._accumulate(totals, loss_vals)
-                    count += 1
-                    if stepping:
-                        total = _summed_losses(loss_vals)
+                        total = _summed_losses(loss_vals) if stepping else None
                         if total is not None:
                             (total * scale).backward()
+                    self._accumulate(totals, loss_vals)
+                    count += 1
                 if not stepping:
                     continue
                 sharding.all_reduce_gradients(trainable)

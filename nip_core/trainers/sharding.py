@@ -178,7 +178,12 @@ class Sharding:
     @contextlib.contextmanager
     def forward(self, shard: Shard) -> Iterator[None]:
         """Run the block as shard ``shard``: its random stream; buffers kept as
-        they were unless it is shard 0."""
+        they were unless it is shard 0.
+
+        Put a training forward pass's backward pass inside the block too: autograd
+        refuses a backward pass through buffers changed in place after the forward
+        pass saved them (batch norm saves its running statistics).
+        """
         with shard.rng.active():
             if shard.index == 0:
                 yield

@@ -270,10 +270,12 @@ class SoloAgentTrainer(TensorDictTrainer):
         for name, optimizer in self._optimizers.items():
             optimizer.zero_grad()
             for shard, y, observation in slices:
+                # The backward pass inside too: buffers the forward pass changed
+                # (and saved for its backward) are put back only after it
                 with self.sharding.forward(shard):
                     logits = self.solo_logits(name, observation)
-                loss_sum = F.cross_entropy(logits, y, reduction="sum")
-                (loss_sum / batch_size).backward()
+                    loss_sum = F.cross_entropy(logits, y, reduction="sum")
+                    (loss_sum / batch_size).backward()
                 totals[name][0] += loss_sum.item()
                 totals[name][1] += (logits.argmax(-1) == y).float().sum().item()
                 totals[name][2] += len(y)

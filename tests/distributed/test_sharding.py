@@ -159,3 +159,14 @@ def test_process_settings_are_unchanged_without_torchrun(monkeypatch):
     assert distributed.is_main_process()
     assert distributed.gather_objects("a") == ["a"]
     assert distributed.broadcast_object(5) == 5
+
+
+def test_a_shards_backward_pass_goes_through_buffers_put_back():
+    """Batch norm saves its running statistics for the backward pass: they are put
+    back after the block, so the backward pass inside it still works."""
+    norm = torch.nn.BatchNorm1d(3)
+    sharding = Sharding(_stub_trainer(norm), ShardLayout(2, 1, 0))
+    with sharding.forward(sharding.shards[1]):
+        norm(torch.randn(8, 3) + 5).pow(2).sum().backward()
+    assert norm.weight.grad is not None
+    assert torch.equal(norm.running_mean, torch.zeros(3))

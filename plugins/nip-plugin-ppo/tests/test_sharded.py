@@ -103,3 +103,42 @@ def test_two_processes_match_one_process(ppo_scenario: Any, tmp_path: Path) -> N
     assert [r["world_size"] for r in process_records(spec["out"])] == [2, 2]
     assert_same_agents(expected, torch.load(Path(spec["out"]) / "agents_rank0.pt"))
     assert_same_metrics(tmp_path / "runs" / "one", tmp_path / "runs" / "two")
+
+
+def test_graph_isomorphism_with_batch_norm_runs_sharded(
+    register_plugin: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The default experiment's agents have batch norm: only shard 0's forward
+    passes update its running statistics, and the other shards' backward passes
+    still go through (autograd saw the buffers before they were put back)."""
+    gi_plugin = pytest.importorskip("nip_plugin_graph_isomorphism.plugin")
+    import nip_plugin_ppo.plugin
+    from nip_core.cli import compose as composer
+    from nip_core.experiment import run_experiment
+
+    register_plugin(gi_plugin, name="graph_isomorphism")
+    register_plugin(nip_plugin_ppo.plugin, name="ppo")
+    monkeypatch.chdir(tmp_path)
+    overrides = [
+        "distributed.num_shards=2",
+        "rl.num_iterations=2",
+        "rl.frames_per_batch=40",
+        "rl.minibatch_size=20",
+        "rl.num_epochs=1",
+        "rl.num_test_iterations=1",
+        f"run.runs_dir={tmp_path / 'runs'}",
+        f"run.data_dir={tmp_path / 'data'}",
+        f"run.cache_dir={tmp_path / 'cache'}",
+        "run.show_progress=false",
+        "run.rollout_sample_period=null",
+    ]
+    with composer.hydra_app() as app:
+        config = composer.to_plain_dict(composer.compose(app, "default", overrides))
+    hyper_params, settings = composer.build_experiment(config, config_name="default")
+    assert hyper_params.agents["verifier"].use_batch_norm
+    result = run_experiment(hyper_params, settings)
+    body = result.trainer.agents["verifier"].body
+    norms = [m for m in body.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert norms and all(int(m.num_batches_tracked) > 0 for m in norms)
+    records = [r for r in result.metrics if "mean_accuracy" in r]
+    assert len(records) == 2
