@@ -4,6 +4,7 @@
     nox -s plugin                     # each plugin alone with the core, from wheels
     nox -s "plugin(plugin='nip-plugin-ppo')"
     nox -s launchers                  # sweeps through submitit (local) and Ray
+    nox -s distributed                # one run across processes (torchrun, gloo)
     nox -s lint                       # ruff check + ruff format --check
     nox -s docs                       # regenerate the hook reference, mkdocs --strict
     nox -s default_experiment -- run.test_run=true
@@ -74,6 +75,23 @@ def launchers(session: nox.Session) -> None:
         "-m",
         "pytest",
         "tests/sweeps",
+        *(session.posargs or ["-q"]),
+        env={"NIP_STRICT_PLUGINS": "1"},
+    )
+
+
+@nox.session(python=PYTHON)
+def distributed(session: nox.Session) -> None:
+    """One run across processes under torchrun (gloo on CPU): two processes match
+    one, a two-process run resumes on one; the PPO plugin's sharded trainers."""
+    install_torch(session)
+    session.install("-e", ".[test]", "-e", str(ROOT / "plugins" / "nip-plugin-ppo"))
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "tests/distributed",
+        "plugins/nip-plugin-ppo/tests/test_sharded.py",
         *(session.posargs or ["-q"]),
         env={"NIP_STRICT_PLUGINS": "1"},
     )

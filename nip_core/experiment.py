@@ -200,12 +200,25 @@ def prepare_experiment(
 
 
 def _same_experiment(saved: dict, current: dict) -> bool:
-    def strip(d: dict) -> dict:
-        return {k: v for k, v in d.items() if k != "_meta"}
+    """Whether saved hyper-parameters describe the ``current`` experiment.
 
-    return json.dumps(strip(saved), sort_keys=True) == json.dumps(
-        strip(current), sort_keys=True
-    )
+    A dict saved by an older version is read back first (migrations, sections added
+    since then at their defaults), so its run still counts as the same experiment.
+    """
+
+    def canonical(d: dict) -> str:
+        return json.dumps({k: v for k, v in d.items() if k != "_meta"}, sort_keys=True)
+
+    if canonical(saved) == canonical(current):
+        return True
+    from nip_core.errors import NipError
+    from nip_core.parameters import HyperParameters
+
+    try:
+        read_back = HyperParameters.from_dict(saved).to_dict()
+    except NipError:
+        return False
+    return canonical(read_back) == canonical(current)
 
 
 def run_experiment(
@@ -250,6 +263,11 @@ def run_experiment(
     # process's GPU (nothing changes in a single process)
     settings = distributed.prepare_process_settings(settings)
     hyper_params = apply_base_run(hyper_params, settings)
+    if distributed.world_size() > 1:
+        from nip_core.trainers.sharding import shard_layout
+
+        # Refuse shards the processes cannot share before writing anything
+        shard_layout(hyper_params)
     params_dict = hyper_params.to_dict()
 
     run_dir: RunDirectory | None = None
