@@ -56,6 +56,12 @@ def cases(nproc: int, cores: int) -> list[dict]:
             "threads": cores,
         },
         {
+            "name": f"1 process, {nproc} shards, 1 thread",
+            "nproc": None,
+            "shards": nproc,
+            "threads": 1,
+        },
+        {
             "name": f"torchrun {nproc} processes, {nproc} shards",
             "nproc": nproc,
             "shards": nproc,
@@ -103,6 +109,8 @@ def run_case(case: dict, args: argparse.Namespace, root: Path, run_id: str) -> d
     train = [r for r in records if "timing.iteration_s" in r]
     return {
         "iteration_s": [r["timing.iteration_s"] for r in train[1:]],
+        "collection_s": [r["timing.collection_s"] for r in train[1:]],
+        "training_s": [r["timing.training_s"] for r in train[1:]],
         "frames": train[-1]["timing.fps"] * train[-1]["timing.iteration_s"],
         "wall_s": wall,
     }
@@ -127,26 +135,44 @@ def main() -> None:
             for k, case in enumerate(cases(args.nproc, cores)):
                 measured = run_case(case, args, Path(tmp), f"r{repeat}-c{k}")
                 entry = results.setdefault(
-                    case["name"], {"iteration_s": [], "wall_s": [], "case": case}
+                    case["name"],
+                    {
+                        "iteration_s": [],
+                        "collection_s": [],
+                        "training_s": [],
+                        "wall_s": [],
+                        "case": case,
+                    },
                 )
-                entry["iteration_s"] += measured["iteration_s"]
+                for key in ("iteration_s", "collection_s", "training_s"):
+                    entry[key] += measured[key]
                 entry["wall_s"].append(measured["wall_s"])
                 entry["frames"] = measured["frames"]
     print(f"load average after: {os.getloadavg()}")
     baseline = statistics.median(results["1 process, 1 shard"]["iteration_s"])
-    print(f"{'case':<40} {'s/iteration':>12} {'frames/s':>10} {'speed-up':>9}")
+    print(
+        f"{'case':<40} {'s/iteration':>12} {'collect':>8} {'train':>8} "
+        f"{'frames/s':>9} {'speed-up':>9}"
+    )
     summary = {}
     for name, entry in results.items():
         median = statistics.median(entry["iteration_s"])
         fps = entry["frames"] / median
+        collect = statistics.median(entry["collection_s"])
+        train = statistics.median(entry["training_s"])
         summary[name] = {
             "seconds_per_iteration": median,
+            "collection_s": collect,
+            "training_s": train,
             "frames_per_second": fps,
             "speed_up": baseline / median,
             "process_wall_s": entry["wall_s"],
             "threads_per_process": entry["case"]["threads"],
         }
-        print(f"{name:<40} {median:>12.3f} {fps:>10.0f} {baseline / median:>8.2f}x")
+        print(
+            f"{name:<40} {median:>12.3f} {collect:>8.3f} {train:>8.3f} "
+            f"{fps:>9.0f} {baseline / median:>8.2f}x"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
 

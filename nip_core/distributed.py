@@ -22,6 +22,7 @@ import atexit
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,10 @@ def _env_int(name: str, default: int) -> int:
 
 
 def _initialised() -> bool:
+    # A process group exists only if torch.distributed was imported: do not import
+    # it (seconds) just to learn that a single-process run has none
+    if "torch.distributed" not in sys.modules:
+        return False
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized()
