@@ -164,11 +164,18 @@ def barrier() -> None:
 @contextlib.contextmanager
 def main_process_first() -> Iterator[None]:
     """Run the block on rank 0 first, then on the others (rank 0 writes files the
-    others then read)."""
+    others then read).
+
+    Rank 0 releases the others even when its block raises, so they run the block
+    and meet the same problem instead of waiting forever.
+    """
     if not is_main_process():
         barrier()
-    yield
-    if is_main_process():
+        yield
+        return
+    try:
+        yield
+    finally:
         barrier()
 
 

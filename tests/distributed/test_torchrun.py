@@ -123,3 +123,16 @@ def test_a_two_process_run_resumes_on_one_process(synthetic_scenario, tmp_path):
     resumed = torch.load(Path(resume["out"]) / "agents_rank0.pt")
     assert_same_agents(expected, resumed)
     assert_same_metrics(tmp_path / "runs" / "reference", run_dir)
+
+
+def test_every_process_stops_with_the_error_when_rank_0_refuses(tmp_path):
+    """Rank 0 finds that the run directory holds another experiment: it does not
+    leave the other process waiting; both report the problem and stop."""
+    spec = experiment_spec(tmp_path, "taken")
+    run_dir = tmp_path / "runs" / "taken"
+    run_dir.mkdir(parents=True)
+    (run_dir / "hyper_params.json").write_text(json.dumps({"scenario": "other"}))
+    with pytest.raises(AssertionError) as failure:
+        run_worker(spec, tmp_path / "spec.json", nproc=2, timeout=120)
+    assert str(failure.value).count("holds a different experiment") >= 2
+    assert not list(run_dir.glob("checkpoints"))
