@@ -202,21 +202,27 @@ def gather_objects(obj: Any) -> list[Any] | None:
 
 
 def all_reduce_sum(tensors: Sequence[torch.Tensor]) -> None:
-    """Sum ``tensors`` over the processes, in place, in one flat message.
+    """Sum ``tensors`` over the processes, in place, one flat message per dtype.
 
     Every process must pass tensors of the same shapes and dtypes in the same
-    order (as gradients of the same parameters are).
+    order (as gradients of the same parameters are). Tensors may live on any
+    device: they travel on the backend's (the process's GPU for NCCL, the CPU for
+    gloo).
     """
     if world_size() <= 1 or not tensors:
         return
     import torch
     import torch.distributed as dist
 
+    if dist.get_backend() == "nccl":
+        transport = torch.device("cuda", torch.cuda.current_device())
+    else:
+        transport = torch.device("cpu")
     by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
     for tensor in tensors:
         by_dtype.setdefault(tensor.dtype, []).append(tensor)
     for group in by_dtype.values():
-        flat = torch.cat([t.reshape(-1) for t in group])
+        flat = torch.cat([t.reshape(-1).to(transport) for t in group])
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         offset = 0
         for tensor in group:

@@ -680,6 +680,7 @@ class TensorDictRlTrainer(TensorDictTrainer):
         across processes, then every process takes the same step. The mean losses
         are over every shard of every process.
         """
+        import torch
         from torch.nn.utils import clip_grad_norm_
 
         sharding = self.sharding
@@ -716,8 +717,6 @@ class TensorDictRlTrainer(TensorDictTrainer):
                 clip_grad_norm_(trainable, self.hyper_params.rl.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-        import torch
-
         sums = {key: value.clone() for key, value in totals.items()}
         sums[("_count",)] = torch.tensor(float(count), device=self.device)
         sharding.all_reduce_totals(sums)
