@@ -26,8 +26,7 @@ import attrs
 
 from nip_core import distributed
 from nip_core.errors import CheckpointError
-from nip_core.runs.checkpoints import load_latest_checkpoint
-from nip_core.runs.context import IterationCallback, RunContext
+from nip_core.runs.context import IterationCallback, RunContext, StageCallback
 from nip_core.runs.run_dir import RunDirectory, new_run_id
 from nip_core.settings import ExperimentSettings
 
@@ -135,7 +134,8 @@ def _base_run_checkpoint(
     base_run = hyper_params.base_run
     if base_run.source == "local":
         run_dir = RunDirectory(Path(settings.runs_dir) / base_run.run_id)
-        checkpoint = load_latest_checkpoint(run_dir.checkpoints_dir, settings.device)
+        point = get_trainer_class(hyper_params).find_resume_point(run_dir, settings)
+        checkpoint = None if point is None else point.checkpoint
     else:
         from nip_core.runs.wandb_api import download_checkpoint
 
@@ -227,6 +227,7 @@ def run_experiment(
     *,
     run_id: str | None = None,
     callbacks: Sequence[IterationCallback] = (),
+    stage_callbacks: Sequence[StageCallback] = (),
 ) -> RunResult:
     """Run an experiment from its hyper-parameters.
 
@@ -241,6 +242,9 @@ def run_experiment(
         holds a checkpoint of the same experiment, the run continues from it.
     callbacks : Sequence[IterationCallback]
         ``callback(trainer, iteration, metrics)`` after each training iteration.
+    stage_callbacks : Sequence[StageCallback]
+        ``callback(trainer, iteration, stage)`` after each stage of staged (text)
+        trainers.
 
     Returns
     -------
@@ -252,7 +256,7 @@ def run_experiment(
         When the run directory holds a different experiment.
     """
     from nip_core.factory import build_scenario_instance
-    from nip_core.runs.loggers import build_loggers
+    from nip_core.runs.loggers import build_loggers, truncate_metrics_records
 
     settings = settings if settings is not None else ExperimentSettings()
     if run_id is not None:
@@ -263,15 +267,15 @@ def run_experiment(
     # process's GPU (nothing changes in a single process)
     settings = distributed.prepare_process_settings(settings)
     hyper_params = apply_base_run(hyper_params, settings)
-    if distributed.world_size() > 1:
-        from nip_core.trainers.sharding import shard_layout
-
-        # Refuse shards the processes cannot share before writing anything
-        shard_layout(hyper_params)
     params_dict = hyper_params.to_dict()
 
+    trainer_class = get_trainer_class(hyper_params)
+    from nip_core.trainers.sharding import check_sharding
+
+    # Refuse a sharded run the trainer or the processes cannot do, before writing
+    check_sharding(hyper_params, trainer_class)
     run_dir: RunDirectory | None = None
-    resume_checkpoint = None
+    resume = None
     if not settings.test_run:
         run_dir = RunDirectory.for_settings(settings)
         # Across processes, rank 0 alone writes the run directory; the others read
@@ -284,27 +288,36 @@ def run_experiment(
                         f"choose another run_id, or resume it with `nip resume "
                         f"{settings.run_id}`"
                     )
-                resume_checkpoint = load_latest_checkpoint(
-                    run_dir.checkpoints_dir, settings.device
-                )
+                resume = trainer_class.find_resume_point(run_dir, settings)
             if distributed.is_main_process():
                 run_dir.create()
-                if resume_checkpoint is None:
+                if resume is None:
                     run_dir.write_hyper_params(params_dict)
                 run_dir.write_settings(settings)
                 run_dir.write_run_info(status="running")
             else:
                 run_dir = None
 
-    resumed_from = (
-        None if resume_checkpoint is None else int(resume_checkpoint["iteration"])
-    )
+    resumed_from = None if resume is None else resume.iteration
     loggers = None
     if run_dir is not None:
+        resume_from_step: int | None = resumed_from or 0
+        if resume is not None and resume.metrics_records is not None:
+            # The trainer's state says how many records it had logged: keep exactly
+            # those (a stage may have logged at the step it resumes at)
+            truncate_metrics_records(run_dir, resume.metrics_records)
+            resume_from_step = None
         loggers = build_loggers(
-            run_dir, settings, params_dict, resume_from_step=resumed_from or 0
+            run_dir, settings, params_dict, resume_from_step=resume_from_step
         )
-    run = RunContext(run_dir, loggers, callbacks, resume_checkpoint)
+    run = RunContext(
+        run_dir,
+        loggers,
+        callbacks,
+        None if resume is None else resume.checkpoint,
+        stage_callbacks=stage_callbacks,
+        metrics_records=0 if resume is None else (resume.metrics_records or 0),
+    )
     base_run = getattr(hyper_params, "base_run", None)
 
     try:
@@ -312,10 +325,12 @@ def run_experiment(
         if base_run is not None and base_run.base_run_type == "rerun_tests":
             run.base_checkpoint = _base_run_checkpoint(hyper_params, settings)
         scenario_instance = build_scenario_instance(hyper_params, settings)
-        trainer_class = get_trainer_class(hyper_params)
         trainer = trainer_class(hyper_params, scenario_instance, settings, run)
         total = trainer.get_total_num_iterations()
-        trainer.train()
+        try:
+            trainer.train()
+        finally:
+            scenario_instance.close()
     except BaseException as error:
         if run_dir is not None:
             status = "killed" if isinstance(error, KeyboardInterrupt) else "failed"
@@ -346,6 +361,7 @@ def resume_run(
     runs_dir: str | Path = "runs",
     *,
     callbacks: Sequence[IterationCallback] = (),
+    stage_callbacks: Sequence[StageCallback] = (),
     **settings_overrides: Any,
 ) -> RunResult:
     """Continue a run from its last checkpoint, with no prompt.
@@ -374,4 +390,6 @@ def resume_run(
         logger.info(
             "run %s had finished; training continues from its last checkpoint", run_id
         )
-    return run_experiment(hyper_params, settings, callbacks=callbacks)
+    return run_experiment(
+        hyper_params, settings, callbacks=callbacks, stage_callbacks=stage_callbacks
+    )

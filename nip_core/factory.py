@@ -23,7 +23,10 @@ Which parts an agent gets (``trainer_type``):
     a body and a solo head.
 
 Text-world scenarios that register a ``whole`` part get whole agents instead (one
-part each, whatever the trainer type).
+part each, whatever the trainer type; random agents get the ``random_whole`` role,
+the core's :class:`~nip_core.text.agents.RandomTextAgent` unless the scenario
+registers its own), grouped into shared model groups with the backends they use
+(:func:`nip_core.text.groups.build_shared_model_groups`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 RANDOM_POLICY_HEAD_ROLE = "random_policy_head"
 CONSTANT_VALUE_HEAD_ROLE = "constant_value_head"
+RANDOM_WHOLE_ROLE = "random_whole"
 
 
 def _trainer_class_and_type(hyper_params: Any) -> tuple[type, str]:
@@ -78,6 +82,10 @@ def _part_class(scenario: str, role: str) -> type:
         from nip_core.scenario.agents import ConstantAgentValueHead
 
         return ConstantAgentValueHead
+    if role == RANDOM_WHOLE_ROLE:
+        from nip_core.text.agents import RandomTextAgent
+
+        return RandomTextAgent
     return resolve_ref(registry[key].part_class)  # raises UnknownKeyError, listing keys
 
 
@@ -200,9 +208,13 @@ def build_agents(
 
         parts: dict[str, Any] = {}
         if whole_agents:
-            # Text world: each agent is one whole part (its model backend)
+            # Text world: each agent is one whole part (its model backend, or a
+            # random text agent)
+            role = RANDOM_WHOLE_ROLE if is_random else "whole"
             agents[agent_name] = Agent(
-                agent_name=agent_name, agent_params=agent_params, whole=build("whole")
+                agent_name=agent_name,
+                agent_params=agent_params,
+                whole=build("whole", role),
             )
             continue
         if flags["use_single_body"]:
@@ -377,6 +389,12 @@ def build_scenario_instance(hyper_params: Any, settings: Any) -> Any:
                 dataset=dataset,
                 protocol_handler=protocol_handler,
             )
+    if scenario_spec.data_world == "text":
+        from nip_core.text.groups import build_shared_model_groups
+
+        groups, backends = build_shared_model_groups(hyper_params, settings, agents)
+        components["shared_model_groups"] = groups
+        components["text_backends"] = backends
     if scenario_spec.data_world == "tensor":
         first = next(iter(agents.values()))
         for role in first.parts:

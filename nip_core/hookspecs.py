@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         PretrainedModelSpec,
         ProtocolSpec,
         ScenarioSpec,
+        TextBackendSpec,
         TrainerSpec,
     )
 
@@ -113,6 +114,17 @@ def register_episode_renderers() -> list[EpisodeRendererSpec] | None:
 
     Called once, when the renderer registry is first built. Used for rollout samples
     during training and by ``nip report``.
+    """
+
+
+@hookspec
+def register_text_backends() -> list[TextBackendSpec] | None:
+    """Register text-model backends: generation and fine-tuning of language models.
+
+    Called once, when the text-backend registry is first built. Return one
+    :class:`~nip_core.records.TextBackendSpec` per backend. Text agents use the
+    backend their parameters name (``backend``, else ``text_backend.name``); the core
+    registers ``openai`` (any OpenAI-compatible endpoint) through this hook.
     """
 
 

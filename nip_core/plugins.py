@@ -82,6 +82,7 @@ from nip_core.records import (
     PretrainedModelSpec,
     ProtocolSpec,
     ScenarioSpec,
+    TextBackendSpec,
     TrainerSpec,
 )
 from nip_core.registry import Registry, closest_key
@@ -117,6 +118,7 @@ HOOK_NAMES: Mapping[str, str] = {
     "migration": "register_parameter_migrations",
     "pretrained_model": "register_pretrained_models",
     "episode_renderer": "register_episode_renderers",
+    "text_backend": "register_text_backends",
 }
 """The registration hook of each record kind (keys of ``ALL_RECORD_TYPES``)."""
 
@@ -691,6 +693,11 @@ class NipPluginManager:
     def pretrained_models(self) -> Registry[PretrainedModelSpec]:
         """Pretrained models, by name."""
         return self.registry("pretrained_model")
+
+    @property
+    def text_backends(self) -> Registry[TextBackendSpec]:
+        """Text-model backends, by name."""
+        return self.registry("text_backend")
 
     @property
     def episode_renderers(self) -> Registry[EpisodeRendererSpec]:

@@ -426,6 +426,35 @@ class EpisodeRendererSpec(Contribution):
         return self.scenario
 
 
+@attrs.frozen(kw_only=True)
+class TextBackendSpec(Contribution):
+    """A text-model backend: generation and fine-tuning of language models.
+
+    Parameters
+    ----------
+    name : str
+        Key used in parameters (``text_backend.name``, an agent's ``backend``), e.g.
+        ``"openai"``.
+    backend_class : Ref
+        The :class:`nip_core.text.backend.TextBackend` subclass.
+    parameter_section : str | None
+        The parameter section holding the backend's own options
+        (``"openai_backend"``), registered by the same plugin, if any.
+    description : str
+        One line for ``nip plugins``.
+    """
+
+    name: str
+    backend_class: Ref
+    parameter_section: str | None = None
+    description: str = ""
+    kind: str = attrs.field(default="text_backend", init=False, eq=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
 ALL_RECORD_TYPES: Mapping[str, type[Contribution]] = {
     "scenario": ScenarioSpec,
     "protocol": ProtocolSpec,
@@ -438,5 +467,6 @@ ALL_RECORD_TYPES: Mapping[str, type[Contribution]] = {
     "migration": MigrationSpec,
     "pretrained_model": PretrainedModelSpec,
     "episode_renderer": EpisodeRendererSpec,
+    "text_backend": TextBackendSpec,
 }
 """Record type per kind, in the order ``nip plugins`` shows them."""

@@ -19,6 +19,7 @@ from nip_core.records import (
     PretrainedModelSpec,
     ProtocolSpec,
     ScenarioSpec,
+    TextBackendSpec,
     TrainerSpec,
 )
 
@@ -236,3 +237,22 @@ def test_hook_register_dataset_builders(plugin_manager, register_plugin):
     record = plugin_manager.dataset_builders["hook_scenario"]
     assert_stamped(record, spec)
     assert record.options[0].default == 10
+
+
+def test_hook_register_text_backends(plugin_manager, register_plugin):
+    spec = TextBackendSpec(
+        name="hook_backend",
+        backend_class="hook_pkg.backend:Backend",
+        parameter_section="hook_backend_options",
+        description="A backend for the hook test.",
+    )
+
+    class Plugin:
+        @hookimpl
+        def register_text_backends(self):
+            return [spec]
+
+    register(register_plugin, Plugin())
+    assert_stamped(plugin_manager.text_backends["hook_backend"], spec)
+    # the core's own backend is registered through the same hook
+    assert plugin_manager.text_backends["openai"].plugin == "nip-core.text"

@@ -569,6 +569,7 @@ def test_registry_by_kind_and_properties_agree(plugin_manager, register_plugin):
         "migration": "migrations",
         "pretrained_model": "pretrained_models",
         "episode_renderer": "episode_renderers",
+        "text_backend": "text_backends",
     }
     assert set(properties) == set(ALL_RECORD_TYPES) == set(HOOK_NAMES)
     for kind, attribute in properties.items():

@@ -5,6 +5,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "nip_core.builtin.protocols",
     "nip_core.builtin.trainers",
     "nip_core.builtin.loggers",
+    "nip_core.builtin.text",
     "nip_core.builtin.configs",
 )
 """Module names of the built-in plugins, in registration order."""

@@ -263,9 +263,29 @@ class HyperParameters(BaseHyperParameters):
         problems.extend(
             self._compatibility_problems(pm, scenario, trainer, protocol, given_agents)
         )
+        if not problems and scenario is not None and protocol is not None:
+            problems.extend(self._cross_agent_problems(protocol))
         if problems:
             raise NipConfigError(problems)
         object.__setattr__(self, "_ready", True)
+
+    def _cross_agent_problems(self, protocol: Any) -> list[ConfigProblem]:
+        """Problems involving several agents, from the agent class's
+        ``cross_agent_problems(agents, hyper_params)`` (text agents: shared model
+        groups that disagree)."""
+        names = list(protocol.agent_names)
+        if self.zero_knowledge:
+            names.extend(n for n in ZERO_KNOWLEDGE_AGENTS if n not in names)
+        resolved = {name: self.agents[name] for name in names if name in self.agents}
+        checks = {
+            type(params).cross_agent_problems
+            for params in resolved.values()
+            if hasattr(type(params), "cross_agent_problems")
+        }
+        problems: list[ConfigProblem] = []
+        for check in checks:
+            problems.extend(check(resolved, self))
+        return problems
 
     def _check_dataset(self, scenario: Any, problems: list[ConfigProblem]) -> None:
         if self.dataset is None:
@@ -364,16 +384,27 @@ class HyperParameters(BaseHyperParameters):
                         )
                     )
         if protocol is not None:
-            problems.extend(self._agent_name_problems(protocol, agent_keys))
+            problems.extend(self._agent_name_problems(protocol, agent_keys, scenario))
         return problems
 
     def _agent_name_problems(
-        self, protocol: Any, agent_keys: list[str]
+        self, protocol: Any, agent_keys: list[str], scenario_spec: Any = None
     ) -> list[ConfigProblem]:
         problems: list[ConfigProblem] = []
         zero_knowledge = self.zero_knowledge
         names = list(protocol.agent_names)
         if zero_knowledge:
+            if scenario_spec is not None and scenario_spec.data_world == "text":
+                problems.append(
+                    ConfigProblem(
+                        "protocol_common.zero_knowledge",
+                        "zero-knowledge protocols need the tensor world: their "
+                        "simulator is rewarded on the agents' logits, which text "
+                        f"agents do not have (scenario {self.scenario!r} is a text "
+                        "scenario)",
+                        True,
+                    )
+                )
             if not protocol.supports_zero_knowledge:
                 problems.append(
                     ConfigProblem(

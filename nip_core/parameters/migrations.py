@@ -260,6 +260,7 @@ def legacy_1_0_to_core(params: dict[str, Any]) -> tuple[dict[str, Any], list[str
     if isinstance(rl, dict) and "body_lr_factor" in rl:
         rl["body_lr_factor_override"] = rl.pop("body_lr_factor")
         messages.append("rl.body_lr_factor renamed to rl.body_lr_factor_override")
+    _legacy_text_rl(params, messages)
     base_run = params.get("base_run")
     if isinstance(base_run, dict):
         if (
@@ -277,6 +278,39 @@ def legacy_1_0_to_core(params: dict[str, Any]) -> tuple[dict[str, Any], list[str
             agent.setdefault("checkpoint_source", "wandb")
     messages.append("the original library's bookkeeping keys (_type) dropped")
     return params, messages
+
+
+def _legacy_text_rl(params: dict[str, Any], messages: list[str]) -> None:
+    """The original's ``text_rl`` section, and the loop sizes its text trainers read
+    from ``rl``."""
+    text_rl = params.get("text_rl")
+    if not isinstance(text_rl, dict):
+        return
+    if text_rl.pop("transcript_format", None) is not None:
+        messages.append(
+            "text_rl.transcript_format dropped (transcripts are plain text beside "
+            "the JSONL rollouts)"
+        )
+    whole = text_rl.pop("test_on_whole_dataset", None)
+    rl = params.get("rl") if isinstance(params.get("rl"), dict) else {}
+    if whole is True:
+        messages.append(
+            "text_rl.test_on_whole_dataset: true is now text_rl.num_test_rollouts: null"
+        )
+    elif whole is False and rl.get("rollouts_per_iteration"):
+        text_rl["num_test_rollouts"] = rl["rollouts_per_iteration"]
+        messages.append(
+            "text_rl.test_on_whole_dataset: false is now text_rl.num_test_rollouts = "
+            f"{rl['rollouts_per_iteration']} (rl.rollouts_per_iteration)"
+        )
+    if params.get("trainer") in ("pure_text_ei", "pure_text_malt"):
+        for name in ("num_iterations", "rollouts_per_iteration"):
+            if rl.get(name) is not None:
+                text_rl[name] = rl[name]
+                messages.append(
+                    f"rl.{name} copied to text_rl.{name} (the text trainers' own "
+                    "section)"
+                )
 
 
 # --------------------------------------------------------------------------------------

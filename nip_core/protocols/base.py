@@ -79,6 +79,15 @@ from tensordict import TensorDictBase
 from torch import Tensor
 
 from nip_core.errors import ConfigProblem, NipConfigError, PluginError
+from nip_core.protocols.decisions import (
+    DECISION_ACCEPT,
+    DECISION_CONTINUE,
+    DECISION_NEITHER,
+    DECISION_REJECT,
+    RESTRICTION_CONTINUE_ONLY,
+    RESTRICTION_GUESS_ONLY,
+    RESTRICTION_NONE,
+)
 from nip_core.protocols.parameters import (
     CommonProtocolParameters,
     DebateProtocolParameters,
@@ -106,21 +115,6 @@ __all__ = [
     "read_entry",
     "validate_agent_names",
 ]
-
-DECISION_REJECT = 0
-DECISION_ACCEPT = 1
-DECISION_CONTINUE = 2
-DECISION_NEITHER = 3
-"""Text worlds: the verifier ends the episode neither accepting nor rejecting."""
-
-RESTRICTION_NONE = 0
-"""Decision restriction: the verifier may reject, accept or continue."""
-RESTRICTION_CONTINUE_ONLY = 1
-"""Decision restriction: a verdict would be ignored (not the verifier's turn, or
-before round ``min_message_rounds - 1``)."""
-RESTRICTION_GUESS_ONLY = 2
-"""Decision restriction: the verifier's last possible turn; continuing can only end in
-termination."""
 
 
 class ProtocolSpecificationError(PluginError):

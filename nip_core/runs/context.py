@@ -20,6 +20,11 @@ IterationCallback = Callable[[Any, int, Mapping[str, Any]], None]
 """``callback(trainer, iteration, metrics)``, called after each training iteration
 (after its checkpoint, if any). Raising from it stops the run, like a kill."""
 
+StageCallback = Callable[[Any, int, str], None]
+"""``callback(trainer, iteration, stage)``, called by staged trainers (the text
+world's) after each stage, once its state is saved; ``stage`` is the stage that
+comes next. Raising from it stops the run, like a kill."""
+
 
 class RunContext:
     """What a trainer needs from the run it belongs to.
@@ -38,6 +43,10 @@ class RunContext:
         The latest checkpoint of the base run, when re-running its tests
         (``base_run.base_run_type="rerun_tests"``): the trainer loads its agents and
         runs only the test loop.
+    stage_callbacks : Sequence[StageCallback]
+        Called by staged trainers after every stage.
+    metrics_records : int
+        Metric records logged before this process (when resuming).
     """
 
     def __init__(
@@ -47,13 +56,19 @@ class RunContext:
         callbacks: Sequence[IterationCallback] = (),
         resume_checkpoint: dict[str, Any] | None = None,
         base_checkpoint: dict[str, Any] | None = None,
+        stage_callbacks: Sequence[StageCallback] = (),
+        metrics_records: int = 0,
     ):
         self.run_dir = run_dir
         self.loggers = loggers if loggers is not None else LoggerGroup([])
         self.callbacks = list(callbacks)
+        self.stage_callbacks = list(stage_callbacks)
         self.resume_checkpoint = resume_checkpoint
         self.base_checkpoint = base_checkpoint
         self.history: list[dict[str, Any]] = []
+        self.metrics_records = int(metrics_records)
+        """Metric records the run has logged so far, in every process (a resumed
+        run starts from the count its trainer saved)."""
 
     @property
     def writes_files(self) -> bool:
@@ -63,6 +78,7 @@ class RunContext:
         flat = flatten_metrics(metrics)
         self.history.append({"step": step, **flat})
         self.loggers.log_metrics(step, flat)
+        self.metrics_records += 1
 
     def log_artifact(
         self,
@@ -77,6 +93,10 @@ class RunContext:
     def run_callbacks(self, trainer: Any, iteration: int, metrics: Mapping[str, Any]):
         for callback in self.callbacks:
             callback(trainer, iteration, metrics)
+
+    def run_stage_callbacks(self, trainer: Any, iteration: int, stage: str) -> None:
+        for callback in self.stage_callbacks:
+            callback(trainer, iteration, stage)
 
     def finish(self) -> None:
         self.loggers.finish()

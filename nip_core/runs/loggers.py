@@ -318,6 +318,32 @@ class LoggerGroup:
             logger.finish()
 
 
+def truncate_metrics_records(run_dir: RunDirectory, keep: int) -> None:
+    """Keep the first ``keep`` records of ``metrics.jsonl`` (and drop a line half
+    written when the run was killed).
+
+    Used when a resumed trainer knows how many records its saved state accounts for.
+    """
+    from nip_core.runs.io import atomic_write_text
+
+    path = run_dir.metrics_path
+    if not path.is_file():
+        return
+    kept: list[str] = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if len(kept) >= keep:
+                break
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            kept.append(line if line.endswith("\n") else line + "\n")
+    atomic_write_text(path, "".join(kept))
+
+
 def build_loggers(
     run_dir: RunDirectory,
     settings: ExperimentSettings,

@@ -4,9 +4,11 @@
 Importing this package is light; the torch-based modules load when one of their
 names is first used.
 
-- :mod:`nip_core.scenario.data`: :class:`Dataset`, :class:`TensorDictDataset`.
-- :mod:`nip_core.scenario.environment`: :class:`Environment`,
-  :class:`TensorDictEnvironment`.
+- :mod:`nip_core.scenario.data_base`: :class:`Dataset` (both worlds, no torch).
+- :mod:`nip_core.scenario.data`: :class:`TensorDictDataset`, :class:`DataCycler`.
+- :mod:`nip_core.scenario.environment_base`: :class:`Environment` (both worlds, no
+  torch).
+- :mod:`nip_core.scenario.environment`: :class:`TensorDictEnvironment`.
 - :mod:`nip_core.scenario.agents`: parts, :class:`Agent`, combined parts.
 - :mod:`nip_core.scenario.distributions`: :class:`NipActionDistribution`,
   :func:`build_policy_actor`.
@@ -21,12 +23,12 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
-    "Dataset": "nip_core.scenario.data",
+    "Dataset": "nip_core.scenario.data_base",
     "TensorDictDataset": "nip_core.scenario.data",
     "DataCycler": "nip_core.scenario.data",
-    "Environment": "nip_core.scenario.environment",
+    "Environment": "nip_core.scenario.environment_base",
     "TensorDictEnvironment": "nip_core.scenario.environment",
-    "AgentPart": "nip_core.scenario.agents",
+    "AgentPart": "nip_core.scenario.agent_base",
     "TensorDictAgentPartMixin": "nip_core.scenario.agents",
     "TensorDictDummyAgentPartMixin": "nip_core.scenario.agents",
     "AgentBody": "nip_core.scenario.agents",
@@ -36,7 +38,7 @@ _EXPORTS: dict[str, str] = {
     "SoloAgentHead": "nip_core.scenario.agents",
     "RandomAgentPolicyHead": "nip_core.scenario.agents",
     "ConstantAgentValueHead": "nip_core.scenario.agents",
-    "WholeAgent": "nip_core.scenario.agents",
+    "WholeAgent": "nip_core.scenario.agent_base",
     "Agent": "nip_core.scenario.agents",
     "CombinedAgentPart": "nip_core.scenario.agents",
     "CombinedTensorDictAgentPart": "nip_core.scenario.agents",

@@ -39,8 +39,10 @@ class ScenarioInstance:
         The separate bodies, when ``rl.use_shared_body`` is off.
     combined_policy_head, combined_value_head, combined_solo_head : ... | None
         The heads, stacked across agents.
-    shared_model_groups : dict[str, Any]
+    shared_model_groups : dict[str, SharedModelGroup]
         Text world: groups of whole agents sharing one model, by group name.
+    text_backends : dict[str, TextBackend]
+        Text world: the backends the groups use, by backend name.
     """
 
     train_dataset: Dataset
@@ -56,6 +58,12 @@ class ScenarioInstance:
     combined_value_head: CombinedValueHead | None = None
     combined_solo_head: CombinedSoloHead | None = None
     shared_model_groups: dict[str, Any] = field(default_factory=dict)
+    text_backends: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Release what the components hold open (text backends' connections)."""
+        for backend in self.text_backends.values():
+            backend.close()
 
     @property
     def agent_names(self) -> list[str]:

@@ -3,7 +3,10 @@
 Loaded through the ``pytest11`` entry point of nip-core, so any project that has
 nip-core installed can use these fixtures without a ``conftest.py``:
 ``plugin_manager``, ``register_plugin``, ``synthetic_scenario`` (the tiny tensor
-scenario of :mod:`nip_core.testing.synthetic`) and ``single_thread``. See
+scenario of :mod:`nip_core.testing.synthetic`), ``synthetic_text_scenario`` and
+``openai_test_server`` (the tiny text scenario of
+:mod:`nip_core.testing.synthetic_text` and the local OpenAI-compatible server its
+scripted model runs on) and ``single_thread``. See
 :mod:`nip_core.testing.fixtures` for why they are not autouse.
 """
 
@@ -17,8 +20,19 @@ import pytest
 from nip_core.plugins import NipPluginManager
 from nip_core.testing.fixtures import RegisterPlugin, isolated_plugin_manager
 from nip_core.testing.synthetic.fixtures import synthetic_scenario
+from nip_core.testing.synthetic_text.fixtures import (
+    openai_test_server,
+    synthetic_text_scenario,
+)
 
-__all__ = ["plugin_manager", "register_plugin", "single_thread", "synthetic_scenario"]
+__all__ = [
+    "openai_test_server",
+    "plugin_manager",
+    "register_plugin",
+    "single_thread",
+    "synthetic_scenario",
+    "synthetic_text_scenario",
+]
 
 
 @pytest.fixture

@@ -18,10 +18,13 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, ExitStack
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import attrs
+
 from nip_core.runs.checkpoints import restore_rng_state, save_checkpoint
 from nip_core.runs.context import RunContext
 
 if TYPE_CHECKING:
+    from nip_core.runs.run_dir import RunDirectory
     from nip_core.settings import ExperimentSettings
 
 logger = logging.getLogger(__name__)
@@ -48,6 +51,28 @@ def agent_part_modules(agent: Any) -> dict[str, Any]:
         if isinstance(part, torch.nn.Module):
             parts[name] = part
     return parts
+
+
+@attrs.frozen(kw_only=True)
+class ResumePoint:
+    """Where a run directory says a killed run continues.
+
+    Parameters
+    ----------
+    checkpoint : Any
+        What the trainer restores from (``run.resume_checkpoint``): a checkpoint
+        dict, or a staged trainer's saved state.
+    iteration : int
+        The completed training iterations.
+    metrics_records : int | None
+        How many records of ``metrics.jsonl`` the saved state accounts for; the rest
+        were logged after it and are dropped. ``None``: drop the records of step
+        ``iteration`` and later.
+    """
+
+    checkpoint: Any
+    iteration: int
+    metrics_records: int | None = None
 
 
 class IterationContext:
@@ -156,6 +181,11 @@ class Trainer(ABC):
     """Which agent parts the factory builds: ``"rl"`` (bodies, policy and value
     heads) or ``"solo_agent"`` (bodies and solo heads), or a plugin's own value."""
 
+    supports_sharding: ClassVar[bool] = False
+    """Whether the trainer runs sharded (``distributed.num_shards > 1``) and across
+    processes (``torchrun``); see :mod:`nip_core.trainers.sharding`. Runs of
+    trainers that do not are refused before they start."""
+
     def __init__(
         self,
         hyper_params: Any,
@@ -258,6 +288,24 @@ class Trainer(ABC):
             self.save_checkpoint(iteration)
             return True
         return False
+
+    @classmethod
+    def find_resume_point(
+        cls, run_dir: RunDirectory, settings: ExperimentSettings
+    ) -> ResumePoint | None:
+        """Where a run in ``run_dir`` would continue, or ``None`` to start afresh.
+
+        The default reads the newest checkpoint (``checkpoints/latest.pt``);
+        trainers that save their state differently override it.
+        """
+        from nip_core.runs.checkpoints import load_latest_checkpoint
+
+        checkpoint = load_latest_checkpoint(run_dir.checkpoints_dir, settings.device)
+        if checkpoint is None:
+            return None
+        return ResumePoint(
+            checkpoint=checkpoint, iteration=int(checkpoint["iteration"])
+        )
 
     def restore_from_checkpoint(self) -> int:
         """Load the run's resume checkpoint, if any; return the iterations done."""

@@ -50,6 +50,7 @@ __all__ = [
     "ShardLayout",
     "Sharding",
     "build_shard_environments",
+    "check_sharding",
     "shard_layout",
     "shard_replay_buffer",
     "shard_seed",
@@ -107,6 +108,34 @@ def shard_layout(hyper_params: Any) -> ShardLayout | None:
             )
         )
     return ShardLayout(num_shards, world, dist.rank())
+
+
+def check_sharding(hyper_params: Any, trainer_class: type) -> None:
+    """Refuse, before anything is written, a sharded run (``num_shards > 1`` or
+    several processes) that cannot be: a trainer that does not shard, or shards the
+    processes cannot share.
+
+    Raises
+    ------
+    NipConfigError
+        Saying what to change.
+    """
+    num_shards = int(hyper_params.distributed.num_shards)
+    world = dist.world_size()
+    if num_shards == 1 and world == 1:
+        return
+    if not getattr(trainer_class, "supports_sharding", False):
+        raise NipConfigError(
+            ConfigProblem(
+                "trainer",
+                f"the {hyper_params.trainer} trainer cannot run sharded "
+                f"(distributed.num_shards={num_shards}) nor across processes "
+                f"({world} here); run it in one process with "
+                "distributed.num_shards=1",
+                hyper_params.trainer,
+            )
+        )
+    shard_layout(hyper_params)
 
 
 def shard_seed(seed: int, index: int, purpose: str = "") -> int:

@@ -53,6 +53,7 @@ class SoloAgentTrainer(TensorDictTrainer):
     """
 
     trainer_type: ClassVar[str] = "solo_agent"
+    supports_sharding: ClassVar[bool] = True
 
     def __init__(self, *args: Any, as_pretraining: bool = False, **kwargs: Any):
         super().__init__(*args, **kwargs)

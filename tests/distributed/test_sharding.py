@@ -170,3 +170,21 @@ def test_a_shards_backward_pass_goes_through_buffers_put_back():
         norm(torch.randn(8, 3) + 5).pow(2).sum().backward()
     assert norm.weight.grad is not None
     assert torch.equal(norm.running_mean, torch.zeros(3))
+
+
+def test_a_trainer_that_does_not_shard_is_refused_before_the_run(synthetic_scenario):
+    from nip_core.trainers.base import Trainer
+    from nip_core.trainers.sharding import check_sharding
+
+    class PlainTrainer(Trainer):
+        def train(self) -> None:
+            raise AssertionError("never reached")
+
+    hyper_params = synthetic_scenario.hyper_params(distributed={"num_shards": 2})
+    check_sharding(synthetic_scenario.hyper_params(), PlainTrainer)  # 1 shard: fine
+    with pytest.raises(NipConfigError) as error:
+        check_sharding(hyper_params, PlainTrainer)
+    [problem] = error.value.problems
+    assert problem.path == "trainer"
+    assert "cannot run sharded (distributed.num_shards=2)" in problem.message
+    check_sharding(hyper_params, type("Sharding", (), {"supports_sharding": True}))

@@ -204,6 +204,7 @@ def test_preserved_paths_walk_the_tree(toy):
     assert preserved_paths(make(), "rerun_tests") == [
         "test_dataset_split",
         "rl.num_test_iterations",
+        "text_rl.test_scheme",
     ]
 
 

@@ -604,15 +604,17 @@ def test_whole_original_dict_converts_and_says_what_changed(toy, version):
         "critic 1.0), which it meant",
         "rl.body_lr_factor renamed to rl.body_lr_factor_override",
         "base_run.rerun_tests_force_test_during_training_state dropped",
+        "text_rl.transcript_format dropped",
+        "text_rl.test_on_whole_dataset: true is now text_rl.num_test_rollouts: null",
         # Sections of plugins not installed in this test (ppo, image
-        # classification, the text trainers and code validation)
+        # classification, the text trainers and code validation; text_rl is the
+        # core's)
         *(
             f"section {name!r} dropped: no installed plugin provides it"
             for name in (
                 "ppo",
                 "vanilla_ppo",
                 "spg",
-                "text_rl",
                 "pure_text_ei",
                 "pure_text_malt",
                 "image_classification",

@@ -1,0 +1,426 @@
+"""Parameters of the text world: text agents, the staged text trainer, backends.
+
+=====================  ===============================================================
+section / class        what it holds
+=====================  ===============================================================
+``text_rl``            :class:`TextRlParameters`: the staged text trainer's loop
+                       (iterations, rollouts, test scheme, fine-tune data rules)
+``text_backend``       :class:`TextBackendParameters`: which text-model backend agents
+                       use by default, request concurrency, retries and timeouts
+``openai_backend``     :class:`OpenAiBackendParameters`: the ``openai`` backend's
+                       endpoint (any OpenAI-compatible server) and fine-tune options
+agent parameters       :class:`TextAgentParameters`: the base of every text
+                       scenario's agent parameters (model, shared model group,
+                       sampling, retries, freezing)
+=====================  ===============================================================
+
+API keys are never parameters: a backend reads them from the environment variable
+its section names (``openai_backend.api_key_env``).
+
+This module imports without torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+from attrs import field
+from attrs import validators as v
+
+from nip_core.errors import ConfigProblem
+from nip_core.parameters.agents import AgentParameters
+from nip_core.parameters.base import SubParameters, parameters_class
+from nip_core.parameters.base_run import base_run_preserve
+
+__all__ = [
+    "OpenAiBackendParameters",
+    "TEST_SCHEMES",
+    "TextAgentParameters",
+    "TextBackendParameters",
+    "TextRlParameters",
+    "shared_model_group_problems",
+]
+
+TestScheme = Literal["none", "all", "last", "first_and_last"]
+TEST_SCHEMES: tuple[str, ...] = ("none", "all", "last", "first_and_last")
+
+AnnealingType = Literal["none", "linear", "exponential"]
+
+
+def _finite(instance: Any, attribute: Any, value: Any) -> None:
+    if value is not None and not math.isfinite(value):
+        raise ValueError(f"{attribute.name} must be a finite number, got {value!r}")
+
+
+def _positive_finite(instance: Any, attribute: Any, value: Any) -> None:
+    _finite(instance, attribute, value)
+    if value is not None and value <= 0:
+        raise ValueError(f"{attribute.name} must be greater than 0, got {value!r}")
+
+
+def _non_empty_or_none(instance: Any, attribute: Any, value: Any) -> None:
+    if value is not None and not str(value).strip():
+        raise ValueError(f"{attribute.name} must not be empty (use null for none)")
+
+
+# --------------------------------------------------------------------------------------
+# The staged text trainer
+# --------------------------------------------------------------------------------------
+
+
+@parameters_class
+class TextRlParameters(SubParameters):
+    """Parameters of staged text trainers (section ``text_rl``).
+
+    Every iteration samples ``rollouts_per_iteration`` episodes, logs their
+    statistics, tests when the ``test_scheme`` says so, and fine-tunes each shared
+    model group on what the trainer selects from them.
+
+    Parameters
+    ----------
+    num_iterations : int
+        Sample-and-fine-tune iterations (at least 1).
+    rollouts_per_iteration : int
+        Episodes sampled per iteration (at least 1). Datapoints are drawn in a seeded
+        order; each pass over the training set is a fresh permutation.
+    num_test_rollouts : int | None
+        Episodes of each test: the first this many test datapoints, in order.
+        ``None``: the whole test set.
+    test_scheme : {"none", "all", "last", "first_and_last"}
+        When the agents are tested: never; at every iteration (before its
+        fine-tuning) and after training; after training only; or at the first
+        iteration and after training. Kept when re-running the tests of a base run.
+    fine_tune_on_all_previous_rollouts : bool
+        Fine-tune on the rollouts of every iteration so far, not just the latest.
+    min_fine_tune_examples : int
+        A group with fewer selected examples than this keeps its model for the
+        iteration (the metrics say so). OpenAI refuses fewer than 10.
+    verifier_guess_replacement_proportion : float
+        Expert iteration: the proportion of verifier examples whose final message
+        gets the true verdict written in, in [0, 1].
+    verifier_guess_replacement_annealing : {"none", "linear", "exponential"}
+        How that proportion decreases over iterations.
+    verifier_guess_replacement_annealing_rate : float
+        The rate of the annealing: linear subtracts ``rate × iteration``,
+        exponential multiplies by ``(1 - rate) ** iteration`` (rate in [0, 1]).
+    save_transcripts : bool
+        Also write a readable transcript beside each iteration's rollouts.
+    """
+
+    num_iterations: int = field(default=8, validator=v.ge(1))
+    rollouts_per_iteration: int = field(default=64, validator=v.ge(1))
+    num_test_rollouts: int | None = field(default=None, validator=v.optional(v.ge(1)))
+    test_scheme: TestScheme = field(
+        default="last", metadata=base_run_preserve("rerun_tests")
+    )
+    fine_tune_on_all_previous_rollouts: bool = False
+    min_fine_tune_examples: int = field(default=10, validator=v.ge(1))
+    verifier_guess_replacement_proportion: float = field(
+        default=0.0, validator=[_finite, v.ge(0), v.le(1)]
+    )
+    verifier_guess_replacement_annealing: AnnealingType = "none"
+    verifier_guess_replacement_annealing_rate: float = field(
+        default=0.1, validator=[_finite, v.ge(0), v.le(1)]
+    )
+    save_transcripts: bool = True
+
+    @classmethod
+    def construct_test_params(cls) -> TextRlParameters:
+        """Two iterations of a handful of episodes."""
+        return cls(
+            num_iterations=2,
+            rollouts_per_iteration=4,
+            num_test_rollouts=4,
+            min_fine_tune_examples=1,
+        )
+
+    def guess_replacement_proportion(self, iteration: int) -> float:
+        """The verifier guess-replacement proportion at ``iteration`` (annealed)."""
+        base = self.verifier_guess_replacement_proportion
+        rate = self.verifier_guess_replacement_annealing_rate
+        if self.verifier_guess_replacement_annealing == "linear":
+            return max(0.0, base - rate * iteration)
+        if self.verifier_guess_replacement_annealing == "exponential":
+            return base * (1.0 - rate) ** iteration
+        return base
+
+
+# --------------------------------------------------------------------------------------
+# Backends
+# --------------------------------------------------------------------------------------
+
+
+@parameters_class
+class TextBackendParameters(SubParameters):
+    """Which text-model backend agents use, and how requests are made (section
+    ``text_backend``).
+
+    Parameters
+    ----------
+    name : str
+        The default backend of text agents: a key of the text-backend registry
+        (``openai``; plugins add more, e.g. ``transformers``). An agent's own
+        ``backend`` parameter overrides it.
+    max_concurrency : int
+        Requests in flight at once, per backend (at least 1).
+    max_retries : int
+        Retries of a request that failed for a passing reason (rate limit, server
+        error, timeout, lost connection, malformed reply) before the run stops with
+        a clear error (at least 0).
+    retry_initial_delay : float
+        Seconds before the first retry; each further retry doubles it, with jitter
+        (greater than 0).
+    retry_max_delay : float
+        The longest wait between two retries, in seconds (greater than 0).
+    request_timeout : float
+        Seconds a single request may take before it counts as timed out (greater
+        than 0).
+    fine_tune_poll_interval : float
+        Seconds between two looks at a running fine-tune job (greater than 0).
+    """
+
+    name: str = field(default="openai", validator=_non_empty_or_none)
+    max_concurrency: int = field(default=8, validator=v.ge(1))
+    max_retries: int = field(default=6, validator=v.ge(0))
+    retry_initial_delay: float = field(default=1.0, validator=_positive_finite)
+    retry_max_delay: float = field(default=60.0, validator=_positive_finite)
+    request_timeout: float = field(default=120.0, validator=_positive_finite)
+    fine_tune_poll_interval: float = field(default=10.0, validator=_positive_finite)
+
+    def consistency_problems(self) -> list[ConfigProblem]:
+        problems = super().consistency_problems()
+        from nip_core.plugins import get_plugin_manager
+
+        backends = get_plugin_manager().registry("text_backend")
+        if self.name not in backends:
+            problems.append(
+                ConfigProblem(
+                    "name", "unknown text backend", self.name, tuple(backends)
+                )
+            )
+        if self.retry_max_delay < self.retry_initial_delay:
+            problems.append(
+                ConfigProblem(
+                    "retry_max_delay",
+                    "must be at least retry_initial_delay "
+                    f"({self.retry_initial_delay})",
+                    self.retry_max_delay,
+                )
+            )
+        return problems
+
+
+@parameters_class
+class OpenAiBackendParameters(SubParameters):
+    """The ``openai`` backend: any OpenAI-compatible endpoint (section
+    ``openai_backend``).
+
+    Parameters
+    ----------
+    base_url : str | None
+        The endpoint, e.g. ``http://localhost:8000/v1`` for a vLLM or llama.cpp
+        server, ``https://openrouter.ai/api/v1``. ``None``: ``$OPENAI_BASE_URL``,
+        else OpenAI's own API.
+    api_key_env : str
+        The environment variable holding the API key. Required for OpenAI's own API;
+        for another endpoint a missing key is sent as a placeholder (local servers
+        usually need none).
+    fine_tune_epochs : int | None
+        Epochs of each fine-tune job; ``None``: the endpoint's default.
+    fine_tune_learning_rate_multiplier : float | None
+        The learning-rate multiplier of fine-tune jobs; ``None``: the default.
+    fine_tune_batch_size : int | None
+        The batch size of fine-tune jobs; ``None``: the default.
+    dpo_beta : float | None
+        The β of preference (DPO) jobs; ``None``: the default.
+    """
+
+    base_url: str | None = field(default=None, validator=_non_empty_or_none)
+    base_urls: tuple[str, ...] | None = None
+    max_concurrency_per_server: int | None = field(
+        default=None, validator=v.optional(v.ge(1))
+    )
+    api_key_env: str = field(default="OPENAI_API_KEY", validator=_non_empty_or_none)
+    fine_tune_epochs: int | None = field(default=None, validator=v.optional(v.ge(1)))
+    fine_tune_learning_rate_multiplier: float | None = field(
+        default=None, validator=_positive_finite
+    )
+    fine_tune_batch_size: int | None = field(
+        default=None, validator=v.optional(v.ge(1))
+    )
+    dpo_beta: float | None = field(default=None, validator=_positive_finite)
+
+    def consistency_problems(self) -> list[ConfigProblem]:
+        problems = super().consistency_problems()
+        urls = [("base_url", self.base_url)] if self.base_url is not None else []
+        urls += [(f"base_urls.{i}", url) for i, url in enumerate(self.base_urls or ())]
+        for path, url in urls:
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                problems.append(
+                    ConfigProblem(
+                        path,
+                        "must be an http:// or https:// URL (e.g. "
+                        "http://localhost:8000/v1)",
+                        url,
+                    )
+                )
+        if self.base_url is not None and self.base_urls:
+            problems.append(
+                ConfigProblem(
+                    "base_urls",
+                    "give either base_url (one endpoint) or base_urls (several), "
+                    "not both",
+                    list(self.base_urls),
+                )
+            )
+        if self.base_urls is not None and not self.base_urls:
+            problems.append(
+                ConfigProblem("base_urls", "must name at least one endpoint (or null)")
+            )
+        return problems
+
+
+# --------------------------------------------------------------------------------------
+# Text agents
+# --------------------------------------------------------------------------------------
+
+
+@parameters_class
+class TextAgentParameters(AgentParameters):
+    """Parameters every text-world agent has (the base of a text scenario's class).
+
+    Parameters
+    ----------
+    model_name : str
+        The model the agent starts from: a model id of its backend (an OpenAI model,
+        a model served by a local server, a local model directory).
+    backend : str | None
+        The agent's text backend (a key of the text-backend registry); ``None``:
+        ``text_backend.name``.
+    shared_model_group : str | None
+        Agents naming the same group share one model and one fine-tune job per
+        iteration; they must agree on ``model_name``, ``backend``, ``freeze_agent``
+        and ``fine_tune_from_scratch``. ``None``: a group of its own, named after
+        the agent.
+    temperature : float | None
+        Sampling temperature, in [0, 2]; ``None``: the backend's default.
+    top_p : float | None
+        Nucleus sampling mass, in (0, 1]; ``None``: the backend's default.
+    max_tokens_per_message : int | None
+        The most tokens one response may have; a response cut there is flagged as
+        hitting the token limit. ``None``: no limit besides the model's.
+    max_response_words : int
+        The word limit prompts tell the agent to keep to (at least 1).
+    num_invalid_generation_retries : int
+        How often an invalid response (unparsable, filtered) is asked again before
+        the agent sends an empty message and makes no decision (at least 0).
+    freeze_agent : bool
+        Never fine-tune the agent's model.
+    fine_tune_from_scratch : bool
+        Fine-tune each iteration from the starting model (``model_name``) instead of
+        from the latest fine-tuned one.
+    """
+
+    model_name: str = ""
+    backend: str | None = field(default=None, validator=_non_empty_or_none)
+    shared_model_group: str | None = field(default=None, validator=_non_empty_or_none)
+    temperature: float | None = field(
+        default=None, validator=v.optional([_finite, v.ge(0), v.le(2)])
+    )
+    top_p: float | None = field(
+        default=None, validator=v.optional([_finite, v.gt(0), v.le(1)])
+    )
+    max_tokens_per_message: int | None = field(
+        default=None, validator=v.optional(v.ge(1))
+    )
+    max_response_words: int = field(default=150, validator=v.ge(1))
+    num_invalid_generation_retries: int = field(default=20, validator=v.ge(0))
+    freeze_agent: bool = False
+    fine_tune_from_scratch: bool = True
+
+    GROUP_FIELDS: ClassVar[tuple[str, ...]] = (
+        "model_name",
+        "backend",
+        "freeze_agent",
+        "fine_tune_from_scratch",
+    )
+    """Fields every agent of a shared model group must agree on."""
+
+    def consistency_problems(self) -> list[ConfigProblem]:
+        problems = super().consistency_problems()
+        if not self.model_name.strip():
+            problems.append(
+                ConfigProblem(
+                    "model_name",
+                    "a text agent needs a model (the id its backend knows it by)",
+                    self.model_name,
+                )
+            )
+        if self.backend is not None:
+            from nip_core.plugins import get_plugin_manager
+
+            backends = get_plugin_manager().registry("text_backend")
+            if self.backend not in backends:
+                problems.append(
+                    ConfigProblem(
+                        "backend", "unknown text backend", self.backend, tuple(backends)
+                    )
+                )
+        return problems
+
+    @classmethod
+    def cross_agent_problems(
+        cls, agents: Mapping[str, AgentParameters], hyper_params: Any
+    ) -> list[ConfigProblem]:
+        """Problems that involve several agents: shared model groups that disagree.
+
+        Called by :class:`~nip_core.parameters.HyperParameters` validation with the
+        protocol's agents (each name to its parameters, ``_default`` resolved).
+        """
+        return shared_model_group_problems(agents, hyper_params)
+
+
+def _group_value(params: Any, name: str, hyper_params: Any) -> Any:
+    value = getattr(params, name)
+    if name == "backend" and value is None:
+        section = getattr(hyper_params, "text_backend", None)
+        return getattr(section, "name", None)
+    return value
+
+
+def shared_model_group_problems(
+    agents: Mapping[str, AgentParameters], hyper_params: Any
+) -> list[ConfigProblem]:
+    """Shared model groups whose agents disagree on a field they must share.
+
+    Random agents belong to no group. One problem per group and field, naming the
+    agents and their values.
+    """
+    groups: dict[str, list[str]] = {}
+    for name, params in agents.items():
+        if not isinstance(params, TextAgentParameters):
+            continue
+        group = params.shared_model_group or name
+        groups.setdefault(group, []).append(name)
+    problems: list[ConfigProblem] = []
+    for group, names in groups.items():
+        if len(names) < 2:
+            continue
+        for field_name in TextAgentParameters.GROUP_FIELDS:
+            values = {
+                name: _group_value(agents[name], field_name, hyper_params)
+                for name in names
+            }
+            if len(set(values.values())) > 1:
+                listed = ", ".join(f"{n}={val!r}" for n, val in values.items())
+                problems.append(
+                    ConfigProblem(
+                        f"agents.{names[0]}.shared_model_group",
+                        f"the agents of shared model group {group!r} must agree on "
+                        f"{field_name}, but they differ: {listed}",
+                        group,
+                    )
+                )
+    return problems

@@ -1,0 +1,498 @@
+"""Whole text agents: prompts from a scenario's templates, responses parsed back.
+
+A text agent is one :class:`~nip_core.scenario.agents.WholeAgent`: the factory puts it
+in the ``whole`` slot of the :class:`~nip_core.scenario.agents.Agent` record. A text
+scenario registers a subclass of :class:`TextWholeAgent` as its ``whole`` agent part
+and writes its :meth:`~TextWholeAgent.system_prompt`; the rest is generic and can be
+overridden piece by piece:
+
+Prompt (:meth:`TextWholeAgent.build_chat`)
+    The system prompt, then the episode so far as the agent saw it: its own
+    responses as ``assistant`` turns, the messages of the other agents on the
+    channels it can see as ``user`` turns, each under its speaker's name
+    (:meth:`~TextWholeAgent.speaker_name`, :meth:`~TextWholeAgent.format_incoming`).
+    With the protocol section's ``randomize_channel_order`` the channels of a round
+    are shown in an order drawn from the episode seed and round (so the verifier does
+    not learn a position bias). The last user turn carries the
+    :meth:`~TextWholeAgent.turn_notice`: the verifier's last-round notice (it must
+    decide now), and, when the agent speaks on several channels at once, how to
+    address each under its own header (``Question for Prover 0:``).
+Response (:meth:`TextWholeAgent.parse_response`)
+    Deciders' verdicts are read from a ``Decision:`` line on the scale of
+    ``protocol_common.verifier_decision_spectrum`` (:mod:`nip_core.text.parsing`); a
+    multi-channel response is split at the headers. An empty response, a
+    ``Decision:`` without a verdict, a missing header, or a response the backend
+    filtered is invalid: :func:`nip_core.text.sampling.play_round` asks again (with a
+    new seed) up to ``num_invalid_generation_retries`` times, then the agent sends an
+    empty message and makes no decision, as in the original library.
+
+:class:`RandomTextAgent` needs no model: it decides uniformly among the verdicts the
+round allows and sends a few random words.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import attrs
+
+from nip_core.protocols.decisions import (
+    DECISION_ACCEPT,
+    DECISION_CONTINUE,
+    DECISION_REJECT,
+    RESTRICTION_CONTINUE_ONLY,
+    RESTRICTION_GUESS_ONLY,
+)
+from nip_core.scenario.agent_base import WholeAgent
+from nip_core.seeding import derive_seed
+from nip_core.text.backend import GenerationChoice, GenerationRequest
+from nip_core.text.parsing import describe_spectrum, parse_decision
+
+if TYPE_CHECKING:
+    from nip_core.text.groups import SharedModelGroup
+    from nip_core.text.rollouts import TextRollouts
+
+__all__ = [
+    "ParsedResponse",
+    "RandomTextAgent",
+    "TextAgent",
+    "TextWholeAgent",
+    "TurnContext",
+    "TurnOutput",
+    "request_seed",
+]
+
+
+@attrs.frozen(kw_only=True)
+class TurnContext:
+    """What an agent needs to take its turn in one episode.
+
+    Parameters
+    ----------
+    rollouts : TextRollouts
+        The batch being played (read the history from it, never write).
+    episode : int
+        The episode's index in the batch.
+    round_id : int
+        The round being played.
+    channels : tuple[str, ...]
+        The channels the agent speaks on now.
+    restriction : int
+        What the verifier may usefully decide now
+        (:data:`~nip_core.protocols.decisions.RESTRICTION_NONE`,
+        ``RESTRICTION_CONTINUE_ONLY``, ``RESTRICTION_GUESS_ONLY``).
+    target_verdict : int | None
+        Provers: the verdict the agent argues for (0 reject, 1 accept), if any.
+    """
+
+    rollouts: TextRollouts
+    episode: int
+    round_id: int
+    channels: tuple[str, ...]
+    restriction: int
+    target_verdict: int | None = None
+
+    @property
+    def datapoint(self) -> dict[str, Any]:
+        """The episode's datapoint (its fields)."""
+        return self.rollouts.datapoints[self.episode]
+
+    @property
+    def seed(self) -> int:
+        return int(self.rollouts["seed"][self.episode])
+
+    @property
+    def sample_key(self) -> str:
+        return str(self.rollouts["sample_key"][self.episode])
+
+    @property
+    def is_last_turn(self) -> bool:
+        """The verifier's last chance to decide."""
+        return self.restriction == RESTRICTION_GUESS_ONLY
+
+
+@attrs.frozen(kw_only=True)
+class ParsedResponse:
+    """What a response means: a message per channel and a decision.
+
+    Parameters
+    ----------
+    messages : Mapping[str, str]
+        Channel to the text sent on it.
+    decision : int
+        0 reject, 1 accept, 2 continue, 3 neither.
+    valid : bool
+        Whether the response could be understood (an invalid one is asked again).
+    reason : str | None
+        Why it is invalid.
+    """
+
+    messages: Mapping[str, str] = attrs.field(factory=dict)
+    decision: int = DECISION_CONTINUE
+    valid: bool = True
+    reason: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class TurnOutput:
+    """An agent's completed turn in one episode, as written into the rollouts."""
+
+    messages: Mapping[str, str]
+    decision: int = DECISION_CONTINUE
+    raw_output: str | None = None
+    prompt: tuple[dict[str, str], ...] | None = None
+    valid: bool = True
+    retries: int = 0
+    token_limit: bool = False
+    tokens: int = -1
+    """Tokens generated for the turn, over every attempt (-1: not known)."""
+
+
+def request_seed(seed: int, sample_key: str, round_id: int, agent: str, attempt: int):
+    """The seed of one generation request (stable across processes and resumes)."""
+    return derive_seed(int(seed), f"request/{sample_key}/{round_id}/{agent}/{attempt}")
+
+
+class TextAgent(WholeAgent):
+    """Base of text-world agents (model-backed or random)."""
+
+    uses_model: ClassVar[bool] = True
+    """Whether the agent generates through a backend (random agents do not)."""
+
+    def forward(
+        self, data: Any, environment: Any, round_id: int = 0
+    ) -> dict[int, TurnOutput]:
+        """This agent's turns in round ``round_id`` of the episodes ``data`` (a
+        :class:`~nip_core.text.rollouts.TextRollouts`), by episode index.
+
+        Nothing is written into ``data``; :func:`nip_core.text.sampling.play_round`
+        plays every agent's turns of a round at once and steps the environment.
+        """
+        from nip_core.text.sampling import take_turns
+
+        outputs = take_turns(environment, {self.agent_name: self}, data, round_id)
+        return {b: out for (b, _), out in outputs.items()}
+
+    # Helpers every text agent shares -------------------------------------------------
+
+    @property
+    def spectrum(self) -> str:
+        """The verdict scale (``protocol_common.verifier_decision_spectrum``)."""
+        return str(
+            getattr(
+                self.protocol_handler.protocol_common,
+                "verifier_decision_spectrum",
+                "accept_reject",
+            )
+        )
+
+    @cached_property
+    def channel_recipients(self) -> dict[str, tuple[str, ...]]:
+        """Per channel, the other agents that speak on it at some round."""
+        handler = self.protocol_handler
+        recipients = {}
+        for channel in handler.message_channel_names:
+            recipients[channel] = tuple(
+                name
+                for name in handler.agent_names
+                if name != self.agent_name
+                and any(
+                    handler.can_agent_be_active(name, r, channel)
+                    for r in range(handler.max_message_rounds)
+                )
+            )
+        return recipients
+
+
+class TextWholeAgent(TextAgent):
+    """A model-backed text agent (see the module docstring).
+
+    Class attributes
+    ----------------
+    speaker_names : Mapping[str, str]
+        Display names of agents in prompts (``{"prover0": "Expert_1"}``); agents not
+        named get :meth:`default_speaker_name`.
+    """
+
+    speaker_names: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.group: SharedModelGroup | None = None
+
+    # ----------------------------------------------------------------------------------
+    # What a scenario supplies
+
+    @abstractmethod
+    def system_prompt(self, context: TurnContext) -> str:
+        """The system prompt of this agent in one episode (the scenario's template
+        filled with the datapoint, the agent's stance, the number of questions, the
+        word limit ...)."""
+
+    # ----------------------------------------------------------------------------------
+    # The model
+
+    @property
+    def model_name(self) -> str:
+        """The model the agent uses now (its shared model group's current one)."""
+        if self.group is not None:
+            return self.group.model_name
+        return str(self.agent_params.model_name)
+
+    # ----------------------------------------------------------------------------------
+    # Names
+
+    @staticmethod
+    def default_speaker_name(agent_name: str) -> str:
+        """``"verifier"`` -> ``"Verifier"``, ``"prover0"`` -> ``"Prover 0"``."""
+        match = re.fullmatch(r"([a-z_]*?)(\d+)", agent_name)
+        if match:
+            base, number = match.groups()
+            return f"{base.replace('_', ' ').strip().title()} {number}"
+        return agent_name.replace("_", " ").title()
+
+    def speaker_name(self, agent_name: str) -> str:
+        """How ``agent_name`` is called in this agent's prompts."""
+        return self.speaker_names.get(agent_name, self.default_speaker_name(agent_name))
+
+    def channel_header(self, channel: str) -> str:
+        """The header under which this agent addresses a channel's recipients when
+        it speaks on several channels at once (``"Question for Prover 0:"``)."""
+        names = " and ".join(
+            self.speaker_name(n) for n in self.channel_recipients[channel]
+        ) or channel.replace("_", " ")
+        word = "Question" if self.has_decider else "Message"
+        return f"{word} for {names}:"
+
+    # ----------------------------------------------------------------------------------
+    # Building the chat
+
+    def channel_order(self, context: TurnContext, round_id: int) -> list[str]:
+        """The order in which a round's channels are shown to the agent."""
+        channels = list(self.visible_message_channel_names)
+        section_name = getattr(self.protocol_handler, "parameter_section", None)
+        section = (
+            getattr(self.hyper_params, section_name, None) if section_name else None
+        )
+        if getattr(section, "randomize_channel_order", False) and len(channels) > 1:
+            rng = random.Random(
+                derive_seed(context.seed, f"channel_order/{self.agent_name}/{round_id}")
+            )
+            rng.shuffle(channels)
+        return channels
+
+    def incoming_messages(
+        self, context: TurnContext, round_id: int
+    ) -> list[tuple[str, str, str]]:
+        """``(speaker, channel, text)`` of the other agents in ``round_id``, on the
+        channels this agent sees, in :meth:`channel_order`."""
+        rollouts = context.rollouts
+        b = context.episode
+        me = rollouts.agent_index(self.agent_name)
+        items = []
+        for channel in self.channel_order(context, round_id):
+            c = rollouts.channel_index(channel)
+            for a, agent in enumerate(rollouts.agent_names):
+                if a == me:
+                    continue
+                text = rollouts["agents.message"][b, round_id, a, c]
+                if text is not None:
+                    items.append((agent, channel, text))
+        return items
+
+    def format_incoming(
+        self, context: TurnContext, round_id: int, items: Sequence[tuple[str, str, str]]
+    ) -> str:
+        """The user turn showing a round's messages from other agents."""
+        return "\n\n".join(
+            f"{self.speaker_name(agent)}: {text}" for agent, _, text in items
+        )
+
+    def turn_notice(self, context: TurnContext) -> str | None:
+        """What the agent is told at the end of its prompt, if anything.
+
+        Deciders on their last turn are told to decide now; an agent speaking on
+        several channels is told how to address each.
+        """
+        notes = []
+        if len(context.channels) > 1:
+            headers = ", ".join(f"'{self.channel_header(c)}'" for c in context.channels)
+            notes.append(
+                "Address each of them separately, each part starting on its own line "
+                f"with its header: {headers}."
+            )
+        if self.has_decider:
+            if context.restriction == RESTRICTION_GUESS_ONLY:
+                notes.append(
+                    "This is your last turn: you must now end your response with "
+                    f"'Decision: ' followed by {describe_spectrum(self.spectrum)}."
+                )
+            elif context.restriction == RESTRICTION_CONTINUE_ONLY:
+                notes.append("You cannot give your verdict yet.")
+        return " ".join(notes) if notes else None
+
+    def opening_text(self, context: TurnContext) -> str:
+        """The user turn that asks for the agent's first message when nothing has
+        been said to it yet."""
+        return "Please begin."
+
+    def build_chat(self, context: TurnContext) -> list[dict[str, str]]:
+        """The chat the model answers (see the module docstring)."""
+        rollouts = context.rollouts
+        b = context.episode
+        me = rollouts.agent_index(self.agent_name)
+        chat = [{"role": "system", "content": self.system_prompt(context)}]
+        pending: list[str] = []
+
+        def flush() -> None:
+            if pending:
+                chat.append({"role": "user", "content": "\n\n".join(pending)})
+                pending.clear()
+
+        for r in range(context.round_id):
+            if rollouts["agents.active"][b, r, me]:
+                if not pending and chat[-1]["role"] == "system":
+                    pending.append(self.opening_text(context))
+                flush()
+                valid = rollouts["agents.valid_response"][b, r, me]
+                own = rollouts["agents.raw_output"][b, r, me] if valid else ""
+                chat.append({"role": "assistant", "content": own or ""})
+            items = self.incoming_messages(context, r)
+            if items:
+                pending.append(self.format_incoming(context, r, items))
+        if not pending and chat[-1]["role"] != "user":
+            pending.append(self.opening_text(context))
+        notice = self.turn_notice(context)
+        if notice:
+            pending.append(notice)
+        flush()
+        return chat
+
+    # ----------------------------------------------------------------------------------
+    # Generation and parsing
+
+    def generation_request(
+        self, context: TurnContext, chat: Sequence[Mapping[str, str]], attempt: int
+    ) -> GenerationRequest:
+        """The request for one attempt at the agent's turn in one episode."""
+        params = self.agent_params
+        return GenerationRequest(
+            model=self.model_name,
+            messages=chat,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_tokens=params.max_tokens_per_message,
+            seed=request_seed(
+                int(self.hyper_params.seed),
+                context.sample_key,
+                context.round_id,
+                self.agent_name,
+                attempt,
+            ),
+        )
+
+    def split_channels(
+        self, context: TurnContext, text: str
+    ) -> tuple[dict[str, str], str | None]:
+        """The text to send on each channel, and why it cannot be split (or None)."""
+        if len(context.channels) == 1:
+            return {context.channels[0]: text.strip()}, None
+        found = []
+        for channel in context.channels:
+            header = self.channel_header(channel).rstrip(":")
+            pattern = re.compile(
+                r"[*_#\s]*" + re.escape(header) + r"[*_]*\s*:[*_]*", re.IGNORECASE
+            )
+            match = pattern.search(text)
+            if match is None:
+                return {}, f"no '{self.channel_header(channel)}' header"
+            found.append((match.start(), match.end(), channel))
+        found.sort()
+        messages = {}
+        for i, (_, end, channel) in enumerate(found):
+            stop = found[i + 1][0] if i + 1 < len(found) else len(text)
+            messages[channel] = text[end:stop].strip()
+        return messages, None
+
+    def parse_response(self, context: TurnContext, text: str) -> ParsedResponse:
+        """What a response means (see the module docstring)."""
+        if not text.strip():
+            return ParsedResponse(valid=False, reason="the response is empty")
+        decision = DECISION_CONTINUE
+        body = text
+        if self.has_decider:
+            parsed = parse_decision(text, self.spectrum)
+            if not parsed.valid:
+                return ParsedResponse(valid=False, reason=parsed.reason)
+            decision, body = parsed.decision, parsed.text
+        messages, problem = self.split_channels(context, body)
+        if problem is not None:
+            if decision != DECISION_CONTINUE:
+                # a verdict ends the episode: nothing needs to reach the channels
+                return ParsedResponse(
+                    messages={c: body.strip() for c in context.channels},
+                    decision=decision,
+                )
+            return ParsedResponse(valid=False, reason=problem)
+        return ParsedResponse(messages=messages, decision=decision)
+
+    def interpret(
+        self, context: TurnContext, choice: GenerationChoice
+    ) -> ParsedResponse:
+        """Parse one completion; a filtered one is invalid."""
+        if choice.filtered:
+            return ParsedResponse(
+                valid=False, reason="the backend filtered the response (content_filter)"
+            )
+        return self.parse_response(context, choice.text)
+
+
+class RandomTextAgent(TextAgent):
+    """A text agent that acts uniformly at random, with no model.
+
+    Deciders pick uniformly among the verdicts the round allows (continue only before
+    they may decide; accept or reject on their last turn; any of the three
+    otherwise); every agent sends a few random words on each channel it speaks on.
+    Seeded by the request seed, so runs are reproducible.
+    """
+
+    uses_model: ClassVar[bool] = False
+
+    VOCABULARY: ClassVar[tuple[str, ...]] = (
+        "the", "claim", "holds", "fails", "because", "check", "this", "step",
+        "case", "value", "true", "false", "proof", "error", "line", "result",
+    )  # fmt: skip
+
+    def random_turn(self, context: TurnContext) -> TurnOutput:
+        """This agent's turn in one episode."""
+        rng = random.Random(
+            request_seed(
+                int(self.hyper_params.seed),
+                context.sample_key,
+                context.round_id,
+                self.agent_name,
+                0,
+            )
+        )
+        decision = DECISION_CONTINUE
+        if self.has_decider:
+            if context.restriction == RESTRICTION_GUESS_ONLY:
+                choices = [DECISION_REJECT, DECISION_ACCEPT]
+            elif context.restriction == RESTRICTION_CONTINUE_ONLY:
+                choices = [DECISION_CONTINUE]
+            else:
+                choices = [DECISION_REJECT, DECISION_ACCEPT, DECISION_CONTINUE]
+            decision = rng.choice(choices)
+        messages = {
+            channel: " ".join(rng.choices(self.VOCABULARY, k=rng.randint(3, 8)))
+            for channel in context.channels
+        }
+        text = "\n".join(messages.values())
+        return TurnOutput(
+            messages=messages, decision=decision, raw_output=text, tokens=0
+        )

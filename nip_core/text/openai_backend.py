@@ -1,0 +1,511 @@
+"""The ``openai`` backend: any OpenAI-compatible endpoint.
+
+Chat completions and fine-tuning jobs through the official ``openai`` client
+(imported when the backend is built, never at start-up), against OpenAI or any
+server speaking its API (vLLM, llama.cpp's server, OpenRouter): set
+``openai_backend.base_url``. The API key is read from the environment variable
+``openai_backend.api_key_env`` names (``OPENAI_API_KEY``) and never stored.
+
+Requests run concurrently on an ``AsyncOpenAI`` client (at most
+``text_backend.max_concurrency`` at a time). The client's own retries are off; nip
+retries rate limits (429), server errors (5xx), timeouts, lost connections and
+malformed replies with backoff (:class:`~nip_core.text.backend.RetryPolicy`), then
+stops the run with an error naming the endpoint. ``finish_reason`` ``length`` is
+recorded as hitting the token limit, ``content_filter`` makes the response invalid.
+
+Fine-tuning uploads the examples as a JSONL file (``purpose="fine-tune"``) and starts
+a job with ``method`` ``supervised`` or ``dpo``; the job carries its nip name in its
+metadata (``nip_job``), which :meth:`OpenAiBackend.find_fine_tune_job` looks up, so a
+resumed run never starts a second job. :meth:`OpenAiBackend.cleanup_fine_tune_job`
+deletes the uploaded file once the job has ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from nip_core.errors import BackendError
+from nip_core.text.backend import (
+    FineTuneJob,
+    FineTuneRequest,
+    GenerationChoice,
+    GenerationRequest,
+    GenerationResult,
+    RetryableBackendError,
+    TextBackend,
+)
+
+__all__ = ["JOB_METADATA_KEY", "OpenAiBackend", "PLACEHOLDER_API_KEY"]
+
+T = TypeVar("T")
+
+JOB_METADATA_KEY = "nip_job"
+"""The metadata key under which a fine-tune job carries its nip name."""
+
+PLACEHOLDER_API_KEY = "not-needed"
+"""Sent to endpoints other than OpenAI's own when no key is set (local servers)."""
+
+_STATUS = {
+    "validating_files": "queued",
+    "queued": "queued",
+    "running": "running",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+
+
+class OpenAiBackend(TextBackend):
+    """Generation and fine-tuning through an OpenAI-compatible endpoint.
+
+    Parameters
+    ----------
+    hyper_params : HyperParameters
+        Reads ``text_backend`` and ``openai_backend``.
+    settings : ExperimentSettings
+        The run's settings.
+    name : str
+        The registry key (``"openai"``).
+
+    Raises
+    ------
+    BackendError
+        When OpenAI's own API is used and the key's environment variable is unset,
+        or the ``openai`` package is missing.
+    """
+
+    def __init__(self, hyper_params: Any, settings: Any, name: str = "openai"):
+        super().__init__(hyper_params, settings, name)
+        try:
+            import openai  # noqa: F401
+        except ImportError as error:  # pragma: no cover - a core dependency
+            raise BackendError(
+                "the openai backend needs the openai package: pip install openai"
+            ) from error
+        section = getattr(hyper_params, "openai_backend", None)
+        urls = list(getattr(section, "base_urls", None) or ())
+        if not urls:
+            urls = [
+                getattr(section, "base_url", None)
+                or os.environ.get("OPENAI_BASE_URL")
+                or None
+            ]
+        self.base_url: str | None = urls[0]
+        self.api_key_env = str(getattr(section, "api_key_env", "OPENAI_API_KEY"))
+        self.section = section
+        key = os.environ.get(self.api_key_env, "")
+        if not key:
+            if self.base_url is None:
+                raise BackendError(
+                    f"the openai backend needs an API key for OpenAI's API: set the "
+                    f"environment variable {self.api_key_env} (its name is the "
+                    "parameter openai_backend.api_key_env), or point "
+                    "openai_backend.base_url at another OpenAI-compatible server"
+                )
+            key = PLACEHOLDER_API_KEY
+        self._api_key = key
+        per_server = getattr(section, "max_concurrency_per_server", None)
+        if per_server is None:
+            per_server = -(-self.max_concurrency // len(urls))
+        self.servers = [_Server(url, int(per_server)) for url in urls]
+        for index, server in enumerate(self.servers):
+            server.index = index
+
+    @property
+    def endpoint(self) -> str:
+        """The (first) endpoint, for messages."""
+        return self.servers[0].endpoint
+
+    # ----------------------------------------------------------------------------------
+    # The clients and their errors
+
+    def _get_client(self, server: _Server | None = None) -> Any:
+        # Created on the backend's event loop thread, where it is always used
+        server = server or self.servers[0]
+        if server.client is None:
+            from openai import AsyncOpenAI
+
+            server.client = AsyncOpenAI(
+                api_key=self._api_key,
+                base_url=server.url,
+                max_retries=0,
+                timeout=self.request_timeout,
+            )
+        return server.client
+
+    async def _pick_server(self) -> _Server:
+        """A server with a free slot: the least busy one that is up (one that is
+        down only when every server is)."""
+        while True:
+            now = time.monotonic()
+            up = [s for s in self.servers if s.down_until <= now]
+            candidates = up or [min(self.servers, key=lambda s: s.down_until)]
+            free = [s for s in candidates if s.in_flight < s.limit]
+            if free:
+                server = min(free, key=lambda s: (s.in_flight / s.limit, s.index))
+                server.in_flight += 1
+                return server
+            await asyncio.sleep(0.005)
+
+    async def _call(
+        self,
+        call: Callable[[Any], Awaitable[T]],
+        what: str,
+        server: _Server | None = None,
+    ) -> T:
+        """Run ``call(client)`` once, turning the client's errors into nip's."""
+        import openai
+
+        server = server or self.servers[0]
+        try:
+            result = await call(self._get_client(server))
+            server.failures = 0
+            return result
+        except openai.RateLimitError as error:
+            raise RetryableBackendError(
+                f"{what}: rate limited by {server.endpoint} (429)"
+            ) from error
+        except openai.InternalServerError as error:
+            raise RetryableBackendError(
+                f"{what}: server error {error.status_code} from {server.endpoint}"
+            ) from error
+        except openai.APITimeoutError as error:
+            server.mark_down()
+            raise RetryableBackendError(
+                f"{what}: no answer from {server.endpoint} within "
+                f"{self.request_timeout:g} s (text_backend.request_timeout)"
+            ) from error
+        except openai.APIConnectionError as error:
+            server.mark_down()
+            raise RetryableBackendError(
+                f"{what}: could not reach {server.endpoint} (openai_backend.base_url): "
+                f"{error}"
+            ) from error
+        except openai.APIResponseValidationError as error:
+            raise RetryableBackendError(
+                f"{what}: malformed reply from {server.endpoint}"
+            ) from error
+        except openai.AuthenticationError as error:
+            raise BackendError(
+                f"{what}: {server.endpoint} refused the API key (401); set a valid key "
+                f"in the environment variable {self.api_key_env} "
+                "(openai_backend.api_key_env)"
+            ) from error
+        except openai.PermissionDeniedError as error:
+            raise BackendError(
+                f"{what}: {server.endpoint} denied access (403): {_message(error)}"
+            ) from error
+        except openai.NotFoundError as error:
+            raise BackendError(
+                f"{what}: not found at {server.endpoint} (404): {_message(error)}"
+            ) from error
+        except openai.APIStatusError as error:
+            if error.status_code in (408, 409):
+                raise RetryableBackendError(
+                    f"{what}: {server.endpoint} answered {error.status_code}"
+                ) from error
+            raise BackendError(
+                f"{what}: {server.endpoint} answered {error.status_code}: "
+                f"{_message(error)}"
+            ) from error
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise RetryableBackendError(
+                f"{what}: malformed reply from {server.endpoint}"
+            ) from error
+
+    def close(self) -> None:
+        for server in self.servers:
+            if server.client is not None and self._loop_thread is not None:
+                client, server.client = server.client, None
+                try:
+                    self.run_sync(client.close())
+                except Exception:  # noqa: BLE001 - closing must not hide the real error
+                    pass
+        super().close()
+
+    # ----------------------------------------------------------------------------------
+    # Generation
+
+    async def agenerate(self, request: GenerationRequest) -> GenerationResult:
+        options: dict[str, Any] = {}
+        if request.temperature is not None:
+            options["temperature"] = request.temperature
+        if request.top_p is not None:
+            options["top_p"] = request.top_p
+        if request.max_tokens is not None:
+            options["max_tokens"] = request.max_tokens
+        if request.seed is not None:
+            options["seed"] = request.seed
+        if request.n != 1:
+            options["n"] = request.n
+        what = f"a chat completion with model {request.model!r}"
+        server = await self._pick_server()
+        try:
+            response = await self._call(
+                lambda client: client.chat.completions.create(
+                    model=request.model, messages=list(request.messages), **options
+                ),
+                what,
+                server,
+            )
+        finally:
+            server.in_flight -= 1
+        choices = getattr(response, "choices", None)
+        if not choices or len(choices) < request.n:
+            raise RetryableBackendError(
+                f"{what}: malformed reply from {server.endpoint} (expected "
+                f"{request.n} choice(s), got {len(choices or [])})"
+            )
+        out = []
+        for choice in sorted(choices, key=lambda c: c.index or 0):
+            message = getattr(choice, "message", None)
+            text = getattr(message, "content", None) or ""
+            reason = choice.finish_reason or "stop"
+            out.append(GenerationChoice(text=text, finish_reason=str(reason)))
+        usage = getattr(response, "usage", None)
+        return GenerationResult(
+            choices=out,
+            prompt_tokens=getattr(usage, "prompt_tokens", None),
+            completion_tokens=getattr(usage, "completion_tokens", None),
+        )
+
+    def check_model(self, model: str) -> None:
+        async def models() -> list[str]:
+            page = await self._call(
+                lambda client: client.models.list(), "listing the models"
+            )
+            return [m.id async for m in page]
+
+        try:
+            known = self.run_sync(
+                self.with_retries(models, f"listing the models of {self.endpoint}")
+            )
+        except BackendError as error:
+            if "(404)" in str(error):
+                return  # the server does not list models: nothing to check against
+            raise
+        if model not in known:
+            shown = ", ".join(sorted(known)[:20]) or "none"
+            raise BackendError(
+                f"unknown model {model!r} at {self.endpoint}; it serves: {shown}. "
+                "Check the agents' model_name (agents.<name>.model_name)."
+            )
+
+    # ----------------------------------------------------------------------------------
+    # Fine-tuning
+
+    def _job(self, job: Any) -> FineTuneJob:
+        metadata = getattr(job, "metadata", None) or {}
+        error = getattr(job, "error", None)
+        message = getattr(error, "message", None) if error is not None else None
+        return FineTuneJob(
+            id=job.id,
+            name=str(metadata.get(JOB_METADATA_KEY, "")),
+            status=_STATUS.get(job.status, job.status),
+            fine_tuned_model=getattr(job, "fine_tuned_model", None),
+            error=message,
+        )
+
+    def _training_lines(self, request: FineTuneRequest) -> bytes:
+        lines = []
+        if request.method == "dpo":
+            for example in request.examples:
+                lines.append(
+                    {
+                        "input": {"messages": list(example.prompt)},
+                        "preferred_output": [
+                            {"role": "assistant", "content": example.chosen}
+                        ],
+                        "non_preferred_output": [
+                            {"role": "assistant", "content": example.rejected}
+                        ],
+                    }
+                )
+        else:
+            lines = request.examples_as_dicts()
+        return "".join(json.dumps(line) + "\n" for line in lines).encode("utf-8")
+
+    def _method(self, method: str) -> dict[str, Any]:
+        section = self.section
+        hyper: dict[str, Any] = {}
+        for key, attribute in (
+            ("n_epochs", "fine_tune_epochs"),
+            ("learning_rate_multiplier", "fine_tune_learning_rate_multiplier"),
+            ("batch_size", "fine_tune_batch_size"),
+        ):
+            value = getattr(section, attribute, None)
+            if value is not None:
+                hyper[key] = value
+        if method == "dpo":
+            beta = getattr(section, "dpo_beta", None)
+            if beta is not None:
+                hyper["beta"] = beta
+        return {"type": method, method: {"hyperparameters": hyper}}
+
+    def create_fine_tune_job(self, request: FineTuneRequest) -> FineTuneJob:
+        if not request.examples:
+            raise BackendError(f"fine-tune job {request.name!r} has no examples")
+        data = self._training_lines(request)
+        suffix = re.sub(r"[^A-Za-z0-9-]", "-", request.name)[-40:].strip("-")
+
+        async def create() -> FineTuneJob:
+            upload = await self.with_retries(
+                lambda: self._call(
+                    lambda client: client.files.create(
+                        file=(f"{request.name}.jsonl", data, "application/jsonl"),
+                        purpose="fine-tune",
+                    ),
+                    f"uploading the data of fine-tune job {request.name!r}",
+                ),
+                f"uploading the data of fine-tune job {request.name!r}",
+            )
+            policy = self.retry_policy
+            for attempt in range(policy.max_retries + 1):
+                try:
+                    job = await self._call(
+                        lambda client: client.fine_tuning.jobs.create(
+                            model=request.base_model,
+                            training_file=upload.id,
+                            suffix=suffix,
+                            metadata={JOB_METADATA_KEY: request.name},
+                            method=self._method(request.method),
+                        ),
+                        f"creating fine-tune job {request.name!r}",
+                    )
+                    return self._job(job)
+                except RetryableBackendError as error:
+                    # The job may exist although its answer was lost (a timeout):
+                    # wait, then look it up before creating another
+                    await asyncio.sleep(policy.delay(attempt, self._jitter))
+                    found = await self._find(request.name)
+                    if found is not None:
+                        return found
+                    if attempt == policy.max_retries:
+                        raise BackendError(
+                            f"creating fine-tune job {request.name!r} failed "
+                            f"{attempt + 1} times; the last error: {error}"
+                        ) from error
+                    self.num_retries += 1
+                except BackendError:
+                    await self._delete_file(upload.id)
+                    raise
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        return self.run_sync(create())
+
+    async def _find(self, name: str) -> FineTuneJob | None:
+        async def listing() -> list[Any]:
+            page = await self._call(
+                lambda client: client.fine_tuning.jobs.list(
+                    metadata={JOB_METADATA_KEY: name}, limit=100
+                ),
+                f"looking up fine-tune job {name!r}",
+            )
+            return [job async for job in page]
+
+        jobs = await self.with_retries(listing, f"looking up fine-tune job {name!r}")
+        matching = [
+            job
+            for job in jobs
+            if (getattr(job, "metadata", None) or {}).get(JOB_METADATA_KEY) == name
+        ]
+        if not matching:
+            return None
+        newest = max(matching, key=lambda job: getattr(job, "created_at", 0) or 0)
+        return self._job(newest)
+
+    def find_fine_tune_job(self, name: str) -> FineTuneJob | None:
+        return self.run_sync(self._find(name))
+
+    def get_fine_tune_job(self, job_id: str) -> FineTuneJob:
+        what = f"reading fine-tune job {job_id}"
+        job = self.run_sync(
+            self.with_retries(
+                lambda: self._call(
+                    lambda client: client.fine_tuning.jobs.retrieve(job_id), what
+                ),
+                what,
+            )
+        )
+        return self._job(job)
+
+    def cancel_fine_tune_job(self, job_id: str) -> FineTuneJob:
+        what = f"cancelling fine-tune job {job_id}"
+        job = self.run_sync(
+            self.with_retries(
+                lambda: self._call(
+                    lambda client: client.fine_tuning.jobs.cancel(job_id), what
+                ),
+                what,
+            )
+        )
+        return self._job(job)
+
+    async def _delete_file(self, file_id: str) -> None:
+        try:
+            await self.with_retries(
+                lambda: self._call(
+                    lambda client: client.files.delete(file_id),
+                    f"deleting file {file_id}",
+                ),
+                f"deleting file {file_id}",
+            )
+        except BackendError as error:
+            if "(404)" not in str(error):
+                raise
+
+    def cleanup_fine_tune_job(self, job_id: str) -> None:
+        what = f"reading fine-tune job {job_id}"
+
+        async def cleanup() -> None:
+            job = await self.with_retries(
+                lambda: self._call(
+                    lambda client: client.fine_tuning.jobs.retrieve(job_id), what
+                ),
+                what,
+            )
+            file_id = getattr(job, "training_file", None)
+            if file_id:
+                await self._delete_file(file_id)
+
+        self.run_sync(cleanup())
+
+
+class _Server:
+    """One endpoint of the backend: its client, slots and health."""
+
+    COOLDOWN_MAX: float = 30.0
+
+    def __init__(self, url: str | None, limit: int):
+        self.url = url
+        self.limit = max(1, limit)
+        self.client: Any = None
+        self.in_flight = 0
+        self.failures = 0
+        self.down_until = 0.0
+        self.index = 0
+
+    @property
+    def endpoint(self) -> str:
+        return self.url or "https://api.openai.com/v1"
+
+    def mark_down(self) -> None:
+        """It did not answer: send nothing to it for a while (doubling)."""
+        self.failures += 1
+        cooldown = min(self.COOLDOWN_MAX, 0.5 * 2 ** (self.failures - 1))
+        self.down_until = time.monotonic() + cooldown
+
+
+def _message(error: Any) -> str:
+    body = getattr(error, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+    return str(getattr(error, "message", error))

@@ -1,0 +1,171 @@
+"""Reading verdicts out of text: the ``Decision:`` line and the verdict scales.
+
+A text verifier states its verdict on a line ``Decision: <verdict>``. What a verdict
+may be depends on ``protocol_common.verifier_decision_spectrum``:
+
+==============================  =====================================================
+spectrum                        verdicts (reject / neither / accept)
+==============================  =====================================================
+``accept_reject``               ``reject`` / — / ``accept``
+``likert_scale_4`` .. ``_7``    an integer from 1 to N: the lower half rejects, the
+                                upper half accepts, the middle (odd N) is neither
+``likert_scale``                ``strongly reject``, ``reject`` / ``undecided`` /
+                                ``accept``, ``strongly accept``
+``likert_scale_no_undecided``   as ``likert_scale`` without ``undecided``
+``out_of_10``, ``out_of_100``   an integer score: below the middle rejects, the
+                                middle (5, 50) is neither, above accepts
+==============================  =====================================================
+
+A response that contains ``decision:`` (any case) without a valid verdict after it is
+invalid (and asked again); one without it makes no decision.
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+from nip_core.protocols.decisions import (
+    DECISION_ACCEPT,
+    DECISION_CONTINUE,
+    DECISION_NEITHER,
+    DECISION_REJECT,
+)
+
+__all__ = [
+    "DecisionParse",
+    "describe_spectrum",
+    "parse_decision",
+    "verdict_text",
+]
+
+_DECISION = re.compile(r"decision\s*:", re.IGNORECASE)
+
+_LIKERT_WORDS = {
+    "strongly reject": DECISION_REJECT,
+    "strongly accept": DECISION_ACCEPT,
+    "reject": DECISION_REJECT,
+    "accept": DECISION_ACCEPT,
+    "undecided": DECISION_NEITHER,
+}
+
+
+@attrs.frozen
+class DecisionParse:
+    """What a response says about the verdict.
+
+    Parameters
+    ----------
+    decision : int
+        0 reject, 1 accept, 2 continue (no ``Decision:``), 3 neither.
+    text : str
+        The response without the ``Decision:`` line and what follows it.
+    valid : bool
+        False when ``Decision:`` is followed by no verdict of the spectrum.
+    reason : str | None
+        Why it is invalid.
+    """
+
+    decision: int
+    text: str
+    valid: bool = True
+    reason: str | None = None
+
+
+def _integer_scale(spectrum: str) -> tuple[int, int] | None:
+    match = re.fullmatch(r"likert_scale_(\d+)", spectrum)
+    if match:
+        return 1, int(match.group(1))
+    if spectrum == "out_of_10":
+        return 0, 10
+    if spectrum == "out_of_100":
+        return 0, 100
+    return None
+
+
+def _from_integer(value: int, low: int, high: int) -> int:
+    mid2 = low + high  # twice the middle, to stay in integers
+    if 2 * value < mid2:
+        return DECISION_REJECT
+    if 2 * value > mid2:
+        return DECISION_ACCEPT
+    return DECISION_NEITHER
+
+
+def _verdict(spectrum: str, statement: str) -> int | None:
+    words = statement.strip().strip("*_`\"'.!").strip().lower()
+    scale = _integer_scale(spectrum)
+    if scale is not None:
+        match = re.match(r"(\d+)", words)
+        if not match:
+            return None
+        value = int(match.group(1))
+        low, high = scale
+        if not low <= value <= high:
+            return None
+        return _from_integer(value, low, high)
+    if spectrum == "accept_reject":
+        match = re.match(r"(accept|reject)\b", words)
+        if not match:
+            return None
+        return DECISION_ACCEPT if match.group(1) == "accept" else DECISION_REJECT
+    allowed = dict(_LIKERT_WORDS)
+    if spectrum == "likert_scale_no_undecided":
+        del allowed["undecided"]
+    for phrase in sorted(allowed, key=len, reverse=True):
+        if re.match(rf"{phrase}\b", words):
+            return allowed[phrase]
+    return None
+
+
+def parse_decision(text: str, spectrum: str = "accept_reject") -> DecisionParse:
+    """Find the verdict of a response (the last ``Decision:`` counts)."""
+    matches = list(_DECISION.finditer(text))
+    if not matches:
+        return DecisionParse(DECISION_CONTINUE, text.strip())
+    last = matches[-1]
+    statement = text[last.end() :].strip().splitlines()
+    verdict = _verdict(spectrum, statement[0] if statement else "")
+    before = text[: last.start()].strip()
+    if verdict is None:
+        return DecisionParse(
+            DECISION_CONTINUE,
+            before,
+            valid=False,
+            reason=(
+                "the response says 'Decision:' but gives no verdict of the scale "
+                f"{spectrum!r} ({describe_spectrum(spectrum)})"
+            ),
+        )
+    return DecisionParse(verdict, before)
+
+
+def describe_spectrum(spectrum: str) -> str:
+    """The verdicts a spectrum allows, in words (for prompts and messages)."""
+    scale = _integer_scale(spectrum)
+    if scale is not None:
+        low, high = scale
+        return (
+            f"an integer from {low} (certainly incorrect) to {high} (certainly correct)"
+        )
+    if spectrum == "accept_reject":
+        return "'accept' or 'reject'"
+    if spectrum == "likert_scale_no_undecided":
+        return "'strongly reject', 'reject', 'accept' or 'strongly accept'"
+    return "'strongly reject', 'reject', 'undecided', 'accept' or 'strongly accept'"
+
+
+def verdict_text(decision: int, spectrum: str = "accept_reject") -> str:
+    """The statement of a verdict on a spectrum (for written-in true verdicts)."""
+    scale = _integer_scale(spectrum)
+    if scale is not None:
+        low, high = scale
+        return str(high if decision == DECISION_ACCEPT else low)
+    if decision == DECISION_ACCEPT:
+        return "accept"
+    if decision == DECISION_REJECT:
+        return "reject"
+    if spectrum.startswith("likert_scale") and spectrum != "likert_scale_no_undecided":
+        return "undecided"
+    raise ValueError(f"spectrum {spectrum!r} has no verdict for decision {decision}")

@@ -1,0 +1,99 @@
+"""Per-iteration statistics of text rollouts (the metrics users expect).
+
+Names (``test_`` prefixed for tests):
+
+- ``mean_accuracy`` / ``std_accuracy``: an episode is accurate when its verdict is
+  the label (no verdict counts as wrong); ``mean_datapoint_accuracy``,
+  ``worst_datapoint_accuracy``: per datapoint first, when datapoints repeat;
+- ``decision_rate``: episodes ended by a verdict; ``mean_decision``: the share of
+  verdicts that accept; ``verifier_precision`` / ``verifier_recall`` of accepting
+  correct claims (``nan`` when undefined);
+- ``mean_episode_length``: rounds played;
+- per agent: ``{agent}.mean_episode_reward``, ``{agent}.worst_episode_reward``,
+  ``{agent}.retry_proportion`` (turns that needed a retry), ``{agent}.mean_retries``,
+  ``{agent}.invalid_proportion`` (turns that fell back to an empty message),
+  ``{agent}.token_limit_proportion``, ``{agent}.mean_words`` (per message),
+  ``{agent}.mean_tokens`` (per turn) and ``mean_tokens_per_episode`` when the
+  backend reports token counts.
+
+This module imports without torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from nip_core.text.rollouts import TextRollouts
+
+__all__ = ["text_rollout_statistics"]
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if values.size else float("nan")
+
+
+def text_rollout_statistics(rollouts: TextRollouts, prefix: str = "") -> dict[str, Any]:
+    """The statistics of a batch of text episodes (see the module docstring)."""
+    stats: dict[str, Any] = {}
+    y = rollouts["y"]
+    verdict = rollouts["verdict"]
+    decided = verdict >= 0
+    verdicts = (verdict == 0) | (verdict == 1)
+    accurate = (verdict == y).astype(float)
+    stats["mean_accuracy"] = _mean(accurate)
+    stats["std_accuracy"] = float(accurate.std()) if accurate.size else float("nan")
+    per_datapoint: dict[int, list[float]] = {}
+    for index, value in zip(rollouts["datapoint_index"], accurate, strict=True):
+        per_datapoint.setdefault(int(index), []).append(float(value))
+    datapoint_means = np.array([np.mean(v) for v in per_datapoint.values()])
+    stats["mean_datapoint_accuracy"] = _mean(datapoint_means)
+    stats["worst_datapoint_accuracy"] = (
+        float(datapoint_means.min()) if datapoint_means.size else float("nan")
+    )
+    stats["decision_rate"] = _mean(decided.astype(float))
+    stats["mean_decision"] = _mean((verdict[verdicts] == 1).astype(float))
+    accepted = verdict == 1
+    true_positive = float((accepted & (y == 1)).sum())
+    stats["verifier_precision"] = (
+        true_positive / float(accepted.sum()) if accepted.any() else float("nan")
+    )
+    stats["verifier_recall"] = (
+        true_positive / float((y == 1).sum()) if (y == 1).any() else float("nan")
+    )
+    stats["mean_episode_length"] = _mean(rollouts.episode_length.astype(float))
+
+    returns = rollouts.episode_reward
+    active = rollouts["agents.active"]
+    for a, agent in enumerate(rollouts.agent_names):
+        turns = active[:, :, a]
+        stats[f"{agent}.mean_episode_reward"] = _mean(returns[:, a])
+        stats[f"{agent}.worst_episode_reward"] = (
+            float(returns[:, a].min()) if returns.size else float("nan")
+        )
+        if not turns.any():
+            continue
+        retries = rollouts["agents.retries"][:, :, a][turns]
+        stats[f"{agent}.retry_proportion"] = _mean((retries > 0).astype(float))
+        stats[f"{agent}.mean_retries"] = _mean(retries.astype(float))
+        stats[f"{agent}.invalid_proportion"] = _mean(
+            (~rollouts["agents.valid_response"][:, :, a][turns]).astype(float)
+        )
+        stats[f"{agent}.token_limit_proportion"] = _mean(
+            rollouts["agents.token_limit"][:, :, a][turns].astype(float)
+        )
+        words = [
+            len(text.split())
+            for text in rollouts["agents.message"][:, :, a][turns].ravel()
+            if text is not None
+        ]
+        stats[f"{agent}.mean_words"] = float(np.mean(words)) if words else 0.0
+        tokens = rollouts["agents.tokens"][:, :, a][turns]
+        if (tokens >= 0).all():
+            stats[f"{agent}.mean_tokens"] = _mean(tokens.astype(float))
+    all_tokens = rollouts["agents.tokens"][active]
+    if all_tokens.size and (all_tokens >= 0).all():
+        per_episode = np.where(active, rollouts["agents.tokens"], 0).sum(axis=(1, 2))
+        stats["mean_tokens_per_episode"] = _mean(per_episode.astype(float))
+    return {f"{prefix}{key}": value for key, value in stats.items()}
