@@ -13,8 +13,9 @@ Runs the same experiment (by default the ``default`` config: graph isomorphism,
 Each case is a fresh ``nip run`` (``--repeats`` times, round-robin so that a burst
 of load on the machine hits every case alike). Reported per case: the median
 seconds per training iteration (``timing.iteration_s`` of every iteration but the
-first, over the repeats), frames per second, and the speed-up over the plain
-one-process loop. Needs nip-plugin-graph-isomorphism and nip-plugin-ppo (or any
+first, over the repeats) with its collection and training parts, frames per second,
+and the speed-up over the plain one-process loop with every core's thread and with
+one thread. Needs nip-plugin-graph-isomorphism and nip-plugin-ppo (or any
 ``--config`` whose plugins are installed).
 
 Usage::
@@ -150,9 +151,12 @@ def main() -> None:
                 entry["frames"] = measured["frames"]
     print(f"load average after: {os.getloadavg()}")
     baseline = statistics.median(results["1 process, 1 shard"]["iteration_s"])
+    one_thread = statistics.median(
+        results["1 process, 1 shard, 1 thread"]["iteration_s"]
+    )
     print(
         f"{'case':<40} {'s/iteration':>12} {'collect':>8} {'train':>8} "
-        f"{'frames/s':>9} {'speed-up':>9}"
+        f"{'frames/s':>9} {'speed-up':>9} {'vs 1 thread':>11}"
     )
     summary = {}
     for name, entry in results.items():
@@ -166,12 +170,13 @@ def main() -> None:
             "training_s": train,
             "frames_per_second": fps,
             "speed_up": baseline / median,
+            "speed_up_over_one_thread": one_thread / median,
             "process_wall_s": entry["wall_s"],
             "threads_per_process": entry["case"]["threads"],
         }
         print(
             f"{name:<40} {median:>12.3f} {collect:>8.3f} {train:>8.3f} "
-            f"{fps:>9.0f} {baseline / median:>8.2f}x"
+            f"{fps:>9.0f} {baseline / median:>8.2f}x {one_thread / median:>10.2f}x"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
