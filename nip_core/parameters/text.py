@@ -107,6 +107,10 @@ class TextRlParameters(SubParameters):
         exponential multiplies by ``(1 - rate) ** iteration`` (rate in [0, 1]).
     save_transcripts : bool
         Also write a readable transcript beside each iteration's rollouts.
+    rollout_analysers : tuple[str, ...]
+        Rollout analysers (registry keys, see ``nip plugins``) run on every batch of
+        rollouts logged, their metrics logged as ``analysis.<name>.<metric>``
+        (:mod:`nip_core.text.analysis`).
     """
 
     num_iterations: int = field(default=8, validator=v.ge(1))
@@ -125,6 +129,15 @@ class TextRlParameters(SubParameters):
         default=0.1, validator=[_finite, v.ge(0), v.le(1)]
     )
     save_transcripts: bool = True
+    rollout_analysers: tuple[str, ...] = field(default=(), converter=tuple)
+
+    def consistency_problems(self) -> list[ConfigProblem]:
+        from nip_core.text.analysis import rollout_analyser_problems
+
+        return [
+            *super().consistency_problems(),
+            *rollout_analyser_problems(self.rollout_analysers, None),
+        ]
 
     @classmethod
     def construct_test_params(cls) -> TextRlParameters:

@@ -274,6 +274,44 @@ async def _play_turn(turn: _Turn, progress: Progress | None) -> TurnOutput:
             return output
 
 
+class _Batcher:
+    """Gathers calls made during one pass of the event loop and serves them with
+    one batched call: episodes that reach the same point together share one
+    protocol step (per-call overhead instead of per-episode overhead)."""
+
+    def __init__(self, serve: Callable[[list[tuple[int, int]]], dict]):
+        self.serve = serve
+        self.pending: list[tuple[tuple[int, int], asyncio.Future]] = []
+
+    async def __call__(self, key: tuple[int, int]) -> Any:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self.pending:
+            loop.call_soon(self._flush)
+        self.pending.append((key, future))
+        return await future
+
+    def _flush(self) -> None:
+        pending, self.pending = self.pending, []
+        try:
+            results = self.serve([key for key, _ in pending])
+        except BaseException as error:  # noqa: BLE001 - handed to every waiter
+            for _, future in pending:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for key, future in pending:
+            if not future.done():
+                future.set_result(results.get(key))
+
+
+def _by_round(keys: list[tuple[int, int]]) -> dict[int, list[int]]:
+    rounds: dict[int, list[int]] = {}
+    for round_id, episode in keys:
+        rounds.setdefault(round_id, []).append(episode)
+    return rounds
+
+
 async def _play_episode(
     environment: TextEnvironment,
     wholes: Mapping[str, TextAgent],
@@ -281,20 +319,17 @@ async def _play_episode(
     episode: int,
     start_round: int,
     stop_round: int,
-    targets: Mapping[str, np.ndarray],
+    contexts: _Batcher,
+    step: _Batcher,
     progress: Progress | None,
 ) -> None:
-    names = list(wholes)
     for round_id in range(start_round, stop_round):
         if round_id > 0 and rollouts["done"][episode, round_id - 1]:
             environment.finish_padding(rollouts, round_id - 1, [episode])
             return
-        contexts = turn_contexts(
-            environment, names, rollouts, round_id, [episode], targets
-        )
         outputs: dict[tuple[int, str], TurnOutput] = {}
         waiting = []
-        for agent_name, context in contexts:
+        for agent_name, context in await contexts((round_id, episode)) or ():
             agent = wholes[agent_name]
             if not agent.uses_model:
                 outputs[(episode, agent_name)] = agent.random_turn(context)  # type: ignore[attr-defined]
@@ -308,7 +343,7 @@ async def _play_episode(
             for (agent_name, _), output in zip(waiting, results, strict=True):
                 outputs[(episode, agent_name)] = output
         write_turns(rollouts, round_id, outputs)
-        environment.step(rollouts, round_id, [episode])
+        await step((round_id, episode))
 
 
 async def _play_episodes(
@@ -320,6 +355,25 @@ async def _play_episodes(
     progress: Progress | None,
 ) -> None:
     targets = environment.prover_target_verdicts(rollouts)
+    names = list(wholes)
+
+    def serve_contexts(keys: list[tuple[int, int]]) -> dict:
+        out: dict[tuple[int, int], list] = {}
+        for round_id, episodes in _by_round(keys).items():
+            for agent_name, context in turn_contexts(
+                environment, names, rollouts, round_id, episodes, targets
+            ):
+                out.setdefault((round_id, context.episode), []).append(
+                    (agent_name, context)
+                )
+        return out
+
+    def serve_step(keys: list[tuple[int, int]]) -> dict:
+        for round_id, episodes in _by_round(keys).items():
+            environment.step(rollouts, round_id, episodes)
+        return {}
+
+    contexts, step = _Batcher(serve_contexts), _Batcher(serve_step)
     tasks = [
         asyncio.ensure_future(
             _play_episode(
@@ -329,7 +383,8 @@ async def _play_episodes(
                 b,
                 start_round,
                 stop_round,
-                targets,
+                contexts,
+                step,
                 progress,
             )
         )
