@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import code_server
+from cv_helpers import code_server
 
 
 @pytest.fixture(autouse=True)

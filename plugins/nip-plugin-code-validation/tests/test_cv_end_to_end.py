@@ -4,7 +4,7 @@ experiment end to end with a staged text trainer; the scenario contract passes."
 from __future__ import annotations
 
 import pytest
-from helpers import code_server, hyper_params_dict
+from cv_helpers import code_server, hyper_params_dict
 from nip_core.testing.contracts.text import TextScenarioContract
 
 from nip_plugin_code_validation.plugin import PROTOCOLS

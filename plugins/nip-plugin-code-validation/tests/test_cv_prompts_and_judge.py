@@ -63,7 +63,7 @@ def test_extract_code() -> None:
 
 
 def test_judge_grades_provers_through_a_backend(code_validation_plugin) -> None:
-    from helpers import hyper_params_dict
+    from cv_helpers import hyper_params_dict
     from nip_core.parameters import HyperParameters
     from nip_core.testing.openai_server import OpenAiTestServer
     from nip_core.text.rollouts import TextRollouts
