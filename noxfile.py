@@ -3,6 +3,8 @@
     nox -s tests                      # the core and every plugin, whole suite
     nox -s plugin                     # each plugin alone with the core, from wheels
     nox -s "plugin(plugin='nip-plugin-ppo')"
+    nox -s launchers                  # sweeps through submitit (local) and Ray
+    nox -s distributed                # one run across processes (torchrun, gloo)
     nox -s lint                       # ruff check + ruff format --check
     nox -s docs                       # regenerate the hook reference, mkdocs --strict
     nox -s default_experiment -- run.test_run=true
@@ -50,7 +52,9 @@ def tests(session: nox.Session) -> None:
     """The whole suite: the core and every plugin under plugins/ (the template too,
     imported from its source tree rather than installed)."""
     install_torch(session)
-    session.install("-e", ".[test,joblib,tensorboard]", *editable_plugins())
+    session.install(
+        "-e", ".[test,joblib,tensorboard,submitit,ray]", *editable_plugins()
+    )
     test_paths = ["tests"] + [
         str(path / "tests") for path in PLUGIN_DIRS if (path / "tests").is_dir()
     ]
@@ -64,6 +68,40 @@ def tests(session: nox.Session) -> None:
         *test_paths,
         *(session.posargs or ["-q", "-n", "2"]),
         env={"NIP_STRICT_PLUGINS": "1", "PYTHONPATH": ":".join(sources)},
+    )
+
+
+@nox.session(python=PYTHON)
+def launchers(session: nox.Session) -> None:
+    """Sweeps through Hydra's cluster launchers: submitit's local executor (the
+    Slurm code path) and Ray on a local cluster the tests start and stop, plus
+    restarting a killed sweep. Needs no plugin: the tests install their own."""
+    install_torch(session)
+    session.install("-e", ".[test,submitit,ray]")
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "tests/sweeps",
+        *(session.posargs or ["-q"]),
+        env={"NIP_STRICT_PLUGINS": "1"},
+    )
+
+
+@nox.session(python=PYTHON)
+def distributed(session: nox.Session) -> None:
+    """One run across processes under torchrun (gloo on CPU): two processes match
+    one, a two-process run resumes on one; the PPO plugin's sharded trainers."""
+    install_torch(session)
+    session.install("-e", ".[test]", "-e", str(ROOT / "plugins" / "nip-plugin-ppo"))
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "tests/distributed",
+        "plugins/nip-plugin-ppo/tests/test_sharded.py",
+        *(session.posargs or ["-q"]),
+        env={"NIP_STRICT_PLUGINS": "1"},
     )
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import attrs
 
+from nip_core import distributed
 from nip_core.errors import CheckpointError, RunInterrupted
 from nip_core.parameters.hyper_parameters import datasets_in
 from nip_core.runs.context import IterationCallback, RunContext, StageCallback
@@ -201,12 +202,25 @@ def prepare_experiment(
 
 
 def _same_experiment(saved: dict, current: dict) -> bool:
-    def strip(d: dict) -> dict:
-        return {k: v for k, v in d.items() if k != "_meta"}
+    """Whether saved hyper-parameters describe the ``current`` experiment.
 
-    return json.dumps(strip(saved), sort_keys=True) == json.dumps(
-        strip(current), sort_keys=True
-    )
+    A dict saved by an older version is read back first (migrations, sections added
+    since then at their defaults), so its run still counts as the same experiment.
+    """
+
+    def canonical(d: dict) -> str:
+        return json.dumps({k: v for k, v in d.items() if k != "_meta"}, sort_keys=True)
+
+    if canonical(saved) == canonical(current):
+        return True
+    from nip_core.errors import NipError
+    from nip_core.parameters import HyperParameters
+
+    try:
+        read_back = HyperParameters.from_dict(saved).to_dict()
+    except NipError:
+        return False
+    return canonical(read_back) == canonical(current)
 
 
 def run_experiment(
@@ -253,27 +267,40 @@ def run_experiment(
         settings = attrs.evolve(settings, run_id=run_id)
     if settings.run_id is None:
         settings = attrs.evolve(settings, run_id=new_run_id())
+    # Under torchrun: join the process group, take rank 0's run id and this
+    # process's GPU (nothing changes in a single process)
+    settings = distributed.prepare_process_settings(settings)
     hyper_params = apply_base_run(hyper_params, settings)
     params_dict = hyper_params.to_dict()
 
     trainer_class = get_trainer_class(hyper_params)
+    from nip_core.trainers.sharding import check_sharding
+
+    # Refuse a sharded run the trainer or the processes cannot do, before writing
+    check_sharding(hyper_params, trainer_class)
     run_dir: RunDirectory | None = None
     resume = None
     if not settings.test_run:
         run_dir = RunDirectory.for_settings(settings)
-        if run_dir.exists():
-            if not _same_experiment(run_dir.read_hyper_params(), params_dict):
-                raise CheckpointError(
-                    f"run directory {run_dir.path} holds a different experiment; "
-                    f"choose another run_id, or resume it with `nip resume "
-                    f"{settings.run_id}`"
-                )
-            resume = trainer_class.find_resume_point(run_dir, settings)
-        run_dir.create()
-        if resume is None:
-            run_dir.write_hyper_params(params_dict)
-        run_dir.write_settings(settings)
-        run_dir.write_run_info(status="running")
+        # Across processes, rank 0 alone writes the run directory; the others read
+        # the checkpoint to resume from once it has
+        with distributed.main_process_first():
+            if run_dir.exists():
+                if not _same_experiment(run_dir.read_hyper_params(), params_dict):
+                    raise CheckpointError(
+                        f"run directory {run_dir.path} holds a different experiment; "
+                        f"choose another run_id, or resume it with `nip resume "
+                        f"{settings.run_id}`"
+                    )
+                resume = trainer_class.find_resume_point(run_dir, settings)
+            if distributed.is_main_process():
+                run_dir.create()
+                if resume is None:
+                    run_dir.write_hyper_params(params_dict)
+                run_dir.write_settings(settings)
+                run_dir.write_run_info(status="running")
+            else:
+                run_dir = None
 
     resumed_from = None if resume is None else resume.iteration
     loggers = None

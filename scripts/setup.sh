@@ -26,7 +26,8 @@ fi
 # torch first and pinned, so that nothing below resolves to another build of it
 python -m pip install --quiet "$TORCH_PIN"
 
-packages=(-e "$ROOT[test,joblib,tensorboard]")
+# the launcher extras too, so the sweep tests on submitit and Ray run here and in CI
+packages=(-e "$ROOT[test,joblib,tensorboard,submitit,ray]")
 shopt -s nullglob
 # every plugin of the checkout, editable; not plugins/_template (a plugin to copy,
 # not one to use: scripts/test.sh tests it from its source tree)

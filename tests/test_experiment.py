@@ -336,3 +336,24 @@ def test_agent_initialisation_depends_only_on_its_own_seed(scenario):
     assert not torch.equal(
         prover_a["body"]["mlp.0.weight"], verifier_a["body"]["mlp.0.weight"]
     )
+
+
+def test_a_run_saved_before_a_section_existed_resumes(scenario):
+    """A section added since a run was saved (``distributed``, say) takes its
+    default: the run directory still holds the same experiment."""
+    settings = scenario.settings(checkpoint_period=1)
+    with pytest.raises(KilledForTest):
+        run_experiment(
+            _solo(scenario, 3), settings, run_id="old", callbacks=[kill_after(0)]
+        )
+    run_dir = RunDirectory(f"{settings.runs_dir}/old")
+    saved = run_dir.read_hyper_params()
+    del saved["distributed"]
+    run_dir.hyper_params_path.write_text(json.dumps(saved))
+    result = resume_run("old", runs_dir=settings.runs_dir)
+    assert result.resumed_from == 1
+
+    saved["seed"] = saved["seed"] + 1
+    run_dir.hyper_params_path.write_text(json.dumps(saved))
+    with pytest.raises(CheckpointError, match="holds a different experiment"):
+        run_experiment(_solo(scenario, 3), settings, run_id="old")

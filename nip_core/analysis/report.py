@@ -338,9 +338,10 @@ def resolve_run_paths(
     Parameters
     ----------
     specs : Sequence[str]
-        Each a run directory path, a run id under ``runs_dir``, or a glob of either
+        Each a run directory path, a run id under ``runs_dir``, a glob of either
         (``"runs/2026*"``, ``"2026*"``): a glob matches the run directories it
-        names.
+        names; or a sweep directory of ``nip run -m``, which stands for the runs of
+        its jobs.
     runs_dir : str | Path
         Where run ids are looked up.
 
@@ -356,6 +357,8 @@ def resolve_run_paths(
         For a name that matches no directory (with the closest run ids) or a glob
         that matches no run directory.
     """
+    from nip_core.sweeps import is_sweep_dir, sweep_run_dirs
+
     runs_dir = Path(runs_dir)
     found: list[Path] = []
     for spec in specs:
@@ -376,7 +379,14 @@ def resolve_run_paths(
             found.extend(matches)
             continue
         direct = Path(spec)
-        if direct.is_dir():
+        if direct.is_dir() and is_sweep_dir(direct):
+            runs = sweep_run_dirs(direct)
+            if not runs:
+                raise RunNotFoundError(
+                    f"sweep {direct} has no run directory yet (no job has started)"
+                )
+            found.extend(runs)
+        elif direct.is_dir():
             _refuse_directory_of_runs(direct)
             found.append(direct)
         elif (runs_dir / spec).is_dir():

@@ -14,6 +14,7 @@ from nip_core.records import MigrationSpec, ParameterSectionSpec
 def register_parameter_sections() -> list[ParameterSectionSpec]:
     from nip_core.parameters.base_run import BaseRunParameters
     from nip_core.parameters.dataset import DatasetParameters
+    from nip_core.parameters.distributed import DistributedParameters
     from nip_core.parameters.message_regression import MessageRegressionParameters
     from nip_core.parameters.trainers import (
         ReinforceParameters,
@@ -51,6 +52,11 @@ def register_parameter_sections() -> list[ParameterSectionSpec]:
             name="base_run",
             parameters_class=BaseRunParameters,
             description="Basing an experiment on a previous run",
+        ),
+        ParameterSectionSpec(
+            name="distributed",
+            parameters_class=DistributedParameters,
+            description="Shards of a run, for training across processes (torchrun)",
         ),
     ]
 

@@ -3,6 +3,7 @@
 Subcommands::
 
     nip run [--config-name NAME] [--multirun] [OVERRIDE ...]
+    nip run --multirun --resume-sweep SWEEP_DIR [OVERRIDE ...]
     nip resume RUN_ID [--runs-dir DIR]
     nip config show [--config-name NAME] [--raw] [OVERRIDE ...]
     nip config validate FILE
@@ -72,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="sweep: run one job per combination of comma-separated override values "
         "(seed=1,2,3); pick a launcher with hydra/launcher=joblib",
+    )
+    run.add_argument(
+        "--resume-sweep",
+        metavar="SWEEP_DIR",
+        help="continue a killed or failed sweep (implies --multirun): its runs that "
+        "finished are skipped, the others continue from their last checkpoint; "
+        "SWEEP_DIR is the sweep's directory or its name under runs/sweeps; without "
+        "overrides the sweep's own are used",
     )
     run.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=_OVERRIDES_HELP)
 
@@ -226,8 +235,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         configure_logging()
         from nip_core.cli import run_cmd
 
-        if args.multirun:
-            return run_cmd.run_sweep(args.config_name, args.overrides, debug=args.debug)
+        if args.multirun or args.resume_sweep is not None:
+            return run_cmd.run_sweep(
+                args.config_name,
+                args.overrides,
+                debug=args.debug,
+                resume_sweep=args.resume_sweep,
+            )
         return run_cmd.run_single(args.config_name, args.overrides)
     if args.command == "resume":
         configure_logging()

@@ -37,7 +37,8 @@ def add_report_parser(
         nargs="+",
         metavar="RUN",
         help="a run directory, a run id under --runs-dir, or a glob of either "
-        "(quote it: 'runs/2026*')",
+        "(quote it: 'runs/2026*'); or a sweep directory of `nip run -m` "
+        "(runs/sweeps/NAME), for all of its runs",
     )
     report.add_argument(
         "--runs-dir",

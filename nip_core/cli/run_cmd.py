@@ -7,6 +7,11 @@ other; ``hydra/launcher=joblib`` runs them in parallel processes); each job vali
 its own config and calls ``run_experiment``. Before anything is launched, every job
 of a basic sweep is composed and validated, so a typo in the tenth value of a sweep
 fails at once rather than after nine runs.
+
+Every job of a sweep gets a stable run id (the sweep directory's name and a hash of
+its experiment, see :mod:`nip_core.sweeps`), so ``nip run -m --resume-sweep DIR``
+restarts a killed sweep: finished runs are skipped, unfinished ones continue from
+their last checkpoint, and no run id is used twice.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class JobOutcome:
         The traceback of an unexpected error.
     run_dir : str | None
         The run directory, when the experiment reports one.
+    skipped : bool
+        Whether the job did nothing because its run had finished (resumed sweeps).
     """
 
     ok: bool
@@ -49,6 +56,7 @@ class JobOutcome:
     config_error: bool = False
     traceback: str | None = None
     run_dir: str | None = None
+    skipped: bool = False
 
 
 def check_plugins_for_run() -> None:
@@ -135,9 +143,10 @@ def run_single(config_name: str | None, overrides: Sequence[str]) -> int:
 def _report_finished(result: Any) -> None:
     """Print the summary of a finished run: final accuracies, rewards, directory."""
     from nip_core.analysis.summary import summary_lines
+    from nip_core.distributed import is_main_process
 
     run_id = getattr(result, "run_id", None)
-    if run_id is None:
+    if run_id is None or not is_main_process():
         return
     run_dir = getattr(result, "run_dir", None)
     print(f"nip: run {run_id} finished", file=sys.stderr)
@@ -153,8 +162,22 @@ def run_sweep(
     *,
     debug: bool = False,
     stream: TextIO | None = None,
+    resume_sweep: str | None = None,
 ) -> int:
     """Run a Hydra sweep; every job calls ``run_experiment``.
+
+    Parameters
+    ----------
+    config_name, overrides
+        As on the command line. Resuming, they default to the sweep's own.
+    debug : bool
+        Print the traceback of failed jobs.
+    stream : TextIO | None
+        Where the summary goes (standard error by default).
+    resume_sweep : str | None
+        A sweep directory (or its name under ``<runs_dir>/sweeps``) to continue:
+        jobs whose run finished are skipped, the others continue from their last
+        checkpoint.
 
     Returns
     -------
@@ -162,32 +185,68 @@ def run_sweep(
         0 when every job finished; 2 when every failed job had an invalid config; 1
         otherwise.
     """
+    from nip_core import sweeps
+
     stream = stream if stream is not None else sys.stderr
     check_plugins_for_run()
+    previous = None
+    if resume_sweep is not None:
+        sweep_path = sweeps.resolve_sweep_dir(resume_sweep, _runs_dir_hint(overrides))
+        previous = sweeps.read_manifest(sweep_path)
+        if config_name is None and not overrides:
+            config_name, overrides = previous.config_name, previous.overrides
+        overrides = [
+            *overrides,
+            f"hydra.sweep.dir={_quote_override_value(str(sweep_path))}",
+        ]
     name = config_name or composer.DEFAULT_CONFIG_NAME
     with composer.hydra_app() as app:
         overrides = composer.normalise_overrides(app, overrides)
         master = compose_for_run(app, config_name, overrides, multirun=True)
-        job_overrides = sweep_job_overrides(master)
-        if job_overrides is not None:
-            validate_sweep(app, name, job_overrides, master)
         # `${now:...}` in the sweep dir resolves anew in every config object; fix it
-        # once so that the summary names the directory the jobs wrote to
+        # once so that every job and the summary name the same directory
         with composer.hydra_errors():
             sweep_dir = str(master.hydra.sweep.dir)
+        if previous is None and sweeps.is_sweep_dir(sweep_dir):
+            raise sweeps.SweepError(
+                f"{sweep_dir} already holds a sweep; continue it with "
+                f"`nip run -m --resume-sweep {sweep_dir}`, or give another "
+                "hydra.sweep.dir"
+            )
+        job_overrides = sweep_job_overrides(master)
+        if job_overrides is not None:
+            validate_sweep(app, name, job_overrides, master, sweep_dir=sweep_dir)
         pinned = f"hydra.sweep.dir={_quote_override_value(sweep_dir)}"
+        launch_overrides = [
+            o for o in overrides if not o.startswith("hydra.sweep.dir=")
+        ] + [pinned]
+        Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+        sweeps.write_manifest(
+            sweep_dir,
+            config_name,
+            [
+                o
+                for o in map(composer.display_override, overrides)
+                if not o.startswith("hydra.sweep.dir=")
+            ],
+            previous=previous,
+        )
         with composer.hydra_errors():
             returns = app.multirun(
                 config_name=name,
-                task_function=SweepJob(debug=debug),
-                overrides=[*overrides, pinned],
+                task_function=SweepJob(
+                    debug=debug, sweep_dir=sweep_dir, resume=previous is not None
+                ),
+                overrides=launch_overrides,
             )
 
     results = [job for batch in returns for job in batch]
     failed = [(job, job.return_value) for job in results if not job.return_value.ok]
+    skipped = sum(1 for job in results if job.return_value.skipped)
+    note = f" ({skipped} skipped: their runs had finished)" if skipped else ""
     print(
         f"nip: sweep finished: {len(results) - len(failed)} of {len(results)} jobs "
-        f"succeeded; Hydra's job configs and logs are in {sweep_dir}",
+        f"succeeded{note}; Hydra's job configs and logs are in {sweep_dir}",
         file=stream,
     )
     for job, outcome in failed:
@@ -199,9 +258,23 @@ def run_sweep(
         )
         if debug and outcome.traceback:
             print(outcome.traceback, file=stream)
+    if failed:
+        print(
+            f"  continue the sweep with: nip run -m --resume-sweep {sweep_dir}",
+            file=stream,
+        )
     if not failed:
         return 0
     return 2 if all(outcome.config_error for _, outcome in failed) else 1
+
+
+def _runs_dir_hint(overrides: Sequence[str]) -> str:
+    """``run.runs_dir`` when an override sets it (to find a sweep by name)."""
+    for text in overrides:
+        key, _, value = text.lstrip("+").partition("=")
+        if key == "run.runs_dir" and value:
+            return value.strip("'\"")
+    return "runs"
 
 
 def _quote_override_value(value: str) -> str:
@@ -235,21 +308,32 @@ def sweep_job_overrides(master: Any) -> list[list[str]] | None:
 
 
 def validate_sweep(
-    app: Any, config_name: str, job_overrides: Sequence[Sequence[str]], master: Any
+    app: Any,
+    config_name: str,
+    job_overrides: Sequence[Sequence[str]],
+    master: Any,
+    *,
+    sweep_dir: str | None = None,
 ) -> None:
     """Compose and validate every job's config before launching any.
+
+    With ``sweep_dir``, also refuses two jobs that are the same experiment (they
+    would share a run id, see :func:`nip_core.sweeps.sweep_run_id`).
 
     Raises
     ------
     NipConfigError
         With every problem of every job, each path prefixed by the job's overrides.
     """
+    from nip_core.sweeps import sweep_run_id
+
     problems: list[ConfigProblem] = []
+    labels_by_run_id: dict[str, str] = {}
     for overrides in job_overrides:
         label = " ".join(map(composer.display_override, overrides)) or "<no overrides>"
         try:
             cfg = composer.compose(app, config_name, overrides, multirun=True)
-            composer.build_experiment(
+            hyper_params, settings = composer.build_experiment(
                 composer.to_plain_dict(cfg), config_name=config_name
             )
         except NipConfigError as error:
@@ -257,6 +341,20 @@ def validate_sweep(
                 problems.append(
                     attrs.evolve(problem, message=f"{problem.message} [job: {label}]")
                 )
+            continue
+        if sweep_dir is None or settings.run_id is not None:
+            continue
+        run_id = sweep_run_id(sweep_dir, hyper_params.to_dict())
+        if run_id in labels_by_run_id:
+            problems.append(
+                ConfigProblem(
+                    path="",
+                    message=f"jobs [{labels_by_run_id[run_id]}] and [{label}] are "
+                    "the same experiment (they differ only in run settings), so "
+                    "they would write the same run directory",
+                )
+            )
+        labels_by_run_id.setdefault(run_id, label)
     if len(job_overrides) > 1 and master.get("run", {}).get("run_id") is not None:
         problems.append(
             ConfigProblem(
@@ -276,10 +374,26 @@ class SweepJob:
 
     Catches every error, so that one failed job neither stops the sweep nor makes
     Hydra print its own traceback; the error travels back in the
-    :class:`JobOutcome`.
+    :class:`JobOutcome`. Picklable: remote launchers (submitit, Ray) run it in
+    another process, where plugins load from their entry points as usual.
+
+    Parameters
+    ----------
+    debug : bool
+        Keep the traceback of nip's own errors too.
+    sweep_dir : str | None
+        The sweep directory: the job's run id is derived from its name and the
+        experiment (:func:`nip_core.sweeps.sweep_run_id`) unless ``run.run_id`` is
+        set. ``None``: a fresh id per job.
+    resume : bool
+        Continue a sweep: a job whose run finished is skipped, an unfinished run
+        continues from its last checkpoint. Without it, a job refuses to write into
+        an existing run directory.
     """
 
     debug: bool = False
+    sweep_dir: str | None = None
+    resume: bool = False
 
     def __call__(self, cfg: Any) -> JobOutcome:
         from nip_core.experiment import run_experiment
@@ -288,6 +402,9 @@ class SweepJob:
             hyper_params, settings = composer.build_experiment(
                 composer.to_plain_dict(cfg)
             )
+            settings, skipped = self._assign_run(hyper_params, settings)
+            if skipped is not None:
+                return skipped
             result = run_experiment(hyper_params, settings)
         except NipError as error:
             log.error("%s", error)
@@ -308,6 +425,45 @@ class SweepJob:
         return JobOutcome(
             ok=True, run_dir=str(run_dir) if run_dir is not None else None
         )
+
+    def _assign_run(self, hyper_params: Any, settings: Any) -> tuple[Any, Any]:
+        """Give the job its stable run id and record it in the Hydra job directory.
+
+        Returns the settings and, when the job has nothing to do (its run
+        finished and the sweep is resumed), the outcome to report.
+        """
+        from nip_core import sweeps
+        from nip_core.errors import CheckpointError
+
+        if self.sweep_dir is None or settings.test_run:
+            return settings, None
+        if settings.run_id is None:
+            settings = attrs.evolve(
+                settings,
+                run_id=sweeps.sweep_run_id(self.sweep_dir, hyper_params.to_dict()),
+            )
+        run_dir = Path(settings.runs_dir) / settings.run_id
+        job_dir = _hydra_job_dir()
+        if job_dir is not None:
+            sweeps.write_job_record(job_dir, settings.run_id, run_dir)
+        if self.resume and sweeps.run_is_finished(run_dir):
+            log.info("run %s had finished; skipped", settings.run_id)
+            return settings, JobOutcome(ok=True, run_dir=str(run_dir), skipped=True)
+        if not self.resume and run_dir.exists():
+            raise CheckpointError(
+                f"run directory {run_dir} exists already; continue the sweep with "
+                f"`nip run -m --resume-sweep {self.sweep_dir}`"
+            )
+        return settings, None
+
+
+def _hydra_job_dir() -> str | None:
+    """The output directory of the Hydra job running now, if any."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return str(HydraConfig.get().runtime.output_dir)
 
 
 def resume(run_id: str, runs_dir: str | None, *, device: str | None = None) -> int:

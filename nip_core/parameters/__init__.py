@@ -39,6 +39,7 @@ from nip_core.parameters.converter import (
     structure_agents,
     unstructure,
 )
+from nip_core.parameters.distributed import DistributedParameters
 from nip_core.parameters.hyper_parameters import (
     CORE_FIELD_NAMES,
     ZERO_KNOWLEDGE_AGENTS,
@@ -85,6 +86,7 @@ __all__ = [
     "HyperParameters",
     "LrFactors",
     "MessageRegressionParameters",
+    "DistributedParameters",
     "ParameterMigrationWarning",
     "RandomAgentParameters",
     "ReinforceParameters",

@@ -181,6 +181,11 @@ class Trainer(ABC):
     """Which agent parts the factory builds: ``"rl"`` (bodies, policy and value
     heads) or ``"solo_agent"`` (bodies and solo heads), or a plugin's own value."""
 
+    supports_sharding: ClassVar[bool] = False
+    """Whether the trainer runs sharded (``distributed.num_shards > 1``) and across
+    processes (``torchrun``); see :mod:`nip_core.trainers.sharding`. Runs of
+    trainers that do not are refused before they start."""
+
     def __init__(
         self,
         hyper_params: Any,
@@ -193,6 +198,9 @@ class Trainer(ABC):
         self.settings = settings
         self.run = run if run is not None else RunContext()
         self.iteration = 0
+        # The shards of this process (nip_core.trainers.sharding); None for the
+        # plain single-process loop. Set by trainers that shard when they train.
+        self.sharding: Any = None
 
     # ------------------------------------------------------------------------------
     # Shortcuts
@@ -246,8 +254,14 @@ class Trainer(ABC):
 
     def saves_checkpoints(self) -> bool:
         """Whether this trainer writes checkpoints: not in in-memory runs or test
-        runs."""
-        return self.run.writes_files and not self.settings.test_run
+        runs (sharded across processes, the processes of the writing run take part:
+        rank 0 gathers and writes)."""
+        writes = (
+            self.run.writes_files
+            if getattr(self, "sharding", None) is None
+            else self.sharding.main_writes_files
+        )
+        return writes and not self.settings.test_run
 
     def checkpoint_on_interrupt(self) -> AbstractContextManager:
         """The context of a training loop in which Ctrl-C stops the run at the end
@@ -273,9 +287,12 @@ class Trainer(ABC):
         if not self.saves_checkpoints():
             return
         self.iteration = iteration
-        path = save_checkpoint(
-            self.run.run_dir.checkpoints_dir, iteration, self.state_dict()
-        )
+        # Sharded, every process takes part in building the state (rank 0 gathers
+        # the shards' states); only rank 0 writes it
+        state = self.state_dict()
+        if not self.run.writes_files:
+            return
+        path = save_checkpoint(self.run.run_dir.checkpoints_dir, iteration, state)
         self.run.checkpoint_iteration = iteration
         from nip_core.runs.wandb_api import checkpoint_alias
 

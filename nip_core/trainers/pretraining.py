@@ -90,7 +90,9 @@ def pretrain_agent_bodies(trainer: Any) -> bool:
         as_pretraining=True,
     )
     solo.train()
-    if not trainer.settings.test_run:
+    from nip_core.distributed import is_main_process
+
+    if not trainer.settings.test_run and is_main_process():
         atomic_torch_save(
             path, {name: body.state_dict() for name, body in bodies.items()}
         )

@@ -19,6 +19,12 @@ class does the rest, per training iteration:
 After training, the test loop runs ``rl.num_test_iterations`` collections on the test
 environment in eval mode and logs the same statistics with a ``test_`` prefix.
 
+With ``distributed.num_shards > 1`` or several processes (``torchrun``), every step
+above runs per shard (:mod:`nip_core.trainers.sharding`): each shard collects from
+its own environments, keeps its own replay buffer, and each minibatch's gradient is
+the mean of the shards' gradients, summed across processes before the optimizer
+step; rank 0 computes the metrics from the whole batch.
+
 The optimizer is one Adam over the groups of
 :func:`nip_core.trainers.optim.build_param_groups` (per agent and part, with the
 learning-rate rules of nip); with ``rl.anneal_lr`` every group's LR decays linearly
@@ -106,6 +112,11 @@ class TensorDictRlTrainer(TensorDictTrainer):
 
     trainer_type: ClassVar[str] = "rl"
 
+    supports_sharding: ClassVar[bool] = True
+    """Whether the trainer can run sharded (``distributed.num_shards > 1`` or several
+    processes). A subclass whose update is not a mean of per-shard gradients (the
+    Stackelberg updates of ``spg``) sets it to ``False``."""
+
     @classmethod
     def uses_critic(cls, hyper_params: Any) -> bool:
         """Whether agents get value heads (the factory asks before building)."""
@@ -137,6 +148,75 @@ class TensorDictRlTrainer(TensorDictTrainer):
 
         Called once :attr:`policy_operator` and :attr:`value_operator` exist.
         """
+
+    # ------------------------------------------------------------------------------
+    # Sharding
+
+    def sharding_problems(self) -> list[Any]:
+        """Why this run cannot be sharded (an empty list when it can).
+
+        Called before a sharded run starts. Subclasses extend it with the settings
+        of theirs that sharding cannot reproduce.
+        """
+        from nip_core.errors import ConfigProblem
+
+        num_shards = int(self.hyper_params.distributed.num_shards)
+        trainer = self.hyper_params.trainer
+        if not self.supports_sharding:
+            return [
+                ConfigProblem(
+                    "trainer",
+                    f"the {trainer} trainer cannot run sharded (distributed."
+                    f"num_shards={num_shards}, or under torchrun): its update is not "
+                    "a mean of per-shard gradients",
+                    trainer,
+                )
+            ]
+        problems = []
+        if self.minibatch_size % num_shards != 0:
+            problems.append(
+                ConfigProblem(
+                    "rl.minibatch_size",
+                    f"must be a multiple of distributed.num_shards ({num_shards}): "
+                    "each shard contributes an equal part of every minibatch",
+                    self.minibatch_size,
+                )
+            )
+        for split, env in (
+            ("training", self.train_environment),
+            ("test", self.test_environment),
+        ):
+            if int(env.num_envs) % num_shards != 0:
+                problems.append(
+                    ConfigProblem(
+                        "distributed.num_shards",
+                        f"must divide the {split} environments' batch "
+                        f"({env.num_envs} environments: frames_per_batch "
+                        f"{env.frames_per_batch} / {env.steps_per_env_per_iteration}"
+                        " steps each)",
+                        num_shards,
+                    )
+                )
+        return problems
+
+    def _build_sharding(self) -> Any:
+        """The shards of this process with their environments, or ``None``."""
+        from nip_core.errors import NipConfigError
+        from nip_core.trainers.sharding import (
+            Sharding,
+            build_shard_environments,
+            shard_layout,
+        )
+
+        layout = shard_layout(self.hyper_params)
+        if layout is None:
+            return None
+        problems = self.sharding_problems()
+        if problems:
+            raise NipConfigError(problems)
+        sharding = Sharding(self, layout)
+        build_shard_environments(self, sharding)
+        return sharding
 
     # ------------------------------------------------------------------------------
     # Building
@@ -244,26 +324,67 @@ class TensorDictRlTrainer(TensorDictTrainer):
             if self.settings.test_run
             else self.hyper_params.rl.num_normalization_steps
         )
-        environments = []
-        for env in (self.train_environment, self.test_environment):
-            keys = self._normalization_keys(env)
+
+        def normalised(env: Any, stats: Mapping[Any, tuple[Any, Any]]) -> Any:
             transformed = TransformedEnv(env)
-            if keys:
-                for key, (loc, std) in _running_observation_statistics(
-                    env, keys, steps
-                ).items():
-                    scale = (
-                        torch.ones_like(loc)
-                        if std is None
-                        else torch.where(std > 1e-6, std, torch.ones_like(std))
+            for key, (loc, std) in stats.items():
+                scale = (
+                    torch.ones_like(loc)
+                    if std is None
+                    else torch.where(std > 1e-6, std, torch.ones_like(std))
+                )
+                transformed.append_transform(
+                    ObservationNorm(
+                        loc=loc.clone(),
+                        scale=scale,
+                        in_keys=[key],
+                        standard_normal=True,
                     )
-                    transformed.append_transform(
-                        ObservationNorm(
-                            loc=loc, scale=scale, in_keys=[key], standard_normal=True
-                        )
-                    )
-            environments.append(transformed)
+                )
+            return transformed
+
+        environments = []
+        for split, env in (
+            ("train", self.train_environment),
+            ("test", self.test_environment),
+        ):
+            keys = self._normalization_keys(env)
+            stats: dict[Any, tuple[Any, Any]] = {}
+            if keys and self.sharding is None:
+                stats = _running_observation_statistics(env, keys, steps)
+            elif keys:
+                stats = self._sharded_observation_statistics(split, keys, steps)
+            environments.append(normalised(env, stats))
+            for shard in self.sharding.shards if self.sharding is not None else ():
+                attribute = f"{split}_environment"
+                setattr(shard, attribute, normalised(getattr(shard, attribute), stats))
         self.train_environment, self.test_environment = environments
+
+    def _sharded_observation_statistics(
+        self, split: str, keys: list[str], steps: int
+    ) -> dict[Any, tuple[Any, Any]]:
+        """Observation statistics over every shard's environments (each running
+        ``steps`` steps of random actions from its own random stream)."""
+        from nip_core.distributed import all_reduce_sum
+
+        totals: dict[Any, Any] = {}
+        squares: dict[Any, Any] = {}
+        count = 0
+        for shard in self.sharding.shards:
+            with shard.rng.active():
+                env = getattr(shard, f"{split}_environment")
+                shard_totals, shard_squares, shard_count = _observation_moments(
+                    env, keys, steps
+                )
+            for key in keys:
+                totals[key] = totals.get(key, 0) + shard_totals[key]
+                squares[key] = squares.get(key, 0) + shard_squares[key]
+            count += shard_count
+        import torch
+
+        count_tensor = torch.tensor(float(count), dtype=torch.float64)
+        all_reduce_sum([*totals.values(), *squares.values(), count_tensor])
+        return _statistics_from_moments(totals, squares, int(count_tensor.item()))
 
     # ------------------------------------------------------------------------------
     # State
@@ -281,6 +402,10 @@ class TensorDictRlTrainer(TensorDictTrainer):
             "train_transforms": _transform_state(self.train_environment),
             "test_transforms": _transform_state(self.test_environment),
         }
+        if self.sharding is not None:
+            # Every shard's carried-over episodes, sampling state and random stream,
+            # gathered on rank 0, so any number of processes can resume them
+            state["shards"] = self.sharding.gather_state(_shard_state)
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -294,6 +419,9 @@ class TensorDictRlTrainer(TensorDictTrainer):
         restore_environment_state(self.test_environment, envs["test"])
         _load_transform_state(self.train_environment, envs["train_transforms"])
         _load_transform_state(self.test_environment, envs["test_transforms"])
+        if self.sharding is not None:
+            for shard, shard_state in self.sharding.local_states(state.get("shards")):
+                _load_shard_state(shard, shard_state, envs, self.device)
 
     # ------------------------------------------------------------------------------
     # Training
@@ -303,6 +431,7 @@ class TensorDictRlTrainer(TensorDictTrainer):
 
         seed_everything(int(self.hyper_params.seed))
         resuming = self.run.resume_checkpoint is not None
+        self.sharding = self._build_sharding()
         if self.hyper_params.rl.normalize_observations:
             self._add_normalization_transforms()
         if getattr(self.hyper_params, "pretrain_agents", False) and not resuming:
@@ -322,7 +451,14 @@ class TensorDictRlTrainer(TensorDictTrainer):
             # running statistics in training mode); a plain loop gives the same values
             self.gae.deactivate_vmap = True
         self.optimizer = self._get_optimizer()
+        if self.sharding is not None:
+            from nip_core.trainers.sharding import shard_replay_buffer
+
+            for shard in self.sharding.shards:
+                shard.replay_buffer = shard_replay_buffer(self)
         self._start_iteration = self.restore_from_checkpoint()
+        if self.sharding is not None:
+            self.sharding.synchronise_agents()
 
         if self.run.base_checkpoint is not None:
             # Re-running the tests of a base run: its final agents, no training
@@ -400,30 +536,50 @@ class TensorDictRlTrainer(TensorDictTrainer):
             updates = self._agent_updates(iteration)
 
             self.set_agents_mode(True)
-            rollout, self._carry = self._collect(env, self._carry, steps)
+            if self.sharding is None:
+                rollout, self._carry = self._collect(env, self._carry, steps)
+            else:
+                shard_rollouts = self._collect_shards(steps, train=True)
             collection_time = time.perf_counter() - iteration_start
 
             training_start = time.perf_counter()
-            self._prepare_rollout(rollout)
-            if self.gae is not None:
-                with torch.no_grad():
-                    self.gae(rollout)
-            mean_losses = self._train_on_rollout(rollout, updates)
+            if self.sharding is None:
+                self._prepare_rollout(rollout)
+                if self.gae is not None:
+                    with torch.no_grad():
+                        self.gae(rollout)
+                mean_losses = self._train_on_rollout(rollout, updates)
+            else:
+                for shard, shard_rollout in zip(
+                    self.sharding.shards, shard_rollouts, strict=True
+                ):
+                    with self.sharding.forward(shard):
+                        self._prepare_rollout(shard_rollout)
+                        if self.gae is not None:
+                            with torch.no_grad():
+                                self.gae(shard_rollout)
+                mean_losses = self._train_on_shards(shard_rollouts, updates)
             training_time = time.perf_counter() - training_start
 
-            metrics = self._rollout_statistics(rollout, train=True)
-            metrics.update(self._loss_metrics(mean_losses, prefix=""))
-            for name, update in updates.items():
-                metrics[f"{name}.updated"] = float(update)
-            iteration_time = time.perf_counter() - iteration_start
-            metrics["timing.collection_s"] = collection_time
-            metrics["timing.training_s"] = training_time
-            metrics["timing.iteration_s"] = iteration_time
-            metrics["timing.fps"] = rollout.numel() / max(iteration_time, 1e-9)
-            # After the timers: the analysis is not part of training's cost
-            metrics.update(self.message_regressor.metrics(rollout, iteration))
-            self.log_metrics(iteration, metrics)
-            self._maybe_save_rollout_sample(rollout, iteration)
+            metrics: dict[str, Any] = {}
+            if self.sharding is not None:
+                # The whole batch, on rank 0 only: the other processes report
+                # nothing
+                rollout = self._gather_shard_rollouts(shard_rollouts)
+            if rollout is not None:
+                metrics = self._rollout_statistics(rollout, train=True)
+                metrics.update(self._loss_metrics(mean_losses, prefix=""))
+                for name, update in updates.items():
+                    metrics[f"{name}.updated"] = float(update)
+                iteration_time = time.perf_counter() - iteration_start
+                metrics["timing.collection_s"] = collection_time
+                metrics["timing.training_s"] = training_time
+                metrics["timing.iteration_s"] = iteration_time
+                metrics["timing.fps"] = rollout.numel() / max(iteration_time, 1e-9)
+                # After the timers: the analysis is not part of training's cost
+                metrics.update(self.message_regressor.metrics(rollout, iteration))
+                self.log_metrics(iteration, metrics)
+                self._maybe_save_rollout_sample(rollout, iteration)
 
             self.iteration = iteration + 1
             self.maybe_save_checkpoint(self.iteration)
@@ -461,18 +617,7 @@ class TensorDictRlTrainer(TensorDictTrainer):
         num_minibatches = max(1, self.frames_per_batch // self.minibatch_size)
         if self.settings.test_run:
             num_minibatches = 1
-        frozen_params = [
-            p
-            for group in getattr(self, "param_groups", [])
-            if group["agent"] is not None and not updates.get(group["agent"], True)
-            for p in group["params"]
-        ]
-        trainable = [
-            p
-            for group in getattr(self, "param_groups", [])
-            for p in group["params"]
-            if group["agent"] is None or updates.get(group["agent"], True)
-        ]
+        frozen_params, trainable = self._parameters_by_update(updates)
         totals: dict[Any, Any] = {}
         count = 0
         epochs = 1 if self.settings.test_run else self.hyper_params.rl.num_epochs
@@ -503,6 +648,109 @@ class TensorDictRlTrainer(TensorDictTrainer):
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
         return {key: value / max(count, 1) for key, value in totals.items()}
+
+    def _parameters_by_update(
+        self, updates: Mapping[str, bool]
+    ) -> tuple[list[Any], list[Any]]:
+        """``(frozen, trainable)``: the parameters of agents this iteration does
+        not update, and all the others."""
+        groups = getattr(self, "param_groups", [])
+        frozen = [
+            p
+            for group in groups
+            if group["agent"] is not None and not updates.get(group["agent"], True)
+            for p in group["params"]
+        ]
+        trainable = [
+            p
+            for group in groups
+            for p in group["params"]
+            if group["agent"] is None or updates.get(group["agent"], True)
+        ]
+        return frozen, trainable
+
+    def _train_on_shards(
+        self, rollouts: list[Any], updates: Mapping[str, bool]
+    ) -> dict:
+        """:meth:`_train_on_rollout` for the shards of this process.
+
+        Every minibatch is one slice per shard (``minibatch_size / num_shards``
+        frames from the shard's own replay buffer); each shard's loss is
+        back-propagated scaled by ``1 / num_shards``, the gradients are summed
+        across processes, then every process takes the same step. The mean losses
+        are over every shard of every process.
+        """
+        import torch
+        from torch.nn.utils import clip_grad_norm_
+
+        sharding = self.sharding
+        for shard, rollout in zip(sharding.shards, rollouts, strict=True):
+            shard.replay_buffer.empty()
+            shard.replay_buffer.extend(rollout.reshape(-1))
+        num_minibatches = max(1, self.frames_per_batch // self.minibatch_size)
+        if self.settings.test_run:
+            num_minibatches = 1
+        frozen_params, trainable = self._parameters_by_update(updates)
+        stepping = self.optimizer is not None and any(updates.values())
+        scale = 1.0 / sharding.num_shards
+        totals: dict[Any, Any] = {}
+        count = 0
+        epochs = 1 if self.settings.test_run else self.hyper_params.rl.num_epochs
+        for _ in range(epochs):
+            for _ in range(num_minibatches):
+                for shard in sharding.shards:
+                    # The backward pass inside too: buffers a forward pass changed
+                    # (and saved for its backward) are put back only after it
+                    with sharding.forward(shard):
+                        minibatch = shard.replay_buffer.sample()
+                        loss_vals = self.loss_module(minibatch)
+                        total = _summed_losses(loss_vals) if stepping else None
+                        if total is not None:
+                            (total * scale).backward()
+                    self._accumulate(totals, loss_vals)
+                    count += 1
+                if not stepping:
+                    continue
+                sharding.all_reduce_gradients(trainable)
+                for p in frozen_params:
+                    p.grad = None
+                clip_grad_norm_(trainable, self.hyper_params.rl.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        sums = {key: value.clone() for key, value in totals.items()}
+        sums[("_count",)] = torch.tensor(float(count), device=self.device)
+        sharding.all_reduce_totals(sums)
+        total_count = max(float(sums.pop(("_count",))), 1.0)
+        return {key: value / total_count for key, value in sums.items()}
+
+    def _collect_shards(self, steps: int, *, train: bool) -> list[Any]:
+        """One rollout per shard of this process, each from the shard's own
+        environment (and, in training, its carried-over episodes)."""
+        rollouts = []
+        for shard in self.sharding.shards:
+            with self.sharding.forward(shard):
+                if train:
+                    rollout, shard.carry = self._collect(
+                        shard.train_environment, shard.carry, steps
+                    )
+                else:
+                    rollout, shard.test_carry = self._collect(
+                        shard.test_environment, shard.test_carry, steps
+                    )
+            rollouts.append(rollout)
+        return rollouts
+
+    def _gather_shard_rollouts(self, rollouts: list[Any]) -> Any:
+        """The whole batch (every shard's rollout, in shard order, along the
+        environment dimension) on rank 0; ``None`` on the other processes."""
+        import torch
+
+        from nip_core.distributed import gather_objects
+
+        gathered = gather_objects([rollout.cpu() for rollout in rollouts])
+        if gathered is None:
+            return None
+        return torch.cat([r for part in gathered for r in part], dim=0)
 
     @staticmethod
     def _accumulate(totals: dict, loss_vals: Any) -> None:
@@ -568,6 +816,9 @@ class TensorDictRlTrainer(TensorDictTrainer):
         import torch
 
         iteration_context.set_description("Testing")
+        if self.sharding is not None:
+            self._run_sharded_test_loop(iteration_context)
+            return
         env = self.test_environment
         steps = self._steps_per_iteration(env)
         self.set_agents_mode(False)
@@ -582,6 +833,33 @@ class TensorDictRlTrainer(TensorDictTrainer):
             return
         # Concatenate along time so episodes crossing iterations stay whole
         rollout = torch.cat(rollouts, dim=-1)
+        metrics = self._rollout_statistics(rollout, train=False)
+        self.log_metrics(_num_iterations(self), metrics)
+
+    def _run_sharded_test_loop(self, iteration_context: IterationContext) -> None:
+        """The test loop, each shard testing on its own environments; rank 0
+        computes the statistics of the whole batch."""
+        import torch
+
+        # Running statistics are shard 0's (rank 0's): every process tests with them
+        self.sharding.synchronise_agents()
+        steps = self._steps_per_iteration(self.sharding.shards[0].test_environment)
+        self.set_agents_mode(False)
+        per_shard: list[list[Any]] = [[] for _ in self.sharding.shards]
+        for shard in self.sharding.shards:
+            shard.test_carry = None
+        for _ in range(_num_test_iterations(self)):
+            for k, rollout in enumerate(self._collect_shards(steps, train=False)):
+                per_shard[k].append(rollout.cpu())
+            iteration_context.step()
+        self.set_agents_mode(True)
+        if not per_shard[0]:
+            return
+        rollout = self._gather_shard_rollouts(
+            [torch.cat(rollouts, dim=-1) for rollouts in per_shard]
+        )
+        if rollout is None:
+            return
         metrics = self._rollout_statistics(rollout, train=False)
         self.log_metrics(_num_iterations(self), metrics)
 
@@ -604,6 +882,14 @@ def _running_observation_statistics(
     float64 instead of keeping the rollout. ``std`` is ``None`` when there is a
     single sample.
     """
+    return _statistics_from_moments(*_observation_moments(env, keys, steps))
+
+
+def _observation_moments(
+    env: Any, keys: list[Any], steps: int
+) -> tuple[dict[Any, Any], dict[Any, Any], int]:
+    """Float64 sums and sums of squares of the observations of ``steps`` steps of
+    random actions, per feature, and the number of observations."""
     import torch
 
     totals: dict[Any, Any] = {}
@@ -621,8 +907,17 @@ def _running_observation_statistics(
             count += td.numel()
             td = env.rand_action(td)
             _, td = env.step_and_maybe_reset(td)
+    return totals, squares, count
+
+
+def _statistics_from_moments(
+    totals: Mapping[Any, Any], squares: Mapping[Any, Any], count: int
+) -> dict[Any, tuple[Any, Any]]:
+    """Mean and unbiased standard deviation (``None`` for one sample) from sums."""
+    import torch
+
     stats = {}
-    for key in keys:
+    for key in totals:
         mean = totals[key] / count
         std = None
         if count > 1:
@@ -645,3 +940,36 @@ def _load_transform_state(env: Any, state: Mapping[str, Any] | None) -> None:
     transform = getattr(env, "transform", None)
     if transform is not None and state is not None:
         transform.load_state_dict(state)
+
+
+def _summed_losses(loss_vals: Any) -> Any:
+    """The sum of every ``loss_*`` entry that has a gradient (``None`` if none)."""
+    import torch
+
+    total = sum(
+        value.sum()
+        for key, value in loss_vals.items(True, True)
+        if _leaf(key).startswith("loss_") and value.requires_grad
+    )
+    return total if torch.is_tensor(total) else None
+
+
+def _shard_state(shard: Any) -> dict[str, Any]:
+    """What a checkpoint keeps of one shard (on the CPU, to travel to rank 0)."""
+    return {
+        "carry": None if shard.carry is None else shard.carry.clone().cpu(),
+        "train": capture_environment_state(shard.train_environment),
+        "test": capture_environment_state(shard.test_environment),
+        "rng": shard.rng.state_dict(),
+    }
+
+
+def _load_shard_state(
+    shard: Any, state: Mapping[str, Any], envs: Mapping[str, Any], device: Any
+) -> None:
+    shard.carry = None if state["carry"] is None else state["carry"].to(device)
+    restore_environment_state(shard.train_environment, state["train"])
+    restore_environment_state(shard.test_environment, state["test"])
+    _load_transform_state(shard.train_environment, envs["train_transforms"])
+    _load_transform_state(shard.test_environment, envs["test_transforms"])
+    shard.rng.load_state_dict(state["rng"])

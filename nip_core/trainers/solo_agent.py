@@ -12,6 +12,11 @@ trainers (``pretrain_agents=True``), which caches the bodies it trains (see
 Metrics per epoch (step = epoch): ``{agent}.train_loss``, ``{agent}.train_accuracy``;
 after training: ``{agent}.test_loss``, ``{agent}.test_accuracy`` (``pretrain_``
 prefixed when pre-training).
+
+Sharded (``distributed.num_shards > 1`` or under ``torchrun``, see
+:mod:`nip_core.trainers.sharding`), every batch is cut into one slice per shard; each
+slice's summed loss is divided by the whole batch's size, so the gradients summed
+over shards and processes are those of the batch's mean loss.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class SoloAgentTrainer(TensorDictTrainer):
     """
 
     trainer_type: ClassVar[str] = "solo_agent"
+    supports_sharding: ClassVar[bool] = True
 
     def __init__(self, *args: Any, as_pretraining: bool = False, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -142,6 +148,8 @@ class SoloAgentTrainer(TensorDictTrainer):
         state = super().state_dict()
         state["optimizers"] = {n: o.state_dict() for n, o in self._optimizers.items()}
         state["data_generator"] = self._generator.get_state()
+        if self.sharding is not None:
+            state["shards"] = self.sharding.gather_state(self.sharding.rng_state)
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -149,6 +157,20 @@ class SoloAgentTrainer(TensorDictTrainer):
         for name, opt_state in state["optimizers"].items():
             self._optimizers[name].load_state_dict(opt_state)
         self._generator.set_state(state["data_generator"])
+        if self.sharding is not None:
+            for shard, rng in self.sharding.local_states(state.get("shards")):
+                shard.rng.load_state_dict(rng)
+
+    def _build_sharding(self) -> Any:
+        """The shards of this process (random streams only), or ``None``."""
+        from nip_core.trainers.sharding import Sharding, shard_layout
+
+        layout = shard_layout(self.hyper_params)
+        if layout is None:
+            return None
+        return Sharding(
+            self, layout, purpose="pretraining" if self.as_pretraining else "solo"
+        )
 
     def saves_checkpoints(self) -> bool:
         # pre-training belongs to the RL run, which checkpoints
@@ -163,8 +185,11 @@ class SoloAgentTrainer(TensorDictTrainer):
         seed_everything(int(self.hyper_params.seed))
         if not self._built:
             self._build()
+        self.sharding = self._build_sharding()
         start = 0 if self.as_pretraining else self.restore_from_checkpoint()
         self._start_epoch = start
+        if self.sharding is not None:
+            self.sharding.synchronise_agents()
 
         if self.run.base_checkpoint is not None and not self.as_pretraining:
             # Re-running the tests of a base run: its final agents, no training
@@ -205,6 +230,9 @@ class SoloAgentTrainer(TensorDictTrainer):
             self.set_agents_mode(True)
             totals = {name: [0.0, 0.0, 0] for name in self.trained_agent_names}
             for indices in self._batches(dataset, shuffle=True):
+                if self.sharding is not None:
+                    self._train_sharded_batch(dataset, indices, totals)
+                    continue
                 data = dataset[indices].to(self.device)
                 y = data["y"].reshape(-1).long()
                 observation = self._observation(data, train=True)
@@ -218,6 +246,7 @@ class SoloAgentTrainer(TensorDictTrainer):
                     totals[name][0] += loss.item() * n
                     totals[name][1] += (logits.argmax(-1) == y).float().sum().item()
                     totals[name][2] += n
+            self._all_reduce_totals(totals)
             metrics = {}
             for name, (loss_sum, correct, count) in totals.items():
                 metrics[f"{name}.{self.prefix}train_loss"] = loss_sum / max(count, 1)
@@ -229,6 +258,51 @@ class SoloAgentTrainer(TensorDictTrainer):
                 self.run.run_callbacks(self, epoch, metrics)
             iteration_context.step()
 
+    def _train_sharded_batch(
+        self, dataset: Any, indices: Any, totals: dict[str, list]
+    ) -> None:
+        """One optimisation step per agent on a batch cut into shards."""
+        import torch.nn.functional as F
+
+        batch_size = len(indices)
+        slices = []
+        for shard, shard_indices in self.sharding.chunks(indices):
+            if len(shard_indices) == 0:
+                continue
+            data = dataset[shard_indices].to(self.device)
+            y = data["y"].reshape(-1).long()
+            slices.append((shard, y, self._observation(data, train=True)))
+        for name, optimizer in self._optimizers.items():
+            optimizer.zero_grad()
+            for shard, y, observation in slices:
+                # The backward pass inside too: buffers the forward pass changed
+                # (and saved for its backward) are put back only after it
+                with self.sharding.forward(shard):
+                    logits = self.solo_logits(name, observation)
+                    loss_sum = F.cross_entropy(logits, y, reduction="sum")
+                    (loss_sum / batch_size).backward()
+                totals[name][0] += loss_sum.item()
+                totals[name][1] += (logits.argmax(-1) == y).float().sum().item()
+                totals[name][2] += len(y)
+            self.sharding.all_reduce_gradients(
+                [p for group in optimizer.param_groups for p in group["params"]]
+            )
+            optimizer.step()
+
+    def _all_reduce_totals(self, totals: dict[str, list]) -> None:
+        """Sum per-agent ``[loss sum, correct, count]`` over the processes."""
+        if self.sharding is None:
+            return
+        import torch
+
+        from nip_core.distributed import all_reduce_sum
+
+        names = list(totals)
+        table = torch.tensor([totals[n] for n in names], dtype=torch.float64)
+        all_reduce_sum([table])
+        for name, row in zip(names, table.tolist(), strict=True):
+            totals[name] = [row[0], row[1], int(row[2])]
+
     def evaluate(
         self, dataset: Any, train: bool = False
     ) -> dict[str, dict[str, float]]:
@@ -236,19 +310,32 @@ class SoloAgentTrainer(TensorDictTrainer):
         import torch
         import torch.nn.functional as F
 
+        if self.sharding is not None:
+            # Running statistics are shard 0's (rank 0's) on every process
+            self.sharding.synchronise_agents()
         self.set_agents_mode(False)
         totals = {name: [0.0, 0.0, 0] for name in self.trained_agent_names}
         with torch.no_grad():
             for indices in self._batches(dataset, shuffle=False):
-                data = dataset[indices].to(self.device)
-                y = data["y"].reshape(-1).long()
-                observation = self._observation(data, train=train)
-                for name in self._optimizers:
-                    logits = self.solo_logits(name, observation)
-                    n = len(y)
-                    totals[name][0] += F.cross_entropy(logits, y).item() * n
-                    totals[name][1] += (logits.argmax(-1) == y).float().sum().item()
-                    totals[name][2] += n
+                parts = (
+                    [(None, indices)]
+                    if self.sharding is None
+                    else self.sharding.chunks(indices)
+                )
+                for _, part in parts:
+                    if len(part) == 0:
+                        continue
+                    data = dataset[part].to(self.device)
+                    y = data["y"].reshape(-1).long()
+                    observation = self._observation(data, train=train)
+                    for name in self._optimizers:
+                        logits = self.solo_logits(name, observation)
+                        totals[name][0] += F.cross_entropy(
+                            logits, y, reduction="sum"
+                        ).item()
+                        totals[name][1] += (logits.argmax(-1) == y).float().sum().item()
+                        totals[name][2] += len(y)
+        self._all_reduce_totals(totals)
         self.set_agents_mode(True)
         return {
             name: {"loss": s / max(c, 1), "accuracy": a / max(c, 1)}

@@ -54,6 +54,21 @@ class VanillaPpoTrainer(TensorDictRlTrainer):
     :class:`~nip_plugin_ppo.losses.PerAgentPpoLoss`).
     """
 
+    def sharding_problems(self) -> list[ConfigProblem]:
+        problems = super().sharding_problems()
+        if self.hyper_params.ppo.loss_type == "kl_penalty":
+            problems.append(
+                ConfigProblem(
+                    "ppo.loss_type",
+                    "the adaptive KL penalty cannot run sharded: its coefficient "
+                    "changes with every minibatch it sees, so each shard would "
+                    "adapt its own; use loss_type=clip, or distributed.num_shards=1 "
+                    "in one process",
+                    "kl_penalty",
+                )
+            )
+        return problems
+
     def _loss_critic(self) -> Any:
         """What the PPO loss runs for the critic: with a shared body only the value
         head, since the actor's pass in the same loss call has just written the
@@ -92,7 +107,13 @@ class SpgTrainer(TensorDictRlTrainer):
     the verifiers lead and the other agents follow) and each agent's actor learning
     rate (``rl.lr`` × ``agent_lr_factor.actor``); the resulting directions are the
     actor gradients. Critic and entropy gradients are added as usual.
+
+    It cannot run sharded (``distributed.num_shards > 1`` or under ``torchrun``):
+    the Stackelberg directions are not linear in the minibatch, so a mean of
+    per-shard directions is another algorithm.
     """
+
+    supports_sharding = False
 
     def _stackelberg_sequence(self) -> tuple[tuple[str, ...], ...]:
         sequence = self.hyper_params.spg.stackelberg_sequence

@@ -1,0 +1,162 @@
+"""Sweeps through Hydra's cluster launchers: submitit (local executor) and Ray.
+
+submitit's ``local`` executor is the code path of its Slurm executor with
+subprocesses instead of Slurm jobs: each job runs in a fresh Python process, which
+composes the job's config again from the pickled Hydra context, so plugins' config
+directories must be on the search path there. The Ray test starts a local Ray
+cluster (2 CPUs, no dashboard) and shuts it down, with every process it started,
+at the end.
+
+Each job must load the sweep-test plugin through its entry point in its own process
+(the plugin leaves its pid in ``loaded_by/``), write a complete run directory
+(status, metrics of every iteration and of the test, checkpoints) and its job
+record; ``nip report`` then reads the whole sweep.
+
+Skipped only where the extra is not installed (``pip install nip-core[submitit]``,
+``nip-core[ray]``); ``scripts/setup.sh`` installs both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nip_core.cli.main import main
+
+pytestmark = [pytest.mark.launchers, pytest.mark.usefixtures("single_thread")]
+
+EXPECTED_STEPS = [0, 1, 2, 3]  # three training iterations, then the test metrics
+
+
+def _require(module: str, extra: str) -> None:
+    try:
+        __import__(module)
+    except ImportError:
+        pytest.skip(
+            f"the {extra} extra is not installed: pip install nip-core[{extra}]"
+        )
+
+
+def _check_sweep(site, capsys, num_jobs: int) -> Path:
+    """Every job's run is complete, was run by another process, and is reported."""
+    [sweep_dir] = site.sweep_dirs()
+    runs = site.run_dirs()
+    assert len(runs) == num_jobs
+    for run in runs:
+        info = json.loads((run / "run_info.json").read_text())
+        assert info["status"] == "finished", info
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines]
+        assert [r["step"] for r in records] == EXPECTED_STEPS
+        assert "test_mean_accuracy" in records[-1]
+        assert (run / "checkpoints" / "latest.pt").is_file()
+        params = json.loads((run / "hyper_params.json").read_text())
+        assert params["_meta"]["versions"]["nip-plugin-sweep-test"] == "0.3.1"
+    remote = site.loading_pids() - {os.getpid()}
+    assert len(remote) >= 1, "the jobs did not load the plugin in another process"
+
+    for job in range(num_jobs):
+        job_dir = sweep_dir / str(job)
+        record = json.loads((job_dir / "nip_job.json").read_text())
+        assert Path(record["run_dir"]).resolve() in {r.resolve() for r in runs}
+        hydra_cfg = yaml.safe_load((job_dir / ".hydra" / "hydra.yaml").read_text())
+        sources = hydra_cfg["hydra"]["runtime"]["config_sources"]
+        assert {"path": str(site.config_dir), "schema": "file"}.items() <= next(
+            (s for s in sources if s["provider"] == "nip:sweep_test"), {}
+        ).items(), "the plugin's config directory is not on the job's search path"
+
+    capsys.readouterr()
+    assert main(["report", str(sweep_dir), "--json", "--episodes", "0"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["runs"]) == num_jobs
+    return sweep_dir
+
+
+def test_sweep_on_submitit_local(sweep_site, capsys):
+    _require("hydra_plugins.hydra_submitit_launcher", "submitit")
+    status = main(
+        [
+            "run",
+            "-m",
+            "-c",
+            "sweep_test/exp",
+            "hydra/launcher=submitit_local",
+            "hydra.launcher.timeout_min=5",
+            "seed=1,2",
+        ]
+    )
+    assert status == 0, capsys.readouterr().err
+    sweep_dir = _check_sweep(sweep_site, capsys, num_jobs=2)
+    # submitit ran them: its job folders hold each job's pickled result
+    assert list((sweep_dir / ".submitit").glob("*/*_result.pkl"))
+
+    # Resuming through the same launcher: both runs finished, both skipped
+    status = main(["run", "--resume-sweep", str(sweep_dir)])
+    err = capsys.readouterr().err
+    assert status == 0, err
+    assert "2 of 2 jobs succeeded (2 skipped" in err
+    assert len(sweep_site.run_dirs()) == 2
+
+
+def test_submitit_sweep_is_validated_before_any_job_starts(sweep_site, capsys):
+    _require("hydra_plugins.hydra_submitit_launcher", "submitit")
+    status = main(
+        [
+            "run",
+            "-m",
+            "-c",
+            "sweep_test/exp",
+            "hydra/launcher=submitit_local",
+            "rl.num_epochs=1,0",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "rl.num_epochs" in err and "[job: ++rl.num_epochs=0]" not in err
+    assert "[job: rl.num_epochs=0]" in err
+    assert not sweep_site.runs.exists() or not list(sweep_site.runs.rglob(".submitit"))
+    assert sweep_site.loading_pids() <= {os.getpid()}
+
+
+@pytest.fixture
+def local_ray_cluster(sweep_site):
+    """A Ray cluster of this machine, started for the test and shut down after.
+
+    Started after ``sweep_site`` set ``PYTHONPATH``, so Ray's worker processes
+    (children of the cluster's raylet) import the sweep-test plugin.
+    """
+    ray = pytest.importorskip(
+        "ray", reason="the ray extra is not installed: pip install nip-core[ray]"
+    )
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=78_643_200,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def test_sweep_on_a_local_ray_cluster(local_ray_cluster, sweep_site, capsys):
+    _require("hydra_plugins.hydra_ray_launcher", "ray")
+    status = main(
+        [
+            "run",
+            "-m",
+            "-c",
+            "sweep_test/exp",
+            "hydra/launcher=ray",
+            "seed=1,2",
+        ]
+    )
+    assert status == 0, capsys.readouterr().err
+    _check_sweep(sweep_site, capsys, num_jobs=2)
+    assert local_ray_cluster.is_initialized()

@@ -1,0 +1,138 @@
+"""Restarting a killed sweep: ``nip run -m --resume-sweep``, with the basic launcher.
+
+The sweep runs in this process; one of its jobs is "killed" after its second
+iteration (a callback raises ``KeyboardInterrupt``, which ends the whole sweep as
+Ctrl-C or a signal would), so the sweep stops with one run finished, one with a
+checkpoint and one never started.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nip_core.cli.main import main
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _interrupt_run(
+    monkeypatch: pytest.MonkeyPatch, seed: int, after_iteration: int
+) -> None:
+    """Make the run of ``seed`` stop like a killed process after an iteration."""
+    import nip_core.experiment
+
+    real = nip_core.experiment.run_experiment
+
+    def stop(trainer, iteration, metrics):
+        if trainer.hyper_params.seed == seed and iteration == after_iteration:
+            raise KeyboardInterrupt
+
+    def run_experiment(hyper_params, settings, **kwargs):
+        return real(hyper_params, settings, callbacks=[stop], **kwargs)
+
+    monkeypatch.setattr(nip_core.experiment, "run_experiment", run_experiment)
+
+
+def _metric_steps(run_dir: Path) -> list[int]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["step"] for line in lines if line.strip()]
+
+
+def _status(run_dir: Path) -> str:
+    return json.loads((run_dir / "run_info.json").read_text())["status"]
+
+
+def test_a_killed_sweep_resumes_without_duplicating_runs(sweep_site, capsys):
+    with pytest.MonkeyPatch.context() as patch:
+        _interrupt_run(patch, seed=2, after_iteration=1)
+        status = main(["run", "-m", "-c", "sweep_test/exp", "seed=1,2,3"])
+    assert status == 130
+    [sweep_dir] = sweep_site.sweep_dirs()
+    first = {p.name: _status(p) for p in sweep_site.run_dirs()}
+    assert sorted(first.values()) == ["finished", "killed"]
+    killed = next(sweep_site.runs / n for n, s in first.items() if s == "killed")
+    checkpoints = sorted(p.name for p in (killed / "checkpoints").glob("iter_*"))
+    assert checkpoints[-1] == "iter_000002.pt"
+
+    capsys.readouterr()
+    status = main(["run", "--resume-sweep", str(sweep_dir)])
+    err = capsys.readouterr().err
+    assert status == 0, err
+    assert "3 of 3 jobs succeeded (1 skipped: their runs had finished)" in err
+
+    runs = sweep_site.run_dirs()
+    assert len(runs) == 3, "a resumed sweep must not start runs under new ids"
+    assert set(first) <= {p.name for p in runs}
+    assert all(p.name.startswith(f"{sweep_dir.name}-") for p in runs)
+    assert {_status(p) for p in runs} == {"finished"}
+    # The killed run continued at iteration 2 (after its checkpoint): every train
+    # iteration logged once, then the test metrics
+    assert _metric_steps(killed) == [0, 1, 2, 3]
+    for run in runs:
+        assert _metric_steps(run) == [0, 1, 2, 3]
+
+    # `nip report` takes the sweep directory for all of its runs
+    capsys.readouterr()
+    assert main(["report", str(sweep_dir), "--json", "--episodes", "0"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["runs"]) == 3
+
+    # A sweep by name (under runs/sweeps) resumes too, with nothing left to do
+    status = main(
+        [
+            "run",
+            "--resume-sweep",
+            sweep_dir.name,
+            "-c",
+            "sweep_test/exp",
+            f"run.runs_dir={sweep_site.runs}",
+            "seed=1,2,3",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert status == 0, err
+    assert "(3 skipped" in err
+    assert len(sweep_site.run_dirs()) == 3
+    manifest = json.loads((sweep_dir / "sweep.json").read_text())
+    assert manifest["launches"] == 3
+    assert manifest["config_name"] == "sweep_test/exp"
+
+
+def test_a_sweep_directory_is_not_launched_twice(sweep_site, capsys):
+    sweep_dir = sweep_site.runs / "sweeps" / "mine"
+    args = [
+        "run",
+        "-m",
+        "-c",
+        "sweep_test/exp",
+        "seed=1",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    assert main(args) == 0, capsys.readouterr().err
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "already holds a sweep" in err
+    assert f"--resume-sweep {sweep_dir}" in err
+    assert len(sweep_site.run_dirs()) == 1
+
+
+def test_jobs_that_are_the_same_experiment_are_refused(sweep_site, capsys):
+    status = main(["run", "-m", "-c", "sweep_test/exp", "run.checkpoint_period=1,2"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "are the same experiment" in err
+    assert not sweep_site.runs.exists() or sweep_site.run_dirs() == []
+
+
+def test_resuming_a_missing_sweep_names_the_known_ones(sweep_site, capsys):
+    assert main(["run", "-m", "-c", "sweep_test/exp", "seed=1"]) == 0
+    [sweep_dir] = sweep_site.sweep_dirs()
+    capsys.readouterr()
+    status = main(["run", "--resume-sweep", "nope", f"run.runs_dir={sweep_site.runs}"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "no sweep 'nope'" in err
+    assert sweep_dir.name in err
