@@ -169,9 +169,9 @@ def hydra_app(
 
 HYDRA_PLUGIN_PACKAGES: Mapping[str, str] = {
     "hydra/launcher/joblib": "nip-core[joblib]",
-    "hydra/launcher/submitit_local": "hydra-submitit-launcher",
-    "hydra/launcher/submitit_slurm": "hydra-submitit-launcher",
-    "hydra/launcher/ray": "hydra-ray-launcher",
+    "hydra/launcher/submitit_local": "nip-core[submitit]",
+    "hydra/launcher/submitit_slurm": "nip-core[submitit]",
+    "hydra/launcher/ray": "nip-core[ray]",
     "hydra/launcher/rq": "hydra-rq-launcher",
     "hydra/sweeper/optuna": "hydra-optuna-sweeper",
     "hydra/sweeper/ax": "hydra-ax-sweeper",

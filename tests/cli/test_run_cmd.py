@@ -289,12 +289,16 @@ def test_third_party_logging_goes_through_nip_quietly(
 
 
 def test_a_missing_hydra_launcher_names_its_package(toy_plugin, capsys):
-    status = main(["run", "-m", "-c", "toy/exp", "hydra/launcher=submitit_slurm"])
+    # (the submitit and Ray launchers are extras the test environment installs)
+    status = main(["run", "-m", "-c", "toy/exp", "hydra/launcher=rq"])
     _, err = capsys.readouterr()
     assert status == 2
-    assert "hydra/launcher/submitit_slurm is not installed" in err
-    assert "pip install 'hydra-submitit-launcher'" in err
+    assert "hydra/launcher/rq is not installed" in err
+    assert "pip install 'hydra-rq-launcher'" in err
     assert "Traceback" not in err
     from nip_core.cli.compose import HYDRA_PLUGIN_PACKAGES
 
     assert HYDRA_PLUGIN_PACKAGES["hydra/launcher/joblib"] == "nip-core[joblib]"
+    assert HYDRA_PLUGIN_PACKAGES["hydra/launcher/submitit_slurm"] == (
+        "nip-core[submitit]"
+    )
