@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -74,12 +75,15 @@ class _LoadedBase:
             from peft import PeftModel
 
             name = "a" + hashlib.sha1(key.encode()).hexdigest()[:16]
-            if not self.adapters:
-                self.model = PeftModel.from_pretrained(
-                    self.model, key, adapter_name=name, is_trainable=False
-                )
-            else:
-                self.model.load_adapter(key, adapter_name=name, is_trainable=False)
+            with warnings.catch_warnings():
+                # peft calls an attribute transformers 5 deprecated; not actionable
+                warnings.simplefilter("ignore", FutureWarning)
+                if not self.adapters:
+                    self.model = PeftModel.from_pretrained(
+                        self.model, key, adapter_name=name, is_trainable=False
+                    )
+                else:
+                    self.model.load_adapter(key, adapter_name=name, is_trainable=False)
             self.model.eval()
             self.adapters[key] = name
         self.model.set_adapter(name)
@@ -311,6 +315,14 @@ class TransformersBackend(TextBackend):
         if not request.examples:
             raise BackendError(f"fine-tune job {request.name!r} has no examples")
         self.resolve(request.base_model, fine_tuning=True)
+        if request.method == "supervised":
+            for number, chat in enumerate(request.examples_as_dicts()):
+                if not any(m["role"] == "assistant" for m in chat["messages"]):
+                    raise BackendError(
+                        f"fine-tune job {request.name!r}: example {number} has no "
+                        "assistant message; supervised examples are whole chats, "
+                        "trained on their assistant messages"
+                    )
         seed = request.seed
         if seed is None:
             from nip_core.seeding import derive_seed

@@ -116,6 +116,9 @@ def tiny_chat_model(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
+        # wide enough embeddings that a frozen output head can still express
+        # peaked distributions (LoRA does not train the embeddings)
+        initializer_range=0.2,
     )
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
