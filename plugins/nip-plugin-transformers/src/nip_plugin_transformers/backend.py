@@ -155,7 +155,7 @@ class TransformersBackend(TextBackend):
             return loaded
         while len(self._bases) >= self.params.max_loaded_models:
             self._bases.popitem(last=False)
-            self._free_memory()
+            self._free_memory(collect=True)
         tokenizer = load_tokenizer(root, self.params, padding_side="left")
         model = load_model(root, self.params, self.device, self.dtype)
         model.eval()
@@ -163,19 +163,23 @@ class TransformersBackend(TextBackend):
         self._bases[key] = loaded
         return loaded
 
-    def _free_memory(self) -> None:
-        import gc
+    def _free_memory(self, collect: bool = False) -> None:
+        cuda = self.device.startswith("cuda")
+        if collect or cuda:
+            import gc
 
-        gc.collect()
-        if self.device.startswith("cuda"):
+            gc.collect()  # a model's reference cycles hold its weights until then
+        if cuda:
             import torch
 
             torch.cuda.empty_cache()
 
     def unload_models(self) -> None:
         """Drop every loaded model (they load again when next used)."""
+        had_models = bool(self._bases)
         self._bases.clear()
-        self._free_memory()
+        if had_models:
+            self._free_memory()
 
     def check_model(self, model: str) -> None:
         """Resolve the model and load its tokenizer (a missing model, or one without

@@ -266,11 +266,23 @@ def worker_exit_code(job_dir: Path, handle: WorkerHandle) -> int | None:
     spawned = _SPAWNED.pop(handle.pid, None)
     if spawned is not None:
         return spawned.poll()
-    try:
-        data = json.loads((job_dir / "worker_exit.json").read_text("utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return int(data["exit_code"]) if data.get("pid") == handle.pid else None
+    # The warm process writes the status when it reaps the worker, a moment after
+    # the worker died: wait for it a little when that process still runs
+    deadline = time.monotonic() + (1.0 if _zygote_running() else 0.0)
+    while True:
+        try:
+            data = json.loads((job_dir / "worker_exit.json").read_text("utf-8"))
+            if data.get("pid") == handle.pid:
+                return int(data["exit_code"])
+        except (OSError, json.JSONDecodeError):
+            pass
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.01)
+
+
+def _zygote_running() -> bool:
+    return _ZYGOTE is not None and _ZYGOTE.alive()
 
 
 def stop_worker(handle: WorkerHandle, grace: float = 5.0) -> None:
@@ -325,6 +337,8 @@ class JobRecord:
     created_at: float
     status: str = "queued"
     attempts: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
     worker: dict[str, Any] | None = None
     fine_tuned_model: str | None = None
     error: str | None = None
@@ -424,6 +438,7 @@ class JobManager:
             return None
 
     def _adopt(self, record: JobRecord, result: dict[str, Any]) -> None:
+        record.finished_at = float(result.get("time") or time.time())
         if result.get("status") == "succeeded":
             record.status = "succeeded"
             record.fine_tuned_model = str(result["fine_tuned_model"])
@@ -463,6 +478,7 @@ class JobManager:
         else:
             log = self.job_dir(record.id) / LOG_FILE
             record.status = "failed"
+            record.finished_at = time.time()
             record.error = (
                 f"the worker process of fine-tune job {record.name!r} died "
                 f"{record.attempts} time(s) (the last {reason}); see {log}. Raise "
@@ -480,10 +496,12 @@ class JobManager:
             handle = launch_worker(job_dir, self.worker_start)
         except BackendError as error:
             record.status = "failed"
+            record.finished_at = time.time()
             record.error = str(error)
             record.note(f"attempt {record.attempts}: could not start: {error}")
             return
         record.status = "running"
+        record.started_at = time.time()
         record.worker = handle.to_dict()
         checkpoints = sorted((job_dir / "checkpoints").glob("checkpoint-*"))
         where = f", continuing from {checkpoints[-1].name}" if checkpoints else ""
@@ -572,6 +590,7 @@ class JobManager:
                     self._adopt(record, result)  # it finished before the cancel
                 else:
                     record.status = "cancelled"
+                    record.finished_at = time.time()
                     record.worker = None
                     record.note("cancelled")
                 self._save(record)

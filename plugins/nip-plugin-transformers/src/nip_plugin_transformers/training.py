@@ -87,6 +87,26 @@ def _describe(error: BaseException) -> str:
     return text
 
 
+def _last_complete_checkpoint(output_dir: Path) -> str | None:
+    """The newest checkpoint a killed worker finished writing (``trainer_state.json``
+    is written last); partial ones are deleted."""
+    if not output_dir.is_dir():
+        return None
+    found = []
+    for path in output_dir.glob("checkpoint-*"):
+        step = path.name.removeprefix("checkpoint-")
+        if path.is_dir() and step.isdigit():
+            found.append((int(step), path))
+    for _, path in sorted(found, reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text("utf-8"))
+            return str(path)
+        except (OSError, ValueError):
+            print(f"deleting {path.name}, which its worker did not finish", flush=True)
+            shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
 def _is_peft(model: Any) -> bool:
     from peft import PeftModel
 
@@ -133,7 +153,6 @@ def _train(job_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
     import torch
     import transformers
     from datasets import Dataset
-    from transformers.trainer_utils import get_last_checkpoint
     from transformers.utils import logging as hf_logging
 
     from nip_plugin_transformers.data import preference_rows, supervised_rows
@@ -253,7 +272,7 @@ def _train(job_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
             peft_config=peft_config,
             callbacks=callbacks,
         )
-    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    last = _last_complete_checkpoint(output_dir)
     if last:
         print(f"continuing from {last}", flush=True)
     result = trainer.train(resume_from_checkpoint=last)

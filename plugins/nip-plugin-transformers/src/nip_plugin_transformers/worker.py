@@ -17,6 +17,7 @@ remote service, and the next run that looks at their job finds their result.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -38,6 +39,17 @@ def _preload() -> None:
     from trl import DPOTrainer, SFTTrainer  # noqa: F401
 
     import nip_plugin_transformers.training  # noqa: F401
+
+    try:  # transformers compiles a thousand regexes on the first model load
+        from transformers.conversion_mapping import get_checkpoint_conversion_mapping
+
+        get_checkpoint_conversion_mapping("llama")
+    except Exception:  # noqa: BLE001 - an internal of transformers; only a speed-up
+        pass
+    # Workers are forked from here: objects that exist now are never collected, so
+    # a worker's garbage collections do not walk (and copy) the whole import heap
+    gc.collect()
+    gc.freeze()
 
 
 def _run_child(request: dict[str, Any]) -> int:
