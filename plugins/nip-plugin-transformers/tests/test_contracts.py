@@ -109,7 +109,9 @@ def text_run_hyper_params(
             "checkpoint_steps": 1,
             "learning_rate": 1e-2,
         },
-        "nip_protocol": {"max_message_rounds": 3, "min_message_rounds": 1},
+        # the prover speaks first, so every episode has a prover turn to learn from
+        "protocol_common": {"verifier_first": False},
+        "nip_protocol": {"max_message_rounds": 2, "min_message_rounds": 1},
     }
     return _merge(params, overrides)
 

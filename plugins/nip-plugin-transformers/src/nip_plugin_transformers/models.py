@@ -25,6 +25,7 @@ import functools
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -58,6 +59,8 @@ MODEL_INFO_FILE = "nip_model.json"
 """Written into every model directory this plugin makes (conversions, fine-tunes)."""
 
 ModelKind = Literal["full", "adapter", "gguf"]
+
+logger = logging.getLogger(__name__)
 
 
 @attrs.frozen(kw_only=True)
@@ -328,6 +331,11 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
+        logger.warning(
+            "converting %s once into a float model in %s (it takes a minute)",
+            gguf.name,
+            target,
+        )
         scratch = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
@@ -338,9 +346,15 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
             model = AutoModelForCausalLM.from_pretrained(
                 str(gguf.parent), dtype=torch.float32, **kwargs
             )
+            # The weights are float now; only the markers of their origin remain
             for config in (model.config, getattr(model, "generation_config", None)):
                 if config is not None and hasattr(config, "quantization_config"):
                     del config.quantization_config
+            for marker in ("hf_quantizer", "quantization_method"):
+                if getattr(model, marker, None) is not None:
+                    setattr(model, marker, None)
+            if getattr(model, "is_quantized", False):
+                model.is_quantized = False
             model.config.name_or_path = str(target)
             model.save_pretrained(str(scratch), safe_serialization=True)
             tokenizer.save_pretrained(str(scratch))
@@ -355,6 +369,7 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
                 ),
                 encoding="utf-8",
             )
+            _share(scratch)
             if target.exists():
                 shutil.rmtree(target)
             os.replace(scratch, target)
@@ -367,6 +382,16 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
             hf_logging.enable_progress_bar()
             shutil.rmtree(scratch, ignore_errors=True)
     return target
+
+
+def _share(directory: Path) -> None:
+    """The permissions a directory made by hand would have (mkdtemp makes it private),
+    so a shared cache stays readable."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(directory, 0o777 & ~umask)
+    for path in directory.iterdir():
+        os.chmod(path, 0o666 & ~umask)
 
 
 # --------------------------------------------------------------------------------------
