@@ -32,6 +32,10 @@ name up before :meth:`~TextBackend.create_fine_tune_job` starts a new one, so a
 resumed run never starts a job twice. :meth:`~TextBackend.get_fine_tune_job` polls,
 :meth:`~TextBackend.cancel_fine_tune_job` cancels, and
 :meth:`~TextBackend.cleanup_fine_tune_job` deletes what was uploaded for the job.
+Requests carry a seed derived from the experiment's, so backends that can seed a
+job train the same model when a run is repeated or resumed; before the first
+rollouts, trainers ask :meth:`~TextBackend.check_fine_tune_model` whether the models
+they will fine-tune can be (a quantised local file cannot).
 
 This module imports neither torch nor any client library.
 """

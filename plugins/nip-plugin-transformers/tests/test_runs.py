@@ -146,6 +146,7 @@ def test_the_default_model_is_converted_once(default_model_cache: Path) -> None:
     from nip_plugin_transformers.models import (
         DEFAULT_MODEL,
         default_model_gguf,
+        file_digest,
         resolve_model,
     )
     from nip_plugin_transformers.parameters import TransformersBackendParameters
@@ -160,7 +161,8 @@ def test_the_default_model_is_converted_once(default_model_cache: Path) -> None:
     assert config["model_type"] == "llama"
     assert (resolved.path / "model.safetensors").is_file()
     info = json.loads((resolved.path / "nip_model.json").read_text())
-    assert info["converted_from"] == str(default_model_gguf())
+    # keyed by the file's content: another install of the same file reuses it
+    assert info["sha256_prefix"] == file_digest(default_model_gguf())
     # the command prints where it is, converting nothing again
     before = (resolved.path / "model.safetensors").stat().st_mtime_ns
     assert main(["prepare", "--cache-dir", str(default_model_cache)]) == 0

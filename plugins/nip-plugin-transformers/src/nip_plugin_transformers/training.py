@@ -187,13 +187,12 @@ def _train(job_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
         fine_tuning=True,
     )
     tokenizer = load_tokenizer(resolved, params, padding_side="right")
-    # Mixed precision keeps float32 master weights for full fine-tuning in float16
-    full_float16 = dtype == torch.float16 and params.lora == "off"
-    model = load_model(
-        resolved, params, device, torch.float32 if full_float16 else dtype
-    )
+    model = load_model(resolved, params, device, dtype)
     num_parameters = sum(p.numel() for p in model.parameters())
     lora = params.uses_lora(num_parameters)
+    if dtype == torch.float16 and not lora:
+        # float16 training keeps float32 master weights (mixed precision)
+        model = model.float()
     peft_config = None
     if resolved.kind == "adapter":
         from peft import PeftModel
@@ -310,6 +309,7 @@ def _train(job_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
         "seed": seed,
         "steps": int(result.global_step),
         "train_loss": float(result.training_loss),
+        "train_runtime_s": float((result.metrics or {}).get("train_runtime", 0.0)),
         "resumed_from": last,
     }
     (partial / MODEL_INFO_FILE).write_text(json.dumps(summary, indent=2), "utf-8")
