@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_backend
+from tf_helpers import JobCounter, make_backend, text_run_hyper_params
 
 from nip_core.testing.contracts.text import BackendContract, TextTrainerContract
 from nip_core.testing.contracts.trainer import comparable_metrics
@@ -36,84 +36,6 @@ class TestTransformersBackendLoraContract(TestTransformersBackendContract):
 
     def make_backend(self) -> Any:
         return make_backend(self.root, lora="on")
-
-
-class JobCounter:
-    """Stands in for the contract's API test server: counts the fine-tune jobs the
-    backend creates while it is entered (the contract's ``jobs_created``)."""
-
-    def __init__(self, **options: Any):
-        self.options = options
-        self.jobs_created = 0
-        self.faults: dict[str, int] = {}
-        self._original: Any = None
-
-    def start(self) -> JobCounter:
-        from nip_plugin_transformers.jobs import JobManager
-
-        original = self._original = JobManager.create
-        counter = self
-
-        def create(manager: Any, **kwargs: Any) -> Any:
-            counter.jobs_created += 1
-            return original(manager, **kwargs)
-
-        JobManager.create = create  # type: ignore[method-assign]
-        return self
-
-    def stop(self) -> None:
-        from nip_plugin_transformers.jobs import JobManager
-
-        if self._original is not None:
-            JobManager.create = self._original  # type: ignore[method-assign]
-            self._original = None
-
-    def __enter__(self) -> JobCounter:
-        return self.start()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
-
-
-def text_run_hyper_params(
-    num_iterations: int, model: str, **overrides: Any
-) -> dict[str, Any]:
-    """A small synthetic text run on the transformers backend: the prover is the
-    model, the verifier plays at random (so the prover has episodes to learn from,
-    whatever a random model writes)."""
-    from nip_core.testing.synthetic.fixtures import _merge
-
-    params: dict[str, Any] = {
-        "scenario": "synthetic_text",
-        "trainer": "synthetic_text_sft",
-        "dataset": "tiny",
-        "interaction_protocol": "nip",
-        "agents": {
-            "_default": {
-                "model_name": model,
-                "max_tokens_per_message": 8,
-                "num_invalid_generation_retries": 1,
-            },
-            "verifier": {"is_random": True},
-        },
-        "text_rl": {
-            "num_iterations": num_iterations,
-            "rollouts_per_iteration": 4,
-            "num_test_rollouts": 4,
-            "min_fine_tune_examples": 1,
-            "test_scheme": "all",
-        },
-        "text_backend": {"name": "transformers", "fine_tune_poll_interval": 0.05},
-        "transformers_backend": {
-            "batch_size": 2,
-            "checkpoint_steps": 1,
-            "learning_rate": 1e-2,
-        },
-        # the prover speaks first, so every episode has a prover turn to learn from
-        "protocol_common": {"verifier_first": False},
-        "nip_protocol": {"max_message_rounds": 2, "min_message_rounds": 1},
-    }
-    return _merge(params, overrides)
 
 
 class TestTransformersTextTrainerContract(TextTrainerContract):

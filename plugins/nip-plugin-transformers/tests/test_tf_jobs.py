@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import chat, make_backend, wait_for
+from tf_helpers import chat, make_backend, wait_for
 
 from nip_core.text.backend import FineTuneRequest
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import answer_log_prob, chat, wait_for
+from tf_helpers import answer_log_prob, chat, wait_for
 
 from nip_core.text.backend import (
     FineTuneRequest,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_contracts import text_run_hyper_params
+from tf_helpers import text_run_hyper_params
 
 from nip_core.testing.contracts.trainer import comparable_metrics
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import chat
+from tf_helpers import chat
 
 from nip_core.errors import BackendError, NipConfigError
 from nip_core.text.backend import FineTuneRequest, GenerationRequest
