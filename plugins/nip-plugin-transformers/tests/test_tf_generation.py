@@ -137,3 +137,17 @@ def test_auto_dtype_is_float32_on_cpu(backend_factory: Any) -> None:
     import torch
 
     assert backend_factory().dtype == torch.float32
+
+
+def test_default_token_limit_and_context(
+    backend_factory: Any, tiny_model: Path
+) -> None:
+    from nip_core.errors import BackendError
+
+    backend = backend_factory(max_new_tokens=3)
+    [result] = backend.generate([_request(tiny_model, "Hi.", max_tokens=None, seed=1)])
+    assert result.completion_tokens == 3
+    assert result.choice.finish_reason == "length"
+    too_long = _request(tiny_model, "river " * 2000, seed=1)
+    with pytest.raises(BackendError, match="does not fit the 1024-token context"):
+        backend.generate([too_long])

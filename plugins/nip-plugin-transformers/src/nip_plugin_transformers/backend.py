@@ -48,9 +48,6 @@ __all__ = ["JOBS_DIR", "TransformersBackend"]
 JOBS_DIR = "transformers_jobs"
 """The job registry's directory inside a run directory."""
 
-DEFAULT_MAX_NEW_TOKENS = 512
-"""The token limit of a response when the request gives none."""
-
 
 class _LoadedBase:
     """A base model in memory, with the adapters loaded onto it."""
@@ -233,10 +230,16 @@ class TransformersBackend(TextBackend):
                 request = requests[index]
                 prompt = self._prompt_ids(tokenizer, request, model_id)
                 prompt_tokens[index] = len(prompt)
-                room = max(1, context - len(prompt)) if context else None
-                limit = request.max_tokens or DEFAULT_MAX_NEW_TOKENS
-                if room is not None:
-                    limit = min(limit, room)
+                limit = request.max_tokens or self.params.max_new_tokens
+                if context:
+                    if len(prompt) >= context:
+                        raise BackendError(
+                            f"a chat of {len(prompt)} tokens does not fit the "
+                            f"{context}-token context of model {model_id!r}; shorten "
+                            "the prompts (fewer rounds, a lower word limit) or use a "
+                            "model with a longer context"
+                        )
+                    limit = min(limit, context - len(prompt))
                 for choice in range(request.n):
                     rows.append(
                         Row(

@@ -78,6 +78,9 @@ class TransformersBackendParameters(SubParameters):
         tokenizer has none; ``None``: the tokenizer's own.
     generation_batch_size : int
         Chats generated together in one forward batch (left-padded).
+    max_new_tokens : int
+        The most tokens of a response when its agent sets no
+        ``max_tokens_per_message`` (responses never run past the model's context).
     max_loaded_models : int
         Base models kept in memory for generation (least recently used ones are
         dropped). LoRA adapters of a loaded base share its weights.
@@ -140,6 +143,7 @@ class TransformersBackendParameters(SubParameters):
     convert_gguf: bool = False
     chat_template: str | None = None
     generation_batch_size: int = field(default=16, validator=v.ge(1))
+    max_new_tokens: int = field(default=512, validator=v.ge(1))
     max_loaded_models: int = field(default=2, validator=v.ge(1))
     lora: LoraMode = "auto"
     lora_min_parameters: int = field(default=100_000_000, validator=v.ge(0))
