@@ -41,6 +41,8 @@ if TYPE_CHECKING:
         ParameterSectionSpec,
         PretrainedModelSpec,
         ProtocolSpec,
+        ReportPanelSpec,
+        RolloutAnalyserSpec,
         ScenarioSpec,
         TextBackendSpec,
         TrainerSpec,
@@ -128,6 +130,19 @@ def register_text_backends() -> list[TextBackendSpec] | None:
     """
 
 
+@hookspec
+def register_rollout_analysers() -> list[RolloutAnalyserSpec] | None:
+    """Register rollout analysers: metrics computed from batches of text rollouts.
+
+    Called once, when the rollout-analyser registry is first built. Return one
+    :class:`~nip_core.records.RolloutAnalyserSpec` per analyser. The staged text
+    trainer runs the analysers named in ``text_rl.rollout_analysers`` on every
+    batch of rollouts it logs; ``nip analyse RUN --analyser NAME`` runs any of them
+    on the rollouts a run saved. The core registers the cheap, scenario-free ones
+    (``message_lengths``, ``decisions``, ``invalid_responses``).
+    """
+
+
 # --------------------------------------------------------------------------------------
 # Parameters and configuration
 # --------------------------------------------------------------------------------------
@@ -186,4 +201,18 @@ def register_dataset_builders() -> list[DatasetBuilderSpec] | None:
 
     Called once, when the dataset-builder registry is first built. Each builder's
     options become command-line flags.
+    """
+
+
+@hookspec
+def register_report_panels() -> list[ReportPanelSpec] | None:
+    """Register figures of ``nip report`` and the metrics drawn in them.
+
+    Called once, when the report-panel registry is first built (by ``nip report``
+    and when a run draws its plots). Each :class:`~nip_core.records.ReportPanelSpec`
+    names a figure (``<name>.png``) and the metrics it draws, matched by regular
+    expression; the same metrics become columns of the report's tables. A trainer
+    plugin registers the metrics its trainer logs; the core's own panels (accuracy,
+    rewards, episode length, fine-tune examples, message regression) come through
+    this hook too.
     """

@@ -81,6 +81,8 @@ from nip_core.records import (
     ParameterSectionSpec,
     PretrainedModelSpec,
     ProtocolSpec,
+    ReportPanelSpec,
+    RolloutAnalyserSpec,
     ScenarioSpec,
     TextBackendSpec,
     TrainerSpec,
@@ -119,6 +121,8 @@ HOOK_NAMES: Mapping[str, str] = {
     "pretrained_model": "register_pretrained_models",
     "episode_renderer": "register_episode_renderers",
     "text_backend": "register_text_backends",
+    "report_panel": "register_report_panels",
+    "rollout_analyser": "register_rollout_analysers",
 }
 """The registration hook of each record kind (keys of ``ALL_RECORD_TYPES``)."""
 
@@ -700,9 +704,19 @@ class NipPluginManager:
         return self.registry("text_backend")
 
     @property
+    def rollout_analysers(self) -> Registry[RolloutAnalyserSpec]:
+        """Rollout analysers, by name."""
+        return self.registry("rollout_analyser")
+
+    @property
     def episode_renderers(self) -> Registry[EpisodeRendererSpec]:
         """Episode renderers, by scenario."""
         return self.registry("episode_renderer")
+
+    @property
+    def report_panels(self) -> Registry[ReportPanelSpec]:
+        """Figures of ``nip report`` and the metrics in them, by name."""
+        return self.registry("report_panel")
 
     # -----------------------------------------------------------------------------
     # Introspection

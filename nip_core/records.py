@@ -455,6 +455,94 @@ class TextBackendSpec(Contribution):
         return self.name
 
 
+@attrs.frozen(kw_only=True)
+class ReportMetric:
+    """A kind of metric a report panel draws, matched by name.
+
+    Parameters
+    ----------
+    pattern : str
+        Regular expression matching the full metric name (as logged in
+        ``metrics.jsonl``). A named group ``agent`` captures what the metric is about
+        (an agent, a shared model group): one curve (or sub-plot) per value.
+    display : str
+        How the table of final metrics names it; ``{agent}`` is replaced by the
+        captured value.
+    test : bool
+        Whether it is measured on the test set (drawn dashed, with markers).
+    """
+
+    pattern: str
+    display: str
+    test: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class ReportPanelSpec(Contribution):
+    """A figure of ``nip report`` (and of a run's ``plots/``) and the metrics in it.
+
+    Parameters
+    ----------
+    name : str
+        The figure's file name without ``.png`` (``accuracy``, ``ei_selection``).
+    title : str
+        The figure's title.
+    ylabel : str
+        The y-axis label.
+    metrics : tuple[ReportMetric, ...]
+        The metrics drawn; each also becomes a column of the tables of final
+        metrics. Within a panel, at most one train and one test metric should match
+        per ``agent`` value (they share a curve's colour).
+    order : int
+        Where the panel's columns come in the tables (lower first); the core's
+        panels use 0 to 99.
+    description : str
+        One line for ``nip plugins``.
+    """
+
+    name: str
+    title: str
+    ylabel: str
+    metrics: tuple[ReportMetric, ...] = attrs.field(converter=_tuple)
+    order: int = 100
+    description: str = ""
+    kind: str = attrs.field(default="report_panel", init=False, eq=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
+@attrs.frozen(kw_only=True)
+class RolloutAnalyserSpec(Contribution):
+    """A rollout analyser: metrics computed from a batch of text rollouts.
+
+    Parameters
+    ----------
+    name : str
+        Key used in parameters (``text_rl.rollout_analysers``) and on the command
+        line (``nip analyse RUN --analyser NAME``), e.g. ``"message_lengths"``.
+    analyser_class : Ref
+        The :class:`nip_core.text.analysis.RolloutAnalyser` subclass.
+    scenario : str | None
+        The scenario whose rollouts it understands; ``None`` for any text scenario.
+    description : str
+        One line for ``nip plugins``.
+    """
+
+    name: str
+    analyser_class: Ref
+    scenario: str | None = None
+    description: str = ""
+    kind: str = attrs.field(
+        default="rollout_analyser", init=False, eq=False, repr=False
+    )
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
 ALL_RECORD_TYPES: Mapping[str, type[Contribution]] = {
     "scenario": ScenarioSpec,
     "protocol": ProtocolSpec,
@@ -468,5 +556,7 @@ ALL_RECORD_TYPES: Mapping[str, type[Contribution]] = {
     "pretrained_model": PretrainedModelSpec,
     "episode_renderer": EpisodeRendererSpec,
     "text_backend": TextBackendSpec,
+    "report_panel": ReportPanelSpec,
+    "rollout_analyser": RolloutAnalyserSpec,
 }
 """Record type per kind, in the order ``nip plugins`` shows them."""

@@ -18,6 +18,9 @@ from nip_core.records import (
     ParameterSectionSpec,
     PretrainedModelSpec,
     ProtocolSpec,
+    ReportMetric,
+    ReportPanelSpec,
+    RolloutAnalyserSpec,
     ScenarioSpec,
     TextBackendSpec,
     TrainerSpec,
@@ -256,3 +259,46 @@ def test_hook_register_text_backends(plugin_manager, register_plugin):
     assert_stamped(plugin_manager.text_backends["hook_backend"], spec)
     # the core's own backend is registered through the same hook
     assert plugin_manager.text_backends["openai"].plugin == "nip-core.text"
+
+
+def test_hook_register_report_panels(plugin_manager, register_plugin):
+    spec = ReportPanelSpec(
+        name="hook_panel",
+        title="Hook metrics",
+        ylabel="units",
+        metrics=[ReportMetric(pattern=r"(?P<agent>[^.]+)\.hook", display="{agent}")],
+        order=150,
+        description="A panel for the hook test.",
+    )
+
+    class Plugin:
+        @hookimpl
+        def register_report_panels(self):
+            return [spec]
+
+    register(register_plugin, Plugin())
+    record = plugin_manager.report_panels["hook_panel"]
+    assert_stamped(record, spec)
+    assert isinstance(record.metrics, tuple)
+    # the core's own panels are registered through the same hook
+    assert plugin_manager.report_panels["accuracy"].plugin == "nip-core.report"
+
+
+def test_hook_register_rollout_analysers(plugin_manager, register_plugin):
+    spec = RolloutAnalyserSpec(
+        name="hook_analyser",
+        analyser_class="hook_pkg.analysis:Analyser",
+        scenario="hook_scenario",
+        description="An analyser for the hook test.",
+    )
+
+    class Plugin:
+        @hookimpl
+        def register_rollout_analysers(self):
+            return [spec]
+
+    register(register_plugin, Plugin())
+    assert_stamped(plugin_manager.rollout_analysers["hook_analyser"], spec)
+    # the core's cheap analysers are registered through the same hook
+    for name in ("message_lengths", "decisions", "invalid_responses"):
+        assert plugin_manager.rollout_analysers[name].plugin == "nip-core.text"

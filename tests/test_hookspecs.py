@@ -46,7 +46,7 @@ def test_every_hookspec_is_found_by_the_generator():
         if callable(obj) and hasattr(obj, "nip_spec")
     }
     assert marked == set(HOOK_IDS)
-    assert len(HOOKS) == len(ALL_RECORD_TYPES) == 12
+    assert len(HOOKS) == len(ALL_RECORD_TYPES) == 14
 
 
 @pytest.mark.parametrize("hook", HOOKS, ids=HOOK_IDS)

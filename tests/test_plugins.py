@@ -570,6 +570,8 @@ def test_registry_by_kind_and_properties_agree(plugin_manager, register_plugin):
         "pretrained_model": "pretrained_models",
         "episode_renderer": "episode_renderers",
         "text_backend": "text_backends",
+        "report_panel": "report_panels",
+        "rollout_analyser": "rollout_analysers",
     }
     assert set(properties) == set(ALL_RECORD_TYPES) == set(HOOK_NAMES)
     for kind, attribute in properties.items():
@@ -768,7 +770,9 @@ def test_plugins_command_reports_conflicts_and_disabled(site):
     assert run_plugins_command(file=out, manager=pm) == 1
     text = out.getvalue()
     assert "  protocol 'shared_protocol': fx_dup_a, fx_dup_b\n" in text
-    assert "Disabled plugins:\n  fx_good: not listed in NIP_PLUGINS\n" in text
+    # installed plugins are listed beside it, sorted by name
+    assert "Disabled plugins:\n" in text
+    assert "\n  fx_good: not listed in NIP_PLUGINS\n" in text
 
 
 def test_plugins_command_uses_the_global_manager(plugin_manager, register_plugin):

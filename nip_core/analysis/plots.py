@@ -1,7 +1,7 @@
 """PNG plots of runs: one run's curves, or groups of runs compared.
 
-Figures (see :data:`nip_core.analysis.report.PANELS`), each written only when the
-runs logged some of its metrics:
+Figures (see :func:`nip_core.analysis.report.report_panels`), each written only when
+the runs logged some of its metrics. The core's:
 
 ``accuracy.png``
     Verifier accuracy (``mean_accuracy``; solo-agent trainers' per-agent
@@ -10,8 +10,12 @@ runs logged some of its metrics:
     Each agent's mean episode reward (and test reward).
 ``episode_length.png``
     Mean episode length (and test episode length).
+``fine_tune_examples.png``
+    Staged text trainers: the examples each shared model group was fine-tuned on.
 ``message_regression.png``
     Each agent's message-regression held-out accuracy.
+
+Plugins add figures for their own metrics (``register_report_panels``).
 
 Matplotlib is imported when a figure is drawn, and only its object-oriented API
 with the Agg canvas is used: no pyplot, no global backend switch, so drawing is safe
@@ -28,13 +32,15 @@ from typing import Any
 
 from nip_core.analysis.report import (
     DEFAULT_CONFIDENCE,
-    PANELS,
+    MetricFamily,
     RunData,
     RunGroup,
     Series,
     aggregate_series,
     classify_metric,
     load_run,
+    metric_families,
+    report_panels,
 )
 from nip_core.runs.run_dir import PLOTS_DIR, RunDirectory
 
@@ -51,10 +57,12 @@ SeriesKey = tuple[str, bool]
 a test metric."""
 
 
-def _panel_series(run: RunData, panel: str) -> dict[SeriesKey, tuple[str, Series]]:
+def _panel_series(
+    run: RunData, panel: str, families: Sequence[MetricFamily]
+) -> dict[SeriesKey, tuple[str, Series]]:
     found: dict[SeriesKey, tuple[str, Series]] = {}
     for name, series in run.series.items():
-        info = classify_metric(name)
+        info = classify_metric(name, families)
         if info is None or info.family.panel != panel or not series:
             continue
         found.setdefault((info.subject, info.family.test), (name, series))
@@ -119,8 +127,9 @@ def write_run_plots(
         run = load_run(path, require_metrics=False)
     out = Path(out_dir) if out_dir is not None else run.path / PLOTS_DIR
     written: list[Path] = []
-    for panel, (title, ylabel) in PANELS.items():
-        series = _panel_series(run, panel)
+    families = metric_families()
+    for panel, (title, ylabel) in report_panels().items():
+        series = _panel_series(run, panel, families)
         if not series:
             continue
         figure, axes = _new_figure()
@@ -239,9 +248,11 @@ def write_comparison_plots(
     """
     out = Path(out_dir)
     written: list[Path] = []
-    for panel, (title, ylabel) in PANELS.items():
+    families = metric_families()
+    for panel, (title, ylabel) in report_panels().items():
         per_group = [
-            [_panel_series(run, panel) for run in group.runs] for group in groups
+            [_panel_series(run, panel, families) for run in group.runs]
+            for group in groups
         ]
         subjects = sorted(
             {subject for runs in per_group for found in runs for subject, _ in found}

@@ -9,13 +9,16 @@ differ between the runs, except the seed: ``interaction_protocol=debate``). Each
 group's value of a metric is the mean over its runs with a confidence interval (a
 Student-t interval over the runs; a single run has none).
 
-The metrics a report knows (:data:`METRIC_FAMILIES`) are those the trainers log:
-verifier accuracy (``mean_accuracy``), per-agent mean episode reward
+The metrics a report knows (:func:`metric_families`) come from the report panels
+plugins register (``register_report_panels``). The core's panels hold verifier
+accuracy (``mean_accuracy``), per-agent mean episode reward
 (``{agent}.mean_episode_reward``), mean episode length (``mean_episode_length``),
 their ``test_`` variants, the solo-agent accuracies (``{agent}.train_accuracy``,
-``{agent}.test_accuracy``) and message regression
-(``{agent}.message_regression_test_accuracy``). Whatever else a run logged is
-ignored; whatever of these it did not log is left out.
+``{agent}.test_accuracy``), the fine-tune examples of staged text trainers
+(``fine_tune.{group}.num_examples``) and message regression
+(``{agent}.message_regression_test_accuracy``); trainer plugins add their own.
+Whatever else a run logged is ignored; whatever of these it did not log is left
+out.
 """
 
 from __future__ import annotations
@@ -43,8 +46,6 @@ from nip_core.runs.run_dir import (
 
 __all__ = [
     "DEFAULT_CONFIDENCE",
-    "METRIC_FAMILIES",
-    "PANELS",
     "Estimate",
     "MetricFamily",
     "NoMetricsError",
@@ -59,6 +60,8 @@ __all__ = [
     "group_runs",
     "load_run",
     "mean_confidence_interval",
+    "metric_families",
+    "report_panels",
     "resolve_run_paths",
     "t_critical_value",
     "write_episode_pictures",
@@ -98,7 +101,7 @@ class MetricFamily:
     Parameters
     ----------
     panel : str
-        The figure it is drawn in (a key of :data:`PANELS`).
+        The figure it is drawn in (a key of :func:`report_panels`).
     pattern : str
         Regular expression matching the full metric name; a named group ``agent``
         captures the agent of per-agent metrics.
@@ -121,42 +124,37 @@ class MetricFamily:
         return found.groupdict().get("agent") or ""
 
 
-_AGENT = r"(?P<agent>[^.]+)"
+def _panel_specs() -> list[Any]:
+    from nip_core.plugins import get_plugin_manager
 
-METRIC_FAMILIES: tuple[MetricFamily, ...] = (
-    MetricFamily("accuracy", r"mean_accuracy", False, "accuracy"),
-    MetricFamily("accuracy", r"test_mean_accuracy", True, "test accuracy"),
-    MetricFamily("accuracy", _AGENT + r"\.train_accuracy", False, "{agent} accuracy"),
-    MetricFamily(
-        "accuracy", _AGENT + r"\.test_accuracy", True, "{agent} test accuracy"
-    ),
-    MetricFamily("rewards", _AGENT + r"\.mean_episode_reward", False, "{agent} reward"),
-    MetricFamily(
-        "rewards", _AGENT + r"\.test_mean_episode_reward", True, "{agent} test reward"
-    ),
-    MetricFamily("episode_length", r"mean_episode_length", False, "episode length"),
-    MetricFamily(
-        "episode_length", r"test_mean_episode_length", True, "test episode length"
-    ),
-    MetricFamily(
-        "message_regression",
-        _AGENT + r"\.message_regression_test_accuracy",
-        False,
-        "{agent} message regression",
-    ),
-)
-"""The metrics plots and tables show, in the order the table shows them."""
+    return sorted(
+        get_plugin_manager().report_panels.values(),
+        key=lambda spec: (spec.order, spec.name),
+    )
 
-PANELS: Mapping[str, tuple[str, str]] = {
-    "accuracy": ("Verifier accuracy", "accuracy"),
-    "rewards": ("Mean episode reward per agent", "episode reward"),
-    "episode_length": ("Mean episode length", "steps per episode"),
-    "message_regression": (
-        "Label predicted from each agent's messages (held-out accuracy)",
-        "accuracy",
-    ),
-}
-"""Figure name to (title, y-axis label). Each figure is written as ``<name>.png``."""
+
+def report_panels() -> dict[str, tuple[str, str]]:
+    """Figure name to (title, y-axis label), in table order.
+
+    The panels come from the ``register_report_panels`` hook: the core's (accuracy,
+    rewards, episode length, fine-tune examples, message regression) and those of
+    installed plugins. Each figure is written as ``<name>.png``.
+    """
+    return {spec.name: (spec.title, spec.ylabel) for spec in _panel_specs()}
+
+
+def metric_families() -> tuple[MetricFamily, ...]:
+    """The metrics plots and tables show, in the order the table shows them."""
+    return tuple(
+        MetricFamily(
+            panel=spec.name,
+            pattern=metric.pattern,
+            test=metric.test,
+            display=metric.display,
+        )
+        for spec in _panel_specs()
+        for metric in spec.metrics
+    )
 
 
 @attrs.frozen
@@ -177,28 +175,29 @@ class MetricInfo:
         return self.agent
 
 
-def classify_metric(name: str) -> MetricInfo | None:
-    """The family and agent of a metric name, or ``None`` for other metrics."""
-    for family in METRIC_FAMILIES:
+def classify_metric(
+    name: str, families: Sequence[MetricFamily] | None = None
+) -> MetricInfo | None:
+    """The family and agent of a metric name, or ``None`` for other metrics.
+
+    ``families`` defaults to :func:`metric_families`.
+    """
+    for family in metric_families() if families is None else families:
         agent = family.match(name)
         if agent is not None:
             return MetricInfo(name=name, family=family, agent=agent)
     return None
 
 
-def _metric_order(name: str) -> tuple[int, str]:
-    info = classify_metric(name)
-    index = (
-        METRIC_FAMILIES.index(info.family) if info is not None else len(METRIC_FAMILIES)
-    )
-    return (index, name)
-
-
 def known_metrics(names: Iterable[str]) -> list[str]:
     """The names among ``names`` that a report shows, in table order."""
-    return sorted(
-        {n for n in names if classify_metric(n) is not None}, key=_metric_order
-    )
+    families = metric_families()
+    ranked = []
+    for name in set(names):
+        info = classify_metric(name, families)
+        if info is not None:
+            ranked.append((families.index(info.family), name))
+    return [name for _, name in sorted(ranked)]
 
 
 # --------------------------------------------------------------------------------------

@@ -7,5 +7,6 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "nip_core.builtin.loggers",
     "nip_core.builtin.text",
     "nip_core.builtin.configs",
+    "nip_core.builtin.report",
 )
 """Module names of the built-in plugins, in registration order."""

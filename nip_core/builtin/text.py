@@ -1,5 +1,5 @@
-"""Built-in plugin of nip-core: the text world's parameter sections and the
-``openai`` backend.
+"""Built-in plugin of nip-core: the text world's parameter sections, the
+``openai`` backend and the cheap rollout analysers.
 
 Registered before installed plugins, through the same hooks. Light: the backend class
 is given as a reference, so importing this module imports neither openai nor torch.
@@ -8,7 +8,7 @@ is given as a reference, so importing this module imports neither openai nor tor
 from __future__ import annotations
 
 from nip_core import hookimpl
-from nip_core.records import ParameterSectionSpec, TextBackendSpec
+from nip_core.records import ParameterSectionSpec, RolloutAnalyserSpec, TextBackendSpec
 
 
 @hookimpl
@@ -23,6 +23,28 @@ def register_text_backends() -> list[TextBackendSpec]:
                 "chat completions and fine-tuning jobs"
             ),
         )
+    ]
+
+
+@hookimpl
+def register_rollout_analysers() -> list[RolloutAnalyserSpec]:
+    module = "nip_core.text.analysis"
+    return [
+        RolloutAnalyserSpec(
+            name="message_lengths",
+            analyser_class=f"{module}:MessageLengthAnalyser",
+            description="per agent: words and characters of its messages",
+        ),
+        RolloutAnalyserSpec(
+            name="decisions",
+            analyser_class=f"{module}:DecisionAnalyser",
+            description="accept / reject / no-verdict rates and the verdict's round",
+        ),
+        RolloutAnalyserSpec(
+            name="invalid_responses",
+            analyser_class=f"{module}:InvalidResponseAnalyser",
+            description="per agent: turns invalid after every retry, turns retried",
+        ),
     ]
 
 

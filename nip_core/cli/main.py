@@ -171,6 +171,37 @@ def build_parser() -> argparse.ArgumentParser:
     from nip_core.cli.report_cmd import add_report_parser
 
     add_report_parser(commands)
+    analyse = commands.add_parser(
+        "analyse",
+        help="run rollout analysers on the text rollouts a run saved",
+        description="Run rollout analysers (see `nip plugins` for the registered "
+        "ones) on every rollouts file of a text run; write "
+        "<run>/analysis/<analyser>.jsonl and print a summary.",
+    )
+    analyse.add_argument(
+        "run", metavar="RUN", help="a run directory, or a run id under --runs-dir"
+    )
+    analyse.add_argument(
+        "--analyser",
+        dest="analysers",
+        metavar="NAME",
+        action="append",
+        required=True,
+        help="an analyser to run (repeat it for several)",
+    )
+    analyse.add_argument(
+        "--runs-dir",
+        metavar="DIR",
+        default="runs",
+        help="where run ids are looked up (default: runs)",
+    )
+    analyse.add_argument(
+        "--split",
+        dest="splits",
+        choices=("train", "test"),
+        action="append",
+        help="which rollouts to analyse (default: both)",
+    )
     return parser
 
 
@@ -208,11 +239,42 @@ def _dispatch(args: argparse.Namespace) -> int:
                 data_dir=args.data_dir,
             )
         return datasets_cmd.list_datasets(data_dir=args.data_dir)
+    if args.command == "analyse":
+        return _analyse(args)
     if args.command == "report":
         from nip_core.cli.report_cmd import run_report_command
 
         return run_report_command(args)
     raise AssertionError(f"unhandled command {args.command!r}")
+
+
+def _analyse(args: argparse.Namespace) -> int:
+    import math
+    from pathlib import Path
+
+    from nip_core.errors import CheckpointError
+    from nip_core.text.analysis import analyse_run
+
+    run_dir = Path(args.run)
+    if not run_dir.is_dir():
+        run_dir = Path(args.runs_dir) / args.run
+    if not run_dir.is_dir():
+        raise CheckpointError(
+            f"no run directory {args.run!r} (looked in . and in {args.runs_dir})"
+        )
+    results = analyse_run(
+        run_dir, args.analysers, splits=tuple(args.splits or ("train", "test"))
+    )
+    for name, records in results.items():
+        print(f"{name} -> {run_dir / 'analysis' / (name + '.jsonl')}")
+        for record in records:
+            values = ", ".join(
+                f"{k}={v:.3g}"
+                for k, v in record.items()
+                if isinstance(v, float) and not math.isnan(v)
+            )
+            print(f"  {record['file']}: {values}")
+    return 0
 
 
 def _configure_logging() -> None:

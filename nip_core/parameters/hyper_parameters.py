@@ -266,7 +266,7 @@ class HyperParameters(BaseHyperParameters):
         if not problems and scenario is not None and protocol is not None:
             problems.extend(self._cross_agent_problems(protocol))
         if problems:
-            raise NipConfigError(problems)
+            raise NipConfigError([_with_source_hint(p, hints) for p in problems])
         object.__setattr__(self, "_ready", True)
 
     def _cross_agent_problems(self, protocol: Any) -> list[ConfigProblem]:
@@ -723,6 +723,21 @@ def _lookup(
         message += _broken_plugins_note(pm)
     problems.append(ConfigProblem(path, message, name, tuple(known)))
     return None
+
+
+def _with_source_hint(
+    problem: ConfigProblem, hints: Mapping[str, str]
+) -> ConfigProblem:
+    """Add "install <plugin>" to a problem at a path ``_meta.sources`` names (a
+    config may record which plugin provides a value, e.g. ``text_backend.name``)."""
+    provider = hints.get(problem.path)
+    if not provider or provider in problem.message:
+        return problem
+    return attrs.evolve(
+        problem,
+        message=f"{problem.message}; {provider!r} provides it: install that plugin "
+        f"(pip install {provider})",
+    )
 
 
 def _broken_plugins_note(pm: Any) -> str:

@@ -107,6 +107,10 @@ class TextRlParameters(SubParameters):
         exponential multiplies by ``(1 - rate) ** iteration`` (rate in [0, 1]).
     save_transcripts : bool
         Also write a readable transcript beside each iteration's rollouts.
+    rollout_analysers : tuple[str, ...]
+        Rollout analysers (registry keys, see ``nip plugins``) run on every batch of
+        rollouts logged, their metrics logged as ``analysis.<name>.<metric>``
+        (:mod:`nip_core.text.analysis`).
     """
 
     num_iterations: int = field(default=8, validator=v.ge(1))
@@ -125,6 +129,15 @@ class TextRlParameters(SubParameters):
         default=0.1, validator=[_finite, v.ge(0), v.le(1)]
     )
     save_transcripts: bool = True
+    rollout_analysers: tuple[str, ...] = field(default=(), converter=tuple)
+
+    def consistency_problems(self) -> list[ConfigProblem]:
+        from nip_core.text.analysis import rollout_analyser_problems
+
+        return [
+            *super().consistency_problems(),
+            *rollout_analyser_problems(self.rollout_analysers, None),
+        ]
 
     @classmethod
     def construct_test_params(cls) -> TextRlParameters:
@@ -238,6 +251,10 @@ class OpenAiBackendParameters(SubParameters):
     """
 
     base_url: str | None = field(default=None, validator=_non_empty_or_none)
+    base_urls: tuple[str, ...] | None = None
+    max_concurrency_per_server: int | None = field(
+        default=None, validator=v.optional(v.ge(1))
+    )
     api_key_env: str = field(default="OPENAI_API_KEY", validator=_non_empty_or_none)
     fine_tune_epochs: int | None = field(default=None, validator=v.optional(v.ge(1)))
     fine_tune_learning_rate_multiplier: float | None = field(
@@ -250,16 +267,30 @@ class OpenAiBackendParameters(SubParameters):
 
     def consistency_problems(self) -> list[ConfigProblem]:
         problems = super().consistency_problems()
-        if self.base_url is not None and not self.base_url.startswith(
-            ("http://", "https://")
-        ):
+        urls = [("base_url", self.base_url)] if self.base_url is not None else []
+        urls += [(f"base_urls.{i}", url) for i, url in enumerate(self.base_urls or ())]
+        for path, url in urls:
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                problems.append(
+                    ConfigProblem(
+                        path,
+                        "must be an http:// or https:// URL (e.g. "
+                        "http://localhost:8000/v1)",
+                        url,
+                    )
+                )
+        if self.base_url is not None and self.base_urls:
             problems.append(
                 ConfigProblem(
-                    "base_url",
-                    "must be an http:// or https:// URL (e.g. "
-                    "http://localhost:8000/v1)",
-                    self.base_url,
+                    "base_urls",
+                    "give either base_url (one endpoint) or base_urls (several), "
+                    "not both",
+                    list(self.base_urls),
                 )
+            )
+        if self.base_urls is not None and not self.base_urls:
+            problems.append(
+                ConfigProblem("base_urls", "must name at least one endpoint (or null)")
             )
         return problems
 

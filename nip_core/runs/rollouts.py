@@ -1,6 +1,11 @@
 """Rollout samples: a few episodes saved as JSON lines, never as pickles.
 
-Each line of ``rollouts/iter_{iteration:06d}.jsonl`` is one episode::
+Both data worlds write ``rollouts/iter_{iteration:06d}.jsonl``. Text rollouts
+(:class:`~nip_core.text.rollouts.TextRollouts`) write one episode per line in their
+own layout (:meth:`~nip_core.text.rollouts.TextRollouts.episode_dict`: rounds,
+agents, prompts, messages, decisions, rewards) and read back exactly with
+:meth:`~nip_core.text.rollouts.TextRollouts.load_jsonl`. In the tensor world each
+line is one episode::
 
     {"iteration": 3, "env_index": 0, "num_steps": 4,
      "agent_names": ["prover", "verifier"],
@@ -22,6 +27,8 @@ from nip_core.runs.io import atomic_write_text
 if TYPE_CHECKING:
     from tensordict import TensorDictBase
 
+    from nip_core.text.rollouts import TextRollouts
+
 
 def _plain(value: Any) -> Any:
     if hasattr(value, "tolist"):
@@ -30,18 +37,27 @@ def _plain(value: Any) -> Any:
 
 
 def episodes_from_rollout(
-    rollout: TensorDictBase,
+    rollout: TensorDictBase | TextRollouts,
     num_episodes: int,
     iteration: int,
     agent_names: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Cut the first ``num_episodes`` episodes out of a ``[*batch, time]`` rollout.
 
+    Text rollouts give their episodes' own dicts
+    (:meth:`~nip_core.text.rollouts.TextRollouts.episode_dict`, which name their
+    agents and iteration already).
+
     An episode runs from the first step of an environment's trajectory up to the
     first step whose ``("next", "done")`` is set (or the end of the batch). With
     ``agent_names`` (the order of the agent dimension), each episode records them
     under ``"agent_names"``, so readers and renderers can name the agents.
     """
+    from nip_core.text.rollouts import TextRollouts
+
+    if isinstance(rollout, TextRollouts):
+        count = min(num_episodes, rollout.batch_size)
+        return [rollout.episode_dict(b) for b in range(count)]
     flat = rollout.reshape(-1, rollout.shape[-1]) if rollout.ndim > 1 else rollout[None]
     keys = [
         key

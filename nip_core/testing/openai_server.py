@@ -206,6 +206,8 @@ class OpenAiTestServer:
         self._in_flight = 0
         self.max_in_flight = 0
         """The most requests handled at once (concurrency the clients achieved)."""
+        self._connections: set[Any] = set()
+        self.killed = False
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -241,6 +243,21 @@ class OpenAiTestServer:
             self._thread = None
         self._server.server_close()
 
+    def kill(self) -> None:
+        """Stop answering at once, as a crashed server would: close the listening
+        socket and every open connection (requests in flight get no reply)."""
+        import socket
+
+        self.killed = True
+        self.stop()
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def __enter__(self) -> OpenAiTestServer:
         return self.start()
 
@@ -275,6 +292,16 @@ class OpenAiTestServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with server._lock:
+                    server._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with server._lock:
+                    server._connections.discard(self.connection)
+                super().finish()
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # quiet: tests read the counters instead
@@ -381,6 +408,8 @@ class OpenAiTestServer:
         try:
             if self.latency:
                 time.sleep(self.latency)
+            if self.killed:
+                return  # a dead server answers nothing
             fault = self._draw_fault(endpoint)
             if fault == "429":
                 self._error(handler, 429, "Rate limit reached (injected)", "rate_limit")
@@ -710,3 +739,61 @@ def _multipart(body: bytes, content_type: str) -> dict[str, tuple[str | None, by
                 content,
             )
     return fields
+
+
+# --------------------------------------------------------------------------------------
+# Command line: serve a scripted model for manual runs and benchmarks
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m nip_core.testing.openai_server``: serve until interrupted.
+
+    Prints the base URL on its first line, so a parent process can read it.
+    """
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(
+        prog="python -m nip_core.testing.openai_server",
+        description="Serve an OpenAI-compatible test server on localhost.",
+    )
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per reply")
+    parser.add_argument(
+        "--responder",
+        choices=("echo", "scripted"),
+        default="scripted",
+        help="echo: seeded words; scripted: the synthetic text scenario's model",
+    )
+    parser.add_argument("--fault-rate", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    options: dict[str, Any] = {
+        "port": args.port,
+        "latency": args.latency,
+        "fault_rate": args.fault_rate,
+    }
+    if args.responder == "scripted":
+        from nip_core.testing.synthetic_text.model import (
+            scripted_fine_tune_effect,
+            scripted_responder,
+        )
+
+        options.update(
+            models=["scripted"],
+            responder=scripted_responder,
+            fine_tune_effect=scripted_fine_tune_effect,
+        )
+    server = OpenAiTestServer(**options).start()
+    print(server.base_url, flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -359,6 +359,12 @@ class TextBackend(ABC):
     supports_seed: ClassVar[bool] = True
     """Whether requests with the same seed give the same completion."""
 
+    prefers_batches: ClassVar[bool] = False
+    """Whether the backend wants whole batches (:meth:`generate`) rather than
+    requests one at a time (:meth:`generate_one`): true for in-process models,
+    which batch on the device. Samplers then play episodes round by round;
+    otherwise every episode moves on as soon as its own turns are done."""
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if (
@@ -389,10 +395,43 @@ class TextBackend(ABC):
 
     def run_sync(self, coroutine: Awaitable[T]) -> T:
         """Run a coroutine on the backend's event loop and wait for its result."""
+        self._event_loop()
+        return self._loop_thread.run(coroutine)
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._loop_thread is None:
                 self._loop_thread = _LoopThread(self.name)
-        return self._loop_thread.run(coroutine)
+            return self._loop_thread.loop
+
+    def _request_slots(self) -> asyncio.Semaphore:
+        # One limit for every caller, created on (and used from) the backend's loop
+        slots = self.__dict__.get("_slots")
+        if slots is None:
+            slots = self.__dict__["_slots"] = asyncio.Semaphore(self.max_concurrency)
+        return slots
+
+    async def generate_one(self, request: GenerationRequest) -> GenerationResult:
+        """One request, within the backend's concurrency limit and with retries.
+
+        Awaitable from any event loop: the request runs on the backend's own.
+        """
+        loop = self._event_loop()
+
+        async def run() -> GenerationResult:
+            async with self._request_slots():
+                return await self.with_retries(
+                    lambda: self.agenerate(request),
+                    f"a chat completion with model {request.model!r}",
+                )
+
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            return await run()
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), loop))
 
     async def with_retries(self, call: Callable[[], Awaitable[T]], what: str) -> T:
         """Await ``call()``, retrying :class:`RetryableBackendError` with backoff.
@@ -458,14 +497,8 @@ class TextBackend(ABC):
         requests: list[GenerationRequest],
         progress: Callable[[int], None] | None,
     ) -> list[GenerationResult]:
-        semaphore = asyncio.Semaphore(self.max_concurrency)
-
         async def one(request: GenerationRequest) -> GenerationResult:
-            async with semaphore:
-                result = await self.with_retries(
-                    lambda: self.agenerate(request),
-                    f"a chat completion with model {request.model!r}",
-                )
+            result = await self.generate_one(request)
             if progress is not None:
                 progress(1)
             return result
@@ -525,6 +558,7 @@ class TextBackend(ABC):
         if self._loop_thread is not None:
             self._loop_thread.close()
             self._loop_thread = None
+            self.__dict__.pop("_slots", None)
 
     def __enter__(self) -> TextBackend:
         return self

@@ -142,36 +142,47 @@ class TextEnvironment(Environment):
     # ----------------------------------------------------------------------------------
     # Who acts
 
-    def active_mask(self, rollouts: TextRollouts, round_id: int) -> np.ndarray:
+    def active_mask(
+        self,
+        rollouts: TextRollouts,
+        round_id: int,
+        episodes: Sequence[int] | None = None,
+    ) -> np.ndarray:
         """bool ``(B, A, C)``: who speaks on which channel in ``round_id``.
 
-        Episodes that were over before the round have no active agent.
+        Episodes that were over before the round have no active agent. With
+        ``episodes``, only those rows (``(len(episodes), A, C)``).
         """
         import torch
 
-        handler = self.protocol_handler
-        B = rollouts.batch_size
-        rounds = torch.full((B,), round_id, dtype=torch.long)
-        seeds = torch.as_tensor(rollouts["seed"], dtype=torch.long)
+        rows = _rows(rollouts, episodes)
+        rounds = torch.full((len(rows),), round_id, dtype=torch.long)
+        seeds = torch.as_tensor(rollouts["seed"][rows], dtype=torch.long)
         active = _numpy(
-            handler.get_active_agents_mask_from_rounds_and_seed(rounds, seeds)
-        )
-        active = active.astype(bool)
-        active &= ~rollouts.done_before(round_id)[:, None, None]
+            self.protocol_handler.get_active_agents_mask_from_rounds_and_seed(
+                rounds, seeds
+            )
+        ).astype(bool)
         if round_id > 0:
+            active &= ~rollouts["done"][rows, round_id - 1][:, None, None]
             # an agent already done (a zero-knowledge verifier) acts no more
-            active &= ~rollouts["agents.done"][:, round_id - 1][:, :, None]
+            active &= ~rollouts["agents.done"][rows, round_id - 1][:, :, None]
         return active
 
-    def decision_restriction(self, rollouts: TextRollouts, round_id: int) -> np.ndarray:
+    def decision_restriction(
+        self,
+        rollouts: TextRollouts,
+        round_id: int,
+        episodes: Sequence[int] | None = None,
+    ) -> np.ndarray:
         """long ``(B,)``: what the verifier may usefully decide in ``round_id``
         (see :meth:`~nip_core.protocols.ProtocolHandler.
         get_decision_restriction_from_rounds_and_seed`)."""
         import torch
 
-        B = rollouts.batch_size
-        rounds = torch.full((B,), round_id, dtype=torch.long)
-        seeds = torch.as_tensor(rollouts["seed"], dtype=torch.long)
+        rows = _rows(rollouts, episodes)
+        rounds = torch.full((len(rows),), round_id, dtype=torch.long)
+        seeds = torch.as_tensor(rollouts["seed"][rows], dtype=torch.long)
         return _numpy(
             self.protocol_handler.get_decision_restriction_from_rounds_and_seed(
                 rounds, seeds
@@ -204,56 +215,79 @@ class TextEnvironment(Environment):
     # The step
 
     def step(
-        self, env_state: TextRollouts, round_id: int | None = None
+        self,
+        env_state: TextRollouts,
+        round_id: int | None = None,
+        episodes: Sequence[int] | None = None,
     ) -> TextRollouts:
         """Finish round ``round_id``: done signals, rewards, padding and verdicts.
 
-        The round's messages and decisions must already be in ``env_state``.
+        The round's messages and decisions must already be in ``env_state``. With
+        ``episodes``, only those episodes are stepped (the step is per episode, so
+        stepping episodes one by one gives what stepping them together gives).
         """
         rollouts = env_state
         if round_id is None:
             raise TypeError("TextEnvironment.step needs the round_id being finished")
         handler = self.protocol_handler
-        inputs = rollouts.step_inputs(round_id)
+        rows = _rows(rollouts, episodes)
+        inputs = {
+            key: np.asarray(value)[rows]
+            for key, value in rollouts.step_inputs(round_id).items()
+        }
         done_before = inputs["done"]
         verifier_index = None
         if len(handler.verifier_names) == 1:
             verifier_index = handler.agent_index(handler.verifier_names[0])
+        decisions = rollouts["agents.decision"]
         if verifier_index is not None and handler.protocol_common.force_guess:
             # the forced verdict is what happened: log it
             import torch
 
-            decision = rollouts["agents.decision"][:, round_id, verifier_index]
+            decision = decisions[rows, round_id, verifier_index]
             forced = _numpy(
                 handler.get_effective_verifier_decision(
-                    torch.as_tensor(decision), torch.as_tensor(rollouts["y"])
+                    torch.as_tensor(decision), torch.as_tensor(rollouts["y"][rows])
                 )
             )
-            active = rollouts["agents.active"][:, round_id, verifier_index]
-            decision[active] = forced[active]
+            active = rollouts["agents.active"][rows, round_id, verifier_index]
+            decisions[rows[active], round_id, verifier_index] = forced[active]
+            inputs[("agents", "decision")] = decisions[rows, round_id]
         result = handler.step_interaction_protocol(inputs)
         shared_done = _numpy(result.shared_done).astype(bool)
         terminated = _numpy(result.terminated).astype(bool)
         agent_done = _numpy(result.agent_done).astype(bool)
         reward = _numpy(result.reward).astype(np.float64)
         done = shared_done | terminated
-        rollouts["padding"][:, round_id] = done_before
-        rollouts["done"][:, round_id] = done
-        rollouts["terminated"][:, round_id] = terminated
-        rollouts["agents.done"][:, round_id] = agent_done | done[:, None]
-        rollouts["agents.reward"][:, round_id] = np.where(
+        rollouts["padding"][rows, round_id] = done_before
+        rollouts["done"][rows, round_id] = done
+        rollouts["terminated"][rows, round_id] = terminated
+        rollouts["agents.done"][rows, round_id] = agent_done | done[:, None]
+        rollouts["agents.reward"][rows, round_id] = np.where(
             done_before[:, None], 0.0, reward
         )
         if verifier_index is not None:
             decided = done & ~done_before & ~terminated
-            verdict = rollouts["agents.decision"][:, round_id, verifier_index]
-            rollouts["verdict"][decided] = verdict[decided]
+            verdict = decisions[rows, round_id, verifier_index]
+            rollouts["verdict"][rows[decided]] = verdict[decided]
         return rollouts
 
-    def finish_padding(self, rollouts: TextRollouts, last_round: int) -> None:
-        """Mark every round after ``last_round`` as padding (the batch is over)."""
+    def finish_padding(
+        self,
+        rollouts: TextRollouts,
+        last_round: int,
+        episodes: Sequence[int] | None = None,
+    ) -> None:
+        """Mark every round after ``last_round`` as padding (the episodes are over)."""
+        rows = _rows(rollouts, episodes)
         for r in range(last_round + 1, rollouts.max_rounds):
-            rollouts["padding"][:, r] = True
-            rollouts["done"][:, r] = True
-            rollouts["terminated"][:, r] = rollouts["terminated"][:, last_round]
-            rollouts["agents.done"][:, r] = True
+            rollouts["padding"][rows, r] = True
+            rollouts["done"][rows, r] = True
+            rollouts["terminated"][rows, r] = rollouts["terminated"][rows, last_round]
+            rollouts["agents.done"][rows, r] = True
+
+
+def _rows(rollouts: TextRollouts, episodes: Sequence[int] | None) -> np.ndarray:
+    if episodes is None:
+        return np.arange(rollouts.batch_size)
+    return np.asarray(episodes, dtype=np.int64)

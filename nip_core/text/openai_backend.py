@@ -26,6 +26,7 @@ import asyncio
 import json
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -88,9 +89,14 @@ class OpenAiBackend(TextBackend):
                 "the openai backend needs the openai package: pip install openai"
             ) from error
         section = getattr(hyper_params, "openai_backend", None)
-        self.base_url: str | None = getattr(section, "base_url", None) or (
-            os.environ.get("OPENAI_BASE_URL") or None
-        )
+        urls = list(getattr(section, "base_urls", None) or ())
+        if not urls:
+            urls = [
+                getattr(section, "base_url", None)
+                or os.environ.get("OPENAI_BASE_URL")
+                or None
+            ]
+        self.base_url: str | None = urls[0]
         self.api_key_env = str(getattr(section, "api_key_env", "OPENAI_API_KEY"))
         self.section = section
         key = os.environ.get(self.api_key_env, "")
@@ -104,93 +110,123 @@ class OpenAiBackend(TextBackend):
                 )
             key = PLACEHOLDER_API_KEY
         self._api_key = key
-        self._client: Any = None
+        per_server = getattr(section, "max_concurrency_per_server", None)
+        if per_server is None:
+            per_server = -(-self.max_concurrency // len(urls))
+        self.servers = [_Server(url, int(per_server)) for url in urls]
+        for index, server in enumerate(self.servers):
+            server.index = index
 
     @property
     def endpoint(self) -> str:
-        """The endpoint, for messages (``openai_backend.base_url`` or OpenAI's)."""
-        return self.base_url or "https://api.openai.com/v1"
+        """The (first) endpoint, for messages."""
+        return self.servers[0].endpoint
 
     # ----------------------------------------------------------------------------------
-    # The client and its errors
+    # The clients and their errors
 
-    def _get_client(self) -> Any:
+    def _get_client(self, server: _Server | None = None) -> Any:
         # Created on the backend's event loop thread, where it is always used
-        if self._client is None:
+        server = server or self.servers[0]
+        if server.client is None:
             from openai import AsyncOpenAI
 
-            self._client = AsyncOpenAI(
+            server.client = AsyncOpenAI(
                 api_key=self._api_key,
-                base_url=self.base_url,
+                base_url=server.url,
                 max_retries=0,
                 timeout=self.request_timeout,
             )
-        return self._client
+        return server.client
 
-    async def _call(self, call: Callable[[Any], Awaitable[T]], what: str) -> T:
+    async def _pick_server(self) -> _Server:
+        """A server with a free slot: the least busy one that is up (one that is
+        down only when every server is)."""
+        while True:
+            now = time.monotonic()
+            up = [s for s in self.servers if s.down_until <= now]
+            candidates = up or [min(self.servers, key=lambda s: s.down_until)]
+            free = [s for s in candidates if s.in_flight < s.limit]
+            if free:
+                server = min(free, key=lambda s: (s.in_flight / s.limit, s.index))
+                server.in_flight += 1
+                return server
+            await asyncio.sleep(0.005)
+
+    async def _call(
+        self,
+        call: Callable[[Any], Awaitable[T]],
+        what: str,
+        server: _Server | None = None,
+    ) -> T:
         """Run ``call(client)`` once, turning the client's errors into nip's."""
         import openai
 
+        server = server or self.servers[0]
         try:
-            return await call(self._get_client())
+            result = await call(self._get_client(server))
+            server.failures = 0
+            return result
         except openai.RateLimitError as error:
             raise RetryableBackendError(
-                f"{what}: rate limited by {self.endpoint} (429)"
+                f"{what}: rate limited by {server.endpoint} (429)"
             ) from error
         except openai.InternalServerError as error:
             raise RetryableBackendError(
-                f"{what}: server error {error.status_code} from {self.endpoint}"
+                f"{what}: server error {error.status_code} from {server.endpoint}"
             ) from error
         except openai.APITimeoutError as error:
+            server.mark_down()
             raise RetryableBackendError(
-                f"{what}: no answer from {self.endpoint} within "
+                f"{what}: no answer from {server.endpoint} within "
                 f"{self.request_timeout:g} s (text_backend.request_timeout)"
             ) from error
         except openai.APIConnectionError as error:
+            server.mark_down()
             raise RetryableBackendError(
-                f"{what}: could not reach {self.endpoint} (openai_backend.base_url): "
+                f"{what}: could not reach {server.endpoint} (openai_backend.base_url): "
                 f"{error}"
             ) from error
         except openai.APIResponseValidationError as error:
             raise RetryableBackendError(
-                f"{what}: malformed reply from {self.endpoint}"
+                f"{what}: malformed reply from {server.endpoint}"
             ) from error
         except openai.AuthenticationError as error:
             raise BackendError(
-                f"{what}: {self.endpoint} refused the API key (401); set a valid key "
+                f"{what}: {server.endpoint} refused the API key (401); set a valid key "
                 f"in the environment variable {self.api_key_env} "
                 "(openai_backend.api_key_env)"
             ) from error
         except openai.PermissionDeniedError as error:
             raise BackendError(
-                f"{what}: {self.endpoint} denied access (403): {_message(error)}"
+                f"{what}: {server.endpoint} denied access (403): {_message(error)}"
             ) from error
         except openai.NotFoundError as error:
             raise BackendError(
-                f"{what}: not found at {self.endpoint} (404): {_message(error)}"
+                f"{what}: not found at {server.endpoint} (404): {_message(error)}"
             ) from error
         except openai.APIStatusError as error:
             if error.status_code in (408, 409):
                 raise RetryableBackendError(
-                    f"{what}: {self.endpoint} answered {error.status_code}"
+                    f"{what}: {server.endpoint} answered {error.status_code}"
                 ) from error
             raise BackendError(
-                f"{what}: {self.endpoint} answered {error.status_code}: "
+                f"{what}: {server.endpoint} answered {error.status_code}: "
                 f"{_message(error)}"
             ) from error
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise RetryableBackendError(
-                f"{what}: malformed reply from {self.endpoint}"
+                f"{what}: malformed reply from {server.endpoint}"
             ) from error
 
     def close(self) -> None:
-        if self._client is not None and self._loop_thread is not None:
-            client = self._client
-            self._client = None
-            try:
-                self.run_sync(client.close())
-            except Exception:  # noqa: BLE001 - closing must not hide the real error
-                pass
+        for server in self.servers:
+            if server.client is not None and self._loop_thread is not None:
+                client, server.client = server.client, None
+                try:
+                    self.run_sync(client.close())
+                except Exception:  # noqa: BLE001 - closing must not hide the real error
+                    pass
         super().close()
 
     # ----------------------------------------------------------------------------------
@@ -209,16 +245,21 @@ class OpenAiBackend(TextBackend):
         if request.n != 1:
             options["n"] = request.n
         what = f"a chat completion with model {request.model!r}"
-        response = await self._call(
-            lambda client: client.chat.completions.create(
-                model=request.model, messages=list(request.messages), **options
-            ),
-            what,
-        )
+        server = await self._pick_server()
+        try:
+            response = await self._call(
+                lambda client: client.chat.completions.create(
+                    model=request.model, messages=list(request.messages), **options
+                ),
+                what,
+                server,
+            )
+        finally:
+            server.in_flight -= 1
         choices = getattr(response, "choices", None)
         if not choices or len(choices) < request.n:
             raise RetryableBackendError(
-                f"{what}: malformed reply from {self.endpoint} (expected "
+                f"{what}: malformed reply from {server.endpoint} (expected "
                 f"{request.n} choice(s), got {len(choices or [])})"
             )
         out = []
@@ -340,7 +381,9 @@ class OpenAiBackend(TextBackend):
                     )
                     return self._job(job)
                 except RetryableBackendError as error:
-                    # The job may exist although its answer was lost: look first
+                    # The job may exist although its answer was lost (a timeout):
+                    # wait, then look it up before creating another
+                    await asyncio.sleep(policy.delay(attempt, self._jitter))
                     found = await self._find(request.name)
                     if found is not None:
                         return found
@@ -350,7 +393,6 @@ class OpenAiBackend(TextBackend):
                             f"{attempt + 1} times; the last error: {error}"
                         ) from error
                     self.num_retries += 1
-                    await asyncio.sleep(policy.delay(attempt, self._jitter))
                 except BackendError:
                     await self._delete_file(upload.id)
                     raise
@@ -434,6 +476,31 @@ class OpenAiBackend(TextBackend):
                 await self._delete_file(file_id)
 
         self.run_sync(cleanup())
+
+
+class _Server:
+    """One endpoint of the backend: its client, slots and health."""
+
+    COOLDOWN_MAX: float = 30.0
+
+    def __init__(self, url: str | None, limit: int):
+        self.url = url
+        self.limit = max(1, limit)
+        self.client: Any = None
+        self.in_flight = 0
+        self.failures = 0
+        self.down_until = 0.0
+        self.index = 0
+
+    @property
+    def endpoint(self) -> str:
+        return self.url or "https://api.openai.com/v1"
+
+    def mark_down(self) -> None:
+        """It did not answer: send nothing to it for a while (doubling)."""
+        self.failures += 1
+        cooldown = min(self.COOLDOWN_MAX, 0.5 * 2 ** (self.failures - 1))
+        self.down_until = time.monotonic() + cooldown
 
 
 def _message(error: Any) -> str:

@@ -1,14 +1,23 @@
-"""Sampling text rollouts: every agent's turns of a round as one batch of requests.
+"""Sampling text rollouts: every agent's turns as concurrent requests.
 
-:func:`sample_rollouts` plays a batch of episodes round by round. In each round
-(:func:`play_round`) the turns of every active agent in every episode go out
-together (:func:`take_turns`): the requests of each backend in one
-:meth:`~nip_core.text.backend.TextBackend.generate` call, at the backend's
-concurrency, different backends at the same time. Invalid responses are asked again,
-only those, with a new seed per attempt, up to the agent's
+:func:`sample_rollouts` plays a batch of episodes to their end. Two schedules give
+the same rollouts (every request's seed comes from its episode's ``sample_key``,
+round, agent and attempt, never from the order requests are sent in):
+
+Pipelined (backends that take requests one at a time, such as ``openai``)
+    Every episode moves on as soon as its own turns are done: a turn is generated,
+    parsed and, if invalid, asked again right away, each request waiting only for a
+    free slot among the backend's ``text_backend.max_concurrency``. The endpoint
+    always has as many requests in flight as allowed, however uneven the episodes.
+Round by round (when some backend ``prefers_batches``, such as a local model)
+    The turns of every active agent in every episode of a round go out together,
+    each backend's in one :meth:`~nip_core.text.backend.TextBackend.generate` call
+    (different backends at the same time); invalid responses are asked again as a
+    batch; then the environment steps the round (:func:`play_round`).
+
+Invalid responses are asked again, with a new seed per attempt, up to the agent's
 ``num_invalid_generation_retries``; then the agent sends an empty message and makes
-no decision. The round's messages and decisions are written into the rollouts and
-the environment steps the protocol.
+no decision.
 
 :func:`continue_rollouts` plays the remaining rounds of episodes that are partly
 played (trainers that branch episodes, such as MALT, use it).
@@ -16,13 +25,16 @@ played (trainers that branch episodes, such as MALT, use it).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import numpy as np
 
 from nip_core.text.agents import TextAgent, TurnContext, TurnOutput
+from nip_core.text.backend import GenerationResult
 
 if TYPE_CHECKING:
     from nip_core.text.environment import TextEnvironment
@@ -33,6 +45,7 @@ __all__ = [
     "play_round",
     "sample_rollouts",
     "take_turns",
+    "turn_contexts",
     "write_turns",
 ]
 
@@ -54,17 +67,26 @@ def turn_contexts(
     agent_names: Sequence[str],
     rollouts: TextRollouts,
     round_id: int,
+    episodes: Sequence[int] | None = None,
+    targets: Mapping[str, np.ndarray] | None = None,
 ) -> list[tuple[str, TurnContext]]:
-    """``(agent, context)`` of every turn of ``agent_names`` in ``round_id``."""
-    active = environment.active_mask(rollouts, round_id)
-    restriction = environment.decision_restriction(rollouts, round_id)
-    targets = environment.prover_target_verdicts(rollouts)
+    """``(agent, context)`` of every turn of ``agent_names`` in ``round_id`` (of
+    ``episodes``, or every episode)."""
+    rows = (
+        np.arange(rollouts.batch_size)
+        if episodes is None
+        else np.asarray(episodes, dtype=np.int64)
+    )
+    active = environment.active_mask(rollouts, round_id, rows)
+    restriction = environment.decision_restriction(rollouts, round_id, rows)
+    if targets is None:
+        targets = environment.prover_target_verdicts(rollouts)
     channels = rollouts.channel_names
     turns = []
-    for b in range(rollouts.batch_size):
+    for i, b in enumerate(rows):
         for agent_name in agent_names:
             a = rollouts.agent_index(agent_name)
-            speaks_on = tuple(c for i, c in enumerate(channels) if active[b, a, i])
+            speaks_on = tuple(c for k, c in enumerate(channels) if active[i, a, k])
             if not speaks_on:
                 continue
             target = targets.get(agent_name)
@@ -73,10 +95,10 @@ def turn_contexts(
                     agent_name,
                     TurnContext(
                         rollouts=rollouts,
-                        episode=b,
+                        episode=int(b),
                         round_id=round_id,
                         channels=speaks_on,
-                        restriction=int(restriction[b]),
+                        restriction=int(restriction[i]),
                         target_verdict=(
                             None if target is None or target[b] < 0 else int(target[b])
                         ),
@@ -86,6 +108,56 @@ def turn_contexts(
     return turns
 
 
+@attrs.define
+class _Turn:
+    """One turn being generated: its attempts so far."""
+
+    agent: TextAgent
+    context: TurnContext
+    chat: list[dict[str, str]]
+    attempt: int = 0
+    token_limit: bool = False
+    tokens: int = 0
+
+    def request(self) -> Any:
+        return self.agent.generation_request(self.context, self.chat, self.attempt)
+
+    def take(self, result: GenerationResult) -> TurnOutput | None:
+        """Read a result: the finished turn, or ``None`` to ask again."""
+        choice = result.choice
+        self.token_limit = self.token_limit or choice.hit_token_limit
+        if self.tokens >= 0 and result.completion_tokens is not None:
+            self.tokens += int(result.completion_tokens)
+        else:
+            self.tokens = -1
+        parsed = self.agent.interpret(self.context, choice)
+        allowed = int(self.agent.agent_params.num_invalid_generation_retries)
+        if not parsed.valid and self.attempt < allowed:
+            self.attempt += 1
+            return None
+        if parsed.valid:
+            return TurnOutput(
+                messages=dict(parsed.messages),
+                decision=parsed.decision,
+                raw_output=choice.text,
+                prompt=tuple(self.chat),
+                valid=True,
+                retries=self.attempt,
+                token_limit=self.token_limit,
+                tokens=self.tokens,
+            )
+        # The original library's fallback: an empty message, no decision
+        return TurnOutput(
+            messages={channel: "" for channel in self.context.channels},
+            raw_output=choice.text,
+            prompt=tuple(self.chat),
+            valid=False,
+            retries=self.attempt,
+            token_limit=self.token_limit,
+            tokens=self.tokens,
+        )
+
+
 def take_turns(
     environment: TextEnvironment,
     agents: Mapping[str, Any],
@@ -93,75 +165,36 @@ def take_turns(
     round_id: int,
     progress: Progress | None = None,
 ) -> dict[tuple[int, str], TurnOutput]:
-    """The turns of ``agents`` in ``round_id``, by ``(episode, agent name)``.
+    """The turns of ``agents`` in ``round_id``, by ``(episode, agent name)``,
+    generated as batches (one per backend and attempt).
 
     Nothing is written into ``rollouts``.
     """
     wholes = {name: _whole(agent) for name, agent in agents.items()}
-    turns = turn_contexts(environment, list(wholes), rollouts, round_id)
     outputs: dict[tuple[int, str], TurnOutput] = {}
-
-    # (agent, context, chat, attempt, token limit hit, tokens so far)
-    pending: list[tuple[str, TurnContext, list[dict[str, str]], int, bool, int]] = []
-    for agent_name, context in turns:
+    pending: list[_Turn] = []
+    for agent_name, context in turn_contexts(
+        environment, list(wholes), rollouts, round_id
+    ):
         agent = wholes[agent_name]
         if not agent.uses_model:
             outputs[(context.episode, agent_name)] = agent.random_turn(context)  # type: ignore[attr-defined]
             if progress is not None:
                 progress(1)
             continue
-        pending.append((agent_name, context, agent.build_chat(context), 0, False, 0))
-
+        pending.append(_Turn(agent, context, agent.build_chat(context)))
     while pending:
         by_backend: dict[Any, list[int]] = {}
-        requests = []
-        for i, (agent_name, context, chat, attempt, _, _) in enumerate(pending):
-            agent = wholes[agent_name]
-            requests.append(agent.generation_request(context, chat, attempt))
-            by_backend.setdefault(agent.group.backend, []).append(i)
-        results = _generate_by_backend(by_backend, requests)
-
+        for i, turn in enumerate(pending):
+            by_backend.setdefault(turn.agent.group.backend, []).append(i)
+        results = _generate_by_backend(by_backend, [t.request() for t in pending])
         still_pending = []
-        for (agent_name, context, chat, attempt, limit_hit, tokens), result in zip(
-            pending, results, strict=True
-        ):
-            agent = wholes[agent_name]
-            choice = result.choice
-            limit_hit = limit_hit or choice.hit_token_limit
-            if tokens >= 0 and result.completion_tokens is not None:
-                tokens += int(result.completion_tokens)
-            else:
-                tokens = -1
-            parsed = agent.interpret(context, choice)
-            retries_allowed = int(agent.agent_params.num_invalid_generation_retries)
-            if not parsed.valid and attempt < retries_allowed:
-                still_pending.append(
-                    (agent_name, context, chat, attempt + 1, limit_hit, tokens)
-                )
+        for turn, result in zip(pending, results, strict=True):
+            output = turn.take(result)
+            if output is None:
+                still_pending.append(turn)
                 continue
-            if parsed.valid:
-                output = TurnOutput(
-                    messages=dict(parsed.messages),
-                    decision=parsed.decision,
-                    raw_output=choice.text,
-                    prompt=tuple(chat),
-                    valid=True,
-                    retries=attempt,
-                    token_limit=limit_hit,
-                    tokens=tokens,
-                )
-            else:
-                # The original library's fallback: an empty message, no decision
-                output = TurnOutput(
-                    messages={channel: "" for channel in context.channels},
-                    raw_output=choice.text,
-                    prompt=tuple(chat),
-                    valid=False,
-                    retries=attempt,
-                    token_limit=limit_hit,
-                    tokens=tokens,
-                )
-            outputs[(context.episode, agent_name)] = output
+            outputs[(turn.context.episode, turn.agent.agent_name)] = output
             if progress is not None:
                 progress(1)
         pending = still_pending
@@ -209,9 +242,8 @@ def write_turns(
         rollouts["agents.token_limit"][b, round_id, a] = output.token_limit
         rollouts["agents.tokens"][b, round_id, a] = output.tokens
         for channel, text in output.messages.items():
-            rollouts["agents.message"][
-                b, round_id, a, rollouts.channel_index(channel)
-            ] = text
+            c = rollouts.channel_index(channel)
+            rollouts["agents.message"][b, round_id, a, c] = text
 
 
 def play_round(
@@ -228,6 +260,158 @@ def play_round(
     return rollouts
 
 
+# --------------------------------------------------------------------------------------
+# The pipelined schedule
+
+
+async def _play_turn(turn: _Turn, progress: Progress | None) -> TurnOutput:
+    while True:
+        result = await turn.agent.group.backend.generate_one(turn.request())
+        output = turn.take(result)
+        if output is not None:
+            if progress is not None:
+                progress(1)
+            return output
+
+
+class _Batcher:
+    """Gathers calls made during one pass of the event loop and serves them with
+    one batched call: episodes that reach the same point together share one
+    protocol step (per-call overhead instead of per-episode overhead)."""
+
+    def __init__(self, serve: Callable[[list[tuple[int, int]]], dict]):
+        self.serve = serve
+        self.pending: list[tuple[tuple[int, int], asyncio.Future]] = []
+
+    async def __call__(self, key: tuple[int, int]) -> Any:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self.pending:
+            loop.call_soon(self._flush)
+        self.pending.append((key, future))
+        return await future
+
+    def _flush(self) -> None:
+        pending, self.pending = self.pending, []
+        try:
+            results = self.serve([key for key, _ in pending])
+        except BaseException as error:  # noqa: BLE001 - handed to every waiter
+            for _, future in pending:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for key, future in pending:
+            if not future.done():
+                future.set_result(results.get(key))
+
+
+def _by_round(keys: list[tuple[int, int]]) -> dict[int, list[int]]:
+    rounds: dict[int, list[int]] = {}
+    for round_id, episode in keys:
+        rounds.setdefault(round_id, []).append(episode)
+    return rounds
+
+
+async def _play_episode(
+    environment: TextEnvironment,
+    wholes: Mapping[str, TextAgent],
+    rollouts: TextRollouts,
+    episode: int,
+    start_round: int,
+    stop_round: int,
+    contexts: _Batcher,
+    step: _Batcher,
+    progress: Progress | None,
+) -> None:
+    for round_id in range(start_round, stop_round):
+        if round_id > 0 and rollouts["done"][episode, round_id - 1]:
+            environment.finish_padding(rollouts, round_id - 1, [episode])
+            return
+        outputs: dict[tuple[int, str], TurnOutput] = {}
+        waiting = []
+        for agent_name, context in await contexts((round_id, episode)) or ():
+            agent = wholes[agent_name]
+            if not agent.uses_model:
+                outputs[(episode, agent_name)] = agent.random_turn(context)  # type: ignore[attr-defined]
+                if progress is not None:
+                    progress(1)
+            else:
+                turn = _Turn(agent, context, agent.build_chat(context))
+                waiting.append((agent_name, _play_turn(turn, progress)))
+        if waiting:
+            results = await asyncio.gather(*(coroutine for _, coroutine in waiting))
+            for (agent_name, _), output in zip(waiting, results, strict=True):
+                outputs[(episode, agent_name)] = output
+        write_turns(rollouts, round_id, outputs)
+        await step((round_id, episode))
+
+
+async def _play_episodes(
+    environment: TextEnvironment,
+    wholes: Mapping[str, TextAgent],
+    rollouts: TextRollouts,
+    start_round: int,
+    stop_round: int,
+    progress: Progress | None,
+) -> None:
+    targets = environment.prover_target_verdicts(rollouts)
+    names = list(wholes)
+
+    def serve_contexts(keys: list[tuple[int, int]]) -> dict:
+        out: dict[tuple[int, int], list] = {}
+        for round_id, episodes in _by_round(keys).items():
+            for agent_name, context in turn_contexts(
+                environment, names, rollouts, round_id, episodes, targets
+            ):
+                out.setdefault((round_id, context.episode), []).append(
+                    (agent_name, context)
+                )
+        return out
+
+    def serve_step(keys: list[tuple[int, int]]) -> dict:
+        for round_id, episodes in _by_round(keys).items():
+            environment.step(rollouts, round_id, episodes)
+        return {}
+
+    contexts, step = _Batcher(serve_contexts), _Batcher(serve_step)
+    tasks = [
+        asyncio.ensure_future(
+            _play_episode(
+                environment,
+                wholes,
+                rollouts,
+                b,
+                start_round,
+                stop_round,
+                contexts,
+                step,
+                progress,
+            )
+        )
+        for b in range(rollouts.batch_size)
+    ]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def _pipelined_backend(wholes: Mapping[str, TextAgent]) -> Any:
+    """The backend whose event loop runs a pipelined schedule, or ``None`` when
+    the batches must go round by round."""
+    backends = {agent.group.backend for agent in wholes.values() if agent.uses_model}
+    if not backends or any(b.prefers_batches for b in backends):
+        return None
+    return sorted(backends, key=lambda b: b.name)[0]
+
+
+# --------------------------------------------------------------------------------------
+# Whole episodes
+
+
 def continue_rollouts(
     environment: TextEnvironment,
     agents: Mapping[str, Any],
@@ -237,13 +421,20 @@ def continue_rollouts(
     progress: Progress | None = None,
 ) -> TextRollouts:
     """Play rounds ``start_round`` up to ``stop_round`` (exclusive; default: the
-    end) of partly played episodes; pad the rest when every episode is over."""
+    end) of partly played episodes; pad each episode once it is over."""
     stop = rollouts.max_rounds if stop_round is None else stop_round
+    wholes = {name: _whole(agent) for name, agent in agents.items()}
+    backend = _pipelined_backend(wholes)
+    if backend is not None:
+        backend.run_sync(
+            _play_episodes(environment, wholes, rollouts, start_round, stop, progress)
+        )
+        return rollouts
     for round_id in range(start_round, stop):
         if rollouts.done_before(round_id).all():
             environment.finish_padding(rollouts, round_id - 1)
             break
-        play_round(environment, agents, rollouts, round_id, progress)
+        play_round(environment, wholes, rollouts, round_id, progress)
     return rollouts
 
 

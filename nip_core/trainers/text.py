@@ -28,7 +28,8 @@ the scheme is ``none``), then the state is ``done``.
 Only :meth:`~PureTextRlTrainer._stage_create_fine_tune_jobs` must be written by a
 subclass (the ``pure_text_ei`` and ``pure_text_malt`` plugins). Subclasses that
 sample differently override :meth:`~PureTextRlTrainer._sample_rollouts` (used by the
-test loop too), and :meth:`~PureTextRlTrainer._get_log_stats` to add statistics.
+test loop too) or only :meth:`~PureTextRlTrainer._sample_training_rollouts`, and
+:meth:`~PureTextRlTrainer._get_log_stats` to add statistics.
 
 With ``base_run.base_run_type: rerun_tests``, the trainer instead tests the models
 a previous run used, iteration by iteration as the test scheme says.
@@ -48,6 +49,11 @@ import attrs
 from nip_core.errors import BackendError, CheckpointError
 from nip_core.runs.io import atomic_write_json
 from nip_core.seeding import derive_seed
+from nip_core.text.analysis import (
+    RolloutAnalyser,
+    analyse_rollouts,
+    build_rollout_analysers,
+)
 from nip_core.text.backend import FineTuneJob, PreferenceExample
 from nip_core.text.data import draw_indices
 from nip_core.text.groups import SharedModelGroup, SharedModelGroupState
@@ -355,6 +361,21 @@ class PureTextRlTrainer(Trainer):
         finally:
             bar.close()
 
+    def _sample_training_rollouts(
+        self, datapoint_indices: Sequence[int], iteration: int
+    ) -> TextRollouts:
+        """The training rollouts of an iteration, on the datapoints drawn for it.
+
+        By default one episode per datapoint (:meth:`_sample_rollouts`). A trainer
+        that samples training episodes differently (MALT's response trees)
+        overrides this; the test loop keeps :meth:`_sample_rollouts`. A long
+        sampling may save partial work and ``self.save_state()`` in between: a
+        killed run comes back to this stage with the same datapoints.
+        """
+        return self._sample_rollouts(
+            self.train_environment, datapoint_indices, iteration
+        )
+
     def check_models(self, fine_tuning: bool = True) -> None:
         """Ask each backend whether it knows its groups' current models and, when
         ``fine_tuning``, whether it can fine-tune the models that the groups which
@@ -383,12 +404,35 @@ class PureTextRlTrainer(Trainer):
         prefix = "" if train else "test_"
         stats = text_rollout_statistics(rollouts, prefix=prefix)
         stats[f"{prefix}num_rollouts"] = rollouts.batch_size
+        stats.update(analyse_rollouts(self.rollout_analysers, rollouts, prefix))
         return stats
+
+    @property
+    def rollout_analysers(self) -> dict[str, RolloutAnalyser]:
+        """The analysers of ``text_rl.rollout_analysers`` (built on first use)."""
+        analysers = self.__dict__.get("_rollout_analysers")
+        if analysers is None:
+            analysers = build_rollout_analysers(
+                self.text_rl.rollout_analysers, self.hyper_params, self.settings
+            )
+            self.__dict__["_rollout_analysers"] = analysers
+        return analysers
+
+    def close_rollout_analysers(self) -> None:
+        """Release the analysers (called when training ends, however it ends)."""
+        for analyser in self.__dict__.pop("_rollout_analysers", {}).values():
+            analyser.close()
 
     # ----------------------------------------------------------------------------------
     # The loop
 
     def train(self) -> None:
+        try:
+            self._train()
+        finally:
+            self.close_rollout_analysers()
+
+    def _train(self) -> None:
         resume = self.run.resume_checkpoint
         if resume is not None:
             self.load_state_dict(resume)
@@ -438,7 +482,7 @@ class PureTextRlTrainer(Trainer):
             self.state.train_data_offset,
             count,
         )
-        rollouts = self._sample_rollouts(self.train_environment, indices, iteration)
+        rollouts = self._sample_training_rollouts(indices, iteration)
         self.save_rollouts(rollouts, "train", iteration)
         self.state.train_data_offset += count
         self.state.timings = {"sample_rollouts_s": time.perf_counter() - start}

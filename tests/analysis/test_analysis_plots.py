@@ -215,3 +215,48 @@ def test_a_failing_renderer_is_a_warning(tmp_path, register_plugin):
     (warning,) = report.warnings
     assert "cannot draw" in warning and "'toy'" in warning
     assert (tmp_path / "rep" / "accuracy.png").is_file()
+
+
+def test_a_plugin_panel_draws_its_metrics_and_adds_its_columns(
+    tmp_path, register_plugin
+):
+    from nip_core.records import ReportMetric, ReportPanelSpec
+
+    class PanelPlugin:
+        @hookimpl
+        def register_report_panels(self):
+            return [
+                ReportPanelSpec(
+                    name="selection",
+                    title="Examples selected per agent",
+                    ylabel="examples",
+                    metrics=[
+                        ReportMetric(
+                            pattern=r"fine_tune\.(?P<agent>[^.]+)\.num_selected",
+                            display="{agent} selected",
+                        )
+                    ],
+                    order=5,  # between the core's accuracy (0) and rewards (10)
+                )
+            ]
+
+    register_plugin(PanelPlugin(), name="panel-plugin")
+    records = training_records(
+        [0.5, 0.6], rewards={"verifier": [0.0, 0.2]}, test_accuracy=0.7
+    )
+    records[0]["fine_tune.verifier.num_selected"] = 3
+    records[1]["fine_tune.verifier.num_selected"] = 5
+    records[1]["fine_tune.prover.num_selected"] = 2
+    records[1]["fine_tune.verifier.unrelated"] = 1
+    path = write_run(tmp_path, "run", records)
+    report = build_report([path], out_dir=tmp_path / "out", num_episodes=0)
+    assert report.columns == [
+        "mean_accuracy",
+        "test_mean_accuracy",
+        "fine_tune.prover.num_selected",
+        "fine_tune.verifier.num_selected",
+        "verifier.mean_episode_reward",
+    ]
+    assert (tmp_path / "out" / "selection.png").is_file()
+    assert "verifier selected" in report.format_text()
+    assert report.run_table()[0]["fine_tune.verifier.num_selected"] == 5

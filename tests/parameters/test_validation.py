@@ -107,10 +107,12 @@ def test_protocol_of_another_data_world(toy):
         scenario="toy_text",
         trainer="toy_text_trainer",
         dataset="d",
-        interaction_protocol="nip",
+        interaction_protocol="toy_solo",
     )["interaction_protocol"]
     assert "cannot run in the text world" in problem.message
-    assert problem.choices == ("toy_protocol",)
+    # the text world's protocols: the toy's and every built-in one
+    assert "toy_protocol" in problem.choices and "nip" in problem.choices
+    assert "toy_solo" not in problem.choices
 
 
 def test_trainer_of_another_data_world(toy):

@@ -29,7 +29,7 @@ class SpecialZkHandler(ZeroKnowledgeProtocolHandler):
 
 class ToyPlugin:
     """Registers a tensor scenario that specialises nip, a text scenario, a trainer
-    and a protocol of a plugin."""
+    and two protocols of a plugin (one for the tensor world only)."""
 
     @hookimpl
     def register_scenarios(self):
@@ -69,7 +69,14 @@ class ToyPlugin:
                 parameter_section="debate_protocol",
                 data_worlds=("tensor", "text"),
                 supports_zero_knowledge=True,
-            )
+            ),
+            ProtocolSpec(
+                name="tensor_debate",
+                handler_class=f"{__name__}:DebateProtocolHandler",
+                agent_names=("prover0", "prover1", "verifier"),
+                parameter_section="debate_protocol",
+                data_worlds=("tensor",),
+            ),
         ]
 
 
@@ -143,7 +150,8 @@ def test_supported_protocols_are_enforced(toy) -> None:
 
 def test_data_world_is_enforced(toy) -> None:
     with pytest.raises(NipConfigError, match="cannot step the text world"):
-        build(view("nip", "toy_text"))
+        build(view("tensor_debate", "toy_text"))
+    assert type(build(view("nip", "toy_text"))) is NipProtocolHandler
     assert type(build(view("plugin_debate", "toy_text"))) is DebateProtocolHandler
 
 

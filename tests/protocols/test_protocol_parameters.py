@@ -188,6 +188,7 @@ def test_sections_and_protocols_are_registered(plugin_manager) -> None:
     }
     for name, agents in expected.items():
         assert protocols[name].agent_names == agents
-        assert protocols[name].data_worlds == ("tensor",)
+        # every built-in protocol steps tensor and text episodes alike
+        assert protocols[name].data_worlds == ("tensor", "text")
     assert protocols["mnip"].parameter_section == "mnip_protocol"
     assert protocols["solo_verifier"].supports_zero_knowledge is False

@@ -26,6 +26,7 @@ from typing import Any
 __all__ = ["scripted_fine_tune_effect", "scripted_responder", "verdict_correct"]
 
 _NUMBER = re.compile(r"the number (\d+) is even")
+_SPEAKER = re.compile(r"(?m)^Prover(?: \d+)?: ")
 _HEADER = re.compile(r"'((?:Question|Message) for [^']+:)'")
 _DECISION = re.compile(r"decision:\s*(accept|reject)", re.IGNORECASE)
 
@@ -55,7 +56,7 @@ def scripted_responder(
         )
     last = str(messages[-1].get("content", ""))
     heard_prover = any(
-        m.get("role") == "user" and "Prover" in m["content"] for m in messages
+        m.get("role") == "user" and _SPEAKER.search(m["content"]) for m in messages
     )
     may_decide = "cannot give your verdict yet" not in last
     must_decide = "last turn" in last

@@ -91,6 +91,8 @@ class TransformersBackend(TextBackend):
     """The ``transformers`` text backend (see the module docstring)."""
 
     supports_seed: ClassVar[bool] = True
+    prefers_batches: ClassVar[bool] = True
+    """Samplers send each round's turns as one batch (the device batches them)."""
 
     def __init__(self, hyper_params: Any, settings: Any, name: str):
         super().__init__(hyper_params, settings, name)

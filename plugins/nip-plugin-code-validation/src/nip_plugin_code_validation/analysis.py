@@ -1,0 +1,121 @@
+"""``code_validation_judge``: an LLM grades each prover's argument.
+
+For every prover of every episode that spoke, a text backend (the section
+``code_validation``: ``judge_backend``, ``judge_model``; by default the run's backend
+and the verifier's model) reads the problem, the solution, the truth, the prover's
+stance and its messages (``templates/judge/prover_argument.j2``) and answers two
+grades from 0 to 10: *relevant* (it discusses this code) and *truthful* (its claims
+about the code are true). Metrics per prover: ``<prover>.mean_relevant``,
+``<prover>.mean_truthful`` (scaled to [0, 1]) and ``<prover>.unparsed_rate`` (replies
+without both grades). An expensive analyser: run it with ``nip analyse RUN
+--analyser code_validation_judge`` rather than every iteration.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+from nip_core.text.analysis import RolloutAnalyser
+from nip_core.text.backend import GenerationRequest, build_backend
+from nip_core.text.rollouts import TextRollouts
+
+from nip_plugin_code_validation.agents import STANCE_WORDS, render_template
+
+__all__ = ["ProverArgumentJudge", "parse_grades"]
+
+_GRADE = re.compile(
+    r"^\s*[*_]*(relevant|truthful)[*_]*\s*:\s*(\d+(?:\.\d+)?)", re.I | re.M
+)
+
+
+def parse_grades(text: str) -> dict[str, float] | None:
+    """``{"relevant": r, "truthful": t}`` in [0, 1] from a judge's reply, or
+    ``None`` unless both grades are there and within 0-10."""
+    grades = {}
+    for name, value in _GRADE.findall(text):
+        number = float(value)
+        if not 0 <= number <= 10:
+            return None
+        grades.setdefault(name.lower(), number / 10)
+    return grades if len(grades) == 2 else None
+
+
+class ProverArgumentJudge(RolloutAnalyser):
+    """See the module docstring."""
+
+    def __init__(self, hyper_params: Any, settings: Any, name: str):
+        super().__init__(hyper_params, settings, name)
+        options = hyper_params.code_validation
+        self.max_episodes = options.judge_max_episodes
+        backend = options.judge_backend or hyper_params.text_backend.name
+        self.model = options.judge_model or hyper_params.agents["verifier"].model_name
+        self.backend = build_backend(backend, hyper_params, settings)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def analyse(self, rollouts: TextRollouts) -> dict[str, float]:
+        count = rollouts.batch_size
+        if self.max_episodes is not None:
+            count = min(count, int(self.max_episodes))
+        jobs: list[tuple[str, str]] = []
+        requests = []
+        for b in range(count):
+            datapoint = rollouts.datapoints[b]
+            for a, agent in enumerate(rollouts.agent_names):
+                if "prover" not in agent:
+                    continue
+                active = rollouts["agents.active"][b, :, a]
+                messages = [
+                    text
+                    for r in np.flatnonzero(active)
+                    for text in rollouts["agents.message"][b, r, a]
+                    if text
+                ]
+                if not messages:
+                    continue
+                stance = self._stance(rollouts, b, agent)
+                prompt = render_template(
+                    "judge/prover_argument.j2",
+                    question=datapoint["question"],
+                    solution=str(datapoint["solution"]).rstrip(),
+                    stance=stance,
+                    truth="correct" if int(datapoint["y"]) == 1 else "incorrect",
+                    messages=messages,
+                )
+                jobs.append((agent, stance))
+                requests.append(
+                    GenerationRequest(
+                        model=self.model,
+                        messages=[{"role": "user", "content": prompt}],
+                        temperature=0.0,
+                        max_tokens=32,
+                        seed=b,
+                    )
+                )
+        results = self.backend.generate(requests)
+        grades: dict[str, list[dict[str, float] | None]] = {}
+        for (agent, _), result in zip(jobs, results, strict=True):
+            grades.setdefault(agent, []).append(parse_grades(result.choice.text))
+        out: dict[str, float] = {}
+        for agent, values in grades.items():
+            parsed = [v for v in values if v is not None]
+            out[f"{agent}.unparsed_rate"] = 1 - len(parsed) / len(values)
+            for key in ("relevant", "truthful"):
+                out[f"{agent}.mean_{key}"] = (
+                    float(np.mean([v[key] for v in parsed])) if parsed else float("nan")
+                )
+        return out
+
+    def _stance(self, rollouts: TextRollouts, b: int, agent: str) -> str:
+        provers = [n for n in rollouts.agent_names if "prover" in n]
+        protocol = str(self.hyper_params.interaction_protocol)
+        if len(provers) == 1:
+            if "prover_stance" in rollouts:
+                return STANCE_WORDS[int(rollouts["prover_stance"][b])]
+            return "accept"
+        if protocol == "mnip":
+            return "accept"
+        return "reject" if agent == provers[0] else "accept"

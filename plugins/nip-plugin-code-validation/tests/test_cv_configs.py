@@ -1,0 +1,80 @@
+"""The plugin's configs compose and validate; a missing trainer or backend plugin
+gives one clear message saying what to install."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+from nip_core.cli.compose import (
+    SearchDir,
+    build_experiment,
+    compose,
+    hydra_app,
+    to_plain_dict,
+)
+from nip_core.errors import NipConfigError
+
+import nip_plugin_code_validation.plugin as cv_plugin
+from nip_plugin_code_validation.plugin import PROTOCOLS
+
+GROUP = cv_plugin.CONFIG_DIR / "code_validation"
+EXPERIMENTS = sorted(
+    f"code_validation/{p.stem}" for p in GROUP.glob("*.yaml") if "base" not in p.stem
+)
+
+
+def _compose(name, overrides=()):
+    from nip_core.builtin.configs import CORE_CONFIG_DIR
+
+    search = [
+        SearchDir("code_validation", cv_plugin.CONFIG_DIR),
+        SearchDir("nip-core", CORE_CONFIG_DIR),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with hydra_app(search) as app:
+            config = to_plain_dict(compose(app, name, list(overrides)))
+    return config
+
+
+def test_every_protocol_and_trainer_has_a_config() -> None:
+    for protocol in PROTOCOLS:
+        for trainer in ("pure_text_ei", "pure_text_malt"):
+            assert f"code_validation/{protocol}_{trainer}" in EXPERIMENTS
+    assert "code_validation/default" in EXPERIMENTS
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_config_validates_with_a_known_trainer(code_validation_plugin, name) -> None:
+    config = _compose(name, ["trainer=synthetic_text_sft", "text_backend.name=openai"])
+    hyper_params, _ = build_experiment(config, config_name=name)
+    assert hyper_params.scenario == "code_validation"
+    assert hyper_params.dataset == "humaneval_buggy"
+    stem = name.split("/", 1)[1]
+    if stem != "default":
+        assert stem.startswith(hyper_params.interaction_protocol)
+
+
+def test_missing_trainer_plugin_says_what_to_install(code_validation_plugin) -> None:
+    with pytest.raises(NipConfigError) as info:
+        build_experiment(_compose("code_validation/debate_pure_text_malt"))
+    message = str(info.value)
+    assert "pure_text_malt" in message and "nip-plugin-malt" in message
+
+
+def test_default_says_what_to_install(code_validation_plugin) -> None:
+    with pytest.raises(NipConfigError) as info:
+        build_experiment(_compose("code_validation/default"))
+    message = str(info.value)
+    assert "pip install nip-plugin-transformers" in message
+    assert "nip-plugin-ei" in message
+
+
+def test_zero_knowledge_is_refused_clearly(code_validation_plugin) -> None:
+    config = _compose(
+        "code_validation/nip_pure_text_ei",
+        ["trainer=synthetic_text_sft", "protocol_common.zero_knowledge=true"],
+    )
+    with pytest.raises(NipConfigError, match="zero-knowledge protocols need"):
+        build_experiment(config)

@@ -1,0 +1,301 @@
+"""Datasets: the shipped humaneval_buggy (checked in the sandbox on a sample), its
+rebuild, the LLM method with a scripted server, the APPS loaders on local files in
+the hub's schema, and one clear error for each bad input."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import types
+
+import pytest
+from nip_core.errors import DatasetNotFoundError, NipConfigError
+from nip_core.testing.openai_server import OpenAiTestServer
+
+from nip_plugin_code_validation.data import TEST_PROBLEMS, read_rows, shipped_path
+from nip_plugin_code_validation.humaneval import (
+    build_humaneval_buggy,
+    hash_parity,
+    humaneval_problems,
+)
+from nip_plugin_code_validation.sandbox import SandboxLimits, run_tests
+
+LIMITS = SandboxLimits(wall_time=10.0, cpu_time=5, memory_mb=512)
+
+
+def _dataset(name, split="train", tmp_path=None, **code_validation):
+    from nip_core.parameters import HyperParameters
+    from nip_core.settings import ExperimentSettings
+
+    from nip_plugin_code_validation.data import CodeValidationDataset
+
+    hyper_params = HyperParameters(
+        scenario="code_validation",
+        trainer="synthetic_text_sft",
+        dataset=name,
+        agents={"_default": {"model_name": "m"}},
+        code_validation=code_validation or None,
+    )
+    settings = ExperimentSettings(data_dir=str(tmp_path) if tmp_path else None)
+    return CodeValidationDataset(hyper_params, settings, split=split)
+
+
+def test_shipped_humaneval_buggy_is_balanced_and_split_by_problem() -> None:
+    train = read_rows(shipped_path("humaneval_buggy", "train"))
+    test = read_rows(shipped_path("humaneval_buggy", "test"))
+    for rows in (train, test):
+        assert sum(r["y"] for r in rows) * 2 == len(rows)
+        for row in rows:
+            assert row["prover_stance"] == hash_parity(row["solution"])
+    assert {r["task_id"] for r in train}.isdisjoint({r["task_id"] for r in test})
+    assert len(train) + len(test) >= 250
+    assert 0.15 < len(test) / (len(train) + len(test)) < 0.25
+
+
+def test_a_sample_of_humaneval_buggy_checks_out_in_the_sandbox() -> None:
+    problems = humaneval_problems()
+    rows = read_rows(shipped_path("humaneval_buggy", "train"))
+    rows += read_rows(shipped_path("humaneval_buggy", "test"))
+    sample = random.Random(0).sample(rows, 12)
+    for row in sample:
+        problem = problems[row["task_id"]]
+        result = run_tests(
+            row["solution"], problem["test"], problem["entry_point"], limits=LIMITS
+        )
+        if row["y"] == 1:
+            assert result.ok, (row["task_id"], result.describe())
+            assert row["solution"] == problem["prompt"] + problem["canonical_solution"]
+        else:
+            assert result.status in ("error", "memory"), row["task_id"]
+            assert row["mutation"]
+
+
+def test_rebuilding_reproduces_the_shipped_rows() -> None:
+    shipped = read_rows(shipped_path("humaneval_buggy", "train"))
+    shipped += read_rows(shipped_path("humaneval_buggy", "test"))
+    by_task = {}
+    for row in shipped:
+        by_task.setdefault(row["task_id"], []).append(row)
+    ids = ["HumanEval/0", "HumanEval/2", "HumanEval/4"]
+    rebuilt = build_humaneval_buggy(task_ids=ids, workers=2, limits=LIMITS)
+    rows = rebuilt["train"] + rebuilt["test"]
+    for task_id in ids:
+        mine = sorted(
+            (r for r in rows if r["task_id"] == task_id), key=lambda r: -r["y"]
+        )
+        theirs = sorted(by_task[task_id], key=lambda r: -r["y"])
+        assert [r["solution"] for r in mine] == [r["solution"] for r in theirs]
+
+
+def test_test_dataset_checks_out() -> None:
+    for problem in TEST_PROBLEMS:
+        assert run_tests(
+            problem["correct"], problem["test"], problem["entry_point"], limits=LIMITS
+        ).ok
+        assert not run_tests(
+            problem["buggy"], problem["test"], problem["entry_point"], limits=LIMITS
+        ).ok
+
+
+def test_named_datasets_load(code_validation_plugin, tmp_path) -> None:
+    train = _dataset("test", "train", tmp_path)
+    assert len(train) == 6 and {row["y"] for row in train.rows} == {0, 1}
+    assert len(_dataset("test", "test", tmp_path)) == 4
+    humaneval = _dataset("humaneval_buggy", "test", tmp_path)
+    assert len(humaneval) > 40
+    assert set(humaneval[0]) >= {"question", "solution", "y", "prover_stance", "id"}
+
+
+def test_unknown_dataset_is_one_clear_error(code_validation_plugin, tmp_path) -> None:
+    with pytest.raises(NipConfigError) as info:
+        _dataset("humaneval_bugy", "train", tmp_path)
+    message = str(info.value)
+    assert "did you mean 'humaneval_buggy'" in message
+    assert message.count("\n  - ") == 1
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DatasetNotFoundError) as info:
+        _dataset(str(missing), "train", tmp_path)
+    assert str(missing / "train.jsonl") in str(info.value)
+    with pytest.raises(DatasetNotFoundError, match="train and a test split only"):
+        _dataset("test", "validation", tmp_path)
+
+
+def test_dataset_from_a_directory_and_bad_rows(
+    code_validation_plugin, tmp_path
+) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir(parents=True)
+    (folder / "train.jsonl").write_text(
+        '{"question": "q", "solution": "print(1)", "y": 1}\n'
+    )
+    (row,) = _dataset(str(folder), "train", tmp_path).rows
+    assert row["prover_stance"] == hash_parity("print(1)")
+    (folder / "train.jsonl").write_text('{"question": "q", "y": 1}\n')
+    with pytest.raises(DatasetNotFoundError, match="line 1.*missing: solution"):
+        _dataset(str(folder), "train", tmp_path)
+    (folder / "train.jsonl").write_text("not json\n")
+    with pytest.raises(DatasetNotFoundError, match="line 1: not JSON"):
+        _dataset(str(folder), "train", tmp_path)
+
+
+BUGGY_APPS_RECORDS = [
+    {
+        "apps_problem_id": 7,
+        "question": "Print the sum of two integers read from input.",
+        "difficulty": "interview",
+        "flags": "",
+        "solutions": [{"solution": "print(sum(map(int, input().split())))"}],
+        "buggy_solutions": [
+            {"solution": "print(sum(map(int, input().split())) + 1)"},
+            {"solution": "print(max(map(int, input().split())))"},
+        ],
+    },
+    {
+        "apps_problem_id": 8,
+        "question": "Flagged problem.",
+        "difficulty": "interview",
+        "flags": "violence",
+        "solutions": [{"solution": "print(1)"}],
+        "buggy_solutions": [{"solution": "print(2)"}],
+    },
+    {
+        "apps_problem_id": 9,
+        "question": "Too easy.",
+        "difficulty": "introductory",
+        "flags": "",
+        "solutions": [{"solution": "print(3)"}],
+        "buggy_solutions": [{"solution": "print(4)"}],
+    },
+]
+
+APPS_RECORDS = [
+    {
+        "problem_id": 1,
+        "question": "Echo the input.",
+        "difficulty": "interview",
+        "solutions": json.dumps(
+            ["print(input())", "import sys\nprint(sys.stdin.read())"]
+        ),
+    },
+    {
+        "problem_id": 2,
+        "question": "No solutions.",
+        "difficulty": "interview",
+        "solutions": "",
+    },
+]
+
+
+def _write_raw(tmp_path, name, records, split="train"):
+    raw = tmp_path / "code_validation" / name / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    (raw / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_buggy_apps_loader_on_local_files(code_validation_plugin, tmp_path) -> None:
+    _write_raw(tmp_path, "buggy_apps", BUGGY_APPS_RECORDS)
+    rows = _dataset("buggy_apps", "train", tmp_path).rows
+    assert [r["y"] for r in rows] == [1, 0, 0]
+    assert {r["task_id"] for r in rows} == {"buggy_apps/7"}
+    assert rows[2]["solution"].startswith("print(max")
+    every = _dataset("buggy_apps", "train", tmp_path, apps_exclude_flagged=False).rows
+    assert len(every) == 5
+    easy = _dataset("buggy_apps", "train", tmp_path, apps_difficulty="introductory")
+    assert [r["task_id"] for r in easy.rows] == ["buggy_apps/9"] * 2
+    # processed rows are cached: the raw file is no longer needed
+    (tmp_path / "code_validation" / "buggy_apps" / "raw" / "train.jsonl").unlink()
+    assert _dataset("buggy_apps", "train", tmp_path).rows == rows
+
+
+def test_apps_loader_on_local_files(code_validation_plugin, tmp_path) -> None:
+    _write_raw(tmp_path, "apps", APPS_RECORDS, split="test")
+    rows = _dataset("apps", "test", tmp_path).rows
+    assert [(r["solution"], r["y"]) for r in rows] == [("print(input())", 1)]
+    second = _dataset("apps", "test", tmp_path, apps_solution_number=1).rows
+    assert second[0]["solution"] == "import sys\nprint(sys.stdin.read())"
+
+
+def test_missing_online_dataset_without_network(
+    code_validation_plugin, tmp_path, monkeypatch
+) -> None:
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'lrhammond/buggy-apps' on the Hub")
+
+    fake = types.ModuleType("datasets")
+    fake.load_dataset = offline
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    with pytest.raises(DatasetNotFoundError) as info:
+        _dataset("buggy_apps", "train", tmp_path)
+    message = str(info.value)
+    assert "ConnectionError" in message and "lrhammond/buggy-apps" in message
+    assert "humaneval_buggy" in message and "raw" in message
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(DatasetNotFoundError, match="`datasets` package"):
+        _dataset("apps", "train", tmp_path)
+
+
+def _llm_responder(model, messages, request, rng):
+    prompt = messages[-1]["content"]
+    code = prompt.split("```python\n")[-1].split("```")[0]
+    if "has_close_elements" in code or "below_zero" in code:
+        buggy = code.replace("return True", "return False")
+        return "Here it is:\n```python\n" + buggy + "```"
+    if "separate_paren_groups" in code:
+        return "Sorry, I would rather not."
+    return f"```python\n{code}```"  # unchanged: rejected
+
+
+def test_llm_method_keeps_only_confirmed_bugs(tmp_path) -> None:
+    from nip_core.cli.datasets_cmd import builder_parser  # noqa: F401 - CLI wiring
+
+    from nip_plugin_code_validation.generation import build_dataset
+
+    with OpenAiTestServer(models=["bug-writer"], responder=_llm_responder) as server:
+        path = build_dataset(
+            "llm_bugs",
+            tmp_path,
+            method="llm",
+            model="bug-writer",
+            base_url=server.base_url,
+            num_problems=4,
+            attempts=2,
+        )
+        # two attempts for the two problems without a confirmed bug
+        assert server.requests["chat"] == 4 + 2
+    rows = read_rows(path / "train.jsonl") + read_rows(path / "test.jsonl")
+    buggy = sorted(r["task_id"] for r in rows if r["y"] == 0)
+    assert buggy == ["HumanEval/0", "HumanEval/3"]
+    assert len(rows) == 4
+    metadata = json.loads((path / "metadata.json").read_text())
+    reasons = {s["task_id"]: s["reason"] for s in metadata["skipped"]}
+    assert reasons["HumanEval/1"] == "the reply had no code block"
+    assert reasons["HumanEval/2"] == "the reply repeated the solution"
+
+
+def test_bad_builder_options_are_one_clear_error(tmp_path) -> None:
+    from nip_plugin_code_validation.generation import build_dataset
+
+    with pytest.raises(NipConfigError) as info:
+        build_dataset("x", tmp_path, method="magic", test_fraction=2.0)
+    message = str(info.value)
+    assert "method" in message and "mutation" in message and "test_fraction" in message
+
+
+def test_llm_method_api_error_is_one_clear_error(tmp_path) -> None:
+    from nip_core.errors import BackendError
+
+    from nip_plugin_code_validation.generation import build_dataset
+
+    with OpenAiTestServer(models=["bug-writer"], responder=_llm_responder) as server:
+        with pytest.raises(BackendError) as info:
+            build_dataset(
+                "x",
+                tmp_path,
+                method="llm",
+                model="no-such-model",
+                base_url=server.base_url,
+                num_problems=2,
+            )
+    assert "no-such-model" in str(info.value)
+    assert not (tmp_path / "code_validation" / "x").exists()

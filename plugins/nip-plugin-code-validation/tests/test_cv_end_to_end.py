@@ -1,0 +1,78 @@
+"""Offline, with the local test server: every protocol runs a short code validation
+experiment end to end with a staged text trainer; the scenario contract passes."""
+
+from __future__ import annotations
+
+import pytest
+from cv_helpers import code_server, hyper_params_dict
+from nip_core.testing.contracts.text import TextScenarioContract
+
+from nip_plugin_code_validation.plugin import PROTOCOLS
+
+
+def _settings(tmp_path):
+    from nip_core.settings import ExperimentSettings
+
+    return ExperimentSettings(
+        runs_dir=str(tmp_path / "runs"),
+        data_dir=str(tmp_path / "data"),
+        cache_dir=str(tmp_path / "cache"),
+        show_progress=False,
+    )
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_protocol_runs_end_to_end(code_validation_plugin, server, tmp_path, protocol):
+    from nip_core.experiment import run_experiment
+    from nip_core.parameters import HyperParameters
+    from nip_core.runs.run_dir import RunDirectory
+    from nip_core.text.rollouts import TextRollouts
+
+    hyper_params = HyperParameters.from_dict(
+        hyper_params_dict(
+            protocol,
+            server.base_url,
+            text_rl={"rollout_analysers": ["decisions", "invalid_responses"]},
+        )
+    )
+    result = run_experiment(hyper_params, _settings(tmp_path), run_id=protocol)
+    run = RunDirectory(result.run_dir)
+    records = run.read_metrics()
+    train = next(r for r in records if "mean_accuracy" in r)
+    test = next(r for r in records if "test_mean_accuracy" in r)
+    assert 0.0 <= train["mean_accuracy"] <= 1.0
+    assert test["test_num_rollouts"] == 4
+    assert "analysis.decisions.accept_rate" in train
+    assert run.read_run_info()["status"] == "finished"
+    rollouts = TextRollouts.load_jsonl(run.rollouts_dir / "iter_000000.jsonl")
+    assert (rollouts["verdict"] >= 0).mean() > 0.5
+    # every prompt is the code validation one, with the problem and the solution
+    for b in range(rollouts.batch_size):
+        for a in range(rollouts.num_agents):
+            for r in range(rollouts.max_rounds):
+                prompt = rollouts["agents.prompt"][b, r, a]
+                if prompt is not None:
+                    assert (
+                        rollouts.datapoints[b]["solution"].strip()
+                        in prompt[0]["content"]
+                    )
+    assert server.jobs_created >= 1
+
+
+class TestCodeValidationScenarioContract(TextScenarioContract):
+    scenario_name = "code_validation"
+    protocols = PROTOCOLS
+
+    @pytest.fixture
+    def text_scenario_plugins(self, code_validation_plugin):
+        return code_validation_plugin
+
+    def make_server(self):
+        return code_server()
+
+    def make_hyper_params(self, protocol, server, **overrides):
+        from nip_core.parameters import HyperParameters
+
+        return HyperParameters.from_dict(
+            hyper_params_dict(protocol, server.base_url, **overrides)
+        )

@@ -1,0 +1,100 @@
+"""Prompts agree with rewards; the mutation operators; the judge's grade parser."""
+
+from __future__ import annotations
+
+from nip_plugin_code_validation.agents import render_template
+from nip_plugin_code_validation.analysis import parse_grades
+from nip_plugin_code_validation.generation import extract_code
+from nip_plugin_code_validation.mutation import mutants
+
+
+def _prover_prompt(protocol: str, stance: str) -> str:
+    return render_template(
+        f"{protocol}/prover.j2",
+        question="Q",
+        solution="def f():\n    return 1",
+        max_response_words=50,
+        verifier_name="Verifier",
+        prover_name="Expert_1",
+        prover_names=["Expert_1", "Expert_2"],
+        other_prover="Expert_2",
+        stance=stance,
+    )
+
+
+def test_prover_prompts_state_their_stance() -> None:
+    for protocol in ("nip", "adp", "debate", "mnip", "merlin_arthur"):
+        for stance in ("accept", "reject"):
+            text = _prover_prompt(protocol, stance)
+            assert f"*{stance}*" in text
+            assert "{{" not in text and "def f():" in text
+
+
+def test_mutants_keep_formatting_and_parse() -> None:
+    source = "def f(xs):\n    # keep me\n    return [x for x in xs if x < 3]\n"
+    found = mutants(source, first_line=3)
+    assert {m.description for m in found} >= {
+        "line 3: '<' -> '<='",
+        "line 3: 3 -> 4",
+        "line 3: 3 -> 2",
+    }
+    for mutant in found:
+        assert "# keep me" in mutant.source and mutant.source != source
+
+
+def test_parse_grades() -> None:
+    assert parse_grades("relevant: 8\ntruthful: 5") == {
+        "relevant": 0.8,
+        "truthful": 0.5,
+    }
+    assert parse_grades("**Relevant**: 10\ntruthful: 0") == {
+        "relevant": 1.0,
+        "truthful": 0.0,
+    }
+    assert parse_grades("relevant: 8") is None
+    assert parse_grades("relevant: 11\ntruthful: 2") is None
+
+
+def test_extract_code() -> None:
+    assert extract_code("Here:\n```python\ndef f():\n    pass\n```\n") == (
+        "def f():\n    pass\n"
+    )
+    assert extract_code("no code here") is None
+
+
+def test_judge_grades_provers_through_a_backend(code_validation_plugin) -> None:
+    from cv_helpers import hyper_params_dict
+    from nip_core.parameters import HyperParameters
+    from nip_core.testing.openai_server import OpenAiTestServer
+    from nip_core.text.rollouts import TextRollouts
+
+    from nip_plugin_code_validation.analysis import ProverArgumentJudge
+
+    def judge(model, messages, request, rng):
+        prompt = messages[-1]["content"]
+        assert "argue that the solution below should be *accepted*" in prompt
+        return "relevant: 7\ntruthful: 9" if "line 2" in prompt else "no idea"
+
+    with OpenAiTestServer(models=["code-model"], responder=judge) as server:
+        hyper_params = HyperParameters.from_dict(
+            hyper_params_dict("nip", server.base_url)
+        )
+        rollouts = TextRollouts(
+            ["prover", "verifier"],
+            ["main"],
+            2,
+            [{"y": 1, "question": "Q", "solution": "def f(): pass"}] * 2,
+        )
+        rollouts["agents.active"][:, 0, 0] = True
+        rollouts["agents.message"][0, 0, 0, 0] = "line 2 is right"
+        rollouts["agents.message"][1, 0, 0, 0] = "trust me"
+        analyser = ProverArgumentJudge(hyper_params, None, "code_validation_judge")
+        try:
+            out = analyser.analyse(rollouts)
+        finally:
+            analyser.close()
+    assert out == {
+        "prover.unparsed_rate": 0.5,
+        "prover.mean_relevant": 0.7,
+        "prover.mean_truthful": 0.9,
+    }

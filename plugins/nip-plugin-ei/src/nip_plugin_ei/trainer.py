@@ -1,0 +1,79 @@
+"""``pure_text_ei``: expert iteration on the staged text trainer.
+
+Each iteration samples ``text_rl.rollouts_per_iteration`` episodes, logs their
+statistics, tests when ``text_rl.test_scheme`` says so, then fine-tunes every shared
+model group (supervised) on the examples :mod:`nip_plugin_ei.selection` picks for
+its agents; frozen groups and groups with fewer than ``text_rl.min_fine_tune_examples``
+examples keep their model. A group is fine-tuned from its starting model or from its
+latest one (the agents' ``fine_tune_from_scratch``).
+
+Besides the staged trainer's metrics, each iteration logs what the selection did
+(``fine_tune.`` prefixed, at the iteration's step, once its jobs are done):
+``guess_replacement_proportion`` and, per agent, ``<agent>.num_selected``,
+``<agent>.num_guess_replaced`` (verifiers), ``<agent>.selected_mean_episode_reward``
+and ``<agent>.selected_accuracy`` (verifiers), next to the staged trainer's
+``<group>.num_examples`` and ``<group>.fine_tuned``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nip_core.text.rollouts import TextRollouts
+from nip_core.trainers.text import PureTextRlTrainer
+from nip_plugin_ei.selection import (
+    AgentSelection,
+    SelectionRule,
+    select_agent_examples,
+)
+
+__all__ = ["PureTextEiTrainer"]
+
+
+class PureTextEiTrainer(PureTextRlTrainer):
+    """Expert iteration: supervised fine-tuning on each agent's best episodes."""
+
+    def select_examples(
+        self, rollouts: TextRollouts, iteration: int
+    ) -> dict[str, AgentSelection]:
+        """Every model-backed agent's selection at ``iteration`` (by agent name)."""
+        rule = SelectionRule.from_parameters(self.hyper_params.pure_text_ei)
+        proportion = self.text_rl.guess_replacement_proportion(iteration)
+        verifiers = set(self.protocol_handler.verifier_names)
+        spectrum = str(self.hyper_params.protocol_common.verifier_decision_spectrum)
+        selections = {}
+        for group in self.shared_model_groups.values():
+            for agent_name in group.agent_names:
+                selections[agent_name] = select_agent_examples(
+                    rollouts,
+                    agent_name,
+                    rule,
+                    seed=int(self.hyper_params.seed),
+                    iteration=iteration,
+                    guess_replacement_proportion=(
+                        proportion if agent_name in verifiers else 0.0
+                    ),
+                    spectrum=spectrum,
+                )
+        return selections
+
+    def _stage_create_fine_tune_jobs(self, rollouts: TextRollouts) -> dict[str, Any]:
+        rollouts = self.rollouts_for_fine_tuning()
+        iteration = self.state.iteration
+        verifiers = set(self.protocol_handler.verifier_names)
+        selections = self.select_examples(rollouts, iteration)
+        summary: dict[str, Any] = {
+            "guess_replacement_proportion": (
+                self.text_rl.guess_replacement_proportion(iteration)
+            )
+        }
+        for group in self.shared_model_groups.values():
+            examples = []
+            for agent_name in group.agent_names:
+                selection = selections[agent_name]
+                examples.extend(selection.examples)
+                summary.update(
+                    selection.summary(rollouts, is_verifier=agent_name in verifiers)
+                )
+            self.create_fine_tune_job(group, "supervised", examples, summary)
+        return summary

@@ -1,0 +1,137 @@
+"""Rollout analysers: the cheap built-in ones on hand-built rollouts, the staged
+trainer logging them, ``nip analyse`` on a saved run, and bad names."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from nip_core.errors import NipConfigError
+from nip_core.text.analysis import (
+    DecisionAnalyser,
+    InvalidResponseAnalyser,
+    MessageLengthAnalyser,
+    build_rollout_analysers,
+)
+from nip_core.text.rollouts import TextRollouts
+
+
+def _rollouts() -> TextRollouts:
+    rollouts = TextRollouts(
+        ["prover", "verifier"], ["main"], 2, [{"y": 1}, {"y": 0}, {"y": 1}]
+    )
+    rollouts["agents.active"][:, 0, 0] = True
+    rollouts["agents.active"][:, 1, 1] = True
+    rollouts["agents.message"][:, 0, 0, 0] = ["one two three", "four", "five six"]
+    rollouts["agents.message"][0, 1, 1, 0] = "a b"
+    rollouts["agents.valid_response"][2, 1, 1] = False
+    rollouts["agents.retries"][2, 1, 1] = 3
+    rollouts["agents.retries"][1, 1, 1] = 1
+    rollouts["verdict"][:] = [1, 1, -1]
+    rollouts["terminated"][2, 1] = True
+    rollouts["padding"][:, :] = False
+    return rollouts
+
+
+def test_message_lengths() -> None:
+    out = MessageLengthAnalyser(None, None, "message_lengths").analyse(_rollouts())
+    assert out["prover.mean_words"] == pytest.approx(2.0)
+    assert out["prover.max_words"] == 3.0
+    assert out["prover.num_messages"] == 3.0
+    assert out["verifier.mean_words"] == 2.0
+    assert out["prover.mean_characters"] == pytest.approx((13 + 4 + 8) / 3)
+
+
+def test_decisions() -> None:
+    out = DecisionAnalyser(None, None, "decisions").analyse(_rollouts())
+    assert out["accept_rate"] == pytest.approx(2 / 3)
+    assert out["reject_rate"] == 0.0
+    assert out["no_verdict_rate"] == pytest.approx(1 / 3)
+    assert out["round_limit_rate"] == pytest.approx(1 / 3)
+    assert out["accept_rate_when_correct"] == 0.5
+    assert out["accept_rate_when_incorrect"] == 1.0
+    assert out["mean_verdict_round"] == 1.0
+
+
+def test_invalid_responses() -> None:
+    out = InvalidResponseAnalyser(None, None, "invalid_responses").analyse(_rollouts())
+    assert out["verifier.invalid_rate"] == pytest.approx(1 / 3)
+    assert out["verifier.retried_rate"] == pytest.approx(2 / 3)
+    assert out["verifier.mean_retries"] == pytest.approx(4 / 3)
+    assert out["prover.invalid_rate"] == 0.0
+    assert out["invalid_rate"] == pytest.approx(1 / 6)
+
+
+def test_unknown_analyser_is_one_clear_error(plugin_manager) -> None:
+    with pytest.raises(NipConfigError) as info:
+        build_rollout_analysers(["decisionz"], None, None)
+    message = str(info.value)
+    assert "rollout_analysers.0" in message and "decisions" in message
+
+
+def test_trainer_logs_analysers_and_nip_analyse_reruns_them(
+    synthetic_text_scenario, capsys
+) -> None:
+    from nip_core.cli.main import main
+    from nip_core.experiment import run_experiment
+    from nip_core.runs.run_dir import RunDirectory
+
+    scenario = synthetic_text_scenario
+    hyper_params = scenario.hyper_params(
+        text_rl={
+            "num_iterations": 1,
+            "rollout_analysers": ["decisions", "invalid_responses"],
+            "test_scheme": "last",
+        }
+    )
+    assert hyper_params.text_rl.rollout_analysers == ("decisions", "invalid_responses")
+    result = run_experiment(hyper_params, scenario.settings(), run_id="analysed")
+    records = RunDirectory(result.run_dir).read_metrics()
+    train = next(r for r in records if "mean_accuracy" in r)
+    test = next(r for r in records if "test_mean_accuracy" in r)
+    assert train["analysis.decisions.accept_rate"] + train[
+        "analysis.decisions.reject_rate"
+    ] + train["analysis.decisions.no_verdict_rate"] == pytest.approx(
+        1.0 - train["analysis.decisions.neither_rate"]
+    )
+    assert "test_analysis.invalid_responses.invalid_rate" in test
+
+    runs_dir = scenario.root / "runs"
+    code = main(
+        [
+            "analyse",
+            "analysed",
+            "--runs-dir",
+            str(runs_dir),
+            "--analyser",
+            "message_lengths",
+            "--split",
+            "train",
+        ]
+    )
+    assert code == 0
+    written = result.run_dir / "analysis" / "message_lengths.jsonl"
+    lines = [json.loads(line) for line in written.read_text().splitlines()]
+    assert [line["file"] for line in lines] == ["iter_000000.jsonl"]
+    assert lines[0]["verifier.mean_words"] > 0
+    assert "message_lengths" in capsys.readouterr().out
+
+    code = main(["analyse", "nowhere", "--runs-dir", str(runs_dir), "--analyser", "x"])
+    assert code != 0
+    assert "no run directory 'nowhere'" in capsys.readouterr().err
+
+
+def test_config_names_unknown_analyser(synthetic_text_scenario) -> None:
+    with pytest.raises(NipConfigError) as info:
+        synthetic_text_scenario.hyper_params(text_rl={"rollout_analysers": ["nope"]})
+    assert "text_rl.rollout_analysers.0" in str(info.value)
+
+
+def test_empty_rollouts_give_nan_not_errors() -> None:
+    rollouts = TextRollouts(["verifier"], ["main"], 1, [])
+    out = DecisionAnalyser(None, None, "decisions").analyse(rollouts)
+    assert math.isnan(out["accept_rate"])
+    assert np.isnan(out["no_verdict_rate"])

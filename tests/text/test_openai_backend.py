@@ -1,0 +1,367 @@
+"""The ``openai`` backend against the local test server: concurrency, retries,
+faults, clear errors, and fine-tuning jobs (the contract suite covers the happy
+paths)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import types
+
+import pytest
+
+from nip_core.errors import BackendError
+from nip_core.parameters.text import OpenAiBackendParameters, TextBackendParameters
+from nip_core.testing.openai_server import OpenAiTestServer
+from nip_core.text.backend import (
+    FineTuneRequest,
+    GenerationRequest,
+    PreferenceExample,
+    RetryPolicy,
+)
+from nip_core.text.openai_backend import OpenAiBackend
+
+
+def backend_for(base_url, **text_backend):
+    values = dict(retry_initial_delay=0.01, retry_max_delay=0.02, max_retries=3)
+    values.update(text_backend)
+    hyper_params = types.SimpleNamespace(
+        text_backend=TextBackendParameters(**values),
+        openai_backend=OpenAiBackendParameters(base_url=base_url),
+    )
+    return OpenAiBackend(hyper_params, None)
+
+
+def request(i=0, **options):
+    return GenerationRequest(
+        model="test-model",
+        messages=[{"role": "user", "content": f"Question {i}"}],
+        seed=i,
+        **options,
+    )
+
+
+@pytest.fixture
+def server():
+    with OpenAiTestServer(models=["test-model"]) as server:
+        yield server
+
+
+def test_generation_is_seeded_and_ordered(server):
+    with backend_for(server.base_url) as backend:
+        first = backend.generate([request(i) for i in range(6)])
+        again = backend.generate([request(i) for i in reversed(range(6))])
+    assert [r.choice.text for r in first] == [r.choice.text for r in reversed(again)]
+    assert len({r.choice.text for r in first}) > 1
+    assert server.requests["chat"] == 12
+
+
+def test_concurrency_is_bounded(monkeypatch):
+    with OpenAiTestServer(models=["test-model"], latency=0.15) as server:
+        with backend_for(server.base_url, max_concurrency=3) as backend:
+            start = time.perf_counter()
+            backend.generate([request(i) for i in range(9)])
+            elapsed = time.perf_counter() - start
+    assert server.max_in_flight == 3
+    assert elapsed >= 3 * 0.15  # three waves of three
+
+
+def test_token_limit_and_content_filter_are_reported():
+    with OpenAiTestServer(
+        models=["test-model"], fault_rate=1.0, fault_kinds=("content_filter",)
+    ) as server:
+        with backend_for(server.base_url) as backend:
+            [filtered] = backend.generate([request()])
+    assert filtered.choice.filtered and filtered.choice.text == ""
+    with OpenAiTestServer(models=["test-model"]) as server:
+        with backend_for(server.base_url) as backend:
+            [cut] = backend.generate([request(max_tokens=2)])
+    assert cut.choice.hit_token_limit
+    assert len(cut.choice.text.split()) == 2
+    assert cut.completion_tokens == 2
+
+
+@pytest.mark.parametrize("kind", ["429", "500", "malformed", "timeout"])
+def test_passing_faults_are_retried_to_the_same_result(kind):
+    with OpenAiTestServer(models=["test-model"]) as calm:
+        with backend_for(calm.base_url) as backend:
+            expected = [
+                r.choice.text for r in backend.generate([request(i) for i in range(8)])
+            ]
+    with OpenAiTestServer(
+        models=["test-model"],
+        fault_rate=0.4,
+        fault_kinds=(kind,),
+        timeout_delay=0.3,
+        fault_seed=3,
+    ) as server:
+        with backend_for(
+            server.base_url, request_timeout=0.1, max_retries=20
+        ) as backend:
+            got = [
+                r.choice.text for r in backend.generate([request(i) for i in range(8)])
+            ]
+            retries = backend.num_retries
+    assert got == expected
+    assert server.faults[kind] > 0
+    assert retries >= server.faults[kind]
+
+
+def test_retries_run_out_with_a_clear_error():
+    with OpenAiTestServer(
+        models=["test-model"], fault_rate=1.0, fault_kinds=("429",)
+    ) as server:
+        with backend_for(server.base_url, max_retries=2) as backend:
+            with pytest.raises(BackendError) as caught:
+                backend.generate([request()])
+    message = str(caught.value)
+    assert "failed 3 times" in message
+    assert "rate limited" in message and "(429)" in message
+    assert "text_backend.max_retries" in message
+    assert server.requests["chat"] == 3
+
+
+def test_unreachable_endpoint_names_the_setting():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with backend_for(f"http://127.0.0.1:{port}/v1", max_retries=1) as backend:
+        with pytest.raises(BackendError) as caught:
+            backend.generate([request()])
+    assert f"could not reach http://127.0.0.1:{port}/v1" in str(caught.value)
+    assert "openai_backend.base_url" in str(caught.value)
+
+
+def test_unknown_model(server):
+    with backend_for(server.base_url) as backend:
+        with pytest.raises(BackendError, match="unknown model 'gpt-9'.*test-model"):
+            backend.check_model("gpt-9")
+        backend.check_model("test-model")
+        with pytest.raises(BackendError, match=r"not found .*\(404\).*gpt-9"):
+            backend.generate(
+                [
+                    GenerationRequest(
+                        model="gpt-9", messages=[{"role": "user", "content": "x"}]
+                    )
+                ]
+            )
+
+
+def test_missing_key_for_openai_itself(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    hyper_params = types.SimpleNamespace(
+        text_backend=TextBackendParameters(),
+        openai_backend=OpenAiBackendParameters(),
+    )
+    with pytest.raises(BackendError) as caught:
+        OpenAiBackend(hyper_params, None)
+    assert "OPENAI_API_KEY" in str(caught.value)
+    assert "openai_backend.api_key_env" in str(caught.value)
+
+
+def test_a_refused_key_names_the_variable(monkeypatch):
+    monkeypatch.setenv("MY_KEY", "wrong")
+    with OpenAiTestServer(models=["test-model"], api_key="right") as server:
+        hyper_params = types.SimpleNamespace(
+            text_backend=TextBackendParameters(),
+            openai_backend=OpenAiBackendParameters(
+                base_url=server.base_url, api_key_env="MY_KEY"
+            ),
+        )
+        with OpenAiBackend(hyper_params, None) as backend:
+            with pytest.raises(BackendError) as caught:
+                backend.generate([request()])
+    assert "refused the API key (401)" in str(caught.value)
+    assert "MY_KEY" in str(caught.value) and "wrong" not in str(caught.value)
+
+
+def test_local_servers_need_no_key(monkeypatch, server):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with backend_for(server.base_url) as backend:
+        assert backend.generate([request()])[0].choice.text
+
+
+def sft_request(name="job-a"):
+    return FineTuneRequest(
+        name=name,
+        base_model="test-model",
+        method="supervised",
+        examples=[
+            [
+                {"role": "system", "content": "s"},
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "a"},
+            ]
+        ],
+    )
+
+
+def test_fine_tune_data_and_cleanup(server):
+    with backend_for(server.base_url) as backend:
+        job = backend.create_fine_tune_job(sft_request())
+        assert server.job_training_examples(job.id) == [
+            {
+                "messages": [
+                    {"role": "system", "content": "s"},
+                    {"role": "user", "content": "q"},
+                    {"role": "assistant", "content": "a"},
+                ]
+            }
+        ]
+        training_file = server.jobs[job.id]["training_file"]
+        assert server.jobs[job.id]["metadata"] == {"nip_job": "job-a"}
+        while not backend.get_fine_tune_job(job.id).finished:
+            pass
+        backend.cleanup_fine_tune_job(job.id)
+        assert server.deleted_files == [training_file]
+        dpo = backend.create_fine_tune_job(
+            FineTuneRequest(
+                name="job-b",
+                base_model="test-model",
+                method="dpo",
+                examples=[
+                    PreferenceExample(
+                        prompt=[{"role": "user", "content": "q"}],
+                        chosen="good",
+                        rejected="bad",
+                    )
+                ],
+            )
+        )
+    assert server.jobs[dpo.id]["method"]["type"] == "dpo"
+    assert server.job_training_examples(dpo.id) == [
+        {
+            "input": {"messages": [{"role": "user", "content": "q"}]},
+            "preferred_output": [{"role": "assistant", "content": "good"}],
+            "non_preferred_output": [{"role": "assistant", "content": "bad"}],
+        }
+    ]
+
+
+def test_a_lost_creation_answer_does_not_duplicate_the_job():
+    # Every call times out on the client's side, but the server still handles it
+    # (after timeout_delay): the backend must find the job it created.
+    with OpenAiTestServer(
+        models=["test-model"],
+        fault_rate=0.5,
+        fault_kinds=("timeout",),
+        timeout_delay=0.2,
+        fault_seed=1,
+    ) as server:
+        with backend_for(
+            server.base_url,
+            request_timeout=0.1,
+            retry_initial_delay=0.4,
+            retry_max_delay=0.5,
+            max_retries=12,
+        ) as backend:
+            for name in ("lost-a", "lost-b", "lost-c"):
+                backend.create_fine_tune_job(sft_request(name))
+        assert server.faults["timeout"] > 0
+        names = [job["metadata"]["nip_job"] for job in server.jobs.values()]
+    assert sorted(names) == ["lost-a", "lost-b", "lost-c"]
+
+
+def test_failed_jobs_report_their_error(server):
+    server.fail_jobs = 1
+    with backend_for(server.base_url) as backend:
+        job = backend.create_fine_tune_job(sft_request())
+        for _ in range(10):
+            job = backend.get_fine_tune_job(job.id)
+        assert job.status == "failed"
+        assert "injected" in job.error
+
+
+def test_retry_delays_grow_and_are_capped():
+    import random
+
+    policy = RetryPolicy(max_retries=5, initial_delay=1.0, max_delay=4.0)
+    rng = random.Random(0)
+    delays = [policy.delay(k, rng) for k in range(5)]
+    assert 0.5 <= delays[0] <= 1.5
+    assert 1.0 <= delays[1] <= 3.0
+    assert all(d <= 6.0 for d in delays)  # 4 s cap, times at most 1.5
+    assert delays[4] >= 2.0
+
+
+def test_requests_are_json_serialisable(server):
+    with backend_for(server.base_url) as backend:
+        backend.generate([request(temperature=0.7, top_p=0.9, max_tokens=5)])
+    body = server.chat_log[-1]
+    assert body["temperature"] == 0.7 and body["top_p"] == 0.9
+    assert body["max_tokens"] == 5 and body["seed"] == 0
+    json.dumps(body)
+
+
+def test_requests_spread_over_several_servers_and_fail_over(register_plugin, tmp_path):
+    """Three servers of the same scripted model; one is killed mid-run: the run
+    finishes with exactly the rollouts of a run on one healthy server."""
+    import threading
+
+    from nip_core.factory import build_scenario_instance
+    from nip_core.testing.synthetic_text import SYNTHETIC_TEXT_PLUGIN
+    from nip_core.testing.synthetic_text.fixtures import (
+        SyntheticTextScenario,
+        scripted_server,
+    )
+    from nip_core.text.sampling import sample_rollouts
+
+    register_plugin(SYNTHETIC_TEXT_PLUGIN, name="synthetic_text")
+
+    def sample(scenario, **overrides):
+        hyper_params = scenario.hyper_params("debate", dataset="small", **overrides)
+        instance = build_scenario_instance(hyper_params, scenario.settings())
+        try:
+            return sample_rollouts(
+                instance.train_environment, instance.agents, list(range(24))
+            )
+        finally:
+            instance.close()
+
+    with scripted_server() as single:
+        expected = sample(SyntheticTextScenario(tmp_path, single))
+
+    servers = [scripted_server(latency=0.03).start() for _ in range(3)]
+    try:
+        scenario = SyntheticTextScenario(tmp_path, servers[0])
+
+        def kill_when_busy():
+            # kill it mid-run: once it has answered a few requests
+            while servers[1].requests["chat"] < 8:
+                time.sleep(0.005)
+            servers[1].kill()
+
+        timer = threading.Thread(target=kill_when_busy, daemon=True)
+        timer.start()
+        got = sample(
+            scenario,
+            openai_backend={
+                "base_url": None,
+                "base_urls": [s.base_url for s in servers],
+            },
+            text_backend={
+                "max_concurrency": 6,
+                "request_timeout": 3.0,
+                "retry_initial_delay": 0.05,
+                "max_retries": 10,
+            },
+        )
+        timer.join(timeout=30)
+    finally:
+        for server in servers:
+            server.stop()
+    assert servers[1].killed
+    assert all(server.requests["chat"] > 0 for server in servers)
+    # the others carried on after the kill
+    counts = [s.requests["chat"] for s in servers]
+    assert counts[0] + counts[2] > 24, counts
+    assert got == expected
+
+
+def test_several_endpoints_are_validated():
+    with pytest.raises(ValueError, match="either base_url .* or base_urls"):
+        OpenAiBackendParameters(base_url="http://a/v1", base_urls=["http://b/v1"])
+    with pytest.raises(ValueError, match=r"base_urls\.1.*http:// or https://"):
+        OpenAiBackendParameters(base_urls=["http://a/v1", "ftp://b"])

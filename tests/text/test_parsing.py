@@ -1,0 +1,91 @@
+"""Reading verdicts out of text on every verdict spectrum."""
+
+from __future__ import annotations
+
+import pytest
+
+from nip_core.protocols.parameters import VERIFIER_DECISION_SPECTRUM_CHOICES
+from nip_core.text.parsing import describe_spectrum, parse_decision, verdict_text
+
+ACCEPT, REJECT, CONTINUE, NEITHER = 1, 0, 2, 3
+
+
+@pytest.mark.parametrize(
+    ("text", "decision", "body"),
+    [
+        ("The code is fine.\nDecision: accept", ACCEPT, "The code is fine."),
+        (
+            "It fails on empty input.\ndecision: REJECT.",
+            REJECT,
+            "It fails on empty input.",
+        ),
+        ("**Decision:** accept", ACCEPT, "**"),
+        ("I need to know more.", CONTINUE, "I need to know more."),
+        # the last Decision: counts
+        ("Decision: accept? No.\nDecision: reject", REJECT, "Decision: accept? No."),
+    ],
+)
+def test_accept_reject(text, decision, body):
+    parsed = parse_decision(text)
+    assert parsed.valid
+    assert parsed.decision == decision
+    assert parsed.text == body
+
+
+@pytest.mark.parametrize(
+    "text", ["Decision: maybe", "Decision:", "Final decision: acceptable-ish"]
+)
+def test_decision_without_a_verdict_is_invalid(text):
+    parsed = parse_decision(text)
+    assert not parsed.valid
+    assert parsed.decision == CONTINUE
+    assert "'accept' or 'reject'" in parsed.reason
+
+
+@pytest.mark.parametrize(
+    ("spectrum", "statement", "decision"),
+    [
+        ("likert_scale_4", "1", REJECT),
+        ("likert_scale_4", "2", REJECT),
+        ("likert_scale_4", "3", ACCEPT),
+        ("likert_scale_5", "3", NEITHER),
+        ("likert_scale_5", "5", ACCEPT),
+        ("likert_scale_7", "4", NEITHER),
+        ("likert_scale_6", "4", ACCEPT),
+        ("out_of_10", "5", NEITHER),
+        ("out_of_10", "0", REJECT),
+        ("out_of_10", "7/10", ACCEPT),
+        ("out_of_100", "49", REJECT),
+        ("out_of_100", "50", NEITHER),
+        ("likert_scale", "strongly accept", ACCEPT),
+        ("likert_scale", "Undecided", NEITHER),
+        ("likert_scale", "strongly reject", REJECT),
+        ("likert_scale_no_undecided", "accept", ACCEPT),
+    ],
+)
+def test_scales(spectrum, statement, decision):
+    parsed = parse_decision(f"Some reasoning.\nDecision: {statement}", spectrum)
+    assert parsed.valid, parsed.reason
+    assert parsed.decision == decision
+
+
+@pytest.mark.parametrize(
+    ("spectrum", "statement"),
+    [
+        ("likert_scale_4", "5"),
+        ("likert_scale_5", "0"),
+        ("out_of_10", "11"),
+        ("likert_scale_no_undecided", "undecided"),
+        ("accept_reject", "3"),
+    ],
+)
+def test_out_of_scale_is_invalid(spectrum, statement):
+    assert not parse_decision(f"Decision: {statement}", spectrum).valid
+
+
+@pytest.mark.parametrize("spectrum", VERIFIER_DECISION_SPECTRUM_CHOICES)
+def test_written_verdicts_parse_back(spectrum):
+    for decision in (ACCEPT, REJECT):
+        text = f"Decision: {verdict_text(decision, spectrum)}"
+        assert parse_decision(text, spectrum).decision == decision
+    assert describe_spectrum(spectrum)

@@ -1,0 +1,295 @@
+"""The staged text trainer: test schemes, fine-tune rules, failed jobs, shared model
+groups, re-running a base run's tests, test runs, learning, validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nip_core.errors import BackendError, NipConfigError
+from nip_core.experiment import resume_run, run_experiment
+from nip_core.runs.run_dir import RunDirectory
+from nip_core.testing.synthetic_text.fixtures import scripted_server
+
+
+def steps_with(records, key):
+    return [r["step"] for r in records if key in r]
+
+
+def run(scenario, run_id, protocol="nip", settings=None, **overrides):
+    return run_experiment(
+        scenario.hyper_params(protocol, **overrides),
+        settings or scenario.settings(),
+        run_id=run_id,
+    )
+
+
+@pytest.mark.parametrize(
+    ("scheme", "test_steps"),
+    [("none", []), ("last", [3]), ("first_and_last", [0, 3]), ("all", [0, 1, 2, 3])],
+)
+def test_test_schemes(synthetic_text_scenario, scheme, test_steps):
+    result = run(
+        synthetic_text_scenario,
+        f"scheme-{scheme}",
+        text_rl={"num_iterations": 3, "test_scheme": scheme},
+    )
+    records = RunDirectory(result.run_dir).read_metrics()
+    assert steps_with(records, "test_mean_accuracy") == test_steps
+    assert steps_with(records, "mean_accuracy") == [0, 1, 2]
+    files = sorted(p.name for p in (result.run_dir / "rollouts").glob("test_*.jsonl"))
+    assert files == [f"test_iter_{s:06d}.jsonl" for s in test_steps]
+
+
+def test_data_order_continues_across_iterations(synthetic_text_scenario):
+    result = run(
+        synthetic_text_scenario,
+        "order",
+        text_rl={"num_iterations": 3, "rollouts_per_iteration": 3},
+    )
+    seen = []
+    for i in range(3):
+        with open(result.run_dir / "rollouts" / f"iter_{i:06d}.jsonl") as f:
+            seen += [json.loads(line)["datapoint_index"] for line in f]
+    # 9 draws from 8 datapoints: the first pass uses each once
+    assert sorted(seen[:8]) == list(range(8))
+    state = json.loads((result.run_dir / "checkpoints" / "text_state.json").read_text())
+    assert state["train_data_offset"] == 9
+    assert state["train_loop_stage"] == "done"
+
+
+def test_too_few_examples_keeps_the_model(synthetic_text_scenario):
+    server = synthetic_text_scenario.server
+    result = run(
+        synthetic_text_scenario,
+        "few",
+        text_rl={"num_iterations": 1, "min_fine_tune_examples": 100},
+    )
+    records = RunDirectory(result.run_dir).read_metrics()
+    record = [r for r in records if "fine_tune.verifier.fine_tuned" in r][0]
+    assert record["fine_tune.verifier.fine_tuned"] == 0
+    assert record["fine_tune.verifier.too_few_examples"] == 1
+    assert server.jobs_created == 0
+    groups = result.trainer.shared_model_groups
+    assert groups["verifier"].model_name == "scripted"
+
+
+def test_frozen_agents_are_never_fine_tuned(synthetic_text_scenario):
+    server = synthetic_text_scenario.server
+    result = run(
+        synthetic_text_scenario,
+        "frozen",
+        agents={"_default": {}, "prover": {"freeze_agent": True}},
+    )
+    metadata = [job["metadata"]["nip_job"] for job in server.jobs.values()]
+    assert metadata and all("verifier" in name for name in metadata)
+    assert result.trainer.shared_model_groups["prover"].model_name == "scripted"
+
+
+def test_shared_model_group_fine_tunes_once_for_both_agents(synthetic_text_scenario):
+    server = synthetic_text_scenario.server
+    result = run(
+        synthetic_text_scenario,
+        "shared",
+        agents={"_default": {"shared_model_group": "everyone"}},
+    )
+    groups = result.trainer.shared_model_groups
+    assert list(groups) == ["everyone"]
+    assert groups["everyone"].agent_names == ["prover", "verifier"]
+    assert server.jobs_created == 2  # one per iteration
+    examples = server.job_training_examples(next(iter(server.jobs)))
+    systems = {e["messages"][0]["content"].split(".")[0] for e in examples}
+    assert systems == {"You are a prover", "You are the verifier"}
+
+
+def test_disagreeing_shared_model_group_is_refused(synthetic_text_scenario):
+    with pytest.raises(NipConfigError) as caught:
+        synthetic_text_scenario.hyper_params(
+            "nip",
+            agents={
+                "_default": {"shared_model_group": "g"},
+                "verifier": {"shared_model_group": "g", "model_name": "other"},
+            },
+        )
+    message = str(caught.value)
+    assert "shared model group 'g' must agree on model_name" in message
+    assert "prover='scripted'" in message and "verifier='other'" in message
+
+
+def test_zero_knowledge_is_refused_in_the_text_world(synthetic_text_scenario):
+    with pytest.raises(
+        NipConfigError, match="zero-knowledge protocols need the tensor"
+    ):
+        synthetic_text_scenario.hyper_params(
+            "nip", protocol_common={"zero_knowledge": True}
+        )
+
+
+def test_unknown_backend_is_refused(synthetic_text_scenario):
+    with pytest.raises(NipConfigError) as caught:
+        synthetic_text_scenario.hyper_params("nip", text_backend={"name": "nonsense"})
+    assert "text_backend.name" in str(caught.value)
+    assert "openai" in str(caught.value)
+
+
+def test_a_failed_job_stops_the_run_and_resume_retries_it(synthetic_text_scenario):
+    scenario = synthetic_text_scenario
+    scenario.server.fail_jobs = 1
+    with pytest.raises(BackendError, match="failed: The job failed .*nip resume"):
+        run(scenario, "failing")
+    info = RunDirectory(scenario.root / "runs" / "failing").read_run_info()
+    assert info["status"] == "failed"
+    resumed = resume_run("failing", runs_dir=scenario.root / "runs")
+    names = sorted(job["metadata"]["nip_job"] for job in scenario.server.jobs.values())
+    retried = [n for n in names if n.endswith("-retry1")]
+    assert len(retried) == 1
+    records = RunDirectory(resumed.run_dir).read_metrics()
+    assert steps_with(records, "mean_accuracy") == [0, 1]
+
+
+def test_rerun_tests_of_a_base_run(synthetic_text_scenario):
+    scenario = synthetic_text_scenario
+    base = run(scenario, "base", text_rl={"test_scheme": "all"})
+    base_records = RunDirectory(base.run_dir).read_metrics()
+    rerun = run(
+        scenario,
+        "rerun",
+        text_rl={"test_scheme": "all"},
+        base_run={"base_run_type": "rerun_tests", "run_id": "base"},
+    )
+    records = RunDirectory(rerun.run_dir).read_metrics()
+    assert steps_with(records, "test_mean_accuracy") == [0, 1, 2]
+    assert steps_with(records, "mean_accuracy") == []
+
+    def tests(rs):
+        return [
+            {k: v for k, v in r.items() if k.startswith("test_")}
+            for r in rs
+            if "test_mean_accuracy" in r
+        ]
+
+    # the same models on the same test episodes: the same results
+    assert tests(records) == tests(base_records)
+
+
+def test_test_runs_write_nothing(synthetic_text_scenario):
+    settings = synthetic_text_scenario.settings(test_run=True)
+    result = run(synthetic_text_scenario, "smoke", settings=settings)
+    assert result.run_dir is None
+    assert not (synthetic_text_scenario.root / "runs").exists()
+    assert steps_with(result.metrics, "mean_accuracy") == [0]
+
+
+def test_the_scripted_verifier_learns(register_plugin, tmp_path):
+    from nip_core.testing.synthetic_text import SYNTHETIC_TEXT_PLUGIN
+    from nip_core.testing.synthetic_text.fixtures import SyntheticTextScenario
+
+    register_plugin(SYNTHETIC_TEXT_PLUGIN, name="synthetic_text")
+    with scripted_server() as server:
+        scenario = SyntheticTextScenario(tmp_path, server)
+        result = run(
+            scenario,
+            "learn",
+            dataset="small",
+            text_rl={
+                "num_iterations": 3,
+                "rollouts_per_iteration": 16,
+                "num_test_rollouts": 32,
+                "test_scheme": "first_and_last",
+            },
+        )
+    records = RunDirectory(result.run_dir).read_metrics()
+    tests = [r["test_mean_accuracy"] for r in records if "test_mean_accuracy" in r]
+    assert len(tests) == 2
+    assert tests[1] >= tests[0] + 0.2, tests
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+from nip_core.experiment import run_experiment
+from nip_core.testing.fixtures import isolated_plugin_manager
+from nip_core.testing.synthetic_text import SYNTHETIC_TEXT_PLUGIN
+from nip_core.testing.synthetic_text.fixtures import SyntheticTextScenario
+from nip_core.text.openai_backend import OpenAiBackend
+
+root, base_url, mode, where = sys.argv[1:5]
+
+
+class Remote:
+    base_url = base_url
+
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+if mode == "request":
+    original, calls = OpenAiBackend.agenerate, [0]
+
+    async def agenerate(self, request):
+        calls[0] += 1
+        if calls[0] == int(where):
+            die()
+        return await original(self, request)
+
+    OpenAiBackend.agenerate = agenerate
+
+
+def at_stage(trainer, iteration, stage):
+    if mode == "stage" and f"{iteration}:{stage}" == where:
+        die()
+
+
+with isolated_plugin_manager({"synthetic_text": SYNTHETIC_TEXT_PLUGIN}):
+    scenario = SyntheticTextScenario(Path(root), Remote())
+    run_experiment(
+        scenario.hyper_params("nip", text_rl={"test_scheme": "all"}),
+        scenario.settings(),
+        run_id="killed",
+        stage_callbacks=[at_stage],
+    )
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "where"),
+    [
+        ("request", "7"),  # in the middle of the first sampling stage
+        ("stage", "0:await_fine_tune_jobs"),  # jobs created, not awaited
+        ("request", "40"),  # in the second iteration
+    ],
+)
+def test_sigkill_then_resume_matches_an_uninterrupted_run(
+    synthetic_text_scenario, tmp_path, mode, where
+):
+    import signal
+    import subprocess
+    import sys
+
+    from nip_core.testing.contracts.trainer import comparable_metrics
+
+    scenario = synthetic_text_scenario
+    server = scenario.server
+    whole = run(scenario, "whole", text_rl={"test_scheme": "all"})
+    jobs = server.jobs_created
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILL_SCRIPT,
+            str(scenario.root),
+            server.base_url,
+            mode,
+            where,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    resumed = resume_run("killed", runs_dir=scenario.root / "runs")
+    assert comparable_metrics(
+        RunDirectory(resumed.run_dir).read_metrics()
+    ) == comparable_metrics(RunDirectory(whole.run_dir).read_metrics())
+    assert server.jobs_created == 2 * jobs
