@@ -21,6 +21,7 @@ of
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -29,6 +30,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -477,10 +479,25 @@ def load_model(
         options["attn_implementation"] = implementation
     options.update(kwargs)
     try:
-        model = AutoModelForCausalLM.from_pretrained(root.load_path, **options)
+        with _quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(root.load_path, **options)
     except Exception as error:  # noqa: BLE001 - transformers raises many kinds
         raise BackendError(
             f"model {resolved.model_id!r}: could not load it from {root.load_path}: "
             f"{error}"
         ) from error
     return model.to(device)
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No progress bar for each model load (a run loads models again and again)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
