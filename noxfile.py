@@ -34,20 +34,28 @@ def install_torch(session: nox.Session) -> None:
     session.install(TORCH_PIN)
 
 
+USABLE_PLUGIN_DIRS = [path for path in PLUGIN_DIRS if not path.name.startswith("_")]
+"""The plugins a user installs; ``_template`` is one to copy, tested from source."""
+
+
 def editable_plugins() -> list[str]:
     args: list[str] = []
-    for path in PLUGIN_DIRS:
+    for path in USABLE_PLUGIN_DIRS:
         args += ["-e", str(path)]
     return args
 
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The whole suite: the core and every plugin under plugins/ (the template too)."""
+    """The whole suite: the core and every plugin under plugins/ (the template too,
+    imported from its source tree rather than installed)."""
     install_torch(session)
     session.install("-e", ".[test,joblib,tensorboard]", *editable_plugins())
     test_paths = ["tests"] + [
         str(path / "tests") for path in PLUGIN_DIRS if (path / "tests").is_dir()
+    ]
+    sources = [
+        str(path / "src") for path in PLUGIN_DIRS if path not in USABLE_PLUGIN_DIRS
     ]
     session.run(
         "python",
@@ -55,7 +63,7 @@ def tests(session: nox.Session) -> None:
         "pytest",
         *test_paths,
         *(session.posargs or ["-q", "-n", "2"]),
-        env={"NIP_STRICT_PLUGINS": "1"},
+        env={"NIP_STRICT_PLUGINS": "1", "PYTHONPATH": ":".join(sources)},
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pluggy
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 
 PROJECT_NAME = "nip"
 """The pluggy project name: hook specifications and implementations use it."""

@@ -18,6 +18,16 @@ class NipError(Exception):
     """Base class of every error nip raises on purpose."""
 
 
+class NipWarning(UserWarning):
+    """Base class of nip's warnings; the ``nip`` command prints them as
+    ``nip: warning: ...`` lines."""
+
+
+class CheckpointWarning(NipWarning):
+    """A checkpoint could not be used and an older one was (the message says which,
+    and which iterations are done again)."""
+
+
 @attrs.frozen
 class ConfigProblem:
     """One problem found in a configuration.
@@ -102,6 +112,29 @@ class DatasetNotFoundError(NipError, FileNotFoundError):
 
 class CheckpointError(NipError):
     """A checkpoint is missing, incomplete or does not match the run."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C (SIGINT), after saving what it could.
+
+    A :class:`KeyboardInterrupt`, so code that stops on Ctrl-C still does; it
+    carries what the ``nip`` command needs to say how to continue.
+
+    Parameters
+    ----------
+    run_id : str
+        The run's id.
+    runs_dir : str
+        The directory holding its run directory.
+    checkpoint_iteration : int | None
+        The iterations its newest checkpoint holds; ``None`` when it has none.
+    """
+
+    def __init__(self, run_id: str, runs_dir: str, checkpoint_iteration: int | None):
+        super().__init__(run_id)
+        self.run_id = run_id
+        self.runs_dir = runs_dir
+        self.checkpoint_iteration = checkpoint_iteration
 
 
 class BackendError(NipError):

@@ -24,10 +24,11 @@ from typing import Any
 
 import attrs
 
-from nip_core.errors import CheckpointError
+from nip_core.errors import CheckpointError, RunInterrupted
+from nip_core.parameters.hyper_parameters import datasets_in
 from nip_core.runs.context import IterationCallback, RunContext, StageCallback
 from nip_core.runs.run_dir import RunDirectory, new_run_id
-from nip_core.settings import ExperimentSettings
+from nip_core.settings import ExperimentSettings, check_device
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +124,8 @@ def apply_base_run(hyper_params: Any, settings: ExperimentSettings) -> Any:
             _set_path(merged, path, _get_path(current, path))
         except (KeyError, TypeError):
             continue
-    return type(hyper_params).from_dict(merged)
+    with datasets_in(settings.data_dir):
+        return type(hyper_params).from_dict(merged)
 
 
 def _base_run_checkpoint(
@@ -245,6 +247,8 @@ def run_experiment(
     from nip_core.runs.loggers import build_loggers, truncate_metrics_records
 
     settings = settings if settings is not None else ExperimentSettings()
+    # Before anything is written: a run refused here leaves no run directory
+    check_device(settings)
     if run_id is not None:
         settings = attrs.evolve(settings, run_id=run_id)
     if settings.run_id is None:
@@ -307,10 +311,12 @@ def run_experiment(
     except BaseException as error:
         if run_dir is not None:
             status = "killed" if isinstance(error, KeyboardInterrupt) else "failed"
-            run_dir.write_run_info(
-                status=status, error=f"{type(error).__name__}: {error}"
-            )
+            _mark_stopped(run_dir, status, error)
         run.finish()
+        if isinstance(error, KeyboardInterrupt) and run_dir is not None:
+            raise RunInterrupted(
+                settings.run_id, settings.runs_dir, run.checkpoint_iteration
+            ) from error
         raise
     if run_dir is not None:
         run_dir.write_run_info(status="finished", error=None)
@@ -327,6 +333,38 @@ def run_experiment(
         total_iterations=total,
         resumed_from=resumed_from,
     )
+
+
+def _no_such_run_message(run_id: str, runs_dir: Path) -> str:
+    from nip_core.parameters.validation import closest
+
+    message = f"no run {run_id!r} in {runs_dir}"
+    if runs_dir.is_dir():
+        runs = sorted(p.name for p in runs_dir.iterdir() if RunDirectory(p).exists())
+        suggestion = closest(run_id, runs)
+        if suggestion is not None:
+            message += f"; did you mean {suggestion!r}?"
+        elif runs:
+            shown = ", ".join(runs[-5:])
+            message += f" (its newest runs: {shown})"
+    else:
+        message += " (no such directory)"
+    return (
+        message + ". A run started with run.runs_dir=DIR is resumed with "
+        f"`nip resume {run_id} --runs-dir DIR`"
+    )
+
+
+def _mark_stopped(run_dir: RunDirectory, status: str, error: BaseException) -> None:
+    """Record why a run stopped, if the run directory can still be written (a full
+    or read-only disk may be why it stopped)."""
+    reason = f"{type(error).__name__}: {error}"
+    try:
+        run_dir.write_run_info(status=status, error=reason)
+    except OSError as write_error:
+        logger.warning(
+            "could not mark run %s %s: %s", run_dir.path, status, write_error
+        )
 
 
 def resume_run(
@@ -351,6 +389,8 @@ def resume_run(
     from nip_core.parameters import HyperParameters
 
     run_dir = RunDirectory(Path(runs_dir) / run_id)
+    if not run_dir.exists():
+        raise CheckpointError(_no_such_run_message(run_id, Path(runs_dir)))
     params_dict = run_dir.read_hyper_params()
     settings_dict = run_dir.read_settings()
     # None means "as saved" (the CLI passes its unset options as None)
@@ -358,7 +398,8 @@ def resume_run(
     settings_dict["run_id"] = run_id
     settings_dict["runs_dir"] = str(runs_dir)
     settings = ExperimentSettings.from_dict(settings_dict)
-    hyper_params = HyperParameters.from_dict(params_dict)
+    with datasets_in(settings.data_dir):
+        hyper_params = HyperParameters.from_dict(params_dict)
     if run_dir.read_run_info().get("status") == "finished":
         logger.info(
             "run %s had finished; training continues from its last checkpoint", run_id

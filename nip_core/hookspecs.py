@@ -72,9 +72,9 @@ def register_protocols() -> list[ProtocolSpec] | None:
 
     Called once, when the protocol registry is first built. Return one
     :class:`~nip_core.records.ProtocolSpec` per protocol. The built-in protocols
-    (``nip``, ``adp``, ``debate``, ``merlin_arthur``, ``mnip``, ``solo_verifier``,
-    ``multi_channel_test``) are registered through this hook by the core's built-in
-    protocol plugin.
+    (``nip``, ``adp``, ``debate``, ``merlin_arthur``, ``mnip``, ``solo_verifier``)
+    are registered through this hook by the core's built-in protocol plugin; the
+    test protocol ``multi_channel_test`` by :mod:`nip_core.testing.protocols`.
     """
 
 

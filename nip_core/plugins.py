@@ -68,7 +68,7 @@ import pluggy
 import nip_core
 from nip_core import hookspecs
 from nip_core.builtin import BUILTIN_PLUGINS
-from nip_core.errors import PluginError, UnknownKeyError
+from nip_core.errors import NipWarning, PluginError, UnknownKeyError
 from nip_core.records import (
     ALL_RECORD_TYPES,
     AgentPartSpec,
@@ -132,10 +132,10 @@ ENV_ALLOW = "NIP_PLUGINS"
 ENV_BLOCK = "NIP_DISABLED_PLUGINS"
 ENV_TRACE = "NIP_TRACE_PLUGINS"
 
-PluginStatus = Literal["ok", "broken", "disabled"]
+PluginStatus = Literal["ok", "conflict", "broken", "disabled"]
 
 
-class PluginWarning(UserWarning):
+class PluginWarning(NipWarning):
     """A plugin was skipped because it is broken (or a switch names no plugin)."""
 
 
@@ -159,8 +159,10 @@ class PluginInfo:
         The distribution (``pip`` package) that provides it, if known.
     version : str | None
         That distribution's version, if known.
-    status : {"ok", "broken", "disabled"}
-        ``"broken"``: failed to load or its hooks failed; ``"disabled"``: skipped by
+    status : {"ok", "conflict", "broken", "disabled"}
+        ``"conflict"``: loaded, but another plugin registers one of its keys (see
+        ``conflicts``; those keys cannot be used, the others work); ``"broken"``:
+        failed to load or its hooks failed; ``"disabled"``: skipped by
         ``NIP_PLUGINS`` / ``NIP_DISABLED_PLUGINS``.
     error : str | None
         Why it is broken or disabled.
@@ -170,6 +172,9 @@ class PluginInfo:
         Whether it is one of the core's built-in plugins.
     entry_point : str | None
         The entry point's value (``"package.module"``) for installed plugins.
+    conflicts : Mapping[str, Mapping[str, tuple[str, ...]]]
+        Record kind to the keys this plugin registers that other plugins register
+        too, each with every plugin that claims it.
     """
 
     name: str
@@ -180,6 +185,7 @@ class PluginInfo:
     contributions: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
     builtin: bool = False
     entry_point: str | None = None
+    conflicts: Mapping[str, Mapping[str, tuple[str, ...]]] = attrs.field(factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``nip plugins --json``)."""
@@ -192,6 +198,11 @@ class PluginInfo:
             "builtin": self.builtin,
             "entry_point": self.entry_point,
             "contributions": {k: list(v) for k, v in self.contributions.items()},
+            "conflicts": [
+                {"kind": kind, "key": key, "plugins": list(plugins)}
+                for kind, keys in self.conflicts.items()
+                for key, plugins in keys.items()
+            ],
         }
 
 
@@ -619,8 +630,10 @@ class NipPluginManager:
         ------
         UnknownKeyError
             When ``kind`` is not a record kind.
-        DuplicateKeyError
-            When two plugins registered the same key.
+
+        A key two plugins register is set aside in the registry (see
+        :class:`~nip_core.registry.Registry`): looking it up raises
+        :class:`~nip_core.errors.DuplicateKeyError`, every other key works.
         """
         if kind not in ALL_RECORD_TYPES:
             raise UnknownKeyError(
@@ -752,28 +765,47 @@ class NipPluginManager:
 
         Calls every hook of every loaded plugin (once), so plugins whose hooks fail
         show up as broken. Built-ins come first, then installed plugins by name,
-        then plugins registered directly. Never raises for a duplicate key.
+        then plugins registered directly. A plugin sharing a key with another is
+        listed with status ``"conflict"`` and the keys in ``conflicts``.
         """
         with self._lock:
             for entry in list(self._entries.values()):
                 for kind in ALL_RECORD_TYPES:
                     self._results(entry, kind)
+            owners: dict[tuple[str, str], list[str]] = {}
+            for entry in self._entries.values():
+                if entry.status != "ok":
+                    continue
+                for kind in ALL_RECORD_TYPES:
+                    for record in entry.results.get(kind, ()):
+                        names = owners.setdefault((kind, record.key), [])
+                        names.append(entry.name)
             infos = []
             for entry in self._entries.values():
                 contributions = {
                     kind: tuple(sorted(r.key for r in entry.results.get(kind, ())))
                     for kind in ALL_RECORD_TYPES
                 }
+                conflicts: dict[str, dict[str, tuple[str, ...]]] = {}
+                for kind, keys in contributions.items():
+                    for key in keys:
+                        names = owners.get((kind, key), [])
+                        if entry.status == "ok" and len(names) > 1:
+                            conflicts.setdefault(kind, {})[key] = tuple(names)
+                status: PluginStatus = entry.status
+                if status == "ok" and conflicts:
+                    status = "conflict"
                 infos.append(
                     PluginInfo(
                         name=entry.name,
                         distribution=entry.distribution,
                         version=entry.version,
-                        status=entry.status,
+                        status=status,
                         error=entry.error,
                         contributions={k: v for k, v in contributions.items() if v},
                         builtin=entry.builtin,
                         entry_point=entry.entry_point,
+                        conflicts=conflicts,
                     )
                 )
             return infos

@@ -288,16 +288,43 @@ class LoggerSpec(Contribution):
         The :class:`nip_core.runs.loggers.MetricLogger` subclass.
     description : str
         One line.
+    requires : tuple[str, ...]
+        Modules the logger imports that are optional dependencies (``"tensorboard"``);
+        a config naming the logger is refused while one is missing.
+    install : str
+        What to ``pip install`` to get them (``"nip-core[tensorboard]"``); shown in
+        that error. Defaults to the module names.
     """
 
     name: str
     logger_class: Ref
     description: str = ""
+    requires: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    install: str = ""
     kind: str = attrs.field(default="logger", init=False, eq=False, repr=False)
 
     @property
     def key(self) -> str:
         return self.name
+
+    def missing_requirements(self) -> list[str]:
+        """The modules of :attr:`requires` that cannot be imported here."""
+        import importlib.util
+
+        missing = []
+        for module in self.requires:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                missing.append(module)
+        return missing
+
+    def install_hint(self) -> str:
+        """The command that installs :attr:`requires`."""
+        target = self.install or " ".join(self.requires)
+        return f"pip install '{target}'"
 
 
 @attrs.frozen(kw_only=True)

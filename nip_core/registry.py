@@ -5,8 +5,10 @@ the plugin manager (:mod:`nip_core.plugins`) from the records every plugin's hoo
 implementation returned. It
 
 - sorts its records by key, so order never depends on registration order;
-- refuses two records with one key, naming both plugins and their versions
-  (:class:`~nip_core.errors.DuplicateKeyError`);
+- sets aside a key that two records share: the key is unusable (looking it up raises
+  :class:`~nip_core.errors.DuplicateKeyError`, naming both plugins and their
+  versions) while every other key keeps working; :attr:`Registry.conflicts` lists
+  them;
 - answers an unknown key with :class:`~nip_core.errors.UnknownKeyError`, whose
   message lists the known keys and suggests the closest one.
 
@@ -87,25 +89,37 @@ class Registry(Generic[R], Mapping[str, R]):
     records : Iterable[R]
         The records, usually stamped with their plugin (``record.plugin``).
 
-    Raises
-    ------
-    DuplicateKeyError
-        When two records have the same key. The message names both plugins.
+    A key that several records share is a conflict: it is left out of the mapping
+    (not contained, not iterated) and looking it up raises
+    :class:`~nip_core.errors.DuplicateKeyError` naming every plugin that registered
+    it. One clash never makes the rest of the registry unusable.
     """
 
-    __slots__ = ("_kind", "_records")
+    __slots__ = ("_conflicts", "_kind", "_records")
 
     def __init__(self, kind: str, records: Iterable[R] = ()):
         self._kind = kind
-        by_key: dict[str, R] = {}
+        by_key: dict[str, list[R]] = {}
         for record in records:
-            key = record.key
-            if key in by_key:
-                raise DuplicateKeyError(
-                    _duplicate_message(kind, key, by_key[key], record)
-                )
-            by_key[key] = record
-        self._records: dict[str, R] = dict(sorted(by_key.items()))
+            by_key.setdefault(record.key, []).append(record)
+        self._records: dict[str, R] = {
+            key: found[0] for key, found in sorted(by_key.items()) if len(found) == 1
+        }
+        self._conflicts: dict[str, tuple[R, ...]] = {
+            key: tuple(found) for key, found in sorted(by_key.items()) if len(found) > 1
+        }
+
+    @property
+    def conflicts(self) -> Mapping[str, tuple[R, ...]]:
+        """Keys registered more than once, each with every record that claims it."""
+        return dict(self._conflicts)
+
+    def conflict_error(self, key: str) -> DuplicateKeyError | None:
+        """The error of a key registered more than once; ``None`` for other keys."""
+        found = self._conflicts.get(key) if isinstance(key, str) else None
+        if found is None:
+            return None
+        return DuplicateKeyError(_duplicate_message(self._kind, key, found))
 
     @property
     def kind(self) -> str:
@@ -189,7 +203,10 @@ class Registry(Generic[R], Mapping[str, R]):
     def __repr__(self) -> str:
         return f"Registry({self._kind!r}, keys={list(self._records)!r})"
 
-    def _unknown(self, key: object) -> UnknownKeyError:
+    def _unknown(self, key: object) -> UnknownKeyError | DuplicateKeyError:
+        conflict = self.conflict_error(key)  # type: ignore[arg-type]
+        if conflict is not None:
+            return conflict
         known = list(self._records)
         plural = _plural(self._kind)
         if not known:
@@ -221,15 +238,18 @@ def _plural(kind: str) -> str:
     return _label(kind) + "s"
 
 
-def _duplicate_message(
-    kind: str, key: str, first: Contribution, second: Contribution
-) -> str:
-    if first.plugin == second.plugin:
+def _duplicate_message(kind: str, key: str, records: Iterable[Contribution]) -> str:
+    records = list(records)
+    plugins = list(dict.fromkeys(r.plugin for r in records))
+    if len(plugins) == 1:
         return (
-            f"{describe_origin(first)} registered the {_label(kind)} {key!r} twice; "
-            "each key may appear once in its registry."
+            f"{describe_origin(records[0])} registered the {_label(kind)} {key!r} "
+            f"{len(records)} times; each key may appear once in its registry, so it "
+            "cannot be used until the plugin is fixed."
         )
-    blame = [r.plugin for r in (first, second) if r.plugin]
+    origins = [describe_origin(r) for r in records]
+    named = ", ".join(origins[:-1]) + f" and {origins[-1]}"
+    blame = [p for p in plugins if p]
     hint = ""
     if blame:
         hint = (
@@ -237,6 +257,6 @@ def _duplicate_message(
             f"NIP_DISABLED_PLUGINS={blame[-1]}."
         )
     return (
-        f"the {_label(kind)} {key!r} is registered by two plugins: "
-        f"{describe_origin(first)} and {describe_origin(second)}.{hint}"
+        f"the {_label(kind)} {key!r} is registered by {len(plugins)} plugins: "
+        f"{named}, so it cannot be used.{hint} Every other {_label(kind)} works."
     )

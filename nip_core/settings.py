@@ -15,21 +15,55 @@ This module imports without torch.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
+from attrs import validators as v
 
 from nip_core.errors import ConfigProblem, NipConfigError
+from nip_core.parameters.base import BaseHyperParameters, parameters_class
+from nip_core.parameters.validation import (
+    CHOICES,
+    ValueProblem,
+    closest,
+    prefixed,
+)
 
-KNOWN_LOGGERS: tuple[str, ...] = ("jsonl", "wandb", "csv", "tensorboard")
-"""Loggers the core registers; plugins may register more (see ``register_loggers``)."""
-
-WANDB_MODES: tuple[str, ...] = ("online", "offline", "disabled")
+RUN_KEY = "run"
+"""The key of the settings in a config file."""
 
 SECRET_ENV_VARS: tuple[str, ...] = ("WANDB_API_KEY", "OPENAI_API_KEY", "HF_TOKEN")
-"""Environment variables that hold credentials; never copied into saved settings."""
+"""Environment variables that hold credentials; their values never reach saved
+settings (:func:`redact_secrets`)."""
+
+
+def redact_secrets(data: Any) -> Any:
+    """``data`` with every value of a :data:`SECRET_ENV_VARS` variable (set, and at
+    least 8 characters long) replaced by ``<NAME>``, in strings at any depth."""
+    secrets = {
+        name: value
+        for name in SECRET_ENV_VARS
+        if len(value := os.environ.get(name, "")) >= 8
+    }
+    if not secrets:
+        return data
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            for name, secret in secrets.items():
+                value = value.replace(secret, f"<{name}>")
+            return value
+        if isinstance(value, dict):
+            return {key: clean(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(clean(item) for item in value)
+        return value
+
+    return clean(data)
+
 
 ENV_DATA_DIR = "NIP_DATA_DIR"
 """Environment variable naming the data directory when the settings give none."""
@@ -80,46 +114,122 @@ def cache_dir_or_default(cache_dir: str | os.PathLike[str] | None) -> Path:
     return default_cache_dir()
 
 
-def _tuple_of_str(value: Any) -> tuple[str, ...]:
+def _tuple_of_str(value: Any) -> Any:
+    """One name for a list of names (``loggers: csv``); a list becomes a tuple.
+
+    Anything else is left for the type check to report.
+    """
     if value is None:
         return ()
     if isinstance(value, str):
         return (value,)
-    return tuple(str(v) for v in value)
+    if isinstance(value, list):
+        return tuple(value)
+    return value
 
 
-def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value is not None and (not isinstance(value, int) or value < 1):
-        raise ValueError(
-            f"{attribute.name} must be a positive integer or None, got {value!r}"
+DEVICE_CHOICES: tuple[str, ...] = ("cpu", "cuda", "cuda:<index>", "mps")
+"""The device settings nip accepts, as shown in error messages."""
+
+_DEVICE = re.compile(r"^(?P<type>cpu|cuda|mps|xpu)(?::(?P<index>\d+))?$")
+
+
+def _check_device(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    match = _DEVICE.match(value)
+    if match is not None:
+        return
+    lowered = value.strip().lower()
+    kind, _, index = lowered.partition(":")
+    aliases = {"gpu": "cuda", "nvidia": "cuda", "metal": "mps", "apple": "mps"}
+    kind = aliases.get(kind, kind)
+    if kind not in ("cpu", "cuda", "mps", "xpu"):
+        kind = closest(kind, ["cpu", "cuda", "mps"]) or ""
+    suggestion = None
+    if kind:
+        suggestion = f"{kind}:{index}" if index.isdigit() else kind
+    message = "unknown device"
+    if suggestion is not None:
+        message += f"; did you mean {suggestion!r}?"
+    raise ValueProblem(message, DEVICE_CHOICES)
+
+
+def _check_run_id(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is None:
+        return
+    if value in ("", ".", "..") or "/" in value or "\\" in value:
+        raise ValueProblem(
+            "must be a plain directory name (no path separators, not '.' or '..')"
         )
 
 
-def _non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if not isinstance(value, int) or value < 0:
-        raise ValueError(
-            f"{attribute.name} must be a non-negative integer, got {value!r}"
-        )
+def _non_empty(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if not value.strip():
+        raise ValueProblem("must not be empty")
 
 
-def _wandb_mode(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value is not None and value not in WANDB_MODES:
-        raise ValueError(
-            f"wandb_mode must be one of {', '.join(WANDB_MODES)} or None, got {value!r}"
-        )
+def _check_loggers(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    problems = logger_problems(value)
+    if problems:
+        raise NipConfigError(problems)
 
 
-@attrs.define(kw_only=True)
-class ExperimentSettings:
+def logger_problems(names: Any, path: str = "") -> list[ConfigProblem]:
+    """Problems with logger names: unknown names, and loggers whose optional
+    dependency is missing (with the command that installs it).
+
+    Parameters
+    ----------
+    names : Iterable[str]
+        Keys of the logger registry.
+    path : str
+        The dotted path to report the problems at (relative to the field).
+    """
+    from nip_core.plugins import get_plugin_manager
+
+    registry = get_plugin_manager().loggers
+    problems = []
+    for i, name in enumerate(names):
+        where = f"{path}[{i}]"
+        if name not in registry:
+            message = "unknown logger"
+            suggestion = closest(name, list(registry))
+            if suggestion is not None:
+                message += f"; did you mean {suggestion!r}?"
+            problems.append(ConfigProblem(where, message, name, tuple(registry)))
+            continue
+        missing = registry[name].missing_requirements()
+        if missing:
+            problems.append(
+                ConfigProblem(
+                    where,
+                    f"the {name} logger needs {', '.join(missing)}, which "
+                    f"{'is' if len(missing) == 1 else 'are'} not installed: "
+                    f"{registry[name].install_hint()}",
+                    name,
+                )
+            )
+    return problems
+
+
+@parameters_class
+class ExperimentSettings(BaseHyperParameters):
     """Settings of a run that are not part of its reproducibility.
+
+    Every value is checked when the settings are built (``nip config show`` and
+    ``nip run`` report every problem at once, under ``run.``): types, ranges,
+    device names, logger names and the packages loggers need.
+    :func:`device_problems` checks, besides, that the device exists on this
+    machine.
 
     Parameters
     ----------
     device : str
-        The torch device to train on (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+        The torch device to train on: ``"cpu"``, ``"cuda"`` (the current GPU),
+        ``"cuda:1"`` (the second GPU), ``"mps"`` (Apple silicon).
     run_id : str | None
-        The run's id, which names its directory ``<runs_dir>/<run_id>/``. ``None``
-        makes a fresh id from the time and a random suffix when the run starts.
+        The run's id, which names its directory ``<runs_dir>/<run_id>/`` (a plain
+        directory name). ``None`` makes a fresh id from the time and a random suffix
+        when the run starts.
     runs_dir : str
         The directory holding run directories.
     data_dir : str | None
@@ -129,19 +239,20 @@ class ExperimentSettings:
         Where pre-trained bodies and embeddings are cached; ``None`` means
         :func:`default_cache_dir` (``~/.cache/nip``).
     loggers : tuple[str, ...]
-        Metric loggers (keys of the logger registry). ``"jsonl"`` is always on;
-        ``"wandb"`` is added when W&B is configured (see :meth:`active_loggers`).
+        Metric loggers (keys of the logger registry, see ``nip plugins``).
+        ``"jsonl"`` is always on; ``"wandb"`` is added when W&B is configured (see
+        :meth:`active_loggers`).
     wandb_project, wandb_entity : str | None
         The W&B project and entity. Giving a project turns W&B on.
-    wandb_mode : str | None
-        ``"online"``, ``"offline"`` or ``"disabled"``. ``None`` reads ``WANDB_MODE``
-        from the environment, and falls back to offline when no credentials are
-        found, so a run never fails for want of a network.
+    wandb_mode : {"online", "offline", "disabled"} | None
+        ``None`` reads ``WANDB_MODE`` from the environment, and falls back to
+        offline when no credentials are found, so a run never fails for want of a
+        network.
     wandb_tags : tuple[str, ...]
         Tags of the W&B run.
     checkpoint_period : int | None
         Save a checkpoint every this many training iterations, and always at the end
-        (``None``: only at the end).
+        (``None``: only at the end). An interrupted run (Ctrl-C) saves one too.
     rollout_sample_period : int | None
         Save a few rollouts (JSONL, and a W&B artifact when W&B is on) every this many
         iterations; ``None`` saves none.
@@ -153,7 +264,8 @@ class ExperimentSettings:
         Rebuild cached datasets, embeddings and pre-trained bodies.
     test_run : bool
         Shrink everything (one iteration, one minibatch, a handful of datapoints) to
-        check that a configuration runs end to end.
+        check that a configuration builds and trains; a test run writes no run
+        directory.
     num_dataset_threads : int
         Worker threads for dataset generation and loading (0 = in the main thread).
     enable_efficient_attention : bool
@@ -161,25 +273,31 @@ class ExperimentSettings:
         it is not deterministic).
     """
 
-    device: str = "cpu"
-    run_id: str | None = None
-    runs_dir: str = "runs"
+    device: str = attrs.field(
+        default="cpu", validator=_check_device, metadata={CHOICES: DEVICE_CHOICES}
+    )
+    run_id: str | None = attrs.field(default=None, validator=_check_run_id)
+    runs_dir: str = attrs.field(default="runs", validator=_non_empty)
     data_dir: str | None = None
     cache_dir: str | None = None
-    loggers: tuple[str, ...] = attrs.field(default=("jsonl",), converter=_tuple_of_str)
+    loggers: tuple[str, ...] = attrs.field(
+        default=("jsonl",), converter=_tuple_of_str, validator=_check_loggers
+    )
     wandb_project: str | None = None
     wandb_entity: str | None = None
-    wandb_mode: str | None = attrs.field(default=None, validator=_wandb_mode)
+    wandb_mode: Literal["online", "offline", "disabled"] | None = None
     wandb_tags: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
-    checkpoint_period: int | None = attrs.field(default=10, validator=_positive_or_none)
-    rollout_sample_period: int | None = attrs.field(
-        default=None, validator=_positive_or_none
+    checkpoint_period: int | None = attrs.field(
+        default=10, validator=v.optional(v.ge(1))
     )
-    num_rollout_samples: int = attrs.field(default=4, validator=_non_negative)
+    rollout_sample_period: int | None = attrs.field(
+        default=None, validator=v.optional(v.ge(1))
+    )
+    num_rollout_samples: int = attrs.field(default=4, validator=v.ge(0))
     show_progress: bool = True
     ignore_cache: bool = False
     test_run: bool = False
-    num_dataset_threads: int = attrs.field(default=0, validator=_non_negative)
+    num_dataset_threads: int = attrs.field(default=0, validator=v.ge(0))
     enable_efficient_attention: bool = False
 
     # ------------------------------------------------------------------------------
@@ -222,11 +340,16 @@ class ExperimentSettings:
     # Conversion
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict (no secrets: none are held)."""
+        """Plain JSON-serialisable dict, without secrets.
+
+        None are held; but a secret pasted into a setting by mistake (an API key as
+        the W&B entity, say) is replaced by the name of the variable holding it
+        (``<WANDB_API_KEY>``) before it can reach ``settings.json``.
+        """
         data = attrs.asdict(self, recurse=False)
         data["loggers"] = list(self.loggers)
         data["wandb_tags"] = list(self.wandb_tags)
-        return data
+        return redact_secrets(data)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> ExperimentSettings:
@@ -235,39 +358,109 @@ class ExperimentSettings:
         Raises
         ------
         NipConfigError
-            Listing every unknown key (with the valid ones) and every invalid value.
+            Listing every unknown key (with the valid ones) and every invalid value,
+            each at its path under ``run.``.
         """
         if data is None:
             return cls()
-        fields = {f.name for f in attrs.fields(cls)}
-        problems: list[ConfigProblem] = []
-        for key in data:
-            if key not in fields:
-                problems.append(
-                    ConfigProblem(
-                        path=f"run.{key}",
-                        message="unknown run setting",
-                        choices=tuple(sorted(fields)),
-                    )
-                )
-        kwargs = {k: v for k, v in data.items() if k in fields}
-        for key in list(kwargs):
-            try:
-                cls(**{key: kwargs[key]})
-            except (TypeError, ValueError) as error:
-                problems.append(
-                    ConfigProblem(
-                        path=f"run.{key}", message=str(error), value=data[key]
-                    )
-                )
-                del kwargs[key]
-        if problems:
-            raise NipConfigError(problems)
-        return cls(**kwargs)
+        if not isinstance(data, Mapping):
+            raise NipConfigError(
+                ConfigProblem(RUN_KEY, "must be a mapping of run settings", data)
+            )
+        try:
+            return cls(**{str(key): value for key, value in data.items()})
+        except NipConfigError as error:
+            raise NipConfigError(prefixed(error.problems, RUN_KEY)) from None
 
     def shrunk(self) -> ExperimentSettings:
         """A copy with ``test_run`` on."""
         return attrs.evolve(self, test_run=True)
+
+
+def device_problems(
+    device: str, path: str = f"{RUN_KEY}.device"
+) -> list[ConfigProblem]:
+    """Whether ``device`` exists on this machine; the problems when it does not.
+
+    :class:`ExperimentSettings` checks the device's name wherever the config is
+    read; this checks, besides, that the machine the run starts on has it (CUDA
+    built into torch and a GPU with that index, or MPS), so a run is refused before
+    it writes anything. Imports torch.
+
+    Parameters
+    ----------
+    device : str
+        A valid device name (``settings.device``).
+    path : str
+        The dotted path to report the problem at.
+    """
+    import torch
+
+    match = _DEVICE.match(device)
+    if match is None:  # the settings report it
+        return []
+    kind, index = match.group("type"), match.group("index")
+    if kind == "cpu":
+        return []
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            why = (
+                "this torch build has no CUDA support"
+                if torch.version.cuda is None
+                else "no CUDA GPU is visible (check the driver and "
+                "CUDA_VISIBLE_DEVICES)"
+            )
+            return [
+                ConfigProblem(
+                    path,
+                    f"CUDA is not available on this machine: {why}; use run.device=cpu",
+                    device,
+                    ("cpu",),
+                )
+            ]
+        count = torch.cuda.device_count()
+        if index is not None and int(index) >= count:
+            return [
+                ConfigProblem(
+                    path,
+                    f"this machine has {count} CUDA GPU{'s' if count != 1 else ''} "
+                    f"(indices 0 to {count - 1})",
+                    device,
+                    ("cpu", "cuda", *(f"cuda:{i}" for i in range(count))),
+                )
+            ]
+        return []
+    if kind == "mps":
+        if not torch.backends.mps.is_available():
+            return [
+                ConfigProblem(
+                    path,
+                    "MPS (Apple silicon) is not available on this machine; "
+                    "use run.device=cpu",
+                    device,
+                    ("cpu",),
+                )
+            ]
+        return []
+    backend = getattr(torch, kind, None)
+    if backend is None or not backend.is_available():
+        return [
+            ConfigProblem(
+                path,
+                f"{kind} is not available on this machine; use run.device=cpu",
+                device,
+                ("cpu",),
+            )
+        ]
+    return []
+
+
+def check_device(settings: ExperimentSettings) -> None:
+    """Raise :class:`NipConfigError` when the settings' device is not on this
+    machine (see :func:`device_problems`)."""
+    problems = device_problems(settings.device)
+    if problems:
+        raise NipConfigError(problems)
 
 
 def _wandb_credentials_present() -> bool:

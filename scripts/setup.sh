@@ -28,12 +28,17 @@ python -m pip install --quiet "$TORCH_PIN"
 
 packages=(-e "$ROOT[test,joblib,tensorboard]")
 shopt -s nullglob
-# every plugin of the checkout, the template included (its tests keep it working)
-for plugin in "$ROOT"/plugins/*/; do
+# every plugin of the checkout, editable; not plugins/_template (a plugin to copy,
+# not one to use: scripts/test.sh tests it from its source tree)
+for plugin in "$ROOT"/plugins/[!_]*/; do
     if [ -f "$plugin/pyproject.toml" ]; then
         packages+=(-e "$plugin")
     fi
 done
+# an earlier setup.sh installed the template; take it out of the environment
+if python -m pip show --quiet nip-plugin-template >/dev/null 2>&1; then
+    python -m pip uninstall --quiet --yes nip-plugin-template
+fi
 shopt -u nullglob
 python -m pip install --quiet "${packages[@]}"
 echo "setup.sh: installed nip-core and $(( (${#packages[@]} - 2) / 2 )) plugin(s) into $VENV"

@@ -13,13 +13,24 @@ cd "$ROOT"
 . "$ROOT/scripts/setup.sh"
 
 test_paths=(tests)
+fixture_sources=()
 shopt -s nullglob
 for dir in plugins/*/tests; do
-    if [ -f "${dir%/tests}/pyproject.toml" ]; then
+    plugin="${dir%/tests}"
+    if [ -f "$plugin/pyproject.toml" ]; then
         test_paths+=("$dir")
+        # plugins/_template is not installed (users would see it): its tests
+        # import it from its source tree
+        case "$(basename "$plugin")" in
+            _*) fixture_sources+=("$ROOT/$plugin/src") ;;
+        esac
     fi
 done
 shopt -u nullglob
+if [ "${#fixture_sources[@]}" -gt 0 ]; then
+    joined="$(IFS=:; echo "${fixture_sources[*]}")"
+    export PYTHONPATH="$joined${PYTHONPATH:+:$PYTHONPATH}"
+fi
 
 if [ "$#" -eq 0 ]; then
     set -- -q -n 2

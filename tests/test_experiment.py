@@ -135,7 +135,7 @@ def test_failed_run_is_marked_and_resume_needs_a_run(scenario):
         )
     info = RunDirectory(scenario.root / "runs" / "f").read_run_info()
     assert info["status"] == "failed" and "KilledForTest" in info["error"]
-    with pytest.raises(CheckpointError, match="is this a run directory"):
+    with pytest.raises(CheckpointError, match="--runs-dir DIR"):
         resume_run("missing", runs_dir=settings.runs_dir)
 
 

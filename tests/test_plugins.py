@@ -323,18 +323,65 @@ def test_two_plugins_with_one_key_name_both(site):
     site.install("nip-plugin-dup-a", "1.0", fx_dup_a="dup_a")
     site.install("nip-plugin-dup-b", "2.0", fx_dup_b="dup_b")
     pm = manager()
+    # the registry works; only the shared key cannot be used
+    protocols = pm.registry("protocol")
+    assert "nip" in protocols and "shared_protocol" not in protocols
     with pytest.raises(DuplicateKeyError) as info:
-        pm.registry("protocol")
+        protocols["shared_protocol"]
     message = str(info.value)
-    assert "the protocol 'shared_protocol' is registered by two plugins" in message
+    assert "the protocol 'shared_protocol' is registered by 2 plugins" in message
     assert "plugin 'fx_dup_a' (version 1.0)" in message
     assert "plugin 'fx_dup_b' (version 2.0)" in message
-    # `nip plugins` can still show what each one registers.
+    # `nip plugins` shows what each one registers, and the conflict
     found = infos(pm)
     assert found["fx_dup_a"].contributions == {"protocol": ("shared_protocol",)}
     assert found["fx_dup_b"].contributions == {"protocol": ("shared_protocol",)}
+    for name in ("fx_dup_a", "fx_dup_b"):
+        assert found[name].status == "conflict"
+        assert found[name].conflicts == {
+            "protocol": {"shared_protocol": ("fx_dup_a", "fx_dup_b")}
+        }
+        assert found[name].to_dict()["conflicts"] == [
+            {
+                "kind": "protocol",
+                "key": "shared_protocol",
+                "plugins": ["fx_dup_a", "fx_dup_b"],
+            }
+        ]
     resolved = manager(NIP_DISABLED_PLUGINS="fx_dup_b")
     assert resolved.protocols["shared_protocol"].handler_class == "a:Handler"
+    assert {i.name: i.status for i in infos(resolved).values()}["fx_dup_a"] == "ok"
+
+
+def test_a_clashing_key_fails_only_when_it_is_chosen(site, plugin_manager):
+    from nip_core.errors import NipConfigError
+    from nip_core.parameters import HyperParameters
+    from nip_core.plugins import set_plugin_manager
+    from nip_core.testing.synthetic import SYNTHETIC_PLUGIN
+
+    site.install("nip-plugin-dup-a", "1.0", fx_dup_a="dup_a")
+    site.install("nip-plugin-dup-b", "2.0", fx_dup_b="dup_b")
+    pm = manager()
+    pm.register(SYNTHETIC_PLUGIN, name="synthetic")
+    previous = set_plugin_manager(pm)
+    try:
+        hp = HyperParameters(
+            "synthetic", "reinforce", "tiny", agents={"_default": {"d_hidden": 4}}
+        )
+        assert hp.interaction_protocol == "nip"
+        with pytest.raises(NipConfigError) as info:
+            HyperParameters(
+                "synthetic",
+                "reinforce",
+                "tiny",
+                interaction_protocol="shared_protocol",
+                agents={"_default": {"d_hidden": 4}},
+            )
+    finally:
+        set_plugin_manager(previous)
+    [problem] = [p for p in info.value.problems if p.path == "interaction_protocol"]
+    assert "registered by 2 plugins" in problem.message
+    assert "fx_dup_a" in problem.message and "fx_dup_b" in problem.message
 
 
 def test_a_broken_plugin_does_not_stop_the_next_ones(site):
@@ -605,6 +652,7 @@ def test_plugin_info_to_dict_is_json_ready(plugin_manager, register_plugin):
         "builtin": False,
         "entry_point": None,
         "contributions": {"logger": ["j"]},
+        "conflicts": [],
     }
 
 
@@ -756,6 +804,7 @@ def test_plugins_command_json(site):
             "logger": ["good_logger"],
             "parameter_section": ["good_section"],
         },
+        "conflicts": [],
     }
 
 

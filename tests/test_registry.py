@@ -78,23 +78,39 @@ def test_empty_registry_says_nothing_is_registered():
 
 
 def test_duplicate_key_names_both_plugins_and_versions():
+    registry = Registry(
+        "logger",
+        [
+            logger("csv", "nip-core.loggers", "0.1.0"),
+            logger("csv", "fancy", "2.3"),
+            logger("jsonl", "nip-core.loggers", "0.1.0"),
+        ],
+    )
+    # only the clashing key is unusable
+    assert list(registry) == ["jsonl"]
+    assert "csv" not in registry
+    assert registry["jsonl"].plugin == "nip-core.loggers"
     with pytest.raises(DuplicateKeyError) as info:
-        Registry(
-            "logger",
-            [logger("csv", "nip-core.loggers", "0.1.0"), logger("csv", "fancy", "2.3")],
-        )
+        registry["csv"]
     message = str(info.value)
-    assert "the logger 'csv' is registered by two plugins" in message
+    assert "the logger 'csv' is registered by 2 plugins" in message
     assert "plugin 'nip-core.loggers' (version 0.1.0)" in message
     assert "plugin 'fancy' (version 2.3)" in message
     assert "NIP_DISABLED_PLUGINS=fancy" in message
+    assert [r.plugin for r in registry.conflicts["csv"]] == [
+        "nip-core.loggers",
+        "fancy",
+    ]
+    assert registry.conflict_error("jsonl") is None
+    assert registry.get("csv", None) is None
 
 
 def test_duplicate_key_within_one_plugin():
+    registry = Registry("logger", [logger("csv"), logger("csv")])
     with pytest.raises(
-        DuplicateKeyError, match="plugin 'p' .*registered the logger 'csv' twice"
+        DuplicateKeyError, match="plugin 'p' .*registered the logger 'csv' 2 times"
     ):
-        Registry("logger", [logger("csv"), logger("csv")])
+        registry["csv"]
 
 
 def test_composite_keys_and_where():

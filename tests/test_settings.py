@@ -100,3 +100,105 @@ def test_caches_use_the_default_cache_directory(
     configured = ExperimentSettings(cache_dir=str(tmp_path / "cache"))
     path = pretraining_cache_path(hyper_params, configured)
     assert path.parent == tmp_path / "cache" / "pretrained_bodies"
+
+
+# --------------------------------------------------------------------------------------
+# Devices and loggers are checked with the rest of the config
+
+
+def test_a_device_is_a_name_torch_knows() -> None:
+    from nip_core.errors import NipConfigError
+
+    for good in ("cpu", "cuda", "cuda:0", "cuda:12", "mps"):
+        assert ExperimentSettings(device=good).device == good
+    for bad, hint in ((5, "expected a string"), ("gpu", "'cuda'"), ("GPU:1", "cuda:1")):
+        with pytest.raises(NipConfigError) as info:
+            ExperimentSettings.from_dict({"device": bad})
+        [problem] = info.value.problems
+        assert problem.path == "run.device"
+        assert hint in problem.format()
+        assert "cuda:<index>" in problem.choices
+
+
+def test_a_device_this_machine_lacks_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synthetic_scenario
+) -> None:
+    import torch
+
+    from nip_core.errors import NipConfigError
+    from nip_core.experiment import run_experiment
+    from nip_core.settings import device_problems
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    [problem] = device_problems("cuda")
+    assert problem.path == "run.device"
+    assert "CUDA is not available" in problem.message
+    assert problem.choices == ("cpu",)
+
+    settings = synthetic_scenario.settings(device="cuda", run_id="gpu-run")
+    with pytest.raises(NipConfigError, match="run.device"):
+        run_experiment(synthetic_scenario.hyper_params(), settings)
+    assert not (Path(settings.runs_dir) / "gpu-run").exists()
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert device_problems("cuda:1") == []
+    [problem] = device_problems("cuda:2")
+    assert "2 CUDA GPUs (indices 0 to 1)" in problem.message
+    assert problem.choices == ("cpu", "cuda", "cuda:0", "cuda:1")
+
+
+def test_config_show_refuses_a_device_this_machine_lacks(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys, synthetic_scenario
+) -> None:
+    import torch
+
+    from nip_core.cli.main import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "exp.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - /base\n  - _self_\n"
+        "scenario: synthetic\ntrainer: reinforce\ndataset: tiny\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert main(["config", "show", "-c", "exp", "run.device=cuda"]) == 2
+    _, err = capsys.readouterr()
+    assert err.startswith("nip: error: invalid configuration: 1 problem")
+    assert "run.device: CUDA is not available on this machine" in err
+    # validating a file checks names only: it may be meant for another machine
+    (configs / "gpu.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - exp\n  - _self_\nrun:\n  device: cuda\n"
+    )
+    assert main(["config", "validate", str(configs / "gpu.yaml")]) == 0
+
+
+def test_logger_names_and_their_packages_are_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    from nip_core.errors import NipConfigError
+
+    with pytest.raises(NipConfigError) as info:
+        ExperimentSettings.from_dict({"loggers": ["jsonl", "tensorbord", "nope"]})
+    first, second = info.value.problems
+    assert first.path == "run.loggers[1]"
+    assert "did you mean 'tensorboard'?" in first.message
+    assert second.path == "run.loggers[2]"
+    assert {"jsonl", "csv", "tensorboard", "wandb"} <= set(second.choices)
+
+    real_find_spec = importlib.util.find_spec
+
+    def without_tensorboard(name, *args, **kwargs):
+        if name == "tensorboard":
+            return None
+        return real_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_tensorboard)
+    with pytest.raises(NipConfigError) as info:
+        ExperimentSettings.from_dict({"loggers": "tensorboard"})
+    [problem] = info.value.problems
+    assert problem.path == "run.loggers[0]"
+    assert "pip install 'nip-core[tensorboard]'" in problem.message

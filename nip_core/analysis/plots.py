@@ -32,6 +32,7 @@ from typing import Any
 
 from nip_core.analysis.report import (
     DEFAULT_CONFIDENCE,
+    PANEL_BOUNDS,
     MetricFamily,
     RunData,
     RunGroup,
@@ -166,6 +167,24 @@ def write_run_plots(
     return written
 
 
+def interval_bounds(
+    means: Sequence[float],
+    half_widths: Sequence[float],
+    bounds: tuple[float, float] | None = None,
+) -> tuple[list[float], list[float]]:
+    """Lower and upper ends of ``mean ± half_width`` (a ``nan`` half-width is 0),
+    cut to ``bounds``: an accuracy's interval never leaves [0, 1]."""
+    low, high = -math.inf, math.inf
+    if bounds is not None:
+        low, high = bounds
+    lower, upper = [], []
+    for mean, half in zip(means, half_widths, strict=True):
+        half = 0.0 if math.isnan(half) else half
+        lower.append(min(max(mean - half, low), high))
+        upper.append(max(min(mean + half, high), low))
+    return lower, upper
+
+
 def _draw_group(
     ax: Any,
     series: Sequence[Series],
@@ -174,17 +193,22 @@ def _draw_group(
     test: bool,
     confidence: float,
     x_offset: float = 0.0,
+    bounds: tuple[float, float] | None = None,
 ) -> None:
     aggregated = aggregate_series(series, confidence)
     steps = [step for step, _ in aggregated]
     means = [e.mean for _, e in aggregated]
     half = [e.half_width for _, e in aggregated]
+    lower, upper = interval_bounds(means, half, bounds)
     if test and len(steps) <= 3:
         # Groups' test points share a step: shift them apart so none hides another
         ax.errorbar(
             [step + x_offset for step in steps],
             means,
-            yerr=[0.0 if math.isnan(h) else h for h in half],
+            yerr=[
+                [max(m - lo, 0.0) for m, lo in zip(means, lower, strict=True)],
+                [max(hi - m, 0.0) for m, hi in zip(means, upper, strict=True)],
+            ],
             color=color,
             marker="o",
             linestyle="none",
@@ -204,14 +228,8 @@ def _draw_group(
     if any(has_band):
         ax.fill_between(
             steps,
-            [
-                m - (0.0 if math.isnan(h) else h)
-                for m, h in zip(means, half, strict=True)
-            ],
-            [
-                m + (0.0 if math.isnan(h) else h)
-                for m, h in zip(means, half, strict=True)
-            ],
+            lower,
+            upper,
             where=has_band,
             color=color,
             alpha=0.2,
@@ -293,7 +311,14 @@ def write_comparison_plots(
                         labelled = True
                     offset = (index - (len(groups) - 1) / 2) * spread
                     _draw_group(
-                        ax, series, color, label, test, confidence, x_offset=offset
+                        ax,
+                        series,
+                        color,
+                        label,
+                        test,
+                        confidence,
+                        x_offset=offset,
+                        bounds=PANEL_BOUNDS.get(panel),
                     )
             sub_title = _subject_label(panel, subject)
             ax.set_title(sub_title if len(subjects) > 1 else title)

@@ -157,6 +157,14 @@ def metric_families() -> tuple[MetricFamily, ...]:
     )
 
 
+PANEL_BOUNDS: Mapping[str, tuple[float, float]] = {
+    "accuracy": (0.0, 1.0),
+    "message_regression": (0.0, 1.0),
+}
+"""The range a panel's quantity cannot leave (accuracies are proportions): the
+confidence bands and error bars drawn are cut to it."""
+
+
 @attrs.frozen
 class MetricInfo:
     """What a metric name means to a report: its family and agent."""

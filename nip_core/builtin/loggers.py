@@ -22,6 +22,8 @@ def register_loggers() -> list[LoggerSpec]:
             name="wandb",
             logger_class="nip_core.runs.loggers:WandbLogger",
             description="Weights & Biases (offline when no credentials are found)",
+            requires=("wandb",),
+            install="wandb",
         ),
         LoggerSpec(
             name="csv",
@@ -32,5 +34,7 @@ def register_loggers() -> list[LoggerSpec]:
             name="tensorboard",
             logger_class="nip_core.runs.loggers:TensorboardLogger",
             description="TensorBoard event files (TorchRL's TensorboardLogger)",
+            requires=("tensorboard",),
+            install="nip-core[tensorboard]",
         ),
     ]

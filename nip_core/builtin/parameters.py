@@ -40,8 +40,7 @@ def register_parameter_sections() -> list[ParameterSectionSpec]:
         ParameterSectionSpec(
             name="dataset_options",
             parameters_class=DatasetParameters,
-            description="Size caps of datasets and the two-class reduction of "
-            "many-class data",
+            description="Size caps of datasets",
         ),
         ParameterSectionSpec(
             name="message_regression",
@@ -82,5 +81,12 @@ def register_parameter_migrations() -> list[MigrationSpec]:
             to_version="2.0",
             migrate=f"{_MIGRATIONS}:legacy_1_0_to_core",
             description="The original library's dict layout to nip-core 0.1.0",
+        ),
+        MigrationSpec(
+            component="nip-core",
+            from_version="0.1.0",
+            to_version="0.1.1",
+            migrate=f"{_MIGRATIONS}:core_0_1_0_to_0_1_1",
+            description="dataset_options hands the two-class reduction to scenarios",
         ),
     ]

@@ -75,14 +75,6 @@ def register_protocols() -> list[ProtocolSpec]:
             supports_zero_knowledge=False,
             description="The verifier decides alone",
         ),
-        ProtocolSpec(
-            name="multi_channel_test",
-            handler_class=f"{_HANDLERS}:MultiChannelTestProtocolHandler",
-            agent_names=("prover0", "prover1", "prover2", "verifier"),
-            data_worlds=("tensor", "text"),
-            supports_zero_knowledge=True,
-            description="Three provers on three channels, for testing channel handling",
-        ),
     ]
 
 

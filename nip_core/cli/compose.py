@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -79,7 +80,7 @@ def config_search_dirs(cwd: str | os.PathLike[str] | None = None) -> list[Search
         default.
     """
     from nip_core.builtin.configs import CORE_CONFIG_DIR
-    from nip_core.plugins import get_plugin_manager
+    from nip_core.plugins import PluginWarning, get_plugin_manager
 
     dirs: list[SearchDir] = []
     user_dir = Path(cwd if cwd is not None else os.getcwd()) / USER_CONFIG_DIR
@@ -88,7 +89,14 @@ def config_search_dirs(cwd: str | os.PathLike[str] | None = None) -> list[Search
 
     plugin_dirs: list[SearchDir] = []
     core_dirs: list[SearchDir] = []
-    for spec in get_plugin_manager().config_dirs.values():
+    registry = get_plugin_manager().config_dirs
+    for name in registry.conflicts:
+        warnings.warn(
+            f"config directories are not searched: {registry.conflict_error(name)}",
+            PluginWarning,
+            stacklevel=2,
+        )
+    for spec in registry.values():
         path = Path(spec.path)
         if not path.is_dir():
             warnings.warn(
@@ -159,24 +167,86 @@ def hydra_app(
         GlobalHydra.instance().clear()
 
 
+HYDRA_PLUGIN_PACKAGES: Mapping[str, str] = {
+    "hydra/launcher/joblib": "nip-core[joblib]",
+    "hydra/launcher/submitit_local": "hydra-submitit-launcher",
+    "hydra/launcher/submitit_slurm": "hydra-submitit-launcher",
+    "hydra/launcher/ray": "hydra-ray-launcher",
+    "hydra/launcher/rq": "hydra-rq-launcher",
+    "hydra/sweeper/optuna": "hydra-optuna-sweeper",
+    "hydra/sweeper/ax": "hydra-ax-sweeper",
+    "hydra/sweeper/nevergrad": "hydra-nevergrad-sweeper",
+}
+"""Hydra's launcher and sweeper configs to the package that provides each."""
+
+
 @contextlib.contextmanager
 def hydra_errors() -> Iterator[None]:
-    """Turn Hydra's and OmegaConf's errors into :class:`NipConfigError`."""
-    from hydra.errors import HydraException
+    """Turn Hydra's, OmegaConf's and YAML errors into :class:`NipConfigError`.
+
+    A config file that is not valid YAML is reported with its path, line and column;
+    a missing Hydra launcher or sweeper with the package that provides it.
+    """
+    import yaml
+    from hydra.errors import HydraException, MissingConfigException
     from omegaconf.errors import OmegaConfBaseException
 
     try:
         yield
+    except yaml.YAMLError as error:
+        raise NipConfigError(
+            ConfigProblem(path="", message=describe_yaml_error(error))
+        ) from error
     except (HydraException, OmegaConfBaseException) as error:
-        message = _clean_message(str(error))
+        message = _clean_message(str(error)).replace("override ++", "override ")
         cause = error.__cause__
         if isinstance(cause, OmegaConfBaseException):
             cause_message = _clean_message(str(cause))
             if cause_message not in message:
                 message += f"\n{cause_message}"
-        raise NipConfigError(
-            ConfigProblem(path=_error_path(error), message=message)
-        ) from error
+        if isinstance(error, MissingConfigException):
+            message = _missing_hydra_plugin_hint(message) or message
+        path = _error_path(error)
+        merging = _MERGE_ERROR.match(message)
+        if not path and merging:
+            # the key of the override, and Hydra's reason without its preamble
+            path = merging.group("key").lstrip("+~")
+            reason = message[merging.end() :].strip() or message
+            message = f"cannot set it to {merging.group('value')}: {reason}"
+        raise NipConfigError(ConfigProblem(path=path, message=message)) from error
+
+
+_MERGE_ERROR = re.compile(
+    r"^Error merging override (?P<key>[^=\s]+)=(?P<value>.*)$", re.M
+)
+
+
+def _missing_hydra_plugin_hint(message: str) -> str | None:
+    for config, package in HYDRA_PLUGIN_PACKAGES.items():
+        if f"'{config}'" in message:
+            return (
+                f"{config} is not installed: it comes with the package {package}. "
+                f"Install it with: pip install '{package}'"
+            )
+    return None
+
+
+def describe_yaml_error(error: Exception, path: str | os.PathLike | None = None) -> str:
+    """One message for a YAML error: file, line, column and what is wrong.
+
+    Tabs get a word of their own: YAML cannot indent with them.
+    """
+    mark = getattr(error, "problem_mark", None)
+    where = str(path) if path is not None else None
+    if mark is not None:
+        where = f"{where or mark.name}, line {mark.line + 1}, column {mark.column + 1}"
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    if "'\\t'" in problem or "\\t" in problem or "tab" in problem.lower():
+        problem += " (YAML is indented with spaces, never tabs)"
+    context = getattr(error, "context", None)
+    if context:
+        problem = f"{context}: {problem}"
+    return f"{where or 'a config file'} is not valid YAML: {problem}"
 
 
 _OMEGACONF_DETAIL_PREFIXES = ("full_key:", "object_type=", "reference_type=")
@@ -184,11 +254,12 @@ _OMEGACONF_DETAIL_PREFIXES = ("full_key:", "object_type=", "reference_type=")
 
 def _clean_message(message: str) -> str:
     """Drop OmegaConf's bookkeeping lines (the path is reported separately)."""
-    lines = [
-        line
-        for line in message.strip().splitlines()
-        if not line.strip().startswith(_OMEGACONF_DETAIL_PREFIXES)
-    ]
+    lines = []
+    for line in message.strip().splitlines():
+        if line.strip().startswith("Config search path:"):
+            break  # Hydra's list of directories: `nip config show --help` has it
+        if not line.strip().startswith(_OMEGACONF_DETAIL_PREFIXES):
+            lines.append(line)
     return "\n".join(lines).strip()
 
 
@@ -231,6 +302,24 @@ def normalise_overrides(app: Hydra, overrides: Sequence[str]) -> list[str]:
                 )
             ) from error
         key = override.key_or_group
+        if not key:
+            raise NipConfigError(
+                ConfigProblem(
+                    path="",
+                    message=f"the override {text!r} names no key: write KEY=VALUE, "
+                    "e.g. seed=5 or rl.lr=0.001",
+                )
+            )
+        if not _is_group_override_value_ok(app, override):
+            raise NipConfigError(
+                ConfigProblem(
+                    path=key,
+                    message=f"the override {text!r} picks a config of the group "
+                    f"{key!r}: its value must be a config name",
+                    value=override.value(),
+                    choices=tuple(_group_options(app, key)),
+                )
+            )
         if (
             override.type is OverrideType.CHANGE
             and override.package is None
@@ -242,6 +331,69 @@ def normalise_overrides(app: Hydra, overrides: Sequence[str]) -> list[str]:
             text = "++" + text.lstrip()
         normalised.append(text)
     return normalised
+
+
+def _group_options(app: Hydra, group: str) -> list[str]:
+    try:
+        return sorted(app.config_loader.get_group_options(group))
+    except Exception:  # noqa: BLE001 - choices are a courtesy
+        return []
+
+
+def _is_group_override_value_ok(app: Hydra, override: Any) -> bool:
+    """A config-group override's value must be a name (or a list of names)."""
+    key = override.key_or_group
+    if override.is_delete() or not app.config_loader.repository.group_exists(key):
+        return True
+    try:
+        value = override.value()
+    except Exception:  # noqa: BLE001 - sweeps and the like: Hydra checks them
+        return True
+    if isinstance(value, list):
+        return all(isinstance(item, str) for item in value)
+    return isinstance(value, str) or override.is_sweep_override()
+
+
+def check_primary_config(app: Hydra, config_name: str) -> None:
+    """Refuse a primary config file that is not YAML or not a mapping, naming it.
+
+    Hydra would report these with a traceback (invalid YAML, tabs) or compose
+    nothing from them (a scalar).
+
+    Raises
+    ------
+    NipConfigError
+        With the file's path, and the line and column of a YAML error.
+    """
+    import yaml
+
+    for element in app.config_loader.get_search_path().config_search_path:
+        if not element.path or not element.path.startswith("file://"):
+            continue
+        base = Path(element.path[len("file://") :])
+        for suffix in (".yaml", ".yml"):
+            path = base / f"{config_name}{suffix}"
+            if not path.is_file():
+                continue
+            try:
+                data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except yaml.YAMLError as error:
+                raise NipConfigError(
+                    ConfigProblem("", describe_yaml_error(error, path))
+                ) from None
+            except (OSError, UnicodeDecodeError) as error:
+                raise NipConfigError(
+                    ConfigProblem("", f"cannot read the config {path}: {error}")
+                ) from None
+            if data is not None and not isinstance(data, dict):
+                raise NipConfigError(
+                    ConfigProblem(
+                        "",
+                        f"{path} must hold a mapping of config keys (key: value "
+                        f"lines), not a {type(data).__name__}",
+                    )
+                )
+            return
 
 
 def display_override(text: str) -> str:
@@ -269,6 +421,7 @@ def compose(
     from hydra.types import RunMode
 
     overrides = normalise_overrides(app, overrides)
+    check_primary_config(app, config_name)
     with hydra_errors():
         return app.compose_config(
             config_name=config_name,
@@ -341,9 +494,14 @@ def build_experiment(
     run_config = config.pop(RUN_KEY, None)
     problems: list[ConfigProblem] = []
 
+    from nip_core.parameters.hyper_parameters import datasets_in
+
+    data_dir = run_config.get("data_dir") if isinstance(run_config, Mapping) else None
     hyper_params = None
     try:
-        hyper_params = HyperParameters.from_dict(config)
+        # generated datasets are found by name in the run's data directory
+        with datasets_in(data_dir if isinstance(data_dir, str) else None):
+            hyper_params = HyperParameters.from_dict(config)
     except NipConfigError as error:
         problems.extend(error.problems)
 
@@ -401,19 +559,6 @@ def experiment_to_dict(
     return data
 
 
-def first_party_plugins_missing() -> list[str]:
-    """Which of the plugins the default experiment needs are not installed."""
-    import importlib.metadata
-
-    missing = []
-    for distribution in DEFAULT_EXPERIMENT_PLUGINS:
-        try:
-            importlib.metadata.distribution(distribution)
-        except importlib.metadata.PackageNotFoundError:
-            missing.append(distribution)
-    return missing
-
-
 DEFAULT_EXPERIMENT_PLUGINS: tuple[str, ...] = (
     "nip-plugin-graph-isomorphism",
     "nip-plugin-ppo",
@@ -422,22 +567,18 @@ DEFAULT_EXPERIMENT_PLUGINS: tuple[str, ...] = (
 
 
 def missing_plugins_message(reason: str) -> str:
-    """Explain what ``nip run`` lacks and the commands that install it."""
+    """Explain what ``nip run`` lacks: for each plugin the default experiment needs,
+    whether it is missing (and the command that installs it), disabled (and by
+    which switch) or broken (and why)."""
+    from nip_core.plugin_catalogue import install_command, plugin_state
+
     needed = list(DEFAULT_EXPERIMENT_PLUGINS)
-    missing = first_party_plugins_missing()
     lines = [f"{reason}: nip needs a scenario plugin and a trainer plugin to run."]
-    if missing:
-        lines.append("Missing plugins: " + ", ".join(missing) + ".")
-    else:
-        lines.append(
-            f"{' and '.join(needed)} are installed but registered nothing; one of "
-            "them may have failed to load: see `nip plugins`."
-        )
+    states = [plugin_state(name) for name in needed]
+    lines += [f"  - {state}" for state in states if "installed and loaded" not in state]
     lines += [
-        f"The default experiment needs {' and '.join(needed)}. Install them with:",
-        "    pip install " + " ".join(needed),
-        "or, from a checkout of the nip repository:",
-        "    pip install " + " ".join(f"./plugins/{name}" for name in needed),
+        f"The default experiment needs {' and '.join(needed)}:",
+        *(f"    {install_command(name)}" for name in needed),
         "Or name a config of your own with --config-name (configs are searched in "
         "./configs, then in each plugin's config directory).",
     ]

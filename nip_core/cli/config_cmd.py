@@ -10,6 +10,7 @@ import yaml
 
 from nip_core.cli import compose as composer
 from nip_core.errors import ConfigProblem, NipConfigError
+from nip_core.settings import check_device
 
 
 def dump_yaml(data: Any) -> str:
@@ -17,14 +18,46 @@ def dump_yaml(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
+def used_sections(hyper_params: Any) -> set[str]:
+    """The sections a run reads, or has been given other values than the defaults.
+
+    Read: the trainer's sections (its ``TrainerSpec.parameter_sections``;
+    ``solo_agent`` too with ``pretrain_agents``), ``protocol_common`` and the
+    protocol's section (``zk_protocol`` with zero knowledge), the scenario's own
+    section (named like the scenario) and the core's ``dataset_options``. A section
+    with any value changed from its default is shown whatever reads it, so a config
+    never hides what it sets.
+    """
+    from nip_core.plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    used = {"protocol_common", "dataset_options", hyper_params.scenario}
+    trainer = pm.trainers.get(hyper_params.trainer, None)
+    if trainer is not None:
+        used.update(trainer.parameter_sections)
+    protocol = pm.protocols.get(hyper_params.interaction_protocol, None)
+    if protocol is not None and protocol.parameter_section:
+        used.add(protocol.parameter_section)
+    if hyper_params.zero_knowledge:
+        used.add("zk_protocol")
+    if hyper_params.pretrain_agents:
+        used.add("solo_agent")
+    for name, section in hyper_params.sections.items():
+        if name not in used and section != type(section)():
+            used.add(name)
+    return used
+
+
 def show(
     config_name: str | None,
     overrides: list[str],
     *,
     raw: bool = False,
+    show_all: bool = False,
     stream: TextIO | None = None,
 ) -> int:
-    """Print the composed config: validated and complete, or (``raw``) as composed."""
+    """Print the composed config: validated, as the run uses it (every section with
+    ``show_all``), or (``raw``) as composed."""
     from nip_core.cli.run_cmd import compose_for_run
 
     stream = stream if stream is not None else sys.stdout
@@ -37,7 +70,21 @@ def show(
     hyper_params, settings = composer.build_experiment(
         config, config_name=config_name or composer.DEFAULT_CONFIG_NAME
     )
-    stream.write(dump_yaml(composer.experiment_to_dict(hyper_params, settings)))
+    # what `nip run` would run here: a device this machine lacks is an error
+    check_device(settings)
+    data = composer.experiment_to_dict(hyper_params, settings)
+    hidden = []
+    if not show_all:
+        used = used_sections(hyper_params)
+        hidden = [name for name in hyper_params.sections if name not in used]
+        data = {key: value for key, value in data.items() if key not in hidden}
+    stream.write(dump_yaml(data))
+    if hidden:
+        stream.write(
+            f"# {len(hidden)} section{'s' if len(hidden) != 1 else ''} this run does "
+            f"not read, at their defaults, not shown ({', '.join(sorted(hidden))}); "
+            "`nip config show --all` shows them\n"
+        )
     return 0
 
 
@@ -60,7 +107,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise NipConfigError(
-            ConfigProblem(path="", message=f"{path} is not valid YAML: {error}")
+            ConfigProblem(path="", message=composer.describe_yaml_error(error, path))
         ) from None
     if not isinstance(data, dict):
         raise NipConfigError(

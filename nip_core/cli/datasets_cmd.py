@@ -8,13 +8,17 @@ with the option's type (``--num-pairs 100`` arrives as ``int``).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from nip_core.settings import DATA_DIR_RULE, data_dir_or_default
 
 _DATA_DIR_DEST = "_nip_data_dir"
+_OVERWRITE_DEST = "_nip_overwrite"
 
 
 def option_flag(name: str) -> str:
@@ -34,6 +38,12 @@ def builder_parser(spec: Any) -> argparse.ArgumentParser:
         dest=_DATA_DIR_DEST,
         metavar="DIR",
         help=f"where to write it (default: {DATA_DIR_RULE})",
+    )
+    parser.add_argument(
+        "--overwrite",
+        dest=_OVERWRITE_DEST,
+        action="store_true",
+        help="replace a dataset of that name that already exists",
     )
     for option in spec.options:
         kwargs: dict[str, Any] = {"dest": option.name, "default": option.default}
@@ -56,25 +66,89 @@ def generate(
     option_args: Sequence[str],
     *,
     data_dir: str | None = None,
+    overwrite: bool = False,
     stream: TextIO | None = None,
 ) -> int:
-    """Run the scenario's dataset builder with the options given as flags."""
-    from nip_core.plugins import get_plugin_manager
+    """Run the scenario's dataset builder with the options given as flags.
+
+    The dataset goes to ``<data_dir>/<scenario>/<name>``, where ``nip run
+    dataset=<name>`` finds it. A dataset of that name that exists already is kept
+    unless ``overwrite`` (``--overwrite``): then it is replaced, and restored if
+    the builder fails.
+
+    Raises
+    ------
+    NipError
+        When the name is not a plain directory name, or the dataset exists and
+        ``overwrite`` is not set.
+    """
+    from nip_core.errors import NipError
     from nip_core.records import resolve_ref
 
     stream = stream if stream is not None else sys.stdout
-    spec = get_plugin_manager().dataset_builders[scenario]
+    spec = _builder_spec(scenario)
     parsed = builder_parser(spec).parse_args(list(option_args))
     options = {
         option.name: getattr(parsed, option.name)
         for option in spec.options
         if getattr(parsed, option.name) is not None
     }
+    overwrite = overwrite or bool(getattr(parsed, _OVERWRITE_DEST))
     root = data_dir_or_default(getattr(parsed, _DATA_DIR_DEST) or data_dir)
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise NipError(
+            f"a dataset name is a plain directory name, not {name!r}; it is used "
+            f"as dataset={name or 'NAME'} in configs"
+        )
+    target = root / scenario / name
+    if target.exists() and not overwrite:
+        raise NipError(
+            f"the {scenario} dataset {name!r} already exists in {target}; pass "
+            "--overwrite to replace it, or choose another name"
+        )
     builder = resolve_ref(spec.builder)
-    path = builder(name, root, **options)
-    stream.write(f"nip: wrote the {scenario} dataset {name!r} to {path}\n")
+    with _replacing(target):
+        path = builder(name, root, **options)
+    stream.write(
+        f"nip: wrote the {scenario} dataset {name!r} to {path}; use it with "
+        f"dataset={name}\n"
+    )
     return 0
+
+
+def _builder_spec(scenario: str) -> Any:
+    from nip_core.errors import MissingPluginError
+    from nip_core.plugin_catalogue import missing_key_hint
+    from nip_core.plugins import get_plugin_manager
+
+    builders = get_plugin_manager().dataset_builders
+    if scenario in builders:
+        return builders[scenario]
+    hint = missing_key_hint("dataset_builder", scenario)
+    if hint is None:
+        return builders[scenario]  # the registry's unknown-key error
+    raise MissingPluginError(f"no dataset builder for scenario {scenario!r}: {hint}")
+
+
+@contextlib.contextmanager
+def _replacing(target: Path) -> Iterator[None]:
+    """Move an existing ``target`` aside while the block builds a new one; delete
+    it afterwards, or put it back when the block fails."""
+    if not target.exists():
+        yield
+        return
+    aside = target.with_name(f".{target.name}.replaced")
+    if aside.exists():
+        shutil.rmtree(aside)
+    target.rename(aside)
+    try:
+        yield
+    except BaseException:
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True)
+        aside.rename(target)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def list_datasets(*, data_dir: str | None = None, stream: TextIO | None = None) -> int:
@@ -97,9 +171,14 @@ def list_datasets(*, data_dir: str | None = None, stream: TextIO | None = None) 
             stream.write(f"  default dataset: {scenario.default_dataset}\n")
         if scenario.datasets:
             stream.write(f"  named datasets:  {', '.join(scenario.datasets)}\n")
+        # generated datasets are on disk, and used by name like the named ones
         on_disk_dir = root / scenario.name
         on_disk = (
-            sorted(p.name for p in on_disk_dir.iterdir() if p.is_dir())
+            sorted(
+                p.name
+                for p in on_disk_dir.iterdir()
+                if p.is_dir() and not p.name.startswith(".")
+            )
             if on_disk_dir.is_dir()
             else []
         )

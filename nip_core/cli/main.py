@@ -24,7 +24,6 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CONFIG_ERROR = 2
 
@@ -105,13 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
         "show",
         help="print the resolved, validated config as YAML",
         description="Compose a config as `nip run` would, validate it and print "
-        "every value (defaults included) as YAML.",
+        "what the run uses (defaults included) as YAML: every section the trainer, "
+        "the protocol and the scenario read, and any section set to other values "
+        "than its defaults. --all prints every section.",
     )
     show.add_argument("--config-name", "-c", metavar="NAME")
     show.add_argument(
         "--raw",
         action="store_true",
         help="print the config as Hydra composed it, without validating it",
+    )
+    show.add_argument(
+        "--all",
+        dest="show_all",
+        action="store_true",
+        help="print every section, also those the run does not read",
     )
     show.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=_OVERRIDES_HELP)
     validate = config_commands.add_parser(
@@ -151,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         metavar="DIR",
         help=f"where to write it (default: {DATA_DIR_RULE})",
+    )
+    generate.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a dataset of that name that already exists",
     )
     generate.add_argument(
         "builder_options",
@@ -211,14 +223,14 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_plugins_command(as_json=args.json)
     if args.command == "run":
-        _configure_logging()
+        configure_logging()
         from nip_core.cli import run_cmd
 
         if args.multirun:
             return run_cmd.run_sweep(args.config_name, args.overrides, debug=args.debug)
         return run_cmd.run_single(args.config_name, args.overrides)
     if args.command == "resume":
-        _configure_logging()
+        configure_logging()
         from nip_core.cli import run_cmd
 
         return run_cmd.resume(args.run_id, args.runs_dir, device=args.device)
@@ -226,7 +238,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         from nip_core.cli import config_cmd
 
         if args.config_command == "show":
-            return config_cmd.show(args.config_name, args.overrides, raw=args.raw)
+            return config_cmd.show(
+                args.config_name, args.overrides, raw=args.raw, show_all=args.show_all
+            )
         return config_cmd.validate(args.file)
     if args.command == "datasets":
         from nip_core.cli import datasets_cmd
@@ -237,6 +251,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 args.name,
                 args.builder_options,
                 data_dir=args.data_dir,
+                overwrite=args.overwrite,
             )
         return datasets_cmd.list_datasets(data_dir=args.data_dir)
     if args.command == "analyse":
@@ -277,15 +292,46 @@ def _analyse(args: argparse.Namespace) -> int:
     return 0
 
 
-def _configure_logging() -> None:
-    import logging
+THIRD_PARTY_LOGGERS: tuple[str, ...] = ("torchrl", "tensordict", "hydra", "wandb")
+"""Libraries whose log records go through nip's handler, warnings and errors only
+unless ``NIP_LOG_LEVEL`` asks for more (``NIP_LOG_LEVEL=INFO``)."""
 
-    if not logging.getLogger().handlers:
+ENV_LOG_LEVEL = "NIP_LOG_LEVEL"
+
+
+def configure_logging() -> None:
+    """One plain log format for nip and the libraries it runs.
+
+    nip's own records (``INFO`` and up) and the libraries' warnings and errors go to
+    standard error through one handler; TorchRL's own coloured handler is removed.
+    ``NIP_LOG_LEVEL`` (``DEBUG``, ``INFO``, ``WARNING``) sets the libraries' level.
+    """
+    import logging
+    import os
+
+    root = logging.getLogger()
+    if not root.handlers:
         logging.basicConfig(
             level=logging.INFO,
             format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s",
             datefmt="%H:%M:%S",
         )
+    level_name = os.environ.get(ENV_LOG_LEVEL, "WARNING").strip().upper()
+    level = logging.getLevelName(level_name)
+    if not isinstance(level, int):
+        level = logging.WARNING
+    try:
+        # TorchRL installs a coloured handler of its own on import: import it now to
+        # take that handler away
+        import torchrl  # noqa: F401
+    except ImportError:  # pragma: no cover - torchrl is a dependency
+        pass
+    for name in THIRD_PARTY_LOGGERS:
+        library = logging.getLogger(name)
+        for handler in list(library.handlers):
+            library.removeHandler(handler)
+        library.propagate = True
+        library.setLevel(level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -303,7 +349,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return _dispatch(args)
+        status = _dispatch(args)
+        # inside the try: a closed pipe shows up when the output is flushed
+        sys.stdout.flush()
+        return status
     except NipError as error:
         if args.debug:
             import traceback
@@ -311,9 +360,89 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"nip: error: {error}", file=sys.stderr)
         return EXIT_CONFIG_ERROR if isinstance(error, NipConfigError) else EXIT_ERROR
-    except KeyboardInterrupt:
-        print("nip: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:
+        print(interrupted_message(error), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `nip datasets list | head`: the reader has what it wanted
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except (OSError, MemoryError, RuntimeError) as error:
+        message = environment_error_message(error)
+        if message is None:
+            raise
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"nip: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+
+
+def interrupted_message(error: BaseException) -> str:
+    """What ``nip`` prints on Ctrl-C: for a run, how to continue it."""
+    from nip_core.errors import RunInterrupted
+
+    if not isinstance(error, RunInterrupted):
+        return "nip: interrupted"
+    command = f"nip resume {error.run_id}"
+    if error.runs_dir != DEFAULT_RUNS_DIR:
+        command += f" --runs-dir {error.runs_dir}"
+    if error.checkpoint_iteration is None:
+        return (
+            f"nip: interrupted: run {error.run_id} stopped before its first "
+            f"checkpoint; start it again with: {command}"
+        )
+    return (
+        f"nip: interrupted: run {error.run_id} saved a checkpoint after "
+        f"iteration {error.checkpoint_iteration}; continue it with: {command}"
+    )
+
+
+DEFAULT_RUNS_DIR = "runs"
+
+
+def environment_error_message(error: BaseException) -> str | None:
+    """One line for a fault of the machine rather than of nip: a disk nip cannot
+    write (read-only, full, no permission) or memory that runs out. ``None`` for
+    any other error (a bug, shown with its traceback)."""
+    from nip_core.runs.io import describe_storage_error, is_storage_error
+
+    if is_storage_error(error):
+        assert isinstance(error, OSError)
+        return (
+            f"{describe_storage_error(error)}. Free space or choose a writable "
+            "directory (run.runs_dir=DIR for runs, --data-dir DIR or run.data_dir "
+            "for datasets, run.cache_dir for caches)"
+        )
+    text = str(error)
+    out_of_memory = isinstance(error, MemoryError) or (
+        isinstance(error, RuntimeError)
+        and ("can't allocate memory" in text or "out of memory" in text.lower())
+    )
+    if out_of_memory:
+        first = text.strip().splitlines()[0] if text.strip() else ""
+        detail = first.split("DefaultCPUAllocator: ", 1)[-1] if first else ""
+        return (
+            f"out of memory{f' ({detail})' if detail else ''}. Make the run "
+            "smaller (rl.frames_per_batch, rl.minibatch_size, the agents' widths) "
+            "or use a machine with more memory"
+        )
+    return None
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Sequence
 from typing import TextIO
 
+from nip_core.errors import NipWarning
 from nip_core.plugins import (
     ENV_STRICT,
     NipPluginManager,
@@ -22,7 +23,7 @@ from nip_core.plugins import (
 
 
 def install_plugin_warning_format() -> None:
-    """Show :class:`PluginWarning` on the command line as ``nip: warning: ...``.
+    """Show nip's warnings on the command line as ``nip: warning: ...``.
 
     Python's default format adds the file and line of the manager's code, which
     means nothing to a user. Other warnings keep their format. Idempotent.
@@ -32,7 +33,7 @@ def install_plugin_warning_format() -> None:
         return
 
     def formatwarning(message, category, filename, lineno, line=None):
-        if issubclass(category, PluginWarning):
+        if issubclass(category, PluginWarning | NipWarning):
             return f"nip: warning: {message}\n"
         return current(message, category, filename, lineno, line)
 
@@ -91,7 +92,7 @@ def _registers_lines(info: PluginInfo) -> list[str]:
             shown += f", ... ({len(keys) - _MAX_KEYS} more)"
         lines.append(f"{kind}: {shown}")
     if not lines:
-        if info.status == "ok":
+        if info.status in ("ok", "conflict"):
             lines.append("-")
         else:
             lines.append(f"(nothing: {info.status})")
@@ -100,14 +101,12 @@ def _registers_lines(info: PluginInfo) -> list[str]:
 
 def find_conflicts(infos: Sequence[PluginInfo]) -> dict[tuple[str, str], list[str]]:
     """``(kind, key)`` registered by more than one working plugin, to their names."""
-    owners: dict[tuple[str, str], list[str]] = {}
+    found: dict[tuple[str, str], list[str]] = {}
     for info in infos:
-        if info.status != "ok":
-            continue
-        for kind, keys in info.contributions.items():
-            for key in keys:
-                owners.setdefault((kind, key), []).append(info.name)
-    return {k: v for k, v in sorted(owners.items()) if len(v) > 1}
+        for kind, keys in info.conflicts.items():
+            for key, names in keys.items():
+                found[(kind, key)] = list(names)
+    return dict(sorted(found.items()))
 
 
 def format_plugins_table(infos: Sequence[PluginInfo]) -> str:
@@ -139,7 +138,10 @@ def format_plugins_table(infos: Sequence[PluginInfo]) -> str:
 
     conflicts = find_conflicts(infos)
     if conflicts:
-        parts.append("\nConflicts (a key registered by several plugins is an error):\n")
+        parts.append(
+            "\nConflicts (a key registered by several plugins cannot be used; "
+            "every other key works):\n"
+        )
         for (kind, key), names in conflicts.items():
             parts.append(f"  {kind} {key!r}: {', '.join(names)}\n")
     broken = [i for i in infos if i.status == "broken"]

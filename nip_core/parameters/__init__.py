@@ -62,7 +62,7 @@ from nip_core.parameters.update_schedule import (
     ConstantUpdateSchedule,
     ContiguousPeriodicUpdateSchedule,
 )
-from nip_core.parameters.validation import ValueProblem
+from nip_core.parameters.validation import ValueProblem, nonfinite_allowed
 
 AgentsParams = AgentsParameters
 """The seed API's short name for :class:`AgentsParameters`."""
@@ -96,6 +96,7 @@ __all__ = [
     "converter",
     "get_path",
     "is_path_like_dataset",
+    "nonfinite_allowed",
     "parameters_class",
     "preserved_paths",
     "structure",

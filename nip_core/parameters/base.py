@@ -28,6 +28,10 @@ What :func:`parameters_class` adds to :func:`attrs.define`:
 - every field is checked against its type annotation (``int`` refuses ``"3"`` and
   ``True``; ``Literal`` refuses values outside its choices and lists them), then by
   its attrs validators;
+- every number is checked: floats must be finite unless the field's metadata says
+  what ``inf`` / ``nan`` mean there
+  (:func:`~nip_core.parameters.validation.nonfinite_allowed`), integers must fit in
+  torch's ``int64``;
 - construction gathers *every* problem (unknown keyword, missing value, wrong type,
   failing validator, nested problems) and raises one
   :class:`~nip_core.errors.NipConfigError` with the dotted path of each;
@@ -51,8 +55,11 @@ import attrs
 
 from nip_core.errors import ConfigProblem, NipConfigError
 from nip_core.parameters.validation import (
+    CHOICES,
+    NONFINITE_ALLOWED,
     active_collector,
     collecting,
+    numeric_problem,
     prefixed,
     problem_from_validator_error,
     problems_from_exception,
@@ -85,12 +92,13 @@ class _CheckedValidator:
     def __call__(self, instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         resolved_fields(type(instance))
         problems: list[ConfigProblem] = []
-        wrong_type = type_problem(value, attribute.type)
-        if wrong_type is not None:
+        wrong = type_problem(value, attribute.type) or numeric_problem(
+            value, allow_nonfinite=NONFINITE_ALLOWED in attribute.metadata
+        )
+        if wrong is not None:
+            choices = wrong.choices or tuple(attribute.metadata.get(CHOICES, ()))
             problems.append(
-                ConfigProblem(
-                    attribute.name, wrong_type.message, value, wrong_type.choices
-                )
+                ConfigProblem(attribute.name, wrong.message, value, choices)
             )
         elif self.inner is not None:
             try:

@@ -10,9 +10,11 @@ every registered section is present on every object and read as an attribute.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import os
 import types
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import attrs
@@ -49,6 +51,8 @@ __all__ = [
     "CORE_FIELD_NAMES",
     "ZERO_KNOWLEDGE_AGENTS",
     "HyperParameters",
+    "datasets_in",
+    "datasets_on_disk",
     "is_path_like_dataset",
 ]
 
@@ -59,6 +63,45 @@ _SOURCE_HINTS: contextvars.ContextVar[Mapping[str, str] | None] = (
     contextvars.ContextVar("nip_parameter_source_hints", default=None)
 )
 """Which distribution provided what, from the ``_meta`` of the dict being read."""
+
+_DATA_DIR: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "nip_parameter_data_dir", default=None
+)
+"""The data directory datasets are looked up in while parameters are validated."""
+
+
+@contextlib.contextmanager
+def datasets_in(data_dir: str | os.PathLike[str] | None) -> Iterator[None]:
+    """Validate dataset names against the datasets in ``data_dir`` (the run's
+    ``run.data_dir``) instead of the default data directory.
+
+    A dataset generated with ``nip datasets generate SCENARIO NAME`` lives in
+    ``<data_dir>/<scenario>/<NAME>`` and is used by name (``dataset=NAME``).
+    ``None`` means the default (:func:`nip_core.settings.default_data_dir`).
+    """
+    token = _DATA_DIR.set(None if data_dir is None else str(data_dir))
+    try:
+        yield
+    finally:
+        _DATA_DIR.reset(token)
+
+
+def datasets_on_disk(
+    scenario: str, data_dir: str | os.PathLike[str] | None
+) -> list[str]:
+    """The datasets of ``scenario`` in a data directory (``None``: the default one):
+    the sub-directories of ``<data_dir>/<scenario>``, by name."""
+    from nip_core.settings import data_dir_or_default
+
+    directory = data_dir_or_default(data_dir) / scenario
+    try:
+        return sorted(
+            path.name
+            for path in directory.iterdir()
+            if path.is_dir() and not path.name.startswith(".")
+        )
+    except OSError:
+        return []
 
 
 def is_path_like_dataset(name: str) -> bool:
@@ -305,14 +348,23 @@ class HyperParameters(BaseHyperParameters):
             return
         if self.dataset in scenario.datasets or is_path_like_dataset(self.dataset):
             return
+        data_dir = _DATA_DIR.get()
+        on_disk = datasets_on_disk(scenario.name, data_dir)
+        if self.dataset in on_disk:
+            return
+        known = tuple(dict.fromkeys([*scenario.datasets, *on_disk]))
         message = f"unknown dataset of scenario {scenario.name!r}"
-        suggestion = closest(self.dataset, scenario.datasets)
+        suggestion = closest(self.dataset, known)
         if suggestion:
             message += f"; did you mean {suggestion!r}?"
-        message += " (give a path, e.g. './data/my_set', for a dataset of your own)"
-        problems.append(
-            ConfigProblem("dataset", message, self.dataset, tuple(scenario.datasets))
+        from nip_core.settings import data_dir_or_default
+
+        where = data_dir_or_default(data_dir) / scenario.name
+        message += (
+            f" (none named so in {where}; make one with `nip datasets generate "
+            f"{scenario.name} {self.dataset}`, or give a path, e.g. './data/my_set')"
         )
+        problems.append(ConfigProblem("dataset", message, self.dataset, known))
 
     def _compatibility_problems(
         self,
@@ -711,14 +763,21 @@ def _lookup(
     registry = pm.registry(kind)
     if name in registry:
         return registry[name]
+    conflict = registry.conflict_error(name)
+    if conflict is not None:
+        problems.append(ConfigProblem(path, str(conflict), name))
+        return None
     known = list(registry)
     message = f"unknown {kind.replace('_', ' ')}"
     suggestion = closest(name, known)
     if suggestion:
         message += f"; did you mean {suggestion!r}?"
     provider = hints.get(path)
+    install = _missing_key_hint(pm, kind, name)
     if provider:
         message += f"; it came from {provider!r} when saved: install that plugin"
+    elif install:
+        message += f"; {install}"
     else:
         message += _broken_plugins_note(pm)
     problems.append(ConfigProblem(path, message, name, tuple(known)))
@@ -740,6 +799,15 @@ def _with_source_hint(
     )
 
 
+def _missing_key_hint(pm: Any, kind: str, name: str) -> str | None:
+    from nip_core.plugin_catalogue import missing_key_hint
+
+    try:
+        return missing_key_hint(kind, name, pm)
+    except Exception:  # noqa: BLE001 - a hint must never hide the real problem
+        return None
+
+
 def _broken_plugins_note(pm: Any) -> str:
     try:
         broken = [info.name for info in pm.plugin_infos() if info.status == "broken"]
@@ -753,11 +821,17 @@ def _broken_plugins_note(pm: Any) -> str:
 def _unknown_section_problem(
     pm: Any, name: str, specs: Mapping[str, Any], hints: Mapping[str, str]
 ) -> ConfigProblem:
+    conflict = getattr(specs, "conflict_error", lambda _: None)(name)
+    if conflict is not None:
+        return ConfigProblem(name, str(conflict))
     suggestion = closest(name, [*specs, *CORE_FIELD_NAMES])
     message = "unknown section or parameter"
     if suggestion:
         message += f"; did you mean {suggestion!r}?"
     provider = hints.get(f"sections.{name}")
+    install = _missing_key_hint(pm, "parameter_section", name)
+    if install and not provider:
+        return ConfigProblem(name, f"{message}; {install}", choices=tuple(specs))
     if provider:
         message += (
             f" The section came from {provider!r} when these parameters were saved: "

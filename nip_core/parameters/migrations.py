@@ -36,6 +36,14 @@ plugin provides are dropped. Every change is reported in one
 
 A dict without ``_meta`` that does not look like the original library's (a
 hand-written config) is taken to be in the current format.
+
+Handing values over
+-------------------
+When the core gives up a parameter that a plugin now owns, its migration step moves
+the saved value under :data:`HANDOVER_KEY` (``{"_handover": {"dataset_options":
+{"make_balanced": true}}}``); the plugin's own step, which runs after the core's,
+takes it from there into its section. Whatever no installed plugin took is dropped
+at the end, with a message.
 """
 
 from __future__ import annotations
@@ -49,10 +57,11 @@ from typing import Any
 
 import attrs
 
-from nip_core.errors import ConfigProblem, NipConfigError
+from nip_core.errors import ConfigProblem, NipConfigError, NipWarning
 
 __all__ = [
     "CORE_COMPONENT",
+    "HANDOVER_KEY",
     "LEGACY_COMPONENT",
     "LEGACY_CORE_VERSION",
     "META_KEY",
@@ -60,6 +69,8 @@ __all__ = [
     "ParameterMigrationWarning",
     "SavedDict",
     "chain_migrations",
+    "core_0_1_0_to_0_1_1",
+    "take_handover",
     "is_legacy_dict",
     "legacy_0_1_to_1_0",
     "legacy_1_0_to_core",
@@ -81,8 +92,59 @@ LEGACY_CORE_VERSION = "0.1.0"
 _LEGACY_TOP_KEYS = ("_package_version", "_package_name", "_type")
 
 
-class ParameterMigrationWarning(UserWarning):
+class ParameterMigrationWarning(NipWarning):
     """A saved parameter dict was converted; the message lists every change."""
+
+
+HANDOVER_KEY = "_handover"
+"""Where a core migration step parks the values a plugin's step takes over."""
+
+
+def core_0_1_0_to_0_1_1(params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """nip-core 0.1.0 -> 0.1.1: ``dataset_options`` keeps only the size caps.
+
+    The two-class reduction of many-class data (``binarification_method``,
+    ``selected_classes``, ``binarification_seed``, ``make_balanced``) belongs to the
+    scenario that reads it: the values are handed over (:data:`HANDOVER_KEY`).
+    """
+    from nip_core.parameters.dataset import MOVED_TO_SCENARIOS
+
+    params = copy.deepcopy(params)
+    options = params.get("dataset_options")
+    if not isinstance(options, dict):
+        return params, []
+    moved = {key: options.pop(key) for key in MOVED_TO_SCENARIOS if key in options}
+    if not moved:
+        return params, []
+    params.setdefault(HANDOVER_KEY, {}).setdefault("dataset_options", {}).update(moved)
+    return params, [
+        f"dataset_options.{key} left the core's section for the scenario's"
+        for key in moved
+    ]
+
+
+def take_handover(params: dict[str, Any], section: str) -> dict[str, Any]:
+    """Remove and return what a core step handed over from ``section`` (for a
+    plugin's migration step)."""
+    handover = params.get(HANDOVER_KEY)
+    if not isinstance(handover, dict):
+        return {}
+    taken = handover.pop(section, None)
+    if not handover:
+        params.pop(HANDOVER_KEY, None)
+    return dict(taken) if isinstance(taken, dict) else {}
+
+
+def _drop_handover(params: dict[str, Any]) -> list[str]:
+    handover = params.pop(HANDOVER_KEY, None)
+    if not isinstance(handover, dict):
+        return []
+    return [
+        f"{section}.{key} dropped: no installed plugin uses it"
+        for section, values in handover.items()
+        if isinstance(values, dict)
+        for key in values
+    ]
 
 
 def version_key(version: str | None) -> tuple[int, ...]:
@@ -276,6 +338,17 @@ def legacy_1_0_to_core(params: dict[str, Any]) -> tuple[dict[str, Any], list[str
     for agent in (params.get("agents") or {}).values():
         if isinstance(agent, dict) and agent.get("load_checkpoint_and_parameters"):
             agent.setdefault("checkpoint_source", "wandb")
+    ppo = params.get("ppo")
+    if (
+        params.get("trainer") == "reinforce"
+        and isinstance(ppo, dict)
+        and "clip_epsilon" in ppo
+    ):
+        # the original's REINFORCE clipped its critic by the PPO section's epsilon
+        reinforce = params.setdefault("reinforce", {})
+        if isinstance(reinforce, dict):
+            reinforce.setdefault("clip_epsilon", ppo["clip_epsilon"])
+            messages.append("reinforce.clip_epsilon set from ppo.clip_epsilon")
     messages.append("the original library's bookkeeping keys (_type) dropped")
     return params, messages
 
@@ -507,6 +580,7 @@ def prepare_saved_dict(data: Mapping[str, Any], pm: Any = None) -> SavedDict:
         )
         messages.extend(step_messages)
 
+    messages.extend(_drop_handover(params))
     if legacy:
         messages.extend(_drop_unprovided_sections(params, pm))
 

@@ -65,6 +65,16 @@ def _non_empty_or_none(instance: Any, attribute: Any, value: Any) -> None:
         raise ValueError(f"{attribute.name} must not be empty (use null for none)")
 
 
+def _unknown_backend(name: str) -> str:
+    from nip_core.plugin_catalogue import missing_key_hint
+
+    try:
+        hint = missing_key_hint("text_backend", name)
+    except Exception:  # noqa: BLE001 - a hint must never hide the real problem
+        hint = None
+    return "unknown text backend" + (f"; {hint}" if hint else "")
+
+
 # --------------------------------------------------------------------------------------
 # The staged text trainer
 # --------------------------------------------------------------------------------------
@@ -210,7 +220,7 @@ class TextBackendParameters(SubParameters):
         if self.name not in backends:
             problems.append(
                 ConfigProblem(
-                    "name", "unknown text backend", self.name, tuple(backends)
+                    "name", _unknown_backend(self.name), self.name, tuple(backends)
                 )
             )
         if self.retry_max_delay < self.retry_initial_delay:
@@ -378,7 +388,10 @@ class TextAgentParameters(AgentParameters):
             if self.backend not in backends:
                 problems.append(
                     ConfigProblem(
-                        "backend", "unknown text backend", self.backend, tuple(backends)
+                        "backend",
+                        _unknown_backend(self.backend),
+                        self.backend,
+                        tuple(backends),
                     )
                 )
         return problems

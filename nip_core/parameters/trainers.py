@@ -15,6 +15,7 @@ from nip_core.errors import ConfigProblem
 from nip_core.parameters.agents import LrFactors
 from nip_core.parameters.base import SubParameters, parameters_class
 from nip_core.parameters.base_run import base_run_preserve
+from nip_core.parameters.validation import nonfinite_allowed
 
 __all__ = ["ReinforceParameters", "RlTrainerParameters", "SoloAgentParameters"]
 
@@ -56,12 +57,14 @@ class RlTrainerParameters(SubParameters):
     anneal_lr : bool
         Anneal the learning rate linearly to 0 over training.
     max_grad_norm : float
-        Gradients are clipped to this norm (greater than 0).
+        Gradients are clipped to this norm (greater than 0; ``inf`` turns clipping
+        off).
     loss_critic_type : {"l1", "l2", "smooth_l1"}
         The loss of the value function.
     clip_value : float | bool | None
         Clip the value prediction around the sampled value estimate: by this amount
-        (a number), by the trainer's clip epsilon (``True``), or not at all
+        (a number), by the trainer's own clip epsilon (``True``: ``ppo.clip_epsilon``
+        for PPO, ``reinforce.clip_epsilon`` for REINFORCE), or not at all
         (``False`` / ``None``).
     normalize_observations : bool
         Normalise the environment's observations.
@@ -95,7 +98,11 @@ class RlTrainerParameters(SubParameters):
     minibatch_size: int = field(default=64, validator=v.ge(1))
     lr: float = field(default=0.003, validator=v.ge(0))
     anneal_lr: bool = False
-    max_grad_norm: float = field(default=1.0, validator=v.gt(0))
+    max_grad_norm: float = field(
+        default=1.0,
+        validator=v.gt(0),
+        metadata=nonfinite_allowed("inf: no gradient clipping"),
+    )
     loss_critic_type: Literal["l1", "l2", "smooth_l1"] = "smooth_l1"
     clip_value: float | bool | None = field(default=False, validator=_clip_value_range)
     normalize_observations: bool = True
@@ -175,6 +182,11 @@ class ReinforceParameters(SubParameters):
     use_advantage_and_critic : bool
         Train a critic and weight log-probabilities by the GAE advantage instead of
         the reward-to-go.
+    clip_epsilon : float
+        How far the critic's prediction may move from the value the rollout saw,
+        when ``rl.clip_value`` is ``true`` (a number there is used instead); greater
+        than 0.
     """
 
     use_advantage_and_critic: bool = False
+    clip_epsilon: float = field(default=0.2, validator=v.gt(0))

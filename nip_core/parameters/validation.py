@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections.abc
 import difflib
+import math
 import re
 import threading
 import types
@@ -26,6 +27,10 @@ import attrs
 from nip_core.errors import NO_VALUE, ConfigProblem, NipConfigError
 
 __all__ = [
+    "CHOICES",
+    "MAX_INT",
+    "MIN_INT",
+    "NONFINITE_ALLOWED",
     "ValueProblem",
     "active_collector",
     "clean_message",
@@ -33,6 +38,8 @@ __all__ = [
     "closest",
     "describe_type",
     "join_path",
+    "nonfinite_allowed",
+    "numeric_problem",
     "prefixed",
     "problem_from_validator_error",
     "problems_from_exception",
@@ -243,6 +250,69 @@ def type_problem(value: Any, tp: Any) -> ValueProblem | None:
     if _matches(value, tp):
         return None
     return ValueProblem(f"expected {describe_type(tp)}", _choices_of(tp))
+
+
+# --------------------------------------------------------------------------------------
+# Numbers
+# --------------------------------------------------------------------------------------
+
+MAX_INT = 2**63 - 1
+"""The largest integer a parameter may hold: torch's (and NumPy's) ``int64``."""
+
+MIN_INT = -(2**63)
+"""The smallest integer a parameter may hold."""
+
+CHOICES = "nip_choices"
+"""The attrs metadata key of a field's valid values, as shown in its error messages
+when they are not a ``Literal`` (``("cpu", "cuda", "cuda:<index>")``)."""
+
+NONFINITE_ALLOWED = "nip_nonfinite_allowed"
+"""The attrs metadata key of a float field for which ``inf`` (or ``nan``) means
+something; its value says what, for the docs."""
+
+
+def nonfinite_allowed(meaning: str) -> dict[str, Any]:
+    """Field metadata: this float field accepts ``inf`` / ``nan``, which mean
+    ``meaning``.
+
+    Every other float field of a parameter class refuses non-finite values.
+    Use as ``field(default=1.0, metadata=nonfinite_allowed("no clipping"))``.
+    """
+    return {NONFINITE_ALLOWED: meaning}
+
+
+def numeric_problem(value: Any, allow_nonfinite: bool = False) -> ValueProblem | None:
+    """Check the numbers in ``value`` (a number, or a list / mapping of them).
+
+    Floats must be finite (unless ``allow_nonfinite``): a ``nan`` learning rate
+    or an infinite reward trains silently into garbage. Integers must fit in 64
+    bits, the widest integer torch holds: a larger one ends in an overflow deep in
+    C++ code.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        if not allow_nonfinite and not math.isfinite(value):
+            return ValueProblem("must be a finite number, not nan or infinity")
+        return None
+    if isinstance(value, int):
+        if not MIN_INT <= value <= MAX_INT:
+            return ValueProblem(
+                "is too large: integers must lie between -2**63 and 2**63 - 1 "
+                "(torch's int64)"
+            )
+        return None
+    if isinstance(value, list | tuple):
+        items = value
+    elif isinstance(value, collections.abc.Mapping):
+        items = value.values()
+    else:
+        return None
+    for item in items:
+        problem = numeric_problem(item, allow_nonfinite)
+        if problem is not None:
+            return problem
+    return None
 
 
 # --------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ parameter sections) imports without torch.
 - :mod:`nip_core.protocols.base`: :class:`ProtocolHandler` and the single-verifier
   stepping rules; the step's TensorDict keys and shapes.
 - :mod:`nip_core.protocols.main_protocols`: nip, adp, debate, merlin_arthur, mnip,
-  solo_verifier, multi_channel_test.
+  solo_verifier.
 - :mod:`nip_core.protocols.zero_knowledge`: the zero-knowledge wrapper.
 - :mod:`nip_core.protocols.factory`: :func:`build_protocol_handler`.
 """
@@ -35,7 +35,6 @@ _EXPORTS: dict[str, str] = {
     "MerlinArthurProtocolHandler": "nip_core.protocols.main_protocols",
     "MnipProtocolHandler": "nip_core.protocols.main_protocols",
     "SoloVerifierProtocolHandler": "nip_core.protocols.main_protocols",
-    "MultiChannelTestProtocolHandler": "nip_core.protocols.main_protocols",
     "ZeroKnowledgeProtocolHandler": "nip_core.protocols.zero_knowledge",
     "build_protocol_handler": "nip_core.protocols.factory",
 }

@@ -10,8 +10,10 @@ handler                protocol
                        (Wäldchen et al.)
 ``mnip``               two provers, each with a private channel to the verifier
 ``solo_verifier``      the verifier decides alone
-``multi_channel_test`` three provers on three channels, for testing channel handling
 =====================  ===============================================================
+
+``multi_channel_test``, three provers on three channels for testing channel
+handling, is a test fixture: :mod:`nip_core.testing.protocols`.
 
 The rules of each are in its class docstring and in ``docs/protocols.md``.
 """
@@ -36,7 +38,6 @@ __all__ = [
     "DebateProtocolHandler",
     "MerlinArthurProtocolHandler",
     "MnipProtocolHandler",
-    "MultiChannelTestProtocolHandler",
     "NipProtocolHandler",
     "SoloVerifierProtocolHandler",
 ]
@@ -290,69 +291,3 @@ class SoloVerifierProtocolHandler(
         self, agent_name: str, round_id: int, channel_name: str
     ) -> bool:
         return round_id == 0
-
-
-class MultiChannelTestProtocolHandler(
-    DeterministicProtocolHandler, SingleVerifierProtocolHandler
-):
-    """``multi_channel_test``: exercises channel handling; not a research protocol.
-
-    Agents ``prover0``, ``prover1``, ``prover2``, ``verifier``. Channels: ``main``
-    (all see it), ``prover0_verifier`` (``prover0`` and the verifier),
-    ``prover_chat`` (the three provers). Each channel runs a 3-round cycle (round
-    mod 3):
-
-    ================  =========  =========  ==========
-    channel           0          1          2
-    ================  =========  =========  ==========
-    main              prover1    prover2    verifier
-    prover0_verifier  --         prover0    verifier
-    prover_chat       prover0    prover1    prover2
-    ================  =========  =========  ==========
-
-    Fixed rounds: min 2, max 8. Provers get no verdict reward (only the verifier's,
-    with ``shared_reward``).
-    """
-
-    warn_about_wasted_rounds: ClassVar[bool] = False
-
-    _schedule: ClassVar[dict[str, tuple[str | None, str | None, str | None]]] = {
-        "main": ("prover1", "prover2", "verifier"),
-        "prover0_verifier": (None, "prover0", "verifier"),
-        "prover_chat": ("prover0", "prover1", "prover2"),
-    }
-
-    @property
-    def agent_names(self) -> list[str]:
-        return ["prover0", "prover1", "prover2", "verifier"]
-
-    @property
-    def message_channel_names(self) -> list[str]:
-        return ["main", "prover0_verifier", "prover_chat"]
-
-    @property
-    def agent_channel_visibility(self) -> list[tuple[str, str]]:
-        return [
-            ("prover0", "main"),
-            ("prover1", "main"),
-            ("prover2", "main"),
-            ("verifier", "main"),
-            ("prover0", "prover0_verifier"),
-            ("verifier", "prover0_verifier"),
-            ("prover0", "prover_chat"),
-            ("prover1", "prover_chat"),
-            ("prover2", "prover_chat"),
-        ]
-
-    @property
-    def max_message_rounds(self) -> int:
-        return 8
-
-    @property
-    def min_message_rounds(self) -> int:
-        return 2
-
-    def is_agent_active(
-        self, agent_name: str, round_id: int, channel_name: str
-    ) -> bool:
-        return self._schedule[channel_name][round_id % 3] == agent_name

@@ -216,6 +216,10 @@ class LongProtocolParameters(SubParameters):
         ``max_message_rounds - 1``). Each round is one move by one or more agents.
     min_message_rounds : int
         The verifier's verdicts count only from round ``min_message_rounds - 1`` on.
+    allow_unread_rounds : bool
+        Accept a ``max_message_rounds`` whose last round(s) the verifier never reads
+        (8 rounds with the verifier first, as the original library's ``ppo_gi``
+        had) without the warning nip gives about it.
     """
 
     max_message_rounds: int = field(
@@ -224,6 +228,7 @@ class LongProtocolParameters(SubParameters):
     min_message_rounds: int = field(
         default=1, validator=[_rounds_at_least_one, _rounds_in_order]
     )
+    allow_unread_rounds: bool = field(default=False, validator=_is_bool)
 
 
 @parameters_class
@@ -236,6 +241,8 @@ class NipProtocolParameters(LongProtocolParameters):
         The number of rounds after which the episode ends.
     min_message_rounds : int
         The verifier's verdicts count only from round ``min_message_rounds - 1`` on.
+    allow_unread_rounds : bool
+        Accept last rounds the verifier never reads, without a warning.
     """
 
 
@@ -252,6 +259,8 @@ class TwoProverProtocolParameters(LongProtocolParameters):
         The number of rounds after which the episode ends.
     min_message_rounds : int
         The verifier's verdicts count only from round ``min_message_rounds - 1`` on.
+    allow_unread_rounds : bool
+        Accept last rounds the verifier never reads, without a warning.
     sequential : bool
         Whether the provers speak one after the other (verifier, first prover, second
         prover) instead of simultaneously.
@@ -277,6 +286,8 @@ class DebateProtocolParameters(TwoProverProtocolParameters):
         The number of rounds after which the episode ends.
     min_message_rounds : int
         The verifier's verdicts count only from round ``min_message_rounds - 1`` on.
+    allow_unread_rounds : bool
+        Accept last rounds the verifier never reads, without a warning.
     sequential : bool
         Whether the provers speak one after the other (verifier, first prover, second
         prover) instead of simultaneously.
@@ -298,6 +309,8 @@ class MnipProtocolParameters(TwoProverProtocolParameters):
         The number of rounds after which the episode ends.
     min_message_rounds : int
         The verifier's verdicts count only from round ``min_message_rounds - 1`` on.
+    allow_unread_rounds : bool
+        Accept last rounds the verifier never reads, without a warning.
     sequential : bool
         Whether the provers speak one after the other (verifier, first prover, second
         prover) instead of simultaneously.

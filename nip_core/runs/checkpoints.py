@@ -23,11 +23,13 @@ from __future__ import annotations
 import os
 import random
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
-from nip_core.errors import CheckpointError
+from nip_core.errors import CheckpointError, CheckpointWarning
 from nip_core.runs.io import atomic_torch_save
+from nip_core.seeding import seed_everything  # noqa: F401 (re-exported)
 
 CHECKPOINT_FORMAT = 1
 LATEST_NAME = "latest.pt"
@@ -69,16 +71,6 @@ def _to_python_rng_state(state: Any) -> tuple:
     # torch.load gives lists back where random.getstate() had tuples
     version, internal, gauss = state
     return (version, tuple(internal), gauss)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch from one integer."""
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % (2**32))  # noqa: NPY002
-    torch.manual_seed(seed)
 
 
 def numbered_checkpoint_path(
@@ -140,7 +132,10 @@ def load_checkpoint(
     try:
         payload = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as error:  # a corrupt file: say which one
-        raise CheckpointError(f"could not read checkpoint {path}: {error}") from error
+        lines = str(error).strip().splitlines()
+        # torch's own first line says what failed; the rest are C++ frames
+        reason = lines[0] if lines else type(error).__name__
+        raise CheckpointError(f"could not read checkpoint {path}: {reason}") from error
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else None
         raise CheckpointError(
@@ -150,19 +145,86 @@ def load_checkpoint(
     return payload
 
 
-def latest_checkpoint_path(checkpoints_dir: str | os.PathLike) -> Path | None:
-    """``latest.pt`` if present, else the highest numbered checkpoint, else None."""
+def checkpoint_candidates(checkpoints_dir: str | os.PathLike) -> list[Path]:
+    """Checkpoint files, newest first: numbered ones by iteration, then
+    ``latest.pt`` (which repeats the newest numbered one, or stands alone where the
+    numbered ones were deleted)."""
     directory = Path(checkpoints_dir)
+    candidates = [path for _, path in reversed(list_checkpoints(directory))]
     latest = directory / LATEST_NAME
     if latest.is_file():
-        return latest
-    numbered = list_checkpoints(directory)
-    return numbered[-1][1] if numbered else None
+        candidates.append(latest)
+    return candidates
+
+
+def latest_checkpoint_path(checkpoints_dir: str | os.PathLike) -> Path | None:
+    """The newest checkpoint file (see :func:`checkpoint_candidates`), or None.
+
+    It may be unreadable; :func:`load_latest_checkpoint` falls back to older ones.
+    """
+    candidates = checkpoint_candidates(checkpoints_dir)
+    return candidates[0] if candidates else None
 
 
 def load_latest_checkpoint(
     checkpoints_dir: str | os.PathLike, map_location: Any = "cpu"
 ) -> dict[str, Any] | None:
-    """The latest checkpoint in a directory, or None when there is none."""
-    path = latest_checkpoint_path(checkpoints_dir)
-    return None if path is None else load_checkpoint(path, map_location=map_location)
+    """The newest readable checkpoint in a directory, or None when there is none.
+
+    A checkpoint that cannot be read (truncated by a full disk, a file system
+    without atomic renames, bit rot) is skipped for the next older one, with a
+    :class:`~nip_core.errors.CheckpointWarning` that names the files skipped, the
+    checkpoint used and the iterations that will be trained again.
+
+    Raises
+    ------
+    CheckpointError
+        When there are checkpoints but none can be read (each is named, with why).
+    """
+    candidates = checkpoint_candidates(checkpoints_dir)
+    if not candidates:
+        return None
+    skipped: list[tuple[Path, CheckpointError]] = []
+    for path in candidates:
+        try:
+            payload = load_checkpoint(path, map_location=map_location)
+        except CheckpointError as error:
+            skipped.append((path, error))
+            continue
+        if skipped:
+            _warn_skipped(skipped, path, int(payload["iteration"]))
+        return payload
+    reasons = "; ".join(f"{path.name}: {error}" for path, error in skipped)
+    raise CheckpointError(
+        f"no checkpoint in {checkpoints_dir} can be read ({reasons}); start the run "
+        "afresh under another run id"
+    )
+
+
+def _warn_skipped(
+    skipped: list[tuple[Path, CheckpointError]], used: Path, iteration: int
+) -> None:
+    lost = [
+        int(match.group(1))
+        for path, _ in skipped
+        if (match := _NUMBERED.match(path.name)) is not None
+    ]
+    newest = max(lost, default=iteration)
+    if newest > iteration:
+        redone = (
+            f"iteration {newest} is"
+            if newest == iteration + 1
+            else f"iterations {iteration + 1} to {newest} are"
+        )
+        lost_text = f"{redone} trained again"
+    else:
+        lost_text = "no iteration is lost"
+    names = ", ".join(path.name for path, _ in skipped)
+    reasons = "; ".join(f"{path.name}: {error}" for path, error in skipped)
+    warnings.warn(
+        f"unreadable checkpoint{'s' if len(skipped) > 1 else ''} {names} skipped "
+        f"({reasons}); continuing from {used.name} (iteration {iteration}): "
+        f"{lost_text}",
+        CheckpointWarning,
+        stacklevel=3,
+    )

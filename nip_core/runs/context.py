@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from nip_core.runs.interrupts import DeferredInterrupt
 from nip_core.runs.loggers import LoggerGroup, flatten_metrics
 
 if TYPE_CHECKING:
@@ -69,10 +70,29 @@ class RunContext:
         self.metrics_records = int(metrics_records)
         """Metric records the run has logged so far, in every process (a resumed
         run starts from the count its trainer saved)."""
+        self.checkpoint_iteration: int | None = (
+            None if resume_checkpoint is None else int(resume_checkpoint["iteration"])
+        )
+        """The iterations the run's newest checkpoint holds (``None``: none yet)."""
+        self._interrupt: DeferredInterrupt | None = None
 
     @property
     def writes_files(self) -> bool:
         return self.run_dir is not None
+
+    def deferred_interrupts(
+        self, on_leave: Callable[[], None] | None = None
+    ) -> DeferredInterrupt:
+        """A context in which Ctrl-C asks the run to stop at the end of the current
+        iteration, after saving a checkpoint (see :mod:`nip_core.runs.interrupts`).
+        """
+        self._interrupt = DeferredInterrupt(on_leave)
+        return self._interrupt
+
+    @property
+    def interrupt_requested(self) -> bool:
+        """Whether Ctrl-C asked the run to stop at the end of this iteration."""
+        return self._interrupt is not None and self._interrupt.requested
 
     def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
         flat = flatten_metrics(metrics)

@@ -6,6 +6,8 @@ never a truncated one, so resume always finds a readable checkpoint.
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import tempfile
@@ -21,23 +23,35 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     a same-filesystem rename (atomic on POSIX and Windows).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
+        )
+    except OSError as error:
+        _name_the_file(error, path.parent)
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as error:
         try:
             os.unlink(tmp_name)
-        except FileNotFoundError:
+        except OSError:
             pass
+        if isinstance(error, OSError):
+            _name_the_file(error, path)
         raise
     return path
+
+
+def _name_the_file(error: OSError, path: Path) -> None:
+    # a failed write() names no file; the message should
+    if error.filename is None:
+        error.filename = str(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -51,7 +65,43 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
-    """``torch.save`` atomically."""
+    """``torch.save`` atomically.
+
+    The object is serialised in memory first, so a full disk fails in Python's own
+    ``write`` with an :class:`OSError` (``ENOSPC``) rather than deep in torch's C++
+    writer.
+    """
     import torch
 
-    return atomic_write(path, lambda f: torch.save(obj, f))
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+
+
+STORAGE_ERRNOS: dict[int, str] = {
+    errno.EROFS: "the file system is read-only",
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exhausted",
+    errno.EFBIG: "the file is too large for the file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTDIR: "a part of the path is a file, not a directory",
+    errno.EISDIR: "the path is a directory",
+    errno.ENAMETOOLONG: "the path is too long",
+    errno.EIO: "an input/output error of the device",
+}
+"""The errors of :class:`OSError` that mean "cannot write here", in words."""
+
+
+def is_storage_error(error: BaseException) -> bool:
+    """Whether ``error`` is an :class:`OSError` that means "cannot write here"."""
+    return isinstance(error, OSError) and error.errno in STORAGE_ERRNOS
+
+
+def describe_storage_error(error: OSError) -> str:
+    """``"cannot write runs/x/run_info.json: the disk is full"``."""
+    reason = STORAGE_ERRNOS.get(error.errno or 0) or error.strerror or str(error)
+    where = error.filename
+    if where is None:
+        return f"cannot write: {reason}"
+    return f"cannot write {where}: {reason}"

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nip_core.errors import MissingPluginError
 from nip_core.runs.wandb_api import DEFAULT_WANDB_PROJECT
 
 if TYPE_CHECKING:
@@ -357,6 +358,15 @@ def build_loggers(
     registry = get_plugin_manager().loggers
     loggers = []
     for name in settings.active_loggers():
-        cls = resolve_ref(registry[name].logger_class)
-        loggers.append(cls(run_dir, settings, hyper_params_dict, resume_from_step))
+        spec = registry[name]
+        try:
+            cls = resolve_ref(spec.logger_class)
+            loggers.append(cls(run_dir, settings, hyper_params_dict, resume_from_step))
+        except ImportError as error:
+            LoggerGroup(loggers).finish()
+            hint = spec.install_hint() if spec.requires else f"pip install {error.name}"
+            raise MissingPluginError(
+                f"the {name} logger cannot start, a package it needs is missing "
+                f"({error}); install it with: {hint}"
+            ) from error
     return LoggerGroup(loggers)

@@ -42,16 +42,20 @@ def episodes_from_rollout(
     iteration: int,
     agent_names: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Cut the first ``num_episodes`` episodes out of a ``[*batch, time]`` rollout.
+    """Cut up to ``num_episodes`` whole episodes out of a ``[*batch, time]`` rollout.
+
+    Episodes continue from one training iteration to the next, so an environment's
+    stretch of a rollout usually begins in the middle of an episode and ends in the
+    middle of another. Only whole episodes are kept: from a step that starts one
+    (the step after a ``("next", "done")``, or a first step whose ``"round"`` is 0)
+    up to and including the step whose ``("next", "done")`` is set. They are taken
+    environment by environment, in time order. With ``agent_names`` (the order of
+    the agent dimension), each episode records them under ``"agent_names"``, so
+    readers and renderers can name the agents.
 
     Text rollouts give their episodes' own dicts
     (:meth:`~nip_core.text.rollouts.TextRollouts.episode_dict`, which name their
     agents and iteration already).
-
-    An episode runs from the first step of an environment's trajectory up to the
-    first step whose ``("next", "done")`` is set (or the end of the batch). With
-    ``agent_names`` (the order of the agent dimension), each episode records them
-    under ``"agent_names"``, so readers and renderers can name the agents.
     """
     from nip_core.text.rollouts import TextRollouts
 
@@ -62,37 +66,62 @@ def episodes_from_rollout(
     keys = [
         key
         for key in flat.keys(include_nested=True, leaves_only=True)
-        if not isinstance(key, str) or key != "collector"
+        if not (isinstance(key, str) and key.startswith("collector"))
+        and not (isinstance(key, tuple) and key[0] == "collector")
     ]
+    length = flat.shape[1]
     done = flat.get(("next", "done"), None)
+    rounds = flat.get("round", None)
     episodes: list[dict[str, Any]] = []
     for env_index in range(flat.shape[0]):
+        if done is None:
+            ends = [length - 1]
+        else:
+            ends = [
+                int(t) for t in done[env_index].reshape(length, -1).any(-1).nonzero()
+            ]
+        starts_whole = rounds is None or int(rounds[env_index, 0].reshape(-1)[0]) == 0
+        start = 0 if starts_whole else None
+        for end in ends:
+            if start is not None and len(episodes) < num_episodes:
+                episodes.append(
+                    _episode(flat, keys, env_index, start, end, iteration, agent_names)
+                )
+            start = end + 1
         if len(episodes) >= num_episodes:
             break
-        length = flat.shape[1]
-        if done is not None:
-            done_steps = done[env_index].reshape(length, -1).any(-1).nonzero()
-            if len(done_steps) > 0:
-                length = int(done_steps[0]) + 1
-        steps = []
-        for t in range(length):
-            step = {}
-            for key in keys:
-                name = key if isinstance(key, str) else ".".join(key)
-                if name.startswith("collector"):
-                    continue
-                step[name] = _plain(flat[env_index, t].get(key))
-            steps.append(step)
-        episode: dict[str, Any] = {
-            "iteration": iteration,
-            "env_index": env_index,
-            "num_steps": length,
-            "steps": steps,
-        }
-        if agent_names is not None:
-            episode["agent_names"] = list(agent_names)
-        episodes.append(episode)
     return episodes
+
+
+def _episode(
+    flat: Any,
+    keys: list[Any],
+    env_index: int,
+    start: int,
+    end: int,
+    iteration: int,
+    agent_names: list[str] | None,
+) -> dict[str, Any]:
+    steps = []
+    for t in range(start, end + 1):
+        step_td = flat[env_index, t]
+        steps.append(
+            {
+                (key if isinstance(key, str) else ".".join(key)): _plain(
+                    step_td.get(key)
+                )
+                for key in keys
+            }
+        )
+    episode: dict[str, Any] = {
+        "iteration": iteration,
+        "env_index": env_index,
+        "num_steps": len(steps),
+        "steps": steps,
+    }
+    if agent_names is not None:
+        episode["agent_names"] = list(agent_names)
+    return episode
 
 
 def write_rollout_sample(

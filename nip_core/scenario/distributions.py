@@ -12,6 +12,29 @@ it may decide in, counts. :class:`NipActionDistribution` therefore counts, in
 - decisions only where ``("agents", "decision_mask")`` is true;
 
 so gradients and entropy bonuses never come from actions that did not happen.
+
+The public API, for trainers and losses:
+
+- :meth:`NipActionDistribution.log_prob` of stored actions: the packed action
+  (``("agents", "action")``), a TensorDict holding the actions, or the action
+  tensors; shape ``(*batch, A)`` (one log-probability per agent: the sum over the
+  choices that happen);
+- :meth:`~NipActionDistribution.entropy` ``(*batch, A)``, and its parts
+  :meth:`~NipActionDistribution.message_entropy` and
+  :meth:`~NipActionDistribution.decision_entropy`;
+- :meth:`~NipActionDistribution.kl_divergence` ``(*batch, A)``, also registered
+  with :func:`torch.distributions.kl_divergence`;
+- :meth:`~NipActionDistribution.counted_message_mask` and
+  :meth:`~NipActionDistribution.counted_decision_mask`, which say which choices
+  count, to weigh per-choice quantities of your own.
+
+TorchRL's losses (``ClipPPOLoss``, ``KLPENPPOLoss``, ``A2CLoss``, ``ReinforceLoss``)
+work with the actor unchanged: it samples the packed action ``("agents", "action")``
+first (TorchRL's default action key for a single-log-prob actor) and writes the
+unpacked actions the environment reads beside it; set the loss's
+``sample_log_prob`` key to ``("agents", "sample_log_prob")`` and its value, reward,
+done and terminated keys to the ``"agents"`` ones
+(:func:`torchrl_loss_keys` has them all).
 Messages the scenario forbids (``("agents", "valid_message_mask")`` false, e.g.
 padding nodes) get logit ``-inf`` and are never sampled; decisions the protocol rules
 out (``decision_restriction``: 1 = only continue, 2 = only accept or reject) likewise.
@@ -28,10 +51,11 @@ from typing import Any
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import InteractionType, TensorDictModuleBase
-from torch.distributions import Categorical, Distribution, constraints
+from torch.distributions import Categorical, Distribution, constraints, register_kl
 
 from nip_core.scenario import keys as K
 
+ACTION_KEY = (K.AGENTS, K.ACTION)
 MESSAGE_ACTION_KEY = (K.AGENTS, K.MESSAGE_SELECTED)
 DECISION_ACTION_KEY = (K.AGENTS, K.DECISION)
 LINEAR_MESSAGE_ACTION_KEY = (K.AGENTS, K.LINEAR_MESSAGE_SELECTED)
@@ -39,11 +63,91 @@ LOG_PROB_KEY = (K.AGENTS, K.SAMPLE_LOG_PROB)
 
 
 def action_keys(include_linear_message_space: bool = False) -> list[tuple[str, str]]:
-    """The actor's action keys, in the order the distribution samples them."""
+    """The environment's action keys (what the unpacked actions are written to)."""
     keys = [MESSAGE_ACTION_KEY, DECISION_ACTION_KEY]
     if include_linear_message_space:
         keys.append(LINEAR_MESSAGE_ACTION_KEY)
     return keys
+
+
+def actor_out_keys(
+    include_linear_message_space: bool = False,
+) -> list[tuple[str, str]]:
+    """The actor's sample keys, in the order the distribution samples them: the
+    packed action, then :func:`action_keys`."""
+    return [ACTION_KEY, *action_keys(include_linear_message_space)]
+
+
+def torchrl_loss_keys() -> dict[str, Any]:
+    """The keys to give a TorchRL loss with ``loss.set_keys(**torchrl_loss_keys())``.
+
+    The packed action, the per-agent log-probability, and the per-agent value,
+    reward, done and terminated (``[*batch, agent, 1]`` when the loss runs).
+    """
+    return {
+        "action": ACTION_KEY,
+        "sample_log_prob": LOG_PROB_KEY,
+        "value": (K.AGENTS, K.VALUE),
+        "reward": (K.AGENTS, K.REWARD),
+        "done": (K.AGENTS, K.DONE),
+        "terminated": (K.AGENTS, K.TERMINATED),
+    }
+
+
+def pack_actions(
+    message_selected: torch.Tensor,
+    decision: torch.Tensor,
+    linear_message_selected: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Pack one step's actions into ``("agents", "action")``.
+
+    Parameters
+    ----------
+    message_selected : torch.Tensor
+        long ``(*batch, A, C, P)``.
+    decision : torch.Tensor
+        long ``(*batch, A)``.
+    linear_message_selected : torch.Tensor | None
+        long ``(*batch, A, C, P)``, with the linear message space.
+
+    Returns
+    -------
+    torch.Tensor
+        long ``(*batch, A, C*P + 1 [+ C*P])``.
+    """
+    parts = [message_selected.flatten(-2), decision.unsqueeze(-1)]
+    if linear_message_selected is not None:
+        parts.append(linear_message_selected.flatten(-2))
+    return torch.cat([part.long() for part in parts], dim=-1)
+
+
+def unpack_actions(
+    action: torch.Tensor, num_channels: int, position_shape: int, linear: bool = False
+) -> tuple[torch.Tensor, ...]:
+    """Undo :func:`pack_actions`: ``(message_selected, decision[, linear])``.
+
+    Parameters
+    ----------
+    action : torch.Tensor
+        long ``(*batch, A, C*P + 1 [+ C*P])``.
+    num_channels : int
+        ``C``.
+    position_shape : int
+        ``P``, the message positions per channel (``message_size``).
+    linear : bool
+        Whether the linear messages are packed too.
+    """
+    width = num_channels * position_shape
+    batch = action.shape[:-1]
+    message = action[..., :width].reshape(*batch, num_channels, position_shape)
+    out = [message, action[..., width]]
+    if linear:
+        out.append(
+            action[..., width + 1 : 2 * width + 1].reshape(
+                *batch, num_channels, position_shape
+            )
+        )
+    return tuple(out)
 
 
 def distribution_in_keys(
@@ -150,19 +254,50 @@ class NipActionDistribution(Distribution):
 
     # --- masks ------------------------------------------------------------------------
 
-    def _position_mask(self, like: torch.Tensor) -> torch.Tensor:
-        """The active mask broadcast to ``(..., A, C, P)`` like ``like``."""
-        return torch.broadcast_to(self.active_mask.unsqueeze(-1), like.shape)
+    def counted_message_mask(self, like: torch.Tensor | None = None) -> torch.Tensor:
+        """Which message choices count: bool ``(*batch, A, C, P)`` (broadcast to the
+        shape of ``like`` when given, e.g. ``(*sample, *batch, A, C, P)``)."""
+        shape = self.message_dist.logits.shape[:-1] if like is None else like.shape
+        return torch.broadcast_to(self.active_mask.unsqueeze(-1), shape)
 
-    def _masked_sum(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def counted_decision_mask(self, like: torch.Tensor | None = None) -> torch.Tensor:
+        """Which decisions count: bool ``(*batch, A)`` (broadcast like ``like``)."""
+        if like is None:
+            return self.decision_mask
+        return torch.broadcast_to(self.decision_mask, like.shape)
+
+    @staticmethod
+    def only_counted(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``values`` where ``mask`` is true, 0 elsewhere (never ``0 * -inf``)."""
         # ``where`` rather than multiplication: an inactive -inf must not become NaN.
         return torch.where(mask, values, torch.zeros_like(values))
+
+    def _per_agent(
+        self,
+        message_values: torch.Tensor,
+        decision_values: torch.Tensor,
+        linear_values: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Sum per-choice values over the choices that count: ``(..., A)``."""
+        total = self.only_counted(
+            message_values, self.counted_message_mask(message_values)
+        ).sum(dim=(-1, -2))
+        total = total + self.only_counted(
+            decision_values, self.counted_decision_mask(decision_values)
+        )
+        if linear_values is not None:
+            total = total + self.only_counted(
+                linear_values, self.counted_message_mask(linear_values)
+            ).sum(dim=(-1, -2))
+        return total
 
     # --- sampling --------------------------------------------------------------------
 
     def sample(
         self, sample_shape: torch.Size = torch.Size()
     ) -> tuple[torch.Tensor, ...]:
+        """``(action, message_selected, decision[, linear_message_selected])``: the
+        packed action first (see :func:`pack_actions`), then its parts."""
         with torch.no_grad():
             out = [
                 self.message_dist.sample(sample_shape),
@@ -170,14 +305,14 @@ class NipActionDistribution(Distribution):
             ]
             if self.linear_message_dist is not None:
                 out.append(self.linear_message_dist.sample(sample_shape))
-        return tuple(out)
+        return (pack_actions(*out), *out)
 
     @property
     def mode(self) -> tuple[torch.Tensor, ...]:
         out = [self.message_dist.mode, self.decision_dist.mode]
         if self.linear_message_dist is not None:
             out.append(self.linear_message_dist.mode)
-        return tuple(out)
+        return (pack_actions(*out), *out)
 
     @property
     def deterministic_sample(self) -> tuple[torch.Tensor, ...]:
@@ -185,70 +320,130 @@ class NipActionDistribution(Distribution):
 
     # --- log-probability and entropy --------------------------------------------------
 
+    @property
+    def packed_width(self) -> int:
+        """The last dimension of the packed action: ``C*P + 1 [+ C*P]``."""
+        channels, positions = self.message_dist.logits.shape[-3:-1]
+        width = channels * positions
+        return width + 1 + (width if self.linear_message_dist is not None else 0)
+
+    def sample_and_log_prob(
+        self, sample_shape: torch.Size = torch.Size()
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """:meth:`sample` and the log-probability of the sample (TorchRL's actors
+        call this)."""
+        sample = self.sample(sample_shape)
+        return sample, self.log_prob(*sample[1:])
+
     def log_prob(
         self,
-        message_selected: torch.Tensor | TensorDictBase,
-        decision: torch.Tensor | None = None,
-        linear_message_selected: torch.Tensor | None = None,
+        action: torch.Tensor | TensorDictBase,
+        *actions: torch.Tensor,
     ) -> torch.Tensor:
-        """Log-probability of the actions that happen: ``(*sample, *batch, A)``.
+        """Log-probability of stored actions, counting only the choices that happen.
 
-        Takes the action tensors, or one TensorDict holding them under
-        ``("agents", "message_selected")``, ``("agents", "decision")`` (and
-        ``("agents", "linear_message_selected")``), as TorchRL losses pass them.
+        Takes the packed action ``("agents", "action")`` (what TorchRL losses pass;
+        any unpacked copies given after it, as in a :meth:`sample` tuple, are
+        ignored), a TensorDict holding the actions (``("agents",
+        "message_selected")``, ``("agents", "decision")``, and ``("agents",
+        "linear_message_selected")`` with the linear message space), or the action
+        tensors ``(message_selected, decision[, linear_message_selected])``.
+
+        Returns
+        -------
+        torch.Tensor
+            float ``(*sample, *batch, A)``: per agent, the sum of the log-probabilities
+            of its messages on active channels and of its decision where it counts.
         """
-        if isinstance(message_selected, TensorDictBase):
-            td = message_selected
-            message_selected = td.get(MESSAGE_ACTION_KEY)
-            decision = td.get(DECISION_ACTION_KEY)
+        message_selected = action
+        decision = actions[0] if actions else None
+        linear_message_selected = actions[1] if len(actions) > 1 else None
+        if isinstance(action, TensorDictBase):
+            message_selected = action.get(MESSAGE_ACTION_KEY)
+            decision = action.get(DECISION_ACTION_KEY)
             if self.linear_message_dist is not None:
-                linear_message_selected = td.get(LINEAR_MESSAGE_ACTION_KEY)
-        if decision is None:
-            raise TypeError("NipActionDistribution.log_prob needs the decision too")
-        message_lp = self.message_dist.log_prob(message_selected.long())
-        position_mask = self._position_mask(message_lp)
-        total = self._masked_sum(message_lp, position_mask).sum(dim=(-1, -2))
-        decision_lp = self.decision_dist.log_prob(decision.long())
-        total = total + self._masked_sum(
-            decision_lp, torch.broadcast_to(self.decision_mask, decision_lp.shape)
-        )
-        if self.linear_message_dist is not None:
-            if linear_message_selected is None:
-                raise TypeError(
-                    "NipActionDistribution.log_prob needs the linear message too"
-                )
-            linear_lp = self.linear_message_dist.log_prob(
-                linear_message_selected.long()
+                linear_message_selected = action.get(LINEAR_MESSAGE_ACTION_KEY)
+        elif action.shape[-1] == self.packed_width:
+            # a message tensor ends in P, never in C*P + 1 (+ C*P)
+            message_shape = self.message_dist.logits.shape
+            message_selected, decision, *linear = unpack_actions(
+                action,
+                message_shape[-3],
+                message_shape[-2],
+                linear=self.linear_message_dist is not None,
             )
-            total = total + self._masked_sum(
-                linear_lp, self._position_mask(linear_lp)
-            ).sum(dim=(-1, -2))
-        return total
+            linear_message_selected = linear[0] if linear else None
+        if decision is None:
+            raise TypeError(
+                "NipActionDistribution.log_prob takes the packed action "
+                "('agents', 'action'), a TensorDict of actions, or the message and "
+                "the decision tensors; it got only a message tensor"
+            )
+        if self.linear_message_dist is not None and linear_message_selected is None:
+            raise TypeError(
+                "NipActionDistribution.log_prob needs the linear message too"
+            )
+        linear_lp = (
+            None
+            if self.linear_message_dist is None
+            else self.linear_message_dist.log_prob(linear_message_selected.long())
+        )
+        return self._per_agent(
+            self.message_dist.log_prob(message_selected.long()),
+            self.decision_dist.log_prob(decision.long()),
+            linear_lp,
+        )
 
     def entropy(self) -> torch.Tensor:
-        """Entropy of the actions that happen: ``(*batch, A)``."""
-        message_entropy = self.message_dist.entropy()
-        total = self._masked_sum(
-            message_entropy, self._position_mask(message_entropy)
-        ).sum(dim=(-1, -2))
-        total = total + self._masked_sum(
-            self.decision_dist.entropy(), self.decision_mask
+        """Entropy of the choices that happen: float ``(*batch, A)``."""
+        linear = (
+            None
+            if self.linear_message_dist is None
+            else self.linear_message_dist.entropy()
         )
-        if self.linear_message_dist is not None:
-            linear_entropy = self.linear_message_dist.entropy()
-            total = total + self._masked_sum(
-                linear_entropy, self._position_mask(linear_entropy)
-            ).sum(dim=(-1, -2))
-        return total
+        return self._per_agent(
+            self.message_dist.entropy(), self.decision_dist.entropy(), linear
+        )
 
     def message_entropy(self) -> torch.Tensor:
         """Entropy of the message choices on active channels: ``(*batch, A)``."""
         entropy = self.message_dist.entropy()
-        return self._masked_sum(entropy, self._position_mask(entropy)).sum(dim=(-1, -2))
+        return self.only_counted(entropy, self.counted_message_mask(entropy)).sum(
+            dim=(-1, -2)
+        )
 
     def decision_entropy(self) -> torch.Tensor:
         """Entropy of the decisions that count: ``(*batch, A)``."""
-        return self._masked_sum(self.decision_dist.entropy(), self.decision_mask)
+        return self.only_counted(self.decision_dist.entropy(), self.decision_mask)
+
+    def kl_divergence(self, other: NipActionDistribution) -> torch.Tensor:
+        """``KL(self || other)`` per agent, ``(*batch, A)``, over the choices that
+        happen.
+
+        Both distributions describe the same states, so this one's masks say which
+        choices count. Messages masked out in both (logit ``-inf``) contribute
+        nothing. ``torch.distributions.kl_divergence(p, q)`` calls this.
+        """
+        from torch.distributions import kl_divergence
+
+        linear = None
+        if (
+            self.linear_message_dist is not None
+            and other.linear_message_dist is not None
+        ):
+            linear = kl_divergence(self.linear_message_dist, other.linear_message_dist)
+        return self._per_agent(
+            kl_divergence(self.message_dist, other.message_dist),
+            kl_divergence(self.decision_dist, other.decision_dist),
+            linear,
+        )
+
+
+@register_kl(NipActionDistribution, NipActionDistribution)
+def _kl_nip_action_distributions(
+    p: NipActionDistribution, q: NipActionDistribution
+) -> torch.Tensor:
+    return p.kl_divergence(q)
 
 
 def build_policy_actor(
@@ -277,17 +472,17 @@ def build_policy_actor(
     Returns
     -------
     torchrl.modules.ProbabilisticActor
-        Writes the actions (:func:`action_keys`) and their log-probability
-        ``("agents", "sample_log_prob")`` ``(*batch, A)``. For a TorchRL loss, set
-        its ``action`` key to :func:`action_keys` and its ``sample_log_prob`` key
-        to ``("agents", "sample_log_prob")``.
+        Writes the packed action ``("agents", "action")``, the actions the
+        environment reads (:func:`action_keys`), and their log-probability
+        ``("agents", "sample_log_prob")`` ``(*batch, A)``. For a TorchRL loss,
+        ``loss.set_keys(**torchrl_loss_keys())``.
     """
     from torchrl.modules import ProbabilisticActor
 
     return ProbabilisticActor(
         module=policy_module,
         in_keys=distribution_in_keys(include_linear_message_space),
-        out_keys=action_keys(include_linear_message_space),
+        out_keys=actor_out_keys(include_linear_message_space),
         spec=spec,
         distribution_class=NipActionDistribution,
         return_log_prob=True,

@@ -69,6 +69,13 @@ DATAPOINT_ID = "datapoint_id"
 
 # --- actions (agent level, under "agents") ------------------------------------
 
+ACTION = "action"
+"""long ``(*batch, A, C*P + 1 [+ C*P])``: every choice of an agent packed into one
+tensor: its messages (``C*P``, channel-major), its decision, then its linear messages
+when the linear message space is on. The policy writes it beside the unpacked keys
+below (which the environment reads); TorchRL losses take it as their one action key
+(see :mod:`nip_core.scenario.distributions`)."""
+
 MESSAGE_SELECTED = "message_selected"
 """long ``(*batch, A, C, P)``: the index in ``[0, N)`` of the message each agent
 sends per channel and position (flattened message space)."""
@@ -115,8 +122,3 @@ TERMINATED = "terminated"
 (the verifier got ``verifier_terminated_penalty``). Under ``"agents"``,
 ``(*batch, A, 1)``: equal to the agent's ``done`` (every episode end is a true
 termination, so value estimators must not bootstrap past it)."""
-
-
-def agent_key(name: str) -> tuple[str, str]:
-    """The nested key ``("agents", name)``."""
-    return (AGENTS, name)

@@ -6,7 +6,8 @@ nip-core installed can use these fixtures without a ``conftest.py``:
 scenario of :mod:`nip_core.testing.synthetic`), ``synthetic_text_scenario`` and
 ``openai_test_server`` (the tiny text scenario of
 :mod:`nip_core.testing.synthetic_text` and the local OpenAI-compatible server its
-scripted model runs on) and ``single_thread``. See
+scripted model runs on), ``test_protocols`` (the test protocol
+``multi_channel_test``) and ``single_thread``. See
 :mod:`nip_core.testing.fixtures` for why they are not autouse.
 """
 
@@ -32,6 +33,7 @@ __all__ = [
     "single_thread",
     "synthetic_scenario",
     "synthetic_text_scenario",
+    "test_protocols",
 ]
 
 
@@ -85,3 +87,29 @@ def register_plugin(plugin_manager: NipPluginManager) -> Iterator[RegisterPlugin
     for name in reversed(names):
         if plugin_manager.has_plugin(name):
             plugin_manager.unregister(name)
+
+
+@pytest.fixture
+def test_protocols() -> Iterator[None]:
+    """The test protocol ``multi_channel_test`` (:mod:`nip_core.testing.protocols`),
+    registered into the process-wide plugin manager for the test.
+
+    Request it after ``plugin_manager`` (or a fixture that registers a scenario)
+    when the test uses an isolated manager.
+    """
+    from nip_core.plugins import get_plugin_manager
+    from nip_core.testing.protocols import (
+        TEST_PROTOCOLS_PLUGIN,
+        TEST_PROTOCOLS_PLUGIN_NAME,
+    )
+
+    manager = get_plugin_manager()
+    if manager.has_plugin(TEST_PROTOCOLS_PLUGIN_NAME):
+        yield None
+        return
+    manager.register(TEST_PROTOCOLS_PLUGIN, name=TEST_PROTOCOLS_PLUGIN_NAME)
+    try:
+        yield None
+    finally:
+        if manager.has_plugin(TEST_PROTOCOLS_PLUGIN_NAME):
+            manager.unregister(TEST_PROTOCOLS_PLUGIN_NAME)

@@ -15,7 +15,7 @@ import inspect
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
@@ -244,18 +244,39 @@ class Trainer(ABC):
         """Restore what :meth:`state_dict` returned."""
         self.iteration = int(state["iteration"])
 
+    def saves_checkpoints(self) -> bool:
+        """Whether this trainer writes checkpoints: not in in-memory runs or test
+        runs."""
+        return self.run.writes_files and not self.settings.test_run
+
+    def checkpoint_on_interrupt(self) -> AbstractContextManager:
+        """The context of a training loop in which Ctrl-C stops the run at the end
+        of the current iteration, after its checkpoint (see
+        :meth:`maybe_save_checkpoint`); a no-op for trainers that save none.
+
+        :meth:`TensorDictTrainer._build_train_context` enters it; a trainer with a
+        loop of its own enters it around the loop, which must call
+        :meth:`maybe_save_checkpoint` after every iteration.
+        """
+        if not self.saves_checkpoints():
+            return nullcontext()
+        return self.run.deferred_interrupts(
+            on_leave=lambda: self.save_checkpoint(self.iteration)
+        )
+
     def save_checkpoint(self, iteration: int) -> None:
         """Save a checkpoint after ``iteration`` completed training iterations.
 
         Does nothing for in-memory runs and test runs. Logs the checkpoint as an
         artifact (W&B) when a remote logger is on.
         """
-        if not self.run.writes_files or self.settings.test_run:
+        if not self.saves_checkpoints():
             return
         self.iteration = iteration
         path = save_checkpoint(
             self.run.run_dir.checkpoints_dir, iteration, self.state_dict()
         )
+        self.run.checkpoint_iteration = iteration
         from nip_core.runs.wandb_api import checkpoint_alias
 
         self.run.log_artifact(
@@ -266,7 +287,20 @@ class Trainer(ABC):
         )
 
     def maybe_save_checkpoint(self, iteration: int) -> bool:
-        """Checkpoint if ``iteration`` is a multiple of ``checkpoint_period``."""
+        """Checkpoint if ``iteration`` is a multiple of ``checkpoint_period``.
+
+        Call it at the end of every training iteration, where the trainer's state
+        is consistent: it is also where a run interrupted by Ctrl-C saves its
+        checkpoint and stops.
+
+        Raises
+        ------
+        KeyboardInterrupt
+            When Ctrl-C asked the run to stop (after the checkpoint is saved).
+        """
+        if self.run.interrupt_requested:
+            self.save_checkpoint(iteration)
+            raise KeyboardInterrupt
         period = self.settings.checkpoint_period
         if period is not None and iteration % period == 0:
             self.save_checkpoint(iteration)
@@ -345,8 +379,12 @@ class TensorDictTrainer(Trainer):
         return sdpa_kernel(backends)
 
     def _build_train_context(self, stack: ExitStack) -> list[Any]:
-        """Enter the contexts of the training loop into ``stack``; return them."""
-        entered = []
+        """Enter the contexts of the training loop into ``stack``; return them.
+
+        Among them :meth:`checkpoint_on_interrupt`: Ctrl-C in the loop stops the
+        run at the end of the iteration, with a checkpoint.
+        """
+        entered = [stack.enter_context(self.checkpoint_on_interrupt())]
         attention = self._attention_context(train=True)
         if attention is not None:
             entered.append(stack.enter_context(attention))

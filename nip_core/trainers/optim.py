@@ -26,8 +26,6 @@ from typing import Any
 from nip_core.errors import ConfigProblem, NipConfigError
 from nip_core.trainers.base import agent_part_modules
 
-ACTOR_PARTS = ("body", "policy_body", "policy_head", "solo_head", "whole")
-CRITIC_PARTS = ("value_body", "value_head")
 BODY_PARTS = ("body", "policy_body", "value_body")
 
 

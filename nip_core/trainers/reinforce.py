@@ -5,7 +5,8 @@ Per agent, the loss is ``-log π(a|s) × w`` averaged over the minibatch, where 
 - the discounted reward-to-go (``rl.gamma``, reset at episode ends) by default, or
 - the GAE advantage (``rl.gamma``, ``rl.lmbda``) with ``reinforce.use_advantage_and_
   critic``; the critic then learns with ``rl.loss_critic_type`` towards the GAE value
-  target (``loss_critic``), its prediction optionally clipped (``rl.clip_value``).
+  target (``loss_critic``), its prediction optionally clipped (``rl.clip_value``;
+  ``true`` clips by ``reinforce.clip_epsilon``).
 
 ``log π`` counts only the actions that happen (active channels, decisions that count),
 as :class:`~nip_core.scenario.distributions.NipActionDistribution` computes it.
@@ -123,8 +124,7 @@ class ReinforceTrainer(TensorDictRlTrainer):
     def _clip_value(self) -> float | None:
         clip = self.hyper_params.rl.clip_value
         if clip is True:
-            ppo = getattr(self.hyper_params, "ppo", None)
-            return float(getattr(ppo, "clip_epsilon", 0.2))
+            return float(self.hyper_params.reinforce.clip_epsilon)
         if clip is False or clip is None:
             return None
         return float(clip)

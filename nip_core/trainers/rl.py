@@ -542,6 +542,8 @@ class TensorDictRlTrainer(TensorDictTrainer):
             iteration,
             agent_names=list(self.agent_names),
         )
+        if not episodes:  # no episode both began and ended in this rollout
+            return
         path = write_rollout_sample(self.run.run_dir.rollouts_dir, iteration, episodes)
         self.run.log_artifact(path, f"rollouts-{self.run.run_dir.run_id}", "rollouts")
         self._render_episodes(episodes, iteration)

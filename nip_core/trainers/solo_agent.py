@@ -150,6 +150,10 @@ class SoloAgentTrainer(TensorDictTrainer):
             self._optimizers[name].load_state_dict(opt_state)
         self._generator.set_state(state["data_generator"])
 
+    def saves_checkpoints(self) -> bool:
+        # pre-training belongs to the RL run, which checkpoints
+        return not self.as_pretraining and super().saves_checkpoints()
+
     # ------------------------------------------------------------------------------
     # Training
 

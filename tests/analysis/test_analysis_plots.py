@@ -260,3 +260,39 @@ def test_a_plugin_panel_draws_its_metrics_and_adds_its_columns(
     assert (tmp_path / "out" / "selection.png").is_file()
     assert "verifier selected" in report.format_text()
     assert report.run_table()[0]["fine_tune.verifier.num_selected"] == 5
+
+
+def test_confidence_bands_of_accuracies_stay_within_0_and_1():
+    from nip_core.analysis.plots import _draw_group, interval_bounds
+
+    lower, upper = interval_bounds([0.98, 0.02, 0.5], [0.1, 0.1, float("nan")], (0, 1))
+    assert lower == pytest.approx([0.88, 0.0, 0.5])
+    assert upper == pytest.approx([1.0, 0.12, 0.5])
+    # unbounded quantities (rewards) keep the whole interval
+    assert interval_bounds([0.98], [0.1])[1] == pytest.approx([1.08])
+
+    class Axes:
+        def __init__(self):
+            self.calls = {}
+
+        def plot(self, *args, **kwargs):
+            self.calls["plot"] = args
+
+        def fill_between(self, steps, low, high, **kwargs):
+            self.calls["band"] = (list(low), list(high))
+
+        def errorbar(self, steps, means, yerr, **kwargs):
+            self.calls["errorbar"] = (list(means), yerr)
+
+    # three runs near perfect accuracy: a t-interval would reach past 1
+    series = [[(0, 0.9), (1, 1.0)], [(0, 0.7), (1, 0.95)], [(0, 1.0), (1, 1.0)]]
+    ax = Axes()
+    _draw_group(ax, series, "C0", "g", test=False, confidence=0.95, bounds=(0, 1))
+    low, high = ax.calls["band"]
+    assert all(0.0 <= v <= 1.0 for v in low + high)
+    assert max(high) == 1.0
+    ax = Axes()
+    _draw_group(ax, series, "C0", "g", test=True, confidence=0.95, bounds=(0, 1))
+    means, (below, above) = ax.calls["errorbar"]
+    assert all(m + a <= 1.0 + 1e-12 for m, a in zip(means, above, strict=True))
+    assert all(m - b >= -1e-12 for m, b in zip(means, below, strict=True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import attrs
+import pytest
 import yaml
 
 from nip_core.builtin.configs import CORE_CONFIG_DIR
@@ -49,14 +50,14 @@ def test_overrides_change_values_and_pick_variants(toy_plugin, capsys):
         "seed=11",
         "toy_section.depth=5",
         "toy/dataset=large",
-        "run.device=cuda:1",
+        "run.device=cpu",
         "run.loggers=[jsonl,csv]",
     )
     assert status == 0, err
     assert config["seed"] == 11
     assert config["dataset"] == "large"
     assert config["toy_section"] == {"depth": 5, "mode": "slow"}
-    assert config["run"]["device"] == "cuda:1"
+    assert config["run"]["device"] == "cpu"
     assert config["run"]["loggers"] == ["jsonl", "csv"]
 
 
@@ -253,3 +254,40 @@ def test_raw_shows_the_composed_config_without_validating(toy_plugin, capsys):
     assert status == 0
     assert config["toy_section"] == {"depth": 0}
     assert config["run"]["runs_dir"] == "runs"
+
+
+def test_the_testing_helpers_compose_as_the_command_line_does(toy_plugin):
+    from nip_core.errors import NipConfigError
+    from nip_core.testing.configs import (
+        compose_config,
+        compose_experiment,
+        compose_experiments,
+        config_names,
+    )
+
+    hyper_params, settings = compose_experiment("toy/exp", "seed=4")
+    assert (hyper_params.scenario, hyper_params.seed) == ("toy", 4)
+    assert settings == ExperimentSettings()
+    assert compose_config("toy/exp", "toy/dataset=large")["dataset"] == "large"
+    both = compose_experiments(["toy/exp", "default"])
+    assert both["toy/exp"][0] == both["default"][0]
+    assert config_names(toy_plugin.config_dir, "toy") == ["toy/exp"]
+    with pytest.raises(NipConfigError, match="toy_section.depth"):
+        compose_experiment("toy/exp", "toy_section.depth=0")
+
+
+def test_show_prints_what_the_run_uses_and_all_prints_everything(toy_plugin, capsys):
+    status, config, _ = show(capsys, "-c", "toy/exp")
+    assert status == 0
+    out_lines = main(["config", "show", "-c", "toy/exp"]), capsys.readouterr().out
+    # the core's protocol sections of a protocol the run does not use are hidden,
+    # with a note saying so
+    assert "mnip_protocol" not in config and "debate_protocol" not in config
+    assert "nip_protocol" in config and "protocol_common" in config
+    assert "`nip config show --all` shows them" in out_lines[1]
+    # a section set to other values than its defaults is always shown
+    status, config, _ = show(capsys, "-c", "toy/exp", "mnip_protocol.sequential=true")
+    assert config["mnip_protocol"]["sequential"] is True
+    status, everything, _ = show(capsys, "-c", "toy/exp", "--all")
+    assert {"mnip_protocol", "debate_protocol", "base_run"} <= set(everything)
+    assert set(config) < set(everything)

@@ -80,3 +80,89 @@ def test_list_shows_datasets_and_builders(toy_plugin, builder_calls, tmp_path, c
     assert "on disk:         made_earlier" in out
     assert "nip datasets generate toy NAME [--num-pairs INT]" in out
     assert Path(tmp_path / "data").as_posix() in out
+
+
+def test_a_generated_dataset_is_used_by_name(
+    toy_plugin, builder_calls, recorded_runs, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("NIP_DATA_DIR", str(tmp_path / "data"))
+    # not a named dataset of the scenario, and not there yet
+    assert main(["run", "-c", "toy/exp", "dataset=mine"]) == 2
+    err = capsys.readouterr().err
+    assert "dataset: unknown dataset of scenario 'toy'" in err
+    assert "nip datasets generate toy mine" in err
+
+    assert main(["datasets", "generate", "toy", "mine"]) == 0
+    assert "use it with dataset=mine" in capsys.readouterr().out
+    assert main(["datasets", "list"]) == 0
+    assert "on disk:         mine" in capsys.readouterr().out
+    assert main(["run", "-c", "toy/exp", "dataset=mine"]) == 0
+    [(hyper_params, _)] = recorded_runs
+    assert hyper_params.dataset == "mine"
+
+
+def test_a_dataset_in_the_runs_data_dir_is_used_by_name(
+    toy_plugin, builder_calls, recorded_runs, tmp_path, capsys
+):
+    elsewhere = tmp_path / "elsewhere"
+    args = ["datasets", "generate", "toy", "mine", "--data-dir", str(elsewhere)]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert (
+        main(["run", "-c", "toy/exp", "dataset=mine", f"run.data_dir={elsewhere}"]) == 0
+    )
+    assert recorded_runs[0][0].dataset == "mine"
+
+
+def test_regenerating_a_dataset_asks_for_overwrite(
+    toy_plugin, builder_calls, tmp_path, capsys
+):
+    data = str(tmp_path / "data")
+    assert main(["datasets", "generate", "toy", "mine", "--data-dir", data]) == 0
+    marker = tmp_path / "data" / "toy" / "mine" / "first"
+    marker.write_text("the first one")
+    capsys.readouterr()
+
+    assert main(["datasets", "generate", "toy", "mine", "--data-dir", data]) == 1
+    err = capsys.readouterr().err
+    assert "nip: error: the toy dataset 'mine' already exists" in err
+    assert "pass --overwrite to replace it" in err
+    assert marker.is_file() and len(builder_calls) == 1
+
+    args = ["datasets", "generate", "toy", "mine", "--data-dir", data, "--overwrite"]
+    assert main(args) == 0
+    assert not marker.exists()
+    assert (tmp_path / "data" / "toy" / "mine").is_dir()
+    assert len(builder_calls) == 2
+
+
+def test_a_failed_overwrite_keeps_the_old_dataset(
+    toy_plugin, builder_calls, tmp_path, monkeypatch, capsys
+):
+    import attrs
+
+    from nip_core.cli import datasets_cmd
+
+    data = str(tmp_path / "data")
+    assert main(["datasets", "generate", "toy", "mine", "--data-dir", data]) == 0
+    marker = tmp_path / "data" / "toy" / "mine" / "first"
+    marker.write_text("the first one")
+
+    def failing(name, data_dir, **options):
+        (data_dir / "toy" / name).mkdir(parents=True)
+        raise RuntimeError("generation failed half way")
+
+    spec = attrs.evolve(datasets_cmd._builder_spec("toy"), builder=failing)
+    monkeypatch.setattr(datasets_cmd, "_builder_spec", lambda scenario: spec)
+    args = ["datasets", "generate", "toy", "mine", "--data-dir", data, "--overwrite"]
+    with pytest.raises(RuntimeError, match="half way"):
+        main(args)
+    assert marker.read_text() == "the first one"
+    assert not (tmp_path / "data" / "toy" / ".mine.replaced").exists()
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", ""])
+def test_a_dataset_name_is_a_plain_name(toy_plugin, builder_calls, name, capsys):
+    assert main(["datasets", "generate", "toy", name]) == 1
+    assert "a dataset name is a plain directory name" in capsys.readouterr().err
+    assert builder_calls == []

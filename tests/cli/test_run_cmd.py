@@ -5,11 +5,11 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-from nip_core.cli import compose
 from nip_core.cli.main import main
 
 
@@ -120,55 +120,101 @@ def test_failed_jobs_are_summarised_and_the_rest_run(toy_plugin, monkeypatch, ca
     assert "[seed=2] failed: disk full" in err
 
 
-INSTALL_COMMAND = "pip install nip-plugin-graph-isomorphism nip-plugin-ppo"
-CHECKOUT_COMMAND = (
-    "pip install ./plugins/nip-plugin-graph-isomorphism ./plugins/nip-plugin-ppo"
-)
+def _installed_only(monkeypatch, *names: str) -> None:
+    """Pretend only these distributions are installed."""
+    import importlib.metadata
+
+    real = importlib.metadata.distribution
+
+    def distribution(name):
+        if name.startswith("nip-plugin-") and name not in names:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name) if not name.startswith("nip-plugin-") else object()
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
 
 
 def test_missing_scenario_plugin_says_what_to_install(
     plugin_manager, tmp_path, monkeypatch, capsys
 ):
-    monkeypatch.setattr(
-        compose, "first_party_plugins_missing", lambda: ["nip-plugin-graph-isomorphism"]
-    )
+    _installed_only(monkeypatch)
     monkeypatch.chdir(tmp_path)
     status = main(["run"])
     _, err = capsys.readouterr()
     assert status == 1
     assert "no scenario plugin is installed" in err
-    assert "Missing plugins: nip-plugin-graph-isomorphism." in err
-    assert INSTALL_COMMAND in err
-    assert CHECKOUT_COMMAND in err
+    for name in ("nip-plugin-graph-isomorphism", "nip-plugin-ppo"):
+        assert f"{name} is not installed; install it with: pip install {name}" in err
+        assert f"pip install -e ./plugins/{name}" in err
     assert "Traceback" not in err
 
 
-def test_missing_default_config_says_what_to_install(toy_plugin, monkeypatch, capsys):
-    monkeypatch.setattr(compose, "first_party_plugins_missing", lambda: [])
+def test_missing_default_config_names_the_plugin_that_lacks(
+    toy_plugin, monkeypatch, capsys
+):
+    _installed_only(monkeypatch, "nip-plugin-graph-isomorphism")
     (toy_plugin.config_dir / "default.yaml").unlink()
     status = main(["run"])
     _, err = capsys.readouterr()
     assert status == 1
     assert "there is no config named 'default'" in err
-    assert "may have failed to load: see `nip plugins`" in err
-    assert INSTALL_COMMAND in err
-    assert CHECKOUT_COMMAND in err
+    assert "nip-plugin-ppo is not installed; install it with" in err
+    # installed, but not loaded by this test's isolated plugin manager
+    assert "nip-plugin-graph-isomorphism is installed but its plugin was not" in err
 
 
-def test_first_party_plugins_missing_asks_the_installed_distributions(monkeypatch):
-    import importlib.metadata
+def _info(name, distribution, status="ok", error=None):
+    from nip_core.plugins import PluginInfo
 
-    installed = {"nip-plugin-ppo"}
+    return PluginInfo(name=name, distribution=distribution, status=status, error=error)
 
-    def distribution(name):
-        if name not in installed:
-            raise importlib.metadata.PackageNotFoundError(name)
-        return object()
 
-    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
-    assert compose.first_party_plugins_missing() == ["nip-plugin-graph-isomorphism"]
-    installed.add("nip-plugin-graph-isomorphism")
-    assert compose.first_party_plugins_missing() == []
+class _Manager:
+    def __init__(self, *infos):
+        self.infos = list(infos)
+
+    def plugin_infos(self):
+        return self.infos
+
+
+def test_a_disabled_or_broken_plugin_is_named_with_the_reason(monkeypatch):
+    from nip_core.plugin_catalogue import missing_key_hint, plugin_state
+
+    _installed_only(monkeypatch, "nip-plugin-ppo", "nip-plugin-graph-isomorphism")
+    manager = _Manager(
+        _info("graph_isomorphism", "nip-plugin-graph-isomorphism"),
+        _info("ppo", "nip_plugin_ppo", "disabled", "listed in NIP_DISABLED_PLUGINS"),
+    )
+    assert plugin_state("nip-plugin-graph-isomorphism", manager) == (
+        "nip-plugin-graph-isomorphism is installed and loaded"
+    )
+    hint = missing_key_hint("trainer", "vanilla_ppo", manager)
+    assert hint == (
+        "the trainer 'vanilla_ppo' comes with nip-plugin-ppo, which is installed but "
+        "its plugin 'ppo' is disabled (listed in NIP_DISABLED_PLUGINS); remove it "
+        "from that list to use it"
+    )
+    broken = _Manager(_info("ppo", "nip-plugin-ppo", "broken", "ImportError: torch"))
+    assert "failed to load: ImportError: torch" in plugin_state(
+        "nip-plugin-ppo", broken
+    )
+    assert missing_key_hint("trainer", "my_own_trainer", manager) is None
+
+
+def test_an_unknown_first_party_scenario_says_which_package_brings_it(
+    synthetic_scenario, monkeypatch
+):
+    from nip_core.errors import NipConfigError
+    from nip_core.parameters import HyperParameters
+
+    _installed_only(monkeypatch)
+    with pytest.raises(NipConfigError) as info:
+        HyperParameters("graph_isomorphism", "reinforce")
+    [problem] = [p for p in info.value.problems if p.path == "scenario"]
+    assert "comes with nip-plugin-graph-isomorphism, which is not installed" in (
+        problem.message
+    )
+    assert "pip install nip-plugin-graph-isomorphism" in problem.message
 
 
 def test_resume_passes_the_run_and_its_options(monkeypatch, capsys):
@@ -191,3 +237,64 @@ def test_resume_of_a_missing_run_is_reported_without_traceback(tmp_path, capsys)
     assert status == 1
     assert "no_such_run" in err
     assert "Traceback" not in err
+
+
+@pytest.fixture
+def torchrl_logger():
+    import logging
+
+    import torchrl  # noqa: F401 - installs its handler
+
+    logger = logging.getLogger("torchrl")
+    state = (list(logger.handlers), logger.propagate, logger.level)
+    if not logger.handlers:
+        # an earlier `nip run` in this process took TorchRL's own handler away
+        logger.addHandler(logging.StreamHandler(sys.stdout))
+        logger.propagate = False
+    yield logger
+    logger.handlers[:] = state[0]
+    logger.propagate, logger.level = state[1], state[2]
+
+
+def test_third_party_logging_goes_through_nip_quietly(
+    torchrl_logger, monkeypatch, capsys
+):
+    import logging
+
+    from nip_core.cli.main import configure_logging
+
+    assert torchrl_logger.handlers  # TorchRL's own (coloured, to stdout)
+    monkeypatch.delenv("NIP_LOG_LEVEL", raising=False)
+    configure_logging()
+    assert torchrl_logger.handlers == [] and torchrl_logger.propagate
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    keep = Keep()
+    logging.getLogger().addHandler(keep)
+    try:
+        torchrl_logger.info("Initialized LazyTensorStorage")
+        torchrl_logger.warning("something to know")
+        monkeypatch.setenv("NIP_LOG_LEVEL", "info")
+        configure_logging()
+        torchrl_logger.info("now shown")
+    finally:
+        logging.getLogger().removeHandler(keep)
+    assert [r.getMessage() for r in records] == ["something to know", "now shown"]
+    out, _ = capsys.readouterr()
+    assert "\x1b[" not in out
+
+
+def test_a_missing_hydra_launcher_names_its_package(toy_plugin, capsys):
+    status = main(["run", "-m", "-c", "toy/exp", "hydra/launcher=submitit_slurm"])
+    _, err = capsys.readouterr()
+    assert status == 2
+    assert "hydra/launcher/submitit_slurm is not installed" in err
+    assert "pip install 'hydra-submitit-launcher'" in err
+    assert "Traceback" not in err
+    from nip_core.cli.compose import HYDRA_PLUGIN_PACKAGES
+
+    assert HYDRA_PLUGIN_PACKAGES["hydra/launcher/joblib"] == "nip-core[joblib]"

@@ -8,6 +8,7 @@ import warnings
 import pytest
 from toy_plugin import DISTRIBUTION
 
+import nip_core
 from nip_core import hookimpl
 from nip_core.errors import NipConfigError
 from nip_core.parameters import (
@@ -37,7 +38,7 @@ def saved(**changes) -> dict:
 def test_meta_records_schema_versions_and_sources(toy):
     meta = saved()["_meta"]
     assert meta["schema_version"] == 1
-    assert meta["versions"] == {"nip-core": "0.1.0", DISTRIBUTION: "1.2.0"}
+    assert meta["versions"] == {"nip-core": nip_core.__version__, DISTRIBUTION: "1.2.0"}
     sources = meta["sources"]
     assert sources["scenario"] == DISTRIBUTION
     assert sources["trainer"] == DISTRIBUTION
@@ -51,7 +52,7 @@ def test_meta_versions_name_only_the_plugins_used(toy):
     hp = HyperParameters("toy", "reinforce", interaction_protocol="nip")
     meta = hp.to_dict()["_meta"]
     # the toy plugin still provides the scenario and two sections
-    assert meta["versions"] == {"nip-core": "0.1.0", DISTRIBUTION: "1.2.0"}
+    assert meta["versions"] == {"nip-core": nip_core.__version__, DISTRIBUTION: "1.2.0"}
     assert meta["sources"]["trainer"] == "nip-core"
     assert meta["sources"]["interaction_protocol"] == "nip-core"
 
@@ -641,3 +642,33 @@ def test_whole_original_dict_converts_and_says_what_changed(toy, version):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert HyperParameters.from_dict(hp.to_dict()) == hp
+
+
+def test_core_0_1_0_hands_the_two_class_reduction_over(synthetic_scenario):
+    """A run saved by nip-core 0.1.0 has the image-classification fields in
+    dataset_options; with no plugin to take them they are dropped, and said so."""
+    from nip_core.parameters import HyperParameters, ParameterMigrationWarning
+
+    saved = synthetic_scenario.hyper_params().to_dict()
+    saved["_meta"]["versions"]["nip-core"] = "0.1.0"
+    saved["dataset_options"].update(
+        binarification_method="merge",
+        selected_classes=None,
+        binarification_seed=None,
+        make_balanced=True,
+    )
+    with pytest.warns(ParameterMigrationWarning) as caught:
+        loaded = HyperParameters.from_dict(saved)
+    text = str(caught[0].message)
+    assert "dataset_options.make_balanced dropped: no installed plugin uses it" in text
+    assert loaded == synthetic_scenario.hyper_params()
+
+
+def test_the_originals_reinforce_keeps_its_clip_epsilon():
+    from nip_core.parameters.migrations import legacy_1_0_to_core
+
+    params, messages = legacy_1_0_to_core(
+        {"trainer": "reinforce", "ppo": {"clip_epsilon": 0.1}, "agents": {}}
+    )
+    assert params["reinforce"] == {"clip_epsilon": 0.1}
+    assert "reinforce.clip_epsilon set from ppo.clip_epsilon" in messages

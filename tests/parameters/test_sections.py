@@ -67,7 +67,12 @@ def test_other_section_defaults_are_the_original_ones():
         "learning_rate": 0.001,
         "body_lr_factor_override": False,
     }
-    assert attrs.asdict(ReinforceParameters()) == {"use_advantage_and_critic": False}
+    # clip_epsilon: the default of the original ppo.clip_epsilon, which its REINFORCE
+    # read
+    assert attrs.asdict(ReinforceParameters()) == {
+        "use_advantage_and_critic": False,
+        "clip_epsilon": 0.2,
+    }
     assert attrs.asdict(MessageRegressionParameters()) == {
         "enabled": False,
         "agents": None,

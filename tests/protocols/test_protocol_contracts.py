@@ -12,14 +12,17 @@ from nip_core.protocols.main_protocols import (
     DebateProtocolHandler,
     MerlinArthurProtocolHandler,
     MnipProtocolHandler,
-    MultiChannelTestProtocolHandler,
     NipProtocolHandler,
     SoloVerifierProtocolHandler,
 )
 from nip_core.records import ProtocolSpec
 from nip_core.testing.contracts.protocol import ProtocolContract
+from nip_core.testing.protocols import (
+    MULTI_CHANNEL_TEST_SPEC,
+    MultiChannelTestProtocolHandler,
+)
 
-SPECS = {spec.name: spec for spec in register_protocols()}
+SPECS = {spec.name: spec for spec in [*register_protocols(), MULTI_CHANNEL_TEST_SPEC]}
 
 
 def quietly(cls: type[ProtocolHandler], **sections) -> ProtocolHandler:

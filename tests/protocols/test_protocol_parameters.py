@@ -60,6 +60,7 @@ def test_two_prover_sections_fields_and_round_trip(cls: type) -> None:
     assert cls().to_dict() == {
         "max_message_rounds": 8,
         "min_message_rounds": 1,
+        "allow_unread_rounds": False,
         "sequential": False,
         "prover0_first": True,
         "randomize_channel_order": True,
@@ -67,6 +68,7 @@ def test_two_prover_sections_fields_and_round_trip(cls: type) -> None:
     assert [f.name for f in attrs.fields(cls)] == [
         "max_message_rounds",
         "min_message_rounds",
+        "allow_unread_rounds",
         "sequential",
         "prover0_first",
         "randomize_channel_order",
@@ -184,7 +186,6 @@ def test_sections_and_protocols_are_registered(plugin_manager) -> None:
         "merlin_arthur": ("prover0", "prover1", "verifier"),
         "mnip": ("prover0", "prover1", "verifier"),
         "solo_verifier": ("verifier",),
-        "multi_channel_test": ("prover0", "prover1", "prover2", "verifier"),
     }
     for name, agents in expected.items():
         assert protocols[name].agent_names == agents
@@ -192,3 +193,20 @@ def test_sections_and_protocols_are_registered(plugin_manager) -> None:
         assert protocols[name].data_worlds == ("tensor", "text")
     assert protocols["mnip"].parameter_section == "mnip_protocol"
     assert protocols["solo_verifier"].supports_zero_knowledge is False
+    # a test fixture, not a protocol users choose
+    assert "multi_channel_test" not in protocols
+
+
+def test_allow_unread_rounds_silences_the_unread_round_warning() -> None:
+    import warnings
+
+    from nip_core.protocols.base import ProtocolWarning
+    from nip_core.protocols.main_protocols import NipProtocolHandler
+
+    with pytest.warns(ProtocolWarning, match="round 7 of max_message_rounds=8"):
+        NipProtocolHandler.from_sections(nip_protocol={"max_message_rounds": 8})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        NipProtocolHandler.from_sections(
+            nip_protocol={"max_message_rounds": 8, "allow_unread_rounds": True}
+        )

@@ -22,10 +22,10 @@ from nip_core.protocols.main_protocols import (
     DebateProtocolHandler,
     MerlinArthurProtocolHandler,
     MnipProtocolHandler,
-    MultiChannelTestProtocolHandler,
     NipProtocolHandler,
     SoloVerifierProtocolHandler,
 )
+from nip_core.testing.protocols import MultiChannelTestProtocolHandler
 
 
 def build(cls: type[ProtocolHandler], **sections) -> ProtocolHandler:

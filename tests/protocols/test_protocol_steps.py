@@ -13,11 +13,11 @@ from nip_core.protocols.main_protocols import (
     DebateProtocolHandler,
     MerlinArthurProtocolHandler,
     MnipProtocolHandler,
-    MultiChannelTestProtocolHandler,
     NipProtocolHandler,
     SoloVerifierProtocolHandler,
 )
 from nip_core.testing.contracts.protocol import make_protocol_step_td
+from nip_core.testing.protocols import MultiChannelTestProtocolHandler
 
 # Distinct values, so every branch shows in the rewards
 REWARDS = {

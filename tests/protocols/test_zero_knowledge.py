@@ -12,7 +12,6 @@ from nip_core.errors import NipConfigError
 from nip_core.protocols.base import ProtocolParameterView, ProtocolWarning
 from nip_core.protocols.main_protocols import (
     DebateProtocolHandler,
-    MultiChannelTestProtocolHandler,
     NipProtocolHandler,
     SoloVerifierProtocolHandler,
 )
@@ -22,6 +21,7 @@ from nip_core.protocols.parameters import (
 )
 from nip_core.protocols.zero_knowledge import ZeroKnowledgeProtocolHandler
 from nip_core.testing.contracts.protocol import make_protocol_step_td
+from nip_core.testing.protocols import MultiChannelTestProtocolHandler
 
 R, A, C = 0, 1, 2
 REWARDS = {

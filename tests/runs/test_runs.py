@@ -55,7 +55,9 @@ def test_settings_from_dict_lists_every_problem():
     paths = sorted(p.path for p in info.value.problems)
     assert paths == ["run.checkpoint_period", "run.devcie", "run.wandb_mode"]
     unknown = next(p for p in info.value.problems if p.path == "run.devcie")
-    assert "device" in unknown.choices
+    assert "did you mean 'device'?" in unknown.message
+    mode = next(p for p in info.value.problems if p.path == "run.wandb_mode")
+    assert mode.choices == ("online", "offline", "disabled")
 
 
 def test_settings_hold_no_secrets(monkeypatch):
@@ -63,6 +65,14 @@ def test_settings_hold_no_secrets(monkeypatch):
     settings = ExperimentSettings(wandb_project="p")
     assert "secret-key-123" not in json.dumps(settings.to_dict())
     assert settings.resolved_wandb_mode() == "online" or os.environ.get("WANDB_MODE")
+    # a key pasted into a setting by mistake is redacted before it is saved
+    pasted = ExperimentSettings(
+        wandb_entity="secret-key-123", wandb_tags=["a", "secret-key-123"]
+    )
+    saved = pasted.to_dict()
+    assert "secret-key-123" not in json.dumps(saved)
+    assert saved["wandb_entity"] == "<WANDB_API_KEY>"
+    assert saved["wandb_tags"] == ["a", "<WANDB_API_KEY>"]
 
 
 def test_wandb_mode_resolution(monkeypatch, tmp_path):
@@ -358,3 +368,38 @@ def test_artifact_aliases_reach_only_loggers_that_take_them(tmp_path):
         ("old", "rollouts-aliases"),
         ("new", "rollouts-aliases", ()),
     ]
+
+
+def test_rollout_samples_hold_whole_episodes_only():
+    from tensordict import TensorDict
+
+    from nip_core.runs.rollouts import episodes_from_rollout
+
+    # two environments, 6 steps; episodes carry over from the previous iteration
+    rounds = torch.tensor([[2, 3, 0, 1, 0, 1], [0, 1, 2, 0, 1, 2]])
+    done = torch.tensor(
+        [
+            [False, True, False, True, False, False],
+            [False, False, True, False, False, True],
+        ]
+    )
+    rollout = TensorDict(
+        {
+            "round": rounds,
+            "value": torch.arange(12).reshape(2, 6),
+            "next": TensorDict({"done": done[..., None]}, [2, 6]),
+        },
+        [2, 6],
+    )
+    episodes = episodes_from_rollout(rollout, 10, iteration=3)
+    # env 0: steps 0-1 are the tail of an episode begun before; 2-3 whole; 4-5 cut
+    # env 1: 0-2 and 3-5 whole
+    assert [(e["env_index"], e["num_steps"]) for e in episodes] == [
+        (0, 2),
+        (1, 3),
+        (1, 3),
+    ]
+    assert [step["round"] for step in episodes[0]["steps"]] == [0, 1]
+    assert all(e["steps"][0]["round"] == 0 for e in episodes)
+    assert all(e["steps"][-1]["next.done"] == [True] for e in episodes)
+    assert len(episodes_from_rollout(rollout, 2, iteration=3)) == 2

@@ -11,8 +11,10 @@ from tensordict.nn import TensorDictModule
 from nip_core.scenario import keys as K
 from nip_core.scenario.distributions import (
     NipActionDistribution,
-    action_keys,
+    actor_out_keys,
     build_policy_actor,
+    pack_actions,
+    unpack_actions,
 )
 
 B, A, C, P, N = 2, 3, 2, 1, 4
@@ -115,7 +117,7 @@ def test_invalid_messages_get_no_probability():
     probs = dist.message_dist.probs
     assert (probs[..., 0][valid.any(-1)] == 0).all()
     assert torch.isfinite(dist.entropy()).all()
-    samples = dist.sample((200,))[0]
+    samples = dist.sample((200,))[1]
     assert not (samples[:, valid.any(-1)] == 0).any()
     # a sample's log-prob is finite; an invalid message on an active channel is -inf
     assert torch.isfinite(dist.log_prob(samples[0], torch.zeros(B, A))).all()
@@ -144,8 +146,9 @@ def test_decision_restriction():
 def test_log_prob_accepts_the_action_tensordict():
     message_logits, decision_logits, active, decision_mask = _inputs()
     dist = _dist(message_logits, decision_logits, active, decision_mask)
-    message, decision = dist.sample()
+    packed, message, decision = dist.sample()
     assert message.shape == (B, A, C, P) and decision.shape == (B, A)
+    assert packed.shape == (B, A, C * P + 1)
     td = TensorDict(
         {
             K.AGENTS: TensorDict(
@@ -155,7 +158,10 @@ def test_log_prob_accepts_the_action_tensordict():
         [B],
     )
     assert torch.equal(dist.log_prob(td), dist.log_prob(message, decision))
-    assert [m.shape for m in dist.mode] == [message.shape, decision.shape]
+    # the packed action, and a whole sample tuple, give the same
+    assert torch.equal(dist.log_prob(packed), dist.log_prob(message, decision))
+    assert torch.equal(dist.log_prob(packed, message, decision), dist.log_prob(packed))
+    assert [m.shape for m in dist.mode] == [packed.shape, message.shape, decision.shape]
 
 
 def test_policy_actor_writes_actions_and_per_agent_log_prob():
@@ -182,8 +188,12 @@ def test_policy_actor_writes_actions_and_per_agent_log_prob():
         [B],
     )
     out = actor(td)
-    for key in action_keys():
+    for key in actor_out_keys():
         assert key in out.keys(True, True)
+    assert torch.equal(
+        out[K.AGENTS, K.ACTION],
+        pack_actions(out[K.AGENTS, K.MESSAGE_SELECTED], out[K.AGENTS, K.DECISION]),
+    )
     log_prob = out[K.AGENTS, K.SAMPLE_LOG_PROB]
     assert log_prob.shape == (B, A)
     dist = _dist(message_logits, decision_logits, active, decision_mask)
@@ -191,3 +201,32 @@ def test_policy_actor_writes_actions_and_per_agent_log_prob():
         out[K.AGENTS, K.MESSAGE_SELECTED], out[K.AGENTS, K.DECISION]
     )
     assert torch.allclose(log_prob, expected)
+
+
+def test_pack_and_unpack_are_inverse_and_keep_the_linear_messages():
+    message = torch.randint(0, N, (B, A, C, P))
+    decision = torch.randint(0, 3, (B, A))
+    linear = torch.randint(0, 2, (B, A, C, P))
+    packed = pack_actions(message, decision, linear)
+    assert packed.shape == (B, A, 2 * C * P + 1)
+    back = unpack_actions(packed, C, P, linear=True)
+    expected = (message, decision, linear)
+    assert all(torch.equal(a, b) for a, b in zip(back, expected, strict=True))
+
+
+def test_kl_divergence_counts_only_the_choices_that_happen():
+    from torch.distributions import kl_divergence
+
+    message_logits, decision_logits, active, decision_mask = _inputs()
+    p = _dist(message_logits, decision_logits, active, decision_mask)
+    q = _dist(torch.randn_like(message_logits), decision_logits, active, decision_mask)
+    kl = kl_divergence(p, q)
+    assert kl.shape == (B, A)
+    assert torch.equal(kl, p.kl_divergence(q))
+    # decisions are equal: only active message choices differ
+    per_choice = kl_divergence(p.message_dist, q.message_dist)
+    expected = torch.where(p.counted_message_mask(per_choice), per_choice, 0).sum(
+        dim=(-1, -2)
+    )
+    assert torch.allclose(kl, expected)
+    assert (kl[~active.any(-1)] == 0).all()

@@ -49,7 +49,7 @@ def responder(verdict_round_marker: str = "last turn", verdict: str = "truth"):
 
 
 @pytest.fixture
-def play(register_plugin, tmp_path):
+def play(register_plugin, tmp_path, test_protocols):
     register_plugin(SYNTHETIC_TEXT_PLUGIN, name="synthetic_text")
     servers = []
 

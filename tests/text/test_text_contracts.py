@@ -50,7 +50,7 @@ class TestSyntheticTextScenarioContract(TextScenarioContract):
     )
 
     @pytest.fixture
-    def text_scenario_plugins(self, register_plugin):
+    def text_scenario_plugins(self, register_plugin, test_protocols):
         register_plugin(SYNTHETIC_TEXT_PLUGIN, name="synthetic_text")
 
     def make_hyper_params(self, protocol, server, **overrides):

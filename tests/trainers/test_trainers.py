@@ -321,3 +321,37 @@ def test_normalisation_statistics_match_a_stored_rollout(synthetic_scenario):
     mean, std = stats[key]
     torch.testing.assert_close(mean, values.mean(dim=dims).float())
     torch.testing.assert_close(std, values.std(dim=dims).float(), atol=1e-5, rtol=1e-4)
+
+
+def test_reinforce_clips_its_critic_by_its_own_epsilon(synthetic_scenario):
+    """REINFORCE reads its own section, never a PPO plugin's."""
+    hp = synthetic_scenario.hyper_params(
+        "nip",
+        rl={"clip_value": True},
+        reinforce={"use_advantage_and_critic": True, "clip_epsilon": 0.05},
+    )
+    trainer = prepare_experiment(hp, synthetic_scenario.settings()).trainer
+    assert trainer._clip_value() == 0.05
+    hp = synthetic_scenario.hyper_params("nip", rl={"clip_value": 0.3})
+    assert (
+        prepare_experiment(hp, synthetic_scenario.settings()).trainer._clip_value()
+        == 0.3
+    )
+
+
+def test_the_core_reads_no_plugin_section():
+    """No core module reads a section a plugin registers (ppo, spg, ...)."""
+    import re
+    from pathlib import Path
+
+    import nip_core
+
+    root = Path(nip_core.__file__).parent
+    pattern = re.compile(r"""(hyper_params|params)\s*(\.|,\s*["'])(ppo|spg)\b""")
+    offenders = [
+        f"{path.relative_to(root)}:{number}"
+        for path in root.rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert offenders == []

@@ -25,7 +25,7 @@ a checkout), override the ``scenario_plugin`` fixture to register it with the
 ``register_plugin`` fixture.
 
 The suite checks, for every protocol the scenario supports (and zero knowledge on
-the protocols that allow it):
+the protocols that allow it), the test protocol ``multi_channel_test`` included:
 
 - ``torchrl.envs.utils.check_env_specs`` passes;
 - reset gives fresh episodes of the declared shapes;
@@ -258,6 +258,27 @@ class ScenarioContract:
     def scenario_plugin(self) -> Iterator[None]:
         """Make the scenario available; override to register an uninstalled plugin."""
         yield None
+
+    @pytest.fixture(autouse=True)
+    def _test_protocols(self, scenario_plugin: Any) -> Iterator[None]:
+        """Check the scenario with the test protocol ``multi_channel_test`` too
+        (registered after the scenario, into the manager it was registered in)."""
+        from nip_core.plugins import get_plugin_manager
+        from nip_core.testing.protocols import (
+            TEST_PROTOCOLS_PLUGIN,
+            TEST_PROTOCOLS_PLUGIN_NAME,
+        )
+
+        manager = get_plugin_manager()
+        if manager.has_plugin(TEST_PROTOCOLS_PLUGIN_NAME):
+            yield None
+            return
+        manager.register(TEST_PROTOCOLS_PLUGIN, name=TEST_PROTOCOLS_PLUGIN_NAME)
+        try:
+            yield None
+        finally:
+            if manager.has_plugin(TEST_PROTOCOLS_PLUGIN_NAME):
+                manager.unregister(TEST_PROTOCOLS_PLUGIN_NAME)
 
     @pytest.fixture
     def scenario_settings(self, tmp_path: Any) -> Any:

@@ -30,7 +30,12 @@ The suite checks that
   declare, and trains nothing;
 - a run killed after an iteration and resumed with
   :func:`nip_core.experiment.resume_run` ends with the same metrics (timers aside)
-  and the same weights as a run never interrupted (CPU, same seed).
+  and the same weights as a run never interrupted (CPU, same seed);
+- a run interrupted by Ctrl-C (SIGINT) finishes the iteration it is in, saves a
+  checkpoint there and stops; resumed, it loses no iteration and ends as the
+  uninterrupted run;
+- a run whose newest checkpoint is truncated resumes from the one before, with a
+  :class:`~nip_core.errors.CheckpointWarning`, and ends as the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -56,6 +61,25 @@ def kill_after(iteration: int):
             raise KilledForTest(f"killed after iteration {iteration}")
 
     return callback
+
+
+def interrupt_after(iteration: int):
+    """An iteration callback that sends this process SIGINT (Ctrl-C) after
+    ``iteration``: the run should finish the next iteration, checkpoint and stop."""
+
+    def callback(trainer: Any, done_iteration: int, metrics: Mapping[str, Any]) -> None:
+        import signal
+
+        if done_iteration == iteration:
+            signal.raise_signal(signal.SIGINT)
+
+    return callback
+
+
+def truncate_file(path: Path) -> None:
+    """Cut a file to half its length, as a torn write leaves it."""
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[: len(data) // 2])
 
 
 def comparable_metrics(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -187,6 +211,78 @@ class TrainerContract:
         assert resumed.resumed_from == 2
 
         assert comparable_metrics(killed_dir.read_metrics()) == comparable_metrics(
+            RunDirectory(whole.run_dir).read_metrics()
+        )
+        assert_same_weights(
+            final_agent_weights(whole.run_dir), final_agent_weights(resumed.run_dir)
+        )
+
+    def test_interrupt_saves_a_checkpoint_and_resume_loses_no_iteration(
+        self, trainer_plugins: Any, tmp_path: Path
+    ) -> None:
+        from nip_core.errors import RunInterrupted
+        from nip_core.experiment import resume_run, run_experiment
+        from nip_core.runs.checkpoints import list_checkpoints
+        from nip_core.runs.run_dir import RunDirectory
+
+        n = self.num_iterations
+        # no periodic checkpoints: the one the interrupt saves is all there is
+        settings = self.make_settings(tmp_path, checkpoint_period=None)
+        whole = run_experiment(self.make_hyper_params(n), settings, run_id="whole")
+
+        with pytest.raises(RunInterrupted) as info:
+            run_experiment(
+                self.make_hyper_params(n),
+                settings,
+                run_id="interrupted",
+                callbacks=[interrupt_after(0)],
+            )
+        # Ctrl-C came after iteration 0: iteration 1 was finished and saved
+        assert info.value.checkpoint_iteration == 2, (
+            "Ctrl-C must stop the run at the end of an iteration, with a checkpoint: "
+            "call maybe_save_checkpoint after every iteration inside "
+            "checkpoint_on_interrupt()"
+        )
+        interrupted = RunDirectory(Path(settings.runs_dir) / "interrupted")
+        assert [i for i, _ in list_checkpoints(interrupted.checkpoints_dir)] == [2]
+        assert [r["step"] for r in interrupted.read_metrics()] == [0, 1]
+        assert interrupted.read_run_info()["status"] == "killed"
+
+        resumed = resume_run("interrupted", runs_dir=settings.runs_dir)
+        assert resumed.resumed_from == 2
+        assert comparable_metrics(interrupted.read_metrics()) == comparable_metrics(
+            RunDirectory(whole.run_dir).read_metrics()
+        )
+        assert_same_weights(
+            final_agent_weights(whole.run_dir), final_agent_weights(resumed.run_dir)
+        )
+
+    def test_a_truncated_checkpoint_falls_back_to_the_one_before(
+        self, trainer_plugins: Any, tmp_path: Path
+    ) -> None:
+        from nip_core.errors import CheckpointWarning
+        from nip_core.experiment import resume_run, run_experiment
+        from nip_core.runs.checkpoints import numbered_checkpoint_path
+        from nip_core.runs.run_dir import RunDirectory
+
+        n = self.num_iterations
+        settings = self.make_settings(tmp_path)
+        whole = run_experiment(self.make_hyper_params(n), settings, run_id="whole")
+        with pytest.raises(KilledForTest):
+            run_experiment(
+                self.make_hyper_params(n),
+                settings,
+                run_id="torn",
+                callbacks=[kill_after(1)],
+            )
+        torn = RunDirectory(Path(settings.runs_dir) / "torn")
+        truncate_file(numbered_checkpoint_path(torn.checkpoints_dir, 2))
+        truncate_file(torn.checkpoints_dir / "latest.pt")
+
+        with pytest.warns(CheckpointWarning, match="iteration 2 is trained again"):
+            resumed = resume_run("torn", runs_dir=settings.runs_dir)
+        assert resumed.resumed_from == 1
+        assert comparable_metrics(torn.read_metrics()) == comparable_metrics(
             RunDirectory(whole.run_dir).read_metrics()
         )
         assert_same_weights(

@@ -85,12 +85,33 @@ def test_entry_module_does_not_import_torch():
     assert result.stdout.strip() == "False"
 
 
-def test_installed_plugin_is_discovered_through_its_entry_point():
+def test_the_entry_point_is_discovered(tmp_path, monkeypatch):
+    """The entry point pyproject.toml declares loads the plugin.
+
+    Installed (``pip install .``), the plugin is found through its real
+    distribution; run from the source tree (``scripts/test.sh`` keeps the template
+    out of the environment), through a distribution written from pyproject.toml.
+    """
+    import tomllib
+
+    from nip_core.testing.fixtures import make_plugin_distribution
+
+    pyproject = tomllib.loads(
+        (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    )
+    declared = pyproject["project"]["entry-points"]["nip_core.plugins"]
     try:
         dist = importlib.metadata.distribution("nip-plugin-template")
     except importlib.metadata.PackageNotFoundError:
-        pytest.skip("nip-plugin-template is not installed (pip install -e .)")
+        site = tmp_path / "site"
+        make_plugin_distribution(
+            site, "nip-plugin-template", nip_plugin_template.__version__, declared
+        )
+        monkeypatch.syspath_prepend(str(site))
+        importlib.invalidate_caches()
+        dist = importlib.metadata.distribution("nip-plugin-template")
     (entry_point,) = [e for e in dist.entry_points if e.group == "nip_core.plugins"]
+    assert {entry_point.name: entry_point.value} == declared
     assert entry_point.value == "nip_plugin_template.plugin"
     pm = NipPluginManager(allow=[entry_point.name], environ={})
     assert pm.has_plugin(entry_point.name)

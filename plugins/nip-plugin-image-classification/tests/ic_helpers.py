@@ -6,6 +6,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from nip_core.parameters.agents import AgentsParameters, RandomAgentParameters
+from nip_core.parameters.dataset import DatasetParameters
 from nip_core.protocols.base import ProtocolParameterView
 from nip_core.protocols.factory import build_protocol_handler
 from nip_core.protocols.parameters import (
@@ -18,10 +19,7 @@ from nip_core.protocols.parameters import (
 from nip_plugin_image_classification.agent_parameters import (
     ImageClassificationAgentParameters,
 )
-from nip_plugin_image_classification.parameters import (
-    DatasetParameters,
-    ImageClassificationParameters,
-)
+from nip_plugin_image_classification.parameters import ImageClassificationParameters
 
 PROTOCOLS: tuple[str, ...] = (
     "nip",
@@ -32,6 +30,14 @@ PROTOCOLS: tuple[str, ...] = (
     "solo_verifier",
     "multi_channel_test",
 )
+
+
+def _split_options(options: dict) -> tuple[dict, dict]:
+    """Image-classification fields and ``dataset_options`` fields of one mapping."""
+    sizes = {
+        k: v for k, v in options.items() if k in ("max_train_size", "max_test_size")
+    }
+    return {k: v for k, v in options.items() if k not in sizes}, sizes
 
 
 def tiny_agent_params(**overrides: Any) -> ImageClassificationAgentParameters:
@@ -79,8 +85,9 @@ def make_hyper_params(
         image_classification=ImageClassificationParameters(
             num_block_groups=num_block_groups,
             initial_num_channels=initial_num_channels,
+            **_split_options(dataset_options)[0],
         ),
-        dataset_options=DatasetParameters(**dataset_options),
+        dataset_options=DatasetParameters(**_split_options(dataset_options)[1]),
         protocol_common=common,
         nip_protocol=nip,
         debate_protocol=debate,

@@ -87,6 +87,7 @@ CASES = [(p, False) for p in PROTOCOLS] + [
 ]
 
 
+@pytest.mark.usefixtures("test_protocols")  # multi_channel_test is a test fixture
 @pytest.mark.parametrize(("protocol", "zero_knowledge"), CASES)
 @pytest.mark.parametrize("block_type", ["conv2d", "residual_basic"])
 def test_combined_forward_shapes(tmp_path, protocol, zero_knowledge, block_type):

@@ -6,23 +6,11 @@ import warnings
 
 import attrs
 import pytest
-from nip_core.cli.compose import (
-    SearchDir,
-    build_experiment,
-    compose,
-    config_search_dirs,
-    hydra_app,
-    to_plain_dict,
-)
+from nip_core.testing.configs import compose_experiments, config_names
 
 import nip_plugin_image_classification.plugin as ic_plugin
 
-CONFIG_GROUP = ic_plugin.CONFIG_DIR / "image_classification"
-EXPERIMENTS = sorted(
-    f"image_classification/{path.stem}"
-    for path in CONFIG_GROUP.glob("*.yaml")
-    if not path.stem.endswith("_base")
-)
+EXPERIMENTS = config_names(ic_plugin.CONFIG_DIR, "image_classification")
 PROTOCOLS = ("nip", "adp", "debate", "merlin_arthur", "mnip")
 
 
@@ -42,16 +30,13 @@ def _ppo_installed() -> bool:
 
 
 def _compose(names, overrides=()):
-    search = [SearchDir("image_classification", ic_plugin.CONFIG_DIR)]
-    search += [d for d in config_search_dirs() if d.origin != "image_classification"]
-    results = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with hydra_app(search) as app:
-            for name in names:
-                config = to_plain_dict(compose(app, name, list(overrides)))
-                results[name] = build_experiment(config, config_name=name)
-    return results
+        return compose_experiments(
+            names,
+            *overrides,
+            first_dirs=[("image_classification", ic_plugin.CONFIG_DIR)],
+        )
 
 
 def test_every_protocol_and_trainer_has_a_config_on_both_datasets():
@@ -93,7 +78,7 @@ def test_ppo_ic_keeps_the_original_settings():
     assert hyper_params.dataset == "cifar10"
     assert hyper_params.trainer == "vanilla_ppo"
     assert hyper_params.seed == 8144
-    assert hyper_params.dataset_options.binarification_method == "select_two"
+    assert hyper_params.image_classification.binarification_method == "select_two"
     assert hyper_params.agents["prover"].num_blocks_per_group == 4
     assert hyper_params.agents["prover"].num_decider_layers == 3
     assert hyper_params.agents["prover"].pretrained_embeddings_model == "resnet18"

@@ -36,11 +36,12 @@ class TestImageClassificationContract(ScenarioContract):
             agents={
                 "_default": ImageClassificationAgentParameters.construct_test_params()
             },
-            image_classification={"num_block_groups": 2, "initial_num_channels": 2},
-            dataset_options={
+            image_classification={
+                "num_block_groups": 2,
+                "initial_num_channels": 2,
                 "binarification_method": "select_two",
-                "max_train_size": 16,
             },
+            dataset_options={"max_train_size": 16},
             # Short episodes keep the suite fast; 3 rounds end on a verifier turn.
             nip_protocol={"max_message_rounds": 3},
             debate_protocol={"max_message_rounds": 3},

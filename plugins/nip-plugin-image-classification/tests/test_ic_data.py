@@ -7,23 +7,24 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from nip_core.parameters.dataset import DatasetParameters
 
 from nip_plugin_image_classification.binarification import binarify
 from nip_plugin_image_classification.data import ImageClassificationDataset
 from nip_plugin_image_classification.datasets import load_raw_images
-from nip_plugin_image_classification.parameters import (
-    DatasetParameters,
-    ImageClassificationParameters,
-)
+from nip_plugin_image_classification.parameters import ImageClassificationParameters
 
 
-def make_hyper_params(**dataset_options):
+def make_hyper_params(**options):
+    sizes = {
+        k: options.pop(k) for k in ("max_train_size", "max_test_size") if k in options
+    }
     return SimpleNamespace(
         scenario="image_classification",
         dataset="digits",
         message_size=1,
-        dataset_options=DatasetParameters(**dataset_options),
-        image_classification=ImageClassificationParameters(),
+        dataset_options=DatasetParameters(**sizes),
+        image_classification=ImageClassificationParameters(**options),
     )
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import warnings
 
-from nip_core.parameters import HyperParameters
+import pytest
+from nip_core.parameters import HyperParameters, ParameterMigrationWarning
 
 from nip_plugin_image_classification.migrations import original_to_0_1
 
@@ -74,3 +75,53 @@ def test_an_original_library_dict_loads(ic_in_global_manager):
     assert hyper_params.agents["verifier"].num_blocks_per_group == 1
     assert hyper_params.agents["prover"].is_random
     assert any("num_conv_groups renamed" in str(w.message) for w in caught)
+
+
+def _saved_by_0_1_0(**dataset_options):
+    """A dict as nip-core 0.1.0 with this plugin 0.1.0 saved it."""
+    return {
+        "scenario": "image_classification",
+        "trainer": "solo_agent",
+        "dataset": "digits",
+        "image_classification": {"num_block_groups": 1, "initial_num_channels": 8},
+        "dataset_options": {
+            "binarification_method": "merge",
+            "selected_classes": None,
+            "binarification_seed": None,
+            "make_balanced": True,
+            "max_train_size": 64,
+            "max_test_size": None,
+            **dataset_options,
+        },
+        "agents": {"_default": {"num_blocks_per_group": 1}},
+        "_meta": {
+            "schema_version": 1,
+            "versions": {
+                "nip-core": "0.1.0",
+                "nip-plugin-image-classification": "0.1.0",
+            },
+            "sources": {"scenario": "nip-plugin-image-classification"},
+        },
+    }
+
+
+def test_the_two_class_reduction_moves_into_the_plugins_section(
+    ic_in_global_manager,
+):
+    saved = _saved_by_0_1_0(binarification_method="select_two", selected_classes=[3, 5])
+    with pytest.warns(ParameterMigrationWarning) as caught:
+        hyper_params = HyperParameters.from_dict(saved)
+    section = hyper_params.image_classification
+    assert section.binarification_method == "select_two"
+    assert section.selected_classes == (3, 5)
+    assert section.make_balanced is True
+    assert section.num_block_groups == 1
+    # the size caps stay in the core's section
+    assert hyper_params.dataset_options.max_train_size == 64
+    assert not hasattr(hyper_params.dataset_options, "binarification_method")
+    text = str(caught[0].message)
+    assert "moved to image_classification.binarification_method" in text
+    # and the migrated parameters save and load without another migration
+    again = hyper_params.to_dict()
+    assert "binarification_method" not in again["dataset_options"]
+    assert HyperParameters.from_dict(again) == hyper_params

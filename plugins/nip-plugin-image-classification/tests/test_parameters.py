@@ -8,22 +8,16 @@ from nip_core.errors import NipConfigError
 from nip_plugin_image_classification.agent_parameters import (
     ImageClassificationAgentParameters,
 )
-from nip_plugin_image_classification.parameters import (
-    DatasetParameters,
-    ImageClassificationParameters,
-)
+from nip_plugin_image_classification.parameters import ImageClassificationParameters
 
 
 def test_defaults_are_the_original_librarys():
-    assert ImageClassificationParameters() == ImageClassificationParameters(
-        num_block_groups=1, initial_num_channels=16
-    )
-    options = DatasetParameters()
+    options = ImageClassificationParameters()
+    assert (options.num_block_groups, options.initial_num_channels) == (1, 16)
     assert options.binarification_method == "merge"
     assert options.selected_classes is None
     assert options.binarification_seed is None
     assert options.make_balanced is True
-    assert options.max_train_size is None and options.max_test_size is None
     agent = ImageClassificationAgentParameters()
     assert (agent.activation_function, agent.building_block_type) == ("tanh", "conv2d")
     assert (agent.num_blocks_per_group, agent.kernel_size, agent.stride) == (2, 3, 1)
@@ -39,18 +33,21 @@ def test_defaults_are_the_original_librarys():
 
 
 def test_selected_classes_accepts_a_list_and_checks_it():
-    assert DatasetParameters(selected_classes=[2, 7]).selected_classes == (2, 7)
+    parameters = ImageClassificationParameters(selected_classes=[2, 7])
+    assert parameters.selected_classes == (2, 7)
     with pytest.raises(NipConfigError, match="selected_classes"):
-        DatasetParameters(selected_classes=(4, 4))
+        ImageClassificationParameters(selected_classes=(4, 4))
     with pytest.raises(NipConfigError, match="selected_classes"):
-        DatasetParameters(selected_classes=(1, 2, 3))
+        ImageClassificationParameters(selected_classes=(1, 2, 3))
 
 
 def test_every_bad_value_is_reported_at_once():
     with pytest.raises(NipConfigError) as info:
-        DatasetParameters(binarification_method="halves", max_train_size=0)
+        ImageClassificationParameters(
+            binarification_method="halves", num_block_groups=-1
+        )
     paths = {problem.path for problem in info.value.problems}
-    assert {"binarification_method", "max_train_size"} <= paths
+    assert {"binarification_method", "num_block_groups"} <= paths
 
 
 def test_agent_parameters_refuse_unknown_block_and_strides():
@@ -66,7 +63,7 @@ def test_round_trip_through_a_dict():
         building_block_type="residual_basic", num_blocks_per_group=3
     )
     assert ImageClassificationAgentParameters.from_dict(agent.to_dict()) == agent
-    options = DatasetParameters(
+    options = ImageClassificationParameters(
         binarification_method="select_two", selected_classes=(3, 5)
     )
-    assert DatasetParameters.from_dict(options.to_dict()) == options
+    assert ImageClassificationParameters.from_dict(options.to_dict()) == options

@@ -20,8 +20,11 @@ def test_solo_agent_on_digits_reaches_ninety_percent(tmp_path, register_plugin):
         interaction_protocol="solo_verifier",
         seed=11,
         # merge: classes {shuffled first half} against the rest, all ten digits used.
-        dataset_options={"binarification_method": "merge"},
-        image_classification={"num_block_groups": 1, "initial_num_channels": 8},
+        image_classification={
+            "binarification_method": "merge",
+            "num_block_groups": 1,
+            "initial_num_channels": 8,
+        },
         agents={
             "verifier": {
                 "num_blocks_per_group": 2,

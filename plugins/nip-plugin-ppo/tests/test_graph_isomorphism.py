@@ -26,9 +26,9 @@ def test_default_experiment_beats_majority_baseline(
     gi_plugins: Any, single_thread: Any, tmp_path: Any, monkeypatch: Any
 ) -> None:
     """The default experiment (`nip run`), cut to 40 iterations, learns."""
-    from nip_core.cli import compose as composer
     from nip_core.experiment import run_experiment
     from nip_core.runs.run_dir import RunDirectory
+    from nip_core.testing.configs import compose_experiment
 
     monkeypatch.chdir(tmp_path)
     overrides = [
@@ -39,9 +39,7 @@ def test_default_experiment_beats_majority_baseline(
         "run.show_progress=false",
         "run.checkpoint_period=null",
     ]
-    with composer.hydra_app() as app:
-        config = composer.to_plain_dict(composer.compose(app, "default", overrides))
-    hp, settings = composer.build_experiment(config, config_name="default")
+    hp, settings = compose_experiment("default", *overrides)
     assert (hp.scenario, hp.interaction_protocol, hp.trainer, hp.dataset) == (
         "graph_isomorphism",
         "nip",

@@ -11,23 +11,17 @@ import pytest
 def composed(register_plugin: Any, tmp_path: Any, monkeypatch: Any) -> Any:
     """``composed(name, *overrides, multirun=False)`` -> the plain config dict."""
     import nip_plugin_ppo.plugin
-    from nip_core.cli import compose as composer
+    from nip_core.testing.configs import compose_hydra_config
 
     register_plugin(nip_plugin_ppo.plugin, name="ppo")
     monkeypatch.chdir(tmp_path)  # no ./configs of the working tree
-
-    def compose(name: str, *overrides: str, multirun: bool = False) -> Any:
-        with composer.hydra_app() as app:
-            cfg = composer.compose(app, name, list(overrides), multirun=multirun)
-            return cfg
-
-    return compose
+    return compose_hydra_config
 
 
 def _plain(cfg: Any) -> dict[str, Any]:
-    from nip_core.cli.compose import to_plain_dict
+    from nip_core.testing.configs import plain_config
 
-    return to_plain_dict(cfg)
+    return plain_config(cfg)
 
 
 def test_ppo_gi_has_the_original_settings(composed: Any) -> None:
@@ -44,6 +38,8 @@ def test_ppo_gi_has_the_original_settings(composed: Any) -> None:
     for section in ("nip_protocol", "debate_protocol", "mnip_protocol"):
         assert config[section]["min_message_rounds"] == 3
         assert config[section]["max_message_rounds"] == 8
+        # the original's unread round 7, kept on purpose: no warning
+        assert config[section]["allow_unread_rounds"] is True
     agents = config["agents"]
     assert agents["_default"]["num_gnn_layers"] == 5  # the provers
     assert agents["verifier"]["num_gnn_layers"] == 2
@@ -83,7 +79,7 @@ def test_configs_validate_with_graph_isomorphism(
     gi = pytest.importorskip("nip_plugin_graph_isomorphism")
     plugin_module = pytest.importorskip(f"{gi.__name__}.plugin")
     register_plugin(plugin_module, name="graph_isomorphism")
-    from nip_core.cli.compose import build_experiment
+    from nip_core.testing.configs import compose_experiment
 
-    hyper_params, settings = build_experiment(_plain(composed(name)), config_name=name)
+    hyper_params, settings = compose_experiment(name)
     assert hyper_params.trainer == "vanilla_ppo"

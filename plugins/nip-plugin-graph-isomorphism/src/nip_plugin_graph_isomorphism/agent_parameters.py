@@ -33,6 +33,11 @@ class GraphIsomorphismAgentParameters(AgentParameters):
         Hidden width of each GIN layer's MLP.
     gnn_output_digits : int | None
         Round the GNN's output to this many decimal digits (``None``: no rounding).
+    gnn_implementation : {"dense", "sparse"}
+        How the GIN sums neighbours: ``dense``, a batched product with the padded
+        adjacency (fastest for the paper's 7-11 nodes); ``sparse``, torch_geometric
+        message passing over the edges (for graphs far larger and sparser). The same
+        function and parameters either way.
     use_dual_gnn : bool
         Run a second GIN with all-zero node features beside the one reading the
         message history, and concatenate their outputs.
@@ -88,6 +93,7 @@ class GraphIsomorphismAgentParameters(AgentParameters):
     gnn_output_digits: int | None = field(
         default=None, validator=v.optional(v.and_(v.instance_of(int), v.ge(0)))
     )
+    gnn_implementation: Literal["dense", "sparse"] = "dense"
     use_dual_gnn: bool = field(default=True, validator=v.instance_of(bool))
 
     num_heads: int = field(default=4, validator=_positive_int)

@@ -100,6 +100,78 @@ class DenseGin(nn.Module):
         return out.view(*node_mask.shape, packed.shape[-1])
 
 
+class SparseGin(DenseGin):
+    """The GIN of :class:`DenseGin`, with the neighbour sum as message passing.
+
+    The same layers and parameters (a state dict moves between the two unchanged),
+    and the same function to float tolerance; the neighbour sum runs over edge lists
+    with torch_geometric's :class:`~torch_geometric.nn.MessagePassing` (``"add"``
+    aggregation) instead of a batched product with the padded adjacency. The edge
+    list is read off the adjacency once per forward.
+
+    Per layer the dense product costs ``O(n² d)`` per graph of ``n`` padded nodes,
+    message passing ``O(E d)`` for ``E`` edges: the sparse body pays off for large
+    sparse graphs, the dense one for the paper's 7 to 11 nodes
+    (``benchmarks/gin_dense_vs_sparse.py`` measures where they cross). Choose it with
+    the agent parameter ``gnn_implementation: sparse``.
+    """
+
+    def __init__(self, d_in: int, d_gnn: int, d_hidden: int, num_layers: int, act: str):
+        super().__init__(d_in, d_gnn, d_hidden, num_layers, act)
+        self.neighbour_sum = NeighbourSum()
+
+    def forward(self, x: Tensor, adjacency: Tensor, node_mask: Tensor) -> Tensor:
+        rows = node_mask.numel()
+        real = node_mask.reshape(rows) != 0
+        real_index = real.nonzero().squeeze(1)
+        packed = x.reshape(rows, x.shape[-1]).index_select(0, real_index)
+        # edge (source -> target) for adjacency[..., target, source] != 0, so that
+        # the sum over sources is the dense ``adjacency @ h``
+        n = adjacency.shape[-1]
+        flat = adjacency.reshape(-1, n, n)
+        graph, target, source = flat.nonzero(as_tuple=True)
+        weight = flat[graph, target, source]
+        position = torch.full((rows,), -1, dtype=torch.long, device=x.device)
+        position[real_index] = torch.arange(real_index.numel(), device=x.device)
+        edge_index = torch.stack(
+            (position[graph * n + source], position[graph * n + target])
+        )
+        keep = (edge_index >= 0).all(0)  # edges to padding nodes carry nothing
+        edge_index, weight = edge_index[:, keep], weight[keep].to(packed.dtype)
+        for layer in self.layers:
+            neighbours = self.neighbour_sum(packed, edge_index, weight)
+            packed = self.act(
+                layer.mlp(torch.addcmul(neighbours, packed, 1 + layer.eps))
+            )
+        out = packed.new_zeros(rows, packed.shape[-1]).index_copy(0, real_index, packed)
+        return out.view(*node_mask.shape, packed.shape[-1])
+
+
+def NeighbourSum() -> nn.Module:  # noqa: N802 - a factory standing for a class
+    """``out[i] = Σ_j w_ij h_j`` over the edges ``j -> i``: torch_geometric's
+    message passing with ``"add"`` aggregation (imported on first use)."""
+    from torch_geometric.nn import MessagePassing
+
+    class _NeighbourSum(MessagePassing):
+        def __init__(self) -> None:
+            super().__init__(aggr="add")
+
+        def forward(self, x: Tensor, edge_index: Tensor, weight: Tensor) -> Tensor:
+            return self.propagate(edge_index, x=x, weight=weight)
+
+        def message(self, x_j: Tensor, weight: Tensor) -> Tensor:
+            return x_j * weight.unsqueeze(-1)
+
+    return _NeighbourSum()
+
+
+GIN_IMPLEMENTATIONS: dict[str, type[DenseGin]] = {
+    "dense": DenseGin,
+    "sparse": SparseGin,
+}
+"""The GIN of each value of the agent parameter ``gnn_implementation``."""
+
+
 class PairTransformer(nn.Module):
     """Transformer over ``[pooled token, nodes of graph 0, nodes of graph 1]``.
 
@@ -266,11 +338,10 @@ class GraphIsomorphismEncoder(nn.Module):
     def __init__(self, d_in: int, params) -> None:
         super().__init__()
         act = params.activation_function
-        self.gnn = DenseGin(
-            d_in, params.d_gnn, params.d_gin_mlp, params.num_gnn_layers, act
-        )
+        gin = GIN_IMPLEMENTATIONS[getattr(params, "gnn_implementation", "dense")]
+        self.gnn = gin(d_in, params.d_gnn, params.d_gin_mlp, params.num_gnn_layers, act)
         self.dual_gnn = (
-            DenseGin(1, params.d_gnn, params.d_gin_mlp, params.num_gnn_layers, act)
+            gin(1, params.d_gnn, params.d_gin_mlp, params.num_gnn_layers, act)
             if params.use_dual_gnn
             else None
         )

@@ -101,6 +101,12 @@ def register_dataset_builders() -> list[DatasetBuilderSpec]:
                     type=str,
                     help="convert the original library's dataset directory instead",
                 ),
+                BuilderOption(
+                    name="from_pyg",
+                    type=str,
+                    help="convert a torch.save file of torch_geometric graph pairs "
+                    "((Data, Data, label) tuples, or {'train': [...], 'test': [...]})",
+                ),
             ),
             description="Erdős–Rényi graph pairs with WL-score quotas (train + test).",
         )

@@ -14,7 +14,8 @@ and second graph):
 key            shape, dtype            meaning
 ============== ======================= =============================================
 ``edges_x``    ``(E_x, 2)`` uint8      undirected edges ``(i, j)``, ``i < j``, node
-                                       indices local to their graph
+                                       indices local to their graph (int32 for
+                                       graphs of more than 256 nodes)
 ``slices_x``   ``(P + 1,)`` int64      the edges of pair ``k`` are rows
                                        ``slices_x[k]:slices_x[k + 1]``
 ``sizes``      ``(P, 2)`` int16        node counts of the two graphs
@@ -114,7 +115,9 @@ def _to_edges(adjacency: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pair, row, col = np.nonzero(np.triu(adjacency, k=1))
     counts = np.bincount(pair, minlength=adjacency.shape[0])
     slices = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-    return np.stack((row, col), axis=1).astype(np.uint8), slices
+    # uint8 holds node indices of graphs up to 256 nodes (the paper's have 7 to 11)
+    dtype = np.uint8 if adjacency.shape[-1] <= 256 else np.int32
+    return np.stack((row, col), axis=1).astype(dtype), slices
 
 
 def _to_dense(edges: np.ndarray, slices: np.ndarray, max_nodes: int) -> np.ndarray:
@@ -283,6 +286,7 @@ def build_dataset(
     edge_probabilities: str | None = None,
     workers: int | None = None,
     from_original: str | None = None,
+    from_pyg: str | None = None,
     progress: bool = True,
 ) -> Path:
     """Generate (or convert) a dataset into ``data_dir / "graph_isomorphism" / name``.
@@ -309,6 +313,9 @@ def build_dataset(
         Convert the original library's dataset directory (with
         ``raw/train/data.pt`` and optionally ``raw/test/data.pt``) instead of
         generating.
+    from_pyg : str | None
+        Convert a ``torch.save`` file of torch_geometric graph pairs instead of
+        generating (see :mod:`nip_plugin_graph_isomorphism.pyg`).
     progress : bool
         Show progress bars.
     """
@@ -316,6 +323,10 @@ def build_dataset(
     command = " ".join(["nip", "datasets", "generate", "graph_isomorphism", name])
     if from_original:
         return _convert_original(Path(from_original), target)
+    if from_pyg:
+        from nip_plugin_graph_isomorphism.pyg import write_pyg_dataset
+
+        return write_pyg_dataset(Path(from_pyg), target)
 
     options_given = any(
         v is not None

@@ -1,3 +1,3 @@
 """nip plugin: the image classification scenario (datasets, environment, CNN agents)."""
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import attrs
 import numpy as np
-from nip_core.errors import NipConfigError
+from nip_core.errors import ConfigProblem, NipConfigError
 
 
 @attrs.frozen
@@ -88,7 +88,7 @@ def binarify(
     labels : numpy.ndarray
         The original class of every image of the split.
     method : {"merge", "select_two", "random"}
-        See :class:`~nip_plugin_image_classification.parameters.DatasetParameters`.
+        See ``binarification_method`` of the ``image_classification`` section.
     num_classes : int
         The number of original classes (``merge`` shuffles all of them, whether or
         not each occurs in this split).
@@ -110,8 +110,11 @@ def binarify(
     elif method == "select_two":
         if max(selected_classes) >= num_classes:
             raise NipConfigError(
-                f"dataset_options.selected_classes {tuple(selected_classes)} names a "
-                f"class outside 0..{num_classes - 1}"
+                ConfigProblem(
+                    "image_classification.selected_classes",
+                    f"names a class outside 0..{num_classes - 1}",
+                    tuple(selected_classes),
+                )
             )
         selection = select_two_classes(labels, selected_classes)
     elif method == "random":
@@ -121,8 +124,12 @@ def binarify(
         )
     else:
         raise NipConfigError(
-            f"dataset_options.binarification_method: unknown method {method!r}; "
-            "valid choices: merge, select_two, random"
+            ConfigProblem(
+                "image_classification.binarification_method",
+                "unknown method",
+                method,
+                ("merge", "select_two", "random"),
+            )
         )
     if make_balanced:
         # A different stream from the one `merge` / `random` drew from.

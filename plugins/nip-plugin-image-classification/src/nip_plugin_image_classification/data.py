@@ -4,7 +4,7 @@ Datapoints hold
 
 - ``"image"`` (``float32``, ``(image_channel, height, width)``, scaled to [-1, 1]);
 - ``"y"``: the two-class label (see
-  :class:`~nip_plugin_image_classification.parameters.DatasetParameters`);
+  :class:`~nip_plugin_image_classification.parameters.ImageClassificationParameters`);
 - ``"id"``: the index in the processed split;
 - ``"source_index"``: the index of the image in the original split (to trace a
   datapoint back to the raw data).
@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from nip_core.errors import NipConfigError
+from nip_core.parameters.dataset import DatasetParameters
 from nip_core.scenario.data import TensorDictDataset
 from tensordict import TensorDict
 
@@ -32,7 +33,6 @@ from nip_plugin_image_classification.datasets import (
     get_dataset_info,
     load_raw_images,
 )
-from nip_plugin_image_classification.parameters import DatasetParameters
 
 PROCESSING_VERSION = 1
 """Bumped whenever the processing below changes what it produces."""
@@ -57,7 +57,7 @@ def image_classification_options(hyper_params: Any) -> Any:
 def resolved_binarification(hyper_params: Any) -> dict[str, Any]:
     """The binarification actually applied, with the dataset's defaults filled in."""
     info = get_dataset_info(str(hyper_params.dataset))
-    options = dataset_options(hyper_params)
+    options = image_classification_options(hyper_params)
     selected = options.selected_classes or info.selected_classes
     seed = (
         options.binarification_seed
@@ -79,7 +79,8 @@ class ImageClassificationDataset(TensorDictDataset):
 
     The raw images are read by :func:`~nip_plugin_image_classification.datasets.
     load_raw_images` (downloaded through torchvision on first use when possible),
-    reduced to two classes, balanced and truncated as ``dataset_options`` says, and
+    reduced to two classes and balanced as the ``image_classification`` section says,
+    truncated as ``dataset_options`` says, and
     cached under the data directory keyed by everything that shapes the result.
     """
 

@@ -37,3 +37,42 @@ def original_to_0_1(params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
                     agent[new] = agent.pop(old)
                     changes.append(f"agents.{name}.{old} renamed to {new}")
     return params, changes
+
+
+BINARIFICATION_FIELDS: tuple[str, ...] = (
+    "binarification_method",
+    "selected_classes",
+    "binarification_seed",
+    "make_balanced",
+)
+"""The fields the core's ``dataset_options`` held up to nip-core 0.1.0."""
+
+
+def binarification_into_own_section(
+    params: dict[str, Any],
+) -> tuple[dict[str, Any], list[str]]:
+    """0.1.0 -> 0.1.1: the two-class reduction moves into ``image_classification``.
+
+    The core's own migration (nip-core 0.1.0 -> 0.1.1, which runs first) hands the
+    fields over from ``dataset_options``; a dict that still has them there (saved
+    by a core that had already moved on) gives them up the same way.
+    """
+    from nip_core.parameters.migrations import take_handover
+
+    params = copy.deepcopy(params)
+    moved = take_handover(params, "dataset_options")
+    options = params.get("dataset_options")
+    if isinstance(options, dict):
+        for key in BINARIFICATION_FIELDS:
+            if key in options:
+                moved[key] = options.pop(key)
+    if not moved:
+        return params, []
+    section = params.get("image_classification")
+    if not isinstance(section, dict):
+        section = params["image_classification"] = {}
+    changes = []
+    for key, value in moved.items():
+        section.setdefault(key, value)
+        changes.append(f"dataset_options.{key} moved to image_classification.{key}")
+    return params, changes

@@ -86,7 +86,8 @@ def register_agent_parts() -> list[AgentPartSpec]:
 
 @hookimpl
 def register_parameter_sections() -> list[ParameterSectionSpec]:
-    """The ``image_classification`` section (``dataset_options`` is the core's)."""
+    """The ``image_classification`` section: the data's two classes and the CNN
+    shape (the size caps are the core's ``dataset_options``)."""
     from nip_plugin_image_classification.parameters import (
         ImageClassificationParameters,
     )
@@ -95,7 +96,8 @@ def register_parameter_sections() -> list[ParameterSectionSpec]:
         ParameterSectionSpec(
             name="image_classification",
             parameters_class=ImageClassificationParameters,
-            description="CNN shape shared by image classification agents.",
+            description="Two-class reduction of the images, and the CNN shape "
+            "shared by image classification agents.",
         ),
     ]
 
@@ -135,7 +137,8 @@ def register_config_dirs() -> list[ConfigDirSpec]:
 
 @hookimpl
 def register_parameter_migrations() -> list[MigrationSpec]:
-    """Dicts of the original library: its early "conv group" names."""
+    """Dicts of the original library (its early "conv group" names), and of 0.1.0
+    (the two-class reduction was in the core's ``dataset_options``)."""
     return [
         MigrationSpec(
             component="nip-plugin-image-classification",
@@ -143,5 +146,12 @@ def register_parameter_migrations() -> list[MigrationSpec]:
             to_version="0.1.0",
             migrate=f"{PACKAGE}.migrations:original_to_0_1",
             description="num_conv_groups / num_convs_per_group renamed.",
-        )
+        ),
+        MigrationSpec(
+            component="nip-plugin-image-classification",
+            from_version="0.1.0",
+            to_version="0.1.1",
+            migrate=f"{PACKAGE}.migrations:binarification_into_own_section",
+            description="dataset_options.binarification_* into image_classification.",
+        ),
     ]

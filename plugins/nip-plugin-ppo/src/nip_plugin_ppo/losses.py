@@ -11,9 +11,10 @@
   :func:`~nip_plugin_ppo.stackelberg.stackelberg_update`, which turns them into the
   update directions of the SPG family.
 
-Importing this module registers the analytic KL divergence of
-:class:`~nip_core.scenario.distributions.NipActionDistribution` with
-:func:`torch.distributions.kl.register_kl` (the KL-penalty objective needs it).
+Both read the policy through the public API of nip-core's
+:class:`~nip_core.scenario.distributions.NipActionDistribution` (log-probability of
+the packed action, entropy, and the KL divergence nip-core registers with
+:func:`torch.distributions.kl_divergence`).
 """
 
 from __future__ import annotations
@@ -24,11 +25,10 @@ from typing import Any
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torch import Tensor, nn
-from torch.distributions import kl_divergence, register_kl
 from torchrl.data.replay_buffers.samplers import Sampler
 
 from nip_core.scenario import keys as K
-from nip_core.scenario.distributions import NipActionDistribution
+from nip_core.scenario.distributions import ACTION_KEY
 from nip_plugin_ppo.stackelberg import stackelberg_update
 
 ADVANTAGE_KEY = (K.AGENTS, "advantage")
@@ -40,32 +40,6 @@ TERMINATED_KEY = (K.AGENTS, K.TERMINATED)
 LOG_PROB_KEY = (K.AGENTS, K.SAMPLE_LOG_PROB)
 
 LOSS_KEYS = ("loss_objective", "loss_critic", "loss_entropy")
-
-
-# ----------------------------------------------------------------------------------
-# KL divergence of the masked action distribution
-
-
-@register_kl(NipActionDistribution, NipActionDistribution)
-def kl_nip_action_distributions(
-    p: NipActionDistribution, q: NipActionDistribution
-) -> Tensor:
-    """``KL(p || q)`` per agent, ``(*batch, A)``, over the actions that happen.
-
-    Both distributions describe the same states, so ``p``'s masks (active channels,
-    decisions that count) say which choices count. Masked-out messages (logit
-    ``-inf`` in both) contribute nothing.
-    """
-    message_kl = kl_divergence(p.message_dist, q.message_dist)
-    total = p._masked_sum(message_kl, p._position_mask(message_kl)).sum(dim=(-1, -2))
-    decision_kl = kl_divergence(p.decision_dist, q.decision_dist)
-    total = total + p._masked_sum(decision_kl, p.decision_mask)
-    if p.linear_message_dist is not None and q.linear_message_dist is not None:
-        linear_kl = kl_divergence(p.linear_message_dist, q.linear_message_dist)
-        total = total + p._masked_sum(linear_kl, p._position_mask(linear_kl)).sum(
-            dim=(-1, -2)
-        )
-    return total
 
 
 # ----------------------------------------------------------------------------------
@@ -220,7 +194,6 @@ def build_ppo_loss(
     *,
     loss_critic_type: str,
     clip_value: float | None,
-    action_keys: Sequence[Any],
 ) -> Any:
     """TorchRL's clipped or KL-penalty PPO loss, set up for nip's keys.
 
@@ -238,8 +211,6 @@ def build_ppo_loss(
         ``rl.loss_critic_type``.
     clip_value : float | None
         The clip range of the value prediction, or ``None``.
-    action_keys : Sequence[NestedKey]
-        The action keys the actor writes.
 
     Returns
     -------
@@ -278,7 +249,7 @@ def build_ppo_loss(
             **common,
         )
     loss.set_keys(
-        action=list(action_keys),
+        action=ACTION_KEY,
         sample_log_prob=LOG_PROB_KEY,
         value=VALUE_KEY,
         advantage=ADVANTAGE_KEY,

@@ -28,9 +28,14 @@ def _unit_interval(instance, attribute, value):
 
 
 def _sequence(value):
-    if value is None:
-        return None
-    return tuple(tuple(str(name) for name in group) for group in value)
+    """Lists of lists of names (YAML, JSON) become tuples; anything else is left for
+    the type check to refuse (a string would otherwise become one group per
+    letter)."""
+    if isinstance(value, list | tuple) and all(
+        isinstance(group, list | tuple) for group in value
+    ):
+        return tuple(tuple(group) for group in value)
+    return value
 
 
 @parameters_class

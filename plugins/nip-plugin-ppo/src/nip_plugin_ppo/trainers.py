@@ -61,7 +61,6 @@ class VanillaPpoTrainer(TensorDictRlTrainer):
         return shared_body_critic(self)
 
     def _get_loss_module_and_gae(self) -> tuple[Any, Any]:
-        from nip_core.scenario.distributions import action_keys
         from nip_plugin_ppo.losses import PerAgentPpoLoss, build_gae, build_ppo_loss
 
         rl = self.hyper_params.rl
@@ -71,9 +70,6 @@ class VanillaPpoTrainer(TensorDictRlTrainer):
             self.hyper_params.ppo,
             loss_critic_type=rl.loss_critic_type,
             clip_value=clip_value_of(self.hyper_params),
-            action_keys=action_keys(
-                bool(getattr(self.hyper_params, "include_linear_message_space", False))
-            ),
         )
         module = PerAgentPpoLoss(
             loss,

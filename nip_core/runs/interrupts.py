@@ -1,0 +1,86 @@
+"""Ctrl-C during training: finish the iteration, save a checkpoint, then stop.
+
+A run interrupted at an arbitrary instruction is in no state to save: an optimizer
+step may be half applied, a rollout half collected. While a trainer's training loop
+runs, :class:`DeferredInterrupt` therefore turns the first SIGINT into a request; the
+trainer sees it at the end of the iteration
+(:meth:`~nip_core.trainers.Trainer.maybe_save_checkpoint`), saves a checkpoint there
+and raises :class:`KeyboardInterrupt`. A second Ctrl-C stops at once.
+
+The handler is installed only in the main thread, and only over Python's default
+handler, so a debugger's or an application's own SIGINT handling is left alone.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, TextIO
+
+__all__ = ["DeferredInterrupt"]
+
+FIRST_INTERRUPT_MESSAGE = (
+    "nip: interrupted: stopping at the end of this iteration, once its checkpoint "
+    "is saved (press Ctrl-C again to stop at once and lose the iteration)"
+)
+
+
+class DeferredInterrupt:
+    """A context in which the first Ctrl-C is a request to stop, not an exception.
+
+    Parameters
+    ----------
+    on_leave : Callable[[], None] | None
+        Called when the context is left normally with a request pending (Ctrl-C
+        after the loop's last check): saves the checkpoint the request was promised,
+        before :class:`KeyboardInterrupt` is raised.
+    stream : TextIO | None
+        Where to say that the interrupt was received (standard error by default).
+    """
+
+    def __init__(
+        self,
+        on_leave: Callable[[], None] | None = None,
+        stream: TextIO | None = None,
+    ):
+        self.on_leave = on_leave
+        self.stream = stream
+        self.requested = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> DeferredInterrupt:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return self
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        self._installed = True
+        return self
+
+    def __exit__(self, exc_type: Any, *exc_info: Any) -> None:
+        self._restore()
+        if self.requested and exc_type is None:
+            if self.on_leave is not None:
+                self.on_leave()
+            raise KeyboardInterrupt
+
+    @property
+    def active(self) -> bool:
+        """Whether Ctrl-C is being deferred (the handler is installed)."""
+        return self._installed
+
+    def _restore(self) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            self._restore()
+            raise KeyboardInterrupt
+        self.requested = True
+        stream = self.stream if self.stream is not None else sys.stderr
+        print(f"\n{FIRST_INTERRUPT_MESSAGE}", file=stream, flush=True)
