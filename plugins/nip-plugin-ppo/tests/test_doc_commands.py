@@ -95,12 +95,21 @@ def installed(register_plugin: Any, tmp_path: Path, monkeypatch: Any) -> None:
 
     register_plugin(gi, name="graph_isomorphism")
     register_plugin(nip_plugin_ppo.plugin, name="ppo")
-    try:
-        import nip_plugin_image_classification.plugin as ic
-    except ImportError:
-        pass
-    else:
-        register_plugin(ic, name="image_classification")
+    import importlib
+
+    # the other first-party plugins whose configs the docs run, when installed
+    for name in (
+        "image_classification",
+        "code_validation",
+        "ei",
+        "malt",
+        "transformers",
+    ):
+        try:
+            module = importlib.import_module(f"nip_plugin_{name}.plugin")
+        except ImportError:
+            continue
+        register_plugin(module, name=name)
     monkeypatch.chdir(tmp_path)  # no ./configs of the working tree
 
 
