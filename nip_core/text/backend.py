@@ -32,6 +32,10 @@ name up before :meth:`~TextBackend.create_fine_tune_job` starts a new one, so a
 resumed run never starts a job twice. :meth:`~TextBackend.get_fine_tune_job` polls,
 :meth:`~TextBackend.cancel_fine_tune_job` cancels, and
 :meth:`~TextBackend.cleanup_fine_tune_job` deletes what was uploaded for the job.
+Requests carry a seed derived from the experiment's, so backends that can seed a
+job train the same model when a run is repeated or resumed; before the first
+rollouts, trainers ask :meth:`~TextBackend.check_fine_tune_model` whether the models
+they will fine-tune can be (a quantised local file cannot).
 
 This module imports neither torch nor any client library.
 """
@@ -198,12 +202,18 @@ class FineTuneRequest:
         :class:`PreferenceExample`).
     examples : tuple
         The training data.
+    seed : int | None
+        The seed of the job's randomness (data order, initialisation), derived by
+        the trainer from the experiment's seed, the iteration and the group, so a
+        rerun or a resumed run trains the same model; ``None``: the backend's choice.
+        Backends that cannot seed jobs ignore it.
     """
 
     name: str
     base_model: str
     method: FineTuneMethod
     examples: tuple[Any, ...] = attrs.field(converter=tuple)
+    seed: int | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.method not in ("supervised", "dpo"):
@@ -529,6 +539,15 @@ class TextBackend(ABC):
 
         Called once per model before the first rollouts, so a misspelt model name
         fails at once with a clear message, not after a batch of retries.
+        """
+
+    def check_fine_tune_model(self, model: str) -> None:  # noqa: B027 - optional
+        """Raise :class:`~nip_core.errors.BackendError` when ``model`` cannot be
+        fine-tuned (a quantised file, a model the endpoint does not tune).
+
+        Called once per model a trainer will fine-tune (groups that are not frozen),
+        after :meth:`check_model` and before the first rollouts, so the problem shows
+        before an iteration's sampling rather than after it.
         """
 
     # ----------------------------------------------------------------------------------

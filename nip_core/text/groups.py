@@ -145,7 +145,12 @@ class SharedModelGroup:
     # Fine-tuning
 
     def _create_job(
-        self, method: str, examples: Sequence[Any], run_id: str, iteration: int
+        self,
+        method: str,
+        examples: Sequence[Any],
+        run_id: str,
+        iteration: int,
+        seed: int | None = None,
     ) -> FineTuneJob:
         if self.frozen:
             raise BackendError(
@@ -162,7 +167,11 @@ class SharedModelGroup:
             )
             job = self.backend.create_fine_tune_job(
                 FineTuneRequest(
-                    name=name, base_model=base, method=method, examples=examples
+                    name=name,
+                    base_model=base,
+                    method=method,
+                    examples=examples,
+                    seed=seed,
                 )
             )
         self.state.job_id = job.id
@@ -176,9 +185,10 @@ class SharedModelGroup:
         *,
         run_id: str,
         iteration: int,
+        seed: int | None = None,
     ) -> FineTuneJob:
         """Start (or find) the group's supervised job on whole chats."""
-        return self._create_job("supervised", chats, run_id, iteration)
+        return self._create_job("supervised", chats, run_id, iteration, seed)
 
     def create_dpo_fine_tune_job(
         self,
@@ -186,9 +196,10 @@ class SharedModelGroup:
         *,
         run_id: str,
         iteration: int,
+        seed: int | None = None,
     ) -> FineTuneJob:
         """Start (or find) the group's preference (DPO) job."""
-        return self._create_job("dpo", pairs, run_id, iteration)
+        return self._create_job("dpo", pairs, run_id, iteration, seed)
 
     def get_fine_tune_job(self) -> FineTuneJob:
         """The state of the job in flight."""

@@ -375,6 +375,7 @@ class OpenAiBackend(TextBackend):
                             suffix=suffix,
                             metadata={JOB_METADATA_KEY: request.name},
                             method=self._method(request.method),
+                            **({} if request.seed is None else {"seed": request.seed}),
                         ),
                         f"creating fine-tune job {request.name!r}",
                     )

@@ -48,6 +48,7 @@ import attrs
 
 from nip_core.errors import BackendError, CheckpointError
 from nip_core.runs.io import atomic_write_json
+from nip_core.seeding import derive_seed
 from nip_core.text.analysis import (
     RolloutAnalyser,
     analyse_rollouts,
@@ -375,12 +376,21 @@ class PureTextRlTrainer(Trainer):
             self.train_environment, datapoint_indices, iteration
         )
 
-    def check_models(self) -> None:
-        """Ask each backend whether it knows its groups' current models (once)."""
+    def check_models(self, fine_tuning: bool = True) -> None:
+        """Ask each backend whether it knows its groups' current models and, when
+        ``fine_tuning``, whether it can fine-tune the models that the groups which
+        train start from (once)."""
         if self._checked_models:
             return
         for group in self.shared_model_groups.values():
             group.backend.check_model(group.model_name)
+            if fine_tuning and not group.frozen:
+                base = (
+                    group.state.base_model_name
+                    if group.fine_tune_from_scratch
+                    else group.model_name
+                )
+                group.backend.check_fine_tune_model(base)
         self._checked_models = True
 
     # ----------------------------------------------------------------------------------
@@ -560,6 +570,8 @@ class PureTextRlTrainer(Trainer):
         if group.state.job_id is not None:
             # created before a kill: the state remembers it
             return group.get_fine_tune_job()
+        iteration = self.state.iteration
+        seed = derive_seed(int(self.hyper_params.seed), f"fine_tune/{iteration}/{name}")
         if method == "dpo":
             pairs = [
                 e
@@ -568,10 +580,10 @@ class PureTextRlTrainer(Trainer):
                 for e in examples
             ]
             return group.create_dpo_fine_tune_job(
-                pairs, run_id=self.run_id, iteration=self.state.iteration
+                pairs, run_id=self.run_id, iteration=iteration, seed=seed
             )
         return group.create_supervised_fine_tune_job(
-            examples, run_id=self.run_id, iteration=self.state.iteration
+            examples, run_id=self.run_id, iteration=iteration, seed=seed
         )
 
     def _stage_await_fine_tune_jobs(self) -> str:
@@ -652,7 +664,7 @@ class PureTextRlTrainer(Trainer):
                     history[step] if step < len(history) else saved.model_name
                 )
             self._checked_models = False
-            self.check_models()
+            self.check_models(fine_tuning=False)
             self._run_test(step)
             self.state.base_run_state_artifact_version += 1
             self.save_state()

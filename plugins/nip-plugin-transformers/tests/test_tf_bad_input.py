@@ -1,0 +1,177 @@
+"""Bad input gets one clear message saying what to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tf_helpers import chat
+
+from nip_core.errors import BackendError, NipConfigError
+from nip_core.text.backend import FineTuneRequest, GenerationRequest
+
+
+def _generate(backend: Any, model: str) -> Any:
+    return backend.generate(
+        [
+            GenerationRequest(
+                model=model, messages=[{"role": "user", "content": "Hi."}], max_tokens=2
+            )
+        ]
+    )
+
+
+def test_a_model_path_that_does_not_exist(backend_factory: Any, tmp_path: Path) -> None:
+    backend = backend_factory()
+    missing = tmp_path / "no" / "such-model"
+    for call in (backend.check_model, lambda m: _generate(backend, m)):
+        with pytest.raises(BackendError) as error:
+            call(str(missing))
+        message = str(error.value)
+        assert "no such file or directory" in message
+        assert str(missing) in message
+        assert "SmolLM2-135M-Instruct" in message  # what to name instead
+
+
+def test_a_directory_without_a_model(backend_factory: Any, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "weights.gguf").write_bytes(b"")
+    with pytest.raises(BackendError, match="holds no model.*weights.gguf"):
+        backend_factory().check_model(str(tmp_path / "empty"))
+
+
+def test_a_hub_id_that_is_not_in_the_cache(
+    backend_factory: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(BackendError) as error:
+        backend_factory().check_model("someone/not-a-cached-model")
+    message = str(error.value)
+    assert "not a local path nor in the local Hugging Face cache" in message
+    assert "allow_downloads" in message
+
+
+def test_a_model_without_a_chat_template(
+    backend_factory: Any, no_template_model: Path
+) -> None:
+    backend = backend_factory()
+    for call in (backend.check_model, lambda m: _generate(backend, m)):
+        with pytest.raises(BackendError) as error:
+            call(str(no_template_model))
+        message = str(error.value)
+        assert "has no chat template" in message
+        assert "transformers_backend.chat_template" in message
+
+
+def test_a_chat_template_given_in_the_parameters(
+    backend_factory: Any, no_template_model: Path, tmp_path: Path
+) -> None:
+    from nip_plugin_transformers.testing import CHATML_TEMPLATE
+
+    template_file = tmp_path / "chatml.jinja"
+    template_file.write_text(CHATML_TEMPLATE)
+    for template in (CHATML_TEMPLATE, str(template_file)):
+        backend = backend_factory(chat_template=template)
+        backend.check_model(str(no_template_model))
+        [result] = _generate(backend, str(no_template_model))
+        assert result.completion_tokens == 2
+
+
+def test_a_gguf_file_given_for_fine_tuning(
+    backend_factory: Any, tmp_path: Path
+) -> None:
+    """Refused before any work (``check_fine_tune_model`` runs before the first
+    rollouts), with the two ways out."""
+    gguf = tmp_path / "model.Q4_0.gguf"
+    gguf.write_bytes(b"GGUF")
+    backend = backend_factory()
+    request = FineTuneRequest(
+        name="gguf",
+        base_model=str(gguf),
+        method="supervised",
+        examples=[chat("a", "b")],
+    )
+    for call in (
+        lambda: backend.check_fine_tune_model(str(gguf)),
+        lambda: backend.create_fine_tune_job(request),
+    ):
+        with pytest.raises(BackendError) as error:
+            call()
+        message = str(error.value)
+        assert "is a GGUF file, which cannot be fine-tuned" in message
+        assert "transformers_backend.convert_gguf: true" in message
+        assert "python -m nip_plugin_transformers convert" in message
+    assert not backend.jobs.root.exists() or not any(backend.jobs.root.iterdir())
+
+
+def test_supervised_examples_need_an_assistant_message(
+    backend_factory: Any, tiny_model: Path
+) -> None:
+    request = FineTuneRequest(
+        name="no-assistant",
+        base_model=str(tiny_model),
+        method="supervised",
+        examples=[[{"role": "user", "content": "Hi."}]],
+    )
+    with pytest.raises(BackendError, match="example 0 has no assistant message"):
+        backend_factory().create_fine_tune_job(request)
+
+
+def test_parameters_are_validated() -> None:
+    from nip_plugin_transformers.parameters import TransformersBackendParameters
+
+    with pytest.raises(NipConfigError) as error:
+        TransformersBackendParameters(lora="maybe", lora_rank=0, lora_dropout=1.5)
+    message = str(error.value)
+    for name in ("lora", "lora_rank", "lora_dropout"):
+        assert name in message
+
+
+def test_the_section_in_hyper_parameters(register_plugin: Any) -> None:
+    import nip_plugin_transformers.plugin
+    from nip_core.parameters import HyperParameters
+    from nip_core.testing.synthetic_text import SYNTHETIC_TEXT_PLUGIN
+
+    register_plugin(SYNTHETIC_TEXT_PLUGIN, name="synthetic_text")
+    register_plugin(nip_plugin_transformers.plugin, name="transformers")
+    base = {
+        "scenario": "synthetic_text",
+        "trainer": "synthetic_text_sft",
+        "interaction_protocol": "nip",
+        "text_backend": {"name": "transformers"},
+    }
+    params = HyperParameters(**base, transformers_backend={"lora": "on"})
+    assert params.transformers_backend.lora == "on"
+    assert HyperParameters.from_dict(params.to_dict()) == params
+    with pytest.raises(NipConfigError, match=r"transformers_backend\.lora_rank"):
+        HyperParameters(**base, transformers_backend={"lora_rank": 0})
+
+
+def test_a_run_with_a_missing_model_stops_before_sampling(
+    register_plugin: Any, tmp_path: Path
+) -> None:
+    import nip_plugin_transformers.plugin
+    from nip_core.experiment import run_experiment
+    from nip_core.parameters import HyperParameters
+    from nip_core.settings import ExperimentSettings
+    from nip_core.testing.synthetic_text import SYNTHETIC_TEXT_PLUGIN
+
+    register_plugin(SYNTHETIC_TEXT_PLUGIN, name="synthetic_text")
+    register_plugin(nip_plugin_transformers.plugin, name="transformers")
+    missing = str(tmp_path / "missing-model")
+    params = HyperParameters(
+        scenario="synthetic_text",
+        trainer="synthetic_text_sft",
+        interaction_protocol="nip",
+        text_backend={"name": "transformers"},
+        agents={"_default": {"model_name": missing}},
+    )
+    settings = ExperimentSettings(
+        runs_dir=str(tmp_path / "runs"),
+        cache_dir=str(tmp_path / "cache"),
+        show_progress=False,
+    )
+    with pytest.raises(BackendError, match="no such file or directory"):
+        run_experiment(params, settings, run_id="missing")
+    assert not list((tmp_path / "runs" / "missing" / "rollouts").glob("*.jsonl"))

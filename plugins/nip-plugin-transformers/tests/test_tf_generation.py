@@ -1,0 +1,153 @@
+"""Batched generation: seeds, batches, padding, sampling options, token limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nip_core.text.backend import GenerationRequest
+
+
+def _request(model: Path, text: str, **options: Any) -> GenerationRequest:
+    options.setdefault("max_tokens", 12)
+    return GenerationRequest(
+        model=str(model),
+        messages=[
+            {"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": text},
+        ],
+        **options,
+    )
+
+
+def _texts(results: list[Any]) -> list[str]:
+    return [choice.text for result in results for choice in result.choices]
+
+
+def test_seeded_sampling_does_not_depend_on_the_batch(
+    backend_factory: Any, tiny_model: Path
+) -> None:
+    backend = backend_factory(generation_batch_size=3)
+    requests = [
+        _request(tiny_model, "Hello " * (i + 1), seed=i, temperature=1.0)
+        for i in range(7)
+    ]
+    together = _texts(backend.generate(requests))
+    reversed_ = _texts(backend.generate(requests[::-1]))[::-1]
+    alone = [_texts(backend.generate([r]))[0] for r in requests]
+    assert together == reversed_ == alone
+    assert len(set(together)) == len(together), "different seeds, same samples"
+    other = backend_factory(generation_batch_size=16)
+    assert _texts(other.generate(requests)) == together
+
+
+def test_unseeded_requests_differ(backend_factory: Any, tiny_model: Path) -> None:
+    backend = backend_factory()
+    request = _request(tiny_model, "Tell a story.", temperature=1.0, max_tokens=24)
+    samples = {_texts(backend.generate([request]))[0] for _ in range(3)}
+    assert len(samples) > 1
+
+
+def test_n_choices_are_distinct_and_counted(
+    backend_factory: Any, tiny_model: Path
+) -> None:
+    backend = backend_factory()
+    [result] = backend.generate([_request(tiny_model, "Hi.", n=4, seed=3)])
+    assert len(result.choices) == 4
+    assert len({c.text for c in result.choices}) == 4
+    assert result.prompt_tokens > 0
+    assert result.completion_tokens == 4 * 12  # a random model never stops early
+
+
+def test_greedy_and_nucleus_limits(backend_factory: Any, tiny_model: Path) -> None:
+    backend = backend_factory()
+    greedy = [
+        _texts(backend.generate([_request(tiny_model, "Hi.", temperature=0, seed=s)]))
+        for s in (1, 2)
+    ]
+    assert greedy[0] == greedy[1]
+    # a nucleus this small keeps only the likeliest token: greedy decoding again
+    nucleus = _texts(
+        backend.generate([_request(tiny_model, "Hi.", temperature=1.5, top_p=1e-9)])
+    )
+    assert nucleus == greedy[0]
+
+
+def test_left_padding_gives_the_same_greedy_text(
+    backend_factory: Any, tiny_model: Path
+) -> None:
+    backend = backend_factory()
+    short = _request(tiny_model, "Hi.", temperature=0)
+    long = _request(tiny_model, "Say something about rivers. " * 20, temperature=0)
+    [alone] = _texts(backend.generate([short]))
+    padded = _texts(backend.generate([short, long]))
+    assert padded[0] == alone
+
+
+def test_token_limits_per_request(backend_factory: Any, tiny_model: Path) -> None:
+    backend = backend_factory()
+    results = backend.generate(
+        [
+            _request(tiny_model, "Write a long essay.", max_tokens=limit, seed=limit)
+            for limit in (1, 5, 9)
+        ]
+    )
+    for limit, result in zip((1, 5, 9), results, strict=True):
+        assert result.choice.finish_reason == "length"
+        assert result.choice.hit_token_limit
+        assert result.completion_tokens == limit
+
+
+def test_requests_for_several_models_in_one_call(
+    backend_factory: Any, tiny_model: Path, tmp_path: Path
+) -> None:
+    from nip_plugin_transformers.testing import tiny_chat_model
+
+    other = tiny_chat_model(tmp_path / "other", seed=1)
+    backend = backend_factory(max_loaded_models=1)
+    requests = [_request(model, "Hi.", seed=5) for model in (tiny_model, other) * 2]
+    texts = _texts(backend.generate(requests))
+    assert texts[0] == texts[2] and texts[1] == texts[3]
+    assert texts[0] != texts[1]
+    assert len(backend._bases) == 1  # the least recently used model was dropped
+
+
+def test_progress_counts_requests(backend_factory: Any, tiny_model: Path) -> None:
+    backend = backend_factory(generation_batch_size=2)
+    calls: list[int] = []
+    backend.generate(
+        [_request(tiny_model, "Hi.", n=2, seed=i) for i in range(3)], calls.append
+    )
+    assert sum(calls) == 3
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_dtype_setting(backend_factory: Any, tiny_model: Path, dtype: str) -> None:
+    import torch
+
+    backend = backend_factory(dtype=dtype)
+    backend.generate([_request(tiny_model, "Hi.", seed=0, max_tokens=2)])
+    [loaded] = backend._bases.values()
+    assert next(loaded.model.parameters()).dtype == getattr(torch, dtype)
+
+
+def test_auto_dtype_is_float32_on_cpu(backend_factory: Any) -> None:
+    import torch
+
+    assert backend_factory().dtype == torch.float32
+
+
+def test_default_token_limit_and_context(
+    backend_factory: Any, tiny_model: Path
+) -> None:
+    from nip_core.errors import BackendError
+
+    backend = backend_factory(max_new_tokens=3)
+    [result] = backend.generate([_request(tiny_model, "Hi.", max_tokens=None, seed=1)])
+    assert result.completion_tokens == 3
+    assert result.choice.finish_reason == "length"
+    too_long = _request(tiny_model, "river " * 2000, seed=1)
+    with pytest.raises(BackendError, match="does not fit the 1024-token context"):
+        backend.generate([too_long])
