@@ -39,6 +39,7 @@ import hashlib
 import json
 import random
 import re
+import socket
 import threading
 import time
 import uuid
@@ -246,7 +247,6 @@ class OpenAiTestServer:
     def kill(self) -> None:
         """Stop answering at once, as a crashed server would: close the listening
         socket and every open connection (requests in flight get no reply)."""
-        import socket
 
         self.killed = True
         self.stop()
@@ -295,6 +295,9 @@ class OpenAiTestServer:
 
             def setup(self) -> None:
                 super().setup()
+                # Headers and body are two writes: without this, Nagle's algorithm
+                # holds the body until the client's delayed ACK (40 ms a reply)
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 with server._lock:
                     server._connections.add(self.connection)
 

@@ -245,34 +245,52 @@ class OpenAiBackend(TextBackend):
         if request.n != 1:
             options["n"] = request.n
         what = f"a chat completion with model {request.model!r}"
+        messages = [dict(m) for m in request.messages]
+
+        async def complete(client: Any) -> dict[str, Any]:
+            # The client's own request path (its transport, auth, errors) with the
+            # body as plain JSON and the reply read as plain JSON: its typed
+            # transform of every request and parsing of every reply cost more CPU
+            # than the rest of a request, and rollouts at high concurrency are bound
+            # by the client's CPU time
+            reply = await client.post(
+                "/chat/completions",
+                body={"model": request.model, "messages": messages, **options},
+                cast_to=_raw_response_class(),
+            )
+            data = reply.json()
+            if not isinstance(data, dict):
+                raise json.JSONDecodeError("not a JSON object", "", 0)
+            return data
+
         server = await self._pick_server()
         try:
-            response = await self._call(
-                lambda client: client.chat.completions.create(
-                    model=request.model, messages=list(request.messages), **options
-                ),
-                what,
-                server,
-            )
+            response = await self._call(complete, what, server)
         finally:
             server.in_flight -= 1
-        choices = getattr(response, "choices", None)
-        if not choices or len(choices) < request.n:
+        choices = response.get("choices")
+        if not isinstance(choices, list) or len(choices) < request.n:
             raise RetryableBackendError(
                 f"{what}: malformed reply from {server.endpoint} (expected "
-                f"{request.n} choice(s), got {len(choices or [])})"
+                f"{request.n} choice(s), got "
+                f"{len(choices) if isinstance(choices, list) else 0})"
             )
         out = []
-        for choice in sorted(choices, key=lambda c: c.index or 0):
-            message = getattr(choice, "message", None)
-            text = getattr(message, "content", None) or ""
-            reason = choice.finish_reason or "stop"
-            out.append(GenerationChoice(text=text, finish_reason=str(reason)))
-        usage = getattr(response, "usage", None)
+        try:
+            for choice in sorted(choices, key=lambda c: c.get("index") or 0):
+                message = choice.get("message") or {}
+                text = message.get("content") or ""
+                reason = choice.get("finish_reason") or "stop"
+                out.append(GenerationChoice(text=str(text), finish_reason=str(reason)))
+        except (AttributeError, TypeError) as error:
+            raise RetryableBackendError(
+                f"{what}: malformed reply from {server.endpoint}"
+            ) from error
+        usage = response.get("usage") or {}
         return GenerationResult(
             choices=out,
-            prompt_tokens=getattr(usage, "prompt_tokens", None),
-            completion_tokens=getattr(usage, "completion_tokens", None),
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
         )
 
     def check_model(self, model: str) -> None:
@@ -476,6 +494,15 @@ class OpenAiBackend(TextBackend):
                 await self._delete_file(file_id)
 
         self.run_sync(cleanup())
+
+
+def _raw_response_class() -> type:
+    """The HTTP response class of the installed openai client (``cast_to`` it to
+    get the reply unparsed)."""
+    from openai import _base_client
+
+    module = getattr(_base_client, "httpx2", None) or _base_client.httpx
+    return module.Response
 
 
 class _Server:
