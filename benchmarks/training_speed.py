@@ -24,6 +24,16 @@ Usage::
     python benchmarks/training_speed.py --profile             # + cProfile top list
     python benchmarks/training_speed.py --torch-profile       # + torch operator table
     python benchmarks/training_speed.py --override rl.normalize_observations=false
+    python benchmarks/training_speed.py --repeats 3 --baseline HEAD~1   # A/B
+    python benchmarks/training_speed.py --repeats 3 --baseline-override X=false
+    python benchmarks/training_speed.py --device cuda                 # on a GPU
+
+Ratios are printed only between processes of the same invocation: ``--baseline``
+runs every case on another git revision's code as well (a worktree of it, first on
+the import path), ``--baseline-override`` with a switch changed, alternating process
+by process; the ratio is the median of the per-pair ratios. The original library's
+figures are printed beside the results with where and when they were measured, not
+divided into them. The load average is recorded with every process.
 
 The training loop is the core's (``TensorDictRlTrainer``): the benchmark builds it as
 ``train`` does (GAE without vmap, the training contexts entered) and calls its
@@ -36,6 +46,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -44,10 +55,22 @@ from pathlib import Path
 from typing import Any
 
 SETTINGS = ("ppo_gi", "default")
+# The original library, measured on this machine kind (2 CPU cores). Printed beside
+# the results with where and when they were taken, never divided into them: a ratio
+# is a result only between processes run in the same sitting (--baseline).
 REFERENCE = {
-    # The original library on a 2-core CPU machine at the ppo_gi settings (issue 5)
-    ("nip", "ppo_gi"): {"fps": 156.0, "peak_gb": 10.5},
-    ("debate", "ppo_gi"): {"fps": 87.0, "peak_gb": 17.0},
+    ("nip", "ppo_gi"): {
+        "fps": 188.0,
+        "peak_gb": 9.8,
+        "source": "the original library at v1.0.0 on its own pinned torch, "
+        "alternated process by process with this project (issue 15, 2026-12)",
+    },
+    ("debate", "ppo_gi"): {
+        "fps": 110.0,
+        "peak_gb": 17.9,
+        "source": "the original library at v1.0.0 on its own pinned torch, "
+        "alternated process by process with this project (issue 15, 2026-12)",
+    },
 }
 
 
@@ -64,19 +87,34 @@ def peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
-    """Measured float32 matmul throughput of this machine (GFLOP/s, best of runs)."""
+def matmul_gflops(size: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
+    """Measured float32 matmul throughput of this machine (GFLOP/s, best of runs).
+
+    On a GPU the product is 8192 × 8192 (2048 is too small to fill one) and timed
+    with the device synchronised; TF32 stays off, as in training."""
     import torch
 
-    a = torch.randn(size, size)
-    b = torch.randn(size, size)
+    if device != "cpu":
+        size = max(size, 8192)
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
     a @ b
     best = float("inf")
     for _ in range(repeats):
+        _synchronize(device)
         start = time.perf_counter()
         a @ b
+        _synchronize(device)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
+
+
+def _synchronize(device: str) -> None:
+    """Wait for the device's queued work (timers on a GPU measure nothing without)."""
+    if device != "cpu":
+        import torch
+
+        torch.cuda.synchronize(device)
 
 
 def _hyper_params(args: argparse.Namespace, protocol: str, setting: str) -> Any:
@@ -138,6 +176,7 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
         get_plugin_manager().register(SYNTHETIC_PLUGIN, name="synthetic")
     hp = _hyper_params(args, protocol, setting)
     settings = ExperimentSettings(
+        device=args.device,
         runs_dir=str(Path(args.workdir) / "runs"),
         data_dir=args.data_dir,
         cache_dir=str(Path(args.workdir) / "cache"),
@@ -188,15 +227,19 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
             profiler = profile()
             profiler.__enter__()
         faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        _synchronize(args.device)
         t0 = time.perf_counter()
         trainer.set_agents_mode(True)
         rollout, carry = trainer._collect(env, carry, steps)
+        _synchronize(args.device)
         t1 = time.perf_counter()
         trainer._prepare_rollout(rollout)
         with torch.no_grad():
             trainer.gae(rollout)
+        _synchronize(args.device)
         t2 = time.perf_counter()
         trainer._train_on_rollout(rollout, updates)
+        _synchronize(args.device)
         t3 = time.perf_counter()
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
         if profiler is not None and measured:
@@ -214,6 +257,9 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
             page_faults.append(faults)
 
     rss_after_training = peak_rss_bytes()
+    gpu_peak = (
+        torch.cuda.max_memory_allocated(args.device) if args.device != "cpu" else None
+    )
 
     # FLOPs of one collection and one update (counted, not timed)
     with FlopCounterMode(display=False) as counter:
@@ -249,6 +295,12 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
         # after it: the training loop's own peak is known when it stays below
         "peak_rss_before_normalization_gb": rss_before_normalization / 1e9,
         "peak_rss_after_normalization_gb": rss_after_normalization / 1e9,
+        "device": args.device,
+        "device_name": (
+            torch.cuda.get_device_name(args.device) if args.device != "cpu" else "cpu"
+        ),
+        # the GPU's allocator high-water mark during training (None on the CPU)
+        "peak_gpu_memory_gb": None if gpu_peak is None else gpu_peak / 1e9,
         "flops_per_frame": total_flops / frames,
         "collection_flops_per_frame": collection_flops / frames,
         "advantage_flops_per_frame": advantage_flops / frames,
@@ -271,7 +323,14 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
     return result
 
 
-def _spawn(args: argparse.Namespace, protocol: str, setting: str) -> dict[str, Any]:
+def _spawn(
+    args: argparse.Namespace,
+    protocol: str,
+    setting: str,
+    baseline: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One case in a fresh process; ``baseline`` runs it on the baseline's code
+    (its checkout first on the import path) and with its extra overrides."""
     command = [
         sys.executable,
         __file__,
@@ -288,6 +347,8 @@ def _spawn(args: argparse.Namespace, protocol: str, setting: str) -> dict[str, A
         str(args.threads),
         "--workdir",
         args.workdir,
+        "--device",
+        args.device,
     ]
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
@@ -295,16 +356,60 @@ def _spawn(args: argparse.Namespace, protocol: str, setting: str) -> dict[str, A
         command.append("--profile")
     if args.torch_profile:
         command.append("--torch-profile")
-    if args.override:
-        command += ["--override", *args.override]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    overrides = [*args.override, *(baseline or {}).get("overrides", [])]
+    if overrides:
+        command += ["--override", *overrides]
+    env = None
+    if baseline and baseline.get("pythonpath"):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [*baseline["pythonpath"], *filter(None, [env.get("PYTHONPATH")])]
+        )
+    load_before = _load_average()
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    load_after = _load_average()
     if done.returncode != 0:
         return {
             "protocol": protocol,
             "setting": setting,
             "error": done.stderr.strip().splitlines()[-5:],
         }
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["load_average_before"] = load_before
+    result["load_average_after"] = load_after
+    return result
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average (another job on the cores ruins a measurement)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def _baseline_checkout(revision: str, workdir: str) -> list[str]:
+    """The import path of ``revision``'s code: a detached git worktree of it (made
+    once under ``workdir``), its core and every plugin's ``src``."""
+    root = Path(__file__).resolve().parent.parent
+    commit = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--verify", f"{revision}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if commit.returncode != 0:
+        raise SystemExit(f"--baseline: {revision!r} is not a commit of {root}")
+    sha = commit.stdout.strip()
+    tree = Path(workdir) / f"baseline-{sha[:12]}"
+    if not tree.exists():
+        tree.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["git", "-C", str(root), "worktree", "add", "--detach", str(tree), sha],
+            check=True,
+            capture_output=True,
+        )
+    return [str(tree), *sorted(str(p) for p in tree.glob("plugins/*/src"))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,6 +428,11 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=1,
         help="torch threads (1: steady on a busy machine)",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="run.device of the cases: cpu, cuda, cuda:N (the matmul reference too)",
     )
     parser.add_argument("--workdir", default="/tmp/nip-benchmark")
     parser.add_argument("--data-dir", default=None)
@@ -344,6 +454,19 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="processes per case, run round-robin; figures are their medians",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="REVISION",
+        help="also run every case on this git revision's code (a worktree under "
+        "--workdir), interleaved process by process, and report the ratios",
+    )
+    parser.add_argument(
+        "--baseline-override",
+        nargs="*",
+        default=[],
+        help="the baseline's extra Hydra overrides (a switch turned off); with no "
+        "--baseline the baseline is today's code with these overrides",
+    )
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--single", nargs=2, metavar=("PROTOCOL", "SETTING"))
     args = parser.parse_args(argv)
@@ -352,29 +475,86 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_case(args, *args.single)))
         return 0
 
-    peak = matmul_gflops()
+    peak = matmul_gflops(device=args.device)
+    baseline: dict[str, Any] | None = None
+    if args.baseline or args.baseline_override:
+        baseline = {
+            "pythonpath": (
+                _baseline_checkout(args.baseline, args.workdir) if args.baseline else []
+            ),
+            "overrides": list(args.baseline_override),
+            "label": " ".join(
+                filter(
+                    None,
+                    [
+                        args.baseline and f"revision {args.baseline}",
+                        args.baseline_override
+                        and "with " + " ".join(args.baseline_override),
+                    ],
+                )
+            ),
+        }
+    print(f"load average at the start: {_load_average()}", flush=True)
     cases = [(p, st) for st in args.settings for p in args.protocols]
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {case: [] for case in cases}
+    base_runs: dict[tuple[str, str], list[dict[str, Any]]] = {c: [] for c in cases}
     for repeat in range(args.repeats):
         for protocol, setting in cases:
+            # this code and the baseline alternate process by process, so a burst of
+            # load on the machine hits both alike
             result = _spawn(args, protocol, setting)
             runs[(protocol, setting)].append(result)
-            if args.repeats > 1:
+            if args.repeats > 1 or baseline:
                 print(f"  [{repeat + 1}/{args.repeats}] " + _row(result), flush=True)
+            if baseline:
+                base = _spawn(args, protocol, setting, baseline)
+                base_runs[(protocol, setting)].append(base)
+                print(
+                    f"  [{repeat + 1}/{args.repeats}] baseline " + _row(base),
+                    flush=True,
+                )
     results = []
     for (protocol, setting), case_runs in runs.items():
         result = _combine(case_runs)
         result["matmul_gflops"] = peak
         if "achieved_gflops" in result:
             result["fraction_of_matmul_peak"] = result["achieved_gflops"] / peak
-        reference = REFERENCE.get((protocol, setting))
-        if reference and "fps" in result and args.scenario == "graph_isomorphism":
-            result["speedup_vs_original"] = result["fps"] / reference["fps"]
+        if baseline:
+            result["baseline"] = _combine(base_runs[(protocol, setting)])
+            result["baseline"]["label"] = baseline["label"]
+            pairs = [
+                mine["fps"] / theirs["fps"]
+                for mine, theirs in zip(
+                    case_runs, base_runs[(protocol, setting)], strict=True
+                )
+                if "fps" in mine and "fps" in theirs
+            ]
+            if pairs:
+                result["speedup_vs_baseline"] = statistics.median(pairs)
+                result["speedup_vs_baseline_per_pair"] = pairs
         results.append(result)
         print(_row(result), flush=True)
+        if "speedup_vs_baseline" in result:
+            print(
+                f"{'':>18}vs {baseline['label']}: "
+                f"{result['baseline'].get('fps', float('nan')):.1f} frames/s, "
+                f"{result['speedup_vs_baseline']:.2f}x (median of process pairs: "
+                + ", ".join(f"{r:.2f}" for r in result["speedup_vs_baseline_per_pair"])
+                + ")",
+                flush=True,
+            )
+        reference = REFERENCE.get((protocol, setting))
+        if reference and args.scenario == "graph_isomorphism":
+            print(
+                f"{'':>18}reference, not measured now: {reference['fps']:.0f} frames/s "
+                f"and {reference['peak_gb']} GB peak for {reference['source']}",
+                flush=True,
+            )
         if "profile" in result:
             print(result["profile"])
-    print(f"float32 matmul throughput of this machine: {peak:.1f} GFLOP/s")
+    where = "this machine" if args.device == "cpu" else args.device
+    print(f"float32 matmul throughput of {where}: {peak:.1f} GFLOP/s")
+    print(f"load average at the end: {_load_average()}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
@@ -405,7 +585,12 @@ def _row(r: dict[str, Any]) -> str:
         f"update {r['median_update_s']:.2f})  peak {r['peak_rss_gb']:.2f} GB "
         f"(before normalisation {r['peak_rss_before_normalization_gb']:.2f}, after "
         f"{r['peak_rss_after_normalization_gb']:.2f})  "
-        f"{r['flops_per_frame'] / 1e6:.2f} MFLOP/frame  "
+        + (
+            f"GPU peak {r['peak_gpu_memory_gb']:.2f} GB on {r['device_name']}  "
+            if r.get("peak_gpu_memory_gb") is not None
+            else ""
+        )
+        + f"{r['flops_per_frame'] / 1e6:.2f} MFLOP/frame  "
         f"{100 * r.get('fraction_of_matmul_peak', 0):.1f}% of matmul peak  "
         f"{r['median_page_faults_per_iteration'] / 1e3:.0f}k page faults/iteration"
         + (
@@ -416,8 +601,8 @@ def _row(r: dict[str, Any]) -> str:
             else ""
         )
         + (
-            f"  {r['speedup_vs_original']:.1f}x the original"
-            if "speedup_vs_original" in r
+            f"  load {r['load_average_before']:.2f}"
+            if r.get("load_average_before") is not None
             else ""
         )
     )
