@@ -3,14 +3,15 @@ latency, at several concurrency limits.
 
 A local OpenAI-compatible server (``python -m nip_core.testing.openai_server``, a
 separate process, scripted model of the synthetic text scenario) answers every
-request after ``--latency`` seconds. Each case samples ``--episodes`` episodes of the
-synthetic text scenario under ``nip`` (3 rounds: 2 verifier turns and 1 prover
-turn) through the ``openai`` backend with ``text_backend.max_concurrency`` = c, at
-least 8 episodes per slot. A client that keeps c requests in flight at all times
-reaches c / latency requests per second: the *concurrency bound*. The figure of
-merit is the achieved fraction of it. (An episode's turns depend on each other, so
-the last episodes of a batch cannot fill every slot: even a client with no overhead
-stays some way below the bound, about 0.6 s of the run with 3 turns of 0.2 s.)
+request after ``--latency`` seconds. Each case samples ``--episodes`` episodes of
+the synthetic text scenario under ``nip`` (3 rounds: 2 verifier turns and 1 prover
+turn) through the ``openai`` backend with ``text_backend.max_concurrency`` = c,
+``--episodes-per-slot`` episodes per slot. A client that keeps c requests in flight
+at all times reaches c / latency requests per second: the *concurrency bound*. The
+figure of merit is the achieved fraction of it. (An episode's turns depend on each
+other, so the last episodes of a batch cannot fill every slot: even a client with no
+overhead stays some way below the bound, about 0.6 s of the run with 3 turns of 0.2
+s; with ``--episodes-per-slot`` 32, the default, that tail is about 3 % of the run.)
 
 Each case runs in its own process, cases round-robin over ``--repeats`` processes
 (so a burst of load hits every case alike); the table gives medians and the load
@@ -87,6 +88,14 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--episodes", type=int, default=64)
+    parser.add_argument(
+        "--episodes-per-slot",
+        type=int,
+        default=32,
+        help="episodes per concurrency slot (concurrency > 1): the dependent turns "
+        "of the last episodes leave slots empty, a tail that more episodes make a "
+        "smaller part of the run",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", help="write the results to this file")
     parser.add_argument("--case", nargs=3, metavar=("URL", "C", "EPISODES"))
@@ -116,10 +125,11 @@ def main() -> None:
         for _ in range(args.repeats):
             for concurrency in args.concurrency:
                 # Episodes are chains of dependent turns: the last ones leave slots
-                # empty, so each case gets 8 episodes per slot (the tail is then a
-                # small part of the time); at concurrency 1 a few episodes do
+                # empty, so each case gets --episodes-per-slot episodes per slot
+                # (the tail is then a small part of the time); at concurrency 1 a
+                # few episodes do
                 episodes = (
-                    max(args.episodes, 8 * concurrency)
+                    max(args.episodes, args.episodes_per_slot * concurrency)
                     if concurrency > 1
                     else min(args.episodes, 8)
                 )
