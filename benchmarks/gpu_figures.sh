@@ -3,7 +3,18 @@
 # cannot reach a package index (its image has torch, transformers and peft).
 #
 # Prepare here (the machine it runs on gets the working tree plus the carried paths):
-#   .whl/        wheels of what the image lacks, for its Python (see README.md, "GPU")
+#   .whl/        wheels of what the image lacks, for its Python (3.12 there), e.g.
+#                pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#                  --implementation cp --platform manylinux_2_28_x86_64 \
+#                  --platform manylinux_2_17_x86_64 -d .whl tensordict==0.14.3 \
+#                  torchrl==0.14.1 hoptorch pyvers orjson importlib_metadata \
+#                  hydra-core==1.3.8 omegaconf==2.3.1 cattrs trl==1.16.0 datasets \
+#                  dill multiprocess gguf
+#                plus a wheel of antlr4-python3-runtime==4.9.3 (`pip wheel`; sdist
+#                only). Its transformers was 5.17 on 2026-12-04: the plugin's
+#                fine-tuning needs 5.25, so carry transformers 5.25 with
+#                huggingface_hub 2.4 and their new dependencies for the fine-tune
+#                figures (the generation figures ran on 5.17).
 #   .devcarry/   data/graph_isomorphism/eru10000 (nip datasets generate ...), and
 #                smollm2-config/ (config and tokenizer files of the converted
 #                SmolLM2-135M-Instruct; the weights are too large to carry, so the
