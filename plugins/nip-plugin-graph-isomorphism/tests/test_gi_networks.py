@@ -44,3 +44,44 @@ def test_packed_gin_matches_the_dense_gin_and_zeroes_padding(num_layers) -> None
     )
     for got, want in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(got, want)
+
+
+def test_attention_mask_blocks_exactly_what_the_docstring_says():
+    """Pair token (position 0) sees every real node and itself; a node sees the
+    pair token and the other graph's real nodes, never its own graph or padding."""
+    from nip_plugin_graph_isomorphism.networks import PairTransformer
+
+    # two graphs of 2 padded nodes; graph 0's second node is padding
+    node_mask = torch.tensor([[[1.0, 0.0], [1.0, 1.0]]])
+    blocked = PairTransformer.attention_mask(None, node_mask)[0]
+    allowed = ~blocked
+    expected = torch.tensor(
+        [
+            # to: pair, g0n0, g0n1(pad), g1n0, g1n1
+            [True, True, False, True, True],  # from the pair token
+            [True, False, False, True, True],  # from g0n0
+            [True, False, False, True, True],  # from g0n1 (padding; never read)
+            [True, True, False, False, False],  # from g1n0
+            [True, True, False, False, False],  # from g1n1
+        ]
+    )
+    assert torch.equal(allowed, expected)
+
+
+@pytest.mark.slow
+def test_pair_transformer_compiles_to_the_same_function():
+    """torch.compile (inductor) lowers the transformer, masks included, and computes
+    the eager function to float tolerance (it once failed on the boolean mask)."""
+    from nip_plugin_graph_isomorphism.networks import PairTransformer
+
+    torch.manual_seed(0)
+    transformer = PairTransformer(8, 2, 16, 1, 0.0, "relu").eval()
+    pooled = torch.randn(4, 8)
+    nodes = torch.randn(4, 2, 3, 8)
+    node_mask = torch.ones(4, 2, 3)
+    node_mask[1, 0, 2] = 0
+    node_mask[3, 1, 1:] = 0
+    eager = transformer(pooled, nodes, node_mask)
+    compiled = torch.compile(transformer, dynamic=False)(pooled, nodes, node_mask)
+    for got, want in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

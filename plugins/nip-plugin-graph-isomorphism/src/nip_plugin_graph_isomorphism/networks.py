@@ -212,22 +212,25 @@ class PairTransformer(nn.Module):
         """bool ``(batch, L, L)``, ``True`` where attention is *blocked* (every head
         shares it)."""
         batch, _, n = node_mask.shape
-        graph = torch.arange(2 * n, device=node_mask.device) >= n
-        other_graph = graph[:, None] != graph[None, :]  # (2n, 2n)
-        allowed = torch.ones(
-            batch, 2 * n + 1, 2 * n + 1, dtype=torch.bool, device=node_mask.device
-        )
+        device = node_mask.device
         real = node_mask.reshape(batch, 2 * n).to(torch.bool)
-        allowed[:, 1:, 1:] = other_graph[None] & real[:, None, :]
-        allowed[:, 0, 1:] = real
+        # which graph each position holds, as integers: inductor cannot lower a
+        # comparison of two boolean index expressions
+        graph = torch.div(torch.arange(2 * n, device=device), n, rounding_mode="floor")
+        other_graph = graph[:, None] != graph[None, :]  # (2n, 2n)
+        # built out of place: the pair token attends to every real node and is
+        # attended to by every node; a node attends to the other graph's real nodes
+        first_column = torch.ones(batch, 2 * n + 1, 1, dtype=torch.bool, device=device)
+        rows = torch.cat([real[:, None, :], other_graph[None] & real[:, None, :]], 1)
+        allowed = torch.cat([first_column, rows.expand(batch, -1, -1)], dim=2)
         return ~allowed
 
     def additive_mask(self, node_mask: Tensor) -> Tensor:
         """float ``(batch, 1, L, L)``: ``0`` where attention is allowed, ``-inf``
         where :meth:`attention_mask` blocks it (broadcast over the heads)."""
         blocked = self.attention_mask(node_mask)
-        mask = torch.zeros(blocked.shape, device=node_mask.device)
-        return mask.masked_fill_(blocked, float("-inf"))[:, None]
+        zero = torch.zeros((), device=node_mask.device)
+        return torch.where(blocked, float("-inf"), zero)[:, None]
 
     def _attention(
         self,
