@@ -58,19 +58,13 @@ SETTINGS = ("ppo_gi", "default")
 # The original library, measured on this machine kind (2 CPU cores). Printed beside
 # the results with where and when they were taken, never divided into them: a ratio
 # is a result only between processes run in the same sitting (--baseline).
+_ORIGINAL = (
+    "the original library at v1.0.0 on its own pinned torch, alternated process by "
+    "process with this project (issue 15, 2026-12)"
+)
 REFERENCE = {
-    ("nip", "ppo_gi"): {
-        "fps": 188.0,
-        "peak_gb": 9.8,
-        "source": "the original library at v1.0.0 on its own pinned torch, "
-        "alternated process by process with this project (issue 15, 2026-12)",
-    },
-    ("debate", "ppo_gi"): {
-        "fps": 110.0,
-        "peak_gb": 17.9,
-        "source": "the original library at v1.0.0 on its own pinned torch, "
-        "alternated process by process with this project (issue 15, 2026-12)",
-    },
+    ("nip", "ppo_gi"): {"fps": 188.0, "peak_gb": 9.8, "source": _ORIGINAL},
+    ("debate", "ppo_gi"): {"fps": 110.0, "peak_gb": 17.9, "source": _ORIGINAL},
 }
 
 

@@ -69,6 +69,8 @@ def test_attention_mask_blocks_exactly_what_the_docstring_says():
 
 
 @pytest.mark.slow
+# inductor's own imports use torch.jit.script, deprecated in this torch
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_pair_transformer_compiles_to_the_same_function():
     """torch.compile (inductor) lowers the transformer, masks included, and computes
     the eager function to float tolerance (it once failed on the boolean mask)."""
