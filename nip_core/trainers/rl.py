@@ -34,6 +34,7 @@ to 0 over the run.
 from __future__ import annotations
 
 import time
+import warnings
 from abc import abstractmethod
 from collections.abc import Mapping
 from contextlib import ExitStack
@@ -136,6 +137,9 @@ class TensorDictRlTrainer(TensorDictTrainer):
         self.gae: Any = None
         self.optimizer: Any = None
         self.replay_buffer: Any = None
+        # run.compile_loss: the compiled loss, made at the first minibatch; False
+        # once compiling failed (the run goes on with the eager loss)
+        self._compiled_loss: Any = None
         self._carry: Any = None
         self._start_iteration = 0
 
@@ -608,6 +612,29 @@ class TensorDictRlTrainer(TensorDictTrainer):
                     continue
                 rollout.set(full, value.reshape(agents_shape).clone())
 
+    def _loss(self, minibatch: Any) -> Any:
+        """The loss module's output on ``minibatch``: compiled with
+        ``run.compile_loss`` (falling back to eager, with a warning, when compiling
+        fails), else the module itself."""
+        if not self.settings.compile_loss or self._compiled_loss is False:
+            return self.loss_module(minibatch)
+        import torch
+
+        if self._compiled_loss is None:
+            self._compiled_loss = torch.compile(self.loss_module)
+        try:
+            return self._compiled_loss(minibatch)
+        except Exception as error:  # noqa: BLE001 - any compiler failure: run eager
+            self._compiled_loss = False
+            warnings.warn(
+                "run.compile_loss: torch.compile could not compile the loss "
+                f"({type(error).__name__}: {str(error).strip().splitlines()[0]}); "
+                "training continues without compiling",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return self.loss_module(minibatch)
+
     def _train_on_rollout(self, rollout: Any, updates: Mapping[str, bool]) -> dict:
         import torch
         from torch.nn.utils import clip_grad_norm_
@@ -624,7 +651,7 @@ class TensorDictRlTrainer(TensorDictTrainer):
         for _ in range(epochs):
             for _ in range(num_minibatches):
                 minibatch = self.replay_buffer.sample()
-                loss_vals = self.loss_module(minibatch)
+                loss_vals = self._loss(minibatch)
                 self._accumulate(totals, loss_vals)
                 count += 1
                 if self.optimizer is None or not any(updates.values()):
@@ -703,7 +730,7 @@ class TensorDictRlTrainer(TensorDictTrainer):
                     # (and saved for its backward) are put back only after it
                     with sharding.forward(shard):
                         minibatch = shard.replay_buffer.sample()
-                        loss_vals = self.loss_module(minibatch)
+                        loss_vals = self._loss(minibatch)
                         total = _summed_losses(loss_vals) if stepping else None
                         if total is not None:
                             (total * scale).backward()
