@@ -55,6 +55,11 @@ timeout 150 python3 benchmarks/training_speed.py --device cuda --threads 4 \
     --data-dir .devcarry/data --json "$OUT/gi_16x.json" \
     --override rl.frames_per_batch=32768 rl.minibatch_size=4096
 
+stage "graph isomorphism at ppo_gi on cuda, loss compiled (run.compile_loss)"
+timeout 150 python3 benchmarks/training_speed.py --device cuda --threads 4 \
+    --protocols nip --settings ppo_gi --iterations 3 --compile-loss \
+    --data-dir .devcarry/data --json "$OUT/gi_ppo_gi_compiled.json"
+
 stage "transformers backend on cuda (SmolLM2-135M architecture, random weights)"
 python3 - <<'EOF'
 import torch

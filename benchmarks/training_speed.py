@@ -27,6 +27,7 @@ Usage::
     python benchmarks/training_speed.py --repeats 3 --baseline HEAD~1   # A/B
     python benchmarks/training_speed.py --repeats 3 --baseline-override X=false
     python benchmarks/training_speed.py --device cuda                 # on a GPU
+    python benchmarks/training_speed.py --compile-loss                # run.compile_loss
 
 Ratios are printed only between processes of the same invocation: ``--baseline``
 runs every case on another git revision's code as well (a worktree of it, first on
@@ -171,6 +172,7 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
     hp = _hyper_params(args, protocol, setting)
     settings = ExperimentSettings(
         device=args.device,
+        compile_loss=args.compile_loss,
         runs_dir=str(Path(args.workdir) / "runs"),
         data_dir=args.data_dir,
         cache_dir=str(Path(args.workdir) / "cache"),
@@ -344,6 +346,8 @@ def _spawn(
         "--device",
         args.device,
     ]
+    if args.compile_loss:
+        command.append("--compile-loss")
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
     if args.profile:
@@ -427,6 +431,12 @@ def main(argv: list[str] | None = None) -> int:
         "--device",
         default="cpu",
         help="run.device of the cases: cpu, cuda, cuda:N (the matmul reference too)",
+    )
+    parser.add_argument(
+        "--compile-loss",
+        action="store_true",
+        help="run.compile_loss: the loss through torch.compile (the first, warm-up "
+        "iteration compiles it)",
     )
     parser.add_argument("--workdir", default="/tmp/nip-benchmark")
     parser.add_argument("--data-dir", default=None)
