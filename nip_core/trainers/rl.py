@@ -624,7 +624,7 @@ class TensorDictRlTrainer(TensorDictTrainer):
             self._compiled_loss = torch.compile(self.loss_module)
         try:
             return self._compiled_loss(minibatch)
-        except Exception as error:  # noqa: BLE001 - any compiler failure: run eager
+        except Exception as error:  # any compiler failure: run eager
             self._compiled_loss = False
             warnings.warn(
                 "run.compile_loss: torch.compile could not compile the loss "

@@ -222,7 +222,7 @@ class PairTransformer(nn.Module):
         # attended to by every node; a node attends to the other graph's real nodes
         first_column = torch.ones(batch, 2 * n + 1, 1, dtype=torch.bool, device=device)
         rows = torch.cat([real[:, None, :], other_graph[None] & real[:, None, :]], 1)
-        allowed = torch.cat([first_column, rows.expand(batch, -1, -1)], dim=2)
+        allowed = torch.cat([first_column, rows], dim=2)
         return ~allowed
 
     def additive_mask(self, node_mask: Tensor) -> Tensor:
