@@ -83,6 +83,16 @@ class RlTrainerParameters(SubParameters):
     num_test_iterations : int
         Iterations of the test loop, each sampling ``frames_per_batch`` frames (0
         turns testing off). Kept when re-running the tests of a base run.
+    test_period : int | None
+        Also test during training: before every iteration whose index is a multiple
+        of this (iteration 0 included, so the untrained agents are measured), run the
+        test loop and log its ``test_`` statistics with that iteration's metrics
+        (and ``timing.test_s``, its time, which the iteration's timers leave out).
+        Each such test starts from the test environment's state at the start of
+        training and draws on random streams of its own, so it changes neither the
+        training nor the final test: a run with it trains to the same agents, bit
+        for bit, as one without. ``None``: test only after training. Needs
+        ``num_test_iterations`` of at least 1.
     """
 
     frames_per_batch: int | None = field(default=1000, validator=_positive_or_none)
@@ -117,18 +127,29 @@ class RlTrainerParameters(SubParameters):
     num_test_iterations: int = field(
         default=10, validator=v.ge(0), metadata=base_run_preserve("rerun_tests")
     )
+    test_period: int | None = field(default=None, validator=_positive_or_none)
 
     def consistency_problems(self) -> list[ConfigProblem]:
+        problems = []
         frames, steps = self.frames_per_batch, self.steps_per_env_per_iteration
         if frames is not None and steps is not None and frames % steps != 0:
-            return [
+            problems.append(
                 ConfigProblem(
                     "steps_per_env_per_iteration",
                     f"must divide frames_per_batch ({frames})",
                     steps,
                 )
-            ]
-        return []
+            )
+        if self.test_period is not None and self.num_test_iterations == 0:
+            problems.append(
+                ConfigProblem(
+                    "test_period",
+                    "tests during training, so needs num_test_iterations of at "
+                    "least 1 (it is 0); set rl.test_period=null to test not at all",
+                    self.test_period,
+                )
+            )
+        return problems
 
     @classmethod
     def construct_test_params(cls) -> RlTrainerParameters:

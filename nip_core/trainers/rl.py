@@ -17,7 +17,10 @@ class does the rest, per training iteration:
    ``timing.fps``; save a rollout sample and a checkpoint when due.
 
 After training, the test loop runs ``rl.num_test_iterations`` collections on the test
-environment in eval mode and logs the same statistics with a ``test_`` prefix.
+environment in eval mode and logs the same statistics with a ``test_`` prefix. With
+``rl.test_period`` it also runs before every ``test_period``-th iteration (from
+iteration 0), its statistics logged with that iteration's, without changing what
+training or the final test do.
 
 With ``distributed.num_shards > 1`` or several processes (``torchrun``), every step
 above runs per shard (:mod:`nip_core.trainers.sharding`): each shard collects from
@@ -33,10 +36,11 @@ to 0 over the run.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from typing import Any, ClassVar
 
@@ -535,6 +539,8 @@ class TensorDictRlTrainer(TensorDictTrainer):
         env = self.train_environment
         steps = self._steps_per_iteration(env)
         for iteration in range(self._start_iteration, _num_iterations(self)):
+            # Before the iteration's timers: testing is not part of training's cost
+            test_metrics = self._test_during_training(iteration)
             iteration_start = time.perf_counter()
             self._anneal_learning_rate(iteration)
             updates = self._agent_updates(iteration)
@@ -572,6 +578,7 @@ class TensorDictRlTrainer(TensorDictTrainer):
                 rollout = self._gather_shard_rollouts(shard_rollouts)
             if rollout is not None:
                 metrics = self._rollout_statistics(rollout, train=True)
+                metrics.update(test_metrics)
                 metrics.update(self._loss_metrics(mean_losses, prefix=""))
                 for name, update in updates.items():
                     metrics[f"{name}.updated"] = float(update)
@@ -840,55 +847,110 @@ class TensorDictRlTrainer(TensorDictTrainer):
 
     @attach_progress_bar(_num_test_iterations)
     def _run_test_loop(self, iteration_context: IterationContext) -> None:
-        import torch
-
         iteration_context.set_description("Testing")
-        if self.sharding is not None:
-            self._run_sharded_test_loop(iteration_context)
-            return
-        env = self.test_environment
-        steps = self._steps_per_iteration(env)
-        self.set_agents_mode(False)
-        rollouts = []
-        carry = None
-        for _ in range(_num_test_iterations(self)):
-            rollout, carry = self._collect(env, carry, steps)
-            rollouts.append(rollout.cpu())
-            iteration_context.step()
-        self.set_agents_mode(True)
-        if not rollouts:
-            return
-        # Concatenate along time so episodes crossing iterations stay whole
-        rollout = torch.cat(rollouts, dim=-1)
-        metrics = self._rollout_statistics(rollout, train=False)
-        self.log_metrics(_num_iterations(self), metrics)
-
-    def _run_sharded_test_loop(self, iteration_context: IterationContext) -> None:
-        """The test loop, each shard testing on its own environments; rank 0
-        computes the statistics of the whole batch."""
-        import torch
-
-        # Running statistics are shard 0's (rank 0's): every process tests with them
-        self.sharding.synchronise_agents()
-        steps = self._steps_per_iteration(self.sharding.shards[0].test_environment)
-        self.set_agents_mode(False)
-        per_shard: list[list[Any]] = [[] for _ in self.sharding.shards]
-        for shard in self.sharding.shards:
-            shard.test_carry = None
-        for _ in range(_num_test_iterations(self)):
-            for k, rollout in enumerate(self._collect_shards(steps, train=False)):
-                per_shard[k].append(rollout.cpu())
-            iteration_context.step()
-        self.set_agents_mode(True)
-        if not per_shard[0]:
-            return
-        rollout = self._gather_shard_rollouts(
-            [torch.cat(rollouts, dim=-1) for rollouts in per_shard]
-        )
+        rollout = self._collect_test_rollout(on_step=iteration_context.step)
         if rollout is None:
             return
         metrics = self._rollout_statistics(rollout, train=False)
         self.log_metrics(_num_iterations(self), metrics)
+
+    def _collect_test_rollout(self, on_step: Any = None) -> Any:
+        """``rl.num_test_iterations`` collections on the test environment (each
+        shard's, when sharded) in eval mode, concatenated along time so episodes
+        crossing iterations stay whole; ``None`` when there are none, and on the
+        processes other than rank 0 (which gathers the shards' rollouts).
+
+        ``on_step`` is called after each collection.
+        """
+        import torch
+
+        num_iterations = _num_test_iterations(self)
+        if self.sharding is not None:
+            # Running statistics are shard 0's (rank 0's): every process tests
+            # with them
+            self.sharding.synchronise_agents()
+            shards = self.sharding.shards
+            steps = self._steps_per_iteration(shards[0].test_environment)
+        else:
+            env = self.test_environment
+            steps = self._steps_per_iteration(env)
+        self.set_agents_mode(False)
+        per_shard: list[list[Any]] = [[]]
+        if self.sharding is None:
+            carry = None
+            for _ in range(num_iterations):
+                rollout, carry = self._collect(env, carry, steps)
+                per_shard[0].append(rollout.cpu())
+                if on_step is not None:
+                    on_step()
+        else:
+            per_shard = [[] for _ in shards]
+            for shard in shards:
+                shard.test_carry = None
+            for _ in range(num_iterations):
+                for k, rollout in enumerate(self._collect_shards(steps, train=False)):
+                    per_shard[k].append(rollout.cpu())
+                if on_step is not None:
+                    on_step()
+        self.set_agents_mode(True)
+        if not per_shard[0]:
+            return None
+        rollouts = [torch.cat(rollouts, dim=-1) for rollouts in per_shard]
+        if self.sharding is None:
+            return rollouts[0]
+        return self._gather_shard_rollouts(rollouts)
+
+    def _test_during_training(self, iteration: int) -> dict[str, float]:
+        """The ``test_`` statistics of a test before iteration ``iteration``, when
+        ``rl.test_period`` asks for one (an empty dict otherwise, and on the
+        processes other than rank 0)."""
+        period = self.hyper_params.rl.test_period
+        if period is None or iteration % period != 0 or _num_test_iterations(self) == 0:
+            return {}
+        start = time.perf_counter()
+        with self._training_state_kept():
+            rollout = self._collect_test_rollout()
+        if rollout is None:
+            return {}
+        metrics = self._rollout_statistics(rollout, train=False)
+        metrics["timing.test_s"] = time.perf_counter() - start
+        return metrics
+
+    @contextlib.contextmanager
+    def _training_state_kept(self) -> Iterator[None]:
+        """Put back after the block everything a test during training changes
+        that training or the final test reads: the global random streams, the
+        shards' streams, the test environments' sampling state and observation
+        transforms, their carried-over episodes, and the agents' buffers (a sharded
+        test gives every process rank 0's)."""
+        import copy
+
+        import torch
+
+        from nip_core.distributed import buffers_unchanged
+
+        shards = [] if self.sharding is None else list(self.sharding.shards)
+        environments = [self.test_environment] + [s.test_environment for s in shards]
+        saved_environments = [
+            (capture_environment_state(env), copy.deepcopy(_transform_state(env)))
+            for env in environments
+        ]
+        saved_shards = [(shard.rng.state_dict(), shard.test_carry) for shard in shards]
+        device = torch.device(self.device)
+        cuda = [device.index or 0] if device.type == "cuda" else []
+        buffers = [] if self.sharding is None else self.sharding.buffers
+        with torch.random.fork_rng(devices=cuda), buffers_unchanged(buffers):
+            try:
+                yield
+            finally:
+                for env, (state, transform) in zip(
+                    environments, saved_environments, strict=True
+                ):
+                    restore_environment_state(env, state)
+                    _load_transform_state(env, transform)
+                for shard, (rng, carry) in zip(shards, saved_shards, strict=True):
+                    shard.rng.load_state_dict(rng)
+                    shard.test_carry = carry
 
     def trainable_parameters(self) -> list[Any]:
         """Every trainable parameter of the agents."""

@@ -57,6 +57,7 @@ def test_rl_defaults_are_the_original_ones():
         "body_lr_factor_override": None,
         "use_shared_body": True,
         "num_test_iterations": 10,
+        "test_period": None,  # not in the original: it tested after training only
     }
 
 
