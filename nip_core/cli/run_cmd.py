@@ -329,6 +329,7 @@ def validate_sweep(
 
     problems: list[ConfigProblem] = []
     labels_by_run_id: dict[str, str] = {}
+    labels_by_given_run_id: dict[str, str] = {}
     for overrides in job_overrides:
         label = " ".join(map(composer.display_override, overrides)) or "<no overrides>"
         try:
@@ -342,7 +343,24 @@ def validate_sweep(
                     attrs.evolve(problem, message=f"{problem.message} [job: {label}]")
                 )
             continue
-        if sweep_dir is None or settings.run_id is not None:
+        if settings.run_id is not None:
+            # A run id the config gives: it must tell the jobs apart (an
+            # interpolation of the swept values, say `run_${seed}`)
+            if settings.run_id in labels_by_given_run_id:
+                problems.append(
+                    ConfigProblem(
+                        path="run.run_id",
+                        message=f"jobs [{labels_by_given_run_id[settings.run_id]}] "
+                        f"and [{label}] would write the same run directory; leave "
+                        "it null so each job gets its own, or make it differ "
+                        "between jobs (interpolate the swept values: "
+                        "run_${seed})",
+                        value=settings.run_id,
+                    )
+                )
+            labels_by_given_run_id.setdefault(settings.run_id, label)
+            continue
+        if sweep_dir is None:
             continue
         run_id = sweep_run_id(sweep_dir, hyper_params.to_dict())
         if run_id in labels_by_run_id:
@@ -355,15 +373,6 @@ def validate_sweep(
                 )
             )
         labels_by_run_id.setdefault(run_id, label)
-    if len(job_overrides) > 1 and master.get("run", {}).get("run_id") is not None:
-        problems.append(
-            ConfigProblem(
-                path="run.run_id",
-                message="every job of a sweep would write the same run directory; "
-                "leave it null so each job gets its own",
-                value=master.run.run_id,
-            )
-        )
     if problems:
         raise NipConfigError(problems)
 

@@ -100,6 +100,37 @@ def test_sweep_refuses_a_fixed_run_id(toy_plugin, recorded_runs, capsys):
     assert recorded_runs == []
 
 
+def test_sweep_runs_a_run_id_that_interpolates_the_swept_values(
+    toy_plugin, recorded_runs, capsys
+):
+    # the way the shipped sweep presets name their runs (compare_protocols)
+    status = main(
+        ["run", "-m", "-c", "toy/exp", "seed=1,2", "run.run_id=toy_seed${seed}"]
+    )
+    assert status == 0, capsys.readouterr().err
+    assert sorted(s.run_id for _, s in recorded_runs) == ["toy_seed1", "toy_seed2"]
+
+
+def test_sweep_refuses_a_run_id_two_jobs_share(toy_plugin, recorded_runs, capsys):
+    status = main(
+        [
+            "run",
+            "-m",
+            "-c",
+            "toy/exp",
+            "seed=1,2",
+            "toy_section.depth=1,2",
+            "run.run_id=toy_depth${toy_section.depth}",
+        ]
+    )
+    _, err = capsys.readouterr()
+    assert status == 2
+    assert "run.run_id" in err and "toy_depth1" in err
+    assert "[seed=1 toy_section.depth=1 " in err  # the two jobs named
+    assert "and [seed=2 toy_section.depth=1 " in err
+    assert recorded_runs == []
+
+
 def test_failed_jobs_are_summarised_and_the_rest_run(toy_plugin, monkeypatch, capsys):
     import nip_core.experiment
     from nip_core.errors import CheckpointError
