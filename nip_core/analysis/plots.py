@@ -42,6 +42,7 @@ from nip_core.analysis.report import (
     load_run,
     metric_families,
     report_panels,
+    smooth_series,
 )
 from nip_core.runs.run_dir import PLOTS_DIR, RunDirectory
 
@@ -59,13 +60,15 @@ a test metric."""
 
 
 def _panel_series(
-    run: RunData, panel: str, families: Sequence[MetricFamily]
+    run: RunData, panel: str, families: Sequence[MetricFamily], smooth: int = 1
 ) -> dict[SeriesKey, tuple[str, Series]]:
     found: dict[SeriesKey, tuple[str, Series]] = {}
     for name, series in run.series.items():
         info = classify_metric(name, families)
         if info is None or info.family.panel != panel or not series:
             continue
+        if not info.family.test:
+            series = smooth_series(series, smooth)
         found.setdefault((info.subject, info.family.test), (name, series))
     return found
 
@@ -102,6 +105,8 @@ def _subject_label(panel: str, subject: str) -> str:
 def write_run_plots(
     run: str | os.PathLike | RunDirectory | RunData,
     out_dir: str | os.PathLike | None = None,
+    *,
+    smooth: int = 1,
 ) -> list[Path]:
     """Draw a run's curves as PNG files.
 
@@ -111,6 +116,9 @@ def write_run_plots(
         The run directory (or a loaded run).
     out_dir : str | os.PathLike | None
         Where to write; default ``<run>/plots/``.
+    smooth : int
+        Draw the training curves as trailing means over this many logged points
+        (test curves as they are).
 
     Returns
     -------
@@ -130,7 +138,7 @@ def write_run_plots(
     written: list[Path] = []
     families = metric_families()
     for panel, (title, ylabel) in report_panels().items():
-        series = _panel_series(run, panel, families)
+        series = _panel_series(run, panel, families, smooth)
         if not series:
             continue
         figure, axes = _new_figure()
@@ -156,6 +164,7 @@ def write_run_plots(
                 color=color,
                 linestyle="--" if test else "-",
                 marker="o" if test or len(values) == 1 else None,
+                markersize=4 if test and len(values) > 1 else None,
                 label=label,
             )
         ax.set_title(f"{title} — {run.run_id}")
@@ -221,7 +230,9 @@ def _draw_group(
         means,
         color=color,
         linestyle="--" if test else "-",
-        marker="o" if len(steps) == 1 else None,
+        # a test during training (rl.test_period): a point per test
+        marker="o" if test or len(steps) == 1 else None,
+        markersize=4 if test and len(steps) > 1 else None,
         label=label,
     )
     has_band = [not math.isnan(h) for h in half]
@@ -242,6 +253,7 @@ def write_comparison_plots(
     out_dir: str | os.PathLike,
     *,
     confidence: float = DEFAULT_CONFIDENCE,
+    smooth: int = 1,
 ) -> list[Path]:
     """Draw groups of runs against each other.
 
@@ -258,6 +270,9 @@ def write_comparison_plots(
         Where to write ``<figure>.png``.
     confidence : float
         The confidence level of the bands.
+    smooth : int
+        Each run's training curves are trailing means over this many logged points
+        before the groups are averaged (test curves as they are).
 
     Returns
     -------
@@ -269,7 +284,7 @@ def write_comparison_plots(
     families = metric_families()
     for panel, (title, ylabel) in report_panels().items():
         per_group = [
-            [_panel_series(run, panel, families) for run in group.runs]
+            [_panel_series(run, panel, families, smooth) for run in group.runs]
             for group in groups
         ]
         subjects = sorted(

@@ -63,6 +63,7 @@ __all__ = [
     "metric_families",
     "report_panels",
     "resolve_run_paths",
+    "smooth_series",
     "t_critical_value",
     "write_episode_pictures",
 ]
@@ -641,6 +642,25 @@ def aggregate_series(
     ]
 
 
+def smooth_series(series: Series, window: int) -> Series:
+    """The trailing mean of ``series`` over ``window`` logged points: each point's
+    value becomes the mean of it and the ``window - 1`` points before it (fewer at
+    the start). ``window`` 1 returns the series unchanged."""
+    if window < 1:
+        raise ValueError(f"the smoothing window must be at least 1, got {window}")
+    if window == 1:
+        return list(series)
+    smoothed: Series = []
+    total = 0.0
+    values = [value for _, value in series]
+    for i, (step, value) in enumerate(series):
+        total += value
+        if i >= window:
+            total -= values[i - window]
+        smoothed.append((step, total / min(i + 1, window)))
+    return smoothed
+
+
 def final_metrics(run: RunData) -> dict[str, float]:
     """The last logged value of each metric a report shows (table order)."""
     return {name: run.series[name][-1][1] for name in known_metrics(run.series)}
@@ -889,6 +909,7 @@ def build_report(
     group_by: Sequence[str] | None = None,
     num_episodes: int = DEFAULT_NUM_EPISODES,
     confidence: float = DEFAULT_CONFIDENCE,
+    smooth: int = 1,
     write: bool = True,
 ) -> Report:
     """Load runs, group them, draw the plots and write the tables.
@@ -906,6 +927,9 @@ def build_report(
         Episode pictures per run (0: none).
     confidence : float
         The confidence level of the group intervals and bands.
+    smooth : int
+        Draw each training curve as its trailing mean over this many logged points
+        (:func:`smooth_series`; test curves and the tables are never smoothed).
     write : bool
         Draw and write files; ``False`` only computes the tables.
 
@@ -916,6 +940,8 @@ def build_report(
     """
     if not run_paths:
         raise ReportError("no runs given")
+    if smooth < 1:
+        raise ReportError(f"--smooth must be 1 or more, got {smooth}")
     runs = [load_run(path) for path in run_paths]
     groups = group_runs(runs, group_by)
     columns = known_metrics({name for run in runs for name in run.series})
@@ -935,9 +961,11 @@ def build_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if len(runs) == 1:
-        report.files.extend(write_run_plots(runs[0], out))
+        report.files.extend(write_run_plots(runs[0], out, smooth=smooth))
     else:
-        report.files.extend(write_comparison_plots(groups, out, confidence=confidence))
+        report.files.extend(
+            write_comparison_plots(groups, out, confidence=confidence, smooth=smooth)
+        )
     for run in runs:
         pictures, problems = write_episode_pictures(run, out, num_episodes)
         report.files.extend(pictures)

@@ -76,6 +76,14 @@ def add_report_parser(
         help="confidence level of the bands and intervals (default: 0.95)",
     )
     report.add_argument(
+        "--smooth",
+        metavar="N",
+        type=int,
+        default=1,
+        help="draw each training curve as its trailing mean over N logged "
+        "iterations (test curves and the tables as logged; default: 1, none)",
+    )
+    report.add_argument(
         "--json", action="store_true", help="print the report as JSON instead of text"
     )
     return report
@@ -95,6 +103,8 @@ def run_report_command(args: argparse.Namespace, file: TextIO | None = None) -> 
         raise ReportError(f"--confidence must lie in (0, 1), got {args.confidence}")
     if args.episodes < 0:
         raise ReportError(f"--episodes must be 0 or more, got {args.episodes}")
+    if args.smooth < 1:
+        raise ReportError(f"--smooth must be 1 or more, got {args.smooth}")
     group_by = None
     if args.group_by:
         group_by = [key.strip() for item in args.group_by for key in item.split(",")]
@@ -106,6 +116,7 @@ def run_report_command(args: argparse.Namespace, file: TextIO | None = None) -> 
         group_by=group_by,
         num_episodes=args.episodes,
         confidence=args.confidence,
+        smooth=args.smooth,
     )
     for warning in report.warnings:
         print(f"nip: warning: {warning}", file=sys.stderr)

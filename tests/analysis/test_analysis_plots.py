@@ -9,11 +9,17 @@ import pytest
 from analysis_helpers import training_records, write_run
 
 from nip_core import hookimpl
-from nip_core.analysis.plots import _draw_group, write_comparison_plots, write_run_plots
+from nip_core.analysis.plots import (
+    _draw_group,
+    _panel_series,
+    write_comparison_plots,
+    write_run_plots,
+)
 from nip_core.analysis.report import (
     build_report,
     group_runs,
     load_run,
+    metric_families,
     write_episode_pictures,
 )
 from nip_core.records import EpisodeRendererSpec
@@ -105,6 +111,27 @@ def test_comparison_plots_one_figure_per_panel(tmp_path):
         png_size(tmp_path / "cmp" / "rewards.png")[0]
         > png_size(tmp_path / "cmp" / "accuracy.png")[0]
     )
+
+
+def test_smoothing_draws_training_curves_as_trailing_means_and_tests_as_logged(
+    tmp_path,
+):
+    run = load_run(full_run(tmp_path))
+    found = _panel_series(run, "accuracy", metric_families(), smooth=2)
+    name, training = found[("", False)]
+    assert name == "mean_accuracy"
+    assert [step for step, _ in training] == [0, 1, 2]
+    assert [v for _, v in training] == pytest.approx([0.5, 0.55, 0.65])
+    assert found[("", True)][1] == run.series["test_mean_accuracy"]
+    unsmoothed = _panel_series(run, "accuracy", metric_families())
+    assert [v for _, v in unsmoothed[("", False)][1]] == pytest.approx([0.5, 0.6, 0.7])
+    # and through a report: the figures drawn, the tables not smoothed
+    report = build_report(
+        [run.path], out_dir=tmp_path / "smoothed", num_episodes=0, smooth=2
+    )
+    assert (tmp_path / "smoothed" / "accuracy.png").is_file()
+    row = report.to_dict()["runs"][0]
+    assert row["final"]["mean_accuracy"] == pytest.approx(0.7)
 
 
 def test_group_curve_is_the_mean_with_a_t_band():

@@ -22,6 +22,7 @@ from nip_core.analysis.report import (
     load_run,
     mean_confidence_interval,
     resolve_run_paths,
+    smooth_series,
     t_critical_value,
 )
 from nip_core.errors import NipError
@@ -104,6 +105,16 @@ def test_aggregate_series_uses_the_runs_that_logged_each_step():
     assert step0.mean == 2.0 and step0.n == 3
     assert step0.half_width == pytest.approx(T_975_DF2 / math.sqrt(3), rel=1e-6)
     assert step1.mean == 2.0 and step1.n == 1 and math.isnan(step1.half_width)
+
+
+def test_smooth_series_is_the_trailing_mean():
+    series = [(0, 1.0), (2, 3.0), (4, 5.0), (6, 10.0)]
+    assert smooth_series(series, 2) == [(0, 1.0), (2, 2.0), (4, 4.0), (6, 7.5)]
+    assert smooth_series(series, 3) == [(0, 1.0), (2, 2.0), (4, 3.0), (6, 6.0)]
+    assert smooth_series(series, 1) == series
+    assert smooth_series(series, 10)[-1] == (6, 4.75)
+    with pytest.raises(ValueError, match="at least 1"):
+        smooth_series(series, 0)
 
 
 # --------------------------------------------------------------------------------------

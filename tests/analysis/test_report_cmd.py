@@ -115,6 +115,8 @@ def test_errors_are_nip_errors(runs):
         report(["nip-1", "nip-2", "--group-by", "protocol"])
     with pytest.raises(ReportError, match="--confidence"):
         report(["nip-1", "--confidence", "95"])
+    with pytest.raises(ReportError, match="--smooth must be 1 or more, got 0"):
+        report(["nip-1", "--smooth", "0"])
 
 
 def test_through_nip_main_when_wired(runs, capsys):
