@@ -72,7 +72,50 @@ def test_compare_protocols_sweeps_protocols_and_seeds(composed: Any) -> None:
     assert one["trainer"] == "vanilla_ppo"
 
 
-@pytest.mark.parametrize("name", ["ppo_gi", "default", "compare_protocols"])
+def test_gi_quick_has_the_settings_the_sweep_chose(composed: Any) -> None:
+    config = _plain(composed("gi_quick"))
+    assert (config["dataset"], config["interaction_protocol"]) == ("eru10000", "nip")
+    rl = config["rl"]
+    assert (rl["frames_per_batch"], rl["minibatch_size"], rl["num_epochs"]) == (
+        630,
+        126,
+        4,
+    )
+    assert (rl["lr"], rl["normalize_observations"]) == (0.003, True)
+    assert (rl["num_iterations"], rl["test_period"]) == (300, 25)
+    assert config["ppo"]["entropy_eps"] == 0.01
+    for section in ("nip_protocol", "debate_protocol", "mnip_protocol"):
+        assert (
+            config[section]["min_message_rounds"],
+            config[section]["max_message_rounds"],
+        ) == (1, 7)
+        # every environment runs whole episodes of the longest protocol
+        assert rl["frames_per_batch"] % config[section]["max_message_rounds"] == 0
+
+
+def test_gi_quick_sweep_is_the_first_stage_of_the_sweep(composed: Any) -> None:
+    cfg = composed("gi_quick_sweep", multirun=True)
+    params = cfg.hydra.sweeper.params
+    assert params["rl.lr"].split(",") == ["0.001", "0.003", "0.01"]
+    assert params["ppo.entropy_eps"].split(",") == ["0.001", "0.01"]
+    assert params["rl.normalize_observations"].split(",") == ["false", "true"]
+    one = _plain(
+        composed(
+            "gi_quick_sweep",
+            "rl.lr=0.01",
+            "ppo.entropy_eps=0.001",
+            "rl.normalize_observations=true",
+        )
+    )
+    assert one["run"]["run_id"] == "gi_quick_sweep_lr0.01_ent0.001_normTrue"
+    # the settings the sweep ran with, whatever gi_quick has become
+    assert (one["rl"]["frames_per_batch"], one["rl"]["minibatch_size"]) == (640, 128)
+    assert one["nip_protocol"]["max_message_rounds"] == 5
+
+
+@pytest.mark.parametrize(
+    "name", ["ppo_gi", "default", "compare_protocols", "gi_quick", "gi_quick_sweep"]
+)
 def test_configs_validate_with_graph_isomorphism(
     composed: Any, register_plugin: Any, name: str
 ) -> None:
