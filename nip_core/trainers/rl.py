@@ -937,7 +937,13 @@ class TensorDictRlTrainer(TensorDictTrainer):
         ]
         saved_shards = [(shard.rng.state_dict(), shard.test_carry) for shard in shards]
         device = torch.device(self.device)
-        cuda = [device.index or 0] if device.type == "cuda" else []
+        cuda = []
+        if device.type == "cuda":
+            cuda = [
+                device.index
+                if device.index is not None
+                else torch.cuda.current_device()
+            ]
         buffers = [] if self.sharding is None else self.sharding.buffers
         with torch.random.fork_rng(devices=cuda), buffers_unchanged(buffers):
             try:
