@@ -201,6 +201,27 @@ def prepare_experiment(
     return PreparedExperiment(hyper_params, settings, scenario_instance, trainer, total)
 
 
+def _failed_with_nothing_to_keep(run_dir: RunDirectory) -> bool:
+    """Whether ``run_dir`` is a run that failed before it saved anything: no
+    checkpoint, no metrics, no rollout sample (its ``hyper_params.json`` and
+    ``run_info.json`` are all it wrote)."""
+    try:
+        failed = run_dir.read_run_info().get("status") == "failed"
+        metrics = run_dir.read_metrics()
+    except (OSError, ValueError):
+        return False
+
+    def empty(directory: Any) -> bool:
+        return not directory.exists() or not any(directory.iterdir())
+
+    return (
+        failed
+        and not metrics
+        and empty(run_dir.checkpoints_dir)
+        and empty(run_dir.rollouts_dir)
+    )
+
+
 def _same_experiment(saved: dict, current: dict) -> bool:
     """Whether saved hyper-parameters describe the ``current`` experiment.
 
@@ -287,12 +308,18 @@ def run_experiment(
         with distributed.main_process_first():
             if run_dir.exists():
                 if not _same_experiment(run_dir.read_hyper_params(), params_dict):
-                    raise CheckpointError(
-                        f"run directory {run_dir.path} holds a different experiment; "
-                        f"choose another run_id, or resume it with `nip resume "
-                        f"{settings.run_id}`"
-                    )
-                resume = trainer_class.find_resume_point(run_dir, settings)
+                    if not _failed_with_nothing_to_keep(run_dir):
+                        raise CheckpointError(
+                            f"run directory {run_dir.path} holds a different "
+                            "experiment; choose another run_id, or resume it with "
+                            f"`nip resume {settings.run_id}`"
+                        )
+                    # A run refused while it was being built (a config problem
+                    # only the built experiment shows): this one takes its place
+                    if distributed.is_main_process():
+                        run_dir.run_info_path.unlink(missing_ok=True)
+                else:
+                    resume = trainer_class.find_resume_point(run_dir, settings)
             if distributed.is_main_process():
                 run_dir.create()
                 if resume is None:

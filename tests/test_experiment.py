@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from nip_core.errors import CheckpointError
+from nip_core.errors import CheckpointError, NipConfigError
 from nip_core.experiment import prepare_experiment, resume_run, run_experiment
 from nip_core.runs import RunDirectory
 from nip_core.runs.rollouts import read_rollout_sample
@@ -122,6 +122,43 @@ def test_same_run_id_with_other_parameters_is_refused(scenario):
     run_experiment(_solo(scenario, 1), settings, run_id="taken")
     with pytest.raises(CheckpointError, match="different experiment"):
         run_experiment(_solo(scenario, 3), settings, run_id="taken")
+
+
+def test_a_run_that_failed_while_being_built_gives_its_run_id_back(scenario):
+    """A config problem only the built experiment shows fails the run after its
+    directory exists; the corrected config may take the same run id."""
+    settings = scenario.settings()
+    with pytest.raises(NipConfigError, match="rl.frames_per_batch"):
+        # frames per batch not a multiple of the environments' steps
+        run_experiment(
+            scenario.hyper_params(
+                "nip", rl=_rl(frames_per_batch=14, steps_per_env_per_iteration=None)
+            ),
+            settings,
+            run_id="fixed",
+        )
+    run_dir = RunDirectory(f"{settings.runs_dir}/fixed")
+    assert run_dir.read_run_info()["status"] == "failed"
+    result = run_experiment(
+        scenario.hyper_params("nip", rl=_rl(num_iterations=2)), settings, run_id="fixed"
+    )
+    info = RunDirectory(result.run_dir).read_run_info()
+    assert info["status"] == "finished" and info.get("error") is None
+    assert RunDirectory(result.run_dir).read_hyper_params()["rl"]["num_iterations"] == 2
+    # A run that failed after saving something keeps its directory
+    with pytest.raises(KilledForTest):
+        run_experiment(
+            scenario.hyper_params("nip", rl=_rl(num_iterations=3)),
+            scenario.settings(checkpoint_period=1),
+            run_id="kept",
+            callbacks=[kill_after(0)],
+        )
+    with pytest.raises(CheckpointError, match="holds a different experiment"):
+        run_experiment(
+            scenario.hyper_params("nip", rl=_rl(num_iterations=4)),
+            settings,
+            run_id="kept",
+        )
 
 
 def test_failed_run_is_marked_and_resume_needs_a_run(scenario):
