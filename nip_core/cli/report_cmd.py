@@ -103,8 +103,6 @@ def run_report_command(args: argparse.Namespace, file: TextIO | None = None) -> 
         raise ReportError(f"--confidence must lie in (0, 1), got {args.confidence}")
     if args.episodes < 0:
         raise ReportError(f"--episodes must be 0 or more, got {args.episodes}")
-    if args.smooth < 1:
-        raise ReportError(f"--smooth must be 1 or more, got {args.smooth}")
     group_by = None
     if args.group_by:
         group_by = [key.strip() for item in args.group_by for key in item.split(",")]

@@ -215,7 +215,7 @@ def run_sweep(
             )
         job_overrides = sweep_job_overrides(master)
         if job_overrides is not None:
-            validate_sweep(app, name, job_overrides, master, sweep_dir=sweep_dir)
+            validate_sweep(app, name, job_overrides, sweep_dir=sweep_dir)
         pinned = f"hydra.sweep.dir={_quote_override_value(sweep_dir)}"
         launch_overrides = [
             o for o in overrides if not o.startswith("hydra.sweep.dir=")
@@ -311,14 +311,14 @@ def validate_sweep(
     app: Any,
     config_name: str,
     job_overrides: Sequence[Sequence[str]],
-    master: Any,
     *,
     sweep_dir: str | None = None,
 ) -> None:
     """Compose and validate every job's config before launching any.
 
-    With ``sweep_dir``, also refuses two jobs that are the same experiment (they
-    would share a run id, see :func:`nip_core.sweeps.sweep_run_id`).
+    Refuses two jobs whose config gives them the same ``run.run_id``; with
+    ``sweep_dir``, also two jobs that are the same experiment (they would share a
+    run id, see :func:`nip_core.sweeps.sweep_run_id`).
 
     Raises
     ------

@@ -864,38 +864,40 @@ class TensorDictRlTrainer(TensorDictTrainer):
         """
         import torch
 
-        num_iterations = _num_test_iterations(self)
-        if self.sharding is not None:
+        if self.sharding is None:
+            env = self.test_environment
+            steps = self._steps_per_iteration(env)
+            carry = None
+
+            def collect() -> list[Any]:
+                nonlocal carry
+                rollout, carry = self._collect(env, carry, steps)
+                return [rollout]
+
+        else:
             # Running statistics are shard 0's (rank 0's): every process tests
             # with them
             self.sharding.synchronise_agents()
-            shards = self.sharding.shards
-            steps = self._steps_per_iteration(shards[0].test_environment)
-        else:
-            env = self.test_environment
-            steps = self._steps_per_iteration(env)
-        self.set_agents_mode(False)
-        per_shard: list[list[Any]] = [[]]
-        if self.sharding is None:
-            carry = None
-            for _ in range(num_iterations):
-                rollout, carry = self._collect(env, carry, steps)
-                per_shard[0].append(rollout.cpu())
-                if on_step is not None:
-                    on_step()
-        else:
-            per_shard = [[] for _ in shards]
-            for shard in shards:
+            steps = self._steps_per_iteration(self.sharding.shards[0].test_environment)
+            for shard in self.sharding.shards:
                 shard.test_carry = None
-            for _ in range(num_iterations):
-                for k, rollout in enumerate(self._collect_shards(steps, train=False)):
-                    per_shard[k].append(rollout.cpu())
-                if on_step is not None:
-                    on_step()
+
+            def collect() -> list[Any]:
+                return self._collect_shards(steps, train=False)
+
+        self.set_agents_mode(False)
+        per_shard: list[list[Any]] = []
+        for _ in range(_num_test_iterations(self)):
+            rollouts = collect()
+            per_shard = per_shard or [[] for _ in rollouts]
+            for collected, rollout in zip(per_shard, rollouts, strict=True):
+                collected.append(rollout.cpu())
+            if on_step is not None:
+                on_step()
         self.set_agents_mode(True)
-        if not per_shard[0]:
+        if not per_shard:
             return None
-        rollouts = [torch.cat(rollouts, dim=-1) for rollouts in per_shard]
+        rollouts = [torch.cat(collected, dim=-1) for collected in per_shard]
         if self.sharding is None:
             return rollouts[0]
         return self._gather_shard_rollouts(rollouts)
