@@ -28,6 +28,7 @@ Usage::
     python benchmarks/training_speed.py --repeats 3 --baseline-override X=false
     python benchmarks/training_speed.py --device cuda                 # on a GPU
     python benchmarks/training_speed.py --compile-loss                # run.compile_loss
+    python benchmarks/training_speed.py --repeats 3 --baseline-agent-threads 1  # agents' threads off
 
 Ratios are printed only between processes of the same invocation: ``--baseline``
 runs every case on another git revision's code as well (a worktree of it, first on
@@ -170,7 +171,12 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
 
         get_plugin_manager().register(SYNTHETIC_PLUGIN, name="synthetic")
     hp = _hyper_params(args, protocol, setting)
+    extra = {}
+    if args.agent_threads is not None:
+        # only given when asked: a baseline revision may predate the setting
+        extra["agent_threads"] = args.agent_threads
     settings = ExperimentSettings(
+        **extra,
         device=args.device,
         compile_loss=args.compile_loss,
         runs_dir=str(Path(args.workdir) / "runs"),
@@ -195,7 +201,12 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
     build_time = time.perf_counter() - build_start
     # The contexts the training loop runs in (on CPU: the MATH kernel for
     # scaled-dot-product attention), entered for the rest of the process
-    trainer._build_train_context(contextlib.ExitStack())
+    agent_threads = (
+        trainer._agent_threads()[0] if hasattr(trainer, "_agent_threads") else 1
+    )
+    # (kept until the end: a context is left when its stack is collected)
+    train_contexts = contextlib.ExitStack()
+    trainer._build_train_context(train_contexts)
 
     env = trainer.train_environment
     steps = trainer._steps_per_iteration(env)
@@ -276,6 +287,8 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
         "protocol": protocol,
         "setting": setting,
         "threads": args.threads,
+        # run.agent_threads as resolved: threads running the agents' bodies
+        "agent_threads": agent_threads,
         "frames_per_iteration": frames,
         "minibatch_size": int(hp.rl.minibatch_size),
         "num_epochs": int(hp.rl.num_epochs),
@@ -305,6 +318,7 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
         # minor page faults: memory the allocator gave back and faults in again
         "median_page_faults_per_iteration": statistics.median(page_faults),
     }
+    train_contexts.close()
     if profiler is not None and args.torch_profile:
         result["profile"] = profiler.key_averages().table(
             sort_by="self_cpu_time_total", row_limit=40
@@ -348,6 +362,9 @@ def _spawn(
     ]
     if args.compile_loss:
         command.append("--compile-loss")
+    agent_threads = (baseline or {}).get("agent_threads", args.agent_threads)
+    if agent_threads is not None:
+        command += ["--agent-threads", str(agent_threads)]
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
     if args.profile:
@@ -438,6 +455,12 @@ def main(argv: list[str] | None = None) -> int:
         help="run.compile_loss: the loss through torch.compile (the first, warm-up "
         "iteration compiles it)",
     )
+    parser.add_argument(
+        "--agent-threads",
+        type=int,
+        default=None,
+        help="run.agent_threads (default: the setting's auto)",
+    )
     parser.add_argument("--workdir", default="/tmp/nip-benchmark")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--profile", action="store_true", help="cProfile listing")
@@ -471,6 +494,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the baseline's extra Hydra overrides (a switch turned off); with no "
         "--baseline the baseline is today's code with these overrides",
     )
+    parser.add_argument(
+        "--baseline-agent-threads",
+        type=int,
+        default=None,
+        help="the baseline's run.agent_threads (1: off); with no --baseline the "
+        "baseline is today's code with it",
+    )
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--single", nargs=2, metavar=("PROTOCOL", "SETTING"))
     args = parser.parse_args(argv)
@@ -481,8 +511,9 @@ def main(argv: list[str] | None = None) -> int:
 
     peak = matmul_gflops(device=args.device)
     baseline: dict[str, Any] | None = None
-    if args.baseline or args.baseline_override:
+    if args.baseline or args.baseline_override or args.baseline_agent_threads:
         baseline = {
+            "agent_threads": args.baseline_agent_threads or args.agent_threads,
             "pythonpath": (
                 _baseline_checkout(args.baseline, args.workdir) if args.baseline else []
             ),
@@ -494,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
                         args.baseline and f"revision {args.baseline}",
                         args.baseline_override
                         and "with " + " ".join(args.baseline_override),
+                        args.baseline_agent_threads
+                        and f"run.agent_threads={args.baseline_agent_threads}",
                     ],
                 )
             ),
@@ -584,6 +617,7 @@ def _row(r: dict[str, Any]) -> str:
         return f"{r['protocol']:>8} {r['setting']:>8}  FAILED: {' | '.join(r['error'])}"
     return (
         f"{r['protocol']:>8} {r['setting']:>8}  {r['fps']:8.1f} frames/s  "
+        f"agent threads {r.get('agent_threads', 1)}  "
         f"iteration {r['median_iteration_s']:.2f} s (collection "
         f"{r['median_collection_s']:.2f}, advantage {r['median_advantage_s']:.2f}, "
         f"update {r['median_update_s']:.2f})  peak {r['peak_rss_gb']:.2f} GB "

@@ -279,6 +279,16 @@ class ExperimentSettings(BaseHyperParameters):
         bit. On a 2-core CPU it measured slower for graph isomorphism at ``ppo_gi``
         (0.83×); it is meant for GPUs, where the small networks' kernel launches
         bound the update.
+    agent_threads : int | None
+        CPU threads that run the agents' bodies side by side in the tensor-world RL
+        trainers (:mod:`nip_core.scenario.concurrency`): each body's forward and
+        backward pass on its own thread, torch's intra-op threads divided among
+        them. ``1`` turns it off (one body after the other, torch's own threads).
+        ``None`` (auto): on a CPU device without ``compile_loss``, as many threads
+        as there are agents, at most torch's thread count (off with one thread).
+        Bodies that draw random numbers while training (dropout, noise) run one
+        after the other whatever this says. The result is the same as with one
+        intra-op thread and no agent threads, bit for bit.
     """
 
     device: str = attrs.field(
@@ -308,6 +318,7 @@ class ExperimentSettings(BaseHyperParameters):
     num_dataset_threads: int = attrs.field(default=0, validator=v.ge(0))
     enable_efficient_attention: bool = False
     compile_loss: bool = False
+    agent_threads: int | None = attrs.field(default=None, validator=v.optional(v.ge(1)))
 
     # ------------------------------------------------------------------------------
     # W&B

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from abc import ABC
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -14,6 +14,13 @@ from tensordict.utils import NestedKey, unravel_key
 from torch import nn
 
 from nip_core.scenario import keys as K
+from nip_core.scenario.concurrency import (
+    active_runner,
+    backward_allowed,
+    join_parts,
+    store_prefetched,
+    take_prefetched,
+)
 from nip_core.scenario.parts import (
     AgentBody,
     AgentPart,
@@ -132,7 +139,13 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
     The in-keys are the parts' environment-level keys and ``("agents", key)`` for
     their agent-level keys; the out-keys are ``("agents", key)`` for the parts'
     out-keys, which must be the same for every agent.
+
+    With :attr:`run_concurrently` (bodies: the costly parts) the parts run on the
+    threads of ``run.agent_threads`` when they allow it
+    (:mod:`nip_core.scenario.concurrency`).
     """
+
+    run_concurrently: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -202,14 +215,126 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
             self.__dict__["_view_masks_cache"] = masks
         return masks
 
+    def pair_with(self, other: CombinedTensorDictAgentPart) -> None:
+        """Let ``other``'s parts run in the same threaded section as this one's.
+
+        The trainers pair the combined policy body with the combined value body
+        (separate actor and critic bodies): the loss runs the actor, then the
+        critic, on the same minibatch. Inside
+        :func:`~nip_core.scenario.concurrency.concurrent_backward`, whichever runs
+        first runs the other's parts too, on the same threads, and hands it their
+        outputs; it uses them if its inputs are the very same tensors, unchanged
+        (else it computes its own). Running every body in one section balances
+        the threads (a large policy body beside a small value body), and so does
+        their backward pass, which runs in one section too.
+        """
+        for a, b in ((self, other), (other, self)):
+            partners = a.__dict__.setdefault("_partners", [])
+            if b not in partners:
+                partners.append(b)
+
+    def _part_list(self) -> list[Any]:
+        return [self.parts[name] for name in self.agent_names]
+
+    def _views(self, tensordict: TensorDictBase) -> list[TensorDict]:
+        masks = self._view_masks()
+        return [
+            agent_view(tensordict, self.parts[name], index, masks[index])
+            for index, name in enumerate(self.agent_names)
+        ]
+
+    def _input_tensors(self, tensordict: TensorDictBase) -> list[Any]:
+        """The tensors this combined part reads (``None`` where absent): what a
+        partner's prefetched outputs are checked against."""
+        return [tensordict.get(key, None) for key in self.in_keys]
+
+    def _threadable(self) -> bool:
+        """Whether the parts may run on threads now: two or more, none sharing a
+        parameter with another (their gradients would race), every one
+        :attr:`~nip_core.scenario.parts.TensorDictAgentPartMixin.concurrent_safe`
+        and on the CPU, autocast off."""
+        if not self.run_concurrently or torch.is_autocast_enabled("cpu"):
+            return False
+        parts = self._part_list()
+        if len(parts) < 2 or not _disjoint_parameters(parts):
+            return False
+        return all(p.concurrent_safe and p.device.type == "cpu" for p in parts)
+
+    def _run_parts(
+        self, views: list[TensorDict], tensordict: TensorDictBase
+    ) -> list[TensorDictBase]:
+        """Each agent's part on its view: on the active runner's threads when this
+        combined part may use them (:mod:`nip_core.scenario.concurrency`), with
+        its partners' parts (:meth:`pair_with`) when their backward passes can be
+        joined; else one after the other."""
+        parts = self._part_list()
+        runner = active_runner() if self.run_concurrently else None
+        if runner is None or not self._threadable():
+            return [part(view) for part, view in zip(parts, views, strict=True)]
+        joining = torch.is_grad_enabled() and backward_allowed()
+        members: list[tuple[CombinedTensorDictAgentPart, list[Any]]] = [(self, views)]
+        if joining:
+            for partner in self.__dict__.get("_partners", []):
+                if (
+                    partner._threadable()
+                    and all(t is not None for t in partner._input_tensors(tensordict))
+                    and _disjoint_parameters(self._part_list() + partner._part_list())
+                ):
+                    members.append((partner, partner._views(tensordict)))
+        if joining and any(
+            isinstance(value, torch.Tensor) and value.requires_grad
+            for _, member_views in members
+            for view in member_views
+            for value in view.values(True, True)
+        ):
+            # an input carries gradients further up: each part's backward pass
+            # would run that shared graph, so keep the graph connected
+            joining = False
+            members = members[:1]
+        tasks = [
+            (m, i, member._part_list()[i])
+            for m, (member, _) in enumerate(members)
+            for i in range(member.num_agents)
+        ]
+        # costliest first (by parameter count): the threads then balance
+        tasks.sort(key=lambda task: -_num_parameters(task[2]))
+        results = runner.run(
+            [
+                (lambda m=m, i=i, part=part: part(members[m][1][i]))  # type: ignore[misc]
+                for m, i, part in tasks
+            ]
+        )
+        outputs: list[list[Any]] = [[None] * member.num_agents for member, _ in members]
+        for (m, i, _), out in zip(tasks, results, strict=True):
+            outputs[m][i] = out
+        if joining:
+            groups = [
+                [
+                    (out, key, out.get(key))
+                    for key in member._part_out_keys
+                    if isinstance(out.get(key, None), torch.Tensor)
+                    and out.get(key).requires_grad
+                ]
+                for (member, _), member_outputs in zip(members, outputs, strict=True)
+                for out in member_outputs
+            ]
+            joined = join_parts(runner, [[t for *_, t in group] for group in groups])
+            for group, stand_ins in zip(groups, joined, strict=True):
+                for (out, key, _), tensor in zip(group, stand_ins, strict=True):
+                    out.set(key, tensor)
+            for (member, _), member_outputs in zip(
+                members[1:], outputs[1:], strict=True
+            ):
+                store_prefetched(
+                    member, member._input_tensors(tensordict), member_outputs
+                )
+        return outputs[0]
+
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         batch_dims = tensordict.batch_dims
-        outputs = []
-        masks = self._view_masks()
-        for index, name in enumerate(self.agent_names):
-            part = self.parts[name]
-            view = agent_view(tensordict, part, index, masks[index])
-            outputs.append(part(view))
+        outputs = take_prefetched(self, self._input_tensors(tensordict))
+        if outputs is None:
+            outputs = self._run_parts(self._views(tensordict), tensordict)
         stacked = {
             key: self._stack_output(
                 key, [out.get(key) for out in outputs], dim=batch_dims
@@ -232,7 +357,12 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
 
 
 class CombinedBody(CombinedTensorDictAgentPart):
-    """Every agent's body, stacked: writes ``("agents", <body out key>)``."""
+    """Every agent's body, stacked: writes ``("agents", <body out key>)``.
+
+    The bodies run on ``run.agent_threads`` threads when they allow it.
+    """
+
+    run_concurrently: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -343,3 +473,18 @@ def combine_parts(
             raise ValueError(f"agent {name!r} has no {role}")
         parts[name] = part
     return classes[role](hyper_params, settings, protocol_handler, parts)
+
+
+def _num_parameters(part: Any) -> int:
+    return sum(p.numel() for p in part.parameters())
+
+
+def _disjoint_parameters(parts: list[Any]) -> bool:
+    """Whether no parameter belongs to two of ``parts``."""
+    seen: set[int] = set()
+    for part in parts:
+        ids = {id(p) for p in part.parameters()}
+        if ids & seen:
+            return False
+        seen |= ids
+    return True

@@ -53,6 +53,10 @@ class TensorDictAgentPartMixin(AgentPart, TensorDictModuleBase):
     Subclasses whose keys depend on the parameters override the
     ``env_level_in_keys`` / ``agent_level_in_keys`` / ``agent_level_out_keys``
     with properties.
+
+    :attr:`concurrent_safe` (``False`` unless a part says otherwise) lets combined
+    parts run this part on its own thread beside the other agents' parts
+    (``run.agent_threads``, :mod:`nip_core.scenario.concurrency`).
     """
 
     env_level_in_keys: ClassVar[tuple[NestedKey, ...]] = ()
@@ -86,6 +90,20 @@ class TensorDictAgentPartMixin(AgentPart, TensorDictModuleBase):
     def out_keys(self) -> list[NestedKey]:  # type: ignore[override]
         """The agent-view keys the part writes."""
         return [unravel_key(k) for k in self.agent_level_out_keys]
+
+    @property
+    def concurrent_safe(self) -> bool:
+        """Whether this part's forward and backward may run on another thread at the
+        same time as the other agents' parts (``run.agent_threads``).
+
+        Say ``True`` only when, in its current mode, the forward draws no random
+        numbers (dropout, noise, sampling: torch's generator is shared by every
+        thread, so the draws would come in a varying order) and reads or writes no
+        state outside the part itself. Sharing parameters between agents' parts is
+        checked by the combined parts. ``False`` here, so a part nobody has
+        checked runs one after the other as before.
+        """
+        return False
 
     @property
     def device(self) -> torch.device:

@@ -32,6 +32,9 @@ def build_policy_and_value_operators(
     else:
         policy_body = instance.combined_policy_body
         value_body = instance.combined_value_body
+        if use_critic and hasattr(policy_body, "pair_with"):
+            # one threaded section for both (run.agent_threads)
+            policy_body.pair_with(value_body)
     policy_module = TensorDictSequential(policy_body, instance.combined_policy_head)
     policy_operator = build_policy_actor(
         policy_module, include_linear_message_space=include_linear_message_space

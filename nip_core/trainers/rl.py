@@ -643,7 +643,6 @@ class TensorDictRlTrainer(TensorDictTrainer):
             return self.loss_module(minibatch)
 
     def _train_on_rollout(self, rollout: Any, updates: Mapping[str, bool]) -> dict:
-        import torch
         from torch.nn.utils import clip_grad_norm_
 
         self.replay_buffer.empty()
@@ -658,7 +657,8 @@ class TensorDictRlTrainer(TensorDictTrainer):
         for _ in range(epochs):
             for _ in range(num_minibatches):
                 minibatch = self.replay_buffer.sample()
-                loss_vals = self._loss(minibatch)
+                with self._backward_context():
+                    loss_vals = self._loss(minibatch)
                 self._accumulate(totals, loss_vals)
                 count += 1
                 if self.optimizer is None or not any(updates.values()):
@@ -666,12 +666,8 @@ class TensorDictRlTrainer(TensorDictTrainer):
                 if hasattr(self.loss_module, "backward"):
                     self.loss_module.backward(loss_vals)
                 else:
-                    total = sum(
-                        value.sum()
-                        for key, value in loss_vals.items(True, True)
-                        if _leaf(key).startswith("loss_") and value.requires_grad
-                    )
-                    if not torch.is_tensor(total):
+                    total = _summed_losses(loss_vals)
+                    if total is None:
                         continue
                     total.backward()
                 # Agents not updated this iteration: drop their gradients, so Adam
@@ -682,6 +678,51 @@ class TensorDictRlTrainer(TensorDictTrainer):
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
         return {key: value / max(count, 1) for key, value in totals.items()}
+
+    def _backward_context(self) -> Any:
+        """Around the loss's forward pass: on the plain ``backward()`` path the
+        agents' bodies running on threads run their backward passes there too
+        (:func:`~nip_core.scenario.concurrency.concurrent_backward`); a loss with its
+        own ``backward`` (which may take gradients another way) keeps the graph
+        whole."""
+        from nip_core.scenario.concurrency import concurrent_backward
+
+        if hasattr(self.loss_module, "backward"):
+            return contextlib.nullcontext()
+        return concurrent_backward()
+
+    def _agent_threads(self) -> tuple[int, int]:
+        """``(threads, intra-op threads)`` for ``run.agent_threads``: how many
+        threads run the agents' bodies side by side, and torch's intra-op threads
+        meanwhile (the cores divided among them). ``threads`` 1 means off."""
+        import torch
+
+        cores = torch.get_num_threads()
+        setting = self.settings.agent_threads
+        if setting is None:
+            device = torch.device(self.settings.device or "cpu")
+            if device.type != "cpu" or self.settings.compile_loss:
+                return 1, cores
+            setting = min(cores, len(self.agent_names))
+        if setting < 2:
+            return 1, cores
+        return setting, max(1, cores // setting)
+
+    def _build_train_context(self, stack: ExitStack) -> list[Any]:
+        """The base's contexts, and the agent threads (``run.agent_threads``)."""
+        from nip_core.scenario.concurrency import concurrent_parts
+
+        entered = super()._build_train_context(stack)
+        entered.append(stack.enter_context(concurrent_parts(*self._agent_threads())))
+        return entered
+
+    def _build_test_context(self, stack: ExitStack) -> list[Any]:
+        """The base's contexts, and the agent threads (``run.agent_threads``)."""
+        from nip_core.scenario.concurrency import concurrent_parts
+
+        entered = super()._build_test_context(stack)
+        entered.append(stack.enter_context(concurrent_parts(*self._agent_threads())))
+        return entered
 
     def _parameters_by_update(
         self, updates: Mapping[str, bool]
@@ -735,7 +776,7 @@ class TensorDictRlTrainer(TensorDictTrainer):
                 for shard in sharding.shards:
                     # The backward pass inside too: buffers a forward pass changed
                     # (and saved for its backward) are put back only after it
-                    with sharding.forward(shard):
+                    with sharding.forward(shard), self._backward_context():
                         minibatch = shard.replay_buffer.sample()
                         loss_vals = self._loss(minibatch)
                         total = _summed_losses(loss_vals) if stepping else None

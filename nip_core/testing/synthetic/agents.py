@@ -66,6 +66,11 @@ class SyntheticAgentBody(AgentBody):
         self.mlp = nn.Sequential(*layers).to(self._default_device)
         self.init_weights()
 
+    @property
+    def concurrent_safe(self) -> bool:
+        """A plain MLP: no random numbers, nothing shared."""
+        return True
+
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         batch_shape = tensordict.batch_size
         features = [

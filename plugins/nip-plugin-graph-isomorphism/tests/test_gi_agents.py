@@ -249,3 +249,44 @@ def test_dataset_options_cap_the_training_set(registered, tmp_path) -> None:
     assert len(full.train_dataset) == 100
     assert len(capped.train_dataset) == 10
     assert len(capped.test_dataset) == len(full.test_dataset)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "safe_in_training"),
+    [
+        ({}, True),
+        ({"noise_sigma": 0.5}, False),
+        ({"transformer_dropout": 0.1}, False),
+    ],
+)
+@pytest.mark.usefixtures("single_thread")
+def test_bodies_run_on_agent_threads_unless_they_draw_random_numbers(
+    registered, tmp_path, overrides, safe_in_training
+) -> None:
+    """Paired noise and dropout draw from torch's shared generator: such bodies
+    must not run beside each other on threads while training (the order of the
+    draws would vary); without them, or in eval mode, they may."""
+    from nip_core.scenario.concurrency import concurrent_parts
+
+    instance = build_scenario_components(
+        tiny_hyper_params("nip", **overrides), settings(tmp_path)
+    )
+    bodies = [agent.body for agent in instance.agents.values()]
+    combined = instance.combined_body
+    for train, expected in ((True, safe_in_training), (False, True)):
+        combined.train(train)
+        assert all(body.concurrent_safe is expected for body in bodies)
+        assert combined._threadable() is expected
+    combined.train(True)
+    td = instance.train_environment.reset()
+    with concurrent_parts(2):
+        torch.manual_seed(0)
+        threaded = combined(td.clone())
+    torch.manual_seed(0)
+    sequential = combined(td.clone())
+    torch.testing.assert_close(
+        threaded[K.AGENTS, GRAPH_LEVEL_REPR],
+        sequential[K.AGENTS, GRAPH_LEVEL_REPR],
+        rtol=0,
+        atol=0,
+    )

@@ -137,6 +137,16 @@ class GraphIsomorphismAgentBody(GraphIsomorphismAgentPartMixin, AgentBody):
         factor = float(factors.critic if role == "value_body" else factors.actor)
         return [("gnn", gnn, factor), ("", rest, 1.0)]
 
+    @property
+    def concurrent_safe(self) -> bool:
+        """True unless training with paired noise or transformer dropout (both draw
+        random numbers): then the body runs beside the other agents' bodies on
+        ``run.agent_threads`` threads."""
+        if self.encoder is None or not self.training:
+            return True
+        params = self.agent_params
+        return float(params.noise_sigma) == 0 and float(params.transformer_dropout) == 0
+
     def node_features(self, tensordict: TensorDictBase) -> Tensor:
         """``(*batch, 2, n, (R + 1) * C * P)``: history and latest message per node."""
         node_mask = tensordict.get("node_mask")

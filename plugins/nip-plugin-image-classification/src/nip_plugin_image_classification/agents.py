@@ -210,6 +210,12 @@ class ImageClassificationAgentBody(ImageClassificationAgentPartMixin, AgentBody)
             *self.latent_shape,
         )
 
+    @property
+    def concurrent_safe(self) -> bool:
+        """The CNN draws no random numbers (no dropout or noise): it may run beside
+        the other agents' bodies on ``run.agent_threads`` threads."""
+        return True
+
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         if self.encoder is None:
             return self._random_agent_outputs(tensordict)

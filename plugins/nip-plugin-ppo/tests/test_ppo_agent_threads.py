@@ -1,0 +1,96 @@
+"""``run.agent_threads`` with PPO's separate actor and critic bodies."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nip_core.experiment import run_experiment
+from nip_core.scenario import concurrency
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture
+def sections(monkeypatch):
+    """How many tasks each threaded section ran, forward and backward apart."""
+    record = {"forward": [], "backward": []}
+    run = concurrency.PartRunner.run
+    backward = concurrency._JoinParts.backward
+    inside = []
+
+    def counting_run(self, tasks):
+        record["backward" if inside else "forward"].append(len(tasks))
+        return run(self, tasks)
+
+    def counting_backward(ctx, *grads):
+        inside.append(True)
+        try:
+            return backward(ctx, *grads)
+        finally:
+            inside.pop()
+
+    monkeypatch.setattr(concurrency.PartRunner, "run", counting_run)
+    monkeypatch.setattr(
+        concurrency._JoinParts, "backward", staticmethod(counting_backward)
+    )
+    return record
+
+
+def _hyper_params(scenario, protocol="nip", **ppo):
+    return scenario.hyper_params(
+        protocol,
+        trainer="vanilla_ppo",
+        rl=scenario.short_rl(
+            num_iterations=2, num_epochs=2, minibatch_size=4, use_shared_body=False
+        ),
+        agents={"_default": {"d_hidden": 8}},
+        **({"ppo": ppo} if ppo else {}),
+    )
+
+
+def _assert_same_agents(a, b) -> None:
+    compared = 0
+    for agent, parts in a.trainer.agents_state_dict().items():
+        for part, state in parts.items():
+            for key, value in state.items():
+                other = b.trainer.agents_state_dict()[agent][part][key]
+                torch.testing.assert_close(other, value, rtol=0, atol=0)
+                compared += 1
+    assert compared > 0
+
+
+@pytest.mark.parametrize("protocol", ["nip", "debate"])
+def test_policy_and_value_bodies_share_one_section_with_the_same_result(
+    ppo_scenario, sections, protocol
+):
+    """The policy bodies and value bodies of every agent run in one section,
+    forward and backward, and train the agents to the same weights, bit for
+    bit, as one after the other."""
+    hp = _hyper_params(ppo_scenario, protocol)
+    sequential = run_experiment(
+        hp, ppo_scenario.settings(agent_threads=1), run_id=f"seq-{protocol}"
+    )
+    assert sections == {"forward": [], "backward": []}
+    threaded = run_experiment(
+        hp, ppo_scenario.settings(agent_threads=2), run_id=f"thr-{protocol}"
+    )
+    agents = len(sequential.trainer.agent_names)
+    # the loss's sections: policy and value bodies together; collection and
+    # advantage sections (no gradients): one combined body each
+    assert 2 * agents in sections["forward"] and agents in sections["forward"]
+    assert sections["backward"] and set(sections["backward"]) == {2 * agents}
+    _assert_same_agents(sequential, threaded)
+
+
+def test_kl_penalty_loss_on_agent_threads_gives_the_same_agents(ppo_scenario):
+    """The KL-penalty loss runs the actor again without gradients (for the
+    effective sample size): no prefetched outputs may be reused there."""
+    hp = _hyper_params(ppo_scenario, loss_type="kl_penalty")
+    sequential = run_experiment(
+        hp, ppo_scenario.settings(agent_threads=1), run_id="kl-seq"
+    )
+    threaded = run_experiment(
+        hp, ppo_scenario.settings(agent_threads=2), run_id="kl-thr"
+    )
+    _assert_same_agents(sequential, threaded)

@@ -1,0 +1,293 @@
+"""The agents' parts on threads (:mod:`nip_core.scenario.concurrency`)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from tensordict import TensorDict
+from torch import nn
+
+from nip_core.scenario import concurrency
+from nip_core.scenario.concurrency import (
+    PartRunner,
+    active_runner,
+    concurrent_backward,
+    concurrent_parts,
+    join_parts,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+# Tasks that meet at a barrier finish only if they run at the same time; the
+# timeout turns a sequential run into a failure instead of a hang.
+BARRIER_TIMEOUT = 20.0
+
+
+@pytest.fixture
+def runner():
+    runner = PartRunner(2)
+    yield runner
+    runner.close()
+
+
+def test_runner_returns_results_in_order_and_runs_tasks_at_the_same_time(runner):
+    barrier = threading.Barrier(2, timeout=BARRIER_TIMEOUT)
+    threads: list[str] = []
+
+    def task(value):
+        def run():
+            barrier.wait()
+            threads.append(threading.current_thread().name)
+            return value
+
+        return run
+
+    assert runner.run([task("a"), task("b")]) == ["a", "b"]
+    assert len(set(threads)) == 2  # the caller and a helper
+
+
+def test_runner_balances_unequal_tasks_over_its_threads(runner):
+    # one long task (waits for the short ones) and three short ones: the short
+    # ones all run on the other thread while the long one waits
+    done = threading.Semaphore(0)
+
+    def long():
+        for _ in range(3):
+            assert done.acquire(timeout=BARRIER_TIMEOUT)
+        return "long"
+
+    def short(i):
+        def run():
+            done.release()
+            return i
+
+        return run
+
+    assert runner.run([long, short(1), short(2), short(3)]) == ["long", 1, 2, 3]
+
+
+def test_runner_raises_a_tasks_error_after_every_task_finished(runner):
+    finished = []
+
+    def failing():
+        raise ValueError("part failed")
+
+    def slow():
+        finished.append(True)
+        return 1
+
+    with pytest.raises(ValueError, match="part failed"):
+        runner.run([failing, slow, slow])
+    assert finished == [True, True]
+
+
+def test_nested_runs_in_a_helper_thread_run_inline(runner):
+    """A combined part inside a part (a helper calling ``run`` again) must not wait
+    for the helper it is running on."""
+    barrier = threading.Barrier(2, timeout=BARRIER_TIMEOUT)
+
+    def outer():
+        barrier.wait()
+        return runner.run([lambda: 1, lambda: 2])
+
+    assert runner.run([outer, outer]) == [[1, 2], [1, 2]]
+
+
+def test_runner_passes_the_callers_grad_mode_to_its_threads(runner):
+    barrier = threading.Barrier(2, timeout=BARRIER_TIMEOUT)
+
+    def task():
+        barrier.wait()
+        return torch.is_grad_enabled()
+
+    with torch.no_grad():
+        assert runner.run([task, task]) == [False, False]
+    assert runner.run([task, task]) == [True, True]
+
+
+def test_a_runner_needs_two_threads():
+    with pytest.raises(ValueError, match="at least 2 threads"):
+        PartRunner(1)
+
+
+def test_concurrent_parts_sets_and_restores_torch_threads():
+    torch.set_num_threads(2)
+    with concurrent_parts(2) as runner:
+        assert active_runner() is runner
+        assert torch.get_num_threads() == 1
+    assert active_runner() is None
+    assert runner.closed
+    assert torch.get_num_threads() == 2
+    with concurrent_parts(1) as runner:
+        assert runner is None and active_runner() is None
+        assert torch.get_num_threads() == 2
+
+
+def test_no_runner_is_active_in_its_own_helper_threads():
+    with concurrent_parts(2) as runner:
+        barrier = threading.Barrier(2, timeout=BARRIER_TIMEOUT)
+
+        def task():
+            barrier.wait()
+            return active_runner()
+
+        seen = runner.run([task, task])
+    assert seen.count(None) == 1 and runner in seen
+
+
+class _MeetInBackward(torch.autograd.Function):
+    """Identity whose backward pass waits at a barrier: two of them finish their
+    backward passes only if they run at the same time."""
+
+    @staticmethod
+    def forward(ctx, x, barrier):  # type: ignore[override]
+        ctx.barrier = barrier
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        ctx.barrier.wait()
+        return grad, None
+
+
+def test_joined_parts_run_their_backward_passes_at_the_same_time(runner):
+    barrier = threading.Barrier(2, timeout=BARRIER_TIMEOUT)
+    torch.manual_seed(0)
+    w1 = torch.randn(3, requires_grad=True)
+    w2 = torch.randn(3, requires_grad=True)
+    x = torch.arange(3.0)
+    out1 = _MeetInBackward.apply(x * w1, barrier)
+    out2 = _MeetInBackward.apply(x * w2 * w2, barrier)
+    (j1,), (j2,) = join_parts(runner, [[out1], [out2]])
+    assert not j1.requires_grad or j1.grad_fn is not None
+    (j1.sum() * 2 + (j2 * x).sum()).backward()
+    torch.testing.assert_close(w1.grad, 2 * x, rtol=0, atol=0)
+    torch.testing.assert_close(w2.grad, x * x * 2 * w2.detach(), rtol=0, atol=0)
+
+
+def test_joined_parts_give_the_gradients_of_the_connected_graph(runner):
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)) for _ in "ab"]
+    x = torch.randn(5, 4)
+    target = torch.randn(5, 2)
+
+    def loss(outputs):
+        return ((outputs[0] - target) ** 2).sum() + (outputs[1] * outputs[0]).sum()
+
+    loss([net(x) for net in nets]).backward()
+    expected = [p.grad.clone() for net in nets for p in net.parameters()]
+    for net in nets:
+        net.zero_grad(set_to_none=True)
+    joined = join_parts(runner, [[net(x)] for net in nets])
+    loss([group[0] for group in joined]).backward()
+    for p, want in zip(
+        [p for net in nets for p in net.parameters()], expected, strict=True
+    ):
+        torch.testing.assert_close(p.grad, want, rtol=0, atol=0)
+
+
+def test_concurrent_backward_is_a_scoped_flag():
+    assert not concurrency.backward_allowed()
+    with concurrent_backward():
+        assert concurrency.backward_allowed()
+    assert not concurrency.backward_allowed()
+
+
+# ----------------------------------------------------------------------------------
+# Combined parts
+
+
+class _Part(nn.Module):
+    """A stand-in agent part: ``y = tanh(x W)``, optionally unsafe to thread."""
+
+    def __init__(self, weight: nn.Parameter, safe: bool = True):
+        super().__init__()
+        self.weight = weight
+        self.safe = safe
+        self.threads: list[str] = []
+
+    @property
+    def concurrent_safe(self) -> bool:
+        return self.safe
+
+    @property
+    def device(self) -> torch.device:
+        return self.weight.device
+
+    def forward(self, view):
+        self.threads.append(threading.current_thread().name)
+        return TensorDict({"y": torch.tanh(view.get("x") @ self.weight)}, [4])
+
+
+def _combined(parts):
+    """A combined body over ``parts`` (built without the factory)."""
+    from nip_core.scenario.combined import CombinedBody
+
+    combined = CombinedBody.__new__(CombinedBody)
+    nn.Module.__init__(combined)
+    combined.agent_names = [f"agent{i}" for i in range(len(parts))]
+    combined._part_out_keys = ["y"]
+    combined.parts = nn.ModuleDict(dict(zip(combined.agent_names, parts, strict=True)))
+    return combined
+
+
+def _views(x):
+    return [TensorDict({"x": x}, [4]) for _ in range(2)]
+
+
+def _weights(shared: bool = False):
+    torch.manual_seed(0)
+    first = nn.Parameter(torch.randn(3, 2))
+    return first, first if shared else nn.Parameter(torch.randn(3, 2))
+
+
+@pytest.mark.parametrize("case", ["threads", "shared weights", "unsafe part"])
+def test_combined_body_uses_threads_only_when_its_parts_allow(case):
+    w1, w2 = _weights(shared=case == "shared weights")
+    parts = [_Part(w1), _Part(w2, safe=case != "unsafe part")]
+    combined = _combined(parts)
+    with concurrent_parts(2), concurrent_backward():
+        x = torch.randn(4, 3)
+        outputs = combined._run_parts(_views(x), TensorDict({"x": x}, [4]))
+        sum(out.get("y").sum() for out in outputs).backward()
+    names = {name for part in parts for name in part.threads}
+    main = threading.current_thread().name
+    if case == "threads":
+        assert len(names) == 2
+    else:
+        assert names == {main}
+
+
+def test_combined_body_gives_the_same_outputs_and_gradients_on_threads():
+    x = torch.randn(4, 3)
+    results = []
+    for threads in (1, 2):
+        parts = [_Part(w) for w in _weights()]
+        combined = _combined(parts)
+        with concurrent_parts(threads), concurrent_backward():
+            outputs = combined._run_parts(_views(x), TensorDict({"x": x}, [4]))
+            ys = [out.get("y") for out in outputs]
+            (ys[0].sum() * 3 + (ys[1] ** 2).sum()).backward()
+        results.append(([y.detach() for y in ys], [p.weight.grad for p in parts]))
+    for sequential, threaded in zip(*results, strict=True):
+        for a, b in zip(sequential, threaded, strict=True):
+            torch.testing.assert_close(b, a, rtol=0, atol=0)
+
+
+def test_combined_body_keeps_the_graph_whole_when_its_input_has_gradients():
+    """An input that requires gradients (an upstream module) must see the parts'
+    gradients: ``torch.autograd.grad`` through the combined body still works."""
+    parts = [_Part(w) for w in _weights()]
+    combined = _combined(parts)
+    x = torch.randn(4, 3, requires_grad=True)
+    with concurrent_parts(2), concurrent_backward():
+        outputs = combined._run_parts(_views(x), TensorDict({"x": x}, [4]))
+        total = sum(out.get("y").sum() for out in outputs)
+        (grad,) = torch.autograd.grad(total, x)
+    expected = sum(
+        (1 - torch.tanh(x.detach() @ p.weight.detach()) ** 2) @ p.weight.detach().T
+        for p in parts
+    )
+    torch.testing.assert_close(grad, expected)
