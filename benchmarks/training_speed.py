@@ -28,7 +28,7 @@ Usage::
     python benchmarks/training_speed.py --repeats 3 --baseline-override X=false
     python benchmarks/training_speed.py --device cuda                 # on a GPU
     python benchmarks/training_speed.py --compile-loss                # run.compile_loss
-    python benchmarks/training_speed.py --repeats 3 --baseline-agent-threads 1  # agents' threads off
+    python benchmarks/training_speed.py --repeats 3 --baseline-agent-threads 1  # A/B
 
 Ratios are printed only between processes of the same invocation: ``--baseline``
 runs every case on another git revision's code as well (a worktree of it, first on
@@ -268,7 +268,9 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
         torch.cuda.max_memory_allocated(args.device) if args.device != "cpu" else None
     )
 
-    # FLOPs of one collection and one update (counted, not timed)
+    # FLOPs of one collection and one update (counted, not timed), without the agent
+    # threads: the counter sees only the operators of the thread it runs in
+    train_contexts.close()
     with FlopCounterMode(display=False) as counter:
         rollout, carry = trainer._collect(env, carry, steps)
     collection_flops = counter.get_total_flops()
@@ -318,7 +320,6 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
         # minor page faults: memory the allocator gave back and faults in again
         "median_page_faults_per_iteration": statistics.median(page_faults),
     }
-    train_contexts.close()
     if profiler is not None and args.torch_profile:
         result["profile"] = profiler.key_averages().table(
             sort_by="self_cpu_time_total", row_limit=40
