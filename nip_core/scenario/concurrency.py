@@ -77,8 +77,9 @@ class PartRunner:
         inference = torch.is_inference_mode_enabled()
 
         def drain(worker: bool) -> None:
-            if worker:
+            if worker and not in_worker():
                 _local.worker = True
+                _block_signals()
             with torch.inference_mode(inference), torch.set_grad_enabled(grad):
                 while True:
                     with lock:
@@ -105,6 +106,18 @@ class PartRunner:
     def close(self) -> None:
         self.closed = True
         self._pool.shutdown(wait=True)
+
+
+def _block_signals() -> None:
+    """Leave process signals (Ctrl-C, SIGTERM) to the main thread: a signal
+    delivered to a helper would not wake the main thread waiting for it, so the
+    run's handler would only see it when the section ends."""
+    import signal
+
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(
+            signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+        )
 
 
 def in_worker() -> bool:
