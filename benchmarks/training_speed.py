@@ -618,7 +618,7 @@ def _row(r: dict[str, Any]) -> str:
         return f"{r['protocol']:>8} {r['setting']:>8}  FAILED: {' | '.join(r['error'])}"
     return (
         f"{r['protocol']:>8} {r['setting']:>8}  {r['fps']:8.1f} frames/s  "
-        f"agent threads {r.get('agent_threads', 1)}  "
+        f"agent threads {int(r.get('agent_threads', 1))}  "
         f"iteration {r['median_iteration_s']:.2f} s (collection "
         f"{r['median_collection_s']:.2f}, advantage {r['median_advantage_s']:.2f}, "
         f"update {r['median_update_s']:.2f})  peak {r['peak_rss_gb']:.2f} GB "

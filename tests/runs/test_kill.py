@@ -83,6 +83,13 @@ def _env(sleep: float = 0.0) -> dict[str, str]:
     return env
 
 
+def _default_sigint() -> None:
+    # Started from a background job of a non-interactive shell (`cmd &`), this
+    # process ignores SIGINT and so would its child: give the child the default,
+    # as a terminal would
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _nip(work: Path, *args: str, sleep: float = 0.0) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(DRIVER), *args],
@@ -91,6 +98,7 @@ def _nip(work: Path, *args: str, sleep: float = 0.0) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
 
 

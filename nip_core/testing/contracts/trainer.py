@@ -40,7 +40,8 @@ The suite checks that
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -61,6 +62,25 @@ def kill_after(iteration: int):
             raise KilledForTest(f"killed after iteration {iteration}")
 
     return callback
+
+
+@contextmanager
+def python_ctrl_c() -> Iterator[None]:
+    """Python's own Ctrl-C handling inside the block, even in a process started
+    with SIGINT ignored (a background job of a non-interactive shell, ``cmd &``,
+    ignores it, and so does everything it starts): the interrupt tests need the
+    signal to arrive. The disposition is put back after."""
+    import signal
+
+    previous = signal.getsignal(signal.SIGINT)
+    changed = previous is signal.SIG_IGN
+    if changed:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if changed:
+            signal.signal(signal.SIGINT, previous)
 
 
 def interrupt_after(iteration: int):
@@ -230,7 +250,7 @@ class TrainerContract:
         settings = self.make_settings(tmp_path, checkpoint_period=None)
         whole = run_experiment(self.make_hyper_params(n), settings, run_id="whole")
 
-        with pytest.raises(RunInterrupted) as info:
+        with python_ctrl_c(), pytest.raises(RunInterrupted) as info:
             run_experiment(
                 self.make_hyper_params(n),
                 settings,
