@@ -248,6 +248,19 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
         partner's prefetched outputs are checked against."""
         return [tensordict.get(key, None) for key in self.in_keys]
 
+    def _disjoint_from(self, partner: CombinedTensorDictAgentPart | None) -> bool:
+        """Whether no parameter belongs to two of this combined part's parts (and
+        ``partner``'s, if given). Computed once per partner: parameters are fixed
+        objects, and this runs at every forward pass."""
+        cache = self.__dict__.setdefault("_disjoint_cache", {})
+        key = None if partner is None else id(partner)
+        if key not in cache:
+            parts = self._part_list()
+            if partner is not None:
+                parts += partner._part_list()
+            cache[key] = _disjoint_parameters(parts)
+        return cache[key]
+
     def _threadable(self) -> bool:
         """Whether the parts may run on threads now: two or more, none sharing a
         parameter with another (their gradients would race), every one
@@ -256,7 +269,7 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
         if not self.run_concurrently or torch.is_autocast_enabled("cpu"):
             return False
         parts = self._part_list()
-        if len(parts) < 2 or not _disjoint_parameters(parts):
+        if len(parts) < 2 or not self._disjoint_from(None):
             return False
         return all(p.concurrent_safe and p.device.type == "cpu" for p in parts)
 
@@ -278,7 +291,7 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
                 if (
                     partner._threadable()
                     and all(t is not None for t in partner._input_tensors(tensordict))
-                    and _disjoint_parameters(self._part_list() + partner._part_list())
+                    and self._disjoint_from(partner)
                 ):
                     members.append((partner, partner._views(tensordict)))
         if joining and any(

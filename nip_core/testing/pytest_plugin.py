@@ -7,7 +7,7 @@ scenario of :mod:`nip_core.testing.synthetic`), ``synthetic_text_scenario`` and
 ``openai_test_server`` (the tiny text scenario of
 :mod:`nip_core.testing.synthetic_text` and the local OpenAI-compatible server its
 scripted model runs on), ``test_protocols`` (the test protocol
-``multi_channel_test``) and ``single_thread``. See
+``multi_channel_test``), ``single_thread`` and ``agent_thread_sections``. See
 :mod:`nip_core.testing.fixtures` for why they are not autouse.
 """
 
@@ -27,6 +27,7 @@ from nip_core.testing.synthetic_text.fixtures import (
 )
 
 __all__ = [
+    "agent_thread_sections",
     "openai_test_server",
     "plugin_manager",
     "register_plugin",
@@ -113,3 +114,33 @@ def test_protocols() -> Iterator[None]:
     finally:
         if manager.has_plugin(TEST_PROTOCOLS_PLUGIN_NAME):
             manager.unregister(TEST_PROTOCOLS_PLUGIN_NAME)
+
+
+@pytest.fixture
+def agent_thread_sections(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[int]]:
+    """How many tasks each threaded section of ``run.agent_threads`` ran during the
+    test: ``{"forward": [...], "backward": [...]}`` (backward: the sections the
+    joined parts' backward pass ran)."""
+    from nip_core.scenario import concurrency
+
+    record: dict[str, list[int]] = {"forward": [], "backward": []}
+    run = concurrency.PartRunner.run
+    backward = concurrency._JoinParts.backward
+    inside: list[bool] = []
+
+    def counting_run(self: Any, tasks: Any) -> Any:
+        record["backward" if inside else "forward"].append(len(tasks))
+        return run(self, tasks)
+
+    def counting_backward(ctx: Any, *grads: Any) -> Any:
+        inside.append(True)
+        try:
+            return backward(ctx, *grads)
+        finally:
+            inside.pop()
+
+    monkeypatch.setattr(concurrency.PartRunner, "run", counting_run)
+    monkeypatch.setattr(
+        concurrency._JoinParts, "backward", staticmethod(counting_backward)
+    )
+    return record

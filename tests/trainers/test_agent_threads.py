@@ -9,7 +9,7 @@ import torch
 
 from nip_core.errors import NipConfigError
 from nip_core.experiment import run_experiment
-from nip_core.scenario import concurrency
+from nip_core.testing.contracts.trainer import assert_same_weights
 from nip_core.trainers.rl import TensorDictRlTrainer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -25,50 +25,17 @@ def _hyper_params(scenario, protocol: str = "nip", **rl):
     )
 
 
-@pytest.fixture
-def sections(monkeypatch):
-    """How many tasks each threaded section ran, forward and backward apart."""
-    record = {"forward": [], "backward": []}
-    run = concurrency.PartRunner.run
-    backward = concurrency._JoinParts.backward
-
-    def counting_run(self, tasks):
-        kind = "backward" if getattr(counting_backward, "inside", False) else "forward"
-        record[kind].append(len(tasks))
-        return run(self, tasks)
-
-    def counting_backward(ctx, *grads):
-        counting_backward.inside = True
-        try:
-            return backward(ctx, *grads)
-        finally:
-            counting_backward.inside = False
-
-    monkeypatch.setattr(concurrency.PartRunner, "run", counting_run)
-    monkeypatch.setattr(
-        concurrency._JoinParts, "backward", staticmethod(counting_backward)
-    )
-    return record
-
-
-def _agents(result) -> dict:
-    return result.trainer.agents_state_dict()
-
-
-def _assert_same(a: dict, b: dict) -> None:
-    compared = 0
-    for agent, parts in a.items():
-        for part, state in parts.items():
-            for key, value in state.items():
-                torch.testing.assert_close(b[agent][part][key], value, rtol=0, atol=0)
-                compared += 1
-    assert compared > 0
+def _assert_same_agents(a, b) -> None:
+    expected = a.trainer.agents_state_dict()
+    assert any(state for parts in expected.values() for state in parts.values())
+    assert_same_weights(expected, b.trainer.agents_state_dict())
 
 
 @pytest.mark.parametrize("protocol", ["nip", "debate"])
 def test_training_on_agent_threads_gives_the_same_agents_bit_for_bit(
-    synthetic_scenario, sections, protocol
+    synthetic_scenario, agent_thread_sections, protocol
 ):
+    sections = agent_thread_sections
     hp = _hyper_params(synthetic_scenario, protocol)
     sequential = run_experiment(
         hp, synthetic_scenario.settings(agent_threads=1), run_id=f"seq-{protocol}"
@@ -81,7 +48,7 @@ def test_training_on_agent_threads_gives_the_same_agents_bit_for_bit(
     agents = len(sequential.trainer.agent_names)
     assert sections["forward"] and set(sections["forward"]) == {agents}
     assert sections["backward"] and set(sections["backward"]) == {agents}
-    _assert_same(_agents(sequential), _agents(threaded))
+    _assert_same_agents(sequential, threaded)
     losses = [
         {k: v for k, v in record.items() if "loss" in k and "timing" not in k}
         for record in sequential.metrics

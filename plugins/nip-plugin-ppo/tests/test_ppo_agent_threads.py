@@ -3,38 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from nip_core.experiment import run_experiment
-from nip_core.scenario import concurrency
+from nip_core.testing.contracts.trainer import assert_same_weights
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-@pytest.fixture
-def sections(monkeypatch):
-    """How many tasks each threaded section ran, forward and backward apart."""
-    record = {"forward": [], "backward": []}
-    run = concurrency.PartRunner.run
-    backward = concurrency._JoinParts.backward
-    inside = []
-
-    def counting_run(self, tasks):
-        record["backward" if inside else "forward"].append(len(tasks))
-        return run(self, tasks)
-
-    def counting_backward(ctx, *grads):
-        inside.append(True)
-        try:
-            return backward(ctx, *grads)
-        finally:
-            inside.pop()
-
-    monkeypatch.setattr(concurrency.PartRunner, "run", counting_run)
-    monkeypatch.setattr(
-        concurrency._JoinParts, "backward", staticmethod(counting_backward)
-    )
-    return record
 
 
 def _hyper_params(scenario, protocol="nip", **ppo):
@@ -50,23 +23,19 @@ def _hyper_params(scenario, protocol="nip", **ppo):
 
 
 def _assert_same_agents(a, b) -> None:
-    compared = 0
-    for agent, parts in a.trainer.agents_state_dict().items():
-        for part, state in parts.items():
-            for key, value in state.items():
-                other = b.trainer.agents_state_dict()[agent][part][key]
-                torch.testing.assert_close(other, value, rtol=0, atol=0)
-                compared += 1
-    assert compared > 0
+    expected = a.trainer.agents_state_dict()
+    assert any(state for parts in expected.values() for state in parts.values())
+    assert_same_weights(expected, b.trainer.agents_state_dict())
 
 
 @pytest.mark.parametrize("protocol", ["nip", "debate"])
 def test_policy_and_value_bodies_share_one_section_with_the_same_result(
-    ppo_scenario, sections, protocol
+    ppo_scenario, agent_thread_sections, protocol
 ):
     """The policy bodies and value bodies of every agent run in one section,
     forward and backward, and train the agents to the same weights, bit for
     bit, as one after the other."""
+    sections = agent_thread_sections
     hp = _hyper_params(ppo_scenario, protocol)
     sequential = run_experiment(
         hp, ppo_scenario.settings(agent_threads=1), run_id=f"seq-{protocol}"
