@@ -35,6 +35,75 @@ class Tanh(nn.Module):
         return _SigmoidTanh.apply(x)
 
 
+NARROW = 16
+"""Below this many columns a CPU matrix product is computed in the other orientation
+(see :func:`linear`)."""
+
+
+def _product(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` for 2-d ``a`` and ``b``, computed as ``(bᵀ aᵀ)ᵀ`` when the result is
+    narrow and tall.
+
+    A CPU BLAS handles a product with few output columns (fewer than
+    :data:`NARROW`, not a multiple of its vector width) several times slower than
+    the same product transposed: at 4 604 × 64 by 64 × 9, one thread, 0.46 ms
+    against 0.10 ms. The transposed result is returned as a view (column-major).
+    """
+    rows, columns = a.shape[0], b.shape[1]
+    if columns < NARROW and rows > 4 * columns:
+        return (b.t() @ a.t()).t()
+    return a @ b
+
+
+class _NarrowInputLinear(torch.autograd.Function):
+    """``F.linear`` on a 2-d input with few features, whose backward computes both
+    gradients' products in their faster orientation (:func:`_product`)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _product(grad, weight)  # (rows, in): narrow
+        if ctx.needs_input_grad[1]:
+            grad_weight = (x.t() @ grad).t().contiguous()  # not grad.t() @ x
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(0)
+        return grad_x, grad_weight, grad_bias
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """:func:`torch.nn.functional.linear`, faster on CPU for few input features.
+
+    With fewer than :data:`NARROW` input features, the backward's two products
+    that would write that few columns (the input's gradient, the weight's
+    gradient) are computed transposed (:func:`_product`): graph isomorphism's first
+    GIN layer (9 input features, 4 604 rows) takes 0.5 ms instead of 1.2 ms forward
+    and backward on one thread. Elsewhere (wider inputs, fewer than 1 024 rows, off
+    the CPU) this is ``F.linear``. The function is the same up to float rounding
+    (the gradients' sums run in another order). Few *output* features need
+    nothing: torch's own kernels handle those as fast.
+    """
+    if (
+        weight.shape[1] >= NARROW
+        or x.device.type != "cpu"
+        or x.dim() < 2
+        or x.shape[:-1].numel() < 1024
+    ):
+        return F.linear(x, weight, bias)
+    if x.dim() == 2:
+        return _NarrowInputLinear.apply(x, weight, bias)
+    lead = x.shape[:-1]
+    out = _NarrowInputLinear.apply(x.reshape(-1, x.shape[-1]), weight, bias)
+    return out.reshape(*lead, weight.shape[0])
+
+
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
 ZERO_PRESERVING = frozenset({"relu", "tanh", "gelu"})
 """Activations with ``act(0) = 0``: masked (zero) rows stay zero through them."""
@@ -92,7 +161,7 @@ class Mlp(nn.Sequential):
                     weight = weight * scale
                 if to_tanh and bias is not None:
                     bias = bias * 2.0
-                x = F.linear(x, weight, bias)
+                x = linear(x, weight, bias)
                 if to_tanh:
                     x = torch.sigmoid(x)
                     i += 1  # the Tanh is done
