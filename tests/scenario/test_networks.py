@@ -142,3 +142,26 @@ def test_mlp_on_narrow_inputs_computes_the_sequential_gradients():
     want = torch.autograd.grad(expected.square().sum(), [x, *reference.parameters()])
     for got, w in zip(grads, want, strict=True):
         torch.testing.assert_close(got, w)
+
+
+@pytest.mark.slow
+def test_linear_compiles_to_the_eager_function_and_gradients():
+    # run.compile_loss traces the bodies' MLPs, narrow-input layers included
+    torch.manual_seed(5)
+    model = mlp(9, 64, 16, 2, "tanh")
+    x = torch.randn(2048, 9, requires_grad=True)
+
+    def loss(inputs):
+        return model(inputs).square().mean()
+
+    compiled = torch.compile(loss)
+    got = compiled(x)
+    want = loss(x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    inputs = [x, *model.parameters()]
+    for g, w in zip(
+        torch.autograd.grad(got, inputs),
+        torch.autograd.grad(want, inputs),
+        strict=True,
+    ):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
