@@ -202,10 +202,16 @@ def test_concurrent_backward_is_a_scoped_flag():
 class _Part(nn.Module):
     """A stand-in agent part: ``y = tanh(x W)``, optionally unsafe to thread."""
 
-    def __init__(self, weight: nn.Parameter, safe: bool = True):
+    def __init__(
+        self,
+        weight: nn.Parameter,
+        safe: bool = True,
+        barrier: threading.Barrier | None = None,
+    ):
         super().__init__()
         self.weight = weight
         self.safe = safe
+        self.barrier = barrier
         self.threads: list[str] = []
 
     @property
@@ -218,6 +224,10 @@ class _Part(nn.Module):
 
     def forward(self, view):
         self.threads.append(threading.current_thread().name)
+        if self.barrier is not None:
+            # both parts must be running at once: a runner that ran them one
+            # after the other (or one thread that took both) breaks the barrier
+            self.barrier.wait()
         return TensorDict({"y": torch.tanh(view.get("x") @ self.weight)}, [4])
 
 
@@ -246,7 +256,15 @@ def _weights(shared: bool = False):
 @pytest.mark.parametrize("case", ["threads", "shared weights", "unsafe part"])
 def test_combined_body_uses_threads_only_when_its_parts_allow(case):
     w1, w2 = _weights(shared=case == "shared weights")
-    parts = [_Part(w1), _Part(w2, safe=case != "unsafe part")]
+    # with threads, the parts meet at a barrier, so that the test does not depend
+    # on the helper thread starting before the caller has taken both tasks
+    barrier = (
+        threading.Barrier(2, timeout=BARRIER_TIMEOUT) if case == "threads" else None
+    )
+    parts = [
+        _Part(w1, barrier=barrier),
+        _Part(w2, safe=case != "unsafe part", barrier=barrier),
+    ]
     combined = _combined(parts)
     with concurrent_parts(2), concurrent_backward():
         x = torch.randn(4, 3)

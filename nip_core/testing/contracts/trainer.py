@@ -134,6 +134,17 @@ def assert_same_weights(left: Mapping[str, Any], right: Mapping[str, Any]) -> No
             assert a == b, f"{key!r} differs"
 
 
+def assert_same_agents(left: Any, right: Any) -> None:
+    """Assert two finished experiments (what ``run_experiment`` returns) trained
+    their agents to exactly the same weights, and that there are weights to
+    compare."""
+    expected = left.trainer.agents_state_dict()
+    assert any(state for parts in expected.values() for state in parts.values()), (
+        "the agents have no state to compare"
+    )
+    assert_same_weights(expected, right.trainer.agents_state_dict())
+
+
 class TrainerContract:
     """Checks a trainer must pass (see the module docstring)."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nip_core.experiment import run_experiment
-from nip_core.testing.contracts.trainer import assert_same_weights
+from nip_core.testing.contracts.trainer import assert_same_agents
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -20,12 +20,6 @@ def _hyper_params(scenario, protocol="nip", **ppo):
         agents={"_default": {"d_hidden": 8}},
         **({"ppo": ppo} if ppo else {}),
     )
-
-
-def _assert_same_agents(a, b) -> None:
-    expected = a.trainer.agents_state_dict()
-    assert any(state for parts in expected.values() for state in parts.values())
-    assert_same_weights(expected, b.trainer.agents_state_dict())
 
 
 @pytest.mark.parametrize("protocol", ["nip", "debate"])
@@ -49,7 +43,7 @@ def test_policy_and_value_bodies_share_one_section_with_the_same_result(
     # advantage sections (no gradients): one combined body each
     assert 2 * agents in sections["forward"] and agents in sections["forward"]
     assert sections["backward"] and set(sections["backward"]) == {2 * agents}
-    _assert_same_agents(sequential, threaded)
+    assert_same_agents(sequential, threaded)
 
 
 def test_kl_penalty_loss_on_agent_threads_gives_the_same_agents(ppo_scenario):
@@ -62,4 +56,4 @@ def test_kl_penalty_loss_on_agent_threads_gives_the_same_agents(ppo_scenario):
     threaded = run_experiment(
         hp, ppo_scenario.settings(agent_threads=2), run_id="kl-thr"
     )
-    _assert_same_agents(sequential, threaded)
+    assert_same_agents(sequential, threaded)
