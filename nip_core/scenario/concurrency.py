@@ -37,9 +37,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 T = TypeVar("T")
 
@@ -102,6 +105,32 @@ class PartRunner:
         if errors:
             raise errors[0]
         return results
+
+    def submit(self, task: Callable[[], T]) -> Future[T]:
+        """Start ``task`` on a helper thread and return its future: the caller
+        runs on meanwhile and collects the result with ``future.result()``
+        (which raises what the task raised). The task runs with the caller's grad
+        and inference modes. A closed runner runs it at once, in the caller."""
+        from concurrent.futures import Future
+
+        if self.closed or in_worker():
+            future: Future[T] = Future()
+            try:
+                future.set_result(task())
+            except BaseException as error:  # noqa: BLE001 - handed to the future
+                future.set_exception(error)
+            return future
+        grad = torch.is_grad_enabled()
+        inference = torch.is_inference_mode_enabled()
+
+        def run() -> T:
+            if not in_worker():
+                _local.worker = True
+                _block_signals()
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+                return task()
+
+        return self._pool.submit(run)
 
     def close(self) -> None:
         self.closed = True

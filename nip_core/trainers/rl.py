@@ -654,22 +654,31 @@ class TensorDictRlTrainer(TensorDictTrainer):
         totals: dict[Any, Any] = {}
         count = 0
         epochs = 1 if self.settings.test_run else self.hyper_params.rl.num_epochs
+        minibatches = _Minibatches(self.replay_buffer, epochs * num_minibatches)
         for _ in range(epochs):
             for _ in range(num_minibatches):
-                minibatch = self.replay_buffer.sample()
+                minibatch = minibatches.take()
                 with self._backward_context():
                     loss_vals = self._loss(minibatch)
                 self._accumulate(totals, loss_vals)
                 count += 1
                 if self.optimizer is None or not any(updates.values()):
+                    minibatches.prefetch()
                     continue
+                stepping = True
                 if hasattr(self.loss_module, "backward"):
                     self.loss_module.backward(loss_vals)
                 else:
                     total = _summed_losses(loss_vals)
-                    if total is None:
-                        continue
-                    total.backward()
+                    stepping = total is not None
+                    if stepping:
+                        total.backward()
+                # the next minibatch is drawn now, before clipping and the step
+                # (neither draws random numbers): the same draws in the same order
+                # as drawing it at the top of the loop (see _Minibatches)
+                minibatches.prefetch()
+                if not stepping:
+                    continue
                 # Agents not updated this iteration: drop their gradients, so Adam
                 # skips them (no step, no moment update)
                 for p in frozen_params:
@@ -1078,6 +1087,46 @@ def _load_transform_state(env: Any, state: Mapping[str, Any] | None) -> None:
     transform = getattr(env, "transform", None)
     if transform is not None and state is not None:
         transform.load_state_dict(state)
+
+
+class _Minibatches:
+    """An update's minibatches from a replay buffer, each one sampled on a helper
+    thread of the agent threads' runner (:mod:`nip_core.scenario.concurrency`)
+    while the main thread clips the gradients and steps the optimizer for the one
+    before. Without a runner (agent threads off, a GPU) each is sampled when it is
+    taken.
+
+    :meth:`prefetch` is called after a minibatch's backward pass; the main thread
+    then draws no random numbers (clipping and the optimizer step draw none) until
+    :meth:`take` hands over the next minibatch, so the sampler's draws from the
+    global generator come in the same order as when sampling in the loop: the same
+    minibatches, bit for bit. Only the ``count`` minibatches of the update are
+    ever sampled (none ahead of the last), so the sampler's state after the update
+    is the same too.
+    """
+
+    def __init__(self, buffer: Any, count: int):
+        from nip_core.scenario.concurrency import active_runner
+
+        self.buffer = buffer
+        self.remaining = count
+        self._runner = active_runner()
+        self._next: Any = None
+
+    def take(self) -> Any:
+        """The next minibatch (waiting for it when it is being sampled)."""
+        self.remaining -= 1
+        if self._next is not None:
+            future, self._next = self._next, None
+            return future.result()
+        return self.buffer.sample()
+
+    def prefetch(self) -> None:
+        """Start sampling the next minibatch on a helper thread, when one follows
+        and there are helper threads."""
+        if self._runner is None or self.remaining <= 0 or self._next is not None:
+            return
+        self._next = self._runner.submit(self.buffer.sample)
 
 
 def _summed_losses(loss_vals: Any) -> Any:

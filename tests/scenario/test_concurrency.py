@@ -107,6 +107,42 @@ def test_runner_passes_the_callers_grad_mode_to_its_threads(runner):
     assert runner.run([task, task]) == [True, True]
 
 
+def test_submit_runs_a_task_on_a_helper_while_the_caller_runs_on(runner):
+    started = threading.Event()
+    release = threading.Event()
+
+    def task():
+        started.set()
+        # the caller must be free to run on while this waits for it
+        assert release.wait(BARRIER_TIMEOUT)
+        return threading.current_thread().name, torch.is_grad_enabled()
+
+    with torch.no_grad():
+        future = runner.submit(task)
+    assert started.wait(BARRIER_TIMEOUT)
+    assert not future.done()
+    release.set()
+    name, grad = future.result(BARRIER_TIMEOUT)
+    assert name != threading.current_thread().name
+    assert grad is False  # the caller's grad mode at submission
+
+
+def test_submit_hands_the_tasks_error_to_its_future(runner):
+    def task():
+        raise KeyError("no such leaf")
+
+    with pytest.raises(KeyError, match="no such leaf"):
+        runner.submit(task).result(BARRIER_TIMEOUT)
+
+
+def test_a_closed_runner_runs_a_submitted_task_in_the_caller():
+    runner = PartRunner(2)
+    runner.close()
+    future = runner.submit(lambda: threading.current_thread().name)
+    assert future.done()
+    assert future.result() == threading.current_thread().name
+
+
 def test_a_runner_needs_two_threads():
     with pytest.raises(ValueError, match="at least 2 threads"):
         PartRunner(1)

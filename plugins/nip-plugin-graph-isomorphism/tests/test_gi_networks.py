@@ -1,4 +1,5 @@
-"""The GIN on packed real nodes computes the textbook dense GIN."""
+"""The GIN on packed real nodes computes the textbook dense GIN, and the pair
+transformer's written-out layers compute torch's own encoder layers."""
 
 from __future__ import annotations
 
@@ -44,6 +45,69 @@ def test_packed_gin_matches_the_dense_gin_and_zeroes_padding(num_layers) -> None
     )
     for got, want in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(got, want)
+
+
+def _random_pair_batch(batch: int, n: int, d: int):
+    torch.manual_seed(0)
+    sizes = torch.randint(1, n + 1, (batch, 2))
+    node_mask = torch.arange(n) < sizes[..., None]  # (batch, 2, n)
+    pooled = torch.randn(batch, d, dtype=torch.float64, requires_grad=True)
+    nodes = torch.randn(batch, 2, n, d, dtype=torch.float64, requires_grad=True)
+    return pooled, nodes, node_mask
+
+
+@pytest.mark.parametrize(
+    ("num_layers", "norm_first", "act"),
+    [(1, False, "relu"), (2, False, "gelu"), (2, True, "relu")],
+)
+def test_pair_transformer_computes_torchs_encoder_layers(num_layers, norm_first, act):
+    """The written-out attention (transposed scores, scale on the queries) is
+    ``nn.TransformerEncoder`` with the pair mask, outputs and every gradient."""
+    from nip_plugin_graph_isomorphism.networks import PairTransformer
+
+    batch, n, d, heads = 5, 4, 8, 2
+    transformer = PairTransformer(d, heads, 16, num_layers, 0.0, act).double()
+    for layer in transformer.encoder.layers:
+        layer.norm_first = norm_first
+    pooled, nodes, node_mask = _random_pair_batch(batch, n, d)
+    pair, node_out = transformer(pooled, nodes, node_mask)
+
+    tokens = torch.cat((pooled[:, None], nodes.reshape(batch, 2 * n, d)), dim=1)
+    blocked = transformer.attention_mask(node_mask)
+    expected = tokens
+    for layer in transformer.encoder.layers:
+        expected = layer(expected, src_mask=blocked.repeat_interleave(heads, 0))
+    torch.testing.assert_close(pair, expected[:, 0])
+    torch.testing.assert_close(node_out, expected[:, 1:].reshape(batch, 2, n, d))
+
+    weights = torch.randn_like(expected)
+    ours = torch.cat((pair[:, None], node_out.reshape(batch, 2 * n, d)), dim=1)
+    inputs = [pooled, nodes, *transformer.parameters()]
+    got = torch.autograd.grad((ours * weights).sum(), inputs)
+    want = torch.autograd.grad((expected * weights).sum(), inputs)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+
+
+def test_pair_transformer_pair_output_alone_is_the_full_runs():
+    """``node_level=False`` runs the last layer for the pair token only, with the
+    same pair output and gradients."""
+    from nip_plugin_graph_isomorphism.networks import PairTransformer
+
+    transformer = PairTransformer(8, 2, 16, 2, 0.0, "relu").double()
+    pooled, nodes, node_mask = _random_pair_batch(5, 4, 8)
+    full, _ = transformer(pooled, nodes, node_mask)
+    alone, none = transformer(pooled, nodes, node_mask, node_level=False)
+    assert none is None
+    torch.testing.assert_close(alone, full)
+    inputs = [pooled, nodes, *transformer.parameters()]
+    grads_full = torch.autograd.grad(full.sum(), inputs, allow_unused=True)
+    grads_alone = torch.autograd.grad(alone.sum(), inputs, allow_unused=True)
+    for a, b in zip(grads_alone, grads_full, strict=True):
+        if a is None or b is None:
+            assert a is None and (b is None or not b.any())
+        else:
+            torch.testing.assert_close(a, b)
 
 
 def test_attention_mask_blocks_exactly_what_the_docstring_says():
