@@ -279,7 +279,11 @@ def run_experiment(
         When the run directory holds a different experiment.
     """
     from nip_core.factory import build_scenario_instance
-    from nip_core.runs.loggers import build_loggers, truncate_metrics_records
+    from nip_core.runs.loggers import (
+        build_loggers,
+        last_elapsed_seconds,
+        truncate_metrics_records,
+    )
 
     settings = settings if settings is not None else ExperimentSettings()
     # Before anything is written: a run refused here leaves no run directory
@@ -341,6 +345,12 @@ def run_experiment(
         loggers = build_loggers(
             run_dir, settings, params_dict, resume_from_step=resume_from_step
         )
+    # A resumed run's clock goes on from its last kept record
+    elapsed_offset = (
+        last_elapsed_seconds(run_dir)
+        if run_dir is not None and resume is not None
+        else 0.0
+    )
     run = RunContext(
         run_dir,
         loggers,
@@ -348,6 +358,7 @@ def run_experiment(
         None if resume is None else resume.checkpoint,
         stage_callbacks=stage_callbacks,
         metrics_records=0 if resume is None else (resume.metrics_records or 0),
+        elapsed_offset=elapsed_offset,
     )
     base_run = getattr(hyper_params, "base_run", None)
 

@@ -196,6 +196,35 @@ def test_resume_overrides_settings(scenario):
     ]
 
 
+def test_a_resumed_run_s_clock_goes_on_where_it_stopped(scenario, monkeypatch):
+    from nip_core.runs import context
+
+    class Clock:  # every reading 10 s after the one before
+        now = 0.0
+
+        def monotonic(self) -> float:
+            self.now += 10.0
+            return self.now
+
+    monkeypatch.setattr(context, "time", Clock())
+    settings = scenario.settings(checkpoint_period=1)
+    with pytest.raises(KilledForTest):
+        run_experiment(
+            _solo(scenario, 3), settings, run_id="clock", callbacks=[kill_after(1)]
+        )
+    before = RunDirectory(scenario.root / "runs" / "clock").read_metrics()
+    result = resume_run("clock", runs_dir=settings.runs_dir)
+    after = RunDirectory(result.run_dir).read_metrics()
+    kept = next(i for i, r in enumerate(after) if r["step"] >= result.resumed_from)
+    assert after[:kept] == before[:kept]
+    elapsed = [r["timing.elapsed_s"] for r in after]
+    # one clock over both processes: from the last kept record on, not from 0,
+    # and the time while the run was stopped is not counted
+    assert elapsed[kept] == elapsed[kept - 1] + 10.0
+    assert elapsed == sorted(elapsed) and len(set(elapsed)) == len(elapsed)
+    assert [r["step"] for r in after] == [0, 1, 2, 3]
+
+
 def test_base_run_parameters_are_copied(scenario):
     settings = scenario.settings()
     base = run_experiment(_solo(scenario, 1, seed=11), settings, run_id="base")

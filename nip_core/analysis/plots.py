@@ -26,19 +26,21 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from nip_core.analysis.report import (
     DEFAULT_CONFIDENCE,
     PANEL_BOUNDS,
+    X_AXES,
     MetricFamily,
     RunData,
     RunGroup,
     Series,
     aggregate_series,
     classify_metric,
+    elapsed_minutes,
     load_run,
     metric_families,
     report_panels,
@@ -46,7 +48,7 @@ from nip_core.analysis.report import (
 )
 from nip_core.runs.run_dir import PLOTS_DIR, RunDirectory
 
-__all__ = ["write_comparison_plots", "write_run_plots"]
+__all__ = ["mean_positions", "write_comparison_plots", "write_run_plots"]
 
 _DPI = 100
 _COLORS = (
@@ -96,6 +98,35 @@ def _save(figure: Any, path: Path) -> Path:
     return path
 
 
+_X_LABELS = {"iteration": "iteration", "minutes": "minutes (wall clock)"}
+
+
+def _check_x_axis(x_axis: str) -> None:
+    if x_axis not in X_AXES:
+        raise ValueError(f"x_axis must be one of {', '.join(X_AXES)}, got {x_axis!r}")
+
+
+def _placed(
+    steps: Sequence[int], x_of: Mapping[int, float] | None
+) -> tuple[list[float], list[int]]:
+    """The x positions of ``steps`` (the steps themselves without ``x_of``) and the
+    indices of the steps kept: a step ``x_of`` has no position for is left out."""
+    if x_of is None:
+        return [float(step) for step in steps], list(range(len(steps)))
+    kept = [i for i, step in enumerate(steps) if step in x_of]
+    return [x_of[steps[i]] for i in kept], kept
+
+
+def mean_positions(positions: Sequence[Mapping[int, float]]) -> dict[int, float]:
+    """Per step, the mean of the runs' positions at it (over the runs that have
+    one): where a group's point at that step is drawn against wall-clock time."""
+    by_step: dict[int, list[float]] = {}
+    for one in positions:
+        for step, x in one.items():
+            by_step.setdefault(step, []).append(x)
+    return {step: sum(xs) / len(xs) for step, xs in sorted(by_step.items())}
+
+
 def _subject_label(panel: str, subject: str) -> str:
     if subject:
         return subject
@@ -107,6 +138,7 @@ def write_run_plots(
     out_dir: str | os.PathLike | None = None,
     *,
     smooth: int = 1,
+    x_axis: str = "iteration",
 ) -> list[Path]:
     """Draw a run's curves as PNG files.
 
@@ -119,6 +151,9 @@ def write_run_plots(
     smooth : int
         Draw the training curves as trailing means over this many logged points
         (test curves as they are).
+    x_axis : str
+        ``"iteration"``, or ``"minutes"``: against the run's wall-clock minutes
+        (``timing.elapsed_s``; nothing is drawn for a run that never logged it).
 
     Returns
     -------
@@ -134,11 +169,19 @@ def write_run_plots(
         if not path.is_dir():
             return []
         run = load_run(path, require_metrics=False)
+    _check_x_axis(x_axis)
     out = Path(out_dir) if out_dir is not None else run.path / PLOTS_DIR
+    x_of = elapsed_minutes(run) if x_axis == "minutes" else None
     written: list[Path] = []
     families = metric_families()
     for panel, (title, ylabel) in report_panels().items():
         series = _panel_series(run, panel, families, smooth)
+        if x_of is not None:
+            series = {
+                key: (name, [(s, v) for s, v in values if s in x_of])
+                for key, (name, values) in series.items()
+            }
+            series = {key: found for key, found in series.items() if found[1]}
         if not series:
             continue
         figure, axes = _new_figure()
@@ -148,7 +191,7 @@ def write_run_plots(
             subject, test = key
             name, values = series[key]
             color = _COLORS[subjects.index(subject) % len(_COLORS)]
-            steps = [s for s, _ in values]
+            steps, _ = _placed([s for s, _ in values], x_of)
             ys = [v for _, v in values]
             label = (
                 " ".join(
@@ -168,7 +211,7 @@ def write_run_plots(
                 label=label,
             )
         ax.set_title(f"{title} — {run.run_id}")
-        ax.set_xlabel("iteration")
+        ax.set_xlabel(_X_LABELS[x_axis])
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
@@ -203,9 +246,13 @@ def _draw_group(
     confidence: float,
     x_offset: float = 0.0,
     bounds: tuple[float, float] | None = None,
+    x_of: Mapping[int, float] | None = None,
 ) -> None:
     aggregated = aggregate_series(series, confidence)
-    steps = [step for step, _ in aggregated]
+    steps, kept = _placed([step for step, _ in aggregated], x_of)
+    if not kept:
+        return
+    aggregated = [aggregated[i] for i in kept]
     means = [e.mean for _, e in aggregated]
     half = [e.half_width for _, e in aggregated]
     lower, upper = interval_bounds(means, half, bounds)
@@ -254,6 +301,7 @@ def write_comparison_plots(
     *,
     confidence: float = DEFAULT_CONFIDENCE,
     smooth: int = 1,
+    x_axis: str = "iteration",
 ) -> list[Path]:
     """Draw groups of runs against each other.
 
@@ -273,15 +321,26 @@ def write_comparison_plots(
     smooth : int
         Each run's training curves are trailing means over this many logged points
         before the groups are averaged (test curves as they are).
+    x_axis : str
+        ``"iteration"``, or ``"minutes"``: each group's point at an iteration is
+        drawn at the mean over its runs of their wall-clock minutes there
+        (``timing.elapsed_s``; :func:`mean_positions`).
 
     Returns
     -------
     list[Path]
         The files written.
     """
+    _check_x_axis(x_axis)
     out = Path(out_dir)
     written: list[Path] = []
     families = metric_families()
+    group_x: list[dict[int, float] | None] = [
+        mean_positions([elapsed_minutes(run) for run in group.runs])
+        if x_axis == "minutes"
+        else None
+        for group in groups
+    ]
     for panel, (title, ylabel) in report_panels().items():
         per_group = [
             [_panel_series(run, panel, families, smooth) for run in group.runs]
@@ -298,16 +357,17 @@ def write_comparison_plots(
         flat_axes = [ax for row in axes for ax in row]
         for ax in flat_axes[len(subjects) :]:
             ax.set_visible(False)
-        last_step = max(
+        last_x = max(
             (
-                values[-1][0]
-                for runs in per_group
+                x
+                for runs, x_of in zip(per_group, group_x, strict=True)
                 for found in runs
                 for _, values in found.values()
+                for x in _placed([values[-1][0]], x_of)[0]
             ),
-            default=1,
+            default=1.0,
         )
-        spread = 0.012 * max(last_step, 1)
+        spread = 0.012 * (max(last_x, 1.0) if x_axis == "iteration" else last_x)
         for ax, subject in zip(flat_axes, subjects, strict=False):
             for index, (group, runs) in enumerate(zip(groups, per_group, strict=True)):
                 color = _COLORS[index % len(_COLORS)]
@@ -334,10 +394,11 @@ def write_comparison_plots(
                         confidence,
                         x_offset=offset,
                         bounds=PANEL_BOUNDS.get(panel),
+                        x_of=group_x[index],
                     )
             sub_title = _subject_label(panel, subject)
             ax.set_title(sub_title if len(subjects) > 1 else title)
-            ax.set_xlabel("iteration")
+            ax.set_xlabel(_X_LABELS[x_axis])
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
             ax.legend(fontsize="small")

@@ -38,6 +38,7 @@ import attrs
 
 from nip_core.errors import NipError
 from nip_core.runs.run_dir import (
+    ELAPSED_METRIC,
     HYPER_PARAMS_FILE,
     METRICS_FILE,
     PLOTS_DIR,
@@ -54,8 +55,10 @@ __all__ = [
     "RunData",
     "RunGroup",
     "RunNotFoundError",
+    "X_AXES",
     "aggregate_series",
     "build_report",
+    "elapsed_minutes",
     "final_metrics",
     "group_runs",
     "load_run",
@@ -73,6 +76,10 @@ DEFAULT_CONFIDENCE = 0.95
 
 DEFAULT_NUM_EPISODES = 4
 """Episode pictures drawn per run when the scenario has a renderer."""
+
+X_AXES = ("iteration", "minutes")
+"""What plots draw against: the iteration (the logged step), or the run's wall-clock
+minutes at it (``timing.elapsed_s``, which the run context logs with every record)."""
 
 GROUP_EXCLUDED_KEYS = frozenset({"seed"})
 """Hyper-parameters never used to tell groups apart: runs that differ only in them
@@ -661,6 +668,13 @@ def smooth_series(series: Series, window: int) -> Series:
     return smoothed
 
 
+def elapsed_minutes(run: RunData) -> dict[int, float]:
+    """Per logged step, the run's wall-clock minutes at that step: its
+    ``timing.elapsed_s`` over 60 (the step's last record; a step's test records
+    come after its training records). Empty for a run that never logged it."""
+    return {step: seconds / 60 for step, seconds in run.series.get(ELAPSED_METRIC, [])}
+
+
 def final_metrics(run: RunData) -> dict[str, float]:
     """The last logged value of each metric a report shows (table order)."""
     return {name: run.series[name][-1][1] for name in known_metrics(run.series)}
@@ -743,7 +757,8 @@ class Report:
     groups : list[RunGroup]
         The runs grouped by label.
     columns : list[str]
-        The metrics of the table (every known metric some run logged).
+        The metrics of the table: every known metric some run logged, then
+        ``timing.elapsed_s`` (the run's wall-clock seconds) when one logged it.
     confidence : float
         The confidence level of the group intervals.
     out_dir : Path | None
@@ -879,6 +894,8 @@ class Report:
 
 
 def _display(metric: str) -> str:
+    if metric == ELAPSED_METRIC:
+        return "elapsed s"
     info = classify_metric(metric)
     return info.display if info is not None else metric
 
@@ -910,6 +927,7 @@ def build_report(
     num_episodes: int = DEFAULT_NUM_EPISODES,
     confidence: float = DEFAULT_CONFIDENCE,
     smooth: int = 1,
+    x_axis: str = "iteration",
     write: bool = True,
 ) -> Report:
     """Load runs, group them, draw the plots and write the tables.
@@ -930,21 +948,43 @@ def build_report(
     smooth : int
         Draw each training curve as its trailing mean over this many logged points
         (:func:`smooth_series`; test curves and the tables are never smoothed).
+    x_axis : str
+        What the plots draw against (:data:`X_AXES`): ``"iteration"``, or
+        ``"minutes"``, each run's wall-clock minutes (:func:`elapsed_minutes`;
+        a group's curve at the mean over its runs of their minutes at each
+        iteration).
     write : bool
         Draw and write files; ``False`` only computes the tables.
 
     Raises
     ------
     ReportError
-        Without runs, for a run without metrics, or a bad ``group_by`` key.
+        Without runs, for a run without metrics, a bad ``group_by`` key or
+        ``x_axis``, or ``x_axis="minutes"`` with a run that logged no
+        ``timing.elapsed_s``.
     """
     if not run_paths:
         raise ReportError("no runs given")
     if smooth < 1:
         raise ReportError(f"--smooth must be 1 or more, got {smooth}")
+    if x_axis not in X_AXES:
+        raise ReportError(
+            f"--x-axis must be one of {', '.join(X_AXES)}, got {x_axis!r}"
+        )
     runs = [load_run(path) for path in run_paths]
+    if x_axis == "minutes":
+        untimed = [run.run_id for run in runs if not elapsed_minutes(run)]
+        if untimed:
+            raise ReportError(
+                f"cannot draw against minutes: {', '.join(untimed)} logged no "
+                f"{ELAPSED_METRIC} (runs made before nip-core logged it); draw "
+                "against iterations (--x-axis iteration)"
+            )
     groups = group_runs(runs, group_by)
     columns = known_metrics({name for run in runs for name in run.series})
+    if any(ELAPSED_METRIC in run.series for run in runs):
+        # how long each run has run: the last column of the tables
+        columns.append(ELAPSED_METRIC)
     if out_dir is None:
         out_dir = runs[0].path / PLOTS_DIR if len(runs) == 1 else Path("report")
     report = Report(
@@ -961,10 +1001,12 @@ def build_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if len(runs) == 1:
-        report.files.extend(write_run_plots(runs[0], out, smooth=smooth))
+        report.files.extend(write_run_plots(runs[0], out, smooth=smooth, x_axis=x_axis))
     else:
         report.files.extend(
-            write_comparison_plots(groups, out, confidence=confidence, smooth=smooth)
+            write_comparison_plots(
+                groups, out, confidence=confidence, smooth=smooth, x_axis=x_axis
+            )
         )
     for run in runs:
         pictures, problems = write_episode_pictures(run, out, num_episodes)

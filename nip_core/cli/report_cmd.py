@@ -84,6 +84,13 @@ def add_report_parser(
         "iterations (test curves and the tables as logged; default: 1, none)",
     )
     report.add_argument(
+        "--x-axis",
+        choices=("iteration", "minutes"),
+        default="iteration",
+        help="draw the curves against iterations (default) or against each run's "
+        "wall-clock minutes (timing.elapsed_s; a group at its runs' mean)",
+    )
+    report.add_argument(
         "--json", action="store_true", help="print the report as JSON instead of text"
     )
     return report
@@ -115,6 +122,7 @@ def run_report_command(args: argparse.Namespace, file: TextIO | None = None) -> 
         num_episodes=args.episodes,
         confidence=args.confidence,
         smooth=args.smooth,
+        x_axis=args.x_axis,
     )
     for warning in report.warnings:
         print(f"nip: warning: {warning}", file=sys.stderr)

@@ -8,11 +8,13 @@ metrics are kept in :attr:`RunContext.history` and no files are written.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nip_core.runs.interrupts import DeferredInterrupt
 from nip_core.runs.loggers import LoggerGroup, flatten_metrics
+from nip_core.runs.run_dir import ELAPSED_METRIC
 
 if TYPE_CHECKING:
     from nip_core.runs.run_dir import RunDirectory
@@ -48,6 +50,10 @@ class RunContext:
         Called by staged trainers after every stage.
     metrics_records : int
         Metric records logged before this process (when resuming).
+    elapsed_offset : float
+        Seconds the run had been running before this process (when resuming: the
+        ``timing.elapsed_s`` of its last kept record), so that the clock goes on
+        where it stopped.
     """
 
     def __init__(
@@ -59,6 +65,7 @@ class RunContext:
         base_checkpoint: dict[str, Any] | None = None,
         stage_callbacks: Sequence[StageCallback] = (),
         metrics_records: int = 0,
+        elapsed_offset: float = 0.0,
     ):
         self.run_dir = run_dir
         self.loggers = loggers if loggers is not None else LoggerGroup([])
@@ -75,6 +82,8 @@ class RunContext:
         )
         """The iterations the run's newest checkpoint holds (``None``: none yet)."""
         self._interrupt: DeferredInterrupt | None = None
+        self._elapsed_offset = float(elapsed_offset)
+        self._clock_start = time.monotonic()
 
     @property
     def writes_files(self) -> bool:
@@ -94,8 +103,18 @@ class RunContext:
         """Whether Ctrl-C asked the run to stop at the end of this iteration."""
         return self._interrupt is not None and self._interrupt.requested
 
+    @property
+    def elapsed_s(self) -> float:
+        """The run's wall-clock seconds so far: since this context was made (the
+        start of the run, or of this process when resuming), plus the time the run
+        had run before it (``elapsed_offset``)."""
+        return self._elapsed_offset + (time.monotonic() - self._clock_start)
+
     def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
+        """Log a record of metrics at ``step``, with the run's clock
+        (``timing.elapsed_s``, :attr:`elapsed_s`) added to it."""
         flat = flatten_metrics(metrics)
+        flat[ELAPSED_METRIC] = round(self.elapsed_s, 3)
         self.history.append({"step": step, **flat})
         self.loggers.log_metrics(step, flat)
         self.metrics_records += 1

@@ -370,3 +370,26 @@ def build_loggers(
                 f"({error}); install it with: {hint}"
             ) from error
     return LoggerGroup(loggers)
+
+
+def last_elapsed_seconds(run_dir: RunDirectory) -> float:
+    """The ``timing.elapsed_s`` of the last record in ``metrics.jsonl`` that has
+    one (0 without any): where a resumed run's clock goes on from. Call it after
+    the records the run continues from were kept (:func:`truncate_metrics_records`
+    or the JSONL logger's truncation)."""
+    from nip_core.runs.run_dir import ELAPSED_METRIC
+
+    path = run_dir.metrics_path
+    elapsed = 0.0
+    if not path.is_file():
+        return elapsed
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            value = record.get(ELAPSED_METRIC) if isinstance(record, dict) else None
+            if isinstance(value, int | float) and math.isfinite(value):
+                elapsed = float(value)
+    return elapsed

@@ -7,7 +7,8 @@ Layout of ``<runs_dir>/<run_id>/``::
     run_info.json       status (running / finished / failed / killed), provenance
                         (git sha when available, installed nip versions), W&B run
     settings.json       the ExperimentSettings (no secrets)
-    metrics.jsonl       one JSON object per logged step: {"step": i, "metric": v, ...}
+    metrics.jsonl       one JSON object per logged step: {"step": i, "metric": v, ...,
+                        "timing.elapsed_s": seconds since the run started}
     checkpoints/        latest.pt and numbered iter_000009.pt files
     rollouts/           rollout samples, one JSON episode per line
     plots/              figures
@@ -37,6 +38,12 @@ RUN_INFO_FILE = "run_info.json"
 CHECKPOINTS_DIR = "checkpoints"
 ROLLOUTS_DIR = "rollouts"
 PLOTS_DIR = "plots"
+ELAPSED_METRIC = "timing.elapsed_s"
+"""Logged with every metric record
+(:meth:`nip_core.runs.context.RunContext.log_metrics`): the run's wall-clock
+seconds so far, from its start to the record, the time it spent stopped (between
+a kill and ``nip resume``) left out. ``nip report --x-axis minutes`` draws against
+it."""
 
 
 def new_run_id() -> str:

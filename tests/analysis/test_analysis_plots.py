@@ -323,3 +323,78 @@ def test_confidence_bands_of_accuracies_stay_within_0_and_1():
     means, (below, above) = ax.calls["errorbar"]
     assert all(m + a <= 1.0 + 1e-12 for m, a in zip(means, above, strict=True))
     assert all(m - b >= -1e-12 for m, b in zip(means, below, strict=True))
+
+
+def _timed(records, seconds_per_step):
+    """``records`` with ``timing.elapsed_s`` as the run context logs it: each step's
+    record at ``seconds_per_step`` times its step plus one."""
+    return [
+        {**record, "timing.elapsed_s": seconds_per_step * (record["step"] + 1)}
+        for record in records
+    ]
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the plot functions save, by file name."""
+    from nip_core.analysis import plots
+
+    figures = {}
+    save = plots._save
+
+    def keep(figure, path):
+        figures[path.name] = figure
+        return save(figure, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figures
+
+
+def _line_x(ax, label):
+    line = next(line for line in ax.get_lines() if line.get_label() == label)
+    return [float(x) for x in line.get_xdata()]
+
+
+def test_one_run_against_wall_clock_minutes(tmp_path, drawn):
+    records = _timed(training_records([0.5, 0.6, 0.7], test_accuracy=0.65), 30.0)
+    path = write_run(tmp_path, "timed", records)
+    write_run_plots(path, tmp_path / "minutes", x_axis="minutes")
+    ax = drawn["accuracy.png"].axes[0]
+    assert ax.get_xlabel() == "minutes (wall clock)"
+    # steps 0, 1, 2 at 30, 60, 90 s; the test at step 3, 120 s
+    assert _line_x(ax, "verifier") == [0.5, 1.0, 1.5]
+    assert _line_x(ax, "verifier test") == [2.0]
+    write_run_plots(path, tmp_path / "steps")
+    ax = drawn["accuracy.png"].axes[0]
+    assert ax.get_xlabel() == "iteration"
+    assert _line_x(ax, "verifier") == [0.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match="x_axis must be one of iteration, minutes"):
+        write_run_plots(path, tmp_path / "bad", x_axis="seconds")
+
+
+def test_groups_against_minutes_are_drawn_at_their_runs_mean_time(tmp_path, drawn):
+    from nip_core.analysis.plots import mean_positions
+
+    assert mean_positions([{0: 1.0, 1: 3.0}, {0: 2.0}]) == {0: 1.5, 1: 3.0}
+    fast = [
+        write_run(
+            tmp_path,
+            f"fast-{seed}",
+            _timed(training_records([0.5, 0.6]), seconds),
+            {"interaction_protocol": "nip", "seed": seed},
+        )
+        for seed, seconds in ((1, 60.0), (2, 120.0))
+    ]
+    slow = write_run(
+        tmp_path,
+        "slow",
+        _timed(training_records([0.5, 0.7]), 600.0),
+        {"interaction_protocol": "debate", "seed": 1},
+    )
+    runs = [load_run(p) for p in (*fast, slow)]
+    write_comparison_plots(group_runs(runs), tmp_path / "out", x_axis="minutes")
+    ax = drawn["accuracy.png"].axes[0]
+    assert ax.get_xlabel() == "minutes (wall clock)"
+    # fast: the mean of 1 and 2 minutes at step 0, of 2 and 4 at step 1
+    assert _line_x(ax, "interaction_protocol=nip (n=2)") == [1.5, 3.0]
+    assert _line_x(ax, "interaction_protocol=debate (n=1)") == [10.0, 20.0]

@@ -161,3 +161,25 @@ def test_report_does_not_import_torch(runs, tmp_path):
     assert marker, completed.stdout + completed.stderr
     assert marker[-1].split() == ["@@", "0", "False"]
     assert (tmp_path / "o" / "report.json").is_file()
+
+
+def test_minutes_axis_needs_the_runs_clock(runs):
+    # runs logged before the clock was: refused, naming them and the way out
+    with pytest.raises(ReportError, match=r"nip-1, nip-2 logged no timing\.elapsed_s"):
+        report(["nip-1", "nip-2", "--x-axis", "minutes", "--episodes", "0"])
+    with pytest.raises(SystemExit):
+        parse(["nip-1", "--x-axis", "seconds"])
+    records = [
+        {**record, "timing.elapsed_s": 90.0 * (record["step"] + 1)}
+        for record in training_records([0.5, 0.7], test_accuracy=0.6)
+    ]
+    write_run(runs, "timed", records)
+    status, text = report(["timed", "--x-axis", "minutes", "--episodes", "0", "--json"])
+    assert status == 0
+    data = json.loads(text)
+    # how long the run ran: the tables' last column (the test at step 2, 270 s)
+    assert data["columns"][-1] == "timing.elapsed_s"
+    assert data["runs"][0]["final"]["timing.elapsed_s"] == 270.0
+    assert any(path.endswith("accuracy.png") for path in data["files"])
+    status, text = report(["timed", "--episodes", "0"])
+    assert "elapsed s" in text.splitlines()[1] and "270.000" in text

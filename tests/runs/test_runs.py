@@ -403,3 +403,47 @@ def test_rollout_samples_hold_whole_episodes_only():
     assert all(e["steps"][0]["round"] == 0 for e in episodes)
     assert all(e["steps"][-1]["next.done"] == [True] for e in episodes)
     assert len(episodes_from_rollout(rollout, 2, iteration=3)) == 2
+
+
+class FakeClock:
+    """Stands for the ``time`` module in :mod:`nip_core.runs.context`: every
+    reading of the clock is ``step`` seconds after the one before."""
+
+    def __init__(self, step: float = 10.0):
+        self.now = 1000.0
+        self.step = step
+
+    def monotonic(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_run_context_logs_its_clock_with_every_record(monkeypatch):
+    from nip_core.runs import context
+
+    monkeypatch.setattr(context, "time", FakeClock())
+    run = context.RunContext()  # the clock starts here
+    run.log_metrics(0, {"loss": 1.0})
+    run.log_metrics(0, {"test_loss": 2.0})
+    run.log_metrics(1, {"loss": 0.5, "timing.elapsed_s": -1.0})
+    assert [r["timing.elapsed_s"] for r in run.history] == [10.0, 20.0, 30.0]
+    assert run.history[0] == {"step": 0, "loss": 1.0, "timing.elapsed_s": 10.0}
+    # a resumed run's clock goes on from where it stopped
+    resumed = context.RunContext(elapsed_offset=30.0)
+    resumed.log_metrics(2, {"loss": 0.25})
+    assert resumed.history[-1]["timing.elapsed_s"] == 40.0
+    assert resumed.elapsed_s == 50.0
+
+
+def test_last_elapsed_seconds_reads_the_last_record_that_has_it(tmp_path):
+    from nip_core.runs.loggers import last_elapsed_seconds
+
+    run_dir = _run_dir(tmp_path)
+    assert last_elapsed_seconds(run_dir) == 0.0  # no metrics.jsonl yet
+    run_dir.metrics_path.write_text(
+        '{"step": 0, "loss": 1, "timing.elapsed_s": 12.5}\n'
+        '{"step": 1, "loss": 1, "timing.elapsed_s": 25.0}\n'
+        '{"step": 2, "loss": 1}\n'
+        '{"step": 3, "timing.elapsed_s": 50'  # half written by a kill
+    )
+    assert last_elapsed_seconds(run_dir) == 25.0
