@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from nip_core.runs.run_dir import ELAPSED_METRIC
+
 _AGENT_REWARD = re.compile(r"^(?P<agent>[^.]+)\.mean_episode_reward$")
 _AGENT_SOLO = re.compile(r"^(?P<agent>[^.]+)\.(?P<split>train|test)_accuracy$")
 
@@ -24,6 +26,17 @@ def final_values(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     return last
 
 
+def format_duration(seconds: float) -> str:
+    """``42.5 s``, ``4 min 03 s``, ``2 h 05 min``: a duration as people read it."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
 def summary_lines(
     records: Iterable[Mapping[str, Any]], run_dir: str | Path | None = None
 ) -> list[str]:
@@ -32,7 +45,8 @@ def summary_lines(
     The verifier's final train and test accuracy (``mean_accuracy`` /
     ``test_mean_accuracy`` of RL trainers; ``{agent}.train_accuracy`` /
     ``{agent}.test_accuracy`` of ``solo_agent``), each agent's final mean episode
-    reward (train, and test when logged), and the run directory.
+    reward (train, and test when logged), how long the run ran (its last
+    ``timing.elapsed_s``), and the run directory.
     """
     last = final_values(records)
     lines: list[str] = []
@@ -64,6 +78,8 @@ def summary_lines(
             rewards.append(text)
     if rewards:
         lines.append("mean episode reward: " + ", ".join(sorted(rewards)))
+    if ELAPSED_METRIC in last:
+        lines.append(f"wall-clock time: {format_duration(last[ELAPSED_METRIC])}")
     if run_dir is not None:
         lines.append(f"run directory: {run_dir}")
     return lines

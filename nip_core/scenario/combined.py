@@ -3,6 +3,7 @@ agent dimension (see :mod:`nip_core.scenario.agents`)."""
 
 from __future__ import annotations
 
+import weakref
 from abc import ABC
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -488,8 +489,19 @@ def combine_parts(
     return classes[role](hyper_params, settings, protocol_handler, parts)
 
 
+_PARAMETER_COUNTS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
 def _num_parameters(part: Any) -> int:
-    return sum(p.numel() for p in part.parameters())
+    """How many parameters ``part`` has: the cost the threads take parts in order
+    of. Counted once per part (walking a body's modules took about 0.25 ms, at
+    every forward pass); a part whose modules change later keeps its first count,
+    which orders the tasks only."""
+    count = _PARAMETER_COUNTS.get(part)
+    if count is None:
+        count = sum(p.numel() for p in part.parameters())
+        _PARAMETER_COUNTS[part] = count
+    return count
 
 
 def _disjoint_parameters(parts: list[Any]) -> bool:

@@ -471,15 +471,16 @@ def build_policy_actor(
 
     Returns
     -------
-    torchrl.modules.ProbabilisticActor
-        Writes the packed action ``("agents", "action")``, the actions the
-        environment reads (:func:`action_keys`), and their log-probability
-        ``("agents", "sample_log_prob")`` ``(*batch, A)``. For a TorchRL loss,
-        ``loss.set_keys(**torchrl_loss_keys())``.
+    nip_core.scenario.actor.NipActor
+        A :class:`~torchrl.modules.ProbabilisticActor` (that finds its
+        distribution module once). Writes the packed action ``("agents",
+        "action")``, the actions the environment reads (:func:`action_keys`),
+        and their log-probability ``("agents", "sample_log_prob")`` ``(*batch,
+        A)``. For a TorchRL loss, ``loss.set_keys(**torchrl_loss_keys())``.
     """
-    from torchrl.modules import ProbabilisticActor
+    from nip_core.scenario.actor import NipActor
 
-    return ProbabilisticActor(
+    return NipActor(
         module=policy_module,
         in_keys=distribution_in_keys(include_linear_message_space),
         out_keys=actor_out_keys(include_linear_message_space),

@@ -345,3 +345,18 @@ def test_combined_body_keeps_the_graph_whole_when_its_input_has_gradients():
         for p in parts
     )
     torch.testing.assert_close(grad, expected)
+
+
+def test_a_part_s_parameters_are_counted_once():
+    # the threads take parts costliest first at every forward pass: the count is
+    # not walked again each time
+    from nip_core.scenario.combined import _num_parameters
+
+    part = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+    assert _num_parameters(part) == 8 + 3
+
+    def walked():
+        raise AssertionError("the parameters were walked again")
+
+    part.parameters = walked
+    assert _num_parameters(part) == 11

@@ -203,6 +203,54 @@ def test_policy_actor_writes_actions_and_per_agent_log_prob():
     assert torch.allclose(log_prob, expected)
 
 
+def test_policy_actor_finds_its_distribution_module_once(monkeypatch):
+    from tensordict.nn import ProbabilisticTensorDictSequential
+    from torch import nn
+
+    message_logits, decision_logits, active, decision_mask = _inputs()
+    # a policy module with modules inside, as an agent's body has
+    inner = TensorDictModule(
+        nn.Sequential(nn.Identity(), nn.Sequential(nn.Identity())),
+        in_keys=[K.DECISION_RESTRICTION],
+        out_keys=["unused"],
+    )
+    actor = build_policy_actor(inner)
+    keys_before = list(actor.state_dict())
+    td = TensorDict(
+        {
+            K.AGENTS: TensorDict(
+                {
+                    K.MAIN_MESSAGE_LOGITS: message_logits,
+                    K.DECISION_LOGITS: decision_logits,
+                    K.ACTIVE_MASK: active,
+                    K.DECISION_MASK: decision_mask,
+                    K.VALID_MESSAGE_MASK: torch.ones(B, A, C, P, N, dtype=torch.bool),
+                },
+                [B, A],
+            ),
+            K.DECISION_RESTRICTION: torch.zeros(B, dtype=torch.long),
+        },
+        [B],
+    )
+    # the same distribution as TensorDict's own search builds
+    expected = ProbabilisticTensorDictSequential.build_dist_from_params(actor, td)
+    dist = actor.get_dist(td)
+    assert isinstance(dist, NipActionDistribution)
+    assert torch.equal(dist.decision_dist.logits, expected.decision_dist.logits)
+    assert torch.equal(dist.message_dist.logits, expected.message_dist.logits)
+    packed = expected.sample()[0]
+    assert torch.equal(dist.log_prob(packed), expected.log_prob(packed))
+    # found once: later calls walk no modules, and nothing was registered
+    walked = []
+    monkeypatch.setattr(
+        type(actor), "modules", lambda self: walked.append(self) or iter(())
+    )
+    actor.get_dist(td)
+    actor.build_dist_from_params(td)
+    assert walked == []
+    assert list(actor.state_dict()) == keys_before
+
+
 def test_pack_and_unpack_are_inverse_and_keep_the_linear_messages():
     message = torch.randint(0, N, (B, A, C, P))
     decision = torch.randint(0, 3, (B, A))
