@@ -345,8 +345,8 @@ def run_experiment(
         loggers = build_loggers(
             run_dir, settings, params_dict, resume_from_step=resume_from_step
         )
-    # A resumed run's clock goes on from its last kept record
-    elapsed_offset = (
+    # A resumed run's clock goes on from its last kept record (None: it had none)
+    elapsed_offset: float | None = (
         last_elapsed_seconds(run_dir)
         if run_dir is not None and resume is not None
         else 0.0

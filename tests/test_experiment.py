@@ -207,22 +207,25 @@ def test_a_resumed_run_s_clock_goes_on_where_it_stopped(scenario, monkeypatch):
             return self.now
 
     monkeypatch.setattr(context, "time", Clock())
-    settings = scenario.settings(checkpoint_period=1)
+    # killed after 3 epochs with a checkpoint after 2: the third epoch's record
+    # is dropped on resume, and the clock goes on from the second's
+    settings = scenario.settings(checkpoint_period=2)
     with pytest.raises(KilledForTest):
         run_experiment(
-            _solo(scenario, 3), settings, run_id="clock", callbacks=[kill_after(1)]
+            _solo(scenario, 4), settings, run_id="clock", callbacks=[kill_after(2)]
         )
     before = RunDirectory(scenario.root / "runs" / "clock").read_metrics()
     result = resume_run("clock", runs_dir=settings.runs_dir)
+    assert result.resumed_from == 2
     after = RunDirectory(result.run_dir).read_metrics()
     kept = next(i for i, r in enumerate(after) if r["step"] >= result.resumed_from)
-    assert after[:kept] == before[:kept]
+    assert after[:kept] == before[:kept] and len(before) > kept
     elapsed = [r["timing.elapsed_s"] for r in after]
     # one clock over both processes: from the last kept record on, not from 0,
     # and the time while the run was stopped is not counted
     assert elapsed[kept] == elapsed[kept - 1] + 10.0
     assert elapsed == sorted(elapsed) and len(set(elapsed)) == len(elapsed)
-    assert [r["step"] for r in after] == [0, 1, 2, 3]
+    assert [r["step"] for r in after] == [0, 1, 2, 3, 4]
 
 
 def test_base_run_parameters_are_copied(scenario):

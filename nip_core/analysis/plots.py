@@ -118,13 +118,17 @@ def _placed(
 
 
 def mean_positions(positions: Sequence[Mapping[int, float]]) -> dict[int, float]:
-    """Per step, the mean of the runs' positions at it (over the runs that have
-    one): where a group's point at that step is drawn against wall-clock time."""
-    by_step: dict[int, list[float]] = {}
-    for one in positions:
-        for step, x in one.items():
-            by_step.setdefault(step, []).append(x)
-    return {step: sum(xs) / len(xs) for step, xs in sorted(by_step.items())}
+    """Per step that every run has a position for, the mean of their positions:
+    where a group's point at that step is drawn against wall-clock time. Steps
+    only some runs reached are left out: a mean over fewer, faster or slower
+    runs would move the curve back and forth along the time axis."""
+    if not positions:
+        return {}
+    common = set(positions[0]).intersection(*positions[1:])
+    return {
+        step: sum(one[step] for one in positions) / len(positions)
+        for step in sorted(common)
+    }
 
 
 def _subject_label(panel: str, subject: str) -> str:
@@ -171,14 +175,15 @@ def write_run_plots(
         run = load_run(path, require_metrics=False)
     _check_x_axis(x_axis)
     out = Path(out_dir) if out_dir is not None else run.path / PLOTS_DIR
-    x_of = elapsed_minutes(run) if x_axis == "minutes" else None
+    minutes = x_axis == "minutes"
     written: list[Path] = []
     families = metric_families()
     for panel, (title, ylabel) in report_panels().items():
         series = _panel_series(run, panel, families, smooth)
-        if x_of is not None:
+        if minutes:
+            # each value at the clock of the record it was logged in
             series = {
-                key: (name, [(s, v) for s, v in values if s in x_of])
+                key: (name, [(s, v) for s, v in values if s in run.clock.get(name, {})])
                 for key, (name, values) in series.items()
             }
             series = {key: found for key, found in series.items() if found[1]}
@@ -191,6 +196,7 @@ def write_run_plots(
             subject, test = key
             name, values = series[key]
             color = _COLORS[subjects.index(subject) % len(_COLORS)]
+            x_of = elapsed_minutes(run, name) if minutes else None
             steps, _ = _placed([s for s, _ in values], x_of)
             ys = [v for _, v in values]
             label = (
@@ -247,11 +253,12 @@ def _draw_group(
     x_offset: float = 0.0,
     bounds: tuple[float, float] | None = None,
     x_of: Mapping[int, float] | None = None,
-) -> None:
+) -> bool:
+    """Draw one group's curve (or test points); whether anything was drawn."""
     aggregated = aggregate_series(series, confidence)
     steps, kept = _placed([step for step, _ in aggregated], x_of)
     if not kept:
-        return
+        return False
     aggregated = [aggregated[i] for i in kept]
     means = [e.mean for _, e in aggregated]
     half = [e.half_width for _, e in aggregated]
@@ -271,7 +278,7 @@ def _draw_group(
             capsize=4,
             label=label,
         )
-        return
+        return True
     ax.plot(
         steps,
         means,
@@ -293,6 +300,7 @@ def _draw_group(
             alpha=0.2,
             linewidth=0,
         )
+    return True
 
 
 def write_comparison_plots(
@@ -324,7 +332,8 @@ def write_comparison_plots(
     x_axis : str
         ``"iteration"``, or ``"minutes"``: each group's point at an iteration is
         drawn at the mean over its runs of their wall-clock minutes there
-        (``timing.elapsed_s``; :func:`mean_positions`).
+        (``timing.elapsed_s`` of the records the values came from), up to the
+        iteration every run of the group reached (:func:`mean_positions`).
 
     Returns
     -------
@@ -335,12 +344,7 @@ def write_comparison_plots(
     out = Path(out_dir)
     written: list[Path] = []
     families = metric_families()
-    group_x: list[dict[int, float] | None] = [
-        mean_positions([elapsed_minutes(run) for run in group.runs])
-        if x_axis == "minutes"
-        else None
-        for group in groups
-    ]
+    minutes = x_axis == "minutes"
     for panel, (title, ylabel) in report_panels().items():
         per_group = [
             [_panel_series(run, panel, families, smooth) for run in group.runs]
@@ -357,35 +361,41 @@ def write_comparison_plots(
         flat_axes = [ax for row in axes for ax in row]
         for ax in flat_axes[len(subjects) :]:
             ax.set_visible(False)
-        last_x = max(
+        last_step = max(
             (
-                x
-                for runs, x_of in zip(per_group, group_x, strict=True)
+                values[-1][0]
+                for runs in per_group
                 for found in runs
                 for _, values in found.values()
-                for x in _placed([values[-1][0]], x_of)[0]
             ),
-            default=1.0,
+            default=1,
         )
-        spread = 0.012 * (max(last_x, 1.0) if x_axis == "iteration" else last_x)
+        # groups' test points at one iteration are shifted apart; against time
+        # each point stays where its runs logged it
+        spread = 0.0 if minutes else 0.012 * max(last_step, 1)
         for ax, subject in zip(flat_axes, subjects, strict=False):
             for index, (group, runs) in enumerate(zip(groups, per_group, strict=True)):
                 color = _COLORS[index % len(_COLORS)]
                 labelled = False
                 for test in (False, True):
-                    series = [
-                        found[(subject, test)][1]
-                        for found in runs
+                    logged = [
+                        (run, found[(subject, test)])
+                        for run, found in zip(group.runs, runs, strict=True)
                         if (subject, test) in found
                     ]
+                    series = [values for _, (_, values) in logged]
                     if not series:
                         continue
-                    label = None
-                    if not labelled:
-                        label = f"{group.label} (n={len(group.runs)})"
-                        labelled = True
+                    x_of = (
+                        mean_positions(
+                            [elapsed_minutes(run, name) for run, (name, _) in logged]
+                        )
+                        if minutes
+                        else None
+                    )
+                    label = None if labelled else f"{group.label} (n={len(group.runs)})"
                     offset = (index - (len(groups) - 1) / 2) * spread
-                    _draw_group(
+                    labelled |= _draw_group(
                         ax,
                         series,
                         color,
@@ -394,7 +404,7 @@ def write_comparison_plots(
                         confidence,
                         x_offset=offset,
                         bounds=PANEL_BOUNDS.get(panel),
-                        x_of=group_x[index],
+                        x_of=x_of,
                     )
             sub_title = _subject_label(panel, subject)
             ax.set_title(sub_title if len(subjects) > 1 else title)

@@ -59,6 +59,7 @@ __all__ = [
     "aggregate_series",
     "build_report",
     "elapsed_minutes",
+    "timed_from_the_start",
     "final_metrics",
     "group_runs",
     "load_run",
@@ -237,11 +238,16 @@ class RunData:
     series : dict[str, Series]
         Every numeric metric: ``(step, value)`` pairs sorted by step, the last value
         logged for a step winning (a resumed run logs some steps twice).
+    clock : dict[str, dict[int, float]]
+        Per metric and step, the run's clock (``timing.elapsed_s``) of the record
+        that value came from: where it is drawn against wall-clock time. Empty for
+        runs made before nip-core logged the clock.
     """
 
     path: Path
     hyper_params: dict[str, Any]
     series: dict[str, Series]
+    clock: dict[str, dict[int, float]] = attrs.field(factory=dict)
 
     @property
     def run_id(self) -> str:
@@ -263,9 +269,19 @@ def read_metric_series(metrics_path: Path) -> dict[str, Series]:
     A line that is not valid JSON (the last line of a run killed while writing) is
     skipped. Non-numeric and non-finite values are left out.
     """
+    return _read_metrics(metrics_path)[0]
+
+
+def _read_metrics(
+    metrics_path: Path,
+) -> tuple[dict[str, Series], dict[str, dict[int, float]]]:
+    """The series of :func:`read_metric_series` and, per metric and step, the
+    ``timing.elapsed_s`` of the record the kept value came from (see
+    :attr:`RunData.clock`)."""
     by_step: dict[str, dict[int, float]] = {}
+    clock: dict[str, dict[int, float]] = {}
     if not metrics_path.is_file():
-        return {}
+        return {}, {}
     with open(metrics_path, encoding="utf-8") as f:
         for index, line in enumerate(f):
             if not line.strip():
@@ -279,11 +295,18 @@ def read_metric_series(metrics_path: Path) -> dict[str, Series]:
             step = record.get("step", index)
             if not _is_number(step):
                 continue
+            elapsed = record.get(ELAPSED_METRIC)
+            timed = _is_number(elapsed) and math.isfinite(elapsed)
             for name, value in record.items():
                 if name == "step" or not _is_number(value) or not math.isfinite(value):
                     continue
                 by_step.setdefault(name, {})[int(step)] = float(value)
-    return {name: sorted(steps.items()) for name, steps in sorted(by_step.items())}
+                if timed:
+                    clock.setdefault(name, {})[int(step)] = float(elapsed)
+                else:
+                    clock.get(name, {}).pop(int(step), None)
+    series = {name: sorted(steps.items()) for name, steps in sorted(by_step.items())}
+    return series, clock
 
 
 def load_run(path: str | Path, *, require_metrics: bool = True) -> RunData:
@@ -315,7 +338,7 @@ def load_run(path: str | Path, *, require_metrics: bool = True) -> RunData:
             raise ReportError(f"{params_path} is not valid JSON: {error}") from error
         if isinstance(loaded, dict):
             hyper_params = loaded
-    series = read_metric_series(path / METRICS_FILE)
+    series, clock = _read_metrics(path / METRICS_FILE)
     if require_metrics and not series:
         what = (
             "has no metrics.jsonl"
@@ -326,7 +349,7 @@ def load_run(path: str | Path, *, require_metrics: bool = True) -> RunData:
             f"run {path.name!r} ({path}) {what}: it has not finished an iteration "
             f"yet, or it is not a run directory"
         )
-    return RunData(path=path, hyper_params=hyper_params, series=series)
+    return RunData(path=path, hyper_params=hyper_params, series=series, clock=clock)
 
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -668,11 +691,22 @@ def smooth_series(series: Series, window: int) -> Series:
     return smoothed
 
 
-def elapsed_minutes(run: RunData) -> dict[int, float]:
-    """Per logged step, the run's wall-clock minutes at that step: its
-    ``timing.elapsed_s`` over 60 (the step's last record; a step's test records
-    come after its training records). Empty for a run that never logged it."""
-    return {step: seconds / 60 for step, seconds in run.series.get(ELAPSED_METRIC, [])}
+def elapsed_minutes(run: RunData, metric: str = ELAPSED_METRIC) -> dict[int, float]:
+    """Per step, the run's wall-clock minutes when ``metric``'s value was logged
+    there (the ``timing.elapsed_s`` of that record over 60): a text trainer logs
+    its training statistics, its test and its fine-tune in separate records of
+    one step, each at its own time. The default, the clock's own series, gives
+    each step's last record. Empty for a run that never logged the clock."""
+    return {step: seconds / 60 for step, seconds in run.clock.get(metric, {}).items()}
+
+
+def timed_from_the_start(run: RunData) -> bool:
+    """Whether the run logged its clock from its first record on: a run started
+    before nip-core logged it, and resumed after, has a clock that does not count
+    its first part (it is drawn against iterations only)."""
+    timed = run.clock.get(ELAPSED_METRIC, {})
+    steps = [step for values in run.series.values() for step, _ in values[:1]]
+    return bool(timed) and min(steps) in timed
 
 
 def final_metrics(run: RunData) -> dict[str, float]:
@@ -973,12 +1007,12 @@ def build_report(
         )
     runs = [load_run(path) for path in run_paths]
     if x_axis == "minutes":
-        untimed = [run.run_id for run in runs if not elapsed_minutes(run)]
+        untimed = [run.run_id for run in runs if not timed_from_the_start(run)]
         if untimed:
             raise ReportError(
                 f"cannot draw against minutes: {', '.join(untimed)} logged no "
-                f"{ELAPSED_METRIC} (runs made before nip-core logged it); draw "
-                "against iterations (--x-axis iteration)"
+                f"{ELAPSED_METRIC} from its start (runs made before nip-core logged "
+                "it); draw against iterations (--x-axis iteration)"
             )
     groups = group_runs(runs, group_by)
     columns = known_metrics({name for run in runs for name in run.series})

@@ -28,7 +28,7 @@ def final_values(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:
 
 def format_duration(seconds: float) -> str:
     """``42.5 s``, ``4 min 03 s``, ``2 h 05 min``: a duration as people read it."""
-    if seconds < 60:
+    if round(seconds, 1) < 60:
         return f"{seconds:.1f} s"
     whole = round(seconds)
     if whole < 3600:

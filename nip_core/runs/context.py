@@ -50,10 +50,11 @@ class RunContext:
         Called by staged trainers after every stage.
     metrics_records : int
         Metric records logged before this process (when resuming).
-    elapsed_offset : float
+    elapsed_offset : float | None
         Seconds the run had been running before this process (when resuming: the
         ``timing.elapsed_s`` of its last kept record), so that the clock goes on
-        where it stopped.
+        where it stopped. ``None``: the run has no clock (it was started before
+        nip-core logged one), and its records get none.
     """
 
     def __init__(
@@ -65,7 +66,7 @@ class RunContext:
         base_checkpoint: dict[str, Any] | None = None,
         stage_callbacks: Sequence[StageCallback] = (),
         metrics_records: int = 0,
-        elapsed_offset: float = 0.0,
+        elapsed_offset: float | None = 0.0,
     ):
         self.run_dir = run_dir
         self.loggers = loggers if loggers is not None else LoggerGroup([])
@@ -82,7 +83,8 @@ class RunContext:
         )
         """The iterations the run's newest checkpoint holds (``None``: none yet)."""
         self._interrupt: DeferredInterrupt | None = None
-        self._elapsed_offset = float(elapsed_offset)
+        self._timed = elapsed_offset is not None
+        self._elapsed_offset = float(elapsed_offset or 0.0)
         self._clock_start = time.monotonic()
 
     @property
@@ -112,9 +114,11 @@ class RunContext:
 
     def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
         """Log a record of metrics at ``step``, with the run's clock
-        (``timing.elapsed_s``, :attr:`elapsed_s`) added to it."""
+        (``timing.elapsed_s``, :attr:`elapsed_s`) added to it (unless the run has
+        none: ``elapsed_offset=None``)."""
         flat = flatten_metrics(metrics)
-        flat[ELAPSED_METRIC] = round(self.elapsed_s, 3)
+        if self._timed:
+            flat[ELAPSED_METRIC] = round(self.elapsed_s, 3)
         self.history.append({"step": step, **flat})
         self.loggers.log_metrics(step, flat)
         self.metrics_records += 1

@@ -372,24 +372,32 @@ def build_loggers(
     return LoggerGroup(loggers)
 
 
-def last_elapsed_seconds(run_dir: RunDirectory) -> float:
-    """The ``timing.elapsed_s`` of the last record in ``metrics.jsonl`` that has
-    one (0 without any): where a resumed run's clock goes on from. Call it after
-    the records the run continues from were kept (:func:`truncate_metrics_records`
-    or the JSONL logger's truncation)."""
+def last_elapsed_seconds(run_dir: RunDirectory) -> float | None:
+    """Where a resumed run's clock goes on from: the ``timing.elapsed_s`` of the
+    last record in ``metrics.jsonl`` that has one; 0 without any record; ``None``
+    when there are records but none has the clock (a run started before nip-core
+    logged it: its clock cannot be known, and it is left without one). Call it
+    after the records the run continues from were kept
+    (:func:`truncate_metrics_records` or the JSONL logger's truncation)."""
     from nip_core.runs.run_dir import ELAPSED_METRIC
 
     path = run_dir.metrics_path
-    elapsed = 0.0
+    elapsed: float | None = None
+    records = 0
     if not path.is_file():
-        return elapsed
+        return 0.0
     with open(path, encoding="utf-8") as f:
         for line in f:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            value = record.get(ELAPSED_METRIC) if isinstance(record, dict) else None
+            if not isinstance(record, dict):
+                continue
+            records += 1
+            value = record.get(ELAPSED_METRIC)
             if isinstance(value, int | float) and math.isfinite(value):
                 elapsed = float(value)
+    if records == 0:
+        return 0.0
     return elapsed

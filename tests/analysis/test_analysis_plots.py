@@ -375,15 +375,19 @@ def test_one_run_against_wall_clock_minutes(tmp_path, drawn):
 def test_groups_against_minutes_are_drawn_at_their_runs_mean_time(tmp_path, drawn):
     from nip_core.analysis.plots import mean_positions
 
-    assert mean_positions([{0: 1.0, 1: 3.0}, {0: 2.0}]) == {0: 1.5, 1: 3.0}
+    # only the steps every run reached
+    assert mean_positions([{0: 1.0, 1: 3.0}, {0: 2.0}]) == {0: 1.5}
     fast = [
         write_run(
             tmp_path,
             f"fast-{seed}",
-            _timed(training_records([0.5, 0.6]), seconds),
+            _timed(training_records(accuracies), seconds),
             {"interaction_protocol": "nip", "seed": seed},
         )
-        for seed, seconds in ((1, 60.0), (2, 120.0))
+        for seed, seconds, accuracies in (
+            (1, 60.0, [0.5, 0.6, 0.65, 0.7]),
+            (2, 120.0, [0.5, 0.6]),  # stopped early (or still running)
+        )
     ]
     slow = write_run(
         tmp_path,
@@ -395,6 +399,41 @@ def test_groups_against_minutes_are_drawn_at_their_runs_mean_time(tmp_path, draw
     write_comparison_plots(group_runs(runs), tmp_path / "out", x_axis="minutes")
     ax = drawn["accuracy.png"].axes[0]
     assert ax.get_xlabel() == "minutes (wall clock)"
-    # fast: the mean of 1 and 2 minutes at step 0, of 2 and 4 at step 1
+    # fast: the mean of 1 and 2 minutes at step 0, of 2 and 4 at step 1; the
+    # steps only one run reached are not drawn (the mean would jump back in time)
     assert _line_x(ax, "interaction_protocol=nip (n=2)") == [1.5, 3.0]
     assert _line_x(ax, "interaction_protocol=debate (n=1)") == [10.0, 20.0]
+
+
+def test_each_value_is_drawn_at_the_time_of_its_own_record(tmp_path, drawn):
+    # a text trainer logs a step's statistics, its test and its fine-tune in
+    # separate records, minutes apart
+    records = [
+        {"step": 0, "mean_accuracy": 0.5, "timing.elapsed_s": 60.0},
+        {"step": 0, "test_mean_accuracy": 0.55, "timing.elapsed_s": 120.0},
+        {"step": 0, "fine_tune.verifier.num_examples": 8, "timing.elapsed_s": 1800.0},
+        {"step": 1, "mean_accuracy": 0.6, "timing.elapsed_s": 1860.0},
+        {"step": 1, "test_mean_accuracy": 0.65, "timing.elapsed_s": 1920.0},
+    ]
+    path = write_run(tmp_path, "text", records)
+    write_run_plots(path, tmp_path / "out", x_axis="minutes")
+    ax = drawn["accuracy.png"].axes[0]
+    assert _line_x(ax, "verifier") == [1.0, 31.0]
+    assert _line_x(ax, "verifier test") == [2.0, 32.0]
+    assert load_run(path).clock["mean_accuracy"] == {0: 60.0, 1: 1860.0}
+    # the step's clock itself: its last record
+    from nip_core.analysis.report import elapsed_minutes
+
+    assert elapsed_minutes(load_run(path)) == {0: 30.0, 1: 32.0}
+
+
+def test_a_run_timed_only_after_a_resume_is_not_drawn_against_minutes(tmp_path):
+    from nip_core.analysis.report import ReportError, timed_from_the_start
+
+    records = training_records([0.5, 0.6, 0.7, 0.8])
+    for record in records[2:]:
+        record["timing.elapsed_s"] = 30.0 * record["step"]
+    path = write_run(tmp_path, "mixed", records)
+    assert not timed_from_the_start(load_run(path))
+    with pytest.raises(ReportError, match="mixed logged no timing.elapsed_s from"):
+        build_report([path], out_dir=tmp_path / "out", x_axis="minutes")

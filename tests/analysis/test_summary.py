@@ -50,6 +50,7 @@ def test_summary_says_how_long_the_run_ran():
         (0.04, "0.0 s"),
         (42.46, "42.5 s"),
         (60.0, "1 min 00 s"),
+        (59.96, "1 min 00 s"),
         (3599.4, "59 min 59 s"),
         (3599.6, "1 h 00 min"),
         (7529.0, "2 h 05 min"),

@@ -447,3 +447,15 @@ def test_last_elapsed_seconds_reads_the_last_record_that_has_it(tmp_path):
         '{"step": 3, "timing.elapsed_s": 50'  # half written by a kill
     )
     assert last_elapsed_seconds(run_dir) == 25.0
+    # records, none with the clock: a run from before it, which stays without one
+    run_dir.metrics_path.write_text('{"step": 0, "loss": 1}\n')
+    assert last_elapsed_seconds(run_dir) is None
+
+
+def test_a_run_without_a_clock_logs_none(monkeypatch):
+    from nip_core.runs import context
+
+    monkeypatch.setattr(context, "time", FakeClock())
+    run = context.RunContext(elapsed_offset=None)
+    run.log_metrics(3, {"loss": 1.0})
+    assert run.history == [{"step": 3, "loss": 1.0}]
