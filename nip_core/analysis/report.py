@@ -43,6 +43,7 @@ from nip_core.runs.run_dir import (
     METRICS_FILE,
     PLOTS_DIR,
     ROLLOUTS_DIR,
+    iter_metric_records,
 )
 
 __all__ = [
@@ -280,31 +281,20 @@ def _read_metrics(
     :attr:`RunData.clock`)."""
     by_step: dict[str, dict[int, float]] = {}
     clock: dict[str, dict[int, float]] = {}
-    if not metrics_path.is_file():
-        return {}, {}
-    with open(metrics_path, encoding="utf-8") as f:
-        for index, line in enumerate(f):
-            if not line.strip():
+    for index, record in iter_metric_records(metrics_path):
+        step = record.get("step", index)
+        if not _is_number(step):
+            continue
+        elapsed = record.get(ELAPSED_METRIC)
+        timed = _is_number(elapsed) and math.isfinite(elapsed)
+        for name, value in record.items():
+            if name == "step" or not _is_number(value) or not math.isfinite(value):
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(record, dict):
-                continue
-            step = record.get("step", index)
-            if not _is_number(step):
-                continue
-            elapsed = record.get(ELAPSED_METRIC)
-            timed = _is_number(elapsed) and math.isfinite(elapsed)
-            for name, value in record.items():
-                if name == "step" or not _is_number(value) or not math.isfinite(value):
-                    continue
-                by_step.setdefault(name, {})[int(step)] = float(value)
-                if timed:
-                    clock.setdefault(name, {})[int(step)] = float(elapsed)
-                else:
-                    clock.get(name, {}).pop(int(step), None)
+            by_step.setdefault(name, {})[int(step)] = float(value)
+            if timed:
+                clock.setdefault(name, {})[int(step)] = float(elapsed)
+            else:
+                clock.get(name, {}).pop(int(step), None)
     series = {name: sorted(steps.items()) for name, steps in sorted(by_step.items())}
     return series, clock
 

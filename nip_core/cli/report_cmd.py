@@ -83,9 +83,11 @@ def add_report_parser(
         help="draw each training curve as its trailing mean over N logged "
         "iterations (test curves and the tables as logged; default: 1, none)",
     )
+    from nip_core.analysis.report import X_AXES
+
     report.add_argument(
         "--x-axis",
-        choices=("iteration", "minutes"),
+        choices=X_AXES,
         default="iteration",
         help="draw the curves against iterations (default) or against each run's "
         "wall-clock minutes (timing.elapsed_s; a group at its runs' mean)",

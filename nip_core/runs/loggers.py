@@ -114,19 +114,14 @@ class JsonlLogger(MetricLogger):
 
     def _truncate(self, first_dropped_step: int) -> None:
         from nip_core.runs.io import atomic_write_text
+        from nip_core.runs.run_dir import iter_metric_records
 
-        kept = []
-        with open(self.path, encoding="utf-8") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    # A line half-written when the run was killed
-                    continue
-                if record.get("step", -1) < first_dropped_step:
-                    kept.append(json.dumps(record) + "\n")
+        # (a line half-written when the run was killed is passed over)
+        kept = [
+            json.dumps(record) + "\n"
+            for _, record in iter_metric_records(self.path)
+            if record.get("step", -1) < first_dropped_step
+        ]
         atomic_write_text(self.path, "".join(kept))
 
     def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
@@ -379,25 +374,13 @@ def last_elapsed_seconds(run_dir: RunDirectory) -> float | None:
     logged it: its clock cannot be known, and it is left without one). Call it
     after the records the run continues from were kept
     (:func:`truncate_metrics_records` or the JSONL logger's truncation)."""
-    from nip_core.runs.run_dir import ELAPSED_METRIC
+    from nip_core.runs.run_dir import ELAPSED_METRIC, iter_metric_records
 
-    path = run_dir.metrics_path
     elapsed: float | None = None
     records = 0
-    if not path.is_file():
-        return 0.0
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(record, dict):
-                continue
-            records += 1
-            value = record.get(ELAPSED_METRIC)
-            if isinstance(value, int | float) and math.isfinite(value):
-                elapsed = float(value)
-    if records == 0:
-        return 0.0
-    return elapsed
+    for _, record in iter_metric_records(run_dir.metrics_path):
+        records += 1
+        value = record.get(ELAPSED_METRIC)
+        if isinstance(value, int | float) and math.isfinite(value):
+            elapsed = float(value)
+    return 0.0 if records == 0 else elapsed

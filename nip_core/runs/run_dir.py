@@ -22,6 +22,7 @@ import os
 import secrets
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +80,25 @@ def installed_versions() -> dict[str, str]:
         if name == "nip-core" or name.startswith("nip-plugin-"):
             versions[name] = dist.version
     return dict(sorted(versions.items()))
+
+
+def iter_metric_records(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """The records of a ``metrics.jsonl`` with their line numbers (from 0): blank
+    lines, a line that is not valid JSON (the last line of a run killed while
+    writing) and lines that are not objects are passed over. Nothing for a
+    missing file."""
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        for index, line in enumerate(f):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                yield index, record
 
 
 class RunDirectory:

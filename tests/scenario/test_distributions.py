@@ -164,14 +164,10 @@ def test_log_prob_accepts_the_action_tensordict():
     assert [m.shape for m in dist.mode] == [packed.shape, message.shape, decision.shape]
 
 
-def test_policy_actor_writes_actions_and_per_agent_log_prob():
-    message_logits, decision_logits, active, decision_mask = _inputs()
-    # The logits are already in the TensorDict: the policy module passes through.
-    module = TensorDictModule(
-        torch.nn.Identity(), in_keys=[K.DECISION_RESTRICTION], out_keys=["unused"]
-    )
-    actor = build_policy_actor(module)
-    td = TensorDict(
+def _actor_input(message_logits, decision_logits, active, decision_mask):
+    """What the policy actor reads: the logits already computed, every message
+    valid, no decision ruled out."""
+    return TensorDict(
         {
             K.AGENTS: TensorDict(
                 {
@@ -187,6 +183,16 @@ def test_policy_actor_writes_actions_and_per_agent_log_prob():
         },
         [B],
     )
+
+
+def test_policy_actor_writes_actions_and_per_agent_log_prob():
+    message_logits, decision_logits, active, decision_mask = _inputs()
+    # The logits are already in the TensorDict: the policy module passes through.
+    module = TensorDictModule(
+        torch.nn.Identity(), in_keys=[K.DECISION_RESTRICTION], out_keys=["unused"]
+    )
+    actor = build_policy_actor(module)
+    td = _actor_input(message_logits, decision_logits, active, decision_mask)
     out = actor(td)
     for key in actor_out_keys():
         assert key in out.keys(True, True)
@@ -216,22 +222,7 @@ def test_policy_actor_finds_its_distribution_module_once(monkeypatch):
     )
     actor = build_policy_actor(inner)
     modules_before = [name for name, _ in actor.named_modules()]
-    td = TensorDict(
-        {
-            K.AGENTS: TensorDict(
-                {
-                    K.MAIN_MESSAGE_LOGITS: message_logits,
-                    K.DECISION_LOGITS: decision_logits,
-                    K.ACTIVE_MASK: active,
-                    K.DECISION_MASK: decision_mask,
-                    K.VALID_MESSAGE_MASK: torch.ones(B, A, C, P, N, dtype=torch.bool),
-                },
-                [B, A],
-            ),
-            K.DECISION_RESTRICTION: torch.zeros(B, dtype=torch.long),
-        },
-        [B],
-    )
+    td = _actor_input(message_logits, decision_logits, active, decision_mask)
     # the same distribution as TensorDict's own search builds
     expected = ProbabilisticTensorDictSequential.build_dist_from_params(actor, td)
     dist = actor.get_dist(td)
