@@ -256,7 +256,7 @@ class TensorDictRlTrainer(TensorDictTrainer):
         )
 
     def _get_optimizer(self) -> Any:
-        import torch
+        from nip_core.trainers.adam import FusedAdam
 
         groups = build_param_groups(
             self.agents,
@@ -286,9 +286,9 @@ class TensorDictRlTrainer(TensorDictTrainer):
         self.param_groups = groups
         if not groups:
             return None
-        # The fused kernel updates every parameter in one pass instead of a Python
-        # loop over tensors; it runs on CPU and CUDA alike
-        return torch.optim.Adam(groups, eps=1e-5, fused=True)
+        # torch's fused Adam (one kernel call per group instead of a Python loop
+        # over tensors, on CPU and CUDA alike), stepped with less Python
+        return FusedAdam(groups, eps=1e-5)
 
     @property
     def frames_per_batch(self) -> int:
@@ -643,7 +643,7 @@ class TensorDictRlTrainer(TensorDictTrainer):
             return self.loss_module(minibatch)
 
     def _train_on_rollout(self, rollout: Any, updates: Mapping[str, bool]) -> dict:
-        from torch.nn.utils import clip_grad_norm_
+        from nip_core.trainers.adam import clip_grad_norm
 
         self.replay_buffer.empty()
         self.replay_buffer.extend(rollout.reshape(-1))
@@ -683,7 +683,7 @@ class TensorDictRlTrainer(TensorDictTrainer):
                 # skips them (no step, no moment update)
                 for p in frozen_params:
                     p.grad = None
-                clip_grad_norm_(trainable, self.hyper_params.rl.max_grad_norm)
+                clip_grad_norm(trainable, self.hyper_params.rl.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
         return {key: value / max(count, 1) for key, value in totals.items()}
@@ -765,7 +765,8 @@ class TensorDictRlTrainer(TensorDictTrainer):
         are over every shard of every process.
         """
         import torch
-        from torch.nn.utils import clip_grad_norm_
+
+        from nip_core.trainers.adam import clip_grad_norm
 
         sharding = self.sharding
         for shard, rollout in zip(sharding.shards, rollouts, strict=True):
@@ -798,7 +799,7 @@ class TensorDictRlTrainer(TensorDictTrainer):
                 sharding.all_reduce_gradients(trainable)
                 for p in frozen_params:
                     p.grad = None
-                clip_grad_norm_(trainable, self.hyper_params.rl.max_grad_norm)
+                clip_grad_norm(trainable, self.hyper_params.rl.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
         sums = {key: value.clone() for key, value in totals.items()}
