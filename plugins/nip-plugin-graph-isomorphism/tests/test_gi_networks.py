@@ -8,19 +8,23 @@ import torch
 
 from nip_plugin_graph_isomorphism.networks import DenseGin
 
+_TORCH_ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 
-def _dense_reference(gin: DenseGin, x, adjacency, node_mask):
+
+def _dense_reference(gin: DenseGin, x, adjacency, node_mask, act: str = "tanh"):
     """GIN on padded graphs, every row computed, padding re-zeroed each layer."""
     mask = node_mask[..., None].to(x.dtype)
+    function = _TORCH_ACTIVATIONS[act]
     for layer in gin.layers:
         aggregated = (1 + layer.eps) * x + adjacency @ x
-        hidden = torch.tanh(layer.mlp[0](aggregated))
-        x = torch.tanh(layer.mlp[2](hidden)) * mask
+        hidden = function(layer.mlp[0](aggregated))
+        x = function(layer.mlp[2](hidden)) * mask
     return x
 
 
+@pytest.mark.parametrize("act", ["tanh", "relu"])
 @pytest.mark.parametrize("num_layers", [1, 3])
-def test_packed_gin_matches_the_dense_gin_and_zeroes_padding(num_layers) -> None:
+def test_packed_gin_matches_the_dense_gin_and_zeroes_padding(num_layers, act) -> None:
     torch.manual_seed(0)
     batch, n = 6, 5
     sizes = torch.tensor([[5, 3], [4, 4], [1, 5], [2, 2], [5, 5], [3, 1]])
@@ -29,12 +33,12 @@ def test_packed_gin_matches_the_dense_gin_and_zeroes_padding(num_layers) -> None
     adjacency = ((adjacency + adjacency.transpose(-1, -2)) > 0).double()
     adjacency = adjacency * node_mask[..., None] * node_mask[..., None, :]
     x = torch.randn(batch, 2, n, 3, dtype=torch.float64) * node_mask[..., None]
-    gin = DenseGin(3, 4, 8, num_layers, "tanh").double()
+    gin = DenseGin(3, 4, 8, num_layers, act).double()
     for layer in gin.layers:
         torch.nn.init.normal_(layer.eps, std=0.3)
     x.requires_grad_(True)
     out = gin(x, adjacency, node_mask.double())
-    expected = _dense_reference(gin, x, adjacency, node_mask)
+    expected = _dense_reference(gin, x, adjacency, node_mask, act)
     torch.testing.assert_close(out, expected)
     assert out.shape == (batch, 2, n, 4)
     assert not out[~node_mask].any()
@@ -45,6 +49,17 @@ def test_packed_gin_matches_the_dense_gin_and_zeroes_padding(num_layers) -> None
     )
     for got, want in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(got, want)
+
+
+def test_gin_layer_state_dict_keys_are_the_mlps_and_eps():
+    """The activation inside each layer's MLP has no parameters: a layer's state
+    dict is ``eps`` and the two linear layers (checkpoints load unchanged)."""
+    gin = DenseGin(3, 4, 8, 2, "tanh")
+    assert list(gin.state_dict()) == [
+        f"layers.{i}.{key}"
+        for i in range(2)
+        for key in ("eps", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias")
+    ]
 
 
 def _random_pair_batch(batch: int, n: int, d: int):
