@@ -63,9 +63,10 @@ class FusedAdam(torch.optim.Adam):
     decoupled weight decay). Left out is torch's per-step bookkeeping around it:
     for nip at ``ppo_gi`` (12 groups, 154 tensors) 0.35 ms a step instead of
     1.2 ms on one CPU thread, at every minibatch. A closure, a gradient scaler's
-    ``grad_scale``/``found_inf``, ``amsgrad``, ``differentiable``, a tensor
-    learning rate, or a group with tensors on several devices or of several
-    dtypes take torch's own step. State dicts are torch's Adam's.
+    ``grad_scale``/``found_inf``, a group added with ``fused=False``,
+    ``amsgrad``, ``differentiable``, a tensor learning rate, or a group with
+    tensors on several devices or of several dtypes take torch's own step. State
+    dicts are torch's Adam's.
     """
 
     def __init__(self, params: Any, **kwargs: Any) -> None:
@@ -79,7 +80,10 @@ class FusedAdam(torch.optim.Adam):
         ):
             return False
         return not any(
-            group["amsgrad"] or group["differentiable"] or torch.is_tensor(group["lr"])
+            not group["fused"]
+            or group["amsgrad"]
+            or group["differentiable"]
+            or torch.is_tensor(group["lr"])
             for group in self.param_groups
         )
 

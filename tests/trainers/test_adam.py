@@ -147,6 +147,23 @@ def test_fused_adam_takes_torchs_step_where_the_short_path_does_not_apply():
     assert float(optimizer.state[params[0]]["step"]) == 1.0
 
 
+def test_fused_adam_group_added_without_fusing_steps_as_torch_does():
+    """A group added with ``fused=False`` takes torch's (for-each) step, whose
+    rounding may differ from the fused kernel's: the same as torch's Adam."""
+
+    def build(make):
+        params = _params()
+        optimizer = make(_groups(params)[:2], eps=1e-5)
+        optimizer.add_param_group({"params": params[4:], "lr": 5e-4, "fused": False})
+        for step in range(4):
+            _set_grads(params, step)
+            optimizer.step()
+        return params
+
+    for a, b in zip(build(FusedAdam), build(_torch_adam), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_fused_adam_in_float64_matches_torch():
     ours, _ = _run(FusedAdam, dtype=torch.float64)
     theirs, _ = _run(_torch_adam, dtype=torch.float64)
