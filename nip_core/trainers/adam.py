@@ -30,7 +30,7 @@ def _homogeneous(tensors: list[Tensor]) -> bool:
     return all(t.device == device and t.dtype == dtype for t in tensors)
 
 
-def clip_grad_norm(parameters: Iterable[Tensor], max_norm: float) -> Tensor:
+def clip_grad_norm(parameters: Iterable[Tensor] | Tensor, max_norm: float) -> Tensor:
     """:func:`torch.nn.utils.clip_grad_norm_` with the 2-norm, bit for bit.
 
     One ``torch._foreach_norm`` over the gradients, the norm of their norms, the
@@ -41,7 +41,7 @@ def clip_grad_norm(parameters: Iterable[Tensor], max_norm: float) -> Tensor:
     of several dtypes go through torch's own function. Returns the total norm of
     the gradients before clipping (a tensor), as torch's does.
     """
-    parameters = list(parameters)
+    parameters = [parameters] if isinstance(parameters, Tensor) else list(parameters)
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads or not _homogeneous(grads):
         return clip_grad_norm_(parameters, max_norm)
@@ -64,9 +64,9 @@ class FusedAdam(torch.optim.Adam):
     for nip at ``ppo_gi`` (12 groups, 154 tensors) 0.35 ms a step instead of
     1.2 ms on one CPU thread, at every minibatch. A closure, a gradient scaler's
     ``grad_scale``/``found_inf``, a group added with ``fused=False``,
-    ``amsgrad``, ``differentiable``, a tensor learning rate, or a group with
-    tensors on several devices or of several dtypes take torch's own step. State
-    dicts are torch's Adam's.
+    ``amsgrad``, ``differentiable``, a tensor learning rate, sparse gradients, or
+    a group with tensors on several devices or of several dtypes take torch's own
+    step (the step hooks run once either way). State dicts are torch's Adam's.
     """
 
     def __init__(self, params: Any, **kwargs: Any) -> None:
@@ -87,16 +87,29 @@ class FusedAdam(torch.optim.Adam):
             for group in self.param_groups
         )
 
+    def _torch_step(self, closure: Any = None) -> Any:
+        """torch's own step. This class's :meth:`step` already runs the step
+        hooks (torch wraps it), and so may ``Adam.step`` (torch wraps it too once
+        a plain ``Adam`` exists): its unwrapped function, so the hooks run once."""
+        step = torch.optim.Adam.step
+        if getattr(step, "hooked", False):
+            step = step.__wrapped__
+        return step(self, closure)
+
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
         if closure is not None or not self._short_path():
-            return super().step(closure)
+            return self._torch_step(closure)
         plans = []
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            if not _homogeneous(params) or not _homogeneous([p.grad for p in params]):
-                return super().step()
+            grads = [p.grad for p in params]
+            if not _homogeneous(params) or not _homogeneous(grads):
+                return self._torch_step()
+            if any(g.is_sparse for g in grads):
+                # torch raises before making any state for them
+                return self._torch_step()
             plans.append((group, params))
         with torch.no_grad():
             for group, params in plans:
@@ -110,11 +123,6 @@ class FusedAdam(torch.optim.Adam):
                 if not state:
                     _initial_state(p, state)
         grads = [p.grad for p in params]
-        if any(g.is_sparse for g in grads):
-            raise RuntimeError(
-                "Adam does not support sparse gradients, please consider SparseAdam "
-                "instead"
-            )
         steps = [state["step"] for state in states]
         beta1, beta2 = group["betas"]
         torch._foreach_add_(steps, 1)

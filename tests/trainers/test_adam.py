@@ -203,3 +203,39 @@ def test_clip_grad_norm_without_gradients_and_with_mixed_dtypes():
     assert torch.equal(clip_grad_norm(ours, 0.1), clip_grad_norm_(theirs, 0.1))
     for a, b in zip(ours, theirs, strict=True):
         assert torch.equal(a.grad, b.grad)
+
+
+def test_fused_adam_runs_the_step_hooks_once_on_either_path():
+    # a plain Adam makes torch wrap Adam.step with the hooks too
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))])
+    calls = []
+    for lr in (1e-3, torch.tensor(1e-3)):  # the short path, then torch's
+        p = torch.nn.Parameter(torch.randn(3))
+        optimizer = FusedAdam([p], lr=lr)
+        optimizer.register_step_pre_hook(lambda *_: calls.append("pre"))
+        optimizer.register_step_post_hook(lambda *_: calls.append("post"))
+        p.grad = torch.randn(3)
+        optimizer.step()
+        assert calls == ["pre", "post"]
+        calls.clear()
+
+
+def test_fused_adam_sparse_gradients_raise_as_torchs_and_leave_the_same_state():
+    for make in (FusedAdam, _torch_adam):
+        params = [torch.nn.Parameter(torch.randn(3)) for _ in range(3)]
+        optimizer = make([{"params": params}])
+        for p in params:
+            p.grad = torch.randn(3)
+        params[1].grad = params[1].grad.to_sparse()
+        with pytest.raises(RuntimeError, match="sparse gradients"):
+            optimizer.step()
+        assert [len(optimizer.state[p]) for p in params] == [3, 0, 0]
+
+
+def test_clip_grad_norm_takes_a_single_tensor_as_torch_does():
+    ours, theirs = _params()[0], _params()[0]
+    for p in (ours, theirs):
+        p.grad = torch.full_like(p, 10.0)
+    assert torch.equal(clip_grad_norm(ours, 0.5), clip_grad_norm_(theirs, 0.5))
+    assert torch.equal(ours.grad, theirs.grad)
+    assert ours.grad.norm().item() == pytest.approx(0.5, rel=1e-5)
