@@ -6,7 +6,7 @@ from __future__ import annotations
 import weakref
 from abc import ABC
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -84,6 +84,7 @@ def agent_view(
     part: TensorDictAgentPartMixin,
     agent_index: int,
     visible_channels: torch.Tensor | None,
+    agent_outputs: TensorDictBase | None = None,
 ) -> TensorDict:
     """The TensorDict one agent's part reads (see the module docstring).
 
@@ -97,6 +98,10 @@ def agent_view(
         The agent's index along the agent dimension.
     visible_channels : torch.Tensor | None
         bool ``(C,)``: the channels the agent sees; ``None`` leaves channels alone.
+    agent_outputs : TensorDictBase | None
+        This agent's outputs of the part before (a chained head's body, see
+        :meth:`CombinedTensorDictAgentPart.chain`): agent-level keys found there
+        are read from it instead of from ``tensordict``'s ``("agents", key)``.
     """
     batch_dims = tensordict.batch_dims
     view = TensorDict({}, batch_size=tensordict.batch_size, device=tensordict.device)
@@ -119,12 +124,14 @@ def agent_view(
             )
         view.set(key, value)
     for key in part.agent_level_in_keys:
-        full_key = (K.AGENTS, *((key,) if isinstance(key, str) else key))
-        value = tensordict.get(full_key)
-        if isinstance(value, torch.Tensor):
-            value = value.select(batch_dims, agent_index)
-        else:
-            value = value[(slice(None),) * batch_dims + (agent_index,)]
+        value = None if agent_outputs is None else agent_outputs.get(key, None)
+        if value is None:
+            full_key = (K.AGENTS, *((key,) if isinstance(key, str) else key))
+            value = tensordict.get(full_key)
+            if isinstance(value, torch.Tensor):
+                value = value.select(batch_dims, agent_index)
+            else:
+                value = value[(slice(None),) * batch_dims + (agent_index,)]
         if view.get(key, None) is not None:
             raise KeyError(
                 f"{type(part).__name__} reads {key!r} both at the environment level "
@@ -234,6 +241,60 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
             if b not in partners:
                 partners.append(b)
 
+    def chain(self, head: CombinedTensorDictAgentPart) -> None:
+        """Let ``head``, which reads this combined part's outputs, run in the
+        same threaded section, each agent's head part right after its own part
+        in one task.
+
+        The trainers chain each combined body (separate actor and critic bodies)
+        to the head that reads it: the heads are small, and on the
+        single-threaded path between the sections their forward and backward
+        passes took about a tenth of a minibatch at graph isomorphism's
+        ``ppo_gi`` settings. Inside
+        :func:`~nip_core.scenario.concurrency.concurrent_backward`, when this
+        part's parts run on the threads (and the head's parts may, see
+        :meth:`_threadable`, sharing no parameter with anything else in the
+        section), each task runs the agent's part, then the agent's head part on
+        its outputs, and the backward pass of both in one task; the head's
+        outputs are kept for ``head`` (it uses them if what it reads is what the
+        task read: this part's stacked outputs and the same environment
+        tensors, unchanged), else it computes its own. The head's agent-level
+        inputs must all be outputs of this part.
+        """
+        if list(head.agent_names) != list(self.agent_names):
+            raise ValueError(
+                f"a chained head must have the same agents in the same order: "
+                f"{list(self.agent_names)} against {list(head.agent_names)}"
+            )
+        self.__dict__["_chained_head"] = head
+
+    def _chained(self) -> CombinedTensorDictAgentPart | None:
+        """The head :meth:`chain` gave, if its parts may run in this part's
+        tasks now."""
+        head: CombinedTensorDictAgentPart | None = self.__dict__.get("_chained_head")
+        if head is None:
+            return None
+        outputs = set(self._part_out_keys)
+        readable = all(
+            key in outputs
+            for part in head._part_list()
+            for key in part.agent_level_in_keys
+        )
+        if not readable or not head._threadable(alone=False):
+            return None
+        return head
+
+    def _env_input_tensors(self, tensordict: TensorDictBase) -> list[Any]:
+        """The environment-level tensors this combined part reads (``None`` where
+        absent)."""
+        keys: list[NestedKey] = []
+        for part in self._part_list():
+            for key in part.env_level_in_keys:
+                key = unravel_key(key)
+                if key not in keys:
+                    keys.append(key)
+        return [tensordict.get(key, None) for key in keys]
+
     def _part_list(self) -> list[Any]:
         return [self.parts[name] for name in self.agent_names]
 
@@ -249,42 +310,50 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
         partner's prefetched outputs are checked against."""
         return [tensordict.get(key, None) for key in self.in_keys]
 
-    def _disjoint_from(self, partner: CombinedTensorDictAgentPart | None) -> bool:
+    def _disjoint_from(self, *others: CombinedTensorDictAgentPart) -> bool:
         """Whether no parameter belongs to two of this combined part's parts (and
-        ``partner``'s, if given). Computed once per partner: parameters are fixed
-        objects, and this runs at every forward pass."""
+        ``others``', if given). Computed once per set of others: parameters are
+        fixed objects, and this runs at every forward pass."""
         cache = self.__dict__.setdefault("_disjoint_cache", {})
-        key = None if partner is None else id(partner)
+        key = tuple(id(other) for other in others)
         if key not in cache:
             parts = self._part_list()
-            if partner is not None:
-                parts += partner._part_list()
+            for other in others:
+                parts += other._part_list()
             cache[key] = _disjoint_parameters(parts)
         return cache[key]
 
-    def _threadable(self) -> bool:
-        """Whether the parts may run on threads now: two or more, none sharing a
-        parameter with another (their gradients would race), every one
+    def _threadable(self, alone: bool = True) -> bool:
+        """Whether the parts may run on threads now: two or more (unless not
+        ``alone``: a chained head's parts run in their body's tasks), none
+        sharing a parameter with another (their gradients would race), every one
         :attr:`~nip_core.scenario.parts.TensorDictAgentPartMixin.concurrent_safe`
         and on the CPU, autocast off."""
-        if not self.run_concurrently or torch.is_autocast_enabled("cpu"):
+        if alone and not self.run_concurrently:
+            return False
+        if torch.is_autocast_enabled("cpu"):
             return False
         parts = self._part_list()
-        if len(parts) < 2 or not self._disjoint_from(None):
+        if (alone and len(parts) < 2) or not self._disjoint_from():
             return False
         return all(p.concurrent_safe and p.device.type == "cpu" for p in parts)
 
     def _run_parts(
         self, views: list[TensorDict], tensordict: TensorDictBase
-    ) -> list[TensorDictBase]:
+    ) -> tuple[list[TensorDictBase], _Chained | None]:
         """Each agent's part on its view: on the active runner's threads when this
         combined part may use them (:mod:`nip_core.scenario.concurrency`), with
-        its partners' parts (:meth:`pair_with`) when their backward passes can be
-        joined; else one after the other."""
+        its partners' parts (:meth:`pair_with`) and the chained heads' parts
+        (:meth:`chain`) when their backward passes can be joined; else one after
+        the other.
+
+        Returns the outputs, and the chained head's outputs (to be kept for it
+        once the outputs are stacked) or ``None``.
+        """
         parts = self._part_list()
         runner = active_runner() if self.run_concurrently else None
         if runner is None or not self._threadable():
-            return [part(view) for part, view in zip(parts, views, strict=True)]
+            return [part(view) for part, view in zip(parts, views, strict=True)], None
         joining = torch.is_grad_enabled() and backward_allowed()
         members: list[tuple[CombinedTensorDictAgentPart, list[Any]]] = [(self, views)]
         if joining:
@@ -305,50 +374,119 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
             # would run that shared graph, so keep the graph connected
             joining = False
             members = members[:1]
+        # per member, its chained head, with what the head reads from the
+        # environment (the same check as a partner's inputs, when it is kept)
+        heads: list[tuple[CombinedTensorDictAgentPart, list[Any]] | None] = []
+        for member, _ in members:
+            head = member._chained() if joining else None
+            if head is not None:
+                env_inputs = head._env_input_tensors(tensordict)
+                if any(
+                    t is None or (isinstance(t, torch.Tensor) and t.requires_grad)
+                    for t in env_inputs
+                ):
+                    head = None
+            heads.append(None if head is None else (head, env_inputs))
+        chained_heads = [entry[0] for entry in heads if entry is not None]
+        if chained_heads and not self._disjoint_from(
+            *(member for member, _ in members[1:]), *chained_heads
+        ):
+            heads = [None] * len(members)
+
+        def task(m: int, i: int, part: Any) -> Any:
+            out = part(members[m][1][i])
+            entry = heads[m]
+            if entry is None:
+                return out
+            head = entry[0]
+            view = agent_view(
+                tensordict,
+                head.parts[head.agent_names[i]],
+                i,
+                head._view_masks()[i],
+                agent_outputs=out,
+            )
+            return out, head.parts[head.agent_names[i]](view)
+
         tasks = [
             (m, i, member._part_list()[i])
             for m, (member, _) in enumerate(members)
             for i in range(member.num_agents)
         ]
+
+        def cost(m: int, i: int, part: Any) -> int:
+            entry = heads[m]
+            extra = 0 if entry is None else _num_parameters(entry[0]._part_list()[i])
+            return _num_parameters(part) + extra
+
         # costliest first (by parameter count): the threads then balance
-        tasks.sort(key=lambda task: -_num_parameters(task[2]))
+        tasks.sort(key=lambda t: -cost(*t))
         results = runner.run(
             [
-                (lambda m=m, i=i, part=part: part(members[m][1][i]))  # type: ignore[misc]
+                (lambda m=m, i=i, part=part: task(m, i, part))  # type: ignore[misc]
                 for m, i, part in tasks
             ]
         )
         outputs: list[list[Any]] = [[None] * member.num_agents for member, _ in members]
+        head_outputs: list[list[Any]] = [
+            [None] * member.num_agents for member, _ in members
+        ]
         for (m, i, _), out in zip(tasks, results, strict=True):
+            if heads[m] is not None:
+                out, head_outputs[m][i] = out
             outputs[m][i] = out
         if joining:
+            # per task, its part's outputs then its head part's, that require
+            # gradients
             groups = [
                 [
                     (out, key, out.get(key))
-                    for key in member._part_out_keys
+                    for out, keys in (
+                        (outputs[m][i], members[m][0]._part_out_keys),
+                        (
+                            head_outputs[m][i],
+                            [] if heads[m] is None else heads[m][0]._part_out_keys,
+                        ),
+                    )
+                    if out is not None
+                    for key in keys
                     if isinstance(out.get(key, None), torch.Tensor)
                     and out.get(key).requires_grad
                 ]
-                for (member, _), member_outputs in zip(members, outputs, strict=True)
-                for out in member_outputs
+                for m, (member, _) in enumerate(members)
+                for i in range(member.num_agents)
             ]
             joined = join_parts(runner, [[t for *_, t in group] for group in groups])
             for group, stand_ins in zip(groups, joined, strict=True):
                 for (out, key, _), tensor in zip(group, stand_ins, strict=True):
                     out.set(key, tensor)
-            for (member, _), member_outputs in zip(
-                members[1:], outputs[1:], strict=True
-            ):
+        chained = [
+            None
+            if entry is None
+            else _Chained(
+                entry[0],
+                entry[1],
+                [getattr(t, "_version", None) for t in entry[1]],
+                head_outputs[m],
+            )
+            for m, entry in enumerate(heads)
+        ]
+        if joining:
+            for m, (member, _) in enumerate(members[1:], start=1):
                 store_prefetched(
-                    member, member._input_tensors(tensordict), member_outputs
+                    member,
+                    member._input_tensors(tensordict),
+                    (outputs[m], chained[m]),
                 )
-        return outputs[0]
+        return outputs[0], chained[0]
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         batch_dims = tensordict.batch_dims
-        outputs = take_prefetched(self, self._input_tensors(tensordict))
-        if outputs is None:
-            outputs = self._run_parts(self._views(tensordict), tensordict)
+        prefetched = take_prefetched(self, self._input_tensors(tensordict))
+        if prefetched is None:
+            outputs, chained = self._run_parts(self._views(tensordict), tensordict)
+        else:
+            outputs, chained = prefetched
         stacked = {
             key: self._stack_output(
                 key, [out.get(key) for out in outputs], dim=batch_dims
@@ -367,7 +505,36 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
             tensordict.set(
                 (K.AGENTS, *((key,) if isinstance(key, str) else key)), value
             )
+        if chained is not None and chained.unchanged(
+            chained.head._env_input_tensors(tensordict)
+        ):
+            # the head's parts ran on these very outputs: keep theirs for it
+            store_prefetched(
+                chained.head,
+                chained.head._input_tensors(tensordict),
+                (chained.outputs, None),
+            )
         return tensordict
+
+
+class _Chained(NamedTuple):
+    """A chained head's outputs, computed in its body's tasks (see
+    :meth:`CombinedTensorDictAgentPart.chain`), with the environment tensors it
+    read and their version counters then."""
+
+    head: CombinedTensorDictAgentPart
+    env_inputs: list[Any]
+    versions: list[Any]
+    outputs: list[Any]
+
+    def unchanged(self, env_inputs: list[Any]) -> bool:
+        """Whether ``env_inputs`` are the tensors the head read, unchanged."""
+        return len(env_inputs) == len(self.env_inputs) and all(
+            old is new and getattr(new, "_version", None) == version
+            for old, new, version in zip(
+                self.env_inputs, env_inputs, self.versions, strict=True
+            )
+        )
 
 
 class CombinedBody(CombinedTensorDictAgentPart):

@@ -18,6 +18,12 @@ all, and the outer pass continues. Each parameter belongs to one part, so its
 gradient is accumulated by one thread: the result is the same, bit for bit, as
 running the parts one after the other with one intra-op thread.
 
+A combined body chained to the head that reads it
+(:meth:`~nip_core.scenario.combined.CombinedTensorDictAgentPart.chain`) runs each
+agent's head part in the agent's task, right after its body: the joined outputs
+are then the head's (and the body's), and each task's backward pass runs the
+head's backward, then the body's, on its thread.
+
 That cut is only right for a plain ``loss.backward()``: ``torch.autograd.grad``
 with the parameters as inputs, or a second backward pass through the same graph,
 would not see through it. The trainers therefore enter :func:`concurrent_backward`
@@ -252,6 +258,9 @@ class _JoinParts(torch.autograd.Function):
     @staticmethod
     def forward(ctx, anchor, runner, groups, *detached):  # type: ignore[override]
         del anchor
+        # an output the loss does not read gets no gradient (None), as in the
+        # connected graph, rather than zeros run through its part's backward pass
+        ctx.set_materialize_grads(False)
         ctx.runner = runner
         ctx.groups = groups
         return tuple(t.view_as(t) for t in detached)

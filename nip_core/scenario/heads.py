@@ -78,6 +78,12 @@ class RepresentationHead(AgentHead):
         """Width of the representation (``hyper_params.d_representation``)."""
         return int(self.hyper_params.d_representation)
 
+    @property
+    def concurrent_safe(self) -> bool:
+        """An MLP: no random numbers, nothing shared (it may run in its body's
+        tasks on ``run.agent_threads`` threads)."""
+        return True
+
 
 class RepresentationValueHead(RepresentationHead, AgentValueHead):
     """An MLP on the representation (and the round): ``value`` ``(*batch,)``.

@@ -32,9 +32,13 @@ def build_policy_and_value_operators(
     else:
         policy_body = instance.combined_policy_body
         value_body = instance.combined_value_body
-        if use_critic and hasattr(policy_body, "pair_with"):
-            # one threaded section for both (run.agent_threads)
-            policy_body.pair_with(value_body)
+    # run.agent_threads: a body read by one head runs that head in its tasks, and
+    # separate policy and value bodies run in one threaded section
+    if hasattr(policy_body, "chain") and (not use_single_body or not use_critic):
+        policy_body.chain(instance.combined_policy_head)
+    if use_critic and not use_single_body and hasattr(policy_body, "pair_with"):
+        policy_body.pair_with(value_body)
+        value_body.chain(instance.combined_value_head)
     policy_module = TensorDictSequential(policy_body, instance.combined_policy_head)
     policy_operator = build_policy_actor(
         policy_module, include_linear_message_space=include_linear_message_space

@@ -304,7 +304,7 @@ def test_combined_body_uses_threads_only_when_its_parts_allow(case):
     combined = _combined(parts)
     with concurrent_parts(2), concurrent_backward():
         x = torch.randn(4, 3)
-        outputs = combined._run_parts(_views(x), TensorDict({"x": x}, [4]))
+        outputs, _ = combined._run_parts(_views(x), TensorDict({"x": x}, [4]))
         sum(out.get("y").sum() for out in outputs).backward()
     names = {name for part in parts for name in part.threads}
     main = threading.current_thread().name
@@ -321,7 +321,7 @@ def test_combined_body_gives_the_same_outputs_and_gradients_on_threads():
         parts = [_Part(w) for w in _weights()]
         combined = _combined(parts)
         with concurrent_parts(threads), concurrent_backward():
-            outputs = combined._run_parts(_views(x), TensorDict({"x": x}, [4]))
+            outputs, _ = combined._run_parts(_views(x), TensorDict({"x": x}, [4]))
             ys = [out.get("y") for out in outputs]
             (ys[0].sum() * 3 + (ys[1] ** 2).sum()).backward()
         results.append(([y.detach() for y in ys], [p.weight.grad for p in parts]))
@@ -337,7 +337,7 @@ def test_combined_body_keeps_the_graph_whole_when_its_input_has_gradients():
     combined = _combined(parts)
     x = torch.randn(4, 3, requires_grad=True)
     with concurrent_parts(2), concurrent_backward():
-        outputs = combined._run_parts(_views(x), TensorDict({"x": x}, [4]))
+        outputs, _ = combined._run_parts(_views(x), TensorDict({"x": x}, [4]))
         total = sum(out.get("y").sum() for out in outputs)
         (grad,) = torch.autograd.grad(total, x)
     expected = sum(
@@ -360,3 +360,189 @@ def test_a_part_s_parameters_are_counted_once():
 
     part.parameters = walked
     assert _num_parameters(part) == 11
+
+
+# ----------------------------------------------------------------------------------
+# Chained heads
+
+
+class _Body(nn.Module):
+    """A body stand-in read through the combined part's views: ``y = tanh(x W)``."""
+
+    env_level_in_keys = ("x",)
+    agent_level_in_keys = ()
+    out_keys = ("y",)
+    channel_dims: dict = {}
+    concurrent_safe = True
+
+    def __init__(self, weight: nn.Parameter):
+        super().__init__()
+        self.weight = weight
+        self.threads: list[str] = []
+
+    @property
+    def device(self) -> torch.device:
+        return self.weight.device
+
+    def forward(self, view):
+        self.threads.append(threading.current_thread().name)
+        return TensorDict({"y": torch.tanh(view.get("x") @ self.weight)}, [4])
+
+
+class _Head(nn.Module):
+    """A head stand-in reading its body's ``y`` and the environment's ``r``:
+    ``z = (y v) * r``."""
+
+    env_level_in_keys = ("r",)
+    agent_level_in_keys = ("y",)
+    out_keys = ("z",)
+    channel_dims: dict = {}
+
+    def __init__(self, weight: nn.Parameter, safe: bool = True):
+        super().__init__()
+        self.weight = weight
+        self.concurrent_safe = safe
+        self.threads: list[str] = []
+
+    @property
+    def device(self) -> torch.device:
+        return self.weight.device
+
+    def forward(self, view):
+        self.threads.append(threading.current_thread().name)
+        z = (view.get("y") @ self.weight).squeeze(-1) * view.get("r")
+        return TensorDict({"z": z}, [4])
+
+
+def _chained_pair(head_safe: bool = True):
+    """A combined body of two agents chained to a combined head; fixed weights."""
+    from types import SimpleNamespace
+
+    from nip_core.scenario.combined import CombinedBody, CombinedPolicyHead
+
+    handler = SimpleNamespace(agent_names=["a", "b"])
+    generator = torch.Generator().manual_seed(0)
+    bodies = {
+        name: _Body(nn.Parameter(torch.randn(3, 2, generator=generator)))
+        for name in handler.agent_names
+    }
+    heads = {
+        name: _Head(nn.Parameter(torch.randn(2, 1, generator=generator)), head_safe)
+        for name in handler.agent_names
+    }
+    body = CombinedBody(None, None, handler, bodies)
+    head = CombinedPolicyHead(None, None, handler, heads)
+    for combined in (body, head):
+        combined.__dict__["_view_masks_cache"] = [None, None]  # every channel seen
+    body.chain(head)
+    return body, head
+
+
+def _chained_run(threads: int, head_safe: bool = True, change_r: bool = False):
+    """Forward and backward of ``body`` then ``head`` on one TensorDict, the loss
+    reading the head's outputs and the body's (a second reader of ``y``)."""
+    body, head = _chained_pair(head_safe)
+    generator = torch.Generator().manual_seed(1)
+    td = TensorDict(
+        {
+            "x": torch.randn(4, 3, generator=generator),
+            "r": torch.rand(4, generator=generator),
+        },
+        [4],
+    )
+    with concurrent_parts(threads), concurrent_backward():
+        body(td)
+        if change_r:
+            td.set("r", td.get("r") + 1)
+        head(td)
+        y, z = td.get(("agents", "y")), td.get(("agents", "z"))
+        ((z * torch.tensor([1.0, 2.0])).sum() + (y**2).sum()).backward()
+    grads = [p.grad.clone() for module in (body, head) for p in module.parameters()]
+    return body, head, [y.detach(), z.detach()], grads
+
+
+def test_a_chained_head_runs_in_its_body_s_tasks_with_the_same_result():
+    _, _, sequential_out, sequential_grads = _chained_run(1)
+    body, head, outputs, grads = _chained_run(2)
+    main = threading.current_thread().name
+    # each agent's head ran once, in the task of its body: one of them on the
+    # helper thread, and none again when the combined head was called
+    head_threads = [name for part in head.parts.values() for name in part.threads]
+    body_threads = [name for part in body.parts.values() for name in part.threads]
+    assert len(head_threads) == 2
+    assert head_threads == body_threads
+    assert set(head_threads) != {main}
+    for a, b in zip(sequential_out + sequential_grads, outputs + grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
+
+
+def test_a_chained_head_computes_its_own_outputs_when_its_input_changed():
+    _, _, sequential_out, sequential_grads = _chained_run(1, change_r=True)
+    _, head, outputs, grads = _chained_run(2, change_r=True)
+    # run in the body's tasks, then again for the changed r (on the caller)
+    head_threads = [name for part in head.parts.values() for name in part.threads]
+    assert len(head_threads) == 4
+    for a, b in zip(sequential_out + sequential_grads, outputs + grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
+
+
+def test_a_head_not_safe_to_thread_is_not_chained():
+    _, _, sequential_out, sequential_grads = _chained_run(1, head_safe=False)
+    _, head, outputs, grads = _chained_run(2, head_safe=False)
+    main = threading.current_thread().name
+    head_threads = [name for part in head.parts.values() for name in part.threads]
+    assert head_threads == [main, main]
+    for a, b in zip(sequential_out + sequential_grads, outputs + grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
+
+
+def test_a_chained_head_must_have_the_body_s_agents():
+    from types import SimpleNamespace
+
+    from nip_core.scenario.combined import CombinedPolicyHead
+
+    body, _ = _chained_pair()
+    handler = SimpleNamespace(agent_names=["b", "a"])
+    weight = nn.Parameter(torch.zeros(2, 1))
+    other = CombinedPolicyHead(
+        None, None, handler, {"a": _Head(weight), "b": _Head(weight)}
+    )
+    with pytest.raises(ValueError, match="same agents in the same order"):
+        body.chain(other)
+
+
+def test_a_partner_s_chained_head_computes_its_own_outputs_when_its_input_changed():
+    """The policy body's section runs the value body and its head too (a
+    partner, :meth:`pair_with`); the environment tensor the head reads changes
+    before the value body asks for its outputs: the head's kept outputs are
+    stale and not used."""
+
+    def run(threads: int):
+        body, head = _chained_pair()
+        partner, _ = _chained_pair()
+        partner.pair_with(body)
+        generator = torch.Generator().manual_seed(2)
+        td = TensorDict(
+            {
+                "x": torch.randn(4, 3, generator=generator),
+                "r": torch.rand(4, generator=generator),
+            },
+            [4],
+        )
+        with concurrent_parts(threads), concurrent_backward():
+            out = partner(td.clone(False)).get(("agents", "y"))
+            td.set("r", td.get("r") + 1)  # after the section, before body asks
+            body(td)
+            head(td)
+            z = td.get(("agents", "z"))
+            (z.sum() + out.sum()).backward()
+        grads = [p.grad.clone() for m in (body, head, partner) for p in m.parameters()]
+        return head, z.detach(), grads
+
+    _, sequential_z, sequential_grads = run(1)
+    head, z, grads = run(2)
+    head_threads = [name for part in head.parts.values() for name in part.threads]
+    assert len(head_threads) == 4  # in the section, then again for the new r
+    torch.testing.assert_close(z, sequential_z, rtol=0, atol=0)
+    for a, b in zip(sequential_grads, grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)

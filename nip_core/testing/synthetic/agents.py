@@ -114,6 +114,11 @@ class SyntheticAgentPolicyHead(AgentPolicyHead):
             ).to(device)
         self.init_weights()
 
+    @property
+    def concurrent_safe(self) -> bool:
+        """Linear maps: no random numbers, nothing shared."""
+        return True
+
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         batch_shape = tensordict.batch_size
         representation = tensordict.get(REPRESENTATION)
@@ -151,6 +156,11 @@ class SyntheticAgentValueHead(AgentValueHead):
         )
         self.init_weights()
 
+    @property
+    def concurrent_safe(self) -> bool:
+        """Linear maps: no random numbers, nothing shared."""
+        return True
+
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         value = self.value(tensordict.get(REPRESENTATION)).squeeze(-1)
         return TensorDict({K.VALUE: value}, batch_size=tensordict.batch_size)
@@ -167,6 +177,11 @@ class SyntheticSoloAgentHead(SoloAgentHead):
             self._default_device
         )
         self.init_weights()
+
+    @property
+    def concurrent_safe(self) -> bool:
+        """Linear maps: no random numbers, nothing shared."""
+        return True
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         logits = self.classifier(tensordict.get(REPRESENTATION))

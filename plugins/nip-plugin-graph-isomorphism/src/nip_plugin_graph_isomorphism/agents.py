@@ -279,6 +279,12 @@ class GraphIsomorphismAgentPolicyHead(GraphIsomorphismAgentPartMixin, AgentPolic
         self.init_weights()
 
     @property
+    def concurrent_safe(self) -> bool:
+        """MLPs: no random numbers, nothing shared (the head may run in its
+        body's tasks on ``run.agent_threads`` threads)."""
+        return True
+
+    @property
     def env_level_in_keys(self) -> tuple[NestedKey, ...]:  # type: ignore[override]
         if self.decider is not None and self.decider.num_rounds is not None:
             return (K.ROUND,)
