@@ -246,8 +246,9 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
         same threaded section, each agent's head part right after its own part
         in one task.
 
-        The trainers chain each combined body (separate actor and critic bodies)
-        to the head that reads it: the heads are small, and on the
+        The trainers chain a combined body to the head that reads it when it
+        feeds that head alone (separate actor and critic bodies, or a single
+        body without a critic): the heads are small, and on the
         single-threaded path between the sections their forward and backward
         passes took about a tenth of a minibatch at graph isomorphism's
         ``ppo_gi`` settings. Inside
@@ -257,8 +258,9 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
         section), each task runs the agent's part, then the agent's head part on
         its outputs, and the backward pass of both in one task; the head's
         outputs are kept for ``head`` (it uses them if what it reads is what the
-        task read: this part's stacked outputs and the same environment
-        tensors, unchanged), else it computes its own. The head's agent-level
+        task read: this part's stacked outputs, the same environment tensors
+        unchanged, its parameters unchanged, the same training and grad modes),
+        else it computes its own. The head's agent-level
         inputs must all be outputs of this part.
         """
         if list(head.agent_names) != list(self.agent_names):
@@ -274,9 +276,9 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
         head: CombinedTensorDictAgentPart | None = self.__dict__.get("_chained_head")
         if head is None:
             return None
-        outputs = set(self._part_out_keys)
+        outputs = {unravel_key(key) for key in self._part_out_keys}
         readable = all(
-            key in outputs
+            unravel_key(key) in outputs
             for part in head._part_list()
             for key in part.agent_level_in_keys
         )
@@ -294,6 +296,16 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
                 if key not in keys:
                     keys.append(key)
         return [tensordict.get(key, None) for key in keys]
+
+    def _state(self) -> list[Any]:
+        """What decides the parts' outputs besides their inputs: their parameters
+        (whose version counters an optimizer step moves), the training mode and
+        the grad mode. Outputs computed ahead are checked against these too."""
+        parameters = self.__dict__.get("_parameter_list")
+        if parameters is None:
+            parameters = list(self.parameters())
+            self.__dict__["_parameter_list"] = parameters
+        return [*parameters, self.training, torch.is_grad_enabled()]
 
     def _part_list(self) -> list[Any]:
         return [self.parts[name] for name in self.agent_names]
@@ -386,6 +398,9 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
                     for t in env_inputs
                 ):
                     head = None
+                else:
+                    env_inputs += head._state()
+                    head._view_masks()  # filled here, not on the threads
             heads.append(None if head is None else (head, env_inputs))
         chained_heads = [entry[0] for entry in heads if entry is not None]
         if chained_heads and not self._disjoint_from(
@@ -475,14 +490,16 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
             for m, (member, _) in enumerate(members[1:], start=1):
                 store_prefetched(
                     member,
-                    member._input_tensors(tensordict),
+                    member._input_tensors(tensordict) + member._state(),
                     (outputs[m], chained[m]),
                 )
         return outputs[0], chained[0]
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         batch_dims = tensordict.batch_dims
-        prefetched = take_prefetched(self, self._input_tensors(tensordict))
+        prefetched = take_prefetched(
+            self, self._input_tensors(tensordict) + self._state()
+        )
         if prefetched is None:
             outputs, chained = self._run_parts(self._views(tensordict), tensordict)
         else:
@@ -505,13 +522,14 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
             tensordict.set(
                 (K.AGENTS, *((key,) if isinstance(key, str) else key)), value
             )
-        if chained is not None and chained.unchanged(
-            chained.head._env_input_tensors(tensordict)
+        head = None if chained is None else chained.head
+        if head is not None and chained.unchanged(
+            head._env_input_tensors(tensordict) + head._state()
         ):
             # the head's parts ran on these very outputs: keep theirs for it
             store_prefetched(
-                chained.head,
-                chained.head._input_tensors(tensordict),
+                head,
+                head._input_tensors(tensordict) + head._state(),
                 (chained.outputs, None),
             )
         return tensordict
@@ -520,7 +538,8 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
 class _Chained(NamedTuple):
     """A chained head's outputs, computed in its body's tasks (see
     :meth:`CombinedTensorDictAgentPart.chain`), with the environment tensors it
-    read and their version counters then."""
+    read and its state (:meth:`CombinedTensorDictAgentPart._state`), and their
+    version counters then."""
 
     head: CombinedTensorDictAgentPart
     env_inputs: list[Any]
@@ -528,7 +547,7 @@ class _Chained(NamedTuple):
     outputs: list[Any]
 
     def unchanged(self, env_inputs: list[Any]) -> bool:
-        """Whether ``env_inputs`` are the tensors the head read, unchanged."""
+        """Whether ``env_inputs`` (and state) are what the head read, unchanged."""
         return len(env_inputs) == len(self.env_inputs) and all(
             old is new and getattr(new, "_version", None) == version
             for old, new, version in zip(

@@ -80,9 +80,11 @@ class RepresentationHead(AgentHead):
 
     @property
     def concurrent_safe(self) -> bool:
-        """An MLP: no random numbers, nothing shared (it may run in its body's
-        tasks on ``run.agent_threads`` threads)."""
-        return True
+        """``True`` when the head's ``forward`` is the core's own (an MLP: no
+        random numbers, nothing shared), so it may run in its body's tasks on
+        ``run.agent_threads`` threads; a subclass that overrides ``forward``
+        runs on the main thread unless it says otherwise."""
+        return type(self).forward in _OWN_FORWARDS
 
 
 class RepresentationValueHead(RepresentationHead, AgentValueHead):
@@ -160,3 +162,7 @@ class RepresentationSoloHead(RepresentationHead, SoloAgentHead):
             {key: logits for key in self.agent_level_out_keys},
             batch_size=tensordict.batch_size,
         )
+
+
+_OWN_FORWARDS = (RepresentationValueHead.forward, RepresentationSoloHead.forward)
+"""The forward passes :attr:`RepresentationHead.concurrent_safe` vouches for."""

@@ -438,9 +438,14 @@ def _chained_pair(head_safe: bool = True):
     return body, head
 
 
-def _chained_run(threads: int, head_safe: bool = True, change_r: bool = False):
+def _chained_run(
+    threads: int, head_safe: bool = True, change: str | None = None
+) -> tuple:
     """Forward and backward of ``body`` then ``head`` on one TensorDict, the loss
-    reading the head's outputs and the body's (a second reader of ``y``)."""
+    reading the head's outputs and the body's (a second reader of ``y``).
+    ``change`` between the two calls: ``"r"`` (a new environment tensor),
+    ``"weight"`` (the head's weights changed in place), ``"mode"`` (the head in
+    eval mode)."""
     body, head = _chained_pair(head_safe)
     generator = torch.Generator().manual_seed(1)
     td = TensorDict(
@@ -452,8 +457,14 @@ def _chained_run(threads: int, head_safe: bool = True, change_r: bool = False):
     )
     with concurrent_parts(threads), concurrent_backward():
         body(td)
-        if change_r:
+        if change == "r":
             td.set("r", td.get("r") + 1)
+        elif change == "weight":
+            with torch.no_grad():
+                for parameter in head.parameters():
+                    parameter.mul_(2)
+        elif change == "mode":
+            head.eval()
         head(td)
         y, z = td.get(("agents", "y")), td.get(("agents", "z"))
         ((z * torch.tensor([1.0, 2.0])).sum() + (y**2).sum()).backward()
@@ -476,10 +487,11 @@ def test_a_chained_head_runs_in_its_body_s_tasks_with_the_same_result():
         torch.testing.assert_close(b, a, rtol=0, atol=0)
 
 
-def test_a_chained_head_computes_its_own_outputs_when_its_input_changed():
-    _, _, sequential_out, sequential_grads = _chained_run(1, change_r=True)
-    _, head, outputs, grads = _chained_run(2, change_r=True)
-    # run in the body's tasks, then again for the changed r (on the caller)
+@pytest.mark.parametrize("change", ["r", "weight", "mode"])
+def test_a_chained_head_computes_its_own_outputs_when_its_input_changed(change):
+    _, _, sequential_out, sequential_grads = _chained_run(1, change=change)
+    _, head, outputs, grads = _chained_run(2, change=change)
+    # run in the body's tasks, then again for the change (on the caller)
     head_threads = [name for part in head.parts.values() for name in part.threads]
     assert len(head_threads) == 4
     for a, b in zip(sequential_out + sequential_grads, outputs + grads, strict=True):
@@ -545,4 +557,16 @@ def test_a_partner_s_chained_head_computes_its_own_outputs_when_its_input_change
     assert len(head_threads) == 4  # in the section, then again for the new r
     torch.testing.assert_close(z, sequential_z, rtol=0, atol=0)
     for a, b in zip(sequential_grads, grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
+
+
+def test_a_head_naming_the_body_s_output_as_a_tuple_key_is_chained(monkeypatch):
+    monkeypatch.setattr(_Head, "agent_level_in_keys", (("y",),))
+    _, _, sequential_out, sequential_grads = _chained_run(1)
+    _, head, outputs, grads = _chained_run(2)
+    head_threads = [name for part in head.parts.values() for name in part.threads]
+    assert len(head_threads) == 2 and set(head_threads) != {
+        threading.current_thread().name
+    }
+    for a, b in zip(sequential_out + sequential_grads, outputs + grads, strict=True):
         torch.testing.assert_close(b, a, rtol=0, atol=0)

@@ -183,3 +183,28 @@ def test_a_head_without_a_representation_key_is_refused(setup) -> None:
 
     with pytest.raises(TypeError, match="representation_key"):
         Unnamed(setup.hyper(), setup.settings, "verifier", setup.handler)
+
+
+def test_the_core_heads_run_on_agent_threads_only_with_their_own_forward():
+    """Their own forward draws no random numbers: they may run in their body's
+    task (``run.agent_threads``); a subclass that overrides ``forward`` may not
+    (it could add dropout) unless it says so itself."""
+
+    class DropoutValueHead(ValueHead):
+        def forward(self, tensordict):
+            return super().forward(tensordict)
+
+    class Vouched(DropoutValueHead):
+        @property
+        def concurrent_safe(self) -> bool:
+            return True
+
+    for cls, expected in (
+        (ValueHead, True),
+        (WideValueHead, True),
+        (SoloHead, True),
+        (DropoutValueHead, False),
+        (Vouched, True),
+    ):
+        head = cls.__new__(cls)
+        assert head.concurrent_safe is expected, cls.__name__
