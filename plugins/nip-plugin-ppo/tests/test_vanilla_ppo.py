@@ -197,3 +197,33 @@ def test_shared_body_runs_once_and_gets_the_critic_gradient(
     if critic_module is None:
         critic_module = trainer.loss_module.loss.critic_network
     assert critic_module is scenario.combined_value_head
+
+
+@pytest.mark.parametrize("loss_type", ["clip", "kl_penalty"])
+def test_the_entropy_draws_no_random_numbers_while_compiling(
+    ppo_scenario: Any, monkeypatch: pytest.MonkeyPatch, loss_type: str
+) -> None:
+    """Tracing under torch.compile, TorchRL's losses estimate the entropy by
+    sampling; nip's distribution's entropy is analytic and finite, so the loss
+    takes it as it is: the same value, and the run's random stream untouched
+    (it moved at every compiled minibatch, so that a compiled run drew other
+    minibatches and actions than the same run without compiling)."""
+    import torchrl.objectives.ppo as torchrl_ppo
+
+    hp = _hyper_params(ppo_scenario, entropy_eps=0.01, loss_type=loss_type)
+    trainer = prepared_trainer(ppo_scenario, hp)
+    batch = _minibatch(trainer)
+    loss = trainer.loss_module.loss
+    with torch.no_grad():
+        dist = trainer.policy_operator.get_dist(batch.clone(False))
+    shape = batch.get(ADVANTAGE).shape[:-1]
+    monkeypatch.setattr(torchrl_ppo, "is_dynamo_compiling", lambda: True)
+    state = torch.get_rng_state()
+    entropy = loss._get_entropy(dist, shape)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.testing.assert_close(entropy, dist.entropy().unsqueeze(-1), rtol=0, atol=0)
+    # TorchRL's own path would have sampled (what the override is for)
+    base = type(loss).__mro__[2]
+    assert base.__module__.startswith("torchrl")
+    base._get_entropy(loss, dist, shape)
+    assert not torch.equal(torch.get_rng_state(), state)

@@ -26,9 +26,10 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torch import Tensor, nn
 from torchrl.data.replay_buffers.samplers import Sampler
+from torchrl.objectives import ClipPPOLoss, KLPENPPOLoss
 
 from nip_core.scenario import keys as K
-from nip_core.scenario.distributions import ACTION_KEY
+from nip_core.scenario.distributions import ACTION_KEY, NipActionDistribution
 from nip_plugin_ppo.stackelberg import stackelberg_update
 
 ADVANTAGE_KEY = (K.AGENTS, "advantage")
@@ -75,6 +76,36 @@ def critic_distance(prediction: Tensor, target: Tensor, kind: str) -> Tensor:
 
 # ----------------------------------------------------------------------------------
 # vanilla_ppo
+
+
+class _AnalyticEntropy:
+    """The entropy of nip's action distribution as it is, compiled or not.
+
+    Under ``torch.compile`` TorchRL's PPO losses estimate the entropy by sampling
+    from the distribution (they cannot check the analytic entropy for infinities
+    while tracing) and then keep the analytic one where it is finite. The
+    entropy of :class:`~nip_core.scenario.distributions.NipActionDistribution`
+    is always finite (masked choices' logits are clamped, so they add 0), so the
+    sampling only drew random numbers from the global generator: under
+    ``run.compile_loss`` every minibatch moved the run's random stream, and the
+    next epoch's minibatches and the next rollout's actions differed from the
+    same run without compiling. Other distributions take TorchRL's own path.
+    """
+
+    def _get_entropy(self, dist: Any, adv_shape: torch.Size) -> Any:
+        if isinstance(dist, NipActionDistribution):
+            return dist.entropy().unsqueeze(-1)
+        return super()._get_entropy(dist, adv_shape)  # type: ignore[misc]
+
+
+class NipClipPPOLoss(_AnalyticEntropy, ClipPPOLoss):
+    """TorchRL's :class:`~torchrl.objectives.ClipPPOLoss`, with nip's action
+    distribution's entropy taken as it is (:class:`_AnalyticEntropy`)."""
+
+
+class NipKLPENPPOLoss(_AnalyticEntropy, KLPENPPOLoss):
+    """TorchRL's :class:`~torchrl.objectives.KLPENPPOLoss`, with nip's action
+    distribution's entropy taken as it is (:class:`_AnalyticEntropy`)."""
 
 
 class PerAgentPpoLoss(nn.Module):
@@ -219,8 +250,6 @@ def build_ppo_loss(
         dimension (``-2`` of the ``[*batch, agent, 1]`` advantage). The advantage
         must be in the minibatch (:func:`build_gae` writes it).
     """
-    from torchrl.objectives import ClipPPOLoss, KLPENPPOLoss
-
     common: dict[str, Any] = dict(
         entropy_bonus=True,
         entropy_coeff=float(ppo.entropy_eps),
@@ -235,11 +264,11 @@ def build_ppo_loss(
         clip_value=clip_value,
     )
     if ppo.loss_type == "clip":
-        loss = ClipPPOLoss(
+        loss = NipClipPPOLoss(
             actor, critic, clip_epsilon=float(ppo.clip_epsilon), **common
         )
     else:
-        loss = KLPENPPOLoss(
+        loss = NipKLPENPPOLoss(
             actor,
             critic,
             dtarg=float(ppo.kl_target),
