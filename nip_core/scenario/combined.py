@@ -19,6 +19,7 @@ from nip_core.scenario.concurrency import (
     active_runner,
     backward_allowed,
     join_parts,
+    prefetched_for,
     store_prefetched,
     take_prefetched,
 )
@@ -497,9 +498,11 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         batch_dims = tensordict.batch_dims
-        prefetched = take_prefetched(
-            self, self._input_tensors(tensordict) + self._state()
-        )
+        prefetched = None
+        if prefetched_for(self):  # the check's inputs are only gathered then
+            prefetched = take_prefetched(
+                self, self._input_tensors(tensordict) + self._state()
+            )
         if prefetched is None:
             outputs, chained = self._run_parts(self._views(tensordict), tensordict)
         else:

@@ -232,6 +232,13 @@ def store_prefetched(owner: Any, inputs: Sequence[Any], outputs: list[Any]) -> N
     prefetched[id(owner)] = (owner, list(inputs), versions, outputs)
 
 
+def prefetched_for(owner: Any) -> bool:
+    """Whether outputs computed ahead wait for ``owner`` (then ask
+    :func:`take_prefetched` whether they fit)."""
+    prefetched = getattr(_local, "prefetched", None)
+    return bool(prefetched) and id(owner) in prefetched
+
+
 def take_prefetched(owner: Any, inputs: Sequence[Any]) -> list[Any] | None:
     """The outputs computed ahead for ``owner``, if they were computed from these
     very tensors, unchanged since (same objects, same version counters); else

@@ -366,14 +366,10 @@ def test_a_part_s_parameters_are_counted_once():
 # Chained heads
 
 
-class _Body(nn.Module):
-    """A body stand-in read through the combined part's views: ``y = tanh(x W)``."""
+class _StandIn(nn.Module):
+    """A part stand-in with one weight that records the threads it ran on."""
 
-    env_level_in_keys = ("x",)
-    agent_level_in_keys = ()
-    out_keys = ("y",)
     channel_dims: dict = {}
-    concurrent_safe = True
 
     def __init__(self, weight: nn.Parameter):
         super().__init__()
@@ -386,32 +382,35 @@ class _Body(nn.Module):
 
     def forward(self, view):
         self.threads.append(threading.current_thread().name)
-        return TensorDict({"y": torch.tanh(view.get("x") @ self.weight)}, [4])
+        return TensorDict({self.out_keys[0]: self.compute(view)}, [4])
 
 
-class _Head(nn.Module):
+class _Body(_StandIn):
+    """A body stand-in read through the combined part's views: ``y = tanh(x W)``."""
+
+    env_level_in_keys = ("x",)
+    agent_level_in_keys = ()
+    out_keys = ("y",)
+    concurrent_safe = True
+
+    def compute(self, view):
+        return torch.tanh(view.get("x") @ self.weight)
+
+
+class _Head(_StandIn):
     """A head stand-in reading its body's ``y`` and the environment's ``r``:
     ``z = (y v) * r``."""
 
     env_level_in_keys = ("r",)
     agent_level_in_keys = ("y",)
     out_keys = ("z",)
-    channel_dims: dict = {}
 
     def __init__(self, weight: nn.Parameter, safe: bool = True):
-        super().__init__()
-        self.weight = weight
+        super().__init__(weight)
         self.concurrent_safe = safe
-        self.threads: list[str] = []
 
-    @property
-    def device(self) -> torch.device:
-        return self.weight.device
-
-    def forward(self, view):
-        self.threads.append(threading.current_thread().name)
-        z = (view.get("y") @ self.weight).squeeze(-1) * view.get("r")
-        return TensorDict({"z": z}, [4])
+    def compute(self, view):
+        return (view.get("y") @ self.weight).squeeze(-1) * view.get("r")
 
 
 def _chained_pair(head_safe: bool = True):
