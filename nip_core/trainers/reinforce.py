@@ -14,7 +14,7 @@ as :class:`~nip_core.scenario.distributions.NipActionDistribution` computes it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -116,6 +116,8 @@ class ReinforceLoss(nn.Module):
 
 class ReinforceTrainer(TensorDictRlTrainer):
     """REINFORCE, with the reward-to-go or (with a critic) the GAE advantage."""
+
+    update_reads_next_observations: ClassVar[bool] = False
 
     @classmethod
     def uses_critic(cls, hyper_params: Any) -> bool:

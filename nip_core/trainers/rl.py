@@ -122,6 +122,16 @@ class TensorDictRlTrainer(TensorDictTrainer):
     processes). A subclass whose update is not a mean of per-shard gradients (the
     Stackelberg updates of ``spg``) sets it to ``False``."""
 
+    update_reads_next_observations: ClassVar[bool] = True
+    """Whether the update's loss reads the rollout's ``("next", ...)``
+    observations. Once the advantages are computed, most losses read only the
+    next step's reward, done, terminated and truncated flags: a trainer that says
+    ``False`` puts only those of ``next`` in the replay buffer, so the minibatches
+    (sampled on a helper thread while the main thread clips and steps, with
+    ``run.agent_threads``) gather a third fewer tensors at graph isomorphism's
+    ``ppo_gi`` settings and no longer keep the main thread waiting. The built-in
+    trainers say ``False``; the default keeps everything."""
+
     @classmethod
     def uses_critic(cls, hyper_params: Any) -> bool:
         """Whether agents get value heads (the factory asks before building)."""
@@ -646,7 +656,7 @@ class TensorDictRlTrainer(TensorDictTrainer):
         from nip_core.trainers.adam import clip_grad_norm
 
         self.replay_buffer.empty()
-        self.replay_buffer.extend(rollout.reshape(-1))
+        self.replay_buffer.extend(self._update_data(rollout))
         num_minibatches = max(1, self.frames_per_batch // self.minibatch_size)
         if self.settings.test_run:
             num_minibatches = 1
@@ -687,6 +697,22 @@ class TensorDictRlTrainer(TensorDictTrainer):
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
         return {key: value / max(count, 1) for key, value in totals.items()}
+
+    def _update_data(self, rollout: Any) -> Any:
+        """The rollout as the update's replay buffer gets it: flattened, and
+        without the ``next`` observations unless
+        :attr:`update_reads_next_observations`."""
+        flat = rollout.reshape(-1)
+        if self.update_reads_next_observations:
+            return flat
+        unread = [
+            key
+            for key in flat.keys(True, True)
+            if isinstance(key, tuple)
+            and key[0] == "next"
+            and key[-1] not in _NEXT_FLAGS
+        ]
+        return flat.exclude(*unread) if unread else flat
 
     def _backward_context(self) -> Any:
         """Around the loss's forward pass: on the plain ``backward()`` path the
@@ -771,7 +797,7 @@ class TensorDictRlTrainer(TensorDictTrainer):
         sharding = self.sharding
         for shard, rollout in zip(sharding.shards, rollouts, strict=True):
             shard.replay_buffer.empty()
-            shard.replay_buffer.extend(rollout.reshape(-1))
+            shard.replay_buffer.extend(self._update_data(rollout))
         num_minibatches = max(1, self.frames_per_batch // self.minibatch_size)
         if self.settings.test_run:
             num_minibatches = 1
@@ -1088,6 +1114,11 @@ def _load_transform_state(env: Any, state: Mapping[str, Any] | None) -> None:
     transform = getattr(env, "transform", None)
     if transform is not None and state is not None:
         transform.load_state_dict(state)
+
+
+_NEXT_FLAGS = frozenset({"reward", "done", "terminated", "truncated"})
+"""What of ``next`` every update reads (see
+:attr:`TensorDictRlTrainer.update_reads_next_observations`)."""
 
 
 class _Minibatches:

@@ -7,7 +7,7 @@ core runs collection, advantages, minibatch updates, logging and checkpoints.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from nip_core.errors import ConfigProblem, NipConfigError
 from nip_core.trainers.rl import TensorDictRlTrainer
@@ -53,6 +53,8 @@ class VanillaPpoTrainer(TensorDictRlTrainer):
     :class:`~torchrl.objectives.KLPENPPOLoss` (see
     :class:`~nip_plugin_ppo.losses.PerAgentPpoLoss`).
     """
+
+    update_reads_next_observations: ClassVar[bool] = False
 
     def sharding_problems(self) -> list[ConfigProblem]:
         problems = super().sharding_problems()
@@ -112,6 +114,8 @@ class SpgTrainer(TensorDictRlTrainer):
     the Stackelberg directions are not linear in the minibatch, so a mean of
     per-shard directions is another algorithm.
     """
+
+    update_reads_next_observations: ClassVar[bool] = False
 
     supports_sharding = False
 
