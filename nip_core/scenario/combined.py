@@ -22,6 +22,8 @@ from nip_core.scenario.concurrency import (
     prefetched_for,
     store_prefetched,
     take_prefetched,
+    unchanged,
+    versions_of,
 )
 from nip_core.scenario.parts import (
     AgentBody,
@@ -482,7 +484,7 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
             else _Chained(
                 entry[0],
                 entry[1],
-                [getattr(t, "_version", None) for t in entry[1]],
+                versions_of(entry[1]),
                 head_outputs[m],
             )
             for m, entry in enumerate(heads)
@@ -551,12 +553,7 @@ class _Chained(NamedTuple):
 
     def unchanged(self, env_inputs: list[Any]) -> bool:
         """Whether ``env_inputs`` (and state) are what the head read, unchanged."""
-        return len(env_inputs) == len(self.env_inputs) and all(
-            old is new and getattr(new, "_version", None) == version
-            for old, new, version in zip(
-                self.env_inputs, env_inputs, self.versions, strict=True
-            )
-        )
+        return unchanged(self.env_inputs, self.versions, env_inputs)
 
 
 class CombinedBody(CombinedTensorDictAgentPart):

@@ -228,8 +228,7 @@ def store_prefetched(owner: Any, inputs: Sequence[Any], outputs: list[Any]) -> N
     prefetched = getattr(_local, "prefetched", None)
     if prefetched is None:
         return
-    versions = [getattr(t, "_version", None) for t in inputs]
-    prefetched[id(owner)] = (owner, list(inputs), versions, outputs)
+    prefetched[id(owner)] = (owner, list(inputs), versions_of(inputs), outputs)
 
 
 def prefetched_for(owner: Any) -> bool:
@@ -250,12 +249,23 @@ def take_prefetched(owner: Any, inputs: Sequence[Any]) -> list[Any] | None:
     if entry is None or entry[0] is not owner:
         return None
     _, stored, versions, outputs = entry
-    if len(stored) != len(inputs):
-        return None
-    for old, new, version in zip(stored, inputs, versions, strict=True):
-        if old is not new or getattr(new, "_version", None) != version:
-            return None
-    return outputs
+    return outputs if unchanged(stored, versions, inputs) else None
+
+
+def versions_of(inputs: Sequence[Any]) -> list[Any]:
+    """The version counters of ``inputs`` (``None`` for what is not a tensor)."""
+    return [getattr(t, "_version", None) for t in inputs]
+
+
+def unchanged(
+    stored: Sequence[Any], versions: Sequence[Any], inputs: Sequence[Any]
+) -> bool:
+    """Whether ``inputs`` are the very objects ``stored``, with the version
+    counters ``versions`` they had then (:func:`versions_of`)."""
+    return len(stored) == len(inputs) and all(
+        old is new and getattr(new, "_version", None) == version
+        for old, new, version in zip(stored, inputs, versions, strict=True)
+    )
 
 
 class _JoinParts(torch.autograd.Function):

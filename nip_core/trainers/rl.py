@@ -128,7 +128,7 @@ class TensorDictRlTrainer(TensorDictTrainer):
     next step's reward, done, terminated and truncated flags: a trainer that says
     ``False`` puts only those of ``next`` in the replay buffer, so the minibatches
     (sampled on a helper thread while the main thread clips and steps, with
-    ``run.agent_threads``) gather a third fewer tensors at graph isomorphism's
+    ``run.agent_threads``) gather 11 of 43 tensors fewer at graph isomorphism's
     ``ppo_gi`` settings and no longer keep the main thread waiting. The built-in
     trainers say ``False``; the default keeps everything."""
 

@@ -437,6 +437,18 @@ def _chained_pair(head_safe: bool = True):
     return body, head
 
 
+def _chained_inputs(seed: int) -> TensorDict:
+    """The environment of :func:`_chained_pair`'s parts: ``x`` and ``r``."""
+    generator = torch.Generator().manual_seed(seed)
+    return TensorDict(
+        {
+            "x": torch.randn(4, 3, generator=generator),
+            "r": torch.rand(4, generator=generator),
+        },
+        [4],
+    )
+
+
 def _chained_run(
     threads: int, head_safe: bool = True, change: str | None = None
 ) -> tuple:
@@ -446,14 +458,7 @@ def _chained_run(
     ``"weight"`` (the head's weights changed in place), ``"mode"`` (the head in
     eval mode)."""
     body, head = _chained_pair(head_safe)
-    generator = torch.Generator().manual_seed(1)
-    td = TensorDict(
-        {
-            "x": torch.randn(4, 3, generator=generator),
-            "r": torch.rand(4, generator=generator),
-        },
-        [4],
-    )
+    td = _chained_inputs(seed=1)
     with concurrent_parts(threads), concurrent_backward():
         body(td)
         if change == "r":
@@ -532,14 +537,7 @@ def test_a_partner_s_chained_head_computes_its_own_outputs_when_its_input_change
         body, head = _chained_pair()
         partner, _ = _chained_pair()
         partner.pair_with(body)
-        generator = torch.Generator().manual_seed(2)
-        td = TensorDict(
-            {
-                "x": torch.randn(4, 3, generator=generator),
-                "r": torch.rand(4, generator=generator),
-            },
-            [4],
-        )
+        td = _chained_inputs(seed=2)
         with concurrent_parts(threads), concurrent_backward():
             out = partner(td.clone(False)).get(("agents", "y"))
             td.set("r", td.get("r") + 1)  # after the section, before body asks
