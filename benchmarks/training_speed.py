@@ -28,6 +28,7 @@ Usage::
     python benchmarks/training_speed.py --repeats 3 --baseline-override X=false
     python benchmarks/training_speed.py --device cuda                 # on a GPU
     python benchmarks/training_speed.py --compile-loss                # run.compile_loss
+    python benchmarks/training_speed.py --repeats 3 --baseline-compile-loss true
     python benchmarks/training_speed.py --repeats 3 --baseline-agent-threads 1  # A/B
 
 Ratios are printed only between processes of the same invocation: ``--baseline``
@@ -361,7 +362,7 @@ def _spawn(
         "--device",
         args.device,
     ]
-    if args.compile_loss:
+    if (baseline or {}).get("compile_loss", args.compile_loss):
         command.append("--compile-loss")
     agent_threads = (baseline or {}).get("agent_threads", args.agent_threads)
     if agent_threads is not None:
@@ -502,6 +503,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the baseline's run.agent_threads (1: off); with no --baseline the "
         "baseline is today's code with it",
     )
+    parser.add_argument(
+        "--baseline-compile-loss",
+        choices=["true", "false"],
+        default=None,
+        help="the baseline's run.compile_loss; with no --baseline the baseline is "
+        "today's code with it (compiled against eager in one invocation)",
+    )
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--single", nargs=2, metavar=("PROTOCOL", "SETTING"))
     args = parser.parse_args(argv)
@@ -512,9 +520,20 @@ def main(argv: list[str] | None = None) -> int:
 
     peak = matmul_gflops(device=args.device)
     baseline: dict[str, Any] | None = None
-    if args.baseline or args.baseline_override or args.baseline_agent_threads:
+    baseline_compile = (
+        args.compile_loss
+        if args.baseline_compile_loss is None
+        else args.baseline_compile_loss == "true"
+    )
+    if (
+        args.baseline
+        or args.baseline_override
+        or args.baseline_agent_threads
+        or args.baseline_compile_loss is not None
+    ):
         baseline = {
             "agent_threads": args.baseline_agent_threads or args.agent_threads,
+            "compile_loss": baseline_compile,
             "pythonpath": (
                 _baseline_checkout(args.baseline, args.workdir) if args.baseline else []
             ),
@@ -528,6 +547,8 @@ def main(argv: list[str] | None = None) -> int:
                         and "with " + " ".join(args.baseline_override),
                         args.baseline_agent_threads
                         and f"run.agent_threads={args.baseline_agent_threads}",
+                        args.baseline_compile_loss is not None
+                        and f"run.compile_loss={args.baseline_compile_loss}",
                     ],
                 )
             ),

@@ -277,7 +277,8 @@ class ExperimentSettings(BaseHyperParameters):
         minute or more); if compiling fails, the run warns once and continues
         uncompiled. It computes the same function to float tolerance, not bit for
         bit. On a 2-core CPU it measured slower for graph isomorphism at ``ppo_gi``
-        (0.83×); it is meant for GPUs, where the small networks' kernel launches
+        (0.64-0.85× the eager loop, which runs the agents' bodies on threads); it is
+        meant for GPUs, where the small networks' kernel launches
         bound the update.
     agent_threads : int | None
         CPU threads that run the agents' bodies side by side in the tensor-world RL
