@@ -10,7 +10,9 @@ Prompt (:meth:`TextWholeAgent.build_chat`)
     The system prompt, then the episode so far as the agent saw it: its own
     responses as ``assistant`` turns, the messages of the other agents on the
     channels it can see as ``user`` turns, each under its speaker's name
-    (:meth:`~TextWholeAgent.speaker_name`, :meth:`~TextWholeAgent.format_incoming`).
+    (:meth:`~TextWholeAgent.speaker_name`, :meth:`~TextWholeAgent.format_incoming`;
+    the parts of a speaker's split multi-channel response are labelled with whom
+    they address: ``Verifier, to Prover 0: ...``).
     With the protocol section's ``randomize_channel_order`` the channels of a round
     are shown in an order drawn from the episode seed and round (so the verifier does
     not learn a position bias). The last user turn carries the
@@ -194,19 +196,25 @@ class TextAgent(WholeAgent):
     @cached_property
     def channel_recipients(self) -> dict[str, tuple[str, ...]]:
         """Per channel, the other agents that speak on it at some round."""
-        handler = self.protocol_handler
-        recipients = {}
-        for channel in handler.message_channel_names:
-            recipients[channel] = tuple(
-                name
-                for name in handler.agent_names
-                if name != self.agent_name
-                and any(
-                    handler.can_agent_be_active(name, r, channel)
-                    for r in range(handler.max_message_rounds)
-                )
+        return {
+            channel: tuple(
+                n for n in self.channel_speakers(channel) if n != self.agent_name
             )
-        return recipients
+            for channel in self.protocol_handler.message_channel_names
+        }
+
+    def channel_speakers(self, channel: str) -> tuple[str, ...]:
+        """The agents that speak on ``channel`` at some round, in the protocol's
+        agent order."""
+        handler = self.protocol_handler
+        return tuple(
+            name
+            for name in handler.agent_names
+            if any(
+                handler.can_agent_be_active(name, r, channel)
+                for r in range(handler.max_message_rounds)
+            )
+        )
 
 
 class TextWholeAgent(TextAgent):
@@ -308,10 +316,30 @@ class TextWholeAgent(TextAgent):
     def format_incoming(
         self, context: TurnContext, round_id: int, items: Sequence[tuple[str, str, str]]
     ) -> str:
-        """The user turn showing a round's messages from other agents."""
-        return "\n\n".join(
-            f"{self.speaker_name(agent)}: {text}" for agent, _, text in items
-        )
+        """The user turn showing a round's messages from other agents.
+
+        Each message stands under its speaker's name (``Verifier: ...``). A speaker
+        seen on several channels in the round (a verifier that addressed each
+        prover under its own header, its text split there) has each part labelled
+        with whom it addressed (``Verifier, to Expert_1: ...``), so an agent that
+        sees every channel (debate's provers) can tell which part is for it.
+        """
+        channels_of: dict[str, set[str]] = {}
+        for agent, channel, _ in items:
+            channels_of.setdefault(agent, set()).add(channel)
+        lines = []
+        for agent, channel, text in items:
+            label = self.speaker_name(agent)
+            if len(channels_of[agent]) > 1:
+                addressees = " and ".join(
+                    self.speaker_name(n)
+                    for n in self.channel_speakers(channel)
+                    if n != agent
+                )
+                if addressees:
+                    label = f"{label}, to {addressees}"
+            lines.append(f"{label}: {text}")
+        return "\n\n".join(lines)
 
     def turn_notice(self, context: TurnContext) -> str | None:
         """What the agent is told at the end of its prompt, if anything.
