@@ -76,6 +76,34 @@ def test_episodes_the_agent_did_not_speak_in_are_no_candidates():
     assert prover.selected == (4, 5)
 
 
+def test_episodes_with_an_invalid_response_of_the_agent_are_no_candidates():
+    # a well-rewarded episode whose prover response failed parsing (sent as an
+    # empty message) must not teach the prover to send it
+    rollouts = prover_verifier_rollouts(
+        VERIFIER_REWARDS, PROVER_REWARDS, LABELS, VERDICTS
+    )
+    for b in (0, 4):
+        rollouts["agents.valid_response"][b, 0, 0] = False
+        rollouts["agents.raw_output"][b, 0, 0] = ""
+    prover = select(rollouts, "prover", SelectionRule(reward_threshold=0.5))
+    assert prover.candidates == (1, 2, 3, 5)
+    assert prover.invalid == (0, 4)
+    assert prover.selected == (3, 5)
+    assert all(last_text(chat) for chat in prover.examples)
+    assert prover.summary(rollouts)["prover.num_invalid_excluded"] == 2
+    # the verifier's own responses were valid: its candidates are all episodes
+    verifier = select(rollouts, "verifier", SelectionRule(reward_threshold=0.9))
+    assert verifier.candidates == tuple(range(6))
+    assert verifier.invalid == ()
+    # nor are they guess-replaced: an invalid verifier turn anywhere leaves it out
+    rollouts["agents.valid_response"][2, 1, 1] = False
+    verifier = select(
+        rollouts, "verifier", SelectionRule(), guess_replacement_proportion=1.0
+    )
+    assert verifier.invalid == (2,)
+    assert verifier.guess_replaced == (0, 1, 3, 4, 5)
+
+
 def test_select_by_threshold():
     assert select_by_threshold(np.array([0.2, 0.9, 0.95, -1.0]), 0.9).tolist() == [
         1,
@@ -273,12 +301,16 @@ def test_selection_summary(rollouts):
     summary = verifier.summary(rollouts, is_verifier=True)
     assert summary == {
         "verifier.num_selected": 6,
+        "verifier.num_invalid_excluded": 0,
         "verifier.num_guess_replaced": 0,
         "verifier.selected_mean_episode_reward": pytest.approx(2 / 6),
         "verifier.selected_accuracy": pytest.approx(4 / 6),
     }
     prover = select(rollouts, "prover", SelectionRule(reward_threshold=2.0))
-    assert prover.summary(rollouts) == {"prover.num_selected": 0}
+    assert prover.summary(rollouts) == {
+        "prover.num_selected": 0,
+        "prover.num_invalid_excluded": 0,
+    }
 
 
 def test_an_unknown_method_is_refused(rollouts):

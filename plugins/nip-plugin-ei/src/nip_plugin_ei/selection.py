@@ -3,8 +3,12 @@
 For one agent and a batch of rollouts (the iteration's, or every iteration's so far
 with ``text_rl.fine_tune_on_all_previous_rollouts``):
 
-1. **Candidates.** The episodes in which the agent spoke (``N`` of them). An
-   example is the agent's chat at its last turn (the prompt it got plus its own
+1. **Candidates.** The episodes in which the agent spoke and every response of it
+   was valid (``N`` of them): an episode where one of its responses failed parsing
+   (an empty message, a ``Decision:`` without a verdict, a missing header: sent as
+   an empty message after the retries) is not an example of what went well, whatever
+   its reward, and fine-tuning on it would teach the model to send empty messages.
+   An example is the agent's chat at its last turn (the prompt it got plus its own
    response, :meth:`~nip_core.text.rollouts.TextRollouts.agent_chat`): it ends on
    the agent's own message.
 2. **Guess replacement** (verifiers only). With ``p`` the annealed
@@ -205,13 +209,15 @@ class AgentSelection:
     ----------
     agent_name : str
     candidates : tuple[int, ...]
-        The episodes the agent spoke in.
+        The episodes the agent spoke in with only valid responses.
     selected : tuple[int, ...]
         The episodes selected by reward (in example order; repeats possible).
     guess_replaced : tuple[int, ...]
         The episodes whose final verdict was replaced by the true one.
     examples : tuple[list[dict], ...]
         The chats: the selected ones, then the guess-replaced ones.
+    invalid : tuple[int, ...]
+        The episodes the agent spoke in with an invalid response: left out.
     """
 
     agent_name: str
@@ -219,16 +225,21 @@ class AgentSelection:
     selected: tuple[int, ...]
     guess_replaced: tuple[int, ...]
     examples: tuple[Chat, ...]
+    invalid: tuple[int, ...] = ()
 
     def summary(
         self, rollouts: TextRollouts, *, is_verifier: bool = False
     ) -> dict[str, float]:
         """Metrics of the selection, keyed ``<agent>.<metric>``: ``num_selected``,
+        ``num_invalid_excluded`` (episodes left out for an invalid response),
         ``num_guess_replaced`` (verifiers), ``selected_mean_episode_reward`` and,
         for verifiers, ``selected_accuracy`` (the share of selected episodes whose
         verdict was right), when anything was selected."""
         name = self.agent_name
-        out: dict[str, float] = {f"{name}.num_selected": len(self.selected)}
+        out: dict[str, float] = {
+            f"{name}.num_selected": len(self.selected),
+            f"{name}.num_invalid_excluded": len(self.invalid),
+        }
         if is_verifier:
             out[f"{name}.num_guess_replaced"] = len(self.guess_replaced)
         if self.selected:
@@ -276,11 +287,19 @@ def select_agent_examples(
             f"{guess_replacement_proportion}"
         )
     a = rollouts.agent_index(agent_name)
-    chats = {
-        b: chat
-        for b in range(rollouts.batch_size)
-        if (chat := rollouts.agent_chat(b, agent_name)) is not None
-    }
+    active = np.asarray(rollouts["agents.active"][:, :, a], dtype=bool)
+    valid = np.asarray(rollouts["agents.valid_response"][:, :, a], dtype=bool)
+    all_valid = (valid | ~active).all(axis=1)
+    chats = {}
+    invalid = []
+    for b in range(rollouts.batch_size):
+        chat = rollouts.agent_chat(b, agent_name)
+        if chat is None:
+            continue
+        if all_valid[b]:
+            chats[b] = chat
+        else:
+            invalid.append(b)
     candidates = np.fromiter(chats, dtype=np.int64, count=len(chats))
     replaced = np.zeros(0, dtype=np.int64)
     rest = candidates
@@ -325,4 +344,5 @@ def select_agent_examples(
         selected=tuple(int(b) for b in chosen),
         guess_replaced=tuple(int(b) for b in replaced),
         examples=tuple(examples),
+        invalid=tuple(invalid),
     )
