@@ -137,6 +137,16 @@ def test_dataset_from_a_directory_and_bad_rows(
     (folder / "train.jsonl").write_text("not json\n")
     with pytest.raises(DatasetNotFoundError, match="line 1: not JSON"):
         _dataset(str(folder), "train", tmp_path)
+    # valid JSON that is not an object: a clear error, not a TypeError
+    for line, kind in (("5", "int"), ("null", "NoneType"), ('["q", "s", 1]', "list")):
+        (folder / "train.jsonl").write_text(
+            '{"question": "q", "solution": "print(1)", "y": 1}\n' + line + "\n"
+        )
+        with pytest.raises(
+            DatasetNotFoundError,
+            match=f"line 2: a row must be a JSON object.*got {kind}",
+        ):
+            _dataset(str(folder), "train", tmp_path)
 
 
 BUGGY_APPS_RECORDS = [
@@ -206,6 +216,19 @@ def test_buggy_apps_loader_on_local_files(code_validation_plugin, tmp_path) -> N
     # processed rows are cached: the raw file is no longer needed
     (tmp_path / "code_validation" / "buggy_apps" / "raw" / "train.jsonl").unlink()
     assert _dataset("buggy_apps", "train", tmp_path).rows == rows
+
+
+def test_apps_loader_on_a_bad_local_file(code_validation_plugin, tmp_path) -> None:
+    raw = tmp_path / "code_validation" / "buggy_apps" / "raw" / "train.jsonl"
+    _write_raw(tmp_path, "buggy_apps", BUGGY_APPS_RECORDS)
+    raw.write_text(raw.read_text() + "7\n")
+    with pytest.raises(
+        DatasetNotFoundError, match=r"train.jsonl, line 4: .*JSON object"
+    ):
+        _dataset("buggy_apps", "train", tmp_path)
+    raw.write_text('{"difficulty": "interview"}\n')
+    with pytest.raises(DatasetNotFoundError, match="line 1.*missing: question"):
+        _dataset("buggy_apps", "train", tmp_path)
 
 
 def test_apps_loader_on_local_files(code_validation_plugin, tmp_path) -> None:

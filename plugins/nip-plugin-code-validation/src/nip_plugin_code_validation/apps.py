@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from nip_plugin_code_validation.data import read_rows, write_rows
+from nip_plugin_code_validation.data import read_json_objects, read_rows, write_rows
 from nip_plugin_code_validation.humaneval import hash_parity
 
 __all__ = [
@@ -143,8 +143,7 @@ def _hub_records(name: str, split: str) -> list[dict[str, Any]]:
 def _raw_records(dataset: Any) -> list[dict[str, Any]]:
     local = Path(dataset.dataset_dir) / "raw" / f"{dataset.split}.jsonl"
     if local.is_file():
-        with open(local, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+        return [row for _, row in read_json_objects(local, ("question",))]
     try:
         import datasets  # noqa: F401
     except ImportError:

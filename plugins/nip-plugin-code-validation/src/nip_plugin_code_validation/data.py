@@ -122,11 +122,15 @@ def test_rows(split: str) -> list[dict[str, Any]]:
     return rows
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file, checked (one clear error per bad line)."""
+def read_json_objects(
+    path: Path, required: Sequence[str] = ()
+) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` of a JSON-lines file whose every non-blank line is
+    a JSON object with the ``required`` fields; one clear error naming the file
+    and line otherwise (not JSON, not an object, a field missing)."""
     from nip_core.errors import DatasetNotFoundError
 
-    rows = []
+    objects = []
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
@@ -137,18 +141,39 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
                 raise DatasetNotFoundError(
                     f"{path}, line {number}: not JSON ({error.msg})"
                 ) from None
-            missing = [k for k in REQUIRED_FIELDS if k not in row]
-            if not isinstance(row, dict) or missing:
+            if not isinstance(row, dict):
+                raise DatasetNotFoundError(
+                    f"{path}, line {number}: a row must be a JSON object with the "
+                    f"fields {', '.join(required) or '...'}, got "
+                    f"{type(row).__name__} {_shorten(row)}"
+                )
+            missing = [k for k in required if k not in row]
+            if missing:
                 raise DatasetNotFoundError(
                     f"{path}, line {number}: a row needs the fields "
-                    f"{', '.join(REQUIRED_FIELDS)} (missing: {', '.join(missing)})"
+                    f"{', '.join(required)} (missing: {', '.join(missing)})"
                 )
-            if row["y"] not in (0, 1):
-                raise DatasetNotFoundError(
-                    f"{path}, line {number}: y must be 0 or 1, got {row['y']!r}"
-                )
-            row.setdefault("prover_stance", hash_parity(str(row["solution"])))
-            rows.append(row)
+            objects.append((number, row))
+    return objects
+
+
+def _shorten(value: Any, limit: int = 40) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines file, checked (one clear error per bad line)."""
+    from nip_core.errors import DatasetNotFoundError
+
+    rows = []
+    for number, row in read_json_objects(path, REQUIRED_FIELDS):
+        if row["y"] not in (0, 1):
+            raise DatasetNotFoundError(
+                f"{path}, line {number}: y must be 0 or 1, got {row['y']!r}"
+            )
+        row.setdefault("prover_stance", hash_parity(str(row["solution"])))
+        rows.append(row)
     return rows
 
 
