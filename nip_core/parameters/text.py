@@ -23,6 +23,7 @@ This module imports without torch.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
@@ -63,6 +64,14 @@ def _positive_finite(instance: Any, attribute: Any, value: Any) -> None:
 def _non_empty_or_none(instance: Any, attribute: Any, value: Any) -> None:
     if value is not None and not str(value).strip():
         raise ValueError(f"{attribute.name} must not be empty (use null for none)")
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _masked(text: str) -> str:
+    """A value that may be a secret, shown by its first characters only."""
+    return f"{text[:4]}... ({len(text)} characters)" if len(text) > 8 else "..."
 
 
 def _unknown_backend(name: str) -> str:
@@ -289,6 +298,19 @@ class OpenAiBackendParameters(SubParameters):
                         url,
                     )
                 )
+        if isinstance(self.api_key_env, str) and not _ENV_NAME.fullmatch(
+            self.api_key_env
+        ):
+            # most likely the key itself: never echoed whole
+            problems.append(
+                ConfigProblem(
+                    "api_key_env",
+                    "must be the name of the environment variable that holds the "
+                    "API key (e.g. OPENAI_API_KEY: letters, digits and underscores), "
+                    "not the key itself; export the key as that variable",
+                    _masked(self.api_key_env),
+                )
+            )
         if self.base_url is not None and self.base_urls:
             problems.append(
                 ConfigProblem(

@@ -365,3 +365,21 @@ def test_several_endpoints_are_validated():
         OpenAiBackendParameters(base_url="http://a/v1", base_urls=["http://b/v1"])
     with pytest.raises(ValueError, match=r"base_urls\.1.*http:// or https://"):
         OpenAiBackendParameters(base_urls=["http://a/v1", "ftp://b"])
+
+
+@pytest.mark.parametrize(
+    "value", ["sk-proj-LEAKEDKEY123456", "sk_abc def", "1KEY", "OPENAI API KEY"]
+)
+def test_a_key_given_for_its_variable_name_is_refused_without_echoing_it(value):
+    # the key itself pasted where the variable's name goes would be saved with the
+    # run's configuration: refused, naming the setting, the key not shown whole
+    with pytest.raises(ValueError) as caught:
+        OpenAiBackendParameters(api_key_env=value)
+    message = str(caught.value)
+    assert "api_key_env" in message and "name of the environment variable" in message
+    assert value not in message
+
+
+@pytest.mark.parametrize("value", ["OPENAI_API_KEY", "my_key_2", "_K"])
+def test_variable_names_are_accepted(value):
+    assert OpenAiBackendParameters(api_key_env=value).api_key_env == value
