@@ -18,6 +18,7 @@ from attrs import field
 from attrs import validators as v
 
 from nip_core.parameters.base import SubParameters, parameters_class
+from nip_core.parameters.base_run import base_run_preserve
 
 __all__ = ["MOVED_TO_SCENARIOS", "DatasetParameters"]
 
@@ -42,8 +43,13 @@ class DatasetParameters(SubParameters):
         Keep at most this many training datapoints (after any processing the
         scenario applies). ``None`` keeps them all.
     max_test_size : int | None
-        Keep at most this many test datapoints. ``None`` keeps them all.
+        Keep at most this many test datapoints. ``None`` keeps them all. Kept when
+        re-running the tests of a base run.
     """
 
     max_train_size: int | None = field(default=None, validator=v.optional(v.ge(1)))
-    max_test_size: int | None = field(default=None, validator=v.optional(v.ge(1)))
+    max_test_size: int | None = field(
+        default=None,
+        validator=v.optional(v.ge(1)),
+        metadata=base_run_preserve("rerun_tests"),
+    )

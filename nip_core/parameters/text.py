@@ -106,7 +106,7 @@ class TextRlParameters(SubParameters):
         order; each pass over the training set is a fresh permutation.
     num_test_rollouts : int | None
         Episodes of each test: the first this many test datapoints, in order.
-        ``None``: the whole test set.
+        ``None``: the whole test set. Kept when re-running the tests of a base run.
     test_scheme : {"none", "all", "last", "first_and_last"}
         When the agents are tested: never; at every iteration (before its
         fine-tuning) and after training; after training only; or at the first
@@ -129,12 +129,17 @@ class TextRlParameters(SubParameters):
     rollout_analysers : tuple[str, ...]
         Rollout analysers (registry keys, see ``nip plugins``) run on every batch of
         rollouts logged, their metrics logged as ``analysis.<name>.<metric>``
-        (:mod:`nip_core.text.analysis`).
+        (:mod:`nip_core.text.analysis`). Kept when re-running the tests of a base
+        run.
     """
 
     num_iterations: int = field(default=8, validator=v.ge(1))
     rollouts_per_iteration: int = field(default=64, validator=v.ge(1))
-    num_test_rollouts: int | None = field(default=None, validator=v.optional(v.ge(1)))
+    num_test_rollouts: int | None = field(
+        default=None,
+        validator=v.optional(v.ge(1)),
+        metadata=base_run_preserve("rerun_tests"),
+    )
     test_scheme: TestScheme = field(
         default="last", metadata=base_run_preserve("rerun_tests")
     )
@@ -148,7 +153,9 @@ class TextRlParameters(SubParameters):
         default=0.1, validator=[_finite, v.ge(0), v.le(1)]
     )
     save_transcripts: bool = True
-    rollout_analysers: tuple[str, ...] = field(default=(), converter=tuple)
+    rollout_analysers: tuple[str, ...] = field(
+        default=(), converter=tuple, metadata=base_run_preserve("rerun_tests")
+    )
 
     def consistency_problems(self) -> list[ConfigProblem]:
         from nip_core.text.analysis import rollout_analyser_problems

@@ -203,8 +203,11 @@ def test_construct_test_params(toy):
 def test_preserved_paths_walk_the_tree(toy):
     assert preserved_paths(make(), "rerun_tests") == [
         "test_dataset_split",
+        "dataset_options.max_test_size",
         "rl.num_test_iterations",
+        "text_rl.num_test_rollouts",
         "text_rl.test_scheme",
+        "text_rl.rollout_analysers",
     ]
 
 

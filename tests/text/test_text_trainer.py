@@ -171,6 +171,18 @@ def test_rerun_tests_of_a_base_run(synthetic_text_scenario):
 
     # the same models on the same test episodes: the same results
     assert tests(records) == tests(base_records)
+    assert {r["test_num_rollouts"] for r in tests(base_records)} == {4}
+
+    # this configuration's test settings, not the base run's: fewer test episodes
+    fewer = run(
+        scenario,
+        "rerun-fewer",
+        text_rl={"test_scheme": "last", "num_test_rollouts": 2},
+        base_run={"base_run_type": "rerun_tests", "run_id": "base"},
+    )
+    records = RunDirectory(fewer.run_dir).read_metrics()
+    assert steps_with(records, "test_mean_accuracy") == [2]
+    assert [r["test_num_rollouts"] for r in tests(records)] == [2]
 
 
 def test_test_runs_write_nothing(synthetic_text_scenario):
