@@ -772,10 +772,10 @@ def _lookup(
     suggestion = closest(name, known)
     if suggestion:
         message += f"; did you mean {suggestion!r}?"
-    provider = hints.get(path)
+    provider = _missing_provider(pm, hints.get(path))
     install = _missing_key_hint(pm, kind, name)
     if provider:
-        message += f"; it came from {provider!r} when saved: install that plugin"
+        message += f"; it came from {provider[0]!r} when saved: {provider[1]}"
     elif install:
         message += f"; {install}"
     else:
@@ -789,14 +789,31 @@ def _with_source_hint(
 ) -> ConfigProblem:
     """Add "install <plugin>" to a problem at a path ``_meta.sources`` names (a
     config may record which plugin provides a value, e.g. ``text_backend.name``)."""
-    provider = hints.get(problem.path)
-    if not provider or provider in problem.message:
+    provider = _missing_provider(None, hints.get(problem.path))
+    if not provider or provider[0] in problem.message:
         return problem
     return attrs.evolve(
         problem,
-        message=f"{problem.message}; {provider!r} provides it: install that plugin "
-        f"(pip install {provider})",
+        message=f"{problem.message}; {provider[0]!r} provides it: {provider[1]}",
     )
+
+
+def _missing_provider(pm: Any, provider: str | None) -> tuple[str, str] | None:
+    """``(plugin, what to do)`` for a plugin a config's ``_meta.sources`` names as
+    a value's provider, when it is not installed and loaded here; ``None`` when it
+    is (then the value is wrong for another reason, such as a typo in an
+    override, and the plugin is no help)."""
+    if not provider:
+        return None
+    from nip_core.plugin_catalogue import plugin_state
+
+    try:
+        state = plugin_state(provider, pm)
+    except Exception:  # noqa: BLE001 - a hint must never hide the real problem
+        return provider, f"install that plugin (pip install {provider})"
+    if state.endswith("is installed and loaded"):
+        return None
+    return provider, state
 
 
 def _missing_key_hint(pm: Any, kind: str, name: str) -> str | None:
@@ -828,14 +845,14 @@ def _unknown_section_problem(
     message = "unknown section or parameter"
     if suggestion:
         message += f"; did you mean {suggestion!r}?"
-    provider = hints.get(f"sections.{name}")
+    provider = _missing_provider(pm, hints.get(f"sections.{name}"))
     install = _missing_key_hint(pm, "parameter_section", name)
     if install and not provider:
         return ConfigProblem(name, f"{message}; {install}", choices=tuple(specs))
     if provider:
         message += (
-            f" The section came from {provider!r} when these parameters were saved: "
-            "install that plugin."
+            f" The section came from {provider[0]!r} when these parameters were "
+            f"saved: {provider[1]}."
         )
         return ConfigProblem(name, message)
     message += _broken_plugins_note(pm)

@@ -74,14 +74,19 @@ def _masked(text: str) -> str:
     return f"{text[:4]}... ({len(text)} characters)" if len(text) > 8 else "..."
 
 
-def _unknown_backend(name: str) -> str:
+def _unknown_backend(name: str, known: Any = ()) -> str:
+    from nip_core.parameters.validation import closest
     from nip_core.plugin_catalogue import missing_key_hint
 
+    message = "unknown text backend"
+    suggestion = closest(str(name), known)
+    if suggestion:
+        message += f"; did you mean {suggestion!r}?"
     try:
         hint = missing_key_hint("text_backend", name)
     except Exception:  # noqa: BLE001 - a hint must never hide the real problem
         hint = None
-    return "unknown text backend" + (f"; {hint}" if hint else "")
+    return message + (f"; {hint}" if hint else "")
 
 
 # --------------------------------------------------------------------------------------
@@ -236,7 +241,10 @@ class TextBackendParameters(SubParameters):
         if self.name not in backends:
             problems.append(
                 ConfigProblem(
-                    "name", _unknown_backend(self.name), self.name, tuple(backends)
+                    "name",
+                    _unknown_backend(self.name, backends),
+                    self.name,
+                    tuple(backends),
                 )
             )
         if self.retry_max_delay < self.retry_initial_delay:
@@ -418,7 +426,7 @@ class TextAgentParameters(AgentParameters):
                 problems.append(
                     ConfigProblem(
                         "backend",
-                        _unknown_backend(self.backend),
+                        _unknown_backend(self.backend, backends),
                         self.backend,
                         tuple(backends),
                     )

@@ -150,8 +150,36 @@ def test_unknown_section_names_the_plugin_that_saved_it(toy):
         HyperParameters.from_dict(data)
     problems = {p.path: p for p in info.value.problems}
     assert "came from 'nip-plugin-ppo'" in problems["ppo"].message
-    assert "install that plugin" in problems["ppo"].message
+    # what became of the plugin here: installed, but this plugin manager (the
+    # toy's) did not load it
+    assert "its plugin was not loaded" in problems["ppo"].message
     assert "it came from 'nip-plugin-ppo'" in problems["trainer"].message
+
+    data["_meta"]["sources"]["trainer"] = "nip-plugin-not-a-real-one"
+    with pytest.raises(NipConfigError) as info:
+        HyperParameters.from_dict(data)
+    problems = {p.path: p for p in info.value.problems}
+    assert (
+        "it came from 'nip-plugin-not-a-real-one' when saved: "
+        "nip-plugin-not-a-real-one is not installed; install it with"
+    ) in problems["trainer"].message
+
+
+def test_a_saved_source_that_is_loaded_gives_no_install_hint(toy, monkeypatch):
+    # the provider is here: the value is wrong for another reason (a typo in an
+    # override), and "install that plugin" would mislead
+    import nip_core.plugin_catalogue as catalogue
+
+    monkeypatch.setattr(
+        catalogue, "plugin_state", lambda d, pm=None: f"{d} is installed and loaded"
+    )
+    data = saved(trainer="toy_trainr")
+    with pytest.raises(NipConfigError) as info:
+        HyperParameters.from_dict(data)
+    (problem,) = info.value.problems
+    assert problem.path == "trainer"
+    assert "did you mean 'toy_trainer'?" in problem.message
+    assert "came from" not in problem.message and "install" not in problem.message
 
 
 def test_missing_required_keys(toy):

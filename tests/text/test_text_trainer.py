@@ -131,6 +131,15 @@ def test_unknown_backend_is_refused(synthetic_text_scenario):
         synthetic_text_scenario.hyper_params("nip", text_backend={"name": "nonsense"})
     assert "text_backend.name" in str(caught.value)
     assert "openai" in str(caught.value)
+    with pytest.raises(NipConfigError) as caught:
+        synthetic_text_scenario.hyper_params("nip", text_backend={"name": "opnai"})
+    assert "unknown text backend; did you mean 'openai'?" in str(caught.value)
+    with pytest.raises(NipConfigError) as caught:
+        synthetic_text_scenario.hyper_params(
+            "nip", agents={"verifier": {"backend": "opneai"}}
+        )
+    assert "agents.verifier.backend" in str(caught.value)
+    assert "did you mean 'openai'?" in str(caught.value)
 
 
 def test_a_failed_job_stops_the_run_and_resume_retries_it(synthetic_text_scenario):
