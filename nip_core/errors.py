@@ -128,13 +128,24 @@ class RunInterrupted(KeyboardInterrupt):
         The directory holding its run directory.
     checkpoint_iteration : int | None
         The iterations its newest checkpoint holds; ``None`` when it has none.
+    checkpoint_note : str | None
+        What its newest saved state holds, in words, for trainers whose state is
+        not one per iteration (the staged text trainers: ``"stage
+        'await_fine_tune_jobs' of iteration 0"``); ``None`` otherwise.
     """
 
-    def __init__(self, run_id: str, runs_dir: str, checkpoint_iteration: int | None):
+    def __init__(
+        self,
+        run_id: str,
+        runs_dir: str,
+        checkpoint_iteration: int | None,
+        checkpoint_note: str | None = None,
+    ):
         super().__init__(run_id)
         self.run_id = run_id
         self.runs_dir = runs_dir
         self.checkpoint_iteration = checkpoint_iteration
+        self.checkpoint_note = checkpoint_note
 
 
 class BackendError(NipError):

@@ -380,7 +380,10 @@ def run_experiment(
         run.finish()
         if isinstance(error, KeyboardInterrupt) and run_dir is not None:
             raise RunInterrupted(
-                settings.run_id, settings.runs_dir, run.checkpoint_iteration
+                settings.run_id,
+                settings.runs_dir,
+                run.checkpoint_iteration,
+                run.checkpoint_note,
             ) from error
         raise
     if run_dir is not None:

@@ -406,6 +406,12 @@ def interrupted_message(error: BaseException) -> str:
     command = f"nip resume {error.run_id}"
     if error.runs_dir != DEFAULT_RUNS_DIR:
         command += f" --runs-dir {error.runs_dir}"
+    note = getattr(error, "checkpoint_note", None)
+    if note:
+        return (
+            f"nip: interrupted: run {error.run_id} saved its state ({note}); "
+            f"continue it with: {command}"
+        )
     if error.checkpoint_iteration is None:
         return (
             f"nip: interrupted: run {error.run_id} stopped before its first "

@@ -82,6 +82,9 @@ class RunContext:
             None if resume_checkpoint is None else int(resume_checkpoint["iteration"])
         )
         """The iterations the run's newest checkpoint holds (``None``: none yet)."""
+        self.checkpoint_note: str | None = None
+        """What the newest saved state holds, in words, when it is not a checkpoint
+        per iteration (the staged text trainers save after every stage)."""
         self._interrupt: DeferredInterrupt | None = None
         self._timed = elapsed_offset is not None
         self._elapsed_offset = float(elapsed_offset or 0.0)

@@ -277,6 +277,11 @@ class PureTextRlTrainer(Trainer):
         self.iteration = self.state.iteration
         if self.writes_files:
             atomic_write_json(self.state_path(self.run.run_dir), self.state.to_dict())
+            self.run.checkpoint_iteration = self.state.iteration
+            self.run.checkpoint_note = (
+                f"stage {self.state.train_loop_stage!r} of iteration "
+                f"{self.state.iteration}"
+            )
 
     def _go_to(self, stage: str) -> None:
         self.state.train_loop_stage = stage

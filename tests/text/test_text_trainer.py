@@ -314,3 +314,30 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(
         RunDirectory(resumed.run_dir).read_metrics()
     ) == comparable_metrics(RunDirectory(whole.run_dir).read_metrics())
     assert server.jobs_created == 2 * jobs
+
+
+def test_ctrl_c_says_which_stage_was_saved(synthetic_text_scenario):
+    # a staged text run saves its state after every stage: Ctrl-C must not say it
+    # stopped before its first checkpoint (which tells the user to start over)
+    from nip_core.cli.main import interrupted_message
+    from nip_core.errors import RunInterrupted
+
+    def ctrl_c(trainer, iteration, stage):
+        if (iteration, stage) == (0, "await_fine_tune_jobs"):
+            raise KeyboardInterrupt
+
+    scenario = synthetic_text_scenario
+    with pytest.raises(RunInterrupted) as info:
+        run_experiment(
+            scenario.hyper_params("nip"),
+            scenario.settings(),
+            run_id="ctrl-c",
+            stage_callbacks=[ctrl_c],
+        )
+    assert info.value.checkpoint_note == "stage 'await_fine_tune_jobs' of iteration 0"
+    message = interrupted_message(info.value)
+    assert "saved its state (stage 'await_fine_tune_jobs' of iteration 0)" in message
+    assert "before its first checkpoint" not in message
+    assert "nip resume ctrl-c" in message
+    resumed = resume_run("ctrl-c", runs_dir=scenario.root / "runs")
+    assert resumed.trainer.state.train_loop_stage == "done"

@@ -10,8 +10,9 @@ latest one (the agents' ``fine_tune_from_scratch``).
 Besides the staged trainer's metrics, each iteration logs what the selection did
 (``fine_tune.`` prefixed, at the iteration's step, once its jobs are done):
 ``guess_replacement_proportion`` and, per agent, ``<agent>.num_selected``,
-``<agent>.num_invalid_excluded``, ``<agent>.num_guess_replaced`` (verifiers), ``<agent>.selected_mean_episode_reward``
-and ``<agent>.selected_accuracy`` (verifiers), next to the staged trainer's
+``<agent>.num_invalid_excluded``, ``<agent>.num_guess_replaced`` (verifiers),
+``<agent>.selected_mean_episode_reward`` and ``<agent>.selected_accuracy``
+(verifiers), next to the staged trainer's
 ``<group>.num_examples`` and ``<group>.fine_tuned``.
 """
 
