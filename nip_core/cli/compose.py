@@ -520,6 +520,12 @@ def build_experiment(
         except NipConfigError as error:
             problems.extend(error.problems)
 
+    if hyper_params is not None:
+        # what only the protocol handler can tell (as building the run would)
+        from nip_core.protocols.factory import protocol_problems
+
+        problems.extend(protocol_problems(hyper_params))
+
     if problems:
         hint = _package_header_hint(config_name, config, problems)
         raise NipConfigError(problems + ([hint] if hint else []))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from nip_core.errors import ConfigProblem, NipConfigError
@@ -9,7 +10,7 @@ from nip_core.protocols.base import ProtocolHandler
 from nip_core.protocols.zero_knowledge import ZeroKnowledgeProtocolHandler
 from nip_core.records import resolve_ref
 
-__all__ = ["ZERO_KNOWLEDGE_KEY", "build_protocol_handler"]
+__all__ = ["ZERO_KNOWLEDGE_KEY", "build_protocol_handler", "protocol_problems"]
 
 ZERO_KNOWLEDGE_KEY = "zero_knowledge"
 """A key of ``ScenarioSpec.protocol_handlers`` that replaces the zero-knowledge
@@ -122,3 +123,72 @@ def build_protocol_handler(
         specialisations.get(ZERO_KNOWLEDGE_KEY, ZeroKnowledgeProtocolHandler)
     )
     return wrapper(hyper_params, settings, base_protocol=handler)
+
+
+def protocol_problems(hyper_params: Any, *, plugin_manager: Any = None) -> list:
+    """What stops ``hyper_params`` from running that only its protocol handler can
+    tell, found before anything runs (``nip config show``, ``nip config validate``,
+    a sweep's check of every job and ``nip run`` all ask): the handler cannot be
+    built with these settings (no verifier ever acts, say), or a tensor-world RL
+    trainer's ``rl.frames_per_batch`` is not a multiple of the steps each
+    environment takes per iteration (the protocol's ``max_message_rounds`` unless
+    ``rl.steps_per_env_per_iteration`` says otherwise). Each problem names the
+    setting to change.
+    """
+    from nip_core.protocols.handler import ProtocolSpecificationError
+
+    if plugin_manager is None:
+        from nip_core.plugins import get_plugin_manager
+
+        plugin_manager = get_plugin_manager()
+    name = hyper_params.interaction_protocol
+    try:
+        # its warnings (rounds the verifier never reads ...) come when the run
+        # builds it, once
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            handler = build_protocol_handler(
+                hyper_params, plugin_manager=plugin_manager
+            )
+    except NipConfigError as error:
+        return list(error.problems)
+    except ProtocolSpecificationError as error:
+        section = f"{name}_protocol"
+        has_section = section in getattr(hyper_params, "_sections", {})
+        return [
+            ConfigProblem(
+                path=section if has_section else "interaction_protocol",
+                message=f"protocol {name!r} cannot be played with these settings: "
+                f"{error}",
+            )
+        ]
+    problems = []
+    scenario = plugin_manager.scenarios.get(hyper_params.scenario, None)
+    trainer = plugin_manager.trainers.get(hyper_params.trainer, None)
+    rl = getattr(hyper_params, "_sections", {}).get("rl")
+    if (
+        scenario is not None
+        and scenario.data_world == "tensor"
+        and trainer is not None
+        and "rl" in trainer.parameter_sections
+        and rl is not None
+        and rl.frames_per_batch is not None
+        and rl.steps_per_env_per_iteration is None
+    ):
+        rounds = int(handler.max_message_rounds)
+        frames = int(rl.frames_per_batch)
+        if frames % rounds != 0:
+            below = frames // rounds * rounds
+            nearest = [n for n in (below, below + rounds) if n > 0]
+            problems.append(
+                ConfigProblem(
+                    path="rl.frames_per_batch",
+                    message=f"must be a multiple of the steps each environment takes "
+                    f"per iteration: protocol {name!r} plays up to {rounds} rounds "
+                    f"(its max_message_rounds); use "
+                    + " or ".join(map(str, nearest))
+                    + ", or set rl.steps_per_env_per_iteration",
+                    value=frames,
+                )
+            )
+    return problems

@@ -194,3 +194,61 @@ def test_through_hyper_parameters(toy) -> None:
     assert type(handler) is SpecialZkHandler
     assert handler.max_message_rounds == 3
     assert handler.max_reward("simulator") == 2.0  # 2 turns x 0.5 x (1 + 1)
+
+
+# --------------------------------------------------------------------------------------
+# protocol_problems: what only the handler can tell, found when a config is validated
+
+
+@pytest.fixture
+def synthetic(register_plugin, tmp_path):
+    from nip_core.testing.synthetic import SYNTHETIC_PLUGIN
+    from nip_core.testing.synthetic.fixtures import SyntheticScenario
+
+    register_plugin(SYNTHETIC_PLUGIN, name="synthetic")
+    return SyntheticScenario(tmp_path)
+
+
+def _validated(synthetic, protocol="nip", **overrides):
+    from nip_core.cli.compose import build_experiment
+
+    return build_experiment(synthetic.hyper_params_dict(protocol, **overrides))
+
+
+def test_frames_per_batch_must_fit_the_protocols_rounds(synthetic):
+    # 3 rounds per episode: 10 frames cannot be split into whole episodes
+    with pytest.raises(NipConfigError) as info:
+        _validated(synthetic, rl={"frames_per_batch": 10})
+    (problem,) = info.value.problems
+    assert problem.path == "rl.frames_per_batch"
+    assert problem.value == 10
+    assert "protocol 'nip' plays up to 3 rounds" in problem.message
+    assert "use 9 or 12" in problem.message
+    # a multiple is fine, and so is any number with its own steps per iteration
+    hyper_params, _ = _validated(synthetic, rl={"frames_per_batch": 12})
+    assert hyper_params.rl.frames_per_batch == 12
+    _validated(
+        synthetic, rl={"frames_per_batch": 10, "steps_per_env_per_iteration": 5}
+    )
+    # debate's rounds are its own section's
+    with pytest.raises(NipConfigError, match="protocol 'debate' plays up to 4"):
+        _validated(
+            synthetic,
+            "debate",
+            rl={"frames_per_batch": 10},
+            debate_protocol={"max_message_rounds": 4},
+        )
+    # the solo-agent trainer collects no frames: not its business
+    _validated(synthetic, trainer="solo_agent", rl={"frames_per_batch": 10})
+
+
+def test_a_protocol_its_settings_make_unplayable_names_its_section(synthetic):
+    with pytest.raises(NipConfigError) as info:
+        _validated(
+            synthetic,
+            protocol_common={"verifier_first": False},
+            nip_protocol={"max_message_rounds": 1, "min_message_rounds": 1},
+        )
+    (problem,) = info.value.problems
+    assert problem.path == "nip_protocol"
+    assert "no verifier is ever active" in problem.message
