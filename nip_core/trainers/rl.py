@@ -885,8 +885,14 @@ class TensorDictRlTrainer(TensorDictTrainer):
     def _rollout_statistics(self, rollout: Any, train: bool) -> dict[str, float]:
         from nip_core.trainers.stats import rollout_statistics
 
+        handler = self.protocol_handler
         return rollout_statistics(
-            rollout, self.agent_names, prefix="" if train else "test_"
+            rollout,
+            self.agent_names,
+            prefix="" if train else "test_",
+            effective_decision=getattr(
+                handler, "get_effective_verifier_decision", None
+            ),
         )
 
     def _maybe_save_rollout_sample(self, rollout: Any, iteration: int) -> None:

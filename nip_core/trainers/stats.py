@@ -24,7 +24,7 @@ decision-entropy metric).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -105,8 +105,17 @@ def rollout_statistics(
     *,
     prefix: str = "",
     verifier_name: str = "verifier",
+    effective_decision: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    | None = None,
 ) -> dict[str, float]:
-    """Compute the statistics of one batch of rollouts (see the module docstring)."""
+    """Compute the statistics of one batch of rollouts (see the module docstring).
+
+    ``effective_decision(decision, y)`` maps the verifier's sampled decisions to
+    the verdicts that counted (the protocol handler's
+    ``get_effective_verifier_decision``: with ``protocol_common.force_guess`` the
+    forced verdict); the accuracies are of those. The rollout keeps the sampled
+    decisions, which the policy's log-probabilities are of.
+    """
     stats: dict[str, float] = {}
     time = rollout.shape[-1]
     flat = rollout.reshape(-1, time)
@@ -220,7 +229,10 @@ def rollout_statistics(
     if verifier_name in agent_names and decision is not None and y is not None:
         v = list(agent_names).index(verifier_name)
         verifier_decision = decision.reshape(*flat.shape, -1)[..., v]
-        correct = (verifier_decision == y.reshape(flat.shape).long()).float()
+        labels = y.reshape(flat.shape).long()
+        if effective_decision is not None:
+            verifier_decision = effective_decision(verifier_decision, labels)
+        correct = (verifier_decision == labels).float()
         done_correct = correct[done]
         stats[f"{prefix}mean_accuracy"] = _item(done_correct.mean())
         stats[f"{prefix}std_accuracy"] = _std(done_correct)

@@ -300,6 +300,41 @@ def test_rollout_statistics_exact_values():
     assert stats["test_mean_accuracy"] == 0.5
     assert stats["test_worst_datapoint_accuracy"] == 0.0
     assert stats["test_mean_datapoint_accuracy"] == 0.5
+    # with a forced verdict (force_guess=y) the accuracy is of what counted
+    forced = rollout_statistics(
+        rollout,
+        ["prover", "verifier"],
+        effective_decision=lambda decision, y: y.expand_as(decision).clone(),
+    )
+    assert forced["mean_accuracy"] == 1.0
+    assert forced["worst_datapoint_accuracy"] == 1.0
+
+
+@pytest.mark.parametrize(("force", "accuracy"), [("y", 1.0), ("zero", None)])
+def test_accuracy_with_force_guess_follows_the_rewards(
+    synthetic_scenario, force, accuracy
+):
+    # the verifier's sampled decisions are kept (the policy's log-probabilities are
+    # of them); the accuracy is of the forced verdict, as the rewards are
+    from nip_core.experiment import run_experiment
+
+    hp = synthetic_scenario.hyper_params(
+        "nip",
+        rl=synthetic_scenario.short_rl(num_iterations=1),
+        protocol_common={"force_guess": force},
+    )
+    result = run_experiment(hp, synthetic_scenario.settings(), run_id=f"forced-{force}")
+    (record,) = [r for r in result.metrics if "mean_accuracy" in r]
+    # every episode ends with the forced verdict on the verifier's first turn, paid
+    # verifier_reward when right and verifier_incorrect_penalty when wrong
+    common = hp.protocol_common
+    right, wrong = common.verifier_reward, common.verifier_incorrect_penalty
+    paid = (record["verifier.mean_episode_reward"] - wrong) / (right - wrong)
+    assert record["mean_accuracy"] == pytest.approx(paid)
+    if accuracy is not None:
+        assert record["mean_accuracy"] == accuracy
+    else:  # always reject: right on the label-0 datapoints only
+        assert 0.0 < record["mean_accuracy"] < 1.0
 
 
 def test_normalisation_statistics_match_a_stored_rollout(synthetic_scenario):
