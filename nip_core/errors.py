@@ -148,6 +148,15 @@ class RunInterrupted(KeyboardInterrupt):
         self.checkpoint_note = checkpoint_note
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """A sweep stopped by Ctrl-C or SIGTERM; carries its directory, so the ``nip``
+    command can say how to continue it (``nip run -m --resume-sweep DIR``)."""
+
+    def __init__(self, sweep_dir: str):
+        super().__init__(sweep_dir)
+        self.sweep_dir = sweep_dir
+
+
 class BackendError(NipError):
     """A model backend (for example an API) failed after its retries."""
 

@@ -358,12 +358,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     from nip_core.cli.plugins_cmd import install_plugin_warning_format
     from nip_core.errors import NipConfigError, NipError
+    from nip_core.runs.interrupts import terminate_as_interrupt
 
     install_plugin_warning_format()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        status = _dispatch(args)
+        with terminate_as_interrupt():
+            status = _dispatch(args)
         # inside the try: a closed pipe shows up when the output is flushed
         sys.stdout.flush()
         return status
@@ -376,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG_ERROR if isinstance(error, NipConfigError) else EXIT_ERROR
     except KeyboardInterrupt as error:
         print(interrupted_message(error), file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if _terminated(error) else EXIT_INTERRUPTED
     except BrokenPipeError:
         # `nip datasets list | head`: the reader has what it wanted
         _silence_stdout()
@@ -394,31 +396,53 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process it terminated
 EXIT_BROKEN_PIPE = 141
 
 
-def interrupted_message(error: BaseException) -> str:
-    """What ``nip`` prints on Ctrl-C: for a run, how to continue it."""
-    from nip_core.errors import RunInterrupted
+def _terminated(error: BaseException | None) -> bool:
+    """Whether an interrupt was SIGTERM (itself, or the cause of a run's)."""
+    from nip_core.runs.interrupts import Terminated
 
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, Terminated):
+            return True
+        error = error.__cause__ or error.__context__
+        seen += 1
+    return False
+
+
+def interrupted_message(error: BaseException) -> str:
+    """What ``nip`` prints on Ctrl-C or SIGTERM: for a run or a sweep, how to
+    continue it."""
+    from nip_core.errors import RunInterrupted, SweepInterrupted
+
+    what = "terminated (SIGTERM)" if _terminated(error) else "interrupted"
+    if isinstance(error, SweepInterrupted):
+        return (
+            f"nip: {what}: sweep {error.sweep_dir} stopped; its finished runs are "
+            "kept, the others continue from their last checkpoint with: "
+            f"nip run -m --resume-sweep {error.sweep_dir}"
+        )
     if not isinstance(error, RunInterrupted):
-        return "nip: interrupted"
+        return f"nip: {what}"
     command = f"nip resume {error.run_id}"
     if error.runs_dir != DEFAULT_RUNS_DIR:
         command += f" --runs-dir {error.runs_dir}"
     note = getattr(error, "checkpoint_note", None)
     if note:
         return (
-            f"nip: interrupted: run {error.run_id} saved its state ({note}); "
+            f"nip: {what}: run {error.run_id} saved its state ({note}); "
             f"continue it with: {command}"
         )
     if error.checkpoint_iteration is None:
         return (
-            f"nip: interrupted: run {error.run_id} stopped before its first "
+            f"nip: {what}: run {error.run_id} stopped before its first "
             f"checkpoint; start it again with: {command}"
         )
     return (
-        f"nip: interrupted: run {error.run_id} saved a checkpoint after "
+        f"nip: {what}: run {error.run_id} saved a checkpoint after "
         f"iteration {error.checkpoint_iteration}; continue it with: {command}"
     )
 

@@ -231,14 +231,20 @@ def run_sweep(
             ],
             previous=previous,
         )
-        with composer.hydra_errors():
-            returns = app.multirun(
-                config_name=name,
-                task_function=SweepJob(
-                    debug=debug, sweep_dir=sweep_dir, resume=previous is not None
-                ),
-                overrides=launch_overrides,
-            )
+        from nip_core.errors import SweepInterrupted
+
+        try:
+            with composer.hydra_errors():
+                returns = app.multirun(
+                    config_name=name,
+                    task_function=SweepJob(
+                        debug=debug, sweep_dir=sweep_dir, resume=previous is not None
+                    ),
+                    overrides=launch_overrides,
+                )
+        except KeyboardInterrupt as error:
+            # one job's Ctrl-C stops the sweep: say how to continue all of it
+            raise SweepInterrupted(sweep_dir) from error
 
     results = [job for batch in returns for job in batch]
     failed = [(job, job.return_value) for job in results if not job.return_value.ok]

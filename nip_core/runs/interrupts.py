@@ -9,6 +9,13 @@ and raises :class:`KeyboardInterrupt`. A second Ctrl-C stops at once.
 
 The handler is installed only in the main thread, and only over Python's default
 handler, so a debugger's or an application's own SIGINT handling is left alone.
+
+SIGTERM (``kill``, ``timeout``, a Slurm cancellation or preemption) stops at once,
+like a second Ctrl-C: within :func:`terminate_as_interrupt` (the ``nip`` command
+enters it) it raises :class:`Terminated`, a :class:`KeyboardInterrupt`, so the run is
+marked ``killed`` and the command says how to resume it instead of dying silently
+with the run still marked ``running``. Its checkpoints are the periodic ones: a
+scheduler's grace period is rarely long enough to finish an iteration.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
-__all__ = ["DeferredInterrupt"]
+__all__ = ["DeferredInterrupt", "Terminated", "terminate_as_interrupt"]
 
 FIRST_INTERRUPT_MESSAGE = (
     "nip: interrupted: stopping at the end of this iteration, once its checkpoint "
@@ -84,3 +91,38 @@ class DeferredInterrupt:
         self.requested = True
         stream = self.stream if self.stream is not None else sys.stderr
         print(f"\n{FIRST_INTERRUPT_MESSAGE}", file=stream, flush=True)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an interrupt (see :func:`terminate_as_interrupt`)."""
+
+
+class terminate_as_interrupt:  # noqa: N801 - used as a context, like a function
+    """A context in which SIGTERM raises :class:`Terminated` in the main thread.
+
+    Installed only in the main thread and only over the default handler (a
+    launcher's or an application's own SIGTERM handling is left alone); the
+    previous handler is put back on leaving.
+    """
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> terminate_as_interrupt:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return self
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self._installed = True
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._installed = False
+
+    @staticmethod
+    def _handle(signum: int, frame: Any) -> None:
+        raise Terminated("SIGTERM")

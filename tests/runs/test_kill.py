@@ -192,6 +192,54 @@ def test_ctrl_c_twice_stops_at_once(work: Path) -> None:
     assert _metrics_lines(run_dir) == 1
 
 
+def test_sigterm_stops_at_once_marks_the_run_killed_and_says_how_to_resume(
+    work: Path,
+) -> None:
+    # `kill`, `timeout`, a Slurm cancellation: the run must not be left marked
+    # "running" with nothing said
+    run_dir = work / "runs" / "termed"
+    process = _nip(work, "run", "-c", "kill", "run.run_id=termed", sleep=2.0)
+    _wait_for(lambda: _metrics_lines(run_dir) >= 1, process)
+    process.send_signal(signal.SIGTERM)
+    status, err = _finish(process)
+    assert status == 143, err
+    assert "Traceback" not in err
+    assert "nip: terminated (SIGTERM): run termed" in err
+    assert "nip resume termed" in err
+    info = RunDirectory(run_dir).read_run_info()
+    assert info["status"] == "killed"
+    status, err = _finish(_nip(work, "resume", "termed"))
+    assert status == 0, err
+    assert RunDirectory(run_dir).read_run_info()["status"] == "finished"
+
+
+def test_ctrl_c_in_a_sweep_says_how_to_continue_the_sweep(work: Path) -> None:
+    sweep_dir = work / "runs" / "sweeps" / "stopped"
+    process = _nip(
+        work,
+        "run",
+        "-m",
+        "-c",
+        "kill",
+        "seed=1,2",
+        f"hydra.sweep.dir={sweep_dir}",
+        sleep=2.0,
+    )
+    _wait_for(lambda: any(sweep_dir.glob("*/nip_job.json")), process)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    status, err = _finish(process)
+    assert status == 130, err
+    assert "Traceback" not in err
+    assert (
+        f"nip: interrupted: sweep {sweep_dir} stopped; its finished runs are kept, "
+        f"the others continue from their last checkpoint with: nip run -m "
+        f"--resume-sweep {sweep_dir}"
+    ) in err
+
+
 def test_truncated_newest_checkpoint_resumes_from_the_previous_one(
     work: Path,
 ) -> None:
