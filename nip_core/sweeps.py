@@ -37,6 +37,7 @@ __all__ = [
     "MANIFEST",
     "SweepError",
     "SweepManifest",
+    "extension_prefix",
     "is_sweep_dir",
     "read_manifest",
     "resolve_sweep_dir",
@@ -73,6 +74,11 @@ class SweepManifest:
         When the sweep was first launched (UTC, ISO 8601).
     launches : int
         How many times it was launched (1 + the number of resumes).
+    extensions : list[list[str]]
+        The overrides of each extension (a resume given overrides: the sweep's own
+        with those added), in order; extension ``k``'s jobs live in the job
+        directories ``ext<k>-<job number>`` (:func:`extension_prefix`), and a
+        resume without overrides resumes them too.
     """
 
     def __init__(
@@ -81,11 +87,13 @@ class SweepManifest:
         overrides: Sequence[str],
         created: str,
         launches: int = 1,
+        extensions: Sequence[Sequence[str]] = (),
     ):
         self.config_name = config_name
         self.overrides = list(overrides)
         self.created = created
         self.launches = launches
+        self.extensions = [list(e) for e in extensions]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -93,7 +101,13 @@ class SweepManifest:
             "overrides": self.overrides,
             "created": self.created,
             "launches": self.launches,
+            "extensions": self.extensions,
         }
+
+
+def extension_prefix(k: int) -> str:
+    """The job directory prefix of a sweep's extension ``k`` (1, 2, ...)."""
+    return f"ext{k}-"
 
 
 def _utc_now() -> str:
@@ -126,6 +140,7 @@ def read_manifest(sweep_dir: str | os.PathLike[str]) -> SweepManifest:
             overrides=[str(o) for o in data["overrides"]],
             created=str(data["created"]),
             launches=int(data.get("launches", 1)),
+            extensions=[[str(o) for o in e] for e in data.get("extensions", [])],
         )
     except (ValueError, KeyError, TypeError) as error:
         raise SweepError(f"{path} is not a valid sweep manifest: {error}") from error
@@ -137,15 +152,20 @@ def write_manifest(
     overrides: Sequence[str],
     *,
     previous: SweepManifest | None = None,
+    extensions: Sequence[Sequence[str]] | None = None,
 ) -> SweepManifest:
-    """Write (or, resuming, update) the sweep manifest; return what was written."""
+    """Write (or, resuming, update) the sweep manifest; return what was written.
+    ``extensions``: the extensions' overrides (by default the previous ones)."""
     from nip_core.runs.io import atomic_write_json
 
+    if extensions is None:
+        extensions = previous.extensions if previous is not None else ()
     manifest = SweepManifest(
         config_name=config_name,
         overrides=overrides,
         created=previous.created if previous is not None else _utc_now(),
         launches=previous.launches + 1 if previous is not None else 1,
+        extensions=extensions,
     )
     atomic_write_json(Path(sweep_dir) / MANIFEST, manifest.to_dict())
     return manifest
@@ -219,16 +239,25 @@ def write_job_record(
     )
 
 
+def _job_order(name: str) -> tuple[int, int]:
+    """A job directory's place: the first launch's jobs (``3``) by number, then
+    each extension's (``ext1-0``); other names first."""
+    launch, _, number = (
+        name.rpartition("-") if name.startswith("ext") else ("", "", name)
+    )
+    try:
+        return (int(launch[3:]) if launch else 0, int(number))
+    except ValueError:
+        return (-1, -1)
+
+
 def sweep_run_dirs(sweep_dir: str | os.PathLike[str]) -> list[Path]:
     """The run directories of a sweep's jobs (from their job records), each once,
     ordered by job number; jobs whose run directory is gone are left out."""
     sweep_dir = Path(sweep_dir)
     records = []
     for record in sweep_dir.glob(f"*/{JOB_RECORD}"):
-        try:
-            job_num = int(record.parent.name)
-        except ValueError:
-            job_num = -1
+        job_num = _job_order(record.parent.name)
         try:
             run_dir = Path(json.loads(record.read_text())["run_dir"])
         except (ValueError, KeyError):

@@ -169,7 +169,9 @@ def run_sweep(
     Parameters
     ----------
     config_name, overrides
-        As on the command line. Resuming, they default to the sweep's own.
+        As on the command line. Resuming, the config is the sweep's own, and so are
+        the overrides when none are given (then its extensions are resumed too);
+        overrides given extend the sweep (:func:`merge_overrides`).
     debug : bool
         Print the traceback of failed jobs.
     stream : TextIO | None
@@ -190,61 +192,52 @@ def run_sweep(
     stream = stream if stream is not None else sys.stderr
     check_plugins_for_run()
     previous = None
+    # the launches: (overrides, job subdirectory prefix); a resumed sweep also
+    # resumes the extensions launched into it
+    launches: list[tuple[list[str], str]] = [(list(overrides), "")]
     if resume_sweep is not None:
         sweep_path = sweeps.resolve_sweep_dir(resume_sweep, _runs_dir_hint(overrides))
         previous = sweeps.read_manifest(sweep_path)
-        if config_name is None and not overrides:
-            config_name, overrides = previous.config_name, previous.overrides
-        overrides = [
-            *overrides,
-            f"hydra.sweep.dir={_quote_override_value(str(sweep_path))}",
-        ]
-    name = config_name or composer.DEFAULT_CONFIG_NAME
-    with composer.hydra_app() as app:
-        overrides = composer.normalise_overrides(app, overrides)
-        master = compose_for_run(app, config_name, overrides, multirun=True)
-        # `${now:...}` in the sweep dir resolves anew in every config object; fix it
-        # once so that every job and the summary name the same directory
-        with composer.hydra_errors():
-            sweep_dir = str(master.hydra.sweep.dir)
-        if previous is None and sweeps.is_sweep_dir(sweep_dir):
+        if config_name is not None and config_name != previous.config_name:
             raise sweeps.SweepError(
-                f"{sweep_dir} already holds a sweep; continue it with "
-                f"`nip run -m --resume-sweep {sweep_dir}`, or give another "
-                "hydra.sweep.dir"
+                f"{sweep_path} is a sweep of config {previous.config_name!r}; "
+                "extend it with overrides only (or start a new sweep with "
+                f"--config-name {config_name})"
             )
-        job_overrides = sweep_job_overrides(master)
-        if job_overrides is not None:
-            validate_sweep(app, name, job_overrides, sweep_dir=sweep_dir)
-        pinned = f"hydra.sweep.dir={_quote_override_value(sweep_dir)}"
-        launch_overrides = [
-            o for o in overrides if not o.startswith("hydra.sweep.dir=")
-        ] + [pinned]
-        Path(sweep_dir).mkdir(parents=True, exist_ok=True)
-        sweeps.write_manifest(
-            sweep_dir,
-            config_name,
-            [
-                o
-                for o in map(composer.display_override, overrides)
-                if not o.startswith("hydra.sweep.dir=")
-            ],
-            previous=previous,
-        )
-        from nip_core.errors import SweepInterrupted
-
-        try:
-            with composer.hydra_errors():
-                returns = app.multirun(
-                    config_name=name,
-                    task_function=SweepJob(
-                        debug=debug, sweep_dir=sweep_dir, resume=previous is not None
-                    ),
-                    overrides=launch_overrides,
-                )
-        except KeyboardInterrupt as error:
-            # one job's Ctrl-C stops the sweep: say how to continue all of it
-            raise SweepInterrupted(sweep_dir) from error
+        config_name = previous.config_name
+        pinned_dir = f"hydra.sweep.dir={_quote_override_value(str(sweep_path))}"
+        if not overrides:
+            launches = [(previous.overrides, "")] + [
+                (extension, sweeps.extension_prefix(k))
+                for k, extension in enumerate(previous.extensions, 1)
+            ]
+        else:
+            # given overrides extend the sweep: added to its own, replacing those
+            # of the same keys; the new jobs get their own job directories
+            merged = merge_overrides(previous.overrides, overrides)
+            if merged == previous.overrides:
+                launches = [(merged, "")]
+            else:
+                known = previous.extensions
+                k = known.index(merged) + 1 if merged in known else len(known) + 1
+                launches = [(merged, sweeps.extension_prefix(k))]
+        launches = [([*o, pinned_dir], prefix) for o, prefix in launches]
+    name = config_name or composer.DEFAULT_CONFIG_NAME
+    returns: list[Any] = []
+    with composer.hydra_app() as app:
+        for launch_overrides, prefix in launches:
+            batches, sweep_dir = _launch_sweep(
+                app,
+                config_name,
+                name,
+                launch_overrides,
+                prefix,
+                previous=previous,
+                debug=debug,
+            )
+            returns += batches
+            # a later launch of this sweep updates its manifest
+            previous = sweeps.read_manifest(sweep_dir)
 
     results = [job for batch in returns for job in batch]
     failed = [(job, job.return_value) for job in results if not job.return_value.ok]
@@ -272,6 +265,90 @@ def run_sweep(
     if not failed:
         return 0
     return 2 if all(outcome.config_error for _, outcome in failed) else 1
+
+
+def _launch_sweep(
+    app: Any,
+    config_name: str | None,
+    name: str,
+    overrides: Sequence[str],
+    prefix: str,
+    *,
+    previous: Any,
+    debug: bool,
+) -> tuple[list[Any], str]:
+    """Launch one set of a sweep's jobs (its first launch, a resume, or an
+    extension whose job directories are ``<prefix><job number>``); return Hydra's
+    batches of job returns and the sweep directory."""
+    from nip_core import sweeps
+    from nip_core.errors import SweepInterrupted
+
+    overrides = composer.normalise_overrides(app, list(overrides))
+    master = compose_for_run(app, config_name, overrides, multirun=True)
+    # `${now:...}` in the sweep dir resolves anew in every config object; fix it
+    # once so that every job and the summary name the same directory
+    with composer.hydra_errors():
+        sweep_dir = str(master.hydra.sweep.dir)
+    if previous is None and sweeps.is_sweep_dir(sweep_dir):
+        raise sweeps.SweepError(
+            f"{sweep_dir} already holds a sweep; continue it with "
+            f"`nip run -m --resume-sweep {sweep_dir}`, or give another "
+            "hydra.sweep.dir"
+        )
+    job_overrides = sweep_job_overrides(master)
+    if job_overrides is not None:
+        validate_sweep(app, name, job_overrides, sweep_dir=sweep_dir)
+    pinned = f"hydra.sweep.dir={_quote_override_value(sweep_dir)}"
+    launch_overrides = [
+        o for o in overrides if not o.startswith("hydra.sweep.dir=")
+    ] + [pinned]
+    if prefix:
+        launch_overrides.append(f"hydra.sweep.subdir={prefix}${{hydra.job.num}}")
+    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+    given = [
+        o
+        for o in map(composer.display_override, overrides)
+        if not o.startswith("hydra.sweep.dir=")
+    ]
+    if previous is None:
+        sweeps.write_manifest(sweep_dir, config_name, given)
+    else:
+        extensions = list(previous.extensions)
+        if prefix and given not in extensions:
+            extensions.append(given)
+        sweeps.write_manifest(
+            sweep_dir,
+            previous.config_name,
+            previous.overrides,
+            previous=previous,
+            extensions=extensions,
+        )
+    try:
+        with composer.hydra_errors():
+            batches = app.multirun(
+                config_name=name,
+                task_function=SweepJob(
+                    debug=debug, sweep_dir=sweep_dir, resume=previous is not None
+                ),
+                overrides=launch_overrides,
+            )
+        return list(batches), sweep_dir
+    except KeyboardInterrupt as error:
+        # one job's Ctrl-C stops the sweep: say how to continue all of it
+        raise SweepInterrupted(sweep_dir) from error
+
+
+def merge_overrides(base: Sequence[str], given: Sequence[str]) -> list[str]:
+    """``base`` with ``given`` added: a given override replaces the base's of the
+    same key (``seed=7`` replaces ``seed=1,2``), in the base's place; new keys
+    come after."""
+
+    def key(text: str) -> str:
+        return text.lstrip("+~").split("=", 1)[0].strip()
+
+    replacing = {key(o): o for o in given}
+    merged = [replacing.pop(key(o), o) for o in base]
+    return merged + [o for o in given if key(o) in replacing]
 
 
 def _runs_dir_hint(overrides: Sequence[str]) -> str:

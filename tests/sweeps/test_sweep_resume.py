@@ -136,3 +136,61 @@ def test_resuming_a_missing_sweep_names_the_known_ones(sweep_site, capsys):
     assert status == 1
     assert "no sweep 'nope'" in err
     assert sweep_dir.name in err
+
+
+def test_extending_a_sweep_keeps_its_record_its_settings_and_its_jobs(
+    sweep_site, capsys
+):
+    # a sweep over seeds with a setting of its own (2 iterations, not the config's 3)
+    argv = ["run", "-m", "-c", "sweep_test/exp", "seed=1,2", "rl.num_iterations=2"]
+    assert main(argv) == 0
+    [sweep_dir] = sweep_site.sweep_dirs()
+    manifest = json.loads((sweep_dir / "sweep.json").read_text())
+    records = {
+        p.name: (p / "nip_job.json").read_text()
+        for p in sweep_dir.glob("*")
+        if (p / "nip_job.json").is_file()
+    }
+    assert sorted(records) == ["0", "1"]
+
+    # extended with another seed: the sweep's own overrides still apply to it
+    capsys.readouterr()
+    status = main(["run", "--resume-sweep", str(sweep_dir), "seed=7"])
+    err = capsys.readouterr().err
+    assert status == 0, err
+    assert "1 of 1 jobs succeeded" in err
+    extended = json.loads((sweep_dir / "sweep.json").read_text())
+    assert extended["overrides"] == manifest["overrides"]
+    assert extended["config_name"] == "sweep_test/exp"
+    assert extended["extensions"] == [["seed=7", "rl.num_iterations=2"]]
+    # the first launch's job records are untouched; the new job has its own
+    assert {n: (sweep_dir / n / "nip_job.json").read_text() for n in records} == records
+    assert (sweep_dir / "ext1-0" / "nip_job.json").is_file()
+    runs = sweep_site.run_dirs()
+    assert len(runs) == 3
+    seeds = {}
+    for run in runs:
+        params = json.loads((run / "hyper_params.json").read_text())
+        seeds[params["seed"]] = params["rl"]["num_iterations"]
+    assert seeds == {1: 2, 2: 2, 7: 2}
+
+    # `nip report` sees all three, ordered by launch then job number
+    from nip_core.sweeps import sweep_run_dirs
+
+    ordered = [
+        json.loads((r / "hyper_params.json").read_text())["seed"]
+        for r in sweep_run_dirs(sweep_dir)
+    ]
+    assert ordered == [1, 2, 7]
+
+    # a resume without overrides resumes the extension too (all finished here)
+    capsys.readouterr()
+    assert main(["run", "--resume-sweep", str(sweep_dir)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("jobs succeeded") == 1
+    assert "3 of 3 jobs succeeded (3 skipped: their runs had finished)" in err
+    assert len(sweep_site.run_dirs()) == 3
+
+    # another config cannot be slipped in
+    assert main(["run", "--resume-sweep", str(sweep_dir), "-c", "other"]) != 0
+    assert "extend it with overrides only" in capsys.readouterr().err
