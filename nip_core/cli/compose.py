@@ -205,7 +205,11 @@ def hydra_errors() -> Iterator[None]:
             if cause_message not in message:
                 message += f"\n{cause_message}"
         if isinstance(error, MissingConfigException):
-            message = _missing_hydra_plugin_hint(message) or message
+            message = (
+                _missing_hydra_plugin_hint(message)
+                or _missing_config_hint(message)
+                or message
+            )
         path = _error_path(error)
         merging = _MERGE_ERROR.match(message)
         if not path and merging:
@@ -219,6 +223,44 @@ def hydra_errors() -> Iterator[None]:
 _MERGE_ERROR = re.compile(
     r"^Error merging override (?P<key>[^=\s]+)=(?P<value>.*)$", re.M
 )
+
+
+_PRIMARY_MISSING = re.compile(r"Cannot find primary config '(?P<name>[^']+)'")
+
+
+def _missing_config_hint(message: str) -> str | None:
+    """For ``--config-name`` naming no config: the closest names and the configs
+    there are (in the same group, or at the top level)."""
+    match = _PRIMARY_MISSING.search(message)
+    if match is None:
+        return None
+    from nip_core.parameters.validation import closest
+
+    name = match.group("name").removesuffix(".yaml")
+    try:
+        known = sorted(
+            {
+                path.relative_to(entry.path).with_suffix("").as_posix()
+                for entry in config_search_dirs()
+                for path in entry.path.rglob("*.yaml")
+                if not path.stem.endswith("_base")
+                and path.relative_to(entry.path).parts[0] not in ("hydra", "run")
+            }
+        )
+    except Exception:  # noqa: BLE001 - a hint must never hide the real problem
+        return None
+    group = name.rpartition("/")[0]
+    nearby = [k for k in known if k.rpartition("/")[0] == group] or known
+    hint = f"no config named {name!r}"
+    suggestion = closest(name, known)
+    if suggestion:
+        hint += f"; did you mean {suggestion!r}?"
+    shown = ", ".join(nearby[:40]) + (", ..." if len(nearby) > 40 else "")
+    if nearby is known:
+        where = "configs"
+    else:
+        where = f"configs in {group}/" if group else "top-level configs"
+    return f"{hint} ({where}: {shown}; `nip config show -c NAME` shows one)"
 
 
 def _missing_hydra_plugin_hint(message: str) -> str | None:

@@ -109,9 +109,12 @@ def generate(
     builder = resolve_ref(spec.builder)
     with _replacing(target):
         path = builder(name, root, **options)
+    usage = f"dataset={name}"
+    if root.resolve() != data_dir_or_default(None).resolve():
+        # found by name only in the run's data directory
+        usage += f" run.data_dir={root}"
     stream.write(
-        f"nip: wrote the {scenario} dataset {name!r} to {path}; use it with "
-        f"dataset={name}\n"
+        f"nip: wrote the {scenario} dataset {name!r} to {path}; use it with {usage}\n"
     )
     return 0
 

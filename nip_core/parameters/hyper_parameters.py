@@ -282,7 +282,7 @@ class HyperParameters(BaseHyperParameters):
         )
 
         if scenario is not None:
-            self._check_dataset(scenario, problems)
+            self._check_dataset(pm, scenario, problems)
             agent_class = _agent_class(scenario, problems)
             if agent_class is not None:
                 from nip_core.parameters.converter import structure_agents
@@ -330,7 +330,9 @@ class HyperParameters(BaseHyperParameters):
             problems.extend(check(resolved, self))
         return problems
 
-    def _check_dataset(self, scenario: Any, problems: list[ConfigProblem]) -> None:
+    def _check_dataset(
+        self, pm: Any, scenario: Any, problems: list[ConfigProblem]
+    ) -> None:
         if self.dataset is None:
             if scenario.default_dataset is not None:
                 object.__setattr__(self, "dataset", scenario.default_dataset)
@@ -360,10 +362,14 @@ class HyperParameters(BaseHyperParameters):
         from nip_core.settings import data_dir_or_default
 
         where = data_dir_or_default(data_dir) / scenario.name
-        message += (
-            f" (none named so in {where}; make one with `nip datasets generate "
-            f"{scenario.name} {self.dataset}`, or give a path, e.g. './data/my_set')"
-        )
+        if scenario.name in pm.dataset_builders:
+            make = (
+                f"make one with `nip datasets generate {scenario.name} "
+                f"{self.dataset}`, or give a path, e.g. './data/my_set'"
+            )
+        else:  # the scenario has no builder: only a path or a named set will do
+            make = "give a path to your own data, e.g. './data/my_set'"
+        message += f" (none named so in {where}; {make})"
         problems.append(ConfigProblem("dataset", message, self.dataset, known))
 
     def _compatibility_problems(

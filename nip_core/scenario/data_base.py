@@ -146,10 +146,15 @@ class Dataset(ABC):
         """
         if self.is_own_data:
             return f"check the path {str(self.raw_dir)!r}"
+        where = (
+            f"(the data directory is set by the run setting `data_dir` or the "
+            f"environment variable {ENV_DATA_DIR})"
+        )
+        if not _has_builder(self.scenario):
+            return f"place its files in {self.raw_dir} {where}"
         return (
             f"generate it with `nip datasets generate {self.scenario} {self.name}`, "
-            f"or place its files in {self.raw_dir} (the data directory is set by the "
-            f"run setting `data_dir` or the environment variable {ENV_DATA_DIR})"
+            f"or place its files in {self.raw_dir} {where}"
         )
 
     def dataset_not_found(self, detail: str = "") -> DatasetNotFoundError:
@@ -175,3 +180,13 @@ class Dataset(ABC):
             f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, "
             f"size={len(self)})"
         )
+
+
+def _has_builder(scenario: str) -> bool:
+    """Whether a plugin registers a dataset builder for ``scenario``."""
+    try:
+        from nip_core.plugins import get_plugin_manager
+
+        return scenario in get_plugin_manager().dataset_builders
+    except Exception:  # noqa: BLE001 - a hint must never hide the real problem
+        return True

@@ -96,6 +96,17 @@ def test_unknown_config_name_is_a_config_error(toy_plugin, capsys):
     assert status == 2
     assert "toy/nope" in err
     assert "Traceback" not in err
+    assert "no config named 'toy/nope'" in err
+    # the configs of that group are listed, a near miss suggested
+    assert "configs in toy/: toy/exp" in err
+    status = main(["config", "show", "-c", "toy/exq"])
+    _, err = capsys.readouterr()
+    assert status == 2
+    assert "did you mean 'toy/exp'?" in err
+    status = main(["run", "-c", "defualt"])
+    _, err = capsys.readouterr()
+    assert status == 2
+    assert "did you mean 'default'?" in err and "top-level configs: " in err
 
 
 def test_bad_override_syntax_is_a_config_error(toy_plugin, capsys):

@@ -107,7 +107,11 @@ def test_a_dataset_in_the_runs_data_dir_is_used_by_name(
     elsewhere = tmp_path / "elsewhere"
     args = ["datasets", "generate", "toy", "mine", "--data-dir", str(elsewhere)]
     assert main(args) == 0
-    capsys.readouterr()
+    # the command it suggests finds it: the name alone would look in the default
+    # data directory
+    assert (
+        f"use it with dataset=mine run.data_dir={elsewhere}" in capsys.readouterr().out
+    )
     assert (
         main(["run", "-c", "toy/exp", "dataset=mine", f"run.data_dir={elsewhere}"]) == 0
     )

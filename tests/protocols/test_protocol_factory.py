@@ -227,9 +227,7 @@ def test_frames_per_batch_must_fit_the_protocols_rounds(synthetic):
     # a multiple is fine, and so is any number with its own steps per iteration
     hyper_params, _ = _validated(synthetic, rl={"frames_per_batch": 12})
     assert hyper_params.rl.frames_per_batch == 12
-    _validated(
-        synthetic, rl={"frames_per_batch": 10, "steps_per_env_per_iteration": 5}
-    )
+    _validated(synthetic, rl={"frames_per_batch": 10, "steps_per_env_per_iteration": 5})
     # debate's rounds are its own section's
     with pytest.raises(NipConfigError, match="protocol 'debate' plays up to 4"):
         _validated(

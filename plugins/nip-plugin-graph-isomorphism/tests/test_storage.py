@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -181,3 +182,25 @@ def test_shipped_eru10000_test_split_is_reproduced_by_its_recorded_recipe() -> N
     again = generate_pairs(named.test, seed=derive_seed(named.seed, "test"))
     assert np.array_equal(again.adjacency, shipped.adjacency)
     assert np.array_equal(again.wl_scores, shipped.wl_scores)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"num_pairs": -5}, "--num-pairs must be at least 1, got -5"),
+        ({"num_pairs": 0}, "--num-pairs must be at least 1, got 0"),
+        ({"test_pairs": 0}, "--test-pairs must be at least 1, got 0"),
+        ({"graph_sizes": "7,a"}, "--graph-sizes: comma-separated whole numbers"),
+        ({"graph_sizes": "3,4"}, "graphs of 3 nodes cannot fill the recipe"),
+        ({"edge_probabilities": "0.2,x"}, "--edge-probabilities: comma-separated"),
+        ({"edge_probabilities": "1.5"}, "--edge-probabilities must lie strictly"),
+        ({"workers": 0}, "--workers must be at least 1"),
+    ],
+)
+def test_bad_builder_options_are_one_clear_error(tmp_path, options, message) -> None:
+    # before any graph is drawn (3-node graphs used to search for ever)
+    from nip_core.errors import NipError
+
+    with pytest.raises(NipError, match=re.escape(message)):
+        storage.build_dataset("x", tmp_path / "data", **options)
+    assert not (tmp_path / "data").exists()

@@ -129,3 +129,20 @@ def test_digits_nip_ppo_config_runs_end_to_end(tmp_path):
     final = result.metrics[-1]
     assert 0.0 <= final["test_mean_accuracy"] <= 1.0
     assert "verifier.test_mean_episode_reward" in final
+
+
+def test_an_unknown_dataset_is_not_sent_to_a_builder_the_scenario_lacks():
+    # image classification has no `nip datasets generate` builder: the hint must
+    # not suggest one
+    from nip_core.errors import NipConfigError
+    from nip_core.parameters import HyperParameters
+
+    with pytest.raises(NipConfigError) as info:
+        HyperParameters(
+            "image_classification", "solo_agent", dataset="mydigits"
+        ).validate()
+    (problem,) = info.value.problems
+    assert problem.path == "dataset"
+    assert "did you mean 'digits'?" in problem.message
+    assert "give a path to your own data" in problem.message
+    assert "nip datasets generate" not in problem.message

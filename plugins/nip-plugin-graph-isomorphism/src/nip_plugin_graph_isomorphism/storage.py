@@ -41,7 +41,7 @@ from typing import Any
 
 import attrs
 import numpy as np
-from nip_core.errors import DatasetNotFoundError
+from nip_core.errors import DatasetNotFoundError, NipError
 
 from nip_plugin_graph_isomorphism.generation import (
     GENERATOR_VERSION,
@@ -268,12 +268,53 @@ def read_original_data_pt(path: Path) -> GraphPairs:
 # --------------------------------------------------------------------------------------
 
 
-def _parse_list(value: str | tuple | list | None, kind: type) -> tuple | None:
+def _parse_list(
+    value: str | tuple | list | None, kind: type, flag: str = "", example: str = ""
+) -> tuple | None:
     if value is None or value == "":
         return None
-    if isinstance(value, str):
-        return tuple(kind(v) for v in value.replace(" ", "").split(",") if v)
-    return tuple(kind(v) for v in value)
+    items = value.replace(" ", "").split(",") if isinstance(value, str) else value
+    try:
+        return tuple(kind(v) for v in items if v != "")
+    except (TypeError, ValueError):
+        raise NipError(
+            f"{flag}: comma-separated {'whole numbers' if kind is int else 'numbers'}"
+            f", e.g. {example} (got {value!r})"
+        ) from None
+
+
+def _check_options(
+    num_pairs: int | None,
+    test_pairs: int | None,
+    sizes: tuple[int, ...],
+    probabilities: tuple[float, ...],
+    base: GenerationConfig,
+) -> None:
+    """One clear error per bad builder option, before any graph is drawn."""
+    for flag, value in (("--num-pairs", num_pairs), ("--test-pairs", test_pairs)):
+        if value is not None and value < 1:
+            raise NipError(f"{flag} must be at least 1, got {value}")
+    if not sizes or min(sizes) < 2:
+        raise NipError(f"--graph-sizes must all be at least 2, got {list(sizes)}")
+    higher = 1 - base.non_iso_prop_score_1 - base.non_iso_prop_score_2
+    if higher > 0 and min(sizes) < MIN_NODES_FOR_HARD_PAIRS:
+        raise NipError(
+            f"--graph-sizes: graphs of {min(sizes)} nodes cannot fill the recipe: "
+            f"{higher:.0%} of its non-isomorphic pairs must be ones the WL test "
+            "needs more than 2 rounds to tell apart, which takes at least "
+            f"{MIN_NODES_FOR_HARD_PAIRS} nodes; use sizes of "
+            f"{MIN_NODES_FOR_HARD_PAIRS} or more (e.g. 7,8,9,10,11)"
+        )
+    if not probabilities or not all(0 < q < 1 for q in probabilities):
+        raise NipError(
+            "--edge-probabilities must lie strictly between 0 and 1, got "
+            f"{list(probabilities)}"
+        )
+
+
+MIN_NODES_FOR_HARD_PAIRS = 7
+"""The fewest nodes of graphs a non-isomorphic pair with a WL score above 2 (the
+WL test needs more than 2 rounds to tell them apart) is drawn from."""
 
 
 def build_dataset(
@@ -321,6 +362,8 @@ def build_dataset(
     """
     target = Path(data_dir) / SCENARIO / name
     command = " ".join(["nip", "datasets", "generate", "graph_isomorphism", name])
+    if workers is not None and workers < 1:
+        raise NipError(f"--workers must be at least 1, got {workers}")
     if from_original:
         return _convert_original(Path(from_original), target)
     if from_pyg:
@@ -337,12 +380,19 @@ def build_dataset(
         train_config, test_config, seed = named.train, named.test, named.seed
     else:
         base = NAMED_DATASETS["eru10000"].train
-        sizes = _parse_list(graph_sizes, int) or base.graph_sizes
-        probabilities = (
-            _parse_list(edge_probabilities, float) or base.edge_probabilities
+        sizes = (
+            _parse_list(graph_sizes, int, "--graph-sizes", "7,8,9,10,11")
+            or base.graph_sizes
         )
-        num_pairs = num_pairs or base.num_pairs
-        test_pairs = test_pairs or max(1, num_pairs // 5)
+        probabilities = (
+            _parse_list(
+                edge_probabilities, float, "--edge-probabilities", "0.2,0.4,0.6,0.8"
+            )
+            or base.edge_probabilities
+        )
+        _check_options(num_pairs, test_pairs, sizes, probabilities, base)
+        num_pairs = base.num_pairs if num_pairs is None else num_pairs
+        test_pairs = max(1, num_pairs // 5) if test_pairs is None else test_pairs
         train_config = attrs.evolve(
             base,
             num_pairs=num_pairs,
