@@ -57,6 +57,7 @@ from nip_core.errors import BackendError
 __all__ = [
     "FINISH_REASONS",
     "FineTuneJob",
+    "FineTuneJobNotFoundError",
     "FineTuneRequest",
     "GenerationChoice",
     "GenerationRequest",
@@ -267,6 +268,11 @@ class FineTuneJob:
 class RetryableBackendError(BackendError):
     """A passing fault (rate limit, server error, timeout, lost connection, malformed
     reply): the request is retried with backoff."""
+
+
+class FineTuneJobNotFoundError(BackendError):
+    """The backend does not know a fine-tune job any more (an endpoint that was
+    restarted or moved, a job directory removed): the run starts it again."""
 
 
 @attrs.frozen(kw_only=True)

@@ -64,6 +64,10 @@ class SharedModelGroupState:
         How many jobs of the current iteration failed before (named ``-retryN``).
     num_fine_tunes : int
         Jobs that succeeded so far.
+    fine_tuned_iteration : int | None
+        The iteration whose job last succeeded: a run stopped while another
+        group's job of that iteration was still running does not fine-tune this
+        group twice when it resumes.
     """
 
     model_name: str
@@ -74,6 +78,7 @@ class SharedModelGroupState:
     job_method: str | None = None
     job_attempt: int = 0
     num_fine_tunes: int = 0
+    fine_tuned_iteration: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 from nip_core.errors import BackendError
 from nip_core.text.backend import (
     FineTuneJob,
+    FineTuneJobNotFoundError,
     FineTuneRequest,
     GenerationChoice,
     GenerationRequest,
@@ -444,14 +445,19 @@ class OpenAiBackend(TextBackend):
 
     def get_fine_tune_job(self, job_id: str) -> FineTuneJob:
         what = f"reading fine-tune job {job_id}"
-        job = self.run_sync(
-            self.with_retries(
-                lambda: self._call(
-                    lambda client: client.fine_tuning.jobs.retrieve(job_id), what
-                ),
-                what,
+        try:
+            job = self.run_sync(
+                self.with_retries(
+                    lambda: self._call(
+                        lambda client: client.fine_tuning.jobs.retrieve(job_id), what
+                    ),
+                    what,
+                )
             )
-        )
+        except BackendError as error:
+            if "(404)" in str(error):
+                raise FineTuneJobNotFoundError(str(error)) from error
+            raise
         return self._job(job)
 
     def cancel_fine_tune_job(self, job_id: str) -> FineTuneJob:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -54,7 +55,11 @@ from nip_core.text.analysis import (
     analyse_rollouts,
     build_rollout_analysers,
 )
-from nip_core.text.backend import FineTuneJob, PreferenceExample
+from nip_core.text.backend import (
+    FineTuneJob,
+    FineTuneJobNotFoundError,
+    PreferenceExample,
+)
 from nip_core.text.data import draw_indices
 from nip_core.text.groups import SharedModelGroup, SharedModelGroupState
 from nip_core.text.rollouts import TextRollouts
@@ -68,6 +73,10 @@ from nip_core.trainers.base import (
 )
 
 __all__ = ["STAGES", "TEXT_STATE_FILE", "PureTextRlTrainer", "TextTrainerState"]
+
+MAX_LOST_JOBS = 3
+"""How many times in a row a group's job may be lost (the backend answering that it
+does not know it) and be created again before the run stops."""
 
 STAGES: tuple[str, ...] = (
     "sample_rollouts",
@@ -572,10 +581,16 @@ class PureTextRlTrainer(Trainer):
             summary[f"{name}.too_few_examples"] = 1
             return None
         summary[f"{name}.fine_tuned"] = 1
+        iteration = self.state.iteration
+        if group.state.fine_tuned_iteration == iteration:
+            # its job of this iteration succeeded before the run stopped
+            return None
         if group.state.job_id is not None:
             # created before a kill: the state remembers it
-            return group.get_fine_tune_job()
-        iteration = self.state.iteration
+            try:
+                return group.get_fine_tune_job()
+            except FineTuneJobNotFoundError as error:
+                self._lost_job(group, error)
         seed = derive_seed(int(self.hyper_params.seed), f"fine_tune/{iteration}/{name}")
         if method == "dpo":
             pairs = [
@@ -591,6 +606,26 @@ class PureTextRlTrainer(Trainer):
             examples, run_id=self.run_id, iteration=iteration, seed=seed
         )
 
+    def _lost_job(self, group: SharedModelGroup, error: Exception) -> None:
+        """A job the backend no longer knows (an endpoint restarted or moved):
+        forget it, so that it is created again under its next name."""
+        warnings.warn(
+            f"fine-tune job {group.state.job_id} ({group.state.job_name}) of shared "
+            f"model group {group.name!r} is no longer known to the backend ({error}); "
+            "starting it again",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        group.abandon_failed_job()
+        self.save_state()
+        if group.state.job_attempt > MAX_LOST_JOBS:
+            raise BackendError(
+                f"the fine-tune jobs of shared model group {group.name!r} were lost "
+                f"{group.state.job_attempt} times in iteration {self.state.iteration} "
+                f"(last: {error}); check the endpoint, then `nip resume` starts the "
+                "job again"
+            )
+
     def _stage_await_fine_tune_jobs(self) -> str:
         start = time.perf_counter()
         interval = float(self.hyper_params.text_backend.fine_tune_poll_interval)
@@ -601,11 +636,17 @@ class PureTextRlTrainer(Trainer):
         }
         while waiting:
             for name, group in list(waiting.items()):
-                job = group.get_fine_tune_job()
+                try:
+                    job = group.get_fine_tune_job()
+                except FineTuneJobNotFoundError as error:
+                    # start it again (the groups whose jobs succeeded are kept)
+                    self._lost_job(group, error)
+                    return "create_fine_tune_jobs"
                 if not job.finished:
                     continue
                 if job.status == "succeeded":
                     group.switch_to_next_model(job)
+                    group.state.fine_tuned_iteration = self.state.iteration
                     del waiting[name]
                     continue
                 group.abandon_failed_job()

@@ -341,3 +341,66 @@ def test_ctrl_c_says_which_stage_was_saved(synthetic_text_scenario):
     assert "nip resume ctrl-c" in message
     resumed = resume_run("ctrl-c", runs_dir=scenario.root / "runs")
     assert resumed.trainer.state.train_loop_stage == "done"
+
+
+def _job_names(server):
+    return sorted(job["metadata"]["nip_job"] for job in server.jobs.values())
+
+
+def test_a_group_whose_job_succeeded_is_not_fine_tuned_again_on_resume(
+    synthetic_text_scenario, monkeypatch
+):
+    # the prover's job of iteration 0 succeeds, then the verifier's fails: the
+    # resumed run retries the verifier's only
+    scenario = synthetic_text_scenario
+    server = scenario.server
+    finish = server._finish
+
+    def fail_the_verifiers_first(job):
+        if job["metadata"]["nip_job"].endswith("-verifier") and not _failed:
+            _failed.append(job["id"])
+            server.fail_jobs = 1
+        return finish(job)
+
+    _failed: list[str] = []
+    monkeypatch.setattr(server, "_finish", fail_the_verifiers_first)
+    with pytest.raises(BackendError, match="failed: The job failed"):
+        run(scenario, "half", text_rl={"num_iterations": 1})
+    resumed = resume_run("half", runs_dir=scenario.root / "runs")
+    assert _job_names(server) == [
+        "nip-half-it0-prover",
+        "nip-half-it0-verifier",
+        "nip-half-it0-verifier-retry1",
+    ]
+    groups = resumed.trainer.shared_model_groups
+    assert groups["prover"].state.num_fine_tunes == 1
+    assert groups["verifier"].state.num_fine_tunes == 1
+
+
+def test_a_job_the_endpoint_lost_is_started_again(synthetic_text_scenario):
+    # an endpoint restarted while the run waited (or before it resumed) answers
+    # 404 for the jobs the run remembers: they are created again
+    scenario = synthetic_text_scenario
+    server = scenario.server
+
+    restarted: list[int] = []
+
+    def restart_the_endpoint(trainer, iteration, stage):
+        if (iteration, stage) == (0, "await_fine_tune_jobs") and not restarted:
+            restarted.append(iteration)
+            server.jobs.clear()
+
+    with pytest.warns(RuntimeWarning, match="no longer known to the backend"):
+        result = run_experiment(
+            scenario.hyper_params("nip", text_rl={"num_iterations": 1}),
+            scenario.settings(),
+            run_id="lost",
+            stage_callbacks=[restart_the_endpoint],
+        )
+    assert _job_names(server) == [
+        "nip-lost-it0-prover-retry1",
+        "nip-lost-it0-verifier-retry1",
+    ]
+    groups = result.trainer.shared_model_groups
+    assert all(g.state.num_fine_tunes == 1 for g in groups.values())
+    assert result.trainer.state.train_loop_stage == "done"

@@ -407,7 +407,9 @@ class JobManager:
         try:
             return JobRecord.from_dict(json.loads(path.read_text("utf-8")))
         except FileNotFoundError:
-            raise BackendError(
+            from nip_core.text.backend import FineTuneJobNotFoundError
+
+            raise FineTuneJobNotFoundError(
                 f"no fine-tune job {job_id!r} in {self.root} (the transformers "
                 "backend keeps its jobs in the run directory)"
             ) from None
