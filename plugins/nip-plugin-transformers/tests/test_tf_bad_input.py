@@ -41,6 +41,23 @@ def test_a_directory_without_a_model(backend_factory: Any, tmp_path: Path) -> No
         backend_factory().check_model(str(tmp_path / "empty"))
 
 
+def test_a_directory_with_only_a_config(backend_factory: Any, tmp_path: Path) -> None:
+    # it said to install sentencepiece or tiktoken: the files are what is missing
+    model = tmp_path / "half"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    with pytest.raises(BackendError) as error:
+        backend_factory().check_model(str(model))
+    message = str(error.value)
+    assert "has a config.json but no weights (*.safetensors or *.bin)" in message
+    assert "and no tokenizer" in message
+    assert "sentencepiece" not in message
+    # weights but no tokenizer: only the tokenizer is named
+    (model / "model.safetensors").write_bytes(b"")
+    with pytest.raises(BackendError, match="config.json but no tokenizer"):
+        backend_factory().check_model(str(model))
+
+
 def test_a_hub_id_that_is_not_in_the_cache(
     backend_factory: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:

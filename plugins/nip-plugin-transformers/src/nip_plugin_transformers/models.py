@@ -260,6 +260,14 @@ def _resolve_path(
             )
         return ResolvedModel(model_id=model_id, kind="adapter", path=path, base=base)
     if (path / "config.json").is_file():
+        missing = _missing_model_files(path)
+        if missing:
+            raise BackendError(
+                f"model {model_id!r}: the directory {path} has a config.json but no "
+                f"{' and no '.join(missing)} (a model directory holds what "
+                "save_pretrained writes for a model and its tokenizer); "
+                f"{_what_to_do()}"
+            )
         return ResolvedModel(model_id=model_id, kind="full", path=path)
     ggufs = sorted(p.name for p in path.glob("*.gguf"))
     hint = f" (it holds {', '.join(ggufs)}: name the file itself)" if ggufs else ""
@@ -267,6 +275,21 @@ def _resolve_path(
         f"model {model_id!r}: the directory {path} holds no model (no config.json or "
         f"adapter_config.json){hint}; {_what_to_do()}"
     )
+
+
+_WEIGHTS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+_TOKENIZER = ("tokenizer*", "vocab*", "*.model", "merges.txt", "*.tiktoken")
+
+
+def _missing_model_files(path: Path) -> list[str]:
+    """What a full model directory lacks: its weights, its tokenizer (empty when
+    it has both)."""
+    missing = []
+    if not any(any(path.glob(pattern)) for pattern in _WEIGHTS):
+        missing.append("weights (*.safetensors or *.bin)")
+    if not any(any(path.glob(pattern)) for pattern in _TOKENIZER):
+        missing.append("tokenizer (tokenizer.json, tokenizer.model or vocab.json)")
+    return missing
 
 
 def _resolve_hub_id(
