@@ -367,6 +367,8 @@ def run_experiment(
         if base_run is not None and base_run.base_run_type == "rerun_tests":
             run.base_checkpoint = _base_run_checkpoint(hyper_params, settings)
         scenario_instance = build_scenario_instance(hyper_params, settings)
+        if run_dir is not None:
+            _record_or_check_datasets(run_dir, scenario_instance, hyper_params, resume)
         trainer = trainer_class(hyper_params, scenario_instance, settings, run)
         total = trainer.get_total_num_iterations()
         try:
@@ -433,6 +435,32 @@ def _mark_stopped(run_dir: RunDirectory, status: str, error: BaseException) -> N
         logger.warning(
             "could not mark run %s %s: %s", run_dir.path, status, write_error
         )
+
+
+def _record_or_check_datasets(
+    run_dir: Any, scenario_instance: Any, hyper_params: Any, resume: Any
+) -> None:
+    """A new run records its datasets' fingerprints (and the data directory it
+    read) in ``run_info.json``; a resumed one checks that they are the same
+    (:mod:`nip_core.runs.fingerprint`)."""
+    from nip_core.runs.fingerprint import check_same_datasets, dataset_fingerprints
+
+    info = run_dir.read_run_info()
+    data_dir = getattr(
+        getattr(scenario_instance, "train_dataset", None), "data_dir", None
+    )
+    if resume is not None and "datasets" in info:
+        check_same_datasets(
+            info["datasets"],
+            scenario_instance,
+            dataset=str(hyper_params.dataset),
+            data_dir=info.get("data_dir"),
+        )
+        return
+    run_dir.write_run_info(
+        datasets=dataset_fingerprints(scenario_instance),
+        data_dir=None if data_dir is None else str(data_dir),
+    )
 
 
 def resume_run(

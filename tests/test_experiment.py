@@ -196,6 +196,43 @@ def test_resume_overrides_settings(scenario):
     ]
 
 
+def test_a_run_is_not_resumed_on_other_data(scenario, monkeypatch):
+    # a dataset found by name (NIP_DATA_DIR, a regenerated set) can change between
+    # a run and its resume: the run records what it trained on and checks it
+    from nip_core.errors import DatasetNotFoundError
+    from nip_core.testing.synthetic.data import SyntheticDataset
+
+    settings = scenario.settings(checkpoint_period=1)
+    with pytest.raises(KilledForTest):
+        run_experiment(
+            _solo(scenario, 3), settings, run_id="d", callbacks=[kill_after(0)]
+        )
+    info = RunDirectory(scenario.root / "runs" / "d").read_run_info()
+    assert info["datasets"]["train"]["size"] == 16
+    assert info["datasets"]["test"]["size"] == 8
+    assert len(info["datasets"]["train"]["sha256"]) == 64
+
+    build = SyntheticDataset.build_tensor_dict
+
+    def other_data(self):
+        data = build(self)
+        if self.split == "train":
+            data = data[:12]
+        return data
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SyntheticDataset, "build_tensor_dict", other_data)
+        with pytest.raises(
+            DatasetNotFoundError,
+            match="the train split of dataset 'tiny' is not the one this run started "
+            "with: 16 datapoints then, 12 now",
+        ):
+            resume_run("d", runs_dir=settings.runs_dir, ignore_cache=True)
+    # the same data: it resumes
+    result = resume_run("d", runs_dir=settings.runs_dir)
+    assert result.resumed_from == 1
+
+
 def test_a_resumed_run_s_clock_goes_on_where_it_stopped(scenario, monkeypatch):
     from nip_core.runs import context
 
