@@ -154,7 +154,7 @@ def protocol_problems(hyper_params: Any, *, plugin_manager: Any = None) -> list:
         return list(error.problems)
     except ProtocolSpecificationError as error:
         section = f"{name}_protocol"
-        has_section = section in getattr(hyper_params, "_sections", {})
+        has_section = getattr(hyper_params, section, None) is not None
         return [
             ConfigProblem(
                 path=section if has_section else "interaction_protocol",
@@ -165,7 +165,7 @@ def protocol_problems(hyper_params: Any, *, plugin_manager: Any = None) -> list:
     problems = []
     scenario = plugin_manager.scenarios.get(hyper_params.scenario, None)
     trainer = plugin_manager.trainers.get(hyper_params.trainer, None)
-    rl = getattr(hyper_params, "_sections", {}).get("rl")
+    rl = getattr(hyper_params, "rl", None)
     if (
         scenario is not None
         and scenario.data_world == "tensor"

@@ -40,7 +40,8 @@ def _hash_dataset(dataset: Any) -> str | None:
             continue
         digest.update(repr((key, tuple(value.shape), str(value.dtype))).encode())
         tensor = value.detach().cpu().contiguous()
-        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+        # the tensor's own buffer (a bytes copy would double a large set's memory)
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
 
 
