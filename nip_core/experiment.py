@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -222,15 +222,28 @@ def _failed_with_nothing_to_keep(run_dir: RunDirectory) -> bool:
     )
 
 
-def _same_experiment(saved: dict, current: dict) -> bool:
+def _same_experiment(saved: dict, current: dict, ignore: Sequence[str] = ()) -> bool:
     """Whether saved hyper-parameters describe the ``current`` experiment.
 
     A dict saved by an older version is read back first (migrations, sections added
     since then at their defaults), so its run still counts as the same experiment.
+    The dotted paths in ``ignore`` (how the run reaches its services, which ``nip
+    resume --set`` may change) do not count.
     """
 
     def canonical(d: dict) -> str:
-        return json.dumps({k: v for k, v in d.items() if k != "_meta"}, sort_keys=True)
+        d = {k: v for k, v in d.items() if k != "_meta"}
+        for path in ignore:
+            *parents, leaf = path.split(".")
+            node: Any = d
+            for key in parents:
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node = dict(node)
+                node.pop(leaf, None)
+                # rebuild the chain with copies, so the caller's dict is untouched
+                d = _replace_path(d, parents, node)
+        return json.dumps(d, sort_keys=True)
 
     if canonical(saved) == canonical(current):
         return True
@@ -242,6 +255,16 @@ def _same_experiment(saved: dict, current: dict) -> bool:
     except NipError:
         return False
     return canonical(read_back) == canonical(current)
+
+
+def _replace_path(d: dict, parents: Sequence[str], value: dict) -> dict:
+    """A copy of ``d`` with the dict at ``parents`` replaced by ``value``."""
+    if not parents:
+        return value
+    head, *rest = parents
+    out = dict(d)
+    out[head] = _replace_path(dict(d[head]), rest, value)
+    return out
 
 
 def run_experiment(
@@ -311,7 +334,13 @@ def run_experiment(
         # the checkpoint to resume from once it has
         with distributed.main_process_first():
             if run_dir.exists():
-                if not _same_experiment(run_dir.read_hyper_params(), params_dict):
+                from nip_core.parameters import preserved_paths
+                from nip_core.parameters.base_run import RESUME
+
+                connection = preserved_paths(hyper_params, RESUME)
+                if not _same_experiment(
+                    run_dir.read_hyper_params(), params_dict, connection
+                ):
                     if not _failed_with_nothing_to_keep(run_dir):
                         raise CheckpointError(
                             f"run directory {run_dir.path} holds a different "
@@ -437,6 +466,39 @@ def _mark_stopped(run_dir: RunDirectory, status: str, error: BaseException) -> N
         )
 
 
+def _resume_overrides(params: dict, overrides: Mapping[str, Any]) -> dict:
+    """``params`` (a saved hyper-parameters dict) with ``overrides`` applied, each
+    checked to be a field a resume may change."""
+    import copy
+
+    from nip_core.errors import ConfigProblem, NipConfigError
+    from nip_core.parameters import HyperParameters, preserved_paths
+    from nip_core.parameters.base_run import RESUME
+
+    allowed = preserved_paths(HyperParameters.from_dict(params), RESUME)
+    problems = [
+        ConfigProblem(
+            path,
+            "a resume may change only how the run reaches its services, not the "
+            "experiment; start a new run to change it",
+            value,
+            tuple(allowed),
+        )
+        for path, value in overrides.items()
+        if path not in allowed
+    ]
+    if problems:
+        raise NipConfigError(problems)
+    out = copy.deepcopy(params)
+    for path, value in overrides.items():
+        *parents, leaf = path.split(".")
+        node = out
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return out
+
+
 def _record_or_check_datasets(
     run_dir: Any, scenario_instance: Any, hyper_params: Any, resume: Any
 ) -> None:
@@ -469,18 +531,25 @@ def resume_run(
     *,
     callbacks: Sequence[IterationCallback] = (),
     stage_callbacks: Sequence[StageCallback] = (),
+    parameter_overrides: Mapping[str, Any] | None = None,
     **settings_overrides: Any,
 ) -> RunResult:
     """Continue a run from its last checkpoint, with no prompt.
 
     The hyper-parameters and settings are read from the run directory;
-    ``settings_overrides`` change settings (``device="cuda"``, ``show_progress=False``).
-    ``nip resume RUN_ID`` calls this.
+    ``settings_overrides`` change settings (``device="cuda"``, ``show_progress=False``),
+    ``parameter_overrides`` the hyper-parameters that say how the run reaches its
+    services (``{"openai_backend.base_url": "http://gpu2:8000/v1"}``: the fields
+    marked :func:`~nip_core.parameters.base_run.resume_overridable`), written back to
+    ``hyper_params.json``. ``nip resume RUN_ID [--set PATH=VALUE ...]`` calls this.
 
     Raises
     ------
     CheckpointError
         When ``<runs_dir>/<run_id>`` is not a run directory.
+    NipConfigError
+        When an override names a field that is part of the experiment (not one a
+        resume may change), or gives it an invalid value.
     """
     from nip_core.parameters import HyperParameters
 
@@ -488,6 +557,8 @@ def resume_run(
     if not run_dir.exists():
         raise CheckpointError(_no_such_run_message(run_id, Path(runs_dir)))
     params_dict = run_dir.read_hyper_params()
+    if parameter_overrides:
+        params_dict = _resume_overrides(params_dict, parameter_overrides)
     settings_dict = run_dir.read_settings()
     # None means "as saved" (the CLI passes its unset options as None)
     settings_dict.update({k: v for k, v in settings_overrides.items() if v is not None})
@@ -496,6 +567,13 @@ def resume_run(
     settings = ExperimentSettings.from_dict(settings_dict)
     with datasets_in(settings.data_dir):
         hyper_params = HyperParameters.from_dict(params_dict)
+    if parameter_overrides:
+        run_dir.write_hyper_params(params_dict)
+        logger.info(
+            "run %s resumes with %s",
+            run_id,
+            ", ".join(f"{k}={v!r}" for k, v in parameter_overrides.items()),
+        )
     if run_dir.read_run_info().get("status") == "finished":
         logger.info(
             "run %s had finished; training continues from its last checkpoint", run_id

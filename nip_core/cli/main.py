@@ -4,7 +4,7 @@ Subcommands::
 
     nip run [--config-name NAME] [--multirun] [OVERRIDE ...]
     nip run --multirun --resume-sweep SWEEP_DIR [OVERRIDE ...]
-    nip resume RUN_ID [--runs-dir DIR]
+    nip resume RUN_ID [--runs-dir DIR] [--device DEVICE] [--set PATH=VALUE ...]
     nip config show [--config-name NAME] [--raw] [OVERRIDE ...]
     nip config validate FILE
     nip plugins [--json]
@@ -100,6 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--device",
         metavar="DEVICE",
         help="continue on another device (cuda, cpu) than the run started on",
+    )
+    resume.add_argument(
+        "--set",
+        dest="parameter_overrides",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="change how the run reaches its services, e.g. "
+        "openai_backend.base_url=http://gpu2:8000/v1 (only such settings: an "
+        "endpoint, timeouts, retries; not the experiment); repeatable",
     )
 
     config = commands.add_parser(
@@ -247,7 +257,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         configure_logging()
         from nip_core.cli import run_cmd
 
-        return run_cmd.resume(args.run_id, args.runs_dir, device=args.device)
+        return run_cmd.resume(
+            args.run_id,
+            args.runs_dir,
+            device=args.device,
+            parameter_overrides=args.parameter_overrides,
+        )
     if args.command == "config":
         from nip_core.cli import config_cmd
 

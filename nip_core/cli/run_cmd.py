@@ -558,8 +558,18 @@ def _hydra_job_dir() -> str | None:
     return str(HydraConfig.get().runtime.output_dir)
 
 
-def resume(run_id: str, runs_dir: str | None, *, device: str | None = None) -> int:
-    """Continue a run from its last checkpoint (optionally on another device)."""
+def resume(
+    run_id: str,
+    runs_dir: str | None,
+    *,
+    device: str | None = None,
+    parameter_overrides: Sequence[str] = (),
+) -> int:
+    """Continue a run from its last checkpoint (optionally on another device, or
+    with ``PATH=VALUE`` changes to how it reaches its services)."""
+    import yaml
+
+    from nip_core.errors import ConfigProblem, NipConfigError
     from nip_core.experiment import resume_run
 
     kwargs: dict[str, Any] = {}
@@ -567,5 +577,16 @@ def resume(run_id: str, runs_dir: str | None, *, device: str | None = None) -> i
         kwargs["runs_dir"] = runs_dir
     if device is not None:
         kwargs["device"] = device
+    overrides: dict[str, Any] = {}
+    for text in parameter_overrides:
+        path, sep, value = text.partition("=")
+        if not sep or not path.strip():
+            raise NipConfigError(ConfigProblem("--set", "expected PATH=VALUE", text))
+        try:
+            overrides[path.strip()] = yaml.safe_load(value) if value else None
+        except yaml.YAMLError:
+            overrides[path.strip()] = value
+    if overrides:
+        kwargs["parameter_overrides"] = overrides
     _report_finished(resume_run(run_id, **kwargs))
     return 0

@@ -19,8 +19,10 @@ __all__ = [
     "BASE_RUN_PRESERVE",
     "BaseRunParameters",
     "BaseRunType",
+    "RESUME",
     "base_run_preserve",
     "preserved_paths",
+    "resume_overridable",
 ]
 
 BaseRunType = Literal["none", "parameters", "rerun_tests"]
@@ -36,6 +38,20 @@ def base_run_preserve(*base_run_types: str) -> dict[str, Any]:
     Use as ``field(default=10, metadata=base_run_preserve("rerun_tests"))``.
     """
     return {BASE_RUN_PRESERVE: tuple(base_run_types)}
+
+
+RESUME = "resume"
+"""The pseudo base-run type of fields ``nip resume --set`` may change."""
+
+
+def resume_overridable() -> dict[str, Any]:
+    """Field metadata: ``nip resume RUN --set PATH=VALUE`` may change this field.
+
+    For settings of *how* a run reaches its services (an endpoint's URL, timeouts,
+    retries), never of *what* the experiment is: a text run whose vLLM server moved
+    can go on. :func:`preserved_paths` with :data:`RESUME` lists them.
+    """
+    return base_run_preserve(RESUME)
 
 
 def preserved_paths(params: Any, base_run_type: str, prefix: str = "") -> list[str]:

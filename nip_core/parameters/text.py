@@ -33,7 +33,7 @@ from attrs import validators as v
 from nip_core.errors import ConfigProblem
 from nip_core.parameters.agents import AgentParameters
 from nip_core.parameters.base import SubParameters, parameters_class
-from nip_core.parameters.base_run import base_run_preserve
+from nip_core.parameters.base_run import base_run_preserve, resume_overridable
 
 __all__ = [
     "OpenAiBackendParameters",
@@ -226,12 +226,24 @@ class TextBackendParameters(SubParameters):
     """
 
     name: str = field(default="openai", validator=_non_empty_or_none)
-    max_concurrency: int = field(default=8, validator=v.ge(1))
-    max_retries: int = field(default=6, validator=v.ge(0))
-    retry_initial_delay: float = field(default=1.0, validator=_positive_finite)
-    retry_max_delay: float = field(default=60.0, validator=_positive_finite)
-    request_timeout: float = field(default=120.0, validator=_positive_finite)
-    fine_tune_poll_interval: float = field(default=10.0, validator=_positive_finite)
+    max_concurrency: int = field(
+        default=8, validator=v.ge(1), metadata=resume_overridable()
+    )
+    max_retries: int = field(
+        default=6, validator=v.ge(0), metadata=resume_overridable()
+    )
+    retry_initial_delay: float = field(
+        default=1.0, validator=_positive_finite, metadata=resume_overridable()
+    )
+    retry_max_delay: float = field(
+        default=60.0, validator=_positive_finite, metadata=resume_overridable()
+    )
+    request_timeout: float = field(
+        default=120.0, validator=_positive_finite, metadata=resume_overridable()
+    )
+    fine_tune_poll_interval: float = field(
+        default=10.0, validator=_positive_finite, metadata=resume_overridable()
+    )
 
     def consistency_problems(self) -> list[ConfigProblem]:
         problems = super().consistency_problems()
@@ -284,12 +296,20 @@ class OpenAiBackendParameters(SubParameters):
         The β of preference (DPO) jobs; ``None``: the default.
     """
 
-    base_url: str | None = field(default=None, validator=_non_empty_or_none)
-    base_urls: tuple[str, ...] | None = None
-    max_concurrency_per_server: int | None = field(
-        default=None, validator=v.optional(v.ge(1))
+    base_url: str | None = field(
+        default=None, validator=_non_empty_or_none, metadata=resume_overridable()
     )
-    api_key_env: str = field(default="OPENAI_API_KEY", validator=_non_empty_or_none)
+    base_urls: tuple[str, ...] | None = field(
+        default=None, metadata=resume_overridable()
+    )
+    max_concurrency_per_server: int | None = field(
+        default=None, validator=v.optional(v.ge(1)), metadata=resume_overridable()
+    )
+    api_key_env: str = field(
+        default="OPENAI_API_KEY",
+        validator=_non_empty_or_none,
+        metadata=resume_overridable(),
+    )
     fine_tune_epochs: int | None = field(default=None, validator=v.optional(v.ge(1)))
     fine_tune_learning_rate_multiplier: float | None = field(
         default=None, validator=_positive_finite

@@ -404,3 +404,73 @@ def test_a_job_the_endpoint_lost_is_started_again(synthetic_text_scenario):
     groups = result.trainer.shared_model_groups
     assert all(g.state.num_fine_tunes == 1 for g in groups.values())
     assert result.trainer.state.train_loop_stage == "done"
+
+
+def test_a_run_whose_endpoint_moved_resumes_with_set(synthetic_text_scenario):
+    # the vLLM server of a run moved to another port: `nip resume RUN --set
+    # openai_backend.base_url=...` points the run at it (the jobs it remembers are
+    # unknown there: they are created again)
+    from nip_core.cli.main import main
+    from nip_core.errors import NipConfigError
+    from nip_core.testing.contracts.trainer import KilledForTest
+
+    scenario = synthetic_text_scenario
+
+    def stop(trainer, iteration, stage):
+        if (iteration, stage) == (0, "await_fine_tune_jobs"):
+            raise KilledForTest("the endpoint went away")
+
+    with pytest.raises(KilledForTest):
+        run_experiment(
+            scenario.hyper_params("nip", text_rl={"num_iterations": 1}),
+            scenario.settings(),
+            run_id="moved",
+            stage_callbacks=[stop],
+        )
+    runs = scenario.root / "runs"
+    # only how the run reaches its services may change, not the experiment
+    with pytest.raises(NipConfigError) as info:
+        resume_run(
+            "moved", runs_dir=runs, parameter_overrides={"text_rl.num_iterations": 5}
+        )
+    (problem,) = info.value.problems
+    assert problem.path == "text_rl.num_iterations"
+    assert "openai_backend.base_url" in problem.choices
+
+    with scripted_server() as moved:
+        with pytest.warns(RuntimeWarning, match="no longer known"):
+            status = main(
+                [
+                    "resume",
+                    "moved",
+                    "--runs-dir",
+                    str(runs),
+                    "--set",
+                    f"openai_backend.base_url={moved.base_url}",
+                    "--set",
+                    "text_backend.request_timeout=30",
+                ]
+            )
+        assert status == 0
+        assert [j["metadata"]["nip_job"] for j in moved.jobs.values()] == [
+            "nip-moved-it0-prover-retry1",
+            "nip-moved-it0-verifier-retry1",
+        ]
+    saved = RunDirectory(runs / "moved").read_hyper_params()
+    assert saved["openai_backend"]["base_url"] == moved.base_url
+    assert saved["text_backend"]["request_timeout"] == 30
+    assert RunDirectory(runs / "moved").read_run_info()["status"] == "finished"
+
+
+def test_a_moved_endpoint_is_the_same_experiment():
+    # a sweep resumed with its own config finds the run a `--set` pointed elsewhere
+    from nip_core.experiment import _same_experiment
+
+    saved = {"seed": 1, "openai_backend": {"base_url": "http://b/v1", "x": 1}}
+    current = {"seed": 1, "openai_backend": {"base_url": "http://a/v1", "x": 1}}
+    assert not _same_experiment(saved, current)
+    assert _same_experiment(saved, current, ["openai_backend.base_url"])
+    assert not _same_experiment(
+        {**saved, "seed": 2}, current, ["openai_backend.base_url"]
+    )
+    assert current["openai_backend"]["base_url"] == "http://a/v1"  # untouched
