@@ -146,14 +146,15 @@ def load_checkpoint(
 
 
 def checkpoint_candidates(checkpoints_dir: str | os.PathLike) -> list[Path]:
-    """Checkpoint files, newest first: numbered ones by iteration, then
-    ``latest.pt`` (which repeats the newest numbered one, or stands alone where the
-    numbered ones were deleted)."""
+    """Checkpoint files, newest first: the newest numbered one, then ``latest.pt``
+    (which repeats it, or stands alone where the numbered ones were deleted: tried
+    before any older one, so an unreadable newest numbered checkpoint costs no
+    iteration when its copy reads), then the older numbered ones."""
     directory = Path(checkpoints_dir)
     candidates = [path for _, path in reversed(list_checkpoints(directory))]
     latest = directory / LATEST_NAME
     if latest.is_file():
-        candidates.append(latest)
+        candidates.insert(min(1, len(candidates)), latest)
     return candidates
 
 

@@ -264,8 +264,11 @@ def test_truncated_newest_checkpoint_resumes_from_the_previous_one(
     status, err = _finish(_nip(work, "resume", "torn"))
     assert status == 0, err
     assert "Traceback" not in err
-    # latest.pt repeats the newest numbered one, and is tried last
-    assert f"nip: warning: unreadable checkpoint iter_{newest:06d}.pt skipped" in err
+    # latest.pt repeats the newest numbered one and is tried next: both named
+    assert (
+        f"nip: warning: unreadable checkpoints iter_{newest:06d}.pt, latest.pt "
+        "skipped" in err
+    )
     assert (
         f"continuing from iter_{newest - 1:06d}.pt (iteration {newest - 1}): "
         f"iteration {newest} is trained again" in err

@@ -159,6 +159,24 @@ def test_checkpoints_latest_and_numbered(tmp_path):
     assert load_latest_checkpoint(tmp_path / "empty") is None
 
 
+def test_an_unreadable_newest_checkpoint_falls_back_to_its_copy_first(tmp_path):
+    # latest.pt repeats the newest numbered checkpoint: read before any older one,
+    # no iteration is lost; both unreadable, both are named
+    from nip_core.errors import CheckpointWarning
+
+    save_checkpoint(tmp_path, 2, {"w": torch.tensor([1.0])})
+    save_checkpoint(tmp_path, 4, {"w": torch.tensor([2.0])})
+    (tmp_path / "iter_000004.pt").write_bytes(b"torn")
+    with pytest.warns(CheckpointWarning, match="iter_000004.pt skipped.*no iteration"):
+        assert load_latest_checkpoint(tmp_path)["iteration"] == 4
+    (tmp_path / "latest.pt").write_bytes(b"torn")
+    with pytest.warns(
+        CheckpointWarning,
+        match="checkpoints iter_000004.pt, latest.pt skipped.*iterations 3 to 4 are",
+    ):
+        assert load_latest_checkpoint(tmp_path)["iteration"] == 2
+
+
 def test_corrupt_checkpoint_is_a_checkpoint_error(tmp_path):
     (tmp_path / "latest.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="could not read"):
