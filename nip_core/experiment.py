@@ -232,17 +232,15 @@ def _same_experiment(saved: dict, current: dict, ignore: Sequence[str] = ()) -> 
     """
 
     def canonical(d: dict) -> str:
-        d = {k: v for k, v in d.items() if k != "_meta"}
+        # a copy (the caller's dict stays as it is), without what does not count
+        d = json.loads(json.dumps({k: v for k, v in d.items() if k != "_meta"}))
         for path in ignore:
             *parents, leaf = path.split(".")
             node: Any = d
             for key in parents:
                 node = node.get(key) if isinstance(node, dict) else None
             if isinstance(node, dict):
-                node = dict(node)
                 node.pop(leaf, None)
-                # rebuild the chain with copies, so the caller's dict is untouched
-                d = _replace_path(d, parents, node)
         return json.dumps(d, sort_keys=True)
 
     if canonical(saved) == canonical(current):
@@ -255,16 +253,6 @@ def _same_experiment(saved: dict, current: dict, ignore: Sequence[str] = ()) -> 
     except NipError:
         return False
     return canonical(read_back) == canonical(current)
-
-
-def _replace_path(d: dict, parents: Sequence[str], value: dict) -> dict:
-    """A copy of ``d`` with the dict at ``parents`` replaced by ``value``."""
-    if not parents:
-        return value
-    head, *rest = parents
-    out = dict(d)
-    out[head] = _replace_path(dict(d[head]), rest, value)
-    return out
 
 
 def run_experiment(

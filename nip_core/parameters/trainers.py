@@ -27,6 +27,24 @@ def _clip_value_range(instance: object, attribute: object, value: object) -> Non
         raise ValueError("must be a non-negative number, true or false")
 
 
+def frames_per_batch_problem(
+    frames: int | None, steps: int, what: str, *, suggest_steps_setting: bool = True
+) -> ConfigProblem | None:
+    """The problem of an ``rl.frames_per_batch`` that is not a multiple of the
+    ``steps`` each environment takes per iteration (``what`` says where they come
+    from), with the nearest multiples to use; ``None`` when it is one (or unset)."""
+    if frames is None or frames % steps == 0:
+        return None
+    below = frames // steps * steps
+    nearest = " or ".join(str(n) for n in (below, below + steps) if n > 0)
+    advice = f"use {nearest}"
+    if suggest_steps_setting:
+        advice += ", or set rl.steps_per_env_per_iteration"
+    return ConfigProblem(
+        "rl.frames_per_batch", f"must be a multiple of {what}; {advice}", frames
+    )
+
+
 @parameters_class
 class RlTrainerParameters(SubParameters):
     """Parameters common to every reinforcement-learning trainer (section ``rl``).

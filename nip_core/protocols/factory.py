@@ -175,20 +175,15 @@ def protocol_problems(hyper_params: Any, *, plugin_manager: Any = None) -> list:
         and rl.frames_per_batch is not None
         and rl.steps_per_env_per_iteration is None
     ):
+        from nip_core.parameters.trainers import frames_per_batch_problem
+
         rounds = int(handler.max_message_rounds)
-        frames = int(rl.frames_per_batch)
-        if frames % rounds != 0:
-            below = frames // rounds * rounds
-            nearest = [n for n in (below, below + rounds) if n > 0]
-            problems.append(
-                ConfigProblem(
-                    path="rl.frames_per_batch",
-                    message=f"must be a multiple of the steps each environment takes "
-                    f"per iteration: protocol {name!r} plays up to {rounds} rounds "
-                    f"(its max_message_rounds); use "
-                    + " or ".join(map(str, nearest))
-                    + ", or set rl.steps_per_env_per_iteration",
-                    value=frames,
-                )
-            )
+        problem = frames_per_batch_problem(
+            rl.frames_per_batch,
+            rounds,
+            f"the steps each environment takes per iteration: protocol {name!r} "
+            f"plays up to {rounds} rounds (its max_message_rounds)",
+        )
+        if problem is not None:
+            problems.append(problem)
     return problems

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from nip_core.errors import ConfigProblem, NipConfigError
+from nip_core.errors import NipConfigError
 from nip_core.seeding import derive_seed
 
 if TYPE_CHECKING:
@@ -104,20 +104,21 @@ class Environment(ABC):
         """
         configured = self._rl_param("steps_per_env_per_iteration")
         steps = int(configured) if configured is not None else self.max_message_rounds
-        frames = self._rl_param("frames_per_batch")
-        if frames is not None and frames % steps != 0:
-            source = (
-                "rl.steps_per_env_per_iteration"
-                if configured is not None
-                else "the protocol's max_message_rounds"
-            )
-            raise NipConfigError(
-                ConfigProblem(
-                    path="rl.frames_per_batch",
-                    message=f"must be a multiple of {source} ({steps})",
-                    value=frames,
-                )
-            )
+        from nip_core.parameters.trainers import frames_per_batch_problem
+
+        source = (
+            "rl.steps_per_env_per_iteration"
+            if configured is not None
+            else "the protocol's max_message_rounds"
+        )
+        problem = frames_per_batch_problem(
+            self._rl_param("frames_per_batch"),
+            steps,
+            f"{source} ({steps})",
+            suggest_steps_setting=configured is None,
+        )
+        if problem is not None:
+            raise NipConfigError(problem)
         return steps
 
     @property

@@ -84,6 +84,11 @@ SCORE_CLASSES: tuple[ScoreClass, ...] = ("1", "2", "gt_2")
 Method = Literal["rejection", "degree_matched"]
 
 
+MIN_NODES_FOR_HARD_PAIRS = 7
+"""The fewest nodes of graphs a non-isomorphic pair with a WL score above 2 (the
+WL test needs more than 2 rounds to tell them apart) is drawn from."""
+
+
 @attrs.frozen(kw_only=True)
 class GenerationConfig:
     """The recipe of a graph-pair dataset.
@@ -513,7 +518,8 @@ def _run_streams(
                                 f"for n={streams[i].n}, p={streams[i].p} after "
                                 f"{max_units} work units: such pairs are impossible "
                                 "or too rare for this cell (scores above 2 need "
-                                "at least 7 nodes); change graph_sizes or the "
+                                f"at least {MIN_NODES_FOR_HARD_PAIRS} nodes); change "
+                                "graph_sizes or the "
                                 "score shares"
                             )
                         try:

@@ -45,6 +45,7 @@ from nip_core.errors import DatasetNotFoundError, NipError
 
 from nip_plugin_graph_isomorphism.generation import (
     GENERATOR_VERSION,
+    MIN_NODES_FOR_HARD_PAIRS,
     GenerationConfig,
     GraphPairs,
     generate_pairs,
@@ -310,11 +311,6 @@ def _check_options(
             "--edge-probabilities must lie strictly between 0 and 1, got "
             f"{list(probabilities)}"
         )
-
-
-MIN_NODES_FOR_HARD_PAIRS = 7
-"""The fewest nodes of graphs a non-isomorphic pair with a WL score above 2 (the
-WL test needs more than 2 rounds to tell them apart) is drawn from."""
 
 
 def build_dataset(
