@@ -16,6 +16,7 @@ and ``resume_run``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,7 @@ from nip_core import distributed
 from nip_core.errors import CheckpointError, RunInterrupted
 from nip_core.parameters.hyper_parameters import datasets_in
 from nip_core.runs.context import IterationCallback, RunContext, StageCallback
+from nip_core.runs.interrupts import interrupts_shielded
 from nip_core.runs.run_dir import RunDirectory, new_run_id
 from nip_core.settings import ExperimentSettings, check_device
 
@@ -393,11 +395,15 @@ def run_experiment(
         finally:
             scenario_instance.close()
     except BaseException as error:
-        if run_dir is not None:
-            status = "killed" if isinstance(error, KeyboardInterrupt) else "failed"
-            _mark_stopped(run_dir, status, error)
-        run.finish()
-        if isinstance(error, KeyboardInterrupt) and run_dir is not None:
+        # After a Ctrl-C, another one while the stop is recorded would leave the
+        # run marked running, its logs unclosed and the resume command unsaid
+        interrupted = isinstance(error, KeyboardInterrupt)
+        with interrupts_shielded() if interrupted else contextlib.nullcontext():
+            if run_dir is not None:
+                status = "killed" if interrupted else "failed"
+                _mark_stopped(run_dir, status, error)
+            run.finish()
+        if interrupted and run_dir is not None:
             raise RunInterrupted(
                 settings.run_id,
                 settings.runs_dir,

@@ -363,13 +363,19 @@ def configure_logging() -> None:
         library.setLevel(level)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, ends_process: bool = False) -> int:
     """Run the ``nip`` command; return its exit status.
 
     Parameters
     ----------
     argv : Sequence[str] | None
         The arguments (without the program name); ``sys.argv[1:]`` by default.
+    ends_process : bool
+        Whether the process ends with this command (the console script,
+        :func:`console_main`): stopped by Ctrl-C or SIGTERM, it then ignores
+        Ctrl-C until it has exited, so that its exit status is the command's
+        (see :func:`~nip_core.runs.interrupts.ignore_interrupts_until_exit`).
+        Leave it ``False`` where code goes on after the call.
     """
     from nip_core.cli.plugins_cmd import install_plugin_warning_format
     from nip_core.errors import NipConfigError, NipError
@@ -392,6 +398,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nip: error: {error}", file=sys.stderr)
         return EXIT_CONFIG_ERROR if isinstance(error, NipConfigError) else EXIT_ERROR
     except KeyboardInterrupt as error:
+        if ends_process:
+            from nip_core.runs.interrupts import ignore_interrupts_until_exit
+
+            ignore_interrupts_until_exit()
         print(interrupted_message(error), file=sys.stderr)
         return EXIT_TERMINATED if _terminated(error) else EXIT_INTERRUPTED
     except BrokenPipeError:
@@ -504,5 +514,11 @@ def _silence_stdout() -> None:
         pass
 
 
+def console_main() -> None:
+    """The ``nip`` console script: :func:`main` on ``sys.argv``, ending the
+    process with its exit status."""
+    sys.exit(main(sys.argv[1:], ends_process=True))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -16,6 +16,14 @@ enters it) it raises :class:`Terminated`, a :class:`KeyboardInterrupt`, so the r
 marked ``killed`` and the command says how to resume it instead of dying silently
 with the run still marked ``running``. Its checkpoints are the periodic ones: a
 scheduler's grace period is rarely long enough to finish an iteration.
+
+Once a run stops for an interrupt, more Ctrl-C must not undo the stop's own
+bookkeeping: :class:`interrupts_shielded` holds further Ctrl-C off while the run is
+marked ``killed`` and its loggers closed (SIGTERM still stops), and the ``nip``
+command, ending its process on an interrupt, ignores Ctrl-C for the rest of the
+interpreter's shutdown (:func:`ignore_interrupts_until_exit`): Python puts the
+default signal action back while it finalises, so a Ctrl-C pressed then would kill
+the process by the signal instead of its exit status.
 """
 
 from __future__ import annotations
@@ -26,7 +34,18 @@ import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
-__all__ = ["DeferredInterrupt", "Terminated", "terminate_as_interrupt"]
+__all__ = [
+    "DeferredInterrupt",
+    "Terminated",
+    "ignore_interrupts_until_exit",
+    "interrupts_shielded",
+    "terminate_as_interrupt",
+]
+
+SHIELDED_INTERRUPT_MESSAGE = (
+    "nip: already stopping: recording the run as killed and closing its logs "
+    "(send SIGTERM to stop without that)"
+)
 
 FIRST_INTERRUPT_MESSAGE = (
     "nip: interrupted: stopping at the end of this iteration, once its checkpoint "
@@ -126,3 +145,56 @@ class terminate_as_interrupt:  # noqa: N801 - used as a context, like a function
     @staticmethod
     def _handle(signum: int, frame: Any) -> None:
         raise Terminated("SIGTERM")
+
+
+class interrupts_shielded:  # noqa: N801 - used as a context, like a function
+    """A context in which Ctrl-C is noted, not raised: for the bookkeeping of a
+    stop that an interrupt already caused.
+
+    Installed only in the main thread and only over Python's default handler, like
+    :class:`DeferredInterrupt`; the first Ctrl-C inside says that the stop is under
+    way (once). SIGTERM is left alone, so a stop that hangs can still be ended.
+
+    Parameters
+    ----------
+    stream : TextIO | None
+        Where to say so (standard error by default).
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+        self.received = 0
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> interrupts_shielded:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return self
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        self._installed = True
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received += 1
+        if self.received == 1:
+            stream = self.stream if self.stream is not None else sys.stderr
+            print(f"\n{SHIELDED_INTERRUPT_MESSAGE}", file=stream, flush=True)
+
+
+def ignore_interrupts_until_exit() -> None:
+    """Ignore Ctrl-C from now on: for a process that is about to end because of
+    an interrupt (the ``nip`` command's own exit), so that a Ctrl-C pressed again
+    while the interpreter shuts down (torch and the run's threads can take a
+    while) neither prints a traceback nor kills the process by the signal in place
+    of its exit status. Python leaves an ignored signal ignored while it
+    finalises, where it would put the default action back in place of a handler.
+    Only from the main thread; never for code that goes on running."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -29,7 +29,7 @@ def main() -> int:
             return train_on_rollout(self, *args, **kwargs)
 
         TensorDictRlTrainer._train_on_rollout = slow
-    return nip_main(sys.argv[1:])
+    return nip_main(sys.argv[1:], ends_process=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,194 @@
+"""More Ctrl-C once a run is stopping: the stop's bookkeeping and the command's exit
+status survive it (:mod:`nip_core.runs.interrupts`)."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from nip_core.errors import RunInterrupted
+from nip_core.experiment import run_experiment
+from nip_core.runs import RunDirectory
+from nip_core.runs.context import RunContext
+from nip_core.runs.interrupts import (
+    SHIELDED_INTERRUPT_MESSAGE,
+    interrupts_shielded,
+)
+from nip_core.testing.contracts.trainer import python_ctrl_c
+from nip_core.testing.synthetic import SYNTHETIC_PLUGIN
+from nip_core.testing.synthetic.fixtures import SyntheticScenario
+
+pytestmark = pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(),
+    reason="signal handlers are set from the main thread only",
+)
+
+
+def _ctrl_c() -> None:
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_the_shield_notes_ctrl_c_once_and_puts_python_handling_back() -> None:
+    stream = io.StringIO()
+    with python_ctrl_c():
+        with interrupts_shielded(stream) as shield:
+            _ctrl_c()
+            _ctrl_c()
+        assert shield.received == 2
+        assert stream.getvalue() == f"\n{SHIELDED_INTERRUPT_MESSAGE}\n"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with pytest.raises(KeyboardInterrupt):
+            _ctrl_c()
+
+
+def test_the_shield_leaves_another_handler_alone() -> None:
+    seen: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+    try:
+        with interrupts_shielded(io.StringIO()) as shield:
+            _ctrl_c()
+        assert seen == [signal.SIGINT]
+        assert shield.received == 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_while_a_stopped_run_is_recorded_loses_nothing(
+    register_plugin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C stopped the run; the user presses it again while the run is marked
+    # killed and its loggers closed: the run must still be marked, and the command
+    # still say how to resume it
+    register_plugin(SYNTHETIC_PLUGIN, name="synthetic")
+    scenario = SyntheticScenario(tmp_path)
+    finish = RunContext.finish
+    closed: list[bool] = []
+
+    def finish_under_ctrl_c(self: RunContext) -> None:
+        _ctrl_c()
+        finish(self)
+        closed.append(True)
+
+    monkeypatch.setattr(RunContext, "finish", finish_under_ctrl_c)
+
+    def ctrl_c_after_first(trainer, iteration, metrics) -> None:
+        if iteration == 0:
+            raise KeyboardInterrupt
+
+    with python_ctrl_c():
+        # a KeyboardInterrupt of any kind, so that the test fails (rather than
+        # stops pytest) when the second Ctrl-C escapes
+        with pytest.raises(KeyboardInterrupt) as caught:
+            run_experiment(
+                scenario.hyper_params("nip", rl=SyntheticScenario.short_rl()),
+                scenario.settings(checkpoint_period=1),
+                run_id="twice",
+                callbacks=[ctrl_c_after_first],
+            )
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert isinstance(caught.value, RunInterrupted), repr(caught.value)
+    assert caught.value.run_id == "twice"
+    assert closed == [True]
+    info = RunDirectory(tmp_path / "runs" / "twice").read_run_info()
+    assert info["status"] == "killed"
+
+
+def test_a_failed_run_is_not_shielded(
+    register_plugin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # only an interrupt's stop holds Ctrl-C off: a failing run's cleanup stays
+    # interruptible
+    register_plugin(SYNTHETIC_PLUGIN, name="synthetic")
+    scenario = SyntheticScenario(tmp_path)
+    finish = RunContext.finish
+
+    def finish_under_ctrl_c(self: RunContext) -> None:
+        finish(self)
+        _ctrl_c()
+
+    monkeypatch.setattr(RunContext, "finish", finish_under_ctrl_c)
+
+    def fail(trainer, iteration, metrics) -> None:
+        raise ValueError("broken")
+
+    with python_ctrl_c():
+        with pytest.raises(KeyboardInterrupt) as caught:
+            run_experiment(
+                scenario.hyper_params("nip", rl=SyntheticScenario.short_rl()),
+                scenario.settings(),
+                run_id="failing",
+                callbacks=[fail],
+            )
+    assert isinstance(caught.value.__context__, ValueError)
+
+
+@pytest.mark.parametrize("ends_process", [True, False])
+def test_the_command_ignores_ctrl_c_once_it_ends_on_an_interrupt(
+    monkeypatch: pytest.MonkeyPatch, ends_process: bool
+) -> None:
+    from nip_core.cli import main as cli
+
+    def interrupted(args) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_dispatch", interrupted)
+    with python_ctrl_c():
+        previous = signal.getsignal(signal.SIGINT)
+        try:
+            assert cli.main(["plugins"], ends_process=ends_process) == 130
+            after = signal.getsignal(signal.SIGINT)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    # code that goes on after main() keeps its Ctrl-C
+    assert after is (signal.SIG_IGN if ends_process else previous)
+
+
+DRIVER = """\
+import os, signal, sys
+
+from nip_core.cli import main as cli
+
+
+def interrupted(args):
+    raise KeyboardInterrupt
+
+
+class CtrlCAtShutdown:
+    # torch's and the run's objects are torn down after Python has put the
+    # default action for SIGINT back: a Ctrl-C then (what it calls is bound
+    # now: the module's globals may be gone by the time it runs)
+    def __del__(self, kill=os.kill, pid=os.getpid(), sigint=signal.SIGINT):
+        kill(pid, sigint)
+
+
+at_shutdown = CtrlCAtShutdown()
+cli._dispatch = interrupted
+sys.argv = ["nip", "plugins"]
+cli.console_main()
+"""
+
+
+def test_ctrl_c_while_the_command_exits_leaves_its_exit_status(
+    tmp_path: Path,
+) -> None:
+    driver = tmp_path / "driver.py"
+    driver.write_text(textwrap.dedent(DRIVER))
+    process = subprocess.run(
+        [sys.executable, str(driver)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    # without the fix: killed by the signal (-2), not the command's 130
+    assert process.returncode == 130, process.stderr
+    assert "nip: interrupted" in process.stderr
+    assert "Traceback" not in process.stderr
