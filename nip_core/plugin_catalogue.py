@@ -106,16 +106,19 @@ def plugin_state(distribution: str, plugin_manager: Any = None) -> str:
         and _normalise(info.distribution) == _normalise(distribution)
     ]
     if not infos:
-        return (
-            f"{distribution} is installed but its plugin was not loaded "
-            "(NIP_DISABLE_PLUGIN_AUTOLOAD is set, or this plugin manager loads "
-            "only some plugins)"
+        return f"{distribution} is installed but its plugin was not loaded " + (
+            _why_not_loaded(distribution, plugin_manager)
         )
     info = infos[0]
     if info.status == "disabled":
         return (
             f"{distribution} is installed but its plugin {info.name!r} is disabled "
-            f"({info.error}); remove it from that list to use it"
+            f"({info.error}); "
+            + (
+                "add it to that list to use it"
+                if str(info.error).startswith("not listed")
+                else "remove it from that list to use it"
+            )
         )
     if info.status == "broken":
         return (
@@ -135,3 +138,47 @@ def missing_key_hint(kind: str, key: str, plugin_manager: Any = None) -> str | N
     return f"the {label} {key!r} comes with " + plugin_state(
         distribution, plugin_manager
     ).replace(f"{distribution} is", f"{distribution}, which is", 1)
+
+
+def _why_not_loaded(distribution: str, plugin_manager: Any) -> str:
+    """Why an installed distribution's plugin is not in ``plugin_manager``, in
+    parentheses: the switch that kept it out, or how to register it in a manager
+    that does not load installed plugins (a test's isolated one)."""
+    import os
+
+    from nip_core.plugins import (
+        ENTRY_POINT_GROUP,
+        ENV_ALLOW,
+        ENV_DISABLE_AUTOLOAD,
+        _env_flag,
+    )
+
+    try:
+        found = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - raced
+        found = None
+    entry_points = [
+        entry
+        for entry in getattr(found, "entry_points", None) or ()
+        if entry.group == ENTRY_POINT_GROUP
+    ]
+    register = " or ".join(
+        f"register_plugin({entry.value.replace(':', '.')}, name={entry.name!r}) "
+        f"(import {entry.value.split(':')[0]} first)"
+        for entry in entry_points
+    )
+    if getattr(plugin_manager, "autoloads", True):
+        allow = getattr(plugin_manager, "allow", None)
+        if allow is not None:
+            return (
+                f"(it is not among the plugins {ENV_ALLOW} allows: "
+                f"{', '.join(allow) or 'none'})"
+            )
+        return "(its entry point was not loaded)"
+    if _env_flag(os.environ, ENV_DISABLE_AUTOLOAD):
+        return f"({ENV_DISABLE_AUTOLOAD} is set)"
+    how = f": {register}" if register else ""
+    return (
+        "(this plugin manager loads no installed plugins, as a test's isolated one "
+        f"does; register the plugin in it{how})"
+    )

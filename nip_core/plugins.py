@@ -314,6 +314,8 @@ class NipPluginManager:
             builtins = ()
         for module_name in builtins:
             self._load_builtin(module_name)
+        self.autoloads: bool = bool(autoload)
+        """Whether this manager loaded the installed plugins' entry points."""
         if autoload:
             self.load_entry_points()
 

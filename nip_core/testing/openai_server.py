@@ -764,9 +764,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per reply")
     parser.add_argument(
         "--responder",
-        choices=("echo", "scripted"),
         default="scripted",
-        help="echo: seeded words; scripted: the synthetic text scenario's model",
+        metavar="{echo,scripted,MODULE:FUNCTION}",
+        help=(
+            "echo: seeded words; scripted: the synthetic text scenario's model "
+            "(default); MODULE:FUNCTION: your own responder(model, messages, "
+            "request, rng) -> text, importable from here (e.g. the one your "
+            "scenario's tests use)"
+        ),
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        dest="models",
+        metavar="NAME",
+        help=(
+            "a model the server knows (repeat for several); give your agents' "
+            "model_name. Default: 'scripted' for the scripted responder, else "
+            "'test-model'"
+        ),
     )
     parser.add_argument("--fault-rate", type=float, default=0.0)
     args = parser.parse_args(argv)
@@ -775,7 +791,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "latency": args.latency,
         "fault_rate": args.fault_rate,
     }
-    if args.responder == "scripted":
+    if args.responder not in ("echo", "scripted"):
+        options["responder"] = _import_responder(parser, args.responder)
+    elif args.responder == "scripted":
         from nip_core.testing.synthetic_text.model import (
             scripted_fine_tune_effect,
             scripted_responder,
@@ -786,6 +804,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             responder=scripted_responder,
             fine_tune_effect=scripted_fine_tune_effect,
         )
+    if args.models:
+        options["models"] = args.models
     server = OpenAiTestServer(**options).start()
     print(server.base_url, flush=True)
     stop = threading.Event()
@@ -796,6 +816,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         pass
     finally:
         server.stop()
+
+
+def _import_responder(parser: Any, spec: str) -> Responder:
+    """The responder ``MODULE:FUNCTION`` names; a usage error if it is not one."""
+    import importlib
+
+    module_name, _, function_name = spec.partition(":")
+    if not module_name or not function_name:
+        parser.error(
+            f"--responder: {spec!r} is neither echo, scripted nor MODULE:FUNCTION"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        parser.error(f"--responder: cannot import {module_name!r}: {error}")
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        parser.error(f"--responder: {module_name!r} has no function {function_name!r}")
+    return function
 
 
 if __name__ == "__main__":

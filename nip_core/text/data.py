@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from nip_core.errors import DatasetNotFoundError
 from nip_core.scenario.data_base import Dataset
 from nip_core.seeding import derive_seed
 
@@ -96,13 +97,36 @@ class TextDataset(Dataset):
         if limit is not None:
             rows = rows[:limit]
         for index, row in enumerate(rows):
-            if "y" not in row:
-                raise ValueError(
-                    f"{type(self).__name__}.load_rows(): row {index} has no 'y'"
-                )
-            row["y"] = int(row["y"])
+            row["y"] = self._label(row, index)
             row["id"] = index
+        if not rows:
+            # a run would stop at its first draw, after its directory was made
+            raise self.dataset_unusable("it holds no datapoints")
         self._rows = rows
+
+    def _label(self, row: Mapping[str, Any], index: int) -> int:
+        """Row ``index``'s label ``y``, checked to be 0 or 1."""
+        if "y" not in row:
+            raise self.dataset_unusable(f"row {index} has no label 'y'")
+        y = row["y"]
+        if isinstance(y, bool | int | np.integer) and int(y) in (0, 1):
+            return int(y)
+        if isinstance(y, float) and y in (0.0, 1.0):
+            return int(y)
+        if isinstance(y, str) and y.strip() in ("0", "1"):
+            return int(y)
+        raise self.dataset_unusable(
+            f"row {index} has label y={y!r}; a label is 0 (the claim fails) or 1 "
+            "(it holds)"
+        )
+
+    def dataset_unusable(self, detail: str) -> DatasetNotFoundError:
+        """The error for a split that was found but cannot be used (empty, or a row
+        without a valid label): names the dataset, its split and what is wrong."""
+        return DatasetNotFoundError(
+            f"dataset {self.name!r} of scenario {self.scenario!r} ({self.split} "
+            f"split) cannot be used: {detail}; {self.how_to_get()}"
+        )
 
     @abstractmethod
     def load_rows(self) -> Sequence[Mapping[str, Any]]:

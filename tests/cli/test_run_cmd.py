@@ -230,6 +230,33 @@ def test_a_disabled_or_broken_plugin_is_named_with_the_reason(monkeypatch):
         "nip-plugin-ppo", broken
     )
     assert missing_key_hint("trainer", "my_own_trainer", manager) is None
+    allowed = _Manager(
+        _info("ppo", "nip-plugin-ppo", "disabled", "not listed in NIP_PLUGINS")
+    )
+    assert plugin_state("nip-plugin-ppo", allowed) == (
+        "nip-plugin-ppo is installed but its plugin 'ppo' is disabled (not listed "
+        "in NIP_PLUGINS); add it to that list to use it"
+    )
+
+
+def test_a_plugin_a_manager_did_not_load_says_why(monkeypatch):
+    # the installed plugins' own distributions: their entry points are real
+    from nip_core.plugin_catalogue import plugin_state
+    from nip_core.plugins import NipPluginManager
+
+    monkeypatch.delenv("NIP_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    isolated = NipPluginManager(autoload=False)
+    assert plugin_state("nip-plugin-ppo", isolated) == (
+        "nip-plugin-ppo is installed but its plugin was not loaded (this plugin "
+        "manager loads no installed plugins, as a test's isolated one does; "
+        "register the plugin in it: register_plugin(nip_plugin_ppo.plugin, "
+        "name='ppo') (import nip_plugin_ppo.plugin first))"
+    )
+    monkeypatch.setenv("NIP_DISABLE_PLUGIN_AUTOLOAD", "1")
+    assert plugin_state("nip-plugin-ppo", NipPluginManager()) == (
+        "nip-plugin-ppo is installed but its plugin was not loaded "
+        "(NIP_DISABLE_PLUGIN_AUTOLOAD is set)"
+    )
 
 
 def test_an_unknown_first_party_scenario_says_which_package_brings_it(
