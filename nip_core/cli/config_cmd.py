@@ -24,7 +24,8 @@ def used_sections(hyper_params: Any) -> set[str]:
     Read: the trainer's sections (its ``TrainerSpec.parameter_sections``;
     ``solo_agent`` too with ``pretrain_agents``), ``protocol_common`` and the
     protocol's section (``zk_protocol`` with zero knowledge), the scenario's own
-    section (named like the scenario) and the core's ``dataset_options``. A section
+    section (named like the scenario) and the core's ``dataset_options``; for a text
+    scenario ``text_backend`` and the sections of the backends its agents use. A section
     with any value changed from its default is shown whatever reads it, so a config
     never hides what it sets.
     """
@@ -42,10 +43,29 @@ def used_sections(hyper_params: Any) -> set[str]:
         used.add("zk_protocol")
     if hyper_params.pretrain_agents:
         used.add("solo_agent")
+    used |= _text_backend_sections(hyper_params, pm)
     for name, section in hyper_params.sections.items():
         if name not in used and section != type(section)():
             used.add(name)
     return used
+
+
+def _text_backend_sections(hyper_params: Any, pm: Any) -> set[str]:
+    """A text run's ``text_backend`` and the own sections of the backends its
+    agents use (each agent's ``backend``, else ``text_backend.name``)."""
+    scenario = pm.scenarios.get(hyper_params.scenario, None)
+    if scenario is None or getattr(scenario, "data_world", "tensor") != "text":
+        return set()
+    default = str(hyper_params.text_backend.name)
+    names = {default}
+    for agent_params in dict(hyper_params.agents).values():
+        names.add(str(getattr(agent_params, "backend", None) or default))
+    sections = {"text_backend"}
+    for name in names:
+        spec = pm.text_backends.get(name, None)
+        if spec is not None and spec.parameter_section:
+            sections.add(spec.parameter_section)
+    return sections
 
 
 def show(
