@@ -13,6 +13,7 @@ free of torch. A reference may also be the object itself.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -40,10 +41,36 @@ def resolve_ref(ref: Ref) -> Any:
     module_name, sep, attribute = ref.partition(":")
     if not sep or not module_name or not attribute:
         raise ValueError(f"a reference must look like 'module:attribute', got {ref!r}")
-    obj: Any = importlib.import_module(module_name)
-    for part in attribute.split("."):
-        obj = getattr(obj, part)
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        # only the module the reference names (or a package above it): a module
+        # it imports that is missing is that module's own problem
+        missing = error.name or ""
+        if not (module_name == missing or module_name.startswith(missing + ".")):
+            raise
+        raise _unresolvable(ref, f"there is no module {missing!r}") from error
+    for depth, part in enumerate(attribute.split(".")):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as error:
+            owner = ".".join([module_name, *attribute.split(".")[:depth]])
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            close = difflib.get_close_matches(part, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise _unresolvable(ref, f"{owner} has no attribute {part!r}{hint}") from (
+                error
+            )
     return obj
+
+
+def _unresolvable(ref: str, detail: str) -> Exception:
+    from nip_core.errors import PluginError
+
+    return PluginError(
+        f"the plugin reference {ref!r} names nothing: {detail} (fix it where the "
+        "plugin registers it; `nip plugins` lists what each plugin registers)"
+    )
 
 
 def _tuple(value: Any) -> tuple:

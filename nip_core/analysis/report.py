@@ -487,6 +487,25 @@ class RunGroup:
     runs: tuple[RunData, ...]
 
 
+def _connection_keys(runs: Sequence[RunData]) -> frozenset[str]:
+    """The runs' fields that say how a run reaches its services (endpoint URLs,
+    concurrency, timeouts: what ``nip resume --set`` may change), never what the
+    experiment is; runs that differ only in them are repetitions. Runs whose
+    parameters cannot be read here (a plugin missing) add none."""
+    from nip_core.errors import NipError
+    from nip_core.parameters import HyperParameters, preserved_paths
+    from nip_core.parameters.base_run import RESUME
+
+    keys: set[str] = set()
+    for run in runs:
+        try:
+            hyper_params = HyperParameters.from_dict(dict(run.hyper_params))
+        except (NipError, KeyError, TypeError, ValueError):
+            continue
+        keys.update(preserved_paths(hyper_params, RESUME))
+    return frozenset(keys)
+
+
 def group_runs(
     runs: Sequence[RunData], group_by: Sequence[str] | None = None
 ) -> list[RunGroup]:
@@ -499,7 +518,9 @@ def group_runs(
     group_by : Sequence[str] | None
         Dotted hyper-parameter keys (``interaction_protocol``, ``ppo.num_epochs``).
         By default, every key whose value differs between the runs except
-        ``seed``; when none differs, the runs form one group (labelled with their
+        ``seed`` and the fields of how a run reaches its services (endpoint URLs,
+        concurrency, timeouts: those ``nip resume --set`` may change); when none
+        differs, the runs form one group (labelled with their
         protocol when known).
 
     Returns
@@ -524,10 +545,11 @@ def group_runs(
                     f"--group-by {key!r}: no run has this hyper-parameter{hint}"
                 )
     else:
+        excluded = GROUP_EXCLUDED_KEYS | _connection_keys(runs)
         keys = [
             key
             for key in all_keys
-            if key not in GROUP_EXCLUDED_KEYS
+            if key not in excluded
             and len({_show(p.get(key, _MISSING_VALUE)) for p in flat}) > 1
         ]
     groups: dict[str, list[RunData]] = {}

@@ -443,6 +443,28 @@ class HyperParameters(BaseHyperParameters):
                     )
         if protocol is not None:
             problems.extend(self._agent_name_problems(protocol, agent_keys, scenario))
+        if scenario is not None:
+            problems.extend(self._rollout_analyser_problems(scenario))
+        return problems
+
+    def _rollout_analyser_problems(self, scenario: Any) -> list[ConfigProblem]:
+        """Rollout analysers (``<section>.rollout_analysers``) of another scenario
+        (unknown names are their section's own problem)."""
+        problems: list[ConfigProblem] = []
+        for name, section in self.sections.items():
+            names = getattr(section, "rollout_analysers", None)
+            if not names:
+                continue
+            from nip_core.text.analysis import rollout_analyser_problems
+
+            problems.extend(
+                rollout_analyser_problems(
+                    names,
+                    scenario.name,
+                    path=f"{name}.rollout_analysers",
+                    unknown=False,
+                )
+            )
         return problems
 
     def _agent_name_problems(

@@ -42,6 +42,7 @@ import re
 import socket
 import threading
 import time
+import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -466,7 +467,20 @@ class OpenAiTestServer:
             rng = random.Random(
                 _digest(model.fingerprint, messages, request.get("seed"), index)
             )
-            reply = self.responder(model, messages, request, rng)
+            try:
+                reply = self.responder(model, messages, request, rng)
+            except Exception as error:
+                # the responder's own bug: say so in the reply, not by dropping
+                # the connection (which the client reads as an unreachable server)
+                traceback.print_exc()
+                name = getattr(self.responder, "__qualname__", repr(self.responder))
+                raise _HttpError(
+                    500,
+                    f"the test server's responder {name} raised "
+                    f"{type(error).__name__}: {error} (its traceback is in the "
+                    "server's output)",
+                    "responder_error",
+                ) from error
             text, reason = reply if isinstance(reply, tuple) else (reply, "stop")
             if fault == "content_filter":
                 text, reason = "", "content_filter"

@@ -182,21 +182,30 @@ def build_rollout_analysers(
 
 
 def rollout_analyser_problems(
-    names: Iterable[str], scenario: str | None = None
+    names: Iterable[str],
+    scenario: str | None = None,
+    *,
+    path: str = "rollout_analysers",
+    unknown: bool = True,
 ) -> list[Any]:
-    """Problems with a list of analyser names (``rollout_analysers.<index>``):
-    unknown names, and (when ``scenario`` is given) analysers of another scenario."""
+    """Problems with a list of analyser names (``<path>.<index>``): unknown names
+    (unless ``unknown`` is false), and (when ``scenario`` is given) analysers of
+    another scenario."""
     from nip_core.errors import ConfigProblem
     from nip_core.plugins import get_plugin_manager
 
     registry = get_plugin_manager().rollout_analysers
     problems = []
+    section_path = path
     for index, name in enumerate(names):
-        path = f"rollout_analysers.{index}"
+        path = f"{section_path}.{index}"
         if name not in registry:
-            problems.append(
-                ConfigProblem(path, "unknown rollout analyser", name, tuple(registry))
-            )
+            if unknown:
+                problems.append(
+                    ConfigProblem(
+                        path, "unknown rollout analyser", name, tuple(registry)
+                    )
+                )
             continue
         wanted = registry[name].scenario
         if wanted is not None and scenario is not None and wanted != scenario:
@@ -217,9 +226,31 @@ def analyse_rollouts(
     """Every analyser's metrics, as ``<prefix>analysis.<analyser>.<metric>``."""
     out: dict[str, float] = {}
     for name, analyser in analysers.items():
-        for key, value in analyser.analyse(rollouts).items():
+        for key, value in run_analyser(name, analyser, rollouts).items():
             out[f"{prefix}analysis.{name}.{key}"] = value
     return out
+
+
+def run_analyser(
+    name: str, analyser: RolloutAnalyser, rollouts: TextRollouts
+) -> dict[str, float]:
+    """``analyser``'s metrics of ``rollouts``, checked to be numbers; an analyser
+    that fails is named (with its module) in a
+    :class:`~nip_core.errors.PluginError`."""
+    from nip_core.errors import PluginError
+
+    where = f"rollout analyser {name!r} ({type(analyser).__module__})"
+    try:
+        metrics = dict(analyser.analyse(rollouts))
+    except Exception as error:
+        raise PluginError(
+            f"{where} failed: {type(error).__name__}: {error} (nip --debug shows "
+            "the traceback; leave the analyser out to go on without it)"
+        ) from error
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            raise PluginError(f"{where} returned {key}={value!r}: a metric is a number")
+    return metrics
 
 
 def analyse_run(
@@ -280,7 +311,7 @@ def analyse_run(
                     "file": path.name,
                     "split": rollouts.split,
                     "iteration": rollouts.iteration,
-                    **dict(analyser.analyse(rollouts)),
+                    **run_analyser(name, analyser, rollouts),
                 }
                 results[name].append(record)
     finally:
@@ -288,8 +319,29 @@ def analyse_run(
             analyser.close()
     out_dir = run.path / "analysis"
     for name, records in results.items():
+        # records of rollouts files not analysed this time (the other split)
+        # are kept: an expensive analyser's results are not lost
+        path = out_dir / f"{name}.jsonl"
+        analysed = {record["file"] for record in records}
+        kept = [r for r in _read_records(path) if r.get("file") not in analysed]
+        merged = sorted([*kept, *records], key=lambda r: str(r.get("file")))
         atomic_write_text(
-            out_dir / f"{name}.jsonl",
-            "".join(json.dumps(r, allow_nan=True) + "\n" for r in records),
+            path, "".join(json.dumps(r, allow_nan=True) + "\n" for r in merged)
         )
     return results
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of an analysis file written before (none if there is none; a
+    line that does not parse, from a torn write, is dropped)."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records

@@ -326,10 +326,28 @@ class _LoopThread:
     def close(self) -> None:
         if self.loop.is_closed():
             return
+        if self.thread.is_alive():
+            # Let what is still under way (episodes that a Ctrl-C cancelled, whose
+            # cancellation has not reached them yet) unwind before the loop stops:
+            # a pending task would be destroyed with the loop, its cleanup skipped
+            done = asyncio.run_coroutine_threadsafe(_cancel_pending(), self.loop)
+            try:
+                done.result(timeout=5)
+            except Exception:  # noqa: BLE001 - closing goes on regardless
+                done.cancel()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
         if not self.loop.is_running():
             self.loop.close()
+
+
+async def _cancel_pending() -> None:
+    """Cancel every other task of the running loop and wait for them to end."""
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks() if task is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # --------------------------------------------------------------------------------------

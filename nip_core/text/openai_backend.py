@@ -173,8 +173,10 @@ class OpenAiBackend(TextBackend):
                 f"{what}: rate limited by {server.endpoint} (429)"
             ) from error
         except openai.InternalServerError as error:
+            detail = _message(error)
             raise RetryableBackendError(
                 f"{what}: server error {error.status_code} from {server.endpoint}"
+                + (f": {detail}" if detail else "")
             ) from error
         except openai.APITimeoutError as error:
             server.mark_down()

@@ -208,6 +208,36 @@ def test_groups_of_seeds_only_and_explicit_keys(sweep, tmp_path):
         group_runs(everything, ["interaction_protocl"])
 
 
+def test_runs_differing_only_in_how_they_reach_a_server_are_one_group(
+    synthetic_text_scenario, tmp_path
+):
+    # a resume with `--set openai_backend.base_url=...`, or another concurrency:
+    # the same experiment, repeated
+    from nip_core.parameters import HyperParameters
+
+    def saved(seed, **overrides):
+        values = synthetic_text_scenario.hyper_params_dict(seed=seed, **overrides)
+        return HyperParameters(**values).to_dict()
+
+    first = saved(1)
+    moved = saved(2, openai_backend={"base_url": "http://127.0.0.1:9/v1"})
+    busier = saved(3, text_backend={"max_concurrency": 16})
+    assert moved["openai_backend"]["base_url"] != first["openai_backend"]["base_url"]
+    runs = [
+        load_run(write_run(tmp_path, name, training_records([0.5]), values))
+        for name, values in (("a", first), ("b", moved), ("c", busier))
+    ]
+    (group,) = group_runs(runs)
+    assert [run.run_id for run in group.runs] == ["a", "b", "c"]
+    # an experiment's own parameter still tells groups apart
+    other = saved(4, text_rl={"num_iterations": 3})
+    runs.append(load_run(write_run(tmp_path, "d", training_records([0.5]), other)))
+    assert [g.label for g in group_runs(runs)] == [
+        "text_rl.num_iterations=2",
+        "text_rl.num_iterations=3",
+    ]
+
+
 def test_a_key_missing_in_some_runs_labels_them_unset(tmp_path):
     a = write_run(tmp_path, "a", training_records([0.5]), params("nip", 1))
     b = write_run(

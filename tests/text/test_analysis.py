@@ -118,6 +118,29 @@ def test_trainer_logs_analysers_and_nip_analyse_reruns_them(
     assert [line["file"] for line in lines] == ["iter_000000.jsonl"]
     assert lines[0]["verifier.mean_words"] > 0
     assert "message_lengths" in capsys.readouterr().out
+    # the test split afterwards: the train split's records are kept
+    before = lines[0]
+    assert (
+        main(
+            [
+                "analyse",
+                "analysed",
+                "--runs-dir",
+                str(runs_dir),
+                "--analyser",
+                "message_lengths",
+                "--split",
+                "test",
+            ]
+        )
+        == 0
+    )
+    lines = [json.loads(line) for line in written.read_text().splitlines()]
+    assert lines[0] == before
+    assert len(lines) >= 2
+    assert all(line["file"].startswith("test_") for line in lines[1:])
+    assert all(line["split"] == "test" for line in lines[1:])
+    capsys.readouterr()
 
     code = main(["analyse", "nowhere", "--runs-dir", str(runs_dir), "--analyser", "x"])
     assert code != 0
@@ -135,3 +158,57 @@ def test_empty_rollouts_give_nan_not_errors() -> None:
     out = DecisionAnalyser(None, None, "decisions").analyse(rollouts)
     assert math.isnan(out["accept_rate"])
     assert np.isnan(out["no_verdict_rate"])
+
+
+class _Failing(MessageLengthAnalyser):
+    def analyse(self, rollouts):
+        raise KeyError("boom")
+
+
+class _Wordy(MessageLengthAnalyser):
+    def analyse(self, rollouts):
+        return {"verdict": "accept"}
+
+
+@pytest.mark.parametrize(
+    ("analyser_class", "message"),
+    [
+        (_Failing, "rollout analyser 'mine' (test_analysis) failed: KeyError: 'boom'"),
+        (_Wordy, "rollout analyser 'mine' (test_analysis) returned verdict='accept'"),
+    ],
+)
+def test_a_failing_or_wordy_analyser_is_named(analyser_class, message) -> None:
+    from nip_core.errors import PluginError
+    from nip_core.text.analysis import analyse_rollouts
+
+    analysers = {"mine": analyser_class(None, None, "mine")}
+    with pytest.raises(PluginError) as info:
+        analyse_rollouts(analysers, _rollouts())
+    assert message in str(info.value)
+
+
+def test_config_refuses_an_analyser_of_another_scenario(
+    synthetic_text_scenario, register_plugin
+) -> None:
+    # caught when the config is validated, not after a run sampled its first batch
+    from nip_core import hookimpl
+    from nip_core.records import RolloutAnalyserSpec
+
+    class OtherScenarioAnalysers:
+        @hookimpl
+        def register_rollout_analysers(self):
+            return [
+                RolloutAnalyserSpec(
+                    name="judge",
+                    analyser_class=MessageLengthAnalyser,
+                    scenario="code_validation",
+                )
+            ]
+
+    register_plugin(OtherScenarioAnalysers(), name="judges")
+    with pytest.raises(NipConfigError) as info:
+        synthetic_text_scenario.hyper_params(text_rl={"rollout_analysers": ["judge"]})
+    message = str(info.value)
+    assert "text_rl.rollout_analysers.0" in message
+    assert "analyses code_validation rollouts, not synthetic_text ones" in message
+    assert message.count("rollout_analysers.0") == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 import types
 
@@ -120,6 +121,24 @@ def test_retries_run_out_with_a_clear_error():
     assert "rate limited" in message and "(429)" in message
     assert "text_backend.max_retries" in message
     assert server.requests["chat"] == 3
+
+
+def test_a_failing_responder_is_named_not_taken_for_an_unreachable_server(capfd):
+    # a scenario author's responder with a bug: the error says so (and the
+    # server's message reaches the client), not "could not reach"
+    def broken(model, messages, request, rng):
+        raise KeyError("boom")
+
+    with OpenAiTestServer(models=["test-model"], responder=broken) as server:
+        with backend_for(server.base_url, max_retries=1) as backend:
+            with pytest.raises(BackendError) as caught:
+                backend.generate([request()])
+    message = str(caught.value)
+    assert "server error 500" in message
+    assert "responder" in message and "broken" in message
+    assert "KeyError: 'boom'" in message
+    assert "could not reach" not in message
+    assert "KeyError" in capfd.readouterr().err  # the traceback, server side
 
 
 def test_unreachable_endpoint_names_the_setting():
@@ -383,3 +402,36 @@ def test_a_key_given_for_its_variable_name_is_refused_without_echoing_it(value):
 @pytest.mark.parametrize("value", ["OPENAI_API_KEY", "my_key_2", "_K"])
 def test_variable_names_are_accepted(value):
     assert OpenAiBackendParameters(api_key_env=value).api_key_env == value
+
+
+def test_closing_a_backend_loop_lets_cancelled_work_unwind(caplog):
+    # Ctrl-C during sampling cancels the episodes' task from another thread; the
+    # backend is closed right after: the task's cleanup must run, not be destroyed
+    # with the loop ("Task was destroyed but it is pending!")
+    import asyncio
+    import gc
+    import logging
+
+    from nip_core.text.backend import _LoopThread
+
+    cleaned: list[str] = []
+    started = threading.Event()
+
+    async def episodes():
+        try:
+            started.set()
+            await asyncio.sleep(3600)
+        finally:
+            await asyncio.sleep(0)  # cleanup that needs the loop
+            cleaned.append("episodes")
+
+    loop_thread = _LoopThread("test")
+    future = asyncio.run_coroutine_threadsafe(episodes(), loop_thread.loop)
+    assert started.wait(30)
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        loop_thread.close()
+        gc.collect()
+    assert cleaned == ["episodes"]
+    assert future.cancelled()
+    assert loop_thread.loop.is_closed()
+    assert "Task was destroyed" not in caplog.text

@@ -59,3 +59,57 @@ class TestSyntheticTextScenarioContract(TextScenarioContract):
 
 class TestSyntheticTextSftContract(TextTrainerContract):
     trainer_name = "synthetic_text_sft"
+
+
+class _Metafunc:
+    fixturenames = ("protocol",)
+
+    def parametrize(self, name, values):
+        self.parametrized = (name, list(values))
+
+
+def test_the_scenario_contract_runs_every_protocol_a_subclass_names():
+    # seven: one more than the base class names (a decorator fixed the base's six)
+    metafunc = _Metafunc()
+    TestSyntheticTextScenarioContract().pytest_generate_tests(metafunc)
+    assert metafunc.parametrized == (
+        "protocol",
+        list(TestSyntheticTextScenarioContract.protocols),
+    )
+    assert len(metafunc.parametrized[1]) == 7
+
+
+def test_the_scenario_contract_skips_protocols_its_scenario_does_not_support(
+    monkeypatch,
+):
+    import nip_core.plugins
+
+    narrow = types.SimpleNamespace(
+        scenarios={
+            "synthetic_text": types.SimpleNamespace(supported_protocols=("nip",))
+        }
+    )
+    monkeypatch.setattr(nip_core.plugins, "get_plugin_manager", lambda: narrow)
+    contract = TestSyntheticTextScenarioContract()
+    contract._skip_unsupported("nip")  # supported: runs
+    with pytest.raises(pytest.skip.Exception, match="supports only nip"):
+        contract._skip_unsupported("debate")
+
+
+@pytest.mark.parametrize("reply", ["Decision: maybe", "I will not say."])
+def test_the_scenario_contract_fails_a_model_that_never_answers_validly(
+    register_plugin, tmp_path, reply
+):
+    from nip_core.testing.openai_server import OpenAiTestServer
+
+    register_plugin(SYNTHETIC_TEXT_PLUGIN, name="synthetic_text")
+    server = OpenAiTestServer(models=["scripted"], responder=lambda *_: reply)
+    contract = TestSyntheticTextScenarioContract()
+    with server:
+        with pytest.raises(AssertionError) as caught:
+            contract.test_episodes_run_to_their_end(None, server, tmp_path, "nip")
+    message = str(caught.value)
+    if reply.startswith("Decision"):
+        assert "was invalid after" in message
+    else:
+        assert "no episode ended with a verdict" in message

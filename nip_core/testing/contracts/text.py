@@ -35,6 +35,7 @@ import pytest
 from nip_core.testing.contracts.trainer import KilledForTest, comparable_metrics
 
 __all__ = [
+    "TEXT_PROTOCOLS",
     "BackendContract",
     "TextScenarioContract",
     "TextTrainerContract",
@@ -234,6 +235,17 @@ class BackendContract:
 # --------------------------------------------------------------------------------------
 
 
+TEXT_PROTOCOLS: tuple[str, ...] = (
+    "nip",
+    "adp",
+    "debate",
+    "merlin_arthur",
+    "mnip",
+    "solo_verifier",
+)
+"""The core's protocols that run in the text world."""
+
+
 class TextScenarioContract:
     """Checks every text scenario must pass (see the module docstring).
 
@@ -247,14 +259,10 @@ class TextScenarioContract:
     """
 
     scenario_name: ClassVar[str] = ""
-    protocols: ClassVar[tuple[str, ...]] = (
-        "nip",
-        "adp",
-        "debate",
-        "merlin_arthur",
-        "mnip",
-        "solo_verifier",
-    )
+    protocols: ClassVar[tuple[str, ...]] = TEXT_PROTOCOLS
+    """The protocols to run the scenario under, one test each (a plugin's own
+    protocols too); those the scenario's ``ScenarioSpec.supported_protocols``
+    leaves out are skipped, saying so."""
 
     def make_hyper_params(self, protocol: str, server: Any, **overrides: Any) -> Any:
         raise TypeError(
@@ -302,20 +310,34 @@ class TextScenarioContract:
         assert spec.environment_class is not None
         assert f"{self.scenario_name}/whole" in get_plugin_manager().agent_parts
 
-    @pytest.mark.parametrize("protocol_index", range(len(protocols)))
+    def pytest_generate_tests(self, metafunc: Any) -> None:
+        # the subclass's own protocols, however many (a parametrize decorator
+        # here would fix the base class's)
+        if "protocol" in metafunc.fixturenames:
+            metafunc.parametrize("protocol", list(type(self).protocols))
+
+    def _skip_unsupported(self, protocol: str) -> None:
+        from nip_core.plugins import get_plugin_manager
+
+        spec = get_plugin_manager().scenarios[self.scenario_name]
+        supported = spec.supported_protocols
+        if supported is not None and protocol not in supported:
+            pytest.skip(
+                f"scenario {self.scenario_name!r} supports only "
+                f"{', '.join(supported)} (its ScenarioSpec.supported_protocols)"
+            )
+
     def test_episodes_run_to_their_end(
         self,
         text_scenario_plugins: Any,
         server: Any,
         tmp_path: Path,
-        protocol_index: int,
+        protocol: str,
     ) -> None:
         from nip_core.factory import build_scenario_instance
         from nip_core.text.rollouts import TextRollouts
 
-        if protocol_index >= len(self.protocols):
-            pytest.skip("fewer protocols")
-        protocol = self.protocols[protocol_index]
+        self._skip_unsupported(protocol)
         hyper_params = self.make_hyper_params(protocol, server)
         instance = build_scenario_instance(hyper_params, self.make_settings(tmp_path))
         try:
@@ -350,15 +372,42 @@ class TextScenarioContract:
                                     assert text in shown, (
                                         f"{agent} was not shown {channel} of round {r2}"
                                     )
+        self._assert_answers_parse(rollouts)
         path = tmp_path / "rollouts.jsonl"
         rollouts.save_jsonl(path)
         assert TextRollouts.load_jsonl(path) == rollouts
+
+    def _assert_answers_parse(self, rollouts: Any) -> None:
+        """The server's model answers in the format the prompts ask for: every
+        model turn ends valid, and some episode ends with a verdict."""
+        data = rollouts
+        for a, agent in enumerate(rollouts.agent_names):
+            for b in range(rollouts.batch_size):
+                for r in range(int(rollouts.episode_length[b])):
+                    if not data["agents.active"][b, r, a]:
+                        continue
+                    if data["agents.prompt"][b, r, a] is None:
+                        continue  # a random agent
+                    assert data["agents.valid_response"][b, r, a], (
+                        f"{agent}'s response in round {r} of episode {b} was "
+                        f"invalid after {int(data['agents.retries'][b, r, a])} "
+                        "retries (last output: "
+                        f"{data['agents.raw_output'][b, r, a]!r}): make_server's "
+                        "responder must answer in the format the agent's "
+                        "system_prompt asks for and its parse_response reads"
+                    )
+        verdicts = [int(v) for v in data["verdict"]]
+        assert any(v in (0, 1) for v in verdicts), (
+            "no episode ended with a verdict: make_server's responder must let "
+            "the verifier decide in the scenario's format"
+        )
 
     def test_random_agents_play(
         self, text_scenario_plugins: Any, server: Any, tmp_path: Path
     ) -> None:
         from nip_core.factory import build_scenario_instance
 
+        self._skip_unsupported(self.protocols[0])
         hyper_params = self.make_hyper_params(
             self.protocols[0], server, agents={"_default": {"is_random": True}}
         )

@@ -10,10 +10,11 @@ Pass :func:`scripted_responder` and :func:`scripted_fine_tune_effect` to
         fine_tune_effect=scripted_fine_tune_effect,
     )
 
-The verifier asks one question while it may not decide yet and has heard no prover,
-then decides: rightly with probability ``skill`` (model attribute, 0.5 by
-default). With probability ``invalid_rate`` (0.1 by default) it writes a decision
-that is not a verdict, which the agent asks again. Provers argue for their stance.
+The verifier asks one question while it may not decide yet and has heard no prover
+(under each header it is given when it speaks on several channels), then decides:
+rightly with probability ``skill`` (model attribute, 0.5 by default). With
+probability ``invalid_rate`` (0.1 by default) it writes a decision that is not a
+verdict, which the agent asks again. Provers argue for their stance.
 """
 
 from __future__ import annotations
@@ -61,7 +62,12 @@ def scripted_responder(
     may_decide = "cannot give your verdict yet" not in last
     must_decide = "last turn" in last
     if not must_decide and (not may_decide or not heard_prover):
-        return f"Prover, why should I believe that {number} is even?"
+        question = f"why should I believe that {number} is even?"
+        # speaking on several channels (debate, mnip): one part per header
+        headers = _HEADER.findall(last)
+        if headers:
+            return "\n".join(f"{header} {question}" for header in headers)
+        return f"Prover, {question}"
     attributes = getattr(model, "attributes", {})
     if rng.random() < float(attributes.get("invalid_rate", 0.1)):
         return "I am torn.\nDecision: maybe"

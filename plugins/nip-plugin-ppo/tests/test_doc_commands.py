@@ -29,7 +29,7 @@ PLACEHOLDER = re.compile(r"[A-Z]{2,}|\.\.\.|<")
 NEEDS_MACHINE = ("run.device=cuda", "hydra/launcher=submitit", "hydra/launcher=ray")
 """Commands for machines these tests do not run on."""
 
-ILLUSTRATIONS = ("key=value", "my_", "trainer=a2c")
+ILLUSTRATIONS = ("key=value", "my_", "trainer=a2c", "-c parity/")
 """Commands about the reader's own configs, datasets or plugins (from the docs'
 examples), which these tests do not have."""
 

@@ -199,3 +199,22 @@ def test_spawned_workers(backend_factory: Any, tiny_model: Path) -> None:
     )
     assert job.status == "succeeded", job.error
     assert "(spawn)" in "\n".join(_record(backend, job.id)["events"])
+
+
+def test_progress_keeps_the_last_loss_past_the_closing_summary(tmp_path) -> None:
+    # the trainer's last log (train_runtime, train_loss) has no "loss": the file
+    # must still show the last training loss
+    import json
+    import types
+
+    from nip_plugin_transformers.training import PROGRESS_FILE, _Progress
+
+    callback = _Progress.make(tmp_path)
+    state = types.SimpleNamespace(global_step=1, max_steps=2, epoch=0.5)
+    callback.on_log(None, state, None, logs={"loss": 3.5, "learning_rate": 0.01})
+    state.global_step = 2
+    callback.on_log(None, state, None, logs={"loss": 2.25})
+    callback.on_log(None, state, None, logs={"train_runtime": 1.0, "train_loss": 2.9})
+    progress = json.loads((tmp_path / PROGRESS_FILE).read_text())
+    assert progress["loss"] == 2.25
+    assert progress["step"] == 2 and progress["max_steps"] == 2

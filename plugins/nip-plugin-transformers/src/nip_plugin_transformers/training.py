@@ -133,14 +133,21 @@ class _Progress:
         from transformers import TrainerCallback
 
         class ProgressCallback(TrainerCallback):
+            # the last training loss logged: the trainer's closing summary log
+            # (train_runtime, train_loss) has none and must not erase it
+            last_loss: float | None = None
+
             def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+                loss = (logs or {}).get("loss")
+                if loss is not None:
+                    self.last_loss = loss
                 atomic_write_json(
                     job_dir / PROGRESS_FILE,
                     {
                         "step": state.global_step,
                         "max_steps": state.max_steps,
                         "epoch": state.epoch,
-                        "loss": (logs or {}).get("loss"),
+                        "loss": self.last_loss,
                         "time": time.time(),
                     },
                 )
