@@ -53,7 +53,46 @@ FIRST_INTERRUPT_MESSAGE = (
 )
 
 
-class DeferredInterrupt:
+class _SignalHandler:
+    """Base of the contexts here: on entering, install :meth:`_handle` for
+    :attr:`signum`, only in the main thread and only over the default handler
+    (:attr:`default`: a debugger's, a launcher's or an application's own handling
+    is left alone); on leaving, put the previous handler back."""
+
+    signum: signal.Signals = signal.SIGINT
+    default: Any = signal.default_int_handler
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        if signal.getsignal(self.signum) is not self.default:
+            return self
+        self._previous = signal.signal(self.signum, self._handle)
+        self._installed = True
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._restore()
+
+    @property
+    def active(self) -> bool:
+        """Whether the handler is installed."""
+        return self._installed
+
+    def _restore(self) -> None:
+        if self._installed:
+            signal.signal(self.signum, self._previous)
+            self._installed = False
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        raise NotImplementedError  # pragma: no cover - every context defines it
+
+
+class DeferredInterrupt(_SignalHandler):
     """A context in which the first Ctrl-C is a request to stop, not an exception.
 
     Parameters
@@ -71,20 +110,13 @@ class DeferredInterrupt:
         on_leave: Callable[[], None] | None = None,
         stream: TextIO | None = None,
     ):
+        super().__init__()
         self.on_leave = on_leave
         self.stream = stream
         self.requested = False
-        self._previous: Any = None
-        self._installed = False
 
     def __enter__(self) -> DeferredInterrupt:
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-            return self
-        self._previous = signal.signal(signal.SIGINT, self._handle)
-        self._installed = True
-        return self
+        return super().__enter__()
 
     def __exit__(self, exc_type: Any, *exc_info: Any) -> None:
         self._restore()
@@ -92,16 +124,6 @@ class DeferredInterrupt:
             if self.on_leave is not None:
                 self.on_leave()
             raise KeyboardInterrupt
-
-    @property
-    def active(self) -> bool:
-        """Whether Ctrl-C is being deferred (the handler is installed)."""
-        return self._installed
-
-    def _restore(self) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
-            self._installed = False
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
@@ -116,7 +138,7 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised as an interrupt (see :func:`terminate_as_interrupt`)."""
 
 
-class terminate_as_interrupt:  # noqa: N801 - used as a context, like a function
+class terminate_as_interrupt(_SignalHandler):  # noqa: N801 - used like a function
     """A context in which SIGTERM raises :class:`Terminated` in the main thread.
 
     Installed only in the main thread and only over the default handler (a
@@ -124,30 +146,17 @@ class terminate_as_interrupt:  # noqa: N801 - used as a context, like a function
     previous handler is put back on leaving.
     """
 
-    def __init__(self) -> None:
-        self._previous: Any = None
-        self._installed = False
+    signum = signal.SIGTERM
+    default = signal.SIG_DFL
 
     def __enter__(self) -> terminate_as_interrupt:
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-            return self
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
-        self._installed = True
-        return self
+        return super().__enter__()
 
-    def __exit__(self, *exc_info: Any) -> None:
-        if self._installed:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._installed = False
-
-    @staticmethod
-    def _handle(signum: int, frame: Any) -> None:
+    def _handle(self, signum: int, frame: Any) -> None:
         raise Terminated("SIGTERM")
 
 
-class interrupts_shielded:  # noqa: N801 - used as a context, like a function
+class interrupts_shielded(_SignalHandler):  # noqa: N801 - used like a function
     """A context in which Ctrl-C is noted, not raised: for the bookkeeping of a
     stop that an interrupt already caused.
 
@@ -162,24 +171,12 @@ class interrupts_shielded:  # noqa: N801 - used as a context, like a function
     """
 
     def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__()
         self.stream = stream
         self.received = 0
-        self._previous: Any = None
-        self._installed = False
 
     def __enter__(self) -> interrupts_shielded:
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-            return self
-        self._previous = signal.signal(signal.SIGINT, self._handle)
-        self._installed = True
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
-            self._installed = False
+        return super().__enter__()
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.received += 1
