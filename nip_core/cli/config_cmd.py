@@ -53,13 +53,14 @@ def used_sections(hyper_params: Any) -> set[str]:
 def _text_backend_sections(hyper_params: Any, pm: Any) -> set[str]:
     """A text run's ``text_backend`` and the own sections of the backends its
     agents use (each agent's ``backend``, else ``text_backend.name``)."""
+    from nip_core.text.groups import backend_name
+
     scenario = pm.scenarios.get(hyper_params.scenario, None)
     if scenario is None or getattr(scenario, "data_world", "tensor") != "text":
         return set()
-    default = str(hyper_params.text_backend.name)
-    names = {default}
+    names = {str(hyper_params.text_backend.name)}
     for agent_params in dict(hyper_params.agents).values():
-        names.add(str(getattr(agent_params, "backend", None) or default))
+        names.add(backend_name(agent_params, hyper_params))
     sections = {"text_backend"}
     for name in names:
         spec = pm.text_backends.get(name, None)

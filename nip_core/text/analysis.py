@@ -196,14 +196,13 @@ def rollout_analyser_problems(
 
     registry = get_plugin_manager().rollout_analysers
     problems = []
-    section_path = path
     for index, name in enumerate(names):
-        path = f"{section_path}.{index}"
+        item = f"{path}.{index}"
         if name not in registry:
             if unknown:
                 problems.append(
                     ConfigProblem(
-                        path, "unknown rollout analyser", name, tuple(registry)
+                        item, "unknown rollout analyser", name, tuple(registry)
                     )
                 )
             continue
@@ -211,7 +210,7 @@ def rollout_analyser_problems(
         if wanted is not None and scenario is not None and wanted != scenario:
             problems.append(
                 ConfigProblem(
-                    path,
+                    item,
                     f"the rollout analyser {name!r} analyses {wanted} rollouts, not "
                     f"{scenario} ones",
                     name,

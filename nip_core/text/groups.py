@@ -261,7 +261,9 @@ class SharedModelGroup:
         )
 
 
-def _backend_name(agent_params: Any, hyper_params: Any) -> str:
+def backend_name(agent_params: Any, hyper_params: Any) -> str:
+    """The text backend an agent uses: its own ``backend``, else
+    ``text_backend.name``."""
     backend = getattr(agent_params, "backend", None)
     if backend:
         return str(backend)
@@ -311,10 +313,8 @@ def build_shared_model_groups(
     groups = {}
     for group_name, group_agents in members.items():
         params = next(iter(group_agents.values())).agent_params
-        backend_name = _backend_name(params, hyper_params)
-        if backend_name not in backends:
-            backends[backend_name] = build_backend(backend_name, hyper_params, settings)
-        groups[group_name] = SharedModelGroup(
-            group_name, group_agents, backends[backend_name]
-        )
+        name = backend_name(params, hyper_params)
+        if name not in backends:
+            backends[name] = build_backend(name, hyper_params, settings)
+        groups[group_name] = SharedModelGroup(group_name, group_agents, backends[name])
     return groups, backends

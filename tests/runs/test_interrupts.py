@@ -61,14 +61,9 @@ def test_the_shield_leaves_another_handler_alone() -> None:
         signal.signal(signal.SIGINT, previous)
 
 
-def test_ctrl_c_while_a_stopped_run_is_recorded_loses_nothing(
-    register_plugin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Ctrl-C stopped the run; the user presses it again while the run is marked
-    # killed and its loggers closed: the run must still be marked, and the command
-    # still say how to resume it
-    register_plugin(SYNTHETIC_PLUGIN, name="synthetic")
-    scenario = SyntheticScenario(tmp_path)
+def _ctrl_c_while_finishing(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Press Ctrl-C as a run closes its loggers (``RunContext.finish``); the list
+    returned records each close that got to its end."""
     finish = RunContext.finish
     closed: list[bool] = []
 
@@ -78,6 +73,27 @@ def test_ctrl_c_while_a_stopped_run_is_recorded_loses_nothing(
         closed.append(True)
 
     monkeypatch.setattr(RunContext, "finish", finish_under_ctrl_c)
+    return closed
+
+
+def _run(register_plugin, root: Path, run_id: str, callback) -> None:
+    register_plugin(SYNTHETIC_PLUGIN, name="synthetic")
+    scenario = SyntheticScenario(root)
+    run_experiment(
+        scenario.hyper_params("nip", rl=SyntheticScenario.short_rl()),
+        scenario.settings(checkpoint_period=1),
+        run_id=run_id,
+        callbacks=[callback],
+    )
+
+
+def test_ctrl_c_while_a_stopped_run_is_recorded_loses_nothing(
+    register_plugin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C stopped the run; the user presses it again while the run is marked
+    # killed and its loggers closed: the run must still be marked, and the command
+    # still say how to resume it
+    closed = _ctrl_c_while_finishing(monkeypatch)
 
     def ctrl_c_after_first(trainer, iteration, metrics) -> None:
         if iteration == 0:
@@ -87,12 +103,7 @@ def test_ctrl_c_while_a_stopped_run_is_recorded_loses_nothing(
         # a KeyboardInterrupt of any kind, so that the test fails (rather than
         # stops pytest) when the second Ctrl-C escapes
         with pytest.raises(KeyboardInterrupt) as caught:
-            run_experiment(
-                scenario.hyper_params("nip", rl=SyntheticScenario.short_rl()),
-                scenario.settings(checkpoint_period=1),
-                run_id="twice",
-                callbacks=[ctrl_c_after_first],
-            )
+            _run(register_plugin, tmp_path, "twice", ctrl_c_after_first)
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert isinstance(caught.value, RunInterrupted), repr(caught.value)
     assert caught.value.run_id == "twice"
@@ -106,27 +117,14 @@ def test_a_failed_run_is_not_shielded(
 ) -> None:
     # only an interrupt's stop holds Ctrl-C off: a failing run's cleanup stays
     # interruptible
-    register_plugin(SYNTHETIC_PLUGIN, name="synthetic")
-    scenario = SyntheticScenario(tmp_path)
-    finish = RunContext.finish
-
-    def finish_under_ctrl_c(self: RunContext) -> None:
-        finish(self)
-        _ctrl_c()
-
-    monkeypatch.setattr(RunContext, "finish", finish_under_ctrl_c)
+    _ctrl_c_while_finishing(monkeypatch)
 
     def fail(trainer, iteration, metrics) -> None:
         raise ValueError("broken")
 
     with python_ctrl_c():
         with pytest.raises(KeyboardInterrupt) as caught:
-            run_experiment(
-                scenario.hyper_params("nip", rl=SyntheticScenario.short_rl()),
-                scenario.settings(),
-                run_id="failing",
-                callbacks=[fail],
-            )
+            _run(register_plugin, tmp_path, "failing", fail)
     assert isinstance(caught.value.__context__, ValueError)
 
 

@@ -100,28 +100,9 @@ def test_trainer_logs_analysers_and_nip_analyse_reruns_them(
     assert "test_analysis.invalid_responses.invalid_rate" in test
 
     runs_dir = scenario.root / "runs"
-    code = main(
-        [
-            "analyse",
-            "analysed",
-            "--runs-dir",
-            str(runs_dir),
-            "--analyser",
-            "message_lengths",
-            "--split",
-            "train",
-        ]
-    )
-    assert code == 0
-    written = result.run_dir / "analysis" / "message_lengths.jsonl"
-    lines = [json.loads(line) for line in written.read_text().splitlines()]
-    assert [line["file"] for line in lines] == ["iter_000000.jsonl"]
-    assert lines[0]["verifier.mean_words"] > 0
-    assert "message_lengths" in capsys.readouterr().out
-    # the test split afterwards: the train split's records are kept
-    before = lines[0]
-    assert (
-        main(
+
+    def analyse(split: str) -> int:
+        return main(
             [
                 "analyse",
                 "analysed",
@@ -130,11 +111,19 @@ def test_trainer_logs_analysers_and_nip_analyse_reruns_them(
                 "--analyser",
                 "message_lengths",
                 "--split",
-                "test",
+                split,
             ]
         )
-        == 0
-    )
+
+    assert analyse("train") == 0
+    written = result.run_dir / "analysis" / "message_lengths.jsonl"
+    lines = [json.loads(line) for line in written.read_text().splitlines()]
+    assert [line["file"] for line in lines] == ["iter_000000.jsonl"]
+    assert lines[0]["verifier.mean_words"] > 0
+    assert "message_lengths" in capsys.readouterr().out
+    # the test split afterwards: the train split's records are kept
+    before = lines[0]
+    assert analyse("test") == 0
     lines = [json.loads(line) for line in written.read_text().splitlines()]
     assert lines[0] == before
     assert len(lines) >= 2

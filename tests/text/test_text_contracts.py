@@ -10,6 +10,7 @@ import pytest
 
 from nip_core.parameters.text import OpenAiBackendParameters, TextBackendParameters
 from nip_core.testing.contracts.text import (
+    TEXT_PROTOCOLS,
     BackendContract,
     TextScenarioContract,
     TextTrainerContract,
@@ -39,15 +40,7 @@ class TestOpenAiBackendContract(BackendContract):
 
 class TestSyntheticTextScenarioContract(TextScenarioContract):
     scenario_name = "synthetic_text"
-    protocols = (
-        "nip",
-        "adp",
-        "debate",
-        "merlin_arthur",
-        "mnip",
-        "solo_verifier",
-        "multi_channel_test",
-    )
+    protocols = (*TEXT_PROTOCOLS, "multi_channel_test")
 
     @pytest.fixture
     def text_scenario_plugins(self, register_plugin, test_protocols):
