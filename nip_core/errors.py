@@ -23,6 +23,11 @@ class NipWarning(UserWarning):
     ``nip: warning: ...`` lines."""
 
 
+class ParameterWarning(NipWarning):
+    """Parameters that are valid but probably not what was meant (the message says
+    which paths and why)."""
+
+
 class CheckpointWarning(NipWarning):
     """A checkpoint could not be used and an older one was (the message says which,
     and which iterations are done again)."""

@@ -208,6 +208,11 @@ class TrainerSpec(Contribution):
         "policy_head", "value_head")``).
     parameter_sections : tuple[str, ...]
         Parameter sections the trainer reads (documentation and ``nip plugins``).
+    unread_parameters : tuple[str, ...]
+        Dotted paths of fields in those sections that this trainer does not read
+        (e.g. ``"text_rl.verifier_guess_replacement_proportion"`` for a trainer
+        without guess replacement). Setting one away from its default gives a
+        :class:`~nip_core.errors.ParameterWarning` saying it has no effect.
     description : str
         One line.
     """
@@ -218,6 +223,7 @@ class TrainerSpec(Contribution):
     trainer_type: str = "rl"
     required_parts: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     parameter_sections: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    unread_parameters: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     description: str = ""
     kind: str = attrs.field(default="trainer", init=False, eq=False, repr=False)
 

@@ -321,7 +321,16 @@ def _analyse(args: argparse.Namespace) -> int:
     return 0
 
 
-THIRD_PARTY_LOGGERS: tuple[str, ...] = ("torchrl", "tensordict", "hydra", "wandb")
+THIRD_PARTY_LOGGERS: tuple[str, ...] = (
+    "torchrl",
+    "tensordict",
+    "hydra",
+    "wandb",
+    # the OpenAI-compatible backend's client: httpx logs every request at INFO
+    "httpx",
+    "httpcore",
+    "openai",
+)
 """Libraries whose log records go through nip's handler, warnings and errors only
 unless ``NIP_LOG_LEVEL`` asks for more (``NIP_LOG_LEVEL=INFO``)."""
 

@@ -336,7 +336,69 @@ def structure_agents(
             problems.extend(prefixed(exc.problems, name))
     if problems:
         raise NipConfigError(problems)
+    _warn_defaults_not_inherited(value, agents, agent_class)
     return agents
+
+
+def _warn_defaults_not_inherited(
+    value: Mapping, agents: AgentsParameters, agent_class: type[AgentParameters]
+) -> None:
+    """Warn where a named agent leaves out a field ``_default`` sets.
+
+    ``_default`` applies to the agents *not named*; a named agent takes the class's
+    default for every field it leaves out, not ``_default``'s value. When
+    ``_default`` was given as a mapping that sets a field to something other than the
+    class's default and a named agent (also a mapping) leaves that field out, the
+    named agent silently differs from ``_default`` there: say so, naming the paths.
+    Saved configs list every field of every agent, so they never warn; nor does an
+    agent with ``use_manual_architecture`` (it reads none of the network's fields).
+    """
+    given_default = value.get(DEFAULT_AGENT_KEY)
+    default = dict.get(agents, DEFAULT_AGENT_KEY)
+    if not isinstance(given_default, Mapping) or type(default) is not agent_class:
+        return
+    try:
+        class_default = agent_class()
+    except Exception:  # noqa: BLE001 - a class with required fields: no baseline
+        return
+    field_names = {f.alias: f.name for f in attrs.fields(agent_class) if f.init}
+    differing = [
+        key
+        for key, name in ((key, field_names.get(key)) for key in given_default)
+        if name is not None and getattr(default, name) != getattr(class_default, name)
+    ]
+    if not differing:
+        return
+    lines = []
+    for name, given in value.items():
+        agent = dict.get(agents, name)
+        if (
+            name == DEFAULT_AGENT_KEY
+            or not isinstance(given, Mapping)
+            or type(agent) is not agent_class
+            or agent.use_manual_architecture
+        ):
+            continue
+        for key in differing:
+            if key not in given:
+                lines.append(
+                    f"agents.{name}.{key} is {getattr(agent, field_names[key])!r} "
+                    f"(the class's default), not agents._default.{key}="
+                    f"{getattr(default, field_names[key])!r}"
+                )
+    if lines:
+        import warnings
+
+        from nip_core.errors import ParameterWarning
+
+        warnings.warn(
+            "agents._default applies only to agents that are not named; "
+            + "; ".join(lines)
+            + ". Set the field on the named agent too (or leave the agent out) "
+            "if it should share _default's value.",
+            ParameterWarning,
+            stacklevel=2,
+        )
 
 
 # --------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import contextlib
 import contextvars
 import os
 import types
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
@@ -22,7 +23,7 @@ from attrs import field
 from attrs import validators as v
 
 import nip_core
-from nip_core.errors import ConfigProblem, NipConfigError
+from nip_core.errors import ConfigProblem, NipConfigError, ParameterWarning
 from nip_core.parameters.agents import (
     DEFAULT_AGENT_KEY,
     AgentParameters,
@@ -311,6 +312,29 @@ class HyperParameters(BaseHyperParameters):
         if problems:
             raise NipConfigError([_with_source_hint(p, hints) for p in problems])
         object.__setattr__(self, "_ready", True)
+        if trainer is not None:
+            self._warn_unread_parameters(trainer)
+
+    def _warn_unread_parameters(self, trainer: Any) -> None:
+        """Warn about fields the trainer declares it does not read
+        (``TrainerSpec.unread_parameters``) that are set away from their defaults."""
+        set_fields = []
+        for path in getattr(trainer, "unread_parameters", ()):
+            section_name, _, field_name = path.partition(".")
+            section = self.sections.get(section_name)
+            if section is None or not field_name:
+                continue
+            value = getattr(section, field_name, None)
+            if value != getattr(type(section)(), field_name, None):
+                set_fields.append(f"{path}={value!r}")
+        if set_fields:
+            warnings.warn(
+                f"trainer {trainer.name!r} does not read "
+                + ", ".join(set_fields)
+                + ": the setting has no effect in this run",
+                ParameterWarning,
+                stacklevel=3,
+            )
 
     def _cross_agent_problems(self, protocol: Any) -> list[ConfigProblem]:
         """Problems involving several agents, from the agent class's

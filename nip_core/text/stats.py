@@ -5,8 +5,9 @@ Names (``test_`` prefixed for tests):
 - ``mean_accuracy`` / ``std_accuracy``: an episode is accurate when its verdict is
   the label (no verdict counts as wrong); ``mean_datapoint_accuracy``,
   ``worst_datapoint_accuracy``: per datapoint first, when datapoints repeat;
-- ``decision_rate``: episodes ended by a verdict; ``mean_decision``: the share of
-  verdicts that accept; ``verifier_precision`` / ``verifier_recall`` of accepting
+- ``decision_rate``: episodes ended by a verdict (accept, reject or, where the
+  protocol allows it, neither); ``mean_decision``: the share of accept among the
+  accept and reject verdicts; ``verifier_precision`` / ``verifier_recall`` of accepting
   correct claims (``nan`` when undefined);
 - ``mean_episode_length``: rounds played;
 - per agent: ``{agent}.mean_episode_reward``, ``{agent}.worst_episode_reward``,

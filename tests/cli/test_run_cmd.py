@@ -346,6 +346,27 @@ def test_third_party_logging_goes_through_nip_quietly(
     assert "\x1b[" not in out
 
 
+def test_the_http_client_logs_no_request_lines_by_default(monkeypatch):
+    import logging
+
+    from nip_core.cli.main import configure_logging
+
+    httpx_logger = logging.getLogger("httpx")
+    state = (httpx_logger.level, httpx_logger.propagate)
+    monkeypatch.delenv("NIP_LOG_LEVEL", raising=False)
+    try:
+        configure_logging()
+        # what httpx writes for every request of the OpenAI-compatible backend
+        assert not httpx_logger.isEnabledFor(logging.INFO)
+        assert httpx_logger.isEnabledFor(logging.WARNING)
+        monkeypatch.setenv("NIP_LOG_LEVEL", "INFO")
+        configure_logging()
+        assert httpx_logger.isEnabledFor(logging.INFO)
+    finally:
+        httpx_logger.setLevel(state[0])
+        httpx_logger.propagate = state[1]
+
+
 def test_a_missing_hydra_launcher_names_its_package(toy_plugin, capsys):
     # (the submitit and Ray launchers are extras the test environment installs)
     status = main(["run", "-m", "-c", "toy/exp", "hydra/launcher=rq"])

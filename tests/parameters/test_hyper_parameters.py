@@ -142,7 +142,9 @@ def test_agent_parameters_class_is_resolved_from_a_reference(toy):
 
 
 def test_get_walks_sections_and_agents(toy):
-    hp = make(agents={"_default": {"d_hidden": 5}, "prover": {"dropout": 0.5}})
+    hp = make(
+        agents={"_default": {"d_hidden": 5}, "prover": {"dropout": 0.5, "d_hidden": 5}}
+    )
     assert hp.get("seed") == 6198
     assert hp.get("rl.gamma") == 0.9
     assert hp.get("agents.verifier.d_hidden") == 5
@@ -153,6 +155,79 @@ def test_get_walks_sections_and_agents(toy):
         hp.get("rl.gama")
     with pytest.raises(KeyError):
         hp.get("to_dict")
+
+
+def test_a_named_agent_leaving_out_a_field_default_sets_is_warned_about(toy):
+    from nip_core.errors import ParameterWarning
+
+    with pytest.warns(ParameterWarning) as caught:
+        hp = make(agents={"_default": {"d_hidden": 5}, "prover": {"dropout": 0.5}})
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "agents.prover.d_hidden is 8 (the class's default)" in message
+    assert "not agents._default.d_hidden=5" in message
+    # the behaviour it warns about: _default is for agents not named
+    assert hp.agents["prover"].d_hidden == 8
+    assert hp.agents["verifier"].d_hidden == 5
+
+
+@pytest.mark.parametrize(
+    "agents",
+    [
+        # the named agent sets the field itself
+        {"_default": {"d_hidden": 5}, "prover": {"d_hidden": 6}},
+        # _default sets the field to the class's default
+        {"_default": {"d_hidden": 8}, "prover": {"dropout": 0.5}},
+        # no agent named
+        {"_default": {"d_hidden": 5}},
+        # a hand-built agent reads no network field
+        {"_default": {"d_hidden": 5}, "prover": {"use_manual_architecture": True}},
+        # a random agent has no such field
+        {"_default": {"d_hidden": 5}, "prover": {"is_random": True}},
+    ],
+)
+def test_no_warning_where_a_named_agent_does_not_drop_a_default(toy, agents):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make(agents=agents)
+
+
+def test_a_saved_config_with_named_agents_does_not_warn(toy):
+    import warnings
+
+    from nip_core.errors import ParameterWarning
+
+    with pytest.warns(ParameterWarning):
+        hp = make(agents={"_default": {"d_hidden": 5}, "prover": {"dropout": 0.5}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = HyperParameters.from_dict(hp.to_dict())
+    assert again.agents["prover"].d_hidden == 8
+
+
+def test_a_field_the_trainer_does_not_read_set_away_from_its_default_warns(toy):
+    import warnings
+
+    from nip_core.errors import ParameterWarning
+
+    def value_trainer(**kwargs):
+        return HyperParameters(
+            "toy", "toy_partial_trainer", interaction_protocol="toy_protocol", **kwargs
+        )
+
+    with pytest.warns(ParameterWarning) as caught:
+        value_trainer(toy_section={"rate": 0.25, "limit": 3})
+    assert [str(w.message) for w in caught] == [
+        "trainer 'toy_partial_trainer' does not read toy_section.rate=0.25, "
+        "toy_section.limit=3: the setting has no effect in this run"
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # at their defaults, or fields it reads, or another trainer: no warning
+        value_trainer(toy_section={"rate": 0.5, "steps": 9})
+        make(toy_section={"rate": 0.25})
 
 
 def test_section_assignment_is_validated(toy):

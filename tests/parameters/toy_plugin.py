@@ -183,6 +183,12 @@ class ToyPlugin:
                 required_parts=("body", "policy_head", "value_head"),
             ),
             TrainerSpec(
+                name="toy_partial_trainer",
+                trainer_class="toy:Trainer",
+                required_parts=("body", "policy_head"),
+                unread_parameters=("toy_section.rate", "toy_section.limit"),
+            ),
+            TrainerSpec(
                 name="toy_text_trainer", trainer_class="toy:Trainer", data_world="text"
             ),
         ]

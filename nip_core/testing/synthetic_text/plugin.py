@@ -48,6 +48,11 @@ class SyntheticTextPlugin:
                 data_world="text",
                 trainer_type="text",
                 parameter_sections=("text_rl", "text_backend"),
+                unread_parameters=(
+                    "text_rl.verifier_guess_replacement_proportion",
+                    "text_rl.verifier_guess_replacement_annealing",
+                    "text_rl.verifier_guess_replacement_annealing_rate",
+                ),
                 description="SFT on episodes with a return above the reward mid-point "
                 "(tests)",
             )

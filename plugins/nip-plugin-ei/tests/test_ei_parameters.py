@@ -89,3 +89,18 @@ def test_an_original_library_dict_keeps_its_section(ei_scenario):
     assert hyper_params.pure_text_ei.rollout_selection_method == "weighted_sampling"
     assert hyper_params.pure_text_ei.weighting_minimum == 0.0
     assert hyper_params.text_rl.num_iterations == 3
+
+
+def test_guess_replacement_settings_are_read_by_expert_iteration(ei_scenario):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hyper_params = ei_scenario.hyper_params(
+            trainer="pure_text_ei",
+            text_rl={
+                "verifier_guess_replacement_proportion": 0.5,
+                "verifier_guess_replacement_annealing": "linear",
+            },
+        )
+    assert hyper_params.text_rl.verifier_guess_replacement_proportion == 0.5

@@ -61,3 +61,26 @@ def test_an_original_library_dict_keeps_its_section(malt_scenario):
         warnings.simplefilter("always")
         hyper_params = HyperParameters.from_dict(original)
     assert hyper_params.pure_text_malt.num_responses_per_timestep == 4
+
+
+def test_guess_replacement_settings_warn_that_malt_does_not_read_them(malt_scenario):
+    from nip_core.errors import ParameterWarning
+
+    with pytest.warns(ParameterWarning) as caught:
+        malt_scenario.hyper_params(
+            trainer="pure_text_malt",
+            text_rl={
+                "verifier_guess_replacement_proportion": 0.5,
+                "verifier_guess_replacement_annealing": "linear",
+            },
+        )
+    assert [str(w.message) for w in caught] == [
+        "trainer 'pure_text_malt' does not read "
+        "text_rl.verifier_guess_replacement_proportion=0.5, "
+        "text_rl.verifier_guess_replacement_annealing='linear': the setting has no "
+        "effect in this run"
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # at their defaults: nothing to say
+        malt_scenario.hyper_params(trainer="pure_text_malt")

@@ -26,6 +26,13 @@ def register_trainers() -> list[TrainerSpec]:
             data_world="text",
             trainer_type="text",
             parameter_sections=("text_rl", "text_backend", "pure_text_malt"),
+            # expert iteration's verifier guess replacement; MALT's pairs come
+            # from the trees' expected rewards
+            unread_parameters=(
+                "text_rl.verifier_guess_replacement_proportion",
+                "text_rl.verifier_guess_replacement_annealing",
+                "text_rl.verifier_guess_replacement_annealing_rate",
+            ),
             description="Multi-agent LLM training: response trees, positive and "
             "negative responses by expected reward, DPO on preference pairs.",
         )

@@ -1,0 +1,95 @@
+"""Per-iteration statistics of text rollouts, with exact values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from nip_core.text.rollouts import TextRollouts
+from nip_core.text.stats import text_rollout_statistics
+
+
+def _rollouts() -> TextRollouts:
+    # five episodes of up to two rounds; the prover speaks on round 0, the verifier
+    # on round 1 (one episode ends after round 0)
+    rollouts = TextRollouts(
+        ["prover", "verifier"],
+        ["main"],
+        2,
+        [{"y": y} for y in (1, 1, 0, 0, 0)],
+        iteration=3,
+    )
+    rollouts["datapoint_index"] = [0, 0, 1, 2, 3]
+    # accept, reject, neither, no verdict, accept
+    rollouts["verdict"] = [1, 0, 3, -1, 1]
+    rollouts["padding"] = [[0, 0], [0, 0], [0, 0], [0, 1], [0, 0]]
+    active = np.zeros((5, 2, 2), dtype=bool)
+    active[:, 0, 0] = True
+    active[[0, 1, 2, 4], 1, 1] = True
+    rollouts["agents.active"] = active
+    reward = np.zeros((5, 2, 2))
+    reward[:, 1, 0] = [1.0, 0.0, 0.0, 0.0, 1.0]
+    reward[:, 1, 1] = [1.0, 0.0, -0.5, 0.0, -1.0]
+    rollouts["agents.reward"] = reward
+    retries = np.zeros((5, 2, 2), dtype=np.int64)
+    retries[0, 0, 0] = 2
+    rollouts["agents.retries"] = retries
+    valid = np.ones((5, 2, 2), dtype=bool)
+    valid[1, 1, 1] = False
+    rollouts["agents.valid_response"] = valid
+    messages = np.full((5, 2, 2, 1), None, dtype=object)
+    messages[:, 0, 0, 0] = ["a b c", "a", "a b", "", "a b c d"]
+    messages[[0, 1, 2, 4], 1, 1, 0] = ["yes", "no", "hmm maybe", "yes"]
+    rollouts["agents.message"] = messages
+    return rollouts
+
+
+def test_the_statistics_of_a_small_batch_exactly():
+    stats = text_rollout_statistics(_rollouts())
+    assert stats["mean_accuracy"] == pytest.approx(0.2)
+    assert stats["std_accuracy"] == pytest.approx(0.4)
+    # datapoint 0 twice (right, wrong), the others once and wrong
+    assert stats["mean_datapoint_accuracy"] == pytest.approx(0.125)
+    assert stats["worst_datapoint_accuracy"] == 0.0
+    # accept, reject and neither end an episode with a verdict; -1 does not
+    assert stats["decision_rate"] == pytest.approx(0.8)
+    # the share of accept among accept and reject: neither is not counted
+    assert stats["mean_decision"] == pytest.approx(2 / 3)
+    assert stats["verifier_precision"] == pytest.approx(0.5)
+    assert stats["verifier_recall"] == pytest.approx(0.5)
+    assert stats["mean_episode_length"] == pytest.approx(1.8)
+    assert stats["prover.mean_episode_reward"] == pytest.approx(0.4)
+    assert stats["verifier.mean_episode_reward"] == pytest.approx(-0.1)
+    assert stats["verifier.worst_episode_reward"] == -1.0
+    assert stats["prover.retry_proportion"] == pytest.approx(0.2)
+    assert stats["prover.mean_retries"] == pytest.approx(0.4)
+    assert stats["verifier.invalid_proportion"] == pytest.approx(0.25)
+    assert stats["prover.mean_words"] == pytest.approx(10 / 5)
+    assert stats["verifier.mean_words"] == pytest.approx(5 / 4)
+    # no token counts from the backend: no token statistics
+    assert "prover.mean_tokens" not in stats
+    assert "mean_tokens_per_episode" not in stats
+
+
+def test_token_statistics_and_the_test_prefix():
+    rollouts = _rollouts()
+    tokens = np.full((5, 2, 2), -1, dtype=np.int64)
+    tokens[:, 0, 0] = [3, 1, 2, 0, 4]
+    tokens[[0, 1, 2, 4], 1, 1] = [1, 1, 2, 1]
+    rollouts["agents.tokens"] = tokens
+    stats = text_rollout_statistics(rollouts, prefix="test_")
+    assert stats["test_prover.mean_tokens"] == pytest.approx(2.0)
+    assert stats["test_verifier.mean_tokens"] == pytest.approx(1.25)
+    assert stats["test_mean_tokens_per_episode"] == pytest.approx(15 / 5)
+    assert all(key.startswith("test_") for key in stats)
+
+
+def test_no_accepted_episode_leaves_precision_undefined():
+    rollouts = _rollouts()
+    rollouts["verdict"] = [0, 0, 3, -1, 0]
+    stats = text_rollout_statistics(rollouts)
+    assert math.isnan(stats["verifier_precision"])
+    assert stats["verifier_recall"] == 0.0
+    assert stats["mean_decision"] == 0.0
