@@ -544,6 +544,25 @@ class ProtocolHandler(ABC):
             raise ProtocolSpecificationError(
                 f"{owner}: no verifier is ever active in rounds 0 to {max_rounds - 1}"
             )
+        last_turn = max(self.verifier_turn_rounds)
+        if last_turn < min_rounds - 1:
+            section = self.parameter_section
+            raise NipConfigError(
+                ConfigProblem(
+                    path=f"{section}.min_message_rounds"
+                    if section
+                    else "min_message_rounds",
+                    message=(
+                        f"{owner}: no verdict can ever count: verdicts count from "
+                        f"round min_message_rounds - 1 = {min_rounds - 1} on, and the "
+                        f"verifier's last turn is round {last_turn} "
+                        f"(max_message_rounds={max_rounds}), so every episode would "
+                        "end cut off. Set min_message_rounds to at most "
+                        f"{last_turn + 1}, or raise max_message_rounds"
+                    ),
+                    value=min_rounds,
+                )
+            )
 
         common = self.protocol_common
         if common.randomize_prover_stance and len(self.prover_names) != 1:
@@ -575,14 +594,22 @@ class ProtocolHandler(ABC):
                 if last_turn == last_round - 1
                 else f"rounds {last_turn + 1} to {last_round}"
             )
-            section = self.parameter_section or "the protocol's section"
+            opt_out = ""
+            if section and hasattr(
+                getattr(self.hyper_params, section, None), "allow_unread_rounds"
+            ):
+                opt_out = (
+                    f", or {section}.allow_unread_rounds=true to keep the rounds "
+                    "without this warning"
+                )
+            section = section or "the protocol's section"
             warnings.warn(
                 f"{type(self).__name__}: the verifier's last turn is round "
                 f"{last_turn}, so {wasted} of max_message_rounds="
                 f"{self.max_message_rounds} can never be read by the verifier; the "
                 "episode then terminates with verifier_terminated_penalty. Set "
                 f"{section}.max_message_rounds to {last_turn + 1} (or change who "
-                "goes first).",
+                f"goes first){opt_out}.",
                 ProtocolWarning,
                 stacklevel=4,
             )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
+from nip_core.errors import ConfigProblem, NipConfigError
+from nip_core.parameters.validation import prefixed
 from nip_core.protocols.parameters import (
     CommonProtocolParameters,
     DebateProtocolParameters,
@@ -20,8 +23,19 @@ from nip_core.protocols.parameters import (
 # --------------------------------------------------------------------------------------
 
 
-def _section(value: Any, cls: type) -> Any:
-    return cls(**value) if isinstance(value, Mapping) else value
+def _section(name: str, cls: type) -> Any:
+    """A converter building section ``name`` of class ``cls`` from a dict; its
+    problems' paths start with the section's name."""
+
+    def convert(value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        try:
+            return cls(**value)
+        except NipConfigError as error:
+            raise NipConfigError(prefixed(error.problems, name)) from None
+
+    return convert
 
 
 @attrs.define(kw_only=True)
@@ -49,36 +63,56 @@ class ProtocolParameterView:
     scenario: str | None = None
     protocol_common: CommonProtocolParameters = attrs.field(
         factory=CommonProtocolParameters,
-        converter=lambda value: _section(value, CommonProtocolParameters),
+        converter=_section("protocol_common", CommonProtocolParameters),
     )
     nip_protocol: NipProtocolParameters = attrs.field(
         factory=NipProtocolParameters,
-        converter=lambda value: _section(value, NipProtocolParameters),
+        converter=_section("nip_protocol", NipProtocolParameters),
     )
     debate_protocol: DebateProtocolParameters = attrs.field(
         factory=DebateProtocolParameters,
-        converter=lambda value: _section(value, DebateProtocolParameters),
+        converter=_section("debate_protocol", DebateProtocolParameters),
     )
     mnip_protocol: MnipProtocolParameters = attrs.field(
         factory=MnipProtocolParameters,
-        converter=lambda value: _section(value, MnipProtocolParameters),
+        converter=_section("mnip_protocol", MnipProtocolParameters),
     )
     zk_protocol: ZkProtocolParameters = attrs.field(
         factory=ZkProtocolParameters,
-        converter=lambda value: _section(value, ZkProtocolParameters),
+        converter=_section("zk_protocol", ZkProtocolParameters),
     )
     extra_sections: dict[str, Any] = attrs.field(factory=dict)
 
     @classmethod
     def from_sections(cls, **sections: Any) -> ProtocolParameterView:
         """Build from keyword arguments; names that are not fields of this class go
-        to ``extra_sections``."""
+        to ``extra_sections`` (a plugin protocol's own section).
+
+        A name that is not a field but is spelt almost like one (``nip_protocl``)
+        is an error suggesting the field, rather than a section nobody reads.
+        """
         known = {
             name: value for name, value in sections.items() if name in _VIEW_FIELDS
         }
         extra = {
             name: value for name, value in sections.items() if name not in _VIEW_FIELDS
         }
+        problems = [
+            ConfigProblem(
+                name,
+                f"not a protocol section; did you mean {match[0]!r}? (a plugin "
+                "protocol's own section is passed through under its name, but this "
+                "one is spelt almost like a built-in one)",
+            )
+            for name in extra
+            if (
+                match := difflib.get_close_matches(
+                    name, _BUILT_IN_SECTIONS, n=1, cutoff=0.85
+                )
+            )
+        ]
+        if problems:
+            raise NipConfigError(problems)
         return cls(**known, extra_sections=extra)
 
     def __getattr__(self, name: str) -> Any:
@@ -97,3 +131,6 @@ class ProtocolParameterView:
 
 
 _VIEW_FIELDS = frozenset(f.name for f in attrs.fields(ProtocolParameterView))
+_BUILT_IN_SECTIONS = sorted(
+    _VIEW_FIELDS - {"interaction_protocol", "scenario", "extra_sections"}
+)

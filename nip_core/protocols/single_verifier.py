@@ -108,8 +108,12 @@ class SingleVerifierProtocolHandler(ProtocolHandler, ABC):
         decided = self.get_decision_made_mask(round_id, guess_mask, decision)
         decided = decided & ~verifier_already_done
 
+        # a verifier done before (under zero knowledge the episode can go on after
+        # its verdict) has decided: its episode is not cut off
         new_terminated = (
-            (round_id >= self.max_message_rounds - 1) & ~decided & ~already_done
+            (round_id >= self.max_message_rounds - 1)
+            & ~decided
+            & ~verifier_already_done
         )
         terminated = inputs.terminated | new_terminated
 

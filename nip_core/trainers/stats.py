@@ -99,6 +99,28 @@ def _std(x: torch.Tensor) -> float:
     return float(x.float().std().item()) if x.numel() > 1 else 0.0
 
 
+def _verdict_steps(
+    flat: Any, verifier: int, num_agents: int, done: torch.Tensor
+) -> torch.Tensor:
+    """``[env, time]``: the steps at which the verifier's episode ended for it.
+
+    Usually the step at which the episode ends. Under zero knowledge the episode
+    goes on until the adversarial verifier is done too, and the verifier, done
+    earlier, keeps sampling decisions that count for nothing: its verdict is at the
+    step where its own done flag (``("agents", "done")``) turns on. Without the
+    per-agent flags, the episode's last step.
+    """
+    now = _get(flat, ("agents", "done"))
+    after = _get(flat, ("next", "agents", "done"))
+    if now is None or after is None:
+        return done
+    now = now.reshape(*flat.shape, -1)
+    after = after.reshape(*flat.shape, -1)
+    if now.shape[-1] != num_agents or after.shape[-1] != num_agents:
+        return done
+    return after[..., verifier].bool() & ~now[..., verifier].bool()
+
+
 def rollout_statistics(
     rollout: Any,
     agent_names: Sequence[str],
@@ -114,7 +136,9 @@ def rollout_statistics(
     the verdicts that counted (the protocol handler's
     ``get_effective_verifier_decision``: with ``protocol_common.force_guess`` the
     forced verdict); the accuracies are of those. The rollout keeps the sampled
-    decisions, which the policy's log-probabilities are of.
+    decisions, which the policy's log-probabilities are of. A verdict is read at the
+    step where the verifier became done (under zero knowledge that can be before the
+    episode ends).
     """
     stats: dict[str, float] = {}
     time = rollout.shape[-1]
@@ -233,12 +257,13 @@ def rollout_statistics(
         if effective_decision is not None:
             verifier_decision = effective_decision(verifier_decision, labels)
         correct = (verifier_decision == labels).float()
-        done_correct = correct[done]
+        verdict_step = _verdict_steps(flat, v, len(agent_names), done)
+        done_correct = correct[verdict_step]
         stats[f"{prefix}mean_accuracy"] = _item(done_correct.mean())
         stats[f"{prefix}std_accuracy"] = _std(done_correct)
         if datapoint is not None and done_correct.numel() > 0:
             per_dp = _group_mean(
-                done_correct, datapoint.reshape(flat.shape)[done].long()
+                done_correct, datapoint.reshape(flat.shape)[verdict_step].long()
             )
             stats[f"{prefix}mean_datapoint_accuracy"] = float(per_dp.mean())
             stats[f"{prefix}std_datapoint_accuracy"] = _std(per_dp)

@@ -203,10 +203,97 @@ def test_allow_unread_rounds_silences_the_unread_round_warning() -> None:
     from nip_core.protocols.base import ProtocolWarning
     from nip_core.protocols.main_protocols import NipProtocolHandler
 
-    with pytest.warns(ProtocolWarning, match="round 7 of max_message_rounds=8"):
+    with pytest.warns(ProtocolWarning, match="round 7 of max_message_rounds=8") as w:
         NipProtocolHandler.from_sections(nip_protocol={"max_message_rounds": 8})
+    message = str(w[0].message)
+    assert "Set nip_protocol.max_message_rounds to 7" in message
+    # the warning names its opt-out
+    assert "or nip_protocol.allow_unread_rounds=true" in message
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         NipProtocolHandler.from_sections(
             nip_protocol={"max_message_rounds": 8, "allow_unread_rounds": True}
         )
+
+
+@pytest.mark.parametrize(
+    ("handler", "sections", "path", "last_turn"),
+    [
+        # the verifier speaks on rounds 0 and 2; verdicts count from round 3
+        (
+            "nip",
+            {"nip_protocol": {"max_message_rounds": 4, "min_message_rounds": 4}},
+            "nip_protocol.min_message_rounds",
+            2,
+        ),
+        (
+            "nip",
+            {"nip_protocol": {"max_message_rounds": 8, "min_message_rounds": 8}},
+            "nip_protocol.min_message_rounds",
+            6,
+        ),
+        # sequential debate: verifier, prover0, prover1, verifier, ...
+        (
+            "debate",
+            {
+                "debate_protocol": {
+                    "max_message_rounds": 3,
+                    "min_message_rounds": 3,
+                    "sequential": True,
+                }
+            },
+            "debate_protocol.min_message_rounds",
+            0,
+        ),
+    ],
+)
+def test_round_limits_under_which_no_verdict_can_count_are_refused(
+    handler, sections, path, last_turn
+) -> None:
+    from nip_core.errors import NipConfigError
+    from nip_core.protocols.main_protocols import (
+        DebateProtocolHandler,
+        NipProtocolHandler,
+    )
+
+    cls = {"nip": NipProtocolHandler, "debate": DebateProtocolHandler}[handler]
+    with pytest.raises(NipConfigError) as caught:
+        cls.from_sections(**sections)
+    (problem,) = caught.value.problems
+    assert problem.path == path
+    assert f"the verifier's last turn is round {last_turn}" in problem.message
+    assert f"Set min_message_rounds to at most {last_turn + 1}" in problem.message
+    # the largest minimum it suggests is accepted
+    limits = dict(next(iter(sections.values())))
+    limits["min_message_rounds"] = last_turn + 1
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cls.from_sections(**{next(iter(sections)): limits})
+
+
+def test_from_sections_names_the_section_of_a_problem_and_refuses_a_misspelt_one():
+    from nip_core.errors import NipConfigError
+    from nip_core.protocols.main_protocols import NipProtocolHandler
+
+    with pytest.raises(NipConfigError) as caught:
+        NipProtocolHandler.from_sections(nip_protocol={"max_message_rounds": 0})
+    assert [p.path for p in caught.value.problems] == [
+        "nip_protocol.max_message_rounds"
+    ]
+    with pytest.raises(NipConfigError) as caught:
+        NipProtocolHandler.from_sections(protocol_common={"verifierfirst": False})
+    assert [p.path for p in caught.value.problems] == ["protocol_common.verifierfirst"]
+    # a section spelt almost like a built-in one is not passed through unread
+    with pytest.raises(NipConfigError) as caught:
+        NipProtocolHandler.from_sections(nip_protocl={"max_message_rounds": 3})
+    (problem,) = caught.value.problems
+    assert problem.path == "nip_protocl"
+    assert "did you mean 'nip_protocol'?" in problem.message
+    # a plugin protocol's own section is
+    handler = NipProtocolHandler.from_sections(
+        nip_protocol={"max_message_rounds": 3}, relay_protocol={"hops": 2}
+    )
+    assert handler.max_message_rounds == 3
+    assert handler.hyper_params.relay_protocol == {"hops": 2}

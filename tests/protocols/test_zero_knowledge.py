@@ -251,6 +251,28 @@ def test_last_round_terminates_when_the_adversarial_verifier_has_not_decided() -
     assert reward[:, 1].tolist() == [1.0, 1.0, 0.0]
 
 
+def test_last_round_does_not_terminate_when_both_verifiers_have_decided() -> None:
+    # the verifier decided on an earlier round, the adversarial verifier decides on
+    # the last one: both decided, so the episode ends without being cut off (and
+    # the other way round)
+    handler = zk(nip_protocol={"max_message_rounds": 7})
+    messages, decisions = zero_logits(handler, batch=2)
+    td = make_protocol_step_td(
+        handler,
+        [6, 6],
+        [[C, C, A, C], [C, A, C, C]],
+        agent_done=[[False, True, False, False], [False, False, True, False]],
+        main_message_logits=messages,
+        decision_logits=decisions,
+    )
+    shared_done, agent_done, terminated, reward = handler.step_interaction_protocol(td)
+    assert shared_done.tolist() == [True, True]
+    assert terminated.tolist() == [False, False]
+    assert agent_done.all()
+    # the verifier's earlier verdict was paid then; its verdict now pays once
+    assert reward[:, 1].tolist() == [0.0, 1.0]
+
+
 def test_no_simulator_reward_once_the_adversarial_verifier_is_done() -> None:
     handler = zk(coefficient=1.0)
     messages, decisions = zero_logits(handler, batch=1)

@@ -310,6 +310,53 @@ def test_rollout_statistics_exact_values():
     assert forced["worst_datapoint_accuracy"] == 1.0
 
 
+def test_accuracy_reads_the_verdict_at_the_step_the_verifier_became_done():
+    # zero knowledge: the verifier accepts on round 0 (y = 1: right) while the
+    # adversarial verifier goes on; the episode ends on round 2, when the adversarial
+    # verifier decides, and the verifier, done since round 0, samples a reject there
+    # that counts for nothing
+    from tensordict import TensorDict
+
+    from nip_core.trainers.stats import rollout_statistics
+
+    names = ["prover", "verifier", "adversarial_verifier", "simulator"]
+    decision = torch.tensor([[[2, 1, 2, 2], [2, 2, 2, 2], [2, 0, 1, 2]]])
+    agent_done_after = torch.tensor(
+        [[[0, 1, 0, 0], [0, 1, 0, 0], [1, 1, 1, 1]]], dtype=torch.bool
+    )
+    agent_done_before = torch.tensor(
+        [[[0, 0, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0]]], dtype=torch.bool
+    )
+
+    def rollout(with_agent_done: bool) -> TensorDict:
+        agents = {"decision": decision}
+        next_agents = {"reward": torch.zeros(1, 3, 4, 1)}
+        if with_agent_done:
+            agents["done"] = agent_done_before.unsqueeze(-1)
+            next_agents["done"] = agent_done_after.unsqueeze(-1)
+        return TensorDict(
+            {
+                "y": torch.ones(1, 3, 1, dtype=torch.long),
+                "datapoint_id": torch.zeros(1, 3, dtype=torch.long),
+                "agents": TensorDict(agents, batch_size=(1, 3, 4)),
+                "next": TensorDict(
+                    {
+                        "done": torch.tensor([[[False], [False], [True]]]),
+                        "agents": TensorDict(next_agents, batch_size=(1, 3, 4)),
+                    },
+                    batch_size=(1, 3),
+                ),
+            },
+            batch_size=(1, 3),
+        )
+
+    stats = rollout_statistics(rollout(True), names)
+    assert stats["mean_accuracy"] == 1.0
+    assert stats["worst_datapoint_accuracy"] == 1.0
+    # without per-agent done flags: the episode's last step, as before
+    assert rollout_statistics(rollout(False), names)["mean_accuracy"] == 0.0
+
+
 @pytest.mark.parametrize(("force", "accuracy"), [("y", 1.0), ("zero", None)])
 def test_accuracy_with_force_guess_follows_the_rewards(
     synthetic_scenario, force, accuracy
