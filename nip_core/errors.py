@@ -28,6 +28,11 @@ class ParameterWarning(NipWarning):
     which paths and why)."""
 
 
+class LoggerWarning(NipWarning):
+    """A metrics logger could not do what was asked and did something else (W&B
+    offline when it could not be reached; the message says what and where)."""
+
+
 class CheckpointWarning(NipWarning):
     """A checkpoint could not be used and an older one was (the message says which,
     and which iterations are done again)."""

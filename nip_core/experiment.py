@@ -257,6 +257,32 @@ def _same_experiment(saved: dict, current: dict, ignore: Sequence[str] = ()) -> 
     return canonical(read_back) == canonical(current)
 
 
+def run_holds_experiment(
+    run_dir: Any, hyper_params: Any, settings: ExperimentSettings
+) -> bool:
+    """Whether the run directory ``run_dir`` (a path or :class:`RunDirectory`)
+    holds ``hyper_params``'s experiment, as :func:`run_experiment` decides it
+    (after the base run's settings are applied; how the run reaches its services
+    does not count). ``False`` when it holds no readable hyper-parameters.
+
+    A run that failed before it saved anything counts as holding it: the
+    experiment would take its place there."""
+    from nip_core.errors import NipError
+    from nip_core.parameters import preserved_paths
+    from nip_core.parameters.base_run import RESUME
+
+    if not isinstance(run_dir, RunDirectory):
+        run_dir = RunDirectory(Path(run_dir))
+    hyper_params = apply_base_run(hyper_params, settings)
+    try:
+        saved = run_dir.read_hyper_params()
+    except (NipError, OSError, ValueError):
+        return False
+    return _same_experiment(
+        saved, hyper_params.to_dict(), preserved_paths(hyper_params, RESUME)
+    ) or _failed_with_nothing_to_keep(run_dir)
+
+
 def run_experiment(
     hyper_params: Any,
     settings: ExperimentSettings | None = None,
@@ -361,9 +387,21 @@ def run_experiment(
             # those (a stage may have logged at the step it resumes at)
             truncate_metrics_records(run_dir, resume.metrics_records)
             resume_from_step = None
-        loggers = build_loggers(
-            run_dir, settings, params_dict, resume_from_step=resume_from_step
-        )
+        try:
+            loggers = build_loggers(
+                run_dir, settings, params_dict, resume_from_step=resume_from_step
+            )
+        except BaseException as error:
+            # the run directory says why the run stopped, and a Ctrl-C here gets
+            # the resume hint like one during training
+            interrupted = isinstance(error, KeyboardInterrupt)
+            with interrupts_shielded() if interrupted else contextlib.nullcontext():
+                _mark_stopped(run_dir, "killed" if interrupted else "failed", error)
+            if interrupted:
+                raise RunInterrupted(
+                    settings.run_id, settings.runs_dir, resumed_from
+                ) from error
+            raise
     # A resumed run's clock goes on from its last kept record (None: it had none)
     elapsed_offset: float | None = (
         last_elapsed_seconds(run_dir)

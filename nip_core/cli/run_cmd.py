@@ -538,10 +538,23 @@ class SweepJob:
         job_dir = _hydra_job_dir()
         if job_dir is not None:
             sweeps.write_job_record(job_dir, settings.run_id, run_dir)
+        if not run_dir.exists():
+            return settings, None
+        from nip_core.experiment import run_holds_experiment
+
+        if not run_holds_experiment(run_dir, hyper_params, settings):
+            # (a run_id template that gives two experiments one id, say): neither
+            # skipped as finished nor resumed
+            raise CheckpointError(
+                f"run directory {run_dir} holds a different experiment than this "
+                "job's; give the job another run.run_id (a template naming what "
+                "differs between the experiments), or leave run.run_id unset for "
+                "one derived from the experiment"
+            )
         if self.resume and sweeps.run_is_finished(run_dir):
             log.info("run %s had finished; skipped", settings.run_id)
             return settings, JobOutcome(ok=True, run_dir=str(run_dir), skipped=True)
-        if not self.resume and run_dir.exists():
+        if not self.resume:
             raise CheckpointError(
                 f"run directory {run_dir} exists already; continue the sweep with "
                 f"`nip run -m --resume-sweep {self.sweep_dir}`"

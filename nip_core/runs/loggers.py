@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nip_core.errors import MissingPluginError
+from nip_core.errors import LoggerWarning, MissingPluginError
 from nip_core.runs.wandb_api import DEFAULT_WANDB_PROJECT
 
 if TYPE_CHECKING:
@@ -207,8 +208,33 @@ class WandbLogger(MetricLogger):
 
         self._wandb = wandb
         mode = self.settings.resolved_wandb_mode()
+        try:
+            self.run = self._init(mode)
+        except Exception as error:
+            if mode != "online":
+                raise
+            # A run never fails for want of a network: it logs offline instead,
+            # to be uploaded later
+            warnings.warn(
+                f"W&B could not start run {self.run_dir.run_id} online "
+                f"({type(error).__name__}: {error}); it logs to W&B offline in "
+                f"{self.run_dir.path / 'wandb'} instead: upload it later with "
+                "`wandb sync`",
+                LoggerWarning,
+                stacklevel=2,
+            )
+            mode = "offline"
+            self.run = self._init(mode)
+        self._mode = mode
+        self.run_dir.write_run_info(
+            wandb_mode=mode,
+            wandb_run_path=None if mode == "disabled" else _run_path(self.run),
+            wandb_dir=None if mode == "disabled" else str(getattr(self.run, "dir", "")),
+        )
+
+    def _init(self, mode: str) -> Any:
         config = {k: v for k, v in self.hyper_params_dict.items() if k != "_meta"}
-        self.run = wandb.init(
+        return self._wandb.init(
             project=self.settings.wandb_project or DEFAULT_WANDB_PROJECT,
             entity=self.settings.wandb_entity,
             id=self.run_dir.run_id,
@@ -219,12 +245,7 @@ class WandbLogger(MetricLogger):
             config=config,
             resume="allow",
             reinit="create_new",
-            settings=wandb.Settings(silent=True, console="off"),
-        )
-        self.run_dir.write_run_info(
-            wandb_mode=mode,
-            wandb_run_path=None if mode == "disabled" else _run_path(self.run),
-            wandb_dir=None if mode == "disabled" else str(getattr(self.run, "dir", "")),
+            settings=self._wandb.Settings(silent=True, console="off"),
         )
 
     def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
@@ -238,7 +259,7 @@ class WandbLogger(MetricLogger):
         *,
         aliases: Sequence[str] = (),
     ) -> None:
-        if self.settings.resolved_wandb_mode() == "disabled":
+        if self._mode == "disabled":
             return
         artifact = self._wandb.Artifact(name=name, type=artifact_type)
         path = Path(path)

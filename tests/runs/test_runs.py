@@ -6,6 +6,7 @@ import json
 import os
 import random
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -274,6 +275,72 @@ def test_wandb_offline_logger_records_history(tmp_path, plugin_manager, monkeypa
     config = next(r.run.config for r in records if r.WhichOneof("record_type") == "run")
     config_items = {_item_key(u): u.value_json for u in config.update}
     assert config_items["seed"] == "1"
+
+
+def test_wandb_unreachable_online_logs_offline_instead(
+    tmp_path, plugin_manager, monkeypatch
+):
+    import wandb
+
+    from nip_core.errors import LoggerWarning
+
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    real_init = wandb.init
+    modes = []
+
+    def init(**kwargs):
+        modes.append(kwargs["mode"])
+        if kwargs["mode"] == "online":
+            # what W&B raises when it cannot reach its server in time
+            raise wandb.errors.CommError("context deadline exceeded")
+        return real_init(**kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    run_dir = _run_dir(tmp_path, "wb-away")
+    settings = ExperimentSettings(wandb_project="nip-tests", run_id="wb-away")
+    with pytest.warns(LoggerWarning, match="could not start run wb-away online"):
+        group = build_loggers(run_dir, settings, {"seed": 1})
+    group.log_metrics(0, {"accuracy": 0.25})
+    group.finish()
+    assert modes == ["online", "offline"]
+    assert run_dir.read_run_info()["wandb_mode"] == "offline"
+    assert len(list((run_dir.path / "wandb").glob("offline-run-*-wb-away"))) == 1
+
+
+def test_a_logger_that_cannot_start_marks_the_run_failed(
+    tmp_path, monkeypatch, synthetic_scenario
+):
+    from nip_core.experiment import run_experiment
+    from nip_core.runs import loggers
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the event file cannot be created")
+
+    monkeypatch.setattr(loggers, "build_loggers", broken)
+    hyper_params = synthetic_scenario.hyper_params("nip")
+    settings = synthetic_scenario.settings(run_id="no-loggers")
+    with pytest.raises(RuntimeError, match="event file"):
+        run_experiment(hyper_params, settings)
+    info = RunDirectory(Path(settings.runs_dir) / "no-loggers").read_run_info()
+    assert info["status"] == "failed"
+    assert "the event file cannot be created" in info["error"]
+
+    # Ctrl-C while the loggers start (W&B waiting for its server, say): killed,
+    # with what the command needs for its resume hint
+    from nip_core.errors import RunInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loggers, "build_loggers", interrupted)
+    settings = synthetic_scenario.settings(run_id="stopped-early")
+    with pytest.raises(RunInterrupted) as caught:
+        run_experiment(hyper_params, settings)
+    assert caught.value.run_id == "stopped-early"
+    assert caught.value.checkpoint_iteration is None
+    info = RunDirectory(Path(settings.runs_dir) / "stopped-early").read_run_info()
+    assert info["status"] == "killed"
 
 
 def _record_types(records):

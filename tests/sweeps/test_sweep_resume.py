@@ -194,3 +194,30 @@ def test_extending_a_sweep_keeps_its_record_its_settings_and_its_jobs(
     # another config cannot be slipped in
     assert main(["run", "--resume-sweep", str(sweep_dir), "-c", "other"]) != 0
     assert "extend it with overrides only" in capsys.readouterr().err
+
+
+def test_a_job_whose_run_id_holds_another_experiment_is_neither_skipped_nor_resumed(
+    sweep_site, capsys
+):
+    # a run_id template that gives two experiments one id: the second sweep's job
+    # finds the first sweep's finished run under its id
+    first = ["run", "-m", "-c", "sweep_test/exp", "seed=1", "run.run_id=fixed"]
+    assert main(first) == 0, capsys.readouterr().err
+    [first_sweep] = sweep_site.sweep_dirs()
+    capsys.readouterr()
+    second = ["run", "-m", "-c", "sweep_test/exp", "seed=2", "run.run_id=fixed"]
+    assert main(second) == 1
+    err = capsys.readouterr().err
+    assert "holds a different experiment than this job's" in err
+    [job_line] = [line for line in err.splitlines() if "job 0" in line]
+    assert "--resume-sweep" not in job_line  # resuming would not help this job
+    [second_sweep] = [d for d in sweep_site.sweep_dirs() if d != first_sweep]
+
+    # resuming the second sweep does not count the first sweep's run as its own
+    assert main(["run", "--resume-sweep", str(second_sweep)]) == 1
+    err = capsys.readouterr().err
+    assert "holds a different experiment than this job's" in err
+    assert "skipped" not in err
+    [run] = sweep_site.run_dirs()
+    assert json.loads((run / "hyper_params.json").read_text())["seed"] == 1
+    assert _status(run) == "finished"
