@@ -147,6 +147,27 @@ def test_dataset_from_a_directory_and_bad_rows(
             match=f"line 2: a row must be a JSON object.*got {kind}",
         ):
             _dataset(str(folder), "train", tmp_path)
+    # fields of the wrong type, labels that only equal 0 or 1
+    good = '{"question": "q", "solution": "print(1)", "y": 1}\n'
+    for line, message in (
+        ('{"question": null, "solution": "s", "y": 1}', "question must be a string"),
+        ('{"question": "q", "solution": 3, "y": 1}', "solution must be a string"),
+        ('{"question": "q", "solution": "s", "y": true}', "y must be 0 or 1, got true"),
+        ('{"question": "q", "solution": "s", "y": 1.0}', "y must be 0 or 1, got 1.0"),
+    ):
+        (folder / "train.jsonl").write_text(good + line + "\n")
+        with pytest.raises(DatasetNotFoundError, match=f"line 2: {message}"):
+            _dataset(str(folder), "train", tmp_path)
+    # bytes that are not UTF-8: the file and line, not a UnicodeDecodeError
+    (folder / "train.jsonl").write_bytes(
+        good.encode() + b'{"question": "\xff\xfe", "solution": "s", "y": 1}\n'
+    )
+    with pytest.raises(DatasetNotFoundError, match="line 2: not UTF-8 text"):
+        _dataset(str(folder), "train", tmp_path)
+    # a byte-order mark (editors on Windows write one) is not part of the JSON
+    (folder / "train.jsonl").write_bytes(b"\xef\xbb\xbf" + good.encode())
+    (row,) = _dataset(str(folder), "train", tmp_path).rows
+    assert row["question"] == "q"
 
 
 BUGGY_APPS_RECORDS = [

@@ -193,11 +193,74 @@ def test_os_system_and_subprocess(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_signalling_another_process_through_a_pidfd(monkeypatch) -> None:
+    # without the namespaces (most containers) the sandboxed code sees the
+    # caller's processes: signalling one through a pidfd must be refused too
+    import signal
+    import subprocess
+    import sys
+
+    import nip_plugin_code_validation.sandbox as sandbox
+
+    monkeypatch.setattr(sandbox, "_unshare_prefix", lambda: None)
+    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        for program in (
+            "import os, signal\n"
+            f"signal.pidfd_send_signal(os.pidfd_open({target.pid}), signal.SIGKILL)",
+            f"import os, _signal\nos.pidfd_open({target.pid})",
+            "import posix, _signal\n"
+            f"_signal.pidfd_send_signal(posix.pidfd_open({target.pid}), 9)",
+        ):
+            result = run_python(program, limits=TIGHT)
+            assert result.status == "error", program
+            assert "PermissionError: sandbox:" in result.stderr
+        assert target.poll() is None  # still alive
+    finally:
+        target.send_signal(signal.SIGKILL)
+        target.wait()
+
+
 def test_tests_pass_and_fail() -> None:
     test = "def check(f):\n    assert f(2) == 4\n"
     assert run_tests("def sq(x):\n    return x * x\n", test, "sq", limits=TIGHT).ok
     failed = run_tests("def sq(x):\n    return x + x + 1\n", test, "sq", limits=TIGHT)
     assert failed.status == "error" and "AssertionError" in failed.stderr
+
+
+@pytest.mark.parametrize(
+    "solution",
+    [
+        "import sys\ndef sq(x):\n    return x + 1\nsys.exit(0)\n",
+        "def sq(x):\n    return x + 1\nexit()\n",
+        "import os\ndef sq(x):\n    return x + 1\nos._exit(0)\n",
+        # the tests fail, then an exit handler ends the process with status 0
+        "import atexit, os\ndef sq(x):\n    return x + 1\n"
+        "atexit.register(lambda: os._exit(0))\n",
+        # exits inside the tests
+        "import sys\ndef sq(x):\n    sys.exit(0)\n",
+    ],
+)
+def test_a_solution_that_exits_with_status_0_does_not_pass_the_tests(solution) -> None:
+    test = "def check(f):\n    assert f(2) == 4\n"
+    result = run_tests(solution, test, "sq", limits=TIGHT)
+    assert result.status == "error"
+    assert result.returncode == 0
+    assert "exited with status 0 before its last statement ran" in result.describe()
+    # a plain program may exit early: that is its business
+    assert run_python(solution, limits=TIGHT).returncode == 0
+
+
+def test_long_error_output_keeps_its_tail() -> None:
+    program = (
+        "import sys\nfor i in range(20000):\n    sys.stderr.write('noise line\\n')\n"
+        "raise ValueError('the real error')\n"
+    )
+    result = run_python(program, limits=TIGHT)
+    assert result.status == "error"
+    assert result.describe().endswith("ValueError: the real error")
+    assert "bytes of output cut" in result.stderr
+    assert len(result.stderr.encode()) <= 64 * 1024
 
 
 def test_isolation_report() -> None:

@@ -131,8 +131,16 @@ def read_json_objects(
     from nip_core.errors import DatasetNotFoundError
 
     objects = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                raise DatasetNotFoundError(
+                    f"{path}, line {number}: not UTF-8 text (byte "
+                    f"{raw[error.start]:#04x} at column {error.start + 1}); JSON "
+                    "lines files are UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -168,10 +176,17 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
     rows = []
     for number, row in read_json_objects(path, REQUIRED_FIELDS):
-        if row["y"] not in (0, 1):
+        # (true and 1.0 equal 1 in Python, but are not labels)
+        if type(row["y"]) is not int or row["y"] not in (0, 1):
             raise DatasetNotFoundError(
-                f"{path}, line {number}: y must be 0 or 1, got {row['y']!r}"
+                f"{path}, line {number}: y must be 0 or 1, got {_shorten(row['y'])}"
             )
+        for key in ("question", "solution"):
+            if not isinstance(row[key], str):
+                raise DatasetNotFoundError(
+                    f"{path}, line {number}: {key} must be a string, got "
+                    f"{type(row[key]).__name__} {_shorten(row[key])}"
+                )
         row.setdefault("prover_stance", hash_parity(str(row["solution"])))
         rows.append(row)
     return rows

@@ -21,8 +21,9 @@ Always
     - **A Python-level guard** (an audit hook installed before the code runs, which
       code cannot remove): sockets cannot connect, bind or send; ``os.system``,
       ``subprocess``, ``os.exec*``, ``os.spawn*``, ``os.posix_spawn``, ``os.fork``,
-      ``os.kill``, loading libraries with ``ctypes`` and calling foreign functions
-      are refused; files
+      ``os.kill``, signalling through a pidfd (``os.pidfd_open``,
+      ``signal.pidfd_send_signal``), loading libraries with ``ctypes`` and
+      calling foreign functions are refused; files
       outside the sandbox directory cannot be opened for writing, removed, renamed
       or created; ``/proc/*/environ`` cannot be read.
 
@@ -48,6 +49,7 @@ from __future__ import annotations
 
 import functools
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -113,12 +115,14 @@ class SandboxResult:
     status : {"ok", "error", "timeout", "memory", "killed"}
         ``ok``: exit status 0; ``error``: the program failed (an exception, a
         failed assertion, a non-zero exit); ``timeout``: the wall-clock or CPU
-        limit; ``memory``: it ran out of its memory limit; ``killed``: a signal
-        (e.g. the file-size limit).
+        limit; ``memory``: it ran out of its memory limit; ``killed``: a signal.
+        Writing past the file-size limit fails the write (``OSError: File too
+        large``; Python ignores ``SIGXFSZ``), so it is an ``error``.
     returncode : int
         The exit status (negative: killed by that signal).
     stdout, stderr : str
-        The output (at most 64 KiB each).
+        The output (at most 64 KiB each: longer output keeps its first and last
+        32 KiB around a line saying how much was cut).
     duration : float
         Wall-clock seconds.
     """
@@ -219,10 +223,28 @@ _BOOT = textwrap.dedent(
 
         sys.addaudithook(hook)
 
+        # Signalling another process through a pidfd raises no audit event:
+        # take the functions away (os.kill and os.killpg are refused above)
+        import signal, _signal, posix
+
+        def _refused(name):
+            def refused(*args, **kwargs):
+                raise PermissionError(f"sandbox: {name} is not allowed")
+            return refused
+
+        for module, name in ((signal, "pidfd_send_signal"),
+                             (_signal, "pidfd_send_signal"),
+                             (os, "pidfd_open"), (posix, "pidfd_open")):
+            if hasattr(module, name):
+                setattr(module, name, _refused(f"{module.__name__}.{name}"))
+
     def _main():
-        (root, program, cpu, memory, processes, file_size, open_files, uid, gid) = (
-            sys.argv[1:10]
-        )
+        (root, program, cpu, memory, processes, file_size, open_files, uid, gid,
+         done_path) = sys.argv[1:11]
+        # the token that says the program ran to its end, when asked for: read
+        # from the standard input, so it is in no file and no argument
+        token = sys.stdin.readline().strip() if done_path else ""
+        done = open(done_path, "w", encoding="utf-8") if done_path else None
         _limits(int(cpu), int(memory), int(processes), int(file_size),
                 int(open_files))
         _drop_privileges(int(uid), int(gid))
@@ -235,6 +257,9 @@ _BOOT = textwrap.dedent(
         sys.argv = [program]
         namespace = {"__name__": "__main__", "__file__": program}
         exec(code, namespace)
+        if done is not None:
+            done.write(token)
+            done.close()
 
     _main()
     """
@@ -313,9 +338,22 @@ def _nobody() -> tuple[int, int] | None:
 
 
 def _read(path: Path) -> str:
-    with open(path, "rb") as f:
-        data = f.read(_OUTPUT_LIMIT)
-    return data.decode("utf-8", "replace")
+    """The file's text, at most ``_OUTPUT_LIMIT`` bytes of it: its head and its
+    tail (where a program's error is) around a line saying what was cut; ``""``
+    when there is no such file."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size <= _OUTPUT_LIMIT:
+                return f.read().decode("utf-8", "replace")
+            half = (_OUTPUT_LIMIT - 64) // 2  # room for the line saying what was cut
+            head = f.read(half)
+            f.seek(size - half)
+            tail = f.read(half)
+    except FileNotFoundError:
+        return ""
+    cut = f"\n[... {size - 2 * half} bytes of output cut ...]\n"
+    return (head + cut.encode() + tail).decode("utf-8", "replace")
 
 
 def _kill_group(process: subprocess.Popen) -> None:
@@ -330,6 +368,7 @@ def run_python(
     *,
     limits: SandboxLimits | None = None,
     files: dict[str, str] | None = None,
+    require_completion: bool = False,
 ) -> SandboxResult:
     """Run a Python program in the sandbox (see the module docstring).
 
@@ -341,6 +380,10 @@ def run_python(
         The resource limits (defaults: :class:`SandboxLimits`).
     files : dict[str, str], optional
         Extra files to put in the sandbox directory (name to text).
+    require_completion : bool
+        ``ok`` only when the program ran to its last statement: one that stops
+        early with exit status 0 (``sys.exit(0)``, ``exit()``, ``os._exit(0)``, an
+        ``atexit`` handler that exits 0 after a failure) is an ``error``.
 
     Returns
     -------
@@ -382,7 +425,9 @@ def run_python(
             str(int(limits.max_open_files)),
             str(uid),
             str(gid),
+            str(workspace / "done") if require_completion else "",
         ]
+        token = secrets.token_hex(16) if require_completion else ""
         env = {
             "PATH": "/usr/bin:/bin",
             "LANG": "C.UTF-8",
@@ -396,7 +441,7 @@ def run_python(
         with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
             process = subprocess.Popen(
                 command,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE if require_completion else subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
                 cwd=str(root),
@@ -404,6 +449,12 @@ def run_python(
                 start_new_session=True,
                 close_fds=True,
             )
+            if process.stdin is not None:
+                try:
+                    process.stdin.write(f"{token}\n".encode())
+                    process.stdin.close()
+                except OSError:
+                    pass  # the child is gone already: its status says why
             timed_out = False
             try:
                 process.wait(timeout=limits.wall_time)
@@ -415,10 +466,17 @@ def run_python(
         duration = time.monotonic() - start
         stdout, stderr = _read(stdout_path), _read(stderr_path)
         code = process.returncode
+        completed = not require_completion or _read(workspace / "done") == token
         if timed_out or code in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
             status: Status = "timeout"
-        elif code == 0:
+        elif code == 0 and completed:
             status = "ok"
+        elif code == 0:
+            status = "error"
+            stderr += (
+                "\nsandbox: the program exited with status 0 before its last "
+                "statement ran\n"
+            )
         elif "MemoryError" in stderr:
             status = "memory"
         elif code < 0 or code > 128:
@@ -444,9 +502,11 @@ def run_tests(
     limits: SandboxLimits | None = None,
 ) -> SandboxResult:
     """Run a HumanEval-style test: ``solution``, then ``test`` (defining
-    ``check(candidate)``), then ``check(entry_point)``. ``ok`` iff the tests pass."""
+    ``check(candidate)``), then ``check(entry_point)``. ``ok`` iff the tests pass:
+    ``check`` returned, so a program that exits with status 0 before or during the
+    tests (``sys.exit(0)``, ``os._exit(0)``) fails them."""
     program = f"{solution}\n\n{test}\n\ncheck({entry_point})\n"
-    return run_python(program, limits=limits)
+    return run_python(program, limits=limits, require_completion=True)
 
 
 def run_many(
