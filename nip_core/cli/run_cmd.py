@@ -16,6 +16,7 @@ their last checkpoint, and no run id is used twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import traceback
@@ -304,6 +305,7 @@ def _launch_sweep(
     ] + [pinned]
     if prefix:
         launch_overrides.append(f"hydra.sweep.subdir={prefix}${{hydra.job.num}}")
+    launch_overrides += _launcher_fixes(master)
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
     given = [
         o
@@ -336,6 +338,58 @@ def _launch_sweep(
     except KeyboardInterrupt as error:
         # one job's Ctrl-C stops the sweep: say how to continue all of it
         raise SweepInterrupted(sweep_dir) from error
+    except NipError:
+        raise
+    except Exception as error:
+        # Jobs report their own failures (SweepJob returns them): this is the
+        # launcher failing to start (no Slurm here, no Ray cluster at the address)
+        if previous is None:
+            _remove_unstarted_sweep(sweep_dir)
+        launcher = str(master.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1]
+        raise sweeps.SweepError(
+            f"the sweep's launcher ({launcher or 'unknown'}) could not start it: "
+            f"{type(error).__name__}: {_first_lines(error)}"
+        ) from error
+
+
+_RAY_LAUNCHER = "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
+
+
+def _launcher_fixes(master: Any) -> list[str]:
+    """Overrides that make a launcher's documented use work.
+
+    Hydra's Ray launcher sets ``object_store_memory`` for ``ray.init`` unless the
+    config does, and Ray refuses that option when it connects to a running cluster
+    (``hydra.launcher.ray.init.address=auto``): leave it to the cluster there.
+    """
+    launcher = master.hydra.launcher
+    if launcher.get("_target_", None) != _RAY_LAUNCHER:
+        return []
+    init = launcher.get("ray", {}).get("init", {}) or {}
+    if init.get("address", None) is None or "object_store_memory" in init:
+        return []
+    return ["++hydra.launcher.ray.init.object_store_memory=null"]
+
+
+def _first_lines(error: BaseException, lines: int = 3) -> str:
+    text = str(error).strip().splitlines()
+    return " ".join(line.strip() for line in text[:lines]) + (
+        " ..." if len(text) > lines else ""
+    )
+
+
+def _remove_unstarted_sweep(sweep_dir: str) -> None:
+    """Take back what a first launch wrote before its launcher failed (its
+    manifest and Hydra's ``multirun.yaml``), when no job started."""
+    from nip_core import sweeps
+
+    path = Path(sweep_dir)
+    if any(path.glob(f"*/{sweeps.JOB_RECORD}")):
+        return
+    for name in (sweeps.MANIFEST, "multirun.yaml"):
+        (path / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.rmdir()
 
 
 def merge_overrides(base: Sequence[str], given: Sequence[str]) -> list[str]:

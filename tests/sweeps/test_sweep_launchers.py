@@ -160,3 +160,63 @@ def test_sweep_on_a_local_ray_cluster(local_ray_cluster, sweep_site, capsys):
     assert status == 0, capsys.readouterr().err
     _check_sweep(sweep_site, capsys, num_jobs=2)
     assert local_ray_cluster.is_initialized()
+
+
+def test_a_launcher_that_cannot_start_is_one_error_and_leaves_no_sweep(
+    sweep_site, capsys, monkeypatch
+):
+    # (no Slurm here, no Ray cluster at the address given: the launcher raises
+    # before any job runs)
+    from hydra.core.plugins import Plugins
+
+    real = Plugins.instantiate_launcher
+
+    def instantiate_launcher(self, *args, **kwargs):
+        launcher = real(self, *args, **kwargs)
+
+        def launch(job_overrides, initial_job_idx):
+            raise RuntimeError('Could not detect "srun", are you on a cluster?')
+
+        launcher.launch = launch
+        return launcher
+
+    monkeypatch.setattr(Plugins, "instantiate_launcher", instantiate_launcher)
+    status = main(["run", "-m", "-c", "sweep_test/exp", "seed=1,2"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert (
+        "nip: error: the sweep's launcher (BasicLauncher) could not start it: "
+        'RuntimeError: Could not detect "srun"'
+    ) in err
+    assert "Traceback" not in err
+    assert sweep_site.sweep_dirs() == []
+
+
+def test_ray_at_a_running_cluster_leaves_the_object_store_to_it(sweep_site):
+    # Hydra's Ray launcher sets object_store_memory unless the config does, and
+    # ray.init refuses it when it connects to a running cluster (address=auto)
+    _require("hydra_plugins.hydra_ray_launcher", "ray")
+    from nip_core.cli import compose as composer
+    from nip_core.cli.run_cmd import _launcher_fixes, compose_for_run
+
+    def fixes(*overrides):
+        with composer.hydra_app() as app:
+            master = compose_for_run(
+                app, "sweep_test/exp", list(overrides), multirun=True
+            )
+            return _launcher_fixes(master)
+
+    fix = ["++hydra.launcher.ray.init.object_store_memory=null"]
+    assert fixes("hydra/launcher=ray", "hydra.launcher.ray.init.address=auto") == fix
+    # a local cluster started by the launcher keeps the launcher's setting; one the
+    # config sizes itself, and other launchers, are left alone
+    assert fixes("hydra/launcher=ray") == []
+    assert (
+        fixes(
+            "hydra/launcher=ray",
+            "hydra.launcher.ray.init.address=auto",
+            "+hydra.launcher.ray.init.object_store_memory=100000000",
+        )
+        == []
+    )
+    assert fixes("seed=1,2") == []
