@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ import attrs
 
 from nip_core.cli import compose as composer
 from nip_core.errors import ConfigProblem, MissingPluginError, NipConfigError, NipError
+from nip_core.runs.interrupts import DeferredInterrupt
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,9 @@ class JobOutcome:
         The run directory, when the experiment reports one.
     skipped : bool
         Whether the job did nothing because its run had finished (resumed sweeps).
+    interrupted : bool
+        Whether the job's run stopped on Ctrl-C (in a launcher's worker process,
+        after saving its checkpoint): the sweep stops as interrupted.
     """
 
     ok: bool
@@ -58,6 +63,7 @@ class JobOutcome:
     traceback: str | None = None
     run_dir: str | None = None
     skipped: bool = False
+    interrupted: bool = False
 
 
 def check_plugins_for_run() -> None:
@@ -325,8 +331,16 @@ def _launch_sweep(
             previous=previous,
             extensions=extensions,
         )
+    # Local worker processes (joblib) get the terminal's Ctrl-C too and stop at
+    # the end of their iteration, after its checkpoint: the nip process waits for
+    # them instead of tearing them down (a second Ctrl-C does)
+    waiting = (
+        _WaitForJobs()
+        if str(master.hydra.launcher.get("_target_", "")) in _LOCAL_WORKER_LAUNCHERS
+        else contextlib.nullcontext()
+    )
     try:
-        with composer.hydra_errors():
+        with composer.hydra_errors(), waiting:
             batches = app.multirun(
                 config_name=name,
                 task_function=SweepJob(
@@ -334,7 +348,14 @@ def _launch_sweep(
                 ),
                 overrides=launch_overrides,
             )
-        return list(batches), sweep_dir
+        batches = list(batches)
+        if getattr(waiting, "requested", False) or any(
+            getattr(job.return_value, "interrupted", False)
+            for batch in batches
+            for job in batch
+        ):
+            raise KeyboardInterrupt
+        return batches, sweep_dir
     except KeyboardInterrupt as error:
         # one job's Ctrl-C stops the sweep: say how to continue all of it
         raise SweepInterrupted(sweep_dir) from error
@@ -353,6 +374,32 @@ def _launch_sweep(
 
 
 _RAY_LAUNCHER = "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
+_LOCAL_WORKER_LAUNCHERS = frozenset(
+    {"hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"}
+)
+
+
+class _WaitForJobs(DeferredInterrupt):
+    """The nip process's Ctrl-C while local worker processes run the jobs: they
+    got it too (one process group) and stop at the end of their iteration, after
+    its checkpoint; the first press waits for them, a second stops them at once."""
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            self._restore()
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            "\nnip: interrupted: the running jobs stop at the end of their "
+            "iteration, once their checkpoints are saved (press Ctrl-C again to "
+            "stop them at once and lose those iterations)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def __exit__(self, *exc_info: Any) -> None:
+        # the sweep decides what a pending request means (it raises then)
+        self._restore()
 
 
 def _launcher_fixes(master: Any) -> list[str]:
@@ -540,6 +587,7 @@ class SweepJob:
     debug: bool = False
     sweep_dir: str | None = None
     resume: bool = False
+    launching_pid: int = attrs.field(factory=os.getpid)
 
     def __call__(self, cfg: Any) -> JobOutcome:
         from nip_core.experiment import run_experiment
@@ -552,6 +600,16 @@ class SweepJob:
             if skipped is not None:
                 return skipped
             result = run_experiment(hyper_params, settings)
+        except KeyboardInterrupt as error:
+            if os.getpid() == self.launching_pid:
+                raise  # in the nip process: the sweep stops here
+            # a worker process of the launcher (joblib): the run stopped on
+            # Ctrl-C after its checkpoint; the outcome carries it back
+            return JobOutcome(
+                ok=False,
+                error=f"interrupted ({type(error).__name__})",
+                interrupted=True,
+            )
         except NipError as error:
             log.error("%s", error)
             return JobOutcome(

@@ -220,3 +220,73 @@ def test_ray_at_a_running_cluster_leaves_the_object_store_to_it(sweep_site):
         == []
     )
     assert fixes("seed=1,2") == []
+
+
+def test_ctrl_c_on_a_joblib_sweep_lets_its_jobs_checkpoint(sweep_site):
+    # Ctrl-C at a terminal reaches the nip process and joblib's workers (one
+    # process group): the workers stop at the end of their iteration, after its
+    # checkpoint, and the nip process waits for them instead of tearing them down
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _require("hydra_plugins.hydra_joblib_launcher", "joblib")
+    command = [
+        sys.executable,
+        "-m",
+        "nip_core.cli.main",
+        "run",
+        "-m",
+        "-c",
+        "sweep_test/exp",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "seed=1,2",
+        "rl.num_iterations=100000",
+        "run.checkpoint_period=100000",
+    ]
+
+    def default_sigint():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    process = subprocess.Popen(
+        command,
+        cwd=sweep_site.work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=default_sigint,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
+    )
+
+    def trained(run: Path) -> int:
+        path = run / "metrics.jsonl"
+        return len(path.read_text().splitlines()) if path.is_file() else 0
+
+    deadline = time.monotonic() + 180
+    try:
+        while not (
+            sweep_site.runs.is_dir()
+            and len(runs := sweep_site.run_dirs()) == 2
+            and all(trained(run) >= 2 for run in runs)
+        ):
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "the jobs did not start in time"
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGINT)  # what the terminal does
+        _, err = process.communicate(timeout=180)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 130, err
+    assert "the running jobs stop at the end of their iteration" in err
+    assert "--resume-sweep" in err
+    for run in sweep_site.run_dirs():
+        info = json.loads((run / "run_info.json").read_text())
+        assert info["status"] == "killed", info
+        # the checkpoint holds every iteration the run logged
+        steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").open()]
+        assert (run / "checkpoints" / f"iter_{len(steps):06d}.pt").is_file()
