@@ -136,6 +136,29 @@ def test_trainer_logs_analysers_and_nip_analyse_reruns_them(
     assert "no run directory 'nowhere'" in capsys.readouterr().err
 
 
+def test_analysis_records_are_strict_json() -> None:
+    # an analyser's NaN (a rate of no episodes) is not a JSON number
+    from nip_core.text.analysis import _json_safe
+
+    record = {
+        "file": "iter_000000.jsonl",
+        "rate": math.nan,
+        "n": 2.0,
+        "nested": {"low": -math.inf, "all": [math.inf, 1.0]},
+    }
+    text = json.dumps(_json_safe(record), allow_nan=False)
+
+    def refuse(constant):
+        raise AssertionError(f"not strict JSON: {constant}")
+
+    assert json.loads(text, parse_constant=refuse) == {
+        "file": "iter_000000.jsonl",
+        "rate": "nan",
+        "n": 2.0,
+        "nested": {"low": "-inf", "all": ["inf", 1.0]},
+    }
+
+
 def test_config_names_unknown_analyser(synthetic_text_scenario) -> None:
     with pytest.raises(NipConfigError) as info:
         synthetic_text_scenario.hyper_params(text_rl={"rollout_analysers": ["nope"]})
