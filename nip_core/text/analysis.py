@@ -328,10 +328,7 @@ def analyse_run(
         # JSON has no NaN or infinity: written as strings, as in metrics.jsonl
         atomic_write_text(
             path,
-            "".join(
-                json.dumps(_json_safe(r), allow_nan=False) + "\n"
-                for r in merged
-            ),
+            "".join(json.dumps(_json_safe(r), allow_nan=False) + "\n" for r in merged),
         )
     return results
 

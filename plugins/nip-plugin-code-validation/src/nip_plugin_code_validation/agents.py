@@ -175,10 +175,25 @@ class CodeValidationAgent(TextWholeAgent):
         values = self.template_context(context)
         path = self.agent_params.system_prompt_template_path
         if path is not None:
-            template = template_environment().from_string(
-                Path(path).expanduser().read_text(encoding="utf-8")
-            )
-            return template.render(**values).strip()
+            import jinja2
+            from nip_core.errors import ConfigProblem, NipConfigError
+
+            try:
+                template = template_environment().from_string(
+                    Path(path).expanduser().read_text(encoding="utf-8")
+                )
+                return template.render(**values).strip()
+            except (jinja2.TemplateError, OSError, UnicodeDecodeError) as error:
+                # (validation checked its syntax and variables; this is what only
+                # rendering shows, an attribute of a string, say)
+                raise NipConfigError(
+                    ConfigProblem(
+                        f"agents.{self.agent_name}.system_prompt_template_path",
+                        f"the template cannot be rendered: {type(error).__name__}: "
+                        f"{error}",
+                        path,
+                    )
+                ) from error
         return render_template(self.template_name(), **values)
 
     def opening_text(self, context: TurnContext) -> str:

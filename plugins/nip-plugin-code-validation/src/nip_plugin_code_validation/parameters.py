@@ -19,9 +19,30 @@ from nip_core.parameters.text import TextAgentParameters
 
 __all__ = [
     "APPS_DIFFICULTIES",
+    "TEMPLATE_VARIABLES",
     "CodeValidationAgentParameters",
     "CodeValidationParameters",
 ]
+
+TEMPLATE_VARIABLES: frozenset[str] = frozenset(
+    {
+        "question",
+        "solution",
+        "max_questions",
+        "max_response_words",
+        "verifier_name",
+        "prover_names",
+        "prover_name",
+        "headers",
+        "decision_scale",
+        "decision_example",
+        "randomized_stance",
+        "stance",
+        "other_prover",
+    }
+)
+"""The variables a system prompt template is rendered with (see
+:mod:`nip_plugin_code_validation.agents`)."""
 
 AppsDifficulty = Literal["introductory", "interview", "competition"]
 APPS_DIFFICULTIES: tuple[str, ...] = ("introductory", "interview", "competition")
@@ -66,11 +87,44 @@ class CodeValidationAgentParameters(TextAgentParameters):
                     "system_prompt_template_path", "no such template file", path
                 )
             )
+        elif path is not None:
+            problem = template_problem(Path(path).expanduser())
+            if problem is not None:
+                problems.append(
+                    ConfigProblem("system_prompt_template_path", problem, path)
+                )
         return problems
 
     @classmethod
     def construct_test_params(cls) -> CodeValidationAgentParameters:
         return cls(num_invalid_generation_retries=3, max_response_words=40)
+
+
+def template_problem(path: Path) -> str | None:
+    """What is wrong with a system prompt template file, or ``None``: text that is
+    not UTF-8, Jinja2 syntax errors (with the line), variables the prompts are not
+    rendered with (listing those they are)."""
+    import jinja2
+    import jinja2.meta
+
+    try:
+        source = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return "the template is not UTF-8 text"
+    except OSError as error:
+        return f"cannot read the template: {error.strerror or error}"
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    try:
+        parsed = environment.parse(source)
+    except jinja2.TemplateSyntaxError as error:
+        return f"Jinja2 syntax error on line {error.lineno}: {error.message}"
+    unknown = sorted(jinja2.meta.find_undeclared_variables(parsed) - TEMPLATE_VARIABLES)
+    if unknown:
+        return (
+            f"the template uses {', '.join(unknown)}, which the prompts are not "
+            f"rendered with; the variables are: {', '.join(sorted(TEMPLATE_VARIABLES))}"
+        )
+    return None
 
 
 @parameters_class
