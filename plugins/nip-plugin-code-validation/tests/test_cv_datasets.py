@@ -282,9 +282,13 @@ def test_missing_online_dataset_without_network(
 def _llm_responder(model, messages, request, rng):
     prompt = messages[-1]["content"]
     code = prompt.split("```python\n")[-1].split("```")[0]
-    if "has_close_elements" in code or "below_zero" in code:
+    if "has_close_elements" in code:
         buggy = code.replace("return True", "return False")
         return "Here it is:\n```python\n" + buggy + "```"
+    if "below_zero" in code:
+        # a "bug" whose error output is whatever the code chose to print (what a
+        # hostile reply would fill with something it read)
+        return "```python\n" + code + "\nraise RuntimeError('LEAKED-LINE')\n```"
     if "separate_paren_groups" in code:
         return "Sorry, I would rather not."
     return f"```python\n{code}```"  # unchanged: rejected
@@ -311,6 +315,10 @@ def test_llm_method_keeps_only_confirmed_bugs(tmp_path) -> None:
     buggy = sorted(r["task_id"] for r in rows if r["y"] == 0)
     assert buggy == ["HumanEval/0", "HumanEval/3"]
     assert len(rows) == 4
+    # the rows say how the bug failed, not what the untrusted code printed
+    mutations = {r["task_id"]: r["mutation"] for r in rows if r["y"] == 0}
+    assert mutations["HumanEval/3"] == "LLM bug (bug-writer): error (exit 1)"
+    assert all("LEAKED" not in str(r.get("mutation")) for r in rows)
     metadata = json.loads((path / "metadata.json").read_text())
     reasons = {s["task_id"]: s["reason"] for s in metadata["skipped"]}
     assert reasons["HumanEval/1"] == "the reply had no code block"

@@ -193,6 +193,64 @@ def test_os_system_and_subprocess(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("namespaces", [True, False])
+def test_reading_another_process_environment_by_a_relative_path(
+    monkeypatch, namespaces
+) -> None:
+    # /proc/<pid>/environ opened relative to a directory descriptor or after a
+    # chdir shows no "/proc/" to the guard; with the namespaces, the sandbox's
+    # own /proc does not list the caller at all
+    import nip_plugin_code_validation.sandbox as sandbox
+
+    if not namespaces:
+        monkeypatch.setattr(sandbox, "_unshare_prefix", lambda: None)
+    secret = "sk-sandbox-relative-0123456789"
+    saved = os.environ.get("OPENAI_API_KEY")
+    os.environ["OPENAI_API_KEY"] = secret
+    pid = os.getpid()
+    try:
+        attempts = [
+            run_python(program, limits=TIGHT)
+            for program in (
+                "import os\n"
+                f"d = os.open('/proc/{pid}', os.O_RDONLY)\n"
+                "f = os.open('environ', os.O_RDONLY, dir_fd=d)\n"
+                "print(os.read(f, 1 << 20))",
+                f"import os\nos.chdir('/proc/{pid}')\nprint(open('environ').read())",
+                f"print(open('/proc/{pid}/./environ', 'rb').read())",
+                f"print(open('/proc/{pid}/mem', 'rb').read(16))",
+            )
+        ]
+    finally:
+        if saved is None:
+            os.environ.pop("OPENAI_API_KEY", None)
+        else:
+            os.environ["OPENAI_API_KEY"] = saved
+    for attempt in attempts:
+        assert not attempt.ok
+        assert secret not in attempt.stdout + attempt.stderr
+
+
+def test_writing_outside_through_sqlite_and_fifos(tmp_path: Path) -> None:
+    for program in (
+        f"import sqlite3\nc = sqlite3.connect('{tmp_path}/escape.db')\n"
+        "c.execute('create table t(x)')\nc.commit()",
+        f"import os\nos.mkfifo('{tmp_path}/escape_fifo')",
+        f"import os, stat\nos.mknod('{tmp_path}/escape_node', stat.S_IFIFO | 0o600)",
+    ):
+        result = run_python(program, limits=TIGHT)
+        assert result.status == "error", program
+        assert "PermissionError: sandbox:" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    # a database inside the sandbox, or in memory, is fine
+    inside = run_python(
+        "import sqlite3\nfor name in ('here.db', ':memory:'):\n"
+        "    sqlite3.connect(name).execute('create table t(x)')\nprint('ok')",
+        limits=TIGHT,
+    )
+    assert inside.ok and inside.stdout == "ok\n"
+
+
 def test_signalling_another_process_through_a_pidfd(monkeypatch) -> None:
     # without the namespaces (most containers) the sandboxed code sees the
     # caller's processes: signalling one through a pidfd must be refused too
@@ -268,6 +326,7 @@ def test_isolation_report() -> None:
     assert layers["resource_limits"] and layers["python_guard"]
     assert set(layers) == {
         "namespaces",
+        "private_proc",
         "unprivileged_user",
         "resource_limits",
         "python_guard",

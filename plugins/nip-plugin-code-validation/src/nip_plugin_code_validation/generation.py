@@ -146,7 +146,12 @@ def build_llm_rows(
                     code, problem["test"], problem["entry_point"], limits=limits
                 )
                 if run.status in ("error", "memory"):
-                    found[task_id] = (code, f"LLM bug ({model}): {run.describe()}")
+                    # the status only: the program's output is untrusted text
+                    # and would go into a dataset file people share
+                    found[task_id] = (
+                        code,
+                        f"LLM bug ({model}): {run.status} (exit {run.returncode})",
+                    )
                     continue
                 reason = (
                     "the tests passed on the reply's code"

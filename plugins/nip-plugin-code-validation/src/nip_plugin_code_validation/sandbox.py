@@ -25,7 +25,10 @@ Always
       ``signal.pidfd_send_signal``), loading libraries with ``ctypes`` and
       calling foreign functions are refused; files
       outside the sandbox directory cannot be opened for writing, removed, renamed
-      or created; ``/proc/*/environ`` cannot be read.
+      or created (SQLite databases and FIFOs included); no file named ``environ``
+      or ``mem`` can be read, whatever the directory (``/proc/<pid>/environ`` holds
+      a process's environment, API keys included), and the code cannot enter
+      ``/proc``.
 
 Where the operating system allows (Linux with ``unshare`` from util-linux, as root
 or with unprivileged user namespaces), additionally
@@ -33,7 +36,9 @@ or with unprivileged user namespaces), additionally
       interface, which is down), so even code that escaped the Python guard
       reaches nothing.
     - **A process namespace**: the child is process 1 of a new PID namespace, so
-      when it is killed every process it started dies with it.
+      when it is killed every process it started dies with it; with a ``/proc`` of
+      its own where ``unshare --mount-proc`` works, so no other process of the
+      machine is visible to it.
     - **An unprivileged user** when the caller is root and ``nobody`` can read the
       interpreter's standard library: the code runs as ``nobody``, so the kernel
       refuses it writes outside world-writable directories and the process limit
@@ -205,14 +210,36 @@ _BOOT = textwrap.dedent(
                 if isinstance(path, (str, bytes)):
                     text = path.decode("utf-8", "replace") if isinstance(path, bytes) \
                         else path
-                    if text.startswith("/proc/") and text.endswith("/environ"):
-                        raise PermissionError("sandbox: reading environ is refused")
+                    # by its name, whatever the directory: a path relative to a
+                    # directory descriptor (dir_fd) or the current directory
+                    # shows no /proc/<pid>/ here
+                    if text.rstrip("/").rsplit("/", 1)[-1] in ("environ", "mem"):
+                        raise PermissionError(
+                            f"sandbox: reading {text!r} is refused"
+                        )
                 writing = (mode is not None and any(c in mode for c in "wax+")) or (
                     flags is not None and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
                 )
                 if writing and not inside(path):
                     raise PermissionError(
                         f"sandbox: writing outside the sandbox directory: {path!r}"
+                    )
+            elif event == "os.chdir":
+                target = args[0]
+                if isinstance(target, (str, bytes, os.PathLike)):
+                    target = realpath(fspath(target))
+                    if isinstance(target, bytes):
+                        target = target.decode("utf-8", "replace")
+                    if target == "/proc" or startswith(target, "/proc/"):
+                        raise PermissionError("sandbox: entering /proc is refused")
+            elif event == "sqlite3.connect":
+                database = args[0]
+                if database not in (":memory:", "", b":memory:", b"") and not inside(
+                    database
+                ):
+                    raise PermissionError(
+                        f"sandbox: a database outside the sandbox directory: "
+                        f"{database!r}"
                     )
             elif event in paths:
                 for path in args[:2]:
@@ -232,9 +259,12 @@ _BOOT = textwrap.dedent(
                 raise PermissionError(f"sandbox: {name} is not allowed")
             return refused
 
+        # (nor does making a FIFO or a device node, which writes a file)
         for module, name in ((signal, "pidfd_send_signal"),
                              (_signal, "pidfd_send_signal"),
-                             (os, "pidfd_open"), (posix, "pidfd_open")):
+                             (os, "pidfd_open"), (posix, "pidfd_open"),
+                             (os, "mkfifo"), (posix, "mkfifo"),
+                             (os, "mknod"), (posix, "mknod")):
             if hasattr(module, name):
                 setattr(module, name, _refused(f"{module.__name__}.{name}"))
 
@@ -274,11 +304,15 @@ def sandbox_isolation() -> dict[str, bool]:
     -------
     dict[str, bool]
         ``namespaces``: a new network and PID namespace per run (``unshare``);
-        ``unprivileged_user``: the code runs as ``nobody`` (the caller is root);
+        ``private_proc``: with a ``/proc`` of its own (only the sandbox's
+        processes are in it); ``unprivileged_user``: the code runs as
+        ``nobody`` (the caller is root);
         ``resource_limits`` and ``python_guard``: always ``True`` on POSIX.
     """
+    prefix = _unshare_prefix()
     return {
-        "namespaces": _unshare_prefix() is not None,
+        "namespaces": prefix is not None,
+        "private_proc": prefix is not None and "--mount-proc" in prefix,
         "unprivileged_user": _nobody() is not None,
         "resource_limits": True,
         "python_guard": True,
@@ -291,8 +325,13 @@ def _unshare_prefix() -> tuple[str, ...] | None:
     if tool is None or not sys.platform.startswith("linux"):
         return None
     base = ["--net", "--pid", "--fork", "--kill-child"]
-    candidates = [[tool, *base]] if os.geteuid() == 0 else []
-    candidates.append([tool, "--user", "--map-root-user", *base])
+    ways = [[tool]] if os.geteuid() == 0 else []
+    ways.append([tool, "--user", "--map-root-user"])
+    # a private /proc first (only the sandbox's own processes in it: no other
+    # process's environment or memory to read), then without
+    candidates = [
+        [*way, *base, *proc] for way in ways for proc in (["--mount-proc"], [])
+    ]
     for prefix in candidates:
         try:
             done = subprocess.run(
