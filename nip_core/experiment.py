@@ -203,6 +203,36 @@ def prepare_experiment(
     return PreparedExperiment(hyper_params, settings, scenario_instance, trainer, total)
 
 
+def _refuse_run_without_record(run_dir: RunDirectory) -> None:
+    """Refuse a directory that holds a run's work (checkpoints, metrics) but not
+    its ``hyper_params.json``: which experiment it is cannot be told, so neither
+    resuming it nor writing a new run over it is safe."""
+    if run_dir.exists() or not run_dir.path.is_dir():
+        return
+    has_checkpoints = run_dir.checkpoints_dir.is_dir() and any(
+        run_dir.checkpoints_dir.iterdir()
+    )
+    has_metrics = (
+        run_dir.metrics_path.is_file() and run_dir.metrics_path.stat().st_size > 0
+    )
+    if has_checkpoints or has_metrics:
+        held = " and ".join(
+            what
+            for what, present in (
+                ("checkpoints", has_checkpoints),
+                ("metrics", has_metrics),
+            )
+            if present
+        )
+        raise CheckpointError(
+            f"{run_dir.path} holds a run's {held} but no "
+            f"{run_dir.hyper_params_path.name}, so which experiment it is cannot "
+            "be told; nothing was written. "
+            "Choose another run_id, or put the run's hyper_params.json back to "
+            "resume it"
+        )
+
+
 def _failed_with_nothing_to_keep(run_dir: RunDirectory) -> bool:
     """Whether ``run_dir`` is a run that failed before it saved anything: no
     checkpoint, no metrics, no rollout sample (its ``hyper_params.json`` and
@@ -349,6 +379,7 @@ def run_experiment(
         # Across processes, rank 0 alone writes the run directory; the others read
         # the checkpoint to resume from once it has
         with distributed.main_process_first():
+            _refuse_run_without_record(run_dir)
             if run_dir.exists():
                 from nip_core.parameters import preserved_paths
                 from nip_core.parameters.base_run import RESUME
@@ -481,8 +512,8 @@ def _no_such_run_message(run_id: str, runs_dir: Path) -> str:
     else:
         message += " (no such directory)"
     return (
-        message + ". A run started with run.runs_dir=DIR is resumed with "
-        f"`nip resume {run_id} --runs-dir DIR`"
+        message + ("" if message.endswith("?") else ".") + " A run started with "
+        f"run.runs_dir=DIR is resumed with `nip resume {run_id} --runs-dir DIR`"
     )
 
 
@@ -587,7 +618,7 @@ def resume_run(
 
     run_dir = RunDirectory(Path(runs_dir) / run_id)
     if not run_dir.exists():
-        raise CheckpointError(_no_such_run_message(run_id, Path(runs_dir)))
+        raise CheckpointError(_no_such_run_message(run_id, Path(runs_dir).expanduser()))
     params_dict = run_dir.read_hyper_params()
     if parameter_overrides:
         params_dict = _resume_overrides(params_dict, parameter_overrides)

@@ -231,7 +231,7 @@ class ExperimentSettings(BaseHyperParameters):
         directory name). ``None`` makes a fresh id from the time and a random suffix
         when the run starts.
     runs_dir : str
-        The directory holding run directories.
+        The directory holding run directories (``~`` is the home directory).
     data_dir : str | None
         Where datasets are read from and generated into; ``None`` means
         :func:`default_data_dir` (``$NIP_DATA_DIR``, else ``~/.cache/nip/data``).

@@ -180,11 +180,14 @@ def resolve_sweep_dir(spec: str, runs_dir: str | os.PathLike[str] = "runs") -> P
     SweepError
         When neither holds a sweep manifest, listing the sweeps found.
     """
-    candidates = [Path(spec), Path(runs_dir) / "sweeps" / spec]
+    candidates = [
+        Path(spec).expanduser(),
+        Path(runs_dir).expanduser() / "sweeps" / spec,
+    ]
     for candidate in candidates:
         if is_sweep_dir(candidate):
             return candidate
-    sweeps_root = Path(runs_dir) / "sweeps"
+    sweeps_root = Path(runs_dir).expanduser() / "sweeps"
     known = (
         sorted(p.name for p in sweeps_root.iterdir() if is_sweep_dir(p))
         if sweeps_root.is_dir()

@@ -380,7 +380,7 @@ def resolve_run_paths(
     """
     from nip_core.sweeps import is_sweep_dir, sweep_run_dirs
 
-    runs_dir = Path(runs_dir)
+    runs_dir = Path(runs_dir).expanduser()
     found: list[Path] = []
     for spec in specs:
         if _GLOB_CHARS.search(spec):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import TextIO
 
 __all__ = ["add_report_parser", "run_report_command"]
@@ -116,6 +117,11 @@ def run_report_command(args: argparse.Namespace, file: TextIO | None = None) -> 
     if args.group_by:
         group_by = [key.strip() for item in args.group_by for key in item.split(",")]
         group_by = [key for key in group_by if key]
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ReportError(
+            f"--out {args.out} is a file; the report writes a directory of tables "
+            "and plots there: name a directory"
+        )
     paths = resolve_run_paths(args.runs, args.runs_dir)
     report = build_report(
         paths,

@@ -205,9 +205,11 @@ def run_sweep(
     if resume_sweep is not None:
         sweep_path = sweeps.resolve_sweep_dir(resume_sweep, _runs_dir_hint(overrides))
         previous = sweeps.read_manifest(sweep_path)
-        if config_name is not None and config_name != previous.config_name:
+        default = composer.DEFAULT_CONFIG_NAME
+        if config_name is not None and config_name != (previous.config_name or default):
             raise sweeps.SweepError(
-                f"{sweep_path} is a sweep of config {previous.config_name!r}; "
+                f"{sweep_path} is a sweep of config "
+                f"{previous.config_name or default!r}; "
                 "extend it with overrides only (or start a new sweep with "
                 f"--config-name {config_name})"
             )

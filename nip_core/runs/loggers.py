@@ -9,6 +9,7 @@ plugins add more the same way. A run feeds all of its loggers through one
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -224,6 +225,10 @@ class WandbLogger(MetricLogger):
                 stacklevel=2,
             )
             mode = "offline"
+            # the failed attempt keeps W&B's service holding the run id: start
+            # afresh
+            with contextlib.suppress(Exception):
+                wandb.teardown()
             self.run = self._init(mode)
         self._mode = mode
         self.run_dir.write_run_info(

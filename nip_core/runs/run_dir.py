@@ -111,7 +111,9 @@ class RunDirectory:
     """
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+        # `~` is the home directory, as in data_dir and cache_dir (a directory
+        # literally named `~` is a trap)
+        self.path = Path(path).expanduser()
 
     @classmethod
     def for_settings(cls, settings: ExperimentSettings) -> RunDirectory:
@@ -184,15 +186,23 @@ class RunDirectory:
                 f"Run directories live under the settings' runs_dir "
                 f"(default ./runs)."
             )
-        return json.loads(self.hyper_params_path.read_text())
+        try:
+            return json.loads(self.hyper_params_path.read_text())
+        except (ValueError, UnicodeDecodeError) as error:
+            raise CheckpointError(
+                f"{self.hyper_params_path} is not valid JSON ({error}): the run's "
+                "record of its experiment is damaged, so it cannot be resumed or "
+                "compared; put a good copy back (the W&B run's config holds one "
+                "when W&B was on), or start a new run"
+            ) from None
 
     def write_settings(self, settings: ExperimentSettings) -> None:
         atomic_write_json(self.settings_path, settings.to_dict())
 
     def read_settings(self) -> dict[str, Any]:
-        if not self.settings_path.is_file():
-            return {}
-        return json.loads(self.settings_path.read_text())
+        """The saved run settings; ``{}`` (the defaults) when there are none or the
+        file is damaged (with a warning)."""
+        return self._read_optional_json(self.settings_path, "the default settings")
 
     def write_run_info(self, **info: Any) -> None:
         """Merge ``info`` into ``run_info.json`` (status, W&B run path, ...)."""
@@ -201,9 +211,31 @@ class RunDirectory:
         atomic_write_json(self.run_info_path, data)
 
     def read_run_info(self) -> dict[str, Any]:
-        if not self.run_info_path.is_file():
+        """``run_info.json``; ``{}`` when there is none, or when it is damaged (a
+        full disk, say: with a warning; the next write replaces it)."""
+        return self._read_optional_json(self.run_info_path, "a new one")
+
+    @staticmethod
+    def _read_optional_json(path: Path, instead: str) -> dict[str, Any]:
+        if not path.is_file():
             return {}
-        return json.loads(self.run_info_path.read_text())
+        try:
+            data = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as error:
+            data = error
+        if isinstance(data, dict):
+            return data
+        import warnings
+
+        from nip_core.errors import CheckpointWarning
+
+        why = data if isinstance(data, Exception) else "not a JSON object"
+        warnings.warn(
+            f"{path} is damaged ({why}); it is read as empty and replaced by {instead}",
+            CheckpointWarning,
+            stacklevel=3,
+        )
+        return {}
 
     # ------------------------------------------------------------------------------
     # Metrics

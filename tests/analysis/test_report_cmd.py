@@ -131,6 +131,12 @@ def test_through_nip_main_when_wired(runs, capsys):
     assert "interaction_protocol=nip" in capsys.readouterr().out
     assert main(["report", "missing"]) == 1
     assert "nip: error: no run 'missing'" in capsys.readouterr().err
+    # --out naming a file: one error line, the file untouched
+    (runs.parent / "afile").write_text("hi")
+    assert main(["report", "nip-1", "nip-2", "--out", "afile"]) == 1
+    err = capsys.readouterr().err
+    assert "nip: error: --out afile is a file" in err and "Traceback" not in err
+    assert (runs.parent / "afile").read_text() == "hi"
 
 
 _PROBE = """

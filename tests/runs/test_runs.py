@@ -544,3 +544,55 @@ def test_a_run_without_a_clock_logs_none(monkeypatch):
     run = context.RunContext(elapsed_offset=None)
     run.log_metrics(3, {"loss": 1.0})
     assert run.history == [{"step": 3, "loss": 1.0}]
+
+
+def test_damaged_run_records_are_named_not_tracebacks(tmp_path):
+    from nip_core.errors import CheckpointWarning
+
+    run_dir = _run_dir(tmp_path, "damaged")
+    run_dir.hyper_params_path.write_text('{"sce')
+    with pytest.raises(CheckpointError, match="hyper_params.json is not valid JSON"):
+        run_dir.read_hyper_params()
+    # run_info.json (rewritten anyway) and settings.json: read as empty, said
+    run_dir.run_info_path.write_text("xx")
+    with pytest.warns(CheckpointWarning, match="run_info.json is damaged"):
+        assert run_dir.read_run_info() == {}
+    with pytest.warns(CheckpointWarning):
+        run_dir.write_run_info(status="killed")
+    assert run_dir.read_run_info() == {"status": "killed"}
+    run_dir.settings_path.write_text("[1, 2]")
+    with pytest.warns(CheckpointWarning, match="not a JSON object"):
+        assert run_dir.read_settings() == {}
+
+
+def test_a_run_directory_without_its_experiment_record_is_not_taken_over(
+    tmp_path, synthetic_scenario
+):
+    from nip_core.experiment import run_experiment
+
+    hyper_params = synthetic_scenario.hyper_params(
+        "nip", rl={"num_iterations": 2, "num_test_iterations": 1}
+    )
+    settings = synthetic_scenario.settings(run_id="lost", checkpoint_period=1)
+    run_experiment(hyper_params, settings)
+    run_path = Path(settings.runs_dir) / "lost"
+    (run_path / "hyper_params.json").unlink()
+    metrics = (run_path / "metrics.jsonl").read_text()
+    checkpoints = sorted(p.name for p in (run_path / "checkpoints").iterdir())
+    with pytest.raises(CheckpointError, match="holds a run's checkpoints and metrics"):
+        run_experiment(hyper_params, settings)
+    assert (run_path / "metrics.jsonl").read_text() == metrics
+    assert sorted(p.name for p in (run_path / "checkpoints").iterdir()) == checkpoints
+    # a folder without a run's work (user files only) is fine to write into
+    other = synthetic_scenario.settings(run_id="mine")
+    (Path(other.runs_dir) / "mine").mkdir()
+    (Path(other.runs_dir) / "mine" / "notes.txt").write_text("keep")
+    run_experiment(hyper_params, other)
+    assert (Path(other.runs_dir) / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_a_tilde_in_the_runs_directory_is_the_home_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    settings = ExperimentSettings(runs_dir="~/myruns", run_id="tilde")
+    run_dir = RunDirectory.for_settings(settings)
+    assert run_dir.path == tmp_path / "home" / "myruns" / "tilde"

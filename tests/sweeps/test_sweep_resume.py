@@ -221,3 +221,21 @@ def test_a_job_whose_run_id_holds_another_experiment_is_neither_skipped_nor_resu
     [run] = sweep_site.run_dirs()
     assert json.loads((run / "hyper_params.json").read_text())["seed"] == 1
     assert _status(run) == "finished"
+
+
+def test_a_sweep_of_the_default_config_resumes_with_its_name_given(sweep_site, capsys):
+    # `nip run -m` without --config-name sweeps the config named `default`
+    # (./configs comes first on the search path)
+    default = sweep_site.work / "configs" / "default.yaml"
+    default.parent.mkdir()
+    default.write_text("defaults:\n  - sweep_test/exp\n  - _self_\n")
+    sweep_dir = sweep_site.runs / "sweeps" / "of-default"
+    status = main(["run", "-m", "seed=1", f"hydra.sweep.dir={sweep_dir}"])
+    assert status == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert json.loads((sweep_dir / "sweep.json").read_text())["config_name"] is None
+    assert main(["run", "--resume-sweep", str(sweep_dir), "-c", "default"]) == 0
+    err = capsys.readouterr().err
+    assert "1 of 1 jobs succeeded (1 skipped" in err
+    assert main(["run", "--resume-sweep", str(sweep_dir), "-c", "sweep_test/exp"]) != 0
+    assert "is a sweep of config 'default'" in capsys.readouterr().err
