@@ -685,6 +685,39 @@ def _hydra_job_dir() -> str | None:
     return str(HydraConfig.get().runtime.output_dir)
 
 
+def _resumable_setting(path: str) -> str:
+    """The run setting ``run.<name>`` names, if a resume may change it (every one
+    but the run's id and directory, which say which run it is)."""
+    import attrs as _attrs
+
+    from nip_core.settings import ExperimentSettings
+
+    name = path.removeprefix("run.")
+    fixed = {"run_id": "the run's id", "runs_dir": "--runs-dir"}
+    names = [f.name for f in _attrs.fields(ExperimentSettings)]
+    choices = tuple(f"run.{n}" for n in names if n not in fixed)
+    if name in fixed:
+        raise NipConfigError(
+            ConfigProblem(
+                path,
+                f"a resume cannot change {fixed[name]}: it says which run to resume",
+            )
+        )
+    if f"run.{name}" not in choices:
+        from nip_core.parameters.validation import closest
+
+        suggestion = closest(path, choices)
+        raise NipConfigError(
+            ConfigProblem(
+                path,
+                "unknown run setting"
+                + (f"; did you mean {suggestion!r}?" if suggestion else ""),
+                choices=() if suggestion else choices,
+            )
+        )
+    return name
+
+
 def resume(
     run_id: str,
     runs_dir: str | None,
@@ -705,15 +738,23 @@ def resume(
     if device is not None:
         kwargs["device"] = device
     overrides: dict[str, Any] = {}
+    settings_overrides: dict[str, Any] = {}
     for text in parameter_overrides:
         path, sep, value = text.partition("=")
-        if not sep or not path.strip():
+        path = path.strip()
+        if not sep or not path:
             raise NipConfigError(ConfigProblem("--set", "expected PATH=VALUE", text))
         try:
-            overrides[path.strip()] = yaml.safe_load(value) if value else None
+            parsed = yaml.safe_load(value) if value else None
         except yaml.YAMLError:
-            overrides[path.strip()] = value
+            parsed = value
+        if path.startswith("run."):
+            # run settings change how the run runs, not what it learns
+            settings_overrides[_resumable_setting(path)] = parsed
+        else:
+            overrides[path] = parsed
     if overrides:
         kwargs["parameter_overrides"] = overrides
+    kwargs.update(settings_overrides)
     _report_finished(resume_run(run_id, **kwargs))
     return 0

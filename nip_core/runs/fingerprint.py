@@ -88,6 +88,7 @@ def check_same_datasets(
         raise DatasetNotFoundError(
             f"the {split} split of dataset {dataset!r} is not the one this run "
             f"started with: {then.get('size')} datapoints then, {current['size']} "
-            f"now, different contents{where}; point run.data_dir or NIP_DATA_DIR at "
-            "the original data to resume, or start a new run"
+            f"now, different contents{where}; to resume, point it at the original "
+            "data (`nip resume RUN_ID --set run.data_dir=DIR`, or NIP_DATA_DIR), "
+            "or start a new run"
         )

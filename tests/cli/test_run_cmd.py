@@ -287,6 +287,28 @@ def test_resume_passes_the_run_and_its_options(monkeypatch, capsys):
     assert main(["resume", "abc"]) == 0
     assert main(["resume", "abc", "--runs-dir", "elsewhere", "--device", "cuda"]) == 0
     assert calls == [("abc", {}), ("abc", {"runs_dir": "elsewhere", "device": "cuda"})]
+    # run settings (how the run runs, not what it learns) by --set run.NAME=VALUE,
+    # hyper-parameters that say how it reaches its services by --set PATH=VALUE
+    calls.clear()
+    argv = ["resume", "abc", "--set", "run.data_dir=/data/original"]
+    argv += ["--set", "run.checkpoint_period=5", "--set", "openai_backend.timeout=9"]
+    assert main(argv) == 0
+    assert calls == [
+        (
+            "abc",
+            {
+                "data_dir": "/data/original",
+                "checkpoint_period": 5,
+                "parameter_overrides": {"openai_backend.timeout": 9},
+            },
+        )
+    ]
+    capsys.readouterr()
+    assert main(["resume", "abc", "--set", "run.run_id=other"]) == 2
+    assert "run.run_id: a resume cannot change the run's id" in capsys.readouterr().err
+    assert main(["resume", "abc", "--set", "run.data_dri=/x"]) == 2
+    err = capsys.readouterr().err
+    assert "run.data_dri: unknown run setting; did you mean 'run.data_dir'?" in err
 
 
 def test_resume_of_a_missing_run_is_reported_without_traceback(tmp_path, capsys):
