@@ -287,6 +287,55 @@ def _same_experiment(saved: dict, current: dict, ignore: Sequence[str] = ()) -> 
     return canonical(read_back) == canonical(current)
 
 
+def experiment_differences(
+    saved: dict, current: dict, ignore: Sequence[str] = (), limit: int = 5
+) -> str:
+    """Where two experiments' hyper-parameter dicts differ, in words: ``" (rl.
+    num_iterations: 2 there, 4 here)"``, the first ``limit`` dotted paths; ``""``
+    when none can be named."""
+    from nip_core.errors import NipError
+    from nip_core.parameters import HyperParameters
+
+    try:
+        saved = HyperParameters.from_dict(saved).to_dict()
+    except NipError:
+        pass
+    ignored = set(ignore) | {"_meta"}
+
+    def leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(node, dict) and node:
+            out: dict[str, Any] = {}
+            for key, value in node.items():
+                path = f"{prefix}.{key}" if prefix else str(key)
+                if path not in ignored:
+                    out.update(leaves(value, path))
+            return out
+        return {prefix: node}
+
+    there, here = leaves(saved), leaves(current)
+    paths = sorted(
+        p
+        for p in set(there) | set(here)
+        if there.get(p, _MISSING) != here.get(p, _MISSING)
+    )
+    if not paths:
+        return ""
+
+    def shown(value: Any) -> str:
+        return "unset" if value is _MISSING else json.dumps(value)
+
+    parts = [
+        f"{p}: {shown(there.get(p, _MISSING))} there, {shown(here.get(p, _MISSING))} "
+        "here"
+        for p in paths[:limit]
+    ]
+    more = f", and {len(paths) - limit} more" if len(paths) > limit else ""
+    return " (" + "; ".join(parts) + more + ")"
+
+
+_MISSING = object()
+
+
 def run_holds_experiment(
     run_dir: Any, hyper_params: Any, settings: ExperimentSettings
 ) -> bool:
@@ -389,10 +438,13 @@ def run_experiment(
                     run_dir.read_hyper_params(), params_dict, connection
                 ):
                     if not _failed_with_nothing_to_keep(run_dir):
+                        differences = experiment_differences(
+                            run_dir.read_hyper_params(), params_dict, connection
+                        )
                         raise CheckpointError(
                             f"run directory {run_dir.path} holds a different "
-                            "experiment; choose another run_id, or resume it with "
-                            f"`nip resume {settings.run_id}`"
+                            f"experiment{differences}; choose another run_id, or "
+                            f"resume it with `nip resume {settings.run_id}`"
                         )
                     # A run refused while it was being built (a config problem
                     # only the built experiment shows): this one takes its place

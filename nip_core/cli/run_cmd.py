@@ -661,9 +661,10 @@ class SweepJob:
             # skipped as finished nor resumed
             raise CheckpointError(
                 f"run directory {run_dir} holds a different experiment than this "
-                "job's; give the job another run.run_id (a template naming what "
-                "differs between the experiments), or leave run.run_id unset for "
-                "one derived from the experiment"
+                f"job's{_differences(run_dir, hyper_params, settings)}; give the "
+                "job another run.run_id (a template naming what differs between "
+                "the experiments), or leave run.run_id unset for one derived from "
+                "the experiment"
             )
         if self.resume and sweeps.run_is_finished(run_dir):
             log.info("run %s had finished; skipped", settings.run_id)
@@ -674,6 +675,24 @@ class SweepJob:
                 f"`nip run -m --resume-sweep {self.sweep_dir}`"
             )
         return settings, None
+
+
+def _differences(run_dir: Path, hyper_params: Any, settings: Any) -> str:
+    """Where the experiment in ``run_dir`` differs from the job's, in words."""
+    from nip_core.errors import NipError
+    from nip_core.experiment import apply_base_run, experiment_differences
+    from nip_core.parameters import preserved_paths
+    from nip_core.parameters.base_run import RESUME
+    from nip_core.runs.run_dir import RunDirectory
+
+    try:
+        saved = RunDirectory(run_dir).read_hyper_params()
+    except NipError:
+        return ""
+    hyper_params = apply_base_run(hyper_params, settings)
+    return experiment_differences(
+        saved, hyper_params.to_dict(), preserved_paths(hyper_params, RESUME)
+    )
 
 
 def _hydra_job_dir() -> str | None:

@@ -208,7 +208,7 @@ def test_a_job_whose_run_id_holds_another_experiment_is_neither_skipped_nor_resu
     second = ["run", "-m", "-c", "sweep_test/exp", "seed=2", "run.run_id=fixed"]
     assert main(second) == 1
     err = capsys.readouterr().err
-    assert "holds a different experiment than this job's" in err
+    assert "holds a different experiment than this job's (seed: 1 there, 2 here)" in err
     [job_line] = [line for line in err.splitlines() if "job 0" in line]
     assert "--resume-sweep" not in job_line  # resuming would not help this job
     [second_sweep] = [d for d in sweep_site.sweep_dirs() if d != first_sweep]
