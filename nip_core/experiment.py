@@ -203,6 +203,29 @@ def prepare_experiment(
     return PreparedExperiment(hyper_params, settings, scenario_instance, trainer, total)
 
 
+def _warn_starting_again(run_dir: RunDirectory) -> None:
+    """Say so when a run that logged iterations has nothing to resume from (it was
+    stopped before its first checkpoint, or its checkpoints are gone): it starts
+    again from iteration 0 and its metrics are written anew."""
+    import warnings
+
+    from nip_core.errors import CheckpointWarning
+
+    try:
+        logged = sum(1 for record in run_dir.read_metrics() if "step" in record)
+    except (OSError, ValueError):
+        logged = 0
+    if logged:
+        warnings.warn(
+            f"run {run_dir.path.name} has {logged} logged "
+            f"record{'s' if logged != 1 else ''} but no checkpoint to resume from "
+            f"(none in {run_dir.checkpoints_dir}): it starts again from iteration "
+            "0, and its metrics are written anew",
+            CheckpointWarning,
+            stacklevel=3,
+        )
+
+
 def _refuse_run_without_record(run_dir: RunDirectory) -> None:
     """Refuse a directory that holds a run's work (checkpoints, metrics) but not
     its ``hyper_params.json``: which experiment it is cannot be told, so neither
@@ -452,6 +475,8 @@ def run_experiment(
                         run_dir.run_info_path.unlink(missing_ok=True)
                 else:
                     resume = trainer_class.find_resume_point(run_dir, settings)
+                    if resume is None:
+                        _warn_starting_again(run_dir)
             if distributed.is_main_process():
                 run_dir.create()
                 if resume is None:

@@ -467,3 +467,22 @@ def test_a_run_saved_before_a_section_existed_resumes(scenario):
     run_dir.hyper_params_path.write_text(json.dumps(saved))
     with pytest.raises(CheckpointError, match="holds a different experiment"):
         run_experiment(_solo(scenario, 3), settings, run_id="old")
+
+
+def test_resuming_a_run_without_checkpoints_says_it_starts_again(scenario):
+    from nip_core.errors import CheckpointWarning
+
+    hp = scenario.hyper_params("nip", rl=_rl(num_iterations=2))
+    settings = scenario.settings(checkpoint_period=1)
+    result = run_experiment(hp, settings, run_id="lost_checkpoints")
+    run_dir = RunDirectory(result.run_dir)
+    logged = len(run_dir.read_metrics())
+    for path in run_dir.checkpoints_dir.iterdir():
+        path.unlink()
+    with pytest.warns(CheckpointWarning) as caught:
+        resume_run("lost_checkpoints", runs_dir=scenario.root / "runs")
+    assert f"run lost_checkpoints has {logged} logged records but no checkpoint" in (
+        str(caught[0].message)
+    )
+    assert "starts again from iteration 0" in str(caught[0].message)
+    assert [r["step"] for r in run_dir.read_metrics()] == [0, 1, 2]
