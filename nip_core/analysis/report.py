@@ -965,6 +965,43 @@ def _format_table(
     return "\n".join([line(headers), rule, *(line(row) for row in rows)])
 
 
+def _load_runs(run_paths: Sequence[str | Path]) -> tuple[list[RunData], list[str]]:
+    """Load the runs; of several, those without metrics (a job that failed before
+    its first iteration, a run still starting) are left out, each named in a
+    warning with the status ``run_info.json`` gives; one run without metrics, or
+    none with metrics, is a :class:`NoMetricsError`."""
+    runs: list[RunData] = []
+    skipped: list[str] = []
+    errors: list[NoMetricsError] = []
+    for path in run_paths:
+        try:
+            runs.append(load_run(path))
+        except NoMetricsError as error:
+            if len(run_paths) == 1:
+                raise
+            errors.append(error)
+            skipped.append(f"{Path(path).name} left out: {_run_status(Path(path))}")
+    if not runs:
+        raise errors[0]
+    return runs, skipped
+
+
+def _run_status(path: Path) -> str:
+    """What ``run_info.json`` says of a run without metrics, in words."""
+    try:
+        info = json.loads((path / "run_info.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict):
+        info = {}
+    status = info.get("status")
+    if status == "failed":
+        return f"it failed before its first iteration ({info.get('error')})"
+    if status:
+        return f"it logged no metrics (status {status})"
+    return "it logged no metrics"
+
+
 def build_report(
     run_paths: Sequence[str | Path],
     *,
@@ -1017,7 +1054,7 @@ def build_report(
         raise ReportError(
             f"--x-axis must be one of {', '.join(X_AXES)}, got {x_axis!r}"
         )
-    runs = [load_run(path) for path in run_paths]
+    runs, skipped = _load_runs(run_paths)
     if x_axis == "minutes":
         untimed = [run.run_id for run in runs if not timed_from_the_start(run)]
         if untimed:
@@ -1040,6 +1077,7 @@ def build_report(
         confidence=confidence,
         out_dir=Path(out_dir) if write else None,
     )
+    report.warnings.extend(skipped)
     if not write:
         return report
     from nip_core.analysis.plots import write_comparison_plots, write_run_plots

@@ -189,3 +189,24 @@ def test_minutes_axis_needs_the_runs_clock(runs):
     assert any(path.endswith("accuracy.png") for path in data["files"])
     status, text = report(["timed", "--episodes", "0"])
     assert "elapsed s" in text.splitlines()[1] and "270.000" in text
+
+
+def test_runs_without_metrics_among_several_are_left_out_with_a_warning(runs, capsys):
+    # a sweep's job that failed before its first iteration does not stop the
+    # report of the others
+    failed = write_run(runs, "failed-1", [])
+    (failed / "run_info.json").write_text(
+        json.dumps({"status": "failed", "error": "DatasetNotFoundError: no ./nope"})
+    )
+    status, text = report(["runs/*", "--episodes", "0", "--out", "cmp"])
+    assert status == 0
+    assert "failed-1" not in text and "nip-1" in text
+    err = capsys.readouterr().err
+    assert (
+        "nip: warning: failed-1 left out: it failed before its first iteration "
+        "(DatasetNotFoundError: no ./nope)"
+    ) in err
+    # only runs without metrics: still the error
+    write_run(runs, "fresh", [])
+    with pytest.raises(NoMetricsError):
+        report(["failed-1", "fresh"])
