@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,67 @@ def prepare_experiment(
     if report:
         print(f"nip: experiment prepared; {total} iterations in total")
     return PreparedExperiment(hyper_params, settings, scenario_instance, trainer, total)
+
+
+def _process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc), so that a
+    reused pid is not taken for the process that wrote it; ``None`` where /proc
+    does not say."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _this_process() -> dict[str, Any]:
+    """What ``run_info.json`` records of the process driving a run."""
+    import socket
+
+    pid = os.getpid()
+    return {"pid": pid, "host": socket.gethostname(), "start": _process_start(pid)}
+
+
+def _refuse_run_in_progress(run_dir: RunDirectory) -> None:
+    """Refuse to drive a run that another live process on this machine drives (a
+    second terminal's ``nip resume``, a requeued job beside the old one): both
+    would write its checkpoints and metrics.
+
+    Known only for a run ``running`` on this host whose process still lives (the
+    same pid and start time); a run on another host, or one whose process died
+    without a word (SIGKILL, a power cut), is not refused.
+    """
+    import socket
+
+    if not run_dir.run_info_path.is_file():
+        return
+    info = run_dir.read_run_info()
+    process = info.get("process")
+    if info.get("status") != "running" or not isinstance(process, dict):
+        return
+    pid = process.get("pid")
+    if (
+        not isinstance(pid, int)
+        or pid == os.getpid()
+        or process.get("host") != socket.gethostname()
+    ):
+        return
+    start = _process_start(pid)
+    if start is None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            pass  # alive, another user's
+    elif start != process.get("start"):
+        return  # that process is gone; the pid was reused
+    raise CheckpointError(
+        f"run {run_dir.path.name} is running in process {pid} on this machine; "
+        "two processes driving one run would write over each other's checkpoints "
+        f"and metrics. Stop that process first (Ctrl-C saves a checkpoint), then "
+        f"resume it with `nip resume {run_dir.path.name}`"
+    )
 
 
 def _warn_starting_again(run_dir: RunDirectory) -> None:
@@ -452,6 +514,8 @@ def run_experiment(
         # the checkpoint to resume from once it has
         with distributed.main_process_first():
             _refuse_run_without_record(run_dir)
+            if distributed.is_main_process():
+                _refuse_run_in_progress(run_dir)
             if run_dir.exists():
                 from nip_core.parameters import preserved_paths
                 from nip_core.parameters.base_run import RESUME
@@ -482,7 +546,7 @@ def run_experiment(
                 if resume is None:
                     run_dir.write_hyper_params(params_dict)
                 run_dir.write_settings(settings)
-                run_dir.write_run_info(status="running")
+                run_dir.write_run_info(status="running", process=_this_process())
             else:
                 run_dir = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -486,3 +487,42 @@ def test_resuming_a_run_without_checkpoints_says_it_starts_again(scenario):
     )
     assert "starts again from iteration 0" in str(caught[0].message)
     assert [r["step"] for r in run_dir.read_metrics()] == [0, 1, 2]
+
+
+def test_a_run_driven_by_another_live_process_is_not_driven_twice(scenario):
+    import socket
+    import subprocess
+    import sys
+
+    from nip_core.experiment import _process_start
+
+    hp = scenario.hyper_params("nip", rl=_rl(num_iterations=2))
+    settings = scenario.settings(checkpoint_period=1)
+    result = run_experiment(hp, settings, run_id="busy")
+    run_dir = RunDirectory(result.run_dir)
+    assert run_dir.read_run_info()["process"]["pid"] == os.getpid()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        # as if that process were resuming the run right now
+        process = {
+            "pid": other.pid,
+            "host": socket.gethostname(),
+            "start": _process_start(other.pid),
+        }
+        run_dir.write_run_info(status="running", process=process)
+        with pytest.raises(CheckpointError, match=f"running in process {other.pid}"):
+            resume_run("busy", runs_dir=scenario.root / "runs")
+        with pytest.raises(CheckpointError, match="running in process"):
+            run_experiment(hp, settings, run_id="busy")
+        assert run_dir.read_run_info()["status"] == "running"
+        # a reused pid (another start time) is not that process
+        run_dir.write_run_info(process={**process, "start": -1})
+        resume_run("busy", runs_dir=scenario.root / "runs")
+        assert run_dir.read_run_info()["status"] == "finished"
+    finally:
+        other.kill()
+        other.wait()
+    # the process died without a word (SIGKILL): the run is free
+    run_dir.write_run_info(status="running", process=process)
+    resume_run("busy", runs_dir=scenario.root / "runs")
+    assert run_dir.read_run_info()["status"] == "finished"
