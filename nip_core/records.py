@@ -213,6 +213,12 @@ class TrainerSpec(Contribution):
         (e.g. ``"text_rl.verifier_guess_replacement_proportion"`` for a trainer
         without guess replacement). Setting one away from its default gives a
         :class:`~nip_core.errors.ParameterWarning` saying it has no effect.
+    config_problems : Ref | None
+        ``function(hyper_params, protocol_handler) -> list[ConfigProblem]``: what
+        stops this trainer from running these parameters that only the protocol's
+        schedule tells (paths dotted from the root). Asked before anything runs,
+        with the protocol checks (``nip config show``/``validate``, a sweep's
+        check of every job, ``nip run``).
     description : str
         One line.
     """
@@ -224,6 +230,7 @@ class TrainerSpec(Contribution):
     required_parts: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     parameter_sections: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     unread_parameters: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    config_problems: Ref | None = None
     description: str = ""
     kind: str = attrs.field(default="trainer", init=False, eq=False, repr=False)
 

@@ -132,8 +132,9 @@ def protocol_problems(hyper_params: Any, *, plugin_manager: Any = None) -> list:
     built with these settings (no verifier ever acts, say), or a tensor-world RL
     trainer's ``rl.frames_per_batch`` is not a multiple of the steps each
     environment takes per iteration (the protocol's ``max_message_rounds`` unless
-    ``rl.steps_per_env_per_iteration`` says otherwise). Each problem names the
-    setting to change.
+    ``rl.steps_per_env_per_iteration`` says otherwise), or what the trainer's own
+    check (``TrainerSpec.config_problems``) finds with the handler. Each problem
+    names the setting to change.
     """
     from nip_core.protocols.handler import ProtocolSpecificationError
 
@@ -186,4 +187,7 @@ def protocol_problems(hyper_params: Any, *, plugin_manager: Any = None) -> list:
         )
         if problem is not None:
             problems.append(problem)
+    check = getattr(trainer, "config_problems", None)
+    if check is not None:
+        problems.extend(resolve_ref(check)(hyper_params, handler))
     return problems

@@ -233,6 +233,29 @@ def test_trees_too_big_are_refused_before_anything_is_generated(malt_scenario):
         "pure_text_malt.max_generations_per_iteration"
     ]
     assert malt_scenario.server.requests["chat"] == 0
+    # the same count before anything runs (nip config show / validate, a sweep's
+    # check of every job): the protocol's schedule depends on the round only
+    from nip_core.protocols.factory import protocol_problems
+
+    too_big = malt_scenario.hyper_params(
+        "nip",
+        trainer="pure_text_malt",
+        pure_text_malt={
+            "num_responses_per_timestep": 3,
+            "max_generations_per_iteration": 100,
+        },
+    )
+    (problem,) = protocol_problems(too_big)
+    assert problem.path == "pure_text_malt.max_generations_per_iteration"
+    assert "up to 156 generated turns (4 trees of 3 responses per turn" in (
+        problem.message
+    )
+    fits = malt_scenario.hyper_params(
+        "nip",
+        trainer="pure_text_malt",
+        pure_text_malt={"num_responses_per_timestep": 3},
+    )
+    assert protocol_problems(fits) == []
     # no limit: it runs
     run(
         malt_scenario,

@@ -28,6 +28,7 @@ def register_trainers() -> list[TrainerSpec]:
             parameter_sections=("text_rl", "text_backend", "pure_text_malt"),
             # expert iteration's verifier guess replacement; MALT's pairs come
             # from the trees' expected rewards
+            config_problems="nip_plugin_malt.limits:config_problems",
             unread_parameters=(
                 "text_rl.verifier_guess_replacement_proportion",
                 "text_rl.verifier_guess_replacement_annealing",

@@ -29,10 +29,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nip_core.errors import ConfigProblem, NipConfigError
+from nip_core.errors import NipConfigError
 from nip_core.text.data import draw_indices
 from nip_core.text.rollouts import TextRollouts
 from nip_core.trainers.text import PureTextRlTrainer
+from nip_plugin_malt.limits import generation_limit_problem
 from nip_plugin_malt.sampling import sample_response_trees, tree_generation_bound
 from nip_plugin_malt.tree import ResponseForest
 
@@ -93,19 +94,14 @@ class PureTextMaltTrainer(PureTextRlTrainer):
         worst = max(bounds, key=bounds.__getitem__)
         if bounds[worst] <= limit:
             return
-        handler = self.protocol_handler
         raise NipConfigError(
-            ConfigProblem(
-                "pure_text_malt.max_generations_per_iteration",
-                f"the response trees of iteration {worst} could need up to "
-                f"{bounds[worst]:,} generated turns ({self.rollouts_per_iteration} "
-                f"trees of {self.num_responses} responses per turn over up to "
-                f"{handler.max_message_rounds} rounds), more than the limit of "
-                f"{limit:,}; lower pure_text_malt.num_responses_per_timestep, the "
-                "protocol's max_message_rounds or text_rl.rollouts_per_iteration, or "
-                "raise pure_text_malt.max_generations_per_iteration (null: no "
-                "limit)",
+            generation_limit_problem(
+                bounds[worst],
                 limit,
+                rollouts=self.rollouts_per_iteration,
+                num_responses=self.num_responses,
+                rounds=self.protocol_handler.max_message_rounds,
+                iteration=worst,
             )
         )
 
