@@ -154,10 +154,10 @@ def describe_type(tp: Any) -> str:
         return " or ".join(describe_type(a) for a in args)
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {describe_type(args[0])}"
+            return _list_of(args[0])
         return f"a list of {len(args)} items"
     if origin in (list, collections.abc.Sequence):
-        return f"a list of {describe_type(args[0])}" if args else "a list"
+        return _list_of(args[0]) if args else "a list"
     if origin in (dict, collections.abc.Mapping):
         return "a mapping"
     names = {
@@ -169,6 +169,21 @@ def describe_type(tp: Any) -> str:
     if tp in names:
         return names[tp]
     return getattr(tp, "__name__", str(tp))
+
+
+_PLURALS = {
+    bool: "true or false values",
+    int: "integers",
+    float: "numbers",
+    str: "strings",
+}
+
+
+def _list_of(tp: Any) -> str:
+    """``"a list of strings"``; ``"a list whose items are one of a, b"``."""
+    if tp in _PLURALS:
+        return f"a list of {_PLURALS[tp]}"
+    return f"a list whose items are {describe_type(tp)}"
 
 
 def _choices_of(tp: Any) -> tuple[str, ...]:

@@ -222,3 +222,23 @@ def test_problems_of_many_kinds_in_one_error(toy):
         "agents",
         "trainer",
     }
+
+
+@pytest.mark.parametrize(
+    ("annotation", "text"),
+    [
+        ("tuple[str, ...]", "a list of strings"),
+        ("list[int]", "a list of integers"),
+        ("tuple[float, ...]", "a list of numbers"),
+        ("list[bool]", "a list of true or false values"),
+        ("tuple[Literal['a', 'b'], ...]", "a list whose items are one of 'a', 'b'"),
+        ("tuple[int, int]", "a list of 2 items"),
+        ("int | None", "an integer or null"),
+    ],
+)
+def test_types_are_described_in_words(annotation, text):
+    from typing import Literal  # noqa: F401 - used by the annotations' text
+
+    from nip_core.parameters.validation import describe_type
+
+    assert describe_type(eval(annotation)) == text
