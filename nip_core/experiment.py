@@ -421,16 +421,12 @@ def experiment_differences(
 _MISSING = object()
 
 
-def run_holds_experiment(
+def _saved_and_current(
     run_dir: Any, hyper_params: Any, settings: ExperimentSettings
-) -> bool:
-    """Whether the run directory ``run_dir`` (a path or :class:`RunDirectory`)
-    holds ``hyper_params``'s experiment, as :func:`run_experiment` decides it
-    (after the base run's settings are applied; how the run reaches its services
-    does not count). ``False`` when it holds no readable hyper-parameters.
-
-    A run that failed before it saved anything counts as holding it: the
-    experiment would take its place there."""
+) -> tuple[RunDirectory, dict | None, dict, Sequence[str]]:
+    """The run directory, its saved hyper-parameters (``None`` when unreadable),
+    ``hyper_params``' dict as :func:`run_experiment` would save it, and the paths
+    that do not count (how the run reaches its services)."""
     from nip_core.errors import NipError
     from nip_core.parameters import preserved_paths
     from nip_core.parameters.base_run import RESUME
@@ -441,10 +437,37 @@ def run_holds_experiment(
     try:
         saved = run_dir.read_hyper_params()
     except (NipError, OSError, ValueError):
+        saved = None
+    return run_dir, saved, hyper_params.to_dict(), preserved_paths(hyper_params, RESUME)
+
+
+def run_holds_experiment(
+    run_dir: Any, hyper_params: Any, settings: ExperimentSettings
+) -> bool:
+    """Whether the run directory ``run_dir`` (a path or :class:`RunDirectory`)
+    holds ``hyper_params``'s experiment, as :func:`run_experiment` decides it
+    (after the base run's settings are applied; how the run reaches its services
+    does not count). ``False`` when it holds no readable hyper-parameters.
+
+    A run that failed before it saved anything counts as holding it: the
+    experiment would take its place there."""
+    run_dir, saved, current, ignore = _saved_and_current(
+        run_dir, hyper_params, settings
+    )
+    if saved is None:
         return False
-    return _same_experiment(
-        saved, hyper_params.to_dict(), preserved_paths(hyper_params, RESUME)
-    ) or _failed_with_nothing_to_keep(run_dir)
+    return _same_experiment(saved, current, ignore) or _failed_with_nothing_to_keep(
+        run_dir
+    )
+
+
+def run_differences(
+    run_dir: Any, hyper_params: Any, settings: ExperimentSettings
+) -> str:
+    """Where the experiment in ``run_dir`` differs from ``hyper_params``', in
+    words (:func:`experiment_differences`); ``""`` when it cannot be read."""
+    _, saved, current, ignore = _saved_and_current(run_dir, hyper_params, settings)
+    return "" if saved is None else experiment_differences(saved, current, ignore)
 
 
 def run_experiment(

@@ -654,14 +654,14 @@ class SweepJob:
             sweeps.write_job_record(job_dir, settings.run_id, run_dir)
         if not run_dir.exists():
             return settings, None
-        from nip_core.experiment import run_holds_experiment
+        from nip_core.experiment import run_differences, run_holds_experiment
 
         if not run_holds_experiment(run_dir, hyper_params, settings):
             # (a run_id template that gives two experiments one id, say): neither
             # skipped as finished nor resumed
             raise CheckpointError(
                 f"run directory {run_dir} holds a different experiment than this "
-                f"job's{_differences(run_dir, hyper_params, settings)}; give the "
+                f"job's{run_differences(run_dir, hyper_params, settings)}; give the "
                 "job another run.run_id (a template naming what differs between "
                 "the experiments), or leave run.run_id unset for one derived from "
                 "the experiment"
@@ -675,24 +675,6 @@ class SweepJob:
                 f"`nip run -m --resume-sweep {self.sweep_dir}`"
             )
         return settings, None
-
-
-def _differences(run_dir: Path, hyper_params: Any, settings: Any) -> str:
-    """Where the experiment in ``run_dir`` differs from the job's, in words."""
-    from nip_core.errors import NipError
-    from nip_core.experiment import apply_base_run, experiment_differences
-    from nip_core.parameters import preserved_paths
-    from nip_core.parameters.base_run import RESUME
-    from nip_core.runs.run_dir import RunDirectory
-
-    try:
-        saved = RunDirectory(run_dir).read_hyper_params()
-    except NipError:
-        return ""
-    hyper_params = apply_base_run(hyper_params, settings)
-    return experiment_differences(
-        saved, hyper_params.to_dict(), preserved_paths(hyper_params, RESUME)
-    )
 
 
 def _hydra_job_dir() -> str | None:

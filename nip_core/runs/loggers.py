@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nip_core.errors import LoggerWarning, MissingPluginError
+from nip_core.runs.io import json_safe
 from nip_core.runs.wandb_api import DEFAULT_WANDB_PROJECT
 
 if TYPE_CHECKING:
@@ -39,13 +40,6 @@ def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, A
             value = value.item()
         flat[name] = value
     return flat
-
-
-def _json_value(value: Any) -> Any:
-    # JSON has no NaN / inf; write them as strings so a reader sees what happened
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
 
 
 class MetricLogger(ABC):
@@ -128,7 +122,8 @@ class JsonlLogger(MetricLogger):
 
     def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
         record = {"step": step}
-        record.update({k: _json_value(v) for k, v in metrics.items()})
+        # JSON has no NaN / inf: written as strings, so a reader sees what happened
+        record.update(json_safe(dict(metrics)))
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
 

@@ -33,7 +33,6 @@ This module imports without torch.
 from __future__ import annotations
 
 import json
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from nip_core.errors import NipConfigError
+from nip_core.runs.io import json_safe
 from nip_core.text.rollouts import TextRollouts
 
 __all__ = [
@@ -328,21 +328,9 @@ def analyse_run(
         # JSON has no NaN or infinity: written as strings, as in metrics.jsonl
         atomic_write_text(
             path,
-            "".join(json.dumps(_json_safe(r), allow_nan=False) + "\n" for r in merged),
+            "".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in merged),
         )
     return results
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats as the strings ``"nan"``, ``"inf"``,
-    ``"-inf"`` (JSON has no such numbers; metrics.jsonl writes them the same way)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _read_records(path: Path) -> list[dict[str, Any]]:

@@ -138,7 +138,7 @@ def test_trainer_logs_analysers_and_nip_analyse_reruns_them(
 
 def test_analysis_records_are_strict_json() -> None:
     # an analyser's NaN (a rate of no episodes) is not a JSON number
-    from nip_core.text.analysis import _json_safe
+    from nip_core.runs.io import json_safe
 
     record = {
         "file": "iter_000000.jsonl",
@@ -146,7 +146,7 @@ def test_analysis_records_are_strict_json() -> None:
         "n": 2.0,
         "nested": {"low": -math.inf, "all": [math.inf, 1.0]},
     }
-    text = json.dumps(_json_safe(record), allow_nan=False)
+    text = json.dumps(json_safe(record), allow_nan=False)
 
     def refuse(constant):
         raise AssertionError(f"not strict JSON: {constant}")
