@@ -114,6 +114,91 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
+# The products whose speed bounds the loop's fraction of matmul throughput
+_MATMUL_OPS = ("mm", "addmm", "bmm", "baddbmm")
+
+
+def _matmul_recorder() -> Any:
+    """A dispatch mode recording every matrix product the code under it issues:
+    (operator, operand shapes and strides) -> calls. Used to time the loop's own
+    products alone (``--matmul-ceiling``)."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class MatmulRecorder(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: Counter = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            name = func.overloadpacket.__name__
+            if name in _MATMUL_OPS:
+                operands = tuple(
+                    (tuple(a.shape), tuple(a.stride()))
+                    for a in args
+                    if hasattr(a, "stride")
+                )
+                self.calls[(name, operands)] += 1
+            return func(*args, **(kwargs or {}))
+
+    return MatmulRecorder()
+
+
+def _product_flops(name: str, operands: tuple) -> int:
+    """FLOPs of one product as torch's counter counts them (2 m k n per matrix)."""
+    *_, (first, _), (second, _) = operands
+    if name in ("mm", "addmm"):
+        return 2 * first[0] * first[1] * second[1]
+    return 2 * first[0] * first[1] * first[2] * second[2]
+
+
+def time_products(calls: dict, threads: int, device: str = "cpu") -> dict[str, Any]:
+    """Time each recorded product alone (its own shapes and strides, random values)
+    on ``threads`` intra-op threads: the seconds a loop made of nothing but these
+    products would take, and their FLOPs. The median of 5 timings of a batch of
+    calls for each distinct product."""
+    import torch
+
+    torch.set_num_threads(threads)
+    total_s = 0.0
+    total_flops = 0
+    by_op: dict[str, list[float]] = {}
+    for (name, operands), count in calls.items():
+        tensors = [
+            torch.empty_strided(shape, stride, device=device).normal_()
+            for shape, stride in operands
+        ]
+        op = getattr(torch.ops.aten, name)
+        flops = _product_flops(name, operands)
+        batch = max(1, min(200, int(2e8 // max(flops, 1))))
+        op(*tensors)
+        samples = []
+        for _ in range(5):
+            _synchronize(device)
+            start = time.perf_counter()
+            for _ in range(batch):
+                op(*tensors)
+            _synchronize(device)
+            samples.append((time.perf_counter() - start) / batch)
+        seconds = statistics.median(samples) * count
+        total_s += seconds
+        total_flops += flops * count
+        entry = by_op.setdefault(name, [0.0, 0.0])
+        entry[0] += seconds
+        entry[1] += flops * count
+    return {
+        "seconds": total_s,
+        "flops": total_flops,
+        "distinct_products": len(calls),
+        "calls": sum(calls.values()),
+        "by_op": {
+            name: {"seconds": s, "gflops": f / s / 1e9 if s else 0.0}
+            for name, (s, f) in by_op.items()
+        },
+    }
+
+
 def _hyper_params(args: argparse.Namespace, protocol: str, setting: str) -> Any:
     """The hyper-parameters of one benchmark case, from the plugin's configs."""
     from nip_core.cli import compose as composer
@@ -272,14 +357,16 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
     # FLOPs of one collection and one update (counted, not timed), without the agent
     # threads: the counter sees only the operators of the thread it runs in
     train_contexts.close()
-    with FlopCounterMode(display=False) as counter:
+    # with --matmul-ceiling, the products the loop issues, recorded under the counter
+    recorder = _matmul_recorder() if args.matmul_ceiling else contextlib.nullcontext()
+    with FlopCounterMode(display=False) as counter, recorder:
         rollout, carry = trainer._collect(env, carry, steps)
     collection_flops = counter.get_total_flops()
     trainer._prepare_rollout(rollout)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter, recorder:
         trainer.gae(rollout)
     advantage_flops = counter.get_total_flops()
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False) as counter, recorder:
         trainer._train_on_rollout(rollout, updates)
     update_flops = counter.get_total_flops()
 
@@ -321,6 +408,25 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
         # minor page faults: memory the allocator gave back and faults in again
         "median_page_faults_per_iteration": statistics.median(page_faults),
     }
+    if args.matmul_ceiling:
+        # The loop's own products timed alone on one core, against one core's
+        # throughput on a large product: the fraction of matmul throughput a loop
+        # of nothing but these products would reach, its ceiling at these shapes
+        products = time_products(recorder.calls, threads=1, device=args.device)
+        torch.set_num_threads(1)
+        one_core = matmul_gflops(device=args.device)
+        torch.set_num_threads(args.threads)
+        kernel_gflops = products["flops"] / products["seconds"] / 1e9
+        result["matmul_ceiling"] = {
+            **products,
+            "single_thread_matmul_gflops": one_core,
+            "kernel_gflops_one_thread": kernel_gflops,
+            "kernel_fraction_of_one_thread_peak": kernel_gflops / one_core,
+            "share_of_counted_flops": products["flops"] / total_flops,
+            # the products' own time, as a share of the iteration's core-seconds
+            "share_of_core_time": products["seconds"]
+            / (median["iteration_s"] * max(args.threads, agent_threads)),
+        }
     if profiler is not None and args.torch_profile:
         result["profile"] = profiler.key_averages().table(
             sort_by="self_cpu_time_total", row_limit=40
@@ -373,6 +479,8 @@ def _spawn(
         command.append("--profile")
     if args.torch_profile:
         command.append("--torch-profile")
+    if args.matmul_ceiling and not baseline:
+        command.append("--matmul-ceiling")
     overrides = [*args.override, *(baseline or {}).get("overrides", [])]
     if overrides:
         command += ["--override", *overrides]
@@ -470,6 +578,12 @@ def main(argv: list[str] | None = None) -> int:
         "--torch-profile",
         action="store_true",
         help="torch.profiler operator table of the first measured iteration",
+    )
+    parser.add_argument(
+        "--matmul-ceiling",
+        action="store_true",
+        help="time the loop's own matrix products alone on one thread: the "
+        "fraction of matmul throughput they reach at these shapes",
     )
     parser.add_argument(
         "--override",
@@ -609,6 +723,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"and {reference['peak_gb']} GB peak for {reference['source']}",
                 flush=True,
             )
+        if "matmul_ceiling" in result:
+            print(_ceiling_row(result["matmul_ceiling"]), flush=True)
         if "profile" in result:
             print(result["profile"])
     where = "this machine" if args.device == "cpu" else args.device
@@ -632,6 +748,20 @@ def _combine(case_runs: list[dict[str, Any]]) -> dict[str, Any]:
     combined["fps_per_process"] = [r["fps"] for r in ok]
     combined["processes"] = len(ok)
     return combined
+
+
+def _ceiling_row(c: dict[str, Any]) -> str:
+    ops = ", ".join(
+        f"{name} {v['gflops']:.1f}" for name, v in sorted(c["by_op"].items())
+    )
+    return (
+        f"{'':>18}the loop's {c['calls']} products ({c['distinct_products']} "
+        f"distinct) alone on one thread: {c['kernel_gflops_one_thread']:.1f} GFLOP/s "
+        f"({ops}), {100 * c['kernel_fraction_of_one_thread_peak']:.1f}% of one "
+        f"thread's {c['single_thread_matmul_gflops']:.1f} on a large product; "
+        f"{100 * c['share_of_counted_flops']:.1f}% of the counted FLOPs, "
+        f"{100 * c['share_of_core_time']:.1f}% of the iteration's core time"
+    )
 
 
 def _row(r: dict[str, Any]) -> str:

@@ -1,0 +1,88 @@
+"""The measuring tools of benchmarks/training_speed.py that figures in
+benchmarks/README.md rest on: the recorder of the loop's matrix products and the
+FLOPs it counts for them (``--matmul-ceiling``)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "training_speed.py"
+
+
+@pytest.fixture(scope="module")
+def training_speed():
+    spec = importlib.util.spec_from_file_location("training_speed", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _model_step() -> None:
+    """Forward and backward of linear layers (addmm, mm) and an attention-like
+    batched product (bmm)."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(6, 5)
+    x = torch.randn(7, 6)
+    q = torch.randn(3, 4, 2, requires_grad=True)
+    k = torch.randn(3, 2, 5, requires_grad=True)
+    loss = linear(x).sum() + torch.bmm(q, k).sum()
+    loss.backward()
+
+
+def test_recorder_counts_the_flops_torch_counts(training_speed):
+    recorder = training_speed._matmul_recorder()
+    with FlopCounterMode(display=False) as counter, recorder:
+        _model_step()
+    names = {name for name, _ in recorder.calls}
+    assert names == {"addmm", "mm", "bmm"}
+    recorded = sum(
+        training_speed._product_flops(name, operands) * count
+        for (name, operands), count in recorder.calls.items()
+    )
+    # every FLOP torch's counter counts here is a recorded product's
+    assert recorded == counter.get_total_flops()
+    # forward addmm 7x6x5, weight grad mm 5x7x6, (input needs no grad); bmm forward
+    # 3x4x2x5 and its two gradients
+    assert recorded == 2 * (7 * 6 * 5 + 5 * 7 * 6) + 3 * 2 * (3 * 4 * 2 * 5)
+
+
+def test_recorder_keeps_strides(training_speed):
+    recorder = training_speed._matmul_recorder()
+    a = torch.randn(4, 3)
+    b = torch.randn(5, 3)
+    with recorder:
+        torch.mm(a, b.t())
+    ((name, operands),) = recorder.calls
+    assert name == "mm"
+    assert operands == (((4, 3), (3, 1)), ((3, 5), (1, 3)))
+
+
+def test_recorder_enters_again(training_speed):
+    """The run enters the same recorder around collection, advantage and update."""
+    recorder = training_speed._matmul_recorder()
+    a = torch.randn(2, 2)
+    for _ in range(3):
+        with recorder:
+            torch.mm(a, a)
+    assert sum(recorder.calls.values()) == 3
+
+
+def test_time_products_sums_calls(training_speed):
+    calls = {
+        ("mm", (((8, 4), (4, 1)), ((4, 2), (2, 1)))): 3,
+        ("bmm", (((2, 3, 4), (12, 4, 1)), ((2, 4, 5), (20, 5, 1)))): 2,
+    }
+    threads = torch.get_num_threads()
+    timed = training_speed.time_products(calls, threads=1)
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(threads)
+    assert timed["calls"] == 5
+    assert timed["distinct_products"] == 2
+    assert timed["flops"] == 3 * 2 * 8 * 4 * 2 + 2 * 2 * 2 * 3 * 4 * 5
+    assert timed["seconds"] > 0
+    assert set(timed["by_op"]) == {"mm", "bmm"}
