@@ -516,12 +516,16 @@ def build_experiment(
     config: Mapping[str, Any],
     *,
     config_name: str | None = None,
+    saved: bool = False,
 ) -> tuple[HyperParameters, ExperimentSettings]:
     """Validate a plain config: ``run:`` becomes the settings, the rest the parameters.
 
     Every problem of both halves is reported together. ``config_name`` (the name it
     was composed from) lets the error point at a missing ``# @package _global_``
-    header, the usual mistake in an experiment config inside a directory.
+    header, the usual mistake in an experiment config inside a directory. The
+    original library's names (``interaction_protocol=pvg``) are an error, unless
+    ``saved``: a saved dict (a run's ``hyper_params.json``, the original library's
+    own) is converted to this version, as loading a run does.
 
     Raises
     ------
@@ -537,10 +541,16 @@ def build_experiment(
     problems: list[ConfigProblem] = []
 
     from nip_core.parameters.hyper_parameters import datasets_in
+    from nip_core.parameters.migrations import legacy_name_problems
 
     data_dir = run_config.get("data_dir") if isinstance(run_config, Mapping) else None
     hyper_params = None
+    # a config composed now with the original library's names is a mistake, not a
+    # saved dict to convert (from_dict would take it for one)
+    legacy = [] if saved else legacy_name_problems(config)
     try:
+        if legacy:
+            raise NipConfigError(legacy)
         # generated datasets are found by name in the run's data directory
         with datasets_in(data_dir if isinstance(data_dir, str) else None):
             hyper_params = HyperParameters.from_dict(config)

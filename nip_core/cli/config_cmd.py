@@ -158,7 +158,11 @@ def validate(file: str, *, stream: TextIO | None = None) -> int:
     stream = stream if stream is not None else sys.stdout
     path = Path(file)
     config = load_config_file(path)
-    hyper_params, _ = composer.build_experiment(config)
+    # a JSON file is a saved dict (a run's hyper_params.json, the original
+    # library's): converted as loading a run converts it
+    hyper_params, _ = composer.build_experiment(
+        config, saved=path.suffix.lower() == ".json"
+    )
     summary = ", ".join(
         f"{key} {getattr(hyper_params, key)}"
         for key in ("scenario", "trainer", "interaction_protocol", "dataset")

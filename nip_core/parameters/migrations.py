@@ -200,6 +200,72 @@ def is_legacy_dict(data: Mapping[str, Any]) -> bool:
     return False
 
 
+_LEGACY_PROTOCOL_NAMES = {"pvg": "nip", "abstract_decision_problem": "adp"}
+_LEGACY_SECTION_NAMES = {"pvg_protocol": "nip_protocol"}
+
+
+def legacy_name_problems(data: Mapping[str, Any]) -> list[ConfigProblem]:
+    """The original library's names in a config composed now (the command line, a
+    config file): one problem each, naming today's name.
+
+    :func:`prepare_saved_dict` converts a *saved* dict that looks like the
+    original's; a config being written today that uses an old name is a mistake,
+    not a dict to convert (``interaction_protocol=pvg`` would otherwise be taken
+    for an original-library dict and converted with warnings about saved
+    parameters)."""
+    problems: list[ConfigProblem] = []
+    protocol = data.get("interaction_protocol")
+    if isinstance(protocol, str) and protocol in _LEGACY_PROTOCOL_NAMES:
+        new = _LEGACY_PROTOCOL_NAMES[protocol]
+        problems.append(
+            ConfigProblem(
+                "interaction_protocol",
+                f"the original library's name for {new!r}; use {new!r}",
+                protocol,
+            )
+        )
+    for old, new in _LEGACY_SECTION_NAMES.items():
+        if old in data:
+            problems.append(
+                ConfigProblem(old, f"the original library's name; use {new!r}")
+            )
+    if "decision_problem" in data:
+        problems.append(
+            ConfigProblem(
+                "decision_problem",
+                "the original library's key; set interaction_protocol instead",
+            )
+        )
+    for key in _LEGACY_TOP_KEYS:
+        if key in data:
+            problems.append(
+                ConfigProblem(
+                    key,
+                    "bookkeeping key of the original library's saved dicts; remove "
+                    "it (saved dicts are converted when a run is loaded)",
+                )
+            )
+    agents = data.get("agents")
+    if isinstance(agents, Mapping):
+        if "agents_update_repr" in agents:
+            problems.append(
+                ConfigProblem(
+                    "agents.agents_update_repr",
+                    "the original library's key; remove it",
+                )
+            )
+        for name, agent in agents.items():
+            if isinstance(agent, Mapping) and "_type" in agent:
+                problems.append(
+                    ConfigProblem(
+                        f"agents.{name}._type",
+                        "bookkeeping key of the original library's saved dicts; "
+                        "remove it",
+                    )
+                )
+    return problems
+
+
 # --------------------------------------------------------------------------------------
 # The original library's dicts (component "nip")
 # --------------------------------------------------------------------------------------

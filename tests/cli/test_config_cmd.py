@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import attrs
@@ -11,6 +12,7 @@ import yaml
 from nip_core.builtin.configs import CORE_CONFIG_DIR
 from nip_core.cli import compose
 from nip_core.cli.main import main
+from nip_core.parameters import ParameterMigrationWarning
 from nip_core.settings import ExperimentSettings
 
 
@@ -302,3 +304,58 @@ def test_show_prints_what_the_run_uses_and_all_prints_everything(toy_plugin, cap
     status, everything, _ = show(capsys, "-c", "toy/exp", "--all")
     assert {"mnip_protocol", "debate_protocol", "base_run"} <= set(everything)
     assert set(config) < set(everything)
+
+
+def test_the_original_librarys_names_are_an_error_on_the_command_line(
+    toy_plugin, capsys
+):
+    """A config written today with an old name is a mistake, not a saved dict of the
+    original library to convert (with warnings about "saved parameters")."""
+    status = main(["config", "show", "-c", "toy/exp", "interaction_protocol=pvg"])
+    out, err = capsys.readouterr()
+    assert status == 2 and not out
+    assert "interaction_protocol: the original library's name for 'nip'" in err
+    assert "(got 'pvg')" in err
+    assert "saved parameters" not in err
+
+    status = main(
+        ["config", "show", "-c", "toy/exp", "++pvg_protocol.max_message_rounds=3"]
+    )
+    _, err = capsys.readouterr()
+    assert status == 2
+    assert "pvg_protocol: the original library's name; use 'nip_protocol'" in err
+
+    status = main(
+        [
+            "config",
+            "show",
+            "-c",
+            "toy/exp",
+            "interaction_protocol=abstract_decision_problem",
+        ]
+    )
+    _, err = capsys.readouterr()
+    assert status == 2
+    assert "the original library's name for 'adp'; use 'adp'" in err
+
+
+def test_validate_converts_a_saved_json_dict_but_not_a_yaml_config(
+    toy_plugin, capsys, tmp_path
+):
+    legacy = {
+        "scenario": "toy",
+        "trainer": "toy_trainer",
+        "interaction_protocol": "pvg",
+    }
+    saved = tmp_path / "hyper_params.json"
+    saved.write_text(json.dumps(legacy))
+    with pytest.warns(ParameterMigrationWarning, match="'pvg' renamed to 'nip'"):
+        assert main(["config", "validate", str(saved)]) == 0
+    out, _ = capsys.readouterr()
+    assert "valid" in out and "interaction_protocol nip" in out
+
+    written = tmp_path / "config.yaml"
+    written.write_text(yaml.safe_dump(legacy))
+    assert main(["config", "validate", str(written)]) == 2
+    _, err = capsys.readouterr()
+    assert "interaction_protocol: the original library's name for 'nip'" in err
