@@ -331,3 +331,29 @@ def test_isolation_report() -> None:
         "resource_limits",
         "python_guard",
     }
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGUSR1", "SIGHUP"])
+def test_a_signal_the_code_raises_on_itself_kills_it(name) -> None:
+    """In a PID namespace process 1 ignores signals it has no handler for: the code
+    runs as process 2 under a process 1 that reports how it ended."""
+    import signal
+
+    program = (
+        f"import signal\nsignal.raise_signal(signal.{name})\n"
+        "open('after', 'w').write('x')\nprint('after', flush=True)\n"
+    )
+    result = run_python(program, limits=TIGHT)
+    assert result.status == "killed"
+    assert result.stdout == ""
+    number = getattr(signal, name)
+    assert result.returncode in (-number, 128 + number)
+    # and as a test: the tests do not pass
+    solution = f"import signal\ndef f(x):\n    signal.raise_signal(signal.{name})\n"
+    test = "def check(c):\n    c(1)\n"
+    assert run_tests(solution, test, "f", limits=TIGHT).status == "killed"
+
+
+def test_the_code_is_not_process_1() -> None:
+    result = run_python("import os\nprint(os.getpid() != 1)", limits=TIGHT)
+    assert result.ok and result.stdout == "True\n"

@@ -35,10 +35,12 @@ or with unprivileged user namespaces), additionally
     - **No network**: the child runs in a new network namespace (only a loopback
       interface, which is down), so even code that escaped the Python guard
       reaches nothing.
-    - **A process namespace**: the child is process 1 of a new PID namespace, so
-      when it is killed every process it started dies with it; with a ``/proc`` of
-      its own where ``unshare --mount-proc`` works, so no other process of the
-      machine is visible to it.
+    - **A process namespace**: the child runs in a new PID namespace, so when it
+      is killed every process it started dies with it; with a ``/proc`` of its own
+      where ``unshare --mount-proc`` works, so no other process of the machine is
+      visible to it. The code runs as process 2 under a small process 1 that
+      waits for it and reports how it ended (a namespace's process 1 would ignore
+      the signals it raises on itself).
     - **An unprivileged user** when the caller is root and ``nobody`` can read the
       interpreter's standard library: the code runs as ``nobody``, so the kernel
       refuses it writes outside world-writable directories and the process limit
@@ -268,9 +270,31 @@ _BOOT = textwrap.dedent(
             if hasattr(module, name):
                 setattr(module, name, _refused(f"{module.__name__}.{name}"))
 
+    def _not_init():
+        # Process 1 of a PID namespace ignores every signal it has no handler for
+        # (the kernel protects a namespace's init): code that raised SIGTERM on
+        # itself would carry on. Run the code in a child, and report how it ended
+        # as the shell would (a signal s as status 128 + s).
+        if os.getpid() != 1:
+            return
+        child = os.fork()
+        if child == 0:
+            return
+        while True:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                os._exit(1)
+            if pid == child:
+                break
+        if os.WIFSIGNALED(status):
+            os._exit(128 + os.WTERMSIG(status))
+        os._exit(os.waitstatus_to_exitcode(status))
+
     def _main():
         (root, program, cpu, memory, processes, file_size, open_files, uid, gid,
          done_path) = sys.argv[1:11]
+        _not_init()
         # the token that says the program ran to its end, when asked for: read
         # from the standard input, so it is in no file and no argument
         token = sys.stdin.readline().strip() if done_path else ""
