@@ -128,6 +128,13 @@ class ScenarioSpec(Contribution):
     protocol_handlers : Mapping[str, Ref]
         Scenario-specific specialisations of protocols (protocol name to handler
         class), used instead of the registered handler.
+    config_problems : Ref | None
+        ``function(hyper_params) -> list[ConfigProblem]``: what stops this scenario
+        from running these parameters that no single field's validator can tell
+        (a setting too large for the chosen dataset, say; paths dotted from the
+        root). It must not build the dataset. Asked before anything runs, with the
+        protocol checks (``nip config show``/``validate``, a sweep's check of every
+        job, ``nip run``).
     description : str
         One line for ``nip plugins``.
     """
@@ -141,6 +148,7 @@ class ScenarioSpec(Contribution):
     datasets: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     supported_protocols: tuple[str, ...] | None = None
     protocol_handlers: Mapping[str, Ref] = attrs.field(factory=dict)
+    config_problems: Ref | None = None
     description: str = ""
     kind: str = attrs.field(default="scenario", init=False, eq=False, repr=False)
 

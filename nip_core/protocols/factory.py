@@ -133,8 +133,9 @@ def protocol_problems(hyper_params: Any, *, plugin_manager: Any = None) -> list:
     trainer's ``rl.frames_per_batch`` is not a multiple of the steps each
     environment takes per iteration (the protocol's ``max_message_rounds`` unless
     ``rl.steps_per_env_per_iteration`` says otherwise), or what the trainer's own
-    check (``TrainerSpec.config_problems``) finds with the handler. Each problem
-    names the setting to change.
+    check (``TrainerSpec.config_problems``) finds with the handler, or the
+    scenario's own check (``ScenarioSpec.config_problems``, also run when the
+    handler cannot be built). Each problem names the setting to change.
     """
     from nip_core.protocols.handler import ProtocolSpecificationError
 
@@ -152,11 +153,13 @@ def protocol_problems(hyper_params: Any, *, plugin_manager: Any = None) -> list:
                 hyper_params, plugin_manager=plugin_manager
             )
     except NipConfigError as error:
-        return list(error.problems)
+        return list(error.problems) + scenario_problems(
+            hyper_params, plugin_manager=plugin_manager
+        )
     except ProtocolSpecificationError as error:
         section = f"{name}_protocol"
         has_section = getattr(hyper_params, section, None) is not None
-        return [
+        return scenario_problems(hyper_params, plugin_manager=plugin_manager) + [
             ConfigProblem(
                 path=section if has_section else "interaction_protocol",
                 message=f"protocol {name!r} cannot be played with these settings: "
@@ -190,4 +193,19 @@ def protocol_problems(hyper_params: Any, *, plugin_manager: Any = None) -> list:
     check = getattr(trainer, "config_problems", None)
     if check is not None:
         problems.extend(resolve_ref(check)(hyper_params, handler))
-    return problems
+    return problems + scenario_problems(hyper_params, plugin_manager=plugin_manager)
+
+
+def scenario_problems(hyper_params: Any, *, plugin_manager: Any = None) -> list:
+    """What the scenario's own check (``ScenarioSpec.config_problems``) finds in
+    ``hyper_params``: settings that do not fit together for its data (a pooling
+    depth too large for the dataset's images, say), found before anything runs."""
+    if plugin_manager is None:
+        from nip_core.plugins import get_plugin_manager
+
+        plugin_manager = get_plugin_manager()
+    scenario = plugin_manager.scenarios.get(hyper_params.scenario, None)
+    check = getattr(scenario, "config_problems", None)
+    if check is None:
+        return []
+    return list(resolve_ref(check)(hyper_params))

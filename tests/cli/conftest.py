@@ -16,6 +16,7 @@ from attrs import field
 from attrs import validators as v
 
 from nip_core import hookimpl
+from nip_core.errors import ConfigProblem
 from nip_core.parameters import AgentParameters, SubParameters, parameters_class
 from nip_core.records import (
     BuilderOption,
@@ -56,6 +57,18 @@ class ToySectionParameters(SubParameters):
     mode: str = field(default="fast", validator=v.in_(("fast", "slow")))
 
 
+def toy_scenario_problems(hyper_params: Any) -> list[ConfigProblem]:
+    """The toy scenario's own check: dataset 'small' takes a depth of at most 9."""
+    depth = hyper_params.toy_section.depth
+    if hyper_params.dataset == "small" and depth > 9:
+        return [
+            ConfigProblem(
+                "toy_section.depth", "at most 9 for dataset 'small'", value=depth
+            )
+        ]
+    return []
+
+
 BUILDER_CALLS: list[tuple[str, Path, dict[str, Any]]] = []
 
 
@@ -81,6 +94,7 @@ class ToyPlugin:
                 dataset_class="toy_plugin.never_imported:Dataset",
                 default_dataset="small",
                 datasets=("small", "large"),
+                config_problems=toy_scenario_problems,
             )
         ]
 

@@ -359,3 +359,16 @@ def test_validate_converts_a_saved_json_dict_but_not_a_yaml_config(
     assert main(["config", "validate", str(written)]) == 2
     _, err = capsys.readouterr()
     assert "interaction_protocol: the original library's name for 'nip'" in err
+
+
+def test_the_scenarios_own_check_runs_before_anything(toy_plugin, capsys):
+    """ScenarioSpec.config_problems: settings that do not fit the chosen dataset."""
+    status = main(["config", "show", "-c", "toy/exp", "toy_section.depth=10"])
+    _, err = capsys.readouterr()
+    assert status == 2
+    assert "toy_section.depth: at most 9 for dataset 'small' (got 10)" in err
+    status, config, err = show(
+        capsys, "-c", "toy/exp", "toy_section.depth=10", "toy/dataset=large"
+    )
+    assert status == 0, err
+    assert config["toy_section"]["depth"] == 10

@@ -403,3 +403,11 @@ def test_a_missing_hydra_launcher_names_its_package(toy_plugin, capsys):
     assert HYDRA_PLUGIN_PACKAGES["hydra/launcher/submitit_slurm"] == (
         "nip-core[submitit]"
     )
+
+
+def test_run_refuses_what_the_scenarios_check_finds(toy_plugin, recorded_runs, capsys):
+    status = main(["run", "-c", "toy/exp", "toy_section.depth=10"])
+    _, err = capsys.readouterr()
+    assert status == 2
+    assert "toy_section.depth: at most 9 for dataset 'small'" in err
+    assert recorded_runs == []
