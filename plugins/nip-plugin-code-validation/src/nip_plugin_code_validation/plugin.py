@@ -11,6 +11,7 @@ from nip_core.records import (
     BuilderOption,
     ConfigDirSpec,
     DatasetBuilderSpec,
+    MigrationSpec,
     ParameterSectionSpec,
     RolloutAnalyserSpec,
     ScenarioSpec,
@@ -146,3 +147,19 @@ def register_rollout_analysers() -> list[RolloutAnalyserSpec]:
 @hookimpl
 def register_config_dirs() -> list[ConfigDirSpec]:
     return [ConfigDirSpec(name=SCENARIO, path=str(CONFIG_DIR))]
+
+
+@hookimpl
+def register_parameter_migrations() -> list[MigrationSpec]:
+    """Dicts of the original library: its ``code_validation`` section (which every
+    dict it saved holds, whatever the scenario)."""
+    return [
+        MigrationSpec(
+            component="nip-plugin-code-validation",
+            from_version="0",
+            to_version="0.1.0",
+            migrate=f"{PACKAGE}.migrations:original_to_0_1",
+            description="the original's code_validation names; its prompt version "
+            "dropped.",
+        )
+    ]
