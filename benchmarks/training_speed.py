@@ -448,7 +448,10 @@ def _spawn(
     baseline: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One case in a fresh process; ``baseline`` runs it on the baseline's code
-    (its checkout first on the import path) and with its extra overrides."""
+    (its checkout first on the import path) and with its extra overrides, or runs
+    its external ``command``."""
+    if baseline and baseline.get("command"):
+        return _spawn_external(args, protocol, setting, baseline["command"])
     command = [
         sys.executable,
         __file__,
@@ -503,6 +506,49 @@ def _spawn(
     result["load_average_before"] = load_before
     result["load_average_after"] = load_after
     return result
+
+
+def _spawn_external(
+    args: argparse.Namespace, protocol: str, setting: str, template: str
+) -> dict[str, Any]:
+    """One case of ``--external-baseline``: the command, its ``{protocol}``,
+    ``{setting}``, ``{iterations}``, ``{warmup}`` and ``{threads}`` filled in, run
+    in a shell; its last line of output is a JSON object with ``fps`` (and
+    ``peak_rss_gb``, 10^9 bytes, if it measures it)."""
+    command = template.format(
+        protocol=protocol,
+        setting=setting,
+        iterations=args.iterations,
+        warmup=args.warmup,
+        threads=args.threads,
+    )
+    load_before = _load_average()
+    done = subprocess.run(
+        command, shell=True, capture_output=True, text=True, check=False
+    )
+    load_after = _load_average()
+    lines = done.stdout.strip().splitlines()
+    try:
+        result = json.loads(lines[-1]) if done.returncode == 0 and lines else None
+    except json.JSONDecodeError:
+        result = None
+    if not isinstance(result, dict) or "fps" not in result:
+        return {
+            "protocol": protocol,
+            "setting": setting,
+            "external": True,
+            "error": (done.stderr or done.stdout).strip().splitlines()[-5:]
+            or [f"exit status {done.returncode}, no JSON line with fps"],
+        }
+    return {
+        **result,
+        "protocol": protocol,
+        "setting": setting,
+        "external": True,
+        "command": command,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+    }
 
 
 def _load_average() -> float | None:
@@ -624,6 +670,18 @@ def main(argv: list[str] | None = None) -> int:
         help="the baseline's run.compile_loss; with no --baseline the baseline is "
         "today's code with it (compiled against eager in one invocation)",
     )
+    parser.add_argument(
+        "--external-baseline",
+        metavar="COMMAND",
+        help="the baseline is this shell command (another library's benchmark): "
+        "{protocol}, {setting}, {iterations}, {warmup} and {threads} are filled in; "
+        "its last output line is a JSON object with fps (and peak_rss_gb)",
+    )
+    parser.add_argument(
+        "--external-label",
+        default="external baseline",
+        help="what --external-baseline measures, for the report",
+    )
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--single", nargs=2, metavar=("PROTOCOL", "SETTING"))
     args = parser.parse_args(argv)
@@ -639,7 +697,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.baseline_compile_loss is None
         else args.baseline_compile_loss == "true"
     )
-    if (
+    if args.external_baseline:
+        if args.baseline or args.baseline_override or args.baseline_agent_threads:
+            parser.error("--external-baseline replaces the other --baseline options")
+        baseline = {
+            "command": args.external_baseline,
+            "label": args.external_label,
+        }
+    elif (
         args.baseline
         or args.baseline_override
         or args.baseline_agent_threads
@@ -708,10 +773,12 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
         print(_row(result), flush=True)
         if "speedup_vs_baseline" in result:
+            base_peak = result["baseline"].get("peak_rss_gb")
             print(
                 f"{'':>18}vs {baseline['label']}: "
-                f"{result['baseline'].get('fps', float('nan')):.1f} frames/s, "
-                f"{result['speedup_vs_baseline']:.2f}x (median of process pairs: "
+                f"{result['baseline'].get('fps', float('nan')):.1f} frames/s"
+                + (f" and {base_peak:.2f} GB peak, " if base_peak else ", ")
+                + f"{result['speedup_vs_baseline']:.2f}x (median of process pairs: "
                 + ", ".join(f"{r:.2f}" for r in result["speedup_vs_baseline_per_pair"])
                 + ")",
                 flush=True,
@@ -767,6 +834,27 @@ def _ceiling_row(c: dict[str, Any]) -> str:
 def _row(r: dict[str, Any]) -> str:
     if "error" in r:
         return f"{r['protocol']:>8} {r['setting']:>8}  FAILED: {' | '.join(r['error'])}"
+    if r.get("external"):
+        return (
+            f"{r['protocol']:>8} {r['setting']:>8}  {r['fps']:8.1f} frames/s"
+            + (
+                f"  peak {r['peak_rss_gb']:.2f} GB"
+                if r.get("peak_rss_gb") is not None
+                else ""
+            )
+            + (
+                f"  (median of {r['processes']} processes: "
+                + ", ".join(f"{fps:.0f}" for fps in r["fps_per_process"])
+                + ")"
+                if r.get("processes", 1) > 1
+                else ""
+            )
+            + (
+                f"  load {r['load_average_before']:.2f}"
+                if r.get("load_average_before") is not None
+                else ""
+            )
+        )
     return (
         f"{r['protocol']:>8} {r['setting']:>8}  {r['fps']:8.1f} frames/s  "
         f"agent threads {int(r.get('agent_threads', 1))}  "

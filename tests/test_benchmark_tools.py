@@ -86,3 +86,31 @@ def test_time_products_sums_calls(training_speed):
     assert timed["flops"] == 3 * 2 * 8 * 4 * 2 + 2 * 2 * 2 * 3 * 4 * 5
     assert timed["seconds"] > 0
     assert set(timed["by_op"]) == {"mm", "bmm"}
+
+
+def test_external_baseline_command_is_filled_in_and_read(training_speed, tmp_path):
+    import argparse
+    import shlex
+    import sys
+
+    script = tmp_path / "other.py"
+    script.write_text(
+        "import json, sys\n"
+        "print('noise')\n"
+        "print(json.dumps({'fps': 12.5, 'peak_rss_gb': 3.0, 'argv': sys.argv[1:]}))\n"
+    )
+    args = argparse.Namespace(iterations=4, warmup=1, threads=2)
+    template = (
+        f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} "
+        "{protocol} {setting} {iterations} {warmup} {threads}"
+    )
+    result = training_speed._spawn_external(args, "debate", "ppo_gi", template)
+    assert result["fps"] == 12.5 and result["peak_rss_gb"] == 3.0
+    assert result["argv"] == ["debate", "ppo_gi", "4", "1", "2"]
+    assert result["external"] is True and result["protocol"] == "debate"
+    assert "12.5 frames/s  peak 3.00 GB" in training_speed._row(result)
+
+    failing = f"{shlex.quote(sys.executable)} -c 'print(1)'"
+    result = training_speed._spawn_external(args, "nip", "ppo_gi", failing)
+    assert "error" in result
+    assert training_speed._row(result).endswith("FAILED: 1")

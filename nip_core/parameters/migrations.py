@@ -272,7 +272,15 @@ def legacy_name_problems(data: Mapping[str, Any]) -> list[ConfigProblem]:
 
 
 def legacy_unversioned(params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """``nip`` 0 -> 0.1: dicts from before the original library recorded versions."""
+    """``nip`` 0 -> 0.1: dicts from before the original library's 0.1."""
+    saved = params.get("_package_version")
+    if isinstance(saved, str):
+        name = params.get("_package_name")
+        by = f"{name} {saved}" if isinstance(name, str) else f"version {saved}"
+        return params, [
+            f"the dict was written by {by}, before nip 0.1; parameters whose "
+            "meaning changed since may be misread"
+        ]
     return params, [
         "the dict has no package version (written before nip 0.1); parameters whose "
         "meaning changed since may be misread"
@@ -614,6 +622,7 @@ def prepare_saved_dict(data: Mapping[str, Any], pm: Any = None) -> SavedDict:
     elif legacy:
         saved = params.get("_package_version")
         saved = saved if isinstance(saved, str) else None
+        _check_legacy_shape(params, saved, steps)
         params, _, legacy_messages = chain_migrations(
             params, LEGACY_COMPONENT, saved, None, steps
         )
@@ -658,6 +667,38 @@ def prepare_saved_dict(data: Mapping[str, Any], pm: Any = None) -> SavedDict:
             stacklevel=3,
         )
     return SavedDict(data=params, sources=sources, messages=tuple(messages))
+
+
+def _check_legacy_shape(
+    params: Mapping[str, Any], saved: str | None, steps: list[Any]
+) -> None:
+    """Refuse an original-library dict the conversion cannot read: one written by a
+    version newer than the conversion knows, or with ``agents`` not a mapping."""
+    problems = []
+    ends = [version_key(s.to_version) for s in steps if s.component == LEGACY_COMPONENT]
+    if saved is not None and ends and version_key(saved) >= max(ends):
+        known = max(
+            (s.from_version for s in steps if s.component == LEGACY_COMPONENT),
+            key=version_key,
+        )
+        problems.append(
+            ConfigProblem(
+                "_package_version",
+                "written by a version of the original nip library newer than this "
+                f"converter knows (it reads versions before {max(ends)[0]}, up to "
+                f"the {known} series)",
+                saved,
+            )
+        )
+    agents = params.get("agents")
+    if agents is not None and not isinstance(agents, Mapping):
+        problems.append(
+            ConfigProblem(
+                "agents", "expected a mapping of agent names to parameters", agents
+            )
+        )
+    if problems:
+        raise NipConfigError(problems)
 
 
 def _drop_unprovided_sections(params: dict[str, Any], pm: Any) -> list[str]:

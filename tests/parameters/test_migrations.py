@@ -309,6 +309,34 @@ def test_unversioned_original_dict_says_so(toy):
         HyperParameters.from_dict(data)
 
 
+def test_pvg_era_dict_says_which_version_wrote_it(toy):
+    data = original_dict(_package_version="0.0.1", _package_name="pvg")
+    with pytest.warns(ParameterMigrationWarning) as record:
+        HyperParameters.from_dict(data)
+    message = str(record[0].message)
+    assert "the dict was written by pvg 0.0.1, before nip 0.1" in message
+    assert "has no package version" not in message
+
+
+def test_original_dict_newer_than_the_converter_is_refused(toy):
+    with pytest.raises(NipConfigError) as info:
+        HyperParameters.from_dict(original_dict(_package_version="2.0.0"))
+    [problem] = info.value.problems
+    assert problem.path == "_package_version"
+    assert problem.value == "2.0.0"
+    assert "newer than this converter knows" in problem.message
+    assert "up to the 1.0 series" in problem.message
+
+
+def test_original_dict_with_agents_not_a_mapping(toy):
+    with pytest.raises(NipConfigError) as info:
+        HyperParameters.from_dict(original_dict(agents=[1, 2]))
+    [problem] = info.value.problems
+    assert problem.path == "agents"
+    assert problem.value == [1, 2]
+    assert problem.message == "expected a mapping of agent names to parameters"
+
+
 def test_original_dicts_are_recognised():
     assert is_legacy_dict({"_package_version": "1.0.0"})
     assert is_legacy_dict({"interaction_protocol": "pvg"})
