@@ -120,6 +120,11 @@ class DatasetNotFoundError(NipError, FileNotFoundError):
     """A dataset is not available; the message says how to get it."""
 
 
+class DatasetDamagedError(NipError):
+    """A dataset's file is there but cannot be read (truncated, corrupt, of the
+    wrong format); the message names the file and says how to replace it."""
+
+
 class CheckpointError(NipError):
     """A checkpoint is missing, incomplete or does not match the run."""
 

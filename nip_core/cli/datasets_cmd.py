@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shlex
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
@@ -83,6 +84,7 @@ def generate(
         ``overwrite`` is not set.
     """
     from nip_core.errors import NipError
+    from nip_core.plugins import get_plugin_manager
     from nip_core.records import resolve_ref
 
     stream = stream if stream is not None else sys.stdout
@@ -109,13 +111,20 @@ def generate(
     builder = resolve_ref(spec.builder)
     with _replacing(target):
         path = builder(name, root, **options)
-    usage = f"dataset={name}"
+    usage = shlex.quote(f"dataset={name}")
     if root.resolve() != data_dir_or_default(None).resolve():
         # found by name only in the run's data directory
-        usage += f" run.data_dir={root}"
+        usage += " " + shlex.quote(f"run.data_dir={root}")
     stream.write(
         f"nip: wrote the {scenario} dataset {name!r} to {path}; use it with {usage}\n"
     )
+    scenario_spec = get_plugin_manager().scenarios.get(scenario, None)
+    if scenario_spec is not None and name in scenario_spec.datasets:
+        stream.write(
+            f"nip: warning: {name!r} is also the name of a dataset the {scenario} "
+            f"scenario provides; runs with this data directory ({root}) now use the "
+            "one just written instead\n"
+        )
     return 0
 
 

@@ -45,6 +45,23 @@ def hash_key_dict(key_dict: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def files_fingerprint(*paths: str | Path) -> list[list[Any]]:
+    """What a processed cache's key holds of the raw files it was built from:
+    ``[name, size, mtime_ns]`` for each file (``[name, None, None]`` for one that
+    is missing), so that replacing, editing or deleting a raw file builds the
+    processed data again instead of reusing it. Cheap: the files are not read."""
+    out: list[list[Any]] = []
+    for path in paths:
+        path = Path(path)
+        try:
+            stat = path.stat()
+        except OSError:
+            out.append([path.name, None, None])
+        else:
+            out.append([path.name, stat.st_size, stat.st_mtime_ns])
+    return out
+
+
 class Dataset(ABC):
     """Base class of every dataset, in both data worlds.
 

@@ -170,3 +170,34 @@ def test_a_dataset_name_is_a_plain_name(toy_plugin, builder_calls, name, capsys)
     assert main(["datasets", "generate", "toy", name]) == 1
     assert "a dataset name is a plain directory name" in capsys.readouterr().err
     assert builder_calls == []
+
+
+def test_the_suggested_command_quotes_a_data_dir_with_spaces(
+    toy_plugin, builder_calls, recorded_runs, tmp_path, capsys
+):
+    import shlex
+
+    elsewhere = tmp_path / "my data"
+    args = ["datasets", "generate", "toy", "mine", "--data-dir", str(elsewhere)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    suggested = out.split("use it with ", 1)[1].strip()
+    assert suggested == f"dataset=mine 'run.data_dir={elsewhere}'"
+    # pasted into a shell, it is two arguments that find the dataset
+    assert main(["run", "-c", "toy/exp", *shlex.split(suggested)]) == 0
+    assert recorded_runs[0][0].dataset == "mine"
+
+
+def test_a_dataset_named_like_a_provided_one_warns(
+    toy_plugin, builder_calls, tmp_path, capsys
+):
+    data = str(tmp_path / "data")
+    assert main(["datasets", "generate", "toy", "large", "--data-dir", data]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "nip: warning: 'large' is also the name of a dataset the toy scenario "
+        f"provides; runs with this data directory ({data}) now use the one just "
+        "written instead"
+    ) in out
+    assert main(["datasets", "generate", "toy", "other", "--data-dir", data]) == 0
+    assert "warning" not in capsys.readouterr().out

@@ -204,3 +204,98 @@ def test_bad_builder_options_are_one_clear_error(tmp_path, options, message) -> 
     with pytest.raises(NipError, match=re.escape(message)):
         storage.build_dataset("x", tmp_path / "data", **options)
     assert not (tmp_path / "data").exists()
+
+
+def _damage(path, how: str) -> None:
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[:1000])
+    elif how == "text":
+        path.write_text("not an archive\n")
+    elif how == "one array":
+        with open(path, "wb") as handle:
+            np.save(handle, np.arange(3))
+    elif how == "missing array":
+        np.savez(path, sizes=np.array([[4, 4]]), labels=np.array([1]))
+    elif how == "short slices":
+        with np.load(path) as archive:
+            arrays = dict(archive)
+        arrays["slices_a"] = arrays["slices_a"][:-1]
+        np.savez(path, **arrays)
+    elif how == "edge beyond size":
+        with np.load(path) as archive:
+            arrays = dict(archive)
+        arrays["edges_b"] = arrays["edges_b"] + 50
+        np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("truncated", "not a complete .npz archive: truncated or not written by nip"),
+        ("text", "not a NumPy .npz archive"),
+        ("one array", "a single array, not an .npz archive of arrays"),
+        (
+            "missing array",
+            "it has no edges_a, slices_a, edges_b, slices_b, wl_scores array",
+        ),
+        ("short slices", "its edges_a and slices_a do not describe 3 graphs"),
+        ("edge beyond size", "an edge names a node beyond its graph's size"),
+    ],
+)
+def test_a_damaged_split_is_one_clear_error(tmp_path, how, reason) -> None:
+    from nip_core.errors import DatasetDamagedError
+
+    path = storage.write_dataset(tmp_path / "mine", {"train": sample_pairs()}, {})
+    _damage(path / "train.npz", how)
+    with pytest.raises(DatasetDamagedError) as info:
+        storage.read_split(path, "train")
+    assert str(info.value) == (
+        f"graph isomorphism dataset 'mine': {path / 'train.npz'} cannot be read "
+        f"({reason}); generate the dataset again (nip datasets generate "
+        "graph_isomorphism mine --overwrite ...) or put back the file it was "
+        "written with"
+    )
+
+
+def test_a_changed_split_file_is_processed_again(tmp_path, register_plugin) -> None:
+    """The processed cache's key holds the split file's size and time: replaced or
+    deleted, the data is built again instead of read from the cache."""
+    import os
+
+    from helpers import settings, tiny_hyper_params
+
+    import nip_plugin_graph_isomorphism.plugin as gi_plugin
+    from nip_plugin_graph_isomorphism.data import GraphIsomorphismDataset
+
+    register_plugin(gi_plugin, name="graph_isomorphism")
+    data_dir = tmp_path / "data" / "graph_isomorphism"
+    pairs = sample_pairs()
+    path = storage.write_dataset(data_dir / "mine", {"train": pairs}, {})
+    hyper_params = tiny_hyper_params("nip")
+    hyper_params.dataset = "mine"
+    run_settings = settings(tmp_path)
+
+    def load():
+        return GraphIsomorphismDataset(hyper_params, run_settings, split="train")
+
+    first = load()
+    first_key = first.cache_key
+    assert first.data["y"].tolist() == [0, 1, 1]
+    assert load().cache_key == first_key
+    # the same file written again with other labels
+    flipped = GraphPairs(
+        adjacency=pairs.adjacency,
+        sizes=pairs.sizes,
+        wl_scores=pairs.wl_scores,
+        labels=np.array([1, 0, 0]),
+    )
+    storage.write_split(path / "train.npz", flipped)
+    stat = (path / "train.npz").stat()
+    os.utime(path / "train.npz", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    second = load()
+    assert second.cache_key != first_key
+    assert second.data["y"].tolist() == [1, 0, 0]
+    # deleted: not read from the cache
+    (path / "train.npz").unlink()
+    with pytest.raises(DatasetNotFoundError, match="'mine' not found"):
+        load()

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import torch
 from nip_core.scenario.data import TensorDictDataset
+from nip_core.scenario.data_base import files_fingerprint
 from tensordict import TensorDict
 
 from nip_plugin_graph_isomorphism.generation import GraphPairs
@@ -65,7 +66,13 @@ class GraphIsomorphismDataset(TensorDictDataset):
     def cache_key_dict(self) -> dict[str, Any]:
         key = super().cache_key_dict()
         key["processing_version"] = PROCESSING_VERSION
-        key["source"] = str(self._source())
+        source = self._source()
+        key["source"] = str(source)
+        # the file this split is read from: replaced, edited or deleted, the
+        # processed data is built again
+        key["files"] = files_fingerprint(
+            source / f"{self.split}.npz", source / "raw" / self.split / "data.pt"
+        )
         return key
 
     def _source(self) -> Path:

@@ -35,13 +35,14 @@ import json
 import shutil
 import sys
 import tempfile
+import zipfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import attrs
 import numpy as np
-from nip_core.errors import DatasetNotFoundError, NipError
+from nip_core.errors import DatasetDamagedError, DatasetNotFoundError, NipError
 
 from nip_plugin_graph_isomorphism.generation import (
     GENERATOR_VERSION,
@@ -154,6 +155,8 @@ def read_split(dataset_dir: Path, split: str) -> GraphPairs:
     ------
     DatasetNotFoundError
         When the split's archive is missing.
+    DatasetDamagedError
+        When it cannot be read, or its arrays do not fit together.
     """
     path = Path(dataset_dir) / f"{split}.npz"
     if not path.is_file():
@@ -161,22 +164,81 @@ def read_split(dataset_dir: Path, split: str) -> GraphPairs:
             f"graph isomorphism dataset {Path(dataset_dir).name!r} has no {split!r} "
             f"split: {path} does not exist"
         )
-    with np.load(path) as archive:
-        sizes = archive["sizes"].astype(np.int64)
-        max_nodes = int(sizes.max()) if sizes.size else 0
-        adjacency = np.stack(
-            (
-                _to_dense(archive["edges_a"], archive["slices_a"], max_nodes),
-                _to_dense(archive["edges_b"], archive["slices_b"], max_nodes),
-            ),
-            axis=1,
-        )
-        return GraphPairs(
-            adjacency=adjacency,
-            sizes=sizes,
-            wl_scores=archive["wl_scores"].astype(np.int64),
-            labels=archive["labels"].astype(np.int64),
-        )
+    try:
+        loaded = np.load(path)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an .npz archive of arrays")
+        with loaded as archive:
+            missing = [key for key in SPLIT_KEYS if key not in archive.files]
+            if missing:
+                raise ValueError(f"it has no {', '.join(missing)} array")
+            sizes = archive["sizes"].astype(np.int64)
+            labels = archive["labels"].astype(np.int64)
+            wl_scores = archive["wl_scores"].astype(np.int64)
+            arrays = {key: archive[key] for key in SPLIT_KEYS[:4]}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise _damaged(dataset_dir, path, _reason(error)) from None
+    pairs = len(sizes)
+    problem = None
+    if len(labels) != pairs or len(wl_scores) != pairs:
+        problem = "its sizes, labels and wl_scores differ in length"
+    for side in "ab":
+        edges, slices = arrays[f"edges_{side}"], arrays[f"slices_{side}"]
+        if problem is None and (
+            slices.shape != (pairs + 1,)
+            or edges.ndim != 2
+            or edges.shape[1:] != (2,)
+            or int(slices[-1]) != len(edges)
+        ):
+            problem = (
+                f"its edges_{side} and slices_{side} do not describe {pairs} graphs"
+            )
+    max_nodes = int(sizes.max()) if sizes.size else 0
+    if problem is None:
+        try:
+            adjacency = np.stack(
+                (
+                    _to_dense(arrays["edges_a"], arrays["slices_a"], max_nodes),
+                    _to_dense(arrays["edges_b"], arrays["slices_b"], max_nodes),
+                ),
+                axis=1,
+            )
+        except (IndexError, ValueError):
+            problem = "an edge names a node beyond its graph's size"
+    if problem is not None:
+        raise _damaged(dataset_dir, path, problem)
+    return GraphPairs(
+        adjacency=adjacency, sizes=sizes, wl_scores=wl_scores, labels=labels
+    )
+
+
+SPLIT_KEYS: tuple[str, ...] = (
+    "edges_a",
+    "slices_a",
+    "edges_b",
+    "slices_b",
+    "sizes",
+    "wl_scores",
+    "labels",
+)
+"""The arrays of one split archive."""
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, zipfile.BadZipFile | EOFError):
+        return "not a complete .npz archive: truncated or not written by nip"
+    if isinstance(error, ValueError) and "pickle" in str(error):
+        return "not a NumPy .npz archive"
+    return str(error) or type(error).__name__
+
+
+def _damaged(dataset_dir: Path, path: Path, reason: str) -> DatasetDamagedError:
+    name = Path(dataset_dir).name
+    return DatasetDamagedError(
+        f"graph isomorphism dataset {name!r}: {path} cannot be read ({reason}); "
+        f"generate the dataset again (nip datasets generate graph_isomorphism {name} "
+        "--overwrite ...) or put back the file it was written with"
+    )
 
 
 def write_dataset(
