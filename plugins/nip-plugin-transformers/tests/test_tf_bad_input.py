@@ -192,3 +192,48 @@ def test_a_run_with_a_missing_model_stops_before_sampling(
     with pytest.raises(BackendError, match="no such file or directory"):
         run_experiment(params, settings, run_id="missing")
     assert not list((tmp_path / "runs" / "missing" / "rollouts").glob("*.jsonl"))
+
+
+def test_a_chat_template_path_that_does_not_exist(tmp_path: Path) -> None:
+    """A path typo was used as the template text itself: every prompt became the
+    path. It is a config error at transformers_backend.chat_template."""
+    from nip_core.errors import NipConfigError
+    from nip_plugin_transformers.models import _read_template
+    from nip_plugin_transformers.parameters import TransformersBackendParameters
+
+    missing = str(tmp_path / "chatml.jinj")
+    with pytest.raises(NipConfigError) as error:
+        TransformersBackendParameters(chat_template=missing)
+    [problem] = error.value.problems
+    assert problem.path == "chat_template"
+    assert problem.value == missing
+    assert problem.message.startswith("no such file (a value without Jinja braces")
+    # the backend's own reading refuses it too
+    with pytest.raises(BackendError, match="no such file"):
+        _read_template(missing)
+    # an existing file and a template itself are fine
+    present = tmp_path / "chatml.jinja"
+    present.write_text("{{ messages }}")
+    assert _read_template(str(present)) == "{{ messages }}"
+    assert _read_template("{% for m in messages %}{% endfor %}").startswith("{%")
+    TransformersBackendParameters(chat_template=str(present))
+
+
+def test_lr_scheduler_is_checked_when_the_config_is(tmp_path: Path) -> None:
+    from transformers.trainer_utils import SchedulerType
+
+    from nip_core.errors import NipConfigError
+    from nip_plugin_transformers.parameters import (
+        LrScheduler,
+        TransformersBackendParameters,
+    )
+
+    with pytest.raises(NipConfigError) as error:
+        TransformersBackendParameters(lr_scheduler="cosine_annealing")
+    [problem] = error.value.problems
+    assert problem.path == "lr_scheduler"
+    assert "constant_with_warmup" in problem.choices
+    # every choice is one of transformers' own schedules
+    import typing
+
+    assert set(typing.get_args(LrScheduler)) <= {s.value for s in SchedulerType}

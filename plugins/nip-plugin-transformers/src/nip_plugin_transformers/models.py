@@ -440,10 +440,16 @@ def resolve_dtype(dtype: str, device: str) -> Any:
 
 
 def _read_template(value: str) -> str:
+    """A chat template, or (no Jinja braces in ``value``) the file holding one."""
+    if "{" in value:
+        return value
     path = Path(value).expanduser()
-    if "{" not in value and path.is_file():
-        return path.read_text(encoding="utf-8")
-    return value
+    if not path.is_file():
+        raise BackendError(
+            f"transformers_backend.chat_template: no such file: {value} (a value "
+            "without Jinja braces is read as the path of a template file)"
+        )
+    return path.read_text(encoding="utf-8")
 
 
 def load_tokenizer(resolved: ResolvedModel, params: Any, *, padding_side: str) -> Any:

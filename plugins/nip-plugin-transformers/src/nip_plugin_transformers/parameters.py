@@ -27,6 +27,18 @@ LORA_MODES: tuple[str, ...] = ("auto", "on", "off")
 
 WorkerStart = Literal["fork", "spawn"]
 
+LrScheduler = Literal[
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+]
+"""transformers' learning-rate schedules that need no further arguments (checked
+when the config is validated, not at the first fine-tune)."""
+
 
 def _positive_finite(instance: Any, attribute: Any, value: Any) -> None:
     if value is not None and (not math.isfinite(value) or value <= 0):
@@ -108,8 +120,9 @@ class TransformersBackendParameters(SubParameters):
     gradient_accumulation_steps : int
         Batches accumulated into one optimizer step.
     lr_scheduler : str
-        transformers' learning-rate schedule (``linear``, ``cosine``,
-        ``constant``, ...).
+        transformers' learning-rate schedule, one of those that need no further
+        arguments: ``linear``, ``cosine``, ``cosine_with_restarts``,
+        ``polynomial``, ``constant``, ``constant_with_warmup``, ``inverse_sqrt``.
     warmup_ratio : float
         The share of steps the learning rate warms up over, in [0, 1).
     weight_decay : float
@@ -158,7 +171,7 @@ class TransformersBackendParameters(SubParameters):
     num_epochs: float = field(default=1.0, validator=_positive_finite)
     batch_size: int = field(default=4, validator=v.ge(1))
     gradient_accumulation_steps: int = field(default=1, validator=v.ge(1))
-    lr_scheduler: str = "linear"
+    lr_scheduler: LrScheduler = "linear"
     warmup_ratio: float = field(default=0.0, validator=_unit_interval_open)
     weight_decay: float = field(default=0.0, validator=v.ge(0))
     max_seq_length: int = field(default=2048, validator=v.ge(8))
@@ -193,6 +206,13 @@ class TransformersBackendParameters(SubParameters):
                     self.chat_template,
                 )
             )
+        elif self.chat_template is not None and "{" not in self.chat_template:
+            # no Jinja in it: the path of a file holding the template
+            problem = _template_file_problem(self.chat_template)
+            if problem is not None:
+                problems.append(
+                    ConfigProblem("chat_template", problem, self.chat_template)
+                )
         return problems
 
     def uses_lora(self, num_parameters: int) -> bool:
@@ -206,3 +226,20 @@ class TransformersBackendParameters(SubParameters):
         if self.learning_rate is not None:
             return float(self.learning_rate)
         return 2e-4 if lora else 2e-5
+
+
+def _template_file_problem(value: str) -> str | None:
+    """Why ``value``, read as the path of a chat template file, cannot be used."""
+    from pathlib import Path
+
+    path = Path(value).expanduser()
+    if not path.is_file():
+        return (
+            "no such file (a value without Jinja braces is read as the path of a "
+            "template file; a template itself holds {{ }} or {% %})"
+        )
+    try:
+        path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        return f"cannot read the template file: {error}"
+    return None
