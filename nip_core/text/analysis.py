@@ -289,6 +289,15 @@ def analyse_run(
 
     run = RunDirectory(Path(run_dir))
     hyper_params = HyperParameters.from_dict(run.read_hyper_params())
+    from nip_core.plugins import get_plugin_manager
+
+    scenario = get_plugin_manager().scenarios.get(hyper_params.scenario, None)
+    if scenario is not None and scenario.data_world != "text":
+        raise CheckpointError(
+            f"run {run.run_id} is a {scenario.data_world}-world run (scenario "
+            f"{hyper_params.scenario!r}); nip analyse reads the saved rollouts of "
+            "text runs (for tensor runs, see nip report)"
+        )
     if settings is None:
         settings = ExperimentSettings(run_id=run.run_id, show_progress=False)
     chosen = [

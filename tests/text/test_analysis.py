@@ -224,3 +224,29 @@ def test_config_refuses_an_analyser_of_another_scenario(
     assert "text_rl.rollout_analysers.0" in message
     assert "analyses code_validation rollouts, not synthetic_text ones" in message
     assert message.count("rollout_analysers.0") == 1
+
+
+def test_nip_analyse_on_a_tensor_run_is_one_clear_error(
+    synthetic_scenario, tmp_path, capsys
+) -> None:
+    """Not a traceback about an unknown rollout format: a tensor run's rollouts/
+    holds tensor-world samples."""
+    import json
+
+    from nip_core.cli.main import main
+
+    run = tmp_path / "runs" / "tensor"
+    (run / "rollouts").mkdir(parents=True)
+    (run / "hyper_params.json").write_text(
+        json.dumps(synthetic_scenario.hyper_params().to_dict())
+    )
+    (run / "rollouts" / "iter_000000.jsonl").write_text('{"x": 1}\n')
+    runs = str(tmp_path / "runs")
+    status = main(["analyse", "tensor", "--runs-dir", runs, "--analyser", "decisions"])
+    err = capsys.readouterr().err
+    assert status != 0
+    assert "Traceback" not in err
+    assert (
+        "run tensor is a tensor-world run (scenario 'synthetic'); nip analyse reads "
+        "the saved rollouts of text runs (for tensor runs, see nip report)"
+    ) in err
