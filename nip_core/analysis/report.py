@@ -249,15 +249,48 @@ class RunData:
     hyper_params: dict[str, Any]
     series: dict[str, Series]
     clock: dict[str, dict[int, float]] = attrs.field(factory=dict)
+    non_finite: dict[str, tuple[int, float]] = attrs.field(factory=dict)
+    """Metrics whose last logged values are non-finite (NaN, infinite: a run that
+    diverged, or an iteration in which no episode ended): the step they have been
+    so from and the last such value. They are not in :attr:`series` (nothing to
+    draw); reports warn about them."""
 
     @property
     def run_id(self) -> str:
         return self.path.name
 
     def final(self, name: str) -> float | None:
-        """The last logged value of a metric, or ``None`` when never logged."""
+        """The last finite value logged of a metric (NaN or infinite when it was
+        never finite), or ``None`` when never logged. Where later values were not
+        finite, :meth:`non_finite_warnings` says so."""
         values = self.series.get(name)
-        return values[-1][1] if values else None
+        if values:
+            return values[-1][1]
+        if name in self.non_finite:
+            return self.non_finite[name][1]
+        return None
+
+    def non_finite_warnings(self, names: Iterable[str] | None = None) -> list[str]:
+        """One line per metric (of ``names``, default all) whose final value is not
+        finite."""
+        lines = []
+        wanted = None if names is None else set(names)
+        for name, (since, value) in sorted(self.non_finite.items()):
+            if wanted is not None and name not in wanted:
+                continue
+            finite = self.series.get(name)
+            if finite:
+                lines.append(
+                    f"run {self.run_id}: {name} is {value} from step {since} on; "
+                    f"its final value here is the last finite one, "
+                    f"{finite[-1][1]:.4g} at step {finite[-1][0]}"
+                )
+            else:
+                lines.append(
+                    f"run {self.run_id}: {name} was never finite (last {value}); "
+                    "group means and intervals leave this run out for it"
+                )
+        return lines
 
 
 def _is_number(value: Any) -> bool:
@@ -268,19 +301,24 @@ def read_metric_series(metrics_path: Path) -> dict[str, Series]:
     """Read ``metrics.jsonl`` into per-metric series.
 
     A line that is not valid JSON (the last line of a run killed while writing) is
-    skipped. Non-numeric and non-finite values are left out.
+    skipped. Non-numeric and non-finite values are left out (see
+    :attr:`RunData.non_finite` for the latter).
     """
     return _read_metrics(metrics_path)[0]
 
 
 def _read_metrics(
     metrics_path: Path,
-) -> tuple[dict[str, Series], dict[str, dict[int, float]]]:
-    """The series of :func:`read_metric_series` and, per metric and step, the
+) -> tuple[
+    dict[str, Series], dict[str, dict[int, float]], dict[str, tuple[int, float]]
+]:
+    """The series of :func:`read_metric_series`, per metric and step the
     ``timing.elapsed_s`` of the record the kept value came from (see
-    :attr:`RunData.clock`)."""
+    :attr:`RunData.clock`), and the metrics that end non-finite
+    (:attr:`RunData.non_finite`)."""
     by_step: dict[str, dict[int, float]] = {}
     clock: dict[str, dict[int, float]] = {}
+    non_finite: dict[str, tuple[int, float]] = {}
     for index, record in iter_metric_records(metrics_path):
         step = record.get("step", index)
         if not _is_number(step):
@@ -288,15 +326,38 @@ def _read_metrics(
         elapsed = record.get(ELAPSED_METRIC)
         timed = _is_number(elapsed) and math.isfinite(elapsed)
         for name, value in record.items():
-            if name == "step" or not _is_number(value) or not math.isfinite(value):
+            if name == "step":
                 continue
-            by_step.setdefault(name, {})[int(step)] = float(value)
+            number = _metric_number(value)
+            if number is None:
+                continue
+            if not math.isfinite(number):
+                # nip writes them as "nan", "inf", "-inf": the run's final value
+                # while nothing finite follows
+                since = non_finite.get(name, (int(step), number))[0]
+                non_finite[name] = (since, number)
+                continue
+            non_finite.pop(name, None)
+            by_step.setdefault(name, {})[int(step)] = number
             if timed:
                 clock.setdefault(name, {})[int(step)] = float(elapsed)
             else:
                 clock.get(name, {}).pop(int(step), None)
     series = {name: sorted(steps.items()) for name, steps in sorted(by_step.items())}
-    return series, clock
+    return series, clock, non_finite
+
+
+_NON_FINITE_TEXT = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def _metric_number(value: Any) -> float | None:
+    """A logged metric's value as a float: numbers, and the strings ``"nan"``,
+    ``"inf"`` and ``"-inf"`` that ``metrics.jsonl`` holds for non-finite ones."""
+    if _is_number(value):
+        return float(value)
+    if isinstance(value, str):
+        return _NON_FINITE_TEXT.get(value.strip().lower())
+    return None
 
 
 def load_run(path: str | Path, *, require_metrics: bool = True) -> RunData:
@@ -328,8 +389,8 @@ def load_run(path: str | Path, *, require_metrics: bool = True) -> RunData:
             raise ReportError(f"{params_path} is not valid JSON: {error}") from error
         if isinstance(loaded, dict):
             hyper_params = loaded
-    series, clock = _read_metrics(path / METRICS_FILE)
-    if require_metrics and not series:
+    series, clock, non_finite = _read_metrics(path / METRICS_FILE)
+    if require_metrics and not series and not non_finite:
         what = (
             "has no metrics.jsonl"
             if not (path / METRICS_FILE).is_file()
@@ -339,7 +400,13 @@ def load_run(path: str | Path, *, require_metrics: bool = True) -> RunData:
             f"run {path.name!r} ({path}) {what}: it has not finished an iteration "
             f"yet, or it is not a run directory"
         )
-    return RunData(path=path, hyper_params=hyper_params, series=series, clock=clock)
+    return RunData(
+        path=path,
+        hyper_params=hyper_params,
+        series=series,
+        clock=clock,
+        non_finite=non_finite,
+    )
 
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -722,8 +789,11 @@ def timed_from_the_start(run: RunData) -> bool:
 
 
 def final_metrics(run: RunData) -> dict[str, float]:
-    """The last logged value of each metric a report shows (table order)."""
-    return {name: run.series[name][-1][1] for name in known_metrics(run.series)}
+    """The last finite value of each metric a report shows (table order); NaN or
+    infinite for a metric that was never finite."""
+    return {
+        name: run.final(name) for name in known_metrics({*run.series, *run.non_finite})
+    }
 
 
 def _json_number(value: float) -> float | None:
@@ -885,7 +955,7 @@ class Report:
         ]
         text_headers = ["run", "group"] if several else ["run"]
         parts = [
-            "Final metrics per run (last logged value)",
+            "Final metrics per run (last finite value logged)",
             _format_table(
                 [*text_headers, *headers], run_rows, text_columns=len(text_headers)
             ),
@@ -1064,7 +1134,9 @@ def build_report(
                 "it); draw against iterations (--x-axis iteration)"
             )
     groups = group_runs(runs, group_by)
-    columns = known_metrics({name for run in runs for name in run.series})
+    columns = known_metrics(
+        {name for run in runs for name in (*run.series, *run.non_finite)}
+    )
     if any(ELAPSED_METRIC in run.series for run in runs):
         # how long each run has run: the last column of the tables
         columns.append(ELAPSED_METRIC)
@@ -1078,6 +1150,8 @@ def build_report(
         out_dir=Path(out_dir) if write else None,
     )
     report.warnings.extend(skipped)
+    for run in runs:
+        report.warnings.extend(run.non_finite_warnings(columns))
     if not write:
         return report
     from nip_core.analysis.plots import write_comparison_plots, write_run_plots

@@ -364,3 +364,45 @@ def test_one_run_report_goes_to_its_plots_dir(sweep):
         "episode",
         "length",
     ]
+
+
+def test_non_finite_final_values_are_warned_about(tmp_path):
+    """A run whose metric ends in NaN (written "nan" by nip) shows its last finite
+    value with a warning; a metric never finite shows as nan, with a warning."""
+    diverged = write_run(
+        tmp_path,
+        "diverged",
+        [
+            {"step": 0, "mean_accuracy": 0.6, "prover.mean_episode_reward": 0.2},
+            {"step": 1, "mean_accuracy": "nan", "prover.mean_episode_reward": 0.3},
+            {"step": 2, "mean_accuracy": "inf", "test_mean_accuracy": "-inf"},
+        ],
+    )
+    healthy = write_run(
+        tmp_path, "healthy", [{"step": 0, "mean_accuracy": 0.8}, {"step": 1}]
+    )
+    run = load_run(diverged)
+    assert run.series["mean_accuracy"] == [(0, 0.6)]
+    assert run.non_finite["mean_accuracy"] == (1, math.inf)
+    assert run.final("mean_accuracy") == 0.6
+    assert run.final("test_mean_accuracy") == -math.inf
+    assert "prover.mean_episode_reward" not in run.non_finite
+
+    report = build_report([diverged, healthy], write=False)
+    assert "test_mean_accuracy" in report.columns
+    assert report.warnings == [
+        "run diverged: mean_accuracy is inf from step 1 on; its final value here "
+        "is the last finite one, 0.6 at step 0",
+        "run diverged: test_mean_accuracy was never finite (last -inf); group means "
+        "and intervals leave this run out for it",
+    ]
+    # a finite value after non-finite ones ends the warning
+    recovered = write_run(
+        tmp_path,
+        "recovered",
+        [{"step": 0, "mean_accuracy": "nan"}, {"step": 1, "mean_accuracy": 0.7}],
+    )
+    assert load_run(recovered).non_finite == {}
+    # a run of nothing but non-finite values has metrics all the same
+    only = write_run(tmp_path, "only", [{"step": 0, "mean_accuracy": "nan"}])
+    assert math.isnan(load_run(only).final("mean_accuracy"))
