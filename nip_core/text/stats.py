@@ -1,6 +1,7 @@
 """Per-iteration statistics of text rollouts (the metrics users expect).
 
-Names (``test_`` prefixed for tests):
+Names (``test_`` prefixed for tests, after the agent's name for per-agent ones:
+``prover.test_mean_episode_reward``, as the tensor world logs them):
 
 - ``mean_accuracy`` / ``std_accuracy``: an episode is accurate when its verdict is
   the label (no verdict counts as wrong); ``mean_datapoint_accuracy``,
@@ -97,4 +98,12 @@ def text_rollout_statistics(rollouts: TextRollouts, prefix: str = "") -> dict[st
     if all_tokens.size and (all_tokens >= 0).all():
         per_episode = np.where(active, rollouts["agents.tokens"], 0).sum(axis=(1, 2))
         stats["mean_tokens_per_episode"] = _mean(per_episode.astype(float))
-    return {f"{prefix}{key}": value for key, value in stats.items()}
+    return {_prefixed(key, prefix): value for key, value in stats.items()}
+
+
+def _prefixed(key: str, prefix: str) -> str:
+    """``prefix`` before a metric's name: after the agent's name for per-agent
+    metrics (``prover.test_mean_episode_reward``, as the tensor world logs them,
+    so reports draw them as the agent's test values, not as another agent's)."""
+    agent, dot, name = key.partition(".")
+    return f"{agent}.{prefix}{name}" if dot else f"{prefix}{key}"

@@ -80,10 +80,17 @@ def test_token_statistics_and_the_test_prefix():
     tokens[[0, 1, 2, 4], 1, 1] = [1, 1, 2, 1]
     rollouts["agents.tokens"] = tokens
     stats = text_rollout_statistics(rollouts, prefix="test_")
-    assert stats["test_prover.mean_tokens"] == pytest.approx(2.0)
-    assert stats["test_verifier.mean_tokens"] == pytest.approx(1.25)
+    assert stats["prover.test_mean_tokens"] == pytest.approx(2.0)
+    assert stats["verifier.test_mean_tokens"] == pytest.approx(1.25)
     assert stats["test_mean_tokens_per_episode"] == pytest.approx(15 / 5)
-    assert all(key.startswith("test_") for key in stats)
+    # per-agent metrics as the tensor world names them: the agent, then test_
+    for key in stats:
+        agent, dot, name = key.partition(".")
+        assert (name if dot else key).startswith("test_"), key
+    assert stats["prover.test_mean_episode_reward"] == pytest.approx(
+        text_rollout_statistics(rollouts)["prover.mean_episode_reward"]
+    )
+    assert not any(key.startswith("test_prover.") for key in stats)
 
 
 def test_no_accepted_episode_leaves_precision_undefined():
