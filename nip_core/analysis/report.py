@@ -1053,17 +1053,37 @@ def _load_runs(run_paths: Sequence[str | Path]) -> tuple[list[RunData], list[str
             skipped.append(f"{Path(path).name} left out: {_run_status(Path(path))}")
     if not runs:
         raise errors[0]
+    if len(runs) > 1:
+        # a run that stopped early is read as it stands: say so, since its
+        # "final" values enter its group's mean beside finished runs
+        for run in runs:
+            status = _run_info(run.path).get("status")
+            if status in ("failed", "killed", "running"):
+                steps = [s for series in run.series.values() for s, _ in series[-1:]]
+                last = f" at step {max(steps)}" if steps else ""
+                what = {
+                    "failed": "failed",
+                    "killed": "was stopped",
+                    "running": "is still running (or was killed without a word)",
+                }[status]
+                skipped.append(
+                    f"run {run.run_id} {what}: its final values are those it logged "
+                    f"last{last}, and enter its group's mean like a finished run's"
+                )
     return runs, skipped
 
 
-def _run_status(path: Path) -> str:
-    """What ``run_info.json`` says of a run without metrics, in words."""
+def _run_info(path: Path) -> dict[str, Any]:
     try:
         info = json.loads((path / "run_info.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         info = {}
-    if not isinstance(info, dict):
-        info = {}
+    return info if isinstance(info, dict) else {}
+
+
+def _run_status(path: Path) -> str:
+    """What ``run_info.json`` says of a run without metrics, in words."""
+    info = _run_info(path)
     status = info.get("status")
     if status == "failed":
         return f"it failed before its first iteration ({info.get('error')})"

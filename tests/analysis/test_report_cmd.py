@@ -210,3 +210,26 @@ def test_runs_without_metrics_among_several_are_left_out_with_a_warning(runs, ca
     write_run(runs, "fresh", [])
     with pytest.raises(NoMetricsError):
         report(["failed-1", "fresh"])
+
+
+def test_runs_that_stopped_early_among_several_are_named(runs, capsys):
+    """A run that failed after some iterations is read as it stands, but its group
+    mean would not say so: a warning does."""
+    crashed = write_run(runs, "crashed-1", training_records([0.5, 0.55]))
+    (crashed / "run_info.json").write_text(
+        json.dumps({"status": "failed", "error": "RuntimeError: boom"})
+    )
+    stopped = write_run(runs, "stopped-1", training_records([0.5]))
+    (stopped / "run_info.json").write_text(json.dumps({"status": "killed"}))
+    done = write_run(runs, "done-1", training_records([0.5, 0.6]))
+    (done / "run_info.json").write_text(json.dumps({"status": "finished"}))
+    status, text = report(["runs/*", "--episodes", "0", "--out", "cmp"])
+    assert status == 0
+    assert "crashed-1" in text
+    err = capsys.readouterr().err
+    assert (
+        "nip: warning: run crashed-1 failed: its final values are those it logged "
+        "last at step 1, and enter its group's mean like a finished run's"
+    ) in err
+    assert "nip: warning: run stopped-1 was stopped: its final values" in err
+    assert "done-1" not in err
