@@ -218,3 +218,29 @@ def test_progress_keeps_the_last_loss_past_the_closing_summary(tmp_path) -> None
     progress = json.loads((tmp_path / PROGRESS_FILE).read_text())
     assert progress["loss"] == 2.25
     assert progress["step"] == 2 and progress["max_steps"] == 2
+
+
+def test_a_test_runs_jobs_are_its_own_and_removed(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """A second test run with the same run id used to find the first's job by name
+    and take its model as if it had trained it (whatever its settings)."""
+    first = make_backend(tmp_path, run_id="tt", test_run=True)
+    scratch = first.jobs.root
+    try:
+        assert not scratch.is_relative_to(tmp_path)
+        job = wait_for(first, first.create_fine_tune_job(_request(tiny_model, "n")).id)
+        assert job.status == "succeeded"
+        assert Path(job.fine_tuned_model).is_relative_to(scratch)
+        second = make_backend(tmp_path, run_id="tt", test_run=True)
+        try:
+            assert second.jobs.root != scratch
+            assert second.find_fine_tune_job("n") is None
+        finally:
+            second.close()
+    finally:
+        first.close()
+    # nothing left: a test run writes nothing
+    assert not scratch.exists()
+    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "cache" / "transformers" / "jobs").exists()

@@ -10,7 +10,12 @@ from typing import Any
 
 
 def make_backend(
-    root: Path, *, run_id: str | None = "run", device: str = "cpu", **params: Any
+    root: Path,
+    *,
+    run_id: str | None = "run",
+    device: str = "cpu",
+    test_run: bool = False,
+    **params: Any,
 ) -> Any:
     """A transformers backend writing under ``root`` (jobs under
     ``root/runs/<run_id>``)."""
@@ -29,6 +34,7 @@ def make_backend(
         runs_dir=str(root / "runs"),
         cache_dir=str(root / "cache"),
         show_progress=False,
+        test_run=test_run,
     )
     return TransformersBackend(hyper_params, settings, "transformers")
 

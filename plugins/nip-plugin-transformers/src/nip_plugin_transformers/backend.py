@@ -116,8 +116,17 @@ class TransformersBackend(TextBackend):
         self._dtype: Any = None
 
     def _jobs_root(self, settings: Any) -> Path:
+        """Where fine-tune jobs live: in the run directory; for a test run (which
+        writes nothing) a scratch directory of this backend's own, removed when it
+        closes, so that no later test run finds a job of the same name and takes
+        its model as if it had trained it; without a run, the cache."""
         run_id = getattr(settings, "run_id", None)
-        if run_id and not getattr(settings, "test_run", False):
+        if getattr(settings, "test_run", False):
+            import tempfile
+
+            self._scratch_jobs = Path(tempfile.mkdtemp(prefix="nip-test-run-jobs-"))
+            return self._scratch_jobs
+        if run_id:
             return Path(settings.runs_dir).expanduser().absolute() / run_id / JOBS_DIR
         return self.cache_root / "jobs"
 
@@ -382,10 +391,22 @@ class TransformersBackend(TextBackend):
 
     def close(self) -> None:
         """Drop the loaded models. Jobs in flight keep training (a resumed run finds
-        them); cancel a job to stop it."""
+        them); cancel a job to stop it. A test run's jobs are cancelled and their
+        scratch directory removed."""
         self.unload_models()
         self._resolved.clear()
         super().close()
+        scratch = self.__dict__.pop("_scratch_jobs", None)
+        if scratch is not None:
+            import shutil
+
+            for record in self.jobs._records():
+                if not record.finished:
+                    try:
+                        self.jobs.cancel(record.id)
+                    except Exception:  # noqa: BLE001 - removed regardless
+                        pass
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _progress_by_request(
