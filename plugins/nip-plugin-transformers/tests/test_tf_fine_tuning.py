@@ -167,3 +167,63 @@ def test_same_seed_same_model(backend_factory: Any, tiny_model: Path) -> None:
     )
     assert left.keys() == right.keys()
     assert all((left[k] == right[k]).all() for k in left)
+
+
+def test_fit_rows_cuts_and_leaves_out_exactly() -> None:
+    from nip_plugin_transformers.training import fit_rows
+
+    rows = [
+        {"input_ids": [1, 2, 3], "assistant_masks": [0, 1, 1]},  # fits
+        {"input_ids": [1, 2, 3, 4, 5], "assistant_masks": [0, 1, 1, 1, 1]},  # cut
+        {"input_ids": [1, 2, 3, 4, 5], "assistant_masks": [0, 0, 0, 0, 1]},  # lost
+    ]
+    kept, cut, dropped = fit_rows(rows, 4)
+    assert kept == rows[:2] and (cut, dropped) == (2, 1)
+    assert fit_rows(rows, 5) == (rows, 0, 0)
+    with pytest.raises(ValueError) as error:
+        fit_rows(rows[2:], 4)
+    assert str(error.value) == (
+        "all 1 examples have their assistant messages beyond "
+        "transformers_backend.max_seq_length=4 tokens (the longest example is 5 "
+        "tokens): raise it"
+    )
+
+
+def test_examples_too_long_are_counted_and_all_too_long_fail_clearly(
+    backend_factory: Any, tiny_model: Path
+) -> None:
+    """Examples whose assistant turns lie beyond max_seq_length were silently
+    dropped (TRL cuts at the end); with all of them, a torch sampler error."""
+    backend = backend_factory(max_seq_length=64)
+    long_question = "Please think about this: " + "very " * 40 + "long question?"
+    examples = [chat("Hi?", "Hello."), chat(long_question, TARGET)]
+    job = wait_for(
+        backend,
+        backend.create_fine_tune_job(
+            FineTuneRequest(
+                name="cut",
+                base_model=str(tiny_model),
+                method="supervised",
+                examples=examples,
+                seed=1,
+            )
+        ).id,
+    )
+    assert job.status == "succeeded", job.error
+    info = json.loads((Path(job.fine_tuned_model) / "nip_model.json").read_text())
+    assert (info["num_examples"], info["num_examples_cut"]) == (2, 1)
+    assert info["num_examples_left_out"] == 1
+    job = wait_for(
+        backend,
+        backend.create_fine_tune_job(
+            FineTuneRequest(
+                name="all",
+                base_model=str(tiny_model),
+                method="supervised",
+                examples=[chat(long_question, TARGET)],
+                seed=1,
+            )
+        ).id,
+    )
+    assert job.status == "failed"
+    assert "transformers_backend.max_seq_length=64 tokens" in job.error

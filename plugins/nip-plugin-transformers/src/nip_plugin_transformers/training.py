@@ -249,6 +249,7 @@ def _train(job_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
     )
     callbacks = [_Progress.make(job_dir)]
     examples = request["examples"]
+    cut = dropped = 0
     if request["method"] == "dpo":
         from trl import DPOConfig, DPOTrainer
 
@@ -270,10 +271,13 @@ def _train(job_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
     else:
         from trl import SFTConfig, SFTTrainer
 
+        rows, cut, dropped = fit_rows(
+            supervised_rows(tokenizer, examples), params.max_seq_length
+        )
         trainer = SFTTrainer(
             model=model,
             args=SFTConfig(**common, packing=False),
-            train_dataset=Dataset.from_list(supervised_rows(tokenizer, examples)),
+            train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
             peft_config=peft_config,
             callbacks=callbacks,
@@ -312,6 +316,10 @@ def _train(job_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
         "lora": lora,
         "merged": merged,
         "num_examples": len(examples),
+        # supervised examples longer than max_seq_length: cut at the end, and of
+        # those, left out for having no assistant token left
+        "num_examples_cut": cut,
+        "num_examples_left_out": dropped,
         "num_parameters": num_parameters,
         "seed": seed,
         "steps": int(result.global_step),
@@ -325,3 +333,30 @@ def _train(job_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
     os.replace(partial, final)
     print(f"wrote {final} ({result.global_step} steps)", flush=True)
     return summary
+
+
+def fit_rows(
+    rows: list[dict[str, list[int]]], max_length: int
+) -> tuple[list[dict[str, list[int]]], int, int]:
+    """The supervised rows that leave something to train on within ``max_length``
+    tokens (training cuts each row at the end), how many are cut, and how many are
+    left out for having no assistant token before the cut. Says so in the job's
+    log; none left is an error naming ``max_seq_length``."""
+    cut = [row for row in rows if len(row["input_ids"]) > max_length]
+    kept = [row for row in rows if any(row["assistant_masks"][:max_length])]
+    dropped = len(rows) - len(kept)
+    if not kept:
+        longest = max(len(row["input_ids"]) for row in rows)
+        raise ValueError(
+            f"all {len(rows)} examples have their assistant messages beyond "
+            f"transformers_backend.max_seq_length={max_length} tokens (the longest "
+            f"example is {longest} tokens): raise it"
+        )
+    if cut:
+        print(
+            f"{len(cut)} of {len(rows)} examples are longer than "
+            f"transformers_backend.max_seq_length={max_length} tokens and are cut at "
+            f"the end; {dropped} of them keep no assistant token and are left out",
+            flush=True,
+        )
+    return kept, len(cut), dropped
