@@ -30,6 +30,8 @@ Usage::
     python benchmarks/training_speed.py --compile-loss                # run.compile_loss
     python benchmarks/training_speed.py --repeats 3 --baseline-compile-loss true
     python benchmarks/training_speed.py --repeats 3 --baseline-agent-threads 1  # A/B
+    python benchmarks/training_speed.py --repeats 3 --external-baseline 'CMD'  # other
+    python benchmarks/training_speed.py --matmul-ceiling     # products timed alone
 
 Ratios are printed only between processes of the same invocation: ``--baseline``
 runs every case on another git revision's code as well (a worktree of it, first on
@@ -62,12 +64,13 @@ SETTINGS = ("ppo_gi", "default")
 # the results with where and when they were taken, never divided into them: a ratio
 # is a result only between processes run in the same sitting (--baseline).
 _ORIGINAL = (
-    "the original library at v1.0.0 on its own pinned torch, alternated process by "
-    "process with this project (issue 15, 2026-12)"
+    "the original library (its code rebuilt from the public repository, on the "
+    "torch 2.7.0 and torchrl 0.6.0 of its uv.lock), alternated process by process "
+    "with this project, medians of 3 (benchmarks/README.md, 2026-12-06)"
 )
 REFERENCE = {
-    ("nip", "ppo_gi"): {"fps": 188.0, "peak_gb": 9.8, "source": _ORIGINAL},
-    ("debate", "ppo_gi"): {"fps": 110.0, "peak_gb": 17.9, "source": _ORIGINAL},
+    ("nip", "ppo_gi"): {"fps": 220.0, "peak_gb": 8.2, "source": _ORIGINAL},
+    ("debate", "ppo_gi"): {"fps": 132.0, "peak_gb": 11.7, "source": _ORIGINAL},
 }
 
 
