@@ -19,19 +19,23 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from nip_core.errors import NipConfigError
+from nip_core.errors import ConfigProblem, NipConfigError
 from nip_core.parameters.dataset import DatasetParameters
 from nip_core.scenario.data import TensorDictDataset
+from nip_core.scenario.data_base import resolve_data_dir
 from tensordict import TensorDict
 
 from nip_plugin_image_classification.binarification import binarify
 from nip_plugin_image_classification.datasets import (
     DIGITS_SPLIT_SEED,
     DIGITS_TEST_SIZE,
+    IMAGE_DATASETS,
     ImageDatasetInfo,
     RawImages,
+    fetch_missing_files,
     get_dataset_info,
     load_raw_images,
+    source_fingerprint,
 )
 
 PROCESSING_VERSION = 1
@@ -81,10 +85,27 @@ class ImageClassificationDataset(TensorDictDataset):
     load_raw_images` (downloaded through torchvision on first use when possible),
     reduced to two classes and balanced as the ``image_classification`` section says,
     truncated as ``dataset_options`` says, and
-    cached under the data directory keyed by everything that shapes the result.
+    cached under the data directory keyed by everything that shapes the result,
+    including a fingerprint (name, size, modification time) of each raw file read.
     """
 
     instance_keys: ClassVar[tuple[str, ...]] = ("image",)
+
+    def __init__(
+        self,
+        hyper_params: Any,
+        settings: Any,
+        protocol_handler: Any = None,
+        split: Any = "train",
+    ):
+        name = str(hyper_params.dataset)
+        if split != "validation" and name in IMAGE_DATASETS:
+            # The cache key fingerprints the raw files: fetch missing ones first,
+            # so a first download does not key the cache by files not yet there.
+            fetch_missing_files(
+                name, resolve_data_dir(settings), train=split == "train"
+            )
+        super().__init__(hyper_params, settings, protocol_handler, split)
 
     @property
     def info(self) -> ImageDatasetInfo:
@@ -118,6 +139,11 @@ class ImageClassificationDataset(TensorDictDataset):
         )
         if self.name == "digits":
             key["digits_split"] = [DIGITS_SPLIT_SEED, DIGITS_TEST_SIZE]
+        if self.split != "validation":
+            # replaced, edited or deleted raw files build the processed data again
+            key["source_files"] = source_fingerprint(
+                self.name, self.data_dir, train=self.split == "train"
+            )
         return key
 
     def _max_size_for_split(self) -> int | None:
@@ -130,8 +156,12 @@ class ImageClassificationDataset(TensorDictDataset):
         """The raw images and original labels of this split."""
         if self.split == "validation":
             raise NipConfigError(
-                f"image dataset {self.name!r} has no validation split; use 'train' or "
-                "'test'"
+                ConfigProblem(
+                    "test_dataset_split",
+                    f"image dataset {self.name!r} has no validation split",
+                    "validation",
+                    ("test",),
+                )
             )
         return load_raw_images(self.name, self.data_dir, train=self.split == "train")
 

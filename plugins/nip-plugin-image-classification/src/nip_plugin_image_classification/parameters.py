@@ -83,7 +83,9 @@ class ImageClassificationParameters(SubParameters):
     selected_classes: tuple[int, int] | None = field(
         default=None, validator=_check_selected_classes
     )
-    binarification_seed: int | None = None
+    binarification_seed: int | None = field(
+        default=None, validator=v.optional(v.and_(v.instance_of(int), v.ge(0)))
+    )
     make_balanced: bool = True
     num_block_groups: int = field(
         default=1, validator=v.and_(v.instance_of(int), v.ge(0))

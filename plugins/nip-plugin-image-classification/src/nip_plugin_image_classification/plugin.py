@@ -68,6 +68,7 @@ def register_scenarios() -> list[ScenarioSpec]:
             environment_class=f"{PACKAGE}.environment:ImageClassificationEnvironment",
             default_dataset="digits",
             datasets=DATASETS,
+            config_problems=f"{PACKAGE}.checks:config_problems",
             description=(
                 "Two-class image classification; messages are latent pixels of a CNN."
             ),
