@@ -1053,6 +1053,16 @@ def _load_runs(run_paths: Sequence[str | Path]) -> tuple[list[RunData], list[str
             skipped.append(f"{Path(path).name} left out: {_run_status(Path(path))}")
     if not runs:
         raise errors[0]
+    by_id: dict[str, list[RunData]] = {}
+    for run in runs:
+        by_id.setdefault(run.run_id, []).append(run)
+    for run_id, same in by_id.items():
+        if len(same) > 1:
+            skipped.append(
+                f"run id {run_id} appears {len(same)} times ("
+                + ", ".join(str(run.path) for run in same)
+                + "): copies of one run count as separate runs in its group's mean"
+            )
     if len(runs) > 1:
         # a run that stopped early is read as it stands: say so, since its
         # "final" values enter its group's mean beside finished runs

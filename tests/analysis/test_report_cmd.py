@@ -233,3 +233,18 @@ def test_runs_that_stopped_early_among_several_are_named(runs, capsys):
     ) in err
     assert "nip: warning: run stopped-1 was stopped: its final values" in err
     assert "done-1" not in err
+
+
+def test_a_run_copied_elsewhere_is_named_when_given_twice(runs, tmp_path, capsys):
+    import shutil
+
+    original = write_run(runs, "nip-9", training_records([0.5, 0.6]))
+    copy = tmp_path / "elsewhere" / "nip-9"
+    shutil.copytree(original, copy)
+    status, _ = report([str(original), str(copy), "--episodes", "0", "--out", "cmp"])
+    assert status == 0
+    err = capsys.readouterr().err
+    assert (
+        f"nip: warning: run id nip-9 appears 2 times ({original}, {copy}): copies of "
+        "one run count as separate runs in its group's mean"
+    ) in err
