@@ -151,3 +151,48 @@ def test_default_token_limit_and_context(
     too_long = _request(tiny_model, "river " * 2000, seed=1)
     with pytest.raises(BackendError, match="does not fit the 1024-token context"):
         backend.generate([too_long])
+
+
+def test_old_adapters_are_unloaded(backend_factory: Any, tiny_model: Path, tmp_path):
+    """Each group moves on to its newest adapter every fine-tune: the pool keeps at
+    most max_loaded_adapters per base, unloading the least recently used (they
+    piled up for the rest of the run)."""
+    import json
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    adapters = []
+    for i in range(4):
+        model = AutoModelForCausalLM.from_pretrained(str(tiny_model))
+        peft_model = get_peft_model(
+            model, LoraConfig(r=2, target_modules="all-linear", task_type="CAUSAL_LM")
+        )
+        path = tmp_path / f"adapter{i}"
+        peft_model.save_pretrained(str(path))
+        config = json.loads((path / "adapter_config.json").read_text())
+        config["base_model_name_or_path"] = str(tiny_model)
+        (path / "adapter_config.json").write_text(json.dumps(config))
+        adapters.append(str(path))
+    backend = backend_factory(max_loaded_adapters=2)
+
+    def loaded() -> list[str]:
+        [base] = backend._bases.values()
+        assert set(base.model.peft_config) == set(base.adapters.values())
+        return [Path(key).name for key in base.adapters]
+
+    for path in adapters[:3]:
+        resolved = backend.resolve(path)
+        backend._base(resolved.root).activate(resolved)
+    assert loaded() == ["adapter1", "adapter2"]
+    # using one makes it the most recent: the other goes next
+    resolved = backend.resolve(adapters[1])
+    backend._base(resolved.root).activate(resolved)
+    resolved = backend.resolve(adapters[3])
+    backend._base(resolved.root).activate(resolved)
+    assert loaded() == ["adapter1", "adapter3"]
+    # an unloaded adapter loads again when asked for
+    resolved = backend.resolve(adapters[0])
+    model, _ = backend._base(resolved.root).activate(resolved)
+    assert loaded() == ["adapter3", "adapter0"]
+    assert model.active_adapter == backend._bases[str(tiny_model)].adapters[adapters[0]]

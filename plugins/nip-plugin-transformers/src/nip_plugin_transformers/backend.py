@@ -9,8 +9,10 @@ the run directory.
 
 Loaded models are kept in a small pool: each base model once (up to
 ``transformers_backend.max_loaded_models``, least recently used dropped first),
-with the LoRA adapters fine-tuned from it loaded on top under their own names, so
-a verifier and a prover fine-tuned from one base share its weights in memory.
+with the LoRA adapters fine-tuned from it loaded on top under their own names (up
+to ``transformers_backend.max_loaded_adapters`` per base, least recently used
+unloaded first), so a verifier and a prover fine-tuned from one base share its
+weights in memory.
 """
 
 from __future__ import annotations
@@ -50,13 +52,16 @@ JOBS_DIR = "transformers_jobs"
 
 
 class _LoadedBase:
-    """A base model in memory, with the adapters loaded onto it."""
+    """A base model in memory, with the adapters loaded onto it (at most
+    ``max_adapters``, the least recently used unloaded first)."""
 
-    def __init__(self, model: Any, tokenizer: Any):
+    def __init__(self, model: Any, tokenizer: Any, max_adapters: int = 4):
         self.model = model
         self.tokenizer = tokenizer
-        self.adapters: dict[str, str] = {}
-        """Adapter directory → adapter name in the peft model."""
+        self.max_adapters = max_adapters
+        self.adapters: OrderedDict[str, str] = OrderedDict()
+        """Adapter directory → adapter name in the peft model, least recently
+        used first."""
 
     def activate(self, resolved: ResolvedModel) -> Any:
         """The model to generate with for ``resolved`` (the base, or an adapter)."""
@@ -68,7 +73,9 @@ class _LoadedBase:
             return self.model, nullcontext()
         key = str(resolved.path)
         name = self.adapters.get(key)
-        if name is None:
+        if name is not None:
+            self.adapters.move_to_end(key)
+        else:
             from peft import PeftModel
 
             name = "a" + hashlib.sha1(key.encode()).hexdigest()[:16]
@@ -83,8 +90,16 @@ class _LoadedBase:
                     self.model.load_adapter(key, adapter_name=name, is_trainable=False)
             self.model.eval()
             self.adapters[key] = name
+            self._unload_old_adapters()
         self.model.set_adapter(name)
         return self.model, nullcontext()
+
+    def _unload_old_adapters(self) -> None:
+        """Unload the least recently used adapters beyond ``max_adapters`` (never
+        the newest, which is about to be used)."""
+        while len(self.adapters) > self.max_adapters:
+            _, name = self.adapters.popitem(last=False)
+            self.model.delete_adapter(name)
 
 
 class TransformersBackend(TextBackend):
@@ -167,7 +182,7 @@ class TransformersBackend(TextBackend):
         tokenizer = load_tokenizer(root, self.params, padding_side="left")
         model = load_model(root, self.params, self.device, self.dtype)
         model.eval()
-        loaded = _LoadedBase(model, tokenizer)
+        loaded = _LoadedBase(model, tokenizer, self.params.max_loaded_adapters)
         self._bases[key] = loaded
         return loaded
 

@@ -96,6 +96,10 @@ class TransformersBackendParameters(SubParameters):
     max_loaded_models : int
         Base models kept in memory for generation (least recently used ones are
         dropped). LoRA adapters of a loaded base share its weights.
+    max_loaded_adapters : int
+        LoRA adapters kept loaded on each base model (least recently used ones are
+        unloaded): each agent group moves on to its newest adapter every
+        fine-tune, so older ones would otherwise pile up for the rest of the run.
     lora : {"auto", "on", "off"}
         Fine-tune LoRA adapters (``on``) or every weight (``off``). ``auto``: LoRA
         for models with at least ``lora_min_parameters`` parameters.
@@ -158,6 +162,7 @@ class TransformersBackendParameters(SubParameters):
     generation_batch_size: int = field(default=16, validator=v.ge(1))
     max_new_tokens: int = field(default=512, validator=v.ge(1))
     max_loaded_models: int = field(default=2, validator=v.ge(1))
+    max_loaded_adapters: int = field(default=4, validator=v.ge(1))
     lora: LoraMode = "auto"
     lora_min_parameters: int = field(default=100_000_000, validator=v.ge(0))
     lora_rank: int = field(default=16, validator=v.ge(1))
