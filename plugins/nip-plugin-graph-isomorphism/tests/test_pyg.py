@@ -139,6 +139,18 @@ def test_bad_pyg_pairs_are_one_clear_error() -> None:
         pairs_from_pyg([(graph, graph)])
 
 
+def test_a_file_that_is_not_torch_saved_is_one_clear_error(tmp_path: Path) -> None:
+    from nip_plugin_graph_isomorphism.pyg import read_pyg_file
+
+    path = tmp_path / "pairs.pt"
+    path.write_text("garbage\n")
+    with pytest.raises(NipError) as info:
+        read_pyg_file(path)
+    assert str(info.value).startswith(
+        f"{path} cannot be read as a file torch.save wrote: "
+    )
+
+
 def test_a_file_of_pyg_pairs_becomes_a_dataset_used_by_name(
     tmp_path: Path, gi_in_global_manager, monkeypatch, capsys
 ) -> None:

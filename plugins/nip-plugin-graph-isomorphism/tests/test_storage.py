@@ -299,3 +299,23 @@ def test_a_changed_split_file_is_processed_again(tmp_path, register_plugin) -> N
     (path / "train.npz").unlink()
     with pytest.raises(DatasetNotFoundError, match="'mine' not found"):
         load()
+
+
+@pytest.mark.parametrize("content", [b"junk\n", b"\x80\x02garbage", b""])
+def test_an_original_data_pt_that_is_not_one_is_one_clear_error(
+    tmp_path, content
+) -> None:
+    from nip_core.errors import DatasetDamagedError
+
+    path = tmp_path / "raw" / "train" / "data.pt"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    with pytest.raises(DatasetDamagedError) as info:
+        storage.read_original_data_pt(path)
+    assert str(info.value).startswith(
+        f"{path} cannot be read as the original library's data.pt (a file "
+        "torch.save wrote): "
+    )
+    torch.save([1, 2], path)
+    with pytest.raises(DatasetDamagedError, match="holds a list, not a dict"):
+        storage.read_original_data_pt(path)

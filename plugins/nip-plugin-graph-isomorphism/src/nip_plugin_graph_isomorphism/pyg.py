@@ -160,7 +160,13 @@ def read_pyg_file(path: str | Path) -> dict[str, list[Any]]:
     if not path.is_file():
         raise DatasetNotFoundError(f"no file of PyG graph pairs at {path}")
     # PyG's Data objects are not plain tensors: the file is the user's own
-    content = torch.load(path, weights_only=False)
+    try:
+        content = torch.load(path, weights_only=False)
+    except Exception as error:  # noqa: BLE001 - whatever unpickling a stray file raises
+        raise NipError(
+            f"{path} cannot be read as a file torch.save wrote: "
+            f"{type(error).__name__}: {str(error)[:200]}"
+        ) from None
     if isinstance(content, Mapping):
         unknown = set(content) - set(SPLITS)
         if unknown or "train" not in content:

@@ -285,7 +285,18 @@ def read_original_data_pt(path: Path) -> GraphPairs:
     """
     import torch
 
-    data = torch.load(Path(path), map_location="cpu", weights_only=True)
+    try:
+        data = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - whatever unpickling a stray file raises
+        raise DatasetDamagedError(
+            f"{path} cannot be read as the original library's data.pt (a file "
+            f"torch.save wrote): {type(error).__name__}: {str(error)[:200]}"
+        ) from None
+    if not isinstance(data, dict):
+        raise DatasetDamagedError(
+            f"{path} is not a graph isomorphism data.pt of the original library: it "
+            f"holds a {type(data).__name__}, not a dict of tensors"
+        )
     missing = {
         "edge_index_a",
         "edge_index_b",
@@ -318,8 +329,15 @@ def read_original_data_pt(path: Path) -> GraphPairs:
         adjacency[pair, edge_index[1], edge_index[0]] = 1
         return adjacency
 
+    try:
+        adjacency = np.stack((dense("a"), dense("b")), axis=1)
+    except (IndexError, ValueError, AttributeError) as error:
+        raise DatasetDamagedError(
+            f"{path}: its edges and slices do not describe {num} graph pairs of at "
+            f"most {max_nodes} nodes ({error})"
+        ) from None
     return GraphPairs(
-        adjacency=np.stack((dense("a"), dense("b")), axis=1),
+        adjacency=adjacency,
         sizes=np.stack((sizes_a, sizes_b), axis=1),
         wl_scores=wl_scores,
         labels=(wl_scores == -1).astype(np.int64),
