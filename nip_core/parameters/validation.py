@@ -397,7 +397,13 @@ def problem_from_validator_error(
     else:
         message = str(args[0]) if args else type(exc).__name__
         message = clean_message(message, field_name)
-        for shown in (f": {value!r}", f": {value}"):
+        # the value is shown once, by the problem: not also by the message
+        for shown in (
+            f": {value!r}",
+            f": {value}",
+            f", got {value!r}",
+            f", got {value}",
+        ):
             if message.endswith(shown):
                 message = message[: -len(shown)]
                 break

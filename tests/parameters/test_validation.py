@@ -242,3 +242,15 @@ def test_types_are_described_in_words(annotation, text):
     from nip_core.parameters.validation import describe_type
 
     assert describe_type(eval(annotation)) == text
+
+
+def test_a_validator_that_names_the_value_does_not_show_it_twice():
+    from nip_core.parameters.validation import problem_from_validator_error
+
+    for value, error in (
+        (1.0, ValueError(f"rate must be in [0, 1), got {1.0!r}")),
+        ("x", ValueError("rate must be short, got x")),
+    ):
+        problem = problem_from_validator_error(error, "rate", value)
+        assert problem.message.endswith(("must be in [0, 1)", "must be short"))
+        assert problem.format().count("got") == 1
