@@ -37,11 +37,12 @@ a previous run used, iteration by iteration as the test scheme says.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import warnings
 from abc import abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -397,15 +398,36 @@ class PureTextRlTrainer(Trainer):
         if self._checked_models:
             return
         for group in self.shared_model_groups.values():
-            group.backend.check_model(group.model_name)
-            if fine_tuning and not group.frozen:
-                base = (
-                    group.state.base_model_name
-                    if group.fine_tune_from_scratch
-                    else group.model_name
-                )
-                group.backend.check_fine_tune_model(base)
+            with self._naming_group(group):
+                group.backend.check_model(group.model_name)
+                if fine_tuning and not group.frozen:
+                    base = (
+                        group.state.base_model_name
+                        if group.fine_tune_from_scratch
+                        else group.model_name
+                    )
+                    group.backend.check_fine_tune_model(base)
         self._checked_models = True
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _naming_group(group: Any) -> Iterator[None]:
+        """A backend's error about a group's model, led by the settings it came
+        from (``agents.<name>.model_name``), or by the group when its model is one
+        it was fine-tuned to."""
+        try:
+            yield
+        except BackendError as error:
+            configured = {
+                str(agent.agent_params.model_name) for agent in group.agents.values()
+            }
+            if group.model_name in configured:
+                where = ", ".join(
+                    f"agents.{name}.model_name" for name in group.agent_names
+                )
+            else:
+                where = f"shared model group {group.name!r} (its fine-tuned model)"
+            raise BackendError(f"{where}: {error}") from None
 
     # ----------------------------------------------------------------------------------
     # Statistics

@@ -474,3 +474,18 @@ def test_a_moved_endpoint_is_the_same_experiment():
         {**saved, "seed": 2}, current, ["openai_backend.base_url"]
     )
     assert current["openai_backend"]["base_url"] == "http://a/v1"  # untouched
+
+
+def test_an_unknown_model_names_the_setting(synthetic_text_scenario):
+    """The backend's error is led by the agents' model_name it came from (with
+    several agents on different models, which one)."""
+    with pytest.raises(BackendError) as caught:
+        run(
+            synthetic_text_scenario,
+            "unknown-model",
+            text_rl={"num_iterations": 1},
+            agents={"verifier": {"model_name": "nope"}},
+        )
+    message = str(caught.value)
+    assert message.startswith("agents.verifier.model_name: ")
+    assert "unknown model 'nope'" in message
