@@ -393,7 +393,11 @@ def write_comparison_plots(
                         if minutes
                         else None
                     )
-                    label = None if labelled else f"{group.label} (n={len(group.runs)})"
+                    label = (
+                        None
+                        if labelled
+                        else f"{group.display_label} (n={len(group.runs)})"
+                    )
                     offset = (index - (len(groups) - 1) / 2) * spread
                     labelled |= _draw_group(
                         ax,

@@ -552,6 +552,20 @@ class RunGroup:
 
     label: str
     runs: tuple[RunData, ...]
+    short_label: str | None = None
+    """What tables and legends show when :attr:`label` has too many keys to read
+    (``G2: scenario=..., trainer=..., ... (+5 more)``); ``None``: the label."""
+
+    @property
+    def display_label(self) -> str:
+        return self.short_label or self.label
+
+
+LABEL_KEYS_SHOWN = 3
+"""Keys a group's label shows in tables and legends before it is shortened."""
+
+_LEADING_KEYS = ("scenario", "trainer", "interaction_protocol", "dataset")
+"""Keys a group's label leads with: what the experiment is."""
 
 
 def _connection_keys(runs: Sequence[RunData]) -> frozenset[str]:
@@ -619,12 +633,25 @@ def group_runs(
             if key not in excluded
             and len({_show(p.get(key, _MISSING_VALUE)) for p in flat}) > 1
         ]
+    if not group_by:
+        keys.sort(
+            key=lambda k: (
+                k not in _LEADING_KEYS,
+                _LEADING_KEYS.index(k) if k in _LEADING_KEYS else 0,
+                k,
+            )
+        )
     groups: dict[str, list[RunData]] = {}
+    shorts: dict[str, str] = {}
     for run, params in zip(runs, flat, strict=True):
         if keys:
-            label = ", ".join(
-                f"{key}={_show(params.get(key, _MISSING_VALUE))}" for key in keys
-            )
+            pairs = [f"{key}={_show(params.get(key, _MISSING_VALUE))}" for key in keys]
+            label = ", ".join(pairs)
+            if len(pairs) > LABEL_KEYS_SHOWN:
+                shorts[label] = (
+                    ", ".join(pairs[:LABEL_KEYS_SHOWN])
+                    + f", ... (+{len(pairs) - LABEL_KEYS_SHOWN} more)"
+                )
         elif len(runs) == 1:
             label = run.run_id
         elif "interaction_protocol" in params:
@@ -633,8 +660,27 @@ def group_runs(
             label = "all runs"
         groups.setdefault(label, []).append(run)
     return [
-        RunGroup(label=label, runs=tuple(groups[label])) for label in sorted(groups)
+        RunGroup(
+            label=label,
+            runs=tuple(groups[label]),
+            # numbered, since shortened labels may read alike
+            short_label=f"G{i}: {shorts[label]}" if shorts else None,
+        )
+        for i, label in enumerate(sorted(groups), start=1)
     ]
+
+
+def _mixed_experiments_warnings(runs: Sequence[RunData]) -> list[str]:
+    """Runs of different scenarios or trainers measure different things."""
+    lines = []
+    for key in ("scenario", "trainer"):
+        values = sorted({str(run.hyper_params.get(key, "<unset>")) for run in runs})
+        if len(values) > 1:
+            lines.append(
+                f"the runs are of different {key}s ({', '.join(values)}): their "
+                "metrics are not measured on the same task"
+            )
+    return lines
 
 
 # --------------------------------------------------------------------------------------
@@ -933,6 +979,7 @@ class Report:
             "groups": [
                 {
                     "label": group.label,
+                    "display_label": group.display_label,
                     "runs": [run.run_id for run in group.runs],
                     "final": {c: e.to_dict() for c, e in row.items()},
                 }
@@ -949,7 +996,7 @@ class Report:
         several = len(self.runs) > 1
         run_rows = [
             [run.run_id]
-            + ([self.group_of(run).label] if several else [])
+            + ([self.group_of(run).display_label] if several else [])
             + ["-" if v is None else f"{v:.3f}" for v in row.values()]
             for run, row in zip(self.runs, self.run_table(), strict=True)
         ]
@@ -963,7 +1010,8 @@ class Report:
         if several:
             percent = f"{self.confidence * 100:g}%"
             group_rows = [
-                [group.label, str(len(group.runs))] + [e.format() for e in row.values()]
+                [group.display_label, str(len(group.runs))]
+                + [e.format() for e in row.values()]
                 for group, row in zip(self.groups, self.group_table(), strict=True)
             ]
             parts += [
@@ -1180,6 +1228,14 @@ def build_report(
         out_dir=Path(out_dir) if write else None,
     )
     report.warnings.extend(skipped)
+    report.warnings.extend(_mixed_experiments_warnings(runs))
+    if any(group.short_label for group in groups):
+        report.warnings.append(
+            "group labels with more than "
+            f"{LABEL_KEYS_SHOWN} differing keys are shortened in tables and legends "
+            "(G1, G2, ...); report.json and the CSV files give them in full, or "
+            "choose the keys with --group-by"
+        )
     for run in runs:
         report.warnings.extend(run.non_finite_warnings(columns))
     if not write:

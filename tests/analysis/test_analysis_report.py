@@ -406,3 +406,46 @@ def test_non_finite_final_values_are_warned_about(tmp_path):
     # a run of nothing but non-finite values has metrics all the same
     only = write_run(tmp_path, "only", [{"step": 0, "mean_accuracy": "nan"}])
     assert math.isnan(load_run(only).final("mean_accuracy"))
+
+
+def test_long_group_labels_are_shortened_and_mixed_experiments_warned(tmp_path):
+    records = training_records([0.5, 0.6])
+    paths = []
+    for i, (scenario, trainer) in enumerate(
+        [("graph_isomorphism", "vanilla_ppo"), ("code_validation", "pure_text_ei")]
+    ):
+        params = {
+            "scenario": scenario,
+            "trainer": trainer,
+            "interaction_protocol": "nip",
+            "seed": i,
+            "a": i,
+            "b": i,
+            "c": i,
+        }
+        paths.append(write_run(tmp_path, f"r{i}", records, params))
+    report = build_report(paths, write=False)
+    labels = [group.label for group in report.groups]
+    # what the experiment is leads the label
+    assert labels == [
+        "scenario=code_validation, trainer=pure_text_ei, a=1, b=1, c=1",
+        "scenario=graph_isomorphism, trainer=vanilla_ppo, a=0, b=0, c=0",
+    ]
+    assert [group.display_label for group in report.groups] == [
+        "G1: scenario=code_validation, trainer=pure_text_ei, a=1, ... (+2 more)",
+        "G2: scenario=graph_isomorphism, trainer=vanilla_ppo, a=0, ... (+2 more)",
+    ]
+    assert "G1: scenario=code_validation" in report.format_text()
+    data = report.to_dict()
+    assert data["groups"][0]["label"] == labels[0]
+    assert data["groups"][0]["display_label"].startswith("G1: ")
+    assert report.warnings[:2] == [
+        "the runs are of different scenarios (code_validation, graph_isomorphism): "
+        "their metrics are not measured on the same task",
+        "the runs are of different trainers (pure_text_ei, vanilla_ppo): their "
+        "metrics are not measured on the same task",
+    ]
+    assert "shortened in tables and legends" in report.warnings[2]
+    # few keys: the label as it is
+    short = build_report(paths, write=False, group_by=["a"])
+    assert [g.display_label for g in short.groups] == ["a=0", "a=1"]
