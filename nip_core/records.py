@@ -128,6 +128,11 @@ class ScenarioSpec(Contribution):
     protocol_handlers : Mapping[str, Ref]
         Scenario-specific specialisations of protocols (protocol name to handler
         class), used instead of the registered handler.
+    unread_parameters : tuple[str, ...]
+        Parameters the scenario does not read: fields of the hyper-parameters
+        themselves (``"test_size"`` for a scenario with fixed splits) or dotted
+        section fields. Setting one away from its default gives a
+        :class:`~nip_core.errors.ParameterWarning` saying it has no effect.
     config_problems : Ref | None
         ``function(hyper_params) -> list[ConfigProblem]``: what stops this scenario
         from running these parameters that no single field's validator can tell
@@ -148,6 +153,7 @@ class ScenarioSpec(Contribution):
     datasets: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     supported_protocols: tuple[str, ...] | None = None
     protocol_handlers: Mapping[str, Ref] = attrs.field(factory=dict)
+    unread_parameters: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     config_problems: Ref | None = None
     description: str = ""
     kind: str = attrs.field(default="scenario", init=False, eq=False, repr=False)

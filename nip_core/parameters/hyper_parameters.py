@@ -148,7 +148,9 @@ class HyperParameters(BaseHyperParameters):
         Pre-train the agents' bodies on their own (section ``solo_agent``) before the
         main training.
     test_size : float
-        The proportion of the dataset used for testing, in (0, 1).
+        The proportion of the dataset used for testing, in (0, 1), for scenarios
+        that split a dataset themselves. The built-in scenarios have fixed splits
+        and do not read it (setting it warns).
     test_dataset_split : {"validation", "test"}
         The split tested on. Kept when re-running the tests of a base run.
     d_representation : int
@@ -313,23 +315,37 @@ class HyperParameters(BaseHyperParameters):
             raise NipConfigError([_with_source_hint(p, hints) for p in problems])
         object.__setattr__(self, "_ready", True)
         if trainer is not None:
-            self._warn_unread_parameters(trainer)
+            self._warn_unread_parameters(trainer, "trainer")
+        if scenario is not None:
+            self._warn_unread_parameters(scenario, "scenario")
 
-    def _warn_unread_parameters(self, trainer: Any) -> None:
-        """Warn about fields the trainer declares it does not read
-        (``TrainerSpec.unread_parameters``) that are set away from their defaults."""
+    def _warn_unread_parameters(self, spec: Any, kind: str) -> None:
+        """Warn about fields the trainer or scenario declares it does not read
+        (``TrainerSpec.unread_parameters``, ``ScenarioSpec.unread_parameters``)
+        that are set away from their defaults."""
         set_fields = []
-        for path in getattr(trainer, "unread_parameters", ()):
+        for path in getattr(spec, "unread_parameters", ()):
             section_name, _, field_name = path.partition(".")
-            section = self.sections.get(section_name)
-            if section is None or not field_name:
-                continue
-            value = getattr(section, field_name, None)
-            if value != getattr(type(section)(), field_name, None):
+            if not field_name:
+                # a field of the hyper-parameters themselves (test_size)
+                fields = attrs.fields_dict(type(self))
+                if path not in fields:
+                    continue
+                value = getattr(self, path)
+                default = fields[path].default
+                if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+                    continue
+            else:
+                section = self.sections.get(section_name)
+                if section is None:
+                    continue
+                value = getattr(section, field_name, None)
+                default = getattr(type(section)(), field_name, None)
+            if value != default:
                 set_fields.append(f"{path}={value!r}")
         if set_fields:
             warnings.warn(
-                f"trainer {trainer.name!r} does not read "
+                f"{kind} {spec.name!r} does not read "
                 + ", ".join(set_fields)
                 + ": the setting has no effect in this run",
                 ParameterWarning,

@@ -327,3 +327,23 @@ def test_validate_rechecks_the_whole_tree(toy):
     with pytest.raises(NipConfigError) as info:
         hp.validate()
     assert [p.path for p in info.value.problems] == ["trainer"]
+
+
+def test_a_field_the_scenario_does_not_read_set_away_from_its_default_warns(
+    synthetic_scenario,
+):
+    """ScenarioSpec.unread_parameters: the core's test_size, which no built-in
+    scenario reads (their splits are fixed, or their own section's)."""
+    import warnings
+
+    from nip_core.errors import ParameterWarning
+
+    with pytest.warns(ParameterWarning) as caught:
+        synthetic_scenario.hyper_params(test_size=0.3)
+    assert [str(w.message) for w in caught] == [
+        "scenario 'synthetic' does not read test_size=0.3: the setting has no "
+        "effect in this run"
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        synthetic_scenario.hyper_params(test_size=0.2)

@@ -16,6 +16,8 @@ class SyntheticPlugin:
         return [
             ScenarioSpec(
                 name="synthetic",
+                # it splits by synthetic.test_size: the core's test_size is not read
+                unread_parameters=("test_size",),
                 data_world="tensor",
                 agent_parameters_class=f"{_MODULE}.parameters:SyntheticAgentParameters",
                 dataset_class=f"{_MODULE}.data:SyntheticDataset",

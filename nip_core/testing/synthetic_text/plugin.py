@@ -17,6 +17,8 @@ class SyntheticTextPlugin:
         return [
             ScenarioSpec(
                 name="synthetic_text",
+                # its splits are fixed: the core's test_size is not read
+                unread_parameters=("test_size",),
                 data_world="text",
                 agent_parameters_class=(
                     f"{_MODULE}.scenario:SyntheticTextAgentParameters"

@@ -36,6 +36,8 @@ def register_scenarios() -> list[ScenarioSpec]:
     return [
         ScenarioSpec(
             name=SCENARIO,
+            # its splits are fixed: the core's test_size is not read
+            unread_parameters=("test_size",),
             data_world="text",
             agent_parameters_class=(
                 f"{PACKAGE}.parameters:CodeValidationAgentParameters"

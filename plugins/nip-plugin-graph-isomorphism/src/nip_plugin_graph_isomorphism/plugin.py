@@ -50,6 +50,8 @@ def register_scenarios() -> list[ScenarioSpec]:
     return [
         ScenarioSpec(
             name=SCENARIO,
+            # its splits are fixed: the core's test_size is not read
+            unread_parameters=("test_size",),
             data_world="tensor",
             agent_parameters_class=(
                 f"{PACKAGE}.agent_parameters:GraphIsomorphismAgentParameters"
