@@ -26,7 +26,21 @@ def test_conv_group_names_are_renamed():
     }
     assert migrated["agents"]["verifier"] == {"num_blocks_per_group": 3, "d_decider": 8}
     assert migrated["agents"]["prover"] == {"is_random": True}
-    assert len(changes) == 2
+    assert changes == [
+        "image_classification.num_conv_groups renamed to num_block_groups",
+        "binarification_method 'merge': the seeded class split (and balancing) is "
+        "drawn differently from the original library's, so this is not the "
+        "original run's two-class task",
+        "agents.verifier.num_convs_per_group renamed to num_blocks_per_group",
+    ]
+    # select_two keeps the original's classes: nothing to say
+    _, changes = original_to_0_1(
+        {
+            "scenario": "image_classification",
+            "dataset_options": {"binarification_method": "select_two"},
+        }
+    )
+    assert changes == []
     # The input is left as it was.
     assert "num_conv_groups" in saved["image_classification"]
 

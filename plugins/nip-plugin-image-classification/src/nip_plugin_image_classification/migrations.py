@@ -27,6 +27,19 @@ def original_to_0_1(params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             if old in section:
                 section[new] = section.pop(old)
                 changes.append(f"image_classification.{old} renamed to {new}")
+    if params.get("scenario") == "image_classification":
+        options = params.get("dataset_options")
+        method = (
+            options.get("binarification_method", "merge")
+            if isinstance(options, dict)
+            else "merge"
+        )
+        if method in ("merge", "random"):
+            changes.append(
+                f"binarification_method {method!r}: the seeded class split (and "
+                "balancing) is drawn differently from the original library's, so "
+                "this is not the original run's two-class task"
+            )
     agents = params.get("agents")
     if params.get("scenario") == "image_classification" and isinstance(agents, dict):
         for name, agent in agents.items():
