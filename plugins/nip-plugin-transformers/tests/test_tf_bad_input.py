@@ -237,3 +237,25 @@ def test_lr_scheduler_is_checked_when_the_config_is(tmp_path: Path) -> None:
     import typing
 
     assert set(typing.get_args(LrScheduler)) <= {s.value for s in SchedulerType}
+
+
+def test_lora_target_modules_the_model_lacks_are_refused_before_any_rollout(
+    backend_factory: Any, tiny_model: Path
+) -> None:
+    backend = backend_factory(lora="on", lora_target_modules=["q_proj", "qkv_proj"])
+    with pytest.raises(BackendError) as error:
+        backend.check_fine_tune_model(str(tiny_model))
+    message = str(error.value)
+    assert message.startswith(
+        "transformers_backend.lora_target_modules: qkv_proj name no module of model"
+    )
+    assert "q_proj" in message.split("linear layers are ", 1)[1]
+    # names it has, or every linear layer, pass
+    backend_factory(lora="on", lora_target_modules=["q_proj"]).check_fine_tune_model(
+        str(tiny_model)
+    )
+    backend_factory(lora="on").check_fine_tune_model(str(tiny_model))
+    # without LoRA the setting is not used
+    backend_factory(lora="off", lora_target_modules=["nope"]).check_fine_tune_model(
+        str(tiny_model)
+    )

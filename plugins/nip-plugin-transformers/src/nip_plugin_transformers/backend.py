@@ -213,9 +213,51 @@ class TransformersBackend(TextBackend):
     def check_fine_tune_model(self, model: str) -> None:
         """Refuse a model that cannot be fine-tuned (a GGUF file unless converted);
         start the warm worker process while the run samples its rollouts."""
-        self.resolve(model, fine_tuning=True)
+        resolved = self.resolve(model, fine_tuning=True)
+        self._check_lora_targets(resolved)
         if self.params.worker_start == "fork":
             start_zygote()
+
+    def _check_lora_targets(self, resolved: ResolvedModel) -> None:
+        """Refuse ``lora_target_modules`` that name no module of the model, before
+        any rollout (a fine-tune would fail only after a whole iteration). The
+        model is built on the meta device: no weights are read."""
+        targets = self.params.lora_target_modules
+        if self.params.lora == "off" or not targets:
+            return
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        root = resolved.root
+        try:
+            config = AutoConfig.from_pretrained(
+                root.load_path, local_files_only=True, **root.load_kwargs
+            )
+            with torch.device("meta"):
+                skeleton = AutoModelForCausalLM.from_config(config)
+        except Exception:  # noqa: BLE001 - the fine-tune reports what is wrong
+            return
+        if not self.params.uses_lora(sum(p.numel() for p in skeleton.parameters())):
+            return
+        names = [name for name, _ in skeleton.named_modules() if name]
+        missing = [
+            target
+            for target in targets
+            if not any(name == target or name.endswith("." + target) for name in names)
+        ]
+        if missing:
+            linear = sorted(
+                {
+                    name.rsplit(".", 1)[-1]
+                    for name, module in skeleton.named_modules()
+                    if isinstance(module, torch.nn.Linear)
+                }
+            )
+            raise BackendError(
+                f"transformers_backend.lora_target_modules: {', '.join(missing)} "
+                f"name no module of model {resolved.model_id!r}; its linear layers "
+                f"are {', '.join(linear)} (or null for every linear layer)"
+            )
 
     # ----------------------------------------------------------------------------------
     # Generation
