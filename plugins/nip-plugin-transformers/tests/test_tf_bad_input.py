@@ -259,3 +259,24 @@ def test_lora_target_modules_the_model_lacks_are_refused_before_any_rollout(
     backend_factory(lora="off", lora_target_modules=["nope"]).check_fine_tune_model(
         str(tiny_model)
     )
+
+
+def test_an_adapter_whose_base_moved_names_the_adapter(
+    backend_factory: Any, tmp_path: Path
+) -> None:
+    import json
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    gone = tmp_path / "gone"
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": str(gone), "peft_type": "LORA"})
+    )
+    with pytest.raises(BackendError) as error:
+        backend_factory().check_model(str(adapter))
+    message = str(error.value)
+    assert message.startswith(
+        f"model {str(adapter)!r} is a LoRA adapter of {str(gone)!r}, which cannot be "
+        "used: "
+    )
+    assert str(adapter / "adapter_config.json") in message

@@ -251,7 +251,16 @@ def _resolve_path(
                 f"model {model_id!r} is a LoRA adapter whose adapter_config.json names "
                 "no base model (base_model_name_or_path); add it"
             )
-        base = resolve_model(base_id, params, cache_root, fine_tuning=fine_tuning)
+        try:
+            base = resolve_model(base_id, params, cache_root, fine_tuning=fine_tuning)
+        except BackendError as error:
+            # an adapter stores its base by path: moved or copied to another
+            # machine, that path may be gone
+            raise BackendError(
+                f"model {model_id!r} is a LoRA adapter of {base_id!r}, which cannot "
+                f"be used: {error} (the base is base_model_name_or_path in "
+                f"{path / 'adapter_config.json'}: correct it if the base moved)"
+            ) from None
         if base.kind == "adapter":
             raise BackendError(
                 f"model {model_id!r} adapts another adapter ({base_id}); an adapter "
