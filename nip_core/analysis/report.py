@@ -30,6 +30,7 @@ import json
 import math
 import re
 import statistics
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -573,14 +574,18 @@ def _connection_keys(runs: Sequence[RunData]) -> frozenset[str]:
     concurrency, timeouts: what ``nip resume --set`` may change), never what the
     experiment is; runs that differ only in them are repetitions. Runs whose
     parameters cannot be read here (a plugin missing) add none."""
-    from nip_core.errors import NipError
+    from nip_core.errors import NipError, NipWarning
     from nip_core.parameters import HyperParameters, preserved_paths
     from nip_core.parameters.base_run import RESUME
 
     keys: set[str] = set()
     for run in runs:
         try:
-            hyper_params = HyperParameters.from_dict(dict(run.hyper_params))
+            with warnings.catch_warnings():
+                # what the run's parameters warned about was said when it ran (and
+                # an older run's conversion is not this report's business)
+                warnings.simplefilter("ignore", NipWarning)
+                hyper_params = HyperParameters.from_dict(dict(run.hyper_params))
         except (NipError, KeyError, TypeError, ValueError):
             continue
         keys.update(preserved_paths(hyper_params, RESUME))
@@ -1243,7 +1248,13 @@ def build_report(
     from nip_core.analysis.plots import write_comparison_plots, write_run_plots
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ReportError(
+            f"--out {out}: cannot create the directory for the report "
+            f"({error.strerror or error}); choose another with --out DIR"
+        ) from None
     if len(runs) == 1:
         report.files.extend(write_run_plots(runs[0], out, smooth=smooth, x_axis=x_axis))
     else:

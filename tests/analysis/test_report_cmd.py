@@ -248,3 +248,17 @@ def test_a_run_copied_elsewhere_is_named_when_given_twice(runs, tmp_path, capsys
         f"nip: warning: run id nip-9 appears 2 times ({original}, {copy}): copies of "
         "one run count as separate runs in its group's mean"
     ) in err
+
+
+def test_an_out_directory_that_cannot_be_made_is_one_error(runs, tmp_path):
+    from nip_core.analysis.report import ReportError
+
+    write_run(runs, "nip-7", training_records([0.5, 0.6]))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ReportError) as info:
+        report(["nip-7", "--episodes", "0", "--out", str(blocker / "sub")])
+    assert str(info.value) == (
+        f"--out {blocker / 'sub'}: cannot create the directory for the report (Not a "
+        "directory); choose another with --out DIR"
+    )
