@@ -422,7 +422,13 @@ def write_comparison_plots(
         figure.text(
             0.99,
             0.005,
-            f"band: {percent} t-interval over runs; dashed/markers: test",
+            f"band: {percent} t-interval over runs"
+            + (
+                " (drawn within [{:g}, {:g}])".format(*PANEL_BOUNDS[panel])
+                if panel in PANEL_BOUNDS
+                else ""
+            )
+            + "; dashed/markers: test",
             ha="right",
             va="bottom",
             fontsize="x-small",

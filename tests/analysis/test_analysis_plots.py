@@ -437,3 +437,33 @@ def test_a_run_timed_only_after_a_resume_is_not_drawn_against_minutes(tmp_path):
     assert not timed_from_the_start(load_run(path))
     with pytest.raises(ReportError, match="mixed logged no timing.elapsed_s from"):
         build_report([path], out_dir=tmp_path / "out", x_axis="minutes")
+
+
+def test_the_note_says_an_accuracy_band_is_drawn_within_its_bounds(
+    tmp_path, monkeypatch
+):
+    """The table gives the interval; the band drawn stops at [0, 1]: the figure's
+    note says so."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.figure
+    from analysis_helpers import training_records, write_run
+
+    from nip_core.analysis.report import build_report
+
+    paths = [
+        write_run(tmp_path, f"r{i}", training_records([a, a]))
+        for i, a in enumerate((0.0, 0.9))
+    ]
+    texts = []
+    original = matplotlib.figure.Figure.text
+
+    def record(self, x, y, s, *args, **kwargs):
+        texts.append(s)
+        return original(self, x, y, s, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "text", record)
+    build_report(paths, out_dir=tmp_path / "out", num_episodes=0)
+    note = "band: 95% t-interval over runs (drawn within [0, 1]); dashed/markers: test"
+    assert note in texts
