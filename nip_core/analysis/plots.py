@@ -218,11 +218,21 @@ def write_run_plots(
             )
         ax.set_title(f"{title} — {run.run_id}")
         ax.set_xlabel(_X_LABELS[x_axis])
+        _whole_iterations(ax, x_axis)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
         written.append(_save(figure, out / f"{panel}.png"))
     return written
+
+
+def _whole_iterations(ax: Any, x_axis: str) -> None:
+    """Iterations are whole numbers: no ticks at 0.5 (matplotlib's default for a
+    short run)."""
+    if x_axis == "iteration":
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def interval_bounds(
@@ -413,6 +423,7 @@ def write_comparison_plots(
             sub_title = _subject_label(panel, subject)
             ax.set_title(sub_title if len(subjects) > 1 else title)
             ax.set_xlabel(_X_LABELS[x_axis])
+            _whole_iterations(ax, x_axis)
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
             ax.legend(fontsize="small")

@@ -467,3 +467,26 @@ def test_the_note_says_an_accuracy_band_is_drawn_within_its_bounds(
     build_report(paths, out_dir=tmp_path / "out", num_episodes=0)
     note = "band: 95% t-interval over runs (drawn within [0, 1]); dashed/markers: test"
     assert note in texts
+
+
+def test_iteration_axes_have_whole_ticks(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.figure
+    from analysis_helpers import training_records, write_run
+
+    from nip_core.analysis.report import build_report
+
+    ticks = []
+    original = matplotlib.figure.Figure.savefig
+
+    def record(self, *args, **kwargs):
+        for ax in self.axes:
+            ticks.extend(ax.get_xticks())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    path = write_run(tmp_path, "r0", training_records([0.5, 0.6]))
+    build_report([path], out_dir=tmp_path / "out", num_episodes=0)
+    assert ticks and all(float(t).is_integer() for t in ticks)
