@@ -90,6 +90,11 @@ class NipConfigError(NipError, ValueError):
         return head + "".join(f"\n  - {p.format()}" for p in self.problems)
 
 
+class UsageError(NipError):
+    """A command-line option given a value it cannot take (or options that do not
+    go together): ``nip`` exits with 2, as for an invalid configuration."""
+
+
 class PluginError(NipError):
     """A plugin could not be loaded, or its hook implementations are invalid."""
 

@@ -387,7 +387,7 @@ def main(argv: Sequence[str] | None = None, *, ends_process: bool = False) -> in
         Leave it ``False`` where code goes on after the call.
     """
     from nip_core.cli.plugins_cmd import install_plugin_warning_format
-    from nip_core.errors import NipConfigError, NipError
+    from nip_core.errors import NipConfigError, NipError, UsageError
     from nip_core.runs.interrupts import terminate_as_interrupt
 
     install_plugin_warning_format()
@@ -405,7 +405,11 @@ def main(argv: Sequence[str] | None = None, *, ends_process: bool = False) -> in
 
             traceback.print_exc()
         print(f"nip: error: {error}", file=sys.stderr)
-        return EXIT_CONFIG_ERROR if isinstance(error, NipConfigError) else EXIT_ERROR
+        return (
+            EXIT_CONFIG_ERROR
+            if isinstance(error, NipConfigError | UsageError)
+            else EXIT_ERROR
+        )
     except KeyboardInterrupt as error:
         if ends_process:
             from nip_core.runs.interrupts import ignore_interrupts_until_exit

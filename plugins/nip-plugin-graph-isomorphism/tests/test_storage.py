@@ -198,10 +198,11 @@ def test_shipped_eru10000_test_split_is_reproduced_by_its_recorded_recipe() -> N
     ],
 )
 def test_bad_builder_options_are_one_clear_error(tmp_path, options, message) -> None:
-    # before any graph is drawn (3-node graphs used to search for ever)
-    from nip_core.errors import NipError
+    # before any graph is drawn (3-node graphs used to search for ever); a usage
+    # error: nip exits with 2
+    from nip_core.errors import UsageError
 
-    with pytest.raises(NipError, match=re.escape(message)):
+    with pytest.raises(UsageError, match=re.escape(message)):
         storage.build_dataset("x", tmp_path / "data", **options)
     assert not (tmp_path / "data").exists()
 
@@ -319,3 +320,36 @@ def test_an_original_data_pt_that_is_not_one_is_one_clear_error(
     torch.save([1, 2], path)
     with pytest.raises(DatasetDamagedError, match="holds a list, not a dict"):
         storage.read_original_data_pt(path)
+
+
+def test_converting_with_generator_options_is_a_usage_error(tmp_path) -> None:
+    from nip_core.errors import UsageError
+
+    with pytest.raises(UsageError) as info:
+        storage.build_dataset(
+            "x", tmp_path / "data", from_original=str(tmp_path), num_pairs=5, seed=2
+        )
+    assert str(info.value) == (
+        "--from-original converts a dataset as it is: --num-pairs, --seed cannot go "
+        "with it"
+    )
+    with pytest.raises(UsageError, match="--from-pyg cannot go with it"):
+        storage.build_dataset("x", tmp_path / "data", from_original="a", from_pyg="b")
+    assert not (tmp_path / "data").exists()
+
+
+def test_bad_option_values_exit_with_2_as_usage_errors(
+    tmp_path, register_plugin, capsys
+) -> None:
+    from nip_core.cli.main import main
+
+    import nip_plugin_graph_isomorphism.plugin as gi_plugin
+
+    register_plugin(gi_plugin, name="graph_isomorphism")
+    data = str(tmp_path / "data")
+    args = ["datasets", "generate", "graph_isomorphism", "x", "--data-dir", data]
+    assert main([*args, "--num-pairs", "0"]) == 2
+    assert (
+        "nip: error: --num-pairs must be at least 1, got 0" in capsys.readouterr().err
+    )
+    assert main([*args, "--edge-probabilities", "1.5"]) == 2

@@ -42,7 +42,11 @@ from typing import Any
 
 import attrs
 import numpy as np
-from nip_core.errors import DatasetDamagedError, DatasetNotFoundError, NipError
+from nip_core.errors import (
+    DatasetDamagedError,
+    DatasetNotFoundError,
+    UsageError,
+)
 
 from nip_plugin_graph_isomorphism.generation import (
     GENERATOR_VERSION,
@@ -358,7 +362,7 @@ def _parse_list(
     try:
         return tuple(kind(v) for v in items if v != "")
     except (TypeError, ValueError):
-        raise NipError(
+        raise UsageError(
             f"{flag}: comma-separated {'whole numbers' if kind is int else 'numbers'}"
             f", e.g. {example} (got {value!r})"
         ) from None
@@ -374,12 +378,12 @@ def _check_options(
     """One clear error per bad builder option, before any graph is drawn."""
     for flag, value in (("--num-pairs", num_pairs), ("--test-pairs", test_pairs)):
         if value is not None and value < 1:
-            raise NipError(f"{flag} must be at least 1, got {value}")
+            raise UsageError(f"{flag} must be at least 1, got {value}")
     if not sizes or min(sizes) < 2:
-        raise NipError(f"--graph-sizes must all be at least 2, got {list(sizes)}")
+        raise UsageError(f"--graph-sizes must all be at least 2, got {list(sizes)}")
     higher = 1 - base.non_iso_prop_score_1 - base.non_iso_prop_score_2
     if higher > 0 and min(sizes) < MIN_NODES_FOR_HARD_PAIRS:
-        raise NipError(
+        raise UsageError(
             f"--graph-sizes: graphs of {min(sizes)} nodes cannot fill the recipe: "
             f"{higher:.0%} of its non-isomorphic pairs must be ones the WL test "
             "needs more than 2 rounds to tell apart, which takes at least "
@@ -387,7 +391,7 @@ def _check_options(
             f"{MIN_NODES_FOR_HARD_PAIRS} or more (e.g. 7,8,9,10,11)"
         )
     if not probabilities or not all(0 < q < 1 for q in probabilities):
-        raise NipError(
+        raise UsageError(
             "--edge-probabilities must lie strictly between 0 and 1, got "
             f"{list(probabilities)}"
         )
@@ -439,7 +443,32 @@ def build_dataset(
     target = Path(data_dir) / SCENARIO / name
     command = " ".join(["nip", "datasets", "generate", "graph_isomorphism", name])
     if workers is not None and workers < 1:
-        raise NipError(f"--workers must be at least 1, got {workers}")
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    generator_options = [
+        flag
+        for flag, value in (
+            ("--num-pairs", num_pairs),
+            ("--test-pairs", test_pairs),
+            ("--seed", seed),
+            ("--graph-sizes", graph_sizes),
+            ("--edge-probabilities", edge_probabilities),
+        )
+        if value is not None
+    ]
+    converting = [
+        flag
+        for flag, value in (
+            ("--from-original", from_original),
+            ("--from-pyg", from_pyg),
+        )
+        if value
+    ]
+    if len(converting) > 1 or (converting and generator_options):
+        raise UsageError(
+            f"{converting[0]} converts a dataset as it is: "
+            + ", ".join(converting[1:] + generator_options)
+            + " cannot go with it"
+        )
     if from_original:
         return _convert_original(Path(from_original), target)
     if from_pyg:
