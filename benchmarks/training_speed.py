@@ -834,6 +834,20 @@ def _ceiling_row(c: dict[str, Any]) -> str:
     )
 
 
+def _processes_and_load(r: dict[str, Any]) -> str:
+    """The end of a row: every process's frames per second, and the load."""
+    text = ""
+    if r.get("processes", 1) > 1:
+        text += (
+            f"  (median of {r['processes']} processes: "
+            + ", ".join(f"{fps:.0f}" for fps in r["fps_per_process"])
+            + ")"
+        )
+    if r.get("load_average_before") is not None:
+        text += f"  load {r['load_average_before']:.2f}"
+    return text
+
+
 def _row(r: dict[str, Any]) -> str:
     if "error" in r:
         return f"{r['protocol']:>8} {r['setting']:>8}  FAILED: {' | '.join(r['error'])}"
@@ -845,18 +859,7 @@ def _row(r: dict[str, Any]) -> str:
                 if r.get("peak_rss_gb") is not None
                 else ""
             )
-            + (
-                f"  (median of {r['processes']} processes: "
-                + ", ".join(f"{fps:.0f}" for fps in r["fps_per_process"])
-                + ")"
-                if r.get("processes", 1) > 1
-                else ""
-            )
-            + (
-                f"  load {r['load_average_before']:.2f}"
-                if r.get("load_average_before") is not None
-                else ""
-            )
+            + _processes_and_load(r)
         )
     return (
         f"{r['protocol']:>8} {r['setting']:>8}  {r['fps']:8.1f} frames/s  "
@@ -874,18 +877,7 @@ def _row(r: dict[str, Any]) -> str:
         + f"{r['flops_per_frame'] / 1e6:.2f} MFLOP/frame  "
         f"{100 * r.get('fraction_of_matmul_peak', 0):.1f}% of matmul peak  "
         f"{r['median_page_faults_per_iteration'] / 1e3:.0f}k page faults/iteration"
-        + (
-            f"  (median of {r['processes']} processes: "
-            + ", ".join(f"{fps:.0f}" for fps in r["fps_per_process"])
-            + ")"
-            if r.get("processes", 1) > 1
-            else ""
-        )
-        + (
-            f"  load {r['load_average_before']:.2f}"
-            if r.get("load_average_before") is not None
-            else ""
-        )
+        + _processes_and_load(r)
     )
 
 
