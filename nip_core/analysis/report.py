@@ -1095,7 +1095,7 @@ def _load_runs(run_paths: Sequence[str | Path]) -> tuple[list[RunData], list[str
     none with metrics, is a :class:`NoMetricsError`."""
     runs: list[RunData] = []
     skipped: list[str] = []
-    errors: list[NoMetricsError] = []
+    errors: list[ReportError] = []
     for path in run_paths:
         try:
             runs.append(load_run(path))
@@ -1104,6 +1104,14 @@ def _load_runs(run_paths: Sequence[str | Path]) -> tuple[list[RunData], list[str
                 raise
             errors.append(error)
             skipped.append(f"{Path(path).name} left out: {_run_status(Path(path))}")
+        except RunNotFoundError:
+            raise
+        except ReportError as error:
+            # a damaged hyper_params.json: one run, not the whole report
+            if len(run_paths) == 1:
+                raise
+            errors.append(error)
+            skipped.append(f"{Path(path).name} left out: {error}")
     if not runs:
         raise errors[0]
     by_id: dict[str, list[RunData]] = {}

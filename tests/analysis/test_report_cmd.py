@@ -262,3 +262,18 @@ def test_an_out_directory_that_cannot_be_made_is_one_error(runs, tmp_path):
         f"--out {blocker / 'sub'}: cannot create the directory for the report (Not a "
         "directory); choose another with --out DIR"
     )
+
+
+def test_a_run_with_damaged_parameters_among_several_is_left_out(runs, capsys):
+    write_run(runs, "nip-8", training_records([0.5, 0.6]))
+    damaged = write_run(runs, "broken-1", training_records([0.5]))
+    (damaged / "hyper_params.json").write_text("{not json")
+    status, text = report(["runs/*", "--episodes", "0", "--out", "cmp"])
+    assert status == 0
+    assert "nip-8" in text and "broken-1" not in text
+    err = capsys.readouterr().err
+    assert "nip: warning: broken-1 left out: " in err
+    assert "hyper_params.json is not valid JSON" in err
+    # alone, it is the error
+    with pytest.raises(ReportError, match="is not valid JSON"):
+        report(["broken-1"])
