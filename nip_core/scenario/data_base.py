@@ -45,20 +45,24 @@ def hash_key_dict(key_dict: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def files_fingerprint(*paths: str | Path) -> list[list[Any]]:
+def files_fingerprint(
+    *paths: str | Path, root: str | Path | None = None
+) -> list[list[Any]]:
     """What a processed cache's key holds of the raw files it was built from:
     ``[name, size, mtime_ns]`` for each file (``[name, None, None]`` for one that
     is missing), so that replacing, editing or deleting a raw file builds the
-    processed data again instead of reusing it. Cheap: the files are not read."""
+    processed data again instead of reusing it. Cheap: the files are not read.
+    ``name`` is the file's name, or its path relative to ``root`` when given."""
     out: list[list[Any]] = []
     for path in paths:
         path = Path(path)
+        name = path.name if root is None else path.relative_to(root).as_posix()
         try:
             stat = path.stat()
         except OSError:
-            out.append([path.name, None, None])
+            out.append([name, None, None])
         else:
-            out.append([path.name, stat.st_size, stat.st_mtime_ns])
+            out.append([name, stat.st_size, stat.st_mtime_ns])
     return out
 
 

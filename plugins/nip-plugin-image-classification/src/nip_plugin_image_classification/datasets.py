@@ -582,17 +582,11 @@ def source_fingerprint(name: str, data_dir: Path, train: bool) -> list[list[Any]
     builds the processed data again instead of reusing it. Cheap: the files are
     only looked at, not read.
     """
-    raw_dir = raw_dir_for(data_dir, name)
-    fingerprint: list[list[Any]] = []
-    for path in source_files(name, data_dir, train):
-        relative = path.relative_to(raw_dir).as_posix()
-        try:
-            stat = path.stat()
-        except OSError:
-            fingerprint.append([relative, None, None])
-        else:
-            fingerprint.append([relative, stat.st_size, stat.st_mtime_ns])
-    return fingerprint
+    from nip_core.scenario.data_base import files_fingerprint
+
+    return files_fingerprint(
+        *source_files(name, data_dir, train), root=raw_dir_for(data_dir, name)
+    )
 
 
 def fetch_missing_files(
