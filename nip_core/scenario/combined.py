@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import weakref
 from abc import ABC
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import torch
@@ -25,6 +27,7 @@ from nip_core.scenario.concurrency import (
     unchanged,
     versions_of,
 )
+from nip_core.scenario.distributions import counted_agents
 from nip_core.scenario.parts import (
     AgentBody,
     AgentPart,
@@ -37,6 +40,69 @@ from nip_core.scenario.parts import (
 if TYPE_CHECKING:
     from nip_core.protocols import ProtocolHandler
     from nip_core.scenario.agents import Agent
+
+# --------------------------------------------------------------------------------------
+# Rows whose outputs are read
+# --------------------------------------------------------------------------------------
+
+_counting_rows: ContextVar[bool] = ContextVar("nip_counted_rows_only", default=False)
+
+
+@contextmanager
+def counted_rows_only() -> Iterator[None]:
+    """Within: the policy's parts compute only the rows where the agent's choices
+    count.
+
+    An agent's message logits count only on the rounds it speaks, its decision
+    logits only where its decision counts (:func:`~nip_core.scenario.distributions.
+    counted_agents`); everywhere else :class:`~nip_core.scenario.distributions.
+    NipActionDistribution` gives it log-probability, entropy and KL divergence 0
+    whatever the logits are. A loss that reads the policy through that
+    distribution alone (the built-in tensor losses say so with
+    ``reads_counted_choices_only``) therefore needs no logits on the other rows,
+    and the tensor trainers enter this around such a loss's forward pass. Inside,
+    on a one-dimensional batch:
+
+    - the combined policy head runs each agent's head part on the rows where that
+      agent's choices count, and the combined body chained to it
+      (:meth:`CombinedTensorDictAgentPart.chain`) runs each agent's body part on
+      the same rows;
+    - their outputs on the other rows are zeros (no gradient flows there).
+
+    Only parts that say :attr:`~nip_core.scenario.parts.TensorDictAgentPartMixin.
+    rows_independent` are run on fewer rows; the outputs on the counted rows are
+    then those of a run on every row, to float tolerance (smaller matrix products
+    may round differently). Collection, tests and value estimation run without
+    it, on every row.
+    """
+    token = _counting_rows.set(True)
+    try:
+        yield
+    finally:
+        _counting_rows.reset(token)
+
+
+def counting_rows() -> bool:
+    """Whether :func:`counted_rows_only` is in force."""
+    return _counting_rows.get()
+
+
+def _pad_rows(out: TensorDictBase, rows: torch.Tensor, size: int) -> TensorDict:
+    """``out``, computed on the rows ``rows`` of a batch of ``size``, as outputs
+    on the whole batch: zeros on the other rows."""
+    padded = TensorDict({}, batch_size=(size, *out.batch_size[1:]), device=out.device)
+    for key, value in out.items(True, True):
+        full = value.new_zeros((size, *value.shape[1:]))
+        padded.set(key, full.index_copy(0, rows, value))
+    return padded
+
+
+def _run_on_rows(part: Any, view: TensorDict, rows: torch.Tensor | None) -> Any:
+    """``part(view)``, computed on ``rows`` only when given (:func:`_pad_rows`)."""
+    if rows is None:
+        return part(view)
+    return _pad_rows(part(view[rows]), rows, view.batch_size[0])
+
 
 # --------------------------------------------------------------------------------------
 # Combined parts
@@ -88,6 +154,7 @@ def agent_view(
     agent_index: int,
     visible_channels: torch.Tensor | None,
     agent_outputs: TensorDictBase | None = None,
+    rows: torch.Tensor | None = None,
 ) -> TensorDict:
     """The TensorDict one agent's part reads (see the module docstring).
 
@@ -105,9 +172,13 @@ def agent_view(
         This agent's outputs of the part before (a chained head's body, see
         :meth:`CombinedTensorDictAgentPart.chain`): agent-level keys found there
         are read from it instead of from ``tensordict``'s ``("agents", key)``.
+    rows : torch.Tensor | None
+        long ``(k,)``: only these rows of a one-dimensional batch (the values
+        read from ``agent_outputs`` are taken to be these rows' already).
     """
     batch_dims = tensordict.batch_dims
-    view = TensorDict({}, batch_size=tensordict.batch_size, device=tensordict.device)
+    batch_size = tensordict.batch_size if rows is None else (rows.numel(),)
+    view = TensorDict({}, batch_size=batch_size, device=tensordict.device)
     for key in part.env_level_in_keys:
         value = tensordict.get(key)
         name = key if isinstance(key, str) else None
@@ -125,6 +196,8 @@ def agent_view(
                 if value.is_floating_point()
                 else (torch.where(mask, value, torch.zeros_like(value)))
             )
+        if rows is not None:
+            value = value[rows]
         view.set(key, value)
     for key in part.agent_level_in_keys:
         value = None if agent_outputs is None else agent_outputs.get(key, None)
@@ -135,6 +208,8 @@ def agent_view(
                 value = value.select(batch_dims, agent_index)
             else:
                 value = value[(slice(None),) * batch_dims + (agent_index,)]
+            if rows is not None:
+                value = value[rows]
         if view.get(key, None) is not None:
             raise KeyError(
                 f"{type(part).__name__} reads {key!r} both at the environment level "
@@ -289,6 +364,27 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
             return None
         return head
 
+    def rows_read(self, tensordict: TensorDictBase) -> list[torch.Tensor | None] | None:
+        """Per agent, the rows of ``tensordict``'s batch whose outputs are read
+        (long indices, ``None`` for every row), or ``None`` when every agent's
+        every row is.
+
+        Every row, except under :func:`counted_rows_only`: there a part chained to
+        a head (:meth:`chain`) computes only the rows the head reads, when its
+        parts are all :attr:`~nip_core.scenario.parts.TensorDictAgentPartMixin.
+        rows_independent`; the combined policy head reads the rows where each
+        agent's choices count (:meth:`CombinedPolicyHead.rows_read`).
+        """
+        if not counting_rows():
+            return None
+        head = self.__dict__.get("_chained_head")
+        if head is None or not self._rows_independent():
+            return None
+        return head.rows_read(tensordict)
+
+    def _rows_independent(self) -> bool:
+        return all(part.rows_independent for part in self._part_list())
+
     def _env_input_tensors(self, tensordict: TensorDictBase) -> list[Any]:
         """The environment-level tensors this combined part reads (``None`` where
         absent)."""
@@ -368,7 +464,11 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
         parts = self._part_list()
         runner = active_runner() if self.run_concurrently else None
         if runner is None or not self._threadable():
-            return [part(view) for part, view in zip(parts, views, strict=True)], None
+            rows = self.rows_read(tensordict) or [None] * len(parts)
+            return [
+                _run_on_rows(part, view, r)
+                for part, view, r in zip(parts, views, rows, strict=True)
+            ], None
         joining = torch.is_grad_enabled() and backward_allowed()
         members: list[tuple[CombinedTensorDictAgentPart, list[Any]]] = [(self, views)]
         if joining:
@@ -411,20 +511,34 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
         ):
             heads = [None] * len(members)
 
+        # per member and agent, the rows computed (counted_rows_only): the chained
+        # head's part runs on the same rows as its body's
+        member_rows = [
+            member.rows_read(tensordict) or [None] * member.num_agents
+            for member, _ in members
+        ]
+        size = tensordict.batch_size[0] if tensordict.batch_dims else 0
+
         def task(m: int, i: int, part: Any) -> Any:
-            out = part(members[m][1][i])
+            rows = member_rows[m][i]
+            view = members[m][1][i]
+            out = part(view if rows is None else view[rows])
             entry = heads[m]
             if entry is None:
-                return out
+                return out if rows is None else _pad_rows(out, rows, size)
             head = entry[0]
-            view = agent_view(
+            head_view = agent_view(
                 tensordict,
                 head.parts[head.agent_names[i]],
                 i,
                 head._view_masks()[i],
                 agent_outputs=out,
+                rows=rows,
             )
-            return out, head.parts[head.agent_names[i]](view)
+            head_out = head.parts[head.agent_names[i]](head_view)
+            if rows is None:
+                return out, head_out
+            return _pad_rows(out, rows, size), _pad_rows(head_out, rows, size)
 
         tasks = [
             (m, i, member._part_list()[i])
@@ -594,6 +708,36 @@ class CombinedPolicyHead(CombinedTensorDictAgentPart):
         policy_heads: Mapping[str, AgentPolicyHead],
     ):
         super().__init__(hyper_params, settings, protocol_handler, policy_heads)
+
+    def rows_read(self, tensordict: TensorDictBase) -> list[torch.Tensor | None] | None:
+        """Under :func:`counted_rows_only`, on a one-dimensional batch holding
+        ``("agents", "active_mask")`` and ``("agents", "decision_mask")``, when
+        every head part is :attr:`~nip_core.scenario.parts.TensorDictAgentPartMixin.
+        rows_independent`: per agent, the rows where its choices count
+        (:func:`~nip_core.scenario.distributions.counted_agents`; ``None`` when
+        they all do, one row when none does). Else ``None``: every row."""
+        if (
+            not counting_rows()
+            or tensordict.batch_dims != 1
+            or not self._rows_independent()
+        ):
+            return None
+        active = tensordict.get((K.AGENTS, K.ACTIVE_MASK), None)
+        decision = tensordict.get((K.AGENTS, K.DECISION_MASK), None)
+        if active is None or decision is None:
+            return None
+        counted = counted_agents(active, decision)
+        size = counted.shape[0]
+        rows: list[torch.Tensor | None] = []
+        for index, total in enumerate(counted.sum(0).tolist()):
+            if total == size:
+                rows.append(None)
+            elif total == 0:
+                # nothing counts: one row keeps the shapes (its outputs are unread)
+                rows.append(torch.zeros(1, dtype=torch.long, device=counted.device))
+            else:
+                rows.append(counted[:, index].nonzero().squeeze(-1))
+        return None if all(r is None for r in rows) else rows
 
     @property
     def policy_heads(self) -> dict[str, AgentPolicyHead]:

@@ -167,6 +167,20 @@ def distribution_in_keys(
     return in_keys
 
 
+def counted_agents(
+    active_mask: torch.Tensor, decision_mask: torch.Tensor
+) -> torch.Tensor:
+    """Where an agent's choices count at all: bool ``(*batch, A)``.
+
+    True where the agent speaks on some channel (``active_mask`` ``(*batch, A, C)``)
+    or its decision counts (``decision_mask`` ``(*batch, A)``). Elsewhere
+    :class:`NipActionDistribution` gives the agent log-probability, entropy and
+    KL divergence 0 whatever its logits, so a loss reading the policy only
+    through the distribution needs no logits there.
+    """
+    return active_mask.to(torch.bool).any(dim=-1) | decision_mask.to(torch.bool)
+
+
 def _mask_message_logits(
     logits: torch.Tensor, valid: torch.Tensor | None
 ) -> torch.Tensor:

@@ -30,6 +30,17 @@ DEFAULT_CHANNEL_DIMS: dict[str, int] = {
 dimensions."""
 
 
+def uses_batch_statistics(module: nn.Module) -> bool:
+    """Whether ``module`` normalises with statistics of the batch it is given now:
+    a batch norm layer in training mode, or one that keeps no running statistics
+    (its outputs for one row depend on the other rows)."""
+    return any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and (m.training or m.running_mean is None)
+        for m in module.modules()
+    )
+
+
 # --------------------------------------------------------------------------------------
 # Parts
 # --------------------------------------------------------------------------------------
@@ -102,6 +113,22 @@ class TensorDictAgentPartMixin(AgentPart, TensorDictModuleBase):
         state outside the part itself. Sharing parameters between agents' parts is
         checked by the combined parts. ``False`` here, so a part nobody has
         checked runs one after the other as before.
+        """
+        return False
+
+    @property
+    def rows_independent(self) -> bool:
+        """Whether, in its current mode, each batch row's outputs depend on that
+        row's inputs alone, so the part may run on some of the rows and give them
+        the outputs it gives them among all.
+
+        The tensor trainers' update then runs a policy body and its head only on
+        the rows where the agent's choices count (see
+        :func:`~nip_core.scenario.combined.counted_rows_only`). Say ``True`` only
+        when the forward draws no random numbers and mixes no rows: no batch
+        statistics (batch norm in training mode: :func:`uses_batch_statistics`),
+        no attention or pooling across the batch. ``False`` here, so a part
+        nobody has checked runs on every row as before.
         """
         return False
 

@@ -73,6 +73,10 @@ class ReinforceLoss(nn.Module):
         Clip the critic's prediction to within this of the value the rollout saw.
     """
 
+    # The policy is read through nip's action distribution alone: the trainer runs
+    # it only on the rows where each agent's choices count (counted_rows_only).
+    reads_counted_choices_only: ClassVar[bool] = True
+
     def __init__(
         self,
         actor: Any,

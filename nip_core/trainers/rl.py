@@ -634,7 +634,8 @@ class TensorDictRlTrainer(TensorDictTrainer):
         ``run.compile_loss`` (falling back to eager, with a warning, when compiling
         fails), else the module itself."""
         if not self.settings.compile_loss or self._compiled_loss is False:
-            return self.loss_module(minibatch)
+            with self._counted_rows_context():
+                return self.loss_module(minibatch)
         import torch
 
         if self._compiled_loss is None:
@@ -650,7 +651,8 @@ class TensorDictRlTrainer(TensorDictTrainer):
                 RuntimeWarning,
                 stacklevel=2,
             )
-            return self.loss_module(minibatch)
+            with self._counted_rows_context():
+                return self.loss_module(minibatch)
 
     def _train_on_rollout(self, rollout: Any, updates: Mapping[str, bool]) -> dict:
         from nip_core.trainers.adam import clip_grad_norm
@@ -725,6 +727,20 @@ class TensorDictRlTrainer(TensorDictTrainer):
         if hasattr(self.loss_module, "backward"):
             return contextlib.nullcontext()
         return concurrent_backward()
+
+    def _counted_rows_context(self) -> Any:
+        """Around the loss's forward pass: when the loss reads the policy only
+        through its action distribution (its ``reads_counted_choices_only`` is
+        true), the policy's parts compute only the rows where each agent's
+        choices count (:func:`~nip_core.scenario.combined.counted_rows_only`).
+        The eager loss only (:meth:`_loss`): under ``run.compile_loss`` the
+        number of rows would change from minibatch to minibatch, and each would
+        compile anew."""
+        from nip_core.scenario.combined import counted_rows_only
+
+        if not getattr(self.loss_module, "reads_counted_choices_only", False):
+            return contextlib.nullcontext()
+        return counted_rows_only()
 
     def _agent_threads(self) -> tuple[int, int]:
         """``(threads, intra-op threads)`` for ``run.agent_threads``: how many

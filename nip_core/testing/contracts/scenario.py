@@ -457,6 +457,42 @@ class ScenarioContract:
                         f"{label}: {agent.agent_name}.{role}"
                     )
 
+    def test_rows_independent_parts_give_each_row_its_own_outputs(
+        self, scenario_plugin: Any, scenario_settings: Any
+    ):
+        """A body or policy head that says ``rows_independent`` (training mode)
+        gives some rows of a batch the outputs it gives them among all: the
+        update may then run it on the rows where its agent's choices count."""
+        for label, instance in self._each_case(scenario_settings):
+            env = instance.train_environment
+            td = env.reset()
+            if env.num_envs < 2:
+                continue
+            rows = torch.arange(0, env.num_envs, 2)
+            for module in (instance.combined_body, instance.combined_policy_head):
+                module.train(True)
+            instance.combined_body(td)
+            for agent in instance.agents.values():
+                for role in ("body", "policy_head"):
+                    part = agent.parts.get(role)
+                    if part is None or not part.rows_independent:
+                        continue
+                    view = agent_view(td, part, part.agent_index, None)
+                    full = part(view)
+                    some = part(view[rows])
+                    where = f"{label}: {agent.agent_name}.{role}"
+                    for key in part.out_keys:
+                        value = full.get(key)
+                        if not isinstance(value, torch.Tensor):
+                            continue
+                        close = torch.allclose(
+                            some.get(key), value[rows], rtol=1e-4, atol=1e-5
+                        )
+                        assert close, (
+                            f"{where} says rows_independent, but its {key!r} on "
+                            "some rows differs from those rows' among all"
+                        )
+
     def test_random_agents_act_uniformly(
         self, scenario_plugin: Any, scenario_settings: Any
     ):

@@ -71,6 +71,11 @@ class SyntheticAgentBody(AgentBody):
         """A plain MLP: no random numbers, nothing shared."""
         return True
 
+    @property
+    def rows_independent(self) -> bool:
+        """Each row apart."""
+        return True
+
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         batch_shape = tensordict.batch_size
         features = [
@@ -117,6 +122,11 @@ class SyntheticAgentPolicyHead(AgentPolicyHead):
     @property
     def concurrent_safe(self) -> bool:
         """Linear maps: no random numbers, nothing shared."""
+        return True
+
+    @property
+    def rows_independent(self) -> bool:
+        """Each row apart."""
         return True
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:

@@ -290,3 +290,55 @@ def test_bodies_run_on_agent_threads_unless_they_draw_random_numbers(
         rtol=0,
         atol=0,
     )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "independent_in_training", "same_rows"),
+    [
+        ({"use_batch_norm": False}, True, True),
+        ({"use_batch_norm": True}, False, False),
+        # random draws scaled by the batch's spread: not promised, not checked
+        ({"use_batch_norm": False, "noise_sigma": 0.5}, False, None),
+    ],
+)
+def test_parts_on_some_rows_give_those_rows_outputs_unless_they_mix_rows(
+    registered, tmp_path, overrides, independent_in_training, same_rows
+) -> None:
+    """``rows_independent``: the body and policy head may run on the rows where
+    the agent's choices count alone (the update's counted_rows_only) exactly
+    when their outputs there are those of a run on every row: not with batch
+    norm's batch statistics or random noise while training."""
+    instance = build_scenario_components(
+        tiny_hyper_params("nip", **overrides), settings(tmp_path)
+    )
+    instance.combined_body.train(True)
+    agent = instance.agents["prover"]
+    body, head = agent.body, agent.policy_head
+    assert head.rows_independent
+    assert body.rows_independent is independent_in_training
+    body.eval()
+    assert body.rows_independent
+    body.train()
+    td = instance.train_environment.reset()
+    # messages in the history, so the rows differ in more than their graphs
+    history = td[K.MESSAGE_HISTORY]
+    td[K.MESSAGE_HISTORY] = torch.randint_like(history, 2)
+    rows = torch.tensor([0, 2, 3])
+    view = agent_view(td, body, body.agent_index, None)
+    torch.manual_seed(0)
+    full = body(view)
+    torch.manual_seed(0)
+    some = body(view[rows])
+    same = torch.allclose(
+        some[GRAPH_LEVEL_REPR], full[GRAPH_LEVEL_REPR][rows], rtol=1e-5, atol=1e-6
+    ) and torch.allclose(
+        some[NODE_LEVEL_REPR], full[NODE_LEVEL_REPR][rows], rtol=1e-5, atol=1e-6
+    )
+    if same_rows is not None:
+        assert same is same_rows
+    head_input = full.clone()
+    head_input[K.ROUND] = td[K.ROUND]
+    logits = head(head_input)
+    some_logits = head(head_input[rows])
+    for key in (K.MAIN_MESSAGE_LOGITS, K.DECISION_LOGITS):
+        torch.testing.assert_close(some_logits[key], logits[key][rows])

@@ -34,6 +34,7 @@ from nip_core.scenario.agents import (
     TensorDictAgentPartMixin,
 )
 from nip_core.scenario.heads import RepresentationSoloHead, RepresentationValueHead
+from nip_core.scenario.parts import uses_batch_statistics
 from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 from torch import Tensor, nn
@@ -146,6 +147,14 @@ class GraphIsomorphismAgentBody(GraphIsomorphismAgentPartMixin, AgentBody):
             return True
         params = self.agent_params
         return float(params.noise_sigma) == 0 and float(params.transformer_dropout) == 0
+
+    @property
+    def rows_independent(self) -> bool:
+        """The GIN and the transformer treat each graph pair apart: true unless
+        the pooled representation is batch-normalised with the batch's
+        statistics (``use_batch_norm`` in training) or the forward draws random
+        numbers (as :attr:`concurrent_safe`)."""
+        return self.concurrent_safe and not uses_batch_statistics(self)
 
     def node_features(self, tensordict: TensorDictBase) -> Tensor:
         """``(*batch, 2, n, (R + 1) * C * P)``: history and latest message per node."""
@@ -282,6 +291,12 @@ class GraphIsomorphismAgentPolicyHead(GraphIsomorphismAgentPartMixin, AgentPolic
     def concurrent_safe(self) -> bool:
         """MLPs: no random numbers, nothing shared (the head may run in its
         body's tasks on ``run.agent_threads`` threads)."""
+        return True
+
+    @property
+    def rows_independent(self) -> bool:
+        """MLPs on each row's representation: the head may run on the rows where
+        the agent's choices count alone (``counted_rows_only``)."""
         return True
 
     @property

@@ -29,6 +29,7 @@ from nip_core.scenario.agents import (
     TensorDictAgentPartMixin,
 )
 from nip_core.scenario.heads import RepresentationSoloHead, RepresentationValueHead
+from nip_core.scenario.parts import uses_batch_statistics
 from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 from torch import Tensor
@@ -216,6 +217,12 @@ class ImageClassificationAgentBody(ImageClassificationAgentPartMixin, AgentBody)
         the other agents' bodies on ``run.agent_threads`` threads."""
         return True
 
+    @property
+    def rows_independent(self) -> bool:
+        """Each image apart, except for batch norm in training mode, which
+        normalises with the batch's statistics."""
+        return not uses_batch_statistics(self)
+
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         if self.encoder is None:
             return self._random_agent_outputs(tensordict)
@@ -320,6 +327,12 @@ class ImageClassificationAgentPolicyHead(
     def concurrent_safe(self) -> bool:
         """MLPs: no random numbers, nothing shared (the head may run in its
         body's tasks on ``run.agent_threads`` threads)."""
+        return True
+
+    @property
+    def rows_independent(self) -> bool:
+        """MLPs on each row's representation: the head may run on the rows where
+        the agent's choices count alone (``counted_rows_only``)."""
         return True
 
     @property

@@ -20,7 +20,7 @@ the packed action, entropy, and the KL divergence nip-core registers with
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -148,6 +148,14 @@ class PerAgentPpoLoss(nn.Module):
     @property
     def num_agents(self) -> int:
         return len(self.agent_names)
+
+    @property
+    def reads_counted_choices_only(self) -> bool:
+        """Whether the loss reads the policy only through nip's action
+        distribution (the losses :func:`build_ppo_loss` builds): the trainer then
+        runs the policy only on the rows where each agent's choices count
+        (:func:`~nip_core.scenario.combined.counted_rows_only`)."""
+        return isinstance(self.loss, _AnalyticEntropy)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDict:
         out = self.loss(tensordict)
@@ -397,6 +405,10 @@ class SpgLoss(nn.Module):
         self.stackelberg_options = dict(stackelberg_options or {})
         self.generator = torch.Generator().manual_seed(int(seed))
         self.row_length = row_length
+
+    # The policy is read through nip's action distribution alone: the trainer runs
+    # it only on the rows where each agent's choices count (counted_rows_only).
+    reads_counted_choices_only: ClassVar[bool] = True
 
     @property
     def clipped(self) -> bool:

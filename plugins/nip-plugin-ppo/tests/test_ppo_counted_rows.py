@@ -1,0 +1,76 @@
+"""PPO's and SPG's updates run the policy only on the rows where each agent's
+choices count (``counted_rows_only``), training the same agents to float
+tolerance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nip_core.experiment import run_experiment
+from nip_core.scenario import combined
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _hyper_params(scenario, trainer, **section):
+    return scenario.hyper_params(
+        "nip",
+        trainer=trainer,
+        rl=scenario.short_rl(
+            num_iterations=2, num_epochs=2, minibatch_size=4, use_shared_body=False
+        ),
+        agents={"_default": {"d_hidden": 8}},
+        **({("ppo" if trainer == "vanilla_ppo" else trainer): section}),
+    )
+
+
+@pytest.mark.parametrize(
+    ("trainer", "section"),
+    [
+        ("vanilla_ppo", {"loss_type": "clip"}),
+        ("vanilla_ppo", {"loss_type": "kl_penalty"}),
+        ("spg", {"variant": "spg"}),
+        ("spg", {"variant": "pspg"}),
+    ],
+)
+def test_counted_rows_train_the_same_agents(
+    ppo_scenario, monkeypatch, trainer, section
+):
+    calls: list[tuple[int, int]] = []
+    pad = combined._pad_rows
+
+    def counting(out, rows, size):
+        calls.append((rows.numel(), size))
+        return pad(out, rows, size)
+
+    monkeypatch.setattr(combined, "_pad_rows", counting)
+    hp = _hyper_params(ppo_scenario, trainer, **section)
+    settings = ppo_scenario.settings(agent_threads=2)
+    counted = run_experiment(hp, settings, run_id="counted")
+    assert calls and all(rows < size for rows, size in calls)
+    # every row: the context never entered
+    monkeypatch.setattr(combined, "counted_rows_only", _never)
+    calls.clear()
+    every_row = run_experiment(hp, settings, run_id="every-row")
+    assert calls == []
+    expected = every_row.trainer.agents_state_dict()
+    actual = counted.trainer.agents_state_dict()
+    compared = 0
+    for agent, parts in expected.items():
+        for part, state in parts.items():
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor) and value.is_floating_point():
+                    torch.testing.assert_close(
+                        actual[agent][part][key], value, rtol=1e-5, atol=1e-6
+                    )
+                    compared += 1
+    assert compared
+
+
+class _never:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
