@@ -3,6 +3,7 @@ agent dimension (see :mod:`nip_core.scenario.agents`)."""
 
 from __future__ import annotations
 
+import time
 import weakref
 from abc import ABC
 from collections.abc import Iterator, Mapping
@@ -519,7 +520,22 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
         ]
         size = tensordict.batch_size[0] if tensordict.batch_dims else 0
 
+        grad = torch.is_grad_enabled()
+
         def task(m: int, i: int, part: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return run_task(m, i, part)
+            finally:
+                # this task's time per row, for the order of the next tasks
+                rows = member_rows[m][i]
+                count = max(1, size if rows is None else rows.numel())
+                seconds = (time.perf_counter() - start) / count
+                timings = members[m][0].__dict__.setdefault("_task_seconds", {})
+                old = timings.get((i, grad))
+                timings[(i, grad)] = seconds if old is None else (old + seconds) / 2
+
+        def run_task(m: int, i: int, part: Any) -> Any:
             rows = member_rows[m][i]
             view = members[m][1][i]
             out = part(view if rows is None else view[rows])
@@ -546,13 +562,27 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
             for i in range(member.num_agents)
         ]
 
+        def measured(m: int, i: int, part: Any) -> float | None:
+            seconds = members[m][0].__dict__.get("_task_seconds", {}).get((i, grad))
+            if seconds is None:
+                return None
+            rows = member_rows[m][i]
+            return seconds * max(1, size if rows is None else rows.numel())
+
         def cost(m: int, i: int, part: Any) -> int:
             entry = heads[m]
             extra = 0 if entry is None else _num_parameters(entry[0]._part_list()[i])
             return _num_parameters(part) + extra
 
-        # costliest first (by parameter count): the threads then balance
-        tasks.sort(key=lambda t: -cost(*t))
+        # costliest first, the threads then balance: by the time each task took
+        # per row the last times (with the rows it has now), else by parameter
+        # count. Which thread runs a part changes nothing in its results.
+        estimates = [measured(*t) for t in tasks]
+        if all(e is not None for e in estimates):
+            order = sorted(range(len(tasks)), key=lambda k: -estimates[k])
+            tasks = [tasks[k] for k in order]
+        else:
+            tasks.sort(key=lambda t: -cost(*t))
         results = runner.run(
             [
                 (lambda m=m, i=i, part=part: task(m, i, part))  # type: ignore[misc]
@@ -585,8 +615,8 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
                     if isinstance(out.get(key, None), torch.Tensor)
                     and out.get(key).requires_grad
                 ]
-                for m, (member, _) in enumerate(members)
-                for i in range(member.num_agents)
+                # in the forward pass's order: the costliest first
+                for m, i, _ in tasks
             ]
             joined = join_parts(runner, [[t for *_, t in group] for group in groups])
             for group, stand_ins in zip(groups, joined, strict=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import torch
@@ -567,3 +568,39 @@ def test_a_head_naming_the_body_s_output_as_a_tuple_key_is_chained(monkeypatch):
     }
     for a, b in zip(sequential_out + sequential_grads, outputs + grads, strict=True):
         torch.testing.assert_close(b, a, rtol=0, atol=0)
+
+
+class _SlowPart(_Part):
+    """A part whose forward pass takes ``seconds`` (and records its start)."""
+
+    def __init__(self, weight, seconds: float, starts: list):
+        super().__init__(weight)
+        self.seconds = seconds
+        self.starts = starts
+
+    def forward(self, view):
+        self.starts.append(self)
+        time.sleep(self.seconds)
+        return super().forward(view)
+
+
+def test_the_threads_take_the_parts_that_took_longest_last_time_first(monkeypatch):
+    """Costliest first, by the time each part's task took per row the time
+    before (parameter counts say nothing once parts run on different rows);
+    the first time by parameter count."""
+    torch.manual_seed(0)
+    starts: list = []
+    parts = [
+        _SlowPart(nn.Parameter(torch.randn(3, 2)), seconds, starts)
+        for seconds in (0.0, 0.06, 0.03)
+    ]
+    combined = _combined([*parts])
+    # the tasks one after the other in the order given, to see that order
+    monkeypatch.setattr(PartRunner, "run", lambda self, tasks: [t() for t in tasks])
+    x = torch.randn(4, 3)
+    with concurrent_parts(2):
+        combined._run_parts(_views(x) + _views(x)[:1], TensorDict({"x": x}, [4]))
+        assert starts == parts  # equal parameter counts: the order given
+        starts.clear()
+        combined._run_parts(_views(x) + _views(x)[:1], TensorDict({"x": x}, [4]))
+    assert starts == [parts[1], parts[2], parts[0]]
