@@ -399,13 +399,15 @@ class CombinedTensorDictAgentPart(CombinedAgentPart, TensorDictModuleBase):
 
     def _state(self) -> list[Any]:
         """What decides the parts' outputs besides their inputs: their parameters
-        (whose version counters an optimizer step moves), the training mode and
-        the grad mode. Outputs computed ahead are checked against these too."""
+        (whose version counters an optimizer step moves), the training mode, the
+        grad mode and whether only the counted rows are computed
+        (:func:`counted_rows_only`: outputs computed there hold zeros on the
+        other rows). Outputs computed ahead are checked against these too."""
         parameters = self.__dict__.get("_parameter_list")
         if parameters is None:
             parameters = list(self.parameters())
             self.__dict__["_parameter_list"] = parameters
-        return [*parameters, self.training, torch.is_grad_enabled()]
+        return [*parameters, self.training, torch.is_grad_enabled(), counting_rows()]
 
     def _part_list(self) -> list[Any]:
         return [self.parts[name] for name in self.agent_names]

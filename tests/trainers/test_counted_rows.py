@@ -253,3 +253,29 @@ def test_uses_batch_statistics():
     assert not uses_batch_statistics(net)
     assert uses_batch_statistics(torch.nn.BatchNorm1d(2, track_running_stats=False))
     assert not uses_batch_statistics(torch.nn.Linear(2, 2))
+
+
+def test_outputs_computed_ahead_on_counted_rows_are_not_used_on_every_row(
+    synthetic_scenario,
+):
+    """The critic's pass computes the policy bodies too (paired bodies, on the
+    agent threads) and keeps their outputs for the actor's pass: kept under
+    counted_rows_only, they hold zeros on the rows that do not count, and an
+    actor's pass outside it computes its own."""
+    from nip_core.scenario.concurrency import concurrent_backward, concurrent_parts
+
+    trainer, minibatch = _policy_and_minibatch(synthetic_scenario)
+    trainer.set_agents_mode(True)
+    expected = trainer.policy_operator(minibatch.clone(False))
+    key = (K.AGENTS, K.DECISION_LOGITS)
+    with concurrent_parts(2), concurrent_backward():
+        td = minibatch.clone(False)
+        with counted_rows_only():
+            trainer.value_operator(td)  # runs (and keeps) the policy bodies too
+        got = trainer.policy_operator(td)
+    counted = counted_agents(
+        minibatch.get((K.AGENTS, K.ACTIVE_MASK)),
+        minibatch.get((K.AGENTS, K.DECISION_MASK)),
+    )
+    assert (~counted).any()
+    torch.testing.assert_close(got.get(key), expected.get(key))
