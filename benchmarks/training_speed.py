@@ -30,6 +30,7 @@ Usage::
     python benchmarks/training_speed.py --compile-loss                # run.compile_loss
     python benchmarks/training_speed.py --repeats 3 --baseline-compile-loss true
     python benchmarks/training_speed.py --repeats 3 --baseline-agent-threads 1  # A/B
+    python benchmarks/training_speed.py --repeats 3 --baseline-counted-rows false
     python benchmarks/training_speed.py --repeats 3 --external-baseline 'CMD'  # other
     python benchmarks/training_speed.py --matmul-ceiling     # products timed alone
 
@@ -266,6 +267,8 @@ def run_case(args: argparse.Namespace, protocol: str, setting: str) -> dict[str,
     if args.agent_threads is not None:
         # only given when asked: a baseline revision may predate the setting
         extra["agent_threads"] = args.agent_threads
+    if args.counted_rows is not None:
+        extra["counted_rows"] = args.counted_rows == "true"
     settings = ExperimentSettings(
         **extra,
         device=args.device,
@@ -481,6 +484,9 @@ def _spawn(
     agent_threads = (baseline or {}).get("agent_threads", args.agent_threads)
     if agent_threads is not None:
         command += ["--agent-threads", str(agent_threads)]
+    counted_rows = (baseline or {}).get("counted_rows") or args.counted_rows
+    if counted_rows is not None:
+        command += ["--counted-rows", counted_rows]
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
     if args.profile:
@@ -622,6 +628,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="run.agent_threads (default: the setting's auto)",
     )
+    parser.add_argument(
+        "--counted-rows",
+        choices=["true", "false"],
+        default=None,
+        help="run.counted_rows (default: the setting's default)",
+    )
     parser.add_argument("--workdir", default="/tmp/nip-benchmark")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--profile", action="store_true", help="cProfile listing")
@@ -676,6 +688,14 @@ def main(argv: list[str] | None = None) -> int:
         "today's code with it (compiled against eager in one invocation)",
     )
     parser.add_argument(
+        "--baseline-counted-rows",
+        choices=["true", "false"],
+        default=None,
+        help="the baseline's run.counted_rows; with no --baseline the baseline is "
+        "today's code with it (the update's policy on every row against the "
+        "counted rows, in one invocation)",
+    )
+    parser.add_argument(
         "--external-baseline",
         metavar="COMMAND",
         help="the baseline is this shell command (another library's benchmark): "
@@ -703,7 +723,12 @@ def main(argv: list[str] | None = None) -> int:
         else args.baseline_compile_loss == "true"
     )
     if args.external_baseline:
-        if args.baseline or args.baseline_override or args.baseline_agent_threads:
+        if (
+            args.baseline
+            or args.baseline_override
+            or args.baseline_agent_threads
+            or args.baseline_counted_rows
+        ):
             parser.error("--external-baseline replaces the other --baseline options")
         baseline = {
             "command": args.external_baseline,
@@ -714,10 +739,12 @@ def main(argv: list[str] | None = None) -> int:
         or args.baseline_override
         or args.baseline_agent_threads
         or args.baseline_compile_loss is not None
+        or args.baseline_counted_rows is not None
     ):
         baseline = {
             "agent_threads": args.baseline_agent_threads or args.agent_threads,
             "compile_loss": baseline_compile,
+            "counted_rows": args.baseline_counted_rows,
             "pythonpath": (
                 _baseline_checkout(args.baseline, args.workdir) if args.baseline else []
             ),
@@ -733,6 +760,8 @@ def main(argv: list[str] | None = None) -> int:
                         and f"run.agent_threads={args.baseline_agent_threads}",
                         args.baseline_compile_loss is not None
                         and f"run.compile_loss={args.baseline_compile_loss}",
+                        args.baseline_counted_rows is not None
+                        and f"run.counted_rows={args.baseline_counted_rows}",
                     ],
                 )
             ),

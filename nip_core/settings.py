@@ -290,6 +290,14 @@ class ExperimentSettings(BaseHyperParameters):
         Bodies that draw random numbers while training (dropout, noise) run one
         after the other whatever this says. The result is the same as with one
         intra-op thread and no agent threads, bit for bit.
+    counted_rows : bool
+        In the tensor-world RL trainers' update, run each agent's policy body and
+        head only on the minibatch rows where that agent's choices count (it
+        speaks, or its decision counts), for losses that read the policy only
+        through its action distribution
+        (:func:`~nip_core.scenario.combined.counted_rows_only`). The same training
+        to float rounding, not bit for bit; ``false`` computes every row, as
+        runs before it did (at ``ppo_gi`` it halves the policy bodies' work).
     """
 
     device: str = attrs.field(
@@ -320,6 +328,7 @@ class ExperimentSettings(BaseHyperParameters):
     enable_efficient_attention: bool = False
     compile_loss: bool = False
     agent_threads: int | None = attrs.field(default=None, validator=v.optional(v.ge(1)))
+    counted_rows: bool = True
 
     # ------------------------------------------------------------------------------
     # W&B

@@ -114,3 +114,56 @@ def test_external_baseline_command_is_filled_in_and_read(training_speed, tmp_pat
     result = training_speed._spawn_external(args, "nip", "ppo_gi", failing)
     assert "error" in result
     assert training_speed._row(result).endswith("FAILED: 1")
+
+
+@pytest.mark.parametrize(
+    ("main", "baseline", "expected_main", "expected_baseline"),
+    [
+        (None, "false", None, "false"),  # today's default against every row
+        ("false", None, "false", "false"),  # both as asked
+        ("true", "false", "true", "false"),
+    ],
+)
+def test_counted_rows_switch_reaches_each_process(
+    training_speed, monkeypatch, main, baseline, expected_main, expected_baseline
+):
+    """``--counted-rows`` and ``--baseline-counted-rows`` (run.counted_rows) are
+    passed to the processes they are meant for, and to no other."""
+    import json
+    import subprocess
+    from types import SimpleNamespace
+
+    commands: list[list[str]] = []
+
+    def run(command, **kwargs):
+        commands.append(command)
+        return SimpleNamespace(returncode=0, stdout=json.dumps({"fps": 1.0}))
+
+    monkeypatch.setattr(subprocess, "run", run)
+    args = training_speed.main.__globals__["argparse"].Namespace(
+        scenario="synthetic",
+        iterations=1,
+        warmup=0,
+        threads=1,
+        workdir="/tmp/x",
+        device="cpu",
+        compile_loss=False,
+        agent_threads=None,
+        counted_rows=main,
+        data_dir=None,
+        profile=False,
+        torch_profile=False,
+        matmul_ceiling=False,
+        override=[],
+    )
+
+    def passed(command):
+        if "--counted-rows" not in command:
+            return None
+        return command[command.index("--counted-rows") + 1]
+
+    training_speed._spawn(args, "nip", "default")
+    training_speed._spawn(
+        args, "nip", "default", {"counted_rows": baseline, "overrides": []}
+    )
+    assert [passed(c) for c in commands] == [expected_main, expected_baseline]

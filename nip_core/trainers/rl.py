@@ -731,14 +731,17 @@ class TensorDictRlTrainer(TensorDictTrainer):
     def _counted_rows_context(self) -> Any:
         """Around the loss's forward pass: when the loss reads the policy only
         through its action distribution (its ``reads_counted_choices_only`` is
-        true), the policy's parts compute only the rows where each agent's
-        choices count (:func:`~nip_core.scenario.combined.counted_rows_only`).
+        true) and ``run.counted_rows`` is on, the policy's parts compute only the
+        rows where each agent's choices count
+        (:func:`~nip_core.scenario.combined.counted_rows_only`).
         The eager loss only (:meth:`_loss`): under ``run.compile_loss`` the
         number of rows would change from minibatch to minibatch, and each would
         compile anew."""
         from nip_core.scenario.combined import counted_rows_only
 
-        if not getattr(self.loss_module, "reads_counted_choices_only", False):
+        if not self.settings.counted_rows or not getattr(
+            self.loss_module, "reads_counted_choices_only", False
+        ):
             return contextlib.nullcontext()
         return counted_rows_only()
 

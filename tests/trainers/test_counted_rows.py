@@ -279,3 +279,14 @@ def test_outputs_computed_ahead_on_counted_rows_are_not_used_on_every_row(
     )
     assert (~counted).any()
     torch.testing.assert_close(got.get(key), expected.get(key))
+
+
+def test_run_counted_rows_false_computes_every_row(synthetic_scenario, padded_rows):
+    hp = _hyper_params(synthetic_scenario)
+    off = synthetic_scenario.settings(counted_rows=False)
+    trainer = prepare_experiment(hp, off).trainer
+    trainer.loss_module = ReinforceLoss(None)
+    with trainer._counted_rows_context():
+        assert not counting_rows()
+    run_experiment(hp, off, run_id="every-row")
+    assert padded_rows == []
