@@ -13,6 +13,7 @@ from nip_core.scenario import combined
 from nip_core.scenario import keys as K
 from nip_core.scenario.combined import counted_rows_only, counting_rows
 from nip_core.scenario.distributions import counted_agents
+from nip_core.testing.contracts.trainer import assert_close_agents
 from nip_core.trainers.reinforce import ReinforceLoss
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -48,25 +49,6 @@ def padded_rows(monkeypatch):
     return calls
 
 
-def _assert_close_agents(left, right) -> None:
-    expected = left.trainer.agents_state_dict()
-    actual = right.trainer.agents_state_dict()
-    compared = 0
-    for agent, parts in expected.items():
-        for part, state in parts.items():
-            for key, value in state.items():
-                if isinstance(value, torch.Tensor) and value.is_floating_point():
-                    torch.testing.assert_close(
-                        actual[agent][part][key],
-                        value,
-                        rtol=1e-5,
-                        atol=1e-6,
-                        msg=lambda m, a=agent, p=part, k=key: f"{a}.{p}.{k}: {m}",
-                    )
-                    compared += 1
-    assert compared
-
-
 @pytest.mark.parametrize(
     ("protocol", "agent_threads", "shared_body"),
     [
@@ -90,7 +72,7 @@ def test_the_update_trains_the_same_agents_computing_fewer_rows(
     padded_rows.clear()
     every_row = run_experiment(hp, settings, run_id="every-row")
     assert padded_rows == []
-    _assert_close_agents(every_row, counted)
+    assert_close_agents(every_row, counted)
     for left, right in zip(every_row.metrics, counted.metrics, strict=True):
         for key, value in left.items():
             if "loss" in key and "timing" not in key:

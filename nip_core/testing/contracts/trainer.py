@@ -145,6 +145,36 @@ def assert_same_agents(left: Any, right: Any) -> None:
     assert_same_weights(expected, right.trainer.agents_state_dict())
 
 
+def assert_close_agents(
+    left: Any, right: Any, *, rtol: float = 1e-5, atol: float = 1e-6
+) -> None:
+    """Assert two finished experiments trained their agents to the same weights
+    to float tolerance (floating-point tensors compared with ``rtol`` and
+    ``atol``, every other entry exactly), and that there are weights to
+    compare."""
+    import torch
+
+    def compare(a: Any, b: Any, where: str) -> int:
+        if isinstance(a, Mapping):
+            assert a.keys() == b.keys(), where
+            return sum(compare(a[k], b[k], f"{where}.{k}") for k in a)
+        if isinstance(a, torch.Tensor) and a.is_floating_point():
+            torch.testing.assert_close(
+                b, a, rtol=rtol, atol=atol, msg=lambda m: f"{where}: {m}"
+            )
+            return 1
+        if isinstance(a, torch.Tensor):
+            assert torch.equal(a, b), where
+        else:
+            assert a == b, where
+        return 0
+
+    compared = compare(
+        left.trainer.agents_state_dict(), right.trainer.agents_state_dict(), "agents"
+    )
+    assert compared, "the agents have no floating-point weights to compare"
+
+
 class TrainerContract:
     """Checks a trainer must pass (see the module docstring)."""
 

@@ -5,10 +5,10 @@ tolerance."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from nip_core.experiment import run_experiment
 from nip_core.scenario import combined
+from nip_core.testing.contracts.trainer import assert_close_agents
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -54,18 +54,7 @@ def test_counted_rows_train_the_same_agents(
     calls.clear()
     every_row = run_experiment(hp, settings, run_id="every-row")
     assert calls == []
-    expected = every_row.trainer.agents_state_dict()
-    actual = counted.trainer.agents_state_dict()
-    compared = 0
-    for agent, parts in expected.items():
-        for part, state in parts.items():
-            for key, value in state.items():
-                if isinstance(value, torch.Tensor) and value.is_floating_point():
-                    torch.testing.assert_close(
-                        actual[agent][part][key], value, rtol=1e-5, atol=1e-6
-                    )
-                    compared += 1
-    assert compared
+    assert_close_agents(every_row, counted)
 
 
 class _never:
