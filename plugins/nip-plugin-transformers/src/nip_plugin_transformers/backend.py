@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -463,7 +464,15 @@ class TransformersBackend(TextBackend):
                         self.jobs.cancel(record.id)
                     except Exception:  # noqa: BLE001 - removed regardless
                         pass
+            # A worker whose job just finished may still write its last files
+            # (its log, its exit status) while the tree is removed, and a
+            # directory that gained a file is left behind: remove again until
+            # nothing is left, for a few seconds at most.
+            deadline = time.monotonic() + 10.0
             shutil.rmtree(scratch, ignore_errors=True)
+            while scratch.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+                shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _progress_by_request(
