@@ -9,11 +9,13 @@ import torch
 from tensordict import TensorDict
 
 from nip_core.experiment import prepare_experiment, run_experiment
-from nip_core.scenario import combined
 from nip_core.scenario import keys as K
 from nip_core.scenario.combined import counted_rows_only, counting_rows
 from nip_core.scenario.distributions import counted_agents
-from nip_core.testing.contracts.trainer import assert_close_agents
+from nip_core.testing.contracts.trainer import (
+    assert_close_agents,
+    record_counted_rows,
+)
 from nip_core.trainers.reinforce import ReinforceLoss
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -38,15 +40,7 @@ def _hyper_params(scenario, protocol: str = "nip", **rl):
 @pytest.fixture
 def padded_rows(monkeypatch):
     """Every (computed rows, batch size) the policy's parts padded to."""
-    calls: list[tuple[int, int]] = []
-    pad = combined._pad_rows
-
-    def counting(out, rows, size):
-        calls.append((rows.numel(), size))
-        return pad(out, rows, size)
-
-    monkeypatch.setattr(combined, "_pad_rows", counting)
-    return calls
+    return record_counted_rows(monkeypatch)
 
 
 @pytest.mark.parametrize(

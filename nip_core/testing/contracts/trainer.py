@@ -145,6 +145,23 @@ def assert_same_agents(left: Any, right: Any) -> None:
     assert_same_weights(expected, right.trainer.agents_state_dict())
 
 
+def record_counted_rows(monkeypatch: Any) -> list[tuple[int, int]]:
+    """Record, for the rest of the test, every ``(rows computed, batch size)`` a
+    policy part ran on under :func:`~nip_core.scenario.combined.counted_rows_only`
+    (the list it returns fills as they run)."""
+    from nip_core.scenario import combined
+
+    calls: list[tuple[int, int]] = []
+    pad = combined._pad_rows
+
+    def counting(out: Any, rows: Any, size: int) -> Any:
+        calls.append((rows.numel(), size))
+        return pad(out, rows, size)
+
+    monkeypatch.setattr(combined, "_pad_rows", counting)
+    return calls
+
+
 def assert_close_agents(
     left: Any, right: Any, *, rtol: float = 1e-5, atol: float = 1e-6
 ) -> None:

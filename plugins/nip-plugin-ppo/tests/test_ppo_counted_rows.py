@@ -8,7 +8,10 @@ import pytest
 
 from nip_core.experiment import run_experiment
 from nip_core.scenario import combined
-from nip_core.testing.contracts.trainer import assert_close_agents
+from nip_core.testing.contracts.trainer import (
+    assert_close_agents,
+    record_counted_rows,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -37,14 +40,7 @@ def _hyper_params(scenario, trainer, **section):
 def test_counted_rows_train_the_same_agents(
     ppo_scenario, monkeypatch, trainer, section
 ):
-    calls: list[tuple[int, int]] = []
-    pad = combined._pad_rows
-
-    def counting(out, rows, size):
-        calls.append((rows.numel(), size))
-        return pad(out, rows, size)
-
-    monkeypatch.setattr(combined, "_pad_rows", counting)
+    calls = record_counted_rows(monkeypatch)
     hp = _hyper_params(ppo_scenario, trainer, **section)
     settings = ppo_scenario.settings(agent_threads=2)
     counted = run_experiment(hp, settings, run_id="counted")
