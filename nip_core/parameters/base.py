@@ -49,7 +49,7 @@ from __future__ import annotations
 import collections.abc
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import attrs
 
@@ -322,4 +322,18 @@ class BaseHyperParameters:
 
 @parameters_class
 class SubParameters(BaseHyperParameters):
-    """Base of every section of the hyper-parameter tree (``rl``, ``ppo``, ...)."""
+    """Base of every section of the hyper-parameter tree (``rl``, ``ppo``, ...).
+
+    Attributes
+    ----------
+    moved_keys : Mapping[str, str]
+        Keys the section held in an earlier version, each to a note saying where
+        it went (``"nip-core 0.1.1 moved it into the scenario's own section"``).
+        Given such a key, validation says so, and names every installed section
+        with a field of that name, instead of reporting a plain unknown key.
+        Saved parameters are converted by migrations
+        (:mod:`nip_core.parameters.migrations`); this is for configs written by
+        hand.
+    """
+
+    moved_keys: ClassVar[collections.abc.Mapping[str, str]] = {}

@@ -14,6 +14,9 @@ This module imports without torch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 from attrs import field
 from attrs import validators as v
 
@@ -46,6 +49,11 @@ class DatasetParameters(SubParameters):
         Keep at most this many test datapoints. ``None`` keeps them all. Kept when
         re-running the tests of a base run.
     """
+
+    moved_keys: ClassVar[Mapping[str, str]] = {
+        key: "nip-core 0.1.1 moved it into the scenario's own section"
+        for key in MOVED_TO_SCENARIOS
+    }
 
     max_train_size: int | None = field(default=None, validator=v.optional(v.ge(1)))
     max_test_size: int | None = field(

@@ -267,7 +267,8 @@ class HyperParameters(BaseHyperParameters):
             try:
                 built[name] = _build_section(spec.parameters_class, given.get(name))
             except NipConfigError as exc:
-                problems.extend(prefixed(exc.problems, name))
+                section_problems = _explain_moved_keys(exc.problems, name, specs)
+                problems.extend(prefixed(section_problems, name))
 
         with collecting() as field_problems:
             self.__attrs_init__(**core, agents=AgentsParameters(), _sections=built)
@@ -901,6 +902,34 @@ def _broken_plugins_note(pm: Any) -> str:
     if not broken:
         return ""
     return f" (plugins that failed to load: {', '.join(broken)}; see `nip plugins`)"
+
+
+def _explain_moved_keys(
+    problems: list[ConfigProblem], section: str, specs: Mapping[str, Any]
+) -> list[ConfigProblem]:
+    """A section's unknown-key problems for keys it declares moved
+    (``SubParameters.moved_keys``) say where the key went: the note, and every
+    installed section with a field of that name."""
+    moved = getattr(specs[section].parameters_class, "moved_keys", {})
+    explained = []
+    for problem in problems:
+        key = problem.path
+        if key in moved and problem.message.startswith("unknown key"):
+            message = f"no longer a key of {section}: {moved[key]}"
+            homes = [
+                f"{other}.{key}"
+                for other, spec in specs.items()
+                if other != section
+                and attrs.has(spec.parameters_class)
+                and key in attrs.fields_dict(spec.parameters_class)
+            ]
+            if homes:
+                message += f"; set {' or '.join(homes)} instead"
+            else:
+                message += "; no installed plugin's section has it (see `nip plugins`)"
+            problem = attrs.evolve(problem, message=message, choices=())
+        explained.append(problem)
+    return explained
 
 
 def _unknown_section_problem(

@@ -347,3 +347,45 @@ def test_a_field_the_scenario_does_not_read_set_away_from_its_default_warns(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         synthetic_scenario.hyper_params(test_size=0.2)
+
+
+def test_a_key_a_section_declares_moved_says_where_it_went(toy, register_plugin):
+    from nip_core import hookimpl
+    from nip_core.parameters import SubParameters, parameters_class
+    from nip_core.records import ParameterSectionSpec
+
+    with pytest.raises(NipConfigError) as info:
+        make(dataset_options={"binarification_method": "merge", "max_train_siz": 3})
+    moved, misspelt = info.value.problems
+    assert moved.path == "dataset_options.binarification_method"
+    assert moved.message == (
+        "no longer a key of dataset_options: nip-core 0.1.1 moved it into the "
+        "scenario's own section; no installed plugin's section has it (see "
+        "`nip plugins`)"
+    )
+    assert moved.choices == ()
+    # keys not declared moved keep the plain unknown-key problem
+    assert misspelt.message == "unknown key; did you mean 'max_train_size'?"
+
+    @parameters_class
+    class TakerParameters(SubParameters):
+        binarification_method: str = "merge"
+
+    class Taker:
+        @hookimpl
+        def register_parameter_sections(self):
+            return [
+                ParameterSectionSpec(name="taker", parameters_class=TakerParameters)
+            ]
+
+    register_plugin(Taker(), name="taker")
+    with pytest.raises(NipConfigError) as info:
+        make(dataset_options={"binarification_method": "merge"})
+    (moved,) = info.value.problems
+    assert moved.message.endswith("; set taker.binarification_method instead")
+    assert (
+        make(taker={"binarification_method": "select_two"}).get(
+            "taker.binarification_method"
+        )
+        == "select_two"
+    )

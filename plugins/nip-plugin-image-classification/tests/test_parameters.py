@@ -67,3 +67,20 @@ def test_round_trip_through_a_dict():
         binarification_method="select_two", selected_classes=(3, 5)
     )
     assert ImageClassificationParameters.from_dict(options.to_dict()) == options
+
+
+def test_the_cores_old_binarification_keys_point_to_this_section():
+    from nip_core.parameters import HyperParameters
+
+    with pytest.raises(NipConfigError) as info:
+        HyperParameters(
+            "image_classification",
+            "vanilla_ppo",
+            "digits",
+            dataset_options={"selected_classes": [3, 5]},
+        )
+    (problem,) = info.value.problems
+    assert problem.path == "dataset_options.selected_classes"
+    assert problem.message.endswith(
+        "; set image_classification.selected_classes instead"
+    )
