@@ -122,6 +122,12 @@ class ScenarioSpec(Contribution):
     datasets : tuple[str, ...]
         Named datasets the scenario can always resolve (shipped, generated on first
         use, or downloaded). Other names are looked up on disk by the dataset class.
+    own_datasets : bool
+        Whether the scenario reads data besides its named ``datasets``: a path to
+        the user's own data, or a set by another name under the data directory (one
+        made with ``nip datasets generate``). ``False``: only the named datasets;
+        validation refuses anything else, and hints at neither a path nor the sets
+        on disk.
     supported_protocols : tuple[str, ...] | None
         Protocols the scenario supports; ``None`` means every protocol of its data
         world.
@@ -151,6 +157,7 @@ class ScenarioSpec(Contribution):
     environment_class: Ref | None = None
     default_dataset: str | None = None
     datasets: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    own_datasets: bool = True
     supported_protocols: tuple[str, ...] | None = None
     protocol_handlers: Mapping[str, Ref] = attrs.field(factory=dict)
     unread_parameters: tuple[str, ...] = attrs.field(default=(), converter=_tuple)

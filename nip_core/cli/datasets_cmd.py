@@ -165,6 +165,7 @@ def _replacing(target: Path) -> Iterator[None]:
 
 def list_datasets(*, data_dir: str | None = None, stream: TextIO | None = None) -> int:
     """List every scenario's named datasets, builders and datasets on disk."""
+    from nip_core.parameters.hyper_parameters import datasets_on_disk
     from nip_core.plugins import get_plugin_manager
 
     stream = stream if stream is not None else sys.stdout
@@ -183,18 +184,14 @@ def list_datasets(*, data_dir: str | None = None, stream: TextIO | None = None) 
             stream.write(f"  default dataset: {scenario.default_dataset}\n")
         if scenario.datasets:
             stream.write(f"  named datasets:  {', '.join(scenario.datasets)}\n")
-        # generated datasets are on disk, and used by name like the named ones
-        on_disk_dir = root / scenario.name
-        on_disk = (
-            sorted(
-                p.name
-                for p in on_disk_dir.iterdir()
-                if p.is_dir() and not p.name.startswith(".")
-            )
-            if on_disk_dir.is_dir()
-            else []
-        )
+        # generated datasets are on disk, and used by name like the named ones;
+        # a scenario that reads only its named sets reads no other folder there
+        on_disk = datasets_on_disk(scenario.name, root)
+        if not scenario.own_datasets:
+            on_disk = [name for name in on_disk if name in scenario.datasets]
         stream.write(f"  on disk:         {', '.join(on_disk) or '-'}\n")
+        if not scenario.own_datasets:
+            stream.write("  own data:        - (only the named datasets)\n")
         builder = pm.dataset_builders.get(scenario.name, None)
         if builder is None:
             stream.write("  builder:         -\n")

@@ -389,7 +389,22 @@ class HyperParameters(BaseHyperParameters):
             return
         if not isinstance(self.dataset, str) or not scenario.datasets:
             return
-        if self.dataset in scenario.datasets or is_path_like_dataset(self.dataset):
+        if self.dataset in scenario.datasets:
+            return
+        if not getattr(scenario, "own_datasets", True):
+            message = f"unknown dataset of scenario {scenario.name!r}"
+            suggestion = closest(self.dataset, scenario.datasets)
+            if suggestion and not is_path_like_dataset(self.dataset):
+                message += f"; did you mean {suggestion!r}?"
+            message += (
+                " (it reads only its named datasets, not a path or another folder "
+                "of the data directory)"
+            )
+            problems.append(
+                ConfigProblem("dataset", message, self.dataset, scenario.datasets)
+            )
+            return
+        if is_path_like_dataset(self.dataset):
             return
         data_dir = _DATA_DIR.get()
         on_disk = datasets_on_disk(scenario.name, data_dir)

@@ -64,8 +64,9 @@ CASES = {
     ),
     "dataset_path": (
         ["dataset=./data/my_set"],
-        "dataset: image classification reads only its named datasets, not a path or "
-        "another folder of the data directory (got './data/my_set'); valid choices: "
+        "dataset: unknown dataset of scenario 'image_classification' (it reads only "
+        "its named datasets, not a path or another folder of the data directory) "
+        "(got './data/my_set'); valid choices: "
         "digits, mnist, fashion_mnist, kmnist, cifar10, cifar100, svhn",
     ),
 }
@@ -212,8 +213,9 @@ def test_a_folder_in_the_data_directory_is_not_a_dataset(tmp_path, capsys):
     assert status == 2, err
     assert err == (
         "nip: error: invalid configuration: 1 problem\n"
-        "  - dataset: image classification reads only its named datasets, not a path "
-        "or another folder of the data directory (got 'foo'); valid choices: digits, "
+        "  - dataset: unknown dataset of scenario 'image_classification' (it reads "
+        "only its named datasets, not a path or another folder of the data "
+        "directory) (got 'foo'); valid choices: digits, "
         "mnist, fashion_mnist, kmnist, cifar10, cifar100, svhn\n"
     )
     assert not (tmp_path / "runs").exists()

@@ -6,9 +6,11 @@ import warnings
 
 import attrs
 import pytest
+from nip_core.cli.main import main
 from nip_core.testing.configs import compose_experiments, config_names
 
 import nip_plugin_image_classification.plugin as ic_plugin
+from nip_plugin_image_classification.datasets import DATASET_NAMES
 
 EXPERIMENTS = config_names(ic_plugin.CONFIG_DIR, "image_classification")
 PROTOCOLS = ("nip", "adp", "debate", "merlin_arthur", "mnip")
@@ -131,18 +133,30 @@ def test_digits_nip_ppo_config_runs_end_to_end(tmp_path):
     assert "verifier.test_mean_episode_reward" in final
 
 
-def test_an_unknown_dataset_is_not_sent_to_a_builder_the_scenario_lacks():
-    # image classification has no `nip datasets generate` builder: the hint must
-    # not suggest one
+@pytest.mark.parametrize("name", ["mydigits", "./data/mine", "stray"])
+def test_only_the_named_datasets_are_accepted(name, tmp_path, monkeypatch, capsys):
+    # image classification reads only its named sets: no builder, no path to the
+    # user's own images, no other folder in the data directory; the hint must
+    # suggest none of them, and the problem comes at validation, before a run
+    # directory exists
     from nip_core.errors import NipConfigError
     from nip_core.parameters import HyperParameters
 
+    monkeypatch.setenv("NIP_DATA_DIR", str(tmp_path))
+    (tmp_path / "image_classification" / "stray").mkdir(parents=True)
+    (tmp_path / "image_classification" / "digits").mkdir()
     with pytest.raises(NipConfigError) as info:
-        HyperParameters(
-            "image_classification", "solo_agent", dataset="mydigits"
-        ).validate()
+        HyperParameters("image_classification", "solo_agent", dataset=name).validate()
     (problem,) = info.value.problems
     assert problem.path == "dataset"
-    assert "did you mean 'digits'?" in problem.message
-    assert "give a path to your own data" in problem.message
+    assert problem.value == name
+    assert problem.choices == DATASET_NAMES
+    assert ("did you mean 'digits'?" in problem.message) == (name == "mydigits")
+    assert "reads only its named datasets, not a path" in problem.message
+    assert "give a path" not in problem.message
     assert "nip datasets generate" not in problem.message
+    # and `nip datasets list` shows only the named sets on disk
+    assert main(["datasets", "list"]) == 0
+    listed = capsys.readouterr().out.split("image_classification (")[1]
+    assert "on disk:         digits\n" in listed
+    assert "stray" not in listed

@@ -21,7 +21,6 @@ from typing import Any
 from nip_core.errors import ConfigProblem
 
 from nip_plugin_image_classification.datasets import (
-    DATASET_NAMES,
     IMAGE_DATASETS,
     ImageDatasetInfo,
 )
@@ -53,23 +52,13 @@ def config_problems(hyper_params: Any) -> list[ConfigProblem]:
     """What stops an image classification run with ``hyper_params`` that only the
     dataset tells: ``num_block_groups`` pooling its images to nothing,
     ``selected_classes`` outside its classes, a ``test_dataset_split`` it does not
-    have, a dataset name that is not one of the scenario's, an unknown
-    ``pretrained_embeddings_model``. Paths are dotted from the root."""
+    have, an unknown ``pretrained_embeddings_model``. Paths are dotted from the root."""
     problems: list[ConfigProblem] = []
     problems.extend(_pretrained_model_problems(hyper_params))
     name = getattr(hyper_params, "dataset", None)
     info = IMAGE_DATASETS.get(name) if isinstance(name, str) else None
     if info is None:
-        if isinstance(name, str):
-            problems.append(
-                ConfigProblem(
-                    "dataset",
-                    "image classification reads only its named datasets, not a "
-                    "path or another folder of the data directory",
-                    name,
-                    DATASET_NAMES,
-                )
-            )
+        # validation refused every other name already (own_datasets=False)
         return problems
     section = _section(hyper_params)
 

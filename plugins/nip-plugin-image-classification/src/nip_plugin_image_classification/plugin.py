@@ -70,6 +70,8 @@ def register_scenarios() -> list[ScenarioSpec]:
             environment_class=f"{PACKAGE}.environment:ImageClassificationEnvironment",
             default_dataset="digits",
             datasets=DATASETS,
+            # the named sets only: no path to the user's own images
+            own_datasets=False,
             config_problems=f"{PACKAGE}.checks:config_problems",
             description=(
                 "Two-class image classification; messages are latent pixels of a CNN."
