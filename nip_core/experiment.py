@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,13 @@ from typing import Any
 import attrs
 
 from nip_core import distributed
-from nip_core.errors import CheckpointError, RunInterrupted
+from nip_core.errors import (
+    CheckpointError,
+    DatasetNotFoundError,
+    MissingPluginError,
+    NipConfigError,
+    RunInterrupted,
+)
 from nip_core.parameters.hyper_parameters import datasets_in
 from nip_core.runs.context import IterationCallback, RunContext, StageCallback
 from nip_core.runs.interrupts import interrupts_shielded
@@ -592,6 +599,8 @@ def run_experiment(
             interrupted = isinstance(error, KeyboardInterrupt)
             with interrupts_shielded() if interrupted else contextlib.nullcontext():
                 _mark_stopped(run_dir, "killed" if interrupted else "failed", error)
+                if resume is None:
+                    _remove_if_never_started(run_dir, error)
             if interrupted:
                 raise RunInterrupted(
                     settings.run_id, settings.runs_dir, resumed_from
@@ -636,6 +645,8 @@ def run_experiment(
                 status = "killed" if interrupted else "failed"
                 _mark_stopped(run_dir, status, error)
             run.finish()
+            if run_dir is not None and resume is None:
+                _remove_if_never_started(run_dir, error)
         if interrupted and run_dir is not None:
             raise RunInterrupted(
                 settings.run_id,
@@ -679,6 +690,28 @@ def _no_such_run_message(run_id: str, runs_dir: Path) -> str:
         message + ("" if message.endswith("?") else ".") + " A run started with "
         f"run.runs_dir=DIR is resumed with `nip resume {run_id} --runs-dir DIR`"
     )
+
+
+_NOT_BUILDABLE_HERE = (NipConfigError, DatasetNotFoundError, MissingPluginError)
+"""Errors that say the experiment cannot be built as configured on this machine (a
+setting only the built experiment refuses, data not there, a package missing):
+fixed by changing the config or the machine, not by resuming."""
+
+
+def _remove_if_never_started(run_dir: RunDirectory, error: BaseException) -> None:
+    """Remove the directory of a new run that could not be built (one of
+    :data:`_NOT_BUILDABLE_HERE`) and saved nothing: it would only be a failed run
+    among the user's runs. Other failures keep theirs, to be resumed or read."""
+    if not isinstance(error, _NOT_BUILDABLE_HERE) or not _failed_with_nothing_to_keep(
+        run_dir
+    ):
+        return
+    try:
+        shutil.rmtree(run_dir.path)
+    except OSError as remove_error:
+        logger.warning("could not remove run %s: %s", run_dir.path, remove_error)
+    else:
+        logger.info("run %s removed: it failed before it started", run_dir.path)
 
 
 def _mark_stopped(run_dir: RunDirectory, status: str, error: BaseException) -> None:

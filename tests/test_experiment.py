@@ -125,9 +125,14 @@ def test_same_run_id_with_other_parameters_is_refused(scenario):
         run_experiment(_solo(scenario, 3), settings, run_id="taken")
 
 
-def test_a_run_that_failed_while_being_built_gives_its_run_id_back(scenario):
+def test_a_run_that_failed_while_being_built_gives_its_run_id_back(
+    scenario, monkeypatch
+):
     """A config problem only the built experiment shows fails the run after its
-    directory exists; the corrected config may take the same run id."""
+    directory exists: the directory goes (nothing was saved), and the corrected
+    config may take the same run id."""
+    import nip_core.experiment
+
     settings = scenario.settings()
     with pytest.raises(NipConfigError, match="rl.frames_per_batch"):
         # frames per batch not a multiple of the environments' steps
@@ -138,6 +143,21 @@ def test_a_run_that_failed_while_being_built_gives_its_run_id_back(scenario):
             settings,
             run_id="fixed",
         )
+    assert not (scenario.root / "runs" / "fixed").exists()
+    # Any other failure while building keeps its directory, marked failed, and
+    # a run of another experiment may still take its place
+    with monkeypatch.context() as patch:
+
+        def broken(*args):
+            raise RuntimeError("a bug in the scenario")
+
+        patch.setattr(nip_core.experiment, "_record_or_check_datasets", broken)
+        with pytest.raises(RuntimeError, match="a bug in the scenario"):
+            run_experiment(
+                scenario.hyper_params("nip", rl=_rl(num_iterations=3)),
+                settings,
+                run_id="fixed",
+            )
     run_dir = RunDirectory(f"{settings.runs_dir}/fixed")
     assert run_dir.read_run_info()["status"] == "failed"
     result = run_experiment(
@@ -164,6 +184,32 @@ def test_a_run_that_failed_while_being_built_gives_its_run_id_back(scenario):
             settings,
             run_id="kept",
         )
+
+
+@pytest.mark.parametrize("missing", ["dataset", "package"])
+def test_a_new_run_that_cannot_be_built_here_leaves_no_run_directory(
+    scenario, monkeypatch, missing
+):
+    # data not there, or a package a part needs: fixed on the machine, not by
+    # resuming, so the run directory would only be a failed run among the user's
+    from nip_core.errors import DatasetNotFoundError, MissingPluginError
+    from nip_core.testing.synthetic.data import SyntheticDataset
+
+    error = (
+        DatasetNotFoundError("dataset 'tiny' is not there")
+        if missing == "dataset"
+        else MissingPluginError("the part needs the package xyz")
+    )
+
+    def unavailable(self):
+        raise error
+
+    monkeypatch.setattr(SyntheticDataset, "build_tensor_dict", unavailable)
+    settings = scenario.settings()
+    with pytest.raises(type(error), match=str(error)):
+        run_experiment(_solo(scenario), settings, run_id="never")
+    assert not (scenario.root / "runs" / "never").exists()
+    assert list((scenario.root / "runs").iterdir()) == []
 
 
 def test_failed_run_is_marked_and_resume_needs_a_run(scenario):
