@@ -83,6 +83,20 @@ CORE_REPORT_PANELS: tuple[ReportPanelSpec, ...] = (
         description="staged text trainers: fine_tune.{group}.num_examples",
     ),
     ReportPanelSpec(
+        name="fine_tune_left_out",
+        title="Fine-tune examples the backend left out for length",
+        ylabel="examples",
+        metrics=(
+            ReportMetric(
+                pattern=r"fine_tune\." + _AGENT + r"\.num_examples_left_out",
+                display="{agent} left out for length",
+            ),
+        ),
+        order=31,
+        description="staged text trainers, backends that report it (transformers): "
+        "fine_tune.{group}.num_examples_left_out",
+    ),
+    ReportPanelSpec(
         name="message_regression",
         title="Label predicted from each agent's messages (held-out accuracy)",
         ylabel="accuracy",

@@ -247,6 +247,12 @@ class FineTuneJob:
         The new model's id, once it succeeded.
     error : str | None
         Why it failed.
+    metrics : Mapping[str, float]
+        Figures the backend reports of a job that succeeded (the transformers
+        backend: ``num_examples_cut``, ``num_examples_left_out`` for length,
+        ``steps``). Report only figures that are the same whether or not the job
+        was interrupted and resumed. Text trainers log each as
+        ``fine_tune.<group>.<name>``. Empty when the backend reports none.
     """
 
     id: str
@@ -254,6 +260,7 @@ class FineTuneJob:
     status: str
     fine_tuned_model: str | None = None
     error: str | None = None
+    metrics: Mapping[str, float] = attrs.field(factory=dict)
 
     @property
     def finished(self) -> bool:

@@ -325,12 +325,18 @@ class OpenAiBackend(TextBackend):
         metadata = getattr(job, "metadata", None) or {}
         error = getattr(job, "error", None)
         message = getattr(error, "message", None) if error is not None else None
+        trained_tokens = getattr(job, "trained_tokens", None)
         return FineTuneJob(
             id=job.id,
             name=str(metadata.get(JOB_METADATA_KEY, "")),
             status=_STATUS.get(job.status, job.status),
             fine_tuned_model=getattr(job, "fine_tuned_model", None),
             error=message,
+            # billable tokens the endpoint trained on, once the job succeeded
+            metrics={"trained_tokens": float(trained_tokens)}
+            if isinstance(trained_tokens, int | float)
+            and not isinstance(trained_tokens, bool)
+            else {},
         )
 
     def _training_lines(self, request: FineTuneRequest) -> bytes:

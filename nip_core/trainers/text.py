@@ -667,6 +667,10 @@ class PureTextRlTrainer(Trainer):
                 if not job.finished:
                     continue
                 if job.status == "succeeded":
+                    # what the backend reports of the job (examples it left out
+                    # for length, steps, loss) is logged with the group's count
+                    for key, value in job.metrics.items():
+                        self.state.fine_tune_summary[f"{name}.{key}"] = value
                     group.switch_to_next_model(job)
                     group.state.fine_tuned_iteration = self.state.iteration
                     del waiting[name]

@@ -490,3 +490,22 @@ def test_iteration_axes_have_whole_ticks(tmp_path, monkeypatch):
     path = write_run(tmp_path, "r0", training_records([0.5, 0.6]))
     build_report([path], out_dir=tmp_path / "out", num_episodes=0)
     assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_fine_tune_examples_show_those_the_backend_left_out(tmp_path, drawn):
+    records = [
+        {"step": 0, "fine_tune.verifier.num_examples": 8},
+        {"step": 1, "fine_tune.verifier.num_examples": 10},
+        {
+            "step": 1,
+            "fine_tune.verifier.num_examples_left_out": 3,
+            "fine_tune.verifier.train_loss": 0.5,
+        },
+    ]
+    path = write_run(tmp_path, "text", records)
+    write_run_plots(path, tmp_path / "out")
+    given = drawn["fine_tune_examples.png"].axes[0]
+    left_out = drawn["fine_tune_left_out.png"].axes[0]
+    assert [list(line.get_ydata()) for line in given.get_lines()] == [[8, 10]]
+    assert [list(line.get_ydata()) for line in left_out.get_lines()] == [[3]]
+    assert [line.get_label() for line in left_out.get_lines()] == ["verifier"]

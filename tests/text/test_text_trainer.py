@@ -101,6 +101,15 @@ def test_shared_model_group_fine_tunes_once_for_both_agents(synthetic_text_scena
     examples = server.job_training_examples(next(iter(server.jobs)))
     systems = {e["messages"][0]["content"].split(".")[0] for e in examples}
     assert systems == {"You are a prover", "You are the verifier"}
+    # what the endpoint reports of each succeeded job is logged with the group's
+    # count: the tokens it trained on
+    records = RunDirectory(result.run_dir).read_metrics()
+    logged = [r for r in records if "fine_tune.everyone.num_examples" in r]
+    jobs = sorted(server.jobs.values(), key=lambda job: job["created_at"])
+    assert [r["fine_tune.everyone.trained_tokens"] for r in logged] == [
+        job["trained_tokens"] for job in jobs
+    ]
+    assert all(job["trained_tokens"] > 0 for job in jobs)
 
 
 def test_disagreeing_shared_model_group_is_refused(synthetic_text_scenario):

@@ -213,6 +213,13 @@ def test_examples_too_long_are_counted_and_all_too_long_fail_clearly(
     info = json.loads((Path(job.fine_tuned_model) / "nip_model.json").read_text())
     assert (info["num_examples"], info["num_examples_cut"]) == (2, 1)
     assert info["num_examples_left_out"] == 1
+    # the job reports them, for the trainer to log beside its own count
+    assert job.metrics == {
+        "num_examples_cut": 1.0,
+        "num_examples_left_out": 1.0,
+        "steps": float(info["steps"]),
+    }
+    assert job.metrics["steps"] >= 1
     job = wait_for(
         backend,
         backend.create_fine_tune_job(

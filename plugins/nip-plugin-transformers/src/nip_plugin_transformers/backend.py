@@ -383,6 +383,7 @@ class TransformersBackend(TextBackend):
             status=record.status,
             fine_tuned_model=record.fine_tuned_model,
             error=record.error,
+            metrics=dict(record.metrics),
         )
 
     def create_fine_tune_job(self, request: FineTuneRequest) -> FineTuneJob:

@@ -51,6 +51,7 @@ from nip_core.runs.io import atomic_write_json
 
 __all__ = [
     "FINISHED",
+    "JOB_METRICS",
     "JobManager",
     "JobRecord",
     "WorkerHandle",
@@ -323,6 +324,16 @@ def describe_exit(code: int | None) -> str:
 # --------------------------------------------------------------------------------------
 # The registry
 
+JOB_METRICS: tuple[str, ...] = (
+    "num_examples_cut",
+    "num_examples_left_out",
+    "steps",
+)
+"""Figures of a finished job's summary (``nip_model.json``) its record reports
+(:attr:`nip_core.text.backend.FineTuneJob.metrics`): text trainers log them. Not
+``train_loss``: a job resumed from its checkpoint averages only the steps after
+the resume, so a killed run would log another value than one never stopped."""
+
 
 @attrs.define(kw_only=True)
 class JobRecord:
@@ -342,6 +353,7 @@ class JobRecord:
     worker: dict[str, Any] | None = None
     fine_tuned_model: str | None = None
     error: str | None = None
+    metrics: dict[str, float] = attrs.field(factory=dict)
     events: list[str] = attrs.field(factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -444,6 +456,12 @@ class JobManager:
         if result.get("status") == "succeeded":
             record.status = "succeeded"
             record.fine_tuned_model = str(result["fine_tuned_model"])
+            summary = result.get("summary") or {}
+            record.metrics = {
+                key: float(summary[key])
+                for key in JOB_METRICS
+                if isinstance(summary.get(key), int | float)
+            }
             record.note("succeeded")
         else:
             record.status = "failed"
