@@ -12,7 +12,13 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import (
+    NonTensorData,
+    NonTensorStack,
+    TensorDict,
+    TensorDictBase,
+    is_tensor_collection,
+)
 from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey, unravel_key
 from torch import nn
@@ -88,13 +94,30 @@ def counting_rows() -> bool:
     return _counting_rows.get()
 
 
+def _output_leaf(cls: type) -> bool:
+    """Leaves of a part's outputs: tensors and non-tensor values."""
+    return not is_tensor_collection(cls) or issubclass(
+        cls, NonTensorData | NonTensorStack
+    )
+
+
 def _pad_rows(out: TensorDictBase, rows: torch.Tensor, size: int) -> TensorDict:
     """``out``, computed on the rows ``rows`` of a batch of ``size``, as outputs
-    on the whole batch: zeros on the other rows."""
+    on the whole batch: zeros on the other rows. A non-tensor output keeps its
+    value when it is one for the whole batch (``NonTensorData``), and is ``None``
+    on the other rows when it is one per row (``NonTensorStack``)."""
     padded = TensorDict({}, batch_size=(size, *out.batch_size[1:]), device=out.device)
-    for key, value in out.items(True, True):
-        full = value.new_zeros((size, *value.shape[1:]))
-        padded.set(key, full.index_copy(0, rows, value))
+    for key, value in out.items(True, True, is_leaf=_output_leaf):
+        if isinstance(value, torch.Tensor):
+            full = value.new_zeros((size, *value.shape[1:]))
+            padded.set(key, full.index_copy(0, rows, value))
+        elif isinstance(value, NonTensorStack):
+            per_row: list[Any] = [None] * size
+            for row, item in zip(rows.tolist(), value.tolist(), strict=True):
+                per_row[row] = item
+            padded.set(key, NonTensorStack(*(NonTensorData(x) for x in per_row)))
+        else:
+            padded.set_non_tensor(key, value.data)
     return padded
 
 

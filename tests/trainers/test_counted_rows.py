@@ -266,3 +266,28 @@ def test_run_counted_rows_false_computes_every_row(synthetic_scenario, padded_ro
         assert not counting_rows()
     run_experiment(hp, off, run_id="every-row")
     assert padded_rows == []
+
+
+def test_outputs_on_the_counted_rows_are_padded_to_the_whole_batch():
+    # what a part computed on some rows, as outputs of the whole batch: tensors
+    # get zeros on the other rows, a non-tensor value of the whole batch stays,
+    # a non-tensor value per row is None on the other rows; none is dropped
+    from tensordict import NonTensorData, NonTensorStack
+
+    from nip_core.scenario.combined import _pad_rows
+
+    out = TensorDict(
+        {
+            "logits": torch.tensor([[1.0, 2.0], [3.0, 4.0]]),
+            "nested": TensorDict({"value": torch.tensor([5.0, 6.0])}, [2]),
+        },
+        batch_size=[2],
+    )
+    out.set_non_tensor("note", "whole batch")
+    out["nested", "per_row"] = NonTensorStack(NonTensorData("a"), NonTensorData("b"))
+    padded = _pad_rows(out, torch.tensor([1, 3]), 4)
+    assert padded.batch_size == torch.Size([4])
+    assert padded["logits"].tolist() == [[0, 0], [1, 2], [0, 0], [3, 4]]
+    assert padded["nested", "value"].tolist() == [0, 5, 0, 6]
+    assert padded.get_non_tensor("note") == "whole batch"
+    assert padded.get(("nested", "per_row")).tolist() == [None, "a", None, "b"]
