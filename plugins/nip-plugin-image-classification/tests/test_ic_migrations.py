@@ -75,7 +75,7 @@ def test_an_original_library_dict_loads(ic_in_global_manager):
             "verifier": {
                 "num_convs_per_group": 1,
                 "agent_lr_factor": None,
-                "pretrained_embeddings_model": None,
+                "pretrained_embeddings_model": "SamAdamDay/resnet18_cifar10",
                 "is_random": False,
             },
             "prover": {"is_random": True},
@@ -87,8 +87,59 @@ def test_an_original_library_dict_loads(ic_in_global_manager):
         hyper_params = HyperParameters.from_dict(saved)
     assert hyper_params.image_classification.num_block_groups == 2
     assert hyper_params.agents["verifier"].num_blocks_per_group == 1
+    assert hyper_params.agents["verifier"].pretrained_embeddings_model == "resnet18"
     assert hyper_params.agents["prover"].is_random
     assert any("num_conv_groups renamed" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "saved_model", "model"),
+    [
+        ("cifar10", "SamAdamDay/resnet18_cifar10", "resnet18"),
+        ("fashion_mnist", "SamAdamDay/resnet18_fashion_mnist", "resnet18"),
+        # another dataset's model, or a model this plugin lacks: left for
+        # validation to refuse
+        ("cifar10", "SamAdamDay/resnet18_svhn", "SamAdamDay/resnet18_svhn"),
+        (
+            "mnist",
+            "SamAdamDay/resnet18_fashion_mnist",
+            "SamAdamDay/resnet18_fashion_mnist",
+        ),
+        ("cifar10", "SamAdamDay/vit_cifar10", "SamAdamDay/vit_cifar10"),
+        ("cifar10", "resnet18", "resnet18"),
+        ("cifar10", None, None),
+    ],
+)
+def test_the_originals_hub_id_of_a_pretrained_model_becomes_its_name(
+    dataset, saved_model, model
+):
+    saved = {
+        "scenario": "image_classification",
+        "dataset": dataset,
+        "agents": {
+            "verifier": {"pretrained_embeddings_model": saved_model},
+            "prover": {"is_random": True},
+        },
+    }
+    migrated, changes = original_to_0_1(saved)
+    verifier = migrated["agents"]["verifier"]
+    assert verifier["pretrained_embeddings_model"] == model
+    renamed = [c for c in changes if "pretrained_embeddings_model" in c]
+    if model != saved_model:
+        assert renamed == [
+            f"agents.verifier.pretrained_embeddings_model {saved_model!r} renamed "
+            f"to {model!r}"
+        ]
+    else:
+        assert renamed == []
+
+
+def test_the_pretrained_model_names_are_those_registered():
+    from nip_plugin_image_classification import plugin
+    from nip_plugin_image_classification.migrations import PRETRAINED_MODEL_NAMES
+
+    registered = tuple(spec.name for spec in plugin.register_pretrained_models())
+    assert registered == PRETRAINED_MODEL_NAMES
 
 
 def _saved_by_0_1_0(**dataset_options):

@@ -11,6 +11,10 @@ SECTION_RENAMES = {"num_conv_groups": "num_block_groups"}
 AGENT_RENAMES = {"num_convs_per_group": "num_blocks_per_group"}
 """Names the original library once used in image classification agents."""
 
+PRETRAINED_MODEL_NAMES: tuple[str, ...] = ("resnet18",)
+"""The pretrained embeddings models the plugin registers
+(``register_pretrained_models``), whose hub ids the original library saved."""
+
 
 def original_to_0_1(params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Convert the original library's image classification names to ours.
@@ -18,6 +22,12 @@ def original_to_0_1(params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     Early versions of the original called the block groups "conv groups"
     (``image_classification.num_conv_groups``, ``agents.*.num_convs_per_group``);
     they are ``num_block_groups`` and ``num_blocks_per_group`` here.
+
+    The original named a pretrained embeddings model by its hub id,
+    ``"<hub user>/<model>_<dataset>"`` (``"SamAdamDay/resnet18_cifar10"``); here it
+    is the model's name (``"resnet18"``) and the dataset is the run's. An id whose
+    dataset is the run's is rewritten; one of another dataset is left for
+    validation to refuse (the run would embed its images with another model).
     """
     params = copy.deepcopy(params)
     changes: list[str] = []
@@ -49,7 +59,28 @@ def original_to_0_1(params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
                 if old in agent:
                     agent[new] = agent.pop(old)
                     changes.append(f"agents.{name}.{old} renamed to {new}")
+            model = agent.get("pretrained_embeddings_model")
+            renamed = _model_name(model, params.get("dataset"))
+            if renamed is not None:
+                agent["pretrained_embeddings_model"] = renamed
+                changes.append(
+                    f"agents.{name}.pretrained_embeddings_model {model!r} renamed "
+                    f"to {renamed!r}"
+                )
     return params, changes
+
+
+def _model_name(hub_id: Any, dataset: Any) -> str | None:
+    """``"resnet18"`` for the original's ``"<hub user>/resnet18_<dataset>"`` of
+    the run's dataset (a model this plugin provides), else ``None``."""
+    if not isinstance(hub_id, str) or not isinstance(dataset, str) or "/" not in hub_id:
+        return None
+    suffix = f"_{dataset}"
+    name = hub_id.rsplit("/", 1)[-1]
+    if not name.endswith(suffix):
+        return None
+    model = name[: -len(suffix)]
+    return model if model in PRETRAINED_MODEL_NAMES else None
 
 
 BINARIFICATION_FIELDS: tuple[str, ...] = (
