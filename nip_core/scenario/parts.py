@@ -4,6 +4,7 @@ for how they fit together)."""
 from __future__ import annotations
 
 import itertools
+import weakref
 from abc import abstractmethod
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -30,15 +31,29 @@ DEFAULT_CHANNEL_DIMS: dict[str, int] = {
 dimensions."""
 
 
+_BATCH_NORMS: weakref.WeakKeyDictionary[nn.Module, tuple[nn.Module, ...]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def uses_batch_statistics(module: nn.Module) -> bool:
     """Whether ``module`` normalises with statistics of the batch it is given now:
     a batch norm layer in training mode, or one that keeps no running statistics
-    (its outputs for one row depend on the other rows)."""
-    return any(
-        isinstance(m, nn.modules.batchnorm._BatchNorm)
-        and (m.training or m.running_mean is None)
-        for m in module.modules()
-    )
+    (its outputs for one row depend on the other rows).
+
+    Asked on every forward pass of the update: the module's batch norm layers are
+    found once (its structure is taken as fixed once it has been asked), their
+    mode and statistics read each time.
+    """
+    norms = _BATCH_NORMS.get(module)
+    if norms is None:
+        norms = tuple(
+            m
+            for m in module.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        )
+        _BATCH_NORMS[module] = norms
+    return any(m.training or m.running_mean is None for m in norms)
 
 
 # --------------------------------------------------------------------------------------
