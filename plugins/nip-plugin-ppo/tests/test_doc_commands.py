@@ -35,6 +35,8 @@ examples), which these tests do not have."""
 
 WRONG_ON_PURPOSE = {
     "nip run rl.num_epochs=0 rl.num_epoch=4 run.device_id=1": 3,
+    "nip run -c image_classification/digits_nip_vanilla_ppo "
+    "dataset_options.binarification_method=merge": 1,
 }
 """Commands the docs show to demonstrate errors, with the number of problems."""
 
