@@ -29,7 +29,9 @@ import attrs
 
 from nip_core import distributed
 from nip_core.errors import (
+    BackendError,
     CheckpointError,
+    DatasetDamagedError,
     DatasetNotFoundError,
     MissingPluginError,
     NipConfigError,
@@ -538,6 +540,9 @@ def run_experiment(
     check_sharding(hyper_params, trainer_class)
     run_dir: RunDirectory | None = None
     resume = None
+    # A resume builds its scenario and checks its data before it changes anything
+    # in the run directory: one refused there leaves the run as it was
+    scenario_instance = None
     if not settings.test_run:
         run_dir = RunDirectory.for_settings(settings)
         # Across processes, rank 0 alone writes the run directory; the others read
@@ -571,6 +576,15 @@ def run_experiment(
                     resume = trainer_class.find_resume_point(run_dir, settings)
                     if resume is None:
                         _warn_starting_again(run_dir)
+            if resume is not None and distributed.is_main_process():
+                scenario_instance = build_scenario_instance(hyper_params, settings)
+                try:
+                    _record_or_check_datasets(
+                        run_dir, scenario_instance, hyper_params, resume
+                    )
+                except BaseException:
+                    scenario_instance.close()
+                    raise
             if distributed.is_main_process():
                 run_dir.create()
                 if resume is None:
@@ -594,6 +608,8 @@ def run_experiment(
                 run_dir, settings, params_dict, resume_from_step=resume_from_step
             )
         except BaseException as error:
+            if scenario_instance is not None:
+                scenario_instance.close()
             # the run directory says why the run stopped, and a Ctrl-C here gets
             # the resume hint like one during training
             interrupted = isinstance(error, KeyboardInterrupt)
@@ -627,9 +643,12 @@ def run_experiment(
         # Inside the try: a failed download marks the run failed and closes loggers
         if base_run is not None and base_run.base_run_type == "rerun_tests":
             run.base_checkpoint = _base_run_checkpoint(hyper_params, settings)
-        scenario_instance = build_scenario_instance(hyper_params, settings)
-        if run_dir is not None:
-            _record_or_check_datasets(run_dir, scenario_instance, hyper_params, resume)
+        if scenario_instance is None:
+            scenario_instance = build_scenario_instance(hyper_params, settings)
+            if run_dir is not None:
+                _record_or_check_datasets(
+                    run_dir, scenario_instance, hyper_params, resume
+                )
         trainer = trainer_class(hyper_params, scenario_instance, settings, run)
         total = trainer.get_total_num_iterations()
         try:
@@ -692,10 +711,17 @@ def _no_such_run_message(run_id: str, runs_dir: Path) -> str:
     )
 
 
-_NOT_BUILDABLE_HERE = (NipConfigError, DatasetNotFoundError, MissingPluginError)
+_NOT_BUILDABLE_HERE = (
+    NipConfigError,
+    DatasetNotFoundError,
+    DatasetDamagedError,
+    MissingPluginError,
+    BackendError,
+)
 """Errors that say the experiment cannot be built as configured on this machine (a
-setting only the built experiment refuses, data not there, a package missing):
-fixed by changing the config or the machine, not by resuming."""
+setting only the built experiment refuses, data not there or damaged, a package
+missing, a text backend that cannot serve the run: no API key, a model that is not
+there): fixed by changing the config or the machine, not by resuming."""
 
 
 def _remove_if_never_started(run_dir: RunDirectory, error: BaseException) -> None:

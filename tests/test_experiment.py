@@ -186,20 +186,26 @@ def test_a_run_that_failed_while_being_built_gives_its_run_id_back(
         )
 
 
-@pytest.mark.parametrize("missing", ["dataset", "package"])
+@pytest.mark.parametrize("missing", ["dataset", "damaged", "package", "backend"])
 def test_a_new_run_that_cannot_be_built_here_leaves_no_run_directory(
     scenario, monkeypatch, missing
 ):
     # data not there, or a package a part needs: fixed on the machine, not by
     # resuming, so the run directory would only be a failed run among the user's
-    from nip_core.errors import DatasetNotFoundError, MissingPluginError
+    from nip_core.errors import (
+        BackendError,
+        DatasetDamagedError,
+        DatasetNotFoundError,
+        MissingPluginError,
+    )
     from nip_core.testing.synthetic.data import SyntheticDataset
 
-    error = (
-        DatasetNotFoundError("dataset 'tiny' is not there")
-        if missing == "dataset"
-        else MissingPluginError("the part needs the package xyz")
-    )
+    error = {
+        "dataset": DatasetNotFoundError("dataset 'tiny' is not there"),
+        "damaged": DatasetDamagedError("dataset 'tiny' is damaged"),
+        "package": MissingPluginError("the part needs the package xyz"),
+        "backend": BackendError("no API key in OPENAI_API_KEY"),
+    }[missing]
 
     def unavailable(self):
         raise error
@@ -271,6 +277,11 @@ def test_a_run_is_not_resumed_on_other_data(scenario, monkeypatch):
             data = data[:12]
         return data
 
+    run_dir = RunDirectory(scenario.root / "runs" / "d")
+    before = {
+        name: (run_dir.path / name).read_bytes()
+        for name in ("metrics.jsonl", "run_info.json")
+    }
     with monkeypatch.context() as patch:
         patch.setattr(SyntheticDataset, "build_tensor_dict", other_data)
         with pytest.raises(
@@ -279,8 +290,12 @@ def test_a_run_is_not_resumed_on_other_data(scenario, monkeypatch):
             "with: 16 datapoints then, 12 now",
         ):
             resume_run("d", runs_dir=settings.runs_dir, ignore_cache=True)
-    # the same data: it resumes
-    result = resume_run("d", runs_dir=settings.runs_dir)
+    # the refused resume changed nothing: no record dropped, the status kept
+    for name, content in before.items():
+        assert (run_dir.path / name).read_bytes() == content, name
+    # the same data: it resumes (the cache is rebuilt: the patched build above
+    # wrote its data under the same cache key, as real data never would)
+    result = resume_run("d", runs_dir=settings.runs_dir, ignore_cache=True)
     assert result.resumed_from == 1
 
 
