@@ -327,8 +327,11 @@ THIRD_PARTY_LOGGERS: tuple[str, ...] = (
     "hydra",
     "wandb",
     # the OpenAI-compatible backend's client: httpx logs every request at INFO
+    # (openai 3 runs on httpx2 and httpcore2, which log under those names)
     "httpx",
     "httpcore",
+    "httpx2",
+    "httpcore2",
     "openai",
 )
 """Libraries whose log records go through nip's handler, warnings and errors only

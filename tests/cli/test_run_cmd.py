@@ -368,12 +368,30 @@ def test_third_party_logging_goes_through_nip_quietly(
     assert "\x1b[" not in out
 
 
-def test_the_http_client_logs_no_request_lines_by_default(monkeypatch):
+def test_the_installed_openai_clients_http_library_is_quietened():
+    # openai 1-2 run on httpx, openai 3 on httpx2: whichever is installed, its
+    # logger (one line per request at INFO) must be among those nip quietens
+    import openai
+
+    from nip_core.cli.main import THIRD_PARTY_LOGGERS
+
+    client = openai.OpenAI(api_key="x", base_url="http://127.0.0.1:9/v1")
+    http_modules = {
+        cls.__module__.split(".")[0]
+        for cls in type(client._client).__mro__
+        if not cls.__module__.startswith(("openai", "builtins"))
+    }
+    assert http_modules, "the client's HTTP library was not found"
+    assert http_modules <= set(THIRD_PARTY_LOGGERS)
+
+
+@pytest.mark.parametrize("name", ["httpx", "httpx2"])
+def test_the_http_client_logs_no_request_lines_by_default(monkeypatch, name):
     import logging
 
     from nip_core.cli.main import configure_logging
 
-    httpx_logger = logging.getLogger("httpx")
+    httpx_logger = logging.getLogger(name)
     state = (httpx_logger.level, httpx_logger.propagate)
     monkeypatch.delenv("NIP_LOG_LEVEL", raising=False)
     try:
