@@ -20,6 +20,7 @@ ever read back from a cache built with other settings.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -47,8 +48,38 @@ from nip_core.settings import (  # noqa: F401 (re-exported)
 if TYPE_CHECKING:
     from nip_core.protocols import ProtocolHandler
 
-CACHE_FORMAT_VERSION = 1
-"""Bumped when the layout of processed caches changes, so old caches are rebuilt."""
+CACHE_FORMAT_VERSION = 2
+"""Bumped when the layout of processed caches changes, so old caches are rebuilt
+(2: entries list their files and sizes, :data:`CACHE_FILES`)."""
+
+
+logger = logging.getLogger(__name__)
+
+CACHE_FILES = "files.json"
+"""In a processed-data cache entry: every file of its ``data/`` directory with its
+size in bytes as written. A file missing or of another size (a partial copy, a
+sync cut short: the memory-mapped loader would fill it up with zeros) makes the
+entry damaged, and it is built again."""
+
+
+def _cache_damage(processed_dir: Path) -> str | None:
+    """What is wrong with a cache entry's files, or ``None`` when they are as
+    written."""
+    try:
+        files = json.loads((processed_dir / CACHE_FILES).read_text())
+    except (OSError, ValueError):
+        return f"its list of files ({CACHE_FILES}) is missing or unreadable"
+    if not isinstance(files, dict):
+        return f"its list of files ({CACHE_FILES}) is unreadable"
+    data_dir = processed_dir / "data"
+    for name, size in files.items():
+        try:
+            actual = (data_dir / name).stat().st_size
+        except OSError:
+            return f"{name} is missing"
+        if actual != size:
+            return f"{name} has {actual} bytes, {size} were written"
+    return None
 
 
 class TensorDictDataset(Dataset, ABC):
@@ -199,8 +230,20 @@ class TensorDictDataset(Dataset, ABC):
         # The directory name holds a prefix of the hash only; compare the full key.
         if stored_key != json.loads(json.dumps(self.cache_key_dict(), default=str)):
             return None
-        data = TensorDict.load_memmap(processed_dir / "data")
-        return data
+        damage = _cache_damage(processed_dir)
+        if damage is None:
+            try:
+                return TensorDict.load_memmap(processed_dir / "data")
+            except Exception as error:  # noqa: BLE001 - any unreadable entry
+                damage = f"it cannot be read ({type(error).__name__}: {error})"
+        logger.warning(
+            "the cached %s split of dataset %r in %s is damaged: %s; building it again",
+            self.split,
+            self.name,
+            processed_dir,
+            damage,
+        )
+        return None
 
     def _save_cache(self, data: TensorDict, processed_dir: Path) -> None:
         processed_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -209,6 +252,13 @@ class TensorDictDataset(Dataset, ABC):
         tmp_dir = Path(tempfile.mkdtemp(prefix=".tmp-", dir=processed_dir.parent))
         try:
             data.memmap(tmp_dir / "data")
+            files = {
+                path.relative_to(tmp_dir / "data").as_posix(): path.stat().st_size
+                for path in sorted((tmp_dir / "data").rglob("*"))
+                if path.is_file()
+            }
+            (tmp_dir / CACHE_FILES).write_text(json.dumps(files, indent=2))
+            # the key last: an entry is trusted only once everything else is there
             (tmp_dir / "cache_key.json").write_text(
                 json.dumps(self.cache_key_dict(), sort_keys=True, indent=2, default=str)
             )

@@ -50,6 +50,44 @@ def test_cache_is_reused_and_ignore_cache_rebuilds(synthetic_scenario):
     assert (rebuilt.data == first.data).all()
 
 
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:8])
+
+
+def _break_json(path):
+    # the same size, so that only reading it can tell
+    path.write_text("{".ljust(path.stat().st_size))
+
+
+@pytest.mark.parametrize(
+    ("damage", "target", "said"),
+    [
+        # a partial copy: the memory-mapped loader would fill it up with zeros
+        (_truncate, "data/x.memmap", "x.memmap has 8 bytes, 384 were written"),
+        (lambda path: path.unlink(), "data/y.memmap", "y.memmap is missing"),
+        (_break_json, "data/meta.json", "it cannot be read (JSONDecodeError"),
+        (lambda path: path.unlink(), "files.json", "files.json) is missing"),
+    ],
+)
+def test_a_damaged_cache_entry_is_built_again(
+    synthetic_scenario, caplog, damage, target, said
+):
+    first = _dataset(synthetic_scenario)
+    damage(first.processed_dir / target)
+    with caplog.at_level("WARNING", logger="nip_core.scenario.data"):
+        again = _dataset(synthetic_scenario)
+    assert not again.loaded_from_cache
+    assert torch.equal(again.data["x"], first.data["x"])
+    assert torch.equal(again.data["y"], first.data["y"])
+    [record] = [r for r in caplog.records if "is damaged" in r.getMessage()]
+    assert said in record.getMessage()
+    assert "building it again" in record.getMessage()
+    # and the entry written again is whole
+    third = _dataset(synthetic_scenario)
+    assert third.loaded_from_cache
+    assert torch.equal(third.data["x"], first.data["x"])
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
