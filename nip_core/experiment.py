@@ -116,6 +116,43 @@ def _set_path(data: dict, path: str, value: Any) -> None:
     data[parts[-1]] = value
 
 
+def with_environment(hyper_params: Any) -> Any:
+    """``hyper_params`` with what the sections the run reads would take from the
+    environment written in (:meth:`SubParameters.resolved_from_environment
+    <nip_core.parameters.SubParameters.resolved_from_environment>`: the endpoint of
+    ``$OPENAI_BASE_URL`` for a text run on the ``openai`` backend), so that the
+    saved parameters, and a resume, use what this run used."""
+    from nip_core.parameters import HyperParameters
+    from nip_core.parameters.validation import prefixed
+    from nip_core.text.groups import text_backend_sections
+
+    changed = {}
+    problems = []
+    for name in sorted(text_backend_sections(hyper_params)):
+        section = hyper_params.sections.get(name)
+        if section is None:
+            continue
+        try:
+            resolved = section.resolved_from_environment()
+        except NipConfigError as error:
+            problems.extend(prefixed(error.problems, name))
+            continue
+        if resolved is not section:
+            changed[name] = resolved.to_dict()
+    if problems:
+        raise NipConfigError(problems)
+    if not changed:
+        return hyper_params
+    data = hyper_params.to_dict()
+    data.update(changed)
+    import warnings
+
+    with warnings.catch_warnings():
+        # what the parameters warn about was said when they were built
+        warnings.simplefilter("ignore")
+        return HyperParameters.from_dict(data)
+
+
 def apply_base_run(hyper_params: Any, settings: ExperimentSettings) -> Any:
     """Copy the hyper-parameters of the base run, if ``base_run`` names one.
 
@@ -531,6 +568,8 @@ def run_experiment(
     # process's GPU (nothing changes in a single process)
     settings = distributed.prepare_process_settings(settings)
     hyper_params = apply_base_run(hyper_params, settings)
+    # what the run takes from the environment is saved with it
+    hyper_params = with_environment(hyper_params)
     params_dict = hyper_params.to_dict()
 
     trainer_class = get_trainer_class(hyper_params)

@@ -51,22 +51,9 @@ def used_sections(hyper_params: Any) -> set[str]:
 
 
 def _text_backend_sections(hyper_params: Any, pm: Any) -> set[str]:
-    """A text run's ``text_backend`` and the own sections of the backends its
-    agents use (each agent's ``backend``, else ``text_backend.name``)."""
-    from nip_core.text.groups import backend_name
+    from nip_core.text.groups import text_backend_sections
 
-    scenario = pm.scenarios.get(hyper_params.scenario, None)
-    if scenario is None or getattr(scenario, "data_world", "tensor") != "text":
-        return set()
-    names = {str(hyper_params.text_backend.name)}
-    for agent_params in dict(hyper_params.agents).values():
-        names.add(backend_name(agent_params, hyper_params))
-    sections = {"text_backend"}
-    for name in names:
-        spec = pm.text_backends.get(name, None)
-        if spec is not None and spec.parameter_section:
-            sections.add(spec.parameter_section)
-    return sections
+    return text_backend_sections(hyper_params, pm)
 
 
 def show(

@@ -337,3 +337,13 @@ class SubParameters(BaseHyperParameters):
     """
 
     moved_keys: ClassVar[collections.abc.Mapping[str, str]] = {}
+
+    def resolved_from_environment(self) -> SubParameters:
+        """The section with what a run would otherwise read from the environment
+        written in (an endpoint from ``$OPENAI_BASE_URL``), or ``self`` when
+        nothing is. A new run saves the result, so that its resume reaches the same
+        services whatever the environment is then. Raise
+        :class:`~nip_core.errors.NipConfigError` (paths within the section) for a
+        value from the environment that is not valid.
+        """
+        return self

@@ -23,14 +23,17 @@ This module imports without torch.
 from __future__ import annotations
 
 import math
+import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
+import attrs
 from attrs import field
 from attrs import validators as v
 
-from nip_core.errors import ConfigProblem
+from nip_core.errors import ConfigProblem, NipConfigError
 from nip_core.parameters.agents import AgentParameters
 from nip_core.parameters.base import SubParameters, parameters_class
 from nip_core.parameters.base_run import base_run_preserve, resume_overridable
@@ -271,6 +274,35 @@ class TextBackendParameters(SubParameters):
         return problems
 
 
+ENV_BASE_URL = "OPENAI_BASE_URL"
+"""The environment variable the ``openai`` backend takes its endpoint from when
+``openai_backend.base_url`` is null (as the openai client does)."""
+
+
+def _url_problem(url: Any) -> str | None:
+    """Why ``url`` cannot be an endpoint, or ``None``."""
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        return "must be an http:// or https:// URL (e.g. http://localhost:8000/v1)"
+    if "@" in urllib.parse.urlsplit(url).netloc:
+        return (
+            "must not carry credentials (user:password@): a run saves its endpoint; "
+            "put the key in the environment variable named by "
+            "openai_backend.api_key_env"
+        )
+    return None
+
+
+def _without_credentials(url: Any) -> Any:
+    """``url`` with any ``user:password@`` masked, for messages."""
+    if not isinstance(url, str):
+        return url
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
 @parameters_class
 class OpenAiBackendParameters(SubParameters):
     """The ``openai`` backend: any OpenAI-compatible endpoint (section
@@ -319,20 +351,36 @@ class OpenAiBackendParameters(SubParameters):
     )
     dpo_beta: float | None = field(default=None, validator=_positive_finite)
 
+    def resolved_from_environment(self) -> OpenAiBackendParameters:
+        """With ``base_url`` null (and no ``base_urls``), the endpoint of
+        ``$OPENAI_BASE_URL`` written in: a run saves the endpoint it used, and its
+        resume goes there even from a shell without the variable (not to OpenAI's
+        API with the real key)."""
+        if self.base_url is not None or self.base_urls:
+            return self
+        url = os.environ.get(ENV_BASE_URL, "").strip()
+        if not url:
+            return self
+        problem = _url_problem(url)
+        if problem is not None:
+            raise NipConfigError(
+                ConfigProblem(
+                    "base_url",
+                    f"taken from the environment variable {ENV_BASE_URL}, which "
+                    + problem,
+                    _without_credentials(url),
+                )
+            )
+        return attrs.evolve(self, base_url=url)
+
     def consistency_problems(self) -> list[ConfigProblem]:
         problems = super().consistency_problems()
         urls = [("base_url", self.base_url)] if self.base_url is not None else []
         urls += [(f"base_urls.{i}", url) for i, url in enumerate(self.base_urls or ())]
         for path, url in urls:
-            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-                problems.append(
-                    ConfigProblem(
-                        path,
-                        "must be an http:// or https:// URL (e.g. "
-                        "http://localhost:8000/v1)",
-                        url,
-                    )
-                )
+            problem = _url_problem(url)
+            if problem is not None:
+                problems.append(ConfigProblem(path, problem, _without_credentials(url)))
         if isinstance(self.api_key_env, str) and not _ENV_NAME.fullmatch(
             self.api_key_env
         ):

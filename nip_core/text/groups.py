@@ -318,3 +318,25 @@ def build_shared_model_groups(
             backends[name] = build_backend(name, hyper_params, settings)
         groups[group_name] = SharedModelGroup(group_name, group_agents, backends[name])
     return groups, backends
+
+
+def text_backend_sections(hyper_params: Any, pm: Any = None) -> set[str]:
+    """A text run's ``text_backend`` and the own sections of the backends its
+    agents use (each agent's ``backend``, else ``text_backend.name``); empty for a
+    tensor run."""
+    if pm is None:
+        from nip_core.plugins import get_plugin_manager
+
+        pm = get_plugin_manager()
+    scenario = pm.scenarios.get(hyper_params.scenario, None)
+    if scenario is None or getattr(scenario, "data_world", "tensor") != "text":
+        return set()
+    names = {str(hyper_params.text_backend.name)}
+    for agent_params in dict(hyper_params.agents).values():
+        names.add(backend_name(agent_params, hyper_params))
+    sections = {"text_backend"}
+    for name in names:
+        spec = pm.text_backends.get(name, None)
+        if spec is not None and spec.parameter_section:
+            sections.add(spec.parameter_section)
+    return sections

@@ -498,3 +498,74 @@ def test_an_unknown_model_names_the_setting(synthetic_text_scenario):
     message = str(caught.value)
     assert message.startswith("agents.verifier.model_name: ")
     assert "unknown model 'nope'" in message
+
+
+def test_an_endpoint_from_the_environment_is_saved_and_resumed(
+    synthetic_text_scenario, monkeypatch
+):
+    # OPENAI_BASE_URL is how the openai client finds a server when base_url is
+    # null: the run saves it, so a resume from a shell without it goes back there
+    # (not to OpenAI's API with the user's real key)
+    from nip_core.testing.contracts.trainer import KilledForTest
+
+    scenario = synthetic_text_scenario
+    monkeypatch.setenv("OPENAI_BASE_URL", scenario.server.base_url)
+
+    def stop(trainer, iteration, stage):
+        if (iteration, stage) == (0, "await_fine_tune_jobs"):
+            raise KilledForTest("killed")
+
+    with pytest.raises(KilledForTest):
+        run_experiment(
+            scenario.hyper_params(
+                "nip",
+                text_rl={"num_iterations": 1},
+                openai_backend={"base_url": None},
+            ),
+            scenario.settings(),
+            run_id="env",
+            stage_callbacks=[stop],
+        )
+    runs = scenario.root / "runs"
+    saved = RunDirectory(runs / "env").read_hyper_params()
+    assert saved["openai_backend"]["base_url"] == scenario.server.base_url
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    result = resume_run("env", runs_dir=runs)
+    assert result.resumed_from == 0
+    assert RunDirectory(runs / "env").read_run_info()["status"] == "finished"
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("localhost:8000/v1", "must be an http:// or https:// URL"),
+        ("http://user:sk-secret@localhost:8000/v1", "must not carry credentials"),
+    ],
+)
+def test_an_endpoint_from_the_environment_is_checked(
+    synthetic_text_scenario, monkeypatch, url, said
+):
+    scenario = synthetic_text_scenario
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    with pytest.raises(NipConfigError) as info:
+        run(scenario, "bad-env", openai_backend={"base_url": None})
+    (problem,) = info.value.problems
+    assert problem.path == "openai_backend.base_url"
+    assert "taken from the environment variable OPENAI_BASE_URL" in problem.message
+    assert said in problem.message
+    assert "sk-secret" not in str(info.value)
+    assert not (scenario.root / "runs" / "bad-env").exists()
+
+
+def test_credentials_in_an_endpoint_are_refused_and_never_shown(
+    synthetic_text_scenario,
+):
+    with pytest.raises(NipConfigError) as info:
+        synthetic_text_scenario.hyper_params(
+            "nip", openai_backend={"base_url": "https://me:sk-secret@example.org/v1"}
+        )
+    (problem,) = info.value.problems
+    assert problem.path == "openai_backend.base_url"
+    assert "must not carry credentials" in problem.message
+    assert problem.value == "https://***@example.org/v1"
+    assert "sk-secret" not in str(info.value)
