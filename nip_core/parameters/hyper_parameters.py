@@ -317,6 +317,7 @@ class HyperParameters(BaseHyperParameters):
         object.__setattr__(self, "_ready", True)
         if trainer is not None:
             self._warn_unread_parameters(trainer, "trainer")
+            self._warn_sections_of_others(pm, trainer)
         if scenario is not None:
             self._warn_unread_parameters(scenario, "scenario")
 
@@ -349,6 +350,57 @@ class HyperParameters(BaseHyperParameters):
                 f"{kind} {spec.name!r} does not read "
                 + ", ".join(set_fields)
                 + ": the setting has no effect in this run",
+                ParameterWarning,
+                stacklevel=3,
+            )
+
+    def _warn_sections_of_others(self, pm: Any, trainer: Any) -> None:
+        """In a text run, warn about settings in sections only other trainers or
+        other text backends read (``rl.num_iterations``, whose loop here is
+        ``text_rl.num_iterations``; ``pure_text_ei`` under ``pure_text_malt``; the
+        ``openai_backend`` of a run whose agents all use ``transformers``): set
+        away from their defaults, they have no effect in this run.
+
+        Tensor runs are not warned: their configs, as the original library's,
+        carry every trainer's section (``solo_agent`` beside ``rl``) to switch
+        trainers with one override.
+        """
+        from nip_core.text.groups import text_backend_sections
+
+        scenario = pm.scenarios.get(self.scenario, None)
+        if scenario is None or getattr(scenario, "data_world", "tensor") != "text":
+            return
+
+        owners: dict[str, str] = {}
+        for spec in pm.trainers.values():
+            for name in spec.parameter_sections:
+                owners.setdefault(name, "trainers")
+        for spec in pm.text_backends.values():
+            if spec.parameter_section:
+                owners.setdefault(spec.parameter_section, "text backends")
+        read = set(trainer.parameter_sections)
+        if self.pretrain_agents:
+            read.add("solo_agent")
+        read |= text_backend_sections(self, pm)
+        set_fields = []
+        for name in sorted(owners):
+            section = self.sections.get(name)
+            if name in read or section is None:
+                continue
+            try:
+                default = type(section)()
+            except Exception:  # noqa: BLE001 - a section without defaults
+                continue
+            for field_ in attrs.fields(type(section)):
+                value = getattr(section, field_.name)
+                if value != getattr(default, field_.name):
+                    set_fields.append(f"{name}.{field_.name}={value!r}")
+        if set_fields:
+            warnings.warn(
+                f"this run (trainer {trainer.name!r}) does not read "
+                + ", ".join(set_fields)
+                + ": only other trainers or text backends read these sections, so "
+                "the setting has no effect",
                 ParameterWarning,
                 stacklevel=3,
             )

@@ -569,3 +569,23 @@ def test_credentials_in_an_endpoint_are_refused_and_never_shown(
     assert "must not carry credentials" in problem.message
     assert problem.value == "https://***@example.org/v1"
     assert "sk-secret" not in str(info.value)
+
+
+def test_settings_only_other_trainers_read_are_warned_about(synthetic_text_scenario):
+    # `rl.num_iterations=2` is the tensor loop's: in a text run it does nothing
+    from nip_core.errors import ParameterWarning
+
+    with pytest.warns(ParameterWarning) as caught:
+        synthetic_text_scenario.hyper_params("nip", rl={"num_iterations": 2})
+    messages = [str(w.message) for w in caught]
+    assert any(
+        "does not read rl.num_iterations=2: only other trainers or text backends "
+        "read these sections" in m
+        for m in messages
+    ), messages
+    # the sections the run reads are not warned about
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ParameterWarning)
+        synthetic_text_scenario.hyper_params("nip", text_rl={"num_iterations": 2})
