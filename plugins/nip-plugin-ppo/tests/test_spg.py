@@ -116,6 +116,16 @@ def test_stackelberg_sequence_must_name_every_agent(ppo_scenario: Any) -> None:
     )
     with pytest.raises(NipConfigError, match="provr"):
         prepared_trainer(ppo_scenario, hp)
+    # found before anything runs (nip config show / validate, a sweep's check)
+    from nip_core.protocols.factory import protocol_problems
+
+    (problem,) = protocol_problems(hp)
+    assert problem.path == "spg.stackelberg_sequence"
+    assert problem.message.startswith(
+        "must name every agent of the protocol exactly once (unknown agents "
+        "['provr']; missing agents ['prover'])"
+    )
+    assert problem.value == [["verifier"], ["provr"]]
 
 
 def test_custom_stackelberg_sequence_is_used(ppo_scenario: Any) -> None:

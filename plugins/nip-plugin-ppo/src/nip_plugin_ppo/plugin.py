@@ -35,6 +35,7 @@ def register_trainers() -> list[TrainerSpec]:
             trainer_type="rl",
             required_parts=_RL_PARTS,
             parameter_sections=("rl", "ppo", "spg"),
+            config_problems="nip_plugin_ppo.checks:spg_config_problems",
             description="Stackelberg policy gradient and opponent shaping "
             "(spg, pspg, lola, pola, sos, psos).",
         ),

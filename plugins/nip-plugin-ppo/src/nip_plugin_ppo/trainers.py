@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from nip_core.errors import ConfigProblem, NipConfigError
 from nip_core.trainers.rl import TensorDictRlTrainer
+from nip_plugin_ppo.checks import stackelberg_sequence_problems
 
 
 def clip_value_of(hyper_params: Any) -> float | None:
@@ -123,27 +124,11 @@ class SpgTrainer(TensorDictRlTrainer):
         sequence = self.hyper_params.spg.stackelberg_sequence
         if sequence is None:
             return tuple(self.protocol_handler.default_stackelberg_sequence)
-        named = [name for group in sequence for name in group]
-        unknown = sorted(set(named) - set(self.agent_names))
-        missing = sorted(set(self.agent_names) - set(named))
-        repeated = sorted({name for name in named if named.count(name) > 1})
-        if unknown or missing or repeated:
-            details = []
-            if unknown:
-                details.append(f"unknown agents {unknown}")
-            if missing:
-                details.append(f"missing agents {missing}")
-            if repeated:
-                details.append(f"agents named twice {repeated}")
-            raise NipConfigError(
-                ConfigProblem(
-                    "spg.stackelberg_sequence",
-                    "must name every agent of the protocol exactly once ("
-                    + "; ".join(details)
-                    + f"); the agents are {self.agent_names}",
-                    [list(group) for group in sequence],
-                )
-            )
+        # checked before the run (TrainerSpec.config_problems); again for a
+        # trainer built directly
+        problems = stackelberg_sequence_problems(sequence, self.agent_names)
+        if problems:
+            raise NipConfigError(problems)
         return tuple(tuple(group) for group in sequence)
 
     def _actor_parameters(self) -> dict[str, list[Any]]:
