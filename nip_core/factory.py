@@ -38,7 +38,7 @@ from typing import Any
 
 import attrs
 
-from nip_core.errors import CheckpointError, NipConfigError
+from nip_core.errors import CheckpointError, ConfigProblem, NipConfigError
 from nip_core.records import resolve_ref
 
 logger = logging.getLogger(__name__)
@@ -234,8 +234,11 @@ def build_agents(
         if trainer_type == "solo_agent" or (pretrain and not is_random):
             if is_random:
                 raise NipConfigError(
-                    f"agents.{agent_name}: a random agent cannot be trained with the "
-                    f"solo_agent trainer"
+                    ConfigProblem(
+                        f"agents.{agent_name}.is_random",
+                        "a random agent cannot be trained with the solo_agent trainer",
+                        True,
+                    )
                 )
             parts["solo_head"] = build("solo_head")
         if is_random:

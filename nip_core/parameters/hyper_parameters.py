@@ -312,6 +312,8 @@ class HyperParameters(BaseHyperParameters):
         )
         if not problems and scenario is not None and protocol is not None:
             problems.extend(self._cross_agent_problems(protocol))
+            if trainer is not None:
+                problems.extend(self._trainer_agent_problems(trainer, protocol))
         if problems:
             raise NipConfigError([_with_source_hint(p, hints) for p in problems])
         object.__setattr__(self, "_ready", True)
@@ -404,6 +406,23 @@ class HyperParameters(BaseHyperParameters):
                 ParameterWarning,
                 stacklevel=3,
             )
+
+    def _trainer_agent_problems(
+        self, trainer: Any, protocol: Any
+    ) -> list[ConfigProblem]:
+        """Agents the trainer cannot train: a random agent under ``solo_agent``
+        (which trains every agent's solo head; there is none to train)."""
+        if getattr(trainer, "trainer_type", None) != "solo_agent":
+            return []
+        return [
+            ConfigProblem(
+                f"agents.{name}.is_random",
+                "a random agent cannot be trained with the solo_agent trainer",
+                True,
+            )
+            for name in protocol.agent_names
+            if name in self.agents and getattr(self.agents[name], "is_random", False)
+        ]
 
     def _cross_agent_problems(self, protocol: Any) -> list[ConfigProblem]:
         """Problems involving several agents, from the agent class's

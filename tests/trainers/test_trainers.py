@@ -437,3 +437,20 @@ def test_the_core_reads_no_plugin_section():
         if pattern.search(line)
     ]
     assert offenders == []
+
+
+def test_a_random_agent_under_solo_agent_is_refused_at_validation(synthetic_scenario):
+    from nip_core.errors import NipConfigError
+
+    with pytest.raises(NipConfigError) as info:
+        synthetic_scenario.hyper_params(
+            "nip", trainer="solo_agent", agents={"verifier": {"is_random": True}}
+        )
+    (problem,) = info.value.problems
+    assert problem.path == "agents.verifier.is_random"
+    assert problem.message == (
+        "a random agent cannot be trained with the solo_agent trainer"
+    )
+    # a random agent is fine when another trainer trains the others
+    hp = synthetic_scenario.hyper_params("nip", agents={"verifier": {"is_random": True}})
+    assert hp.agents["verifier"].is_random
