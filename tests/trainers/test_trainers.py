@@ -452,5 +452,7 @@ def test_a_random_agent_under_solo_agent_is_refused_at_validation(synthetic_scen
         "a random agent cannot be trained with the solo_agent trainer"
     )
     # a random agent is fine when another trainer trains the others
-    hp = synthetic_scenario.hyper_params("nip", agents={"verifier": {"is_random": True}})
+    hp = synthetic_scenario.hyper_params(
+        "nip", agents={"verifier": {"is_random": True}}
+    )
     assert hp.agents["verifier"].is_random
