@@ -880,6 +880,12 @@ def resume_run(
 
     run_dir = RunDirectory(Path(runs_dir) / run_id)
     if not run_dir.exists():
+        if run_dir.path.is_dir() and any(run_dir.path.iterdir()):
+            raise CheckpointError(
+                f"run directory {run_dir.path} has no hyper_params.json: which "
+                "experiment it holds cannot be told, so it cannot be resumed (put "
+                "the file back, or start a new run)"
+            )
         raise CheckpointError(_no_such_run_message(run_id, Path(runs_dir).expanduser()))
     params_dict = run_dir.read_hyper_params()
     if parameter_overrides:

@@ -231,6 +231,15 @@ def test_failed_run_is_marked_and_resume_needs_a_run(scenario):
     assert info["status"] == "failed" and "KilledForTest" in info["error"]
     with pytest.raises(CheckpointError, match="--runs-dir DIR"):
         resume_run("missing", runs_dir=settings.runs_dir)
+    # a run directory that lost its hyper_params.json is there, but cannot resume
+    (scenario.root / "runs" / "f" / "hyper_params.json").unlink()
+    with pytest.raises(CheckpointError) as info:
+        resume_run("f", runs_dir=settings.runs_dir)
+    assert str(info.value) == (
+        f"run directory {scenario.root / 'runs' / 'f'} has no hyper_params.json: "
+        "which experiment it holds cannot be told, so it cannot be resumed (put the "
+        "file back, or start a new run)"
+    )
 
 
 def test_resume_overrides_settings(scenario):

@@ -133,9 +133,22 @@ def _builder_spec(scenario: str) -> Any:
     from nip_core.plugin_catalogue import missing_key_hint
     from nip_core.plugins import get_plugin_manager
 
-    builders = get_plugin_manager().dataset_builders
+    pm = get_plugin_manager()
+    builders = pm.dataset_builders
     if scenario in builders:
         return builders[scenario]
+    spec = pm.scenarios.get(scenario, None)
+    if spec is not None:
+        from nip_core.errors import UsageError
+
+        # the scenario is installed: it has no builder, not a missing plugin
+        named = ", ".join(spec.datasets) or "none"
+        with_builders = ", ".join(sorted(builders)) or "none"
+        raise UsageError(
+            f"scenario {scenario!r} has no dataset builder: it reads its named "
+            f"datasets ({named}); see `nip datasets list` and the scenario's page "
+            f"for where their files go. Scenarios with a builder: {with_builders}"
+        )
     hint = missing_key_hint("dataset_builder", scenario)
     if hint is None:
         return builders[scenario]  # the registry's unknown-key error

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--config-name",
         "-c",
         metavar="NAME",
-        help="the config to compose, e.g. graph_isomorphism/nip_ppo (default: default)",
+        help="the config to compose, e.g. graph_isomorphism/nip_vanilla_ppo "
+        "(default: default)",
     )
     run.add_argument(
         "--multirun",

@@ -479,8 +479,9 @@ class TextBackend(ABC):
             except RetryableBackendError as error:
                 if attempt == policy.max_retries:
                     raise BackendError(
-                        f"{self.name} backend: {what} failed {attempt + 1} times; the "
-                        f"last error: {error}. Raise text_backend.max_retries or "
+                        f"{self.name} backend: {what} failed "
+                        f"{times_text(attempt + 1)}; the last error: "
+                        f"{str(error).rstrip('.')}. Raise text_backend.max_retries or "
                         "retry_max_delay if the endpoint is only slow or busy."
                     ) from error
                 self.num_retries += 1
@@ -609,3 +610,8 @@ def build_backend(name: str, hyper_params: Any, settings: Any) -> TextBackend:
     spec = get_plugin_manager().registry("text_backend")[name]
     backend_class = resolve_ref(spec.backend_class)
     return backend_class(hyper_params, settings, name)
+
+
+def times_text(count: int) -> str:
+    """``"once"``, ``"2 times"``: how often an attempt was made."""
+    return "once" if count == 1 else f"{count} times"

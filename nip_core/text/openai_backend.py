@@ -40,6 +40,7 @@ from nip_core.text.backend import (
     GenerationResult,
     RetryableBackendError,
     TextBackend,
+    times_text,
 )
 
 __all__ = ["JOB_METADATA_KEY", "OpenAiBackend", "PLACEHOLDER_API_KEY"]
@@ -188,7 +189,7 @@ class OpenAiBackend(TextBackend):
             server.mark_down()
             raise RetryableBackendError(
                 f"{what}: could not reach {server.endpoint} (openai_backend.base_url): "
-                f"{error}"
+                f"{str(error).rstrip('.')}"
             ) from error
         except openai.APIResponseValidationError as error:
             raise RetryableBackendError(
@@ -417,7 +418,7 @@ class OpenAiBackend(TextBackend):
                     if attempt == policy.max_retries:
                         raise BackendError(
                             f"creating fine-tune job {request.name!r} failed "
-                            f"{attempt + 1} times; the last error: {error}"
+                            f"{times_text(attempt + 1)}; the last error: {error}"
                         ) from error
                     self.num_retries += 1
                 except BackendError:

@@ -150,6 +150,12 @@ def test_unreachable_endpoint_names_the_setting():
             backend.generate([request()])
     assert f"could not reach http://127.0.0.1:{port}/v1" in str(caught.value)
     assert "openai_backend.base_url" in str(caught.value)
+    assert "failed 2 times" in str(caught.value)
+    assert ".." not in str(caught.value)
+    with backend_for(f"http://127.0.0.1:{port}/v1", max_retries=0) as backend:
+        with pytest.raises(BackendError) as caught:
+            backend.generate([request()])
+    assert "failed once; the last error" in str(caught.value)
 
 
 def test_unknown_model(server):

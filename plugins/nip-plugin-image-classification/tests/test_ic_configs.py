@@ -160,3 +160,12 @@ def test_only_the_named_datasets_are_accepted(name, tmp_path, monkeypatch, capsy
     listed = capsys.readouterr().out.split("image_classification (")[1]
     assert "on disk:         digits\n" in listed
     assert "stray" not in listed
+
+
+def test_generate_says_the_scenario_has_no_builder(capsys):
+    # the plugin is installed: no "missing plugin" hint, but what it reads
+    assert main(["datasets", "generate", "image_classification", "mine"]) == 2
+    err = capsys.readouterr().err
+    assert "scenario 'image_classification' has no dataset builder" in err
+    assert "digits, mnist" in err
+    assert "not installed" not in err

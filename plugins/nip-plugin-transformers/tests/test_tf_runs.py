@@ -175,6 +175,9 @@ def test_the_convert_command_refuses_bad_arguments(tmp_path: Path, capsys: Any) 
     (tmp_path / "weights.bin").write_bytes(b"")
     assert main(["convert", str(tmp_path / "weights.bin"), str(tmp_path / "out")]) == 1
     assert "is not a .gguf file" in capsys.readouterr().err
+    missing = tmp_path / "missing.gguf"
+    assert main(["convert", str(missing), str(tmp_path / "out")]) == 1
+    assert f"{missing}: no such file" in capsys.readouterr().err
     (tmp_path / "model.gguf").write_bytes(b"GGUF")
     assert main(["convert", str(tmp_path / "model.gguf"), str(tmp_path)]) == 1
     assert "name a new directory" in capsys.readouterr().err

@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "convert":
+            if not args.gguf.exists():
+                raise BackendError(f"{args.gguf}: no such file")
             if not args.gguf.is_file() or args.gguf.suffix != ".gguf":
                 raise BackendError(f"{args.gguf} is not a .gguf file")
             if args.out_dir.exists():
