@@ -307,6 +307,29 @@ def structure_agent(value: Any, agent_class: type[AgentParameters]) -> AgentPara
     is_random = data.pop("is_random", False)
     if not isinstance(is_random, bool):
         raise _fail("expected true or false", is_random, "is_random")
+    if is_random:
+        # the scenario's own fields (a model, a network's shape) mean nothing to
+        # a random agent: say so, rather than "unknown key" with the common
+        # fields as the choices
+        common = {f.alias for f in attrs.fields(RandomAgentParameters) if f.init}
+        own = {f.alias for f in attrs.fields(agent_class) if f.init} - common
+        refused = [key for key in data if key in own]
+        if refused:
+            problems = [
+                ConfigProblem(
+                    key,
+                    f"a random agent (is_random: true) has no {key}: it is a "
+                    f"setting of {agent_class.__name__}; remove it, or set "
+                    "is_random: false",
+                    data.pop(key),
+                )
+                for key in refused
+            ]
+            try:
+                RandomAgentParameters(**data)
+            except NipConfigError as error:
+                problems.extend(error.problems)
+            raise NipConfigError(problems)
     return (RandomAgentParameters if is_random else agent_class)(**data)
 
 

@@ -124,6 +124,19 @@ def test_agent_dicts_become_the_scenario_class_or_random(toy):
     assert isinstance(hp.agents, AgentsParameters)
 
 
+def test_a_random_agent_given_the_scenarios_settings_says_so(toy):
+    with pytest.raises(NipConfigError) as info:
+        make(agents={"prover": {"is_random": True, "d_hidden": 32, "d_hiden": 1}})
+    problems = {p.path: p for p in info.value.problems}
+    assert problems["agents.prover.d_hidden"].message == (
+        "a random agent (is_random: true) has no d_hidden: it is a setting of "
+        "ToyAgentParameters; remove it, or set is_random: false"
+    )
+    assert problems["agents.prover.d_hidden"].value == 32
+    # a key of no agent class is still an unknown key
+    assert problems["agents.prover.d_hiden"].message.startswith("unknown key")
+
+
 def test_agent_objects_must_be_of_the_scenario_class(toy):
     from nip_core.parameters import AgentParameters
 
