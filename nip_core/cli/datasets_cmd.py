@@ -83,7 +83,7 @@ def generate(
         When the name is not a plain directory name, or the dataset exists and
         ``overwrite`` is not set.
     """
-    from nip_core.errors import NipError
+    from nip_core.errors import NipConfigError, NipError
     from nip_core.plugins import get_plugin_manager
     from nip_core.records import resolve_ref
 
@@ -109,8 +109,14 @@ def generate(
             "--overwrite to replace it, or choose another name"
         )
     builder = resolve_ref(spec.builder)
-    with _replacing(target):
-        path = builder(name, root, **options)
+    try:
+        with _replacing(target):
+            path = builder(name, root, **options)
+    except NipConfigError as error:
+        # a builder's problems name its options: say them as the flags given
+        raise NipConfigError(
+            [_as_flag(problem, spec.options) for problem in error.problems]
+        ) from error
     usage = shlex.quote(f"dataset={name}")
     if root.resolve() != data_dir_or_default(None).resolve():
         # found by name only in the run's data directory
@@ -126,6 +132,17 @@ def generate(
             "one just written instead\n"
         )
     return 0
+
+
+def _as_flag(problem: Any, options: Sequence[Any]) -> Any:
+    """``problem`` with a path that names a builder option (``base_url``) as its
+    flag (``--base-url``)."""
+    import attrs
+
+    head, dot, rest = str(problem.path).partition(".")
+    if head not in {option.name for option in options}:
+        return problem
+    return attrs.evolve(problem, path=option_flag(head) + dot + rest)
 
 
 def _builder_spec(scenario: str) -> Any:

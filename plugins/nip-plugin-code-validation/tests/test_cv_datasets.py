@@ -334,6 +334,38 @@ def test_bad_builder_options_are_one_clear_error(tmp_path) -> None:
     assert "method" in message and "mutation" in message and "test_fraction" in message
 
 
+def test_builder_problems_name_the_flags(tmp_path, capsys) -> None:
+    from nip_core.cli.main import main
+
+    data = ["--data-dir", str(tmp_path)]
+    generate = ["datasets", "generate", "code_validation"]
+    assert (
+        main(
+            [*generate, "a", "--method", "llm", "--model", "m"]
+            + ["--backend", "nosuch", *data]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "  - --backend: unknown text backend (got 'nosuch')" in err
+    assert (
+        main(
+            [*generate, "b", "--method", "llm", "--model", "m"]
+            + ["--base-url", "notaurl", *data]
+        )
+        == 2
+    )
+    assert "  - --base-url: must be an http:// or https:// URL" in (
+        capsys.readouterr().err
+    )
+    # options of the llm method alone are refused with mutation, not ignored
+    assert main([*generate, "c", "--model", "m", "--attempts", "5", *data]) == 2
+    err = capsys.readouterr().err
+    assert "  - --model: is an option of --method llm only" in err
+    assert "  - --attempts: is an option of --method llm only" in err
+    assert not (tmp_path / "code_validation").exists()
+
+
 def test_llm_method_api_error_is_one_clear_error(tmp_path) -> None:
     from nip_core.errors import BackendError
 

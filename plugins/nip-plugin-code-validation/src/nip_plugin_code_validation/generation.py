@@ -26,7 +26,8 @@ import types
 from pathlib import Path
 from typing import Any
 
-from nip_core.errors import BackendError, NipConfigError
+import attrs
+from nip_core.errors import BackendError, NipConfigError, NipError
 
 from nip_plugin_code_validation.data import write_rows
 from nip_plugin_code_validation.humaneval import (
@@ -58,11 +59,26 @@ def extract_code(reply: str) -> str | None:
 
 def _backend(name: str, model: str, base_url: str | None) -> Any:
     from nip_core.parameters.text import OpenAiBackendParameters, TextBackendParameters
+    from nip_core.parameters.validation import prefixed
     from nip_core.text.backend import build_backend
 
+    # the sections' problems name the builder's options (--backend, --base-url)
+    problems = []
+    try:
+        text_backend = TextBackendParameters(name=name)
+    except NipConfigError as error:
+        problems += [attrs.evolve(p, path="backend") for p in error.problems]
+    try:
+        openai_backend = OpenAiBackendParameters(base_url=base_url)
+    except NipConfigError as error:
+        problems += prefixed(
+            [attrs.evolve(p, path="") for p in error.problems], "base_url"
+        )
+    if problems:
+        raise NipConfigError(problems)
     sections = {
-        "text_backend": TextBackendParameters(name=name),
-        "openai_backend": OpenAiBackendParameters(base_url=base_url),
+        "text_backend": text_backend,
+        "openai_backend": openai_backend,
         "seed": 0,
         "dataset": "generation",
     }
@@ -196,6 +212,23 @@ def build_dataset(
         )
     if method == "llm" and not model:
         problems.append(ConfigProblem("model", "the llm method needs --model"))
+    if method == "mutation":
+        # options of the llm method alone: given with mutation, they would be
+        # ignored
+        given = {
+            "backend": backend != "openai",
+            "model": model is not None,
+            "base_url": base_url is not None,
+            "attempts": attempts != 3,
+        }
+        problems.extend(
+            ConfigProblem(
+                option,
+                "is an option of --method llm only (mutation asks no model)",
+            )
+            for option, set_ in given.items()
+            if set_
+        )
     if attempts < 1:
         problems.append(ConfigProblem("attempts", "must be at least 1", attempts))
     if problems:
@@ -235,16 +268,14 @@ def build_dataset(
             rows[split].append(make_row(problem, correct, 1, None))
             rows[split].append(make_row(problem, buggy, 0, how))
     if not rows["train"] or not rows["test"]:
-        raise NipConfigError(
-            [
-                ConfigProblem(
-                    "",
-                    f"only {len(rows['train']) // 2 + len(rows['test']) // 2} problems "
-                    "got a confirmed bug: too few for a train and a test split "
-                    f"({len(rows['skipped'])} left out; e.g. "
-                    f"{rows['skipped'][0] if rows['skipped'] else '-'})",
-                )
-            ]
+        # the options were fine: the model's bugs were not (exit 1, not a config
+        # error)
+        raise NipError(
+            f"only {len(rows['train']) // 2 + len(rows['test']) // 2} problems "
+            "got a confirmed bug: too few for a train and a test split "
+            f"({len(rows['skipped'])} left out; e.g. "
+            f"{rows['skipped'][0] if rows['skipped'] else '-'}); try more "
+            "--attempts, more --num-problems or another --model"
         )
     out = Path(data_dir) / "code_validation" / name
     write_rows(out / "train.jsonl", rows["train"])
