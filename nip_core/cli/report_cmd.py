@@ -107,12 +107,16 @@ def run_report_command(args: argparse.Namespace, file: TextIO | None = None) -> 
     ``nip``'s main prints it without a traceback.
     """
     from nip_core.analysis.report import ReportError, build_report, resolve_run_paths
+    from nip_core.errors import UsageError
 
     out = sys.stdout if file is None else file
+    # bad options exit 2, as every command's do
     if not 0 < args.confidence < 1:
-        raise ReportError(f"--confidence must lie in (0, 1), got {args.confidence}")
+        raise UsageError(f"--confidence must lie in (0, 1), got {args.confidence}")
     if args.episodes < 0:
-        raise ReportError(f"--episodes must be 0 or more, got {args.episodes}")
+        raise UsageError(f"--episodes must be 0 or more, got {args.episodes}")
+    if args.smooth < 1:
+        raise UsageError(f"--smooth must be 1 or more, got {args.smooth}")
     group_by = None
     if args.group_by:
         group_by = [key.strip() for item in args.group_by for key in item.split(",")]

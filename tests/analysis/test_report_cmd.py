@@ -113,10 +113,15 @@ def test_errors_are_nip_errors(runs):
         report(["fresh"])
     with pytest.raises(ReportError, match="--group-by 'protocol'"):
         report(["nip-1", "nip-2", "--group-by", "protocol"])
-    with pytest.raises(ReportError, match="--confidence"):
+    from nip_core.errors import UsageError
+
+    # bad options are usage errors (exit 2)
+    with pytest.raises(UsageError, match="--confidence"):
         report(["nip-1", "--confidence", "95"])
-    with pytest.raises(ReportError, match="--smooth must be 1 or more, got 0"):
+    with pytest.raises(UsageError, match="--smooth must be 1 or more, got 0"):
         report(["nip-1", "--smooth", "0"])
+    with pytest.raises(UsageError, match="--episodes must be 0 or more, got -1"):
+        report(["nip-1", "--episodes", "-1"])
 
 
 def test_through_nip_main_when_wired(runs, capsys):
@@ -131,6 +136,8 @@ def test_through_nip_main_when_wired(runs, capsys):
     assert "interaction_protocol=nip" in capsys.readouterr().out
     assert main(["report", "missing"]) == 1
     assert "nip: error: no run 'missing'" in capsys.readouterr().err
+    assert main(["report", "nip-1", "--confidence", "1.5"]) == 2
+    assert "nip: error: --confidence must lie in (0, 1)" in capsys.readouterr().err
     # --out naming a file: one error line, the file untouched
     (runs.parent / "afile").write_text("hi")
     assert main(["report", "nip-1", "nip-2", "--out", "afile"]) == 1
