@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -109,14 +110,32 @@ def load_config_file(path: Path) -> dict[str, Any]:
     NipConfigError
         When the file is missing, is not YAML/JSON, or is not a mapping.
     """
+    if path.is_dir():
+        raise NipConfigError(
+            ConfigProblem(
+                path="",
+                message=f"{path} is a directory; name a config file (YAML, or a "
+                "run's hyper_params.json)",
+            )
+        )
     if not path.is_file():
         raise NipConfigError(ConfigProblem(path="", message=f"no such file: {path}"))
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise NipConfigError(
-            ConfigProblem(path="", message=composer.describe_yaml_error(error, path))
-        ) from None
+    if path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as error:
+            raise NipConfigError(
+                ConfigProblem(path="", message=f"{path} is not valid JSON: {error}")
+            ) from None
+    else:
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise NipConfigError(
+                ConfigProblem(
+                    path="", message=composer.describe_yaml_error(error, path)
+                )
+            ) from None
     if not isinstance(data, dict):
         raise NipConfigError(
             ConfigProblem(

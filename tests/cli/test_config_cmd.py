@@ -249,6 +249,17 @@ def test_validate_reports_problems_of_a_file(toy_plugin, capsys, tmp_path):
     _, err = capsys.readouterr()
     assert "no such file" in err
 
+    # a damaged hyper_params.json is JSON, and a directory is no file
+    damaged = tmp_path / "hyper_params.json"
+    damaged.write_text('{"seed": ')
+    assert main(["config", "validate", str(damaged)]) == 2
+    _, err = capsys.readouterr()
+    assert f"{damaged} is not valid JSON: Expecting value" in err
+    assert "YAML" not in err
+    assert main(["config", "validate", str(tmp_path)]) == 2
+    _, err = capsys.readouterr()
+    assert f"{tmp_path} is a directory; name a config file" in err
+
 
 def test_plain_override_sets_a_key_the_yaml_does_not_hold(toy_plugin, capsys):
     # toy/exp.yaml gives no toy_section.mode: the parameter class is the schema
