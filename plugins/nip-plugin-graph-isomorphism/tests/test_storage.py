@@ -353,3 +353,31 @@ def test_bad_option_values_exit_with_2_as_usage_errors(
         "nip: error: --num-pairs must be at least 1, got 0" in capsys.readouterr().err
     )
     assert main([*args, "--edge-probabilities", "1.5"]) == 2
+
+
+def test_a_validation_split_the_dataset_lacks_is_refused_at_validation(
+    tmp_path,
+) -> None:
+    from types import SimpleNamespace
+
+    from nip_plugin_graph_isomorphism.checks import config_problems
+
+    def problems(dataset, split="validation"):
+        return config_problems(
+            SimpleNamespace(dataset=dataset, test_dataset_split=split)
+        )
+
+    (problem,) = problems("eru10000")
+    assert problem.path == "test_dataset_split"
+    assert problem.message.startswith(
+        "graph isomorphism dataset 'eru10000' has no validation split"
+    )
+    assert problem.choices == ("test",)
+    assert problems("eru10000", "test") == []
+    # a path to one's own data may hold a validation split
+    own = tmp_path / "mine"
+    own.mkdir()
+    (problem,) = problems(str(own))
+    assert f"{own} has no validation.npz" in problem.message
+    (own / "validation.npz").write_bytes(b"")
+    assert problems(str(own)) == []

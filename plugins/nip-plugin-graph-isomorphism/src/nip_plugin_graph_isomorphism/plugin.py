@@ -60,6 +60,7 @@ def register_scenarios() -> list[ScenarioSpec]:
             environment_class=f"{PACKAGE}.environment:GraphIsomorphismEnvironment",
             default_dataset="eru10000",
             datasets=DATASETS,
+            config_problems=f"{PACKAGE}.checks:config_problems",
             description=(
                 "Are two graphs isomorphic? Messages are nodes of either graph."
             ),
