@@ -59,7 +59,8 @@ def test_an_original_library_dict_loads(ic_in_global_manager):
     saved = {
         "_package_version": "1.0.0",
         "scenario": "image_classification",
-        "trainer": "solo_agent",
+        # (the original refused a random agent under solo_agent too)
+        "trainer": "reinforce",
         "dataset": "cifar10",
         "interaction_protocol": "nip",
         "image_classification": {"num_conv_groups": 2, "initial_num_channels": 16},
