@@ -905,6 +905,8 @@ def resume_run(
             run_id,
             ", ".join(f"{k}={v!r}" for k, v in parameter_overrides.items()),
         )
+    # the settings are checked before anything is said of what the resume does
+    check_device(settings)
     if run_dir.read_run_info().get("status") == "finished":
         logger.info(
             "run %s had finished; training continues from its last checkpoint", run_id

@@ -53,6 +53,25 @@ class AgentUpdateSchedule(BaseHyperParameters):
         # the final one and can be registered by name.
         _SCHEDULE_TYPES[cls.__name__] = cls
 
+    @classmethod
+    def config_type_description(cls) -> str:
+        """How a schedule is written in a config, for error messages."""
+        return (
+            f"a mapping naming the schedule class in {cls.TYPE_KEY!r} (e.g. "
+            f"{{{cls.TYPE_KEY}: ConstantUpdateSchedule}}, with the class's fields)"
+        )
+
+    @classmethod
+    def config_choices(cls) -> tuple[str, ...]:
+        """The schedule classes a field of this type takes, for error messages."""
+        return tuple(
+            sorted(
+                name
+                for name, schedule in schedule_types().items()
+                if issubclass(schedule, cls)
+            )
+        )
+
     def is_update_iteration(self, iteration: int) -> bool:
         """Whether the agent is updated on training iteration ``iteration`` (from 0)."""
         raise TypeError(

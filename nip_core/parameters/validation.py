@@ -168,6 +168,10 @@ def describe_type(tp: Any) -> str:
     }
     if tp in names:
         return names[tp]
+    # a class may say how it is written in a config (update schedules)
+    described = getattr(tp, "config_type_description", None)
+    if isinstance(tp, type) and callable(described):
+        return str(described())
     return getattr(tp, "__name__", str(tp))
 
 
@@ -198,6 +202,9 @@ def _choices_of(tp: Any) -> tuple[str, ...]:
         for a in args:
             found.extend(_choices_of(a))
         return tuple(found)
+    choices = getattr(tp, "config_choices", None)
+    if isinstance(tp, type) and callable(choices):
+        return tuple(choices())
     return ()
 
 

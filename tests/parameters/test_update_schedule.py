@@ -144,3 +144,22 @@ def test_schedules_are_frozen():
     schedule = ContiguousPeriodicUpdateSchedule(period=2, start=0, stop=1)
     with pytest.raises(AttributeError):
         schedule.period = 3
+
+
+def test_a_schedule_given_as_a_word_says_how_to_write_one():
+    from nip_core.parameters import AgentParameters
+
+    with pytest.raises(NipConfigError) as info:
+        AgentParameters(update_schedule="foo")
+    (problem,) = info.value.problems
+    assert problem.path == "update_schedule"
+    assert problem.message == (
+        "expected a mapping naming the schedule class in '_type' (e.g. "
+        "{_type: ConstantUpdateSchedule}, with the class's fields)"
+    )
+    assert set(problem.choices) >= {
+        "AlternatingPeriodicUpdateSchedule",
+        "ConstantUpdateSchedule",
+        "ContiguousPeriodicUpdateSchedule",
+    }
+    assert list(problem.choices) == sorted(problem.choices)
