@@ -842,6 +842,7 @@ def _record_or_check_datasets(
             scenario_instance,
             dataset=str(hyper_params.dataset),
             data_dir=info.get("data_dir"),
+            run_id=run_dir.path.name,
         )
         return
     run_dir.write_run_info(

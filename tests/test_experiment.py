@@ -296,7 +296,7 @@ def test_a_run_is_not_resumed_on_other_data(scenario, monkeypatch):
         with pytest.raises(
             DatasetNotFoundError,
             match="the train split of dataset 'tiny' is not the one this run started "
-            "with: 16 datapoints then, 12 now",
+            r"with: 16 datapoints then, 12 now.*`nip resume d --set run.data_dir=DIR`",
         ):
             resume_run("d", runs_dir=settings.runs_dir, ignore_cache=True)
     # the refused resume changed nothing: no record dropped, the status kept

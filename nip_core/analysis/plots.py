@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,10 @@ def _new_figure(ncols: int = 1, nrows: int = 1) -> tuple[Any, Any]:
 
 def _save(figure: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
+    with warnings.catch_warnings():
+        # a figure too crowded to lay out tightly is still drawn, as it is
+        warnings.filterwarnings("ignore", message="Tight layout not applied")
+        figure.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp")
     figure.savefig(tmp, dpi=_DPI, format="png")
     os.replace(tmp, path)

@@ -69,6 +69,7 @@ def check_same_datasets(
     *,
     dataset: str,
     data_dir: str | None = None,
+    run_id: str | None = None,
 ) -> None:
     """Refuse to resume a run on datasets that differ from those it started with.
 
@@ -89,6 +90,7 @@ def check_same_datasets(
             f"the {split} split of dataset {dataset!r} is not the one this run "
             f"started with: {then.get('size')} datapoints then, {current['size']} "
             f"now, different contents{where}; to resume, point it at the original "
-            "data (`nip resume RUN_ID --set run.data_dir=DIR`, or NIP_DATA_DIR), "
+            f"data (`nip resume {run_id or 'RUN_ID'} --set run.data_dir=DIR`, or "
+            "NIP_DATA_DIR), "
             "or start a new run"
         )

@@ -509,3 +509,21 @@ def test_fine_tune_examples_show_those_the_backend_left_out(tmp_path, drawn):
     assert [list(line.get_ydata()) for line in given.get_lines()] == [[8, 10]]
     assert [list(line.get_ydata()) for line in left_out.get_lines()] == [[3]]
     assert [line.get_label() for line in left_out.get_lines()] == ["verifier"]
+
+
+def test_a_crowded_figure_is_saved_without_a_layout_warning(tmp_path):
+    import warnings
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from nip_core.analysis.plots import _save
+
+    figure = Figure(figsize=(1, 1))
+    FigureCanvasAgg(figure)
+    for ax in figure.subplots(2, 2).flat:
+        ax.set_title("a very long title indeed " * 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = _save(figure, tmp_path / "crowded.png")
+    assert path.is_file()
