@@ -891,6 +891,18 @@ def resume_run(
     params_dict = run_dir.read_hyper_params()
     if parameter_overrides:
         params_dict = _resume_overrides(params_dict, parameter_overrides)
+    if not run_dir.settings_path.is_file():
+        import warnings
+
+        from nip_core.errors import CheckpointWarning
+
+        warnings.warn(
+            f"{run_dir.path} has no settings.json: the run resumes with the default "
+            "settings (checkpoint period, loggers, data directory) and those given "
+            "to `nip resume`",
+            CheckpointWarning,
+            stacklevel=2,
+        )
     settings_dict = run_dir.read_settings()
     # None means "as saved" (the CLI passes its unset options as None)
     settings_dict.update({k: v for k, v in settings_overrides.items() if v is not None})

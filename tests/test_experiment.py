@@ -231,6 +231,12 @@ def test_failed_run_is_marked_and_resume_needs_a_run(scenario):
     assert info["status"] == "failed" and "KilledForTest" in info["error"]
     with pytest.raises(CheckpointError, match="--runs-dir DIR"):
         resume_run("missing", runs_dir=settings.runs_dir)
+    # a run directory that lost its settings.json resumes on the defaults, said
+    (scenario.root / "runs" / "f" / "settings.json").unlink()
+    from nip_core.errors import CheckpointWarning
+
+    with pytest.warns(CheckpointWarning, match="has no settings.json"):
+        resume_run("f", runs_dir=settings.runs_dir)
     # a run directory that lost its hyper_params.json is there, but cannot resume
     (scenario.root / "runs" / "f" / "hyper_params.json").unlink()
     with pytest.raises(CheckpointError) as info:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -230,8 +231,18 @@ class RunDirectory:
         from nip_core.errors import CheckpointWarning
 
         why = data if isinstance(data, Exception) else "not a JSON object"
+        # what it held (a run's provenance, its settings) is kept to be read
+        kept = path.with_name(path.name + ".damaged")
+        try:
+            if not kept.exists():
+                shutil.copy2(path, kept)
+        except OSError:
+            kept_note = ""
+        else:
+            kept_note = f"; the damaged file is kept as {kept.name}"
         warnings.warn(
-            f"{path} is damaged ({why}); it is read as empty and replaced by {instead}",
+            f"{path} is damaged ({why}); it is read as empty and replaced by "
+            f"{instead}{kept_note}",
             CheckpointWarning,
             stacklevel=3,
         )

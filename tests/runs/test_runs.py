@@ -557,9 +557,11 @@ def test_damaged_run_records_are_named_not_tracebacks(tmp_path):
     run_dir.run_info_path.write_text("xx")
     with pytest.warns(CheckpointWarning, match="run_info.json is damaged"):
         assert run_dir.read_run_info() == {}
-    with pytest.warns(CheckpointWarning):
+    with pytest.warns(CheckpointWarning, match="kept as run_info.json.damaged"):
         run_dir.write_run_info(status="killed")
     assert run_dir.read_run_info() == {"status": "killed"}
+    # what the damaged file held is kept to be read, not lost
+    assert (run_dir.path / "run_info.json.damaged").read_text() == "xx"
     run_dir.settings_path.write_text("[1, 2]")
     with pytest.warns(CheckpointWarning, match="not a JSON object"):
         assert run_dir.read_settings() == {}
