@@ -334,7 +334,7 @@ def structure_agent(value: Any, agent_class: type[AgentParameters]) -> AgentPara
 
 
 def structure_agents(
-    value: Any, agent_class: type[AgentParameters]
+    value: Any, agent_class: type[AgentParameters], *, warn_defaults: bool = True
 ) -> AgentsParameters:
     """Build the ``agents`` mapping for a scenario whose class is ``agent_class``.
 
@@ -359,12 +359,17 @@ def structure_agents(
             problems.extend(prefixed(exc.problems, name))
     if problems:
         raise NipConfigError(problems)
-    _warn_defaults_not_inherited(value, agents, agent_class)
+    if warn_defaults:
+        warn_defaults_not_inherited(value, agents, agent_class)
     return agents
 
 
-def _warn_defaults_not_inherited(
-    value: Mapping, agents: AgentsParameters, agent_class: type[AgentParameters]
+def warn_defaults_not_inherited(
+    value: Mapping,
+    agents: AgentsParameters,
+    agent_class: type[AgentParameters],
+    *,
+    stacklevel: int = 3,
 ) -> None:
     """Warn where a named agent leaves out a field ``_default`` sets.
 
@@ -420,7 +425,7 @@ def _warn_defaults_not_inherited(
             + ". Set the field on the named agent too (or leave the agent out) "
             "if it should share _default's value.",
             ParameterWarning,
-            stacklevel=2,
+            stacklevel=stacklevel,
         )
 
 

@@ -285,6 +285,7 @@ class HyperParameters(BaseHyperParameters):
             hints,
         )
 
+        agent_class = None
         if scenario is not None:
             self._check_dataset(pm, scenario, problems)
             agent_class = _agent_class(scenario, problems)
@@ -292,8 +293,12 @@ class HyperParameters(BaseHyperParameters):
                 from nip_core.parameters.converter import structure_agents
 
                 try:
+                    # its warning waits for the names to be checked: none for
+                    # a misspelt agent the error names anyway
                     object.__setattr__(
-                        self, "agents", structure_agents(agents, agent_class)
+                        self,
+                        "agents",
+                        structure_agents(agents, agent_class, warn_defaults=False),
                     )
                 except NipConfigError as exc:
                     problems.extend(prefixed(exc.problems, "agents"))
@@ -316,6 +321,10 @@ class HyperParameters(BaseHyperParameters):
                 problems.extend(self._trainer_agent_problems(trainer, protocol))
         if problems:
             raise NipConfigError([_with_source_hint(p, hints) for p in problems])
+        if agent_class is not None and isinstance(agents, Mapping):
+            from nip_core.parameters.converter import warn_defaults_not_inherited
+
+            warn_defaults_not_inherited(agents, self.agents, agent_class, stacklevel=4)
         object.__setattr__(self, "_ready", True)
         if trainer is not None:
             self._warn_unread_parameters(trainer, "trainer")

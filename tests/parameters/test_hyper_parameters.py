@@ -182,6 +182,13 @@ def test_a_named_agent_leaving_out_a_field_default_sets_is_warned_about(toy):
     # the behaviour it warns about: _default is for agents not named
     assert hp.agents["prover"].d_hidden == 8
     assert hp.agents["verifier"].d_hidden == 5
+    # a misspelt agent gets its error, not this warning about its fields first
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ParameterWarning)
+        with pytest.raises(NipConfigError, match="did you mean 'prover'"):
+            make(agents={"_default": {"d_hidden": 5}, "provr": {"dropout": 0.5}})
 
 
 @pytest.mark.parametrize(
