@@ -910,7 +910,19 @@ def resume_run(
     settings_dict["runs_dir"] = str(runs_dir)
     settings = ExperimentSettings.from_dict(settings_dict)
     with datasets_in(settings.data_dir):
-        hyper_params = HyperParameters.from_dict(params_dict)
+        try:
+            hyper_params = HyperParameters.from_dict(params_dict)
+        except NipConfigError as error:
+            # the values are the saved ones (or a --set's): say where they are
+            where = f" (saved in {run_dir.hyper_params_path})"
+            raise NipConfigError(
+                [
+                    attrs.evolve(p, message=p.message + where)
+                    if p.path not in (parameter_overrides or {})
+                    else p
+                    for p in error.problems
+                ]
+            ) from error
     if parameter_overrides:
         run_dir.write_hyper_params(params_dict)
         logger.info(

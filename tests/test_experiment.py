@@ -231,6 +231,18 @@ def test_failed_run_is_marked_and_resume_needs_a_run(scenario):
     assert info["status"] == "failed" and "KilledForTest" in info["error"]
     with pytest.raises(CheckpointError, match="--runs-dir DIR"):
         resume_run("missing", runs_dir=settings.runs_dir)
+    # a bad value in the saved parameters is named with the file it is in
+    saved_path = scenario.root / "runs" / "f" / "hyper_params.json"
+    original = saved_path.read_text()
+    saved = json.loads(original)
+    saved["rl"]["num_iterations"] = "many"
+    saved_path.write_text(json.dumps(saved))
+    with pytest.raises(NipConfigError) as info:
+        resume_run("f", runs_dir=settings.runs_dir)
+    (problem,) = info.value.problems
+    assert problem.path == "rl.num_iterations"
+    assert problem.message.endswith(f"(saved in {saved_path})")
+    saved_path.write_text(original)
     # a run directory that lost its settings.json resumes on the defaults, said
     (scenario.root / "runs" / "f" / "settings.json").unlink()
     from nip_core.errors import CheckpointWarning

@@ -79,11 +79,11 @@ def generate(
 
     Raises
     ------
-    NipError
+    UsageError
         When the name is not a plain directory name, or the dataset exists and
-        ``overwrite`` is not set.
+        ``overwrite`` is not set (``nip`` exits with 2).
     """
-    from nip_core.errors import NipConfigError, NipError
+    from nip_core.errors import NipConfigError, UsageError
     from nip_core.plugins import get_plugin_manager
     from nip_core.records import resolve_ref
 
@@ -98,13 +98,13 @@ def generate(
     overwrite = overwrite or bool(getattr(parsed, _OVERWRITE_DEST))
     root = data_dir_or_default(getattr(parsed, _DATA_DIR_DEST) or data_dir)
     if not name or name in (".", "..") or "/" in name or "\\" in name:
-        raise NipError(
-            f"a dataset name is a plain directory name, not {name!r}; it is used "
-            f"as dataset={name or 'NAME'} in configs"
+        raise UsageError(
+            f"a dataset name is a plain directory name (used as dataset=NAME in "
+            f"configs), not {name!r}"
         )
     target = root / scenario / name
     if target.exists() and not overwrite:
-        raise NipError(
+        raise UsageError(
             f"the {scenario} dataset {name!r} already exists in {target}; pass "
             "--overwrite to replace it, or choose another name"
         )

@@ -127,7 +127,7 @@ def test_regenerating_a_dataset_asks_for_overwrite(
     marker.write_text("the first one")
     capsys.readouterr()
 
-    assert main(["datasets", "generate", "toy", "mine", "--data-dir", data]) == 1
+    assert main(["datasets", "generate", "toy", "mine", "--data-dir", data]) == 2
     err = capsys.readouterr().err
     assert "nip: error: the toy dataset 'mine' already exists" in err
     assert "pass --overwrite to replace it" in err
@@ -167,8 +167,11 @@ def test_a_failed_overwrite_keeps_the_old_dataset(
 
 @pytest.mark.parametrize("name", ["a/b", "..", ""])
 def test_a_dataset_name_is_a_plain_name(toy_plugin, builder_calls, name, capsys):
-    assert main(["datasets", "generate", "toy", name]) == 1
-    assert "a dataset name is a plain directory name" in capsys.readouterr().err
+    # a usage error: exit 2
+    assert main(["datasets", "generate", "toy", name]) == 2
+    assert "a dataset name is a plain directory name (used as dataset=NAME" in (
+        capsys.readouterr().err
+    )
     assert builder_calls == []
 
 
