@@ -44,17 +44,13 @@ def used_sections(hyper_params: Any) -> set[str]:
         used.add("zk_protocol")
     if hyper_params.pretrain_agents:
         used.add("solo_agent")
-    used |= _text_backend_sections(hyper_params, pm)
+    from nip_core.text.groups import text_backend_sections
+
+    used |= text_backend_sections(hyper_params, pm)
     for name, section in hyper_params.sections.items():
         if name not in used and section != type(section)():
             used.add(name)
     return used
-
-
-def _text_backend_sections(hyper_params: Any, pm: Any) -> set[str]:
-    from nip_core.text.groups import text_backend_sections
-
-    return text_backend_sections(hyper_params, pm)
 
 
 def show(
