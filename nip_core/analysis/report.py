@@ -569,27 +569,46 @@ _LEADING_KEYS = ("scenario", "trainer", "interaction_protocol", "dataset")
 """Keys a group's label leads with: what the experiment is."""
 
 
-def _connection_keys(runs: Sequence[RunData]) -> frozenset[str]:
+def _run_hyper_params(run: RunData) -> Any:
+    """The run's parameters as this installation reads them, or ``None`` when they
+    cannot be read here (a plugin missing). What they warned about was said when the
+    run ran (and an older run's conversion is not a report's business)."""
+    from nip_core.errors import NipError, NipWarning
+    from nip_core.parameters import HyperParameters
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NipWarning)
+            return HyperParameters.from_dict(dict(run.hyper_params))
+    except (NipError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _connection_keys(hyper_params: Sequence[Any]) -> frozenset[str]:
     """The runs' fields that say how a run reaches its services (endpoint URLs,
     concurrency, timeouts: what ``nip resume --set`` may change), never what the
     experiment is; runs that differ only in them are repetitions. Runs whose
-    parameters cannot be read here (a plugin missing) add none."""
-    from nip_core.errors import NipError, NipWarning
-    from nip_core.parameters import HyperParameters, preserved_paths
+    parameters cannot be read here (``None``) add none."""
+    from nip_core.parameters import preserved_paths
     from nip_core.parameters.base_run import RESUME
 
     keys: set[str] = set()
-    for run in runs:
-        try:
-            with warnings.catch_warnings():
-                # what the run's parameters warned about was said when it ran (and
-                # an older run's conversion is not this report's business)
-                warnings.simplefilter("ignore", NipWarning)
-                hyper_params = HyperParameters.from_dict(dict(run.hyper_params))
-        except (NipError, KeyError, TypeError, ValueError):
-            continue
-        keys.update(preserved_paths(hyper_params, RESUME))
+    for params in hyper_params:
+        if params is not None:
+            keys.update(preserved_paths(params, RESUME))
     return frozenset(keys)
+
+
+def _unread_sections(hyper_params: Any) -> frozenset[str]:
+    """The sections a run does not read: those of trainers, protocols,
+    scenarios, text backends and modes it does not use
+    (:mod:`nip_core.parameters.usage`). None when its parameters cannot be read
+    here (``None``): then every key counts."""
+    if hyper_params is None:
+        return frozenset()
+    from nip_core.parameters.usage import owned_sections, read_sections
+
+    return frozenset(owned_sections(hyper_params)) - read_sections(hyper_params)
 
 
 def group_runs(
@@ -603,11 +622,14 @@ def group_runs(
         The runs.
     group_by : Sequence[str] | None
         Dotted hyper-parameter keys (``interaction_protocol``, ``ppo.num_epochs``).
-        By default, every key whose value differs between the runs except
-        ``seed`` and the fields of how a run reaches its services (endpoint URLs,
-        concurrency, timeouts: those ``nip resume --set`` may change); when none
-        differs, the runs form one group (labelled with their
-        protocol when known).
+        By default, every key whose value differs between the runs that read
+        it, except ``seed`` and the fields of how a run reaches its services
+        (endpoint URLs, concurrency, timeouts: those ``nip resume --set`` may
+        change); when none differs, the runs form one group (labelled with their
+        protocol when known). A run does not read the sections of a trainer,
+        protocol, scenario or text backend it does not use (``debate_protocol``
+        in a ``nip`` run, ``pure_text_malt`` in a ``pure_text_ei`` run): their
+        values neither tell it apart nor appear in its label.
 
     Returns
     -------
@@ -630,13 +652,23 @@ def group_runs(
                 raise ReportError(
                     f"--group-by {key!r}: no run has this hyper-parameter{hint}"
                 )
-    else:
-        excluded = GROUP_EXCLUDED_KEYS | _connection_keys(runs)
+    unread: list[frozenset[str]] = [frozenset()] * len(runs)
+    if not group_by:
+        hyper_params = [_run_hyper_params(run) for run in runs]
+        unread = [_unread_sections(params) for params in hyper_params]
+        excluded = GROUP_EXCLUDED_KEYS | _connection_keys(hyper_params)
         keys = [
             key
             for key in all_keys
             if key not in excluded
-            and len({_show(p.get(key, _MISSING_VALUE)) for p in flat}) > 1
+            and len(
+                {
+                    _show(p.get(key, _MISSING_VALUE))
+                    for p, skip in zip(flat, unread, strict=True)
+                    if key.partition(".")[0] not in skip
+                }
+            )
+            > 1
         ]
     if not group_by:
         keys.sort(
@@ -648,9 +680,15 @@ def group_runs(
         )
     groups: dict[str, list[RunData]] = {}
     shorts: dict[str, str] = {}
-    for run, params in zip(runs, flat, strict=True):
+    for run, params, skip in zip(runs, flat, unread, strict=True):
         if keys:
-            pairs = [f"{key}={_show(params.get(key, _MISSING_VALUE))}" for key in keys]
+            shown = [key for key in keys if key.partition(".")[0] not in skip]
+            pairs = [
+                f"{key}={_show(params.get(key, _MISSING_VALUE))}"
+                # a run reading none of the keys (it never does: what it does not
+                # read follows from keys it reads) is labelled by all of them
+                for key in shown or keys
+            ]
             label = ", ".join(pairs)
             if len(pairs) > LABEL_KEYS_SHOWN:
                 shorts[label] = (

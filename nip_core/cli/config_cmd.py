@@ -22,31 +22,14 @@ def dump_yaml(data: Any) -> str:
 def used_sections(hyper_params: Any) -> set[str]:
     """The sections a run reads, or has been given other values than the defaults.
 
-    Read: the trainer's sections (its ``TrainerSpec.parameter_sections``;
-    ``solo_agent`` too with ``pretrain_agents``), ``protocol_common`` and the
-    protocol's section (``zk_protocol`` with zero knowledge), the scenario's own
-    section (named like the scenario) and the core's ``dataset_options``; for a text
-    scenario ``text_backend`` and the sections of the backends its agents use. A section
-    with any value changed from its default is shown whatever reads it, so a config
-    never hides what it sets.
+    Read: the sections of its trainer, protocol, scenario, mode and text backends
+    (:func:`~nip_core.parameters.usage.read_sections`), ``protocol_common`` and the
+    core's ``dataset_options``. A section with any value changed from its default
+    is shown whatever reads it, so a config never hides what it sets.
     """
-    from nip_core.plugins import get_plugin_manager
+    from nip_core.parameters.usage import read_sections
 
-    pm = get_plugin_manager()
-    used = {"protocol_common", "dataset_options", hyper_params.scenario}
-    trainer = pm.trainers.get(hyper_params.trainer, None)
-    if trainer is not None:
-        used.update(trainer.parameter_sections)
-    protocol = pm.protocols.get(hyper_params.interaction_protocol, None)
-    if protocol is not None and protocol.parameter_section:
-        used.add(protocol.parameter_section)
-    if hyper_params.zero_knowledge:
-        used.add("zk_protocol")
-    if hyper_params.pretrain_agents:
-        used.add("solo_agent")
-    from nip_core.text.groups import text_backend_sections
-
-    used |= text_backend_sections(hyper_params, pm)
+    used = {"protocol_common", "dataset_options"} | read_sections(hyper_params)
     for name, section in hyper_params.sections.items():
         if name not in used and section != type(section)():
             used.add(name)

@@ -376,23 +376,18 @@ class HyperParameters(BaseHyperParameters):
         carry every trainer's section (``solo_agent`` beside ``rl``) to switch
         trainers with one override.
         """
-        from nip_core.text.groups import text_backend_sections
+        from nip_core.parameters.usage import owned_sections, read_sections
 
         scenario = pm.scenarios.get(self.scenario, None)
         if scenario is None or getattr(scenario, "data_world", "tensor") != "text":
             return
 
-        owners: dict[str, str] = {}
-        for spec in pm.trainers.values():
-            for name in spec.parameter_sections:
-                owners.setdefault(name, "trainers")
-        for spec in pm.text_backends.values():
-            if spec.parameter_section:
-                owners.setdefault(spec.parameter_section, "text backends")
-        read = set(trainer.parameter_sections)
-        if self.pretrain_agents:
-            read.add("solo_agent")
-        read |= text_backend_sections(self, pm)
+        owners = {
+            name
+            for name, kind in owned_sections(self, pm).items()
+            if kind in ("trainer", "text backend")
+        }
+        read = read_sections(self, pm)
         set_fields = []
         for name in sorted(owners):
             section = self.sections.get(name)

@@ -238,6 +238,42 @@ def test_runs_differing_only_in_how_they_reach_a_server_are_one_group(
     ]
 
 
+def test_settings_a_run_does_not_read_neither_split_nor_label_it(
+    synthetic_scenario, tmp_path
+):
+    # debate_protocol in a nip run, solo_agent in a reinforce run: carried by every
+    # config, read by other protocols and trainers
+    def saved(name, protocol, seed, **overrides):
+        values = synthetic_scenario.hyper_params(protocol, seed=seed, **overrides)
+        path = write_run(tmp_path, name, training_records([0.5]), values.to_dict())
+        return load_run(path)
+
+    runs = [
+        saved("a", "nip", 1),
+        saved("b", "nip", 2, debate_protocol={"max_message_rounds": 5}),
+        saved("c", "nip", 3, solo_agent={"num_epochs": 7}),
+        saved("d", "debate", 1),
+        saved("e", "debate", 2, debate_protocol={"max_message_rounds": 5}),
+    ]
+    groups = group_runs(runs)
+    assert [g.label for g in groups] == [
+        "interaction_protocol=debate, debate_protocol.max_message_rounds=3",
+        "interaction_protocol=debate, debate_protocol.max_message_rounds=5",
+        "interaction_protocol=nip",
+    ]
+    assert [[r.run_id for r in g.runs] for g in groups] == [
+        ["d"],
+        ["e"],
+        ["a", "b", "c"],
+    ]
+    # asked for, an unread key still groups
+    by_rounds = group_runs(runs, ["debate_protocol.max_message_rounds"])
+    assert [[r.run_id for r in g.runs] for g in by_rounds] == [
+        ["a", "c", "d"],
+        ["b", "e"],
+    ]
+
+
 def test_a_key_missing_in_some_runs_labels_them_unset(tmp_path):
     a = write_run(tmp_path, "a", training_records([0.5]), params("nip", 1))
     b = write_run(
