@@ -25,6 +25,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from nip_core.logs import (  # noqa: F401 - the command's logging, named here too
+    ENV_LOG_LEVEL,
+    THIRD_PARTY_LOGGERS,
+    configure_logging,
+)
+
 EXIT_ERROR = 1
 EXIT_CONFIG_ERROR = 2
 
@@ -320,60 +326,6 @@ def _analyse(args: argparse.Namespace) -> int:
             )
             print(f"  {record['file']}: {values}")
     return 0
-
-
-THIRD_PARTY_LOGGERS: tuple[str, ...] = (
-    "torchrl",
-    "tensordict",
-    "hydra",
-    "wandb",
-    # the OpenAI-compatible backend's client: httpx logs every request at INFO
-    # (openai 3 runs on httpx2 and httpcore2, which log under those names)
-    "httpx",
-    "httpcore",
-    "httpx2",
-    "httpcore2",
-    "openai",
-)
-"""Libraries whose log records go through nip's handler, warnings and errors only
-unless ``NIP_LOG_LEVEL`` asks for more (``NIP_LOG_LEVEL=INFO``)."""
-
-ENV_LOG_LEVEL = "NIP_LOG_LEVEL"
-
-
-def configure_logging() -> None:
-    """One plain log format for nip and the libraries it runs.
-
-    nip's own records (``INFO`` and up) and the libraries' warnings and errors go to
-    standard error through one handler; TorchRL's own coloured handler is removed.
-    ``NIP_LOG_LEVEL`` (``DEBUG``, ``INFO``, ``WARNING``) sets the libraries' level.
-    """
-    import logging
-    import os
-
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(
-            level=logging.INFO,
-            format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s",
-            datefmt="%H:%M:%S",
-        )
-    level_name = os.environ.get(ENV_LOG_LEVEL, "WARNING").strip().upper()
-    level = logging.getLevelName(level_name)
-    if not isinstance(level, int):
-        level = logging.WARNING
-    try:
-        # TorchRL installs a coloured handler of its own on import: import it now to
-        # take that handler away
-        import torchrl  # noqa: F401
-    except ImportError:  # pragma: no cover - torchrl is a dependency
-        pass
-    for name in THIRD_PARTY_LOGGERS:
-        library = logging.getLogger(name)
-        for handler in list(library.handlers):
-            library.removeHandler(handler)
-        library.propagate = True
-        library.setLevel(level)
 
 
 def main(argv: Sequence[str] | None = None, *, ends_process: bool = False) -> int:

@@ -368,6 +368,33 @@ def test_third_party_logging_goes_through_nip_quietly(
     assert "\x1b[" not in out
 
 
+def test_a_library_imported_later_is_adopted_only_under_the_nip_command(
+    monkeypatch,
+):
+    import logging
+
+    from nip_core import logs
+
+    library = logging.getLogger("nip_test_late_library")
+    own = logging.StreamHandler()
+    library.addHandler(own)
+    library.propagate = False
+    try:
+        # nip used as a library: its caller's logging is left alone
+        monkeypatch.setattr(logs, "_library_level", None)
+        logs.adopt_library_loggers("nip_test_late_library")
+        assert library.handlers == [own] and not library.propagate
+        # under the command: through nip's handler, at the libraries' level
+        monkeypatch.setattr(logs, "_library_level", logging.ERROR)
+        logs.adopt_library_loggers("nip_test_late_library")
+        assert library.handlers == [] and library.propagate
+        assert library.level == logging.ERROR
+    finally:
+        library.handlers[:] = []
+        library.propagate = True
+        library.setLevel(logging.NOTSET)
+
+
 def test_the_installed_openai_clients_http_library_is_quietened():
     # openai 1-2 run on httpx, openai 3 on httpx2: whichever is installed, its
     # logger (one line per request at INFO) must be among those nip quietens

@@ -279,6 +279,47 @@ def test_missing_online_dataset_without_network(
         _dataset("apps", "train", tmp_path)
 
 
+def test_hub_retry_warnings_are_printed_once(
+    code_validation_plugin, tmp_path, monkeypatch
+) -> None:
+    # huggingface_hub and datasets put a handler of their own on their loggers
+    # when imported, and pass records on too: under the nip command each retry
+    # warning was printed twice, once bare and once in nip's format
+    import logging
+
+    from nip_core import logs
+
+    hub = logging.getLogger("huggingface_hub")
+    saved = (list(hub.handlers), hub.propagate, hub.level, logs._library_level)
+    emitted: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            emitted.append(record.getMessage())
+
+    def offline(*args, **kwargs):
+        logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 1s")
+        raise ConnectionError("Couldn't reach 'lrhammond/buggy-apps' on the Hub")
+
+    fake = types.ModuleType("datasets")
+    fake.load_dataset = offline
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    keep = Keep()
+    try:
+        monkeypatch.setattr(logs, "_library_level", logging.WARNING)
+        own = Keep()  # what the hub client's import installs
+        hub.addHandler(own)
+        logging.getLogger().addHandler(keep)
+        with pytest.raises(DatasetNotFoundError):
+            _dataset("buggy_apps", "train", tmp_path)
+        assert own not in hub.handlers and hub.propagate
+        assert emitted == ["Retrying in 1s"]
+    finally:
+        logging.getLogger().removeHandler(keep)
+        hub.handlers[:] = saved[0]
+        hub.propagate, hub.level = saved[1], saved[2]
+
+
 def _llm_responder(model, messages, request, rng):
     prompt = messages[-1]["content"]
     code = prompt.split("```python\n")[-1].split("```")[0]

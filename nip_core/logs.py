@@ -1,0 +1,95 @@
+"""How the ``nip`` command logs: one plain format for nip and the libraries it
+runs (standard library only; imported by the command at start-up).
+
+Libraries that install a handler of their own on import (TorchRL's coloured one;
+huggingface_hub's and datasets' plain ones, which also pass every record on, so
+each line was printed twice) have it taken away: their records go through nip's
+handler, warnings and errors only unless ``NIP_LOG_LEVEL`` asks for more. A
+library imported after :func:`configure_logging` ran is taken over by
+:func:`adopt_library_loggers`, which code calls right after importing it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+__all__ = [
+    "ENV_LOG_LEVEL",
+    "THIRD_PARTY_LOGGERS",
+    "adopt_library_loggers",
+    "configure_logging",
+]
+
+THIRD_PARTY_LOGGERS: tuple[str, ...] = (
+    "torchrl",
+    "tensordict",
+    "hydra",
+    "wandb",
+    # the OpenAI-compatible backend's client: httpx logs every request at INFO
+    # (openai 3 runs on httpx2 and httpcore2, which log under those names)
+    "httpx",
+    "httpcore",
+    "httpx2",
+    "httpcore2",
+    "openai",
+    # the Hugging Face hub client and datasets (code validation's hub datasets,
+    # the transformers backend's models): a handler of their own each, on import
+    "huggingface_hub",
+    "datasets",
+)
+"""Libraries whose log records go through nip's handler, warnings and errors only
+unless ``NIP_LOG_LEVEL`` asks for more (``NIP_LOG_LEVEL=INFO``)."""
+
+ENV_LOG_LEVEL = "NIP_LOG_LEVEL"
+
+_library_level: int | None = None
+"""The libraries' level once :func:`configure_logging` ran; ``None`` before (nip
+used as a library: its caller's logging is left alone)."""
+
+
+def configure_logging() -> None:
+    """One plain log format for nip and the libraries it runs.
+
+    nip's own records (``INFO`` and up) and the libraries' warnings and errors go to
+    standard error through one handler; the libraries' own handlers are removed.
+    ``NIP_LOG_LEVEL`` (``DEBUG``, ``INFO``, ``WARNING``) sets the libraries' level.
+    """
+    global _library_level
+
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=logging.INFO,
+            format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s",
+            datefmt="%H:%M:%S",
+        )
+    level_name = os.environ.get(ENV_LOG_LEVEL, "WARNING").strip().upper()
+    level = logging.getLevelName(level_name)
+    if not isinstance(level, int):
+        level = logging.WARNING
+    _library_level = level
+    try:
+        # TorchRL installs a coloured handler of its own on import: import it now to
+        # take that handler away
+        import torchrl  # noqa: F401
+    except ImportError:  # pragma: no cover - torchrl is a dependency
+        pass
+    adopt_library_loggers(*THIRD_PARTY_LOGGERS)
+
+
+def adopt_library_loggers(*names: str) -> None:
+    """Route the named libraries' loggers through nip's handler at the level
+    :func:`configure_logging` chose: their own handlers removed, their records
+    passed on. Call it right after importing a library that installs a handler on
+    import (``import datasets``). Does nothing unless :func:`configure_logging`
+    ran (the ``nip`` command), so nip used as a library leaves its caller's
+    logging alone."""
+    if _library_level is None:
+        return
+    for name in names:
+        library = logging.getLogger(name)
+        for handler in list(library.handlers):
+            library.removeHandler(handler)
+        library.propagate = True
+        library.setLevel(_library_level)
