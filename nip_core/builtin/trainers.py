@@ -29,6 +29,7 @@ def register_trainers() -> list[TrainerSpec]:
             trainer_type="rl",
             required_parts=("body", "policy_head"),
             parameter_sections=("rl", "reinforce"),
+            config_problems="nip_core.trainers.checks:reinforce_config_problems",
             description=(
                 "REINFORCE: -log pi x reward-to-go, or x GAE advantage with a critic"
             ),

@@ -23,20 +23,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from nip_core.errors import ConfigProblem, NipConfigError
+from nip_core.errors import NipConfigError
 from nip_core.trainers.base import agent_part_modules
+from nip_core.trainers.checks import factor_pair as _factor_pair
+from nip_core.trainers.checks import shared_body_factor_problems
 
 BODY_PARTS = ("body", "policy_body", "value_body")
-
-
-def _factor_pair(factors: Any) -> tuple[float, float]:
-    if factors is None:
-        return 1.0, 1.0
-    if isinstance(factors, Mapping):
-        return float(factors.get("actor", 1.0)), float(factors.get("critic", 1.0))
-    if isinstance(factors, int | float):
-        return float(factors), float(factors)
-    return float(factors.actor), float(factors.critic)
 
 
 def agent_learning_rates(
@@ -78,36 +70,9 @@ def agent_learning_rates(
 def check_shared_body_factors(
     agent_name: str, agent_params: Any, body_lr_factor: Any = None
 ) -> None:
-    """A shared body has one LR: its actor and critic factors must agree.
-
-    Checks ``agent_lr_factor`` and the body factors (the agent's ``body_lr_factor``,
-    or ``body_lr_factor`` when given, i.e. ``rl.body_lr_factor_override``), and
-    reports every disagreement with its dotted path.
-    """
-    if body_lr_factor is None:
-        body_path = f"agents.{agent_name}.body_lr_factor"
-        body_lr_factor = getattr(agent_params, "body_lr_factor", None)
-    else:
-        body_path = "rl.body_lr_factor_override"
-    problems = []
-    for path, factors in (
-        (
-            f"agents.{agent_name}.agent_lr_factor",
-            getattr(agent_params, "agent_lr_factor", None),
-        ),
-        (body_path, body_lr_factor),
-    ):
-        actor, critic = _factor_pair(factors)
-        if actor != critic:
-            problems.append(
-                ConfigProblem(
-                    path,
-                    "the actor and critic factors must agree when the body is shared "
-                    "(rl.use_shared_body); make them equal or set "
-                    "rl.use_shared_body=false",
-                    {"actor": actor, "critic": critic},
-                )
-            )
+    """Raise :class:`~nip_core.errors.NipConfigError` with the problems
+    :func:`shared_body_factor_problems` finds."""
+    problems = shared_body_factor_problems(agent_name, agent_params, body_lr_factor)
     if problems:
         raise NipConfigError(problems)
 

@@ -240,6 +240,39 @@ def test_frames_per_batch_must_fit_the_protocols_rounds(synthetic):
     _validated(synthetic, trainer="solo_agent", rl={"frames_per_batch": 10})
 
 
+def test_a_shared_bodys_factors_must_agree_before_anything_runs(synthetic):
+    # one body, one learning rate: found at validation (a sweep checks every job
+    # before launching any), not when the optimizer is built
+    critic = {"use_advantage_and_critic": True}
+    shared = {"use_shared_body": True}
+    split = {"agent_lr_factor": {"actor": 1.0, "critic": 0.5}}
+    with pytest.raises(NipConfigError) as info:
+        _validated(synthetic, rl=shared, reinforce=critic, agents={"verifier": split})
+    (problem,) = info.value.problems
+    assert problem.path == "agents.verifier.agent_lr_factor"
+    assert problem.value == {"actor": 1.0, "critic": 0.5}
+    assert "rl.use_shared_body=false" in problem.message
+    # the override is every agent's: one problem, at its own path
+    override = {**shared, "body_lr_factor_override": {"actor": 2.0, "critic": 1.0}}
+    with pytest.raises(NipConfigError) as info:
+        _validated(synthetic, rl=override, reinforce=critic)
+    assert [p.path for p in info.value.problems] == ["rl.body_lr_factor_override"]
+    # separate bodies, no critic, or a random agent: nothing to agree on
+    _validated(
+        synthetic,
+        rl={"use_shared_body": False},
+        reinforce=critic,
+        agents={"verifier": split},
+    )
+    _validated(synthetic, rl=shared, agents={"verifier": split})
+    _validated(
+        synthetic,
+        rl=shared,
+        reinforce=critic,
+        agents={"prover": {"is_random": True, **split}},
+    )
+
+
 def test_a_protocol_its_settings_make_unplayable_names_its_section(synthetic):
     with pytest.raises(NipConfigError) as info:
         _validated(

@@ -127,7 +127,6 @@ def how_to_get_apps(dataset: Any) -> str:
 
 def _hub_records(name: str, split: str) -> list[dict[str, Any]]:
     import datasets
-
     from nip_core.logs import adopt_library_loggers
 
     # their own handlers, installed on import, would print each retry twice

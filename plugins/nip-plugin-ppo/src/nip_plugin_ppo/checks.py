@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nip_core.errors import ConfigProblem
+from nip_core.trainers.checks import critic_trainer_config_problems
 
 __all__ = ["spg_config_problems", "stackelberg_sequence_problems"]
 
@@ -50,7 +51,8 @@ def spg_config_problems(
     hyper_params: Any, protocol_handler: Any
 ) -> list[ConfigProblem]:
     """The ``spg`` trainer's check: the Stackelberg sequence against the
-    protocol's agents."""
+    protocol's agents, and a shared body's learning-rate factors (spg has a
+    critic)."""
     return stackelberg_sequence_problems(
         hyper_params.spg.stackelberg_sequence, protocol_handler.agent_names
-    )
+    ) + critic_trainer_config_problems(hyper_params, protocol_handler)

@@ -26,6 +26,7 @@ def register_trainers() -> list[TrainerSpec]:
             trainer_type="rl",
             required_parts=_RL_PARTS,
             parameter_sections=("rl", "ppo", "vanilla_ppo"),
+            config_problems="nip_core.trainers.checks:critic_trainer_config_problems",
             description="Independent PPO per agent (clipped or adaptive-KL objective).",
         ),
         TrainerSpec(
