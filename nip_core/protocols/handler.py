@@ -375,9 +375,12 @@ class ProtocolHandler(ABC):
     ) -> Tensor:
         """Whose decision takes effect: bool ``[..., agents]``.
 
-        True for the verifiers on rounds they may guess in, from round
-        ``min_message_rounds - 1`` on; false for every other agent. Trainers use it
-        to leave ignored decisions out of log-probabilities and entropies.
+        True for the deciders (:attr:`decider_names`: the verifiers, and under
+        zero knowledge the simulator, whose decision logits its reward compares
+        with the adversarial verifier's) on rounds the verifier may guess in, from
+        round ``min_message_rounds - 1`` on; false for every other agent. Trainers
+        use it to leave ignored decisions out of log-probabilities and entropies,
+        so a decider left out here would never train its decision head.
         """
         round_id = torch.as_tensor(round_id).long()
         guess = self.get_verifier_guess_mask_from_rounds_and_seed(round_id, seed)
@@ -385,7 +388,7 @@ class ProtocolHandler(ABC):
         mask = torch.zeros(
             (*round_id.shape, self.num_agents), dtype=torch.bool, device=round_id.device
         )
-        for name in self.verifier_names:
+        for name in self.decider_names:
             mask[..., self.agent_index(name)] = counts
         return mask
 

@@ -128,6 +128,20 @@ def test_active_masks_over_debate_agree_with_can_agent_be_active() -> None:
     assert mask[1, 0].tolist() == [True, False, True, False, False, False]
 
 
+def test_the_simulators_decisions_count_where_the_verifiers_do() -> None:
+    # the simulator's reward compares its decision logits with the adversarial
+    # verifier's: left out of the decision mask, its decision head never trained
+    handler = zk(nip_protocol={"min_message_rounds": 3})
+    rounds = torch.arange(8)
+    mask = handler.get_decision_mask_from_rounds_and_seed(rounds, None)
+    index = handler.agent_index
+    counted = [False, False, True, False, True, False, True, False]
+    for name in ("verifier", "adversarial_verifier", "simulator"):
+        assert mask[:, index(name)].tolist() == counted
+    for name in ("prover",):
+        assert not mask[:, index(name)].any()
+
+
 def test_multi_channel_base_keeps_verifier_channels_private() -> None:
     handler = zk(MultiChannelTestProtocolHandler)
     assert handler.get_agent_visible_channels("simulator") == [

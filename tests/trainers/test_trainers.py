@@ -30,6 +30,24 @@ def _optimizer_of(trainer):
     return trainer._get_optimizer()
 
 
+def test_every_zero_knowledge_decider_trains_its_decision_head(synthetic_scenario):
+    # the simulator decides too (its reward compares its decision logits with the
+    # adversarial verifier's): its decision head must get gradients
+    hp = synthetic_scenario.hyper_params(
+        "nip", zero_knowledge=True, rl=_rl(lr=0.05, num_iterations=2)
+    )
+    trainer = prepare_experiment(hp, synthetic_scenario.settings()).trainer
+    names = ("verifier", "adversarial_verifier", "simulator")
+    before = {
+        name: trainer.agents[name].policy_head.decider.weight.detach().clone()
+        for name in names
+    }
+    trainer.train()
+    for name in names:
+        after = trainer.agents[name].policy_head.decider.weight
+        assert not torch.equal(before[name], after), name
+
+
 def test_every_trainable_parameter_is_in_one_group_with_its_lr(synthetic_scenario):
     hp = synthetic_scenario.hyper_params(
         "nip",
