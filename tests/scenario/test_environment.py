@@ -259,7 +259,9 @@ def test_a_verifier_that_has_decided_decides_nothing_more(synthetic_scenario):
     env = synthetic_scenario.build(hp, roles=()).train_environment
     B, A, C = env.num_envs, env.num_agents, env.num_message_channels
     td = env.reset()
-    assert td[K.AGENTS, K.DECISION_MASK].tolist() == [[False, True, True, False]] * B
+    # the simulator's decisions count where the verifiers' do (its reward compares
+    # its decision logits with the adversarial verifier's)
+    assert td[K.AGENTS, K.DECISION_MASK].tolist() == [[False, True, True, True]] * B
     td[K.AGENTS, K.MESSAGE_SELECTED] = torch.zeros(B, A, C, 1, dtype=torch.long)
     td[K.AGENTS, K.DECISION] = (
         torch.tensor([CONTINUE, ACCEPT, CONTINUE, CONTINUE]).expand(B, A).clone()
@@ -279,10 +281,10 @@ def test_a_verifier_that_has_decided_decides_nothing_more(synthetic_scenario):
     nxt[K.AGENTS, K.DECISION_LOGITS] = torch.zeros(B, A, 3)
     round_two = env.step(nxt)["next"]
     assert round_two[K.ROUND].tolist() == [2] * B
-    # Round 2 is a verifier turn: only the adversarial verifier's decision counts
+    # Round 2 is a verifier turn: the verifier that decided decides nothing more
     assert (
         round_two[K.AGENTS, K.DECISION_MASK].tolist()
-        == [[False, False, True, False]] * B
+        == [[False, False, True, True]] * B
     )
 
 
