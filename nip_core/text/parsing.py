@@ -93,40 +93,49 @@ def _from_integer(value: int, low: int, high: int) -> int:
     return DECISION_NEITHER
 
 
+_DECORATION = "*_`\"'.!"
+"""Markdown and punctuation around a verdict (``**accept**``, ``reject.``)."""
+
+
 def _verdict(spectrum: str, statement: str) -> int | None:
-    words = statement.strip().strip("*_`\"'.!").strip().lower()
+    """The verdict ``statement`` is, or ``None`` unless it is exactly one verdict
+    of the spectrum (wrapped in markdown or punctuation at most): ``accept or
+    reject?``, an echo of the prompt, and ``accept, unless ...`` are not verdicts.
+    An integer scale also takes ``7/10`` and ``7 out of 10`` (out of its top)."""
+    words = " ".join(statement.split()).strip(_DECORATION + " ").lower()
     scale = _integer_scale(spectrum)
     if scale is not None:
-        match = re.match(r"(\d+)", words)
+        match = re.fullmatch(r"(\d+)(?:\s*(?:/|out of)\s*(\d+))?", words)
         if not match:
             return None
         value = int(match.group(1))
         low, high = scale
+        if match.group(2) is not None and int(match.group(2)) != high:
+            return None
         if not low <= value <= high:
             return None
         return _from_integer(value, low, high)
     if spectrum == "accept_reject":
-        match = re.match(r"(accept|reject)\b", words)
-        if not match:
-            return None
-        return DECISION_ACCEPT if match.group(1) == "accept" else DECISION_REJECT
-    allowed = dict(_LIKERT_WORDS)
-    if spectrum == "likert_scale_no_undecided":
-        del allowed["undecided"]
-    for phrase in sorted(allowed, key=len, reverse=True):
-        if re.match(rf"{phrase}\b", words):
-            return allowed[phrase]
-    return None
+        allowed = {"accept": DECISION_ACCEPT, "reject": DECISION_REJECT}
+    else:
+        allowed = dict(_LIKERT_WORDS)
+        if spectrum == "likert_scale_no_undecided":
+            del allowed["undecided"]
+    return allowed.get(words)
 
 
 def parse_decision(text: str, spectrum: str = "accept_reject") -> DecisionParse:
-    """Find the verdict of a response (the last ``Decision:`` counts)."""
+    """Find the verdict of a response: the last ``Decision:`` counts, and the
+    response must end with one verdict of the spectrum after it (nothing but
+    markdown, punctuation and whitespace around it). A response that says
+    ``Decision:`` and does not is invalid (asked again): ``Decision: accept or
+    reject?`` echoes the prompt, and ``Decision: accept`` followed by a question
+    goes on talking."""
     matches = list(_DECISION.finditer(text))
     if not matches:
         return DecisionParse(DECISION_CONTINUE, text.strip())
     last = matches[-1]
-    statement = text[last.end() :].strip().splitlines()
-    verdict = _verdict(spectrum, statement[0] if statement else "")
+    verdict = _verdict(spectrum, text[last.end() :])
     before = text[: last.start()].strip()
     if verdict is None:
         return DecisionParse(
@@ -134,8 +143,8 @@ def parse_decision(text: str, spectrum: str = "accept_reject") -> DecisionParse:
             before,
             valid=False,
             reason=(
-                "the response says 'Decision:' but gives no verdict of the scale "
-                f"{spectrum!r} ({describe_spectrum(spectrum)})"
+                "the response says 'Decision:' but does not end with one verdict "
+                f"of the scale {spectrum!r} ({describe_spectrum(spectrum)}) after it"
             ),
         )
     return DecisionParse(verdict, before)

@@ -33,7 +33,19 @@ def test_accept_reject(text, decision, body):
 
 
 @pytest.mark.parametrize(
-    "text", ["Decision: maybe", "Decision:", "Final decision: acceptable-ish"]
+    "text",
+    [
+        "Decision: maybe",
+        "Decision:",
+        "Final decision: acceptable-ish",
+        # an echo of the prompt is not a verdict (it was read as its first word)
+        "Decision: accept or reject?",
+        "Decision: accept/reject",
+        "Decision: accept, unless line 2 is wrong, in which case reject",
+        # the response must end with the verdict
+        "Decision: accept\n\nBut first, Question for Expert: why line 3?",
+        "Decision: reject. Wait, the code is fine.",
+    ],
 )
 def test_decision_without_a_verdict_is_invalid(text):
     parsed = parse_decision(text)
@@ -55,6 +67,7 @@ def test_decision_without_a_verdict_is_invalid(text):
         ("out_of_10", "5", NEITHER),
         ("out_of_10", "0", REJECT),
         ("out_of_10", "7/10", ACCEPT),
+        ("out_of_10", "**3 out of 10**", REJECT),
         ("out_of_100", "49", REJECT),
         ("out_of_100", "50", NEITHER),
         ("likert_scale", "strongly accept", ACCEPT),
@@ -77,6 +90,8 @@ def test_scales(spectrum, statement, decision):
         ("out_of_10", "11"),
         ("likert_scale_no_undecided", "undecided"),
         ("accept_reject", "3"),
+        ("out_of_10", "7/100"),
+        ("likert_scale", "strongly accept or reject"),
     ],
 )
 def test_out_of_scale_is_invalid(spectrum, statement):
