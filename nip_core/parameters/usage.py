@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["owned_sections", "read_sections", "reads_section"]
+__all__ = ["owned_sections", "read_sections"]
 
 ZERO_KNOWLEDGE_SECTION = "zk_protocol"
 PRETRAINING_SECTION = "solo_agent"
@@ -81,10 +81,3 @@ def read_sections(hyper_params: Any, pm: Any = None) -> set[str]:
         read.add(PRETRAINING_SECTION)
     read |= text_backend_sections(hyper_params, pm)
     return read & set(hyper_params.sections)
-
-
-def reads_section(hyper_params: Any, name: str, pm: Any = None) -> bool:
-    """Whether the run reads section ``name``: a core section always, an owned one
-    when the run uses its owner."""
-    owned = owned_sections(hyper_params, pm)
-    return name not in owned or name in read_sections(hyper_params, pm)
