@@ -15,6 +15,7 @@ def test_defaults():
     params = PureTextMaltParameters()
     assert params.num_responses_per_timestep == 2  # the original's
     assert params.max_generations_per_iteration == 20_000
+    assert params.node_value == "leaves"  # the original's rule
 
 
 @pytest.mark.parametrize(
@@ -24,12 +25,15 @@ def test_defaults():
         ({"num_responses_per_timestep": 2.5}, "num_responses_per_timestep"),
         ({"max_generations_per_iteration": 0}, "max_generations_per_iteration"),
         ({"max_generations_per_iteration": "many"}, "max_generations_per_iteration"),
+        ({"node_value": "children"}, "node_value"),
     ],
 )
 def test_bad_values_are_one_clear_error(values, path):
     with pytest.raises(NipConfigError) as caught:
         PureTextMaltParameters(**values)
     assert [p.path for p in caught.value.problems] == [path]
+    if path == "node_value":
+        assert "'leaves', 'branches'" in str(caught.value)
 
 
 def test_the_section_in_hyper_parameters(malt_scenario):

@@ -31,8 +31,8 @@ TREE_B = {
 }
 
 
-def forest(leaves, max_rounds=2):
-    return ResponseForest(hand_built_trees(leaves, max_rounds), MID_POINTS)
+def forest(leaves, max_rounds=2, **kwargs):
+    return ResponseForest(hand_built_trees(leaves, max_rounds), MID_POINTS, **kwargs)
 
 
 def test_branch_keys():
@@ -73,15 +73,39 @@ def test_values_are_means_over_the_leaves_and_labels_use_the_mid_point():
     ]
 
 
-def test_an_ended_branch_weighs_as_much_as_its_siblings():
+def test_by_default_a_node_is_worth_the_mean_reward_of_its_leaves():
     trees = forest(TREE_B, max_rounds=3)
+    assert trees.value("b/0/0#1.1", "prover") == pytest.approx(0.5)
+    assert trees.value("b/0/0#1", "prover") == pytest.approx(0.25)
+    # the plain mean of the five leaves: the ended branch #0 is one leaf of five
+    assert trees.value("b/0/0", "prover") == pytest.approx(0.4)
+    assert trees.value("b/0/0", "verifier") == pytest.approx(0.0)
+    assert trees.is_positive("b/0/0", "prover") is False
+    assert trees.nodes["b/0/0#0"].is_leaf
+    assert trees.nodes["b/0/0#0"].episodes == [0]
+    # on a tree whose episodes all run the same rounds the two rules agree
+    balanced = forest(TREE_A)
+    assert balanced.value("a/0/0", "prover") == pytest.approx(0.25)
+    assert forest(TREE_A, node_value="branches").value(
+        "a/0/0", "prover"
+    ) == pytest.approx(0.25)
+
+
+def test_with_branches_an_ended_branch_weighs_as_much_as_its_siblings():
+    trees = forest(TREE_B, max_rounds=3, node_value="branches")
     assert trees.value("b/0/0#1.1", "prover") == pytest.approx(0.5)
     assert trees.value("b/0/0#1", "prover") == pytest.approx(0.25)
     # (1 + 0.25) / 2, not the plain mean of the five leaves (0.4)
     assert trees.value("b/0/0", "prover") == pytest.approx(0.625)
+    assert trees.is_positive("b/0/0", "prover") is True
     assert trees.value("b/0/0#1", "verifier") == pytest.approx(0.0)
-    assert trees.nodes["b/0/0#0"].is_leaf
-    assert trees.nodes["b/0/0#0"].episodes == [0]
+    # the verifier's (0 + 0) / 2 against the leaves' (0 + 1 + 1 - 1 - 1) / 5
+    assert trees.value("b/0/0", "verifier") == pytest.approx(0.0)
+
+
+def test_an_unknown_node_value_rule_is_refused():
+    with pytest.raises(ValueError, match="node_value must be one of leaves, branches"):
+        forest(TREE_A, node_value="children")
 
 
 def test_one_pair_per_node_with_both_labels():

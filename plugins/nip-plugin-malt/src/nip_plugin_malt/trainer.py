@@ -176,6 +176,7 @@ class PureTextMaltTrainer(PureTextRlTrainer):
         return ResponseForest(
             rollouts,
             [handler.reward_mid_point_estimate(name) for name in rollouts.agent_names],
+            node_value=self.hyper_params.pure_text_malt.node_value,
         )
 
     def _get_log_stats(

@@ -16,11 +16,13 @@ keys, so every branch samples its own responses.
 For an agent ``a``:
 
 Value
-    A leaf's value is the episode's reward for ``a`` (its return). A node's value is
-    the mean of its children's values: the mean reward of its leaves, with an
-    ended branch counting as the whole padded subtree of identical leaves it stands
-    for (so each of a node's ``K`` responses weighs the same, however soon its
-    episode ended; the original library counted an ended branch as one leaf).
+    A leaf's value is the episode's reward for ``a`` (its return). A node's value,
+    with ``node_value="leaves"`` (the default, the original library's rule), is the
+    mean reward of the leaves below it, each leaf weighing the same (a branch whose
+    episode ended early is one leaf). With ``node_value="branches"`` it is the mean
+    of its children's values, an ended branch counting as the whole padded subtree
+    of identical leaves it stands for, so each of a node's ``K`` responses weighs
+    the same however soon its episode ended.
 Label
     Positive iff the value is at least ``a``'s reward mid-point (the middle of its
     return range, ``protocol_handler.reward_mid_point_estimate``), else negative.
@@ -48,6 +50,7 @@ import numpy as np
 from nip_core.seeding import derive_seed
 from nip_core.text.backend import PreferenceExample
 from nip_core.text.rollouts import TextRollouts
+from nip_plugin_malt.parameters import NODE_VALUES
 
 __all__ = [
     "BRANCH_SEPARATOR",
@@ -194,6 +197,8 @@ class ResponseForest:
         be concatenated.
     mid_points : Sequence[float]
         Each agent's reward mid-point (in ``rollouts.agent_names`` order).
+    node_value : {"leaves", "branches"}
+        How a node's value is formed (see the module docstring).
 
     Raises
     ------
@@ -203,7 +208,18 @@ class ResponseForest:
         a node that both ends an episode and has children.
     """
 
-    def __init__(self, rollouts: TextRollouts, mid_points: Sequence[float]):
+    def __init__(
+        self,
+        rollouts: TextRollouts,
+        mid_points: Sequence[float],
+        *,
+        node_value: str = "leaves",
+    ):
+        if node_value not in NODE_VALUES:
+            raise ValueError(
+                f"node_value must be one of {', '.join(NODE_VALUES)}, "
+                f"got {node_value!r}"
+            )
         mid = np.asarray(mid_points, dtype=np.float64)
         if mid.shape != (rollouts.num_agents,):
             raise ValueError(
@@ -259,7 +275,9 @@ class ResponseForest:
             node.value = returns[b].astype(np.float64)
         for node in sorted(self.nodes.values(), key=lambda n: -len(n.path)):
             node.children.sort(key=lambda child: child.path[-1])
-            if node.children:
+            if node.children and node_value == "leaves":
+                node.value = returns[node.episodes].astype(np.float64).mean(axis=0)
+            elif node.children:
                 node.value = np.mean([child.value for child in node.children], axis=0)
             node.positive = node.value >= self.mid_points
 
