@@ -21,7 +21,12 @@ Prompt (:meth:`TextWholeAgent.build_chat`)
     address each under its own header (``Question for Prover 0:``).
 Response (:meth:`TextWholeAgent.parse_response`)
     Deciders' verdicts are read from a ``Decision:`` line on the scale of
-    ``protocol_common.verifier_decision_spectrum`` (:mod:`nip_core.text.parsing`); a
+    ``protocol_common.verifier_decision_spectrum`` (:mod:`nip_core.text.parsing`).
+    The two other verdict hooks go with it: :meth:`~TextWholeAgent.verdict_instruction`
+    (how the last-turn notice asks for a verdict) and
+    :meth:`~TextWholeAgent.write_verdict` (a response rewritten to state a given
+    verdict, as expert iteration's guess replacement does); a scenario that reads
+    verdicts in its own format overrides all three. A
     multi-channel response is split at the headers. An empty response, a
     ``Decision:`` without a verdict, a missing header, or a response the backend
     filtered is invalid: :func:`nip_core.text.sampling.play_round` asks again (with a
@@ -53,7 +58,7 @@ from nip_core.protocols.decisions import (
 from nip_core.scenario.agent_base import WholeAgent
 from nip_core.seeding import derive_seed
 from nip_core.text.backend import GenerationChoice, GenerationRequest
-from nip_core.text.parsing import describe_spectrum, parse_decision
+from nip_core.text.parsing import describe_spectrum, parse_decision, write_decision
 
 if TYPE_CHECKING:
     from nip_core.text.groups import SharedModelGroup
@@ -356,10 +361,8 @@ class TextWholeAgent(TextAgent):
             )
         if self.has_decider:
             if context.restriction == RESTRICTION_GUESS_ONLY:
-                notes.append(
-                    "This is your last turn: you must now end your response with "
-                    f"'Decision: ' followed by {describe_spectrum(self.spectrum)}."
-                )
+                instruction = self.verdict_instruction()
+                notes.append(f"This is your last turn: you must now {instruction}.")
             elif context.restriction == RESTRICTION_CONTINUE_ONLY:
                 notes.append("You cannot give your verdict yet.")
         return " ".join(notes) if notes else None
@@ -446,6 +449,35 @@ class TextWholeAgent(TextAgent):
             stop = found[i + 1][0] if i + 1 < len(found) else len(text)
             messages[channel] = text[end:stop].strip()
         return messages, None
+
+    def verdict_instruction(self) -> str:
+        """How a decider states its verdict, as an instruction completing "you must
+        now ..." (the last-turn notice of :meth:`turn_notice`).
+
+        The default: ``"end your response with 'Decision: ' followed by accept or
+        reject"`` (the scale of ``protocol_common.verifier_decision_spectrum``). A
+        scenario whose :meth:`parse_response` reads verdicts in another format
+        overrides it.
+        """
+        return (
+            "end your response with 'Decision: ' followed by "
+            f"{describe_spectrum(self.spectrum)}"
+        )
+
+    def write_verdict(self, text: str, decision: int) -> str:
+        """``text``, a response of this agent, rewritten to state ``decision``
+        (:data:`~nip_core.protocols.decisions.DECISION_ACCEPT` or
+        ``DECISION_REJECT``) instead of the verdict it gave.
+
+        Expert iteration's guess replacement writes the true verdict into verifier
+        responses with it, so what it returns must be what :meth:`parse_response`
+        reads as ``decision`` (the trainer checks and refuses otherwise). The
+        default keeps the text up to its last ``Decision:`` (all of it when it has
+        none) and ends it with ``Decision: <verdict>`` on the spectrum's scale
+        (:func:`~nip_core.text.parsing.verdict_text`). A scenario whose
+        :meth:`parse_response` reads verdicts in another format overrides it.
+        """
+        return write_decision(text, decision, self.spectrum)
 
     def parse_response(self, context: TurnContext, text: str) -> ParsedResponse:
         """What a response means (see the module docstring)."""

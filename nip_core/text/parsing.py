@@ -38,6 +38,7 @@ __all__ = [
     "describe_spectrum",
     "parse_decision",
     "verdict_text",
+    "write_decision",
 ]
 
 _DECISION = re.compile(r"decision\s*:", re.IGNORECASE)
@@ -163,6 +164,16 @@ def describe_spectrum(spectrum: str) -> str:
     if spectrum == "likert_scale_no_undecided":
         return "'strongly reject', 'reject', 'accept' or 'strongly accept'"
     return "'strongly reject', 'reject', 'undecided', 'accept' or 'strongly accept'"
+
+
+def write_decision(text: str, decision: int, spectrum: str = "accept_reject") -> str:
+    """``text`` with its verdict replaced by ``decision``: the text up to its last
+    ``Decision:`` (all of it when it has none), then ``Decision: <verdict>`` on the
+    ``spectrum``'s scale (:func:`verdict_text`); what :func:`parse_decision` reads
+    as ``decision``."""
+    statement = f"Decision: {verdict_text(decision, spectrum)}"
+    before = parse_decision(str(text), spectrum).text
+    return f"{before}\n\n{statement}" if before else statement
 
 
 def verdict_text(decision: int, spectrum: str = "accept_reject") -> str:

@@ -10,9 +10,10 @@ A plugin's tests subclass these and run them on its own classes.
 :class:`TextScenarioContract`
     A text scenario: under each protocol it supports, episodes run to their end
     with the scripted server or random agents, every turn's prompt starts with the
-    system prompt and shows only what the agent can see, and the rollouts round-trip
-    through JSONL. Override :meth:`TextScenarioContract.make_hyper_params` and the
-    ``text_scenario_plugins`` fixture.
+    system prompt and shows only what the agent can see, a decider's written
+    verdicts (``write_verdict``) read back as those verdicts, and the rollouts
+    round-trip through JSONL. Override :meth:`TextScenarioContract.make_hyper_params`
+    and the ``text_scenario_plugins`` fixture.
 :class:`TextTrainerContract`
     A staged text trainer: a two-iteration run writes its metrics, rollouts and
     state; a run killed after *every* stage (and in the middle of stages, after
@@ -401,6 +402,54 @@ class TextScenarioContract:
             "no episode ended with a verdict: make_server's responder must let "
             "the verifier decide in the scenario's format"
         )
+
+    def test_written_verdicts_read_back(
+        self, text_scenario_plugins: Any, server: Any, tmp_path: Path
+    ) -> None:
+        """What a decider's ``write_verdict`` writes, its ``parse_response`` reads
+        as that verdict (expert iteration writes true verdicts with it)."""
+        from nip_core.factory import build_scenario_instance
+        from nip_core.protocols.decisions import DECISION_ACCEPT, DECISION_REJECT
+        from nip_core.text.sampling import turn_contexts
+
+        self._skip_unsupported(self.protocols[0])
+        hyper_params = self.make_hyper_params(self.protocols[0], server)
+        instance = build_scenario_instance(hyper_params, self.make_settings(tmp_path))
+        try:
+            rollouts = self._sample(instance)
+            environment = instance.train_environment
+            checked = 0
+            for a, agent_name in enumerate(rollouts.agent_names):
+                agent = getattr(instance.agents[agent_name], "whole", None)
+                if not getattr(agent, "has_decider", False):
+                    continue
+                for b in range(rollouts.batch_size):
+                    rounds = [
+                        r
+                        for r in range(int(rollouts.episode_length[b]))
+                        if rollouts["agents.active"][b, r, a]
+                        and rollouts["agents.raw_output"][b, r, a]
+                    ]
+                    if not rounds:
+                        continue
+                    [(_, context)] = turn_contexts(
+                        environment, [agent_name], rollouts, rounds[-1], [b]
+                    )
+                    text = rollouts["agents.raw_output"][b, rounds[-1], a]
+                    for decision in (DECISION_ACCEPT, DECISION_REJECT):
+                        written = agent.write_verdict(text, decision)
+                        parsed = agent.parse_response(context, written)
+                        assert parsed.valid and parsed.decision == decision, (
+                            f"{type(agent).__name__}.write_verdict wrote "
+                            f"{written!r} for decision {decision}, which its "
+                            f"parse_response reads as {parsed}: a scenario that "
+                            "reads its own verdict format must override "
+                            "write_verdict (and verdict_instruction) to match"
+                        )
+                        checked += 1
+        finally:
+            instance.close()
+        assert checked, "no decider spoke: nothing to check"
 
     def test_random_agents_play(
         self, text_scenario_plugins: Any, server: Any, tmp_path: Path

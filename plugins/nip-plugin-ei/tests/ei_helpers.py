@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
+from nip_core import hookimpl
+from nip_core.protocols.decisions import (
+    DECISION_ACCEPT,
+    DECISION_CONTINUE,
+    DECISION_REJECT,
+)
+from nip_core.records import AgentPartSpec, ScenarioSpec
+from nip_core.testing.synthetic_text.model import scripted_responder
+from nip_core.testing.synthetic_text.scenario import SyntheticTextAgent
+from nip_core.text.agents import ParsedResponse
 from nip_core.text.rollouts import TextRollouts
 
 
@@ -70,3 +81,100 @@ def jobs_by_name(server: Any) -> dict[str, dict[str, Any]]:
         method, examples = model.training[-1]
         out[name] = {"base_model": job["model"], "method": method, "examples": examples}
     return out
+
+
+# --------------------------------------------------------------------------------------
+# A scenario with its own verdict format: "Verdict: TRUE" / "Verdict: FALSE"
+
+_VERDICT = re.compile(r"Verdict:\s*(TRUE|FALSE)\s*$")
+
+
+class ReadsOwnVerdicts(SyntheticTextAgent):
+    """Reads ``Verdict: TRUE|FALSE`` instead of ``Decision: accept|reject``, but
+    writes verdicts the core's way (the defect the trainer must refuse)."""
+
+    def verdict_instruction(self) -> str:
+        return "end your response with 'Verdict: TRUE' or 'Verdict: FALSE'"
+
+    def parse_response(self, context, text):
+        if not text.strip():
+            return ParsedResponse(valid=False, reason="the response is empty")
+        if not self.is_verifier:
+            return ParsedResponse(messages={c: text.strip() for c in context.channels})
+        match = _VERDICT.search(text.strip())
+        if match is None and "Verdict:" in text:
+            return ParsedResponse(valid=False, reason="no TRUE or FALSE verdict")
+        if match is None:
+            return ParsedResponse(
+                messages={c: text.strip() for c in context.channels},
+                decision=DECISION_CONTINUE,
+            )
+        decision = DECISION_ACCEPT if match.group(1) == "TRUE" else DECISION_REJECT
+        body = text.strip()[: match.start()].strip()
+        return ParsedResponse(
+            messages={c: body for c in context.channels}, decision=decision
+        )
+
+
+class OwnVerdictAgent(ReadsOwnVerdicts):
+    """Reads and writes ``Verdict: TRUE|FALSE``."""
+
+    def write_verdict(self, text, decision):
+        body = _VERDICT.sub("", text.strip()).strip()
+        word = "TRUE" if decision == DECISION_ACCEPT else "FALSE"
+        return f"{body}\n\nVerdict: {word}" if body else f"Verdict: {word}"
+
+
+def own_verdict_responder(model, messages, request, rng):
+    """The scripted model, stating its verdicts as ``Verdict: TRUE|FALSE``."""
+    text = scripted_responder(model, messages, request, rng)
+    return re.sub(
+        r"Decision: (\w+)",
+        lambda m: {"accept": "Verdict: TRUE", "reject": "Verdict: FALSE"}.get(
+            m.group(1), "Verdict: MAYBE"
+        ),
+        text,
+    )
+
+
+class OwnVerdictPlugin:
+    """Registers ``own_verdict`` (and ``writes_decisions``, whose agent reads the
+    scenario's verdicts but writes ``Decision:`` ones): the synthetic text scenario
+    with another verdict format."""
+
+    @hookimpl
+    def register_scenarios(self):
+        base = dict(
+            unread_parameters=("test_size",),
+            data_world="text",
+            agent_parameters_class=(
+                "nip_core.testing.synthetic_text.scenario:SyntheticTextAgentParameters"
+            ),
+            dataset_class=(
+                "nip_core.testing.synthetic_text.scenario:SyntheticTextDataset"
+            ),
+            environment_class="nip_core.text.environment:TextEnvironment",
+            default_dataset="tiny",
+            datasets=("tiny", "small"),
+        )
+        return [
+            ScenarioSpec(name="own_verdict", description="own verdicts", **base),
+            ScenarioSpec(
+                name="writes_decisions", description="mismatched verdicts", **base
+            ),
+        ]
+
+    @hookimpl
+    def register_agent_parts(self):
+        return [
+            AgentPartSpec(
+                scenario="own_verdict",
+                part="whole",
+                part_class="ei_helpers:OwnVerdictAgent",
+            ),
+            AgentPartSpec(
+                scenario="writes_decisions",
+                part="whole",
+                part_class="ei_helpers:ReadsOwnVerdicts",
+            ),
+        ]

@@ -35,10 +35,10 @@ class TestPureTextEiContract(TextTrainerContract):
         return super().make_hyper_params(num_iterations, server, **overrides)
 
 
-def run(scenario, run_id, **overrides):
+def run(helper, run_id, **overrides):
     return run_experiment(
-        scenario.hyper_params("nip", trainer="pure_text_ei", **overrides),
-        scenario.settings(),
+        helper.hyper_params("nip", trainer="pure_text_ei", **overrides),
+        helper.settings(),
         run_id=run_id,
     )
 
@@ -253,3 +253,85 @@ def test_the_verifier_learns(register_plugin, tmp_path):
     tests = [r["test_mean_accuracy"] for r in records if "test_mean_accuracy" in r]
     assert len(tests) == 2
     assert tests[1] >= tests[0] + 0.25, tests
+
+
+@pytest.fixture
+def own_verdict_scenario(register_plugin, tmp_path):
+    """The synthetic scenario with verdicts stated as ``Verdict: TRUE|FALSE``, its
+    server answering so."""
+    from ei_helpers import OwnVerdictPlugin, own_verdict_responder
+
+    import nip_plugin_ei.plugin
+    from nip_core.testing.synthetic_text.fixtures import (
+        SyntheticTextScenario,
+        scripted_server,
+    )
+
+    register_plugin(OwnVerdictPlugin(), name="own_verdict")
+    register_plugin(nip_plugin_ei.plugin, name="ei")
+    with scripted_server(responder=own_verdict_responder) as server:
+        yield SyntheticTextScenario(tmp_path, server)
+
+
+def test_guess_replacement_writes_the_scenarios_own_verdicts(own_verdict_scenario):
+    result = run(
+        own_verdict_scenario,
+        "own",
+        scenario="own_verdict",
+        text_rl={
+            "num_iterations": 1,
+            "rollouts_per_iteration": 6,
+            "verifier_guess_replacement_proportion": 1.0,
+        },
+    )
+    [job] = [
+        job
+        for name, job in jobs_by_name(own_verdict_scenario.server).items()
+        if name.endswith("verifier")
+    ]
+    rollouts = load(result.run_dir, 0)
+    verifier = rollouts.agent_names.index("verifier")
+    replaced = [
+        b for b in range(rollouts.batch_size) if rollouts.agent_chat(b, "verifier")
+    ]
+    assert len(job["examples"]) == len(replaced) == 6
+    for b, example in zip(replaced, job["examples"], strict=True):
+        text = example["messages"][-1]["content"]
+        truth = "TRUE" if rollouts["y"][b] == 1 else "FALSE"
+        assert text.endswith(f"Verdict: {truth}")
+        assert "Decision" not in text
+        # the rest of the verifier's last response is kept
+        raw = rollouts.agent_chat(b, "verifier")[-1]["content"]
+        assert text.startswith(raw.rsplit("Verdict:", 1)[0].strip())
+    # the last-turn notice asks for the scenario's format
+    prompts = [
+        rollouts["agents.prompt"][b, r, verifier][-1]["content"]
+        for b in range(rollouts.batch_size)
+        for r in range(rollouts.max_rounds)
+        if rollouts["agents.prompt"][b, r, verifier] is not None
+    ]
+    last_turn = [p for p in prompts if "last turn" in p]
+    assert last_turn
+    for prompt in last_turn:
+        assert "you must now end your response with 'Verdict: TRUE'" in prompt
+
+
+def test_a_verdict_written_in_another_format_than_read_is_refused(
+    own_verdict_scenario,
+):
+    from nip_core.errors import PluginError
+
+    with pytest.raises(PluginError) as caught:
+        run(
+            own_verdict_scenario,
+            "mismatch",
+            scenario="writes_decisions",
+            text_rl={
+                "num_iterations": 1,
+                "verifier_guess_replacement_proportion": 1.0,
+            },
+        )
+    message = str(caught.value)
+    assert "ReadsOwnVerdicts.write_verdict wrote" in message
+    assert "Decision: " in message
+    assert "must override write_verdict" in message

@@ -15,8 +15,10 @@ with ``text_rl.fine_tune_on_all_previous_rollouts``):
    ``text_rl.verifier_guess_replacement_proportion`` of the iteration, the
    candidates are shuffled with a generator seeded by the run seed, the iteration
    and the agent (:func:`selection_seed`); the first ``int(p × N)`` become examples
-   whose final message states the true verdict (:func:`replace_guess`), whatever
-   their reward; the rest go on to step 3. As in the original library.
+   whose final message states the true verdict (:func:`replace_guess`, written by
+   the agent's :meth:`~nip_core.text.agents.TextWholeAgent.write_verdict`, so in
+   the scenario's own verdict format), whatever their reward; the rest go on to
+   step 3. As in the original library.
 3. **Selection by episode reward** (the agent's return), per
    ``pure_text_ei.rollout_selection_method``:
 
@@ -40,7 +42,8 @@ on hand-built :class:`~nip_core.text.rollouts.TextRollouts`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import attrs
@@ -48,7 +51,7 @@ import numpy as np
 
 from nip_core.protocols.decisions import DECISION_ACCEPT, DECISION_REJECT
 from nip_core.seeding import derive_seed
-from nip_core.text.parsing import parse_decision, verdict_text
+from nip_core.text.parsing import write_decision
 from nip_core.text.rollouts import TextRollouts
 
 __all__ = [
@@ -180,20 +183,29 @@ def select_by_weighted_sampling(
 # Guess replacement
 
 
-def replace_guess(chat: Sequence[Mapping[str, str]], label: int, spectrum: str) -> Chat:
+def replace_guess(
+    chat: Sequence[Mapping[str, str]],
+    label: int,
+    spectrum: str,
+    write_verdict: Callable[[str, int], str] | None = None,
+) -> Chat:
     """The chat with its final (verifier) message stating the true verdict.
 
-    The final message keeps its text up to its last ``Decision:`` line (all of it
-    when it has none) and ends with ``Decision: <verdict>``, the verdict being
-    ``label`` (1 accept, 0 reject) written on the decision ``spectrum``
-    (:func:`~nip_core.text.parsing.verdict_text`).
+    ``write_verdict(text, decision)`` rewrites the final message to state
+    ``decision``, ``label`` written as a decision (1 accept, 0 reject): the agent's
+    :meth:`~nip_core.text.agents.TextWholeAgent.write_verdict`. Without it, the
+    ``Decision:`` format: the message keeps its text up to its last ``Decision:``
+    line (all of it when it has none) and ends with ``Decision: <verdict>`` on the
+    decision ``spectrum`` (:func:`~nip_core.text.parsing.write_decision`).
     """
     if not chat or chat[-1].get("role") != "assistant":
         raise ValueError("guess replacement needs a chat ending on the agent's message")
     decision = DECISION_ACCEPT if int(label) == 1 else DECISION_REJECT
-    statement = f"Decision: {verdict_text(decision, spectrum)}"
-    before = parse_decision(str(chat[-1]["content"]), spectrum).text
-    content = f"{before}\n\n{statement}" if before else statement
+    text = str(chat[-1]["content"])
+    if write_verdict is None:
+        content = write_decision(text, decision, spectrum)
+    else:
+        content = write_verdict(text, decision)
     return [*(dict(m) for m in chat[:-1]), {"role": "assistant", "content": content}]
 
 
@@ -263,6 +275,7 @@ def select_agent_examples(
     iteration: int,
     guess_replacement_proportion: float = 0.0,
     spectrum: str = "accept_reject",
+    write_verdict: Callable[[int, str, int], str] | None = None,
 ) -> AgentSelection:
     """Apply the rules of the module docstring to one agent.
 
@@ -280,6 +293,10 @@ def select_agent_examples(
         ``p`` in [0, 1]; give 0 for agents that are not verifiers.
     spectrum : str
         The verdict scale of written-in verdicts.
+    write_verdict : Callable[[int, str, int], str] | None
+        ``write_verdict(episode, text, decision)``: the agent's final response of
+        ``episode`` rewritten to state ``decision`` (see :func:`replace_guess`;
+        ``None``: the ``Decision:`` format on ``spectrum``).
     """
     if not 0 <= guess_replacement_proportion <= 1:
         raise ValueError(
@@ -336,7 +353,13 @@ def select_agent_examples(
     labels = rollouts["y"]
     examples = [chats[int(b)] for b in chosen]
     examples += [
-        replace_guess(chats[int(b)], int(labels[b]), spectrum) for b in replaced
+        replace_guess(
+            chats[int(b)],
+            int(labels[b]),
+            spectrum,
+            None if write_verdict is None else partial(write_verdict, int(b)),
+        )
+        for b in replaced
     ]
     return AgentSelection(
         agent_name=agent_name,

@@ -18,9 +18,16 @@ Besides the staged trainer's metrics, each iteration logs what the selection did
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
+from nip_core.errors import PluginError
+from nip_core.text.agents import TextWholeAgent
+from nip_core.text.parsing import verdict_text
 from nip_core.text.rollouts import TextRollouts
+from nip_core.text.sampling import turn_contexts
 from nip_core.trainers.text import PureTextRlTrainer
 from nip_plugin_ei.selection import (
     AgentSelection,
@@ -55,8 +62,51 @@ class PureTextEiTrainer(PureTextRlTrainer):
                         proportion if agent_name in verifiers else 0.0
                     ),
                     spectrum=spectrum,
+                    write_verdict=self._verdict_writer(
+                        rollouts, group.agents[agent_name]
+                    ),
                 )
         return selections
+
+    def _verdict_writer(
+        self, rollouts: TextRollouts, agent: TextWholeAgent
+    ) -> Callable[[int, str, int], str]:
+        """``write(episode, text, decision)``: the agent's
+        :meth:`~nip_core.text.agents.TextWholeAgent.write_verdict`, checked: its
+        :meth:`~nip_core.text.agents.TextWholeAgent.parse_response` must read the
+        rewritten response of the agent's last turn in ``episode`` as
+        ``decision``, or the guess replacement would teach a verdict the scenario
+        does not read (a scenario that reads its own verdict format but writes
+        ``Decision:`` ones)."""
+        environment = self.train_environment
+        a = rollouts.agent_index(agent.agent_name)
+
+        def write(episode: int, text: str, decision: int) -> str:
+            written = agent.write_verdict(text, decision)
+            round_id = int(np.flatnonzero(rollouts["agents.active"][episode, :, a])[-1])
+            contexts = turn_contexts(
+                environment, [agent.agent_name], rollouts, round_id, [episode]
+            )
+            parsed = agent.parse_response(contexts[0][1], written) if contexts else None
+            if parsed is None or not parsed.valid or parsed.decision != decision:
+                reads = (
+                    "nothing (not its turn)"
+                    if parsed is None
+                    else parsed.reason
+                    if not parsed.valid
+                    else f"decision {parsed.decision}"
+                )
+                raise PluginError(
+                    f"guess replacement: {type(agent).__name__}.write_verdict wrote "
+                    f"{written!r} for decision {decision} "
+                    f"({verdict_text(decision, agent.spectrum)}), but its "
+                    f"parse_response reads {reads}: a scenario that reads verdicts "
+                    "in its own format must override write_verdict (and "
+                    "verdict_instruction) to match"
+                )
+            return written
+
+        return write
 
     def _stage_create_fine_tune_jobs(self, rollouts: TextRollouts) -> dict[str, Any]:
         rollouts = self.rollouts_for_fine_tuning()
