@@ -76,3 +76,40 @@ class TestCodeValidationScenarioContract(TextScenarioContract):
         return HyperParameters.from_dict(
             hyper_params_dict(protocol, server.base_url, **overrides)
         )
+
+
+def test_with_a_shared_reward_the_provers_are_asked_for_the_correct_verdict(
+    code_validation_plugin, server, tmp_path
+):
+    from nip_core.factory import build_scenario_instance
+    from nip_core.parameters import HyperParameters
+    from nip_core.text.sampling import sample_rollouts
+
+    for shared in (False, True):
+        hyper_params = HyperParameters.from_dict(
+            hyper_params_dict(
+                "nip", server.base_url, protocol_common={"shared_reward": shared}
+            )
+        )
+        instance = build_scenario_instance(hyper_params, _settings(tmp_path))
+        try:
+            env = instance.train_environment
+            rollouts = sample_rollouts(env, instance.agents, [0, 1], iteration=0)
+        finally:
+            instance.close()
+        prover = rollouts.agent_index("prover")
+        turns = [
+            prompt
+            for b in range(rollouts.batch_size)
+            for r in range(rollouts.max_rounds)
+            if (prompt := rollouts["agents.prompt"][b, r, prover]) is not None
+        ]
+        assert turns
+        for prompt in turns:
+            system, notice = prompt[0]["content"], prompt[-1]["content"]
+            if shared:
+                assert "reach the *correct* verdict" in system
+                assert "helping it judge the solution correctly" in notice
+            else:
+                assert "whatever its true correctness" in system
+                assert "arguing that it should accept the solution" in notice

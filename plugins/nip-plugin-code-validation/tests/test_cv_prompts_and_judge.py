@@ -8,9 +8,15 @@ from nip_plugin_code_validation.generation import extract_code
 from nip_plugin_code_validation.mutation import mutants
 
 
-def _prover_prompt(protocol: str, stance: str) -> str:
+def _prover_prompt(protocol: str, stance: str, **extra) -> str:
+    return _prompt(protocol, "prover", stance, **extra)
+
+
+def _prompt(protocol: str, role: str, stance: str, **extra) -> str:
+    extra.setdefault("shared_reward", False)
+    extra.setdefault("randomized_stance", False)
     return render_template(
-        f"{protocol}/prover.j2",
+        f"{protocol}/{role}.j2",
         question="Q",
         solution="def f():\n    return 1",
         max_response_words=50,
@@ -19,6 +25,11 @@ def _prover_prompt(protocol: str, stance: str) -> str:
         prover_names=["Expert_1", "Expert_2"],
         other_prover="Expert_2",
         stance=stance,
+        headers=["Question for Expert_1:", "Question for Expert_2:"],
+        max_questions=2,
+        decision_scale="accept or reject",
+        decision_example="accept",
+        **extra,
     )
 
 
@@ -28,6 +39,27 @@ def test_prover_prompts_state_their_stance() -> None:
             text = _prover_prompt(protocol, stance)
             assert f"*{stance}*" in text
             assert "{{" not in text and "def f():" in text
+            assert "rewarded if it is to " + stance in text
+            assert "reach the *correct* verdict" not in text
+
+
+PROTOCOLS_WITH_PROVERS = ("nip", "adp", "debate", "mnip", "merlin_arthur")
+
+
+def test_with_a_shared_reward_prompts_say_the_provers_want_the_correct_verdict():
+    for protocol in PROTOCOLS_WITH_PROVERS:
+        for stance in ("accept", "reject"):
+            text = _prover_prompt(protocol, stance, shared_reward=True)
+            # no stance to argue: the verdict they are paid for is the correct one
+            assert f"*{stance}*" not in text
+            assert "whatever its true correctness" not in text
+            assert "reach the *correct* verdict" in text
+            assert "rewarded if the verdict is correct" in text
+        verifier = _prompt(protocol, "verifier", "", shared_reward=True)
+        assert "rewarded when your verdict is correct" in verifier
+        assert "whatever its true correctness" not in verifier
+        # without it the verifier is warned that the provers argue a side
+        assert "whatever its true correctness" in _prompt(protocol, "verifier", "")
 
 
 def test_mutants_keep_formatting_and_parse() -> None:

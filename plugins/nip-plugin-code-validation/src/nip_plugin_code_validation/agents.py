@@ -25,10 +25,15 @@ with the prover's own name and stance). They are rendered with:
     The verdict scale of ``protocol_common.verifier_decision_spectrum``.
 ``randomized_stance``
     Whether a single prover's stance is randomized.
+``shared_reward``
+    Whether the provers are paid the verifier's reward
+    (``protocol_common.shared_reward``): the prompts then tell every agent that the
+    provers are rewarded when the verdict is correct, not a stance's verdict.
 
 An agent's ``system_prompt_template_path`` replaces its template. Each turn ends
 with a notice: the verifier is told how many questions it has left, or that it must
-decide now; a prover is told to answer and which verdict to argue for.
+decide now; a prover is told to answer and which verdict to argue for (with a
+shared reward: to help the verifier judge correctly).
 """
 
 from __future__ import annotations
@@ -164,6 +169,7 @@ class CodeValidationAgent(TextWholeAgent):
             "decision_scale": scale,
             "decision_example": example,
             "randomized_stance": bool(handler.protocol_common.randomize_prover_stance),
+            "shared_reward": self.shared_reward,
             "stance": self.stance(context) if self.is_prover else "",
             "other_prover": next(
                 (self.speaker_name(p) for p in provers if p != self.agent_name), ""
@@ -196,21 +202,30 @@ class CodeValidationAgent(TextWholeAgent):
                 ) from error
         return render_template(self.template_name(), **values)
 
+    @property
+    def shared_reward(self) -> bool:
+        """Whether the provers are paid the verifier's reward."""
+        return bool(self.protocol_handler.protocol_common.shared_reward)
+
+    def aim(self, context: TurnContext) -> str:
+        """What a prover's messages aim at, completing "arguing ..." / "helping
+        ...": its stance's verdict, or with a shared reward the correct one."""
+        if self.shared_reward:
+            return "helping it judge the solution correctly"
+        return f"arguing that it should {self.stance(context)} the solution"
+
     def opening_text(self, context: TurnContext) -> str:
         if self.is_verifier:
             return "Please begin."
-        return (
-            f"Write your message to the Verifier, arguing that it should "
-            f"{self.stance(context)} the solution."
-        )
+        return f"Write your message to the Verifier, {self.aim(context)}."
 
     def turn_notice(self, context: TurnContext) -> str | None:
         if self.is_prover:
             if context.round_id == 0:
                 return None
             return (
-                f"Answer the Verifier, arguing that it should {self.stance(context)} "
-                f"the solution (under {self.agent_params.max_response_words} words)."
+                f"Answer the Verifier, {self.aim(context)} "
+                f"(under {self.agent_params.max_response_words} words)."
             )
         scale, _ = _spectrum_words(self.spectrum)
         if context.restriction == RESTRICTION_GUESS_ONLY:

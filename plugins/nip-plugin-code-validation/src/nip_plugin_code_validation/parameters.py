@@ -37,6 +37,7 @@ TEMPLATE_VARIABLES: frozenset[str] = frozenset(
         "decision_scale",
         "decision_example",
         "randomized_stance",
+        "shared_reward",
         "stance",
         "other_prover",
     }
