@@ -128,6 +128,11 @@ class ScenarioSpec(Contribution):
         made with ``nip datasets generate``). ``False``: only the named datasets;
         validation refuses anything else, and hints at neither a path nor the sets
         on disk.
+    dataset_aliases : Mapping[str, str]
+        Other names of named datasets (the original library's, a hub id): a config
+        giving one runs the dataset it names, with a
+        :class:`~nip_core.errors.ParameterWarning` saying the name to use, and the
+        run saves that name.
     supported_protocols : tuple[str, ...] | None
         Protocols the scenario supports; ``None`` means every protocol of its data
         world.
@@ -158,6 +163,7 @@ class ScenarioSpec(Contribution):
     default_dataset: str | None = None
     datasets: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     own_datasets: bool = True
+    dataset_aliases: Mapping[str, str] = attrs.field(factory=dict)
     supported_protocols: tuple[str, ...] | None = None
     protocol_handlers: Mapping[str, Ref] = attrs.field(factory=dict)
     unread_parameters: tuple[str, ...] = attrs.field(default=(), converter=_tuple)

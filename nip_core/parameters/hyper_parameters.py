@@ -462,9 +462,21 @@ class HyperParameters(BaseHyperParameters):
                 )
             )
             return
-        if not isinstance(self.dataset, str) or not scenario.datasets:
+        if not isinstance(self.dataset, str):
             return
-        if self.dataset in scenario.datasets:
+        alias = dict(getattr(scenario, "dataset_aliases", {}) or {}).get(self.dataset)
+        if alias is not None:
+            warnings.warn(
+                ParameterWarning(
+                    f"dataset {self.dataset!r} is called {alias!r} by scenario "
+                    f"{scenario.name!r}: running {alias!r} (write dataset={alias} to "
+                    "silence this)"
+                ),
+                stacklevel=5,
+            )
+            object.__setattr__(self, "dataset", alias)
+            return
+        if not scenario.datasets or self.dataset in scenario.datasets:
             return
         if not getattr(scenario, "own_datasets", True):
             message = f"unknown dataset of scenario {scenario.name!r}"

@@ -397,6 +397,8 @@ def legacy_1_0_to_core(params: dict[str, Any]) -> tuple[dict[str, Any], list[str
         rl["body_lr_factor_override"] = rl.pop("body_lr_factor")
         messages.append("rl.body_lr_factor renamed to rl.body_lr_factor_override")
     _legacy_text_rl(params, messages)
+    _legacy_text_agents(params, messages)
+    _legacy_mnip_rounds(params, messages)
     base_run = params.get("base_run")
     if isinstance(base_run, dict):
         if (
@@ -458,6 +460,125 @@ def _legacy_text_rl(params: dict[str, Any], messages: list[str]) -> None:
                     f"rl.{name} copied to text_rl.{name} (the text trainers' own "
                     "section)"
                 )
+
+
+_OPENROUTER_URL = "https://openrouter.ai/api/v1"
+
+
+def _legacy_server_url(agent: Mapping[str, Any]) -> str | None:
+    """The OpenAI-compatible endpoint an original text agent generated with, when it
+    was not OpenAI's own API."""
+    provider = str(agent.get("model_provider", "OpenAI")).lower().replace("-", "")
+    if provider == "openrouter":
+        return _OPENROUTER_URL
+    if "vllm" in provider or provider == "selfhosted":
+        if agent.get("vllm_openai_base_url"):
+            return str(agent["vllm_openai_base_url"])
+        host = str(agent.get("language_model_server_scheme_host", "http://localhost"))
+        return f"{host.rstrip('/')}:{int(agent.get('vllm_server_port', 8000))}/v1"
+    return None
+
+
+def _legacy_text_agents(params: dict[str, Any], messages: list[str]) -> None:
+    """The original's text-agent fields (``PureTextAgentParameters``) that are not
+    agent fields here: the provider and server fields become the ``openai``
+    backend's endpoint, a per-agent ``dpo_beta`` becomes ``openai_backend.dpo_beta``,
+    and the rest (the dummy API, the supervisor message) are dropped, saying what
+    replaces them."""
+    agents = params.get("agents")
+    if not isinstance(agents, dict):
+        return
+    urls: dict[str, str] = {}
+    betas: dict[str, Any] = {}
+    for name, agent in agents.items():
+        if not isinstance(agent, dict) or "model_provider" not in agent:
+            continue
+        url = _legacy_server_url(agent)
+        provider = agent.pop("model_provider")
+        for key in (
+            "vllm_openai_base_url",
+            "language_model_server_scheme_host",
+            "language_model_server_port",
+            "vllm_server_port",
+        ):
+            agent.pop(key, None)
+        if url is not None:
+            urls[name] = url
+        messages.append(
+            f"agents.{name}.model_provider {provider!r} dropped: agents generate "
+            "through the openai backend"
+            + (f" at {url}" if url is not None else " (OpenAI's API)")
+        )
+        if agent.pop("use_dummy_api", False):
+            messages.append(
+                f"agents.{name}.use_dummy_api dropped: serve a scripted model with "
+                "`python -m nip_core.testing.openai_server` and point "
+                "openai_backend.base_url at it"
+            )
+        supervisor = agent.pop("use_supervisor_message", "none")
+        agent.pop("supervisor_name", None)
+        if supervisor not in (None, "none"):
+            messages.append(
+                f"agents.{name}.use_supervisor_message {supervisor!r} dropped: every "
+                "prompt ends with a user turn holding the turn's instructions"
+            )
+        if "dpo_beta" in agent:
+            beta = agent.pop("dpo_beta")
+            if beta is not None:
+                betas[name] = beta
+    backend = params.get("openai_backend")
+    backend = backend if isinstance(backend, dict) else {}
+    if urls:
+        chosen = next(iter(urls.values()))
+        if backend.get("base_url") is None:
+            backend["base_url"] = chosen
+            messages.append(f"openai_backend.base_url set to {chosen}")
+            if chosen == _OPENROUTER_URL:
+                backend.setdefault("api_key_env", "OPENROUTER_API_KEY")
+        if len(set(urls.values())) > 1:
+            messages.append(
+                "agents generated at different servers ("
+                + ", ".join(f"{n}: {u}" for n, u in urls.items())
+                + f"); every agent now uses {backend['base_url']}"
+            )
+    if betas:
+        chosen = next(iter(betas.values()))
+        if backend.get("dpo_beta") is None:
+            backend["dpo_beta"] = chosen
+        messages.append(
+            "agents' dpo_beta moved to openai_backend.dpo_beta = "
+            f"{backend['dpo_beta']}"
+            + (
+                f" (the agents had {sorted(set(map(float, betas.values())))})"
+                if len(set(betas.values())) > 1
+                else ""
+            )
+        )
+    if urls or betas:
+        params["openai_backend"] = backend
+
+
+def _legacy_mnip_rounds(params: dict[str, Any], messages: list[str]) -> None:
+    """The original's ``mnip`` read its round limits from ``nip_protocol``; here
+    they are ``mnip_protocol``'s."""
+    if params.get("interaction_protocol") != "mnip":
+        return
+    nip = params.get("nip_protocol")
+    if not isinstance(nip, dict):
+        return
+    mnip = params.setdefault("mnip_protocol", {})
+    if not isinstance(mnip, dict):
+        return
+    for key in ("max_message_rounds", "min_message_rounds"):
+        if key in nip and mnip.get(key) != nip[key]:
+            before = mnip.get(key)
+            mnip[key] = nip[key]
+            messages.append(
+                f"mnip_protocol.{key} set to {nip[key]} from nip_protocol (the "
+                "original's mnip read its rounds there"
+                + (f"; its unread mnip_protocol value was {before}" if before else "")
+                + ")"
+            )
 
 
 # --------------------------------------------------------------------------------------

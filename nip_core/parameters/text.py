@@ -436,6 +436,11 @@ class TextAgentParameters(AgentParameters):
         Sampling temperature, in [0, 2]; ``None``: the backend's default.
     top_p : float | None
         Nucleus sampling mass, in (0, 1]; ``None``: the backend's default.
+    repetition_penalty : float | None
+        Above 0: the logits of tokens already in the chat or the response are
+        divided by it when positive, multiplied when negative (above 1: fewer
+        repeats). ``None``: none, and nothing is sent. vLLM and llama.cpp servers
+        and the ``transformers`` backend take it; OpenAI's own API refuses it.
     max_tokens_per_message : int | None
         The most tokens one response may have; a response cut there is flagged as
         hitting the token limit. ``None``: no limit besides the model's.
@@ -460,6 +465,7 @@ class TextAgentParameters(AgentParameters):
     top_p: float | None = field(
         default=None, validator=v.optional([_finite, v.gt(0), v.le(1)])
     )
+    repetition_penalty: float | None = field(default=None, validator=_positive_finite)
     max_tokens_per_message: int | None = field(
         default=None, validator=v.optional(v.ge(1))
     )

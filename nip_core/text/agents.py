@@ -418,6 +418,7 @@ class TextWholeAgent(TextAgent):
             temperature=params.temperature,
             top_p=params.top_p,
             max_tokens=params.max_tokens_per_message,
+            repetition_penalty=getattr(params, "repetition_penalty", None),
             seed=request_seed(
                 int(self.hyper_params.seed),
                 context.sample_key,

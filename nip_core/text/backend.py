@@ -115,6 +115,11 @@ class GenerationRequest:
         Sampling parameters; ``None``: the backend's default.
     max_tokens : int | None
         The most tokens to generate; ``None``: no limit besides the model's.
+    repetition_penalty : float | None
+        Divides the positive logits (multiplies the negative ones) of tokens already
+        in the chat or the completion by it (above 1: fewer repeats); ``None``: the
+        backend's default (none). Not every endpoint takes it: vLLM and llama.cpp
+        servers and the transformers backend do, OpenAI's own API does not.
     seed : int | None
         The sampling seed (honoured by backends with ``supports_seed``).
     n : int
@@ -128,6 +133,7 @@ class GenerationRequest:
     max_tokens: int | None = None
     seed: int | None = None
     n: int = 1
+    repetition_penalty: float | None = None
 
 
 @attrs.frozen(kw_only=True)

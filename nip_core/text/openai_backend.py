@@ -246,6 +246,9 @@ class OpenAiBackend(TextBackend):
             options["max_tokens"] = request.max_tokens
         if request.seed is not None:
             options["seed"] = request.seed
+        if request.repetition_penalty is not None:
+            # not an OpenAI API parameter: vLLM and llama.cpp servers read it
+            options["repetition_penalty"] = request.repetition_penalty
         if request.n != 1:
             options["n"] = request.n
         what = f"a chat completion with model {request.model!r}"

@@ -728,3 +728,137 @@ def test_the_originals_reinforce_keeps_its_clip_epsilon():
     )
     assert params["reinforce"] == {"clip_epsilon": 0.1}
     assert "reinforce.clip_epsilon set from ppo.clip_epsilon" in messages
+
+
+def _original_text_agent(**changes) -> dict:
+    """A text agent as the original's ``CodeValidationAgentParameters`` wrote it
+    (1.0.0: a vLLM endpoint by URL; later: by host and port)."""
+    agent = {
+        "_type": "CodeValidationAgentParameters",
+        "model_provider": "OpenAI",
+        "model_name": "gpt-4o-mini-2024-07-18",
+        "vllm_openai_base_url": "http://localhost:8000/v1",
+        "use_dummy_api": False,
+        "shared_model_group": None,
+        "temperature": None,
+        "top_p": None,
+        "repetition_penalty": None,
+        "fine_tune_from_scratch": True,
+        "freeze_agent": False,
+        "max_response_words": 150,
+        "max_tokens_per_message": None,
+        "num_invalid_generation_retries": 20,
+    }
+    agent.update(changes)
+    return agent
+
+
+def test_the_originals_text_agent_fields_exactly():
+    params, messages = legacy_1_0_to_core(
+        {
+            "agents": {
+                "verifier": _original_text_agent(
+                    model_provider="vLLM-OpenAI",
+                    vllm_openai_base_url="http://gpu:9000/v1",
+                    use_dummy_api=True,
+                    repetition_penalty=1.1,
+                    dpo_beta=0.2,
+                ),
+                "prover": _original_text_agent(
+                    use_supervisor_message="always", supervisor_name="Boss"
+                ),
+            }
+        }
+    )
+    kept = {
+        "model_name": "gpt-4o-mini-2024-07-18",
+        "shared_model_group": None,
+        "temperature": None,
+        "top_p": None,
+        "fine_tune_from_scratch": True,
+        "freeze_agent": False,
+        "max_response_words": 150,
+        "max_tokens_per_message": None,
+        "num_invalid_generation_retries": 20,
+    }
+    assert params["agents"] == {
+        "verifier": {**kept, "repetition_penalty": 1.1},
+        "prover": {**kept, "repetition_penalty": None},
+    }
+    assert params["openai_backend"] == {
+        "base_url": "http://gpu:9000/v1",
+        "dpo_beta": 0.2,
+    }
+    for line in (
+        "agents.verifier.model_provider 'vLLM-OpenAI' dropped: agents generate "
+        "through the openai backend at http://gpu:9000/v1",
+        "agents.prover.model_provider 'OpenAI' dropped: agents generate through the "
+        "openai backend (OpenAI's API)",
+        "agents.verifier.use_dummy_api dropped: serve a scripted model with "
+        "`python -m nip_core.testing.openai_server` and point "
+        "openai_backend.base_url at it",
+        "agents.prover.use_supervisor_message 'always' dropped: every prompt ends "
+        "with a user turn holding the turn's instructions",
+        "openai_backend.base_url set to http://gpu:9000/v1",
+        "agents' dpo_beta moved to openai_backend.dpo_beta = 0.2",
+    ):
+        assert line in messages
+
+
+@pytest.mark.parametrize(
+    ("agent", "url", "key_env"),
+    [
+        (
+            {"model_provider": "SelfHosted", "vllm_server_port": 8123,
+             "language_model_server_scheme_host": "http://box"},
+            "http://box:8123/v1",
+            None,
+        ),
+        ({"model_provider": "OpenRouter"}, "https://openrouter.ai/api/v1",
+         "OPENROUTER_API_KEY"),
+    ],
+)  # fmt: skip
+def test_the_originals_other_providers_become_endpoints(agent, url, key_env):
+    original = _original_text_agent(**agent)
+    del original["vllm_openai_base_url"]
+    params, _ = legacy_1_0_to_core({"agents": {"verifier": original}})
+    assert params["openai_backend"]["base_url"] == url
+    assert params["openai_backend"].get("api_key_env") == key_env
+    assert "model_provider" not in params["agents"]["verifier"]
+    assert "vllm_server_port" not in params["agents"]["verifier"]
+
+
+def test_an_endpoint_already_set_is_kept():
+    params, messages = legacy_1_0_to_core(
+        {
+            "openai_backend": {"base_url": "http://mine/v1"},
+            "agents": {"a": _original_text_agent(model_provider="OpenRouter")},
+        }
+    )
+    assert params["openai_backend"]["base_url"] == "http://mine/v1"
+    assert not any(m.startswith("openai_backend.base_url set") for m in messages)
+
+
+def test_the_originals_mnip_rounds_come_from_nip_protocol():
+    params, messages = legacy_1_0_to_core(
+        {
+            "interaction_protocol": "mnip",
+            "nip_protocol": {"max_message_rounds": 6, "min_message_rounds": 2},
+            "mnip_protocol": {"max_message_rounds": 8, "min_message_rounds": 2},
+        }
+    )
+    assert params["mnip_protocol"] == {"max_message_rounds": 6, "min_message_rounds": 2}
+    assert messages[:1] == [
+        "mnip_protocol.max_message_rounds set to 6 from nip_protocol (the original's "
+        "mnip read its rounds there; its unread mnip_protocol value was 8)"
+    ]
+    # another protocol's rounds stay where they were
+    params, messages = legacy_1_0_to_core(
+        {
+            "interaction_protocol": "nip",
+            "nip_protocol": {"max_message_rounds": 6},
+            "mnip_protocol": {"max_message_rounds": 8},
+        }
+    )
+    assert params["mnip_protocol"] == {"max_message_rounds": 8}
+    assert not any("mnip_protocol" in m for m in messages)

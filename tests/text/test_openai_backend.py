@@ -317,7 +317,12 @@ def test_requests_are_json_serialisable(server):
     body = server.chat_log[-1]
     assert body["temperature"] == 0.7 and body["top_p"] == 0.9
     assert body["max_tokens"] == 5 and body["seed"] == 0
+    # an option left unset is not sent (OpenAI's own API refuses this one)
+    assert "repetition_penalty" not in body
     json.dumps(body)
+    with backend_for(server.base_url) as backend:
+        backend.generate([request(repetition_penalty=1.3)])
+    assert server.chat_log[-1]["repetition_penalty"] == 1.3
 
 
 def test_requests_spread_over_several_servers_and_fail_over(register_plugin, tmp_path):

@@ -85,3 +85,60 @@ def test_an_original_dict_of_another_scenario_loads_its_section(plugin_manager):
         "apps_solution_number": 0,
         "apps_exclude_flagged": True,
     }
+
+
+def test_an_original_code_validation_run_loads(code_validation_plugin):
+    """A dict as the original wrote for a code validation run (its agent fields,
+    its hub id for the dataset) loads, saying what changed."""
+    from nip_core.errors import ParameterWarning
+    from nip_core.parameters import HyperParameters
+
+    agent = {
+        "_type": "CodeValidationAgentParameters",
+        "model_provider": "vLLM-OpenAI",
+        "model_name": "Qwen/Qwen2.5-0.5B-Instruct",
+        "vllm_openai_base_url": "http://localhost:8000/v1",
+        "use_dummy_api": False,
+        "shared_model_group": None,
+        "temperature": 0.7,
+        "top_p": None,
+        "repetition_penalty": 1.05,
+        "fine_tune_from_scratch": True,
+        "freeze_agent": False,
+        "max_response_words": 150,
+        "max_tokens_per_message": None,
+        "num_invalid_generation_retries": 20,
+    }
+    saved = {
+        "_type": "HyperParameters",
+        "_package_version": "1.0.0",
+        "_package_name": "nip",
+        "scenario": "code_validation",
+        "trainer": "synthetic_text_sft",
+        "dataset": "lrhammond/buggy-apps",
+        "interaction_protocol": "mnip",
+        "agents": {
+            "agents_update_repr": "Standard",
+            "verifier": dict(agent),
+            "prover0": dict(agent),
+            "prover1": dict(agent, freeze_agent=True),
+        },
+        "nip_protocol": {"_type": "NipProtocolParameters", "max_message_rounds": 5},
+        "code_validation": {"_type": "CodeValidationParameters"},
+    }
+    with pytest.warns((ParameterMigrationWarning, ParameterWarning)) as record:
+        hp = HyperParameters.from_dict(saved)
+    text = "\n".join(str(w.message) for w in record)
+    assert hp.dataset == "buggy_apps"
+    assert "dataset 'lrhammond/buggy-apps' is called 'buggy_apps'" in text
+    assert hp.openai_backend.base_url == "http://localhost:8000/v1"
+    assert hp.mnip_protocol.max_message_rounds == 5
+    verifier = hp.agents["verifier"]
+    assert (verifier.model_name, verifier.temperature) == (
+        "Qwen/Qwen2.5-0.5B-Instruct",
+        0.7,
+    )
+    assert verifier.repetition_penalty == 1.05
+    assert hp.agents["prover1"].freeze_agent is True
+    assert "agents.verifier.model_provider 'vLLM-OpenAI' dropped" in text
+    assert "mnip_protocol.max_message_rounds set to 5 from nip_protocol" in text

@@ -196,3 +196,50 @@ def test_old_adapters_are_unloaded(backend_factory: Any, tiny_model: Path, tmp_p
     model, _ = backend._base(resolved.root).activate(resolved)
     assert loaded() == ["adapter3", "adapter0"]
     assert model.active_adapter == backend._bases[str(tiny_model)].adapters[adapters[0]]
+
+
+def test_the_repetition_penalty_scales_the_logits_of_seen_tokens() -> None:
+    import torch
+
+    from nip_plugin_transformers.generation import Row, _RowSampler
+
+    rows = [
+        Row(prompt_ids=(3, 5), temperature=0.0, top_p=1.0, max_new_tokens=4, seed=0,
+            repetition_penalty=2.0),
+        Row(prompt_ids=(1, 2, 3), temperature=0.0, top_p=1.0, max_new_tokens=4,
+            seed=0),
+    ]  # fmt: skip
+    # left-padded with token 0; one token (4) generated since
+    input_ids = torch.tensor([[0, 3, 5, 4], [1, 2, 3, 4]])
+    sampler = _RowSampler(rows, prompt_length=3, end_token_id=7, device="cpu")
+    scores = torch.tensor(
+        [
+            [1.0, 1.0, 1.0, 4.0, 3.0, -1.0, 1.0, 1.0],
+            [1.0, 1.0, 1.0, 4.0, 3.0, -1.0, 1.0, 1.0],
+        ]
+    )
+    out = sampler(input_ids, scores.clone())
+    # row 0: its prompt (3, 5) and its completion (4) are penalised, not the padding
+    assert out[0].tolist() == [1.0, 1.0, 1.0, 2.0, 1.5, -2.0, 1.0, 1.0]
+    # row 1 has no penalty
+    assert out[1].tolist() == scores[1].tolist()
+
+
+def test_a_repetition_penalty_changes_greedy_text(
+    backend_factory: Any, tiny_model: Path
+) -> None:
+    backend = backend_factory()
+    prompt = "Repeat after me: la la la la la la la la"
+    [plain] = _texts(backend.generate([_request(tiny_model, prompt, temperature=0)]))
+    [again] = _texts(
+        backend.generate(
+            [_request(tiny_model, prompt, temperature=0, repetition_penalty=1.0)]
+        )
+    )
+    [penalised] = _texts(
+        backend.generate(
+            [_request(tiny_model, prompt, temperature=0, repetition_penalty=5.0)]
+        )
+    )
+    assert again == plain
+    assert penalised != plain

@@ -21,6 +21,12 @@ SCENARIO = "code_validation"
 PACKAGE = "nip_plugin_code_validation"
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DATASETS: tuple[str, ...] = ("humaneval_buggy", "buggy_apps", "apps", "test")
+DATASET_ALIASES: dict[str, str] = {
+    "lrhammond/buggy-apps": "buggy_apps",
+    "codeparrot/apps": "apps",
+}
+"""The hub ids the original library named its datasets by (``apps.HUB_REPOSITORIES``
+the other way round)."""
 PROTOCOLS: tuple[str, ...] = (
     "nip",
     "adp",
@@ -46,6 +52,7 @@ def register_scenarios() -> list[ScenarioSpec]:
             environment_class=f"{PACKAGE}.environment:CodeValidationEnvironment",
             default_dataset="humaneval_buggy",
             datasets=DATASETS,
+            dataset_aliases=DATASET_ALIASES,
             supported_protocols=PROTOCOLS,
             description="Is this code a correct solution to the problem? LLM agents",
         )

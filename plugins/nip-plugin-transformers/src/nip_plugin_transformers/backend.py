@@ -315,6 +315,7 @@ class TransformersBackend(TextBackend):
                             prompt_ids=tuple(prompt),
                             temperature=_or(request.temperature, 1.0),
                             top_p=_or(request.top_p, 1.0),
+                            repetition_penalty=_or(request.repetition_penalty, 1.0),
                             max_new_tokens=int(limit),
                             seed=sampling_seed(request.seed, choice),
                         )

@@ -2,8 +2,12 @@
 
 Chats become prompts through the tokenizer's chat template; prompts of one batch
 are left-padded, with an attention mask, so every row's last token is the one whose
-next token is sampled. Each row samples with its own temperature, top-p, token
-limit and seed:
+next token is sampled. Each row samples with its own repetition penalty,
+temperature, top-p, token limit and seed:
+
+- a repetition penalty ``p`` other than 1 first divides the positive logits (and
+  multiplies the negative ones) of every token already in the row, prompt and
+  completion so far, by ``p`` (the usual CTRL penalty; the padding does not count);
 
 - sampling is the Gumbel-max trick: temperature and top-p shape the logits, noise
   drawn from the row's own ``torch.Generator`` is added, and the arg-max is taken
@@ -40,6 +44,7 @@ class Row:
     top_p: float
     max_new_tokens: int
     seed: int
+    repetition_penalty: float = 1.0
 
 
 @attrs.frozen(kw_only=True)
@@ -85,6 +90,12 @@ class _RowSampler:
             [r.max_new_tokens for r in rows], dtype=torch.long, device=device
         )
         self.sampled = self.temperature > 0
+        # (row, where its prompt starts in the left-padded batch, penalty)
+        self.penalised = [
+            (b, prompt_length - len(r.prompt_ids), float(r.repetition_penalty))
+            for b, r in enumerate(rows)
+            if float(r.repetition_penalty) != 1.0
+        ]
         self.nucleus = bool(((self.top_p < 1) & self.sampled).any())
         self.generators = []
         for row in rows:
@@ -97,6 +108,13 @@ class _RowSampler:
 
         scores = scores.float()
         step = input_ids.shape[1] - self.prompt_length
+        if self.penalised:
+            scores = scores.clone()
+            for b, start, penalty in self.penalised:
+                seen = input_ids[b, start:]
+                values = scores[b].gather(0, seen)
+                values = torch.where(values > 0, values / penalty, values * penalty)
+                scores[b].scatter_(0, seen, values)
         if bool(self.sampled.any()):
             tempered = scores / self.temperature.clamp_min(1e-6).unsqueeze(1)
             if self.nucleus:
