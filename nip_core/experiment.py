@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from nip_core.errors import (
     NipConfigError,
     RunInterrupted,
 )
-from nip_core.parameters.hyper_parameters import datasets_in
+from nip_core.parameters.hyper_parameters import datasets_in, is_path_like_dataset
 from nip_core.runs.context import IterationCallback, RunContext, StageCallback
 from nip_core.runs.interrupts import interrupts_shielded
 from nip_core.runs.run_dir import RunDirectory, new_run_id
@@ -145,8 +146,33 @@ def with_environment(hyper_params: Any) -> Any:
         return hyper_params
     data = hyper_params.to_dict()
     data.update(changed)
-    import warnings
+    with warnings.catch_warnings():
+        # what the parameters warn about was said when they were built
+        warnings.simplefilter("ignore")
+        return HyperParameters.from_dict(data)
 
+
+def absolute_dataset_path(name: Any) -> Any:
+    """A dataset name that is a path to one's own data (``./data/mine``,
+    ``~/sets/x``), made absolute (``~`` expanded, against the working directory);
+    any other name as it is."""
+    if not isinstance(name, str) or not is_path_like_dataset(name):
+        return name
+    return os.path.abspath(os.path.expanduser(name))
+
+
+def with_absolute_dataset(hyper_params: Any) -> Any:
+    """``hyper_params`` with a relative own-data path made absolute
+    (:func:`absolute_dataset_path`), so that the saved parameters name the data
+    this run read wherever the run is resumed or re-run from."""
+    dataset = getattr(hyper_params, "dataset", None)
+    absolute = absolute_dataset_path(dataset)
+    if absolute == dataset:
+        return hyper_params
+    from nip_core.parameters import HyperParameters
+
+    data = hyper_params.to_dict()
+    data["dataset"] = absolute
     with warnings.catch_warnings():
         # what the parameters warn about was said when they were built
         warnings.simplefilter("ignore")
@@ -315,8 +341,6 @@ def _warn_starting_again(run_dir: RunDirectory) -> None:
     """Say so when a run that logged iterations has nothing to resume from (it was
     stopped before its first checkpoint, or its checkpoints are gone): it starts
     again from iteration 0 and its metrics are written anew."""
-    import warnings
-
     from nip_core.errors import CheckpointWarning
 
     try:
@@ -397,6 +421,9 @@ def _same_experiment(saved: dict, current: dict, ignore: Sequence[str] = ()) -> 
     def canonical(d: dict) -> str:
         # a copy (the caller's dict stays as it is), without what does not count
         d = json.loads(json.dumps({k: v for k, v in d.items() if k != "_meta"}))
+        # a run saved before own-data paths were made absolute named it as given
+        if "dataset" in d:
+            d["dataset"] = absolute_dataset_path(d["dataset"])
         for path in ignore:
             *parents, leaf = path.split(".")
             node: Any = d
@@ -570,6 +597,7 @@ def run_experiment(
     hyper_params = apply_base_run(hyper_params, settings)
     # what the run takes from the environment is saved with it
     hyper_params = with_environment(hyper_params)
+    hyper_params = with_absolute_dataset(hyper_params)
     params_dict = hyper_params.to_dict()
 
     trainer_class = get_trainer_class(hyper_params)
@@ -892,8 +920,6 @@ def resume_run(
     if parameter_overrides:
         params_dict = _resume_overrides(params_dict, parameter_overrides)
     if not run_dir.settings_path.is_file():
-        import warnings
-
         from nip_core.errors import CheckpointWarning
 
         warnings.warn(

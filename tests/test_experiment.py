@@ -614,3 +614,34 @@ def test_a_run_driven_by_another_live_process_is_not_driven_twice(scenario):
     run_dir.write_run_info(status="running", process=process)
     resume_run("busy", runs_dir=scenario.root / "runs")
     assert run_dir.read_run_info()["status"] == "finished"
+
+
+def test_a_relative_own_data_path_is_saved_absolute(scenario, monkeypatch):
+    """A run on ``dataset=./mine`` saves the absolute path, so a resume from another
+    directory reads the same data; a run saved with the relative path (before this
+    rule) is still the same experiment when started again from its directory."""
+    import json
+
+    first = scenario.root / "first"
+    elsewhere = scenario.root / "elsewhere"
+    first.mkdir()
+    elsewhere.mkdir()
+    settings = scenario.settings(checkpoint_period=1)
+    hyper_params = _solo(scenario, 3, dataset="./mine")
+    monkeypatch.chdir(first)
+    with pytest.raises(KilledForTest):
+        run_experiment(hyper_params, settings, run_id="own", callbacks=[kill_after(0)])
+    run_dir = RunDirectory(scenario.root / "runs" / "own")
+    assert run_dir.read_hyper_params()["dataset"] == str(first / "mine")
+    monkeypatch.chdir(elsewhere)
+    result = resume_run("own", runs_dir=settings.runs_dir)
+    assert result.resumed_from == 1
+    assert result.trainer.hyper_params.dataset == str(first / "mine")
+
+    # an older run that saved "./mine": started again from its directory, it goes on
+    saved = run_dir.read_hyper_params()
+    saved["dataset"] = "./mine"
+    run_dir.hyper_params_path.write_text(json.dumps(saved))
+    monkeypatch.chdir(first)
+    again = run_experiment(hyper_params, settings, run_id="own")
+    assert again.resumed_from is not None
