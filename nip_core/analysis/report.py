@@ -622,10 +622,13 @@ def group_runs(
         The runs.
     group_by : Sequence[str] | None
         Dotted hyper-parameter keys (``interaction_protocol``, ``ppo.num_epochs``).
-        By default, every key whose value differs between the runs that read
-        it, except ``seed`` and the fields of how a run reaches its services
-        (endpoint URLs, concurrency, timeouts: those ``nip resume --set`` may
-        change); when none differs, the runs form one group (labelled with their
+        The runs' parameters are read as this installation reads them (a dict
+        an older version saved converted, fields added since at their defaults),
+        or as saved when a plugin they need is missing. By default, every key
+        whose value differs between the runs that read it, except ``seed`` and
+        the fields of how a run reaches its services (endpoint URLs,
+        concurrency, timeouts: those ``nip resume --set`` may change); when none
+        differs, the runs form one group (labelled with their
         protocol when known). A run does not read the sections of a trainer,
         protocol, scenario or text backend it does not use (``debate_protocol``
         in a ``nip`` run, ``pure_text_malt`` in a ``pure_text_ei`` run): their
@@ -641,7 +644,14 @@ def group_runs(
     ReportError
         When a ``group_by`` key is in no run's hyper-parameters.
     """
-    flat = [flatten_params(run.hyper_params) for run in runs]
+    # as this installation reads them (an older run's dict converted, fields added
+    # since at their defaults), so that versions do not split repetitions; the
+    # saved dict when they cannot be read here (a plugin missing)
+    hyper_params = [_run_hyper_params(run) for run in runs]
+    flat = [
+        flatten_params(run.hyper_params if params is None else params.to_dict())
+        for run, params in zip(runs, hyper_params, strict=True)
+    ]
     all_keys = sorted({key for params in flat for key in params})
     if group_by:
         keys = list(dict.fromkeys(group_by))
@@ -654,7 +664,6 @@ def group_runs(
                 )
     unread: list[frozenset[str]] = [frozenset()] * len(runs)
     if not group_by:
-        hyper_params = [_run_hyper_params(run) for run in runs]
         unread = [_unread_sections(params) for params in hyper_params]
         excluded = GROUP_EXCLUDED_KEYS | _connection_keys(hyper_params)
         keys = [

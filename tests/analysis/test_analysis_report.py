@@ -274,6 +274,26 @@ def test_settings_a_run_does_not_read_neither_split_nor_label_it(
     ]
 
 
+def test_runs_saved_by_an_older_version_group_with_todays(synthetic_scenario, tmp_path):
+    # a field added since the older run was saved is read at its default, and a
+    # section renamed since is converted: the two runs are repetitions
+    current = synthetic_scenario.hyper_params("nip", seed=1).to_dict()
+    older = synthetic_scenario.hyper_params("nip", seed=2).to_dict()
+    del older["protocol_common"]["shared_reward"]
+    older["_meta"]["versions"] = {**older["_meta"]["versions"], "nip-core": "0.1.0"}
+    runs = [
+        load_run(write_run(tmp_path, name, training_records([0.5]), values))
+        for name, values in (("new", current), ("old", older))
+    ]
+    (group,) = group_runs(runs)
+    assert [run.run_id for run in group.runs] == ["new", "old"]
+    # a run whose parameters cannot be read here is grouped by what it saved
+    broken = dict(current, seed=3, scenario="not_installed")
+    runs.append(load_run(write_run(tmp_path, "x", training_records([0.5]), broken)))
+    labels = [g.label for g in group_runs(runs)]
+    assert labels == ["scenario=not_installed", "scenario=synthetic"]
+
+
 def test_a_key_missing_in_some_runs_labels_them_unset(tmp_path):
     a = write_run(tmp_path, "a", training_records([0.5]), params("nip", 1))
     b = write_run(
