@@ -275,8 +275,8 @@ def test_settings_a_run_does_not_read_neither_split_nor_label_it(
 
 
 def test_runs_saved_by_an_older_version_group_with_todays(synthetic_scenario, tmp_path):
-    # a field added since the older run was saved is read at its default, and a
-    # section renamed since is converted: the two runs are repetitions
+    # a field added since the older run was saved is read at its default: the two
+    # runs are repetitions
     current = synthetic_scenario.hyper_params("nip", seed=1).to_dict()
     older = synthetic_scenario.hyper_params("nip", seed=2).to_dict()
     del older["protocol_common"]["shared_reward"]
