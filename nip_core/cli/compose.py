@@ -438,6 +438,47 @@ def check_primary_config(app: Hydra, config_name: str) -> None:
             return
 
 
+_WRAPPER_PREFIX = "_nip_primary__"
+
+
+def _appends_a_top_level_group(
+    app: Hydra, config_name: str, overrides: Sequence[str]
+) -> bool:
+    """Whether a primary config in a folder (``code_validation/default``) gets a
+    config group appended (``+template=wide``) that lives at the top level, not in
+    that folder. Hydra looks an appended group up relative to the primary config's
+    folder (``code_validation/template/wide``, not found)."""
+    folder, _, _ = config_name.rpartition("/")
+    if not folder:
+        return False
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception:  # noqa: BLE001 - Hydra reports bad overrides itself
+        return False
+    repository = app.config_loader.repository
+    return any(
+        override.is_add()
+        and repository.group_exists(override.key_or_group)
+        and not repository.group_exists(f"{folder}/{override.key_or_group}")
+        for override in parsed
+    )
+
+
+def _top_level_primary(config_name: str) -> str:
+    """A primary config at the top level that holds ``config_name`` (its content at
+    the root, as when it is primary itself), so that appended groups are looked up
+    from the top as everywhere else."""
+    from hydra.core.config_store import ConfigStore
+
+    name = _WRAPPER_PREFIX + config_name.replace("/", "__")
+    ConfigStore.instance().store(
+        name=name, node={"defaults": [f"/{config_name}@_global_", "_self_"]}
+    )
+    return name
+
+
 def display_override(text: str) -> str:
     """An override as the user wrote it (without the ``++`` nip may have added)."""
     return text[2:] if text.startswith("++") else text
@@ -464,9 +505,12 @@ def compose(
 
     overrides = normalise_overrides(app, overrides)
     check_primary_config(app, config_name)
+    primary = config_name
+    if not multirun and _appends_a_top_level_group(app, config_name, overrides):
+        primary = _top_level_primary(config_name)
     with hydra_errors():
         return app.compose_config(
-            config_name=config_name,
+            config_name=primary,
             overrides=overrides,
             run_mode=RunMode.MULTIRUN if multirun else RunMode.RUN,
             with_log_configuration=with_log_configuration,

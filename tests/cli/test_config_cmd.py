@@ -383,3 +383,33 @@ def test_the_scenarios_own_check_runs_before_anything(toy_plugin, capsys):
     )
     assert status == 0, err
     assert config["toy_section"]["depth"] == 10
+
+
+def test_a_top_level_group_appended_to_a_config_in_a_folder(
+    toy_plugin, write_configs, capsys
+):
+    # Hydra looks `+group=option` up beside a primary config in a folder
+    # (toy/toy_variant/deep); nip looks it up from the top, as everywhere else
+    write_configs(
+        toy_plugin.config_dir,
+        {
+            "toy_variant/deep.yaml": """
+                # @package toy_section
+                depth: 9
+                """
+        },
+    )
+    status, config, err = show(capsys, "-c", "toy/exp", "+toy_variant=deep")
+    assert status == 0, err
+    assert config["toy_section"]["depth"] == 9
+    assert config["scenario"] == "toy"
+    # the rest of the config is the same as without it
+    status, plain, err = show(capsys, "-c", "toy/exp")
+    assert status == 0, err
+    assert {k: v for k, v in config.items() if k != "toy_section"} == {
+        k: v for k, v in plain.items() if k != "toy_section"
+    }
+    # a group in the config's own folder is still found there
+    status, config, err = show(capsys, "-c", "toy/exp", "toy/dataset=large")
+    assert status == 0, err
+    assert config["dataset"] == "large"
