@@ -68,6 +68,10 @@ def redact_secrets(data: Any) -> Any:
 ENV_DATA_DIR = "NIP_DATA_DIR"
 """Environment variable naming the data directory when the settings give none."""
 
+OWN_DATA_DIR = "own"
+"""The folder of ``<data_dir>/<scenario>`` holding what is derived from paths to
+one's own data (not a dataset, and not a name a dataset can take)."""
+
 DATA_DIR_RULE = "$NIP_DATA_DIR, else $XDG_CACHE_HOME/nip/data (~/.cache/nip/data)"
 """The rule of :func:`default_data_dir` in words, for help texts and messages."""
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from nip_core.settings import DATA_DIR_RULE, data_dir_or_default
+from nip_core.settings import DATA_DIR_RULE, OWN_DATA_DIR, data_dir_or_default
 
 _DATA_DIR_DEST = "_nip_data_dir"
 _OVERWRITE_DEST = "_nip_overwrite"
@@ -101,6 +101,11 @@ def generate(
         raise UsageError(
             f"a dataset name is a plain directory name (used as dataset=NAME in "
             f"configs), not {name!r}"
+        )
+    if name == OWN_DATA_DIR:
+        raise UsageError(
+            f"{OWN_DATA_DIR!r} is where {scenario}'s own-data caches live in the data "
+            "directory, not a dataset name; choose another name"
         )
     target = root / scenario / name
     if target.exists() and not overwrite:

@@ -91,15 +91,18 @@ def datasets_on_disk(
     scenario: str, data_dir: str | os.PathLike[str] | None
 ) -> list[str]:
     """The datasets of ``scenario`` in a data directory (``None``: the default one):
-    the sub-directories of ``<data_dir>/<scenario>``, by name."""
-    from nip_core.settings import data_dir_or_default
+    the sub-directories of ``<data_dir>/<scenario>``, by name, but the one holding
+    what is derived from paths to one's own data (``own``)."""
+    from nip_core.settings import OWN_DATA_DIR, data_dir_or_default
 
     directory = data_dir_or_default(data_dir) / scenario
     try:
         return sorted(
             path.name
             for path in directory.iterdir()
-            if path.is_dir() and not path.name.startswith(".")
+            if path.is_dir()
+            and not path.name.startswith(".")
+            and path.name != OWN_DATA_DIR
         )
     except OSError:
         return []

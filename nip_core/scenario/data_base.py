@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from nip_core.errors import DatasetNotFoundError
-from nip_core.settings import ENV_DATA_DIR, data_dir_or_default
+from nip_core.settings import ENV_DATA_DIR, OWN_DATA_DIR, data_dir_or_default
 
 if TYPE_CHECKING:
     from nip_core.protocols import ProtocolHandler
@@ -145,7 +145,8 @@ class Dataset(ABC):
         if self.is_own_data:
             path = Path(self.name).expanduser().resolve()
             digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
-            return self.data_dir / self.scenario / "own" / f"{path.name}-{digest}"
+            own = self.data_dir / self.scenario / OWN_DATA_DIR
+            return own / f"{path.name}-{digest}"
         return self.data_dir / self.scenario / self.name
 
     @property

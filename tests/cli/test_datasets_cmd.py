@@ -73,11 +73,13 @@ def test_generate_for_a_scenario_without_builder(toy_plugin, builder_calls, caps
 
 def test_list_shows_datasets_and_builders(toy_plugin, builder_calls, tmp_path, capsys):
     (tmp_path / "data" / "toy" / "made_earlier").mkdir(parents=True)
+    # the caches of runs on one's own data (dataset=./mine) are not a dataset
+    (tmp_path / "data" / "toy" / "own" / "mine-0123abcd").mkdir(parents=True)
     assert main(["datasets", "list", "--data-dir", str(tmp_path / "data")]) == 0
     out = capsys.readouterr().out
     assert "toy (toy)" in out
     assert "default dataset: small" in out
-    assert "on disk:         made_earlier" in out
+    assert "on disk:         made_earlier\n" in out
     assert "nip datasets generate toy NAME [--num-pairs INT]" in out
     assert Path(tmp_path / "data").as_posix() in out
 
@@ -138,6 +140,14 @@ def test_regenerating_a_dataset_asks_for_overwrite(
     assert not marker.exists()
     assert (tmp_path / "data" / "toy" / "mine").is_dir()
     assert len(builder_calls) == 2
+
+
+def test_own_is_not_a_dataset_name(toy_plugin, builder_calls, tmp_path, capsys):
+    data = str(tmp_path / "data")
+    assert main(["datasets", "generate", "toy", "own", "--data-dir", data]) == 2
+    err = capsys.readouterr().err
+    assert "'own' is where toy's own-data caches live" in err
+    assert not builder_calls
 
 
 def test_a_failed_overwrite_keeps_the_old_dataset(
