@@ -138,6 +138,34 @@ def load_config_file(path: Path) -> dict[str, Any]:
         return composer.to_plain_dict(cfg)
 
 
+def validate_named(
+    config_name: str, overrides: list[str], *, stream: TextIO | None = None
+) -> int:
+    """Validate a named config with overrides, composed as ``nip run`` composes
+    it; say what it runs when it is valid."""
+    from nip_core.cli.run_cmd import compose_for_run
+
+    stream = stream if stream is not None else sys.stdout
+    with composer.hydra_app() as app:
+        config = composer.to_plain_dict(compose_for_run(app, config_name, overrides))
+    hyper_params, settings = composer.build_experiment(config, config_name=config_name)
+    check_device(settings)
+    given = " ".join(composer.display_override(o) for o in overrides)
+    stream.write(
+        f"config {config_name}{' ' + given if given else ''}: valid "
+        f"({_summary(hyper_params)})\n"
+    )
+    return 0
+
+
+def _summary(hyper_params: Any) -> str:
+    return ", ".join(
+        f"{key} {getattr(hyper_params, key)}"
+        for key in ("scenario", "trainer", "interaction_protocol", "dataset")
+        if getattr(hyper_params, key, None) is not None
+    )
+
+
 def validate(file: str, *, stream: TextIO | None = None) -> int:
     """Validate a config file; say what it runs when it is valid."""
     stream = stream if stream is not None else sys.stdout
@@ -148,10 +176,5 @@ def validate(file: str, *, stream: TextIO | None = None) -> int:
     hyper_params, _ = composer.build_experiment(
         config, saved=path.suffix.lower() == ".json"
     )
-    summary = ", ".join(
-        f"{key} {getattr(hyper_params, key)}"
-        for key in ("scenario", "trainer", "interaction_protocol", "dataset")
-        if getattr(hyper_params, key, None) is not None
-    )
-    stream.write(f"{path}: valid ({summary})\n")
+    stream.write(f"{path}: valid ({_summary(hyper_params)})\n")
     return 0

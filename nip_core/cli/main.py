@@ -6,7 +6,7 @@ Subcommands::
     nip run --multirun --resume-sweep SWEEP_DIR [OVERRIDE ...]
     nip resume RUN_ID [--runs-dir DIR] [--device DEVICE] [--set PATH=VALUE ...]
     nip config show [--config-name NAME] [--raw] [OVERRIDE ...]
-    nip config validate FILE
+    nip config validate FILE | --config-name NAME [OVERRIDE ...]
     nip plugins [--json]
     nip datasets generate SCENARIO NAME [--data-dir DIR] [BUILDER OPTIONS ...]
     nip datasets list [--data-dir DIR]
@@ -149,12 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=_OVERRIDES_HELP)
     validate = config_commands.add_parser(
         "validate",
-        help="validate a config file",
+        help="validate a config file, or a named config with overrides",
         description="Validate a config file: a YAML config (composed with Hydra "
         "when it has a defaults list), a config printed by `nip config show`, or a "
-        "run's hyper_params.json.",
+        "run's hyper_params.json. With --config-name, validate that config with "
+        "the overrides, as `nip run` composes it.",
     )
-    validate.add_argument("file", metavar="FILE")
+    validate.add_argument("--config-name", "-c", metavar="NAME")
+    validate.add_argument(
+        "arguments",
+        nargs="*",
+        metavar="FILE | OVERRIDE",
+        help="the file to validate; with --config-name, overrides instead",
+    )
 
     plugins = commands.add_parser(
         "plugins",
@@ -277,7 +284,17 @@ def _dispatch(args: argparse.Namespace) -> int:
             return config_cmd.show(
                 args.config_name, args.overrides, raw=args.raw, show_all=args.show_all
             )
-        return config_cmd.validate(args.file)
+        if args.config_name is not None:
+            return config_cmd.validate_named(args.config_name, args.arguments)
+        if len(args.arguments) != 1:
+            from nip_core.errors import UsageError
+
+            raise UsageError(
+                "nip config validate takes one FILE, or --config-name NAME and "
+                "overrides"
+                + (f" (got {' '.join(args.arguments)})" if args.arguments else "")
+            )
+        return config_cmd.validate(args.arguments[0])
     if args.command == "datasets":
         from nip_core.cli import datasets_cmd
 

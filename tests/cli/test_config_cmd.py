@@ -413,3 +413,21 @@ def test_a_top_level_group_appended_to_a_config_in_a_folder(
     status, config, err = show(capsys, "-c", "toy/exp", "toy/dataset=large")
     assert status == 0, err
     assert config["dataset"] == "large"
+
+
+def test_validate_a_named_config_with_overrides(toy_plugin, capsys):
+    status = main(["config", "validate", "-c", "toy/exp", "toy/dataset=large"])
+    out, _ = capsys.readouterr()
+    assert status == 0
+    assert out == (
+        "config toy/exp toy/dataset=large: valid (scenario toy, trainer toy_trainer, "
+        "interaction_protocol nip, dataset large)\n"
+    )
+    # a bad value: the problem with its dotted path, exit status 2
+    assert main(["config", "validate", "-c", "toy/exp", "toy_section.mode=medium"]) == 2
+    _, err = capsys.readouterr()
+    assert "toy_section.mode" in err and "medium" in err
+    # without -c: exactly one file
+    assert main(["config", "validate"]) == 2
+    _, err = capsys.readouterr()
+    assert "takes one FILE, or --config-name NAME and overrides" in err
