@@ -436,13 +436,24 @@ def _same_experiment(saved: dict, current: dict, ignore: Sequence[str] = ()) -> 
     if canonical(saved) == canonical(current):
         return True
     from nip_core.errors import NipError
-    from nip_core.parameters import HyperParameters
 
     try:
-        read_back = HyperParameters.from_dict(saved).to_dict()
+        read_back = _read_quietly(saved).to_dict()
     except NipError:
         return False
     return canonical(read_back) == canonical(current)
+
+
+def _read_quietly(data: Mapping[str, Any]) -> Any:
+    """Saved hyper-parameters read back without their warnings (a conversion's
+    list of changes): for comparisons, where the run's own reading has said them
+    once already."""
+    from nip_core.errors import NipWarning
+    from nip_core.parameters import HyperParameters
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NipWarning)
+        return HyperParameters.from_dict(dict(data))
 
 
 def experiment_differences(
@@ -452,10 +463,9 @@ def experiment_differences(
     num_iterations: 2 there, 4 here)"``, the first ``limit`` dotted paths; ``""``
     when none can be named."""
     from nip_core.errors import NipError
-    from nip_core.parameters import HyperParameters
 
     try:
-        saved = HyperParameters.from_dict(saved).to_dict()
+        saved = _read_quietly(saved).to_dict()
     except NipError:
         pass
     ignored = set(ignore) | {"_meta"}
@@ -825,10 +835,10 @@ def _resume_overrides(params: dict, overrides: Mapping[str, Any]) -> dict:
     import copy
 
     from nip_core.errors import ConfigProblem, NipConfigError
-    from nip_core.parameters import HyperParameters, preserved_paths
+    from nip_core.parameters import preserved_paths
     from nip_core.parameters.base_run import RESUME
 
-    allowed = preserved_paths(HyperParameters.from_dict(params), RESUME)
+    allowed = preserved_paths(_read_quietly(params), RESUME)
     problems = [
         ConfigProblem(
             path,

@@ -645,3 +645,31 @@ def test_a_relative_own_data_path_is_saved_absolute(scenario, monkeypatch):
     monkeypatch.chdir(first)
     again = run_experiment(hyper_params, settings, run_id="own")
     assert again.resumed_from is not None
+
+
+def test_resuming_an_older_run_says_what_was_converted_once(scenario):
+    import json
+    import warnings
+
+    from nip_core.parameters import ParameterMigrationWarning
+
+    settings = scenario.settings(checkpoint_period=1)
+    with pytest.raises(KilledForTest):
+        run_experiment(
+            _solo(scenario, 3), settings, run_id="old", callbacks=[kill_after(0)]
+        )
+    run_dir = RunDirectory(scenario.root / "runs" / "old")
+    saved = run_dir.read_hyper_params()
+    # as nip-core 0.1.0 saved it: the two-class reduction in the core's section
+    saved["_meta"]["versions"]["nip-core"] = "0.1.0"
+    saved["dataset_options"]["make_balanced"] = True
+    run_dir.hyper_params_path.write_text(json.dumps(saved))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = resume_run("old", runs_dir=settings.runs_dir)
+    assert result.resumed_from == 1
+    conversions = [
+        w for w in caught if issubclass(w.category, ParameterMigrationWarning)
+    ]
+    assert len(conversions) == 1, [str(w.message) for w in conversions]
+    assert "make_balanced" in str(conversions[0].message)
