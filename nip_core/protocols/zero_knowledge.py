@@ -14,6 +14,8 @@ With ``protocol_common.zero_knowledge`` the experiment's protocol is wrapped:
   (the verifier's verdict gives the base rewards). The simulator has a decision head
   too; its decision logits are compared with the adversarial verifier's.
 - Done: the episode is over when both verifiers are done (or at the last round).
+  The simulator is done when the adversarial verifier is (it imitates it: from then
+  on its turns earn nothing, so they neither count in its loss nor its entropy).
 - Rewards: the simulator gets ``simulator_reward_coefficient`` × (cosine similarity
   of its and the adversarial verifier's message logits on the channels the
   adversarial verifier is active on + cosine similarity of their decision logits
@@ -328,6 +330,9 @@ class ZeroKnowledgeProtocolHandler(ProtocolHandler):
         agent_done = inputs.agent_done | shared_done[..., None]
         agent_done[..., v] |= verifier_done
         agent_done[..., adv] |= adv_done
+        # the simulator imitates the adversarial verifier: once that is done, its
+        # turns earn nothing (its reward is 0 from then on) and must not train it
+        agent_done[..., self.simulator_index] |= adv_done
 
         simulator_reward = self.get_simulator_reward(
             round_id, inputs.seed, message_logits, decision_logits

@@ -237,7 +237,8 @@ def test_shared_done_needs_both_verifiers() -> None:
         [False, True, False, False],
         [True, True, True, True],
         [True, True, True, True],
-        [False, False, True, False],
+        # the adversarial verifier decided: the simulator, imitating it, is done too
+        [False, False, True, True],
     ]
     # The verifier's verdict pays once; its later (ignored) decision pays nothing
     assert reward[:, :2].tolist() == [[0.5, 1.0], [0.5, 1.0], [0.0, 0.0], [0.0, 0.25]]
