@@ -15,7 +15,8 @@ With ``protocol_common.zero_knowledge`` the experiment's protocol is wrapped:
   too; its decision logits are compared with the adversarial verifier's.
 - Done: the episode is over when both verifiers are done (or at the last round).
   The simulator is done when the adversarial verifier is (it imitates it: from then
-  on its turns earn nothing, so they neither count in its loss nor its entropy).
+  on its decisions earn nothing, and the environment leaves a done agent's
+  decisions out of the decision mask, so out of its loss and entropy).
 - Rewards: the simulator gets ``simulator_reward_coefficient`` × (cosine similarity
   of its and the adversarial verifier's message logits on the channels the
   adversarial verifier is active on + cosine similarity of their decision logits
@@ -331,7 +332,7 @@ class ZeroKnowledgeProtocolHandler(ProtocolHandler):
         agent_done[..., v] |= verifier_done
         agent_done[..., adv] |= adv_done
         # the simulator imitates the adversarial verifier: once that is done, its
-        # turns earn nothing (its reward is 0 from then on) and must not train it
+        # decisions earn nothing (its reward is 0 from then on) and must not train it
         agent_done[..., self.simulator_index] |= adv_done
 
         simulator_reward = self.get_simulator_reward(
