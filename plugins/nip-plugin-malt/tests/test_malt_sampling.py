@@ -97,6 +97,10 @@ def test_ended_branches_are_padded_leaves(instance):
     )
     assert bound == 4 * 3**2  # the prover speaks in round 1 only
     assert forest.turns(["prover"]) < bound
+    # the random verifier generated nothing: its turns are not counted
+    assert forest.turns(["verifier"]) == 0
+    assert forest.turns() == forest.turns(["prover"])
+    assert forest.statistics()["num_tree_turns"] == forest.turns(["prover"])
 
 
 def test_a_level_is_one_batch_across_nodes_and_datapoints(instance, monkeypatch):

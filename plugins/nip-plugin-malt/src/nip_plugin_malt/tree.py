@@ -321,14 +321,20 @@ class ResponseForest:
         return bool(self.nodes[node_key].positive[a])
 
     def turns(self, agent_names: Sequence[str] | None = None) -> int:
-        """Turns the trees hold: every (node, agent) that spoke, of ``agent_names``
-        (default: every agent); what sampling them generated, without retries."""
+        """Generated turns the trees hold: every (node, agent) whose response a
+        model generated (it has a prompt: random agents generate nothing), of
+        ``agent_names`` (default: every agent); what sampling them generated,
+        without retries, as ``tree_generation_bound`` counts them."""
         names = self.rollouts.agent_names if agent_names is None else agent_names
         agents = [self.rollouts.agent_index(name) for name in names]
-        active = self.rollouts["agents.active"][:, :, agents]
+        active = self.rollouts["agents.active"]
+        prompts = self.rollouts["agents.prompt"]
         return sum(
-            int(active[node.episode, node.round_id].sum())
+            1
             for node in self.response_nodes()
+            for a in agents
+            if active[node.episode, node.round_id, a]
+            and prompts[node.episode, node.round_id, a] is not None
         )
 
     # ----------------------------------------------------------------------------------
