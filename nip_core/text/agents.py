@@ -493,8 +493,13 @@ class TextWholeAgent(TextAgent):
             decision, body = parsed.decision, parsed.text
         messages, problem = self.split_channels(context, body)
         if problem is not None:
-            if decision != DECISION_CONTINUE:
-                # a verdict ends the episode: nothing needs to reach the channels
+            if (
+                decision != DECISION_CONTINUE
+                and context.restriction != RESTRICTION_CONTINUE_ONLY
+            ):
+                # a verdict that counts ends the episode: nothing needs to reach
+                # the channels (one given before it may count does not end it, so
+                # the messages must be addressed as always)
                 return ParsedResponse(
                     messages={c: body.strip() for c in context.channels},
                     decision=decision,

@@ -241,17 +241,26 @@ class TextEnvironment(Environment):
             verifier_index = handler.agent_index(handler.verifier_names[0])
         decisions = rollouts["agents.decision"]
         if verifier_index is not None and handler.protocol_common.force_guess:
-            # the forced verdict is what happened: log it
+            # the forced verdict is what happened where it counts: log it there
+            # (before min_message_rounds it is not given: the verifier's own
+            # decision stays)
             import torch
 
             decision = decisions[rows, round_id, verifier_index]
-            forced = _numpy(
-                handler.get_effective_verifier_decision(
-                    torch.as_tensor(decision), torch.as_tensor(rollouts["y"][rows])
-                )
+            forced_tensor = handler.get_effective_verifier_decision(
+                torch.as_tensor(decision), torch.as_tensor(rollouts["y"][rows])
             )
+            rounds = torch.full((len(rows),), round_id, dtype=torch.long)
+            guess = handler.get_verifier_guess_mask_from_rounds_and_seed(
+                rounds, torch.as_tensor(rollouts["seed"][rows])
+            )
+            counts = _numpy(
+                handler.get_decision_made_mask(rounds, guess, forced_tensor)
+            ).astype(bool)
+            forced = _numpy(forced_tensor)
             active = rollouts["agents.active"][rows, round_id, verifier_index]
-            decisions[rows[active], round_id, verifier_index] = forced[active]
+            write = active & counts
+            decisions[rows[write], round_id, verifier_index] = forced[write]
             inputs[("agents", "decision")] = decisions[rows, round_id]
         result = handler.step_interaction_protocol(inputs)
         shared_done = _numpy(result.shared_done).astype(bool)

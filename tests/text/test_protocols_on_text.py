@@ -255,6 +255,23 @@ def test_force_guess_is_logged(play):
         assert rewards(rollouts, b)["verifier"] == 1.0
 
 
+def test_a_forced_verdict_is_logged_only_where_it_counts(play):
+    # the verifier speaks in rounds 0 and 2; verdicts count from round 2 on
+    rollouts, _ = play(
+        "nip",
+        responder(),
+        protocol_common={"force_guess": "one"},
+        nip_protocol={"max_message_rounds": 3, "min_message_rounds": 3},
+    )
+    v = rollouts.agent_index("verifier")
+    for b in range(4):
+        # round 0: the verifier asked, and that is what is recorded
+        assert rollouts["agents.decision"][b, 0, v] == 2
+        # round 2: the forced verdict
+        assert rollouts["agents.decision"][b, 2, v] == 1
+        assert rollouts["verdict"][b] == 1
+
+
 def test_invalid_prover_response_is_penalised(play):
     def respond(model, messages, request, rng):
         if "You are the verifier" in messages[0]["content"]:

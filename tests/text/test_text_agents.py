@@ -79,6 +79,12 @@ def test_multi_channel_responses_are_split_at_the_headers(debate):
     # a verdict needs no headers
     decided = verifier.parse_response(ctx, "Enough.\nDecision: reject")
     assert decided.valid and decided.decision == 0
+    # but one given before verdicts count does not end the episode: the messages
+    # must be addressed as always
+    early = context(debate, "verifier", restriction=1)
+    too_soon = verifier.parse_response(early, "Enough.\nDecision: reject")
+    assert not too_soon.valid
+    assert "'Question for Prover 0:'" in too_soon.reason
     empty = verifier.parse_response(ctx, "  ")
     assert not empty.valid and empty.reason == "the response is empty"
 
