@@ -9,8 +9,9 @@ A plugin's tests subclass these and run them on its own classes.
     up, DPO jobs, cancel). Override :meth:`BackendContract.make_backend`.
 :class:`TextScenarioContract`
     A text scenario: under each protocol it supports, episodes run to their end
-    with the scripted server or random agents, every turn's prompt starts with the
-    system prompt and shows only what the agent can see, a decider's written
+    with the scripted server or random agents, every agent speaks in some episode,
+    every turn's prompt starts with the system prompt and shows only what the agent
+    can see, a decider's written
     verdicts (``write_verdict``) read back as those verdicts, and the rollouts
     round-trip through JSONL. Override :meth:`TextScenarioContract.make_hyper_params`
     and the ``text_scenario_plugins`` fixture.
@@ -348,6 +349,13 @@ class TextScenarioContract:
         handler = instance.protocol_handler
         lengths = rollouts.episode_length
         assert (lengths >= 1).all()
+        for a, agent in enumerate(rollouts.agent_names):
+            assert rollouts["agents.active"][:, :, a].any(), (
+                f"{agent} never spoke in {rollouts.batch_size} episodes of "
+                f"{protocol}: make_server's responder must let the episodes go on "
+                "until every agent has had a turn (the verifier asks before it "
+                "decides)"
+            )
         for b in range(rollouts.batch_size):
             last = int(lengths[b]) - 1
             assert rollouts["done"][b, last], "an episode did not end"

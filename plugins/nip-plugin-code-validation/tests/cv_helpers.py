@@ -38,7 +38,9 @@ def code_responder(
         headers = _HEADER.findall(last)
         must = "give your verdict now" in last
         may_not = "cannot give your verdict yet" in last
-        heard = len(messages) > 2 or "Expert" in last
+        # an expert's message opens with its name (the turn notice names the
+        # experts too, in its headers)
+        heard = len(messages) > 2 or last.lstrip().startswith("Expert")
         if not must and (may_not or not heard):
             if headers:
                 return "\n".join(f"{h} Why is line 2 right?" for h in headers)
