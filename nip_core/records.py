@@ -503,7 +503,10 @@ class EpisodeRendererSpec(Contribution):
         The scenario whose episodes it draws.
     renderer : Ref
         Callable ``renderer(episode: dict, path: pathlib.Path) -> None`` writing a PNG
-        of one rollout-sample record (see :mod:`nip_core.runs.rollouts`).
+        of one rollout-sample record: in the tensor world a record of
+        :mod:`nip_core.runs.rollouts`, in the text world one episode of an
+        iteration's rollouts file (:meth:`TextRollouts.episode_dict
+        <nip_core.text.rollouts.TextRollouts.episode_dict>`).
     description : str
         One line for ``nip plugins``.
     """

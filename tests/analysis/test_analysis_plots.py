@@ -527,3 +527,37 @@ def test_a_crowded_figure_is_saved_without_a_layout_warning(tmp_path):
         warnings.simplefilter("error")
         path = _save(figure, tmp_path / "crowded.png")
     assert path.is_file()
+
+
+def test_a_text_runs_renderer_gets_one_episode_of_its_rollouts(
+    synthetic_text_scenario, register_plugin
+):
+    # the documented input in the text world: an episode as TextRollouts writes it
+    from nip_core.experiment import run_experiment
+    from nip_core.text.rollouts import TextRollouts
+
+    class TextRendererPlugin:
+        @hookimpl
+        def register_episode_renderers(self):
+            return [EpisodeRendererSpec(scenario="synthetic_text", renderer=draw)]
+
+    drawn = []
+
+    def draw(episode, path):
+        drawn.append(TextRollouts.from_episode_dicts([episode]))
+        path.write_bytes(PNG_SIGNATURE)
+
+    register_plugin(TextRendererPlugin(), name="text_renderer")
+    result = run_experiment(
+        synthetic_text_scenario.hyper_params("nip"),
+        synthetic_text_scenario.settings(),
+        run_id="text",
+    )
+    pictures, problems = write_episode_pictures(
+        load_run(result.run_dir), synthetic_text_scenario.root / "out", 2
+    )
+    assert problems == [] and len(pictures) == 2
+    last = TextRollouts.load_jsonl(result.run_dir / "rollouts" / "iter_000001.jsonl")
+    assert [rollouts.batch_size for rollouts in drawn] == [1, 1]
+    assert drawn[0] == last.select([0])
+    assert drawn[1] == last.select([1])
