@@ -26,9 +26,7 @@ import torch
 from torch import Tensor
 
 from nip_core.protocols.base import (
-    DECISION_ACCEPT,
     DeterministicProtocolHandler,
-    ProtocolStepInputs,
     SingleVerifierProtocolHandler,
 )
 from nip_core.protocols.parameters import LongProtocolParameters
@@ -182,9 +180,10 @@ class DebateProtocolHandler(_TwoProverChannelProtocolHandler):
 class MnipProtocolHandler(_TwoProverChannelProtocolHandler):
     """``mnip``: two provers, each talking to the verifier on a private channel.
 
-    Each prover sees only its own channel; the verifier sees both. Both provers
-    argue for accept: each gets ``prover_reward`` when the verifier accepts. Rounds
-    from ``mnip_protocol`` (the original read them from ``nip_protocol``).
+    Each prover sees only its own channel; the verifier sees both. The provers are
+    rewarded as two provers always are: ``prover0`` when the verifier rejects,
+    ``prover1`` when it accepts. Rounds from ``mnip_protocol`` (the original read
+    them from ``nip_protocol``).
     """
 
     parameter_section: ClassVar[str | None] = "mnip_protocol"
@@ -197,11 +196,6 @@ class MnipProtocolHandler(_TwoProverChannelProtocolHandler):
             ("verifier", "prover0_channel"),
             ("verifier", "prover1_channel"),
         ]
-
-    def get_prover_target_verdicts(
-        self, inputs: ProtocolStepInputs
-    ) -> dict[str, Tensor | int | None]:
-        return {name: DECISION_ACCEPT for name in self.prover_names}
 
 
 class MerlinArthurProtocolHandler(SingleVerifierProtocolHandler):

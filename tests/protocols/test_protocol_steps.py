@@ -329,12 +329,13 @@ def test_debate_sequential_verdict_only_every_third_round() -> None:
     assert reward[2] == [0.0, 0.5, 1.0]
 
 
-def test_mnip_both_provers_win_on_accept() -> None:
+def test_mnip_provers_win_as_two_provers_do() -> None:
+    # prover0 on reject, prover1 on accept (REFERENCE: the two-prover rule)
     handler = build(MnipProtocolHandler)
     _, _, _, reward = step(
         handler, [0, 0, 0], [[C, C, A], [C, C, R], [C, C, C]], y=[0, 0, 1]
     )
-    assert reward == [[0.5, 0.5, -1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.25]]
+    assert reward == [[0.0, 0.5, -1.0], [0.5, 0.0, 1.0], [0.0, 0.0, 0.25]]
 
 
 def test_mnip_shared_reward() -> None:
