@@ -13,10 +13,10 @@ with the prover's own name and stance). They are rendered with:
     The agent's word limit.
 ``stance``
     Provers: ``"accept"`` or ``"reject"``, the verdict the protocol rewards the
-    prover for (so prompts and rewards agree: in ``mnip`` both provers argue for
-    accept, in ``debate`` and ``merlin_arthur`` ``prover0`` for reject and
-    ``prover1`` for accept; a single prover's stance is randomized per datapoint
-    with ``protocol_common.randomize_prover_stance``).
+    prover for (so prompts and rewards agree: in ``debate``, ``merlin_arthur`` and
+    ``mnip`` ``prover0`` argues for reject and ``prover1`` for accept; a single
+    prover's stance is randomized per datapoint with
+    ``protocol_common.randomize_prover_stance``).
 ``verifier_name``, ``prover_name``, ``prover_names``, ``other_prover``
     Display names (``Verifier``, ``Expert``, ``Expert_1``, ``Expert_2``).
 ``headers``
