@@ -41,7 +41,11 @@ __all__ = [
     "write_decision",
 ]
 
-_DECISION = re.compile(r"decision\s*:", re.IGNORECASE)
+# the label, markdown around it included (``**Decision**:``, ``**Decision:**``,
+# ``### Decision:``), so that the text before it keeps no stray markup
+_DECISION = re.compile(
+    r"(?:[*_#]+[ \t]*)?(?<![a-z])decision(?![a-z])[*_ \t]*:", re.IGNORECASE
+)
 
 _LIKERT_WORDS = {
     "strongly reject": DECISION_REJECT,

@@ -19,8 +19,14 @@ ACCEPT, REJECT, CONTINUE, NEITHER = 1, 0, 2, 3
             REJECT,
             "It fails on empty input.",
         ),
-        ("**Decision:** accept", ACCEPT, "**"),
+        # markdown around the label: a verdict, and no stray markup left behind
+        ("**Decision:** accept", ACCEPT, ""),
+        ("Some reasoning.\n**Decision**: accept", ACCEPT, "Some reasoning."),
+        ("__Decision__: reject", REJECT, ""),
+        ("Checked.\n### Decision: reject", REJECT, "Checked."),
         ("I need to know more.", CONTINUE, "I need to know more."),
+        # other words ending in "decision" are not the label
+        ("My indecision: none yet.", CONTINUE, "My indecision: none yet."),
         # the last Decision: counts
         ("Decision: accept? No.\nDecision: reject", REJECT, "Decision: accept? No."),
     ],
@@ -36,6 +42,7 @@ def test_accept_reject(text, decision, body):
     "text",
     [
         "Decision: maybe",
+        "**Decision**: maybe",
         "Decision:",
         "Final decision: acceptable-ish",
         # an echo of the prompt is not a verdict (it was read as its first word)
