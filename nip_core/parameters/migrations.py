@@ -429,9 +429,53 @@ def legacy_1_0_to_core(params: dict[str, Any]) -> tuple[dict[str, Any], list[str
     return params, messages
 
 
+_LEGACY_FIXED_ROUNDS = {"adp": 2, "merlin_arthur": 2, "solo_verifier": 1}
+_LEGACY_ROUNDS_SECTION = {
+    "nip": "nip_protocol",
+    "debate": "debate_protocol",
+    # the original's mnip read its rounds from nip_protocol
+    "mnip": "nip_protocol",
+}
+_LEGACY_DEFAULT_MAX_ROUNDS = 8
+
+
+def _legacy_episodes_per_iteration(
+    params: Mapping[str, Any], rl: Mapping[str, Any]
+) -> tuple[int | None, str]:
+    """The episodes the original's text trainers sampled per iteration, and where
+    the number came from: ``rl.frames_per_batch`` over the steps per episode
+    (``rl.steps_per_env_per_iteration``, else the protocol's
+    ``max_message_rounds``) when set, else ``rl.rollouts_per_iteration``; ``None``
+    when neither is set (the original then sampled the whole dataset)."""
+    frames = rl.get("frames_per_batch")
+    if frames is not None:
+        steps = rl.get("steps_per_env_per_iteration")
+        where = "rl.steps_per_env_per_iteration"
+        if steps is None:
+            protocol = params.get("interaction_protocol", "nip")
+            if protocol in _LEGACY_FIXED_ROUNDS:
+                steps = _LEGACY_FIXED_ROUNDS[protocol]
+                where = f"the {protocol} protocol's rounds"
+            else:
+                section = params.get(_LEGACY_ROUNDS_SECTION.get(protocol, ""), {})
+                section = section if isinstance(section, Mapping) else {}
+                steps = section.get("max_message_rounds", _LEGACY_DEFAULT_MAX_ROUNDS)
+                where = "the protocol's max_message_rounds"
+        steps = max(1, int(steps))
+        return (
+            max(1, int(frames) // steps),
+            f"rl.frames_per_batch {frames} over {steps} steps an episode ({where})",
+        )
+    if rl.get("rollouts_per_iteration") is not None:
+        return int(rl["rollouts_per_iteration"]), "rl.rollouts_per_iteration"
+    return None, ""
+
+
 def _legacy_text_rl(params: dict[str, Any], messages: list[str]) -> None:
     """The original's ``text_rl`` section, and the loop sizes its text trainers read
-    from ``rl``."""
+    from ``rl``: the iterations, the episodes an iteration (see
+    :func:`_legacy_episodes_per_iteration`) and, with ``test_on_whole_dataset:
+    false``, as many test episodes."""
     text_rl = params.get("text_rl")
     if not isinstance(text_rl, dict):
         return
@@ -442,24 +486,44 @@ def _legacy_text_rl(params: dict[str, Any], messages: list[str]) -> None:
         )
     whole = text_rl.pop("test_on_whole_dataset", None)
     rl = params.get("rl") if isinstance(params.get("rl"), dict) else {}
+    episodes, source = _legacy_episodes_per_iteration(params, rl)
     if whole is True:
         messages.append(
             "text_rl.test_on_whole_dataset: true is now text_rl.num_test_rollouts: null"
         )
-    elif whole is False and rl.get("rollouts_per_iteration"):
-        text_rl["num_test_rollouts"] = rl["rollouts_per_iteration"]
+    elif whole is False and episodes is not None:
+        text_rl["num_test_rollouts"] = episodes
         messages.append(
             "text_rl.test_on_whole_dataset: false is now text_rl.num_test_rollouts = "
-            f"{rl['rollouts_per_iteration']} (rl.rollouts_per_iteration)"
+            f"{episodes} ({source})"
+        )
+    elif whole is False:
+        messages.append(
+            "text_rl.test_on_whole_dataset: false with neither rl.frames_per_batch "
+            "nor rl.rollouts_per_iteration set tested on the whole test set: "
+            "text_rl.num_test_rollouts: null"
         )
     if params.get("trainer") in ("pure_text_ei", "pure_text_malt"):
-        for name in ("num_iterations", "rollouts_per_iteration"):
-            if rl.get(name) is not None:
-                text_rl[name] = rl[name]
-                messages.append(
-                    f"rl.{name} copied to text_rl.{name} (the text trainers' own "
-                    "section)"
-                )
+        if rl.get("num_iterations") is not None:
+            text_rl["num_iterations"] = rl["num_iterations"]
+            messages.append(
+                "rl.num_iterations copied to text_rl.num_iterations (the text "
+                "trainers' own section)"
+            )
+        if episodes is not None:
+            text_rl["rollouts_per_iteration"] = episodes
+            messages.append(
+                f"text_rl.rollouts_per_iteration = {episodes} (the original's "
+                f"episodes an iteration: {source})"
+            )
+        else:
+            messages.append(
+                "the original sampled the whole training set each iteration "
+                "(neither rl.frames_per_batch nor rl.rollouts_per_iteration set), "
+                "which text_rl.rollouts_per_iteration cannot say: it keeps "
+                f"{text_rl.get('rollouts_per_iteration', 'its default')}; set it to "
+                "the training set's size to do the same"
+            )
 
 
 _OPENROUTER_URL = "https://openrouter.ai/api/v1"

@@ -862,3 +862,72 @@ def test_the_originals_mnip_rounds_come_from_nip_protocol():
     )
     assert params["mnip_protocol"] == {"max_message_rounds": 8}
     assert not any("mnip_protocol" in m for m in messages)
+
+
+def _original_text_loop(rl, text_rl, protocol="nip", **sections):
+    params, messages = legacy_1_0_to_core(
+        {
+            "trainer": "pure_text_ei",
+            "interaction_protocol": protocol,
+            "rl": rl,
+            "text_rl": text_rl,
+            **sections,
+        }
+    )
+    return params["text_rl"], messages
+
+
+def test_the_originals_episodes_an_iteration_come_from_frames_per_batch_first():
+    # frames_per_batch wins (the original ignored rollouts_per_iteration then),
+    # over the protocol's max_message_rounds
+    text_rl, messages = _original_text_loop(
+        {"frames_per_batch": 120, "rollouts_per_iteration": 7, "num_iterations": 4},
+        {"test_on_whole_dataset": False},
+        nip_protocol={"max_message_rounds": 6},
+    )
+    assert text_rl == {
+        "num_test_rollouts": 20,
+        "num_iterations": 4,
+        "rollouts_per_iteration": 20,
+    }
+    assert (
+        "text_rl.rollouts_per_iteration = 20 (the original's episodes an iteration: "
+        "rl.frames_per_batch 120 over 6 steps an episode (the protocol's "
+        "max_message_rounds))"
+    ) in messages
+    # steps_per_env_per_iteration when set; mnip's rounds are nip_protocol's
+    text_rl, _ = _original_text_loop(
+        {"frames_per_batch": 120, "steps_per_env_per_iteration": 4},
+        {},
+        protocol="mnip",
+        nip_protocol={"max_message_rounds": 6},
+    )
+    assert text_rl["rollouts_per_iteration"] == 30
+    text_rl, _ = _original_text_loop(
+        {"frames_per_batch": 120}, {}, protocol="mnip", nip_protocol={}
+    )
+    assert text_rl["rollouts_per_iteration"] == 15  # the original's default 8
+    text_rl, _ = _original_text_loop({"frames_per_batch": 120}, {}, protocol="adp")
+    assert text_rl["rollouts_per_iteration"] == 60
+
+
+def test_the_originals_whole_dataset_loop_is_said():
+    text_rl, messages = _original_text_loop(
+        {"frames_per_batch": None, "rollouts_per_iteration": None},
+        {"test_on_whole_dataset": False},
+    )
+    assert text_rl == {}
+    assert (
+        "text_rl.test_on_whole_dataset: false with neither rl.frames_per_batch nor "
+        "rl.rollouts_per_iteration set tested on the whole test set: "
+        "text_rl.num_test_rollouts: null"
+    ) in messages
+    assert any(
+        m.startswith("the original sampled the whole training set each iteration")
+        and "keeps its default" in m
+        for m in messages
+    )
+    text_rl, _ = _original_text_loop(
+        {"rollouts_per_iteration": 9}, {"test_on_whole_dataset": False}
+    )
+    assert text_rl == {"num_test_rollouts": 9, "rollouts_per_iteration": 9}
