@@ -21,7 +21,8 @@ Prompt (:meth:`TextWholeAgent.build_chat`)
     address each under its own header (``Question for Prover 0:``).
 Response (:meth:`TextWholeAgent.parse_response`)
     Deciders' verdicts are read from a ``Decision:`` line on the scale of
-    ``protocol_common.verifier_decision_spectrum`` (:mod:`nip_core.text.parsing`).
+    ``protocol_common.verifier_decision_spectrum`` (:mod:`nip_core.text.parsing`);
+    on a decider's last turn a response without a verdict is invalid.
     The two other verdict hooks go with it: :meth:`~TextWholeAgent.verdict_instruction`
     (how the last-turn notice asks for a verdict) and
     :meth:`~TextWholeAgent.write_verdict` (a response rewritten to state a given
@@ -491,6 +492,17 @@ class TextWholeAgent(TextAgent):
             if not parsed.valid:
                 return ParsedResponse(valid=False, reason=parsed.reason)
             decision, body = parsed.decision, parsed.text
+            if (
+                decision == DECISION_CONTINUE
+                and context.restriction == RESTRICTION_GUESS_ONLY
+            ):
+                # the turn's notice asked for a verdict: a question instead would
+                # end the episode unanswered (terminated), so it is asked again
+                return ParsedResponse(
+                    valid=False,
+                    reason="this is the verifier's last turn and the response gives "
+                    "no verdict",
+                )
         messages, problem = self.split_channels(context, body)
         if problem is not None:
             if (

@@ -85,6 +85,16 @@ def test_multi_channel_responses_are_split_at_the_headers(debate):
     too_soon = verifier.parse_response(early, "Enough.\nDecision: reject")
     assert not too_soon.valid
     assert "'Question for Prover 0:'" in too_soon.reason
+    # on its last turn the verifier must give a verdict: a question is asked again
+    last = context(debate, "verifier", restriction=2)
+    question = verifier.parse_response(
+        last, "Question for Prover 0: why?\nQuestion for Prover 1: why not?"
+    )
+    assert not question.valid
+    assert question.reason == (
+        "this is the verifier's last turn and the response gives no verdict"
+    )
+    assert verifier.parse_response(last, "Decision: accept").decision == 1
     empty = verifier.parse_response(ctx, "  ")
     assert not empty.valid and empty.reason == "the response is empty"
 
