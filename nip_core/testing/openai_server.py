@@ -798,6 +798,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             "'test-model'"
         ),
     )
+    parser.add_argument(
+        "--fine-tune-effect",
+        metavar="MODULE:FUNCTION",
+        help=(
+            "effect(parent, method, examples) -> the attributes of a fine-tuned "
+            "model (how fine-tuning changes your responder's model); default: the "
+            "scripted responder's own, else none"
+        ),
+    )
     parser.add_argument("--fault-rate", type=float, default=0.0)
     args = parser.parse_args(argv)
     options: dict[str, Any] = {
@@ -818,6 +827,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             responder=scripted_responder,
             fine_tune_effect=scripted_fine_tune_effect,
         )
+    if args.fine_tune_effect:
+        options["fine_tune_effect"] = _import_responder(
+            parser, args.fine_tune_effect, "--fine-tune-effect"
+        )
     if args.models:
         options["models"] = args.models
     server = OpenAiTestServer(**options).start()
@@ -832,22 +845,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         server.stop()
 
 
-def _import_responder(parser: Any, spec: str) -> Responder:
-    """The responder ``MODULE:FUNCTION`` names; a usage error if it is not one."""
+def _import_responder(parser: Any, spec: str, option: str = "--responder") -> Responder:
+    """The function ``MODULE:FUNCTION`` names; a usage error (naming ``option``) if
+    it is not one."""
     import importlib
 
     module_name, _, function_name = spec.partition(":")
     if not module_name or not function_name:
-        parser.error(
-            f"--responder: {spec!r} is neither echo, scripted nor MODULE:FUNCTION"
-        )
+        choices = "neither echo, scripted nor" if option == "--responder" else "not"
+        parser.error(f"{option}: {spec!r} is {choices} MODULE:FUNCTION")
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        parser.error(f"--responder: cannot import {module_name!r}: {error}")
+        parser.error(f"{option}: cannot import {module_name!r}: {error}")
     function = getattr(module, function_name, None)
     if not callable(function):
-        parser.error(f"--responder: {module_name!r} has no function {function_name!r}")
+        parser.error(f"{option}: {module_name!r} has no function {function_name!r}")
     return function
 
 

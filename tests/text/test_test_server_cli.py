@@ -70,3 +70,18 @@ def test_a_bad_responder_is_a_usage_error(
     assert server.returncode == 2
     assert message in err
     assert "Traceback" not in err
+
+
+def test_a_bad_fine_tune_effect_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "my_responder.py").write_text(RESPONDER)
+    server = _serve(
+        tmp_path,
+        "--responder",
+        "my_responder:reply",
+        "--fine-tune-effect",
+        "my_responder:effect",
+    )
+    _, err = server.communicate(timeout=60)
+    assert server.returncode == 2
+    assert "--fine-tune-effect: 'my_responder' has no function 'effect'" in err
+    assert "Traceback" not in err

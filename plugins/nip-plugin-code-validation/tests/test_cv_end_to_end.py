@@ -113,3 +113,33 @@ def test_with_a_shared_reward_the_provers_are_asked_for_the_correct_verdict(
             else:
                 assert "whatever its true correctness" in system
                 assert "arguing that it should accept the solution" in notice
+
+
+def test_the_shipped_scripted_model_plays_every_protocol_offline(
+    code_validation_plugin, tmp_path
+):
+    """nip_plugin_code_validation.scripted:responder, served by the test server,
+    answers each protocol's prompts validly; a perfectly skilled verifier is right
+    on the shipped humaneval_buggy set."""
+    from nip_core.factory import build_scenario_instance
+    from nip_core.parameters import HyperParameters
+    from nip_core.testing.openai_server import OpenAiTestServer
+    from nip_core.text.sampling import sample_rollouts
+
+    from nip_plugin_code_validation.scripted import known_labels, responder
+
+    assert len(known_labels()) > 300  # the test set and humaneval_buggy
+    with OpenAiTestServer(models=[], responder=responder) as server:
+        server.add_model("code-model", skill=1.0, invalid_rate=0.0)
+        for protocol in PROTOCOLS:
+            hyper_params = HyperParameters.from_dict(
+                hyper_params_dict(protocol, server.base_url, dataset="humaneval_buggy")
+            )
+            instance = build_scenario_instance(hyper_params, _settings(tmp_path))
+            try:
+                env = instance.train_environment
+                rollouts = sample_rollouts(env, instance.agents, list(range(6)))
+            finally:
+                instance.close()
+            assert rollouts["agents.valid_response"][rollouts["agents.active"]].all()
+            assert (rollouts["verdict"] == rollouts["y"]).all(), protocol

@@ -130,3 +130,39 @@ def test_judge_grades_provers_through_a_backend(code_validation_plugin) -> None:
         "prover.mean_relevant": 0.7,
         "prover.mean_truthful": 0.9,
     }
+
+
+def test_the_scripted_models_fine_tune_effect_follows_its_examples_verdicts() -> None:
+    import types
+
+    from nip_plugin_code_validation.data import test_rows
+    from nip_plugin_code_validation.scripted import fine_tune_effect, verdict_correct
+
+    rows = test_rows("train")
+    system = _prompt("nip", "verifier", "")
+
+    def chat(row, verdict):
+        text = system.replace("def f():\n    return 1", row["solution"].strip())
+        return [
+            {"role": "system", "content": text},
+            {"role": "user", "content": "Please begin."},
+            {"role": "assistant", "content": f"Checked.\nDecision: {verdict}"},
+        ]
+
+    right = [chat(r, "accept" if r["y"] else "reject") for r in rows]
+    wrong = [chat(r, "reject" if r["y"] else "accept") for r in rows]
+    assert [verdict_correct(c) for c in right] == [True] * len(rows)
+    assert [verdict_correct(c) for c in wrong] == [False] * len(rows)
+    parent = types.SimpleNamespace(attributes={"skill": 0.6})
+    examples = [{"messages": c} for c in right]
+    assert fine_tune_effect(parent, "supervised", examples) == {"skill": 0.8}
+    mixed = [{"messages": c} for c in right[:2] + wrong[:2]]
+    assert fine_tune_effect(parent, "supervised", mixed) == {"skill": 0.55}
+    # prover examples say nothing about the verifier's skill
+    assert fine_tune_effect(parent, "supervised", [{"messages": []}]) == {"skill": 0.6}
+    pair = {
+        "input": {"messages": right[0][:-1]},
+        "preferred_output": [right[0][-1]],
+        "non_preferred_output": [wrong[0][-1]],
+    }
+    assert fine_tune_effect(parent, "dpo", [pair]) == {"skill": 0.8}

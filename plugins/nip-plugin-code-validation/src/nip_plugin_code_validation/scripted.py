@@ -1,0 +1,138 @@
+"""A scripted code-validation model, to run the scenario offline against nip's local
+OpenAI-compatible test server (no API, no weights)::
+
+    python -m nip_core.testing.openai_server --port 8765 --model code-model \\
+        --responder nip_plugin_code_validation.scripted:responder \\
+        --fine-tune-effect nip_plugin_code_validation.scripted:fine_tune_effect
+    nip run --config-name code_validation/nip_pure_text_ei \\
+        openai_backend.base_url=http://127.0.0.1:8765/v1 \\
+        agents._default.model_name=code-model
+
+It answers every protocol's prompts in the format they ask for: a verifier asks one
+question per header while it may not decide or has heard no expert, then gives a
+verdict, right with probability ``skill`` (a model attribute, 0.7 by default); one
+in ten of its verdicts (``invalid_rate``) is not a verdict, which the agent asks
+again. Provers argue for the side their prompt gives them (with a shared reward,
+for the truth). Whether a solution is correct is known for the shipped datasets
+(``test``, ``humaneval_buggy``); for another dataset the verifier guesses. A model
+fine-tuned on verifier examples (:func:`fine_tune_effect`) moves its skill halfway
+towards the share of right verdicts among them, so expert iteration visibly learns.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+__all__ = [
+    "fine_tune_effect",
+    "known_labels",
+    "responder",
+    "solution_of",
+    "verdict_correct",
+]
+
+_HEADER = re.compile(r"'((?:Question|Message) for [^']+:)'")
+_SOLUTION = re.compile(r"## Solution\s*```python\n(.*?)```", re.DOTALL)
+_VERDICT = re.compile(r"decision\W*:\W*(accept|reject)\W*$", re.IGNORECASE)
+
+
+def solution_of(system: str) -> str:
+    """The solution a system prompt shows (stripped), or ``""``."""
+    match = _SOLUTION.search(system)
+    return match.group(1).strip() if match else ""
+
+
+@cache
+def known_labels() -> dict[str, int]:
+    """The label (1 correct, 0 buggy) of every solution of the shipped datasets,
+    keyed by its stripped text."""
+    from nip_plugin_code_validation.data import read_rows, shipped_path, test_rows
+
+    labels: dict[str, int] = {}
+    for split in ("train", "test"):
+        rows = list(test_rows(split))
+        path = shipped_path("humaneval_buggy", split)
+        if path.is_file():
+            rows.extend(read_rows(path))
+        for row in rows:
+            labels[str(row["solution"]).strip()] = int(row["y"])
+    return labels
+
+
+def responder(
+    model: Any,
+    messages: list[dict[str, str]],
+    request: Mapping[str, Any],
+    rng: random.Random,
+) -> str:
+    """A reply of the scripted model (see the module docstring)."""
+    system = messages[0]["content"]
+    last = messages[-1]["content"]
+    attributes = getattr(model, "attributes", {}) or {}
+    label = known_labels().get(solution_of(system))
+    correct = bool(label) if label is not None else rng.random() < 0.5
+    if "Your task is to decide" in system:
+        headers = _HEADER.findall(last)
+        must = "give your verdict now" in last
+        may_not = "cannot give your verdict yet" in last
+        # an expert's message opens with its name (the turn notice names the
+        # experts too, in its headers)
+        heard = len(messages) > 2 or last.lstrip().startswith("Expert")
+        if not must and (may_not or not heard):
+            if headers:
+                return "\n".join(f"{h} Why is line 2 right?" for h in headers)
+            return "Why is line 2 right?"
+        if rng.random() < float(attributes.get("invalid_rate", 0.1)):
+            return "I am unsure.\nDecision: perhaps"
+        right = rng.random() < float(attributes.get("skill", 0.7))
+        accept = correct if right else not correct
+        return f"I checked it.\nDecision: {'accept' if accept else 'reject'}"
+    if "Verifier" not in system:
+        return "I cannot help."
+    if "reach the *correct* verdict" in system:
+        wants = "accept" if correct else "reject"
+    else:
+        wants = "accept" if "to *accept*" in system else "reject"
+    return f"The solution should be {wants}ed: line 2 does exactly what is asked."
+
+
+def verdict_correct(chat: list[Mapping[str, Any]]) -> bool | None:
+    """Whether a verifier chat ends with the right verdict on a solution of a
+    shipped dataset (``None``: not a verifier chat, no verdict, or an unknown
+    solution)."""
+    if not chat or "Your task is to decide" not in str(chat[0].get("content", "")):
+        return None
+    label = known_labels().get(solution_of(str(chat[0]["content"])))
+    match = _VERDICT.search(str(chat[-1].get("content", "")).strip())
+    if label is None or match is None:
+        return None
+    return (match.group(1).lower() == "accept") == bool(label)
+
+
+def fine_tune_effect(parent: Any, method: str, examples: list[Any]) -> dict[str, Any]:
+    """The skill of a model fine-tuned from ``parent``: halfway from the parent's
+    towards the share of right verdicts in its verifier examples (DPO: chosen right
+    and rejected not); unchanged without any."""
+    skill = float((getattr(parent, "attributes", {}) or {}).get("skill", 0.7))
+    marks: list[bool] = []
+    for example in examples:
+        if method == "dpo":
+            prompt = list(example.get("input", {}).get("messages", []))
+            chosen = example.get("preferred_output", [{}])[0].get("content", "")
+            rejected = example.get("non_preferred_output", [{}])[0].get("content", "")
+            good = verdict_correct([*prompt, {"role": "assistant", "content": chosen}])
+            bad = verdict_correct([*prompt, {"role": "assistant", "content": rejected}])
+            if good is not None:
+                marks.append(bool(good and bad is not True))
+        else:
+            mark = verdict_correct(example.get("messages", []))
+            if mark is not None:
+                marks.append(mark)
+    if not marks:
+        return {"skill": skill}
+    quality = sum(marks) / len(marks)
+    return {"skill": min(1.0, max(0.0, skill + 0.5 * (quality - skill)))}
