@@ -10,15 +10,22 @@ unknown key for a nested class. Each :class:`MalformedCase` is an override
 
 A plugin checks its own sections the same way::
 
-    from nip_core.testing.malformed import field_cases
+    from nip_core.testing.configs import config_app
+    from nip_core.testing.malformed import assert_refused, field_cases
+
+    import my_plugin.plugin
 
     CASES = field_cases(MySectionParameters, "my_section")
 
-    @pytest.mark.parametrize("case", CASES, ids=str)
-    def test_a_bad_value_is_one_clear_error(case, composed_experiment):
-        with pytest.raises(NipConfigError) as info:
-            composed_experiment("my_config", case.override)
-        assert case.path in [p.path for p in info.value.problems]
+    def test_every_bad_value_is_one_clear_error(register_plugin):
+        register_plugin(my_plugin.plugin, name="my_plugin")
+        with config_app([("my_plugin", my_plugin.plugin.CONFIG_DIR)]) as app:
+            for case in CASES:
+                assert_refused(case, "my_plugin/my_config", app=app)
+
+(:func:`assert_refused` composes the config with the case's override as ``nip run``
+does and checks the one error names the case's path; ``case.override`` and
+``case.path`` are there to write the check yourself.)
 
 This module imports neither torch nor pytest.
 """

@@ -270,7 +270,8 @@ class OpenAiTestServer:
 
     @property
     def jobs_created(self) -> int:
-        """Fine-tune jobs that exist (created, whatever their state)."""
+        """How many fine-tune jobs exist (created, whatever their state); the jobs
+        themselves are :attr:`jobs` (job id to job)."""
         return len(self.jobs)
 
     def job_training_examples(self, job_id: str) -> list[Any]:
