@@ -90,6 +90,19 @@ def _new_figure(ncols: int = 1, nrows: int = 1) -> tuple[Any, Any]:
     return figure, axes
 
 
+_TITLE_CHARACTERS = 58
+"""About the characters of a title that fit one axes' width at matplotlib's title
+size; longer titles are wrapped, not cut off at the figure's edges."""
+
+
+def _wrapped(title: str, ncols: int = 1) -> str:
+    """``title`` wrapped to the width of ``ncols`` axes of :func:`_new_figure`."""
+    import textwrap
+
+    width = int(_TITLE_CHARACTERS * min(ncols, 3) ** 0.8)
+    return textwrap.fill(title, width=width, break_long_words=False)
+
+
 def _save(figure: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
@@ -220,7 +233,7 @@ def write_run_plots(
                 markersize=4 if test and len(values) > 1 else None,
                 label=label,
             )
-        ax.set_title(f"{title} — {run.run_id}")
+        ax.set_title(_wrapped(f"{title} — {run.run_id}"))
         ax.set_xlabel(_X_LABELS[x_axis])
         _whole_iterations(ax, x_axis)
         ax.set_ylabel(ylabel)
@@ -425,14 +438,14 @@ def write_comparison_plots(
                         x_of=x_of,
                     )
             sub_title = _subject_label(panel, subject)
-            ax.set_title(sub_title if len(subjects) > 1 else title)
+            ax.set_title(_wrapped(sub_title if len(subjects) > 1 else title))
             ax.set_xlabel(_X_LABELS[x_axis])
             _whole_iterations(ax, x_axis)
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
             ax.legend(fontsize="small")
         if len(subjects) > 1:
-            figure.suptitle(title)
+            figure.suptitle(_wrapped(title, ncols))
         percent = f"{confidence * 100:g}%"
         figure.text(
             0.99,

@@ -561,3 +561,28 @@ def test_a_text_runs_renderer_gets_one_episode_of_its_rollouts(
     assert [rollouts.batch_size for rollouts in drawn] == [1, 1]
     assert drawn[0] == last.select([0])
     assert drawn[1] == last.select([1])
+
+
+def test_long_panel_titles_are_wrapped_not_cut_off(tmp_path, monkeypatch):
+    from nip_core.analysis import plots
+
+    titles = {}
+    save = plots._save
+
+    def recording(figure, path):
+        titles[path.name] = [ax.get_title() for ax in figure.axes] + [
+            figure._suptitle.get_text() if figure._suptitle is not None else ""
+        ]
+        return save(figure, path)
+
+    monkeypatch.setattr(plots, "_save", recording)
+    long = "Expert iteration: episodes selected by reward, per agent — 20261206-x"
+    assert plots._wrapped(long) == (
+        "Expert iteration: episodes selected by reward, per agent —\n20261206-x"
+    )
+    assert "\n" not in plots._wrapped(long, ncols=3)
+    # every title drawn fits its width
+    plots.write_run_plots(full_run(tmp_path, run_id="a-run-with-a-long-id-0123456789"))
+    for name, drawn in titles.items():
+        for title in drawn:
+            assert all(len(line) <= 58 for line in title.splitlines()), (name, title)
