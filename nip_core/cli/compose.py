@@ -208,6 +208,7 @@ def hydra_errors() -> Iterator[None]:
             message = (
                 _missing_hydra_plugin_hint(message)
                 or _missing_config_hint(message)
+                or _missing_included_config_hint(message)
                 or message
             )
         path = _error_path(error)
@@ -261,6 +262,34 @@ def _missing_config_hint(message: str) -> str | None:
     else:
         where = f"configs in {group}/" if group else "top-level configs"
     return f"{hint} ({where}: {shown}; `nip config show -c NAME` shows one)"
+
+
+_INCLUDED_MISSING = re.compile(
+    r"In '(?P<by>[^']+)': Could not (?:load|find) '(?P<name>[^']+)'"
+)
+
+
+def _missing_included_config_hint(message: str) -> str | None:
+    """For a config a defaults list names that no config directory holds: when a
+    first-party plugin ships that folder (``code_validation/humaneval_base``), what
+    became of the plugin (not installed, disabled, broken) and how to get it."""
+    match = _INCLUDED_MISSING.search(message)
+    if match is None:
+        return None
+    from nip_core.plugin_catalogue import missing_key_hint
+
+    name = match.group("name")
+    folder = name.lstrip("/").partition("/")[0]
+    try:
+        hint = missing_key_hint("config_dir", folder)
+    except Exception:  # noqa: BLE001 - a hint must never hide the real problem
+        return None
+    if hint is None:
+        return None
+    return (
+        f"{match.group('by')!r} includes {name!r}, which no config directory "
+        f"holds: {hint}"
+    )
 
 
 def _missing_hydra_plugin_hint(message: str) -> str | None:

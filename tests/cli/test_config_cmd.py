@@ -431,3 +431,27 @@ def test_validate_a_named_config_with_overrides(toy_plugin, capsys):
     assert main(["config", "validate"]) == 2
     _, err = capsys.readouterr()
     assert "takes one FILE, or --config-name NAME and overrides" in err
+
+
+def test_a_config_including_a_missing_plugins_config_says_what_to_install(
+    toy_plugin, write_configs, capsys
+):
+    write_configs(
+        Path.cwd() / "configs",
+        {
+            "mine.yaml": """
+                # @package _global_
+                defaults:
+                  - /code_validation/humaneval_base
+                  - _self_
+                seed: 3
+                """
+        },
+    )
+    status, _, err = show(capsys, "-c", "mine")
+    assert status == 2
+    assert (
+        "'mine' includes 'code_validation/humaneval_base', which no config "
+        "directory holds: the config dir 'code_validation' comes with "
+        "nip-plugin-code-validation"
+    ) in err
