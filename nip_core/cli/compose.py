@@ -655,7 +655,28 @@ def build_experiment(
         hint = _package_header_hint(config_name, config, problems)
         raise NipConfigError(problems + ([hint] if hint else []))
     assert hyper_params is not None and settings is not None
+    if not saved:
+        _warn_missing_own_data(hyper_params.dataset)
     return hyper_params, settings
+
+
+def _warn_missing_own_data(dataset: Any) -> None:
+    """A composed config's path to one's own data that does not exist here: said
+    now, before a run fails on it (a saved run's data may live on another machine,
+    so reading one back says nothing)."""
+    from nip_core.errors import ParameterWarning
+    from nip_core.parameters.hyper_parameters import is_path_like_dataset
+
+    if not isinstance(dataset, str) or not is_path_like_dataset(dataset):
+        return
+    path = Path(dataset).expanduser()
+    if not path.exists():
+        warnings.warn(
+            f"dataset {dataset!r}: there is no {path.resolve()} here; a run reads its "
+            "own data from that path, so it must exist where the run runs",
+            ParameterWarning,
+            stacklevel=3,
+        )
 
 
 def _package_header_hint(

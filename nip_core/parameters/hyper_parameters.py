@@ -16,7 +16,6 @@ import os
 import types
 import warnings
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 import attrs
@@ -496,15 +495,6 @@ class HyperParameters(BaseHyperParameters):
             )
             return
         if is_path_like_dataset(self.dataset):
-            path = Path(self.dataset).expanduser()
-            if not path.exists():
-                warnings.warn(
-                    f"dataset {self.dataset!r}: there is no {path.resolve()} here; "
-                    "a run reads its own data from that path, so it must exist where "
-                    "the run runs",
-                    ParameterWarning,
-                    stacklevel=5,
-                )
             return
         data_dir = _DATA_DIR.get()
         on_disk = datasets_on_disk(scenario.name, data_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import attrs
@@ -455,3 +456,22 @@ def test_a_config_including_a_missing_plugins_config_says_what_to_install(
         "directory holds: the config dir 'code_validation' comes with "
         "nip-plugin-code-validation"
     ) in err
+
+
+def test_a_path_to_data_that_is_not_there_is_a_warning(toy_plugin, tmp_path, capsys):
+    from nip_core.errors import ParameterWarning
+
+    expected = (
+        f"dataset './missing': there is no {Path.cwd() / 'missing'} here; a run "
+        "reads its own data from that path, so it must exist where the run runs"
+    )
+    with pytest.warns(ParameterWarning) as caught:
+        status, config, _ = show(capsys, "-c", "toy/exp", "dataset=./missing")
+    assert status == 0
+    assert config["dataset"] == "./missing"
+    assert expected in [str(w.message) for w in caught]
+    (Path.cwd() / "there").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ParameterWarning)
+        status, _, _ = show(capsys, "-c", "toy/exp", "dataset=./there")
+    assert status == 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 
 from nip_core.errors import NipConfigError
@@ -78,24 +76,6 @@ def test_listed_and_path_like_datasets_are_accepted(toy, dataset):
         "toy", "toy_trainer", dataset, interaction_protocol="toy_protocol"
     )
     assert hp.dataset == dataset
-
-
-def test_a_path_to_data_that_is_not_there_is_a_warning(toy, tmp_path, monkeypatch):
-    from nip_core.errors import ParameterWarning
-
-    monkeypatch.chdir(tmp_path)
-    with pytest.warns(ParameterWarning, match="there is no .*missing here") as caught:
-        hp = HyperParameters(
-            "toy", "toy_trainer", "./missing", interaction_protocol="toy_protocol"
-        )
-    assert hp.dataset == "./missing"
-    assert str(tmp_path / "missing") in str(caught[0].message)
-    (tmp_path / "there").mkdir()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", ParameterWarning)
-        HyperParameters(
-            "toy", "toy_trainer", "./there", interaction_protocol="toy_protocol"
-        )
 
 
 def test_any_dataset_name_for_a_scenario_without_a_list(toy):
