@@ -280,10 +280,16 @@ def _missing_included_config_hint(message: str) -> str | None:
 
     name = match.group("name")
     folder = name.lstrip("/").partition("/")[0]
-    try:
-        hint = missing_key_hint("config_dir", folder)
-    except Exception:  # noqa: BLE001 - a hint must never hide the real problem
-        return None
+    hint = None
+    # plugins keep their configs in a folder named after their config directory,
+    # their scenario or their trainer (pure_text_ei/...)
+    for kind in ("config_dir", "scenario", "trainer"):
+        try:
+            hint = missing_key_hint(kind, folder)
+        except Exception:  # noqa: BLE001 - a hint must never hide the real problem
+            return None
+        if hint is not None:
+            break
     if hint is None:
         return None
     return (

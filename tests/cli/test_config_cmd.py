@@ -456,6 +456,21 @@ def test_a_config_including_a_missing_plugins_config_says_what_to_install(
         "directory holds: the config dir 'code_validation' comes with "
         "nip-plugin-code-validation"
     ) in err
+    # a plugin whose configs sit in a folder named after its trainer
+    write_configs(
+        Path.cwd() / "configs",
+        {
+            "mine_ei.yaml": """
+                # @package _global_
+                defaults:
+                  - /pure_text_ei/code_validation
+                  - _self_
+                """
+        },
+    )
+    status, _, err = show(capsys, "-c", "mine_ei")
+    assert status == 2
+    assert "the trainer 'pure_text_ei' comes with nip-plugin-ei" in err
 
 
 def test_a_path_to_data_that_is_not_there_is_a_warning(toy_plugin, tmp_path, capsys):
