@@ -38,6 +38,16 @@ class CheckpointWarning(NipWarning):
     and which iterations are done again)."""
 
 
+class BackendWarning(NipWarning):
+    """A text backend could not do what was asked and the run did something else
+    (a fine-tune job the endpoint no longer knows, started again)."""
+
+
+class FallbackWarning(NipWarning):
+    """A speed setting could not be honoured and the run goes on without it
+    (``run.compile_loss`` when ``torch.compile`` fails)."""
+
+
 @attrs.frozen
 class ConfigProblem:
     """One problem found in a configuration.

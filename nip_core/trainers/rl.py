@@ -44,6 +44,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from typing import Any, ClassVar
 
+from nip_core.errors import FallbackWarning
 from nip_core.trainers.base import (
     IterationContext,
     TensorDictTrainer,
@@ -648,7 +649,7 @@ class TensorDictRlTrainer(TensorDictTrainer):
                 "run.compile_loss: torch.compile could not compile the loss "
                 f"({type(error).__name__}: {str(error).strip().splitlines()[0]}); "
                 "training continues without compiling",
-                RuntimeWarning,
+                FallbackWarning,
                 stacklevel=2,
             )
             with self._counted_rows_context():

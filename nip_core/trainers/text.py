@@ -48,7 +48,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from nip_core.errors import BackendError, CheckpointError
+from nip_core.errors import BackendError, BackendWarning, CheckpointError
 from nip_core.runs.io import atomic_write_json
 from nip_core.seeding import derive_seed
 from nip_core.text.analysis import (
@@ -635,7 +635,7 @@ class PureTextRlTrainer(Trainer):
             f"fine-tune job {group.state.job_id} ({group.state.job_name}) of shared "
             f"model group {group.name!r} is no longer known to the backend ({error}); "
             "starting it again",
-            RuntimeWarning,
+            BackendWarning,
             stacklevel=2,
         )
         group.abandon_failed_job()

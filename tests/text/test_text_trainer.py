@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from nip_core.errors import BackendError, NipConfigError
+from nip_core.errors import BackendError, BackendWarning, NipConfigError
 from nip_core.experiment import resume_run, run_experiment
 from nip_core.runs.run_dir import RunDirectory
 from nip_core.testing.synthetic_text.fixtures import scripted_server
@@ -399,7 +399,7 @@ def test_a_job_the_endpoint_lost_is_started_again(synthetic_text_scenario):
             restarted.append(iteration)
             server.jobs.clear()
 
-    with pytest.warns(RuntimeWarning, match="no longer known to the backend"):
+    with pytest.warns(BackendWarning, match="no longer known to the backend"):
         result = run_experiment(
             scenario.hyper_params("nip", text_rl={"num_iterations": 1}),
             scenario.settings(),
@@ -447,7 +447,7 @@ def test_a_run_whose_endpoint_moved_resumes_with_set(synthetic_text_scenario):
     assert "openai_backend.base_url" in problem.choices
 
     with scripted_server() as moved:
-        with pytest.warns(RuntimeWarning, match="no longer known"):
+        with pytest.warns(BackendWarning, match="no longer known"):
             status = main(
                 [
                     "resume",

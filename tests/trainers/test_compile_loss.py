@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from nip_core.errors import FallbackWarning
 from nip_core.experiment import run_experiment
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -50,7 +51,7 @@ def test_a_loss_that_cannot_compile_trains_eagerly_with_one_warning(
         return compiled
 
     monkeypatch.setattr(torch, "compile", failing_compile)
-    with pytest.warns(RuntimeWarning, match="compile_loss.*RuntimeError: inductor"):
+    with pytest.warns(FallbackWarning, match="compile_loss.*RuntimeError: inductor"):
         fallback = _train(synthetic_scenario, "fallback", compile_loss=True)
     assert calls == [1]  # tried once, then never again
     for name, state in eager.items():
@@ -61,7 +62,7 @@ def test_a_loss_that_cannot_compile_trains_eagerly_with_one_warning(
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 # the fallback's warning would mean the loss was not compiled after all
-@pytest.mark.filterwarnings("error:run.compile_loss:RuntimeWarning")
+@pytest.mark.filterwarnings("error:run.compile_loss:nip_core.errors.FallbackWarning")
 def test_the_compiled_loss_trains_to_the_same_parameters(synthetic_scenario):
     eager = _train(synthetic_scenario, "eager")
     compiled = _train(synthetic_scenario, "compiled", compile_loss=True)

@@ -28,7 +28,7 @@ def _agents(result) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 # the fallback's warning would mean the loss was not compiled after all
-@pytest.mark.filterwarnings("error:run.compile_loss:RuntimeWarning")
+@pytest.mark.filterwarnings("error:run.compile_loss:nip_core.errors.FallbackWarning")
 def test_the_compiled_ppo_loss_trains_to_the_same_parameters(ppo_scenario):
     """Two iterations of two epochs of several minibatches: the second epoch's
     minibatches and the second rollout's actions come from the run's random
