@@ -103,6 +103,21 @@ def _wrapped(title: str, ncols: int = 1) -> str:
     return textwrap.fill(title, width=width, break_long_words=False)
 
 
+_LEGEND_CHARACTERS = 40
+"""The longest legend line: a longer group label is wrapped, so the legend stays
+within the axes' width instead of running off the figure."""
+
+
+def _legend_label(label: str) -> str:
+    """A legend entry wrapped to :data:`_LEGEND_CHARACTERS`, breaking after the
+    commas between keys where it can."""
+    import textwrap
+
+    return textwrap.fill(
+        label, width=_LEGEND_CHARACTERS, break_long_words=True, break_on_hyphens=False
+    )
+
+
 def _save(figure: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
@@ -423,7 +438,9 @@ def write_comparison_plots(
                     label = (
                         None
                         if labelled
-                        else f"{group.display_label} (n={len(group.runs)})"
+                        else _legend_label(
+                            f"{group.display_label} (n={len(group.runs)})"
+                        )
                     )
                     offset = (index - (len(groups) - 1) / 2) * spread
                     labelled |= _draw_group(

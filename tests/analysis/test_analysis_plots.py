@@ -586,3 +586,35 @@ def test_long_panel_titles_are_wrapped_not_cut_off(tmp_path, monkeypatch):
     for name, drawn in titles.items():
         for title in drawn:
             assert all(len(line) <= 58 for line in title.splitlines()), (name, title)
+
+
+def test_long_group_labels_are_wrapped_in_the_legend(tmp_path, monkeypatch):
+    from nip_core.analysis import plots
+    from nip_core.analysis.report import group_runs, load_run
+
+    legends = {}
+    save = plots._save
+
+    def recording(figure, path):
+        legends[path.name] = [
+            text.get_text()
+            for ax in figure.axes
+            if ax.get_legend() is not None
+            for text in ax.get_legend().get_texts()
+        ]
+        return save(figure, path)
+
+    monkeypatch.setattr(plots, "_save", recording)
+    paths = [
+        full_run(tmp_path, f"run-{i}", seed=i, protocol=protocol)
+        for i, protocol in enumerate(["nip", "debate", "nip", "debate"])
+    ]
+    runs = [load_run(p) for p in paths]
+    groups = group_runs(runs)
+    long = "G1: scenario=code_validation, trainer=pure_text_ei, a=1, ... (+2 more)"
+    object.__setattr__(groups[0], "short_label", long)
+    plots.write_comparison_plots(groups, tmp_path / "out")
+    entries = legends["accuracy.png"]
+    assert any(entry.startswith("G1: scenario=code_validation,") for entry in entries)
+    for entry in entries:
+        assert all(len(line) <= 40 for line in entry.splitlines()), entry
