@@ -572,6 +572,12 @@ class TextBackend(ABC):
     def cleanup_fine_tune_job(self, job_id: str) -> None:  # noqa: B027 - optional
         """Delete what was uploaded for the job (nothing to do by default)."""
 
+    def note_fine_tuned_model(self, model: str) -> None:  # noqa: B027 - optional
+        """Told of a model a fine-tune job of this backend made, when a resumed run
+        takes it back from its saved state (the backend saw the job itself
+        otherwise): a backend with several endpoints asks only the one that made
+        it. Nothing to do by default."""
+
     def check_model(self, model: str) -> None:  # noqa: B027 - optional
         """Raise :class:`~nip_core.errors.BackendError` when ``model`` is unknown.
 

@@ -118,6 +118,8 @@ class OpenAiBackend(TextBackend):
         self.servers = [_Server(url, int(per_server)) for url in urls]
         for index, server in enumerate(self.servers):
             server.index = index
+        # models made by fine-tune jobs: they exist at the first endpoint only
+        self._fine_tuned_models: set[str] = set()
 
     @property
     def endpoint(self) -> str:
@@ -141,13 +143,28 @@ class OpenAiBackend(TextBackend):
             )
         return server.client
 
-    async def _pick_server(self) -> _Server:
+    def note_fine_tuned_model(self, model: str) -> None:
+        self._fine_tuned_models.add(str(model))
+
+    def is_fine_tuned(self, model: str) -> bool:
+        """Whether ``model`` was made by a fine-tune job (one this backend saw
+        finish, or an id in OpenAI's ``ft:`` form): it is served only by the first
+        endpoint, where fine-tune jobs run."""
+        return model in self._fine_tuned_models or str(model).startswith("ft:")
+
+    async def _pick_server(self, model: str | None = None) -> _Server:
         """A server with a free slot: the least busy one that is up (one that is
-        down only when every server is)."""
+        down only when every server is). A fine-tuned model is asked of the first
+        endpoint, the one that made it."""
+        pool = (
+            self.servers[:1]
+            if model is not None and self.is_fine_tuned(model)
+            else self.servers
+        )
         while True:
             now = time.monotonic()
-            up = [s for s in self.servers if s.down_until <= now]
-            candidates = up or [min(self.servers, key=lambda s: s.down_until)]
+            up = [s for s in pool if s.down_until <= now]
+            candidates = up or [min(pool, key=lambda s: s.down_until)]
             free = [s for s in candidates if s.in_flight < s.limit]
             if free:
                 server = min(free, key=lambda s: (s.in_flight / s.limit, s.index))
@@ -270,7 +287,7 @@ class OpenAiBackend(TextBackend):
                 raise json.JSONDecodeError("not a JSON object", "", 0)
             return data
 
-        server = await self._pick_server()
+        server = await self._pick_server(request.model)
         try:
             response = await self._call(complete, what, server)
         finally:
@@ -330,11 +347,14 @@ class OpenAiBackend(TextBackend):
         error = getattr(job, "error", None)
         message = getattr(error, "message", None) if error is not None else None
         trained_tokens = getattr(job, "trained_tokens", None)
+        fine_tuned_model = getattr(job, "fine_tuned_model", None)
+        if fine_tuned_model:
+            self._fine_tuned_models.add(str(fine_tuned_model))
         return FineTuneJob(
             id=job.id,
             name=str(metadata.get(JOB_METADATA_KEY, "")),
             status=_STATUS.get(job.status, job.status),
-            fine_tuned_model=getattr(job, "fine_tuned_model", None),
+            fine_tuned_model=fine_tuned_model,
             error=message,
             # billable tokens the endpoint trained on, once the job succeeded
             metrics={"trained_tokens": float(trained_tokens)}

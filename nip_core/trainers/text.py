@@ -275,7 +275,12 @@ class PureTextRlTrainer(Trainer):
                     f"the saved state has shared model group {name!r}, which this "
                     f"experiment does not ({', '.join(self.shared_model_groups)})"
                 )
-            self.shared_model_groups[name].state = group_state
+            group = self.shared_model_groups[name]
+            group.state = group_state
+            # the models its fine-tune jobs made, for backends that route by model
+            for model in {*group_state.model_history, group_state.model_name}:
+                if model != group_state.base_model_name:
+                    group.backend.note_fine_tuned_model(model)
         self.iteration = self.state.iteration
 
     def save_state(self) -> None:

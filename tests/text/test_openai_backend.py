@@ -446,3 +446,46 @@ def test_closing_a_backend_loop_lets_cancelled_work_unwind(caplog):
     assert future.cancelled()
     assert loop_thread.loop.is_closed()
     assert "Task was destroyed" not in caplog.text
+
+
+def test_fine_tuned_models_are_asked_of_the_endpoint_that_made_them():
+    """With several endpoints, fine-tune jobs run at the first; its models exist
+    there only, so their requests go there (the others would answer 404)."""
+    with (
+        OpenAiTestServer(models=["test-model"]) as first,
+        OpenAiTestServer(models=["test-model"]) as second,
+    ):
+        values = dict(retry_initial_delay=0.01, retry_max_delay=0.02, max_retries=1)
+        hyper_params = types.SimpleNamespace(
+            text_backend=TextBackendParameters(**values),
+            openai_backend=OpenAiBackendParameters(
+                base_urls=(first.base_url, second.base_url)
+            ),
+        )
+        with OpenAiBackend(hyper_params, None) as backend:
+            # base models are spread over both
+            backend.generate([request(i) for i in range(16)])
+            assert first.requests["chat"] > 0 and second.requests["chat"] > 0
+            job = backend.create_fine_tune_job(sft_request())
+            while not (job := backend.get_fine_tune_job(job.id)).finished:
+                pass
+            tuned = job.fine_tuned_model
+            before = second.requests["chat"]
+            results = backend.generate(
+                [
+                    GenerationRequest(
+                        model=tuned,
+                        messages=[{"role": "user", "content": f"Q {i}"}],
+                        seed=i,
+                    )
+                    for i in range(16)
+                ]
+            )
+            assert len(results) == 16
+            assert second.requests["chat"] == before
+            # a resumed run tells a new backend of the models its jobs made
+            assert backend.is_fine_tuned(tuned)
+        with OpenAiBackend(hyper_params, None) as resumed:
+            assert not resumed.is_fine_tuned("my-tuned-model")
+            resumed.note_fine_tuned_model("my-tuned-model")
+            assert resumed.is_fine_tuned("my-tuned-model")
