@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 import warnings
 from abc import abstractmethod
@@ -162,6 +163,10 @@ class TextTrainerState:
                 f"{state.train_loop_stage!r}; stages: {', '.join(STAGES)}"
             )
         return state
+
+
+_NAMES_ITS_SETTING = re.compile(r"[a-z_]+_backend\.[a-z_.]+: ")
+"""A backend error that opens with the dotted path of the setting it is about."""
 
 
 def _num_iterations(trainer: PureTextRlTrainer) -> int:
@@ -423,6 +428,10 @@ class PureTextRlTrainer(Trainer):
         try:
             yield
         except BackendError as error:
+            if _NAMES_ITS_SETTING.match(str(error)):
+                # about a backend setting (transformers_backend.lora_target_modules),
+                # which the message names: the agents' model_name is not the cause
+                raise
             configured = {
                 str(agent.agent_params.model_name) for agent in group.agents.values()
             }

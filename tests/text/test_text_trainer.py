@@ -589,3 +589,17 @@ def test_settings_only_other_trainers_read_are_warned_about(synthetic_text_scena
     with warnings.catch_warnings():
         warnings.simplefilter("error", ParameterWarning)
         synthetic_text_scenario.hyper_params("nip", text_rl={"num_iterations": 2})
+
+
+def test_a_backend_setting_error_is_not_blamed_on_the_model_name(
+    synthetic_text_scenario, monkeypatch
+):
+    from nip_core.text.openai_backend import OpenAiBackend
+
+    def refuse(self, model):
+        raise BackendError("openai_backend.fine_tune_epochs: not with this model")
+
+    monkeypatch.setattr(OpenAiBackend, "check_fine_tune_model", refuse)
+    with pytest.raises(BackendError) as caught:
+        run(synthetic_text_scenario, "setting", text_rl={"num_iterations": 1})
+    assert str(caught.value) == "openai_backend.fine_tune_epochs: not with this model"

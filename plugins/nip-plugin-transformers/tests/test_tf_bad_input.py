@@ -252,7 +252,7 @@ def test_lora_target_modules_the_model_lacks_are_refused_before_any_rollout(
         backend.check_fine_tune_model(str(tiny_model))
     message = str(error.value)
     assert message.startswith(
-        "transformers_backend.lora_target_modules: qkv_proj name no module of model"
+        "transformers_backend.lora_target_modules: qkv_proj is not a module of model"
     )
     assert "q_proj" in message.split("linear layers are ", 1)[1]
     # names it has, or every linear layer, pass

@@ -254,10 +254,12 @@ class TransformersBackend(TextBackend):
                     if isinstance(module, torch.nn.Linear)
                 }
             )
+            verb = "is not a module" if len(missing) == 1 else "are not modules"
             raise BackendError(
                 f"transformers_backend.lora_target_modules: {', '.join(missing)} "
-                f"name no module of model {resolved.model_id!r}; its linear layers "
-                f"are {', '.join(linear)} (or null for every linear layer)"
+                f"{verb} of model {resolved.model_id!r}; its linear layers are "
+                f"{', '.join(linear)} (or null for every linear layer but the output "
+                "head)"
             )
 
     # ----------------------------------------------------------------------------------
