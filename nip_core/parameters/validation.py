@@ -140,18 +140,25 @@ def _literal_text(value: Any) -> str:
     return "null" if value is None else repr(value)
 
 
-def describe_type(tp: Any) -> str:
-    """A short human description of a type annotation: ``"int or null"``."""
+def describe_type(tp: Any, *, choices_listed: bool = False) -> str:
+    """A short human description of a type annotation: ``"int or null"``.
+
+    ``choices_listed``: the ``Literal`` values are listed elsewhere (a problem's
+    valid choices), so a ``Literal`` is "one of the valid choices"."""
     if tp is type(None) or tp is None:
         return "null"
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is typing.Annotated:
-        return describe_type(args[0])
+        return describe_type(args[0], choices_listed=choices_listed)
     if origin is Literal:
+        if choices_listed:
+            return "one of the valid choices"
         return "one of " + ", ".join(_literal_text(a) for a in args)
     if origin in (Union, types.UnionType):
-        return " or ".join(describe_type(a) for a in args)
+        return " or ".join(
+            describe_type(a, choices_listed=choices_listed) for a in args
+        )
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             return _list_of(args[0])
@@ -271,7 +278,10 @@ def type_problem(value: Any, tp: Any) -> ValueProblem | None:
     """
     if _matches(value, tp):
         return None
-    return ValueProblem(f"expected {describe_type(tp)}", _choices_of(tp))
+    choices = _choices_of(tp)
+    return ValueProblem(
+        f"expected {describe_type(tp, choices_listed=bool(choices))}", choices
+    )
 
 
 # --------------------------------------------------------------------------------------

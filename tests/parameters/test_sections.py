@@ -128,7 +128,7 @@ def test_agent_parameters_defaults():
             RlTrainerParameters,
             {"loss_critic_type": "l3"},
             "loss_critic_type",
-            "expected one of 'l1', 'l2', 'smooth_l1'",
+            "expected one of the valid choices",
         ),
         (
             RlTrainerParameters,
@@ -168,6 +168,11 @@ def test_literal_choices_are_listed():
     with pytest.raises(NipConfigError) as info:
         MessageRegressionParameters(mlp_activation="gelu")
     assert info.value.problems[0].choices == ("relu", "tanh", "sigmoid")
+    # once: in the choices, not in the message too
+    assert str(info.value).count("relu") == 1
+    assert "expected one of the valid choices (got 'gelu'); valid choices: relu" in (
+        str(info.value)
+    )
 
 
 def test_every_bad_field_is_reported_not_only_the_first():
