@@ -66,7 +66,9 @@ def test_a_hub_id_that_is_not_in_the_cache(
         backend_factory().check_model("someone/not-a-cached-model")
     message = str(error.value)
     assert "not a local path nor in the local Hugging Face cache" in message
-    assert "allow_downloads" in message
+    # how to get it, said once
+    assert message.count("allow_downloads") == 1
+    assert "`hf download someone/not-a-cached-model`" in message
 
 
 def test_a_model_without_a_chat_template(

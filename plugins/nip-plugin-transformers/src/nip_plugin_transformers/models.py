@@ -158,11 +158,17 @@ def _looks_like_path(model_id: str) -> bool:
     )
 
 
-def _what_to_do() -> str:
-    return (
+def _what_to_do(*, hub: bool = True) -> str:
+    """The models a name may give; ``hub=False`` when the message has already said
+    how to get a hub model."""
+    text = (
         f"name the default model {DEFAULT_MODEL!r}, a local model directory "
-        "(config.json and weights), a LoRA adapter directory, a .gguf file, or a "
-        "Hugging Face hub id in the local cache (set "
+        "(config.json and weights), a LoRA adapter directory, a .gguf file"
+    )
+    if not hub:
+        return text
+    return text + (
+        ", or a Hugging Face hub id in the local cache (set "
         "transformers_backend.allow_downloads: true to let hub models download)"
     )
 
@@ -335,7 +341,7 @@ def _resolve_hub_id(
             f"model {model_id!r} is not a local path nor in the local Hugging Face "
             "cache, and nothing is downloaded at run time unless "
             "transformers_backend.allow_downloads is true (or download it first: "
-            f"`hf download {model_id}`); or {_what_to_do()}"
+            f"`hf download {model_id}`); or {_what_to_do(hub=False)}"
         ) from error
     except Exception as error:  # noqa: BLE001 - network and hub errors, reported
         raise BackendError(f"model {model_id!r}: {error}") from error
