@@ -969,9 +969,7 @@ def resume_run(
     # the settings are checked before anything is said of what the resume does
     check_device(settings)
     if run_dir.read_run_info().get("status") == "finished":
-        logger.info(
-            "run %s had finished; training continues from its last checkpoint", run_id
-        )
+        logger.info("run %s had finished: there is nothing left to run", run_id)
     return run_experiment(
         hyper_params, settings, callbacks=callbacks, stage_callbacks=stage_callbacks
     )

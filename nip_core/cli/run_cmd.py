@@ -156,8 +156,17 @@ def _report_finished(result: Any) -> None:
     if run_id is None or not is_main_process():
         return
     run_dir = getattr(result, "run_dir", None)
+    records = getattr(result, "metrics", None) or []
+    if run_dir is not None:
+        # the whole run's records: a resumed process logged only its own part
+        from nip_core.runs.run_dir import RunDirectory
+
+        try:
+            records = RunDirectory(run_dir).read_metrics() or records
+        except Exception:  # noqa: BLE001 - a summary must never fail the run
+            pass
     print(f"nip: run {run_id} finished", file=sys.stderr)
-    for line in summary_lines(getattr(result, "metrics", None) or [], run_dir):
+    for line in summary_lines(records, run_dir):
         print(f"  {line}", file=sys.stderr)
     if run_dir is not None and (Path(run_dir) / "plots").is_dir():
         print(f"  plots: {Path(run_dir) / 'plots'}", file=sys.stderr)

@@ -456,3 +456,27 @@ def test_run_refuses_what_the_scenarios_check_finds(toy_plugin, recorded_runs, c
     assert status == 2
     assert "toy_section.depth: at most 9 for dataset 'small'" in err
     assert recorded_runs == []
+
+
+def test_a_resumed_runs_summary_reads_the_whole_run(tmp_path, capsys):
+    """A resumed process logged only its own records; the summary is the run's."""
+    import json
+    import types
+
+    from nip_core.cli.run_cmd import _report_finished
+
+    records = [
+        {"step": 0, "mean_accuracy": 0.5, "verifier.mean_episode_reward": -0.5},
+        {"step": 1, "mean_accuracy": 0.75, "verifier.mean_episode_reward": 0.25},
+        {"step": 1, "timing.elapsed_s": 90.0},
+    ]
+    (tmp_path / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in records)
+    )
+    result = types.SimpleNamespace(
+        run_id="r", run_dir=tmp_path, metrics=[{"step": 1, "timing.elapsed_s": 90.0}]
+    )
+    _report_finished(result)
+    err = capsys.readouterr().err
+    assert "verifier accuracy: train 0.750" in err
+    assert "mean episode reward: verifier +0.250" in err
