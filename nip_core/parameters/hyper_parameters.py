@@ -943,13 +943,14 @@ def _lookup(
         return None
     known = list(registry)
     message = f"unknown {kind.replace('_', ' ')}"
-    suggestion = closest(name, known)
-    if suggestion:
-        message += f"; did you mean {suggestion!r}?"
     provider = _missing_provider(pm, hints.get(path))
     install = _missing_key_hint(pm, kind, name)
+    suggestion = closest(name, known)
+    # a name a missing or disabled plugin provides is no misspelling
+    if suggestion and not (provider or install):
+        message += f"; did you mean {suggestion!r}?"
     if provider:
-        message += f"; it came from {provider[0]!r} when saved: {provider[1]}"
+        message += f"; the config names {provider[0]!r} as its source: {provider[1]}"
     elif install:
         message += f"; {install}"
     else:
@@ -1045,16 +1046,16 @@ def _unknown_section_problem(
         return ConfigProblem(name, str(conflict))
     suggestion = closest(name, [*specs, *CORE_FIELD_NAMES])
     message = "unknown section or parameter"
-    if suggestion:
-        message += f"; did you mean {suggestion!r}?"
     provider = _missing_provider(pm, hints.get(f"sections.{name}"))
     install = _missing_key_hint(pm, "parameter_section", name)
+    # a section a missing or disabled plugin provides is no misspelling
+    if suggestion and not (provider or install):
+        message += f"; did you mean {suggestion!r}?"
     if install and not provider:
         return ConfigProblem(name, f"{message}; {install}", choices=tuple(specs))
     if provider:
         message += (
-            f" The section came from {provider[0]!r} when these parameters were "
-            f"saved: {provider[1]}."
+            f"; the config names {provider[0]!r} as the section's source: {provider[1]}"
         )
         return ConfigProblem(name, message)
     message += _broken_plugins_note(pm)

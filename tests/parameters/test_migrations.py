@@ -149,18 +149,25 @@ def test_unknown_section_names_the_plugin_that_saved_it(toy):
     with pytest.raises(NipConfigError) as info:
         HyperParameters.from_dict(data)
     problems = {p.path: p for p in info.value.problems}
-    assert "came from 'nip-plugin-ppo'" in problems["ppo"].message
+    assert (
+        "unknown section or parameter; the config names 'nip-plugin-ppo' as the "
+        "section's source: "
+    ) in problems["ppo"].message
     # what became of the plugin here: installed, but this plugin manager (the
     # toy's) did not load it
     assert "its plugin was not loaded" in problems["ppo"].message
-    assert "it came from 'nip-plugin-ppo'" in problems["trainer"].message
+    assert "the config names 'nip-plugin-ppo' as its source" in (
+        problems["trainer"].message
+    )
+    # the plugin's own name is no misspelling of another trainer
+    assert "did you mean" not in problems["trainer"].message
 
     data["_meta"]["sources"]["trainer"] = "nip-plugin-not-a-real-one"
     with pytest.raises(NipConfigError) as info:
         HyperParameters.from_dict(data)
     problems = {p.path: p for p in info.value.problems}
     assert (
-        "it came from 'nip-plugin-not-a-real-one' when saved: "
+        "the config names 'nip-plugin-not-a-real-one' as its source: "
         "nip-plugin-not-a-real-one is not installed; install it with"
     ) in problems["trainer"].message
 
