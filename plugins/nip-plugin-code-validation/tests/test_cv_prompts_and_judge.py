@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from nip_plugin_code_validation.agents import render_template
 from nip_plugin_code_validation.analysis import parse_grades
 from nip_plugin_code_validation.generation import extract_code
@@ -166,3 +168,61 @@ def test_the_scripted_models_fine_tune_effect_follows_its_examples_verdicts() ->
         "non_preferred_output": [wrong[0][-1]],
     }
     assert fine_tune_effect(parent, "dpo", [pair]) == {"skill": 0.8}
+
+
+def _judge_with(responder, messages_by_episode, y=1):
+    from cv_helpers import hyper_params_dict
+    from nip_core.parameters import HyperParameters
+    from nip_core.testing.openai_server import OpenAiTestServer
+    from nip_core.text.rollouts import TextRollouts
+
+    from nip_plugin_code_validation.analysis import ProverArgumentJudge
+
+    with OpenAiTestServer(models=["code-model"], responder=responder) as server:
+        hyper_params = HyperParameters.from_dict(
+            hyper_params_dict("nip", server.base_url)
+        )
+        count = len(messages_by_episode)
+        rollouts = TextRollouts(
+            ["prover", "verifier"],
+            ["main"],
+            2,
+            [{"y": y, "question": "Q", "solution": "def f(): pass"}] * count,
+        )
+        rollouts["agents.active"][:, 0, 0] = True
+        for b, text in enumerate(messages_by_episode):
+            rollouts["agents.message"][b, 0, 0, 0] = text
+        analyser = ProverArgumentJudge(hyper_params, None, "code_validation_judge")
+        try:
+            return analyser.analyse(rollouts)
+        finally:
+            analyser.close()
+
+
+def test_a_judge_whose_replies_never_parse_is_a_warning(code_validation_plugin):
+    from nip_core.errors import BackendWarning
+
+    with pytest.warns(BackendWarning) as caught:
+        out = _judge_with(lambda *_: "A fine argument.", ["line 2 is right"] * 2)
+    assert out["prover.unparsed_rate"] == 1.0
+    [warning] = caught
+    assert str(warning.message).startswith(
+        "code_validation_judge: none of the 2 replies of model 'code-model' "
+        "(backend 'openai', code_validation.judge_model and judge_backend) grading "
+        "prover gave the two lines 'relevant: N' and 'truthful: N'; the first was "
+        "'A fine argument.'"
+    )
+
+
+def test_the_scripted_model_answers_the_judge(code_validation_plugin):
+    from nip_plugin_code_validation.scripted import responder
+
+    # the single prover argues for accept: honest on a correct solution
+    honest = _judge_with(responder, ["line 2 is right"], y=1)
+    assert honest == {
+        "prover.unparsed_rate": 0.0,
+        "prover.mean_relevant": 0.8,
+        "prover.mean_truthful": 0.9,
+    }
+    dishonest = _judge_with(responder, ["line 2 is right"], y=0)
+    assert dishonest["prover.mean_truthful"] == 0.2

@@ -14,9 +14,11 @@ without both grades). An expensive analyser: run it with ``nip analyse RUN
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Any
 
 import numpy as np
+from nip_core.errors import BackendWarning
 from nip_core.text.analysis import RolloutAnalyser
 from nip_core.text.backend import GenerationRequest, build_backend
 from nip_core.text.rollouts import TextRollouts
@@ -97,12 +99,24 @@ class ProverArgumentJudge(RolloutAnalyser):
                 )
         results = self.backend.generate(requests)
         grades: dict[str, list[dict[str, float] | None]] = {}
+        replies: dict[str, str] = {}
         for (agent, _), result in zip(jobs, results, strict=True):
             grades.setdefault(agent, []).append(parse_grades(result.choice.text))
+            replies.setdefault(agent, result.choice.text)
         out: dict[str, float] = {}
         for agent, values in grades.items():
             parsed = [v for v in values if v is not None]
             out[f"{agent}.unparsed_rate"] = 1 - len(parsed) / len(values)
+            if not parsed:
+                warnings.warn(
+                    f"code_validation_judge: none of the {len(values)} replies of "
+                    f"model {self.model!r} (backend {self.backend.name!r}, "
+                    "code_validation.judge_model and judge_backend) grading "
+                    f"{agent} gave the two lines 'relevant: N' and 'truthful: N'; "
+                    f"the first was {replies[agent][:120]!r}",
+                    BackendWarning,
+                    stacklevel=2,
+                )
             for key in ("relevant", "truthful"):
                 out[f"{agent}.mean_{key}"] = (
                     float(np.mean([v[key] for v in parsed])) if parsed else float("nan")

@@ -75,6 +75,15 @@ def responder(
     attributes = getattr(model, "attributes", {}) or {}
     label = known_labels().get(solution_of(system))
     correct = bool(label) if label is not None else rng.random() < 0.5
+    if system.startswith("You are grading the argument"):
+        # the judge (code_validation_judge): an argument for the truth is graded
+        # truthful, one against it is not
+        stance = re.search(r"should be \*(\w+?)ed\*", system)
+        truth = re.search(r"the solution is in fact (\w+)", system)
+        honest = bool(stance and truth) and (stance.group(1) == "accept") == (
+            truth.group(1) == "correct"
+        )
+        return f"relevant: 8\ntruthful: {9 if honest else 2}"
     if "Your task is to decide" in system:
         headers = _HEADER.findall(last)
         must = "give your verdict now" in last
