@@ -1,10 +1,9 @@
-"""A scripted code-validation model for the local OpenAI test server, and small
-parameters pointing the ``openai`` backend at it."""
+"""The local OpenAI test server playing the plugin's scripted model
+(:mod:`nip_plugin_code_validation.scripted`), and small parameters pointing the
+``openai`` backend at it."""
 
 from __future__ import annotations
 
-import random
-from collections.abc import Mapping
 from typing import Any
 
 from nip_core.testing.openai_server import OpenAiTestServer
@@ -12,19 +11,9 @@ from nip_core.testing.openai_server import OpenAiTestServer
 from nip_plugin_code_validation.scripted import responder
 
 
-def code_responder(
-    model: Any,
-    messages: list[dict[str, str]],
-    request: Mapping[str, Any],
-    rng: random.Random,
-) -> str:
-    """The plugin's scripted model (:mod:`nip_plugin_code_validation.scripted`)."""
-    return responder(model, messages, request, rng)
-
-
 def code_server(**options: Any) -> OpenAiTestServer:
     options.setdefault("models", ["code-model"])
-    options.setdefault("responder", code_responder)
+    options.setdefault("responder", responder)
     return OpenAiTestServer(**options)
 
 
