@@ -468,6 +468,96 @@ def test_pretrained_bodies_are_cached(scenario):
     json.dumps(hp.to_dict())
 
 
+def test_a_pretraining_cache_hit_trains_the_agents_a_miss_trains(scenario):
+    """The cache only saves time: the run that pre-trains the bodies and the run
+    that loads them end with the same agents, bit for bit (the stale gradients of
+    the last pre-training step, the solo heads and the environment's episode
+    stream once made them differ)."""
+    from nip_core.trainers.pretraining import pretraining_cache_path
+
+    hp = scenario.hyper_params(
+        "nip",
+        rl=_rl(num_iterations=2, num_epochs=2),
+        reinforce={"use_advantage_and_critic": True},
+        pretrain_agents=True,
+        solo_agent={"num_epochs": 2, "batch_size": 8},
+        seed=3,
+    )
+    settings = scenario.settings()
+    path = pretraining_cache_path(hp, settings)
+    miss = run_experiment(hp, settings)
+    assert path.is_file()
+    cached_at = path.stat().st_mtime_ns
+    hit = run_experiment(hp, settings)
+    assert path.stat().st_mtime_ns == cached_at  # loaded, not trained again
+    assert_same_weights(
+        final_agent_weights(miss.run_dir), final_agent_weights(hit.run_dir)
+    )
+
+
+def test_pretraining_leaves_no_gradients(scenario):
+    from nip_core.trainers.pretraining import pretrain_agent_bodies
+
+    hp = scenario.hyper_params(
+        "nip", rl=_rl(), pretrain_agents=True, solo_agent={"num_epochs": 1}
+    )
+    trainer = prepare_experiment(hp, scenario.settings()).trainer
+    assert pretrain_agent_bodies(trainer) is False
+    for name, agent in trainer.agents.items():
+        for role, part in agent.parts.items():
+            for param_name, param in part.named_parameters():
+                assert param.grad is None, f"{name}.{role}.{param_name}"
+
+
+def test_observations_of_datapoints_leave_the_episode_stream_alone(scenario):
+    """What pre-training reads (datapoints_to_observation) draws its episode seeds
+    apart from the environment's own stream, the same for the same batch."""
+    trainer = prepare_experiment(
+        scenario.hyper_params("nip", rl=_rl()), scenario.settings()
+    ).trainer
+    env = trainer.scenario_instance.train_environment
+    data = trainer.scenario_instance.train_dataset[torch.arange(5)]
+    before = env.rng.get_state()
+    first = env.datapoints_to_observation(data)
+    second = env.datapoints_to_observation(data)
+    assert torch.equal(env.rng.get_state(), before)
+    assert torch.equal(first["seed"], second["seed"])
+    assert first["seed"].unique().numel() > 1
+
+
+def test_the_pretraining_cache_key(scenario):
+    from nip_core.trainers.pretraining import pretraining_cache_key
+
+    def key(**overrides):
+        overrides.setdefault("rl", _rl())
+        return pretraining_cache_key(
+            scenario.hyper_params("nip", pretrain_agents=True, **overrides)
+        )
+
+    base = key()
+    # sharded pre-training has other random streams: another experiment
+    assert key(distributed={"num_shards": 2}) != base
+    assert key(solo_agent={"learning_rate": 0.5}) != base
+    assert key(agents={"_default": {"d_hidden": 5}}) != base
+    # what only the RL phase reads shares the bodies
+    assert key(protocol_common={"verifier_reward": 2.0, "shared_reward": True}) == base
+    assert key(rl=_rl(lr=0.5)) == base
+    schedule = {
+        "_type": "ContiguousPeriodicUpdateSchedule",
+        "period": 2,
+        "start": 0,
+        "stop": 1,
+    }
+    assert key(agents={"_default": {"update_schedule": schedule}}) == base
+    # an agent spelled out with the defaults' values (the fixture's width 4) is
+    # keyed as the defaults are; another schedule does not matter there either
+    assert key(agents={"verifier": {"d_hidden": 4}}) == base
+    assert key(agents={"verifier": {"d_hidden": 4, "update_schedule": schedule}}) == (
+        base
+    )
+    assert key(agents={"verifier": {"d_hidden": 5}}) != base
+
+
 # --------------------------------------------------------------------------------------
 # The factory
 

@@ -58,6 +58,7 @@ from nip_core.scenario.environment_base import (  # noqa: F401 (re-exported)
     Environment,
     environment_seed,
 )
+from nip_core.seeding import derive_seed
 
 if TYPE_CHECKING:
     from nip_core.protocols import ProtocolHandler
@@ -111,9 +112,8 @@ class TensorDictEnvironment(EnvBase, Environment):
         self.done_spec = self._get_done_spec()
 
         self.rng = torch.Generator()
-        self.rng.manual_seed(
-            environment_seed(getattr(hyper_params, "seed", 0), self.split)
-        )
+        self._seed = environment_seed(getattr(hyper_params, "seed", 0), self.split)
+        self.rng.manual_seed(self._seed)
         self.data_cycler = DataCycler(dataset, self.rng)
 
     # ----------------------------------------------------------------------------------
@@ -429,11 +429,25 @@ class TensorDictEnvironment(EnvBase, Environment):
         Useful outside RL, e.g. for supervised (solo) training of bodies on dataset
         batches: the result has every observation and state key, at round 0 with an
         empty history.
+
+        The episodes' seeds are drawn from a generator of their own, seeded afresh
+        at each call from the environment's seed, not from the environment's
+        episode stream: building these observations leaves the environment's own
+        episodes as they were (pre-training the bodies, or loading them from the
+        cache, must not change the RL episodes that follow), and the same batch
+        gives the same observation every time.
         """
         num = int(data_batch.batch_size[0])
         env_td = self._zero_state((num,))
         mask = torch.ones(num, dtype=torch.bool, device=self.device)
-        env_td = self._masked_reset(env_td, mask, data_batch.to(self.device))
+        episodes_rng = self.rng
+        self.rng = torch.Generator().manual_seed(
+            derive_seed(self._seed, "datapoints_to_observation")
+        )
+        try:
+            env_td = self._masked_reset(env_td, mask, data_batch.to(self.device))
+        finally:
+            self.rng = episodes_rng
         self._set_turn_masks(env_td)
         return env_td
 
@@ -594,5 +608,6 @@ class TensorDictEnvironment(EnvBase, Environment):
             return
         # Derived per split, so a train and a test environment given the same seed
         # (as collectors do) still draw different datapoint orders and episode seeds.
-        self.rng.manual_seed(environment_seed(int(seed), self.split))
+        self._seed = environment_seed(int(seed), self.split)
+        self.rng.manual_seed(self._seed)
         self.data_cycler = DataCycler(self.dataset, self.rng)

@@ -5,8 +5,15 @@ trainer (body + solo head, supervised on the labels). The trained bodies are cac
 under ``<cache_dir>/pretrained_bodies/<key>.pt``, where the key hashes every
 parameter that shapes them: the scenario, dataset, seed, agents, the ``solo_agent``
 section, the dataset options, ``d_representation``, the interaction protocol and its
-sections, and the scenario's own section. A second run with the same values loads
-them instead of training (``settings.ignore_cache`` retrains).
+sections, the scenario's own section and ``distributed.num_shards`` (sharded
+pre-training has other random streams and per-shard batch statistics). Settings that
+only the RL phase reads are left out (:data:`RL_ONLY`), so changing a reward or an
+update schedule reuses the bodies. A second run with the same values loads them
+instead of training (``settings.ignore_cache`` retrains).
+
+Whether the bodies were trained now or loaded, the RL phase then starts from the
+same random state (:func:`reseed_after_pretraining`): a run's result does not depend
+on what the cache held.
 """
 
 from __future__ import annotations
@@ -35,7 +42,37 @@ CACHE_KEYS: tuple[str, ...] = (
     "protocol_common",
 )
 """Top-level keys of the parameter dict the cached bodies depend on (besides the
-protocol sections ``*_protocol`` and the scenario's own section)."""
+protocol sections ``*_protocol``, the scenario's own section and
+:data:`CACHE_PATHS`)."""
+
+CACHE_PATHS: tuple[tuple[str, ...], ...] = (("distributed", "num_shards"),)
+"""Nested values the cached bodies depend on, in sections the key leaves out."""
+
+RL_ONLY: dict[str, frozenset[str]] = {
+    "agents": frozenset({"update_schedule"}),
+    "protocol_common": frozenset(
+        {
+            "prover_reward",
+            "prover_invalid_response_penalty",
+            "verifier_reward",
+            "verifier_incorrect_penalty",
+            "verifier_neither_accept_nor_reject_reward",
+            "verifier_terminated_penalty",
+            "verifier_no_guess_reward",
+            "shared_reward",
+            "force_guess",
+        }
+    ),
+}
+"""Fields of the keyed sections that pre-training never reads (supervised training
+on the labels reads no reward, and update schedules belong to RL): left out of the
+key, per agent for ``agents``."""
+
+
+def _without(section: Any, fields: frozenset[str]) -> Any:
+    if not isinstance(section, dict):
+        return section
+    return {key: value for key, value in section.items() if key not in fields}
 
 
 def pretraining_cache_key(hyper_params: Any) -> str:
@@ -47,6 +84,28 @@ def pretraining_cache_key(hyper_params: Any) -> str:
         for key, value in params.items()
         if key in CACHE_KEYS or key.endswith("_protocol") or key == scenario
     }
+    if isinstance(selected.get("agents"), dict):
+        agents = {
+            name: _without(agent, RL_ONLY["agents"])
+            for name, agent in selected["agents"].items()
+        }
+        # an agent given the defaults' values (once RL-only fields are left out)
+        # is keyed as the defaults are, however the config spelled it
+        default = agents.get("_default")
+        selected["agents"] = {
+            name: agent
+            for name, agent in agents.items()
+            if name == "_default" or agent != default
+        }
+    if "protocol_common" in selected:
+        selected["protocol_common"] = _without(
+            selected["protocol_common"], RL_ONLY["protocol_common"]
+        )
+    for path in CACHE_PATHS:
+        value: Any = params
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        selected[".".join(path)] = value
     text = json.dumps(selected, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -66,21 +125,51 @@ def _bodies(trainer: Any) -> dict[str, Any]:
     return bodies
 
 
+def _solo_heads(trainer: Any) -> dict[str, Any]:
+    return {
+        name: agent.solo_head
+        for name, agent in trainer.agents.items()
+        if not getattr(trainer.hyper_params.agents[name], "is_random", False)
+        and getattr(agent, "solo_head", None) is not None
+    }
+
+
+CACHE_FORMAT = 2
+"""Version of the cached file: ``{"format", "bodies", "solo_heads"}``. Files of
+another format (format 1 held the bodies alone) are trained anew and replaced."""
+
+
+def _load_cached(path: Path, trainer: Any) -> dict[str, Any] | None:
+    import torch
+
+    state = torch.load(path, map_location=trainer.device, weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != CACHE_FORMAT:
+        return None
+    return state
+
+
 def pretrain_agent_bodies(trainer: Any) -> bool:
     """Pre-train (or load from the cache) the bodies of ``trainer``'s agents.
 
+    The cache holds the solo heads trained beside the bodies too, so an agent
+    loaded from it is the agent pre-training would have left, part for part.
     Returns whether the bodies came from the cache.
     """
-    import torch
-
     from nip_core.trainers.solo_agent import SoloAgentTrainer
 
     bodies = _bodies(trainer)
+    heads = _solo_heads(trainer)
     path = pretraining_cache_path(trainer.hyper_params, trainer.settings)
-    if path.is_file() and not trainer.settings.ignore_cache:
-        state = torch.load(path, map_location=trainer.device, weights_only=True)
+    cached = (
+        _load_cached(path, trainer)
+        if path.is_file() and not trainer.settings.ignore_cache
+        else None
+    )
+    if cached is not None:
         for name, body in bodies.items():
-            body.load_state_dict(state[name])
+            body.load_state_dict(cached["bodies"][name])
+        for name, head in heads.items():
+            head.load_state_dict(cached["solo_heads"][name])
         return True
     solo = SoloAgentTrainer(
         trainer.hyper_params,
@@ -94,6 +183,25 @@ def pretrain_agent_bodies(trainer: Any) -> bool:
 
     if not trainer.settings.test_run and is_main_process():
         atomic_torch_save(
-            path, {name: body.state_dict() for name, body in bodies.items()}
+            path,
+            {
+                "format": CACHE_FORMAT,
+                "bodies": {name: body.state_dict() for name, body in bodies.items()},
+                "solo_heads": {name: head.state_dict() for name, head in heads.items()},
+            },
         )
     return False
+
+
+def reseed_after_pretraining(hyper_params: Any) -> None:
+    """Seed the global generators for the RL phase that follows pre-training.
+
+    Training the bodies draws random numbers and loading them from the cache does
+    not; without this the RL phase would continue from different states in the two
+    cases, and the same hyper-parameters would train different agents depending on
+    what the cache held. The seed is derived from the experiment's, so the RL phase
+    does not replay the stream pre-training started from.
+    """
+    from nip_core.seeding import derive_seed, seed_everything
+
+    seed_everything(derive_seed(int(hyper_params.seed), "rl_after_pretraining"))

@@ -492,9 +492,13 @@ class TensorDictRlTrainer(TensorDictTrainer):
             self._run_test_loop()
 
     def _pretrain_agents(self) -> None:
-        from nip_core.trainers.pretraining import pretrain_agent_bodies
+        from nip_core.trainers.pretraining import (
+            pretrain_agent_bodies,
+            reseed_after_pretraining,
+        )
 
         pretrain_agent_bodies(self)
+        reseed_after_pretraining(self.hyper_params)
         self.set_agents_mode(True)
 
     def _collect(self, env: Any, carry: Any, num_steps: int) -> tuple[Any, Any]:
@@ -655,6 +659,13 @@ class TensorDictRlTrainer(TensorDictTrainer):
             with self._counted_rows_context():
                 return self.loss_module(minibatch)
 
+    def _drop_gradients(self) -> None:
+        """Start an update with no gradient anywhere: each minibatch's step sees
+        only its own backward pass, whatever ran before the update (pre-training
+        leaves its last step's gradients on the bodies and solo heads)."""
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+
     def _train_on_rollout(self, rollout: Any, updates: Mapping[str, bool]) -> dict:
         from nip_core.trainers.adam import clip_grad_norm
 
@@ -664,6 +675,7 @@ class TensorDictRlTrainer(TensorDictTrainer):
         if self.settings.test_run:
             num_minibatches = 1
         frozen_params, trainable = self._parameters_by_update(updates)
+        self._drop_gradients()
         totals: dict[Any, Any] = {}
         count = 0
         epochs = 1 if self.settings.test_run else self.hyper_params.rl.num_epochs
@@ -822,6 +834,7 @@ class TensorDictRlTrainer(TensorDictTrainer):
         if self.settings.test_run:
             num_minibatches = 1
         frozen_params, trainable = self._parameters_by_update(updates)
+        self._drop_gradients()
         stepping = self.optimizer is not None and any(updates.values())
         scale = 1.0 / sharding.num_shards
         totals: dict[Any, Any] = {}

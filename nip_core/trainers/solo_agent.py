@@ -257,6 +257,10 @@ class SoloAgentTrainer(TensorDictTrainer):
                 self.maybe_save_checkpoint(self.iteration)
                 self.run.run_callbacks(self, epoch, metrics)
             iteration_context.step()
+        # the last step's gradients are spent: leave none on the agents (pre-training
+        # hands them to the RL phase, whose first step must see only its own)
+        for optimizer in self._optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
 
     def _train_sharded_batch(
         self, dataset: Any, indices: Any, totals: dict[str, list]
