@@ -334,9 +334,15 @@ class SubParameters(BaseHyperParameters):
         Saved parameters are converted by migrations
         (:mod:`nip_core.parameters.migrations`); this is for configs written by
         hand.
+    retired_keys : Mapping[str, str]
+        Keys of the original library (or an earlier version) that the section no
+        longer has, each to what to write instead (``"the original library's name;
+        use spg.sos_scaling_factor"``). Given such a key, validation gives that
+        message instead of a plain unknown key (and no "did you mean").
     """
 
     moved_keys: ClassVar[collections.abc.Mapping[str, str]] = {}
+    retired_keys: ClassVar[collections.abc.Mapping[str, str]] = {}
 
     def resolved_from_environment(self) -> SubParameters:
         """The section with what a run would otherwise read from the environment

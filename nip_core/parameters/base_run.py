@@ -8,7 +8,8 @@ base run; :func:`preserved_paths` lists them.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 import attrs
 
@@ -100,6 +101,11 @@ class BaseRunParameters(SubParameters):
     wandb_entity : str
         The W&B entity of the base run; empty for the default entity.
     """
+
+    retired_keys: ClassVar[Mapping[str, str]] = {
+        "rerun_tests_force_test_during_training_state": "the original library's "
+        "key; runs now always record their test state, remove it"
+    }
 
     base_run_type: BaseRunType = "none"
     run_id: str | None = None

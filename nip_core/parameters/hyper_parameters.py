@@ -1015,12 +1015,16 @@ def _explain_moved_keys(
 ) -> list[ConfigProblem]:
     """A section's unknown-key problems for keys it declares moved
     (``SubParameters.moved_keys``) say where the key went: the note, and every
-    installed section with a field of that name."""
+    installed section with a field of that name; for keys it declares retired
+    (``SubParameters.retired_keys``), what to write instead."""
     moved = getattr(specs[section].parameters_class, "moved_keys", {})
+    retired = getattr(specs[section].parameters_class, "retired_keys", {})
     explained = []
     for problem in problems:
         key = problem.path
-        if key in moved and problem.message.startswith("unknown key"):
+        if key in retired and problem.message.startswith("unknown key"):
+            problem = attrs.evolve(problem, message=retired[key], choices=())
+        elif key in moved and problem.message.startswith("unknown key"):
             message = f"no longer a key of {section}: {moved[key]}"
             homes = [
                 f"{other}.{key}"

@@ -322,7 +322,49 @@ def legacy_0_1_to_1_0(params: dict[str, Any]) -> tuple[dict[str, Any], list[str]
             if old in spg:
                 spg[new] = spg.pop(old)
                 messages.append(f"spg.{old} renamed to spg.{new}")
+    _legacy_scalar_lr_factors(params, messages)
+    rl = params.get("rl")
+    if isinstance(rl, dict) and "body_lr_factor" in rl:
+        # before 1.0 the RL trainers passed it to every agent as the override of
+        # its body factor (a number; None: no override)
+        factor = rl.pop("body_lr_factor")
+        if factor is None:
+            messages.append("rl.body_lr_factor: null (no override) dropped")
+        else:
+            rl["body_lr_factor_override"] = _as_lr_factors(factor)
+            messages.append(
+                "rl.body_lr_factor, which the RL trainers of this version applied "
+                "to every agent's body, became rl.body_lr_factor_override"
+            )
     return params, messages
+
+
+def _as_lr_factors(value: Any) -> Any:
+    """A learning-rate factor of the original's older dicts (one number for actor
+    and critic alike) as ``{actor, critic}``; anything else as it is."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return {"actor": float(value), "critic": float(value)}
+    return value
+
+
+def _legacy_scalar_lr_factors(params: dict[str, Any], messages: list[str]) -> None:
+    """Older dicts gave an agent's learning-rate factors as single numbers, used for
+    the actor and the critic alike."""
+    agents = params.get("agents")
+    if not isinstance(agents, dict):
+        return
+    for name, agent in agents.items():
+        if not isinstance(agent, dict):
+            continue
+        for factor in ("agent_lr_factor", "body_lr_factor", "gnn_lr_factor"):
+            value = agent.get(factor)
+            converted = _as_lr_factors(value)
+            if converted is not value:
+                agent[factor] = converted
+                messages.append(
+                    f"agents.{name}.{factor}: {value!r} became "
+                    f"{{actor: {float(value)}, critic: {float(value)}}}"
+                )
 
 
 _SCHEDULE_REPR = re.compile(r"^\s*(\w+)\((.*)\)\s*$", re.DOTALL)
@@ -365,7 +407,8 @@ def legacy_1_0_to_core(params: dict[str, Any]) -> tuple[dict[str, Any], list[str
 
     Drops the original's bookkeeping keys (``_type``, ``_package_*``,
     ``agents_update_repr``), rewrites update schedules, replaces ``None`` learning-
-    rate factors by the defaults they meant, and renames ``rl.body_lr_factor``.
+    rate factors by the defaults they meant, and drops ``rl.body_lr_factor``
+    (unread by the original 1.0's trainers).
     """
     messages: list[str] = []
     for key in ("_package_version", "_package_name"):
@@ -394,8 +437,15 @@ def legacy_1_0_to_core(params: dict[str, Any]) -> tuple[dict[str, Any], list[str
         params["agents"][name]["update_schedule"] = schedule
     rl = params.get("rl")
     if isinstance(rl, dict) and "body_lr_factor" in rl:
-        rl["body_lr_factor_override"] = rl.pop("body_lr_factor")
-        messages.append("rl.body_lr_factor renamed to rl.body_lr_factor_override")
+        # the original 1.0's RL trainers never read it (every saved dict holds the
+        # filled-in default): each agent's own body_lr_factor set its body's rate,
+        # as it does here. Older dicts had theirs made an override above.
+        rl.pop("body_lr_factor")
+        messages.append(
+            "rl.body_lr_factor dropped: the original 1.0's RL trainers did not read "
+            "it; each agent's body_lr_factor sets its body's learning rate, as it "
+            "did then"
+        )
     _legacy_text_rl(params, messages)
     _legacy_text_agents(params, messages)
     _legacy_mnip_rounds(params, messages)

@@ -141,6 +141,13 @@ class TextRlParameters(SubParameters):
         run.
     """
 
+    retired_keys: ClassVar[Mapping[str, str]] = {
+        "test_on_whole_dataset": "the original library's key; use "
+        "text_rl.num_test_rollouts (null: the whole test set)",
+        "transcript_format": "the original library's key; transcripts are plain "
+        "text beside the JSONL rollouts, remove it",
+    }
+
     num_iterations: int = field(default=8, validator=v.ge(1))
     rollouts_per_iteration: int = field(default=64, validator=v.ge(1))
     num_test_rollouts: int | None = field(

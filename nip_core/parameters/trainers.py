@@ -6,7 +6,8 @@ registered by those plugins.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import ClassVar, Literal
 
 from attrs import field
 from attrs import validators as v
@@ -112,6 +113,12 @@ class RlTrainerParameters(SubParameters):
         for bit, as one without. ``None``: test only after training. Needs
         ``num_test_iterations`` of at least 1.
     """
+
+    retired_keys: ClassVar[Mapping[str, str]] = {
+        "body_lr_factor": "the original library's key, which its 1.0 trainers did "
+        "not read; set each agent's body_lr_factor, or rl.body_lr_factor_override "
+        "to use one factor for every agent's body"
+    }
 
     frames_per_batch: int | None = field(default=1000, validator=_positive_or_none)
     rollouts_per_iteration: int | None = field(

@@ -295,10 +295,70 @@ def test_original_library_dict_is_converted_with_a_warning(toy):
         "interaction_protocol 'pvg' renamed to 'nip'",
         "'pvg_protocol' renamed to 'nip_protocol'",
         "spg.sos_a_param renamed to spg.sos_scaling_factor",
-        "rl.body_lr_factor renamed to rl.body_lr_factor_override",
+        "rl.body_lr_factor: null (no override) dropped",
         "section 'spg' dropped: no installed plugin provides it",
     ):
         assert change in message
+
+
+def test_the_originals_rl_body_lr_factor_was_read_before_1_0_only(toy):
+    """The original 1.0 filled rl.body_lr_factor in (actor 1, critic 1) but its RL
+    trainers never read it: each agent's body_lr_factor set its body's rate. Its
+    older trainers applied it (one number) to every agent's body."""
+    agent_factor = {"_type": "LrFactors", "actor": 0.1, "critic": 0.1}
+    filled_in = {"_type": "LrFactors", "actor": 1.0, "critic": 1.0}
+    data = original_dict(_package_version="1.0.0", interaction_protocol="nip")
+    data["nip_protocol"] = data.pop("pvg_protocol")
+    data["rl"]["body_lr_factor"] = filled_in
+    data["agents"]["verifier"]["body_lr_factor"] = agent_factor
+    with pytest.warns(ParameterMigrationWarning) as record:
+        hp = HyperParameters.from_dict(data)
+    assert hp.rl.body_lr_factor_override is None
+    assert hp.agents["verifier"].body_lr_factor == LrFactors(actor=0.1, critic=0.1)
+    assert "rl.body_lr_factor dropped: the original 1.0's RL trainers did not read" in (
+        str(record[0].message)
+    )
+
+    older = original_dict()
+    older["rl"]["body_lr_factor"] = 0.1
+    older["agents"]["verifier"]["agent_lr_factor"] = 0.5
+    older["agents"]["verifier"]["body_lr_factor"] = 2
+    with pytest.warns(ParameterMigrationWarning) as record:
+        hp = HyperParameters.from_dict(older)
+    assert hp.rl.body_lr_factor_override == LrFactors(actor=0.1, critic=0.1)
+    assert hp.agents["verifier"].agent_lr_factor == LrFactors(actor=0.5, critic=0.5)
+    assert hp.agents["verifier"].body_lr_factor == LrFactors(actor=2.0, critic=2.0)
+    message = str(record[0].message)
+    assert "became rl.body_lr_factor_override" in message
+    assert "agents.verifier.agent_lr_factor: 0.5 became {actor: 0.5, critic: 0.5}" in (
+        message
+    )
+
+
+def test_the_originals_keys_in_a_current_config_say_what_to_write(toy):
+    """A dict that is not an original one (a config written by hand, or rebuilt
+    from a W&B table without the bookkeeping keys) with the original's keys: each
+    says what replaced it, with no "did you mean" pointing elsewhere."""
+    data = saved()
+    data["rl"]["body_lr_factor"] = 0.1
+    data["text_rl"] = {"test_on_whole_dataset": True, "transcript_format": "json"}
+    data["base_run"]["rerun_tests_force_test_during_training_state"] = True
+    with pytest.raises(NipConfigError) as error:
+        HyperParameters.from_dict(data)
+    problems = {problem.path: problem for problem in error.value.problems}
+    assert set(problems) == {
+        "rl.body_lr_factor",
+        "text_rl.test_on_whole_dataset",
+        "text_rl.transcript_format",
+        "base_run.rerun_tests_force_test_during_training_state",
+    }
+    assert "rl.body_lr_factor_override" in problems["rl.body_lr_factor"].message
+    assert "did you mean" not in str(error.value)
+    assert problems["text_rl.test_on_whole_dataset"].message == (
+        "the original library's key; use text_rl.num_test_rollouts (null: the whole "
+        "test set)"
+    )
+    assert problems["rl.body_lr_factor"].choices == ()
 
 
 def test_converted_original_dict_round_trips(toy):
@@ -666,7 +726,12 @@ def test_whole_original_dict_converts_and_says_what_changed(toy, version):
         "agents.agents_update_repr dropped (it is derived)",
         "agents.verifier.body_lr_factor: null replaced by the default (actor 1.0, "
         "critic 1.0), which it meant",
-        "rl.body_lr_factor renamed to rl.body_lr_factor_override",
+        (
+            "rl.body_lr_factor: null (no override) dropped"
+            if version.startswith("0.")
+            else "rl.body_lr_factor dropped: the original 1.0's RL trainers did not "
+            "read it"
+        ),
         "base_run.rerun_tests_force_test_during_training_state dropped",
         "text_rl.transcript_format dropped",
         "text_rl.test_on_whole_dataset: true is now text_rl.num_test_rollouts: null",

@@ -128,6 +128,37 @@ def test_stackelberg_sequence_must_name_every_agent(ppo_scenario: Any) -> None:
     assert problem.value == [["verifier"], ["provr"]]
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("sos_scaling_factor", 0.0),
+        ("sos_threshold_factor", 0.0),
+        ("sos_scaling_factor", 1.5),
+        ("sos_threshold_factor", -0.1),
+    ],
+)
+def test_sos_factors_lie_in_the_half_open_unit_interval(
+    ppo_scenario: Any, field: str, value: float
+) -> None:
+    with pytest.raises(NipConfigError) as error:
+        _hyper_params(ppo_scenario, "psos", **{field: value})
+    (problem,) = error.value.problems
+    assert problem.path == f"spg.{field}"
+    assert problem.message == "must be in (0, 1]"
+    assert problem.value == value
+    _hyper_params(ppo_scenario, "psos", **{field: 1.0})
+
+
+def test_the_originals_sos_names_say_what_replaced_them(ppo_scenario: Any) -> None:
+    with pytest.raises(NipConfigError) as error:
+        _hyper_params(ppo_scenario, "psos", sos_a_param=0.3)
+    (problem,) = error.value.problems
+    assert (problem.path, problem.message) == (
+        "spg.sos_a_param",
+        "the original library's name; use spg.sos_scaling_factor",
+    )
+
+
 def test_custom_stackelberg_sequence_is_used(ppo_scenario: Any) -> None:
     hp = _hyper_params(
         ppo_scenario, "psos", stackelberg_sequence=[["prover"], ["verifier"]]

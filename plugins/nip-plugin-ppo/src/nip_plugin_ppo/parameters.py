@@ -5,7 +5,8 @@ These classes import without torch.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import ClassVar, Literal
 
 from attrs import field
 from attrs import validators as v
@@ -22,9 +23,11 @@ def _positive(instance, attribute, value):
         raise ValueError(f"must be > 0, got {value!r}")
 
 
-def _unit_interval(instance, attribute, value):
-    if not 0 <= value <= 1:
-        raise ValueError(f"must be in [0, 1], got {value!r}")
+def _half_open_unit_interval(instance, attribute, value):
+    # 0 would switch the SOS rule's shaping off whenever it opposes the look-ahead
+    # (a) or never let its threshold test fire (b): the rule needs both in (0, 1]
+    if not 0 < value <= 1:
+        raise ValueError(f"must be in (0, 1], got {value!r}")
 
 
 def _sequence(value):
@@ -121,6 +124,11 @@ class SpgParameters(SubParameters):
         The damping added to the Hessian before inversion.
     """
 
+    retired_keys: ClassVar[Mapping[str, str]] = {
+        "sos_a_param": "the original library's name; use spg.sos_scaling_factor",
+        "sos_b_param": "the original library's name; use spg.sos_threshold_factor",
+    }
+
     variant: SpgVariant = field(
         default="psos", validator=v.in_(("spg", "pspg", "lola", "pola", "sos", "psos"))
     )
@@ -128,8 +136,8 @@ class SpgParameters(SubParameters):
         default=None, converter=_sequence
     )
     additional_lola_term: bool = field(default=True, validator=v.instance_of(bool))
-    sos_scaling_factor: float = field(default=0.5, validator=_unit_interval)
-    sos_threshold_factor: float = field(default=0.1, validator=_unit_interval)
+    sos_scaling_factor: float = field(default=0.5, validator=_half_open_unit_interval)
+    sos_threshold_factor: float = field(default=0.1, validator=_half_open_unit_interval)
     ihvp_variant: IhvpVariant = field(default="nystrom", validator=v.in_(("nystrom",)))
     ihvp_num_iterations: int = field(default=5, validator=v.ge(1))
     ihvp_rank: int = field(default=5, validator=v.ge(1))
