@@ -34,7 +34,10 @@ the protocols that allow it), the test protocol ``multi_channel_test`` included:
 - the dataset round-trips through the processed-data cache;
 - every registered agent part, and the combined parts, produce their declared keys
   with the right shapes;
-- the random policy head acts uniformly over the valid messages.
+- the random policy head acts uniformly over the valid messages;
+- an agent made random (``is_random``) runs beside real agents: its body's
+  outputs stack with theirs in the combined body, whatever it lacks of the real
+  agents' parameters.
 """
 
 from __future__ import annotations
@@ -492,6 +495,39 @@ class ScenarioContract:
                             f"{where} says rows_independent, but its {key!r} on "
                             "some rows differs from those rows' among all"
                         )
+
+    def test_a_random_agent_runs_beside_real_ones(
+        self, scenario_plugin: Any, scenario_settings: Any
+    ):
+        from nip_core.parameters import RandomAgentParameters
+
+        for protocol, zk in self._cases():
+            hyper_params = self.make_hyper_params(protocol, zero_knowledge=zk)
+            probe = build_scenario_components(hyper_params, scenario_settings, roles=())
+            names = probe.protocol_handler.agent_names
+            for random_name in names:
+                label = (
+                    f"{protocol}{' (zero knowledge)' if zk else ''}, "
+                    f"{random_name} random"
+                )
+                hyper_params = self.make_hyper_params(protocol, zero_knowledge=zk)
+                hyper_params.agents[random_name] = RandomAgentParameters()
+                instance = build_scenario_components(
+                    hyper_params,
+                    scenario_settings,
+                    roles=("body", "policy_head", "value_head"),
+                )
+                td = instance.train_environment.reset()
+                try:
+                    instance.combined_body(td)
+                    instance.combined_policy_head(td)
+                    instance.combined_value_head(td)
+                except Exception as error:  # re-raised with the case named
+                    raise AssertionError(f"{label}: {error!r}") from error
+                index = names.index(random_name)
+                logits = td[K.AGENTS, K.MAIN_MESSAGE_LOGITS][:, index]
+                assert torch.isfinite(logits).all(), label
+                assert torch.isfinite(td[K.AGENTS, K.VALUE]).all(), label
 
     def test_random_agents_act_uniformly(
         self, scenario_plugin: Any, scenario_settings: Any

@@ -6,12 +6,16 @@ import numpy as np
 import pytest
 import torch
 from helpers import settings, tiny_hyper_params
+from nip_core.parameters import RandomAgentParameters
 from nip_core.scenario import keys as K
 from nip_core.scenario.agents import agent_view
 from nip_core.testing.contracts.scenario import build_scenario_components
 from tensordict import TensorDict
 
 import nip_plugin_graph_isomorphism.plugin as gi_plugin
+from nip_plugin_graph_isomorphism.agent_parameters import (
+    GraphIsomorphismAgentParameters,
+)
 from nip_plugin_graph_isomorphism.agents import GRAPH_LEVEL_REPR, NODE_LEVEL_REPR
 from nip_plugin_graph_isomorphism.generation import GenerationConfig, generate_pairs
 from nip_plugin_graph_isomorphism.networks import PairTransformer
@@ -49,6 +53,39 @@ def test_body_and_head_shapes(registered, tmp_path, protocol, zero_knowledge) ->
         assert not logits[K.MAIN_MESSAGE_LOGITS][:, hidden].any()
         if not head.has_decider:
             assert not logits[K.DECISION_LOGITS].any()
+
+
+@pytest.mark.parametrize(
+    ("protocol", "zero_knowledge", "random_agent"),
+    [
+        ("nip", False, "prover"),
+        ("nip", False, "verifier"),
+        ("debate", False, "prover1"),
+        ("mnip", False, "prover0"),
+        ("nip", True, "prover"),
+    ],
+)
+def test_random_agents_run_beside_real_ones(
+    registered, tmp_path, protocol, zero_knowledge, random_agent
+) -> None:
+    """A random agent's body outputs zeros as wide as the other agents' (the
+    combined body stacks them) and its policy is uniform: zero logits, which the
+    action distribution masks to the valid nodes."""
+    hyper_params = tiny_hyper_params(protocol, zero_knowledge, trainer="reinforce")
+    hyper_params.agents[random_agent] = RandomAgentParameters()
+    from nip_core.experiment import prepare_experiment
+
+    instance = prepare_experiment(hyper_params, settings(tmp_path)).scenario_instance
+    td = instance.train_environment.reset()
+    instance.combined_body(td)
+    instance.combined_policy_head(td)
+    index = instance.protocol_handler.agent_names.index(random_agent)
+    d = GraphIsomorphismAgentParameters.construct_test_params().d_transformer
+    graph_level = td[K.AGENTS, GRAPH_LEVEL_REPR]
+    assert graph_level.shape[-1] == d
+    assert not graph_level[:, index].any()
+    logits = td[K.AGENTS, K.MAIN_MESSAGE_LOGITS][:, index]
+    assert not logits.any()
 
 
 @pytest.mark.parametrize(

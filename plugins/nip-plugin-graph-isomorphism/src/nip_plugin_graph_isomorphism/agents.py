@@ -55,7 +55,22 @@ class GraphIsomorphismAgentPartMixin(TensorDictAgentPartMixin):
 
     @property
     def d_representation(self) -> int:
-        return int(self.agent_params.d_transformer)
+        """The width of the body's outputs: the agent's ``d_transformer``. A random
+        agent has none (its heads read nothing): its zeros take the width of the
+        other agents' outputs, which the combined body stacks them with."""
+        width = getattr(self.agent_params, "d_transformer", None)
+        if width is not None:
+            return int(width)
+        agents = self.hyper_params.agents
+        for name in self.protocol_handler.agent_names:
+            width = getattr(agents[name], "d_transformer", None)
+            if width is not None:
+                return int(width)
+        from nip_plugin_graph_isomorphism.agent_parameters import (
+            GraphIsomorphismAgentParameters,
+        )
+
+        return int(GraphIsomorphismAgentParameters().d_transformer)
 
     @property
     def is_manual(self) -> bool:
