@@ -155,3 +155,41 @@ def test_no_decision_by_the_last_round_is_penalised(environment) -> None:
     assert state[K.DONE].tolist() == [True]
     assert state[K.TERMINATED].tolist() == [True]
     assert state[K.AGENTS, K.REWARD].squeeze(-1)[0, verifier].item() == -1.0
+
+
+@pytest.mark.parametrize("protocol", ["debate", "mnip"])
+def test_a_sequential_prover_answers_the_latest_message_on_its_channel(
+    register_plugin, tmp_path, protocol
+) -> None:
+    """Sequential schedule: the verifier asks on both channels in round 0, prover0
+    answers on its channel in round 1, prover1 on its own in round 2. In round 2
+    nothing was sent on prover1's channel the round before: the latest message
+    there is the verifier's of round 0, and prover1 must answer in the other graph."""
+    register_plugin(gi_plugin, name="graph_isomorphism")
+    hyper_params = tiny_hyper_params(protocol)
+    section = getattr(hyper_params, f"{protocol}_protocol")
+    section.sequential = True
+    section.max_message_rounds = 4  # the verifier reads round 3's answers
+    env = build_scenario_components(
+        hyper_params, settings(tmp_path), roles=()
+    ).train_environment
+    names = list(env.agent_names)
+    prover0, prover1, verifier = (
+        names.index(name) for name in ("prover0", "prover1", "verifier")
+    )
+    state = env.datapoints_to_observation(hand_built_batch([1]))
+    nodes = [0] * len(names)
+    nodes[verifier] = N + 3  # graph B, on both channels
+    decisions = [2] * len(names)
+    state = act(env, state, nodes, decisions)
+    nodes[prover0] = 4  # graph A, on prover0's channel
+    state = act(env, state, nodes, decisions)
+    assert state[K.ROUND].tolist() == [2]
+    assert not state[K.MESSAGE][0, 1].any()  # prover1's channel was silent
+    graph_a = torch.zeros(2 * N, dtype=torch.bool)
+    graph_a[:7] = True
+    valid = state[K.AGENTS, K.VALID_MESSAGE_MASK][0, prover1, 1, 0]
+    assert torch.equal(valid, graph_a)
+    # prover0's channel: its own answer in graph A is the latest, so graph B
+    valid = state[K.AGENTS, K.VALID_MESSAGE_MASK][0, prover0, 0, 0]
+    assert torch.equal(valid, torch.cat([torch.zeros(N), torch.ones(N)]).bool())

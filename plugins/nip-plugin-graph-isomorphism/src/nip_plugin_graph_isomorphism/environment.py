@@ -38,9 +38,26 @@ class GraphIsomorphismEnvironment(TensorDictEnvironment):
     def message_space_shape(self) -> tuple[int, int]:
         return (2, self.max_num_nodes)
 
+    def latest_messages(self, env_td: TensorDictBase) -> torch.Tensor:
+        """``(*batch, C, P, 2, n)``: per channel and position, the latest message
+        sent on it in any earlier round (zeros where none was). In the alternating
+        schedules that is the last round's; in sequential ones a prover's channel
+        may have been silent last round, and its latest message is older."""
+        history = env_td.get(K.MESSAGE_HISTORY, None)
+        if history is None:
+            return env_td[K.MESSAGE]
+        # (*batch, R, C, P, 2, n)
+        sent = history.flatten(-2).ne(0).any(-1)  # (*batch, R, C, P)
+        rounds = torch.arange(sent.shape[-3], device=sent.device).view(-1, 1, 1)
+        last = torch.where(sent, rounds, -1).amax(-3)  # (*batch, C, P)
+        index = last.clamp(min=0)[..., None, :, :, None, None]
+        index = index.expand(*index.shape[:-2], *history.shape[-2:])
+        latest = torch.take_along_dim(history, index, dim=-5).squeeze(-5)
+        return latest * (last >= 0)[..., None, None].to(latest.dtype)
+
     def compute_valid_message_mask(self, env_td: TensorDictBase) -> torch.Tensor:
         node_mask = env_td["node_mask"].to(torch.bool)  # (*batch, 2, n)
-        message = env_td[K.MESSAGE]  # (*batch, C, P, 2, n)
+        message = self.latest_messages(env_td)  # (*batch, C, P, 2, n)
         batch_shape = env_td.batch_size
         in_graph = message.sum(-1) > 0  # (*batch, C, P, 2)
         # a node of graph g is allowed to a prover when the latest message is only in
