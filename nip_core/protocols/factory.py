@@ -193,7 +193,21 @@ def protocol_problems(hyper_params: Any, *, plugin_manager: Any = None) -> list:
     check = getattr(trainer, "config_problems", None)
     if check is not None:
         problems.extend(resolve_ref(check)(hyper_params, handler))
+    problems.extend(_sharding_problems(hyper_params, trainer))
     return problems + scenario_problems(hyper_params, plugin_manager=plugin_manager)
+
+
+def _sharding_problems(hyper_params: Any, trainer: Any) -> list:
+    """With ``distributed.num_shards > 1``: what the trainer class says stops a
+    sharded run (``Trainer.sharding_config_problems``), as the run would refuse."""
+    distributed = getattr(hyper_params, "distributed", None)
+    if trainer is None or distributed is None:
+        return []
+    if int(getattr(distributed, "num_shards", 1)) <= 1:
+        return []
+    trainer_class = resolve_ref(trainer.trainer_class)
+    check = getattr(trainer_class, "sharding_config_problems", None)
+    return list(check(hyper_params)) if check is not None else []
 
 
 def scenario_problems(hyper_params: Any, *, plugin_manager: Any = None) -> list:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
+from nip_core.errors import ConfigProblem
 from nip_core.runs.checkpoints import restore_rng_state, save_checkpoint
 from nip_core.runs.context import RunContext
 
@@ -185,6 +186,29 @@ class Trainer(ABC):
     """Whether the trainer runs sharded (``distributed.num_shards > 1``) and across
     processes (``torchrun``); see :mod:`nip_core.trainers.sharding`. Runs of
     trainers that do not are refused before they start."""
+
+    @classmethod
+    def sharding_config_problems(cls, hyper_params: Any) -> list[ConfigProblem]:
+        """Why a sharded run of this trainer with these parameters cannot be, as
+        far as the parameters alone tell (an empty list when it can). Asked when
+        a config is validated with ``distributed.num_shards > 1`` (``nip config
+        validate``, a sweep's check of every job) and before a sharded run starts.
+        Subclasses extend it with settings of theirs that sharding cannot
+        reproduce; what needs the built run (the environments' batch) goes in
+        their ``sharding_problems``."""
+        if cls.supports_sharding:
+            return []
+        trainer = hyper_params.trainer
+        num_shards = int(hyper_params.distributed.num_shards)
+        return [
+            ConfigProblem(
+                "trainer",
+                f"the {trainer} trainer cannot run sharded (distributed.num_shards="
+                f"{num_shards}) nor across processes (torchrun); run it in one "
+                "process with distributed.num_shards=1",
+                trainer,
+            )
+        ]
 
     def __init__(
         self,

@@ -180,18 +180,9 @@ class TensorDictRlTrainer(TensorDictTrainer):
         from nip_core.errors import ConfigProblem
 
         num_shards = int(self.hyper_params.distributed.num_shards)
-        trainer = self.hyper_params.trainer
+        problems = list(type(self).sharding_config_problems(self.hyper_params))
         if not self.supports_sharding:
-            return [
-                ConfigProblem(
-                    "trainer",
-                    f"the {trainer} trainer cannot run sharded (distributed."
-                    f"num_shards={num_shards}, or under torchrun): its update is not "
-                    "a mean of per-shard gradients",
-                    trainer,
-                )
-            ]
-        problems = []
+            return problems
         if self.minibatch_size % num_shards != 0:
             problems.append(
                 ConfigProblem(

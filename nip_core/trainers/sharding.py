@@ -124,8 +124,11 @@ def check_sharding(hyper_params: Any, trainer_class: type) -> None:
     world = dist.world_size()
     if num_shards == 1 and world == 1:
         return
-    if not getattr(trainer_class, "supports_sharding", False):
-        raise NipConfigError(
+    check = getattr(trainer_class, "sharding_config_problems", None)
+    if check is not None:
+        problems = check(hyper_params)
+    elif not getattr(trainer_class, "supports_sharding", False):
+        problems = [
             ConfigProblem(
                 "trainer",
                 f"the {hyper_params.trainer} trainer cannot run sharded "
@@ -134,7 +137,11 @@ def check_sharding(hyper_params: Any, trainer_class: type) -> None:
                 "distributed.num_shards=1",
                 hyper_params.trainer,
             )
-        )
+        ]
+    else:
+        problems = []
+    if problems:
+        raise NipConfigError(problems)
     shard_layout(hyper_params)
 
 

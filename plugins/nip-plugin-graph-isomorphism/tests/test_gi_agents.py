@@ -379,3 +379,37 @@ def test_parts_on_some_rows_give_those_rows_outputs_unless_they_mix_rows(
     some_logits = head(head_input[rows])
     for key in (K.MAIN_MESSAGE_LOGITS, K.DECISION_LOGITS):
         torch.testing.assert_close(some_logits[key], logits[key][rows])
+
+
+def test_agent_options_the_scenario_lacks_are_found_before_the_run(
+    registered,
+) -> None:
+    """What the agent parts refuse when built is found when the config is
+    validated (nip config validate, a sweep's check), at the same dotted paths."""
+    from nip_core.protocols.factory import protocol_problems
+
+    from nip_plugin_graph_isomorphism.checks import agent_problems
+
+    hyper_params = tiny_hyper_params("debate", normalize_message_history=True)
+    hyper_params.agents["verifier"] = GraphIsomorphismAgentParameters(
+        use_manual_architecture=True
+    )
+    hyper_params.agents["prover0"] = RandomAgentParameters()
+    found = {(p.path, p.message) for p in protocol_problems(hyper_params)}
+    assert found >= {
+        (
+            "agents._default.normalize_message_history",
+            "is not available in the graph isomorphism scenario",
+        ),
+        (
+            "agents.verifier.use_manual_architecture",
+            "the manual graph isomorphism architecture exists for the nip protocol "
+            "only, not 'debate'",
+        ),
+    }
+    assert not any("prover0" in path for path, _ in found)
+    hyper_params = tiny_hyper_params("nip")
+    hyper_params.agents["verifier"] = GraphIsomorphismAgentParameters(
+        use_manual_architecture=True
+    )
+    assert agent_problems(hyper_params) == []

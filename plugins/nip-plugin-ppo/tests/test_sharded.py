@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import torch
 
@@ -51,6 +52,7 @@ def test_what_cannot_shard_is_refused_before_training(
     ppo_scenario: Any, trainer: str, sections: dict, path: str, words: str
 ) -> None:
     from nip_core.experiment import run_experiment
+    from nip_core.protocols.factory import protocol_problems
 
     hyper_params = _sharded(ppo_scenario, trainer, **sections)
     with pytest.raises(NipConfigError) as error:
@@ -58,6 +60,14 @@ def test_what_cannot_shard_is_refused_before_training(
     [problem] = error.value.problems
     assert problem.path == path
     assert words in problem.message
+    # found when the config is validated too (nip config validate, a sweep's
+    # check of every job before any starts), with the same words
+    [found] = [p for p in protocol_problems(hyper_params) if p.path == path]
+    assert found.message == problem.message
+    unsharded = attrs.evolve(
+        hyper_params, distributed=attrs.evolve(hyper_params.distributed, num_shards=1)
+    )
+    assert not [p for p in protocol_problems(unsharded) if p.path == path]
 
 
 def _spec(root: Path, run_id: str) -> dict[str, Any]:

@@ -57,9 +57,10 @@ class VanillaPpoTrainer(TensorDictRlTrainer):
 
     update_reads_next_observations: ClassVar[bool] = False
 
-    def sharding_problems(self) -> list[ConfigProblem]:
-        problems = super().sharding_problems()
-        if self.hyper_params.ppo.loss_type == "kl_penalty":
+    @classmethod
+    def sharding_config_problems(cls, hyper_params: Any) -> list[ConfigProblem]:
+        problems = super().sharding_config_problems(hyper_params)
+        if hyper_params.ppo.loss_type == "kl_penalty":
             problems.append(
                 ConfigProblem(
                     "ppo.loss_type",
