@@ -603,12 +603,18 @@ def _legacy_text_agents(params: dict[str, Any], messages: list[str]) -> None:
     if not isinstance(agents, dict):
         return
     urls: dict[str, str] = {}
+    openai_agents: list[str] = []
+    providers: dict[str, Any] = {}
+    fine_tuned_at_own_server: dict[str, str] = {}
     betas: dict[str, Any] = {}
     for name, agent in agents.items():
         if not isinstance(agent, dict) or "model_provider" not in agent:
             continue
         url = _legacy_server_url(agent)
         provider = agent.pop("model_provider")
+        providers[name] = provider
+        host = agent.get("language_model_server_scheme_host", "http://localhost")
+        port = agent.get("language_model_server_port", 5000)
         for key in (
             "vllm_openai_base_url",
             "language_model_server_scheme_host",
@@ -618,11 +624,12 @@ def _legacy_text_agents(params: dict[str, Any], messages: list[str]) -> None:
             agent.pop(key, None)
         if url is not None:
             urls[name] = url
-        messages.append(
-            f"agents.{name}.model_provider {provider!r} dropped: agents generate "
-            "through the openai backend"
-            + (f" at {url}" if url is not None else " (OpenAI's API)")
-        )
+            if url != _OPENROUTER_URL and not agent.get("freeze_agent", False):
+                # the original fine-tuned open-weight models at its own language
+                # model server, not at the vLLM endpoint it generated with
+                fine_tuned_at_own_server[name] = f"{str(host).rstrip('/')}:{port}"
+        else:
+            openai_agents.append(name)
         if agent.pop("use_dummy_api", False):
             messages.append(
                 f"agents.{name}.use_dummy_api dropped: serve a scripted model with "
@@ -649,12 +656,31 @@ def _legacy_text_agents(params: dict[str, Any], messages: list[str]) -> None:
             messages.append(f"openai_backend.base_url set to {chosen}")
             if chosen == _OPENROUTER_URL:
                 backend.setdefault("api_key_env", "OPENROUTER_API_KEY")
-        if len(set(urls.values())) > 1:
-            messages.append(
-                "agents generated at different servers ("
-                + ", ".join(f"{n}: {u}" for n, u in urls.items())
-                + f"); every agent now uses {backend['base_url']}"
-            )
+    final = backend.get("base_url")
+    where = f"at {final}" if final is not None else "(OpenAI's API)"
+    for name, provider in providers.items():
+        messages.append(
+            f"agents.{name}.model_provider {provider!r} dropped: agents generate "
+            f"through the openai backend {where}"
+        )
+    endpoints = dict(urls)
+    endpoints.update({name: "OpenAI's API" for name in openai_agents})
+    if len(set(endpoints.values())) > 1:
+        messages.append(
+            "the agents generated at different endpoints ("
+            + ", ".join(f"{n}: {u}" for n, u in endpoints.items())
+            + "), which one openai backend cannot: every agent now sends its "
+            f"requests {where}. To keep them apart, serve every model at one "
+            "OpenAI-compatible endpoint, or run the open-weight ones locally with "
+            "agents.<name>.backend=transformers"
+        )
+    for name, server in fine_tuned_at_own_server.items():
+        messages.append(
+            f"agents.{name} was fine-tuned at the original's language model server "
+            f"({server}); here fine-tune jobs go to the openai backend's endpoint, "
+            "which must offer OpenAI's fine-tuning API (vLLM does not): fine-tune "
+            f"it locally with agents.{name}.backend=transformers"
+        )
     if betas:
         chosen = next(iter(betas.values()))
         if backend.get("dpo_beta") is None:

@@ -864,8 +864,19 @@ def test_the_originals_text_agent_fields_exactly():
     for line in (
         "agents.verifier.model_provider 'vLLM-OpenAI' dropped: agents generate "
         "through the openai backend at http://gpu:9000/v1",
+        # one openai backend serves every agent: the prover's requests go there
+        # too, and the message says so (it once claimed OpenAI's API)
         "agents.prover.model_provider 'OpenAI' dropped: agents generate through the "
-        "openai backend (OpenAI's API)",
+        "openai backend at http://gpu:9000/v1",
+        "the agents generated at different endpoints (verifier: http://gpu:9000/v1, "
+        "prover: OpenAI's API), which one openai backend cannot: every agent now "
+        "sends its requests at http://gpu:9000/v1. To keep them apart, serve every "
+        "model at one OpenAI-compatible endpoint, or run the open-weight ones "
+        "locally with agents.<name>.backend=transformers",
+        "agents.verifier was fine-tuned at the original's language model server "
+        "(http://localhost:5000); here fine-tune jobs go to the openai backend's "
+        "endpoint, which must offer OpenAI's fine-tuning API (vLLM does not): "
+        "fine-tune it locally with agents.verifier.backend=transformers",
         "agents.verifier.use_dummy_api dropped: serve a scripted model with "
         "`python -m nip_core.testing.openai_server` and point "
         "openai_backend.base_url at it",
@@ -875,6 +886,24 @@ def test_the_originals_text_agent_fields_exactly():
         "agents' dpo_beta moved to openai_backend.dpo_beta = 0.2",
     ):
         assert line in messages
+
+
+def test_the_originals_agents_on_one_provider_get_no_mixed_endpoint_note():
+    params, messages = legacy_1_0_to_core(
+        {
+            "agents": {
+                "verifier": _original_text_agent(model_provider="OpenAI"),
+                "prover": _original_text_agent(model_provider="OpenAI"),
+            }
+        }
+    )
+    assert "openai_backend" not in params
+    assert (
+        "agents.prover.model_provider 'OpenAI' dropped: agents generate through the "
+        "openai backend (OpenAI's API)"
+    ) in messages
+    assert not any("different endpoints" in m for m in messages)
+    assert not any("fine-tuned at the original's" in m for m in messages)
 
 
 @pytest.mark.parametrize(
