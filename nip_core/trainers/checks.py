@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
+
 from nip_core.errors import ConfigProblem
 
 __all__ = [
@@ -48,13 +50,20 @@ def shared_body_factor_problems(
     else:
         body_path = "rl.body_lr_factor_override"
     problems = []
-    for path, factors in (
+    pairs = [
         (
             f"agents.{agent_name}.agent_lr_factor",
             getattr(agent_params, "agent_lr_factor", None),
         ),
         (body_path, body_lr_factor),
-    ):
+    ]
+    # a scenario's own factors of parts of the body (graph isomorphism's
+    # gnn_lr_factor): the shared body trains them at one rate too
+    pairs += [
+        (f"agents.{agent_name}.{field}", factors)
+        for field, factors in _other_lr_factors(agent_params)
+    ]
+    for path, factors in pairs:
         actor, critic = factor_pair(factors)
         if actor != critic:
             problems.append(
@@ -67,6 +76,21 @@ def shared_body_factor_problems(
                 )
             )
     return problems
+
+
+def _other_lr_factors(agent_params: Any) -> list[tuple[str, Any]]:
+    """The agent's learning-rate factor pairs besides ``agent_lr_factor`` and
+    ``body_lr_factor``: fields holding an ``LrFactors``."""
+    from nip_core.parameters.agents import LrFactors
+
+    if not attrs.has(type(agent_params)):
+        return []
+    return [
+        (field.name, getattr(agent_params, field.name))
+        for field in attrs.fields(type(agent_params))
+        if field.name not in ("agent_lr_factor", "body_lr_factor")
+        and isinstance(getattr(agent_params, field.name, None), LrFactors)
+    ]
 
 
 def shared_body_problems(

@@ -413,3 +413,22 @@ def test_agent_options_the_scenario_lacks_are_found_before_the_run(
         use_manual_architecture=True
     )
     assert agent_problems(hyper_params) == []
+
+
+def test_a_shared_body_refuses_gnn_factors_that_differ() -> None:
+    """A shared body trains its GNN at one rate: gnn_lr_factor's actor and critic
+    must agree, as agent_lr_factor's and body_lr_factor's must (its critic factor
+    was silently ignored)."""
+    from nip_core.parameters.agents import LrFactors
+    from nip_core.trainers.checks import shared_body_factor_problems
+
+    params = GraphIsomorphismAgentParameters(
+        gnn_lr_factor=LrFactors(actor=1.0, critic=3.0)
+    )
+    [problem] = shared_body_factor_problems("verifier", params)
+    assert problem.path == "agents.verifier.gnn_lr_factor"
+    assert problem.value == {"actor": 1.0, "critic": 3.0}
+    agreeing = GraphIsomorphismAgentParameters(
+        gnn_lr_factor=LrFactors(actor=0.5, critic=0.5)
+    )
+    assert shared_body_factor_problems("verifier", agreeing) == []
