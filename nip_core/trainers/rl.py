@@ -894,6 +894,10 @@ class TensorDictRlTrainer(TensorDictTrainer):
             totals[key] = totals[key] + value if key in totals else value.clone()
 
     def _loss_metrics(self, mean_losses: Mapping[Any, Any], prefix: str) -> dict:
+        """Per-agent values under ``{agent}.{name}`` and one across agents: the sum
+        for the loss terms (``loss_*``, whose sum is what the update minimises),
+        the mean for statistics (``kl``, ``explained_variance``, ...), which a sum
+        would scale by the number of agents."""
         metrics: dict[str, float] = {}
         for key, value in mean_losses.items():
             name = _leaf(key)
@@ -901,7 +905,8 @@ class TensorDictRlTrainer(TensorDictTrainer):
                 flat = value.reshape(-1)
                 for i, agent_name in enumerate(self.agent_names):
                     metrics[f"{agent_name}.{prefix}{name}"] = float(flat[i])
-                metrics[f"{prefix}{name}"] = float(flat.sum())
+                across = flat.sum() if name.startswith("loss_") else flat.mean()
+                metrics[f"{prefix}{name}"] = float(across)
             else:
                 metrics[f"{prefix}{name}"] = float(value.mean())
         return metrics

@@ -474,3 +474,36 @@ def test_a_random_agent_under_solo_agent_is_refused_at_validation(synthetic_scen
         "nip", agents={"verifier": {"is_random": True}}
     )
     assert hp.agents["verifier"].is_random
+
+
+def test_values_across_agents_sum_the_losses_and_average_the_statistics():
+    """An entry with a value per agent is logged per agent and once across them:
+    the loss terms summed (what the update minimises), statistics such as the KL
+    and the explained variance averaged (a sum would scale with the agents)."""
+    from types import SimpleNamespace
+
+    from nip_core.trainers.rl import TensorDictRlTrainer
+
+    trainer = SimpleNamespace(num_agents=2, agent_names=["prover", "verifier"])
+    metrics = TensorDictRlTrainer._loss_metrics(
+        trainer,
+        {
+            ("agents", "loss_objective"): torch.tensor([1.0, 2.0]),
+            "kl": torch.tensor([0.25, 0.75]),
+            "explained_variance": torch.tensor([-1.0, 0.5]),
+            "kl_beta": torch.tensor(0.5),
+        },
+        "test_",
+    )
+    assert metrics == {
+        "prover.test_loss_objective": 1.0,
+        "verifier.test_loss_objective": 2.0,
+        "test_loss_objective": 3.0,
+        "prover.test_kl": 0.25,
+        "verifier.test_kl": 0.75,
+        "test_kl": 0.5,
+        "prover.test_explained_variance": -1.0,
+        "verifier.test_explained_variance": 0.5,
+        "test_explained_variance": -0.25,
+        "test_kl_beta": 0.5,
+    }
