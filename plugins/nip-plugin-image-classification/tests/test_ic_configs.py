@@ -86,7 +86,8 @@ def test_ppo_ic_keeps_the_original_settings():
     assert hyper_params.agents["prover"].pretrained_embeddings_model == "resnet18"
     assert hyper_params.agents["verifier"].num_blocks_per_group == 1
     assert hyper_params.agents["verifier"].pretrained_embeddings_model is None
-    assert hyper_params.rl.frames_per_batch == 256  # the 1.0 script (earlier ones had 1024)
+    # the 1.0 script (earlier versions had 1024)
+    assert hyper_params.rl.frames_per_batch == 256
     assert hyper_params.rl.num_epochs == 10
     assert hyper_params.rl.lr == 0.0003
     assert hyper_params.ppo.entropy_eps == 0.001
