@@ -232,9 +232,48 @@ def test_degree_matched_proposals_match_rejection_sampling() -> None:
 
 
 def test_an_impossible_class_is_reported() -> None:
+    from nip_core.errors import NipError
+
     config = GenerationConfig(num_pairs=4, graph_sizes=(3,), edge_probabilities=(0.5,))
-    with pytest.raises(RuntimeError, match="impossible or too rare"):
+    with pytest.raises(NipError, match="impossible or too rare") as error:
         generation.generate_pairs(config, seed=0, workers=1, max_units=4)
+    assert isinstance(error.value, RuntimeError)
+    assert "change this cell's edge probability (--edge-probabilities)" in str(
+        error.value
+    )
+
+
+def test_a_hopeless_cell_ends_the_command_with_one_message(
+    tmp_path, register_plugin, capsys, monkeypatch
+) -> None:
+    """A cell too sparse for its score quota (7 nodes at p = 0.05) is found only by
+    trying: the command then ends with one message naming the cell and what to
+    change, not a traceback."""
+    from types import SimpleNamespace
+
+    from nip_core.cli.main import main
+
+    import nip_plugin_graph_isomorphism.plugin as gi_plugin
+
+    register_plugin(gi_plugin, name="graph_isomorphism")
+    stream = SimpleNamespace(n=7, p=0.05, score_class="gt_2")
+
+    def hopeless(*args, **kwargs):
+        raise generation.ImpossibleCellError(stream, 300)
+
+    monkeypatch.setattr(generation, "generate_pairs", hopeless)
+    data = str(tmp_path / "data")
+    status = main(
+        ["datasets", "generate", "graph_isomorphism", "sparse", "--data-dir", data]
+    )
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.startswith(
+        "nip: error: no non-isomorphic pair of WL score class gt_2 for graphs of 7 "
+        "nodes at edge probability 0.05 after 300 work units"
+    )
+    assert "raise the edge probability (--edge-probabilities)" in err
+    assert "Traceback" not in err
 
 
 def test_direct_samples_for_rare_multisets_keep_the_law(monkeypatch) -> None:

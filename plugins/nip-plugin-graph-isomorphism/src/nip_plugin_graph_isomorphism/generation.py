@@ -47,11 +47,12 @@ import random
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 import numpy as np
 import torch
+from nip_core.errors import NipError
 from nip_core.seeding import derive_seed
 
 from nip_plugin_graph_isomorphism.degree_sequences import (
@@ -87,6 +88,36 @@ Method = Literal["rejection", "degree_matched"]
 MIN_NODES_FOR_HARD_PAIRS = 7
 """The fewest nodes of graphs a non-isomorphic pair with a WL score above 2 (the
 WL test needs more than 2 rounds to tell them apart) is drawn from."""
+
+
+class ImpossibleCellError(NipError, RuntimeError):
+    """A cell (graph size, edge probability) gave no pair of a score class within
+    the work allowed: such pairs are impossible there, or too rare to find."""
+
+    def __init__(self, stream: Any, max_units: int):
+        n, p, score_class = stream.n, stream.p, stream.score_class
+        if score_class != "gt_2":
+            advice = (
+                "change this cell's edge probability (--edge-probabilities) or size "
+                "(--graph-sizes)"
+            )
+        elif n < MIN_NODES_FOR_HARD_PAIRS:
+            advice = (
+                f"scores above 2 need graphs of at least {MIN_NODES_FOR_HARD_PAIRS} "
+                "nodes: raise --graph-sizes"
+            )
+        else:
+            advice = (
+                "scores above 2 need graphs with enough edges that the WL test "
+                "cannot tell them apart in two rounds: raise the edge probability "
+                "(--edge-probabilities) or the graph size (--graph-sizes)"
+            )
+        super().__init__(
+            f"no non-isomorphic pair of WL score class {score_class} for graphs of "
+            f"{n} nodes at edge probability {p} after {max_units} work units: such "
+            f"pairs are impossible or too rare in this cell; {advice}, or leave the "
+            "cell out"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -513,15 +544,7 @@ def _run_streams(
                 for i in list(active):
                     if len(pending[i]) < in_flight_limit:
                         if next_submit[i] >= max_units and accepted[i] == 0:
-                            raise RuntimeError(
-                                f"no pair of WL score class {streams[i].score_class} "
-                                f"for n={streams[i].n}, p={streams[i].p} after "
-                                f"{max_units} work units: such pairs are impossible "
-                                "or too rare for this cell (scores above 2 need "
-                                f"at least {MIN_NODES_FOR_HARD_PAIRS} nodes); change "
-                                "graph_sizes or the "
-                                "score shares"
-                            )
+                            raise ImpossibleCellError(streams[i], max_units)
                         try:
                             future = pool.submit(_run_unit, streams[i], next_submit[i])
                         except BrokenProcessPool as error:
@@ -603,8 +626,10 @@ def generate_pairs(
 
     Raises
     ------
-    RuntimeError
-        When a cell's score class yields no pair in ``max_units`` units.
+    ImpossibleCellError
+        When a cell's score class yields no pair in ``max_units`` units (a
+        :class:`~nip_core.errors.NipError`, which the command line prints as one
+        message, and a ``RuntimeError``).
     """
     if workers is None:
         workers = min(2, os.cpu_count() or 1)
