@@ -72,6 +72,25 @@ OWN_DATA_DIR = "own"
 """The folder of ``<data_dir>/<scenario>`` holding what is derived from paths to
 one's own data (not a dataset, and not a name a dataset can take)."""
 
+PROCESSED_DIR = "processed"
+"""The sub-directory of a dataset's directory in the data directory that holds the
+processed-data caches (``<data_dir>/<scenario>/<dataset>/processed``). A directory
+holding nothing else is not a dataset on disk: a run on a dataset the scenario
+ships (as package data) leaves only its caches there."""
+
+
+def holds_dataset(directory: Path) -> bool:
+    """Whether a dataset's directory in the data directory holds a dataset: any
+    entry but the processed-data caches (:data:`PROCESSED_DIR`) and hidden ones."""
+    try:
+        return any(
+            entry.name != PROCESSED_DIR and not entry.name.startswith(".")
+            for entry in directory.iterdir()
+        )
+    except OSError:
+        return False
+
+
 DATA_DIR_RULE = "$NIP_DATA_DIR, else $XDG_CACHE_HOME/nip/data (~/.cache/nip/data)"
 """The rule of :func:`default_data_dir` in words, for help texts and messages."""
 

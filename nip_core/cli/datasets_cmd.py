@@ -16,7 +16,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from nip_core.settings import DATA_DIR_RULE, OWN_DATA_DIR, data_dir_or_default
+from nip_core.settings import (
+    DATA_DIR_RULE,
+    OWN_DATA_DIR,
+    data_dir_or_default,
+    holds_dataset,
+)
 
 _DATA_DIR_DEST = "_nip_data_dir"
 _OVERWRITE_DEST = "_nip_overwrite"
@@ -108,7 +113,9 @@ def generate(
             "directory, not a dataset name; choose another name"
         )
     target = root / scenario / name
-    if target.exists() and not overwrite:
+    # a directory with only processed-data caches (left by runs on a dataset the
+    # scenario ships) holds no dataset: it is replaced, caches and all
+    if holds_dataset(target) and not overwrite:
         raise UsageError(
             f"the {scenario} dataset {name!r} already exists in {target}; pass "
             "--overwrite to replace it, or choose another name"

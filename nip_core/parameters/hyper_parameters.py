@@ -92,8 +92,9 @@ def datasets_on_disk(
 ) -> list[str]:
     """The datasets of ``scenario`` in a data directory (``None``: the default one):
     the sub-directories of ``<data_dir>/<scenario>``, by name, but the one holding
-    what is derived from paths to one's own data (``own``)."""
-    from nip_core.settings import OWN_DATA_DIR, data_dir_or_default
+    what is derived from paths to one's own data (``own``) and those holding only
+    processed-data caches (of a dataset the scenario ships as package data)."""
+    from nip_core.settings import OWN_DATA_DIR, data_dir_or_default, holds_dataset
 
     directory = data_dir_or_default(data_dir) / scenario
     try:
@@ -103,6 +104,7 @@ def datasets_on_disk(
             if path.is_dir()
             and not path.name.startswith(".")
             and path.name != OWN_DATA_DIR
+            and holds_dataset(path)
         )
     except OSError:
         return []

@@ -181,7 +181,9 @@ class TensorDictDataset(Dataset, ABC):
     @property
     def processed_dir(self) -> Path:
         """The cache entry of the processed data for the current key."""
-        return self.dataset_dir / "processed" / f"{self.split}-{self.cache_key[:16]}"
+        from nip_core.settings import PROCESSED_DIR
+
+        return self.dataset_dir / PROCESSED_DIR / f"{self.split}-{self.cache_key[:16]}"
 
     def _load_or_build(self) -> TensorDict:
         ignore_cache = bool(getattr(self.settings, "ignore_cache", False))

@@ -76,6 +76,8 @@ def toy_builder(name: str, data_dir: Path, **options: Any) -> Path:
     BUILDER_CALLS.append((name, data_dir, options))
     target = data_dir / "toy" / name
     target.mkdir(parents=True)
+    # a dataset is files: a directory holding none is not a dataset on disk
+    (target / "train.json").write_text("[]")
     return target
 
 

@@ -73,8 +73,13 @@ def test_generate_for_a_scenario_without_builder(toy_plugin, builder_calls, caps
 
 def test_list_shows_datasets_and_builders(toy_plugin, builder_calls, tmp_path, capsys):
     (tmp_path / "data" / "toy" / "made_earlier").mkdir(parents=True)
+    (tmp_path / "data" / "toy" / "made_earlier" / "train.npz").write_bytes(b"")
     # the caches of runs on one's own data (dataset=./mine) are not a dataset
     (tmp_path / "data" / "toy" / "own" / "mine-0123abcd").mkdir(parents=True)
+    # nor the processed-data caches of runs on a dataset the scenario ships
+    (tmp_path / "data" / "toy" / "small" / "processed" / "train-0123").mkdir(
+        parents=True
+    )
     assert main(["datasets", "list", "--data-dir", str(tmp_path / "data")]) == 0
     out = capsys.readouterr().out
     assert "toy (toy)" in out
@@ -140,6 +145,21 @@ def test_regenerating_a_dataset_asks_for_overwrite(
     assert not marker.exists()
     assert (tmp_path / "data" / "toy" / "mine").is_dir()
     assert len(builder_calls) == 2
+
+
+def test_a_directory_of_caches_only_is_replaced_without_overwrite(
+    toy_plugin, builder_calls, tmp_path, capsys
+):
+    """Runs on a dataset the scenario ships leave only its processed-data caches
+    in the data directory: generating a dataset of that name is not refused as
+    already existing, and the stale caches go with the directory."""
+    data = tmp_path / "data"
+    cache = data / "toy" / "small" / "processed" / "train-0123"
+    cache.mkdir(parents=True)
+    args = ["datasets", "generate", "toy", "small", "--data-dir", str(data)]
+    assert main(args) == 0
+    assert len(builder_calls) == 1
+    assert not cache.exists()
 
 
 def test_own_is_not_a_dataset_name(toy_plugin, builder_calls, tmp_path, capsys):

@@ -144,8 +144,8 @@ def test_only_the_named_datasets_are_accepted(name, tmp_path, monkeypatch, capsy
     from nip_core.parameters import HyperParameters
 
     monkeypatch.setenv("NIP_DATA_DIR", str(tmp_path))
-    (tmp_path / "image_classification" / "stray").mkdir(parents=True)
-    (tmp_path / "image_classification" / "digits").mkdir()
+    for folder in ("stray", "digits"):
+        (tmp_path / "image_classification" / folder / "raw").mkdir(parents=True)
     with pytest.raises(NipConfigError) as info:
         HyperParameters("image_classification", "solo_agent", dataset=name).validate()
     (problem,) = info.value.problems
