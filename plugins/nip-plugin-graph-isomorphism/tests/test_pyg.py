@@ -139,6 +139,20 @@ def test_bad_pyg_pairs_are_one_clear_error() -> None:
         pairs_from_pyg([(graph, graph)])
 
 
+def test_a_pair_labelled_isomorphic_that_is_not_is_refused() -> None:
+    """The WL test separates only non-isomorphic graphs: such a pair labelled 1 is
+    a wrong label, refused with the pair's index and round, not stored."""
+    pairs = _pyg_pairs()
+    triangle, path, _ = pairs[1]
+    with pytest.raises(NipError) as error:
+        pairs_from_pyg([pairs[0], (triangle, path, 1), pairs[2]])
+    assert str(error.value) == (
+        "1 pair(s) labelled isomorphic (1) cannot be: the Weisfeiler-Lehman test "
+        "tells their graphs apart (pair 1 in round 1), which it never does for "
+        "isomorphic graphs; fix their labels"
+    )
+
+
 def test_a_file_that_is_not_torch_saved_is_one_clear_error(tmp_path: Path) -> None:
     from nip_plugin_graph_isomorphism.pyg import read_pyg_file
 

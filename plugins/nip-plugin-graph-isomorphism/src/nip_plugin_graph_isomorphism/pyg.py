@@ -85,7 +85,9 @@ def pairs_from_pyg(pairs: Sequence[Sequence[Any]]) -> GraphPairs:
     Raises
     ------
     NipError
-        For a pair that is not two graphs and a 0/1 label, or a malformed graph.
+        For a pair that is not two graphs and a 0/1 label, a malformed graph, or a
+        pair labelled isomorphic whose graphs the WL test tells apart (which only
+        non-isomorphic graphs can be).
     """
     from nip_plugin_graph_isomorphism.wl import wl_scores
 
@@ -121,11 +123,24 @@ def pairs_from_pyg(pairs: Sequence[Sequence[Any]]) -> GraphPairs:
         mask_a,
         mask_b,
     ).numpy()
+    label_array = np.asarray(labels, dtype=np.int64)
+    # the WL test tells apart only graphs that are not isomorphic: a pair it
+    # separates cannot carry label 1 (the converse does not hold: it cannot tell
+    # some non-isomorphic pairs apart)
+    wrong = np.flatnonzero((label_array == 1) & (scores != -1))
+    if len(wrong):
+        shown = ", ".join(f"pair {i} in round {int(scores[i])}" for i in wrong[:5])
+        more = f", and {len(wrong) - 5} more" if len(wrong) > 5 else ""
+        raise NipError(
+            f"{len(wrong)} pair(s) labelled isomorphic (1) cannot be: the "
+            f"Weisfeiler-Lehman test tells their graphs apart ({shown}{more}), "
+            "which it never does for isomorphic graphs; fix their labels"
+        )
     return GraphPairs(
         adjacency=adjacency,
         sizes=size_array,
         wl_scores=scores.astype(np.int64),
-        labels=np.asarray(labels, dtype=np.int64),
+        labels=label_array,
     )
 
 
