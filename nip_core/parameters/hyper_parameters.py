@@ -39,6 +39,7 @@ from nip_core.parameters.migrations import (
     CORE_COMPONENT,
     META_KEY,
     SCHEMA_VERSION,
+    is_legacy_dict,
     prepare_saved_dict,
 )
 from nip_core.parameters.validation import (
@@ -64,6 +65,11 @@ _SOURCE_HINTS: contextvars.ContextVar[Mapping[str, str] | None] = (
     contextvars.ContextVar("nip_parameter_source_hints", default=None)
 )
 """Which distribution provided what, from the ``_meta`` of the dict being read."""
+
+_READING_ORIGINAL: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "nip_reading_original_dict", default=False
+)
+"""Whether the dict being read was saved by the original library."""
 
 _DATA_DIR: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "nip_parameter_data_dir", default=None
@@ -471,11 +477,17 @@ class HyperParameters(BaseHyperParameters):
             return
         alias = dict(getattr(scenario, "dataset_aliases", {}) or {}).get(self.dataset)
         if alias is not None:
+            # a saved dict of the original library is read as it is: no advice to
+            # rewrite it
+            advice = (
+                ""
+                if _READING_ORIGINAL.get()
+                else f" (write dataset={alias} to silence this)"
+            )
             warnings.warn(
                 ParameterWarning(
                     f"dataset {self.dataset!r} is called {alias!r} by scenario "
-                    f"{scenario.name!r}: running {alias!r} (write dataset={alias} to "
-                    "silence this)"
+                    f"{scenario.name!r}: running {alias!r}{advice}"
                 ),
                 stacklevel=5,
             )
@@ -839,6 +851,7 @@ class HyperParameters(BaseHyperParameters):
             raise NipConfigError(
                 ConfigProblem("", "expected a mapping of parameters", data)
             )
+        original = META_KEY not in data and is_legacy_dict(data)
         saved = prepare_saved_dict(data)
         params = saved.data
         missing = [k for k in ("scenario", "trainer") if k not in params]
@@ -852,9 +865,11 @@ class HyperParameters(BaseHyperParameters):
                 [ConfigProblem(str(k), "keys must be strings", k) for k in bad_keys]
             )
         token = _SOURCE_HINTS.set(saved.sources)
+        original_token = _READING_ORIGINAL.set(original)
         try:
             return cls(**params)
         finally:
+            _READING_ORIGINAL.reset(original_token)
             _SOURCE_HINTS.reset(token)
 
     @classmethod

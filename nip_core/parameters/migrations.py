@@ -557,9 +557,18 @@ def _legacy_text_rl(params: dict[str, Any], messages: list[str]) -> None:
         if rl.get("num_iterations") is not None:
             text_rl["num_iterations"] = rl["num_iterations"]
             messages.append(
-                "rl.num_iterations copied to text_rl.num_iterations (the text "
+                "rl.num_iterations moved to text_rl.num_iterations (the text "
                 "trainers' own section)"
             )
+        # what the text trainers read of rl now lives in text_rl: the rl values
+        # would only be settings this run does not read
+        for key in (
+            "num_iterations",
+            "frames_per_batch",
+            "rollouts_per_iteration",
+            "steps_per_env_per_iteration",
+        ):
+            rl.pop(key, None)
         if episodes is not None:
             text_rl["rollouts_per_iteration"] = episodes
             messages.append(

@@ -1012,6 +1012,30 @@ def test_the_originals_episodes_an_iteration_come_from_frames_per_batch_first():
     assert text_rl["rollouts_per_iteration"] == 60
 
 
+def test_the_originals_text_loop_sizes_move_out_of_rl():
+    """A text trainer reads its loop sizes from text_rl: once moved there, the rl
+    values would only be settings the run does not read (and be warned about)."""
+    params, messages = legacy_1_0_to_core(
+        {
+            "trainer": "pure_text_ei",
+            "interaction_protocol": "nip",
+            "rl": {
+                "frames_per_batch": None,
+                "rollouts_per_iteration": 200,
+                "num_iterations": 8,
+                "lr": 0.003,
+            },
+            "text_rl": {},
+        }
+    )
+    assert params["rl"] == {"lr": 0.003}
+    assert params["text_rl"] == {"num_iterations": 8, "rollouts_per_iteration": 200}
+    assert (
+        "rl.num_iterations moved to text_rl.num_iterations (the text trainers' "
+        "own section)"
+    ) in messages
+
+
 def test_the_originals_whole_dataset_loop_is_said():
     text_rl, messages = _original_text_loop(
         {"frames_per_batch": None, "rollouts_per_iteration": None},
