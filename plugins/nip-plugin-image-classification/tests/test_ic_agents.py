@@ -335,3 +335,35 @@ def test_linear_message_space(tmp_path):
     assert not torch.allclose(
         body(changed)["image_level_repr"], view["image_level_repr"]
     )
+
+
+@pytest.mark.parametrize(
+    ("size", "groups"), [((8, 8), 1), ((8, 8), 3), ((28, 28), 3), ((32, 28), 2)]
+)
+def test_the_message_history_marks_the_pixels_its_latent_pixel_pools(
+    size, groups
+) -> None:
+    """Each latent pixel's history is painted onto exactly the image block the
+    CNN's max-poolings pool into it: pooled back, it lands on that latent pixel and
+    no other. Where a side is not a multiple of 2**g (28 with g = 3), the rows past
+    the last block are pooled by none and get nothing."""
+    import torch.nn.functional as F
+
+    from nip_plugin_image_classification.networks import latent_size, upsample_latent
+
+    height, width = size
+    latent = (latent_size(height, groups), latent_size(width, groups))
+    for row in range(latent[0]):
+        for column in range(latent[1]):
+            grid = torch.zeros(1, 1, *latent)
+            grid[0, 0, row, column] = 1.0
+            image = upsample_latent(grid, 2**groups, size)
+            assert image.shape == (1, 1, height, width)
+            pooled = image
+            for _ in range(groups):
+                pooled = F.max_pool2d(pooled, kernel_size=2, stride=2)
+            assert torch.equal(pooled, grid)
+            assert image.sum() == 4**groups
+    if height % 2**groups:
+        full = upsample_latent(torch.ones(1, 1, *latent), 2**groups, size)
+        assert not full[..., latent[0] * 2**groups :, :].any()

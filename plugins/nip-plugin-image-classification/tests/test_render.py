@@ -54,3 +54,16 @@ def test_render_rejects_an_episode_without_image(tmp_path):
         del step["image"]
     with pytest.raises(ValueError, match="image"):
         render_episode(episode, tmp_path / "x.png")
+
+
+def test_a_cell_is_the_block_its_latent_pixel_pools():
+    """The picture's cells are the image blocks the latent pixels pool (2**g a
+    side), not the image divided by the grid: on 28 pixels with g = 3 the grid is
+    3 cells of 8, and the last 4 rows belong to none."""
+    from nip_plugin_image_classification.render import _pooled_block
+
+    assert _pooled_block(28, 3) == 8
+    assert _pooled_block(28, 7) == 4
+    assert _pooled_block(8, 4) == 2
+    assert _pooled_block(32, 32) == 1
+    assert _pooled_block(8, 1) == 8

@@ -29,6 +29,18 @@ def latent_size(size: int, num_block_groups: int) -> int:
     return size
 
 
+def upsample_latent(grid: Tensor, block: int, size: tuple[int, int]) -> Tensor:
+    """``(..., h, w)`` latent values onto the ``size`` image grid: each latent pixel
+    onto the ``block`` × ``block`` image pixels it pools, the rows and columns past
+    ``h * block`` and ``w * block`` (which floor pooling leaves out) zero. Where the
+    image's sides are multiples of ``block`` this is nearest-neighbour upsampling."""
+    out = grid.repeat_interleave(block, dim=-2).repeat_interleave(block, dim=-1)
+    pad_h, pad_w = size[0] - out.shape[-2], size[1] - out.shape[-1]
+    if pad_h or pad_w:
+        out = F.pad(out, (0, pad_w, 0, pad_h))
+    return out
+
+
 class _Flat4d(nn.Module):
     """Apply a module made for ``(N, C, H, W)`` to ``(..., C, H, W)``."""
 
@@ -143,6 +155,9 @@ class ImageEncoder(nn.Module):
         image_channels, self.height, self.width = image_shape
         self.latent_height = latent_size(self.height, num_block_groups)
         self.latent_width = latent_size(self.width, num_block_groups)
+        # a latent pixel pools this many image pixels a side (the max-poolings
+        # floor: rows and columns past latent_size * block are pooled by none)
+        self.block = 2**num_block_groups
         if self.latent_height < 1 or self.latent_width < 1:
             raise ValueError(
                 f"{num_block_groups} block groups shrink a {self.height}×{self.width} "
@@ -238,10 +253,10 @@ class ImageEncoder(nn.Module):
         history = x.to(torch.float32).reshape(
             *batch_shape, -1, self.latent_height, self.latent_width
         )
-        history = F.interpolate(
+        history = upsample_latent(
             history.reshape(-1, *history.shape[-3:]),
-            size=(self.height, self.width),
-            mode="nearest",
+            self.block,
+            (self.height, self.width),
         ).reshape(*batch_shape, -1, self.height, self.width)
         features = [history, image.to(torch.float32)]
         if self.embedding_projection is not None:

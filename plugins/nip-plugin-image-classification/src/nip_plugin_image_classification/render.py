@@ -34,6 +34,17 @@ def _latent_grid(step: dict[str, Any]) -> tuple[int, int]:
     raise ValueError("the episode has neither 'message_history' nor 'message'")
 
 
+def _pooled_block(size: int, latent: int) -> int:
+    """The side of the image block one latent pixel pools: ``2 ** g`` for the ``g``
+    with ``size // 2 ** g == latent`` (the grid is the image floor-halved ``g``
+    times). Where ``size`` is not a multiple of it, the last rows or columns are
+    pooled by no latent pixel, and the cells leave them out."""
+    block = 1
+    while size // block > latent and block <= size:
+        block *= 2
+    return block
+
+
 def latent_pixel_messages(episode: dict[str, Any]) -> list[tuple[int, int, int, int]]:
     """``(round, agent, row, column)`` of every latent pixel an active agent sent."""
     messages = []
@@ -77,7 +88,7 @@ def render_episode(episode: dict[str, Any], path: Path) -> None:
     image = _image_array(steps[0]["image"])
     height, width = image.shape[:2]
     latent_height, latent_width = _latent_grid(steps[0])
-    cell_h, cell_w = height / latent_height, width / latent_width
+    cell_h = cell_w = _pooled_block(height, latent_height)
 
     messages = latent_pixel_messages(episode)
     num_agents = max(
