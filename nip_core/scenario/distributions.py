@@ -181,9 +181,11 @@ def counted_agents(
     return active_mask.to(torch.bool).any(dim=-1) | decision_mask.to(torch.bool)
 
 
-def _mask_message_logits(
+def mask_message_logits(
     logits: torch.Tensor, valid: torch.Tensor | None
 ) -> torch.Tensor:
+    """The message logits the policy samples from: ``-inf`` where ``valid`` (the
+    ``valid_message_mask``) is false."""
     if valid is None:
         return logits
     valid = valid.to(torch.bool)
@@ -194,9 +196,12 @@ def _mask_message_logits(
     return logits.masked_fill(~valid, float("-inf"))
 
 
-def _mask_decision_logits(
+def mask_decision_logits(
     logits: torch.Tensor, restriction: torch.Tensor | None
 ) -> torch.Tensor:
+    """The decision logits the policy samples from: ``-inf`` for the decisions
+    ``restriction`` (the ``decision_restriction``: 1 = only continue, 2 = only
+    accept or reject) rules out."""
     if restriction is None:
         return logits
     restriction = restriction.to(logits.device).long()
@@ -252,10 +257,10 @@ class NipActionDistribution(Distribution):
         self.active_mask = active_mask.to(torch.bool)
         self.decision_mask = decision_mask.to(torch.bool)
         self.message_dist = Categorical(
-            logits=_mask_message_logits(main_message_logits, valid_message_mask)
+            logits=mask_message_logits(main_message_logits, valid_message_mask)
         )
         self.decision_dist = Categorical(
-            logits=_mask_decision_logits(decision_logits, decision_restriction)
+            logits=mask_decision_logits(decision_logits, decision_restriction)
         )
         self.linear_message_dist = (
             Categorical(logits=linear_message_logits)

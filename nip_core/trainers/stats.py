@@ -9,25 +9,32 @@ logit]``), ``"y"``, ``"datapoint_id"``, ``"round"``, and, after the value estima
 
 Names (``test_`` prefixed for the test loop): ``mean_accuracy``, ``std_accuracy``,
 ``mean_datapoint_accuracy``, ``std_datapoint_accuracy``, ``worst_datapoint_accuracy``,
-``mean_episode_length``, ``{agent}.mean_step_reward``, ``{agent}.mean_episode_reward``,
+``mean_episode_length`` (of the episodes that end in the batch: the round each ends
+in, plus one, counting the rounds it played in earlier batches),
+``{agent}.mean_step_reward``, ``{agent}.mean_episode_reward``,
 ``{agent}.worst_episode_reward``, ``{agent}.mean_decision_entropy`` /
 ``std_decision_entropy``, ``{agent}.mean_message_entropy`` / ``std_message_entropy``,
 ``{agent}.mean_max_message_prob``, ``{agent}.mean_value``,
 ``{agent}.mean_value_target``, ``{agent}.mean_advantage``,
-``{agent}.residual_critic_variance``. Entropies are normalised by the maximum
-(log of the number of choices), so they lie in [0, 1], and count only the choices
-that happen: decisions where ``("agents", "decision_mask")`` is set, messages on the
-channels ``("agents", "active_mask")`` marks (an agent that never decides has no
-decision-entropy metric).
+``{agent}.residual_critic_variance``. Entropies, and the largest message
+probability, are of the distribution the policy samples from: the logits masked as
+the action distribution masks them (messages ``("agents", "valid_message_mask")``
+forbids, decisions ``decision_restriction`` rules out). Each is normalised by the
+largest entropy that distribution can have (the log of the number of choices left),
+so it lies in [0, 1], 1 for a uniform choice among what the agent may do. They
+count only the choices that happen: decisions where ``("agents",
+"decision_mask")`` is set, messages on the channels ``("agents", "active_mask")``
+marks (an agent that never decides has no decision-entropy metric).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+
+from nip_core.scenario.distributions import mask_decision_logits, mask_message_logits
 
 DECISION_LOGITS_KEY = ("agents", "decision_logits")
 
@@ -54,16 +61,18 @@ def message_logits_keys(rollout: Any) -> list[tuple[str, ...]]:
 
 
 def normalised_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of softmax(logits) over the last dim, divided by log(#choices).
-
-    Masked-out choices (logit -inf) contribute nothing.
-    """
-    num = logits.shape[-1]
+    """Entropy of softmax(logits) over the last dim, divided by its largest value,
+    the log of the number of choices left: masked-out choices (logit -inf) are no
+    choices. A row with one choice left has entropy 0."""
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     probs = log_probs.exp()
     plogp = torch.where(probs > 0, probs * log_probs, torch.zeros_like(probs))
     entropy = -plogp.sum(-1)
-    return entropy / math.log(num) if num > 1 else torch.zeros_like(entropy)
+    choices = torch.isfinite(logits).sum(-1).clamp(min=1).float()
+    largest = torch.log(choices)
+    return torch.where(
+        choices > 1, entropy / largest.clamp(min=1e-12), torch.zeros_like(entropy)
+    )
 
 
 def episode_index(done: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,9 +162,23 @@ def rollout_statistics(
     datapoint = _get(flat, "datapoint_id")
     if ep_ids.numel() > 0:
         unique_eps, inverse = torch.unique(ep_ids, return_inverse=True)
-        lengths = torch.zeros(len(unique_eps)).index_add_(
-            0, inverse, torch.ones(len(ep_ids))
-        )
+        rounds = _get(flat, "round")
+        if rounds is not None and rounds.numel() == done.numel():
+            # an episode's length is the round it ended in, plus one: its first
+            # steps may lie in the batch before (episodes carry over between
+            # iterations), so its steps here can be fewer
+            last_round = torch.zeros(len(unique_eps)).index_reduce_(
+                0,
+                inverse,
+                rounds.reshape(done.shape)[complete].float(),
+                "amax",
+                include_self=False,
+            )
+            lengths = last_round + 1
+        else:
+            lengths = torch.zeros(len(unique_eps)).index_add_(
+                0, inverse, torch.ones(len(ep_ids))
+            )
         stats[f"{prefix}mean_episode_length"] = float(lengths.mean())
         # The datapoint of an episode: the one at its last step
         episode_datapoint = None
@@ -187,7 +210,12 @@ def rollout_statistics(
         if decision_logits is not None and decision_logits.shape[-2] == len(
             agent_names
         ):
-            ent = normalised_entropy(decision_logits[..., i, :])
+            ent = normalised_entropy(
+                mask_decision_logits(
+                    decision_logits[..., i, :],
+                    _get(flat, "decision_restriction"),
+                )
+            )
             # Only decisions that count (the agent may decide this round)
             decision_mask = _get(flat, ("agents", "decision_mask"))
             if decision_mask is not None:
@@ -201,6 +229,13 @@ def rollout_statistics(
             if logits.ndim < 4 or logits.shape[2] != len(agent_names):
                 continue
             agent_logits = logits[:, :, i]
+            valid = _get(flat, ("agents", "valid_message_mask"))
+            if (
+                key[-1] == "main_message_logits"
+                and valid is not None
+                and valid.shape == logits.shape
+            ):
+                agent_logits = mask_message_logits(agent_logits, valid[:, :, i])
             ent = normalised_entropy(agent_logits)
             max_prob = torch.softmax(agent_logits.float(), -1).max(-1).values
             # Only channels the agent speaks on this round

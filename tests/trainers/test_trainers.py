@@ -277,11 +277,84 @@ def test_episode_index_splits_on_done():
     ]
 
 
-def test_normalised_entropy_ignores_masked_choices():
+def test_normalised_entropy_is_of_the_choices_left():
+    """Normalised by the largest entropy the masked distribution can have: uniform
+    over the choices left is 1, one choice left is 0."""
+    inf = float("-inf")
     logits = torch.tensor(
-        [[0.0, 0.0, float("-inf"), float("-inf")], [0.0, 0.0, 0.0, 0.0]]
+        [[0.0, 0.0, inf, inf], [0.0, 0.0, 0.0, 0.0], [0.0, inf, inf, inf]]
     )
-    assert torch.allclose(normalised_entropy(logits), torch.tensor([0.5, 1.0]))
+    assert torch.allclose(normalised_entropy(logits), torch.tensor([1.0, 1.0, 0.0]))
+
+
+def test_rollout_statistics_read_the_policy_the_agents_sample_from():
+    """Entropies and the largest message probability are of the logits masked as
+    the action distribution masks them, and an episode whose first steps lie in
+    the batch before counts its whole length (its round at the end, plus one)."""
+    import math
+
+    from tensordict import TensorDict
+
+    from nip_core.trainers.stats import rollout_statistics
+
+    # one environment, 3 steps: an episode carried over (its round 1, ending), then
+    # a fresh one of 2 steps; one agent on one channel, 4 messages
+    message_logits = torch.tensor(
+        [[1.0, 1.0, 5.0, 5.0], [0.0, 0.0, 0.0, 3.0], [2.0, 2.0, 2.0, 2.0]]
+    ).reshape(1, 3, 1, 1, 1, 4)
+    valid = torch.tensor(
+        [[True, True, False, False], [True, True, True, True], [True] * 4]
+    ).reshape(1, 3, 1, 1, 1, 4)
+    decision_logits = torch.tensor([[0.0, 0.0, 5.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    agents = TensorDict(
+        {
+            "main_message_logits": message_logits,
+            "valid_message_mask": valid,
+            "decision_logits": decision_logits.reshape(1, 3, 1, 3),
+            "decision_mask": torch.ones(1, 3, 1, dtype=torch.bool),
+            "active_mask": torch.ones(1, 3, 1, 1, dtype=torch.bool),
+            "decision": torch.full((1, 3, 1), 2),
+        },
+        batch_size=(1, 3, 1),
+    )
+    rollout = TensorDict(
+        {
+            "round": torch.tensor([[1, 0, 1]]),
+            # the last step may only guess: "continue" is ruled out there
+            "decision_restriction": torch.tensor([[0, 0, 2]]),
+            "y": torch.ones(1, 3, 1, dtype=torch.long),
+            "datapoint_id": torch.zeros(1, 3, dtype=torch.long),
+            "agents": agents,
+            "next": TensorDict(
+                {
+                    "done": torch.tensor([[True, False, True]]),
+                    "agents": TensorDict(
+                        {"reward": torch.zeros(1, 3, 1)}, batch_size=(1, 3, 1)
+                    ),
+                },
+                batch_size=(1, 3),
+            ),
+        },
+        batch_size=(1, 3),
+    )
+    stats = rollout_statistics(rollout, ["verifier"])
+    assert stats["mean_episode_length"] == 2.0  # both episodes had 2 rounds
+    # step 0: two valid messages, equal logits -> entropy 1, largest prob 1/2
+    # step 1: all valid, softmax([0, 0, 0, 3]); step 2: uniform over 4 -> 1, 1/4
+    p = torch.softmax(torch.tensor([0.0, 0.0, 0.0, 3.0]), -1)
+    entropy_1 = float(-(p * p.log()).sum() / math.log(4))
+    assert stats["verifier.mean_message_entropy"] == pytest.approx(
+        (1.0 + entropy_1 + 1.0) / 3
+    )
+    assert stats["verifier.mean_max_message_prob"] == pytest.approx(
+        (0.5 + float(p.max()) + 0.25) / 3
+    )
+    # decisions: step 2 may not continue: uniform over accept/reject -> 1
+    q = torch.softmax(torch.tensor([0.0, 0.0, 5.0]), -1)
+    entropy_0 = float(-(q * q.log()).sum() / math.log(3))
+    assert stats["verifier.mean_decision_entropy"] == pytest.approx(
+        (entropy_0 + 1.0 + 1.0) / 3
+    )
 
 
 def test_rollout_statistics_exact_values():
