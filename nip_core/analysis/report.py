@@ -1087,7 +1087,7 @@ class Report:
             for run, row in zip(self.runs, self.run_table(), strict=True):
                 writer.writerow(
                     [run.run_id, str(run.path), self.group_of(run).label]
-                    + ["" if v is None else repr(v) for v in row.values()]
+                    + [_csv_number(v) for v in row.values()]
                 )
         groups_csv = out_dir / "group_metrics.csv"
         with open(groups_csv, "w", newline="", encoding="utf-8") as f:
@@ -1098,7 +1098,7 @@ class Report:
                     writer.writerow(
                         [group.label, metric, estimate.n]
                         + [
-                            "" if math.isnan(x) else repr(x)
+                            _csv_number(x)
                             for x in (estimate.mean, estimate.low, estimate.high)
                         ]
                     )
@@ -1107,6 +1107,16 @@ class Report:
         self.files.extend(written)
         json_path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", "utf-8")
         return written
+
+
+def _csv_number(value: Any) -> str:
+    """A number for the CSV files: empty when missing or not finite (``null`` in
+    ``report.json``), else its shortest exact text."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""
+    return repr(value)
 
 
 def _display(metric: str) -> str:

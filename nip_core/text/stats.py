@@ -5,13 +5,16 @@ Names (``test_`` prefixed for tests, after the agent's name for per-agent ones:
 
 - ``mean_accuracy`` / ``std_accuracy``: an episode is accurate when its verdict is
   the label (no verdict counts as wrong); ``mean_datapoint_accuracy``,
-  ``worst_datapoint_accuracy``: per datapoint first, when datapoints repeat;
+  ``std_datapoint_accuracy``, ``worst_datapoint_accuracy``: per datapoint first,
+  when datapoints repeat. Standard deviations are sample ones (``ddof=1``), as in
+  the tensor world;
 - ``decision_rate``: episodes ended by a verdict (accept, reject or, where the
   protocol allows it, neither); ``mean_decision``: the share of accept among the
   accept and reject verdicts; ``verifier_precision`` / ``verifier_recall`` of accepting
   correct claims (``nan`` when undefined);
 - ``mean_episode_length``: rounds played;
-- per agent: ``{agent}.mean_episode_reward``, ``{agent}.worst_episode_reward``,
+- per agent: ``{agent}.mean_episode_reward``, ``{agent}.worst_episode_reward`` (the
+  lowest mean over datapoints, as in the tensor world),
   ``{agent}.retry_proportion`` (turns that needed a retry), ``{agent}.mean_retries``,
   ``{agent}.invalid_proportion`` (turns that fell back to an empty message),
   ``{agent}.token_limit_proportion``, ``{agent}.mean_words`` (per message),
@@ -36,6 +39,22 @@ def _mean(values: np.ndarray) -> float:
     return float(values.mean()) if values.size else float("nan")
 
 
+def _std(values: np.ndarray) -> float:
+    """The sample standard deviation (``ddof=1``), as the tensor world's metrics
+    have it; 0 for one value, ``nan`` for none."""
+    if values.size > 1:
+        return float(values.std(ddof=1))
+    return 0.0 if values.size else float("nan")
+
+
+def _per_datapoint_means(values: np.ndarray, datapoints: np.ndarray) -> np.ndarray:
+    """The mean of ``values`` over each datapoint's episodes."""
+    groups: dict[int, list[float]] = {}
+    for index, value in zip(datapoints, values, strict=True):
+        groups.setdefault(int(index), []).append(float(value))
+    return np.array([np.mean(v) for v in groups.values()])
+
+
 def text_rollout_statistics(rollouts: TextRollouts, prefix: str = "") -> dict[str, Any]:
     """The statistics of a batch of text episodes (see the module docstring)."""
     stats: dict[str, Any] = {}
@@ -45,12 +64,11 @@ def text_rollout_statistics(rollouts: TextRollouts, prefix: str = "") -> dict[st
     verdicts = (verdict == 0) | (verdict == 1)
     accurate = (verdict == y).astype(float)
     stats["mean_accuracy"] = _mean(accurate)
-    stats["std_accuracy"] = float(accurate.std()) if accurate.size else float("nan")
-    per_datapoint: dict[int, list[float]] = {}
-    for index, value in zip(rollouts["datapoint_index"], accurate, strict=True):
-        per_datapoint.setdefault(int(index), []).append(float(value))
-    datapoint_means = np.array([np.mean(v) for v in per_datapoint.values()])
+    stats["std_accuracy"] = _std(accurate)
+    datapoints = rollouts["datapoint_index"]
+    datapoint_means = _per_datapoint_means(accurate, datapoints)
     stats["mean_datapoint_accuracy"] = _mean(datapoint_means)
+    stats["std_datapoint_accuracy"] = _std(datapoint_means)
     stats["worst_datapoint_accuracy"] = (
         float(datapoint_means.min()) if datapoint_means.size else float("nan")
     )
@@ -71,8 +89,10 @@ def text_rollout_statistics(rollouts: TextRollouts, prefix: str = "") -> dict[st
     for a, agent in enumerate(rollouts.agent_names):
         turns = active[:, :, a]
         stats[f"{agent}.mean_episode_reward"] = _mean(returns[:, a])
+        # the lowest mean over datapoints, as in the tensor world
+        reward_means = _per_datapoint_means(returns[:, a], datapoints)
         stats[f"{agent}.worst_episode_reward"] = (
-            float(returns[:, a].min()) if returns.size else float("nan")
+            float(reward_means.min()) if reward_means.size else float("nan")
         )
         if not turns.any():
             continue

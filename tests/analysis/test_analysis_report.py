@@ -452,6 +452,15 @@ def test_non_finite_final_values_are_warned_about(tmp_path):
         "run diverged: test_mean_accuracy was never finite (last -inf); group means "
         "and intervals leave this run out for it",
     ]
+    # the CSV leaves a never-finite value empty, as report.json has it null
+    report.write_tables(tmp_path / "tables")
+    with open(tmp_path / "tables" / "final_metrics.csv") as f:
+        rows = {row["run_id"]: row for row in csv.DictReader(f)}
+    assert rows["diverged"]["test_mean_accuracy"] == ""
+    assert rows["diverged"]["mean_accuracy"] == "0.6"
+    saved = json.loads((tmp_path / "tables" / "report.json").read_text())
+    [diverged_row] = [r for r in saved["runs"] if r["run_id"] == "diverged"]
+    assert diverged_row["final"]["test_mean_accuracy"] is None
     # a finite value after non-finite ones ends the warning
     recovered = write_run(
         tmp_path,

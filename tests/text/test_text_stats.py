@@ -49,9 +49,11 @@ def _rollouts() -> TextRollouts:
 def test_the_statistics_of_a_small_batch_exactly():
     stats = text_rollout_statistics(_rollouts())
     assert stats["mean_accuracy"] == pytest.approx(0.2)
-    assert stats["std_accuracy"] == pytest.approx(0.4)
+    # sample standard deviations (ddof=1), as the tensor world's
+    assert stats["std_accuracy"] == pytest.approx(math.sqrt(0.2))
     # datapoint 0 twice (right, wrong), the others once and wrong
     assert stats["mean_datapoint_accuracy"] == pytest.approx(0.125)
+    assert stats["std_datapoint_accuracy"] == pytest.approx(0.25)
     assert stats["worst_datapoint_accuracy"] == 0.0
     # accept, reject and neither end an episode with a verdict; -1 does not
     assert stats["decision_rate"] == pytest.approx(0.8)
@@ -100,3 +102,13 @@ def test_no_accepted_episode_leaves_precision_undefined():
     assert math.isnan(stats["verifier_precision"])
     assert stats["verifier_recall"] == 0.0
     assert stats["mean_decision"] == 0.0
+
+
+def test_the_worst_episode_reward_is_the_lowest_mean_over_datapoints():
+    """As in the tensor world: a datapoint's episodes are averaged first."""
+    rollouts = _rollouts()
+    # the verifier's returns are 1, 0, -0.5, 0, -1; datapoint 0 has three of them
+    rollouts["datapoint_index"] = [0, 0, 1, 2, 0]
+    stats = text_rollout_statistics(rollouts)
+    assert stats["verifier.worst_episode_reward"] == pytest.approx(-0.5)
+    assert stats["prover.worst_episode_reward"] == pytest.approx(0.0)
