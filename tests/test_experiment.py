@@ -89,7 +89,7 @@ def test_run_directory_layout(scenario):
 
 
 def test_rollout_samples_are_rendered_with_the_scenario_renderer(
-    scenario, register_plugin
+    scenario, register_plugin, monkeypatch
 ):
     from nip_core import hookimpl
     from nip_core.records import EpisodeRendererSpec
@@ -116,6 +116,22 @@ def test_rollout_samples_are_rendered_with_the_scenario_renderer(
     # The end of the run adds the training curves beside them
     assert (plots_dir / "accuracy.png").is_file()
     assert [iteration for iteration, _ in drawn] == [0, 2]
+
+    # a sample keeps every episode asked for; only the first few are drawn
+    from nip_core.runs.rollouts import read_rollout_sample
+    from nip_core.trainers.rl import TensorDictRlTrainer
+
+    monkeypatch.setattr(TensorDictRlTrainer, "EPISODE_PICTURES_PER_SAMPLE", 1)
+    settings = scenario.settings(rollout_sample_period=2, num_rollout_samples=3)
+    result = run_experiment(
+        scenario.hyper_params("nip", rl=_rl(num_iterations=1)), settings, run_id="few"
+    )
+    run_dir = RunDirectory(result.run_dir)
+    kept = read_rollout_sample(sorted(run_dir.rollouts_dir.glob("*"))[0])
+    assert len(kept) > 1
+    assert sorted(p.name for p in run_dir.plots_dir.glob("iter_*")) == [
+        "iter_000000_0.png"
+    ]
 
 
 def test_same_run_id_with_other_parameters_is_refused(scenario):
