@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +293,54 @@ def _this_process() -> dict[str, Any]:
 
     pid = os.getpid()
     return {"pid": pid, "host": socket.gethostname(), "start": _process_start(pid)}
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir: RunDirectory) -> Iterator[None]:
+    """Hold an exclusive lock on the run for the block: a second process driving
+    the same run on this machine (two ``nip resume`` started together, a requeued
+    job beside a manual resume) is refused at once, however close together they
+    start. The lock is a hidden file beside the run directory
+    (``<runs_dir>/.<run_id>.lock``, left in place: removing it would let two
+    processes lock two different files), taken with ``flock``, which the system
+    releases when the process ends, however it ends. Where ``flock`` does not
+    exist (Windows) or the file system refuses it, only the pid check of
+    :func:`_refuse_run_in_progress` applies."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    lock_path = run_dir.path.parent / f".{run_dir.path.name}.lock"
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_path, "a+")  # noqa: SIM115 - held for the block
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise CheckpointError(
+                f"run {run_dir.path.name} is being driven by {holder} on this "
+                "machine; two processes driving one run would write over each "
+                "other's checkpoints and metrics. Stop that process first (Ctrl-C "
+                "saves a checkpoint), then resume it with "
+                f"`nip resume {run_dir.path.name}`"
+            ) from None
+        except OSError:
+            yield  # a file system without locks: the pid check alone
+            return
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
 
 
 def _refuse_run_in_progress(run_dir: RunDirectory) -> None:
@@ -587,6 +635,28 @@ def run_experiment(
     CheckpointError
         When the run directory holds a different experiment.
     """
+    with contextlib.ExitStack() as held:
+        return _run_experiment(
+            hyper_params,
+            settings,
+            run_id=run_id,
+            callbacks=callbacks,
+            stage_callbacks=stage_callbacks,
+            held=held,
+        )
+
+
+def _run_experiment(
+    hyper_params: Any,
+    settings: ExperimentSettings | None,
+    *,
+    run_id: str | None,
+    callbacks: Sequence[IterationCallback],
+    stage_callbacks: Sequence[StageCallback],
+    held: contextlib.ExitStack,
+) -> RunResult:
+    """:func:`run_experiment`, with ``held`` holding the run's lock until it
+    returns."""
     from nip_core.factory import build_scenario_instance
     from nip_core.runs.loggers import (
         build_loggers,
@@ -627,6 +697,7 @@ def run_experiment(
         with distributed.main_process_first():
             _refuse_run_without_record(run_dir)
             if distributed.is_main_process():
+                held.enter_context(_run_lock(run_dir))
                 _refuse_run_in_progress(run_dir)
             if run_dir.exists():
                 from nip_core.parameters import preserved_paths

@@ -722,6 +722,57 @@ def test_a_run_driven_by_another_live_process_is_not_driven_twice(scenario):
     assert run_dir.read_run_info()["status"] == "finished"
 
 
+def test_a_run_locked_by_another_process_is_refused_however_close_they_start(
+    scenario,
+):
+    """Two resumes started together both passed the pid check (each read the run
+    info before the other wrote its pid). A process driving a run holds a lock on
+    it: a second one is refused at once, and the lock goes with its holder."""
+    import subprocess
+    import sys
+    import textwrap
+
+    hp = scenario.hyper_params("nip", rl=_rl(num_iterations=2))
+    settings = scenario.settings(checkpoint_period=1)
+    run_experiment(hp, settings, run_id="locked")
+    lock = scenario.root / "runs" / ".locked.lock"
+    assert lock.is_file()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import fcntl, sys, time
+                handle = open({str(lock)!r}, "a+")
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+                handle.seek(0)
+                handle.truncate()
+                handle.write("process 4242")
+                handle.flush()
+                print("locked", flush=True)
+                time.sleep(60)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(CheckpointError, match="being driven by process 4242"):
+            resume_run("locked", runs_dir=scenario.root / "runs")
+        assert (
+            RunDirectory(scenario.root / "runs" / "locked").read_run_info()["status"]
+            == "finished"
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is gone, and its lock with it
+    resume_run("locked", runs_dir=scenario.root / "runs")
+
+
 def test_a_relative_own_data_path_is_saved_absolute(scenario, monkeypatch):
     """A run on ``dataset=./mine`` saves the absolute path, so a resume from another
     directory reads the same data; a run saved with the relative path (before this
