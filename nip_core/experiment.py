@@ -295,6 +295,10 @@ def _this_process() -> dict[str, Any]:
     return {"pid": pid, "host": socket.gethostname(), "start": _process_start(pid)}
 
 
+def _run_lock_path(run_dir: RunDirectory) -> Path:
+    return run_dir.path.parent / f".{run_dir.path.name}.lock"
+
+
 @contextlib.contextmanager
 def _run_lock(run_dir: RunDirectory) -> Iterator[None]:
     """Hold an exclusive lock on the run for the block: a second process driving
@@ -311,7 +315,7 @@ def _run_lock(run_dir: RunDirectory) -> Iterator[None]:
     except ImportError:  # pragma: no cover - not POSIX
         yield
         return
-    lock_path = run_dir.path.parent / f".{run_dir.path.name}.lock"
+    lock_path = _run_lock_path(run_dir)
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(lock_path, "a+")  # noqa: SIM115 - held for the block
@@ -886,6 +890,10 @@ def _remove_if_never_started(run_dir: RunDirectory, error: BaseException) -> Non
         logger.warning("could not remove run %s: %s", run_dir.path, remove_error)
     else:
         logger.info("run %s removed: it failed before it started", run_dir.path)
+        # its lock file too, while this process still holds the lock: a process
+        # that opened it meanwhile is refused, a later one makes a new one
+        with contextlib.suppress(OSError):
+            _run_lock_path(run_dir).unlink()
 
 
 def _mark_stopped(run_dir: RunDirectory, status: str, error: BaseException) -> None:

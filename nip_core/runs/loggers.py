@@ -104,20 +104,52 @@ class JsonlLogger(MetricLogger):
         super().__init__(*args, **kwargs)
         self.path = self.run_dir.metrics_path
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.resume_from_step is not None and self.path.is_file():
-            self._truncate(self.resume_from_step)
+        if self.resume_from_step is not None:
+            if self.path.is_file():
+                self._truncate(self.resume_from_step)
+            elif self.resume_from_step > 0:
+                _warn_lost_records(
+                    self.path,
+                    f"missing: the run's metrics start again at step "
+                    f"{self.resume_from_step}, the records of steps 0 to "
+                    f"{self.resume_from_step - 1} are lost",
+                )
         self._file = open(self.path, "a", encoding="utf-8")
 
     def _truncate(self, first_dropped_step: int) -> None:
         from nip_core.runs.io import atomic_write_text
-        from nip_core.runs.run_dir import iter_metric_records
 
-        # (a line half-written when the run was killed is passed over)
-        kept = [
-            json.dumps(record) + "\n"
-            for _, record in iter_metric_records(self.path)
-            if record.get("step", -1) < first_dropped_step
-        ]
+        kept: list[str] = []
+        damaged: list[int] = []
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        for number, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                # a line half written when the run was killed is the last one;
+                # any other was damaged since
+                if number < len(lines) - 1 or line.endswith("\n"):
+                    damaged.append(number + 1)
+                continue
+            if isinstance(record, dict) and record.get("step", -1) < first_dropped_step:
+                kept.append(json.dumps(record) + "\n")
+        steps = {json.loads(line).get("step") for line in kept}
+        missing = [step for step in range(first_dropped_step) if step not in steps]
+        if damaged or missing:
+            parts = []
+            if damaged:
+                parts.append(f"line(s) {_listing(damaged)} cannot be read")
+            if missing:
+                parts.append(f"step(s) {_listing(missing)} have no record")
+            _warn_lost_records(
+                self.path,
+                f"before step {first_dropped_step}, where the run resumes: "
+                + " and ".join(parts)
+                + "; the resumed run's metrics lack them (the file keeps what "
+                "could be read)",
+            )
         atomic_write_text(self.path, "".join(kept))
 
     def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
@@ -335,6 +367,20 @@ class LoggerGroup:
             logger.finish()
 
 
+def _listing(numbers: Sequence[int], limit: int = 8) -> str:
+    shown = ", ".join(str(n) for n in numbers[:limit])
+    return shown + (f" and {len(numbers) - limit} more" if len(numbers) > limit else "")
+
+
+def _warn_lost_records(path: Path, what: str) -> None:
+    """A resume found records of the metrics it keeps damaged or missing."""
+    import warnings
+
+    from nip_core.errors import CheckpointWarning
+
+    warnings.warn(f"{path}: {what}", CheckpointWarning, stacklevel=4)
+
+
 def truncate_metrics_records(run_dir: RunDirectory, keep: int) -> None:
     """Keep the first ``keep`` records of ``metrics.jsonl`` (and drop a line half
     written when the run was killed).
@@ -345,19 +391,36 @@ def truncate_metrics_records(run_dir: RunDirectory, keep: int) -> None:
 
     path = run_dir.metrics_path
     if not path.is_file():
+        if keep > 0:
+            _warn_lost_records(
+                path,
+                f"missing: the {keep} record(s) the run had logged before the "
+                "stage it resumes at are lost",
+            )
         return
     kept: list[str] = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if len(kept) >= keep:
-                break
-            if not line.strip():
-                continue
-            try:
-                json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            kept.append(line if line.endswith("\n") else line + "\n")
+    damaged: list[int] = []
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    for number, line in enumerate(lines):
+        if len(kept) >= keep:
+            break
+        if not line.strip():
+            continue
+        try:
+            json.loads(line)
+        except json.JSONDecodeError:
+            if number < len(lines) - 1 or line.endswith("\n"):
+                damaged.append(number + 1)
+            continue
+        kept.append(line if line.endswith("\n") else line + "\n")
+    if damaged or len(kept) < keep:
+        _warn_lost_records(
+            path,
+            f"holds {len(kept)} readable record(s) of the {keep} the run had logged "
+            "before the stage it resumes at"
+            + (f" (line(s) {_listing(damaged)} cannot be read)" if damaged else "")
+            + ": the resumed run's metrics lack the others",
+        )
     atomic_write_text(path, "".join(kept))
 
 

@@ -167,14 +167,9 @@ def rollout_statistics(
             # an episode's length is the round it ended in, plus one: its first
             # steps may lie in the batch before (episodes carry over between
             # iterations), so its steps here can be fewer
-            last_round = torch.zeros(len(unique_eps)).index_reduce_(
-                0,
-                inverse,
-                rounds.reshape(done.shape)[complete].float(),
-                "amax",
-                include_self=False,
-            )
-            lengths = last_round + 1
+            # each complete episode ends at its one done step; in row-major order
+            # those come in the order of the (sorted) episode ids
+            lengths = rounds.reshape(done.shape)[done & complete].float() + 1
         else:
             lengths = torch.zeros(len(unique_eps)).index_add_(
                 0, inverse, torch.ones(len(ep_ids))

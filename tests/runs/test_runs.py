@@ -6,6 +6,7 @@ import json
 import os
 import random
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -205,8 +206,44 @@ def test_jsonl_logger_writes_lines_and_truncates_on_resume(tmp_path):
     # a half-written last line (a kill mid-write) is dropped on resume too
     with open(run_dir.metrics_path, "a") as f:
         f.write('{"step": 4, "lo')
-    JsonlLogger(run_dir, settings, {}, resume_from_step=2).finish()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a kill's half line is no loss to warn of
+        JsonlLogger(run_dir, settings, {}, resume_from_step=2).finish()
     assert [r["step"] for r in run_dir.read_metrics()] == [0, 1]
+
+
+def test_records_lost_before_the_resume_point_are_said(tmp_path):
+    """A damaged line or a missing step before the step a run resumes at is not
+    dropped silently: the resumed run's metrics would lack them."""
+    from nip_core.errors import CheckpointWarning
+    from nip_core.runs.loggers import truncate_metrics_records
+
+    run_dir = _run_dir(tmp_path)
+    settings = ExperimentSettings()
+    log = JsonlLogger(run_dir, settings, {})
+    for step in range(5):
+        log.log_metrics(step, {"loss": float(step)})
+    log.finish()
+    lines = run_dir.metrics_path.read_text().splitlines(keepends=True)
+    lines[1] = lines[1][:5] + "\n"  # step 1 torn in the middle of the file
+    run_dir.metrics_path.write_text("".join(lines))
+    with pytest.warns(CheckpointWarning) as caught:
+        JsonlLogger(run_dir, settings, {}, resume_from_step=4).finish()
+    [message] = [str(w.message) for w in caught]
+    assert message == (
+        f"{run_dir.metrics_path}: before step 4, where the run resumes: line(s) 2 "
+        "cannot be read and step(s) 1 have no record; the resumed run's metrics "
+        "lack them (the file keeps what could be read)"
+    )
+    assert [r["step"] for r in run_dir.read_metrics()] == [0, 2, 3]
+    # a missing file, resuming after step 0
+    run_dir.metrics_path.unlink()
+    with pytest.warns(CheckpointWarning, match="records of steps 0 to 2 are lost"):
+        JsonlLogger(run_dir, settings, {}, resume_from_step=3).finish()
+    # stages of text runs: kept by count
+    run_dir.metrics_path.write_text('{"step": 0}\n{"ste\n{"step": 1}\n')
+    with pytest.warns(CheckpointWarning, match="holds 2 readable record"):
+        truncate_metrics_records(run_dir, 3)
 
 
 def test_csv_and_tensorboard_loggers(tmp_path, plugin_manager):
