@@ -261,7 +261,10 @@ def test_a_hopeless_cell_ends_the_command_with_one_message(
     def hopeless(*args, **kwargs):
         raise generation.ImpossibleCellError(stream, 300)
 
-    monkeypatch.setattr(generation, "generate_pairs", hopeless)
+    from nip_plugin_graph_isomorphism import storage
+
+    # where the builder calls it (storage imported it by name)
+    monkeypatch.setattr(storage, "generate_pairs", hopeless)
     data = str(tmp_path / "data")
     status = main(
         ["datasets", "generate", "graph_isomorphism", "sparse", "--data-dir", data]
