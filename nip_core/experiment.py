@@ -739,6 +739,8 @@ def _run_experiment(
                     raise
             if distributed.is_main_process():
                 run_dir.create()
+                if resume is not None:
+                    _remove_stale_temporary_files(run_dir)
                 if resume is None:
                     run_dir.write_hyper_params(params_dict)
                 run_dir.write_settings(settings)
@@ -874,6 +876,19 @@ _NOT_BUILDABLE_HERE = (
 setting only the built experiment refuses, data not there or damaged, a package
 missing, a text backend that cannot serve the run: no API key, a model that is not
 there): fixed by changing the config or the machine, not by resuming."""
+
+
+def _remove_stale_temporary_files(run_dir: RunDirectory) -> None:
+    """Remove the half-written files a process killed while saving left (a
+    checkpoint's ``.latest.pt.<random>.tmp``): the rename that would have made
+    them a file never happened, and nothing reads them."""
+    from nip_core.runs.io import stale_temporary_files
+
+    for directory in (run_dir.path, run_dir.checkpoints_dir):
+        for path in stale_temporary_files(directory):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                logger.info("removed %s, left by a process killed while saving", path)
 
 
 def _remove_if_never_started(run_dir: RunDirectory, error: BaseException) -> None:

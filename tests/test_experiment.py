@@ -773,6 +773,18 @@ def test_a_run_locked_by_another_process_is_refused_however_close_they_start(
     resume_run("locked", runs_dir=scenario.root / "runs")
 
 
+def test_a_resume_removes_what_a_kill_while_saving_left(scenario):
+    hp = scenario.hyper_params("nip", rl=_rl(num_iterations=2))
+    settings = scenario.settings(checkpoint_period=1)
+    result = run_experiment(hp, settings, run_id="torn")
+    run_dir = RunDirectory(result.run_dir)
+    half = run_dir.checkpoints_dir / ".latest.pt.a1b2c3d4.tmp"
+    half.write_bytes(b"half a checkpoint")
+    resume_run("torn", runs_dir=scenario.root / "runs")
+    assert not half.exists()
+    assert (run_dir.checkpoints_dir / "latest.pt").is_file()
+
+
 def test_a_relative_own_data_path_is_saved_absolute(scenario, monkeypatch):
     """A run on ``dataset=./mine`` saves the absolute path, so a resume from another
     directory reads the same data; a run saved with the relative path (before this

@@ -6,7 +6,9 @@ never a truncated one, so resume always finds a readable checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import functools
 import io
 import json
 import math
@@ -45,6 +47,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         _name_the_file(error, path.parent)
         raise
     try:
+        # mkstemp makes the file readable by its owner only: give it the mode a
+        # plain open() would (0666 less the umask), as the files written directly
+        # (metrics.jsonl) have, so that a run directory shared with others reads
+        # alike throughout
+        with contextlib.suppress(OSError):
+            os.chmod(tmp_name, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -59,6 +67,26 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             _name_the_file(error, path)
         raise
     return path
+
+
+@functools.cache
+def _umask() -> int:
+    """The process's umask, read once (by setting it and putting it back, the only
+    way there is; once, so no later thread sees it changed)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def stale_temporary_files(directory: str | os.PathLike) -> list[Path]:
+    """The temporary files :func:`atomic_write` leaves when its process is killed
+    before the rename (``.<name>.<random>.tmp``), in ``directory``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(
+        p for p in directory.glob(".*.tmp") if p.is_file() and p.name.count(".") >= 3
+    )
 
 
 def _name_the_file(error: OSError, path: Path) -> None:

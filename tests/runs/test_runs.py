@@ -193,6 +193,29 @@ def _run_dir(tmp_path, run_id="run"):
     return RunDirectory(tmp_path / run_id).create()
 
 
+def test_atomic_writes_get_the_mode_a_plain_open_gives(tmp_path):
+    """Files written atomically (checkpoints, run info) are readable as the files
+    written directly (metrics.jsonl) are: 0666 less the umask, not mkstemp's 0600."""
+    import os
+    import stat
+
+    from nip_core.runs.io import atomic_write_text, stale_temporary_files
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    atomic = atomic_write_text(tmp_path / "atomic.json", "{}")
+    plain = tmp_path / "plain.json"
+    plain.write_text("{}")
+    assert stat.S_IMODE(atomic.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+    assert stat.S_IMODE(atomic.stat().st_mode) == 0o666 & ~mask
+    # what a kill before the rename leaves, and only that, is found
+    (tmp_path / ".latest.pt.k2j3h4.tmp").write_bytes(b"half")
+    (tmp_path / ".hidden.tmp").write_bytes(b"not ours")
+    assert [p.name for p in stale_temporary_files(tmp_path)] == [
+        ".latest.pt.k2j3h4.tmp"
+    ]
+
+
 def test_jsonl_logger_writes_lines_and_truncates_on_resume(tmp_path):
     run_dir = _run_dir(tmp_path)
     settings = ExperimentSettings()
