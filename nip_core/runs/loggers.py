@@ -118,24 +118,18 @@ class JsonlLogger(MetricLogger):
 
     def _truncate(self, first_dropped_step: int) -> None:
         from nip_core.runs.io import atomic_write_text
+        from nip_core.runs.run_dir import iter_metric_records
 
-        kept: list[str] = []
+        # a line half written when the run was killed is the last one, passed
+        # over; any other that cannot be read was damaged since
         damaged: list[int] = []
-        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
-        for number, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                # a line half written when the run was killed is the last one;
-                # any other was damaged since
-                if number < len(lines) - 1 or line.endswith("\n"):
-                    damaged.append(number + 1)
-                continue
-            if isinstance(record, dict) and record.get("step", -1) < first_dropped_step:
-                kept.append(json.dumps(record) + "\n")
-        steps = {json.loads(line).get("step") for line in kept}
+        records = [
+            record
+            for _, record in iter_metric_records(self.path, damaged=damaged)
+            if record.get("step", -1) < first_dropped_step
+        ]
+        kept = [json.dumps(record) + "\n" for record in records]
+        steps = {record.get("step") for record in records}
         missing = [step for step in range(first_dropped_step) if step not in steps]
         if damaged or missing:
             parts = []

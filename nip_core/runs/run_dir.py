@@ -83,23 +83,32 @@ def installed_versions() -> dict[str, str]:
     return dict(sorted(versions.items()))
 
 
-def iter_metric_records(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+def iter_metric_records(
+    path: str | os.PathLike, damaged: list[int] | None = None
+) -> Iterator[tuple[int, dict]]:
     """The records of a ``metrics.jsonl`` with their line numbers (from 0): blank
     lines, a line that is not valid JSON (the last line of a run killed while
     writing) and lines that are not objects are passed over. Nothing for a
-    missing file."""
+    missing file.
+
+    ``damaged``, when given, receives the numbers (from 1) of the lines that are
+    not valid JSON other than a last line a kill cut short (one without its
+    newline): lines damaged after they were written."""
     if not os.path.isfile(path):
         return
     with open(path, encoding="utf-8") as f:
-        for index, line in enumerate(f):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                yield index, record
+        lines = f.readlines()
+    for index, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if damaged is not None and (index < len(lines) - 1 or line.endswith("\n")):
+                damaged.append(index + 1)
+            continue
+        if isinstance(record, dict):
+            yield index, record
 
 
 class RunDirectory:
