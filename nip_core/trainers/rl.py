@@ -650,6 +650,17 @@ class TensorDictRlTrainer(TensorDictTrainer):
             with self._counted_rows_context():
                 return self.loss_module(minibatch)
 
+    def _logging_only_context(self, updates: Mapping[str, bool]) -> Any:
+        """Where the loss runs on an iteration no agent trains on (every update
+        schedule skips it; :attr:`optimizer` ``None``): only for its logged values.
+        A loss module with a ``holding_coefficients()`` context manager (the
+        KL-penalty PPO loss, whose β adapts on each forward pass) runs inside it,
+        so coefficients that adapt to the updates stay as they were."""
+        if self.optimizer is not None and any(updates.values()):
+            return contextlib.nullcontext()
+        hold = getattr(self.loss_module, "holding_coefficients", None)
+        return contextlib.nullcontext() if hold is None else hold()
+
     def _drop_gradients(self) -> None:
         """Start an update with no gradient anywhere: each minibatch's step sees
         only its own backward pass, whatever ran before the update (pre-training
@@ -674,7 +685,7 @@ class TensorDictRlTrainer(TensorDictTrainer):
         for _ in range(epochs):
             for _ in range(num_minibatches):
                 minibatch = minibatches.take()
-                with self._backward_context():
+                with self._backward_context(), self._logging_only_context(updates):
                     loss_vals = self._loss(minibatch)
                 self._accumulate(totals, loss_vals)
                 count += 1
@@ -836,7 +847,11 @@ class TensorDictRlTrainer(TensorDictTrainer):
                 for shard in sharding.shards:
                     # The backward pass inside too: buffers a forward pass changed
                     # (and saved for its backward) are put back only after it
-                    with sharding.forward(shard), self._backward_context():
+                    with (
+                        sharding.forward(shard),
+                        self._backward_context(),
+                        self._logging_only_context(updates),
+                    ):
                         minibatch = shard.replay_buffer.sample()
                         loss_vals = self._loss(minibatch)
                         total = _summed_losses(loss_vals) if stepping else None

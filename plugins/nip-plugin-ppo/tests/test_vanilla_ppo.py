@@ -227,3 +227,31 @@ def test_the_entropy_draws_no_random_numbers_while_compiling(
     assert base.__module__.startswith("torchrl")
     base._get_entropy(loss, dist, shape)
     assert not torch.equal(torch.get_rng_state(), state)
+
+
+def test_kl_beta_holds_on_iterations_no_agent_trains(ppo_scenario: Any) -> None:
+    """Every agent's schedule skips odd iterations: the loss still runs there (for
+    its logged values), but β adapts only on the iterations that train."""
+    from nip_core.experiment import run_experiment
+    from nip_core.parameters.update_schedule import ContiguousPeriodicUpdateSchedule
+
+    schedule = ContiguousPeriodicUpdateSchedule(period=2, start=0, stop=1)
+    hp = ppo_scenario.hyper_params(
+        "nip",
+        trainer="vanilla_ppo",
+        ppo={"loss_type": "kl_penalty", "kl_beta": 0.3, "kl_target": 1e-6},
+        rl=ppo_scenario.short_rl(num_iterations=4, num_epochs=2, minibatch_size=4),
+        agents={"_default": {"d_hidden": 8, "update_schedule": schedule}},
+    )
+    betas: list[float] = []
+
+    def record(trainer: Any, iteration: int, metrics: Any) -> None:
+        betas.append(float(trainer.loss_module.loss.beta))
+
+    run_experiment(hp, ppo_scenario.settings(), run_id="beta", callbacks=[record])
+    # A KL above the (tiny) target on every minibatch of a training iteration
+    # doubles β each time; the iterations that train nobody leave it alone
+    assert betas[0] > 0.3
+    assert betas[1] == betas[0]
+    assert betas[2] > betas[1]
+    assert betas[3] == betas[2]

@@ -19,7 +19,8 @@ the packed action, entropy, and the KL divergence nip-core registers with
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -156,6 +157,20 @@ class PerAgentPpoLoss(nn.Module):
         runs the policy only on the rows where each agent's choices count
         (:func:`~nip_core.scenario.combined.counted_rows_only`)."""
         return isinstance(self.loss, _AnalyticEntropy)
+
+    @contextlib.contextmanager
+    def holding_coefficients(self) -> Iterator[None]:
+        """Leave the KL-penalty coefficient β as it is over the forward passes
+        inside: the trainer enters this on iterations where no agent trains, when
+        the loss runs only for its logged values (TorchRL's KL-penalty loss
+        adapts β on every forward pass)."""
+        beta = getattr(self.loss, "beta", None)
+        saved = None if beta is None else beta.detach().clone()
+        try:
+            yield
+        finally:
+            if saved is not None:
+                beta.data.copy_(saved)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDict:
         out = self.loss(tensordict)
