@@ -467,7 +467,7 @@ class TensorDictEnvironment(EnvBase, Environment):
         # the protocol is only asked about rounds it has.
         round_id = env_td[K.ROUND].clamp(max=self.max_message_rounds - 1)
         seed = env_td[K.SEED]
-        active = handler.get_active_agents_mask_from_rounds_and_seed(round_id, seed)
+        active = self._active_agents(env_td)
         decision_mask = handler.get_decision_mask_from_rounds_and_seed(round_id, seed)
         restriction = handler.get_decision_restriction_from_rounds_and_seed(
             round_id, seed
@@ -478,7 +478,7 @@ class TensorDictEnvironment(EnvBase, Environment):
             # An agent that is already done (a zero-knowledge verifier that has
             # decided while the other has not) decides nothing that counts.
             decision_mask = decision_mask & ~agent_done.reshape(decision_mask.shape)
-        env_td[K.AGENTS, K.ACTIVE_MASK] = active.to(self.device, torch.bool)
+        env_td[K.AGENTS, K.ACTIVE_MASK] = active
         env_td[K.AGENTS, K.DECISION_MASK] = decision_mask
         env_td[K.DECISION_RESTRICTION] = restriction.to(self.device, torch.long)
         valid = self.compute_valid_message_mask(env_td)
@@ -492,6 +492,21 @@ class TensorDictEnvironment(EnvBase, Environment):
             )
             valid = torch.ones(shape, dtype=torch.bool, device=self.device)
         env_td[K.AGENTS, K.VALID_MESSAGE_MASK] = valid.to(self.device, torch.bool)
+
+    def _active_agents(self, env_td: TensorDictBase) -> torch.Tensor:
+        """bool ``(*batch, A, C)``: who speaks on which channel in the round
+        ``env_td`` is at: the protocol's schedule, without the agents already done
+        (a zero-knowledge verifier that has decided while the other has not). A
+        done agent's messages reach no channel and count in none of its
+        log-probabilities, entropies or losses, as its decisions do not."""
+        round_id = env_td[K.ROUND].clamp(max=self.max_message_rounds - 1)
+        active = self.protocol_handler.get_active_agents_mask_from_rounds_and_seed(
+            round_id, env_td[K.SEED]
+        ).to(self.device, torch.bool)
+        agent_done = env_td.get((K.AGENTS, K.DONE), None)
+        if agent_done is not None:
+            active = active & ~agent_done.reshape(*active.shape[:-1], 1)
+        return active
 
     def _write_messages(
         self,
@@ -546,9 +561,7 @@ class TensorDictEnvironment(EnvBase, Environment):
         env_td = tensordict
         handler = self.protocol_handler
         round_id = env_td[K.ROUND]
-        active = handler.get_active_agents_mask_from_rounds_and_seed(
-            round_id.clamp(max=self.max_message_rounds - 1), env_td[K.SEED]
-        ).to(self.device, torch.bool)
+        active = self._active_agents(env_td)
 
         next_td = TensorDict(
             {

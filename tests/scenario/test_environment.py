@@ -286,6 +286,27 @@ def test_a_verifier_that_has_decided_decides_nothing_more(synthetic_scenario):
         round_two[K.AGENTS, K.DECISION_MASK].tolist()
         == [[False, False, True, True]] * B
     )
+    # ... and says nothing: only the adversarial verifier and the simulator speak
+    # (the verifier's standard channel stays empty), so no message of the done
+    # verifier counts in its log-probability
+    speaking = round_two[K.AGENTS, K.ACTIVE_MASK].any(-1)
+    assert speaking.tolist() == [[False, False, True, True]] * B
+    round_two[K.AGENTS, K.MESSAGE_SELECTED] = torch.zeros(B, A, C, 1, dtype=torch.long)
+    round_two[K.AGENTS, K.DECISION] = torch.full((B, A), CONTINUE)
+    round_two[K.AGENTS, K.MAIN_MESSAGE_LOGITS] = torch.zeros(B, A, C, 1, 6)
+    round_two[K.AGENTS, K.DECISION_LOGITS] = torch.zeros(B, A, 3)
+    state = step_mdp(env.step(nxt), keep_other=True)
+    for key in (
+        K.MESSAGE_SELECTED,
+        K.DECISION,
+        K.MAIN_MESSAGE_LOGITS,
+        K.DECISION_LOGITS,
+    ):
+        state[K.AGENTS, key] = round_two[K.AGENTS, key]
+    round_three = env.step(state)["next"]
+    # standard, adversarial, simulator channel: the done verifier's is empty
+    written = round_three[K.MESSAGE].flatten(2).any(-1)  # (B, C)
+    assert written.tolist() == [[False, True, True]] * B
 
 
 def test_set_seed_restarts_the_split_stream(synthetic_scenario):
