@@ -37,6 +37,10 @@ HYPER_PARAMS_FILE = "hyper_params.json"
 SETTINGS_FILE = "settings.json"
 METRICS_FILE = "metrics.jsonl"
 RUN_INFO_FILE = "run_info.json"
+
+_DAMAGED_FILES_WARNED: set[tuple[str, int, int]] = set()
+"""The damaged optional records already warned about (path, modification time,
+size): each is said once, however often it is read before it is replaced."""
 CHECKPOINTS_DIR = "checkpoints"
 ROLLOUTS_DIR = "rollouts"
 PLOTS_DIR = "plots"
@@ -240,6 +244,17 @@ class RunDirectory:
         from nip_core.errors import CheckpointWarning
 
         why = data if isinstance(data, Exception) else "not a JSON object"
+        # said once per damaged file: a run reads run_info.json several times
+        # before its first write replaces it
+        try:
+            stat = path.stat()
+            seen = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            seen = None
+        if seen is not None and seen in _DAMAGED_FILES_WARNED:
+            return {}
+        if seen is not None:
+            _DAMAGED_FILES_WARNED.add(seen)
         # what it held (a run's provenance, its settings) is kept to be read
         kept = path.with_name(path.name + ".damaged")
         try:
