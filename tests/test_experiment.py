@@ -510,6 +510,26 @@ def test_a_pretraining_cache_hit_trains_the_agents_a_miss_trains(scenario):
         final_agent_weights(miss.run_dir), final_agent_weights(hit.run_dir)
     )
 
+    # ... and logs what pre-training measured, where the miss logged it
+    def pretraining_records(result):
+        return [
+            {k: v for k, v in record.items() if "pretrain_test" in k or k == "step"}
+            for record in result.metrics
+            if any("pretrain_test" in k for k in record)
+        ]
+
+    logged = pretraining_records(miss)
+    assert [record["step"] for record in logged] == [0]
+    assert set(logged[0]) == {
+        "step",
+        *(
+            f"{a}.pretrain_test_{m}"
+            for a in ("prover", "verifier")
+            for m in ("loss", "accuracy")
+        ),
+    }
+    assert pretraining_records(hit) == logged
+
 
 def test_pretraining_leaves_no_gradients(scenario):
     from nip_core.trainers.pretraining import pretrain_agent_bodies

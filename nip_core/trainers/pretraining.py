@@ -134,9 +134,10 @@ def _solo_heads(trainer: Any) -> dict[str, Any]:
     }
 
 
-CACHE_FORMAT = 2
-"""Version of the cached file: ``{"format", "bodies", "solo_heads"}``. Files of
-another format (format 1 held the bodies alone) are trained anew and replaced."""
+CACHE_FORMAT = 3
+"""Version of the cached file: ``{"format", "bodies", "solo_heads",
+"test_metrics"}``. Files of another format (format 1 held the bodies alone,
+format 2 no test metrics) are trained anew and replaced."""
 
 
 def _load_cached(path: Path, trainer: Any) -> dict[str, Any] | None:
@@ -152,8 +153,10 @@ def pretrain_agent_bodies(trainer: Any) -> bool:
     """Pre-train (or load from the cache) the bodies of ``trainer``'s agents.
 
     The cache holds the solo heads trained beside the bodies too, so an agent
-    loaded from it is the agent pre-training would have left, part for part.
-    Returns whether the bodies came from the cache.
+    loaded from it is the agent pre-training would have left, part for part, and
+    the ``{agent}.pretrain_test_*`` metrics pre-training logged, which a run that
+    loads the bodies logs in the same place (step 0). Returns whether the bodies
+    came from the cache.
     """
     from nip_core.trainers.solo_agent import SoloAgentTrainer
 
@@ -170,6 +173,7 @@ def pretrain_agent_bodies(trainer: Any) -> bool:
             body.load_state_dict(cached["bodies"][name])
         for name, head in heads.items():
             head.load_state_dict(cached["solo_heads"][name])
+        trainer.log_metrics(0, cached["test_metrics"])
         return True
     solo = SoloAgentTrainer(
         trainer.hyper_params,
@@ -188,6 +192,7 @@ def pretrain_agent_bodies(trainer: Any) -> bool:
                 "format": CACHE_FORMAT,
                 "bodies": {name: body.state_dict() for name, body in bodies.items()},
                 "solo_heads": {name: head.state_dict() for name, head in heads.items()},
+                "test_metrics": dict(solo.test_metrics),
             },
         )
     return False

@@ -59,6 +59,8 @@ class SoloAgentTrainer(TensorDictTrainer):
         super().__init__(*args, **kwargs)
         self.as_pretraining = as_pretraining
         self.prefix = "pretrain_" if as_pretraining else ""
+        self.test_metrics: dict[str, float] = {}
+        """The metrics of the last test pass (``{agent}.{prefix}test_*``)."""
         self.trained_agent_names = [
             name
             for name in self.agent_names
@@ -352,5 +354,6 @@ class SoloAgentTrainer(TensorDictTrainer):
         for name, values in results.items():
             metrics[f"{name}.{self.prefix}test_loss"] = values["loss"]
             metrics[f"{name}.{self.prefix}test_accuracy"] = values["accuracy"]
+        self.test_metrics = metrics
         # Pre-training metrics go at step 0, before the RL iterations log theirs
         self.log_metrics(0 if self.as_pretraining else _num_epochs(self), metrics)
