@@ -656,6 +656,16 @@ def _legacy_text_agents(params: dict[str, Any], messages: list[str]) -> None:
             beta = agent.pop("dpo_beta")
             if beta is not None:
                 betas[name] = beta
+        tries = agent.get("num_invalid_generation_retries")
+        if isinstance(tries, int) and not isinstance(tries, bool) and tries > 0:
+            # the original's value was the number of attempts, the first included
+            agent["num_invalid_generation_retries"] = tries - 1
+            messages.append(
+                f"agents.{name}.num_invalid_generation_retries {tries} -> "
+                f"{tries - 1}: the original counted the first attempt among its "
+                f"{tries}, here it counts the attempts after the first (the same "
+                f"{tries} attempts)"
+            )
     backend = params.get("openai_backend")
     backend = backend if isinstance(backend, dict) else {}
     if urls:

@@ -851,7 +851,8 @@ def test_the_originals_text_agent_fields_exactly():
         "freeze_agent": False,
         "max_response_words": 150,
         "max_tokens_per_message": None,
-        "num_invalid_generation_retries": 20,
+        # the original's 20 attempts, the first included: 19 after the first
+        "num_invalid_generation_retries": 19,
     }
     assert params["agents"] == {
         "verifier": {**kept, "repetition_penalty": 1.1},
@@ -862,6 +863,9 @@ def test_the_originals_text_agent_fields_exactly():
         "dpo_beta": 0.2,
     }
     for line in (
+        "agents.verifier.num_invalid_generation_retries 20 -> 19: the original "
+        "counted the first attempt among its 20, here it counts the attempts after "
+        "the first (the same 20 attempts)",
         "agents.verifier.model_provider 'vLLM-OpenAI' dropped: agents generate "
         "through the openai backend at http://gpu:9000/v1",
         # one openai backend serves every agent: the prover's requests go there

@@ -140,5 +140,7 @@ def test_an_original_code_validation_run_loads(code_validation_plugin):
     )
     assert verifier.repetition_penalty == 1.05
     assert hp.agents["prover1"].freeze_agent is True
+    # the original made 20 attempts in all; here 1 + 19 asked again
+    assert verifier.num_invalid_generation_retries == 19
     assert "agents.verifier.model_provider 'vLLM-OpenAI' dropped" in text
     assert "mnip_protocol.max_message_rounds set to 5 from nip_protocol" in text
