@@ -200,9 +200,9 @@ class Sharding:
                 if id(module) not in seen:
                     seen.add(id(module))
                     self.modules.append(module)
-        self.buffers = [
-            b for m in self.modules for b in m.buffers() if b.is_floating_point()
-        ]
+        # every buffer, integer ones too (batch norm's num_batches_tracked, which
+        # its cumulative average with momentum=None divides by)
+        self.buffers = [b for m in self.modules for b in m.buffers()]
         # Whether rank 0 writes the run directory: every process must take part in
         # building a checkpoint's state, even those that write nothing
         self.main_writes_files = bool(dist.broadcast_object(trainer.run.writes_files))

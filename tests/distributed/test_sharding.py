@@ -68,6 +68,9 @@ def test_only_shard_zero_updates_buffers():
     with sharding.forward(sharding.shards[1]):
         norm(data * 2)
     assert torch.equal(norm.running_mean, after_shard_zero)
+    # every buffer, the batch counter too (momentum=None averages over it): the
+    # same whatever the number of processes the shards run in
+    assert int(norm.num_batches_tracked) == 1
 
 
 def test_batches_are_cut_into_one_slice_per_shard():
