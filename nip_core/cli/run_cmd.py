@@ -29,7 +29,11 @@ import attrs
 
 from nip_core.cli import compose as composer
 from nip_core.errors import ConfigProblem, MissingPluginError, NipConfigError, NipError
-from nip_core.runs.interrupts import DeferredInterrupt
+from nip_core.runs.interrupts import (
+    DeferredInterrupt,
+    terminate_as_interrupt,
+    terminate_with_descendants,
+)
 
 log = logging.getLogger(__name__)
 
@@ -350,8 +354,11 @@ def _launch_sweep(
         if str(master.hydra.launcher.get("_target_", "")) in _LOCAL_WORKER_LAUNCHERS
         else contextlib.nullcontext()
     )
+    # SIGTERM goes on to the jobs' processes (submitit's local jobs would train on
+    # as orphans), and the sweep waits for them to mark their runs killed
+    terminating = terminate_with_descendants()
     try:
-        with composer.hydra_errors(), waiting:
+        with composer.hydra_errors(), waiting, terminating:
             batches = app.multirun(
                 config_name=name,
                 task_function=SweepJob(
@@ -368,6 +375,14 @@ def _launch_sweep(
             raise KeyboardInterrupt
         return batches, sweep_dir
     except KeyboardInterrupt as error:
+        left = terminating.wait(JOB_STOP_TIMEOUT_S)
+        if left:
+            print(
+                f"nip: {len(left)} job process(es) still running "
+                f"{JOB_STOP_TIMEOUT_S:.0f} s after SIGTERM: "
+                + " ".join(map(str, left)),
+                file=sys.stderr,
+            )
         # one job's Ctrl-C stops the sweep: say how to continue all of it
         raise SweepInterrupted(sweep_dir) from error
     except NipError:
@@ -383,6 +398,9 @@ def _launch_sweep(
             f"{type(error).__name__}: {_first_lines(error)}"
         ) from error
 
+
+JOB_STOP_TIMEOUT_S = 60.0
+"""How long a sweep stopped by SIGTERM waits for its jobs' processes to stop."""
 
 _RAY_LAUNCHER = "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
 _LOCAL_WORKER_LAUNCHERS = frozenset(
@@ -610,7 +628,11 @@ class SweepJob:
             settings, skipped = self._assign_run(hyper_params, settings)
             if skipped is not None:
                 return skipped
-            result = run_experiment(hyper_params, settings)
+            # In a launcher's process (submitit, joblib, Ray), SIGTERM stops the
+            # run and marks it killed, whatever the launcher's own handler does
+            # with it (submitit's bypasses it)
+            with terminate_as_interrupt(replace=os.getpid() != self.launching_pid):
+                result = run_experiment(hyper_params, settings)
         except KeyboardInterrupt as error:
             if os.getpid() == self.launching_pid:
                 raise  # in the nip process: the sweep stops here

@@ -31,7 +31,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 __all__ = [
@@ -39,7 +39,11 @@ __all__ = [
     "Terminated",
     "ignore_interrupts_until_exit",
     "interrupts_shielded",
+    "descendant_pids",
+    "signal_processes",
     "terminate_as_interrupt",
+    "terminate_with_descendants",
+    "wait_for_processes",
 ]
 
 SHIELDED_INTERRUPT_MESSAGE = (
@@ -57,10 +61,12 @@ class _SignalHandler:
     """Base of the contexts here: on entering, install :meth:`_handle` for
     :attr:`signum`, only in the main thread and only over the default handler
     (:attr:`default`: a debugger's, a launcher's or an application's own handling
-    is left alone); on leaving, put the previous handler back."""
+    is left alone, unless :attr:`replaces` says to replace it); on leaving, put the
+    previous handler back."""
 
     signum: signal.Signals = signal.SIGINT
     default: Any = signal.default_int_handler
+    replaces: bool = False
 
     def __init__(self) -> None:
         self._previous: Any = None
@@ -69,7 +75,7 @@ class _SignalHandler:
     def __enter__(self) -> Any:
         if threading.current_thread() is not threading.main_thread():
             return self
-        if signal.getsignal(self.signum) is not self.default:
+        if not self.replaces and signal.getsignal(self.signum) is not self.default:
             return self
         self._previous = signal.signal(self.signum, self._handle)
         self._installed = True
@@ -141,19 +147,154 @@ class Terminated(KeyboardInterrupt):
 class terminate_as_interrupt(_SignalHandler):  # noqa: N801 - used like a function
     """A context in which SIGTERM raises :class:`Terminated` in the main thread.
 
-    Installed only in the main thread and only over the default handler (a
-    launcher's or an application's own SIGTERM handling is left alone); the
+    Installed only in the main thread and, unless ``replace``, only over the
+    default handler (an application's own SIGTERM handling is left alone); the
     previous handler is put back on leaving.
+
+    Parameters
+    ----------
+    replace : bool
+        Install over any handler: for a sweep's job in a launcher's process, where
+        the launcher's own handler would swallow the signal (submitit's jobs log
+        "Bypassing signal SIGTERM" and train on until SIGKILL, leaving the run
+        marked ``running``).
     """
 
     signum = signal.SIGTERM
     default = signal.SIG_DFL
+
+    def __init__(self, replace: bool = False) -> None:
+        super().__init__()
+        self.replaces = replace
 
     def __enter__(self) -> terminate_as_interrupt:
         return super().__enter__()
 
     def _handle(self, signum: int, frame: Any) -> None:
         raise Terminated("SIGTERM")
+
+
+class terminate_with_descendants(terminate_as_interrupt):  # noqa: N801
+    """:class:`terminate_as_interrupt` for a process whose work runs in child
+    processes (a sweep's local jobs): SIGTERM is passed on to every process
+    below this one before :class:`Terminated` is raised, so that no job trains
+    on as an orphan; :meth:`wait` then waits for them to stop.
+
+    Replaces the handler in place (the ``nip`` command's own), and puts it back
+    on leaving.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(replace=True)
+        self.signalled: list[int] = []
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signalled = signal_processes(descendant_pids(), signal.SIGTERM)
+        raise Terminated("SIGTERM")
+
+    def wait(self, timeout: float, stream: TextIO | None = None) -> list[int]:
+        """Wait up to ``timeout`` seconds for the processes SIGTERM was passed on
+        to; return those still running."""
+        if not self.signalled:
+            return []
+        stream = stream if stream is not None else sys.stderr
+        print(
+            f"nip: waiting for {len(self.signalled)} job process(es) to stop",
+            file=stream,
+            flush=True,
+        )
+        return wait_for_processes(self.signalled, timeout)
+
+
+def _parent_pids() -> dict[int, int]:
+    """``{pid: parent pid}`` of every process this one can see, from ``/proc``
+    (empty where there is none)."""
+    import os
+
+    parents: dict[int, int] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return parents
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                text = stat.read().decode("utf-8", "replace")
+        except OSError:
+            continue  # gone meanwhile
+        # "pid (command) state ppid ...": the command may hold spaces and ")"
+        fields = text[text.rfind(")") + 2 :].split()
+        if len(fields) >= 2 and fields[1].isdigit():
+            parents[int(entry)] = int(fields[1])
+    return parents
+
+
+def descendant_pids(root: int | None = None) -> list[int]:
+    """The processes below ``root`` (this process by default): its children,
+    their children, and so on, read from ``/proc`` (empty where there is none).
+    A process that left its parent's tree (a daemon that forked twice) is not
+    found."""
+    import os
+
+    root = os.getpid() if root is None else root
+    children: dict[int, list[int]] = {}
+    for pid, parent in _parent_pids().items():
+        children.setdefault(parent, []).append(pid)
+    found: list[int] = []
+    stack = list(children.get(root, ()))
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(children.get(pid, ()))
+    return sorted(found)
+
+
+def signal_processes(pids: Sequence[int], signum: int) -> list[int]:
+    """Send ``signum`` to each of ``pids``; return those it reached."""
+    import os
+
+    reached = []
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            continue
+        reached.append(pid)
+    return reached
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet waited for, does not)."""
+    import os
+
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+    state = text[text.rfind(")") + 2 :][:1]
+    return state not in ("Z", "X")
+
+
+def wait_for_processes(pids: Sequence[int], timeout: float) -> list[int]:
+    """Wait up to ``timeout`` seconds for ``pids`` to end; return those still
+    running then."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    left = [pid for pid in pids if _running(pid)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [pid for pid in left if _running(pid)]
+    return left
 
 
 class interrupts_shielded(_SignalHandler):  # noqa: N801 - used like a function

@@ -190,3 +190,66 @@ def test_ctrl_c_while_the_command_exits_leaves_its_exit_status(
     assert process.returncode == 130, process.stderr
     assert "nip: interrupted" in process.stderr
     assert "Traceback" not in process.stderr
+
+
+def test_sigterm_replaces_a_launchers_handler_only_when_asked() -> None:
+    """A sweep's job in a launcher's process: submitit's own SIGTERM handler
+    swallows the signal, so the job installs its own over it (``replace``)."""
+    from nip_core.runs.interrupts import Terminated, terminate_as_interrupt
+
+    seen: list[int] = []
+
+    def bypass(signum: int, frame: object) -> None:
+        seen.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, bypass)
+    try:
+        with terminate_as_interrupt() as plain:
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert not plain.active and seen == [signal.SIGTERM]
+        with pytest.raises(Terminated), terminate_as_interrupt(replace=True):
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert signal.getsignal(signal.SIGTERM) is bypass  # put back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigterm_goes_on_to_every_process_below_and_is_waited_for() -> None:
+    """A child with a grandchild (a sweep's local job and its helper): both get
+    SIGTERM, and the wait returns once both are gone."""
+    from nip_core.runs.interrupts import (
+        Terminated,
+        descendant_pids,
+        terminate_with_descendants,
+    )
+
+    if not Path("/proc/self/stat").is_file():
+        pytest.skip("no /proc to read the process tree from")
+    sleeper = "import time; time.sleep(120)"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time; "
+            f"subprocess.Popen([sys.executable, '-c', {sleeper!r}]); time.sleep(120)",
+        ]
+    )
+    try:
+        deadline = 60.0
+        while len(descendant_pids()) < 2 and deadline > 0:
+            threading.Event().wait(0.05)
+            deadline -= 0.05
+        below = descendant_pids()
+        assert child.pid in below and len(below) == 2
+        stopping = terminate_with_descendants()
+        with pytest.raises(Terminated), stopping:
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert sorted(stopping.signalled) == below
+        stream = io.StringIO()
+        assert stopping.wait(30, stream) == []
+        assert stream.getvalue() == "nip: waiting for 2 job process(es) to stop\n"
+        assert child.wait(5) == -signal.SIGTERM
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()

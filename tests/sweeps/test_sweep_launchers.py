@@ -290,3 +290,84 @@ def test_ctrl_c_on_a_joblib_sweep_lets_its_jobs_checkpoint(sweep_site):
         # the checkpoint holds every iteration the run logged
         steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").open()]
         assert (run / "checkpoints" / f"iter_{len(steps):06d}.pt").is_file()
+
+
+@pytest.mark.parametrize(
+    ("launcher", "module", "extra"),
+    [
+        ("submitit_local", "hydra_plugins.hydra_submitit_launcher", "submitit"),
+        ("joblib", "hydra_plugins.hydra_joblib_launcher", "joblib"),
+    ],
+)
+def test_sigterm_stops_a_sweeps_jobs_and_marks_their_runs_killed(
+    sweep_site, launcher, module, extra
+):
+    """SIGTERM (a Slurm cancellation of the sweep, ``kill``) reaches the jobs'
+    processes: none trains on as an orphan (submitit's jobs swallowed SIGTERM),
+    every run is marked killed, not left running, and the sweep says how to go on."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from nip_core.runs.interrupts import (
+        descendant_pids,
+        signal_processes,
+        wait_for_processes,
+    )
+
+    _require(module, extra)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nip_core.cli.main",
+            "run",
+            "-m",
+            "-c",
+            "sweep_test/exp",
+            f"hydra/launcher={launcher}",
+            *(["hydra.launcher.timeout_min=5"] if launcher == "submitit_local" else []),
+            *(["hydra.launcher.n_jobs=2"] if launcher == "joblib" else []),
+            "rl.num_iterations=100000",
+            "run.checkpoint_period=null",
+            "seed=1,2",
+        ],
+        cwd=sweep_site.work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    below: list[int] = []
+    try:
+
+        def training() -> list[Path]:
+            runs = sweep_site.runs.glob("*/metrics.jsonl")
+            return [p for p in runs if p.stat().st_size > 0]
+
+        deadline = time.monotonic() + 240
+        while len(training()) < 2:
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "the jobs did not start training"
+            time.sleep(0.1)
+        jobs = sweep_site.loading_pids() - {process.pid, os.getpid()}
+        below = descendant_pids(process.pid)
+        assert jobs and jobs <= set(below)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        # whatever the outcome, no job of this test trains on after it
+        orphans = wait_for_processes(below, 0)
+        signal_processes(orphans, signal.SIGKILL)
+    assert process.returncode == 143, err
+    assert "Traceback" not in err
+    assert "--resume-sweep" in err
+    assert wait_for_processes(sorted(jobs), 10) == []
+    statuses = [
+        json.loads((run / "run_info.json").read_text())["status"]
+        for run in sweep_site.run_dirs()
+    ]
+    assert statuses == ["killed", "killed"]
