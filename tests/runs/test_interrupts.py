@@ -214,42 +214,57 @@ def test_sigterm_replaces_a_launchers_handler_only_when_asked() -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
+_DESCENDANTS_SCRIPT = """
+import io, json, os, signal, subprocess, sys, time
+from nip_core.runs.interrupts import (
+    Terminated, descendant_pids, terminate_with_descendants,
+)
+sleeper = "import time; time.sleep(120)"
+child = subprocess.Popen([
+    sys.executable, "-c",
+    "import subprocess, sys, time; "
+    f"subprocess.Popen([sys.executable, '-c', {sleeper!r}]); time.sleep(120)",
+])
+deadline = time.monotonic() + 60
+while len(descendant_pids()) < 2 and time.monotonic() < deadline:
+    time.sleep(0.05)
+below = descendant_pids()
+stopping = terminate_with_descendants()
+raised = False
+try:
+    with stopping:
+        os.kill(os.getpid(), signal.SIGTERM)
+except Terminated:
+    raised = True
+stream = io.StringIO()
+left = stopping.wait(30, stream)
+print(json.dumps({
+    "child": child.pid, "below": below, "raised": raised,
+    "signalled": sorted(stopping.signalled), "left": left,
+    "said": stream.getvalue(), "child_status": child.wait(5),
+}))
+"""
+
+
 def test_sigterm_goes_on_to_every_process_below_and_is_waited_for() -> None:
     """A child with a grandchild (a sweep's local job and its helper): both get
-    SIGTERM, and the wait returns once both are gone."""
-    from nip_core.runs.interrupts import (
-        Terminated,
-        descendant_pids,
-        terminate_with_descendants,
-    )
+    SIGTERM, and the wait returns once both are gone. In a process of its own, so
+    that no other test's processes are below the one that is signalled."""
+    import json
 
     if not Path("/proc/self/stat").is_file():
         pytest.skip("no /proc to read the process tree from")
-    sleeper = "import time; time.sleep(120)"
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import subprocess, sys, time; "
-            f"subprocess.Popen([sys.executable, '-c', {sleeper!r}]); time.sleep(120)",
-        ]
+    done = subprocess.run(
+        [sys.executable, "-c", _DESCENDANTS_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
     )
-    try:
-        deadline = 60.0
-        while len(descendant_pids()) < 2 and deadline > 0:
-            threading.Event().wait(0.05)
-            deadline -= 0.05
-        below = descendant_pids()
-        assert child.pid in below and len(below) == 2
-        stopping = terminate_with_descendants()
-        with pytest.raises(Terminated), stopping:
-            os.kill(os.getpid(), signal.SIGTERM)
-        assert sorted(stopping.signalled) == below
-        stream = io.StringIO()
-        assert stopping.wait(30, stream) == []
-        assert stream.getvalue() == "nip: waiting for 2 job process(es) to stop\n"
-        assert child.wait(5) == -signal.SIGTERM
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["child"] in result["below"] and len(result["below"]) == 2
+    assert result["raised"]
+    assert result["signalled"] == result["below"]
+    assert result["left"] == []
+    assert result["said"] == "nip: waiting for 2 job process(es) to stop\n"
+    assert result["child_status"] == -signal.SIGTERM
