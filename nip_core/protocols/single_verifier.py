@@ -188,31 +188,71 @@ class SingleVerifierProtocolHandler(ProtocolHandler, ABC):
 
     # ----- Reward ranges
 
-    def _verifier_reward_range(self) -> tuple[float, float]:
+    def _episode_returns(self) -> tuple[list[float], list[float]]:
+        """Every return an episode can end with: the verifier's, and (with
+        ``shared_reward``) a prover's, one entry per way the episode can end.
+
+        Follows the step rules on the verifier's schedule
+        (:attr:`verifier_turn_rounds`):
+
+        - a verdict on its ``i``-th turn (counted from 0), which must be in round
+          ``min_message_rounds - 1`` or later, after ``i`` continues:
+          ``i × no_guess + verdict reward``;
+        - no verdict: the episode is terminated at round ``max_message_rounds - 1``,
+          with a continue reward for each of its turns before that round (a turn in
+          that round gets the termination penalty instead):
+          ``k × no_guess + terminated_penalty``;
+        - with ``prover_invalid_response_penalty``, an invalid prover response in
+          a prover round ``p`` ends the episode there: the verifier keeps its
+          continue rewards up to ``p`` (its turn in ``p`` included, unless ``p`` is
+          the last round), a prover sharing the reward gets the penalty in ``p``
+          instead of the verifier's reward.
+        """
         common = self.protocol_common
-        turns = max(self.max_verifier_questions, 1)
-        no_guess = common.verifier_no_guess_reward
+        no_guess = float(common.verifier_no_guess_reward)
+        last = self.max_message_rounds - 1
+        turns = self.verifier_turn_rounds
         verdicts = (
-            common.verifier_reward,
-            common.verifier_incorrect_penalty,
-            self.verifier_neither_accept_nor_reject_reward,
+            float(common.verifier_reward),
+            float(common.verifier_incorrect_penalty),
+            float(self.verifier_neither_accept_nor_reject_reward),
         )
-        # A verdict on the k-th turn follows k - 1 continues; termination follows a
-        # continue on every turn.
-        highest = max(
-            max(verdicts) + max(0.0, (turns - 1) * no_guess),
-            turns * no_guess + common.verifier_terminated_penalty,
-        )
-        lowest = min(
-            min(verdicts) + min(0.0, (turns - 1) * no_guess),
-            turns * no_guess + common.verifier_terminated_penalty,
-        )
-        return float(lowest), float(highest)
+        verifier: list[float] = []
+        prover: list[float] = []
+        for i, round_id in enumerate(turns):
+            if round_id >= self.min_message_rounds - 1:
+                verifier.extend(i * no_guess + v for v in verdicts)
+        continues = sum(1 for round_id in turns if round_id < last)
+        terminated = float(common.verifier_terminated_penalty)
+        verifier.append(continues * no_guess + terminated)
+        prover.extend(verifier)
+        penalty = common.prover_invalid_response_penalty
+        if penalty is not None:
+            prover_rounds = [
+                round_id
+                for round_id in range(self.max_message_rounds)
+                if any(
+                    self.can_agent_be_active_any_channel(name, round_id)
+                    for name in self.prover_names
+                )
+            ]
+            for p in prover_rounds:
+                before = sum(1 for round_id in turns if round_id < p)
+                if p < last:
+                    verifier.append((before + (p in turns)) * no_guess)
+                prover.append(before * no_guess + float(penalty))
+        return verifier, prover
+
+    def _verifier_reward_range(self) -> tuple[float, float]:
+        """The lowest and highest return the verifier can reach."""
+        verifier, _ = self._episode_returns()
+        return float(min(verifier)), float(max(verifier))
 
     def _prover_reward_range(self, agent_name: str) -> tuple[float, float]:
         common = self.protocol_common
         if common.shared_reward:
-            return self._verifier_reward_range()
+            _, shared = self._episode_returns()
+            return float(min(shared)), float(max(shared))
         dummy = ProtocolStepInputs(
             round=torch.zeros(()),
             seed=torch.zeros((), dtype=torch.long),

@@ -401,16 +401,150 @@ def test_multi_channel_test() -> None:
 
 def test_reward_ranges() -> None:
     handler = build(NipProtocolHandler, nip_protocol={"max_message_rounds": 7})
-    # 4 verifier turns: verdict after 3 continues (+0.75), or 4 continues then -2
+    # 4 verifier turns (rounds 0, 2, 4, 6): a verdict after 3 continues (+0.75),
+    # or 3 continues and no verdict on its turn in the last round, which is
+    # terminated (-2 instead of a continue reward): 0.75 - 2
     assert handler.max_reward("verifier") == pytest.approx(1.75)
-    assert handler.min_reward("verifier") == pytest.approx(-1.0)
+    assert handler.min_reward("verifier") == pytest.approx(-1.25)
+    assert handler.reward_mid_point_estimate("verifier") == pytest.approx(0.25)
     assert handler.max_reward("prover") == 0.5
     assert handler.min_reward("prover") == 0.0
     assert handler.reward_mid_point_estimate("prover") == 0.25
+    # the last round is the prover's: 4 continues, then -2 in round 7
+    even = build(NipProtocolHandler, nip_protocol={"max_message_rounds": 8})
+    assert even.min_reward("verifier") == pytest.approx(-1.0)
     multi = build(MultiChannelTestProtocolHandler)
     assert multi.max_reward("prover1") == 0.0
     with pytest.raises(KeyError):
         handler.max_reward("judge")
+
+
+def _reachable_returns(handler: ProtocolHandler) -> dict[str, tuple[float, float]]:
+    """Every return an episode can end with, found by playing every verifier
+    decision (and, with the penalty, every invalid prover response) through the
+    protocol's step, for both labels and seed parities."""
+    v = handler.verifier_index
+    found: dict[str, set[float]] = {name: set() for name in handler.agent_names}
+    penalty = handler.protocol_common.prover_invalid_response_penalty
+
+    def play(round_id, y, seed, done, agent_done, terminated, total):
+        if done or round_id == handler.max_message_rounds:
+            for i, name in enumerate(handler.agent_names):
+                found[name].add(round(total[i], 9))
+            return
+        active = handler.get_active_agents_mask_from_rounds_and_seed(
+            torch.tensor([round_id]), torch.tensor([seed])
+        )[0].any(dim=-1)
+        choices = (R, A, C, 3) if bool(active[v]) else (C,)
+        invalid = [None]
+        if penalty is not None:
+            invalid += [i for i in handler.prover_indices if bool(active[i])]
+        for choice in choices:
+            for bad in invalid:
+                decisions = [C] * handler.num_agents
+                decisions[v] = choice
+                td = make_protocol_step_td(
+                    handler,
+                    [round_id],
+                    [decisions],
+                    y=[y],
+                    seed=[seed],
+                    done=[done],
+                    agent_done=[agent_done],
+                    terminated=[terminated],
+                )
+                valid = torch.ones(1, handler.num_agents, dtype=torch.bool)
+                if bad is not None:
+                    valid[0, bad] = False
+                td["agents", "valid_response"] = valid
+                shared, agents, term, reward = handler.step_interaction_protocol(td)
+                play(
+                    round_id + 1,
+                    y,
+                    seed,
+                    bool(shared[0]) or bool(term[0]),
+                    agents[0].tolist(),
+                    bool(term[0]),
+                    [t + float(r) for t, r in zip(total, reward[0], strict=True)],
+                )
+
+    for y in (0, 1):
+        for seed in (0, 1):
+            zeros = [0.0] * handler.num_agents
+            play(0, y, seed, False, [False] * handler.num_agents, False, zeros)
+    return {name: (min(values), max(values)) for name, values in found.items()}
+
+
+@pytest.mark.parametrize(
+    ("cls", "section", "common"),
+    [
+        (NipProtocolHandler, {"max_message_rounds": 5}, {}),
+        (NipProtocolHandler, {"max_message_rounds": 5}, {"verifier_first": False}),
+        (
+            NipProtocolHandler,
+            {"max_message_rounds": 5},
+            {"verifier_no_guess_reward": -0.25, "verifier_terminated_penalty": -1.0},
+        ),
+        (
+            NipProtocolHandler,
+            {"max_message_rounds": 5, "min_message_rounds": 3},
+            {"verifier_no_guess_reward": -0.25},
+        ),
+        (
+            NipProtocolHandler,
+            {"max_message_rounds": 4, "min_message_rounds": 2},
+            {"shared_reward": True, "prover_invalid_response_penalty": -2.0},
+        ),
+        (DebateProtocolHandler, {"max_message_rounds": 5}, {}),
+        (
+            MnipProtocolHandler,
+            {"max_message_rounds": 4, "min_message_rounds": 2},
+            {"verifier_no_guess_reward": -0.25},
+        ),
+        (AdpProtocolHandler, None, {"verifier_terminated_penalty": -3.0}),
+        (MerlinArthurProtocolHandler, None, {"prover_invalid_response_penalty": 0.5}),
+        (SoloVerifierProtocolHandler, None, {"verifier_terminated_penalty": -3.0}),
+    ],
+)
+def test_reward_ranges_are_the_reachable_returns(cls, section, common) -> None:
+    # MALT labels a response positive iff its value is at least the middle of the
+    # agent's reward range: the range must be the returns the step rules can give
+    sections = {} if section is None else {cls.parameter_section: section}
+    handler = build(cls, common, **sections)
+    for name, (lowest, highest) in _reachable_returns(handler).items():
+        assert handler.min_reward(name) == pytest.approx(lowest), name
+        assert handler.max_reward(name) == pytest.approx(highest), name
+        assert handler.reward_mid_point_estimate(name) == pytest.approx(
+            (lowest + highest) / 2
+        ), name
+
+
+def test_reward_range_with_costly_questions_and_a_late_first_verdict() -> None:
+    # nip, 5 rounds, verifier first (turns in rounds 0, 2, 4), verdicts count from
+    # round 2: the best return is a right verdict on the second turn after one
+    # costly continue (1 - 0.25); the worst a termination in round 4 after two
+    # continues (-0.5 - 2), not a verdict after three continues
+    handler = build(
+        NipProtocolHandler,
+        {"verifier_no_guess_reward": -0.25},
+        nip_protocol={"max_message_rounds": 5, "min_message_rounds": 3},
+    )
+    assert handler.max_reward("verifier") == pytest.approx(0.75)
+    assert handler.min_reward("verifier") == pytest.approx(-2.5)
+    assert handler.reward_mid_point_estimate("verifier") == pytest.approx(-0.875)
+    # a prover sharing the reward may also be penalised for an invalid response
+    # in round 3, after the verifier's two continues: -0.5 - 3
+    shared = build(
+        NipProtocolHandler,
+        {
+            "verifier_no_guess_reward": -0.25,
+            "shared_reward": True,
+            "prover_invalid_response_penalty": -3.0,
+        },
+        nip_protocol={"max_message_rounds": 5, "min_message_rounds": 3},
+    )
+    assert shared.min_reward("prover") == pytest.approx(-3.5)
+    assert shared.max_reward("prover") == pytest.approx(0.75)
 
 
 def test_neither_accept_nor_reject_is_a_verdict_with_its_own_reward() -> None:
