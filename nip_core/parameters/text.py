@@ -191,14 +191,22 @@ class TextRlParameters(SubParameters):
         )
 
     def guess_replacement_proportion(self, iteration: int) -> float:
-        """The verifier guess-replacement proportion at ``iteration`` (annealed)."""
+        """The verifier guess-replacement proportion at ``iteration`` (annealed).
+
+        ``none``: the proportion ``p``; ``linear``: ``max(0, p - rate × iteration)``;
+        ``exponential``: ``p × (1 - rate) ** iteration``; rounded to 12 decimal
+        places, so that decimal settings give decimal values (0.3 - 0.1 is 0.2,
+        not 0.19999999999999998, whose share of 10 examples would be 1, not 2).
+        """
         base = self.verifier_guess_replacement_proportion
         rate = self.verifier_guess_replacement_annealing_rate
         if self.verifier_guess_replacement_annealing == "linear":
-            return max(0.0, base - rate * iteration)
-        if self.verifier_guess_replacement_annealing == "exponential":
-            return base * (1.0 - rate) ** iteration
-        return base
+            value = max(0.0, base - rate * iteration)
+        elif self.verifier_guess_replacement_annealing == "exponential":
+            value = base * (1.0 - rate) ** iteration
+        else:
+            value = base
+        return max(0.0, round(float(value), 12))
 
 
 # --------------------------------------------------------------------------------------

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 from ei_helpers import last_text, prover_verifier_rollouts
 
+from nip_core.parameters.text import TextRlParameters
 from nip_core.seeding import derive_seed
 from nip_plugin_ei.selection import (
     SelectionRule,
+    guess_replacement_count,
     replace_guess,
     sampling_weights,
     select_agent_examples,
@@ -257,6 +259,53 @@ def test_guess_replacement_rounds_down_and_can_take_everything(rollouts):
         )
     with pytest.raises(ValueError, match="lie in"):
         select(rollouts, "verifier", guess_replacement_proportion=1.5)
+
+
+def test_guess_replacement_counts_an_exact_share_exactly():
+    # 0.29 x 100 is 28.999999999999996 in binary floating point: 29 episodes get
+    # the true verdict, not 28
+    count = 100
+    rollouts = prover_verifier_rollouts(
+        [1.0] * count, [0.0] * count, [1] * count, [1] * count
+    )
+    chosen = select(rollouts, "verifier", guess_replacement_proportion=0.29)
+    assert len(chosen.guess_replaced) == 29
+    assert len(chosen.selected) == 71
+    assert guess_replacement_count(0.57, 100) == 57
+    assert guess_replacement_count(0.34, 6) == 2
+    assert guess_replacement_count(0.999, 10) == 9
+
+
+@pytest.mark.parametrize(
+    ("annealing", "proportions", "counts"),
+    [
+        ("none", [0.3, 0.3, 0.3, 0.3], [3, 3, 3, 3]),
+        ("linear", [0.3, 0.2, 0.1, 0.0], [3, 2, 1, 0]),
+        ("exponential", [0.3, 0.27, 0.243, 0.2187], [3, 2, 2, 2]),
+    ],
+)
+def test_annealed_guess_replacement_per_iteration(annealing, proportions, counts):
+    # p = 0.3, rate 0.1: linear 0.3 - 0.1 x i, exponential 0.3 x 0.9 ** i; of ten
+    # verifier candidates, int(p x 10) get the true verdict
+    params = TextRlParameters(
+        verifier_guess_replacement_proportion=0.3,
+        verifier_guess_replacement_annealing=annealing,
+        verifier_guess_replacement_annealing_rate=0.1,
+    )
+    assert [params.guess_replacement_proportion(i) for i in range(4)] == proportions
+    rollouts = prover_verifier_rollouts([1.0] * 10, [0.0] * 10, [1] * 10, [1] * 10)
+    replaced = [
+        len(
+            select(
+                rollouts,
+                "verifier",
+                iteration=i,
+                guess_replacement_proportion=params.guess_replacement_proportion(i),
+            ).guess_replaced
+        )
+        for i in range(4)
+    ]
+    assert replaced == counts
 
 
 @pytest.mark.parametrize(

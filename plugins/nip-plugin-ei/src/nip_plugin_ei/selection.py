@@ -42,6 +42,7 @@ on hand-built :class:`~nip_core.text.rollouts.TextRollouts`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -57,6 +58,7 @@ from nip_core.text.rollouts import TextRollouts
 __all__ = [
     "AgentSelection",
     "SelectionRule",
+    "guess_replacement_count",
     "replace_guess",
     "sampling_weights",
     "select_agent_examples",
@@ -181,6 +183,17 @@ def select_by_weighted_sampling(
 
 # --------------------------------------------------------------------------------------
 # Guess replacement
+
+
+def guess_replacement_count(proportion: float, candidates: int) -> int:
+    """``int(proportion × candidates)``: how many candidates get the true verdict.
+
+    Rounded down as the original library did, but from the product rounded to 9
+    decimal places, so that binary floating point does not take one away from an
+    exact share: ``0.29 × 100`` is ``28.999999999999996`` in floating point, and
+    29 candidates are replaced, not 28.
+    """
+    return int(math.floor(round(float(proportion) * int(candidates), 9)))
 
 
 def replace_guess(
@@ -320,7 +333,9 @@ def select_agent_examples(
     candidates = np.fromiter(chats, dtype=np.int64, count=len(chats))
     replaced = np.zeros(0, dtype=np.int64)
     rest = candidates
-    replace_count = int(guess_replacement_proportion * len(candidates))
+    replace_count = guess_replacement_count(
+        guess_replacement_proportion, len(candidates)
+    )
     if replace_count > 0:
         rng = np.random.default_rng(
             selection_seed(seed, iteration, agent_name, "guess_replacement")
