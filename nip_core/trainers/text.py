@@ -579,9 +579,22 @@ class PureTextRlTrainer(Trainer):
 
     def _run_create_fine_tune_jobs(self) -> str:
         start = time.perf_counter()
-        rollouts = self.load_rollouts("train", self.state.iteration)
+        iteration = self.state.iteration
+        rollouts = self.load_rollouts("train", iteration)
+        # Run again after a failed or lost job: the groups whose jobs of this
+        # iteration succeeded are not fine-tuned again, so what their jobs reported
+        # (trained tokens, steps, ...) is kept for the iteration's metrics.
+        reported = {
+            key: value
+            for key, value in self.state.fine_tune_summary.items()
+            if any(
+                key.startswith(f"{name}.")
+                and group.state.fine_tuned_iteration == iteration
+                for name, group in self.shared_model_groups.items()
+            )
+        }
         summary = self._stage_create_fine_tune_jobs(rollouts) or {}
-        self.state.fine_tune_summary = dict(summary)
+        self.state.fine_tune_summary = {**reported, **summary}
         self.state.timings["create_fine_tune_jobs_s"] = time.perf_counter() - start
         return "await_fine_tune_jobs"
 

@@ -386,6 +386,45 @@ def test_a_group_whose_job_succeeded_is_not_fine_tuned_again_on_resume(
     assert groups["verifier"].state.num_fine_tunes == 1
 
 
+def test_a_resumed_fine_tune_stage_keeps_what_the_succeeded_jobs_reported(
+    synthetic_text_scenario, monkeypatch
+):
+    # the prover's job of iteration 0 succeeds (the endpoint reports its trained
+    # tokens), then the verifier's fails; the resumed run starts the verifier's
+    # again: the iteration's metrics still carry the prover's job's figures
+    scenario = synthetic_text_scenario
+    server = scenario.server
+    finish = server._finish
+    failed: list[str] = []
+
+    def fail_the_verifiers_first(job):
+        if job["metadata"]["nip_job"].endswith("-verifier") and not failed:
+            failed.append(job["id"])
+            server.fail_jobs = 1
+        return finish(job)
+
+    monkeypatch.setattr(server, "_finish", fail_the_verifiers_first)
+    with pytest.raises(BackendError, match="failed: The job failed"):
+        run(scenario, "figures", text_rl={"num_iterations": 1})
+    resumed = resume_run("figures", runs_dir=scenario.root / "runs")
+    trained = {
+        job["metadata"]["nip_job"]: job["trained_tokens"]
+        for job in server.jobs.values()
+        if job["status"] == "succeeded"
+    }
+    merged = {}
+    for record in RunDirectory(resumed.run_dir).read_metrics():
+        if record["step"] == 0:
+            merged.update(record)
+    prover_tokens = trained["nip-figures-it0-prover"]
+    assert merged["fine_tune.prover.trained_tokens"] == prover_tokens
+    assert (
+        merged["fine_tune.verifier.trained_tokens"]
+        == trained["nip-figures-it0-verifier-retry1"]
+    )
+    assert merged["fine_tune.prover.fine_tuned"] == 1
+
+
 def test_a_job_the_endpoint_lost_is_started_again(synthetic_text_scenario):
     # an endpoint restarted while the run waited (or before it resumed) answers
     # 404 for the jobs the run remembers: they are created again
