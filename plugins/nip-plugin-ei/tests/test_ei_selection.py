@@ -181,6 +181,25 @@ def test_weighted_sampling_size_and_replacement():
     assert set(drawn.tolist()) <= {6, 7}
 
 
+@pytest.mark.parametrize(
+    ("factor", "count", "size"),
+    [
+        (0.7, 45, 32),
+        (2.3, 25, 58),
+        (2.18, 25, 54),
+        (0.5, 5, 2),
+        (0.5, 7, 4),
+        (1.5, 8, 12),
+    ],
+)
+def test_weighted_sample_size_is_the_exact_products_rounding(factor, count, size):
+    """Half to even, as Python's (and the original's) round, of the exact product:
+    0.7 x 45 is 31.499999999999996 in floating point, 31.5 rounds to 32."""
+    from nip_plugin_ei.selection import weighted_sample_size
+
+    assert weighted_sample_size(factor, count) == size
+
+
 def test_weighted_sampling_follows_the_weights():
     rewards = np.array([0.0, 1.0, 3.0])
     drawn = select_by_weighted_sampling(

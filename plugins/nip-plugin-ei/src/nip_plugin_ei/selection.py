@@ -64,6 +64,7 @@ __all__ = [
     "select_agent_examples",
     "select_by_threshold",
     "select_by_weighted_sampling",
+    "weighted_sample_size",
     "selection_seed",
 ]
 
@@ -172,13 +173,24 @@ def select_by_weighted_sampling(
     order; repeats when ``replace``)."""
     rewards = np.asarray(rewards, dtype=np.float64)
     count = rewards.size
-    size = int(round(count * sample_size_factor))
+    size = weighted_sample_size(sample_size_factor, count)
     if count == 0 or size == 0:
         return np.zeros(0, dtype=np.int64)
     weights = sampling_weights(rewards, minimum, epsilon)
     if not replace:
         size = min(size, int(np.count_nonzero(weights)))
     return rng.choice(count, size=size, p=weights, replace=replace).astype(np.int64)
+
+
+def weighted_sample_size(factor: float, count: int) -> int:
+    """``round(factor × count)``: how many draws weighted sampling makes.
+
+    Python's rounding (half to even) as the original library's, but of the
+    product rounded to 9 decimal places first, so that binary floating point does
+    not move an exact half: ``0.7 × 45`` is ``31.499999999999996`` in floating
+    point, and 32 draws are made (31.5 to even), not 31.
+    """
+    return int(round(round(float(factor) * int(count), 9)))
 
 
 # --------------------------------------------------------------------------------------
