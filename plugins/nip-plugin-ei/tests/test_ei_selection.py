@@ -280,6 +280,38 @@ def test_guess_replacement_rounds_down_and_can_take_everything(rollouts):
         select(rollouts, "verifier", guess_replacement_proportion=1.5)
 
 
+def test_guess_replacement_only_where_the_last_turns_verdict_counts(rollouts):
+    """Episodes 2 and 4 ended before the verifier's verdicts count (an invalid
+    prover response, say): no true verdict is written there; they are selected
+    by reward like the episodes not drawn."""
+    counts = np.array([True, True, False, True, False, True])
+    every = select(
+        rollouts,
+        "verifier",
+        SelectionRule(reward_threshold=0.9),
+        guess_replacement_proportion=1.0,
+        verdict_counts=counts,
+    )
+    assert every.guess_replaced == (0, 1, 3, 5)
+    assert every.selected == (2,)  # rewards 1.0 and -1.0
+    half = select(
+        rollouts, "verifier", guess_replacement_proportion=0.5, verdict_counts=counts
+    )
+    permutation = np.random.default_rng(
+        selection_seed(7, 0, "verifier", "guess_replacement")
+    ).permutation(4)
+    assert half.guess_replaced == tuple(
+        sorted(np.array([0, 1, 3, 5])[permutation[:2]].tolist())
+    )
+    # where every verdict counts, the draw is the one without the mask
+    assert select(
+        rollouts,
+        "verifier",
+        guess_replacement_proportion=0.5,
+        verdict_counts=np.ones(6, dtype=bool),
+    ) == select(rollouts, "verifier", guess_replacement_proportion=0.5)
+
+
 def test_guess_replacement_counts_an_exact_share_exactly():
     # 0.29 x 100 is 28.999999999999996 in binary floating point: 29 episodes get
     # the true verdict, not 28

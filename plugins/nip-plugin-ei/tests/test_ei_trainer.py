@@ -335,3 +335,34 @@ def test_a_verdict_written_in_another_format_than_read_is_refused(
     assert "ReadsOwnVerdicts.write_verdict wrote" in message
     assert "Decision: " in message
     assert "must override write_verdict" in message
+
+
+def test_guess_replacement_is_offered_only_last_turns_whose_verdict_counts(
+    ei_scenario,
+):
+    """nip with 7 rounds, verdicts counting from round 4: an episode ended by an
+    invalid prover response at round 3 has the verifier's last turn in round 2,
+    where no verdict counts, so it is not guess replaced."""
+    from nip_core.experiment import prepare_experiment
+
+    hp = ei_scenario.hyper_params(
+        "nip",
+        trainer="pure_text_ei",
+        nip_protocol={"max_message_rounds": 7, "min_message_rounds": 5},
+    )
+    prepared = prepare_experiment(hp, ei_scenario.settings())
+    trainer = prepared.trainer
+    try:
+        handler = trainer.protocol_handler
+        turns = handler.verifier_turn_rounds
+        assert turns == (0, 2, 4, 6)
+        rollouts = TextRollouts(list(handler.agent_names), ["main"], 7, [{"y": 1}] * 4)
+        v = rollouts.agent_index("verifier")
+        for episode, last in enumerate((0, 2, 4, 6)):
+            for round_id in turns:
+                if round_id <= last:
+                    rollouts["agents.active"][episode, round_id, v] = True
+        counts = trainer._verdict_counts(rollouts, "verifier")
+        assert counts.tolist() == [False, False, True, True]
+    finally:
+        prepared.scenario_instance.close()

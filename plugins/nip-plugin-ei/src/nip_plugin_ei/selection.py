@@ -13,7 +13,9 @@ with ``text_rl.fine_tune_on_all_previous_rollouts``):
    the agent's own message.
 2. **Guess replacement** (verifiers only). With ``p`` the annealed
    ``text_rl.verifier_guess_replacement_proportion`` of the iteration, the
-   candidates are shuffled with a generator seeded by the run seed, the iteration
+   candidates whose last turn is one where the verifier's verdict counts (all of
+   them, unless an invalid prover response ended an episode before verdicts
+   count) are shuffled with a generator seeded by the run seed, the iteration
    and the agent (:func:`selection_seed`); the first ``int(p × N)`` become examples
    whose final message states the true verdict (:func:`replace_guess`, written by
    the agent's :meth:`~nip_core.text.agents.TextWholeAgent.write_verdict`, so in
@@ -301,6 +303,7 @@ def select_agent_examples(
     guess_replacement_proportion: float = 0.0,
     spectrum: str = "accept_reject",
     write_verdict: Callable[[int, str, int], str] | None = None,
+    verdict_counts: np.ndarray | None = None,
 ) -> AgentSelection:
     """Apply the rules of the module docstring to one agent.
 
@@ -322,6 +325,13 @@ def select_agent_examples(
         ``write_verdict(episode, text, decision)``: the agent's final response of
         ``episode`` rewritten to state ``decision`` (see :func:`replace_guess`;
         ``None``: the ``Decision:`` format on ``spectrum``).
+    verdict_counts : np.ndarray | None
+        bool ``(batch,)``: whether a verdict on the agent's last turn of each
+        episode counts (``None``: everywhere). Only those episodes can be guess
+        replaced: a verifier whose last turn came before verdicts count (an
+        invalid prover response ended the episode early) would be taught to
+        give a verdict the protocol does not read. The others go on to the
+        selection by reward.
     """
     if not 0 <= guess_replacement_proportion <= 1:
         raise ValueError(
@@ -345,16 +355,19 @@ def select_agent_examples(
     candidates = np.fromiter(chats, dtype=np.int64, count=len(chats))
     replaced = np.zeros(0, dtype=np.int64)
     rest = candidates
+    replaceable = candidates
+    if verdict_counts is not None:
+        replaceable = candidates[np.asarray(verdict_counts, dtype=bool)[candidates]]
     replace_count = guess_replacement_count(
-        guess_replacement_proportion, len(candidates)
+        guess_replacement_proportion, len(replaceable)
     )
     if replace_count > 0:
         rng = np.random.default_rng(
             selection_seed(seed, iteration, agent_name, "guess_replacement")
         )
-        permuted = candidates[rng.permutation(len(candidates))]
+        permuted = replaceable[rng.permutation(len(replaceable))]
         replaced = np.sort(permuted[:replace_count])
-        rest = np.sort(permuted[replace_count:])
+        rest = np.setdiff1d(candidates, replaced)
     rewards = rollouts.episode_reward[rest, a]
     if rule.method == "threshold":
         chosen = rest[select_by_threshold(rewards, rule.reward_threshold)]

@@ -65,8 +65,32 @@ class PureTextEiTrainer(PureTextRlTrainer):
                     write_verdict=self._verdict_writer(
                         rollouts, group.agents[agent_name]
                     ),
+                    verdict_counts=(
+                        self._verdict_counts(rollouts, agent_name)
+                        if agent_name in verifiers
+                        else None
+                    ),
                 )
         return selections
+
+    def _verdict_counts(self, rollouts: TextRollouts, agent_name: str) -> np.ndarray:
+        """bool ``(batch,)``: whether a verdict on ``agent_name``'s last turn of
+        each episode counts (the protocol's decision mask at that round and the
+        episode's seed: a verifier turn from ``min_message_rounds - 1`` on);
+        ``False`` where the agent never spoke."""
+        import torch
+
+        a = rollouts.agent_index(agent_name)
+        active = np.asarray(rollouts["agents.active"][:, :, a], dtype=bool)
+        spoke = active.any(axis=1)
+        rounds = active.shape[1] - 1 - np.argmax(active[:, ::-1], axis=1)
+        handler = self.protocol_handler
+        mask = handler.get_decision_mask_from_rounds_and_seed(
+            torch.as_tensor(rounds, dtype=torch.long),
+            torch.as_tensor(np.asarray(rollouts["seed"]), dtype=torch.long),
+        )
+        counts = np.asarray(mask[..., handler.agent_index(agent_name)].cpu())
+        return spoke & counts.astype(bool).reshape(-1)
 
     def _verdict_writer(
         self, rollouts: TextRollouts, agent: TextWholeAgent
