@@ -439,13 +439,16 @@ class OpenAiBackend(TextBackend):
                     if found is not None:
                         return found
                     if attempt == policy.max_retries:
+                        # no job holds the file (the lookup above found none):
+                        # delete it, or every failed attempt leaves one behind
+                        await self._delete_file_quietly(upload.id)
                         raise BackendError(
                             f"creating fine-tune job {request.name!r} failed "
                             f"{times_text(attempt + 1)}; the last error: {error}"
                         ) from error
                     self.num_retries += 1
                 except BackendError:
-                    await self._delete_file(upload.id)
+                    await self._delete_file_quietly(upload.id)
                     raise
             raise AssertionError("unreachable")  # pragma: no cover
 
@@ -516,6 +519,14 @@ class OpenAiBackend(TextBackend):
         except BackendError as error:
             if "(404)" not in str(error):
                 raise
+
+    async def _delete_file_quietly(self, file_id: str) -> None:
+        """Delete an upload no job uses, on the way out of an error: a failure to
+        delete it must not replace the error being raised."""
+        try:
+            await self._delete_file(file_id)
+        except BackendError:
+            pass
 
     def cleanup_fine_tune_job(self, job_id: str) -> None:
         what = f"reading fine-tune job {job_id}"

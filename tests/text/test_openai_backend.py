@@ -14,7 +14,7 @@ import pytest
 
 from nip_core.errors import BackendError
 from nip_core.parameters.text import OpenAiBackendParameters, TextBackendParameters
-from nip_core.testing.openai_server import OpenAiTestServer
+from nip_core.testing.openai_server import OpenAiTestServer, _HttpError
 from nip_core.text.backend import (
     FineTuneRequest,
     GenerationRequest,
@@ -287,6 +287,24 @@ def test_a_lost_creation_answer_does_not_duplicate_the_job():
         assert server.faults["timeout"] > 0
         names = [job["metadata"]["nip_job"] for job in server.jobs.values()]
     assert sorted(names) == ["lost-a", "lost-b", "lost-c"]
+
+
+@pytest.mark.parametrize(("status", "attempts"), [(500, 4), (400, 1)])
+def test_a_job_that_cannot_be_created_leaves_no_uploaded_file(server, status, attempts):
+    # the upload succeeds, the creation never does: retried (5xx) or refused at
+    # once (4xx), the run stops, and the file it uploaded must not stay behind
+    def refuse(*args):
+        raise _HttpError(status, "creation refused", "refused")
+
+    server._jobs_create = refuse
+    with backend_for(server.base_url) as backend:
+        with pytest.raises(BackendError) as caught:
+            backend.create_fine_tune_job(sft_request())
+    assert "creation refused" in str(caught.value)
+    assert server.requests["jobs.create"] == attempts
+    assert server.requests["files.create"] == 1
+    assert server.files == {}
+    assert len(server.deleted_files) == 1
 
 
 def test_failed_jobs_report_their_error(server):
