@@ -332,7 +332,9 @@ class OpenAiBackendParameters(SubParameters):
     api_key_env : str
         The environment variable holding the API key. Required for OpenAI's own API;
         for another endpoint a missing key is sent as a placeholder (local servers
-        usually need none).
+        usually need none). Whitespace around the key (a file's final newline) is
+        dropped; a key with a space, control or non-ASCII character inside is
+        refused when the backend is built.
     fine_tune_epochs : int | None
         Epochs of each fine-tune job; ``None``: the endpoint's default.
     fine_tune_learning_rate_multiplier : float | None

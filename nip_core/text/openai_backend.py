@@ -101,7 +101,7 @@ class OpenAiBackend(TextBackend):
         self.base_url: str | None = urls[0]
         self.api_key_env = str(getattr(section, "api_key_env", "OPENAI_API_KEY"))
         self.section = section
-        key = os.environ.get(self.api_key_env, "")
+        key = _checked_key(os.environ.get(self.api_key_env, ""), self.api_key_env)
         if not key:
             if self.base_url is None:
                 raise BackendError(
@@ -543,6 +543,37 @@ class OpenAiBackend(TextBackend):
                 await self._delete_file(file_id)
 
         self.run_sync(cleanup())
+
+
+def _checked_key(value: str, variable: str) -> str:
+    """The API key from ``variable``, without the surrounding whitespace a key read
+    from a file often carries (a final newline, a Windows line end).
+
+    Raises
+    ------
+    BackendError
+        When what is left cannot be sent in an HTTP header (whitespace, control or
+        non-ASCII characters inside it): the client would fail before anything is
+        sent, as a "connection error" that is retried in vain, with the key in the
+        underlying exception. The message names the variable, never the key.
+    """
+    key = value.strip()
+    bad = next(
+        (
+            position
+            for position, char in enumerate(key)
+            if not (char.isascii() and char.isprintable()) or char.isspace()
+        ),
+        None,
+    )
+    if bad is not None:
+        raise BackendError(
+            f"the API key in the environment variable {variable} "
+            "(openai_backend.api_key_env) cannot be sent: it has a space, a control "
+            f"or a non-ASCII character (character {bad + 1} of {len(key)}); set the "
+            "variable to the key alone"
+        )
+    return key
 
 
 def _raw_response_class() -> type:

@@ -202,6 +202,39 @@ def test_a_refused_key_names_the_variable(monkeypatch):
     assert "MY_KEY" in str(caught.value) and "wrong" not in str(caught.value)
 
 
+@pytest.mark.parametrize("value", ["sk-test-key-1234\n", " sk-test-key-1234\r\n"])
+def test_whitespace_around_the_key_is_dropped(monkeypatch, value):
+    # a key read from a file keeps its line end; the client cannot send it
+    monkeypatch.setenv("OPENAI_API_KEY", value)
+    with OpenAiTestServer(models=["test-model"], api_key="sk-test-key-1234") as server:
+        with backend_for(server.base_url) as backend:
+            assert backend.generate([request()])[0].choice.text
+        assert server.requests["chat"] == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "position"),
+    [
+        ("sk-test key-1234", "character 8 of 16"),
+        ("sk-t\u00e9st-key-1234", "character 5"),
+    ],
+)
+def test_a_key_that_cannot_be_sent_is_refused_at_once(monkeypatch, value, position):
+    monkeypatch.setenv("MY_KEY", value)
+    hyper_params = types.SimpleNamespace(
+        text_backend=TextBackendParameters(),
+        openai_backend=OpenAiBackendParameters(
+            base_url="http://127.0.0.1:9/v1", api_key_env="MY_KEY"
+        ),
+    )
+    with pytest.raises(BackendError) as caught:
+        OpenAiBackend(hyper_params, None)
+    message = str(caught.value)
+    assert "environment variable MY_KEY" in message
+    assert position in message
+    assert "key-1234" not in message
+
+
 def test_local_servers_need_no_key(monkeypatch, server):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with backend_for(server.base_url) as backend:
