@@ -246,6 +246,37 @@ def test_lr_scheduler_is_checked_when_the_config_is(tmp_path: Path) -> None:
     assert set(typing.get_args(LrScheduler)) <= {s.value for s in SchedulerType}
 
 
+def test_attn_implementation_is_checked_when_the_config_is() -> None:
+    """A misspelt attention implementation was found only when the first model
+    loaded, after the run had started, in a message naming the model but not the
+    setting."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    from nip_plugin_transformers.parameters import (
+        ATTN_IMPLEMENTATIONS,
+        TransformersBackendParameters,
+    )
+
+    with pytest.raises(NipConfigError) as error:
+        TransformersBackendParameters(attn_implementation="flash_attn_2")
+    [problem] = error.value.problems
+    assert problem.path == "attn_implementation"
+    assert problem.value == "flash_attn_2"
+    assert problem.choices == (
+        "eager",
+        "sdpa",
+        "flash_attention_2",
+        "flash_attention_3",
+        "flash_attention_4",
+        "flex_attention",
+        "paged|eager",
+    )
+    # every choice is one transformers takes; kernel repository ids pass too
+    assert set(ATTN_IMPLEMENTATIONS) <= {"eager", *ALL_ATTENTION_FUNCTIONS.valid_keys()}
+    for value in (None, "sdpa", "kernels-community/flash-attn3"):
+        TransformersBackendParameters(attn_implementation=value)
+
+
 def test_lora_target_modules_the_model_lacks_are_refused_before_any_rollout(
     backend_factory: Any, tiny_model: Path
 ) -> None:

@@ -17,7 +17,12 @@ from attrs import validators as v
 from nip_core.errors import ConfigProblem
 from nip_core.parameters.base import SubParameters, parameters_class
 
-__all__ = ["DTYPES", "LORA_MODES", "TransformersBackendParameters"]
+__all__ = [
+    "ATTN_IMPLEMENTATIONS",
+    "DTYPES",
+    "LORA_MODES",
+    "TransformersBackendParameters",
+]
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
@@ -26,6 +31,21 @@ LoraMode = Literal["auto", "on", "off"]
 LORA_MODES: tuple[str, ...] = ("auto", "on", "off")
 
 WorkerStart = Literal["fork", "spawn"]
+
+ATTN_IMPLEMENTATIONS: tuple[str, ...] = (
+    "eager",
+    "sdpa",
+    "flash_attention_2",
+    "flash_attention_3",
+    "flash_attention_4",
+    "flex_attention",
+    "paged|eager",
+)
+"""The attention implementations transformers 5 knows by name (checked when the
+config is validated, not when the first model loads, after the run started).
+A Hugging Face kernel repository id (``kernels-community/flash-attn3``, with a
+``/``) is accepted too; whether the machine can run the implementation is still
+for the model load to say."""
 
 LrScheduler = Literal[
     "linear",
@@ -76,7 +96,8 @@ class TransformersBackendParameters(SubParameters):
         supports it (float16 on older ones), float32 on the CPU.
     attn_implementation : str | None
         transformers' attention implementation (``sdpa``, ``eager``,
-        ``flash_attention_2``); ``None``: transformers' choice.
+        ``flash_attention_2``, ... :data:`ATTN_IMPLEMENTATIONS`, or a Hugging Face
+        kernel repository id); ``None``: transformers' choice.
     allow_downloads : bool
         Let hub ids that are not in the local cache be downloaded. Off by default:
         nothing is fetched at run time unless asked.
@@ -201,6 +222,22 @@ class TransformersBackendParameters(SubParameters):
                     "lora_target_modules",
                     "name at least one module, or null for every linear layer",
                     list(self.lora_target_modules),
+                )
+            )
+        implementation = self.attn_implementation
+        if (
+            implementation is not None
+            and implementation not in ATTN_IMPLEMENTATIONS
+            and "/" not in implementation
+        ):
+            problems.append(
+                ConfigProblem(
+                    "attn_implementation",
+                    "unknown attention implementation (null: transformers' choice; "
+                    "a Hugging Face kernel repository id, with a /, is accepted "
+                    "too)",
+                    implementation,
+                    ATTN_IMPLEMENTATIONS,
                 )
             )
         if self.chat_template is not None and not self.chat_template.strip():
