@@ -142,6 +142,24 @@ def test_supervised_examples_need_an_assistant_message(
         backend_factory().create_fine_tune_job(request)
 
 
+def test_a_device_the_machine_lacks_is_refused_when_the_backend_is_built(
+    tmp_path: Path,
+) -> None:
+    """Outside a run (which checks its device first), a backend for a device the
+    machine lacks failed at the first model load with torch's own words."""
+    import torch
+    from tf_helpers import make_backend
+
+    if torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a CUDA GPU with index 7")
+    with pytest.raises(NipConfigError) as error:
+        make_backend(tmp_path, device="cuda:7")
+    [problem] = error.value.problems
+    assert problem.path == "run.device"
+    assert problem.value == "cuda:7"
+    assert "cpu" in problem.choices
+
+
 def test_parameters_are_validated() -> None:
     from nip_plugin_transformers.parameters import TransformersBackendParameters
 

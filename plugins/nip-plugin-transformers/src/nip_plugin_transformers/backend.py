@@ -26,8 +26,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from nip_core.errors import BackendError
-from nip_core.settings import cache_dir_or_default
+from nip_core.errors import BackendError, NipConfigError
+from nip_core.settings import cache_dir_or_default, device_problems
 from nip_core.text.backend import (
     FineTuneJob,
     FineTuneRequest,
@@ -117,6 +117,12 @@ class TransformersBackend(TextBackend):
             params if params is not None else TransformersBackendParameters()
         )
         self.device = str(getattr(settings, "device", "cpu") or "cpu")
+        # a run checks its device before it builds a backend; a backend built
+        # from Python, outside a run, would otherwise fail at its first model
+        # load with torch's own words ("Torch not compiled with CUDA enabled")
+        problems = device_problems(self.device)
+        if problems:
+            raise NipConfigError(problems)
         self.cache_root = (
             cache_dir_or_default(getattr(settings, "cache_dir", None)) / "transformers"
         )
