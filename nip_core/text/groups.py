@@ -164,7 +164,16 @@ class SharedModelGroup:
             )
         name = fine_tune_job_name(run_id, iteration, self.name, self.state.job_attempt)
         job = self.backend.find_fine_tune_job(name)
-        if job is None or job.status in ("failed", "cancelled"):
+        if job is not None and job.status in ("failed", "cancelled"):
+            # it ended while the run was down, before the run had recorded it
+            # (else the await stage would have abandoned it): nothing else will
+            # ever delete its uploads
+            try:
+                self.backend.cleanup_fine_tune_job(job.id)
+            except BackendError:
+                pass
+            job = None
+        if job is None:
             base = (
                 self.state.base_model_name
                 if self.fine_tune_from_scratch

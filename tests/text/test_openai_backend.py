@@ -340,6 +340,31 @@ def test_a_job_that_cannot_be_created_leaves_no_uploaded_file(server, status, at
     assert len(server.deleted_files) == 1
 
 
+def test_a_job_found_failed_on_resume_has_its_upload_deleted(server):
+    # A run created its job and was killed before recording it; the job failed
+    # meanwhile. The resumed run finds it by name and starts another: the failed
+    # job's upload must go, the new job's must stay.
+    from nip_core.text.groups import SharedModelGroup, fine_tune_job_name
+
+    params = types.SimpleNamespace(
+        freeze_agent=False, fine_tune_from_scratch=False, model_name="test-model"
+    )
+    agent = types.SimpleNamespace(agent_params=params, group=None)
+    server.fail_jobs = 1
+    with backend_for(server.base_url) as backend:
+        name = fine_tune_job_name("run-a", 0, "verifier", 0)
+        failed = backend.create_fine_tune_job(sft_request(name))
+        while not backend.get_fine_tune_job(failed.id).finished:
+            pass
+        failed_file = server.jobs[failed.id]["training_file"]
+        group = SharedModelGroup("verifier", {"verifier": agent}, backend)
+        chats = sft_request().examples
+        job = group.create_supervised_fine_tune_job(chats, run_id="run-a", iteration=0)
+    assert job.id != failed.id
+    assert server.deleted_files == [failed_file]
+    assert list(server.files) == [server.jobs[job.id]["training_file"]]
+
+
 def test_failed_jobs_report_their_error(server):
     server.fail_jobs = 1
     with backend_for(server.base_url) as backend:
