@@ -158,6 +158,9 @@ class OpenAiTestServer:
         The next this many jobs fail (to test failures).
     api_key : str | None
         When set, requests must carry ``Authorization: Bearer <api_key>``.
+    retry_after : float | None
+        When set, injected ``429`` and ``500`` faults carry a ``Retry-After``
+        header asking the client to wait this many seconds.
     """
 
     def __init__(
@@ -174,6 +177,7 @@ class OpenAiTestServer:
         job_steps: int = 1,
         fail_jobs: int = 0,
         api_key: str | None = None,
+        retry_after: float | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ):
@@ -189,6 +193,7 @@ class OpenAiTestServer:
         self.job_steps = max(1, int(job_steps))
         self.fail_jobs = int(fail_jobs)
         self.api_key = api_key
+        self.retry_after = retry_after
         self.models: dict[str, ServedModel] = {m: ServedModel(id=m) for m in models}
         self.files: dict[str, dict[str, Any]] = {}
         self.file_contents: dict[str, bytes] = {}
@@ -328,16 +333,24 @@ class OpenAiTestServer:
         status: int,
         body: Any,
         raw: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         data = raw if raw is not None else json.dumps(body).encode("utf-8")
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
         handler.end_headers()
         handler.wfile.write(data)
 
     def _error(
-        self, handler: BaseHTTPRequestHandler, status: int, message: str, code: str
+        self,
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        message: str,
+        code: str,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self._send(
             handler,
@@ -350,6 +363,7 @@ class OpenAiTestServer:
                     "code": code,
                 }
             },
+            headers=headers,
         )
 
     def _route(self, method: str, path: str) -> tuple[str, list[str]] | None:
@@ -416,11 +430,20 @@ class OpenAiTestServer:
             if self.killed:
                 return  # a dead server answers nothing
             fault = self._draw_fault(endpoint)
+            wait = (
+                {"Retry-After": f"{self.retry_after:g}"}
+                if self.retry_after is not None
+                else None
+            )
             if fault == "429":
-                self._error(handler, 429, "Rate limit reached (injected)", "rate_limit")
+                self._error(
+                    handler, 429, "Rate limit reached (injected)", "rate_limit", wait
+                )
                 return
             if fault == "500":
-                self._error(handler, 500, "Internal error (injected)", "server_error")
+                self._error(
+                    handler, 500, "Internal error (injected)", "server_error", wait
+                )
                 return
             if fault == "malformed":
                 self._send(handler, 200, None, raw=b'{"this is": not json')

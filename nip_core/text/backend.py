@@ -280,7 +280,16 @@ class FineTuneJob:
 
 class RetryableBackendError(BackendError):
     """A passing fault (rate limit, server error, timeout, lost connection, malformed
-    reply): the request is retried with backoff."""
+    reply): the request is retried with backoff.
+
+    ``retry_after`` is how long the endpoint asked to be left alone, in seconds
+    (a rate limit's ``Retry-After``), when it said: the next retry waits at least
+    that long, up to ``text_backend.retry_max_delay``.
+    """
+
+    def __init__(self, *args: Any, retry_after: float | None = None):
+        super().__init__(*args)
+        self.retry_after = retry_after
 
 
 class FineTuneJobNotFoundError(BackendError):
@@ -301,10 +310,17 @@ class RetryPolicy:
     initial_delay: float = 1.0
     max_delay: float = 60.0
 
-    def delay(self, retry: int, rng: random.Random) -> float:
-        return min(self.max_delay, self.initial_delay * 2**retry) * rng.uniform(
+    def delay(
+        self, retry: int, rng: random.Random, retry_after: float | None = None
+    ) -> float:
+        """The wait before retry ``retry`` (from 0); at least ``retry_after`` (what
+        the endpoint asked for) up to ``max_delay``."""
+        backoff = min(self.max_delay, self.initial_delay * 2**retry) * rng.uniform(
             0.5, 1.5
         )
+        if retry_after is None or not retry_after > 0:
+            return backoff
+        return max(backoff, min(self.max_delay, retry_after))
 
     @classmethod
     def from_hyper_params(cls, hyper_params: Any) -> RetryPolicy:
@@ -491,7 +507,9 @@ class TextBackend(ABC):
                         "retry_max_delay if the endpoint is only slow or busy."
                     ) from error
                 self.num_retries += 1
-                await asyncio.sleep(policy.delay(attempt, self._jitter))
+                await asyncio.sleep(
+                    policy.delay(attempt, self._jitter, error.retry_after)
+                )
         raise AssertionError("unreachable")  # pragma: no cover
 
     # ----------------------------------------------------------------------------------

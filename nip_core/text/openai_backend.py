@@ -23,7 +23,9 @@ deletes the uploaded file once the job has ended.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
+import math
 import os
 import re
 import time
@@ -188,13 +190,15 @@ class OpenAiBackend(TextBackend):
             return result
         except openai.RateLimitError as error:
             raise RetryableBackendError(
-                f"{what}: rate limited by {server.endpoint} (429)"
+                f"{what}: rate limited by {server.endpoint} (429)",
+                retry_after=_retry_after(error),
             ) from error
         except openai.InternalServerError as error:
             detail = _message(error)
             raise RetryableBackendError(
                 f"{what}: server error {error.status_code} from {server.endpoint}"
-                + (f": {detail}" if detail else "")
+                + (f": {detail}" if detail else ""),
+                retry_after=_retry_after(error),
             ) from error
         except openai.APITimeoutError as error:
             server.mark_down()
@@ -434,7 +438,9 @@ class OpenAiBackend(TextBackend):
                 except RetryableBackendError as error:
                     # The job may exist although its answer was lost (a timeout):
                     # wait, then look it up before creating another
-                    await asyncio.sleep(policy.delay(attempt, self._jitter))
+                    await asyncio.sleep(
+                        policy.delay(attempt, self._jitter, error.retry_after)
+                    )
                     found = await self._find(request.name)
                     if found is not None:
                         return found
@@ -608,6 +614,35 @@ class _Server:
         self.failures += 1
         cooldown = min(self.COOLDOWN_MAX, 0.5 * 2 ** (self.failures - 1))
         self.down_until = time.monotonic() + cooldown
+
+
+def _retry_after(error: Any) -> float | None:
+    """How long a 429 or 5xx reply asked the client to wait, in seconds, from its
+    ``Retry-After-Ms`` or ``Retry-After`` header (seconds or an HTTP date), as
+    OpenAI's own client reads them; ``None`` when it did not say. (The client's
+    own retries, which honour them, are off: nip retries.)"""
+    response = getattr(error, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(header)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / divisor
+        except ValueError:
+            continue
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    value = headers.get("retry-after")
+    if value:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is not None:
+            return max(0.0, when.timestamp() - time.time())
+    return None
 
 
 def _message(error: Any) -> str:

@@ -4,7 +4,9 @@ paths)."""
 
 from __future__ import annotations
 
+import email.utils
 import json
+import random
 import socket
 import threading
 import time
@@ -21,7 +23,7 @@ from nip_core.text.backend import (
     PreferenceExample,
     RetryPolicy,
 )
-from nip_core.text.openai_backend import OpenAiBackend
+from nip_core.text.openai_backend import OpenAiBackend, _retry_after
 
 
 def backend_for(base_url, **text_backend):
@@ -385,6 +387,56 @@ def test_retry_delays_grow_and_are_capped():
     assert 1.0 <= delays[1] <= 3.0
     assert all(d <= 6.0 for d in delays)  # 4 s cap, times at most 1.5
     assert delays[4] >= 2.0
+
+
+def test_a_retry_waits_at_least_what_the_endpoint_asks_up_to_the_cap():
+    policy = RetryPolicy(max_retries=3, initial_delay=1.0, max_delay=60.0)
+    rng = random.Random(0)
+    assert policy.delay(0, rng, retry_after=5.0) == 5.0
+    assert policy.delay(0, rng, retry_after=600.0) == 60.0
+    assert 0.5 <= policy.delay(0, rng, retry_after=0.0) <= 1.5
+    assert 4.0 <= policy.delay(3, rng, retry_after=1.0) <= 12.0
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after-ms": "1500"}, 1.5),
+        ({"retry-after": "20"}, 20.0),
+        ({"retry-after-ms": "250", "retry-after": "20"}, 0.25),
+        ({"retry-after": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_retry_after_headers_are_read(headers, seconds):
+    import httpx
+
+    error = types.SimpleNamespace(response=types.SimpleNamespace(headers=headers))
+    assert _retry_after(error) == seconds
+    in_a_minute = httpx.Headers(
+        {"retry-after": email.utils.formatdate(time.time() + 60, usegmt=True)}
+    )
+    dated = _retry_after(
+        types.SimpleNamespace(response=types.SimpleNamespace(headers=in_a_minute))
+    )
+    assert 55 <= dated <= 61
+
+
+@pytest.mark.parametrize("kind", ["429", "500"])
+def test_a_rate_limit_retry_after_is_honoured(kind):
+    # The client's own retries (which honour Retry-After) are off; nip's retried
+    # after its own short backoff and spent every retry within the endpoint's
+    # requested pause.
+    with OpenAiTestServer(
+        models=["test-model"], fault_rate=1.0, fault_kinds=(kind,), retry_after=0.3
+    ) as server:
+        with backend_for(server.base_url, max_retries=2, retry_max_delay=5) as backend:
+            start = time.monotonic()
+            with pytest.raises(BackendError):
+                backend.generate([request()])
+            elapsed = time.monotonic() - start
+    assert server.requests["chat"] == 3
+    assert elapsed >= 0.6
 
 
 def test_requests_are_json_serialisable(server):
