@@ -58,6 +58,35 @@ def test_a_directory_with_only_a_config(backend_factory: Any, tmp_path: Path) ->
         backend_factory().check_model(str(model))
 
 
+def test_a_model_that_is_not_a_causal_lm(
+    backend_factory: Any, tiny_model: Path, tmp_path: Path
+) -> None:
+    """An encoder-decoder passed check_model and failed at the first generation
+    with transformers' list of every causal LM configuration class."""
+    import shutil
+
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    model = tmp_path / "t5"
+    config = T5Config(
+        vocab_size=64, d_model=8, d_kv=4, d_ff=8, num_layers=1, num_heads=2
+    )
+    T5ForConditionalGeneration(config).save_pretrained(model)
+    for path in tiny_model.iterdir():
+        if path.name.startswith(("tokenizer", "chat_template", "special")):
+            shutil.copy(path, model / path.name)
+    with pytest.raises(BackendError) as error:
+        backend_factory().check_model(str(model))
+    assert str(error.value) == (
+        f"model {str(model)!r} is a 't5' model, which transformers cannot load as a "
+        "causal language model (AutoModelForCausalLM): the transformers backend "
+        "generates with decoder-only chat models (Llama, Qwen2, SmolLM2, Mistral, "
+        "...)"
+    )
+    # the tiny Llama passes
+    backend_factory().check_model(str(tiny_model))
+
+
 def test_a_hub_id_that_is_not_in_the_cache(
     backend_factory: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:

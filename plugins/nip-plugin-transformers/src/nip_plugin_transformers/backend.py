@@ -216,6 +216,34 @@ class TransformersBackend(TextBackend):
         a chat template, fails here with one message)."""
         resolved = self.resolve(model)
         load_tokenizer(resolved, self.params, padding_side="left")
+        self._check_causal_lm(resolved)
+
+    def _check_causal_lm(self, resolved: ResolvedModel) -> None:
+        """Refuse a model that is not a causal language model (an encoder-decoder
+        such as T5, an encoder, a vision model) before any rollout: it would
+        fail only at the first generation, with transformers' list of some 200
+        configuration classes. Reads the config alone."""
+        from transformers import AutoConfig
+        from transformers.models.auto.modeling_auto import (
+            MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        )
+
+        root = resolved.root
+        if root.kind == "gguf":
+            return  # reading a GGUF file's config parses it (seconds); llama.cpp's
+            # files are causal language models
+        try:
+            config = AutoConfig.from_pretrained(root.load_path, local_files_only=True)
+        except Exception:  # noqa: BLE001 - loading the model reports what is wrong
+            return
+        model_type = getattr(config, "model_type", None)
+        if model_type and model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+            raise BackendError(
+                f"model {resolved.model_id!r} is a {model_type!r} model, which "
+                "transformers cannot load as a causal language model "
+                "(AutoModelForCausalLM): the transformers backend generates with "
+                "decoder-only chat models (Llama, Qwen2, SmolLM2, Mistral, ...)"
+            )
 
     def check_fine_tune_model(self, model: str) -> None:
         """Refuse a model that cannot be fine-tuned (a GGUF file unless converted);
