@@ -194,7 +194,7 @@ class OpenAiBackend(TextBackend):
                 retry_after=_retry_after(error),
             ) from error
         except openai.InternalServerError as error:
-            detail = _message(error)
+            detail = self._server_message(error)
             raise RetryableBackendError(
                 f"{what}: server error {error.status_code} from {server.endpoint}"
                 + (f": {detail}" if detail else ""),
@@ -224,11 +224,13 @@ class OpenAiBackend(TextBackend):
             ) from error
         except openai.PermissionDeniedError as error:
             raise BackendError(
-                f"{what}: {server.endpoint} denied access (403): {_message(error)}"
+                f"{what}: {server.endpoint} denied access (403): "
+                f"{self._server_message(error)}"
             ) from error
         except openai.NotFoundError as error:
             raise BackendError(
-                f"{what}: not found at {server.endpoint} (404): {_message(error)}"
+                f"{what}: not found at {server.endpoint} (404): "
+                f"{self._server_message(error)}"
             ) from error
         except openai.APIStatusError as error:
             if error.status_code in (408, 409):
@@ -237,12 +239,22 @@ class OpenAiBackend(TextBackend):
                 ) from error
             raise BackendError(
                 f"{what}: {server.endpoint} answered {error.status_code}: "
-                f"{_message(error)}"
+                f"{self._server_message(error)}"
             ) from error
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise RetryableBackendError(
                 f"{what}: malformed reply from {server.endpoint}"
             ) from error
+
+    def _server_message(self, error: Any) -> str:
+        """What the endpoint said of an error, with the API key masked: some
+        servers and proxies quote the key they refused, and the message goes into
+        the run's error, its log and the terminal."""
+        text = _message(error)
+        key = self._api_key
+        if key and key != PLACEHOLDER_API_KEY and len(key) >= 8:
+            text = text.replace(key, f"<{self.api_key_env}>")
+        return text
 
     def close(self) -> None:
         for server in self.servers:

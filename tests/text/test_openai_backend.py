@@ -237,6 +237,32 @@ def test_a_key_that_cannot_be_sent_is_refused_at_once(monkeypatch, value, positi
     assert "key-1234" not in message
 
 
+@pytest.mark.parametrize("status", [400, 403, 404, 500])
+def test_a_server_quoting_the_key_does_not_put_it_in_the_error(
+    monkeypatch, server, status
+):
+    monkeypatch.setenv("MY_KEY", "sk-quoted-secret-1234")
+
+    def quote_the_key(*args):
+        raise _HttpError(status, "key sk-quoted-secret-1234 is not allowed", "x")
+
+    server._chat = quote_the_key
+    hyper_params = types.SimpleNamespace(
+        text_backend=TextBackendParameters(
+            max_retries=0, retry_initial_delay=0.01, retry_max_delay=0.02
+        ),
+        openai_backend=OpenAiBackendParameters(
+            base_url=server.base_url, api_key_env="MY_KEY"
+        ),
+    )
+    with OpenAiBackend(hyper_params, None) as backend:
+        with pytest.raises(BackendError) as caught:
+            backend.generate([request()])
+    message = str(caught.value)
+    assert "key <MY_KEY> is not allowed" in message
+    assert "sk-quoted-secret" not in message
+
+
 def test_local_servers_need_no_key(monkeypatch, server):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with backend_for(server.base_url) as backend:
