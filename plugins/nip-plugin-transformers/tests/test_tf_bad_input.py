@@ -58,6 +58,31 @@ def test_a_directory_with_only_a_config(backend_factory: Any, tmp_path: Path) ->
         backend_factory().check_model(str(model))
 
 
+@pytest.mark.parametrize(
+    ("model", "hinted"),
+    [
+        ("SmolLM2-135M-Instruc", True),
+        ("smollm2-135m-instruct", True),
+        ("gpt-4o-mini", False),
+        ("HuggingFaceTB/SmolLM2-135M-Instruct", False),
+    ],
+)
+def test_a_misspelt_default_model_is_named(
+    backend_factory: Any, model: str, hinted: bool
+) -> None:
+    """The default model's name misspelt (or lower-cased) read as a hub id that is
+    not in the cache, with nothing to say which name was meant."""
+    with pytest.raises(BackendError) as error:
+        backend_factory().check_model(model)
+    message = str(error.value)
+    hint = (
+        f"model {model!r} is not a local path nor in the local Hugging Face cache "
+        "(did you mean the default model 'SmolLM2-135M-Instruct'?), and nothing"
+    )
+    assert (hint in message) is hinted
+    assert message.startswith(f"model {model!r} is not a local path")
+
+
 def test_a_model_that_is_not_a_causal_lm(
     backend_factory: Any, tiny_model: Path, tmp_path: Path
 ) -> None:

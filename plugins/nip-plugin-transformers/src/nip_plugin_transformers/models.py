@@ -307,6 +307,24 @@ def _missing_model_files(path: Path) -> list[str]:
     return missing
 
 
+def _default_model_hint(model_id: str) -> str:
+    """`` did you mean the default model ...?`` for an id that is the default
+    model's name misspelt or in other case (it reads as a hub id otherwise, and
+    the message would only say it is not in the hub cache)."""
+    import difflib
+
+    close = model_id.casefold() == DEFAULT_MODEL.casefold() or (
+        "/" not in model_id
+        and difflib.SequenceMatcher(
+            None, model_id.casefold(), DEFAULT_MODEL.casefold()
+        ).ratio()
+        >= 0.85
+    )
+    if not close:
+        return ""
+    return f" (did you mean the default model {DEFAULT_MODEL!r}?)"
+
+
 def _resolve_hub_id(
     model_id: str, params: Any, cache_root: Path, fine_tuning: bool
 ) -> ResolvedModel:
@@ -330,7 +348,7 @@ def _resolve_hub_id(
     except HFValidationError as error:
         raise BackendError(
             f"model {model_id!r} is not the default model, a local path, nor a valid "
-            f"hub id; {_what_to_do()}"
+            f"hub id;{_default_model_hint(model_id)} {_what_to_do()}"
         ) from error
     except LocalEntryNotFoundError as error:
         if allow:
@@ -339,7 +357,8 @@ def _resolve_hub_id(
             ) from error
         raise BackendError(
             f"model {model_id!r} is not a local path nor in the local Hugging Face "
-            "cache, and nothing is downloaded at run time unless "
+            f"cache{_default_model_hint(model_id)}, and nothing is downloaded at run "
+            "time unless "
             "transformers_backend.allow_downloads is true (or download it first: "
             f"`hf download {model_id}`); or {_what_to_do(hub=False)}"
         ) from error
