@@ -309,6 +309,14 @@ class OpenAiBackend(TextBackend):
         finally:
             server.in_flight -= 1
         choices = response.get("choices")
+        if isinstance(choices, list) and 0 < len(choices) < request.n:
+            # a whole reply with too few choices: the server ignores n (llama.cpp's
+            # does), and asking again gets the same
+            raise BackendError(
+                f"{what}: {server.endpoint} answered {len(choices)} choice(s) for "
+                f"n={request.n}; it does not support several completions per "
+                "request (n)"
+            )
         if not isinstance(choices, list) or len(choices) < request.n:
             raise RetryableBackendError(
                 f"{what}: malformed reply from {server.endpoint} (expected "

@@ -465,6 +465,28 @@ def test_a_rate_limit_retry_after_is_honoured(kind):
     assert elapsed >= 0.6
 
 
+def test_a_server_that_ignores_n_is_reported_at_once(server):
+    # llama.cpp's server answers one choice whatever n is: that was retried as a
+    # malformed reply until the retries ran out
+    answer = server._chat
+
+    def one_choice(body, *args):
+        status, reply = answer(body, *args)
+        reply["choices"] = reply["choices"][:1]
+        return status, reply
+
+    server._chat = one_choice
+    with backend_for(server.base_url) as backend:
+        with pytest.raises(BackendError) as caught:
+            backend.generate([request(n=3)])
+        assert backend.generate([request()])[0].choice.text
+    assert server.requests["chat"] == 2
+    assert str(caught.value) == (
+        f"a chat completion with model 'test-model': {server.base_url} answered 1 "
+        "choice(s) for n=3; it does not support several completions per request (n)"
+    )
+
+
 def test_requests_are_json_serialisable(server):
     with backend_for(server.base_url) as backend:
         backend.generate([request(temperature=0.7, top_p=0.9, max_tokens=5)])
