@@ -469,8 +469,11 @@ class OpenAiBackend(TextBackend):
                         # delete it, or every failed attempt leaves one behind
                         await self._delete_file_quietly(upload.id)
                         raise BackendError(
-                            f"creating fine-tune job {request.name!r} failed "
-                            f"{times_text(attempt + 1)}; the last error: {error}"
+                            f"{self.name} backend: creating fine-tune job "
+                            f"{request.name!r} failed {times_text(attempt + 1)}; the "
+                            f"last error: {str(error).rstrip('.')}. Raise "
+                            "text_backend.max_retries or retry_max_delay if the "
+                            "endpoint is only slow or busy."
                         ) from error
                     self.num_retries += 1
                 except BackendError:

@@ -362,6 +362,14 @@ def test_a_job_that_cannot_be_created_leaves_no_uploaded_file(server, status, at
         with pytest.raises(BackendError) as caught:
             backend.create_fine_tune_job(sft_request())
     assert "creation refused" in str(caught.value)
+    if status == 500:
+        # worded as every other request whose retries ran out
+        assert str(caught.value) == (
+            "openai backend: creating fine-tune job 'job-a' failed 4 times; the last "
+            "error: creating fine-tune job 'job-a': server error 500 from "
+            f"{server.base_url}: creation refused. Raise text_backend.max_retries or "
+            "retry_max_delay if the endpoint is only slow or busy."
+        )
     assert server.requests["jobs.create"] == attempts
     assert server.requests["files.create"] == 1
     assert server.files == {}
