@@ -36,6 +36,7 @@ from nip_core.errors import (
     DatasetNotFoundError,
     MissingPluginError,
     NipConfigError,
+    PluginError,
     RunInterrupted,
 )
 from nip_core.parameters.hyper_parameters import datasets_in, is_path_like_dataset
@@ -870,12 +871,14 @@ _NOT_BUILDABLE_HERE = (
     DatasetNotFoundError,
     DatasetDamagedError,
     MissingPluginError,
+    PluginError,
     BackendError,
 )
 """Errors that say the experiment cannot be built as configured on this machine (a
 setting only the built experiment refuses, data not there or damaged, a package
-missing, a text backend that cannot serve the run: no API key, a model that is not
-there): fixed by changing the config or the machine, not by resuming."""
+missing, a plugin whose registered class reference names nothing, a text backend
+that cannot serve the run: no API key, a model that is not there): fixed by
+changing the config or the machine, not by resuming."""
 
 
 def _remove_stale_temporary_files(run_dir: RunDirectory) -> None:

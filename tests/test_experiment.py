@@ -202,7 +202,9 @@ def test_a_run_that_failed_while_being_built_gives_its_run_id_back(
         )
 
 
-@pytest.mark.parametrize("missing", ["dataset", "damaged", "package", "backend"])
+@pytest.mark.parametrize(
+    "missing", ["dataset", "damaged", "package", "backend", "plugin_reference"]
+)
 def test_a_new_run_that_cannot_be_built_here_leaves_no_run_directory(
     scenario, monkeypatch, missing
 ):
@@ -213,6 +215,7 @@ def test_a_new_run_that_cannot_be_built_here_leaves_no_run_directory(
         DatasetDamagedError,
         DatasetNotFoundError,
         MissingPluginError,
+        PluginError,
     )
     from nip_core.testing.synthetic.data import SyntheticDataset
 
@@ -221,6 +224,8 @@ def test_a_new_run_that_cannot_be_built_here_leaves_no_run_directory(
         "damaged": DatasetDamagedError("dataset 'tiny' is damaged"),
         "package": MissingPluginError("the part needs the package xyz"),
         "backend": BackendError("no API key in OPENAI_API_KEY"),
+        # a plugin's class reference that names nothing (a typo in its spec)
+        "plugin_reference": PluginError("the plugin reference 'm:Y' names nothing"),
     }[missing]
 
     def unavailable(self):
