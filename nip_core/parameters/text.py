@@ -97,6 +97,17 @@ def _unknown_backend(name: str, known: Any = ()) -> str:
 # --------------------------------------------------------------------------------------
 
 
+def _names_tuple(value: Any) -> Any:
+    """A list of names as a tuple; a string is left as it is, for the type check to
+    say that a list is expected (``tuple("decisions")`` would be its letters)."""
+    if isinstance(value, str | bytes):
+        return value
+    try:
+        return tuple(value)
+    except TypeError:
+        return value
+
+
 @parameters_class
 class TextRlParameters(SubParameters):
     """Parameters of staged text trainers (section ``text_rl``).
@@ -169,7 +180,7 @@ class TextRlParameters(SubParameters):
     )
     save_transcripts: bool = True
     rollout_analysers: tuple[str, ...] = field(
-        default=(), converter=tuple, metadata=base_run_preserve("rerun_tests")
+        default=(), converter=_names_tuple, metadata=base_run_preserve("rerun_tests")
     )
 
     def consistency_problems(self) -> list[ConfigProblem]:

@@ -165,6 +165,19 @@ def test_config_names_unknown_analyser(synthetic_text_scenario) -> None:
     assert "text_rl.rollout_analysers.0" in str(info.value)
 
 
+def test_a_single_name_instead_of_a_list_is_one_clear_error(
+    synthetic_text_scenario,
+) -> None:
+    # `text_rl.rollout_analysers=decisions` on the command line: a string, not a
+    # list; it was split into its letters, one "unknown analyser" per letter
+    with pytest.raises(NipConfigError) as info:
+        synthetic_text_scenario.hyper_params(text_rl={"rollout_analysers": "decisions"})
+    (problem,) = info.value.problems
+    assert problem.path == "text_rl.rollout_analysers"
+    assert "list" in problem.message
+    assert problem.value == "decisions"
+
+
 def test_empty_rollouts_give_nan_not_errors() -> None:
     rollouts = TextRollouts(["verifier"], ["main"], 1, [])
     out = DecisionAnalyser(None, None, "decisions").analyse(rollouts)
