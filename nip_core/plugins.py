@@ -58,6 +58,7 @@ import os
 import sys
 import threading
 import time
+import typing
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, TextIO
@@ -75,6 +76,7 @@ from nip_core.records import (
     ConfigDirSpec,
     Contribution,
     DatasetBuilderSpec,
+    DataWorld,
     EpisodeRendererSpec,
     LoggerSpec,
     MigrationSpec,
@@ -858,7 +860,26 @@ def _check_result(
                 f"{hook_name}() returned a {expected} with key {key!r}; keys must be "
                 "non-empty strings"
             )
+        _check_data_worlds(item, hook_name, expected)
     return list(value)
+
+
+def _check_data_worlds(item: Contribution, hook_name: str, expected: str) -> None:
+    """Refuse a record whose ``data_world`` (``data_worlds``) names no data world: a
+    typo there would otherwise surface as every config's protocol or trainer being
+    refused for "the txt world"."""
+    valid = typing.get_args(DataWorld)
+    for field_name in ("data_world", "data_worlds"):
+        if not hasattr(item, field_name):
+            continue
+        worlds = getattr(item, field_name)
+        for world in (worlds,) if field_name == "data_world" else worlds:
+            if world not in valid:
+                choices = ", ".join(repr(w) for w in valid)
+                raise PluginError(
+                    f"{hook_name}() returned a {expected} {item.key!r} with "
+                    f"{field_name} {world!r}; valid choices: {choices}"
+                )
 
 
 def _unknown_plugin_message(name: str, known: Iterable[str]) -> str:

@@ -35,7 +35,13 @@ from nip_core.plugins import (
     reset_plugin_manager,
     set_plugin_manager,
 )
-from nip_core.records import ALL_RECORD_TYPES, LoggerSpec, TrainerSpec
+from nip_core.records import (
+    ALL_RECORD_TYPES,
+    LoggerSpec,
+    ProtocolSpec,
+    ScenarioSpec,
+    TrainerSpec,
+)
 from nip_core.testing.fixtures import isolated_plugin_manager, make_plugin_distribution
 
 FIXTURES = Path(__file__).parent / "fixtures_plugins"
@@ -302,6 +308,47 @@ def test_hook_result_is_checked(plugin_manager, returned, expected):
         plugin_manager.registry("logger")
     assert expected in str(info.value)
     assert "plugin 'bad' failed in register_loggers()" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("hook", "kind", "record"),
+    [
+        (
+            "register_scenarios",
+            "scenario",
+            ScenarioSpec(
+                name="s", data_world="txt", agent_parameters_class="m:P",
+                dataset_class="m:D",
+            ),
+        ),
+        (
+            "register_trainers",
+            "trainer",
+            TrainerSpec(name="t", trainer_class="m:T", data_world="Text"),
+        ),
+        (
+            "register_protocols",
+            "protocol",
+            ProtocolSpec(
+                name="p", handler_class="m:H", agent_names=("v",),
+                data_worlds=("tensor", "txt"),
+            ),
+        ),
+    ],
+)  # fmt: skip
+def test_a_record_of_an_unknown_data_world_is_refused(
+    plugin_manager, hook, kind, record
+):
+    # a typo in data_world was accepted, and validation then blamed the protocol or
+    # the trainer of every config ("cannot run in the txt world")
+    plugin = type("Plugin", (), {hook: hookimpl(lambda self: [record])})()
+    plugin_manager.register(plugin, name="bad")
+    with pytest.raises(PluginError) as info:
+        plugin_manager.registry(kind)
+    message = str(info.value)
+    assert "data_world" in message
+    assert "'txt'" in message or "'Text'" in message
+    assert "'tensor', 'text'" in message
 
 
 def test_hook_returning_none_or_tuple_is_fine(plugin_manager, register_plugin):
