@@ -158,9 +158,14 @@ class InvalidResponseAnalyser(RolloutAnalyser):
 
 
 def build_rollout_analysers(
-    names: Iterable[str], hyper_params: Any, settings: Any
+    names: Iterable[str],
+    hyper_params: Any,
+    settings: Any,
+    *,
+    path: str = "rollout_analysers",
 ) -> dict[str, RolloutAnalyser]:
-    """Build the analysers registered under ``names``, in order.
+    """Build the analysers registered under ``names``, in order; problems are named
+    ``<path>.<index>`` (a command-line option, ``--analyser``, without the index).
 
     Raises
     ------
@@ -172,7 +177,9 @@ def build_rollout_analysers(
 
     names = list(names)
     registry = get_plugin_manager().rollout_analysers
-    problems = rollout_analyser_problems(names, getattr(hyper_params, "scenario", None))
+    problems = rollout_analyser_problems(
+        names, getattr(hyper_params, "scenario", None), path=path
+    )
     if problems:
         raise NipConfigError(problems)
     analysers = {}
@@ -189,16 +196,17 @@ def rollout_analyser_problems(
     path: str = "rollout_analysers",
     unknown: bool = True,
 ) -> list[Any]:
-    """Problems with a list of analyser names (``<path>.<index>``): unknown names
-    (unless ``unknown`` is false), and (when ``scenario`` is given) analysers of
-    another scenario."""
+    """Problems with a list of analyser names (``<path>.<index>``, or ``<path>``
+    alone for a command-line option such as ``--analyser``): unknown names (unless
+    ``unknown`` is false), and (when ``scenario`` is given) analysers of another
+    scenario."""
     from nip_core.errors import ConfigProblem
     from nip_core.plugins import get_plugin_manager
 
     registry = get_plugin_manager().rollout_analysers
     problems = []
     for index, name in enumerate(names):
-        item = f"{path}.{index}"
+        item = path if path.startswith("--") else f"{path}.{index}"
         if name not in registry:
             if unknown:
                 problems.append(
@@ -310,7 +318,9 @@ def analyse_run(
             f"run {run.run_id} has no saved text rollouts in {run.rollouts_dir} "
             f"(splits {', '.join(splits)}); only text runs save rollouts there"
         )
-    analysers = build_rollout_analysers(names, hyper_params, settings)
+    analysers = build_rollout_analysers(
+        names, hyper_params, settings, path="--analyser"
+    )
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in analysers}
     try:
         for path in chosen:

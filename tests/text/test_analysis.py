@@ -131,6 +131,15 @@ def test_trainer_logs_analysers_and_nip_analyse_reruns_them(
     assert all(line["split"] == "test" for line in lines[1:])
     capsys.readouterr()
 
+    # a misspelt name is named as the option it was given with, not as a config path
+    code = main(
+        ["analyse", "analysed", "--runs-dir", str(runs_dir), "--analyser", "decisionz"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--analyser: unknown rollout analyser" in err and "decisions" in err
+    assert "rollout_analysers.0" not in err
+
     code = main(["analyse", "nowhere", "--runs-dir", str(runs_dir), "--analyser", "x"])
     assert code != 0
     assert "no run directory 'nowhere'" in capsys.readouterr().err
