@@ -32,6 +32,7 @@ from nip_core import distributed
 from nip_core.errors import (
     BackendError,
     CheckpointError,
+    ConfigProblem,
     DatasetDamagedError,
     DatasetNotFoundError,
     MissingPluginError,
@@ -93,9 +94,18 @@ class PreparedExperiment:
 
 def _params_dict_of_base_run(base_run: Any, settings: ExperimentSettings) -> dict:
     if base_run.source == "local":
-        return RunDirectory(
-            Path(settings.runs_dir) / base_run.run_id
-        ).read_hyper_params()
+        runs_dir = Path(settings.runs_dir).expanduser()
+        run_dir = RunDirectory(runs_dir / base_run.run_id)
+        if not run_dir.path.is_dir():
+            # a misspelt id: name the setting and the run it probably meant
+            raise NipConfigError(
+                ConfigProblem(
+                    "base_run.run_id",
+                    _no_such_run_message(base_run.run_id, runs_dir, resume_hint=False),
+                    base_run.run_id,
+                )
+            )
+        return run_dir.read_hyper_params()
     from nip_core.runs.wandb_api import fetch_run_config
 
     return fetch_run_config(
@@ -846,7 +856,9 @@ def _run_experiment(
     )
 
 
-def _no_such_run_message(run_id: str, runs_dir: Path) -> str:
+def _no_such_run_message(
+    run_id: str, runs_dir: Path, *, resume_hint: bool = True
+) -> str:
     from nip_core.parameters.validation import closest
 
     message = f"no run {run_id!r} in {runs_dir}"
@@ -860,6 +872,8 @@ def _no_such_run_message(run_id: str, runs_dir: Path) -> str:
             message += f" (its newest runs: {shown})"
     else:
         message += " (no such directory)"
+    if not resume_hint:
+        return message
     return (
         message + ("" if message.endswith("?") else ".") + " A run started with "
         f"run.runs_dir=DIR is resumed with `nip resume {run_id} --runs-dir DIR`"

@@ -394,6 +394,25 @@ def test_base_run_parameters_are_copied(scenario):
     assert base.trainer.hyper_params.seed == 11
 
 
+def test_a_base_run_that_is_not_there_is_named_with_the_closest_run(scenario):
+    # a misspelt base_run.run_id: the setting, the value and the run it probably
+    # meant, not "is this a run directory?" about a path the user never wrote
+    settings = scenario.settings()
+    run_experiment(_solo(scenario, 1), settings, run_id="20260101-000000-abcdef")
+    hp = _solo(
+        scenario,
+        1,
+        base_run={"base_run_type": "parameters", "run_id": "20260101-000000-abcdeg"},
+    )
+    with pytest.raises(NipConfigError) as info:
+        run_experiment(hp, settings, run_id="child")
+    (problem,) = info.value.problems
+    assert problem.path == "base_run.run_id"
+    assert problem.value == "20260101-000000-abcdeg"
+    assert "did you mean '20260101-000000-abcdef'?" in problem.message
+    assert not (scenario.root / "runs" / "child").exists()
+
+
 def test_rerun_tests_uses_the_base_run_agents(scenario):
     settings = scenario.settings()
     base = run_experiment(
