@@ -143,3 +143,44 @@ def test_the_shipped_scripted_model_plays_every_protocol_offline(
                 instance.close()
             assert rollouts["agents.valid_response"][rollouts["agents.active"]].all()
             assert (rollouts["verdict"] == rollouts["y"]).all(), protocol
+
+
+@pytest.mark.parametrize(
+    "spectrum", ["likert_scale_5", "out_of_10", "likert_scale", "accept_reject"]
+)
+def test_the_scripted_model_answers_on_the_configured_verdict_scale(
+    code_validation_plugin, tmp_path, spectrum
+):
+    """With protocol_common.verifier_decision_spectrum set, the scripted verifier
+    states its verdict on that scale (it answered 'accept' on every scale, so on an
+    integer scale no episode ever ended with a verdict), and its fine-tune effect
+    reads those verdicts."""
+    from nip_core.factory import build_scenario_instance
+    from nip_core.parameters import HyperParameters
+    from nip_core.testing.openai_server import OpenAiTestServer
+    from nip_core.text.sampling import sample_rollouts
+
+    from nip_plugin_code_validation.scripted import responder, verdict_correct
+
+    with OpenAiTestServer(models=[], responder=responder) as server:
+        server.add_model("code-model", skill=1.0, invalid_rate=0.0)
+        hyper_params = HyperParameters.from_dict(
+            hyper_params_dict(
+                "nip",
+                server.base_url,
+                dataset="humaneval_buggy",
+                protocol_common={"verifier_decision_spectrum": spectrum},
+            )
+        )
+        instance = build_scenario_instance(hyper_params, _settings(tmp_path))
+        try:
+            env = instance.train_environment
+            rollouts = sample_rollouts(env, instance.agents, list(range(6)))
+        finally:
+            instance.close()
+    assert rollouts["agents.valid_response"][rollouts["agents.active"]].all()
+    assert (rollouts["verdict"] == rollouts["y"]).all()
+    verifier = rollouts.agent_names.index("verifier")
+    for b in range(rollouts.batch_size):
+        chat = rollouts.agent_chat(b, rollouts.agent_names[verifier])
+        assert verdict_correct(chat) is True

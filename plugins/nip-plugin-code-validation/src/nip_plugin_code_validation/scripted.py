@@ -12,9 +12,11 @@ It answers every protocol's prompts in the format they ask for: a verifier asks 
 question per header while it may not decide or has heard no expert, then gives a
 verdict, right with probability ``skill`` (a model attribute, 0.7 by default); one
 in ten of its verdicts (``invalid_rate``) is not a verdict, which the agent asks
-again. Provers argue for the side their prompt gives them (with a shared reward,
-for the truth). Whether a solution is correct is known for the shipped datasets
-(``test``, ``humaneval_buggy``); for another dataset the verifier guesses. A model
+again. Verdicts are ``accept`` / ``reject``, or the ends of the integer scale the
+prompt asks for (``protocol_common.verifier_decision_spectrum``). Provers argue
+for the side their prompt gives them (with a shared reward, for the truth).
+Whether a solution is correct is known for the shipped datasets (``test``,
+``humaneval_buggy``); for another dataset the verifier guesses. A model
 fine-tuned on verifier examples (:func:`fine_tune_effect`) moves its skill halfway
 towards the share of right verdicts among them, so expert iteration visibly learns.
 """
@@ -37,7 +39,35 @@ __all__ = [
 
 _HEADER = re.compile(r"'((?:Question|Message) for [^']+:)'")
 _SOLUTION = re.compile(r"## Solution\s*```python\n(.*?)```", re.DOTALL)
-_VERDICT = re.compile(r"decision\W*:\W*(accept|reject)\W*$", re.IGNORECASE)
+_VERDICT = re.compile(r"decision\W*:\W*(accept|reject|\d+)\W*$", re.IGNORECASE)
+# how the prompt states an integer verdict scale (nip_core.text.parsing's
+# describe_spectrum: likert_scale_N, out_of_10, out_of_100)
+_INTEGER_SCALE = re.compile(
+    r"an integer from (\d+) \(certainly incorrect\) to (\d+) \(certainly correct\)"
+)
+
+
+def _verdict_word(system: str, accept: bool) -> str:
+    """``accept`` / ``reject``, or the scale's ends when the prompt asks for an
+    integer (``protocol_common.verifier_decision_spectrum``)."""
+    scale = _INTEGER_SCALE.search(system)
+    if scale is not None:
+        return scale.group(2) if accept else scale.group(1)
+    return "accept" if accept else "reject"
+
+
+def _reads_as_accept(system: str, verdict: str) -> bool | None:
+    """Whether a verdict the scripted verifier wrote is an accept (``None``: the
+    middle of an integer scale, or an integer where the prompt asked for words)."""
+    if verdict.lower() in ("accept", "reject"):
+        return verdict.lower() == "accept"
+    scale = _INTEGER_SCALE.search(system)
+    if scale is None:
+        return None
+    low, high = int(scale.group(1)), int(scale.group(2))
+    if 2 * int(verdict) == low + high:
+        return None
+    return 2 * int(verdict) > low + high
 
 
 def solution_of(system: str) -> str:
@@ -99,7 +129,7 @@ def responder(
             return "I am unsure.\nDecision: perhaps"
         right = rng.random() < float(attributes.get("skill", 0.7))
         accept = correct if right else not correct
-        return f"I checked it.\nDecision: {'accept' if accept else 'reject'}"
+        return f"I checked it.\nDecision: {_verdict_word(system, accept)}"
     if "Verifier" not in system:
         return "I cannot help."
     if "reach the *correct* verdict" in system:
@@ -115,11 +145,15 @@ def verdict_correct(chat: list[Mapping[str, Any]]) -> bool | None:
     solution)."""
     if not chat or "Your task is to decide" not in str(chat[0].get("content", "")):
         return None
-    label = known_labels().get(solution_of(str(chat[0]["content"])))
+    system = str(chat[0]["content"])
+    label = known_labels().get(solution_of(system))
     match = _VERDICT.search(str(chat[-1].get("content", "")).strip())
     if label is None or match is None:
         return None
-    return (match.group(1).lower() == "accept") == bool(label)
+    accept = _reads_as_accept(system, match.group(1))
+    if accept is None:
+        return None
+    return accept == bool(label)
 
 
 def fine_tune_effect(parent: Any, method: str, examples: list[Any]) -> dict[str, Any]:
