@@ -48,11 +48,33 @@ CONSTANT_VALUE_HEAD_ROLE = "constant_value_head"
 RANDOM_WHOLE_ROLE = "random_whole"
 
 
+def _concrete(cls: Any, what: str, spec: Any) -> Any:
+    """``cls``, or a :class:`PluginError` when it is an abstract class (a method its
+    base requires, such as a text agent's ``system_prompt``, was not written or was
+    misspelt): instantiating it would be a bare ``TypeError``."""
+    import inspect
+
+    if inspect.isclass(cls) and inspect.isabstract(cls):
+        from nip_core.errors import PluginError
+
+        missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
+        plugin = getattr(spec, "plugin", None)
+        by = f" (plugin {plugin!r})" if plugin else ""
+        raise PluginError(
+            f"the {what} registered{by} as {cls.__module__}.{cls.__qualname__} is "
+            f"abstract: it does not implement {missing}; write "
+            f"{'that method' if ',' not in missing else 'those methods'} in the class"
+        )
+    return cls
+
+
 def _trainer_class_and_type(hyper_params: Any) -> tuple[type, str]:
     from nip_core.plugins import get_plugin_manager
 
     spec = get_plugin_manager().trainers[hyper_params.trainer]
-    trainer_class = resolve_ref(spec.trainer_class)
+    trainer_class = _concrete(
+        resolve_ref(spec.trainer_class), f"trainer {hyper_params.trainer!r}", spec
+    )
     trainer_type = getattr(trainer_class, "trainer_type", None) or spec.trainer_type
     return trainer_class, trainer_type
 
@@ -73,7 +95,9 @@ def _part_class(scenario: str, role: str) -> type:
     registry = get_plugin_manager().agent_parts
     key = f"{scenario}/{role}"
     if key in registry:
-        return resolve_ref(registry[key].part_class)
+        return _concrete(
+            resolve_ref(registry[key].part_class), f"agent part {key!r}", registry[key]
+        )
     if role == RANDOM_POLICY_HEAD_ROLE:
         from nip_core.scenario.agents import RandomAgentPolicyHead
 

@@ -171,3 +171,24 @@ def test_random_verifier_decides_only_when_it_may(synthetic_text_scenario):
     }
     assert decisions == {0: {0, 1, 2}, 1: {2}, 2: {0, 1}}
     instance.close()
+
+
+def test_an_agent_class_that_lacks_system_prompt_is_a_plugin_error(
+    synthetic_text_scenario, monkeypatch
+):
+    # a scenario's agent that forgot (or misspelt) system_prompt: one error naming
+    # the registered part, its class and the missing method, not a TypeError
+    # traceback from the factory
+    from nip_core.errors import PluginError
+    from nip_core.testing.synthetic_text import scenario as module
+
+    class Forgetful(TextWholeAgent):
+        def system_promt(self, context):  # misspelt
+            return "Decide."
+
+    monkeypatch.setattr(module, "SyntheticTextAgent", Forgetful)
+    with pytest.raises(PluginError) as info:
+        synthetic_text_scenario.build(synthetic_text_scenario.hyper_params("nip"))
+    message = str(info.value)
+    assert "synthetic_text/whole" in message
+    assert "Forgetful" in message and "system_prompt" in message
