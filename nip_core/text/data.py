@@ -107,7 +107,9 @@ class TextDataset(Dataset):
     def _label(self, row: Mapping[str, Any], index: int) -> int:
         """Row ``index``'s label ``y``, checked to be 0 or 1."""
         if "y" not in row:
-            raise self.dataset_unusable(f"row {index} has no label 'y'")
+            raise self.dataset_unusable(
+                f"row {index} has no label 'y'", hint=self._label_hint()
+            )
         y = row["y"]
         if isinstance(y, bool | int | np.integer) and int(y) in (0, 1):
             return int(y)
@@ -117,15 +119,25 @@ class TextDataset(Dataset):
             return int(y)
         raise self.dataset_unusable(
             f"row {index} has label y={y!r}; a label is 0 (the claim fails) or 1 "
-            "(it holds)"
+            "(it holds)",
+            hint=self._label_hint(),
         )
 
-    def dataset_unusable(self, detail: str) -> DatasetNotFoundError:
+    def _label_hint(self) -> str:
+        return (
+            f"the rows {type(self).__name__}.load_rows() returns (from the "
+            "dataset's files or the scenario's own code) each need a label 'y'"
+        )
+
+    def dataset_unusable(
+        self, detail: str, *, hint: str | None = None
+    ) -> DatasetNotFoundError:
         """The error for a split that was found but cannot be used (empty, or a row
-        without a valid label): names the dataset, its split and what is wrong."""
+        without a valid label): names the dataset, its split and what is wrong,
+        then ``hint`` (default: where the dataset's files go)."""
         return DatasetNotFoundError(
             f"dataset {self.name!r} of scenario {self.scenario!r} ({self.split} "
-            f"split) cannot be used: {detail}; {self.how_to_get()}"
+            f"split) cannot be used: {detail}; {hint or self.how_to_get()}"
         )
 
     @abstractmethod

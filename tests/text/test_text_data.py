@@ -73,7 +73,13 @@ def test_an_empty_split_is_a_clear_error(split):
 def test_a_row_without_a_valid_label_is_a_clear_error(row, detail):
     with pytest.raises(NipError, match="cannot be used") as caught:
         _dataset([{"question": "ok", "y": 1}, row])
-    assert detail in str(caught.value)
+    message = str(caught.value)
+    assert detail in message
+    # the rows were found: the hint is where labels come from, not where to put
+    # files (a shipped dataset whose load_rows forgot 'y' was told to "place its
+    # files" in the data directory)
+    assert "Rows.load_rows()" in message
+    assert "check the path" not in message and "place its files" not in message
 
 
 def test_max_size_applies_before_the_checks():
