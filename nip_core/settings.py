@@ -37,17 +37,50 @@ RUN_KEY = "run"
 
 SECRET_ENV_VARS: tuple[str, ...] = ("WANDB_API_KEY", "OPENAI_API_KEY", "HF_TOKEN")
 """Environment variables that hold credentials; their values never reach saved
-settings (:func:`redact_secrets`)."""
+settings (:func:`redact_secrets`). So does the value of every variable whose name
+ends like a credential's (:data:`SECRET_NAME_ENDINGS`): the one
+``openai_backend.api_key_env`` names (``OPENROUTER_API_KEY``, a lab's own)."""
+
+SECRET_NAME_ENDINGS: tuple[str, ...] = (
+    "API_KEY",
+    "APIKEY",
+    "TOKEN",
+    "SECRET",
+    "SECRET_KEY",
+    "PASSWORD",
+)
+"""How the names of credential variables end (upper case)."""
+
+
+_TOKEN_LIKE = re.compile(r"[A-Za-z0-9_\-.:+=]{8,}")
+
+
+def secret_env_vars() -> tuple[str, ...]:
+    """The environment variables whose values :func:`redact_secrets` hides:
+    :data:`SECRET_ENV_VARS`, and every variable set whose name ends in one of
+    :data:`SECRET_NAME_ENDINGS` and whose value looks like a key (one word of
+    letters, digits and ``_-.:+=``: not a path or a URL, which settings hold
+    legitimately)."""
+    named = [
+        name
+        for name, value in os.environ.items()
+        if name.upper().endswith(SECRET_NAME_ENDINGS)
+        and name not in SECRET_ENV_VARS
+        and _TOKEN_LIKE.fullmatch(value)
+    ]
+    return (*SECRET_ENV_VARS, *sorted(named))
 
 
 def redact_secrets(data: Any) -> Any:
-    """``data`` with every value of a :data:`SECRET_ENV_VARS` variable (set, and at
-    least 8 characters long) replaced by ``<NAME>``, in strings at any depth."""
-    secrets = {
+    """``data`` with every value of a credential variable (:func:`secret_env_vars`:
+    set, and at least 8 characters long) replaced by ``<NAME>``, in strings at any
+    depth; the longest values first, so that one holding another is hidden whole."""
+    found = {
         name: value
-        for name in SECRET_ENV_VARS
+        for name in secret_env_vars()
         if len(value := os.environ.get(name, "")) >= 8
     }
+    secrets = dict(sorted(found.items(), key=lambda item: -len(item[1])))
     if not secrets:
         return data
 

@@ -77,6 +77,25 @@ def test_settings_hold_no_secrets(monkeypatch):
     assert saved["wandb_tags"] == ["a", "<WANDB_API_KEY>"]
 
 
+def test_settings_hide_any_credential_variable(monkeypatch):
+    """The variable openai_backend.api_key_env names (OpenRouter's, a lab's own) is
+    not on the fixed list: a variable named like a credential is hidden too."""
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-123456789")
+    monkeypatch.setenv("LAB_GATEWAY_TOKEN", "tok-abcdefgh")
+    monkeypatch.setenv("LAB_GATEWAY_URL", "https://gateway.example")
+    # named like a credential but holding a path: settings hold paths, left alone
+    monkeypatch.setenv("CACHE_TOKEN", "/tmp/shared-cache")
+    saved = ExperimentSettings(
+        wandb_entity="sk-or-123456789",
+        wandb_tags=["tok-abcdefgh", "https://gateway.example"],
+        cache_dir="/tmp/shared-cache/nip",
+    ).to_dict()
+    assert saved["cache_dir"] == "/tmp/shared-cache/nip"
+    assert saved["wandb_entity"] == "<OPENROUTER_API_KEY>"
+    # a URL is no credential: only names ending like one are hidden
+    assert saved["wandb_tags"] == ["<LAB_GATEWAY_TOKEN>", "https://gateway.example"]
+
+
 def test_wandb_mode_resolution(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
