@@ -150,12 +150,22 @@ def validate_named(
         config = composer.to_plain_dict(compose_for_run(app, config_name, overrides))
     hyper_params, settings = composer.build_experiment(config, config_name=config_name)
     check_device(settings)
+    _warn_as_a_run_would(hyper_params)
     given = " ".join(composer.display_override(o) for o in overrides)
     stream.write(
         f"config {config_name}{' ' + given if given else ''}: valid "
         f"({_summary(hyper_params)})\n"
     )
     return 0
+
+
+def _warn_as_a_run_would(hyper_params: Any) -> None:
+    """Give the warnings a run of ``hyper_params`` gives before it starts that
+    its validation does not (the protocol's: rounds the verifier can never read):
+    built as the run builds it, the protocol handler says them."""
+    from nip_core.protocols.factory import build_protocol_handler
+
+    build_protocol_handler(hyper_params)
 
 
 def _summary(hyper_params: Any) -> str:
@@ -176,5 +186,6 @@ def validate(file: str, *, stream: TextIO | None = None) -> int:
     hyper_params, _ = composer.build_experiment(
         config, saved=path.suffix.lower() == ".json"
     )
+    _warn_as_a_run_would(hyper_params)
     stream.write(f"{path}: valid ({_summary(hyper_params)})\n")
     return 0

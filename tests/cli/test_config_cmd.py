@@ -434,6 +434,33 @@ def test_validate_a_named_config_with_overrides(toy_plugin, capsys):
     assert "takes one FILE, or --config-name NAME and overrides" in err
 
 
+def test_validate_gives_the_warnings_a_run_would(toy_plugin, capsys):
+    """Rounds the verifier can never read: nip run warns before it starts, so
+    nip config validate says it too (the config is still valid)."""
+    from nip_core.protocols.handler import ProtocolWarning
+
+    with pytest.warns(ProtocolWarning, match="round 7 of max_message_rounds=8"):
+        status = main(
+            ["config", "validate", "-c", "toy/exp", "nip_protocol.max_message_rounds=8"]
+        )
+    assert status == 0
+    assert "valid" in capsys.readouterr().out
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ProtocolWarning)
+        assert (
+            main(
+                [
+                    "config",
+                    "validate",
+                    "-c",
+                    "toy/exp",
+                    "nip_protocol.max_message_rounds=7",
+                ]
+            )
+            == 0
+        )
+
+
 def test_a_config_including_a_missing_plugins_config_says_what_to_install(
     toy_plugin, write_configs, capsys
 ):
