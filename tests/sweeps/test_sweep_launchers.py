@@ -292,12 +292,12 @@ def test_ctrl_c_on_a_joblib_sweep_lets_its_jobs_checkpoint(sweep_site):
         assert (run / "checkpoints" / f"iter_{len(steps):06d}.pt").is_file()
 
 
+# Not joblib: its workers get SIGTERM too and mark their runs killed, but joblib's
+# own teardown kills them with SIGKILL as the sweep stops, and under load it can
+# beat a worker to it (a run is then left "running", as after any SIGKILL)
 @pytest.mark.parametrize(
     ("launcher", "module", "extra"),
-    [
-        ("submitit_local", "hydra_plugins.hydra_submitit_launcher", "submitit"),
-        ("joblib", "hydra_plugins.hydra_joblib_launcher", "joblib"),
-    ],
+    [("submitit_local", "hydra_plugins.hydra_submitit_launcher", "submitit")],
 )
 def test_sigterm_stops_a_sweeps_jobs_and_marks_their_runs_killed(
     sweep_site, launcher, module, extra
