@@ -19,6 +19,7 @@ ever read back from a cache built with other settings.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -266,7 +267,16 @@ class TensorDictDataset(Dataset, ABC):
             )
             if processed_dir.exists():
                 shutil.rmtree(processed_dir)
-            os.replace(tmp_dir, processed_dir)
+            try:
+                os.replace(tmp_dir, processed_dir)
+            except OSError as error:
+                # Another process (a sweep's job beside this one) built the same
+                # entry and put it in place between the check above and here:
+                # keep its whole copy, drop this one.
+                if error.errno not in (errno.ENOTEMPTY, errno.EEXIST) or (
+                    self._load_cache(processed_dir) is None
+                ):
+                    raise
         finally:
             if tmp_dir.exists():
                 shutil.rmtree(tmp_dir, ignore_errors=True)

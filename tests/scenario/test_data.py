@@ -59,6 +59,38 @@ def _break_json(path):
     path.write_text("{".ljust(path.stat().st_size))
 
 
+def test_a_cache_entry_another_process_put_in_place_first_is_kept(
+    synthetic_scenario, monkeypatch
+):
+    """Two jobs of a sweep build the same entry at once: the one whose rename
+    comes second finds the other's entry in place (the rename fails with
+    'Directory not empty') and keeps it instead of failing the job."""
+    import os
+
+    from nip_core.scenario import data as data_module
+
+    first = _dataset(synthetic_scenario)
+    entry = first.processed_dir
+    winner = entry.with_name(entry.name + ".winner")
+    os.rename(entry, winner)
+    real_replace = os.replace
+
+    def replace_after_the_other_process(src, dst):
+        if os.fspath(dst) == os.fspath(entry) and not entry.exists():
+            real_replace(winner, entry)  # the other job's rename lands first
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(data_module.os, "replace", replace_after_the_other_process)
+    second = _dataset(synthetic_scenario)
+    assert not second.loaded_from_cache
+    assert torch.equal(second.data["x"], first.data["x"])
+    monkeypatch.undo()
+    assert not any(p.name.startswith(".tmp-") for p in entry.parent.iterdir())
+    third = _dataset(synthetic_scenario)
+    assert third.loaded_from_cache
+    assert torch.equal(third.data["x"], first.data["x"])
+
+
 @pytest.mark.parametrize(
     ("damage", "target", "said"),
     [
