@@ -361,13 +361,13 @@ def main(argv: Sequence[str] | None = None, *, ends_process: bool = False) -> in
     """
     from nip_core.cli.plugins_cmd import install_plugin_warning_format
     from nip_core.errors import NipConfigError, NipError, UsageError
-    from nip_core.runs.interrupts import terminate_as_interrupt
+    from nip_core.runs.interrupts import interrupts_kept, terminate_as_interrupt
 
     install_plugin_warning_format()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with terminate_as_interrupt():
+        with interrupts_kept(), terminate_as_interrupt():
             status = _dispatch(args)
         # inside the try: a closed pipe shows up when the output is flushed
         sys.stdout.flush()

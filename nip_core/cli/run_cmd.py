@@ -31,6 +31,7 @@ from nip_core.cli import compose as composer
 from nip_core.errors import ConfigProblem, MissingPluginError, NipConfigError, NipError
 from nip_core.runs.interrupts import (
     DeferredInterrupt,
+    interrupts_kept,
     terminate_as_interrupt,
     terminate_with_descendants,
 )
@@ -355,7 +356,8 @@ def _launch_sweep(
         else contextlib.nullcontext()
     )
     # SIGTERM goes on to the jobs' processes (submitit's local jobs would train on
-    # as orphans), and the sweep waits for them to mark their runs killed
+    # as orphans), and the sweep waits for them to stop (each marks its run killed
+    # unless the launcher's own teardown SIGKILLs it first)
     terminating = terminate_with_descendants()
     try:
         with composer.hydra_errors(), waiting, terminating:
@@ -631,7 +633,8 @@ class SweepJob:
             # In a launcher's process (submitit, joblib, Ray), SIGTERM stops the
             # run and marks it killed, whatever the launcher's own handler does
             # with it (submitit's bypasses it)
-            with terminate_as_interrupt(replace=os.getpid() != self.launching_pid):
+            in_launcher = os.getpid() != self.launching_pid
+            with interrupts_kept(), terminate_as_interrupt(replace=in_launcher):
                 result = run_experiment(hyper_params, settings)
         except KeyboardInterrupt as error:
             if os.getpid() == self.launching_pid:

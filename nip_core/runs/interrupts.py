@@ -24,10 +24,18 @@ command, ending its process on an interrupt, ignores Ctrl-C for the rest of the
 interpreter's shutdown (:func:`ignore_interrupts_until_exit`): Python puts the
 default signal action back while it finalises, so a Ctrl-C pressed then would kill
 the process by the signal instead of its exit status.
+
+An interrupt must not be lost either: a signal's handler raises where the main
+thread happens to be, and where that is code whose exceptions Python cannot pass on
+(a ``__del__``, a weak reference's callback, the hooks a compiled module runs as it
+is imported), Python drops the exception and prints it as "Exception ignored in".
+Within :class:`interrupts_kept` (the ``nip`` command and a sweep's jobs enter it)
+such an interrupt is instead delivered again, to be raised where it can propagate.
 """
 
 from __future__ import annotations
 
+import _thread
 import signal
 import sys
 import threading
@@ -38,6 +46,7 @@ __all__ = [
     "DeferredInterrupt",
     "Terminated",
     "ignore_interrupts_until_exit",
+    "interrupts_kept",
     "interrupts_shielded",
     "descendant_pids",
     "signal_processes",
@@ -336,3 +345,51 @@ def ignore_interrupts_until_exit() -> None:
     Only from the main thread; never for code that goes on running."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+REDELIVERY_DELAY_S = 0.01
+
+
+class interrupts_kept:  # noqa: N801 - used like a function
+    """A context in which an interrupt that Python would drop is raised again.
+
+    A :class:`KeyboardInterrupt` (or :class:`Terminated`) that a signal's handler
+    raises inside code whose exceptions cannot propagate (a ``__del__``, a weak
+    reference's callback, a compiled module's import-time hooks) reaches
+    :data:`sys.unraisablehook`: Python would print it with a traceback and carry
+    on, so the Ctrl-C or SIGTERM would be lost. Here it is delivered again to the
+    main thread (:func:`_thread.interrupt_main`, SIGTERM for :class:`Terminated`)
+    once this hook has returned, and the handler raises it again, until it is
+    raised where it can propagate; nothing is printed.
+    Every other dropped exception goes to the hook that was in place before.
+    Leaving the context puts that hook back.
+    """
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+
+    def __enter__(self) -> interrupts_kept:
+        self._previous = sys.unraisablehook
+        sys.unraisablehook = self._hook
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if sys.unraisablehook is self._hook:
+            sys.unraisablehook = self._previous
+
+    def _hook(self, unraisable: Any) -> None:
+        error = unraisable.exc_value
+        if isinstance(error, KeyboardInterrupt) and (
+            threading.current_thread() is threading.main_thread()
+        ):
+            signum = signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT
+            # Delivered from another thread, a moment later: a signal pending now
+            # would be handled (and dropped again) before this hook returns. One
+            # that Python does not handle (ignored, default) is not delivered.
+            redeliver = threading.Timer(
+                REDELIVERY_DELAY_S, _thread.interrupt_main, args=(signum,)
+            )
+            redeliver.daemon = True
+            redeliver.start()
+            return
+        self._previous(unraisable)
