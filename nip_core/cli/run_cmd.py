@@ -31,6 +31,8 @@ from nip_core.cli import compose as composer
 from nip_core.errors import ConfigProblem, MissingPluginError, NipConfigError, NipError
 from nip_core.runs.interrupts import (
     DeferredInterrupt,
+    Terminated,
+    ancestor_pids,
     interrupts_kept,
     terminate_as_interrupt,
     terminate_with_descendants,
@@ -356,9 +358,9 @@ def _launch_sweep(
         else contextlib.nullcontext()
     )
     # SIGTERM goes on to the jobs' processes (submitit's local jobs would train on
-    # as orphans), and the sweep waits for them to stop (each marks its run killed
-    # unless the launcher's own teardown SIGKILLs it first)
-    terminating = terminate_with_descendants()
+    # as orphans), and the sweep waits for them to mark their runs killed and end
+    # before the launcher sees the interrupt (its teardown SIGKILLs its jobs)
+    terminating = terminate_with_descendants(timeout=JOB_STOP_TIMEOUT_S)
     try:
         with composer.hydra_errors(), waiting, terminating:
             batches = app.multirun(
@@ -377,7 +379,7 @@ def _launch_sweep(
             raise KeyboardInterrupt
         return batches, sweep_dir
     except KeyboardInterrupt as error:
-        left = terminating.wait(JOB_STOP_TIMEOUT_S)
+        left = terminating.left
         if left:
             print(
                 f"nip: {len(left)} job process(es) still running "
@@ -403,6 +405,22 @@ def _launch_sweep(
 
 JOB_STOP_TIMEOUT_S = 60.0
 """How long a sweep stopped by SIGTERM waits for its jobs' processes to stop."""
+
+EXIT_TERMINATED = 143
+"""A job process's exit status once SIGTERM stopped its run (128 + SIGTERM)."""
+
+
+def _exit_process(status: int) -> None:
+    """End this process at once with ``status``, its output and logs flushed: a
+    launcher's worker process, which would otherwise go on waiting for work."""
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
+
 
 _RAY_LAUNCHER = "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
 _LOCAL_WORKER_LAUNCHERS = frozenset(
@@ -639,6 +657,12 @@ class SweepJob:
         except KeyboardInterrupt as error:
             if os.getpid() == self.launching_pid:
                 raise  # in the nip process: the sweep stops here
+            if isinstance(error, Terminated) and self.launching_pid in ancestor_pids():
+                # SIGTERM passed on by the nip process, which waits for this
+                # process to end: the run is marked killed, so end it now (a
+                # joblib worker would wait for more work; the launcher's
+                # teardown would SIGKILL it)
+                _exit_process(EXIT_TERMINATED)
             # a worker process of the launcher (joblib): the run stopped on
             # Ctrl-C after its checkpoint; the outcome carries it back
             return JobOutcome(

@@ -45,7 +45,9 @@ from typing import Any, TextIO
 __all__ = [
     "DeferredInterrupt",
     "Terminated",
+    "ancestor_pids",
     "ignore_interrupts_until_exit",
+    "ignores_signal",
     "interrupts_kept",
     "interrupts_shielded",
     "descendant_pids",
@@ -186,33 +188,90 @@ class terminate_as_interrupt(_SignalHandler):  # noqa: N801 - used like a functi
 class terminate_with_descendants(terminate_as_interrupt):  # noqa: N801
     """:class:`terminate_as_interrupt` for a process whose work runs in child
     processes (a sweep's local jobs): SIGTERM is passed on to every process
-    below this one before :class:`Terminated` is raised, so that no job trains
-    on as an orphan; :meth:`wait` then waits for them to stop.
+    below this one, and the handler waits up to ``timeout`` seconds for them to
+    stop *before* it raises :class:`Terminated`. Waiting first matters: once
+    :class:`Terminated` reaches a launcher (joblib's, submitit's), its teardown
+    kills the jobs with SIGKILL, possibly before they have marked their runs
+    ``killed``. Processes that ignore or block SIGTERM (a resource tracker) are
+    neither signalled nor waited for. A second SIGTERM while waiting stops the
+    wait.
 
     Replaces the handler in place (the ``nip`` command's own), and puts it back
-    on leaving.
+    on leaving. :attr:`signalled` and :attr:`left` (those still running when the
+    wait ended) tell what happened.
+
+    Parameters
+    ----------
+    timeout : float
+        The most seconds to wait for the processes below to stop.
+    stream : TextIO | None
+        Where to say that it waits (standard error by default).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float = 60.0, stream: TextIO | None = None) -> None:
         super().__init__(replace=True)
+        self.timeout = timeout
+        self.stream = stream
         self.signalled: list[int] = []
+        self.left: list[int] = []
+        self._waiting = False
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.signalled = signal_processes(descendant_pids(), signal.SIGTERM)
+        if self._waiting:
+            raise Terminated("SIGTERM")
+        self._waiting = True
+        try:
+            below = [
+                pid
+                for pid in descendant_pids()
+                if not ignores_signal(pid, signal.SIGTERM)
+            ]
+            self.signalled = signal_processes(below, signal.SIGTERM)
+            if self.signalled:
+                stream = self.stream if self.stream is not None else sys.stderr
+                print(
+                    f"nip: waiting for {len(self.signalled)} job process(es) to stop",
+                    file=stream,
+                    flush=True,
+                )
+                self.left = wait_for_processes(self.signalled, self.timeout)
+        finally:
+            self._waiting = False
         raise Terminated("SIGTERM")
 
-    def wait(self, timeout: float, stream: TextIO | None = None) -> list[int]:
-        """Wait up to ``timeout`` seconds for the processes SIGTERM was passed on
-        to; return those still running."""
-        if not self.signalled:
-            return []
-        stream = stream if stream is not None else sys.stderr
-        print(
-            f"nip: waiting for {len(self.signalled)} job process(es) to stop",
-            file=stream,
-            flush=True,
-        )
-        return wait_for_processes(self.signalled, timeout)
+
+def ignores_signal(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` ignores or blocks ``signum`` (``SigIgn`` and
+    ``SigBlk`` in ``/proc/<pid>/status``); ``False`` where that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return False
+    bit = 1 << (int(signum) - 1)
+    for line in lines:
+        name, _, value = line.partition(":")
+        if name in ("SigIgn", "SigBlk"):
+            try:
+                if int(value.strip(), 16) & bit:
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+def ancestor_pids(pid: int | None = None) -> list[int]:
+    """The processes above ``pid`` (this process by default): its parent, that
+    one's parent, and so on, read from ``/proc`` (empty where there is none)."""
+    import os
+
+    pid = os.getpid() if pid is None else pid
+    parents = _parent_pids()
+    found: list[int] = []
+    while (parent := parents.get(pid, 0)) > 0 and parent not in found:
+        found.append(parent)
+        pid = parent
+    return found
 
 
 def _parent_pids() -> dict[int, int]:

@@ -217,7 +217,8 @@ def test_sigterm_replaces_a_launchers_handler_only_when_asked() -> None:
 _DESCENDANTS_SCRIPT = """
 import io, json, os, signal, subprocess, sys, time
 from nip_core.runs.interrupts import (
-    Terminated, descendant_pids, terminate_with_descendants,
+    Terminated, descendant_pids, ignores_signal, terminate_with_descendants,
+    wait_for_processes,
 )
 sleeper = "import time; time.sleep(120)"
 child = subprocess.Popen([
@@ -225,31 +226,53 @@ child = subprocess.Popen([
     "import subprocess, sys, time; "
     f"subprocess.Popen([sys.executable, '-c', {sleeper!r}]); time.sleep(120)",
 ])
+# a job that takes a second to stop (marking its run killed)
+slow = subprocess.Popen([
+    sys.executable, "-c",
+    "import signal, sys, time; signal.signal(signal.SIGTERM, "
+    "lambda *_: (time.sleep(1.0), sys.exit(7))); "
+    "time.sleep(120)",
+])
+# a resource tracker: ignores SIGTERM, ends when its users do
+deaf = subprocess.Popen([
+    sys.executable, "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "time.sleep(120)",
+])
 deadline = time.monotonic() + 60
-while len(descendant_pids()) < 2 and time.monotonic() < deadline:
+while time.monotonic() < deadline and not (
+    len(descendant_pids()) == 4 and ignores_signal(deaf.pid, signal.SIGTERM)
+    and not ignores_signal(slow.pid, signal.SIGTERM)
+):
     time.sleep(0.05)
+time.sleep(0.5)  # the slow job's handler is in place
 below = descendant_pids()
-stopping = terminate_with_descendants()
+stream = io.StringIO()
+stopping = terminate_with_descendants(timeout=30, stream=stream)
 raised = False
 try:
     with stopping:
         os.kill(os.getpid(), signal.SIGTERM)
 except Terminated:
     raised = True
-stream = io.StringIO()
-left = stopping.wait(30, stream)
+    running_when_raised = wait_for_processes(below, 0)
+deaf.kill()
 print(json.dumps({
-    "child": child.pid, "below": below, "raised": raised,
-    "signalled": sorted(stopping.signalled), "left": left,
+    "child": child.pid, "slow": slow.pid, "deaf": deaf.pid, "below": below,
+    "raised": raised, "running_when_raised": running_when_raised,
+    "signalled": sorted(stopping.signalled), "left": stopping.left,
     "said": stream.getvalue(), "child_status": child.wait(5),
+    "slow_status": slow.wait(5),
 }))
 """
 
 
 def test_sigterm_goes_on_to_every_process_below_and_is_waited_for() -> None:
-    """A child with a grandchild (a sweep's local job and its helper): both get
-    SIGTERM, and the wait returns once both are gone. In a process of its own, so
-    that no other test's processes are below the one that is signalled."""
+    """A child with a grandchild (a sweep's local job and its helper) and a job
+    that takes a second to stop get SIGTERM, and the handler raises only once all
+    are gone (a launcher's teardown, reached by the raise, would SIGKILL them); a
+    process that ignores SIGTERM (a resource tracker) is left alone. In a process
+    of its own, so that no other test's processes are below the one signalled."""
     import json
 
     if not Path("/proc/self/stat").is_file():
@@ -262,12 +285,35 @@ def test_sigterm_goes_on_to_every_process_below_and_is_waited_for() -> None:
         check=True,
     )
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["child"] in result["below"] and len(result["below"]) == 2
+    assert len(result["below"]) == 4
+    assert {result["child"], result["slow"], result["deaf"]} <= set(result["below"])
     assert result["raised"]
-    assert result["signalled"] == result["below"]
+    assert result["signalled"] == sorted(set(result["below"]) - {result["deaf"]})
+    assert result["running_when_raised"] == [result["deaf"]]
     assert result["left"] == []
-    assert result["said"] == "nip: waiting for 2 job process(es) to stop\n"
+    assert result["said"] == "nip: waiting for 3 job process(es) to stop\n"
     assert result["child_status"] == -signal.SIGTERM
+    assert result["slow_status"] == 7
+
+
+def test_a_process_ignoring_or_blocking_a_signal_is_told_apart() -> None:
+    from nip_core.runs.interrupts import ancestor_pids, ignores_signal
+
+    if not Path("/proc/self/status").is_file():
+        pytest.skip("no /proc to read signal dispositions from")
+    previous = signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    try:
+        assert ignores_signal(os.getpid(), signal.SIGUSR2)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert not ignores_signal(os.getpid(), signal.SIGUSR2)
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR2])
+    try:
+        assert ignores_signal(os.getpid(), signal.SIGUSR2)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGUSR2])
+    assert not ignores_signal(2**22 + 12345, signal.SIGTERM)  # no such process
+    assert ancestor_pids()[0] == os.getppid()
 
 
 class _RaisesWhenDropped:
