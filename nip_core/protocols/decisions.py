@@ -14,6 +14,7 @@ __all__ = [
     "RESTRICTION_CONTINUE_ONLY",
     "RESTRICTION_GUESS_ONLY",
     "RESTRICTION_NONE",
+    "spectrum_allows_neither",
 ]
 
 DECISION_REJECT = 0
@@ -30,3 +31,19 @@ before round ``min_message_rounds - 1``)."""
 RESTRICTION_GUESS_ONLY = 2
 """Decision restriction: the verifier's last possible turn; continuing can only end in
 termination."""
+
+
+def spectrum_allows_neither(spectrum: str) -> bool:
+    """Whether a verdict on the scale ``spectrum``
+    (``protocol_common.verifier_decision_spectrum``) can be "neither accept nor
+    reject" (:data:`DECISION_NEITHER`): a scale with a middle, such as
+    ``likert_scale_5`` (3), ``out_of_10`` (5) or ``likert_scale`` (undecided).
+    ``accept_reject``, even Likert scales and ``likert_scale_no_undecided`` have
+    none, and neither has the tensor world, whose verifier rejects, accepts or
+    continues."""
+    if spectrum in ("accept_reject", "likert_scale_no_undecided"):
+        return False
+    if spectrum.startswith("likert_scale_"):
+        size = spectrum.removeprefix("likert_scale_")
+        return not size.isdigit() or int(size) % 2 == 1
+    return True

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from nip_core.protocols.decisions import spectrum_allows_neither
 from nip_core.protocols.handler import ProtocolHandler
 from nip_core.protocols.step import (
     DECISION_ACCEPT,
@@ -204,33 +205,50 @@ class SingleVerifierProtocolHandler(ProtocolHandler, ABC):
           ``k × no_guess + terminated_penalty``;
         - with ``prover_invalid_response_penalty``, an invalid prover response in
           a prover round ``p`` ends the episode there: the verifier keeps its
-          continue rewards up to ``p`` (its turn in ``p`` included, unless ``p`` is
-          the last round), a prover sharing the reward gets the penalty in ``p``
-          instead of the verifier's reward.
+          continue rewards up to ``p`` (its turn in ``p`` included, unless the
+          episode ends in ``p`` anyway), a prover sharing the reward gets the
+          penalty in ``p`` instead of the verifier's reward.
+
+        The verdicts are right and wrong, and "neither" where the verdict scale
+        has a middle (:func:`~nip_core.protocols.decisions.spectrum_allows_neither`).
+        With ``force_guess`` the verdict comes on the first turn it counts on
+        (the episode ends there; only without such a turn is it terminated), and
+        is never "neither"; forced to the label (``"y"``) it is always right.
         """
         common = self.protocol_common
         no_guess = float(common.verifier_no_guess_reward)
         last = self.max_message_rounds - 1
         turns = self.verifier_turn_rounds
-        verdicts = (
-            float(common.verifier_reward),
-            float(common.verifier_incorrect_penalty),
-            float(self.verifier_neither_accept_nor_reject_reward),
-        )
+        force = common.force_guess
+        verdicts = [float(common.verifier_reward)]
+        if force != "y":
+            verdicts.append(float(common.verifier_incorrect_penalty))
+        if force is None and spectrum_allows_neither(common.verifier_decision_spectrum):
+            verdicts.append(float(self.verifier_neither_accept_nor_reject_reward))
+        eligible = [
+            (i, round_id)
+            for i, round_id in enumerate(turns)
+            if round_id >= self.min_message_rounds - 1
+        ]
+        if force is not None:
+            # a forced verdict comes on the first turn it counts on
+            eligible = eligible[:1]
+        # the round the episode ends in at the latest
+        end = eligible[0][1] if force is not None and eligible else last
         verifier: list[float] = []
         prover: list[float] = []
-        for i, round_id in enumerate(turns):
-            if round_id >= self.min_message_rounds - 1:
-                verifier.extend(i * no_guess + v for v in verdicts)
-        continues = sum(1 for round_id in turns if round_id < last)
-        terminated = float(common.verifier_terminated_penalty)
-        verifier.append(continues * no_guess + terminated)
+        for i, _ in eligible:
+            verifier.extend(i * no_guess + v for v in verdicts)
+        if force is None or not eligible:
+            continues = sum(1 for round_id in turns if round_id < last)
+            terminated = float(common.verifier_terminated_penalty)
+            verifier.append(continues * no_guess + terminated)
         prover.extend(verifier)
         penalty = common.prover_invalid_response_penalty
         if penalty is not None:
             prover_rounds = [
                 round_id
-                for round_id in range(self.max_message_rounds)
+                for round_id in range(end + 1)
                 if any(
                     self.can_agent_be_active_any_channel(name, round_id)
                     for name in self.prover_names
@@ -238,7 +256,7 @@ class SingleVerifierProtocolHandler(ProtocolHandler, ABC):
             ]
             for p in prover_rounds:
                 before = sum(1 for round_id in turns if round_id < p)
-                if p < last:
+                if p < end:
                     verifier.append((before + (p in turns)) * no_guess)
                 prover.append(before * no_guess + float(penalty))
         return verifier, prover
@@ -253,18 +271,40 @@ class SingleVerifierProtocolHandler(ProtocolHandler, ABC):
         if common.shared_reward:
             _, shared = self._episode_returns()
             return float(min(shared)), float(max(shared))
-        dummy = ProtocolStepInputs(
-            round=torch.zeros(()),
-            seed=torch.zeros((), dtype=torch.long),
-            y=torch.zeros((), dtype=torch.long),
-            decision=torch.zeros(self.num_agents, dtype=torch.long),
-            done=torch.zeros((), dtype=torch.bool),
-            agent_done=torch.zeros(self.num_agents, dtype=torch.bool),
-            terminated=torch.zeros((), dtype=torch.bool),
+        values: list[float] = []
+        force = common.force_guess
+        # a forced verdict comes whenever the verifier has a turn it counts on
+        always_verdict = force is not None and any(
+            round_id >= self.min_message_rounds - 1
+            for round_id in self.verifier_turn_rounds
         )
-        values = [0.0]
-        if self.get_prover_target_verdicts(dummy).get(agent_name) is not None:
-            values.append(float(common.prover_reward))
+        if not always_verdict:
+            values.append(0.0)  # the verifier may lose it, or never decide
+        for y in (0, 1):
+            for seed in (0, 1):
+                dummy = ProtocolStepInputs(
+                    round=torch.zeros(()),
+                    seed=torch.tensor(seed),
+                    y=torch.tensor(y),
+                    decision=torch.zeros(self.num_agents, dtype=torch.long),
+                    done=torch.zeros((), dtype=torch.bool),
+                    agent_done=torch.zeros(self.num_agents, dtype=torch.bool),
+                    terminated=torch.zeros((), dtype=torch.bool),
+                )
+                target = self.get_prover_target_verdicts(dummy).get(agent_name)
+                if target is None:
+                    won = False
+                elif force is None:
+                    won = True  # the verifier may give it
+                else:
+                    verdict = {"zero": DECISION_REJECT, "one": DECISION_ACCEPT}.get(
+                        force, y
+                    )
+                    won = int(target) == verdict
+                if won:
+                    values.append(float(common.prover_reward))
+                elif always_verdict:
+                    values.append(0.0)
         if common.prover_invalid_response_penalty is not None:
             values.append(float(common.prover_invalid_response_penalty))
         return min(values), max(values)

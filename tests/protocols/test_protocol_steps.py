@@ -18,6 +18,7 @@ from nip_core.protocols.main_protocols import (
 )
 from nip_core.testing.contracts.protocol import make_protocol_step_td
 from nip_core.testing.protocols import MultiChannelTestProtocolHandler
+from nip_core.text.parsing import parse_decision
 
 # Distinct values, so every branch shows in the rewards
 REWARDS = {
@@ -426,6 +427,15 @@ def _reachable_returns(handler: ProtocolHandler) -> dict[str, tuple[float, float
     v = handler.verifier_index
     found: dict[str, set[float]] = {name: set() for name in handler.agent_names}
     penalty = handler.protocol_common.prover_invalid_response_penalty
+    # the verdicts the verifier can give: "neither" (3) only on a scale with a
+    # middle (what the text parser reads from every verdict of the scale)
+    verdicts = {R, A}
+    for statement in ("undecided", *map(str, range(101))):
+        parsed = parse_decision(
+            f"Decision: {statement}", handler.protocol_common.verifier_decision_spectrum
+        )
+        if parsed.valid:
+            verdicts.add(parsed.decision)
 
     def play(round_id, y, seed, done, agent_done, terminated, total):
         if done or round_id == handler.max_message_rounds:
@@ -435,7 +445,7 @@ def _reachable_returns(handler: ProtocolHandler) -> dict[str, tuple[float, float
         active = handler.get_active_agents_mask_from_rounds_and_seed(
             torch.tensor([round_id]), torch.tensor([seed])
         )[0].any(dim=-1)
-        choices = (R, A, C, 3) if bool(active[v]) else (C,)
+        choices = (*sorted(verdicts), C) if bool(active[v]) else (C,)
         invalid = [None]
         if penalty is not None:
             invalid += [i for i in handler.prover_indices if bool(active[i])]
@@ -504,6 +514,51 @@ def _reachable_returns(handler: ProtocolHandler) -> dict[str, tuple[float, float
         (AdpProtocolHandler, None, {"verifier_terminated_penalty": -3.0}),
         (MerlinArthurProtocolHandler, None, {"prover_invalid_response_penalty": 0.5}),
         (SoloVerifierProtocolHandler, None, {"verifier_terminated_penalty": -3.0}),
+        # a scale with a middle: "neither" is a verdict, with its own reward
+        (
+            NipProtocolHandler,
+            {"max_message_rounds": 3},
+            {
+                "verifier_decision_spectrum": "likert_scale_5",
+                "verifier_neither_accept_nor_reject_reward": 3.0,
+            },
+        ),
+        (
+            NipProtocolHandler,
+            {"max_message_rounds": 3},
+            {
+                "verifier_decision_spectrum": "likert_scale_6",
+                "verifier_neither_accept_nor_reject_reward": 3.0,
+            },
+        ),
+        # a forced verdict: on the first turn it counts on, never "neither"
+        *(
+            (
+                NipProtocolHandler,
+                {"max_message_rounds": 6, "min_message_rounds": 3},
+                {
+                    "force_guess": force,
+                    "verifier_no_guess_reward": 0.25,
+                    "verifier_decision_spectrum": "out_of_10",
+                    "verifier_neither_accept_nor_reject_reward": -4.0,
+                    "shared_reward": shared,
+                    "prover_invalid_response_penalty": -2.0,
+                },
+            )
+            for force in ("y", "zero", "one")
+            for shared in (False, True)
+        ),
+        (
+            DebateProtocolHandler,
+            {"max_message_rounds": 4},
+            {"force_guess": "y", "verifier_terminated_penalty": -3.0},
+        ),
+        (
+            MnipProtocolHandler,
+            {"max_message_rounds": 4, "min_message_rounds": 2},
+            {"force_guess": "zero", "verifier_no_guess_reward": -0.5},
+        ),
+        (SoloVerifierProtocolHandler, None, {"force_guess": "one"}),
     ],
 )
 def test_reward_ranges_are_the_reachable_returns(cls, section, common) -> None:
@@ -576,11 +631,25 @@ def test_neither_accept_nor_reject_is_a_verdict_with_its_own_reward() -> None:
     )
     _, _, _, reward = step(shared, [0], [[C, N]], y=[0])
     assert reward == [[0.75, 0.75]]
-    # It bounds the verifier's return like any verdict
+    # It bounds the verifier's return like any verdict, on a scale with a middle
     assert shared.max_reward("verifier") == pytest.approx(1.0 + 3 * 0.25)
     high = build(
         NipProtocolHandler,
-        common={"verifier_neither_accept_nor_reject_reward": 4.0},
+        common={
+            "verifier_neither_accept_nor_reject_reward": 4.0,
+            "verifier_decision_spectrum": "likert_scale",
+        },
         nip_protocol={"max_message_rounds": 1},
     )
     assert high.max_reward("verifier") == 4.0
+    # accept or reject only: no verdict can earn it
+    for spectrum in ("accept_reject", "likert_scale_4", "likert_scale_no_undecided"):
+        two_way = build(
+            NipProtocolHandler,
+            common={
+                "verifier_neither_accept_nor_reject_reward": 4.0,
+                "verifier_decision_spectrum": spectrum,
+            },
+            nip_protocol={"max_message_rounds": 1},
+        )
+        assert two_way.max_reward("verifier") == 1.0, spectrum

@@ -111,3 +111,16 @@ def test_written_verdicts_parse_back(spectrum):
         text = f"Decision: {verdict_text(decision, spectrum)}"
         assert parse_decision(text, spectrum).decision == decision
     assert describe_spectrum(spectrum)
+
+
+@pytest.mark.parametrize("spectrum", VERIFIER_DECISION_SPECTRUM_CHOICES)
+def test_a_scale_allows_neither_exactly_when_some_verdict_parses_to_it(spectrum):
+    # the reward ranges (MALT's labels) count "neither" only where it can happen
+    from nip_core.protocols.decisions import spectrum_allows_neither
+
+    statements = ("undecided", "neither", *map(str, range(101)))
+    parsed = {
+        parse_decision(f"Decision: {statement}", spectrum).decision
+        for statement in statements
+    }
+    assert spectrum_allows_neither(spectrum) == (NEITHER in parsed)
