@@ -247,17 +247,12 @@ class TextEnvironment(Environment):
             import torch
 
             decision = decisions[rows, round_id, verifier_index]
-            forced_tensor = handler.get_effective_verifier_decision(
-                torch.as_tensor(decision), torch.as_tensor(rollouts["y"][rows])
+            forced = _numpy(
+                handler.get_effective_verifier_decision(
+                    torch.as_tensor(decision), torch.as_tensor(rollouts["y"][rows])
+                )
             )
-            rounds = torch.full((len(rows),), round_id, dtype=torch.long)
-            guess = handler.get_verifier_guess_mask_from_rounds_and_seed(
-                rounds, torch.as_tensor(rollouts["seed"][rows])
-            )
-            counts = _numpy(
-                handler.get_decision_made_mask(rounds, guess, forced_tensor)
-            ).astype(bool)
-            forced = _numpy(forced_tensor)
+            counts = self._verdict_counts(rollouts, rows, round_id, forced)
             active = rollouts["agents.active"][rows, round_id, verifier_index]
             write = active & counts
             decisions[rows[write], round_id, verifier_index] = forced[write]
@@ -276,10 +271,43 @@ class TextEnvironment(Environment):
             done_before[:, None], 0.0, reward
         )
         if verifier_index is not None:
-            decided = done & ~done_before & ~terminated
             verdict = decisions[rows, round_id, verifier_index]
+            decided = done & ~done_before & ~terminated
+            # Terminated in the round its verdict counts in (a prover's invalid
+            # response in the same round): the verdict was rewarded, so it is
+            # the episode's verdict too
+            verdict_counts = self._verdict_counts(rollouts, rows, round_id, verdict)
+            verifier_done_before = inputs[("agents", "done")][:, verifier_index]
+            active = rollouts["agents.active"][rows, round_id, verifier_index]
+            decided |= (
+                terminated
+                & ~done_before
+                & ~verifier_done_before
+                & active
+                & verdict_counts
+            )
             rollouts["verdict"][rows[decided]] = verdict[decided]
         return rollouts
+
+    def _verdict_counts(
+        self,
+        rollouts: TextRollouts,
+        rows: np.ndarray,
+        round_id: int,
+        decision: np.ndarray,
+    ) -> np.ndarray:
+        """Where the verifier's (forced) ``decision`` in ``round_id`` is a
+        verdict that counts: bool ``[len(rows)]``."""
+        import torch
+
+        handler = self.protocol_handler
+        rounds = torch.full((len(rows),), round_id, dtype=torch.long)
+        guess = handler.get_verifier_guess_mask_from_rounds_and_seed(
+            rounds, torch.as_tensor(rollouts["seed"][rows])
+        )
+        return _numpy(
+            handler.get_decision_made_mask(rounds, guess, torch.as_tensor(decision))
+        ).astype(bool)
 
     def finish_padding(
         self,

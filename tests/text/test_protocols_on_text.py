@@ -294,6 +294,44 @@ def test_invalid_prover_response_is_penalised(play):
         assert rollouts.episode_length[b] == 2
 
 
+def test_a_verdict_in_the_round_a_prover_answers_invalidly_is_the_verdict(play):
+    # multi_channel_test: in round 2 the verifier gives its first verdict while
+    # prover2 speaks on prover_chat; prover2's empty answer terminates the episode
+    # there, yet the verdict counted in the rewards, so it is the episode's verdict
+    prover_calls = []
+
+    def respond(model, messages, request, rng):
+        if "You are the verifier" in messages[0]["content"]:
+            return "Done.\nDecision: accept"
+        prover_calls.append(len(messages))
+        # rounds 0 and 1 hold 5 prover turns; the 6th is prover2's in round 2
+        return "   " if len(prover_calls) > 5 else "It holds."
+
+    rollouts, _ = play(
+        "multi_channel_test",
+        respond,
+        count=1,
+        protocol_common={
+            "prover_invalid_response_penalty": -2.0,
+            "verifier_incorrect_penalty": -1.0,
+        },
+        agents={"_default": {"num_invalid_generation_retries": 0}},
+    )
+    v, p2 = rollouts.agent_index("verifier"), rollouts.agent_index("prover2")
+    assert len(prover_calls) == 6
+    assert not rollouts["agents.valid_response"][0, 2, p2]
+    assert rollouts["terminated"][0, 2] and not rollouts["terminated"][0, 1]
+    assert rollouts["agents.decision"][0, 2, v] == 1
+    assert rollouts["verdict"][0] == 1
+    right = int(rollouts["y"][0]) == 1
+    assert rewards(rollouts, 0) == {
+        "prover0": 0.0,
+        "prover1": 0.0,
+        "prover2": -2.0,
+        "verifier": 1.0 if right else -1.0,
+    }
+
+
 def test_randomized_stance_is_in_the_prompt(play):
     rollouts, _ = play(
         "nip", count=8, protocol_common={"randomize_prover_stance": True}
