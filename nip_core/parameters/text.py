@@ -51,6 +51,7 @@ TestScheme = Literal["none", "all", "last", "first_and_last"]
 TEST_SCHEMES: tuple[str, ...] = ("none", "all", "last", "first_and_last")
 
 AnnealingType = Literal["none", "linear", "exponential"]
+TokenLimitParameter = Literal["auto", "max_tokens", "max_completion_tokens"]
 
 
 def _finite(instance: Any, attribute: Any, value: Any) -> None:
@@ -354,6 +355,12 @@ class OpenAiBackendParameters(SubParameters):
         The batch size of fine-tune jobs; ``None``: the default.
     dpo_beta : float | None
         The β of preference (DPO) jobs; ``None``: the default.
+    token_limit_parameter : {"auto", "max_tokens", "max_completion_tokens"}
+        The request field that carries an agent's token limit. ``auto``:
+        ``max_completion_tokens`` for OpenAI's own API (its reasoning models refuse
+        ``max_tokens``), ``max_tokens`` for other endpoints (every
+        OpenAI-compatible server reads it); an endpoint that refuses the one sent
+        as unsupported (a 400 naming it) gets the other from then on.
     """
 
     base_url: str | None = field(
@@ -378,6 +385,9 @@ class OpenAiBackendParameters(SubParameters):
         default=None, validator=v.optional(v.ge(1))
     )
     dpo_beta: float | None = field(default=None, validator=_positive_finite)
+    token_limit_parameter: TokenLimitParameter = field(
+        default="auto", metadata=resume_overridable()
+    )
 
     def resolved_from_environment(self) -> OpenAiBackendParameters:
         """With ``base_url`` null (and no ``base_urls``), the endpoint of

@@ -8,8 +8,10 @@ and everything above it are tested without a network:
   served model, the chat, the request and a generator seeded by the request's seed,
   the chat and the model's fingerprint, so the same request always gets the same
   reply, and identically fine-tuned models answer alike); ``n``
-  choices; ``max_tokens`` counts words and cuts with ``finish_reason: length``;
-  an unknown model is a 404 ``model_not_found``.
+  choices; ``max_tokens`` (or ``max_completion_tokens``) counts words and cuts
+  with ``finish_reason: length``; an unknown model is a 404 ``model_not_found``;
+  a parameter named in ``unsupported_parameters`` is refused with OpenAI's 400
+  ``unsupported_parameter`` (as its reasoning models refuse ``max_tokens``).
 - ``GET /v1/models`` and ``/v1/models/{id}``.
 - ``POST /v1/files`` (multipart), ``GET``/``DELETE /v1/files/{id}``,
   ``GET /v1/files``.
@@ -161,6 +163,9 @@ class OpenAiTestServer:
     retry_after : float | None
         When set, injected ``429`` and ``500`` faults carry a ``Retry-After``
         header asking the client to wait this many seconds.
+    unsupported_parameters : Iterable[str]
+        Chat request fields refused with a 400 ``unsupported_parameter`` naming the
+        field, as OpenAI's reasoning models refuse ``max_tokens``.
     """
 
     def __init__(
@@ -178,6 +183,7 @@ class OpenAiTestServer:
         fail_jobs: int = 0,
         api_key: str | None = None,
         retry_after: float | None = None,
+        unsupported_parameters: Iterable[str] = (),
         host: str = "127.0.0.1",
         port: int = 0,
     ):
@@ -194,6 +200,7 @@ class OpenAiTestServer:
         self.fail_jobs = int(fail_jobs)
         self.api_key = api_key
         self.retry_after = retry_after
+        self.unsupported_parameters = frozenset(unsupported_parameters)
         self.models: dict[str, ServedModel] = {m: ServedModel(id=m) for m in models}
         self.files: dict[str, dict[str, Any]] = {}
         self.file_contents: dict[str, bytes] = {}
@@ -350,6 +357,7 @@ class OpenAiTestServer:
         status: int,
         message: str,
         code: str,
+        param: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self._send(
@@ -359,7 +367,7 @@ class OpenAiTestServer:
                 "error": {
                     "message": message,
                     "type": "invalid_request_error",
-                    "param": None,
+                    "param": param,
                     "code": code,
                 }
             },
@@ -437,12 +445,20 @@ class OpenAiTestServer:
             )
             if fault == "429":
                 self._error(
-                    handler, 429, "Rate limit reached (injected)", "rate_limit", wait
+                    handler,
+                    429,
+                    "Rate limit reached (injected)",
+                    "rate_limit",
+                    headers=wait,
                 )
                 return
             if fault == "500":
                 self._error(
-                    handler, 500, "Internal error (injected)", "server_error", wait
+                    handler,
+                    500,
+                    "Internal error (injected)",
+                    "server_error",
+                    headers=wait,
                 )
                 return
             if fault == "malformed":
@@ -456,7 +472,9 @@ class OpenAiTestServer:
                     body, groups, query, handler, fault
                 )
             except _HttpError as error:
-                self._error(handler, error.status, error.message, error.code)
+                self._error(
+                    handler, error.status, error.message, error.code, error.param
+                )
                 return
             self._send(handler, status, reply)
         except (BrokenPipeError, ConnectionResetError):
@@ -483,6 +501,18 @@ class OpenAiTestServer:
         messages = request.get("messages")
         if not isinstance(messages, list) or not messages:
             raise _HttpError(400, "messages must be a non-empty list", "invalid_value")
+        for name in sorted(self.unsupported_parameters & set(request)):
+            other = {
+                "max_tokens": "max_completion_tokens",
+                "max_completion_tokens": "max_tokens",
+            }.get(name)
+            raise _HttpError(
+                400,
+                f"Unsupported parameter: '{name}' is not supported with this model."
+                + (f" Use '{other}' instead." if other else ""),
+                "unsupported_parameter",
+                param=name,
+            )
         n = int(request.get("n") or 1)
         max_tokens = request.get("max_tokens") or request.get("max_completion_tokens")
         choices = []
@@ -714,11 +744,12 @@ class OpenAiTestServer:
 
 
 class _HttpError(Exception):
-    def __init__(self, status: int, message: str, code: str):
+    def __init__(self, status: int, message: str, code: str, param: str | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
+        self.param = param
 
 
 def _json(body: bytes) -> dict[str, Any]:

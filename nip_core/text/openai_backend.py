@@ -118,8 +118,14 @@ class OpenAiBackend(TextBackend):
         if per_server is None:
             per_server = -(-self.max_concurrency // len(urls))
         self.servers = [_Server(url, int(per_server)) for url in urls]
+        self.token_limit_parameter = str(
+            getattr(section, "token_limit_parameter", "auto")
+        )
         for index, server in enumerate(self.servers):
             server.index = index
+            server.token_field = _initial_token_field(
+                self.token_limit_parameter, server.endpoint
+            )
         # models made by fine-tune jobs: they exist at the first endpoint only
         self._fine_tuned_models: set[str] = set()
 
@@ -275,8 +281,6 @@ class OpenAiBackend(TextBackend):
             options["temperature"] = request.temperature
         if request.top_p is not None:
             options["top_p"] = request.top_p
-        if request.max_tokens is not None:
-            options["max_tokens"] = request.max_tokens
         if request.seed is not None:
             options["seed"] = request.seed
         if request.repetition_penalty is not None:
@@ -286,24 +290,40 @@ class OpenAiBackend(TextBackend):
             options["n"] = request.n
         what = f"a chat completion with model {request.model!r}"
         messages = [dict(m) for m in request.messages]
+        server = await self._pick_server(request.model)
 
         async def complete(client: Any) -> dict[str, Any]:
+            import openai
+
             # The client's own request path (its transport, auth, errors) with the
             # body as plain JSON and the reply read as plain JSON: its typed
             # transform of every request and parsing of every reply cost more CPU
             # than the rest of a request, and rollouts at high concurrency are bound
             # by the client's CPU time
-            reply = await client.post(
-                "/chat/completions",
-                body={"model": request.model, "messages": messages, **options},
-                cast_to=_raw_response_class(),
-            )
+            def post(field: str) -> Any:
+                body = {"model": request.model, "messages": messages, **options}
+                if request.max_tokens is not None:
+                    body[field] = request.max_tokens
+                return client.post(
+                    "/chat/completions", body=body, cast_to=_raw_response_class()
+                )
+
+            field = server.token_field
+            try:
+                reply = await post(field)
+            except openai.BadRequestError as error:
+                other = self._other_token_field(field, error, request)
+                if other is None:
+                    raise
+                # the endpoint refused the field (OpenAI's reasoning models refuse
+                # max_tokens): the other one from now on
+                server.token_field = other
+                reply = await post(other)
             data = reply.json()
             if not isinstance(data, dict):
                 raise json.JSONDecodeError("not a JSON object", "", 0)
             return data
 
-        server = await self._pick_server(request.model)
         try:
             response = await self._call(complete, what, server)
         finally:
@@ -340,6 +360,23 @@ class OpenAiBackend(TextBackend):
             prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=usage.get("completion_tokens"),
         )
+
+    def _other_token_field(
+        self, field: str, error: Any, request: GenerationRequest
+    ) -> str | None:
+        """The token-limit field to send instead of ``field``, when ``error`` (a
+        400) says the endpoint does not support ``field`` and
+        ``openai_backend.token_limit_parameter`` is ``auto``; else ``None``."""
+        if self.token_limit_parameter != "auto" or request.max_tokens is None:
+            return None
+        refused = getattr(error, "param", None) == field
+        if not refused:
+            text = _message(error).lower()
+            refused = field in text and any(
+                word in text
+                for word in ("unsupported", "not supported", "unrecognized", "unknown")
+            )
+        return _TOKEN_FIELDS[field] if refused else None
 
     def check_model(self, model: str) -> None:
         async def models() -> list[str]:
@@ -614,6 +651,26 @@ def _raw_response_class() -> type:
     return module.Response
 
 
+_TOKEN_FIELDS = {
+    "max_tokens": "max_completion_tokens",
+    "max_completion_tokens": "max_tokens",
+}
+"""Each token-limit field of a chat request, and the other one."""
+
+
+def _initial_token_field(setting: str, endpoint: str) -> str:
+    """The field a request's token limit goes in first (see
+    ``openai_backend.token_limit_parameter``)."""
+    if setting != "auto":
+        return setting
+    import urllib.parse
+
+    host = (urllib.parse.urlsplit(endpoint).hostname or "").lower()
+    if host == "api.openai.com":
+        return "max_completion_tokens"
+    return "max_tokens"
+
+
 class _Server:
     """One endpoint of the backend: its client, slots and health."""
 
@@ -627,6 +684,8 @@ class _Server:
         self.failures = 0
         self.down_until = 0.0
         self.index = 0
+        self.token_field = "max_tokens"
+        """Where a request's token limit goes (it can change once, on a 400)."""
 
     @property
     def endpoint(self) -> str:

@@ -26,12 +26,14 @@ from nip_core.text.backend import (
 from nip_core.text.openai_backend import OpenAiBackend, _retry_after
 
 
-def backend_for(base_url, **text_backend):
+def backend_for(base_url, openai_backend=None, **text_backend):
     values = dict(retry_initial_delay=0.01, retry_max_delay=0.02, max_retries=3)
     values.update(text_backend)
     hyper_params = types.SimpleNamespace(
         text_backend=TextBackendParameters(**values),
-        openai_backend=OpenAiBackendParameters(base_url=base_url),
+        openai_backend=OpenAiBackendParameters(
+            base_url=base_url, **(openai_backend or {})
+        ),
     )
     return OpenAiBackend(hyper_params, None)
 
@@ -83,6 +85,51 @@ def test_token_limit_and_content_filter_are_reported():
     assert cut.choice.hit_token_limit
     assert len(cut.choice.text.split()) == 2
     assert cut.completion_tokens == 2
+
+
+def test_the_token_limit_goes_in_the_field_the_endpoint_takes():
+    # a local server gets max_tokens, which every compatible server reads
+    with OpenAiTestServer(models=["test-model"]) as server:
+        with backend_for(server.base_url) as backend:
+            backend.generate([request(max_tokens=3)])
+        assert server.chat_log[-1]["max_tokens"] == 3
+        assert "max_completion_tokens" not in server.chat_log[-1]
+        with backend_for(
+            server.base_url, {"token_limit_parameter": "max_completion_tokens"}
+        ) as backend:
+            [result] = backend.generate([request(max_tokens=2)])
+        assert server.chat_log[-1]["max_completion_tokens"] == 2
+        assert "max_tokens" not in server.chat_log[-1]
+        assert result.choice.hit_token_limit
+    # one that refuses it (OpenAI's reasoning models) gets the other from then on,
+    # once per endpoint
+    with OpenAiTestServer(
+        models=["test-model"], unsupported_parameters=["max_tokens"]
+    ) as server:
+        with backend_for(server.base_url) as backend:
+            first = backend.generate([request(max_tokens=2)])
+            again = backend.generate([request(i, max_tokens=2) for i in range(3)])
+        assert first[0].choice.hit_token_limit
+        assert all(r.choice.hit_token_limit for r in again)
+        assert server.requests["chat"] == 5  # the refused one, then 4 answered
+        assert all("max_tokens" not in body for body in server.chat_log)
+        # told to send max_tokens, the backend does: the endpoint's error is reported
+        with backend_for(
+            server.base_url, {"token_limit_parameter": "max_tokens"}
+        ) as backend:
+            refused = "Unsupported parameter: 'max_tokens'"
+            with pytest.raises(BackendError, match=refused):
+                backend.generate([request(max_tokens=2)])
+    # OpenAI's own API gets max_completion_tokens from the start
+    from nip_core.text.openai_backend import _initial_token_field
+
+    assert _initial_token_field("auto", "https://api.openai.com/v1") == (
+        "max_completion_tokens"
+    )
+    assert _initial_token_field("auto", "http://localhost:8000/v1") == "max_tokens"
+    assert _initial_token_field("max_tokens", "https://api.openai.com/v1") == (
+        "max_tokens"
+    )
 
 
 @pytest.mark.parametrize("kind", ["429", "500", "malformed", "timeout"])
