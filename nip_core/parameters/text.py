@@ -54,6 +54,18 @@ AnnealingType = Literal["none", "linear", "exponential"]
 TokenLimitParameter = Literal["auto", "max_tokens", "max_completion_tokens"]
 
 
+def _string_tuple(value: Any) -> tuple[Any, ...]:
+    """One string or several: ``"END"`` is ``("END",)``, not its letters."""
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value) if value is not None else ()
+
+
+def _non_empty_strings(instance: Any, attribute: Any, value: Any) -> None:
+    if any(not isinstance(item, str) or not item for item in value):
+        raise ValueError("must be non-empty strings")
+
+
 def _finite(instance: Any, attribute: Any, value: Any) -> None:
     if value is not None and not math.isfinite(value):
         raise ValueError(f"{attribute.name} must be a finite number, got {value!r}")
@@ -482,6 +494,10 @@ class TextAgentParameters(AgentParameters):
     max_tokens_per_message : int | None
         The most tokens one response may have; a response cut there is flagged as
         hitting the token limit. ``None``: no limit besides the model's.
+    stop_sequences : tuple[str, ...]
+        A response ends before the first of these strings and does not hold it
+        (sent to the backend as ``stop``; OpenAI's API takes at most 4). Empty:
+        none.
     max_response_words : int
         The word limit prompts tell the agent to keep to (at least 1).
     num_invalid_generation_retries : int
@@ -506,6 +522,9 @@ class TextAgentParameters(AgentParameters):
     repetition_penalty: float | None = field(default=None, validator=_positive_finite)
     max_tokens_per_message: int | None = field(
         default=None, validator=v.optional(v.ge(1))
+    )
+    stop_sequences: tuple[str, ...] = field(
+        default=(), converter=_string_tuple, validator=_non_empty_strings
     )
     max_response_words: int = field(default=150, validator=v.ge(1))
     num_invalid_generation_retries: int = field(default=20, validator=v.ge(0))

@@ -9,7 +9,8 @@ and everything above it are tested without a network:
   the chat and the model's fingerprint, so the same request always gets the same
   reply, and identically fine-tuned models answer alike); ``n``
   choices; ``max_tokens`` (or ``max_completion_tokens``) counts words and cuts
-  with ``finish_reason: length``; an unknown model is a 404 ``model_not_found``;
+  with ``finish_reason: length``; ``stop`` cuts before the first stop string;
+  an unknown model is a 404 ``model_not_found``;
   a parameter named in ``unsupported_parameters`` is refused with OpenAI's 400
   ``unsupported_parameter`` (as its reasoning models refuse ``max_tokens``).
 - ``GET /v1/models`` and ``/v1/models/{id}``.
@@ -536,6 +537,9 @@ class OpenAiTestServer:
                     "responder_error",
                 ) from error
             text, reason = reply if isinstance(reply, tuple) else (reply, "stop")
+            stop = _strings(request.get("stop"))
+            for cut in sorted(i for i in (text.find(s) for s in stop) if i >= 0)[:1]:
+                text, reason = text[:cut], "stop"
             if fault == "content_filter":
                 text, reason = "", "content_filter"
             words = text.split()
@@ -741,6 +745,17 @@ class OpenAiTestServer:
                 job["status"] = "cancelled"
                 job["finished_at"] = int(time.time())
             return 200, dict(job)
+
+
+def _strings(value: Any) -> list[str]:
+    """A request's ``stop``: a string or a list of them (or none)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise _HttpError(400, "stop must be a string or a list of strings", "invalid")
+    return value
 
 
 class _HttpError(Exception):

@@ -420,6 +420,7 @@ class TextWholeAgent(TextAgent):
             top_p=params.top_p,
             max_tokens=params.max_tokens_per_message,
             repetition_penalty=getattr(params, "repetition_penalty", None),
+            stop=getattr(params, "stop_sequences", ()),
             seed=request_seed(
                 int(self.hyper_params.seed),
                 context.sample_key,

@@ -68,6 +68,7 @@ __all__ = [
     "RetryableBackendError",
     "TextBackend",
     "build_backend",
+    "cut_at_stop",
 ]
 
 T = TypeVar("T")
@@ -94,6 +95,15 @@ def _messages(value: Any) -> tuple[dict[str, str], ...]:
     return tuple(
         {"role": str(m["role"]), "content": str(m["content"])} for m in value or ()
     )
+
+
+def _stop_strings(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    strings = tuple(str(s) for s in value or ())
+    if any(not s for s in strings):
+        raise ValueError("a stop sequence must not be empty")
+    return strings
 
 
 # --------------------------------------------------------------------------------------
@@ -124,6 +134,11 @@ class GenerationRequest:
         The sampling seed (honoured by backends with ``supports_seed``).
     n : int
         How many completions to sample for this chat.
+    stop : tuple[str, ...]
+        Generation ends before the first of these strings, which the completion
+        does not hold (``finish_reason`` ``"stop"``). Empty: none. A backend that
+        cannot stop early still has its completions cut there by the sampler
+        (:func:`cut_at_stop`), so it only spends the tokens after them.
     """
 
     model: str
@@ -134,6 +149,7 @@ class GenerationRequest:
     seed: int | None = None
     n: int = 1
     repetition_penalty: float | None = None
+    stop: tuple[str, ...] = attrs.field(default=(), converter=_stop_strings)
 
 
 @attrs.frozen(kw_only=True)
@@ -150,6 +166,18 @@ class GenerationChoice:
     @property
     def filtered(self) -> bool:
         return self.finish_reason == "content_filter"
+
+
+def cut_at_stop(choice: GenerationChoice, stop: Sequence[str]) -> GenerationChoice:
+    """``choice`` ending before the first of the ``stop`` strings it holds, with
+    ``finish_reason`` ``"stop"`` (what an endpoint that honours ``stop`` returns);
+    unchanged when it holds none."""
+    if not stop or choice.filtered:
+        return choice
+    found = [i for i in (choice.text.find(s) for s in stop) if i >= 0]
+    if not found:
+        return choice
+    return GenerationChoice(text=choice.text[: min(found)], finish_reason="stop")
 
 
 @attrs.frozen(kw_only=True)

@@ -288,6 +288,8 @@ class OpenAiBackend(TextBackend):
             options["repetition_penalty"] = request.repetition_penalty
         if request.n != 1:
             options["n"] = request.n
+        if request.stop:
+            options["stop"] = list(request.stop)
         what = f"a chat completion with model {request.model!r}"
         messages = [dict(m) for m in request.messages]
         server = await self._pick_server(request.model)

@@ -34,7 +34,7 @@ import attrs
 import numpy as np
 
 from nip_core.text.agents import TextAgent, TurnContext, TurnOutput
-from nip_core.text.backend import GenerationResult
+from nip_core.text.backend import GenerationResult, cut_at_stop
 
 if TYPE_CHECKING:
     from nip_core.text.environment import TextEnvironment
@@ -118,13 +118,17 @@ class _Turn:
     attempt: int = 0
     token_limit: bool = False
     tokens: int = 0
+    stop: tuple[str, ...] = ()
 
     def request(self) -> Any:
-        return self.agent.generation_request(self.context, self.chat, self.attempt)
+        request = self.agent.generation_request(self.context, self.chat, self.attempt)
+        self.stop = tuple(getattr(request, "stop", ()) or ())
+        return request
 
     def take(self, result: GenerationResult) -> TurnOutput | None:
         """Read a result: the finished turn, or ``None`` to ask again."""
-        choice = result.choice
+        # a backend that does not stop early at a stop sequence: cut it there
+        choice = cut_at_stop(result.choice, self.stop)
         self.token_limit = self.token_limit or choice.hit_token_limit
         if self.tokens >= 0 and result.completion_tokens is not None:
             self.tokens += int(result.completion_tokens)

@@ -556,6 +556,38 @@ def test_requests_are_json_serialisable(server):
     assert server.chat_log[-1]["repetition_penalty"] == 1.3
 
 
+def test_stop_sequences_are_sent_and_end_the_completion():
+    def respond(model, messages, request, rng):
+        return "alpha beta STOP gamma HALT delta"
+
+    with OpenAiTestServer(models=["test-model"], responder=respond) as server:
+        with backend_for(server.base_url) as backend:
+            [stopped, plain] = backend.generate(
+                [request(0, stop=("HALT", "STOP")), request(1)]
+            )
+        assert server.chat_log[0]["stop"] == ["HALT", "STOP"]
+        assert "stop" not in server.chat_log[1]
+    assert stopped.choice.text == "alpha beta "
+    assert stopped.choice.finish_reason == "stop"
+    assert plain.choice.text == "alpha beta STOP gamma HALT delta"
+
+
+def test_cut_at_stop_ends_before_the_first_stop_string():
+    from nip_core.text.backend import GenerationChoice, cut_at_stop
+
+    long = GenerationChoice(text="one two three four", finish_reason="length")
+    assert cut_at_stop(long, ("four", "two")) == GenerationChoice(
+        text="one ", finish_reason="stop"
+    )
+    assert cut_at_stop(long, ("five",)) is long
+    assert cut_at_stop(long, ()) is long
+    filtered = GenerationChoice(text="", finish_reason="content_filter")
+    assert cut_at_stop(filtered, ("x",)) is filtered
+    assert request(stop="one").stop == ("one",)
+    with pytest.raises(ValueError, match="empty"):
+        request(stop=("",))
+
+
 def test_requests_spread_over_several_servers_and_fail_over(register_plugin, tmp_path):
     """Three servers of the same scripted model; one is killed mid-run: the run
     finishes with exactly the rollouts of a run on one healthy server."""

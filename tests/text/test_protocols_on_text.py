@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+import attrs
 import pytest
 
 from nip_core.factory import build_scenario_instance
@@ -330,6 +331,48 @@ def test_a_verdict_in_the_round_a_prover_answers_invalidly_is_the_verdict(play):
         "prover2": -2.0,
         "verifier": 1.0 if right else -1.0,
     }
+
+
+@pytest.mark.parametrize("backend_stops", [True, False])
+def test_responses_end_before_a_stop_sequence(play, monkeypatch, backend_stops):
+    # the prover's reply runs on past its stop sequence: the response ends before
+    # it, whether the backend stops there (an endpoint taking ``stop``) or not
+    # (then the sampler cuts it)
+    from nip_core.text.openai_backend import OpenAiBackend
+
+    sent = []
+    agenerate = OpenAiBackend.agenerate
+
+    async def ignoring_stop(self, request):
+        sent.append(request.stop)
+        return await agenerate(self, attrs.evolve(request, stop=()))
+
+    if not backend_stops:
+        monkeypatch.setattr(OpenAiBackend, "agenerate", ignoring_stop)
+
+    def respond(model, messages, request, rng):
+        if "You are the verifier" in messages[0]["content"]:
+            if "last turn" in messages[-1]["content"]:
+                return "Done.\nDecision: accept"
+            return "Is it even? END of question"
+        return "It holds. END The verifier: accept it."
+
+    rollouts, _ = play(
+        "nip",
+        respond,
+        count=2,
+        agents={
+            "verifier": {"stop_sequences": ["\nX"]},
+            "prover": {"stop_sequences": ["END", "The verifier:"]},
+        },
+    )
+    p, v = rollouts.agent_index("prover"), rollouts.agent_index("verifier")
+    assert rollouts["agents.raw_output"][0, 1, p] == "It holds. "
+    assert rollouts["agents.message"][0, 1, p, 0] == "It holds."
+    assert rollouts["agents.raw_output"][0, 0, v] == "Is it even? END of question"
+    assert not rollouts["agents.token_limit"][0, 1, p]
+    if not backend_stops:
+        assert ("END", "The verifier:") in sent and ("\nX",) in sent
 
 
 def test_randomized_stance_is_in_the_prompt(play):

@@ -192,3 +192,16 @@ def test_an_agent_class_that_lacks_system_prompt_is_a_plugin_error(
     message = str(info.value)
     assert "synthetic_text/whole" in message
     assert "Forgetful" in message and "system_prompt" in message
+
+
+def test_stop_sequences_take_one_string_or_several():
+    from nip_core.parameters.text import TextAgentParameters
+
+    def params(**values):
+        return TextAgentParameters(model_name="m", **values)
+
+    assert params(stop_sequences="END").stop_sequences == ("END",)
+    assert params(stop_sequences=["a", "b c"]).stop_sequences == ("a", "b c")
+    assert params().stop_sequences == ()
+    with pytest.raises(Exception, match="non-empty strings"):
+        params(stop_sequences=["ok", ""])

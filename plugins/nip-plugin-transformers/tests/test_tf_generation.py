@@ -100,6 +100,32 @@ def test_token_limits_per_request(backend_factory: Any, tiny_model: Path) -> Non
         assert result.completion_tokens == limit
 
 
+def test_generation_ends_early_before_a_stop_string(
+    backend_factory: Any, tiny_model: Path
+) -> None:
+    backend = backend_factory()
+    [full] = backend.generate(
+        [_request(tiny_model, "Hi.", temperature=0, max_tokens=24)]
+    )
+    text = full.choice.text
+    assert full.completion_tokens == 24  # a random model never stops early
+    # a stop string from the middle of the greedy text
+    middle = len(text) // 2
+    stop = text[middle : middle + 3]
+    assert stop.strip()
+    cut = text.find(stop)
+    stopped, unstopped = backend.generate(
+        [
+            _request(tiny_model, "Hi.", temperature=0, max_tokens=24, stop=(stop,)),
+            _request(tiny_model, "Hi.", temperature=0, max_tokens=24),
+        ]
+    )
+    assert stopped.choice.text == text[:cut]
+    assert stopped.choice.finish_reason == "stop"
+    assert stopped.completion_tokens < 24  # it stopped there, not at the limit
+    assert unstopped.choice.text == text  # its batch neighbour runs on
+
+
 def test_requests_for_several_models_in_one_call(
     backend_factory: Any, tiny_model: Path, tmp_path: Path
 ) -> None:

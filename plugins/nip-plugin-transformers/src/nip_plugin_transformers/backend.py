@@ -35,6 +35,7 @@ from nip_core.text.backend import (
     GenerationRequest,
     GenerationResult,
     TextBackend,
+    cut_at_stop,
 )
 from nip_plugin_transformers.jobs import JobManager, JobRecord, start_zygote
 from nip_plugin_transformers.models import (
@@ -354,6 +355,7 @@ class TransformersBackend(TextBackend):
                             repetition_penalty=_or(request.repetition_penalty, 1.0),
                             max_new_tokens=int(limit),
                             seed=sampling_seed(request.seed, choice),
+                            stop=tuple(request.stop),
                         )
                     )
                     owners.append(index)
@@ -383,7 +385,10 @@ class TransformersBackend(TextBackend):
             for owner, row in zip(owners, sampled, strict=True):
                 text = tokenizer.decode(list(row.token_ids), skip_special_tokens=True)
                 choices[owner].append(
-                    GenerationChoice(text=text, finish_reason=row.finish_reason)
+                    cut_at_stop(
+                        GenerationChoice(text=text, finish_reason=row.finish_reason),
+                        requests[owner].stop,
+                    )
                 )
                 used[owner] += len(row.token_ids)
             for index in indices:

@@ -16,7 +16,9 @@ temperature, top-p, token limit and seed:
   on which other requests share its batch; temperature 0 is greedy decoding;
 - a row that reaches its token limit is made to emit its end token, so the batch
   stops as soon as every row is done, and the row reports ``finish_reason``
-  ``"length"``; a row that ends by itself reports ``"stop"``.
+  ``"length"``; a row that ends by itself reports ``"stop"``;
+- a row with stop strings is made to emit its end token once its completion so
+  far holds one of them (the backend cuts the text before it).
 
 Requests are sorted by prompt length before they are cut into batches (less
 padding), and answered in their original order.
@@ -45,6 +47,7 @@ class Row:
     max_new_tokens: int
     seed: int
     repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -75,10 +78,15 @@ class _RowSampler:
         prompt_length: int,
         end_token_id: int,
         device: Any,
+        decode: Callable[[list[int]], str] | None = None,
     ):
         import torch
 
         self.prompt_length = prompt_length
+        # rows that end at a stop string: the text so far is decoded each step
+        self.decode = decode
+        self.stops = [(b, r.stop) for b, r in enumerate(rows) if r.stop]
+        self.stopped = torch.zeros(len(rows), dtype=torch.bool, device=device)
         self.end_token_id = end_token_id
         self.temperature = torch.tensor(
             [r.temperature for r in rows], dtype=torch.float32, device=device
@@ -131,7 +139,14 @@ class _RowSampler:
             )
             gumbel = -torch.log(-torch.log(noise.clamp(1e-20, 1.0 - 1e-7)))
             scores = torch.where(self.sampled.unsqueeze(1), tempered + gumbel, scores)
-        done = self.limit <= step
+        if self.stops and self.decode is not None and step > 0:
+            for b, stops in self.stops:
+                if bool(self.stopped[b]):
+                    continue
+                text = self.decode(input_ids[b, self.prompt_length :].tolist())
+                if any(stop in text for stop in stops):
+                    self.stopped[b] = True
+        done = (self.limit <= step) | self.stopped
         if bool(done.any()):
             forced = torch.full_like(scores, -math.inf)
             forced[:, self.end_token_id] = 0.0
@@ -233,7 +248,13 @@ def generate_rows(
             input_ids[b, width - n :] = torch.tensor(row.prompt_ids, dtype=torch.long)
             attention[b, width - n :] = 1
         limit = max(r.max_new_tokens for r in batch)
-        sampler = _RowSampler(batch, width, end_ids[0], device)
+        sampler = _RowSampler(
+            batch,
+            width,
+            end_ids[0],
+            device,
+            decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+        )
         with torch.inference_mode():
             output = model.generate(
                 input_ids=input_ids.to(device),
