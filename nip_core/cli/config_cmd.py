@@ -61,11 +61,17 @@ def show(
     # what `nip run` would run here: a device this machine lacks is an error
     check_device(settings)
     data = composer.experiment_to_dict(hyper_params, settings)
-    hidden = []
+    hidden: list[str] = []
+    hidden_fields: list[str] = []
     if not show_all:
         used = used_sections(hyper_params)
         hidden = [name for name in hyper_params.sections if name not in used]
-        data = {key: value for key, value in data.items() if key not in hidden}
+        hidden_fields = unused_fields(hyper_params)
+        data = {
+            key: value
+            for key, value in data.items()
+            if key not in hidden and key not in hidden_fields
+        }
     stream.write(dump_yaml(data))
     if hidden:
         stream.write(
@@ -73,7 +79,32 @@ def show(
             f"not read, at their defaults, not shown ({', '.join(sorted(hidden))}); "
             "`nip config show --all` shows them\n"
         )
+    if hidden_fields:
+        stream.write(
+            f"# {len(hidden_fields)} field{'s' if len(hidden_fields) != 1 else ''} "
+            f"this run does not read, at their defaults, not shown "
+            f"({', '.join(hidden_fields)}); `nip config show --all` shows them\n"
+        )
     return 0
+
+
+def unused_fields(hyper_params: Any) -> list[str]:
+    """The fields of the hyper-parameters themselves that a run does not read
+    (:func:`~nip_core.parameters.usage.unread_fields`: the tensor world's in a text
+    run) and that are at their defaults: a field set is always shown."""
+    import attrs
+
+    from nip_core.parameters.usage import unread_fields
+
+    fields = attrs.fields_dict(type(hyper_params))
+    hidden = []
+    for name in unread_fields(hyper_params):
+        default = fields[name].default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            continue
+        if getattr(hyper_params, name) == default:
+            hidden.append(name)
+    return hidden
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

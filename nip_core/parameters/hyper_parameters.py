@@ -165,7 +165,10 @@ class HyperParameters(BaseHyperParameters):
     test_dataset_split : {"validation", "test"}
         The split tested on. Kept when re-running the tests of a base run.
     d_representation : int
-        The width of each agent body's representation (at least 1).
+        The width of each agent body's representation (at least 1). This field
+        and the four below it, ``functionalize_modules`` and ``pretrain_agents``
+        are the tensor world's: a text run does not read them, and warns when
+        they are set.
     message_size : int
         Messages sent at once: a dimension of the message space (at least 1).
     include_linear_message_space : bool
@@ -342,6 +345,33 @@ class HyperParameters(BaseHyperParameters):
             self._warn_sections_of_others(pm, trainer)
         if scenario is not None:
             self._warn_unread_parameters(scenario, "scenario")
+            self._warn_tensor_fields_in_text_run(scenario)
+
+    def _warn_tensor_fields_in_text_run(self, scenario: Any) -> None:
+        """In a text run, warn about the tensor world's own fields
+        (:data:`~nip_core.parameters.usage.TENSOR_WORLD_FIELDS`: networks, message
+        spaces, pre-training) set away from their defaults: no text agent reads
+        them."""
+        from nip_core.parameters.usage import TENSOR_WORLD_FIELDS
+
+        if getattr(scenario, "data_world", "tensor") != "text":
+            return
+        fields = attrs.fields_dict(type(self))
+        set_fields = [
+            f"{name}={getattr(self, name)!r}"
+            for name in TENSOR_WORLD_FIELDS
+            if name in fields and getattr(self, name) != fields[name].default
+        ]
+        if set_fields:
+            warnings.warn(
+                f"scenario {scenario.name!r} is a text scenario, and the text world "
+                "does not read "
+                + ", ".join(set_fields)
+                + " (the tensor agents' networks, message spaces and pre-training): "
+                "the setting has no effect in this run",
+                ParameterWarning,
+                stacklevel=3,
+            )
 
     def _warn_unread_parameters(self, spec: Any, kind: str) -> None:
         """Warn about fields the trainer or scenario declares it does not read

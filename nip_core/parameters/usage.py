@@ -18,7 +18,19 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["owned_sections", "read_sections"]
+__all__ = ["TENSOR_WORLD_FIELDS", "owned_sections", "read_sections", "unread_fields"]
+
+TENSOR_WORLD_FIELDS: tuple[str, ...] = (
+    "functionalize_modules",
+    "pretrain_agents",
+    "d_representation",
+    "message_size",
+    "include_linear_message_space",
+    "d_linear_message_space",
+)
+"""Fields of the hyper-parameters themselves that only the tensor world reads: the
+agents' networks, message spaces and pre-training. A text run reads none of
+them."""
 
 ZERO_KNOWLEDGE_SECTION = "zk_protocol"
 PRETRAINING_SECTION = "solo_agent"
@@ -77,7 +89,33 @@ def read_sections(hyper_params: Any, pm: Any = None) -> set[str]:
         read.add(protocol.parameter_section)
     if hyper_params.zero_knowledge:
         read.add(ZERO_KNOWLEDGE_SECTION)
-    if hyper_params.pretrain_agents:
+    if hyper_params.pretrain_agents and not _is_text_run(hyper_params, pm):
         read.add(PRETRAINING_SECTION)
     read |= text_backend_sections(hyper_params, pm)
     return read & set(hyper_params.sections)
+
+
+def _is_text_run(hyper_params: Any, pm: Any) -> bool:
+    scenario = pm.scenarios.get(hyper_params.scenario, None)
+    return getattr(scenario, "data_world", "tensor") == "text"
+
+
+def unread_fields(hyper_params: Any, pm: Any = None) -> list[str]:
+    """The fields of ``hyper_params`` itself (not of its sections) this run does
+    not read: in a text run the tensor world's (:data:`TENSOR_WORLD_FIELDS`), and
+    those its scenario or trainer declares unread (``unread_parameters`` naming
+    no section, such as ``test_size``). In the order of the fields."""
+    import attrs
+
+    pm = _plugin_manager(pm)
+    unread: set[str] = set()
+    if _is_text_run(hyper_params, pm):
+        unread.update(TENSOR_WORLD_FIELDS)
+    for spec in (
+        pm.scenarios.get(hyper_params.scenario, None),
+        pm.trainers.get(hyper_params.trainer, None),
+    ):
+        for path in getattr(spec, "unread_parameters", ()) or ():
+            if "." not in path:
+                unread.add(path)
+    return [f.name for f in attrs.fields(type(hyper_params)) if f.name in unread]

@@ -135,6 +135,36 @@ def test_zero_knowledge_is_refused_in_the_text_world(synthetic_text_scenario):
         )
 
 
+def test_the_tensor_worlds_own_fields_warn_in_a_text_run(synthetic_text_scenario):
+    from nip_core.errors import ParameterWarning
+    from nip_core.parameters.usage import unread_fields
+
+    with pytest.warns(ParameterWarning) as caught:
+        hyper_params = synthetic_text_scenario.hyper_params(
+            "nip", d_representation=32, pretrain_agents=True
+        )
+    [message] = [
+        str(w.message) for w in caught if "text world does not read" in str(w.message)
+    ]
+    assert "d_representation=32" in message and "pretrain_agents=True" in message
+    assert "message_size" not in message  # at its default
+    # none of them is read: the tensor world's fields, and test_size (the
+    # scenario's own unread_parameters)
+    assert unread_fields(hyper_params) == [
+        "functionalize_modules",
+        "pretrain_agents",
+        "test_size",
+        "d_representation",
+        "message_size",
+        "include_linear_message_space",
+        "d_linear_message_space",
+    ]
+    # pre-training is the tensor world's: its section is not read either
+    from nip_core.parameters.usage import read_sections
+
+    assert "solo_agent" not in read_sections(hyper_params)
+
+
 def test_unknown_backend_is_refused(synthetic_text_scenario):
     with pytest.raises(NipConfigError) as caught:
         synthetic_text_scenario.hyper_params("nip", text_backend={"name": "nonsense"})

@@ -84,3 +84,25 @@ def test_zero_knowledge_is_refused_clearly(code_validation_plugin) -> None:
     )
     with pytest.raises(NipConfigError, match="zero-knowledge protocols need"):
         build_experiment(config)
+
+
+def test_config_show_of_a_text_run_hides_the_tensor_worlds_fields(capsys):
+    import yaml
+    from nip_core.cli.main import main
+
+    assert main(["config", "show", "-c", "code_validation/default"]) == 0
+    out = capsys.readouterr().out
+    config = yaml.safe_load(out)
+    for name in ("d_representation", "message_size", "pretrain_agents"):
+        assert name not in config
+    assert "fields this run does not read, at their defaults, not shown" in out
+    # a field set is shown, and the run is told it has no effect
+    with pytest.warns(Warning, match="the text world does not read message_size=4"):
+        status = main(
+            ["config", "show", "-c", "code_validation/default", "message_size=4"]
+        )
+    assert status == 0
+    assert yaml.safe_load(capsys.readouterr().out)["message_size"] == 4
+    # --all shows every field
+    assert main(["config", "show", "-c", "code_validation/default", "--all"]) == 0
+    assert "d_representation" in yaml.safe_load(capsys.readouterr().out)
