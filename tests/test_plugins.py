@@ -486,6 +486,25 @@ def test_block_list(site):
     assert infos(pm)["fx_good"].error == "listed in NIP_DISABLED_PLUGINS"
 
 
+def test_an_unknown_name_points_at_disabled_and_broken_plugins(site):
+    from nip_core.parameters.hyper_parameters import _unloaded_plugins_note
+
+    site.install("nip-plugin-good", "1.2.3", fx_good="good")
+    site.install("nip-plugin-broken", "0.3", fx_broken="broken_import")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginWarning)
+        pm = manager(NIP_DISABLED_PLUGINS="fx_good")
+        note = _unloaded_plugins_note(pm)
+    assert note.startswith(" (plugins that failed to load: fx_broken; ")
+    assert "disabled plugins, which may provide it: " in note
+    assert "fx_good (listed in NIP_DISABLED_PLUGINS)" in note
+    assert note.endswith("; see `nip plugins`)")
+    # every plugin installed here beside the test's is left out of NIP_PLUGINS:
+    # named once, with that reason
+    assert note.count("(not listed in NIP_PLUGINS)") <= 1
+    assert "fx_good" not in _unloaded_plugins_note(manager())
+
+
 def test_block_list_silences_a_broken_plugin(site):
     site.install("nip-plugin-broken", "0.3", fx_broken="broken_import")
     with warnings.catch_warnings():

@@ -1001,7 +1001,7 @@ def _lookup(
     elif install:
         message += f"; {install}"
     else:
-        message += _broken_plugins_note(pm)
+        message += _unloaded_plugins_note(pm)
     problems.append(ConfigProblem(path, message, name, tuple(known)))
     return None
 
@@ -1047,14 +1047,31 @@ def _missing_key_hint(pm: Any, kind: str, name: str) -> str | None:
         return None
 
 
-def _broken_plugins_note(pm: Any) -> str:
+def _unloaded_plugins_note(pm: Any) -> str:
+    """What may be missing for a name nothing loaded provides: plugins that failed
+    to load, and plugins switched off (``NIP_DISABLED_PLUGINS``, or left out of
+    ``NIP_PLUGINS``), either of which may provide it."""
     try:
-        broken = [info.name for info in pm.plugin_infos() if info.status == "broken"]
+        infos = list(pm.plugin_infos())
     except Exception:  # noqa: BLE001 - a note must never hide the real problem
         return ""
-    if not broken:
+    broken = [info.name for info in infos if info.status == "broken"]
+    by_reason: dict[str, list[str]] = {}
+    for info in infos:
+        if info.status == "disabled":
+            by_reason.setdefault(info.error or "", []).append(info.name)
+    disabled = [
+        ", ".join(names) + (f" ({reason})" if reason else "")
+        for reason, names in by_reason.items()
+    ]
+    parts = []
+    if broken:
+        parts.append(f"plugins that failed to load: {', '.join(broken)}")
+    if disabled:
+        parts.append(f"disabled plugins, which may provide it: {'; '.join(disabled)}")
+    if not parts:
         return ""
-    return f" (plugins that failed to load: {', '.join(broken)}; see `nip plugins`)"
+    return f" ({'; '.join(parts)}; see `nip plugins`)"
 
 
 def _explain_moved_keys(
@@ -1109,7 +1126,7 @@ def _unknown_section_problem(
             f"; the config names {provider[0]!r} as the section's source: {provider[1]}"
         )
         return ConfigProblem(name, message)
-    message += _broken_plugins_note(pm)
+    message += _unloaded_plugins_note(pm)
     return ConfigProblem(name, message, choices=tuple(specs))
 
 
