@@ -189,9 +189,12 @@ class SingleVerifierProtocolHandler(ProtocolHandler, ABC):
 
     # ----- Reward ranges
 
-    def _episode_returns(self) -> tuple[list[float], list[float]]:
+    def _episode_returns(
+        self, prover_name: str | None = None
+    ) -> tuple[list[float], list[float]]:
         """Every return an episode can end with: the verifier's, and (with
-        ``shared_reward``) a prover's, one entry per way the episode can end.
+        ``shared_reward``) prover ``prover_name``'s (the first prover's by default),
+        one entry per way the episode can end.
 
         Follows the step rules on the verifier's schedule
         (:attr:`verifier_turn_rounds`):
@@ -204,10 +207,11 @@ class SingleVerifierProtocolHandler(ProtocolHandler, ABC):
           that round gets the termination penalty instead):
           ``k × no_guess + terminated_penalty``;
         - with ``prover_invalid_response_penalty``, an invalid prover response in
-          a prover round ``p`` ends the episode there: the verifier keeps its
-          continue rewards up to ``p`` (its turn in ``p`` included, unless the
-          episode ends in ``p`` anyway), a prover sharing the reward gets the
-          penalty in ``p`` instead of the verifier's reward.
+          a round ``p`` that prover speaks in ends the episode there: the verifier
+          keeps its continue rewards up to ``p`` (its turn in ``p`` included,
+          unless the episode ends in ``p`` anyway), the prover sharing the reward
+          gets the penalty in ``p`` instead of the verifier's reward, and every
+          other prover the verifier's reward.
 
         The verdicts are right and wrong, and "neither" where the verdict scale
         has a middle (:func:`~nip_core.protocols.decisions.spectrum_allows_neither`).
@@ -225,16 +229,8 @@ class SingleVerifierProtocolHandler(ProtocolHandler, ABC):
             verdicts.append(float(common.verifier_incorrect_penalty))
         if force is None and spectrum_allows_neither(common.verifier_decision_spectrum):
             verdicts.append(float(self.verifier_neither_accept_nor_reject_reward))
-        eligible = [
-            (i, round_id)
-            for i, round_id in enumerate(turns)
-            if round_id >= self.min_message_rounds - 1
-        ]
-        if force is not None:
-            # a forced verdict comes on the first turn it counts on
-            eligible = eligible[:1]
-        # the round the episode ends in at the latest
-        end = eligible[0][1] if force is not None and eligible else last
+        eligible = self._eligible_verdict_turns()
+        end = self._last_round_played()
         verifier: list[float] = []
         prover: list[float] = []
         for i, _ in eligible:
@@ -246,20 +242,48 @@ class SingleVerifierProtocolHandler(ProtocolHandler, ABC):
         prover.extend(verifier)
         penalty = common.prover_invalid_response_penalty
         if penalty is not None:
-            prover_rounds = [
-                round_id
-                for round_id in range(end + 1)
-                if any(
-                    self.can_agent_be_active_any_channel(name, round_id)
-                    for name in self.prover_names
-                )
-            ]
-            for p in prover_rounds:
+            names = self.prover_names
+            if prover_name is None and names:
+                prover_name = names[0]
+            for p in range(end + 1):
+                speaking = [
+                    other
+                    for other in names
+                    if self.can_agent_be_active_any_channel(other, p)
+                ]
+                if not speaking:
+                    continue
                 before = sum(1 for round_id in turns if round_id < p)
                 if p < end:
-                    verifier.append((before + (p in turns)) * no_guess)
-                prover.append(before * no_guess + float(penalty))
+                    kept = (before + (p in turns)) * no_guess
+                    verifier.append(kept)
+                    if any(other != prover_name for other in speaking):
+                        # another prover's invalid response ends the episode
+                        prover.append(kept)
+                if prover_name in speaking:
+                    prover.append(before * no_guess + float(penalty))
         return verifier, prover
+
+    def _eligible_verdict_turns(self) -> list[tuple[int, int]]:
+        """``(i, round)`` of the verifier's turns on which a verdict counts (its
+        ``i``-th turn); with ``force_guess`` only the first, where it comes."""
+        eligible = [
+            (i, round_id)
+            for i, round_id in enumerate(self.verifier_turn_rounds)
+            if round_id >= self.min_message_rounds - 1
+        ]
+        if self.protocol_common.force_guess is not None:
+            # a forced verdict comes on the first turn it counts on
+            eligible = eligible[:1]
+        return eligible
+
+    def _last_round_played(self) -> int:
+        """The round the episode ends in at the latest: the forced verdict's with
+        ``force_guess``, else the last."""
+        eligible = self._eligible_verdict_turns()
+        if self.protocol_common.force_guess is not None and eligible:
+            return eligible[0][1]
+        return self.max_message_rounds - 1
 
     def _verifier_reward_range(self) -> tuple[float, float]:
         """The lowest and highest return the verifier can reach."""
@@ -269,15 +293,12 @@ class SingleVerifierProtocolHandler(ProtocolHandler, ABC):
     def _prover_reward_range(self, agent_name: str) -> tuple[float, float]:
         common = self.protocol_common
         if common.shared_reward:
-            _, shared = self._episode_returns()
+            _, shared = self._episode_returns(agent_name)
             return float(min(shared)), float(max(shared))
         values: list[float] = []
         force = common.force_guess
         # a forced verdict comes whenever the verifier has a turn it counts on
-        always_verdict = force is not None and any(
-            round_id >= self.min_message_rounds - 1
-            for round_id in self.verifier_turn_rounds
-        )
+        always_verdict = force is not None and bool(self._eligible_verdict_turns())
         if not always_verdict:
             values.append(0.0)  # the verifier may lose it, or never decide
         for y in (0, 1):
@@ -305,8 +326,24 @@ class SingleVerifierProtocolHandler(ProtocolHandler, ABC):
                     values.append(float(common.prover_reward))
                 elif always_verdict:
                     values.append(0.0)
-        if common.prover_invalid_response_penalty is not None:
-            values.append(float(common.prover_invalid_response_penalty))
+        penalty = common.prover_invalid_response_penalty
+        if penalty is not None:
+            end = self._last_round_played()
+            # its own invalid response, in a round it speaks in before the
+            # episode's end (a verdict before its first turn leaves none)
+            if any(
+                self.can_agent_be_active_any_channel(agent_name, p)
+                for p in range(end + 1)
+            ):
+                values.append(float(penalty))
+            # another prover's, before the verdict: the episode ends with nothing
+            if any(
+                self.can_agent_be_active_any_channel(other, p)
+                for other in self.prover_names
+                if other != agent_name
+                for p in range(end)
+            ):
+                values.append(0.0)
         return min(values), max(values)
 
     def max_reward(self, agent_name: str) -> float:

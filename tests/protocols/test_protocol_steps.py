@@ -559,6 +559,34 @@ def _reachable_returns(handler: ProtocolHandler) -> dict[str, tuple[float, float
             {"force_guess": "zero", "verifier_no_guess_reward": -0.5},
         ),
         (SoloVerifierProtocolHandler, None, {"force_guess": "one"}),
+        # a forced verdict before the prover's first turn: no invalid response of
+        # its own can end the episode (nor can one where it never speaks)
+        *(
+            (
+                cls,
+                {"max_message_rounds": rounds, "min_message_rounds": 1},
+                {"force_guess": "zero", "prover_invalid_response_penalty": -2.0},
+            )
+            for cls in (NipProtocolHandler, DebateProtocolHandler)
+            for rounds in (1, 2)
+        ),
+        # the other prover's invalid response ends the episode before the verdict:
+        # this one gets nothing (or, sharing it, the verifier's reward so far)
+        (
+            MerlinArthurProtocolHandler,
+            None,
+            {"force_guess": "zero", "prover_invalid_response_penalty": 3.0},
+        ),
+        (
+            MnipProtocolHandler,
+            {"max_message_rounds": 2, "min_message_rounds": 1},
+            {
+                "verifier_first": False,
+                "force_guess": "y",
+                "shared_reward": True,
+                "prover_invalid_response_penalty": 3.0,
+            },
+        ),
     ],
 )
 def test_reward_ranges_are_the_reachable_returns(cls, section, common) -> None:
