@@ -413,15 +413,9 @@ EXIT_BROKEN_PIPE = 141
 
 def _terminated(error: BaseException | None) -> bool:
     """Whether an interrupt was SIGTERM (itself, or the cause of a run's)."""
-    from nip_core.runs.interrupts import Terminated
+    from nip_core.runs.interrupts import is_terminated
 
-    seen = 0
-    while error is not None and seen < 8:
-        if isinstance(error, Terminated):
-            return True
-        error = error.__cause__ or error.__context__
-        seen += 1
-    return False
+    return is_terminated(error)
 
 
 def interrupted_message(error: BaseException) -> str:

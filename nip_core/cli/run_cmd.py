@@ -31,9 +31,9 @@ from nip_core.cli import compose as composer
 from nip_core.errors import ConfigProblem, MissingPluginError, NipConfigError, NipError
 from nip_core.runs.interrupts import (
     DeferredInterrupt,
-    Terminated,
     ancestor_pids,
     interrupts_kept,
+    is_terminated,
     terminate_as_interrupt,
     terminate_with_descendants,
 )
@@ -657,7 +657,8 @@ class SweepJob:
         except KeyboardInterrupt as error:
             if os.getpid() == self.launching_pid:
                 raise  # in the nip process: the sweep stops here
-            if isinstance(error, Terminated) and self.launching_pid in ancestor_pids():
+            # (the run raises RunInterrupted, caused by Terminated)
+            if is_terminated(error) and self.launching_pid in ancestor_pids():
                 # SIGTERM passed on by the nip process, which waits for this
                 # process to end: the run is marked killed, so end it now (a
                 # joblib worker would wait for more work; the launcher's

@@ -50,6 +50,7 @@ __all__ = [
     "ignores_signal",
     "interrupts_kept",
     "interrupts_shielded",
+    "is_terminated",
     "descendant_pids",
     "signal_processes",
     "terminate_as_interrupt",
@@ -153,6 +154,20 @@ class DeferredInterrupt(_SignalHandler):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised as an interrupt (see :func:`terminate_as_interrupt`)."""
+
+
+def is_terminated(error: BaseException | None) -> bool:
+    """Whether an interrupt was SIGTERM: :class:`Terminated` itself, or the cause
+    (or context) of what it became, such as the
+    :class:`~nip_core.errors.RunInterrupted` a run raises once it is marked
+    killed."""
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, Terminated):
+            return True
+        error = error.__cause__ or error.__context__
+        seen += 1
+    return False
 
 
 class terminate_as_interrupt(_SignalHandler):  # noqa: N801 - used like a function

@@ -480,3 +480,51 @@ def test_a_resumed_runs_summary_reads_the_whole_run(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "verifier accuracy: train 0.750" in err
     assert "mean episode reward: verifier +0.250" in err
+
+
+def test_a_job_below_the_nip_process_ends_once_sigterm_has_marked_its_run(
+    monkeypatch,
+):
+    """A job process below the ``nip`` process (joblib's worker) ends once SIGTERM
+    has stopped its run, so the ``nip`` process, waiting for it, need not wait out
+    its timeout. The run raises :class:`RunInterrupted`, caused by
+    :class:`Terminated`: the job must see the SIGTERM through it."""
+    import os
+
+    import nip_core.experiment
+    from nip_core.cli import compose, run_cmd
+    from nip_core.errors import RunInterrupted
+    from nip_core.runs.interrupts import Terminated
+
+    def stopped_by_sigterm(hyper_params, settings):
+        # what run_experiment raises once the run is marked killed
+        try:
+            raise Terminated("SIGTERM")
+        except Terminated as error:
+            raise RunInterrupted("run-1", "runs", 3) from error
+
+    monkeypatch.setattr(nip_core.experiment, "run_experiment", stopped_by_sigterm)
+    monkeypatch.setattr(compose, "build_experiment", lambda data: (None, None))
+    monkeypatch.setattr(
+        run_cmd.SweepJob, "_assign_run", lambda self, hp, settings: (settings, None)
+    )
+    exits: list[int] = []
+
+    def exit_process(status: int) -> None:
+        exits.append(status)
+        raise SystemExit(status)
+
+    monkeypatch.setattr(run_cmd, "_exit_process", exit_process)
+    # this process stands for the job, its parent for the nip process
+    job = run_cmd.SweepJob(launching_pid=os.getppid())
+    with pytest.raises(SystemExit):
+        job({})
+    assert exits == [run_cmd.EXIT_TERMINATED]
+    # Ctrl-C (not SIGTERM): the outcome goes back to the launcher
+    monkeypatch.setattr(
+        nip_core.experiment,
+        "run_experiment",
+        lambda hp, settings: (_ for _ in ()).throw(RunInterrupted("run-1", "runs", 3)),
+    )
+    outcome = job({})
+    assert outcome.interrupted and exits == [run_cmd.EXIT_TERMINATED]
