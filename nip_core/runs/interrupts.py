@@ -249,9 +249,13 @@ class terminate_with_descendants(terminate_as_interrupt):  # noqa: N801
                     file=stream,
                     flush=True,
                 )
+                # a second SIGTERM raises out of the wait: those still running
+                # then are left too
+                self.left = list(self.signalled)
                 self.left = wait_for_processes(self.signalled, self.timeout)
         finally:
             self._waiting = False
+            self.left = [pid for pid in self.left if _running(pid)]
         raise Terminated("SIGTERM")
 
 

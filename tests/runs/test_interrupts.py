@@ -296,6 +296,60 @@ def test_sigterm_goes_on_to_every_process_below_and_is_waited_for() -> None:
     assert result["slow_status"] == 7
 
 
+_SECOND_SIGTERM_SCRIPT = """
+import io, json, os, signal, subprocess, sys, threading, time
+from nip_core.runs.interrupts import (
+    Terminated, descendant_pids, ignores_signal, terminate_with_descendants,
+)
+# a job that takes long to stop
+slow = subprocess.Popen([
+    sys.executable, "-c",
+    "import signal, sys, time; signal.signal(signal.SIGTERM, "
+    "lambda *_: (time.sleep(60), sys.exit(7))); print('ready', flush=True); "
+    "time.sleep(120)",
+], stdout=subprocess.PIPE, text=True)
+slow.stdout.readline()
+stopping = terminate_with_descendants(timeout=60, stream=io.StringIO())
+# the second SIGTERM (a scheduler that gives up waiting) stops the wait
+threading.Timer(1.0, os.kill, args=(os.getpid(), signal.SIGTERM)).start()
+start = time.monotonic()
+try:
+    with stopping:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+except Terminated:
+    pass
+took = time.monotonic() - start
+slow.kill()
+slow.wait()
+print(json.dumps({
+    "slow": slow.pid, "took": took, "signalled": stopping.signalled,
+    "left": stopping.left,
+}))
+"""
+
+
+def test_a_second_sigterm_stops_the_wait_and_names_the_processes_left() -> None:
+    """SIGTERM again while the handler waits for the jobs stops the wait at once;
+    the jobs still running then are :attr:`left` (the sweep names them), not an
+    empty list as if all had stopped."""
+    import json
+
+    if not Path("/proc/self/stat").is_file():
+        pytest.skip("no /proc to read the process tree from")
+    done = subprocess.run(
+        [sys.executable, "-c", _SECOND_SIGTERM_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["signalled"] == [result["slow"]]
+    assert result["took"] < 20
+    assert result["left"] == [result["slow"]]
+
+
 def test_a_process_ignoring_or_blocking_a_signal_is_told_apart() -> None:
     from nip_core.runs.interrupts import ancestor_pids, ignores_signal
 
