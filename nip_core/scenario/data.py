@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import tempfile
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,6 +82,19 @@ def _cache_damage(processed_dir: Path) -> str | None:
         if actual != size:
             return f"{name} has {actual} bytes, {size} were written"
     return None
+
+
+def _discard_entry(entry: Path) -> None:
+    """Remove a cache entry that another process may be removing or replacing at
+    the same time (sweep jobs building one dataset): it is first renamed aside,
+    atomically, so that only one process deletes its files; gone already is
+    fine."""
+    aside = entry.with_name(f".old-{entry.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        os.rename(entry, aside)
+    except FileNotFoundError:
+        return  # another process removed (or moved) it first
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 class TensorDictDataset(Dataset, ABC):
@@ -266,7 +280,7 @@ class TensorDictDataset(Dataset, ABC):
                 json.dumps(self.cache_key_dict(), sort_keys=True, indent=2, default=str)
             )
             if processed_dir.exists():
-                shutil.rmtree(processed_dir)
+                _discard_entry(processed_dir)
             try:
                 os.replace(tmp_dir, processed_dir)
             except OSError as error:

@@ -91,6 +91,46 @@ def test_a_cache_entry_another_process_put_in_place_first_is_kept(
     assert torch.equal(third.data["x"], first.data["x"])
 
 
+def test_an_entry_another_process_removes_meanwhile_is_no_error(
+    synthetic_scenario, monkeypatch
+):
+    """Two jobs replacing the same entry (both rebuilding it, with
+    ``ignore_cache`` or after finding it damaged) remove the old one at the same
+    moment: the one that comes second finds it gone, which is no error (it was
+    'No such file or directory' from deep inside the removal)."""
+    import os
+    import shutil
+
+    from nip_core.scenario import data as data_module
+
+    first = _dataset(synthetic_scenario)
+    entry = first.processed_dir
+    real_rmtree, real_rename = shutil.rmtree, os.rename
+
+    def the_other_process_removes_it_first(path) -> None:
+        if os.fspath(path) == os.fspath(entry) and entry.exists():
+            real_rmtree(entry)
+
+    def rmtree(path, *args, **kwargs):
+        the_other_process_removes_it_first(path)
+        return real_rmtree(path, *args, **kwargs)
+
+    def rename(src, dst, *args, **kwargs):
+        the_other_process_removes_it_first(src)
+        return real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(data_module.shutil, "rmtree", rmtree)
+    monkeypatch.setattr(data_module.os, "rename", rename)
+    settings = synthetic_scenario.settings(ignore_cache=True)
+    second = _dataset(synthetic_scenario, settings=settings)
+    assert torch.equal(second.data["x"], first.data["x"])
+    monkeypatch.undo()
+    assert [p.name for p in entry.parent.iterdir() if p.name.startswith(".")] == []
+    third = _dataset(synthetic_scenario)
+    assert third.loaded_from_cache
+    assert torch.equal(third.data["x"], first.data["x"])
+
+
 @pytest.mark.parametrize(
     ("damage", "target", "said"),
     [
