@@ -371,14 +371,16 @@ class OpenAiBackend(TextBackend):
         ``openai_backend.token_limit_parameter`` is ``auto``; else ``None``."""
         if self.token_limit_parameter != "auto" or request.max_tokens is None:
             return None
-        refused = getattr(error, "param", None) == field
-        if not refused:
-            text = _message(error).lower()
-            refused = field in text and any(
-                word in text
-                for word in ("unsupported", "not supported", "unrecognized", "unknown")
-            )
-        return _TOKEN_FIELDS[field] if refused else None
+        # about this field (OpenAI names it in ``param``), and refusing it as
+        # unsupported: a value out of range (400 ``invalid_value``, the same
+        # ``param``) is the request's fault, which the other field would repeat
+        text = _message(error).lower()
+        about_field = getattr(error, "param", None) == field or field in text
+        unsupported = getattr(error, "code", None) == "unsupported_parameter" or any(
+            word in text
+            for word in ("unsupported", "not supported", "unrecognized", "unknown")
+        )
+        return _TOKEN_FIELDS[field] if about_field and unsupported else None
 
     def check_model(self, model: str) -> None:
         async def models() -> list[str]:

@@ -752,3 +752,33 @@ def test_fine_tuned_models_are_asked_of_the_endpoint_that_made_them():
             assert not resumed.is_fine_tuned("my-tuned-model")
             resumed.note_fine_tuned_model("my-tuned-model")
             assert resumed.is_fine_tuned("my-tuned-model")
+
+
+def test_a_token_limit_the_endpoint_finds_too_large_is_not_a_refused_field():
+    """OpenAI names the field in ``param`` of every 400 about it: one refusing its
+    value (too large) is no reason to send the other field from then on."""
+    from nip_core.text.openai_backend import OpenAiBackend
+
+    def error(message, code, param="max_completion_tokens"):
+        body = {"error": {"message": message, "code": code, "param": param}}
+        return types.SimpleNamespace(body=body, param=param, code=code)
+
+    backend = object.__new__(OpenAiBackend)
+    backend.token_limit_parameter = "auto"
+    limited = request(max_tokens=100_000)
+    too_large = error(
+        "max_tokens is too large: 100000. This model supports at most 16384 "
+        "completion tokens, whereas you provided 100000.",
+        "invalid_value",
+    )
+    field = "max_completion_tokens"
+    assert backend._other_token_field(field, too_large, limited) is None
+    refused = error(
+        "Unsupported parameter: 'max_completion_tokens' is not supported with this "
+        "model. Use 'max_tokens' instead.",
+        "unsupported_parameter",
+    )
+    assert backend._other_token_field(field, refused, limited) == "max_tokens"
+    # a server that names no param, only the field in its message
+    unknown = error("unknown field `max_completion_tokens`", None, param=None)
+    assert backend._other_token_field(field, unknown, limited) == "max_tokens"
