@@ -360,7 +360,13 @@ def _launch_sweep(
     # SIGTERM goes on to the jobs' processes (submitit's local jobs would train on
     # as orphans), and the sweep waits for them to mark their runs killed and end
     # before the launcher sees the interrupt (its teardown SIGKILLs its jobs)
-    terminating = terminate_with_descendants(timeout=JOB_STOP_TIMEOUT_S)
+    # (not with the basic launcher: its jobs run in this process, and the
+    # processes below are their helpers, such as a W&B service still needed to
+    # close the run)
+    launcher_target = str(master.hydra.launcher.get("_target_", ""))
+    terminating = terminate_with_descendants(
+        timeout=JOB_STOP_TIMEOUT_S, pass_on=launcher_target != _BASIC_LAUNCHER
+    )
     try:
         with composer.hydra_errors(), waiting, terminating:
             batches = app.multirun(
@@ -423,6 +429,7 @@ def _exit_process(status: int) -> None:
 
 
 _RAY_LAUNCHER = "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
+_BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 _LOCAL_WORKER_LAUNCHERS = frozenset(
     {"hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"}
 )

@@ -221,18 +221,29 @@ class terminate_with_descendants(terminate_as_interrupt):  # noqa: N801
         The most seconds to wait for the processes below to stop.
     stream : TextIO | None
         Where to say that it waits (standard error by default).
+    pass_on : bool
+        Whether to pass SIGTERM on at all. ``False`` where the work runs in this
+        process (Hydra's basic launcher): the processes below are then its own
+        helpers (a W&B service, a model's worker), which must outlive the stop's
+        bookkeeping, and SIGTERM just raises :class:`Terminated`.
     """
 
-    def __init__(self, timeout: float = 60.0, stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        timeout: float = 60.0,
+        stream: TextIO | None = None,
+        pass_on: bool = True,
+    ) -> None:
         super().__init__(replace=True)
         self.timeout = timeout
         self.stream = stream
+        self.pass_on = pass_on
         self.signalled: list[int] = []
         self.left: list[int] = []
         self._waiting = False
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self._waiting:
+        if self._waiting or not self.pass_on:
             raise Terminated("SIGTERM")
         self._waiting = True
         try:
@@ -428,6 +439,13 @@ def ignore_interrupts_until_exit() -> None:
 REDELIVERY_DELAY_S = 0.01
 
 
+def _deliver_later(signum: int) -> None:
+    import time
+
+    time.sleep(REDELIVERY_DELAY_S)
+    _thread.interrupt_main(signum)
+
+
 class interrupts_kept:  # noqa: N801 - used like a function
     """A context in which an interrupt that Python would drop is raised again.
 
@@ -463,11 +481,8 @@ class interrupts_kept:  # noqa: N801 - used like a function
             signum = signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT
             # Delivered from another thread, a moment later: a signal pending now
             # would be handled (and dropped again) before this hook returns. One
-            # that Python does not handle (ignored, default) is not delivered.
-            redeliver = threading.Timer(
-                REDELIVERY_DELAY_S, _thread.interrupt_main, args=(signum,)
-            )
-            redeliver.daemon = True
-            redeliver.start()
+            # that Python does not handle (ignored, default) is not delivered. A
+            # bare thread: threading's own locks may be held where this runs.
+            _thread.start_new_thread(_deliver_later, (signum,))
             return
         self._previous(unraisable)

@@ -434,3 +434,39 @@ def test_without_the_context_python_drops_the_interrupt() -> None:
     finally:
         sys.unraisablehook = previous_hook
     assert seen == [KeyboardInterrupt]
+
+
+_IN_PROCESS_SCRIPT = """
+import json, os, signal, subprocess, sys, time
+from nip_core.runs.interrupts import Terminated, terminate_with_descendants
+helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+stopping = terminate_with_descendants(timeout=30, pass_on=False)
+raised = False
+try:
+    with stopping:
+        os.kill(os.getpid(), signal.SIGTERM)
+except Terminated:
+    raised = True
+time.sleep(0.5)
+alive = helper.poll() is None
+helper.kill()
+print(json.dumps({"raised": raised, "alive": alive,
+                  "signalled": stopping.signalled}))
+"""
+
+
+def test_sigterm_is_not_passed_on_where_the_jobs_run_in_this_process() -> None:
+    """Hydra's basic launcher runs the jobs in the nip process: the processes below
+    are their helpers (a W&B service the run still needs to close), so SIGTERM
+    only raises."""
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "-c", _IN_PROCESS_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"raised": True, "alive": True, "signalled": []}
