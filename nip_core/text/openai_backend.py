@@ -288,8 +288,6 @@ class OpenAiBackend(TextBackend):
             options["repetition_penalty"] = request.repetition_penalty
         if request.n != 1:
             options["n"] = request.n
-        if request.stop:
-            options["stop"] = list(request.stop)
         what = f"a chat completion with model {request.model!r}"
         messages = [dict(m) for m in request.messages]
         server = await self._pick_server(request.model)
@@ -302,25 +300,39 @@ class OpenAiBackend(TextBackend):
             # transform of every request and parsing of every reply cost more CPU
             # than the rest of a request, and rollouts at high concurrency are bound
             # by the client's CPU time
-            def post(field: str) -> Any:
+            def post() -> Any:
                 body = {"model": request.model, "messages": messages, **options}
                 if request.max_tokens is not None:
-                    body[field] = request.max_tokens
+                    body[server.token_field] = request.max_tokens
+                if request.stop and server.sends_stop:
+                    body["stop"] = list(request.stop)
                 return client.post(
                     "/chat/completions", body=body, cast_to=_raw_response_class()
                 )
 
-            field = server.token_field
-            try:
-                reply = await post(field)
-            except openai.BadRequestError as error:
-                other = self._other_token_field(field, error, request)
-                if other is None:
-                    raise
-                # the endpoint refused the field (OpenAI's reasoning models refuse
-                # max_tokens): the other one from now on
-                server.token_field = other
-                reply = await post(other)
+            # An endpoint that refuses a field as unsupported (OpenAI's reasoning
+            # models refuse max_tokens and stop) is asked again without it, and
+            # not sent it again: the other token-limit field; no stop sequences
+            # (the sampler cuts the responses at them)
+            for _ in range(3):
+                try:
+                    reply = await post()
+                    break
+                except openai.BadRequestError as error:
+                    field = server.token_field
+                    other = self._other_token_field(field, error, request)
+                    if other is not None:
+                        server.token_field = other
+                    elif (
+                        request.stop
+                        and server.sends_stop
+                        and _refuses_parameter(error, "stop")
+                    ):
+                        server.sends_stop = False
+                    else:
+                        raise
+            else:  # pragma: no cover - each field is given up at most once
+                reply = await post()
             data = reply.json()
             if not isinstance(data, dict):
                 raise json.JSONDecodeError("not a JSON object", "", 0)
@@ -371,16 +383,7 @@ class OpenAiBackend(TextBackend):
         ``openai_backend.token_limit_parameter`` is ``auto``; else ``None``."""
         if self.token_limit_parameter != "auto" or request.max_tokens is None:
             return None
-        # about this field (OpenAI names it in ``param``), and refusing it as
-        # unsupported: a value out of range (400 ``invalid_value``, the same
-        # ``param``) is the request's fault, which the other field would repeat
-        text = _message(error).lower()
-        about_field = getattr(error, "param", None) == field or field in text
-        unsupported = getattr(error, "code", None) == "unsupported_parameter" or any(
-            word in text
-            for word in ("unsupported", "not supported", "unrecognized", "unknown")
-        )
-        return _TOKEN_FIELDS[field] if about_field and unsupported else None
+        return _TOKEN_FIELDS[field] if _refuses_parameter(error, field) else None
 
     def check_model(self, model: str) -> None:
         async def models() -> list[str]:
@@ -662,6 +665,22 @@ _TOKEN_FIELDS = {
 """Each token-limit field of a chat request, and the other one."""
 
 
+def _refuses_parameter(error: Any, name: str) -> bool:
+    """Whether ``error`` (a 400) refuses the request field ``name`` as unsupported:
+    about that field (OpenAI names it in ``param``), and saying it is unsupported.
+    A value out of range (400 ``invalid_value``, the same ``param``) is the
+    request's fault, not the field's."""
+    text = _message(error).lower()
+    about_field = getattr(error, "param", None) == name or bool(
+        re.search(rf"(?<![\w.]){re.escape(name)}(?![\w])", text)
+    )
+    unsupported = getattr(error, "code", None) == "unsupported_parameter" or any(
+        word in text
+        for word in ("unsupported", "not supported", "unrecognized", "unknown")
+    )
+    return about_field and unsupported
+
+
 def _initial_token_field(setting: str, endpoint: str) -> str:
     """The field a request's token limit goes in first (see
     ``openai_backend.token_limit_parameter``)."""
@@ -690,6 +709,8 @@ class _Server:
         self.index = 0
         self.token_field = "max_tokens"
         """Where a request's token limit goes (it can change once, on a 400)."""
+        self.sends_stop = True
+        """Whether requests carry their stop sequences (not once refused)."""
 
     @property
     def endpoint(self) -> str:

@@ -572,6 +572,36 @@ def test_stop_sequences_are_sent_and_end_the_completion():
     assert plain.choice.text == "alpha beta STOP gamma HALT delta"
 
 
+def test_an_endpoint_refusing_stop_is_asked_without_it_and_the_sampler_cuts():
+    # OpenAI's reasoning models refuse stop: the request goes again without it,
+    # and later ones are sent without it (the sampler cuts the text, see
+    # tests/text/test_protocols_on_text.py)
+    def respond(model, messages, request, rng):
+        return "alpha STOP beta"
+
+    with OpenAiTestServer(
+        models=["test-model"],
+        responder=respond,
+        unsupported_parameters=["stop", "max_tokens"],
+    ) as server:
+        with backend_for(server.base_url) as backend:
+            [first] = backend.generate([request(0, stop=("STOP",), max_tokens=9)])
+            [second] = backend.generate([request(1, stop=("STOP",), max_tokens=9)])
+        # refused: max_tokens, then stop; then answered; the next one at once
+        assert server.requests["chat"] == 4
+        assert all("stop" not in body for body in server.chat_log)
+        assert all(body["max_completion_tokens"] == 9 for body in server.chat_log)
+    assert first.choice.text == second.choice.text == "alpha STOP beta"
+    # a 400 about something else is reported, not retried without stop
+    with OpenAiTestServer(models=["test-model"], responder=respond) as server:
+        with backend_for(server.base_url) as backend:
+            with pytest.raises(BackendError, match="messages must be"):
+                backend.generate(
+                    [GenerationRequest(model="test-model", messages=[], stop=("STOP",))]
+                )
+        assert server.requests["chat"] == 1
+
+
 def test_cut_at_stop_ends_before_the_first_stop_string():
     from nip_core.text.backend import GenerationChoice, cut_at_stop
 
