@@ -85,7 +85,15 @@ class _RowSampler:
         self.prompt_length = prompt_length
         # rows that end at a stop string: the text so far is decoded each step
         self.decode = decode
-        self.stops = [(b, r.stop) for b, r in enumerate(rows) if r.stop]
+        # (a stop string is found the step its last token comes, within the last
+        # tokens that hold its bytes, and 2 more: a token holds a byte at least,
+        # and the window's first ones may decode differently alone; a stop found
+        # late is still cut by the backend)
+        self.stops = [
+            (b, r.stop, max(len(s.encode("utf-8")) for s in r.stop) + 2)
+            for b, r in enumerate(rows)
+            if r.stop
+        ]
         self.stopped = torch.zeros(len(rows), dtype=torch.bool, device=device)
         self.end_token_id = end_token_id
         self.temperature = torch.tensor(
@@ -140,10 +148,11 @@ class _RowSampler:
             gumbel = -torch.log(-torch.log(noise.clamp(1e-20, 1.0 - 1e-7)))
             scores = torch.where(self.sampled.unsqueeze(1), tempered + gumbel, scores)
         if self.stops and self.decode is not None and step > 0:
-            for b, stops in self.stops:
+            for b, stops, window in self.stops:
                 if bool(self.stopped[b]):
                     continue
-                text = self.decode(input_ids[b, self.prompt_length :].tolist())
+                start = max(self.prompt_length, input_ids.shape[1] - window)
+                text = self.decode(input_ids[b, start:].tolist())
                 if any(stop in text for stop in stops):
                     self.stopped[b] = True
         done = (self.limit <= step) | self.stopped
