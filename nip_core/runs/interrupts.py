@@ -184,6 +184,12 @@ class terminate_as_interrupt(_SignalHandler):  # noqa: N801 - used like a functi
         the launcher's own handler would swallow the signal (submitit's jobs log
         "Bypassing signal SIGTERM" and train on until SIGKILL, leaving the run
         marked ``running``).
+
+    A SIGTERM within :data:`DUPLICATE_SIGTERM_S` seconds of the one raised is
+    taken as the same kill delivered twice (submitit's local controller forwards
+    it to its job, which the sweep has signalled too; a kill of a process group
+    reaches a job from its parent as well) and ignored, so it cannot cut short
+    the run's record of the stop. One sent later stops a stop that hangs.
     """
 
     signum = signal.SIGTERM
@@ -192,12 +198,23 @@ class terminate_as_interrupt(_SignalHandler):  # noqa: N801 - used like a functi
     def __init__(self, replace: bool = False) -> None:
         super().__init__()
         self.replaces = replace
+        self._raised_at: float | None = None
 
     def __enter__(self) -> terminate_as_interrupt:
         return super().__enter__()
 
     def _handle(self, signum: int, frame: Any) -> None:
+        import time
+
+        now = time.monotonic()
+        if self._raised_at is not None and now - self._raised_at < DUPLICATE_SIGTERM_S:
+            return
+        self._raised_at = now
         raise Terminated("SIGTERM")
+
+
+DUPLICATE_SIGTERM_S = 5.0
+"""Seconds after a SIGTERM in which another is the same kill delivered twice."""
 
 
 class terminate_with_descendants(terminate_as_interrupt):  # noqa: N801
@@ -243,7 +260,10 @@ class terminate_with_descendants(terminate_as_interrupt):  # noqa: N801
         self._waiting = False
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self._waiting or not self.pass_on:
+        if not self.pass_on:
+            super()._handle(signum, frame)
+            return
+        if self._waiting:
             raise Terminated("SIGTERM")
         self._waiting = True
         try:

@@ -214,6 +214,32 @@ def test_sigterm_replaces_a_launchers_handler_only_when_asked() -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
+def test_a_sigterm_delivered_twice_does_not_cut_the_stop_short(monkeypatch) -> None:
+    """submitit's local controller forwards SIGTERM to its job, which the sweep
+    signals too: the second copy, arriving while the run is marked killed, must
+    not raise there (a run was left "running" so in CI). A later one does."""
+    import time
+
+    from nip_core.runs import interrupts
+    from nip_core.runs.interrupts import Terminated, terminate_as_interrupt
+
+    monkeypatch.setattr(interrupts, "DUPLICATE_SIGTERM_S", 0.5)
+    marked = []
+    with terminate_as_interrupt(replace=True):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except Terminated:
+            os.kill(os.getpid(), signal.SIGTERM)  # the copy: ignored
+            time.sleep(0.05)
+            marked.append(True)
+        time.sleep(0.5)
+        with pytest.raises(Terminated):
+            os.kill(os.getpid(), signal.SIGTERM)  # a new kill, later
+            time.sleep(5)
+    assert marked == [True]
+
+
 _DESCENDANTS_SCRIPT = """
 import io, json, os, signal, subprocess, sys, time
 from nip_core.runs.interrupts import (
