@@ -359,10 +359,9 @@ def _launch_sweep(
     )
     # SIGTERM goes on to the jobs' processes (submitit's local jobs would train on
     # as orphans), and the sweep waits for them to mark their runs killed and end
-    # before the launcher sees the interrupt (its teardown SIGKILLs its jobs)
-    # (not with the basic launcher: its jobs run in this process, and the
-    # processes below are their helpers, such as a W&B service still needed to
-    # close the run)
+    # before the launcher sees the interrupt (its teardown SIGKILLs its jobs). Not
+    # with the basic launcher: its jobs run in this process, and the processes
+    # below are their helpers, such as a W&B service still needed to close a run.
     launcher_target = str(master.hydra.launcher.get("_target_", ""))
     terminating = terminate_with_descendants(
         timeout=JOB_STOP_TIMEOUT_S, pass_on=launcher_target != _BASIC_LAUNCHER

@@ -240,6 +240,22 @@ def test_a_sigterm_delivered_twice_does_not_cut_the_stop_short(monkeypatch) -> N
     assert marked == [True]
 
 
+def _script_result(script: str, timeout: float) -> dict:
+    """Run ``script`` in a Python process of its own (so that no other test's
+    processes are below the one it signals) and read the JSON object its last
+    line of output holds."""
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 _DESCENDANTS_SCRIPT = """
 import io, json, os, signal, subprocess, sys, time
 from nip_core.runs.interrupts import (
@@ -299,18 +315,9 @@ def test_sigterm_goes_on_to_every_process_below_and_is_waited_for() -> None:
     are gone (a launcher's teardown, reached by the raise, would SIGKILL them); a
     process that ignores SIGTERM (a resource tracker) is left alone. In a process
     of its own, so that no other test's processes are below the one signalled."""
-    import json
-
     if not Path("/proc/self/stat").is_file():
         pytest.skip("no /proc to read the process tree from")
-    done = subprocess.run(
-        [sys.executable, "-c", _DESCENDANTS_SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=True,
-    )
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = _script_result(_DESCENDANTS_SCRIPT, timeout=180)
     assert len(result["below"]) == 4
     assert {result["child"], result["slow"], result["deaf"]} <= set(result["below"])
     assert result["raised"]
@@ -359,18 +366,9 @@ def test_a_second_sigterm_stops_the_wait_and_names_the_processes_left() -> None:
     """SIGTERM again while the handler waits for the jobs stops the wait at once;
     the jobs still running then are :attr:`left` (the sweep names them), not an
     empty list as if all had stopped."""
-    import json
-
     if not Path("/proc/self/stat").is_file():
         pytest.skip("no /proc to read the process tree from")
-    done = subprocess.run(
-        [sys.executable, "-c", _SECOND_SIGTERM_SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = _script_result(_SECOND_SIGTERM_SCRIPT, timeout=120)
     assert result["signalled"] == [result["slow"]]
     assert result["took"] < 20
     assert result["left"] == [result["slow"]]
@@ -485,14 +483,5 @@ def test_sigterm_is_not_passed_on_where_the_jobs_run_in_this_process() -> None:
     """Hydra's basic launcher runs the jobs in the nip process: the processes below
     are their helpers (a W&B service the run still needs to close), so SIGTERM
     only raises."""
-    import json
-
-    done = subprocess.run(
-        [sys.executable, "-c", _IN_PROCESS_SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = _script_result(_IN_PROCESS_SCRIPT, timeout=120)
     assert result == {"raised": True, "alive": True, "signalled": []}
