@@ -3,6 +3,7 @@ the sparse message-passing GIN, the same function as the dense one."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -241,3 +242,34 @@ def test_the_crossover_benchmark_runs() -> None:
     assert result.returncode == 0, result.stderr
     assert "dense/sparse" in result.stdout
     assert len(result.stdout.strip().splitlines()) == 3
+
+
+def test_the_sparse_gin_leaves_no_file_in_the_temporary_directory(tmp_path) -> None:
+    """torch_geometric writes each message-passing class's generated ``propagate``
+    to the temporary directory and never deletes it; the sparse GIN removes it once
+    loaded, and still runs (also traced by ``torch.compile``)."""
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    script = """
+import torch
+from nip_plugin_graph_isomorphism.networks import DenseGin, SparseGin
+torch.manual_seed(0)
+dense, sparse = DenseGin(3, 8, 16, 2, "tanh"), SparseGin(3, 8, 16, 2, "tanh")
+sparse.load_state_dict(dense.state_dict())
+SparseGin(3, 8, 16, 2, "tanh")  # a second instance
+x = torch.randn(4, 5, 3)
+adjacency = (torch.rand(4, 5, 5) < 0.5).float()
+adjacency = ((adjacency + adjacency.transpose(1, 2)) > 0).float()
+mask = torch.ones(4, 5)
+compiled = torch.compile(sparse, backend="eager")
+expected = dense(x, adjacency, mask)
+assert torch.allclose(compiled(x, adjacency, mask), expected, atol=1e-5)
+print("ran")
+"""
+    env = {**os.environ, "TMPDIR": str(system_tmp)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ran"
+    assert sorted(p.name for p in system_tmp.iterdir()) == []

@@ -245,3 +245,26 @@ def test_a_test_runs_jobs_are_its_own_and_removed(
     assert not scratch.exists()
     assert not (tmp_path / "runs").exists()
     assert not (tmp_path / "cache" / "transformers" / "jobs").exists()
+
+
+@pytest.mark.parametrize("worker_start", ["fork", "spawn"])
+def test_a_job_leaves_nothing_in_the_temporary_directory(
+    backend_factory: Any,
+    tiny_model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    worker_start: str,
+) -> None:
+    """A forked worker ends with ``os._exit``, which runs no finaliser: the files
+    ``datasets`` keeps in the temporary directory (``hf_datasets-*``) would be left
+    there after every job, unless the worker's temporary directory is its own."""
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(system_tmp))  # what the worker inherits
+    backend = backend_factory(worker_start=worker_start)
+    job = wait_for(
+        backend, backend.create_fine_tune_job(_request(tiny_model, "tidy")).id
+    )
+    assert job.status == "succeeded", job.error
+    assert sorted(p.name for p in system_tmp.iterdir()) == []
+    assert not (backend.jobs.job_dir(job.id) / "tmp").exists()

@@ -29,7 +29,12 @@ most of its training time in them):
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
+import tempfile
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -158,19 +163,45 @@ class SparseGin(DenseGin):
 def NeighbourSum() -> nn.Module:  # noqa: N802 - a factory standing for a class
     """``out[i] = Σ_j w_ij h_j`` over the edges ``j -> i``: torch_geometric's
     message passing with ``"add"`` aggregation (imported on first use)."""
-    from torch_geometric.nn import MessagePassing
+    global _NEIGHBOUR_SUM
+    if _NEIGHBOUR_SUM is None:
+        from torch_geometric.nn import MessagePassing
 
-    class _NeighbourSum(MessagePassing):
-        def __init__(self) -> None:
-            super().__init__(aggr="add")
+        class _NeighbourSum(MessagePassing):
+            def __init__(self) -> None:
+                super().__init__(aggr="add")
 
-        def forward(self, x: Tensor, edge_index: Tensor, weight: Tensor) -> Tensor:
-            return self.propagate(edge_index, x=x, weight=weight)
+            def forward(self, x: Tensor, edge_index: Tensor, weight: Tensor) -> Tensor:
+                return self.propagate(edge_index, x=x, weight=weight)
 
-        def message(self, x_j: Tensor, weight: Tensor) -> Tensor:
-            return x_j * weight.unsqueeze(-1)
+            def message(self, x_j: Tensor, weight: Tensor) -> Tensor:
+                return x_j * weight.unsqueeze(-1)
 
-    return _NeighbourSum()
+        first = _NeighbourSum()
+        _remove_generated_source(_NeighbourSum)
+        _NEIGHBOUR_SUM = _NeighbourSum
+        return first
+    return _NEIGHBOUR_SUM()
+
+
+_NEIGHBOUR_SUM: type[nn.Module] | None = None
+
+
+def _remove_generated_source(cls: type) -> None:
+    """Delete the source file torch_geometric wrote for ``cls.propagate``.
+
+    The first instance of a message-passing class has its ``propagate`` generated
+    from a template, written to a file in the temporary directory, imported, and
+    never deleted: one file per process, which a sweep's runs pile up. The module
+    is loaded by then and runs without its file (a traceback shows no source line
+    for it).
+    """
+    module = sys.modules.get(getattr(cls.propagate, "__module__", ""))
+    path = getattr(module, "__file__", None)
+    if not path or Path(path).parent != Path(tempfile.gettempdir()):
+        return
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 GIN_IMPLEMENTATIONS: dict[str, type[DenseGin]] = {

@@ -13,6 +13,7 @@ or ``<cache_dir>/transformers/jobs/`` for runs without a run directory)::
         model/           the fine-tuned model, once complete (its path is the id)
         result.json      succeeded or failed (written by the worker, last)
         worker_exit.json how the last forked worker ended
+        tmp/             the worker's temporary directory while it trains
 
 The record is the truth a resumed run reads: jobs are found by name (so a resumed
 run never starts a second job), a job whose worker died without a result (killed,
@@ -619,7 +620,7 @@ class JobManager:
 
     def cleanup(self, job_id: str) -> None:
         """Delete a finished job's training data and checkpoints (its model stays)."""
-        from nip_plugin_transformers.training import REQUEST_FILE
+        from nip_plugin_transformers.training import REQUEST_FILE, SCRATCH_DIR
 
         with self._lock():
             record = self._load(job_id)
@@ -629,3 +630,4 @@ class JobManager:
             (job_dir / REQUEST_FILE).unlink(missing_ok=True)
             shutil.rmtree(job_dir / "checkpoints", ignore_errors=True)
             shutil.rmtree(job_dir / "model.partial", ignore_errors=True)
+            shutil.rmtree(job_dir / SCRATCH_DIR, ignore_errors=True)

@@ -10,7 +10,12 @@ worker reads ``request.json`` and writes
 - ``model/``: the fine-tuned model (an adapter directory, or a full model when LoRA
   is off or merged), written as ``model.partial/`` and renamed when complete;
 - ``result.json``: ``succeeded`` (with the model's path) or ``failed`` (with the
-  reason), written last.
+  reason), written last;
+- ``tmp/``: the worker's temporary directory while it runs (``TMPDIR``: the
+  ``datasets`` library's cache files of in-memory datasets, and whatever else the
+  libraries put there), removed when the job ends. A worker forked by the zygote
+  ends with ``os._exit``, which runs no finaliser, so files the libraries would
+  remove at exit are left behind unless they live here.
 
 A worker that dies (killed, out of memory) writes no result; the backend notices
 and starts another, which continues from the last checkpoint.
@@ -18,12 +23,15 @@ and starts another, which continues from the last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +44,7 @@ RESULT_FILE = "result.json"
 PROGRESS_FILE = "progress.json"
 MODEL_DIR = "model"
 CHECKPOINTS_DIR = "checkpoints"
+SCRATCH_DIR = "tmp"
 
 
 def _write_result(job_dir: Path, **result: Any) -> None:
@@ -51,6 +60,31 @@ def run_job(job_dir: str | os.PathLike[str]) -> int:
     job_dir = Path(job_dir)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    with _scratch_directory(job_dir / SCRATCH_DIR):
+        return _run_job(job_dir)
+
+
+@contextlib.contextmanager
+def _scratch_directory(path: Path) -> Iterator[None]:
+    """The process's temporary directory is ``path`` (emptied first: a killed
+    worker may have left files there) until the block ends, then removed."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    saved = os.environ.get("TMPDIR"), tempfile.tempdir
+    # ``datasets`` reads the variable itself; ``tempfile`` caches its choice
+    os.environ["TMPDIR"] = tempfile.tempdir = str(path)
+    try:
+        yield
+    finally:
+        environ_value, tempfile.tempdir = saved
+        if environ_value is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = environ_value
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _run_job(job_dir: Path) -> int:
     try:
         model_dir = job_dir / MODEL_DIR
         from nip_plugin_transformers.models import MODEL_INFO_FILE
