@@ -12,7 +12,9 @@ and everything above it are tested without a network:
   with ``finish_reason: length``; ``stop`` cuts before the first stop string;
   an unknown model is a 404 ``model_not_found``;
   a parameter named in ``unsupported_parameters`` is refused with OpenAI's 400
-  ``unsupported_parameter`` (as its reasoning models refuse ``max_tokens``).
+  ``unsupported_parameter`` (as its reasoning models refuse ``max_tokens``); a
+  model named in ``default_sampling_models`` refuses ``temperature`` and ``top_p``
+  other than 1 with OpenAI's 400 ``unsupported_value`` (as its reasoning models do).
 - ``GET /v1/models`` and ``/v1/models/{id}``.
 - ``POST /v1/files`` (multipart), ``GET``/``DELETE /v1/files/{id}``,
   ``GET /v1/files``.
@@ -167,6 +169,10 @@ class OpenAiTestServer:
     unsupported_parameters : Iterable[str]
         Chat request fields refused with a 400 ``unsupported_parameter`` naming the
         field, as OpenAI's reasoning models refuse ``max_tokens``.
+    default_sampling_models : Iterable[str]
+        Models that take ``temperature`` and ``top_p`` at 1 only and refuse any
+        other value with a 400 ``unsupported_value``, as OpenAI's reasoning models
+        do.
     """
 
     def __init__(
@@ -185,6 +191,7 @@ class OpenAiTestServer:
         api_key: str | None = None,
         retry_after: float | None = None,
         unsupported_parameters: Iterable[str] = (),
+        default_sampling_models: Iterable[str] = (),
         host: str = "127.0.0.1",
         port: int = 0,
     ):
@@ -202,6 +209,7 @@ class OpenAiTestServer:
         self.api_key = api_key
         self.retry_after = retry_after
         self.unsupported_parameters = frozenset(unsupported_parameters)
+        self.default_sampling_models = frozenset(default_sampling_models)
         self.models: dict[str, ServedModel] = {m: ServedModel(id=m) for m in models}
         self.files: dict[str, dict[str, Any]] = {}
         self.file_contents: dict[str, bytes] = {}
@@ -514,6 +522,27 @@ class OpenAiTestServer:
                 "unsupported_parameter",
                 param=name,
             )
+        for name, top in (("temperature", 2), ("top_p", 1)):
+            value = request.get(name)
+            if isinstance(value, (int, float)) and not 0 <= value <= top:
+                raise _HttpError(
+                    400,
+                    f"Invalid '{name}': expected a value between 0 and {top}, but "
+                    f"got {value!r} instead.",
+                    "invalid_value",
+                    param=name,
+                )
+        if model.id in self.default_sampling_models:
+            for name in ("temperature", "top_p"):
+                if request.get(name, 1) != 1:
+                    raise _HttpError(
+                        400,
+                        f"Unsupported value: '{name}' does not support "
+                        f"{request[name]!r} with this model. Only the default (1) "
+                        "value is supported.",
+                        "unsupported_value",
+                        param=name,
+                    )
         n = int(request.get("n") or 1)
         max_tokens = request.get("max_tokens") or request.get("max_completion_tokens")
         choices = []

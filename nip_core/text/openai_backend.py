@@ -29,10 +29,11 @@ import math
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
+import warnings
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from nip_core.errors import BackendError
+from nip_core.errors import BackendError, BackendWarning
 from nip_core.text.backend import (
     FineTuneJob,
     FineTuneJobNotFoundError,
@@ -301,7 +302,9 @@ class OpenAiBackend(TextBackend):
             # than the rest of a request, and rollouts at high concurrency are bound
             # by the client's CPU time
             def post() -> Any:
-                body = {"model": request.model, "messages": messages, **options}
+                dropped = server.dropped.get(request.model, ())
+                body = {"model": request.model, "messages": messages}
+                body.update((k, v) for k, v in options.items() if k not in dropped)
                 if request.max_tokens is not None:
                     body[server.token_field] = request.max_tokens
                 if request.stop and server.sends_stop:
@@ -311,10 +314,11 @@ class OpenAiBackend(TextBackend):
                 )
 
             # An endpoint that refuses a field as unsupported (OpenAI's reasoning
-            # models refuse max_tokens and stop) is asked again without it, and
-            # not sent it again: the other token-limit field; no stop sequences
-            # (the sampler cuts the responses at them)
-            for _ in range(3):
+            # models refuse max_tokens and stop, and any temperature or top_p but
+            # 1) is asked again without it, and not sent it again: the other
+            # token-limit field; no stop sequences (the sampler cuts the responses
+            # at them); the model's own sampling settings, said once in a warning
+            for _ in range(3 + len(_DROPPABLE_FIELDS)):
                 try:
                     reply = await post()
                     break
@@ -329,7 +333,7 @@ class OpenAiBackend(TextBackend):
                         and _refuses_parameter(error, "stop")
                     ):
                         server.sends_stop = False
-                    else:
+                    elif not self._drop_refused_field(server, request, options, error):
                         raise
             else:  # pragma: no cover - each field is given up at most once
                 reply = await post()
@@ -374,6 +378,32 @@ class OpenAiBackend(TextBackend):
             prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=usage.get("completion_tokens"),
         )
+
+    def _drop_refused_field(
+        self,
+        server: _Server,
+        request: GenerationRequest,
+        options: Mapping[str, Any],
+        error: Any,
+    ) -> bool:
+        """When ``error`` (a 400) refuses one of the request's sampling fields
+        (``_DROPPABLE_FIELDS``) as unsupported, that field is not sent again with
+        ``request.model`` to ``server``, with a warning; whether it was."""
+        dropped = server.dropped.setdefault(request.model, set())
+        for name in _DROPPABLE_FIELDS:
+            if name in options and name not in dropped:
+                if _refuses_parameter(error, name):
+                    dropped.add(name)
+                    warnings.warn(
+                        f"model {request.model!r} at {server.endpoint} does not "
+                        f"support {name}={options[name]!r} "
+                        f"({_message(error).strip()}); its requests go without "
+                        f"{name} from now on, so it samples with its own default",
+                        BackendWarning,
+                        stacklevel=2,
+                    )
+                    return True
+        return False
 
     def _other_token_field(
         self, field: str, error: Any, request: GenerationRequest
@@ -665,6 +695,13 @@ _TOKEN_FIELDS = {
 """Each token-limit field of a chat request, and the other one."""
 
 
+_DROPPABLE_FIELDS = ("temperature", "top_p", "seed", "repetition_penalty")
+"""Sampling fields of a chat request that a model may refuse and that can go
+unsent: the completion is still one, sampled with the model's own settings
+(OpenAI's reasoning models take temperature and top_p at 1 only; its API knows no
+repetition_penalty). ``n`` is not one of them: a request asks for its choices."""
+
+
 def _refuses_parameter(error: Any, name: str) -> bool:
     """Whether ``error`` (a 400) refuses the request field ``name`` as unsupported:
     about that field (OpenAI names it in ``param``), and saying it is unsupported.
@@ -711,6 +748,8 @@ class _Server:
         """Where a request's token limit goes (it can change once, on a 400)."""
         self.sends_stop = True
         """Whether requests carry their stop sequences (not once refused)."""
+        self.dropped: dict[str, set[str]] = {}
+        """Per model, the sampling fields it refused (``_DROPPABLE_FIELDS``)."""
 
     @property
     def endpoint(self) -> str:

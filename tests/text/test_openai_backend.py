@@ -14,7 +14,7 @@ import types
 
 import pytest
 
-from nip_core.errors import BackendError
+from nip_core.errors import BackendError, BackendWarning
 from nip_core.parameters.text import OpenAiBackendParameters, TextBackendParameters
 from nip_core.testing.openai_server import OpenAiTestServer, _HttpError
 from nip_core.text.backend import (
@@ -599,6 +599,52 @@ def test_an_endpoint_refusing_stop_is_asked_without_it_and_the_sampler_cuts():
                 backend.generate(
                     [GenerationRequest(model="test-model", messages=[], stop=("STOP",))]
                 )
+        assert server.requests["chat"] == 1
+
+
+def test_a_model_refusing_a_sampling_value_samples_with_its_own_and_says_so():
+    def reasoner(i, **options):
+        return GenerationRequest(
+            model="reasoner",
+            messages=[{"role": "user", "content": f"Question {i}"}],
+            **options,
+        )
+
+    # OpenAI's reasoning models take temperature and top_p at 1 only: the request
+    # goes again without the refused field, that model's later requests go without
+    # it (one warning per model and field), and another model on the same endpoint
+    # keeps its temperature
+    with OpenAiTestServer(
+        models=["test-model", "reasoner"], default_sampling_models=["reasoner"]
+    ) as server:
+        with backend_for(server.base_url) as backend:
+            with pytest.warns(BackendWarning) as caught:
+                backend.generate([reasoner(0, temperature=0.7, top_p=0.9)])
+                backend.generate(
+                    [
+                        reasoner(1, temperature=0.7, top_p=0.9),
+                        request(2, temperature=0.7, top_p=0.9),
+                    ]
+                )
+        messages = [str(w.message) for w in caught if w.category is BackendWarning]
+        assert len(messages) == 2
+        assert "'reasoner'" in messages[0] and "temperature=0.7" in messages[0]
+        assert "'reasoner'" in messages[1] and "top_p=0.9" in messages[1]
+        assert "Only the default (1) value is supported" in messages[0]
+        # refused twice (temperature, then top_p), then answered; then at once
+        assert server.requests["chat"] == 5
+        reasoner = [b for b in server.chat_log if b["model"] == "reasoner"]
+        other = [b for b in server.chat_log if b["model"] == "test-model"]
+        assert [("temperature" in b, "top_p" in b) for b in reasoner] == [
+            (False, False),
+            (False, False),
+        ]
+        assert [(b["temperature"], b["top_p"]) for b in other] == [(0.7, 0.9)]
+    # a value out of range is the request's fault: reported, not dropped
+    with OpenAiTestServer(models=["test-model"]) as server:
+        with backend_for(server.base_url) as backend:
+            with pytest.raises(BackendError, match="temperature"):
+                backend.generate([request(0, temperature=7.0)])
         assert server.requests["chat"] == 1
 
 
