@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -95,6 +96,37 @@ def _discard_entry(entry: Path) -> None:
     except FileNotFoundError:
         return  # another process removed (or moved) it first
     shutil.rmtree(aside, ignore_errors=True)
+
+
+STALE_BUILD_S = 24 * 3600.0
+"""A cache entry being written (``.tmp-*``) untouched for this long belongs to a
+build that was killed: the next build beside it removes it."""
+
+
+def _remove_leftovers(cache_dir: Path) -> None:
+    """Remove what killed processes left in a directory of cache entries: entries
+    renamed aside for deletion (``.old-*``, never read again: removed whatever their
+    age, by whichever process comes first) and entries whose writing stopped more
+    than :data:`STALE_BUILD_S` ago (``.tmp-*``; a younger one may be another
+    process's build in progress)."""
+    try:
+        children = list(cache_dir.iterdir())
+    except OSError:
+        return
+    now = time.time()
+    for path in children:
+        if path.name.startswith(".old-"):
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.name.startswith(".tmp-"):
+            try:
+                newest = max(
+                    [path.stat().st_mtime]
+                    + [child.stat().st_mtime for child in path.rglob("*")]
+                )
+            except OSError:
+                continue  # it is changing: someone is at work on it
+            if now - newest > STALE_BUILD_S:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 class TensorDictDataset(Dataset, ABC):
@@ -264,6 +296,7 @@ class TensorDictDataset(Dataset, ABC):
 
     def _save_cache(self, data: TensorDict, processed_dir: Path) -> None:
         processed_dir.parent.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(processed_dir.parent)
         # Build in a temporary directory and rename, so a run killed mid-write never
         # leaves a half-written cache entry that a later run would trust.
         tmp_dir = Path(tempfile.mkdtemp(prefix=".tmp-", dir=processed_dir.parent))

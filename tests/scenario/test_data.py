@@ -131,6 +131,37 @@ def test_an_entry_another_process_removes_meanwhile_is_no_error(
     assert torch.equal(third.data["x"], first.data["x"])
 
 
+def test_what_killed_builds_left_is_removed_by_the_next_build(synthetic_scenario):
+    """A process killed between renaming an old entry aside and deleting it leaves
+    ``.old-*`` (garbage at any age); one killed while writing an entry leaves
+    ``.tmp-*`` (garbage once untouched for a day; a younger one may be a build in
+    progress beside this one)."""
+    import os
+    import time
+
+    from nip_core.scenario.data import STALE_BUILD_S
+
+    first = _dataset(synthetic_scenario)
+    cache_dir = first.processed_dir.parent
+    aside = cache_dir / ".old-train-0123-99999-abcdef12"
+    killed = cache_dir / ".tmp-killed"
+    writing = cache_dir / ".tmp-writing"
+    for path in (aside, killed, writing):
+        (path / "data").mkdir(parents=True)
+        (path / "data" / "x.memmap").write_bytes(b"0" * 16)
+    # the killed build's files were last written over a day ago; the other
+    # build's directory is old but a file in it was written just now
+    old = time.time() - STALE_BUILD_S - 60
+    for path in (killed, killed / "data", killed / "data" / "x.memmap", writing):
+        os.utime(path, (old, old))
+    rebuilt = _dataset(
+        synthetic_scenario, settings=synthetic_scenario.settings(ignore_cache=True)
+    )
+    assert not rebuilt.loaded_from_cache
+    left = sorted(p.name for p in cache_dir.iterdir() if p.name.startswith("."))
+    assert left == [".tmp-writing"]
+
+
 @pytest.mark.parametrize(
     ("damage", "target", "said"),
     [
