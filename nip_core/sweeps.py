@@ -22,11 +22,13 @@ Light: imports only the standard library.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +242,49 @@ def write_job_record(
         Path(job_dir) / JOB_RECORD,
         {"run_id": run_id, "run_dir": str(Path(run_dir).resolve())},
     )
+
+
+JOB_PROCESSES = ".job_processes"
+"""In a sweep directory: one empty file per process running one of its jobs now,
+named ``<host>-<pid>``. A SIGTERM to the sweep is passed on to these processes
+only, not to their helpers (a W&B service, data loader workers), which they still
+need to close their runs."""
+
+
+@contextlib.contextmanager
+def job_process_registered(sweep_dir: str | os.PathLike[str]) -> Iterator[None]:
+    """This process runs one of the sweep's jobs until the block ends (see
+    :data:`JOB_PROCESSES`). A registry that cannot be written is no error: the
+    sweep then signals nothing in particular, as before a job started."""
+    folder = Path(sweep_dir) / JOB_PROCESSES
+    entry: Path | None = folder / f"{socket.gethostname()}-{os.getpid()}"
+    try:
+        folder.mkdir(exist_ok=True)
+        entry.touch()
+    except OSError:
+        entry = None
+    try:
+        yield
+    finally:
+        if entry is not None:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
+def job_process_pids(sweep_dir: str | os.PathLike[str]) -> list[int]:
+    """The processes on this machine registered as running one of the sweep's jobs
+    (a process killed outright stays listed: check what the PIDs are)."""
+    host = socket.gethostname()
+    try:
+        names = [p.name for p in (Path(sweep_dir) / JOB_PROCESSES).iterdir()]
+    except OSError:
+        return []
+    pids = []
+    for name in names:
+        name_host, _, pid = name.rpartition("-")
+        if name_host == host and pid.isdigit():
+            pids.append(int(pid))
+    return sorted(pids)
 
 
 def _job_order(name: str) -> tuple[int, int]:

@@ -4,6 +4,7 @@ The fixtures (``plugin_manager``, ``register_plugin``, ``synthetic_scenario``) c
 from nip-core's pytest plugin, loaded through its ``pytest11`` entry point.
 """
 
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -22,3 +23,17 @@ def _core_only_plugin_manager() -> Iterator[NipPluginManager]:
     """
     with isolated_plugin_manager() as manager:
         yield manager
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored() -> Iterator[None]:
+    """Each test starts with the signal handlers the one before it found: a
+    library a test starts in this process (Ray installs a SIGTERM handler that
+    calls ``sys.exit``) would otherwise change how later tests' signals end."""
+    saved = {
+        signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    yield
+    for signum, handler in saved.items():
+        if handler is not None and signal.getsignal(signum) is not handler:
+            signal.signal(signum, handler)

@@ -17,6 +17,7 @@ their last checkpoint, and no run id is used twice.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -362,9 +363,13 @@ def _launch_sweep(
     # before the launcher sees the interrupt (its teardown SIGKILLs its jobs). Not
     # with the basic launcher: its jobs run in this process, and the processes
     # below are their helpers, such as a W&B service still needed to close a run.
+    # Only the jobs' own processes are signalled: their helpers (a W&B service,
+    # data loader workers) are still needed to close the runs, and end with them.
     launcher_target = str(master.hydra.launcher.get("_target_", ""))
     terminating = terminate_with_descendants(
-        timeout=JOB_STOP_TIMEOUT_S, pass_on=launcher_target != _BASIC_LAUNCHER
+        timeout=JOB_STOP_TIMEOUT_S,
+        pass_on=launcher_target != _BASIC_LAUNCHER,
+        targets=functools.partial(sweeps.job_process_pids, sweep_dir),
     )
     try:
         with composer.hydra_errors(), waiting, terminating:
@@ -490,6 +495,8 @@ def _remove_unstarted_sweep(sweep_dir: str) -> None:
         return
     for name in (sweeps.MANIFEST, "multirun.yaml"):
         (path / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (path / sweeps.JOB_PROCESSES).rmdir()
     with contextlib.suppress(OSError):
         path.rmdir()
 
@@ -645,6 +652,7 @@ class SweepJob:
     launching_pid: int = attrs.field(factory=os.getpid)
 
     def __call__(self, cfg: Any) -> JobOutcome:
+        from nip_core import sweeps
         from nip_core.experiment import run_experiment
 
         try:
@@ -658,7 +666,16 @@ class SweepJob:
             # run and marks it killed, whatever the launcher's own handler does
             # with it (submitit's bypasses it)
             in_launcher = os.getpid() != self.launching_pid
-            with interrupts_kept(), terminate_as_interrupt(replace=in_launcher):
+            registered = (
+                sweeps.job_process_registered(self.sweep_dir)
+                if in_launcher and self.sweep_dir is not None
+                else contextlib.nullcontext()
+            )
+            with (
+                interrupts_kept(),
+                terminate_as_interrupt(replace=in_launcher),
+                registered,
+            ):
                 result = run_experiment(hyper_params, settings)
         except KeyboardInterrupt as error:
             if os.getpid() == self.launching_pid:

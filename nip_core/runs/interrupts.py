@@ -39,7 +39,7 @@ import _thread
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
 
 __all__ = [
@@ -243,6 +243,12 @@ class terminate_with_descendants(terminate_as_interrupt):  # noqa: N801
         process (Hydra's basic launcher): the processes below are then its own
         helpers (a W&B service, a model's worker), which must outlive the stop's
         bookkeeping, and SIGTERM just raises :class:`Terminated`.
+    targets : Callable[[], Iterable[int]] | None
+        The processes the work runs in (a sweep's job processes), asked for when
+        SIGTERM comes: of the processes below, only those are signalled and
+        waited for, and their own helpers (a W&B service, data loader workers)
+        are left to end with them, after the job has closed its run with their
+        help. ``None``: every process below.
     """
 
     def __init__(
@@ -250,11 +256,13 @@ class terminate_with_descendants(terminate_as_interrupt):  # noqa: N801
         timeout: float = 60.0,
         stream: TextIO | None = None,
         pass_on: bool = True,
+        targets: Callable[[], Iterable[int]] | None = None,
     ) -> None:
         super().__init__(replace=True)
         self.timeout = timeout
         self.stream = stream
         self.pass_on = pass_on
+        self.targets = targets
         self.signalled: list[int] = []
         self.left: list[int] = []
         self._waiting = False
@@ -267,11 +275,11 @@ class terminate_with_descendants(terminate_as_interrupt):  # noqa: N801
             raise Terminated("SIGTERM")
         self._waiting = True
         try:
-            below = [
-                pid
-                for pid in descendant_pids()
-                if not ignores_signal(pid, signal.SIGTERM)
-            ]
+            below = descendant_pids()
+            if self.targets is not None:
+                chosen = set(self.targets())
+                below = [pid for pid in below if pid in chosen]
+            below = [pid for pid in below if not ignores_signal(pid, signal.SIGTERM)]
             self.signalled = signal_processes(below, signal.SIGTERM)
             if self.signalled:
                 stream = self.stream if self.stream is not None else sys.stderr

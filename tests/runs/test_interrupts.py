@@ -329,6 +329,60 @@ def test_sigterm_goes_on_to_every_process_below_and_is_waited_for() -> None:
     assert result["slow_status"] == 7
 
 
+_TARGETS_SCRIPT = """
+import io, json, os, signal, subprocess, sys, time
+from nip_core.runs.interrupts import (
+    Terminated, descendant_pids, terminate_with_descendants, wait_for_processes,
+)
+# a job process with a helper (a W&B service): the helper must outlive the
+# job's closing of its run, and ends on its own when the job is gone
+job = subprocess.Popen([
+    sys.executable, "-c",
+    "import signal, subprocess, sys, time; "
+    "helper = subprocess.Popen([sys.executable, '-c', "
+    "'import os, time; parent = os.getppid(); [time.sleep(0.05) for _ in "
+    "iter(lambda: os.getppid() == parent, False)]']); "
+    "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(0.5), "
+    "print(helper.poll(), flush=True), sys.exit(7))); "
+    "print(helper.pid, flush=True); "
+    "time.sleep(120)",
+], stdout=subprocess.PIPE, text=True)
+helper = int(job.stdout.readline())  # the job's handler is in place
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline and len(descendant_pids()) != 2:
+    time.sleep(0.05)
+stopping = terminate_with_descendants(
+    timeout=30, stream=io.StringIO(), targets=lambda: [job.pid, 999999999]
+)
+try:
+    with stopping:
+        os.kill(os.getpid(), signal.SIGTERM)
+except Terminated:
+    pass
+helper_when_job_closed = job.stdout.readline().strip()
+print(json.dumps({
+    "job": job.pid, "helper": helper, "signalled": stopping.signalled,
+    "left": stopping.left, "job_status": job.wait(5),
+    "helper_when_job_closed": helper_when_job_closed,
+    "helper_after": wait_for_processes([helper], 10),
+}))
+"""
+
+
+def test_sigterm_goes_only_to_the_targets_and_not_to_their_helpers() -> None:
+    """A sweep passes SIGTERM to its job processes only: a job's helper (a W&B
+    service it still needs to close its run) is not signalled, is still running
+    while the job stops, and ends after it."""
+    if not Path("/proc/self/stat").is_file():
+        pytest.skip("no /proc to read the process tree from")
+    result = _script_result(_TARGETS_SCRIPT, timeout=180)
+    assert result["signalled"] == [result["job"]]
+    assert result["left"] == []
+    assert result["job_status"] == 7
+    assert result["helper_when_job_closed"] == "None"  # still running then
+    assert result["helper_after"] == []
+
+
 _SECOND_SIGTERM_SCRIPT = """
 import io, json, os, signal, subprocess, sys, threading, time
 from nip_core.runs.interrupts import (

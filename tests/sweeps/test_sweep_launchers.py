@@ -316,6 +316,7 @@ def test_sigterm_stops_a_sweeps_jobs_and_marks_their_runs_killed(
         signal_processes,
         wait_for_processes,
     )
+    from nip_core.sweeps import job_process_pids
 
     _require(module, extra)
     process = subprocess.Popen(
@@ -354,6 +355,10 @@ def test_sigterm_stops_a_sweeps_jobs_and_marks_their_runs_killed(
         jobs = sweep_site.loading_pids() - {process.pid, os.getpid()}
         below = descendant_pids(process.pid)
         assert jobs and jobs <= set(below)
+        # the job processes say they are (SIGTERM goes to them, not their helpers)
+        [sweep_dir] = sweep_site.sweep_dirs()
+        training_jobs = set(job_process_pids(sweep_dir))
+        assert len(training_jobs) == 2 and training_jobs <= jobs
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=120)
     finally:
@@ -373,3 +378,4 @@ def test_sigterm_stops_a_sweeps_jobs_and_marks_their_runs_killed(
     ]
     # stopped, not trained to the end, and recorded so
     assert statuses == ["killed", "killed"], err
+    assert job_process_pids(sweep_dir) == []  # each job took itself off

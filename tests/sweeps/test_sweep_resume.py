@@ -239,3 +239,31 @@ def test_a_sweep_of_the_default_config_resumes_with_its_name_given(sweep_site, c
     assert "1 of 1 jobs succeeded (1 skipped" in err
     assert main(["run", "--resume-sweep", str(sweep_dir), "-c", "sweep_test/exp"]) != 0
     assert "is a sweep of config 'default'" in capsys.readouterr().err
+
+
+def test_job_processes_register_for_the_length_of_their_job(tmp_path, monkeypatch):
+    """A job process is listed in its sweep directory while it runs a job (the
+    processes a SIGTERM to the sweep goes to), under its host's name: another
+    machine's PIDs are not this machine's."""
+    import os
+    import socket
+
+    from nip_core.sweeps import (
+        JOB_PROCESSES,
+        job_process_pids,
+        job_process_registered,
+    )
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "node-7")
+    assert job_process_pids(tmp_path) == []
+    with job_process_registered(tmp_path):
+        (tmp_path / JOB_PROCESSES / "node-8-123").touch()  # another machine's
+        (tmp_path / JOB_PROCESSES / "node-7-x").touch()  # not a PID
+        assert job_process_pids(tmp_path) == [os.getpid()]
+        assert (tmp_path / JOB_PROCESSES / f"node-7-{os.getpid()}").is_file()
+    assert job_process_pids(tmp_path) == []
+    # a registry that cannot be written does not stop the job
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    with job_process_registered(blocked):
+        assert job_process_pids(blocked) == []
