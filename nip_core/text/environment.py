@@ -40,6 +40,24 @@ def _numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+def _exact_rewards(value: Any) -> np.ndarray:
+    """Rewards as float64, each a float32 one read as the shortest decimal that
+    float32 value stands for.
+
+    The protocol step computes rewards in float32, the tensor world's dtype, so a
+    configured ``-0.1`` comes out as ``-0.10000000149011612``: a verifier's return
+    of ``-0.1 + 1.0`` was then below 0.9, and an expert iteration threshold of 0.9
+    left its episode out (MALT's mid-point labels and the logged rewards moved
+    likewise). The rewards are the configured values, which the shortest decimal
+    gives back (any value of up to 7 significant digits). Wider dtypes are kept
+    as they are.
+    """
+    rewards = _numpy(value)
+    if rewards.dtype == np.float32:
+        return rewards.astype(str).astype(np.float64)
+    return rewards.astype(np.float64)
+
+
 class TextEnvironment(Environment):
     """Batches of text episodes under the experiment's protocol.
 
@@ -261,7 +279,7 @@ class TextEnvironment(Environment):
         shared_done = _numpy(result.shared_done).astype(bool)
         terminated = _numpy(result.terminated).astype(bool)
         agent_done = _numpy(result.agent_done).astype(bool)
-        reward = _numpy(result.reward).astype(np.float64)
+        reward = _exact_rewards(result.reward)
         done = shared_done | terminated
         rollouts["padding"][rows, round_id] = done_before
         rollouts["done"][rows, round_id] = done

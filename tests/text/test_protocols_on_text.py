@@ -333,6 +333,29 @@ def test_a_verdict_in_the_round_a_prover_answers_invalidly_is_the_verdict(play):
     }
 
 
+def test_rewards_are_the_configured_values_not_their_float32_roundings(play):
+    # The protocol step computes in float32 (the tensor world's dtype): -0.1 came
+    # out as -0.10000000149011612 and 0.3 as 0.30000001192092896, so a verifier
+    # that asked one question and was right returned 0.8999999985 and fell below
+    # expert iteration's threshold of 0.9
+    rollouts, _ = play(
+        "nip",
+        count=4,
+        protocol_common={
+            "verifier_no_guess_reward": -0.1,
+            "verifier_reward": 1.0,
+            "prover_reward": 0.3,
+        },
+    )
+    v, p = rollouts.agent_index("verifier"), rollouts.agent_index("prover")
+    for b in range(4):
+        y = int(rollouts["y"][b])
+        assert rollouts["agents.reward"][b, :, v].tolist() == [-0.1, 0.0, 1.0]
+        assert rollouts["agents.reward"][b, :, p].tolist() == [0.0, 0.0, 0.3 * y]
+        assert rollouts.episode_reward[b, v] == 0.9
+        assert rollouts.episode_reward[b, v] >= 0.9
+
+
 @pytest.mark.parametrize("backend_stops", [True, False])
 def test_responses_end_before_a_stop_sequence(play, monkeypatch, backend_stops):
     # the prover's reply runs on past its stop sequence: the response ends before
