@@ -239,6 +239,45 @@ def test_buggy_apps_loader_on_local_files(code_validation_plugin, tmp_path) -> N
     assert _dataset("buggy_apps", "train", tmp_path).rows == rows
 
 
+def test_buggy_apps_rows_alternate_correct_and_buggy_problem_by_problem(
+    code_validation_plugin, tmp_path
+) -> None:
+    # The original put every correct solution first: keeping the first rows
+    # (max_train_size) kept correct solutions only
+    from nip_plugin_code_validation.apps import process_buggy_apps
+
+    rows = process_buggy_apps(BUGGY_APPS_RECORDS, "interview", exclude_flagged=False)
+    assert [(r["task_id"], r["y"]) for r in rows] == [
+        ("buggy_apps/7", 1),
+        ("buggy_apps/7", 0),
+        ("buggy_apps/7", 0),
+        ("buggy_apps/8", 1),
+        ("buggy_apps/8", 0),
+    ]
+    assert [r["solution"] for r in rows[:3]] == [
+        "print(sum(map(int, input().split())))",
+        "print(sum(map(int, input().split())) + 1)",
+        "print(max(map(int, input().split())))",
+    ]
+    from nip_core.parameters import HyperParameters
+    from nip_core.settings import ExperimentSettings
+
+    from nip_plugin_code_validation.data import CodeValidationDataset
+
+    _write_raw(tmp_path, "buggy_apps", BUGGY_APPS_RECORDS)
+    hyper_params = HyperParameters(
+        scenario="code_validation",
+        trainer="synthetic_text_sft",
+        dataset="buggy_apps",
+        agents={"_default": {"model_name": "m"}},
+        code_validation={"apps_exclude_flagged": False},
+        dataset_options={"max_train_size": 2},
+    )
+    settings = ExperimentSettings(data_dir=str(tmp_path))
+    capped = CodeValidationDataset(hyper_params, settings, split="train")
+    assert [r["y"] for r in capped.rows] == [1, 0]
+
+
 def test_apps_loader_on_a_bad_local_file(code_validation_plugin, tmp_path) -> None:
     raw = tmp_path / "code_validation" / "buggy_apps" / "raw" / "train.jsonl"
     _write_raw(tmp_path, "buggy_apps", BUGGY_APPS_RECORDS)

@@ -4,7 +4,9 @@
 problems with their correct solutions and buggy versions of them (GPT-4o was asked
 for subtle bugs). Rows: every correct solution (``y = 1``) and every buggy one
 (``y = 0``) of the problems of ``code_validation.apps_difficulty``, without the
-ones the moderation API flagged when ``code_validation.apps_exclude_flagged``.
+ones the moderation API flagged when ``code_validation.apps_exclude_flagged``;
+problem by problem, its correct and buggy solutions alternating, so that the
+first rows (``dataset_options.max_train_size``) hold both labels.
 (The original counted a problem's buggy solutions by its number of *correct*
 ones; here each list is read whole.)
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -54,20 +57,26 @@ def _solution_text(item: Any) -> str | None:
 def process_buggy_apps(
     records: Iterable[Mapping[str, Any]], difficulty: str, exclude_flagged: bool
 ) -> list[dict[str, Any]]:
-    """Rows of ``buggy_apps`` from hub records (see the module docstring)."""
-    correct, buggy = [], []
+    """Rows of ``buggy_apps`` from hub records (see the module docstring), problem
+    by problem, each problem's correct and buggy solutions alternating.
+
+    (The original put every correct solution before every buggy one, so that
+    ``dataset_options.max_train_size`` / ``max_test_size``, which keep the first
+    rows, kept correct solutions only: a verifier that always accepts was right on
+    all of them.)
+    """
+    rows = []
     for index, record in enumerate(records):
         if record.get("difficulty") != difficulty:
             continue
         if exclude_flagged and record.get("flags"):
             continue
         task_id = f"buggy_apps/{record.get('apps_problem_id', index)}"
-        for y, key, out in ((1, "solutions", correct), (0, "buggy_solutions", buggy)):
-            for item in record.get(key) or ():
-                solution = _solution_text(item)
-                if solution is None:
-                    continue
-                out.append(
+        by_label = []
+        for y, key in ((1, "solutions"), (0, "buggy_solutions")):
+            texts = (_solution_text(item) for item in record.get(key) or ())
+            by_label.append(
+                [
                     {
                         "question": record["question"],
                         "solution": solution,
@@ -77,8 +86,13 @@ def process_buggy_apps(
                         "task_id": task_id,
                         "mutation": None if y else "LLM-written bug",
                     }
-                )
-    return correct + buggy
+                    for solution in texts
+                    if solution is not None
+                ]
+            )
+        for pair in zip_longest(*by_label):
+            rows.extend(row for row in pair if row is not None)
+    return rows
 
 
 def process_apps(
@@ -167,7 +181,9 @@ def load_apps_rows(dataset: Any) -> list[dict[str, Any]]:
     options = dataset.hyper_params.code_validation
     if dataset.name == "buggy_apps":
         flagged = "without_flagged" if options.apps_exclude_flagged else "all"
-        key = f"{options.apps_difficulty}-{flagged}"
+        # (rows cached in the original's order, every correct solution first, are
+        # under the key without "-by_problem" and are not read)
+        key = f"{options.apps_difficulty}-{flagged}-by_problem"
     else:
         key = f"{options.apps_difficulty}-solution{options.apps_solution_number}"
     cache = Path(dataset.dataset_dir) / "processed" / key / f"{dataset.split}.jsonl"
