@@ -14,8 +14,9 @@ Prompt (:meth:`TextWholeAgent.build_chat`)
     the parts of a speaker's split multi-channel response are labelled with whom
     they address: ``Verifier, to Prover 0: ...``).
     With the protocol section's ``randomize_channel_order`` the channels of a round
-    are shown in an order drawn from the episode seed and round (so the verifier does
-    not learn a position bias). The last user turn carries the
+    are shown to the verifier in an order drawn from the episode seed and round (so
+    it does not learn a position bias); other agents read their own channels last
+    (:meth:`~TextWholeAgent.channel_order`). The last user turn carries the
     :meth:`~TextWholeAgent.turn_notice`: the verifier's last-round notice (it must
     decide now), and, when the agent speaks on several channels at once, how to
     address each under its own header (``Question for Prover 0:``).
@@ -287,8 +288,19 @@ class TextWholeAgent(TextAgent):
     # Building the chat
 
     def channel_order(self, context: TurnContext, round_id: int) -> list[str]:
-        """The order in which a round's channels are shown to the agent."""
+        """The order in which a round's channels are shown to the agent.
+
+        A verifier's, with the protocol section's ``randomize_channel_order``, is
+        drawn from the episode seed and the round (so that it learns no position
+        bias between the provers). Any other agent's is fixed: the channels it
+        never speaks on first, then its own, so that what is addressed to it comes
+        last, right before it answers (a debate prover reads the other prover's
+        exchange, then its own), as in the original library.
+        """
         channels = list(self.visible_message_channel_names)
+        if not self.is_verifier:
+            own = [c for c in channels if self.agent_name in self.channel_speakers(c)]
+            return [c for c in channels if c not in own] + own
         section_name = getattr(self.protocol_handler, "parameter_section", None)
         section = (
             getattr(self.hyper_params, section_name, None) if section_name else None

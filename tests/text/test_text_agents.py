@@ -124,6 +124,19 @@ def test_channel_order_is_random_per_episode_but_reproducible(debate):
     assert verifier.channel_order(ctx, 1) == verifier.channel_order(ctx, 1)
 
 
+def test_only_the_verifier_reads_the_channels_in_a_random_order(debate):
+    # randomize_channel_order is about the verifier (as in the original): a debate
+    # prover reads the other prover's channel first and its own, where the
+    # verifier's question to it stands, last, in every episode
+    for seed in range(20):
+        assert debate.agents["prover0"].whole.channel_order(
+            context(debate, "prover0", seed=seed), 1
+        ) == ["prover1_channel", "prover0_channel"]
+        assert debate.agents["prover1"].whole.channel_order(
+            context(debate, "prover1", seed=seed), 1
+        ) == ["prover0_channel", "prover1_channel"]
+
+
 def test_channel_order_is_fixed_when_not_randomised(synthetic_text_scenario):
     instance = synthetic_text_scenario.build(
         synthetic_text_scenario.hyper_params(
