@@ -98,8 +98,10 @@ def _from_integer(value: int, low: int, high: int) -> int:
     return DECISION_NEITHER
 
 
-_DECORATION = "*_`\"'.!"
-"""Markdown and punctuation around a verdict (``**accept**``, ``reject.``)."""
+_DECORATION = "*_`\"'.!\u201c\u201d\u2018\u2019\u3002\uff01"
+"""Markdown and punctuation around a verdict (``**accept**``, ``reject.``), the
+typographic quotes and full-width stops chat models also write (``“accept”``,
+``accept。``)."""
 
 
 def _verdict(spectrum: str, statement: str) -> int | None:

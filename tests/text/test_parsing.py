@@ -29,6 +29,12 @@ ACCEPT, REJECT, CONTINUE, NEITHER = 1, 0, 2, 3
         ("My indecision: none yet.", CONTINUE, "My indecision: none yet."),
         # the last Decision: counts
         ("Decision: accept? No.\nDecision: reject", REJECT, "Decision: accept? No."),
+        # typographic quotes and full-width punctuation around the verdict (chat
+        # models write them) are decoration too
+        ("Decision: \u201caccept\u201d", ACCEPT, ""),
+        ("Decision: \u2018reject\u2019.", REJECT, ""),
+        ("Decision: accept\u3002", ACCEPT, ""),
+        ("Decision: reject\uff01", REJECT, ""),
     ],
 )
 def test_accept_reject(text, decision, body):
