@@ -8,13 +8,21 @@ Names (``test_`` prefixed for tests, after the agent's name for per-agent ones:
   ``std_datapoint_accuracy``, ``worst_datapoint_accuracy``: per datapoint first,
   when datapoints repeat. Standard deviations are sample ones (``ddof=1``), as in
   the tensor world;
+- ``mean_0_accuracy`` / ``std_0_accuracy`` and ``mean_1_accuracy`` /
+  ``std_1_accuracy``: the accuracy on the episodes of each label (``y`` 0, 1);
 - ``decision_rate``: episodes ended by a verdict (accept, reject or, where the
-  protocol allows it, neither); ``mean_decision``: the share of accept among the
-  accept and reject verdicts; ``verifier_precision`` / ``verifier_recall`` of accepting
-  correct claims (``nan`` when undefined);
-- ``mean_episode_length``: rounds played;
-- per agent: ``{agent}.mean_episode_reward``, ``{agent}.worst_episode_reward`` (the
-  lowest mean over datapoints, as in the tensor world),
+  protocol allows it, neither), ``no_decision_proportion`` the others,
+  ``neither_proportion`` those ended by "neither"; ``mean_decision`` /
+  ``std_decision``: of accept (1) against reject (0), over the accept and reject
+  verdicts; ``verifier_decision_entropy``: the Shannon entropy (nats) of the
+  verdicts over the episodes that have one (accept, reject, neither): 0 when the
+  verifier always says the same, ``ln 2`` when it accepts and rejects equally
+  often; ``verifier_precision`` / ``verifier_recall`` of accepting correct claims
+  (``nan`` when undefined);
+- ``mean_episode_length`` / ``std_episode_length``: rounds played;
+- per agent: ``{agent}.mean_episode_reward`` / ``{agent}.std_episode_reward``,
+  ``{agent}.worst_episode_reward`` (the lowest mean over datapoints, as in the
+  tensor world),
   ``{agent}.retry_proportion`` (turns that needed a retry), ``{agent}.mean_retries``,
   ``{agent}.invalid_proportion`` (turns that fell back to an empty message),
   ``{agent}.token_limit_proportion``, ``{agent}.mean_words`` (per message),
@@ -30,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from nip_core.protocols.decisions import DECISION_NEITHER
 from nip_core.text.rollouts import TextRollouts
 
 __all__ = ["text_rollout_statistics"]
@@ -45,6 +54,16 @@ def _std(values: np.ndarray) -> float:
     if values.size > 1:
         return float(values.std(ddof=1))
     return 0.0 if values.size else float("nan")
+
+
+def _entropy(values: np.ndarray) -> float:
+    """The Shannon entropy (nats) of the empirical distribution of ``values``;
+    ``nan`` for none."""
+    if not values.size:
+        return float("nan")
+    _, counts = np.unique(values, return_counts=True)
+    shares = counts / counts.sum()
+    return float(-(shares * np.log(shares)).sum()) + 0.0  # no -0.0
 
 
 def _per_datapoint_means(values: np.ndarray, datapoints: np.ndarray) -> np.ndarray:
@@ -72,8 +91,17 @@ def text_rollout_statistics(rollouts: TextRollouts, prefix: str = "") -> dict[st
     stats["worst_datapoint_accuracy"] = (
         float(datapoint_means.min()) if datapoint_means.size else float("nan")
     )
+    for label in (0, 1):
+        of_label = accurate[y == label]
+        stats[f"mean_{label}_accuracy"] = _mean(of_label)
+        stats[f"std_{label}_accuracy"] = _std(of_label)
     stats["decision_rate"] = _mean(decided.astype(float))
-    stats["mean_decision"] = _mean((verdict[verdicts] == 1).astype(float))
+    stats["no_decision_proportion"] = _mean((~decided).astype(float))
+    stats["neither_proportion"] = _mean((verdict == DECISION_NEITHER).astype(float))
+    accepts = (verdict[verdicts] == 1).astype(float)
+    stats["mean_decision"] = _mean(accepts)
+    stats["std_decision"] = _std(accepts)
+    stats["verifier_decision_entropy"] = _entropy(verdict[decided])
     accepted = verdict == 1
     true_positive = float((accepted & (y == 1)).sum())
     stats["verifier_precision"] = (
@@ -82,13 +110,16 @@ def text_rollout_statistics(rollouts: TextRollouts, prefix: str = "") -> dict[st
     stats["verifier_recall"] = (
         true_positive / float((y == 1).sum()) if (y == 1).any() else float("nan")
     )
-    stats["mean_episode_length"] = _mean(rollouts.episode_length.astype(float))
+    lengths = rollouts.episode_length.astype(float)
+    stats["mean_episode_length"] = _mean(lengths)
+    stats["std_episode_length"] = _std(lengths)
 
     returns = rollouts.episode_reward
     active = rollouts["agents.active"]
     for a, agent in enumerate(rollouts.agent_names):
         turns = active[:, :, a]
         stats[f"{agent}.mean_episode_reward"] = _mean(returns[:, a])
+        stats[f"{agent}.std_episode_reward"] = _std(returns[:, a])
         # the lowest mean over datapoints, as in the tensor world
         reward_means = _per_datapoint_means(returns[:, a], datapoints)
         stats[f"{agent}.worst_episode_reward"] = (

@@ -59,11 +59,24 @@ def test_the_statistics_of_a_small_batch_exactly():
     assert stats["decision_rate"] == pytest.approx(0.8)
     # the share of accept among accept and reject: neither is not counted
     assert stats["mean_decision"] == pytest.approx(2 / 3)
+    assert stats["std_decision"] == pytest.approx(math.sqrt(1 / 3))
+    # per label: y = 1 in episodes 0 and 1 (right, wrong), y = 0 in the rest (wrong)
+    assert stats["mean_1_accuracy"] == pytest.approx(0.5)
+    assert stats["std_1_accuracy"] == pytest.approx(math.sqrt(0.5))
+    assert stats["mean_0_accuracy"] == 0.0
+    assert stats["std_0_accuracy"] == 0.0
+    assert stats["no_decision_proportion"] == pytest.approx(0.2)
+    assert stats["neither_proportion"] == pytest.approx(0.2)
+    # verdicts accept, reject, neither, accept: shares 1/2, 1/4, 1/4
+    assert stats["verifier_decision_entropy"] == pytest.approx(1.5 * math.log(2))
     assert stats["verifier_precision"] == pytest.approx(0.5)
     assert stats["verifier_recall"] == pytest.approx(0.5)
     assert stats["mean_episode_length"] == pytest.approx(1.8)
+    assert stats["std_episode_length"] == pytest.approx(math.sqrt(0.2))
     assert stats["prover.mean_episode_reward"] == pytest.approx(0.4)
+    assert stats["prover.std_episode_reward"] == pytest.approx(math.sqrt(0.3))
     assert stats["verifier.mean_episode_reward"] == pytest.approx(-0.1)
+    assert stats["verifier.std_episode_reward"] == pytest.approx(math.sqrt(0.55))
     assert stats["verifier.worst_episode_reward"] == -1.0
     assert stats["prover.retry_proportion"] == pytest.approx(0.2)
     assert stats["prover.mean_retries"] == pytest.approx(0.4)
@@ -112,3 +125,19 @@ def test_the_worst_episode_reward_is_the_lowest_mean_over_datapoints():
     stats = text_rollout_statistics(rollouts)
     assert stats["verifier.worst_episode_reward"] == pytest.approx(-0.5)
     assert stats["prover.worst_episode_reward"] == pytest.approx(0.0)
+
+
+def test_a_verifier_that_always_says_the_same_has_no_decision_entropy():
+    rollouts = _rollouts()
+    rollouts["verdict"] = [1, 1, 1, -1, 1]
+    stats = text_rollout_statistics(rollouts, prefix="test_")
+    assert stats["test_verifier_decision_entropy"] == 0.0
+    assert math.copysign(1.0, stats["test_verifier_decision_entropy"]) == 1.0
+    rollouts["verdict"] = [1, 0, -1, -1, -1]
+    assert text_rollout_statistics(rollouts)["verifier_decision_entropy"] == (
+        pytest.approx(math.log(2))
+    )
+    rollouts["verdict"] = [-1] * 5
+    stats = text_rollout_statistics(rollouts)
+    assert math.isnan(stats["verifier_decision_entropy"])
+    assert stats["no_decision_proportion"] == 1.0
