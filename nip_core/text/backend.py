@@ -286,7 +286,9 @@ class FineTuneJob:
         backend: ``num_examples_cut``, ``num_examples_left_out`` for length,
         ``steps``). Report only figures that are the same whether or not the job
         was interrupted and resumed. Text trainers log each as
-        ``fine_tune.<group>.<name>``. Empty when the backend reports none.
+        ``fine_tune.<group>.<name>``, unless the trainer records that name itself
+        (``num_examples``, ...): its value is kept then, with a warning. Empty when
+        the backend reports none.
     """
 
     id: str

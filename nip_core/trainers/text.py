@@ -696,8 +696,7 @@ class PureTextRlTrainer(Trainer):
                 if job.status == "succeeded":
                     # what the backend reports of the job (examples it left out
                     # for length, steps, loss) is logged with the group's count
-                    for key, value in job.metrics.items():
-                        self.state.fine_tune_summary[f"{name}.{key}"] = value
+                    self._record_job_metrics(group, job)
                     group.switch_to_next_model(job)
                     group.state.fine_tuned_iteration = self.state.iteration
                     del waiting[name]
@@ -721,6 +720,29 @@ class PureTextRlTrainer(Trainer):
         if self.state.iteration < self.num_iterations:
             return "sample_rollouts"
         return "test"
+
+    def _record_job_metrics(self, group: SharedModelGroup, job: FineTuneJob) -> None:
+        """Add what the backend reports of ``group``'s succeeded job to the
+        iteration's fine-tune summary, never over what the trainer recorded.
+
+        A resumed fine-tune stage keeps the trainer's values over the reported ones
+        (see :meth:`_run_create_fine_tune_jobs`), so letting a reported figure win
+        here would make an uninterrupted run log other values than a resumed one.
+        """
+        summary = self.state.fine_tune_summary
+        for key, value in job.metrics.items():
+            metric = f"{group.name}.{key}"
+            if metric in summary:
+                warnings.warn(
+                    f"the {group.backend.name} backend reports the fine-tune figure "
+                    f"{key!r} of shared model group {group.name!r}, a name the "
+                    "trainer records itself: the trainer's value is logged (rename "
+                    "the backend's figure to log both)",
+                    BackendWarning,
+                    stacklevel=2,
+                )
+                continue
+            summary[metric] = value
 
     def _stage_test(self) -> str:
         if self.text_rl.test_scheme != "none":

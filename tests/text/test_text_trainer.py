@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import attrs
 import pytest
 
 from nip_core.errors import BackendError, BackendWarning, NipConfigError
@@ -672,3 +673,48 @@ def test_a_backend_setting_error_is_not_blamed_on_the_model_name(
     with pytest.raises(BackendError) as caught:
         run(synthetic_text_scenario, "setting", text_rl={"num_iterations": 1})
     assert str(caught.value) == "openai_backend.fine_tune_epochs: not with this model"
+
+
+def test_a_backend_metric_never_replaces_what_the_trainer_counted(
+    synthetic_text_scenario, monkeypatch
+):
+    # a backend reporting a figure under a name the trainer records itself (its
+    # own count of the examples it kept, say) would replace the trainer's count in
+    # an uninterrupted run only: a resumed fine-tune stage keeps the trainer's
+    from nip_core.text.openai_backend import OpenAiBackend
+
+    get_job = OpenAiBackend.get_fine_tune_job
+
+    def reporting(self, job_id):
+        job = get_job(self, job_id)
+        if job.status != "succeeded":
+            return job
+        return attrs.evolve(job, metrics={**job.metrics, "num_examples": -1.0})
+
+    monkeypatch.setattr(OpenAiBackend, "get_fine_tune_job", reporting)
+    with pytest.warns(BackendWarning) as caught:
+        result = run(synthetic_text_scenario, "clash", text_rl={"num_iterations": 1})
+    [record] = [
+        r
+        for r in RunDirectory(result.run_dir).read_metrics()
+        if "fine_tune.verifier.num_examples" in r
+    ]
+    server = synthetic_text_scenario.server
+    examples = {
+        job["metadata"]["nip_job"].rsplit("-", 1)[1]: len(
+            server.job_training_examples(job_id)
+        )
+        for job_id, job in server.jobs.items()
+    }
+    assert record["fine_tune.verifier.num_examples"] == examples["verifier"]
+    assert record["fine_tune.prover.num_examples"] == examples["prover"]
+    assert "fine_tune.verifier.trained_tokens" in record
+    messages = sorted(
+        str(w.message) for w in caught if "records itself" in str(w.message)
+    )
+    assert messages == [
+        f"the openai backend reports the fine-tune figure 'num_examples' of shared "
+        f"model group {group!r}, a name the trainer records itself: the trainer's "
+        "value is logged (rename the backend's figure to log both)"
+        for group in ("prover", "verifier")
+    ]
