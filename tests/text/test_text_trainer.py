@@ -8,8 +8,10 @@ import json
 import attrs
 import pytest
 
+from nip_core import hookimpl
 from nip_core.errors import BackendError, BackendWarning, NipConfigError
 from nip_core.experiment import resume_run, run_experiment
+from nip_core.records import EpisodeRendererSpec
 from nip_core.runs.run_dir import RunDirectory
 from nip_core.testing.synthetic_text.fixtures import scripted_server
 
@@ -718,3 +720,52 @@ def test_a_backend_metric_never_replaces_what_the_trainer_counted(
         "value is logged (rename the backend's figure to log both)"
         for group in ("prover", "verifier")
     ]
+
+
+_drawn: list[tuple[str, dict]] = []
+
+
+def _draw_episode(episode, path):
+    _drawn.append((path.name, episode))
+    path.write_bytes(b"png")
+
+
+class _RendererPlugin:
+    @hookimpl
+    def register_episode_renderers(self):
+        return [EpisodeRendererSpec(scenario="synthetic_text", renderer=_draw_episode)]
+
+
+def test_a_text_scenarios_renderer_draws_the_sampled_episodes(
+    synthetic_text_scenario, register_plugin
+):
+    # as in the tensor world: every run.rollout_sample_period iterations, the first
+    # episodes (at most 4, at most run.num_rollout_samples) go to plots/
+    register_plugin(_RendererPlugin(), name="renderer")
+    _drawn.clear()
+    settings = synthetic_text_scenario.settings(
+        rollout_sample_period=2, num_rollout_samples=2
+    )
+    result = run(
+        synthetic_text_scenario,
+        "drawn",
+        settings=settings,
+        text_rl={"num_iterations": 3},
+    )
+    names = ["iter_000000_0.png", "iter_000000_1.png"]
+    names += ["iter_000002_0.png", "iter_000002_1.png"]
+    assert [name for name, _ in _drawn] == names
+    assert sorted(p.name for p in result.run_dir.glob("plots/iter_*.png")) == names
+    lines = (result.run_dir / "rollouts" / "iter_000002.jsonl").read_text()
+    saved = [json.loads(line) for line in lines.splitlines()[:2]]
+    assert [episode for _, episode in _drawn[2:]] == saved
+
+
+def test_a_text_run_without_rollout_samples_draws_nothing(
+    synthetic_text_scenario, register_plugin
+):
+    register_plugin(_RendererPlugin(), name="renderer")
+    _drawn.clear()
+    result = run(synthetic_text_scenario, "undrawn", text_rl={"num_iterations": 1})
+    assert _drawn == []
+    assert list(result.run_dir.glob("plots/iter_*.png")) == []
