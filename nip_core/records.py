@@ -396,7 +396,22 @@ class LoggerSpec(Contribution):
 
 @attrs.frozen(kw_only=True)
 class BuilderOption:
-    """A command-line option of a dataset builder (``--num-pairs 100``)."""
+    """A command-line option of a dataset builder (``--num-pairs 100``).
+
+    Parameters
+    ----------
+    name : str
+        The builder's keyword argument (``num_pairs``); its flag is the name with
+        dashes (``--num-pairs``).
+    type : type
+        What the flag's value is converted with (``int``, ``float``, ``str``);
+        ``bool`` makes a ``--flag``/``--no-flag`` pair.
+    default : Any
+        The value the builder is given when the flag is absent, shown in the help;
+        ``None`` passes no keyword, leaving the builder's own default.
+    help : str
+        The flag's help line.
+    """
 
     name: str
     type: type = int

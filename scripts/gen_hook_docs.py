@@ -82,6 +82,8 @@ def _default_text(field: attrs.Attribute) -> str:
         return "required"
     if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
         return f"`{default.factory.__name__}()`"
+    if isinstance(default, type):
+        return f"`{default.__name__}`"
     return f"`{default!r}`"
 
 
@@ -123,6 +125,26 @@ def _record_table(record_type) -> list[str]:
             f"| `{field.name}` | `{type_text}` | {_default_text(field)} | {meaning} |"
         )
     return lines
+
+
+def nested_record_types(record_type) -> list:
+    """The records of ``nip_core.records`` that fields of ``record_type`` hold
+    (``ReportMetric`` in ``ReportPanelSpec.metrics``), in field order."""
+    import nip_core.records as records
+
+    hook_records = set(records.ALL_RECORD_TYPES.values())
+    nested = []
+    for field in attrs.fields(record_type):
+        type_text = field.type if isinstance(field.type, str) else repr(field.type)
+        for name in re.findall(r"\w+", type_text):
+            candidate = getattr(records, name, None)
+            if (
+                attrs.has(candidate)
+                and candidate not in hook_records
+                and candidate not in nested
+            ):
+                nested.append(candidate)
+    return nested
 
 
 def render() -> str:
@@ -178,6 +200,13 @@ def render() -> str:
                 *_record_table(record_type),
                 "",
             ]
+            for nested in nested_record_types(record_type):
+                out += [
+                    f"Each `{nested.__name__}` (`nip_core.records`):",
+                    "",
+                    *_record_table(nested),
+                    "",
+                ]
     return "\n".join(out).rstrip("\n") + "\n"
 
 

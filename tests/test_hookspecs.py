@@ -103,3 +103,23 @@ def test_every_record_field_is_documented(kind):
                 f"{record_type.__name__}.{field.name} has no description"
             )
     assert HOOK_NAMES[kind] in HOOK_IDS
+
+
+@pytest.mark.parametrize(
+    ("kind", "nested"),
+    [("dataset_builder", "BuilderOption"), ("report_panel", "ReportMetric")],
+)
+def test_records_a_hook_record_holds_are_documented_field_by_field(kind, nested):
+    # a plugin author builds DatasetBuilderSpec(options=[BuilderOption(...)]) from
+    # the hook reference alone: the records its fields hold get tables too
+    record_types = gen_hook_docs.nested_record_types(ALL_RECORD_TYPES[kind])
+    assert [t.__name__ for t in record_types] == [nested]
+    [record_type] = record_types
+    described = gen_hook_docs._field_descriptions(record_type)
+    assert [f.name for f in attrs.fields(record_type) if described.get(f.name)] == [
+        f.name for f in attrs.fields(record_type)
+    ]
+    table = "\n".join(gen_hook_docs._record_table(record_type))
+    assert f"Each `{nested}` (`nip_core.records`):\n\n{table}\n" in (
+        HOOKS_PAGE.read_text()
+    )
