@@ -234,7 +234,11 @@ class TrainerSpec(Contribution):
         Agent parts the scenario must register for this trainer (e.g. ``("body",
         "policy_head", "value_head")``).
     parameter_sections : tuple[str, ...]
-        Parameter sections the trainer reads (documentation and ``nip plugins``).
+        Every parameter section the trainer reads, another trainer's included. A
+        section some trainer lists counts as read by the runs of the trainers
+        listing it only: ``nip config show`` shows it for them, a run of another
+        trainer that sets it warns that the setting has no effect, and ``nip
+        report`` does not tell such runs apart by it.
     unread_parameters : tuple[str, ...]
         Dotted paths of fields in those sections that this trainer does not read
         (e.g. ``"text_rl.verifier_guess_replacement_proportion"`` for a trainer

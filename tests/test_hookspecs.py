@@ -123,3 +123,13 @@ def test_records_a_hook_record_holds_are_documented_field_by_field(kind, nested)
     assert f"Each `{nested}` (`nip_core.records`):\n\n{table}\n" in (
         HOOKS_PAGE.read_text()
     )
+
+
+def test_the_reference_says_what_a_trainers_sections_decide():
+    # they are not documentation only: a section one trainer lists is unread (and
+    # warned about) in the runs of every trainer that does not list it
+    described = gen_hook_docs._field_descriptions(ALL_RECORD_TYPES["trainer"])
+    assert described["parameter_sections"].startswith(
+        "Every parameter section the trainer reads, another trainer's included."
+    )
+    assert "warns that the setting has no effect" in described["parameter_sections"]
