@@ -903,7 +903,10 @@ def _json_number(value: float) -> float | None:
 
 
 def write_episode_pictures(
-    run: RunData, out_dir: str | Path, num_episodes: int = DEFAULT_NUM_EPISODES
+    run: RunData,
+    out_dir: str | Path,
+    num_episodes: int = DEFAULT_NUM_EPISODES,
+    explain: bool = False,
 ) -> tuple[list[Path], list[str]]:
     """Draw the latest rollout samples of a run with its scenario's renderer.
 
@@ -916,6 +919,9 @@ def write_episode_pictures(
         Pictures go to ``out_dir/episodes/<run_id>/iter_XXXXXX_episode_K.png``.
     num_episodes : int
         The number of episodes of the latest sample file drawn.
+    explain : bool
+        Say why nothing is drawn for the run (the pictures were asked for by
+        name): its scenario has no renderer, or the run no rollout samples.
 
     Returns
     -------
@@ -926,16 +932,36 @@ def write_episode_pictures(
     if num_episodes <= 0:
         return [], []
     scenario = run.hyper_params.get("scenario")
-    sample_files = sorted((run.path / ROLLOUTS_DIR).glob("iter_*.jsonl"))
-    if not isinstance(scenario, str) or not sample_files:
-        return [], []
     from nip_core.plugins import get_plugin_manager
     from nip_core.records import resolve_ref
     from nip_core.runs.rollouts import read_rollout_sample
 
-    spec = get_plugin_manager().episode_renderers.get(scenario, None)
+    spec = (
+        get_plugin_manager().episode_renderers.get(scenario, None)
+        if isinstance(scenario, str)
+        else None
+    )
     if spec is None:
-        return [], []
+        return [], (
+            [
+                f"no episode pictures for run {run.run_id}: its scenario "
+                f"{scenario!r} has no episode renderer (a plugin registers one "
+                "with register_episode_renderers)"
+            ]
+            if explain
+            else []
+        )
+    sample_files = sorted((run.path / ROLLOUTS_DIR).glob("iter_*.jsonl"))
+    if not sample_files:
+        return [], (
+            [
+                f"no episode pictures for run {run.run_id}: it saved no rollout "
+                f"samples (nothing under {run.path / ROLLOUTS_DIR}; "
+                "run.rollout_sample_period sets how often a run saves them)"
+            ]
+            if explain
+            else []
+        )
     latest = sample_files[-1]
     target = Path(out_dir) / "episodes" / run.run_id
     written: list[Path] = []
@@ -1230,6 +1256,7 @@ def build_report(
     smooth: int = 1,
     x_axis: str = "iteration",
     write: bool = True,
+    explain_episodes: bool = False,
 ) -> Report:
     """Load runs, group them, draw the plots and write the tables.
 
@@ -1244,6 +1271,9 @@ def build_report(
         Hyper-parameter keys labelling the groups (see :func:`group_runs`).
     num_episodes : int
         Episode pictures per run (0: none).
+    explain_episodes : bool
+        Warn about each run of which no episode is drawn, and why (for pictures
+        asked for by name, ``nip report --episodes N``).
     confidence : float
         The confidence level of the group intervals and bands.
     smooth : int
@@ -1329,7 +1359,9 @@ def build_report(
             )
         )
     for run in runs:
-        pictures, problems = write_episode_pictures(run, out, num_episodes)
+        pictures, problems = write_episode_pictures(
+            run, out, num_episodes, explain=explain_episodes
+        )
         report.files.extend(pictures)
         report.warnings.extend(problems)
     report.write_tables(out)

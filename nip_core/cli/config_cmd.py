@@ -63,6 +63,7 @@ def show(
     data = composer.experiment_to_dict(hyper_params, settings)
     hidden: list[str] = []
     hidden_fields: list[str] = []
+    hidden_agent_fields: dict[str, list[str]] = {}
     if not show_all:
         used = used_sections(hyper_params)
         hidden = [name for name in hyper_params.sections if name not in used]
@@ -72,6 +73,14 @@ def show(
             for key, value in data.items()
             if key not in hidden and key not in hidden_fields
         }
+        hidden_agent_fields = unused_agent_fields(hyper_params)
+        agents = data.get("agents")
+        if isinstance(agents, dict):
+            for key, names in hidden_agent_fields.items():
+                if isinstance(agents.get(key), dict):
+                    agents[key] = {
+                        k: v for k, v in agents[key].items() if k not in names
+                    }
     stream.write(dump_yaml(data))
     if hidden:
         stream.write(
@@ -84,6 +93,13 @@ def show(
             f"# {len(hidden_fields)} field{'s' if len(hidden_fields) != 1 else ''} "
             f"this run does not read, at their defaults, not shown "
             f"({', '.join(hidden_fields)}); `nip config show --all` shows them\n"
+        )
+    agent_fields = sorted({n for names in hidden_agent_fields.values() for n in names})
+    if agent_fields:
+        stream.write(
+            f"# {len(agent_fields)} agent field{'s' if len(agent_fields) != 1 else ''}"
+            " this run does not read (the tensor world's), at their defaults, not "
+            f"shown ({', '.join(agent_fields)}); `nip config show --all` shows them\n"
         )
     return 0
 
@@ -104,6 +120,32 @@ def unused_fields(hyper_params: Any) -> list[str]:
             continue
         if getattr(hyper_params, name) == default:
             hidden.append(name)
+    return hidden
+
+
+def unused_agent_fields(hyper_params: Any) -> dict[str, list[str]]:
+    """Per agent key (``_default`` included), the fields of its parameters that a
+    run does not read (:func:`~nip_core.parameters.usage.unread_agent_fields`: the
+    tensor world's in a text run) and that are at their defaults: a field set is
+    always shown."""
+    import attrs
+
+    from nip_core.parameters.usage import field_default, unread_agent_fields
+
+    unread = unread_agent_fields(hyper_params)
+    hidden: dict[str, list[str]] = {}
+    for key, agent in dict(hyper_params.agents).items():
+        if not attrs.has(type(agent)):
+            continue
+        fields = attrs.fields_dict(type(agent))
+        names = [
+            name
+            for name in unread
+            if name in fields
+            and getattr(agent, name) == field_default(type(agent), name)
+        ]
+        if names:
+            hidden[key] = names
     return hidden
 
 

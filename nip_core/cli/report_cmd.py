@@ -65,9 +65,10 @@ def add_report_parser(
         "--episodes",
         metavar="N",
         type=int,
-        default=4,
+        default=None,
         help="draw N episodes of each run's latest rollout sample, when its "
-        "scenario has an episode renderer (default: 4; 0: none)",
+        "scenario has an episode renderer (default: 4; 0: none); given, a run "
+        "of which none is drawn is said so",
     )
     report.add_argument(
         "--confidence",
@@ -106,14 +107,19 @@ def run_report_command(args: argparse.Namespace, file: TextIO | None = None) -> 
     that does not exist or has no metrics, and for a ``--group-by`` key no run has;
     ``nip``'s main prints it without a traceback.
     """
-    from nip_core.analysis.report import ReportError, build_report, resolve_run_paths
+    from nip_core.analysis.report import (
+        DEFAULT_NUM_EPISODES,
+        ReportError,
+        build_report,
+        resolve_run_paths,
+    )
     from nip_core.errors import UsageError
 
     out = sys.stdout if file is None else file
     # bad options exit 2, as every command's do
     if not 0 < args.confidence < 1:
         raise UsageError(f"--confidence must lie in (0, 1), got {args.confidence}")
-    if args.episodes < 0:
+    if args.episodes is not None and args.episodes < 0:
         raise UsageError(f"--episodes must be 0 or more, got {args.episodes}")
     if args.smooth < 1:
         raise UsageError(f"--smooth must be 1 or more, got {args.smooth}")
@@ -131,7 +137,8 @@ def run_report_command(args: argparse.Namespace, file: TextIO | None = None) -> 
         paths,
         out_dir=args.out,
         group_by=group_by,
-        num_episodes=args.episodes,
+        num_episodes=DEFAULT_NUM_EPISODES if args.episodes is None else args.episodes,
+        explain_episodes=args.episodes is not None,
         confidence=args.confidence,
         smooth=args.smooth,
         x_axis=args.x_axis,

@@ -352,7 +352,11 @@ class HyperParameters(BaseHyperParameters):
         (:data:`~nip_core.parameters.usage.TENSOR_WORLD_FIELDS`: networks, message
         spaces, pre-training) set away from their defaults: no text agent reads
         them."""
-        from nip_core.parameters.usage import TENSOR_WORLD_FIELDS
+        from nip_core.parameters.usage import (
+            TENSOR_WORLD_AGENT_FIELDS,
+            TENSOR_WORLD_FIELDS,
+            field_default,
+        )
 
         if getattr(scenario, "data_world", "tensor") != "text":
             return
@@ -362,13 +366,24 @@ class HyperParameters(BaseHyperParameters):
             for name in TENSOR_WORLD_FIELDS
             if name in fields and getattr(self, name) != fields[name].default
         ]
+        for key, agent in dict(self.agents).items():
+            if not attrs.has(type(agent)):
+                continue
+            agent_fields = attrs.fields_dict(type(agent))
+            set_fields.extend(
+                f"agents.{key}.{name}={getattr(agent, name)!r}"
+                for name in TENSOR_WORLD_AGENT_FIELDS
+                if name in agent_fields
+                and getattr(agent, name) != field_default(type(agent), name)
+            )
         if set_fields:
             warnings.warn(
                 f"scenario {scenario.name!r} is a text scenario, and the text world "
                 "does not read "
                 + ", ".join(set_fields)
-                + " (the tensor agents' networks, message spaces and pre-training): "
-                "the setting has no effect in this run",
+                + " (the tensor agents' networks, message spaces, pre-training, "
+                "learning rates, update schedules and checkpoints): the setting has "
+                "no effect in this run",
                 ParameterWarning,
                 stacklevel=3,
             )

@@ -18,7 +18,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["TENSOR_WORLD_FIELDS", "owned_sections", "read_sections", "unread_fields"]
+__all__ = [
+    "TENSOR_WORLD_AGENT_FIELDS",
+    "TENSOR_WORLD_FIELDS",
+    "owned_sections",
+    "read_sections",
+    "unread_agent_fields",
+    "unread_fields",
+]
 
 TENSOR_WORLD_FIELDS: tuple[str, ...] = (
     "functionalize_modules",
@@ -31,6 +38,27 @@ TENSOR_WORLD_FIELDS: tuple[str, ...] = (
 """Fields of the hyper-parameters themselves that only the tensor world reads: the
 agents' networks, message spaces and pre-training. A text run reads none of
 them."""
+
+TENSOR_WORLD_AGENT_FIELDS: tuple[str, ...] = (
+    "agent_lr_factor",
+    "body_lr_factor",
+    "update_schedule",
+    "use_manual_architecture",
+    "normalize_message_history",
+    "load_checkpoint_and_parameters",
+    "checkpoint_source",
+    "checkpoint_entity",
+    "checkpoint_project",
+    "checkpoint_run_id",
+    "checkpoint_version",
+    "use_orthogonal_initialisation",
+    "orthogonal_initialisation_gain",
+)
+"""Fields every agent's parameters have (``AgentParameters``'s) that only the
+tensor world reads: learning-rate factors, update
+schedules, network initialisation and loading weights from another run. A text
+agent reads none of them (it is fine-tuned through its backend, frozen with
+``freeze_agent``)."""
 
 ZERO_KNOWLEDGE_SECTION = "zk_protocol"
 PRETRAINING_SECTION = "solo_agent"
@@ -119,3 +147,23 @@ def unread_fields(hyper_params: Any, pm: Any = None) -> list[str]:
             if "." not in path:
                 unread.add(path)
     return [f.name for f in attrs.fields(type(hyper_params)) if f.name in unread]
+
+
+def unread_agent_fields(hyper_params: Any, pm: Any = None) -> list[str]:
+    """The fields of the agents' parameters this run does not read: in a text run
+    the tensor world's (:data:`TENSOR_WORLD_AGENT_FIELDS`)."""
+    pm = _plugin_manager(pm)
+    return list(TENSOR_WORLD_AGENT_FIELDS) if _is_text_run(hyper_params, pm) else []
+
+
+def field_default(cls: type, name: str) -> Any:
+    """The default of the attrs field ``name`` of ``cls`` (a factory's made anew);
+    ``attrs.NOTHING`` when it has none."""
+    import attrs
+
+    default = attrs.fields_dict(cls)[name].default
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        if default.takes_self:
+            return attrs.NOTHING
+        return default.factory()
+    return default

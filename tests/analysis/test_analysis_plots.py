@@ -229,6 +229,27 @@ def test_no_renderer_or_no_samples_draws_nothing(tmp_path, register_plugin):
     bare = full_run(tmp_path, "bare")
     assert write_episode_pictures(load_run(bare), tmp_path / "out", 4) == ([], [])
     assert write_episode_pictures(load_run(path), tmp_path / "out", 0) == ([], [])
+    # asked for by name (nip report --episodes N): said why, run by run
+    _, [said] = write_episode_pictures(load_run(bare), tmp_path / "out", 4, True)
+    assert said.startswith("no episode pictures for run bare: it saved no rollout ")
+    assert "run.rollout_sample_period" in said
+
+
+def test_pictures_asked_for_of_a_scenario_without_a_renderer_are_said_missing(
+    tmp_path,
+):
+    path = full_run(tmp_path)
+    write_rollouts(path)
+    _, [said] = write_episode_pictures(load_run(path), tmp_path / "out", 4, True)
+    assert said == (
+        "no episode pictures for run run: its scenario 'toy' has no episode "
+        "renderer (a plugin registers one with register_episode_renderers)"
+    )
+    report = build_report(
+        [path], out_dir=tmp_path / "rep", num_episodes=2, explain_episodes=True
+    )
+    assert report.warnings == [said]
+    assert build_report([path], out_dir=tmp_path / "rep2").warnings == []
 
 
 def test_a_failing_renderer_is_a_warning(tmp_path, register_plugin):

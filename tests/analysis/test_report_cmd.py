@@ -52,7 +52,8 @@ def test_defaults(runs):
     args = parse(["nip-1"])
     assert args.runs == ["nip-1"]
     assert args.runs_dir == "runs" and args.out is None and args.group_by is None
-    assert args.episodes == 4 and args.confidence == 0.95 and not args.json
+    # not given: 4 episodes per run, and nothing said of runs without pictures
+    assert args.episodes is None and args.confidence == 0.95 and not args.json
 
 
 def test_one_run_by_id(runs):

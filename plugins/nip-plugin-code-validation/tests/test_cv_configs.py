@@ -105,4 +105,54 @@ def test_config_show_of_a_text_run_hides_the_tensor_worlds_fields(capsys):
     assert yaml.safe_load(capsys.readouterr().out)["message_size"] == 4
     # --all shows every field
     assert main(["config", "show", "-c", "code_validation/default", "--all"]) == 0
-    assert "d_representation" in yaml.safe_load(capsys.readouterr().out)
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert "d_representation" in shown
+    assert "update_schedule" in shown["agents"]["_default"]
+
+
+def test_config_show_of_a_text_run_hides_the_tensor_agents_fields(capsys):
+    import yaml
+    from nip_core.cli.main import main
+
+    assert main(["config", "show", "-c", "code_validation/default"]) == 0
+    out = capsys.readouterr().out
+    default = yaml.safe_load(out)["agents"]["_default"]
+    # the text agent's fields, and is_random; none of the tensor agents'
+    assert sorted(default) == [
+        "backend",
+        "fine_tune_from_scratch",
+        "freeze_agent",
+        "is_random",
+        "max_response_words",
+        "max_tokens_per_message",
+        "model_name",
+        "num_invalid_generation_retries",
+        "repetition_penalty",
+        "shared_model_group",
+        "stop_sequences",
+        "system_prompt_template_path",
+        "temperature",
+        "top_p",
+    ]
+    assert (
+        "# 13 agent fields this run does not read (the tensor world's), at their "
+        "defaults, not shown (agent_lr_factor, body_lr_factor, " in out
+    )
+    # one set is shown, and warned about: a text agent does not read it
+    with pytest.warns(
+        Warning,
+        match=r"does not read agents\._default\.use_orthogonal_initialisation=False",
+    ):
+        status = main(
+            [
+                "config",
+                "show",
+                "-c",
+                "code_validation/default",
+                "agents._default.use_orthogonal_initialisation=false",
+            ]
+        )
+    assert status == 0
+    default = yaml.safe_load(capsys.readouterr().out)["agents"]["_default"]
+    assert default["use_orthogonal_initialisation"] is False
+    assert "agent_lr_factor" not in default
