@@ -133,6 +133,9 @@ def run_worker(
             "torch.distributed.run",
             "--standalone",
             f"--nproc-per-node={nproc}",
+            # its logs beside the spec: by default torchrun writes them to a
+            # torchelastic_* directory in the temporary directory, never removed
+            f"--log-dir={path.parent / 'torchrun-logs'}",
         ]
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
