@@ -421,15 +421,31 @@ EXIT_TERMINATED = 143
 
 
 def _exit_process(status: int) -> None:
-    """End this process at once with ``status``, its output and logs flushed: a
-    launcher's worker process, which would otherwise go on waiting for work."""
+    """End this process at once with ``status``, its output and logs flushed and
+    its temporary directories removed: a launcher's worker process, which would
+    otherwise go on waiting for work."""
     for handler in logging.getLogger().handlers:
         with contextlib.suppress(Exception):
             handler.flush()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
+    _remove_temporary_directories()
     os._exit(status)
+
+
+def _remove_temporary_directories() -> None:
+    """Remove the process's :class:`tempfile.TemporaryDirectory` directories, as
+    their finalisers would at a normal exit: ``os._exit`` runs none, and importing
+    W&B alone makes two (``*wandb-media``, ``*wandb-artifacts``), which each
+    killed sweep job would leave in the temporary directory."""
+    import gc
+    import tempfile
+
+    for obj in gc.get_objects():
+        if isinstance(obj, tempfile.TemporaryDirectory):
+            with contextlib.suppress(Exception):
+                obj.cleanup()
 
 
 _RAY_LAUNCHER = "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"

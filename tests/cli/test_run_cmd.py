@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -528,3 +529,25 @@ def test_a_job_below_the_nip_process_ends_once_sigterm_has_marked_its_run(
     )
     outcome = job({})
     assert outcome.interrupted and exits == [run_cmd.EXIT_TERMINATED]
+
+
+def test_a_job_process_ended_at_once_leaves_no_temporary_directory(tmp_path):
+    """``os._exit`` runs no finaliser: a killed sweep job's temporary directories
+    (W&B makes two on import) were left behind."""
+    import subprocess
+
+    script = (
+        "import tempfile\n"
+        "from nip_core.cli import run_cmd\n"
+        "kept = tempfile.TemporaryDirectory('wandb-media')\n"
+        "open(kept.name + '/x', 'w').write('x')\n"
+        "run_cmd._exit_process(143)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 143, done.stderr
+    assert list(tmp_path.iterdir()) == []
