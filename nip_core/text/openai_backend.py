@@ -301,7 +301,7 @@ class OpenAiBackend(TextBackend):
             # transform of every request and parsing of every reply cost more CPU
             # than the rest of a request, and rollouts at high concurrency are bound
             # by the client's CPU time
-            def post() -> Any:
+            def body() -> dict[str, Any]:
                 dropped = server.dropped.get(request.model, ())
                 body = {"model": request.model, "messages": messages}
                 body.update((k, v) for k, v in options.items() if k not in dropped)
@@ -309,8 +309,11 @@ class OpenAiBackend(TextBackend):
                     body[server.token_field] = request.max_tokens
                 if request.stop and server.sends_stop:
                     body["stop"] = list(request.stop)
+                return body
+
+            def post(sent: dict[str, Any]) -> Any:
                 return client.post(
-                    "/chat/completions", body=body, cast_to=_raw_response_class()
+                    "/chat/completions", body=sent, cast_to=_raw_response_class()
                 )
 
             # An endpoint that refuses a field as unsupported (OpenAI's reasoning
@@ -319,10 +322,19 @@ class OpenAiBackend(TextBackend):
             # token-limit field; no stop sequences (the sampler cuts the responses
             # at them); the model's own sampling settings, said once in a warning
             for _ in range(3 + len(_DROPPABLE_FIELDS)):
+                sent = body()
                 try:
-                    reply = await post()
+                    reply = await post(sent)
                     break
                 except openai.BadRequestError as error:
+                    now = body()
+                    if any(
+                        name not in now and _refuses_parameter(error, name)
+                        for name in sent
+                    ):
+                        # a concurrent request was refused the same field and has
+                        # given it up already: ask again as the server now asks
+                        continue
                     field = server.token_field
                     other = self._other_token_field(field, error, request)
                     if other is not None:
@@ -336,7 +348,7 @@ class OpenAiBackend(TextBackend):
                     elif not self._drop_refused_field(server, request, options, error):
                         raise
             else:  # pragma: no cover - each field is given up at most once
-                reply = await post()
+                reply = await post(body())
             data = reply.json()
             if not isinstance(data, dict):
                 raise json.JSONDecodeError("not a JSON object", "", 0)

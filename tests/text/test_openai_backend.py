@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 import types
+import warnings
 
 import pytest
 
@@ -646,6 +647,37 @@ def test_a_model_refusing_a_sampling_value_samples_with_its_own_and_says_so():
             with pytest.raises(BackendError, match="temperature"):
                 backend.generate([request(0, temperature=7.0)])
         assert server.requests["chat"] == 1
+
+
+@pytest.mark.parametrize(
+    ("refused", "server_options", "options"),
+    [
+        (
+            "temperature",
+            {"default_sampling_models": ["test-model"]},
+            {"temperature": 0.7},
+        ),
+        ("stop", {"unsupported_parameters": ["stop"]}, {"stop": ["END"]}),
+        ("max_tokens", {"unsupported_parameters": ["max_tokens"]}, {"max_tokens": 9}),
+    ],
+)
+def test_concurrent_requests_refused_the_same_field_all_go_again_without_it(
+    refused, server_options, options
+):
+    # every request is in flight when the first refusal comes back: the first gives
+    # the field up, and the others (refused for a field already given up) must ask
+    # again too, not fail the rollout
+    with OpenAiTestServer(models=["test-model"], latency=0.3, **server_options) as (
+        server
+    ):
+        with backend_for(server.base_url, max_concurrency=4) as backend:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", BackendWarning)
+                results = backend.generate([request(i, **options) for i in range(4)])
+        assert len(results) == 4
+        assert server.max_in_flight == 4
+        assert server.requests["chat"] == 8
+        assert all(refused not in b for b in server.chat_log)
 
 
 def test_cut_at_stop_ends_before_the_first_stop_string():
