@@ -382,8 +382,8 @@ class HyperParameters(BaseHyperParameters):
                 "does not read "
                 + ", ".join(set_fields)
                 + " (the tensor agents' networks, message spaces, pre-training, "
-                "learning rates, update schedules and checkpoints): the setting has "
-                "no effect in this run",
+                "learning rates, update schedules and initialisation): the setting "
+                "has no effect in this run",
                 ParameterWarning,
                 stacklevel=3,
             )

@@ -45,20 +45,16 @@ TENSOR_WORLD_AGENT_FIELDS: tuple[str, ...] = (
     "update_schedule",
     "use_manual_architecture",
     "normalize_message_history",
-    "load_checkpoint_and_parameters",
-    "checkpoint_source",
-    "checkpoint_entity",
-    "checkpoint_project",
-    "checkpoint_run_id",
-    "checkpoint_version",
     "use_orthogonal_initialisation",
     "orthogonal_initialisation_gain",
 )
 """Fields every agent's parameters have (``AgentParameters``'s) that only the
-tensor world reads: learning-rate factors, update
-schedules, network initialisation and loading weights from another run. A text
-agent reads none of them (it is fine-tuned through its backend, frozen with
-``freeze_agent``)."""
+tensor world reads: learning-rate factors, update schedules and network
+initialisation. A text agent reads none of them (it is fine-tuned through its
+backend, frozen with ``freeze_agent``). ``load_checkpoint_and_parameters`` and the
+``checkpoint_*`` fields are not among them: building the agents reads them in
+either world (:func:`nip_core.factory.build_agents` replaces a text agent's
+parameters by the other run's too)."""
 
 ZERO_KNOWLEDGE_SECTION = "zk_protocol"
 PRETRAINING_SECTION = "solo_agent"

@@ -168,6 +168,40 @@ def test_the_tensor_worlds_own_fields_warn_in_a_text_run(synthetic_text_scenario
     assert "solo_agent" not in read_sections(hyper_params)
 
 
+def test_loading_an_agent_from_another_run_is_not_called_unread_in_a_text_run(
+    synthetic_text_scenario,
+):
+    # building the agents reads load_checkpoint_and_parameters and checkpoint_* in
+    # the text world too (it replaces the agent's parameters by the other run's,
+    # here failing for want of that run): no warning may call them unread, and
+    # nip config show may not hide them
+    import warnings
+
+    from nip_core.cli.config_cmd import unused_agent_fields
+    from nip_core.errors import CheckpointError, ParameterWarning
+    from nip_core.experiment import prepare_experiment
+
+    agents = {
+        "verifier": {
+            "load_checkpoint_and_parameters": True,
+            "checkpoint_run_id": "elsewhere",
+        }
+    }
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hyper_params = synthetic_text_scenario.hyper_params("nip", agents=agents)
+    said = [
+        str(w.message)
+        for w in caught
+        if issubclass(w.category, ParameterWarning) and "checkpoint" in str(w.message)
+    ]
+    assert said == []
+    hidden = unused_agent_fields(hyper_params)
+    assert not any("checkpoint" in name for names in hidden.values() for name in names)
+    with pytest.raises(CheckpointError, match="elsewhere"):
+        prepare_experiment(hyper_params, synthetic_text_scenario.settings())
+
+
 def test_unknown_backend_is_refused(synthetic_text_scenario):
     with pytest.raises(NipConfigError) as caught:
         synthetic_text_scenario.hyper_params("nip", text_backend={"name": "nonsense"})

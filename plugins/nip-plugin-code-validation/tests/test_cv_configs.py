@@ -117,12 +117,19 @@ def test_config_show_of_a_text_run_hides_the_tensor_agents_fields(capsys):
     assert main(["config", "show", "-c", "code_validation/default"]) == 0
     out = capsys.readouterr().out
     default = yaml.safe_load(out)["agents"]["_default"]
-    # the text agent's fields, and is_random; none of the tensor agents'
+    # the text agent's fields, is_random, and loading from another run (read in
+    # both worlds); none of the tensor agents'
     assert sorted(default) == [
         "backend",
+        "checkpoint_entity",
+        "checkpoint_project",
+        "checkpoint_run_id",
+        "checkpoint_source",
+        "checkpoint_version",
         "fine_tune_from_scratch",
         "freeze_agent",
         "is_random",
+        "load_checkpoint_and_parameters",
         "max_response_words",
         "max_tokens_per_message",
         "model_name",
@@ -135,7 +142,7 @@ def test_config_show_of_a_text_run_hides_the_tensor_agents_fields(capsys):
         "top_p",
     ]
     assert (
-        "# 13 agent fields this run does not read (the tensor world's), at their "
+        "# 7 agent fields this run does not read (the tensor world's), at their "
         "defaults, not shown (agent_lr_factor, body_lr_factor, " in out
     )
     # one set is shown, and warned about: a text agent does not read it
