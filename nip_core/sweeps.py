@@ -271,6 +271,23 @@ def job_process_registered(sweep_dir: str | os.PathLike[str]) -> Iterator[None]:
                 entry.unlink()
 
 
+def forget_job_processes(sweep_dir: str | os.PathLike[str]) -> None:
+    """Forget the job processes registered on this machine: a sweep launched (or
+    continued) runs none of its jobs yet, and entries of processes killed outright
+    (SIGKILL, out of memory) would otherwise name PIDs that new processes, a job's
+    helpers among them, may come to have."""
+    host = socket.gethostname()
+    folder = Path(sweep_dir) / JOB_PROCESSES
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.rpartition("-")[0] == host:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
 def job_process_pids(sweep_dir: str | os.PathLike[str]) -> list[int]:
     """The processes on this machine registered as running one of the sweep's jobs
     (a process killed outright stays listed: check what the PIDs are)."""

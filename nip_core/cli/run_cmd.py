@@ -332,6 +332,7 @@ def _launch_sweep(
         launch_overrides.append(f"hydra.sweep.subdir={prefix}${{hydra.job.num}}")
     launch_overrides += _launcher_fixes(master)
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+    sweeps.forget_job_processes(sweep_dir)
     given = [
         o
         for o in map(composer.display_override, overrides)

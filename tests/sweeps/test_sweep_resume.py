@@ -250,6 +250,7 @@ def test_job_processes_register_for_the_length_of_their_job(tmp_path, monkeypatc
 
     from nip_core.sweeps import (
         JOB_PROCESSES,
+        forget_job_processes,
         job_process_pids,
         job_process_registered,
     )
@@ -262,6 +263,13 @@ def test_job_processes_register_for_the_length_of_their_job(tmp_path, monkeypatc
         assert job_process_pids(tmp_path) == [os.getpid()]
         assert (tmp_path / JOB_PROCESSES / f"node-7-{os.getpid()}").is_file()
     assert job_process_pids(tmp_path) == []
+    # a sweep launched or continued forgets this machine's entries (processes
+    # killed outright leave theirs), not another machine's
+    (tmp_path / JOB_PROCESSES / "node-7-424242").touch()
+    forget_job_processes(tmp_path)
+    assert sorted(p.name for p in (tmp_path / JOB_PROCESSES).iterdir()) == [
+        "node-8-123"
+    ]
     # a registry that cannot be written does not stop the job
     blocked = tmp_path / "file"
     blocked.write_text("")

@@ -69,7 +69,9 @@ def _scratch_directory(path: Path) -> Iterator[None]:
     """The process's temporary directory is ``path`` (emptied first: a killed
     worker may have left files there) until the block ends, then removed."""
     shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
+    # (what the removal could not take, such as a network filesystem's .nfs* files
+    # of a file still open, is no reason to fail the job)
+    path.mkdir(parents=True, exist_ok=True)
     saved = os.environ.get("TMPDIR"), tempfile.tempdir
     # ``datasets`` reads the variable itself; ``tempfile`` caches its choice
     os.environ["TMPDIR"] = tempfile.tempdir = str(path)
