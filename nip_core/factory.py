@@ -31,6 +31,7 @@ registers its own), grouped into shared model groups with the backends they use
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -154,6 +155,59 @@ def _checkpoint_source(agent_params: Any, settings: Any) -> tuple[dict, dict]:
     return params_dict, load_checkpoint(path, map_location=settings.device)
 
 
+def _text_checkpoint_source(
+    agent_params: Any, agent_name: str, settings: Any
+) -> tuple[dict, str]:
+    """``(params_dict, model)`` of the text run a text agent loads from: the other
+    run's hyper-parameters and the model its agent's shared model group had at
+    ``checkpoint_version`` (``latest``: the last one, its latest fine-tune; an
+    iteration number: the model that iteration used), from the run's text state."""
+    from nip_core.runs.run_dir import RunDirectory
+    from nip_core.trainers.text import TEXT_STATE_FILE
+
+    run_id = agent_params.checkpoint_run_id
+    if agent_params.checkpoint_source != "local":
+        raise CheckpointError(
+            f"agents.{agent_name}: a text agent loads from a run directory only "
+            f"(checkpoint_source: local, not {agent_params.checkpoint_source!r}); "
+            "or set its model_name to the model that run made"
+        )
+    run_dir = RunDirectory(Path(settings.runs_dir) / run_id)
+    params_dict = run_dir.read_hyper_params()
+    path = Path(run_dir.checkpoints_dir) / TEXT_STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"agents.{agent_name}: run {run_id!r} has no text-run state ({path}): "
+            "it is not a text run, or it stopped before it saved one"
+        ) from None
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"could not read {path}: {error}") from error
+    saved_agents = params_dict.get("agents") or {}
+    saved = saved_agents.get(agent_name, saved_agents.get("_default")) or {}
+    group_name = saved.get("shared_model_group") or agent_name
+    groups = state.get("shared_model_groups") or {}
+    group = groups.get(group_name)
+    if not isinstance(group, dict):
+        raise CheckpointError(
+            f"agents.{agent_name}: run {run_id!r} has no shared model group "
+            f"{group_name!r} (its groups: {', '.join(groups) or 'none'}); "
+            "the agent was random or not in that run"
+        )
+    version = str(agent_params.checkpoint_version)
+    if version == "latest":
+        return params_dict, str(group["model_name"])
+    history = list(group.get("model_history") or [])
+    if not version.isdigit() or int(version) >= len(history):
+        raise CheckpointError(
+            f"agents.{agent_name}.checkpoint_version: {version!r} is not an "
+            f"iteration of run {run_id!r} (a text agent loads 'latest' or an "
+            f"iteration from 0 to {len(history) - 1}: the model that iteration used)"
+        )
+    return params_dict, str(history[int(version)])
+
+
 def _load_agent_parameters(
     hyper_params: Any, agent_name: str, saved_params: Mapping[str, Any]
 ) -> Any:
@@ -211,10 +265,21 @@ def build_agents(
         agent_params = hyper_params.agents[agent_name]
         checkpoint = None
         if getattr(agent_params, "load_checkpoint_and_parameters", False):
-            saved_params, checkpoint = _checkpoint_source(agent_params, settings)
-            agent_params = _load_agent_parameters(
-                hyper_params, agent_name, saved_params
-            )
+            if whole_agents:
+                # a text agent: the other run's parameters and model
+                saved_params, model = _text_checkpoint_source(
+                    agent_params, agent_name, settings
+                )
+                agent_params = _load_agent_parameters(
+                    hyper_params, agent_name, saved_params
+                )
+                agent_params = attrs.evolve(agent_params, model_name=model)
+                hyper_params.agents[agent_name] = agent_params
+            else:
+                saved_params, checkpoint = _checkpoint_source(agent_params, settings)
+                agent_params = _load_agent_parameters(
+                    hyper_params, agent_name, saved_params
+                )
 
         seed_everything(derive_seed(int(hyper_params.seed), agent_name))
         is_random = bool(getattr(agent_params, "is_random", False))

@@ -202,6 +202,61 @@ def test_loading_an_agent_from_another_run_is_not_called_unread_in_a_text_run(
         prepare_experiment(hyper_params, synthetic_text_scenario.settings())
 
 
+def test_a_text_agent_loads_its_parameters_and_model_from_another_run(
+    synthetic_text_scenario,
+):
+    """``load_checkpoint_and_parameters`` for a text agent: the other run's
+    parameters for it, and the model its shared model group had (``latest``: its
+    last fine-tune; an iteration: the model that iteration used)."""
+    import json
+
+    from nip_core.errors import CheckpointError
+    from nip_core.experiment import run_experiment
+    from nip_core.trainers.text import TEXT_STATE_FILE
+
+    source = run_experiment(
+        synthetic_text_scenario.hyper_params(
+            "nip", agents={"verifier": {"temperature": 0.25}}
+        ),
+        synthetic_text_scenario.settings(),
+        run_id="source",
+    )
+    state = json.loads((source.run_dir / "checkpoints" / TEXT_STATE_FILE).read_text())
+    group = state["shared_model_groups"]["verifier"]
+    assert group["num_fine_tunes"] == 2  # so latest is not the base model
+    base = synthetic_text_scenario.hyper_params("nip").agents["verifier"].model_name
+
+    def verifier_of(version):
+        hyper_params = synthetic_text_scenario.hyper_params(
+            "nip",
+            agents={
+                "verifier": {
+                    "load_checkpoint_and_parameters": True,
+                    "checkpoint_run_id": "source",
+                    "checkpoint_version": version,
+                }
+            },
+        )
+        instance = synthetic_text_scenario.build(hyper_params)
+        try:
+            return instance.agents["verifier"].agent_params
+        finally:
+            instance.close()
+
+    latest = verifier_of("latest")
+    assert latest.model_name == group["model_name"] != base
+    assert latest.temperature == 0.25  # the other run's parameters
+    assert latest.checkpoint_run_id == "source"
+    assert verifier_of("0").model_name == group["model_history"][0] == base
+    assert verifier_of("1").model_name == group["model_history"][1]
+    with pytest.raises(CheckpointError, match="an iteration from 0 to 1"):
+        verifier_of("7")
+    # a run that is not a text run says so
+    (source.run_dir / "checkpoints" / TEXT_STATE_FILE).unlink()
+    with pytest.raises(CheckpointError, match="has no text-run state"):
+        verifier_of("latest")
+
+
 def test_unknown_backend_is_refused(synthetic_text_scenario):
     with pytest.raises(NipConfigError) as caught:
         synthetic_text_scenario.hyper_params("nip", text_backend={"name": "nonsense"})
