@@ -326,6 +326,10 @@ def build_shared_model_groups(
         if name not in backends:
             backends[name] = build_backend(name, hyper_params, settings)
         groups[group_name] = SharedModelGroup(group_name, group_agents, backends[name])
+        if getattr(params, "load_checkpoint_and_parameters", False):
+            # a model another run's fine-tune job may have made (the factory put
+            # it in model_name): asked of the endpoint that made it
+            backends[name].note_fine_tuned_model(params.model_name)
     return groups, backends
 
 

@@ -203,7 +203,7 @@ def test_loading_an_agent_from_another_run_is_not_called_unread_in_a_text_run(
 
 
 def test_a_text_agent_loads_its_parameters_and_model_from_another_run(
-    synthetic_text_scenario,
+    synthetic_text_scenario, monkeypatch
 ):
     """``load_checkpoint_and_parameters`` for a text agent: the other run's
     parameters for it, and the model its shared model group had (``latest``: its
@@ -243,8 +243,16 @@ def test_a_text_agent_loads_its_parameters_and_model_from_another_run(
         finally:
             instance.close()
 
+    from nip_core.text.openai_backend import OpenAiBackend
+
+    noted = []
+    monkeypatch.setattr(
+        OpenAiBackend, "note_fine_tuned_model", lambda self, model: noted.append(model)
+    )
     latest = verifier_of("latest")
     assert latest.model_name == group["model_name"] != base
+    # a backend with several endpoints asks the model of the one that made it
+    assert noted == [group["model_name"]]
     assert latest.temperature == 0.25  # the other run's parameters
     assert latest.checkpoint_run_id == "source"
     assert verifier_of("0").model_name == group["model_history"][0] == base
