@@ -20,6 +20,7 @@ import contextlib
 import functools
 import logging
 import os
+import socket
 import sys
 import traceback
 from collections.abc import Sequence
@@ -667,6 +668,22 @@ class SweepJob:
     sweep_dir: str | None = None
     resume: bool = False
     launching_pid: int = attrs.field(factory=os.getpid)
+    launching_host: str = attrs.field(factory=socket.gethostname)
+
+    def _in_nip_process(self) -> bool:
+        """Whether this is the ``nip`` process itself (the basic launcher), not a
+        launcher's process; a PID alone could match on another machine."""
+        return (
+            os.getpid() == self.launching_pid
+            and socket.gethostname() == self.launching_host
+        )
+
+    def _below_nip_process(self) -> bool:
+        """Whether this process runs below the ``nip`` process, on its machine."""
+        return (
+            socket.gethostname() == self.launching_host
+            and self.launching_pid in ancestor_pids()
+        )
 
     def __call__(self, cfg: Any) -> JobOutcome:
         from nip_core import sweeps
@@ -682,7 +699,7 @@ class SweepJob:
             # In a launcher's process (submitit, joblib, Ray), SIGTERM stops the
             # run and marks it killed, whatever the launcher's own handler does
             # with it (submitit's bypasses it)
-            in_launcher = os.getpid() != self.launching_pid
+            in_launcher = not self._in_nip_process()
             registered = (
                 sweeps.job_process_registered(self.sweep_dir)
                 if in_launcher and self.sweep_dir is not None
@@ -695,10 +712,10 @@ class SweepJob:
             ):
                 result = run_experiment(hyper_params, settings)
         except KeyboardInterrupt as error:
-            if os.getpid() == self.launching_pid:
+            if self._in_nip_process():
                 raise  # in the nip process: the sweep stops here
             # (the run raises RunInterrupted, caused by Terminated)
-            if is_terminated(error) and self.launching_pid in ancestor_pids():
+            if is_terminated(error) and self._below_nip_process():
                 # SIGTERM passed on by the nip process, which waits for this
                 # process to end: the run is marked killed, so end it now (a
                 # joblib worker would wait for more work; the launcher's

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -529,6 +530,48 @@ def test_a_job_below_the_nip_process_ends_once_sigterm_has_marked_its_run(
     )
     outcome = job({})
     assert outcome.interrupted and exits == [run_cmd.EXIT_TERMINATED]
+
+
+def test_a_job_on_another_machine_is_not_taken_for_the_nip_process(monkeypatch):
+    """Remote launchers (Slurm, Ray) run jobs on other machines, where a process
+    may have the ``nip`` process's PID, or a parent with it: the machine tells
+    them apart. Such a job stopped by Ctrl-C reports back, and one stopped by
+    SIGTERM is not ended at once as a local job below ``nip`` is."""
+    import nip_core.experiment
+    from nip_core.cli import compose, run_cmd
+    from nip_core.errors import RunInterrupted
+    from nip_core.runs.interrupts import Terminated
+
+    def interrupted(hyper_params, settings):
+        raise RunInterrupted("run-1", "runs", 3)
+
+    def stopped_by_sigterm(hyper_params, settings):
+        try:
+            raise Terminated("SIGTERM")
+        except Terminated as error:
+            raise RunInterrupted("run-1", "runs", 3) from error
+
+    monkeypatch.setattr(compose, "build_experiment", lambda data: (None, None))
+    monkeypatch.setattr(
+        run_cmd.SweepJob, "_assign_run", lambda self, hp, settings: (settings, None)
+    )
+    monkeypatch.setattr(
+        run_cmd, "_exit_process", lambda status: pytest.fail("ended at once")
+    )
+    elsewhere = "another-host-" + socket.gethostname()
+    # the same PID as this process, on another machine
+    job = run_cmd.SweepJob(launching_pid=os.getpid(), launching_host=elsewhere)
+    monkeypatch.setattr(nip_core.experiment, "run_experiment", interrupted)
+    assert job({}).interrupted
+    # a parent with the nip process's PID, on another machine
+    job = run_cmd.SweepJob(launching_pid=os.getppid(), launching_host=elsewhere)
+    monkeypatch.setattr(nip_core.experiment, "run_experiment", stopped_by_sigterm)
+    assert job({}).interrupted
+    # on this machine, the nip process itself lets the interrupt through
+    job = run_cmd.SweepJob(launching_pid=os.getpid())
+    monkeypatch.setattr(nip_core.experiment, "run_experiment", interrupted)
+    with pytest.raises(RunInterrupted):
+        job({})
 
 
 def test_a_job_process_ended_at_once_leaves_no_temporary_directory(tmp_path):
