@@ -77,6 +77,28 @@ def test_default_says_what_to_install(code_validation_plugin) -> None:
     assert "nip-plugin-ei" in message
 
 
+@pytest.mark.parametrize("protocol", ["nip", "debate", "mnip"])
+def test_default_keeps_every_protocol_to_three_rounds(
+    code_validation_plugin, protocol
+) -> None:
+    # the CPU-sized config's round cap holds whichever protocol is chosen
+    # (humaneval_base gives the protocols with rounds of their own 7)
+    config = _compose(
+        "code_validation/default",
+        [
+            f"interaction_protocol={protocol}",
+            "trainer=synthetic_text_sft",
+            "text_backend.name=openai",
+        ],
+    )
+    config.pop("pure_text_ei", None)
+    config.pop("transformers_backend", None)
+    hyper_params, _ = build_experiment(config, config_name="code_validation/default")
+    assert hyper_params.interaction_protocol == protocol
+    section = getattr(hyper_params, f"{protocol}_protocol")
+    assert section.max_message_rounds == 3
+
+
 def test_zero_knowledge_is_refused_clearly(code_validation_plugin) -> None:
     config = _compose(
         "code_validation/nip_pure_text_ei",
