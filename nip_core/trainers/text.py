@@ -742,7 +742,7 @@ class PureTextRlTrainer(Trainer):
                 raise BackendError(
                     f"fine-tune job {job.id} ({job.name}) of shared model group "
                     f"{name!r} {job.status}: {job.error or 'no reason given'}. "
-                    "`nip resume` starts it again."
+                    "`nip resume` starts it again, with the run's settings."
                 )
             if waiting:
                 time.sleep(interval)

@@ -185,7 +185,8 @@ def test_fit_rows_cuts_and_leaves_out_exactly() -> None:
     assert str(error.value) == (
         "all 1 examples have their assistant messages beyond "
         "transformers_backend.max_seq_length=4 tokens (the longest example is 5 "
-        "tokens): raise it"
+        "tokens): raise it in a new run (a resumed run keeps its settings, and this "
+        "job would fail again)"
     )
 
 

@@ -386,7 +386,8 @@ def fit_rows(
         raise ValueError(
             f"all {len(rows)} examples have their assistant messages beyond "
             f"transformers_backend.max_seq_length={max_length} tokens (the longest "
-            f"example is {longest} tokens): raise it"
+            f"example is {longest} tokens): raise it in a new run (a resumed run "
+            "keeps its settings, and this job would fail again)"
         )
     if cut:
         print(
