@@ -528,8 +528,9 @@ class TextRollouts(Mapping[str, np.ndarray]):
                 if not d["agents.active"][episode, r, a]:
                     continue
                 notes = []
-                if d["agents.retries"][episode, r, a]:
-                    notes.append(f"{int(d['agents.retries'][episode, r, a])} retries")
+                retries = int(d["agents.retries"][episode, r, a])
+                if retries:
+                    notes.append(f"{retries} {'retry' if retries == 1 else 'retries'}")
                 if not d["agents.valid_response"][episode, r, a]:
                     notes.append("invalid response")
                 if d["agents.token_limit"][episode, r, a]:
@@ -545,6 +546,10 @@ class TextRollouts(Mapping[str, np.ndarray]):
                     text = d["agents.message"][episode, r, a, c]
                     if text is not None:
                         lines.append(f"  -> {channel}: {text}")
+                raw = d["agents.raw_output"][episode, r, a]
+                if not d["agents.valid_response"][episode, r, a] and raw is not None:
+                    # what the model wrote, which the messages above (empty) hide
+                    lines.append(f"  (its last attempt, not sent: {raw})")
         rewards = ", ".join(
             f"{agent} {float(value):g}"
             for agent, value in zip(

@@ -179,6 +179,19 @@ def test_transcript_is_readable():
     invalid = make_rollouts().transcript(1)
     assert "invalid response; hit the token limit" in invalid
     assert "round 1" not in invalid  # padding is not shown
+    assert "not sent" not in invalid  # no raw output recorded
+
+
+def test_transcript_shows_what_an_invalid_response_said():
+    rollouts = make_rollouts()
+    rollouts["agents.retries"][1, 0, 1] = 1
+    rollouts["agents.raw_output"][1, 0, 1] = "Decision: maybe"
+    lines = rollouts.transcript(1).splitlines()
+    assert lines[1:4] == [
+        "[round 0] verifier (1 retry; invalid response; hit the token limit)",
+        "  -> main: ",
+        "  (its last attempt, not sent: Decision: maybe)",
+    ]
 
 
 def test_runs_rollouts_take_text_rollouts(tmp_path):
