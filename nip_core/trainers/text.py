@@ -399,6 +399,11 @@ class PureTextRlTrainer(Trainer):
             disable=not self.settings.show_progress,
             leave=False,
             dynamic_ncols=True,
+            # every turn shown: a batch's turns end together, and tqdm's default
+            # (at most one refresh per 0.1 s, then fewer as it learns the rate)
+            # showed the first of each batch only, minutes behind on a CPU
+            mininterval=0,
+            miniters=1,
         )
         return bar, bar.update
 

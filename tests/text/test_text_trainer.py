@@ -866,3 +866,24 @@ def test_a_text_run_without_rollout_samples_draws_nothing(
     result = run(synthetic_text_scenario, "undrawn", text_rl={"num_iterations": 1})
     assert _drawn == []
     assert list(result.run_dir.glob("plots/iter_*.png")) == []
+
+
+def test_sampling_progress_shows_every_turn_of_a_batch(capsys):
+    """A batch's turns end together: the bar showed the first of each batch only
+    (tqdm's refresh interval and its learnt update rate), 9 of 12 turns at the
+    end of a CPU run's sampling."""
+    from types import SimpleNamespace
+
+    from nip_core.trainers.text import PureTextRlTrainer
+
+    trainer = SimpleNamespace(settings=SimpleNamespace(show_progress=True))
+    bar, update = PureTextRlTrainer._progress(trainer, "Sampling")
+    try:
+        for _ in range(3):
+            for _ in range(4):
+                update(1)
+            assert bar.last_print_n == bar.n
+        assert bar.n == 12
+    finally:
+        bar.close()
+    assert "12turn" in capsys.readouterr().err
