@@ -156,6 +156,10 @@ class TextRlParameters(SubParameters):
     verifier_guess_replacement_annealing_rate : float
         The rate of the annealing: linear subtracts ``rate × iteration``,
         exponential multiplies by ``(1 - rate) ** iteration`` (rate in [0, 1]).
+    verifier_guess_replacement_keeps_reasoning : bool
+        Whether a message with the true verdict written in keeps the verifier's
+        text before its verdict (which may argue for the other verdict); off, the
+        message is the verdict alone, as in the original library.
     save_transcripts : bool
         Also write a readable transcript beside each iteration's rollouts.
     rollout_analysers : tuple[str, ...]
@@ -191,6 +195,7 @@ class TextRlParameters(SubParameters):
     verifier_guess_replacement_annealing_rate: float = field(
         default=0.1, validator=[_finite, v.ge(0), v.le(1)]
     )
+    verifier_guess_replacement_keeps_reasoning: bool = True
     save_transcripts: bool = True
     rollout_analysers: tuple[str, ...] = field(
         default=(), converter=_names_tuple, metadata=base_run_preserve("rerun_tests")

@@ -54,6 +54,7 @@ class SyntheticTextPlugin:
                     "text_rl.verifier_guess_replacement_proportion",
                     "text_rl.verifier_guess_replacement_annealing",
                     "text_rl.verifier_guess_replacement_annealing_rate",
+                    "text_rl.verifier_guess_replacement_keeps_reasoning",
                 ),
                 description="SFT on episodes with a return above the reward mid-point "
                 "(tests)",

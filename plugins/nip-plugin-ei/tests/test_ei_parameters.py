@@ -101,6 +101,8 @@ def test_guess_replacement_settings_are_read_by_expert_iteration(ei_scenario):
             text_rl={
                 "verifier_guess_replacement_proportion": 0.5,
                 "verifier_guess_replacement_annealing": "linear",
+                "verifier_guess_replacement_keeps_reasoning": False,
             },
         )
     assert hyper_params.text_rl.verifier_guess_replacement_proportion == 0.5
+    assert hyper_params.text_rl.verifier_guess_replacement_keeps_reasoning is False

@@ -266,6 +266,32 @@ def test_guess_replacement_takes_a_seeded_share_whatever_its_reward(rollouts):
     assert rollouts["agents.raw_output"][replaced[0], 1, 1].startswith("verifier text")
 
 
+def test_guess_replacement_without_the_reasoning_writes_the_verdict_alone(rollouts):
+    # verifier_guess_replacement_keeps_reasoning off: the message is the true
+    # verdict alone (as the original library wrote it), so no kept reasoning can
+    # argue for the other verdict; the same episodes are replaced
+    kept = select(rollouts, "verifier", guess_replacement_proportion=0.5, seed=3)
+    alone = select(
+        rollouts,
+        "verifier",
+        guess_replacement_proportion=0.5,
+        seed=3,
+        keep_reasoning=False,
+    )
+    assert alone.guess_replaced == kept.guess_replaced and alone.guess_replaced
+    assert alone.selected == kept.selected
+    guessed = alone.examples[len(alone.selected) :]
+    for chat, b in zip(guessed, alone.guess_replaced, strict=True):
+        truth = "accept" if LABELS[b] == 1 else "reject"
+        assert last_text(chat) == f"Decision: {truth}"
+        assert chat[:-1] == rollouts.agent_chat(b, "verifier")[:-1]
+    chat = [{"role": "user", "content": "u"}, {"role": "assistant", "content": "x"}]
+    assert replace_guess(chat, 0, "out_of_10", keep_reasoning=False)[-1] == {
+        "role": "assistant",
+        "content": "Decision: 0",
+    }
+
+
 def test_guess_replacement_rounds_down_and_can_take_everything(rollouts):
     some = select(rollouts, "verifier", guess_replacement_proportion=0.34)
     assert len(some.guess_replaced) == 2  # int(0.34 x 6)

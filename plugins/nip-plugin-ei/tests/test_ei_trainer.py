@@ -94,6 +94,27 @@ def expected_chats(rollouts, agent, threshold, proportion, seed, iteration):
     return chats
 
 
+def test_guess_replaced_examples_without_the_reasoning_reach_the_jobs(ei_scenario):
+    server = ei_scenario.server
+    result = run(
+        ei_scenario,
+        "alone",
+        text_rl={
+            "num_iterations": 1,
+            "rollouts_per_iteration": 6,
+            "verifier_guess_replacement_proportion": 1.0,
+            "verifier_guess_replacement_keeps_reasoning": False,
+        },
+    )
+    rollouts = load(result.run_dir, 0)
+    job = jobs_by_name(server)["nip-alone-it0-verifier"]
+    finals = [e["messages"][-1] for e in job["examples"]]
+    truths = ["accept" if y == 1 else "reject" for y in rollouts["y"]]
+    assert finals == [
+        {"role": "assistant", "content": f"Decision: {truth}"} for truth in truths
+    ]
+
+
 def test_jobs_carry_exactly_the_selected_examples(ei_scenario):
     server = ei_scenario.server
     result = run(

@@ -215,6 +215,7 @@ def replace_guess(
     label: int,
     spectrum: str,
     write_verdict: Callable[[str, int], str] | None = None,
+    keep_reasoning: bool = True,
 ) -> Chat:
     """The chat with its final (verifier) message stating the true verdict.
 
@@ -223,12 +224,15 @@ def replace_guess(
     :meth:`~nip_core.text.agents.TextWholeAgent.write_verdict`. Without it, the
     ``Decision:`` format: the message keeps its text up to its last ``Decision:``
     line (all of it when it has none) and ends with ``Decision: <verdict>`` on the
-    decision ``spectrum`` (:func:`~nip_core.text.parsing.write_decision`).
+    decision ``spectrum`` (:func:`~nip_core.text.parsing.write_decision`). With
+    ``keep_reasoning`` off, the message is the verdict alone (its text is dropped,
+    as the original library did), so no reasoning is kept that argues for the
+    other verdict.
     """
     if not chat or chat[-1].get("role") != "assistant":
         raise ValueError("guess replacement needs a chat ending on the agent's message")
     decision = DECISION_ACCEPT if int(label) == 1 else DECISION_REJECT
-    text = str(chat[-1]["content"])
+    text = str(chat[-1]["content"]) if keep_reasoning else ""
     if write_verdict is None:
         content = write_decision(text, decision, spectrum)
     else:
@@ -304,6 +308,7 @@ def select_agent_examples(
     spectrum: str = "accept_reject",
     write_verdict: Callable[[int, str, int], str] | None = None,
     verdict_counts: np.ndarray | None = None,
+    keep_reasoning: bool = True,
 ) -> AgentSelection:
     """Apply the rules of the module docstring to one agent.
 
@@ -332,6 +337,9 @@ def select_agent_examples(
         invalid prover response ended the episode early) would be taught to
         give a verdict the protocol does not read. The others go on to the
         selection by reward.
+    keep_reasoning : bool
+        Whether a guess-replaced message keeps its text before the verdict
+        (:func:`replace_guess`).
     """
     if not 0 <= guess_replacement_proportion <= 1:
         raise ValueError(
@@ -398,6 +406,7 @@ def select_agent_examples(
             int(labels[b]),
             spectrum,
             None if write_verdict is None else partial(write_verdict, int(b)),
+            keep_reasoning=keep_reasoning,
         )
         for b in replaced
     ]

@@ -70,6 +70,9 @@ class PureTextEiTrainer(PureTextRlTrainer):
                         if agent_name in verifiers
                         else None
                     ),
+                    keep_reasoning=(
+                        self.text_rl.verifier_guess_replacement_keeps_reasoning
+                    ),
                 )
         return selections
 

@@ -33,6 +33,7 @@ def register_trainers() -> list[TrainerSpec]:
                 "text_rl.verifier_guess_replacement_proportion",
                 "text_rl.verifier_guess_replacement_annealing",
                 "text_rl.verifier_guess_replacement_annealing_rate",
+                "text_rl.verifier_guess_replacement_keeps_reasoning",
             ),
             description="Multi-agent LLM training: response trees, positive and "
             "negative responses by expected reward, DPO on preference pairs.",
