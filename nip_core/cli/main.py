@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from nip_core.logs import (  # noqa: F401 - the command's logging, named here too
     ENV_LOG_LEVEL,
@@ -317,7 +318,6 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _analyse(args: argparse.Namespace) -> int:
-    import math
     from pathlib import Path
 
     from nip_core.errors import CheckpointError
@@ -336,13 +336,25 @@ def _analyse(args: argparse.Namespace) -> int:
     for name, records in results.items():
         print(f"{name} -> {run_dir / 'analysis' / (name + '.jsonl')}")
         for record in records:
-            values = ", ".join(
-                f"{k}={v:.3g}"
-                for k, v in record.items()
-                if isinstance(v, float) and not math.isnan(v)
-            )
-            print(f"  {record['file']}: {values}")
+            print(f"  {record['file']}: {format_analysis_record(record)}")
     return 0
+
+
+ANALYSIS_RECORD_KEYS = ("file", "split", "iteration")
+"""What an analysis record says besides its metrics (not printed as one)."""
+
+
+def format_analysis_record(record: Mapping[str, Any]) -> str:
+    """A record's metrics as ``name=value`` for ``nip analyse``'s summary: every
+    number, ``nan`` included (a metric with nothing to measure, such as a judge's
+    when no reply parsed, says so rather than going missing)."""
+    return ", ".join(
+        f"{key}={value:.3g}"
+        for key, value in record.items()
+        if key not in ANALYSIS_RECORD_KEYS
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+    )
 
 
 def main(argv: Sequence[str] | None = None, *, ends_process: bool = False) -> int:

@@ -272,3 +272,21 @@ def test_nip_analyse_on_a_tensor_run_is_one_clear_error(
         "run tensor is a tensor-world run (scenario 'synthetic'); nip analyse reads "
         "the saved rollouts of text runs (for tensor runs, see nip report)"
     ) in err
+
+
+def test_the_summary_of_nip_analyse_shows_every_metric_nan_included():
+    from nip_core.cli.main import format_analysis_record
+
+    record = {
+        "file": "test_iter_000001.jsonl",
+        "split": "test",
+        "iteration": 1,
+        "num_episodes": 4,
+        "mean_relevant": float("nan"),
+        "accept_rate": 0.123456,
+        "judged": True,
+        "note": "text",
+    }
+    assert format_analysis_record(record) == (
+        "num_episodes=4, mean_relevant=nan, accept_rate=0.123"
+    )
