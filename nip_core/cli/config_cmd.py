@@ -128,25 +128,16 @@ def unused_agent_fields(hyper_params: Any) -> dict[str, list[str]]:
     run does not read (:func:`~nip_core.parameters.usage.unread_agent_fields`: the
     tensor world's in a text run) and that are at their defaults: a field set is
     always shown."""
-    import attrs
+    from nip_core.parameters.usage import agent_fields_at_default, unread_agent_fields
 
-    from nip_core.parameters.usage import field_default, unread_agent_fields
-
-    unread = unread_agent_fields(hyper_params)
-    hidden: dict[str, list[str]] = {}
-    for key, agent in dict(hyper_params.agents).items():
-        if not attrs.has(type(agent)):
-            continue
-        fields = attrs.fields_dict(type(agent))
-        names = [
-            name
-            for name in unread
-            if name in fields
-            and getattr(agent, name) == field_default(type(agent), name)
-        ]
-        if names:
-            hidden[key] = names
-    return hidden
+    fields = agent_fields_at_default(
+        hyper_params.agents, unread_agent_fields(hyper_params)
+    )
+    hidden = {
+        key: [name for name, at_default in found.items() if at_default]
+        for key, found in fields.items()
+    }
+    return {key: names for key, names in hidden.items() if names}
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

@@ -355,7 +355,7 @@ class HyperParameters(BaseHyperParameters):
         from nip_core.parameters.usage import (
             TENSOR_WORLD_AGENT_FIELDS,
             TENSOR_WORLD_FIELDS,
-            field_default,
+            agent_fields_at_default,
         )
 
         if getattr(scenario, "data_world", "tensor") != "text":
@@ -366,15 +366,12 @@ class HyperParameters(BaseHyperParameters):
             for name in TENSOR_WORLD_FIELDS
             if name in fields and getattr(self, name) != fields[name].default
         ]
-        for key, agent in dict(self.agents).items():
-            if not attrs.has(type(agent)):
-                continue
-            agent_fields = attrs.fields_dict(type(agent))
+        agent_fields = agent_fields_at_default(self.agents, TENSOR_WORLD_AGENT_FIELDS)
+        for key, found in agent_fields.items():
             set_fields.extend(
-                f"agents.{key}.{name}={getattr(agent, name)!r}"
-                for name in TENSOR_WORLD_AGENT_FIELDS
-                if name in agent_fields
-                and getattr(agent, name) != field_default(type(agent), name)
+                f"agents.{key}.{name}={getattr(self.agents[key], name)!r}"
+                for name, at_default in found.items()
+                if not at_default
             )
         if set_fields:
             warnings.warn(

@@ -16,6 +16,7 @@ does not tell runs apart by settings they do not read.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
@@ -150,6 +151,26 @@ def unread_agent_fields(hyper_params: Any, pm: Any = None) -> list[str]:
     the tensor world's (:data:`TENSOR_WORLD_AGENT_FIELDS`)."""
     pm = _plugin_manager(pm)
     return list(TENSOR_WORLD_AGENT_FIELDS) if _is_text_run(hyper_params, pm) else []
+
+
+def agent_fields_at_default(
+    agents: Any, names: Sequence[str]
+) -> dict[str, dict[str, bool]]:
+    """Per agent key of ``agents`` (``_default`` included), each of ``names`` its
+    parameters have, and whether it is at its default (:func:`field_default`)."""
+    import attrs
+
+    found: dict[str, dict[str, bool]] = {}
+    for key, agent in dict(agents).items():
+        if not attrs.has(type(agent)):
+            continue
+        fields = attrs.fields_dict(type(agent))
+        found[key] = {
+            name: getattr(agent, name) == field_default(type(agent), name)
+            for name in names
+            if name in fields
+        }
+    return found
 
 
 def field_default(cls: type, name: str) -> Any:
