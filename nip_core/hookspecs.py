@@ -115,7 +115,9 @@ def register_episode_renderers() -> list[EpisodeRendererSpec] | None:
     """Register renderers that draw a picture of one saved episode of a scenario.
 
     Called once, when the renderer registry is first built. Used for rollout samples
-    during training and by ``nip report``.
+    during training and by ``nip report``. A renderer that raises stops neither: a
+    training run warns (``PluginWarning``) and draws no more pictures, and the
+    report warns and goes on.
     """
 
 

@@ -134,6 +134,44 @@ def test_rollout_samples_are_rendered_with_the_scenario_renderer(
     ]
 
 
+def test_a_failing_episode_renderer_does_not_stop_the_run(scenario, register_plugin):
+    """A renderer is a plugin's drawing code: when it raises, the run warns once,
+    draws no more pictures, keeps its rollout samples and finishes."""
+    from nip_core import hookimpl
+    from nip_core.plugins import PluginWarning
+    from nip_core.records import EpisodeRendererSpec
+
+    calls = []
+
+    def render(episode, path):
+        calls.append(episode["iteration"])
+        raise ValueError("no font")
+
+    class Renderer:
+        @hookimpl
+        def register_episode_renderers(self):
+            return [EpisodeRendererSpec(scenario="synthetic", renderer=render)]
+
+    register_plugin(Renderer(), name="broken_renderer")
+    settings = scenario.settings(rollout_sample_period=1, num_rollout_samples=1)
+    with pytest.warns(PluginWarning) as caught:
+        result = run_experiment(
+            scenario.hyper_params("nip", rl=_rl(num_iterations=3)),
+            settings,
+            run_id="broken-renderer",
+        )
+    messages = [str(w.message) for w in caught if w.category is PluginWarning]
+    assert len(messages) == 1
+    assert "'synthetic' episode renderer of plugin 'broken_renderer'" in messages[0]
+    assert "failed at iteration 0: ValueError: no font" in messages[0]
+    assert calls == [0]
+    run_dir = RunDirectory(result.run_dir)
+    assert run_dir.read_run_info()["status"] == "finished"
+    assert list(run_dir.plots_dir.glob("iter_*")) == []
+    samples = sorted(p.name for p in run_dir.rollouts_dir.glob("iter_*.jsonl"))
+    assert samples == ["iter_000000.jsonl", "iter_000001.jsonl", "iter_000002.jsonl"]
+
+
 def test_same_run_id_with_other_parameters_is_refused(scenario):
     settings = scenario.settings()
     run_experiment(_solo(scenario, 1), settings, run_id="taken")

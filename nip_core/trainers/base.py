@@ -14,7 +14,7 @@ import functools
 import inspect
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -25,6 +25,8 @@ from nip_core.runs.checkpoints import restore_rng_state, save_checkpoint
 from nip_core.runs.context import RunContext
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from nip_core.runs.run_dir import RunDirectory
     from nip_core.settings import ExperimentSettings
 
@@ -263,6 +265,71 @@ class Trainer(ABC):
 
     def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
         self.run.log_metrics(step, metrics)
+
+    # ------------------------------------------------------------------------------
+    # Episode pictures
+
+    EPISODE_PICTURES_PER_SAMPLE: ClassVar[int] = 4
+    """Episodes of each rollout sample drawn while training: drawing one takes a
+    sizeable fraction of a second, which a run keeping many samples would spend in
+    every sampled iteration (the sample keeps them all; ``nip report --episodes N``
+    draws more)."""
+
+    def draw_episodes(
+        self, episodes: Sequence[Mapping[str, Any]], iteration: int
+    ) -> list[Path]:
+        """Draw the first :attr:`EPISODE_PICTURES_PER_SAMPLE` of ``episodes`` (as a
+        rollout sample file holds them) with the scenario's episode renderer, if it
+        has one, to ``plots/iter_{iteration:06d}_{k}.png``; return the pictures
+        written.
+
+        A renderer is a plugin's drawing code, and a picture is not worth a run: a
+        renderer that raises does not stop training. A :class:`PluginWarning` says
+        which renderer failed and why, what it left of the failed picture is
+        removed, and the run draws no more pictures (its rollout samples are kept,
+        and ``nip report --episodes N`` draws them once the renderer is fixed).
+        """
+        if getattr(self, "_episode_renderer_failed", False) or not episodes:
+            return []
+        from nip_core.plugins import get_plugin_manager
+        from nip_core.records import resolve_ref
+
+        spec = get_plugin_manager().episode_renderers.get(
+            self.hyper_params.scenario, None
+        )
+        if spec is None:
+            return []
+        plots_dir = self.run.run_dir.plots_dir
+        written: list[Path] = []
+        path = None
+        try:
+            renderer = resolve_ref(spec.renderer)
+            plots_dir.mkdir(parents=True, exist_ok=True)
+            for k, episode in enumerate(episodes[: self.EPISODE_PICTURES_PER_SAMPLE]):
+                path = plots_dir / f"iter_{iteration:06d}_{k}.png"
+                renderer(episode, path)
+                if path.is_file():
+                    written.append(path)
+        except Exception as error:
+            import contextlib
+            import warnings
+
+            from nip_core.plugins import PluginWarning
+
+            self._episode_renderer_failed = True
+            if path is not None:  # what the renderer left of the failed picture
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+            warnings.warn(
+                f"the {self.hyper_params.scenario!r} episode renderer of plugin "
+                f"{spec.plugin!r} ({spec.renderer}) failed at iteration {iteration}: "
+                f"{type(error).__name__}: {error}. Training goes on without episode "
+                "pictures; the rollout samples are kept, and `nip report "
+                "--episodes N` draws them once the renderer works",
+                PluginWarning,
+                stacklevel=2,
+            )
+        return written
 
     # ------------------------------------------------------------------------------
     # Checkpoints

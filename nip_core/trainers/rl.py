@@ -955,29 +955,7 @@ class TensorDictRlTrainer(TensorDictTrainer):
             return
         path = write_rollout_sample(self.run.run_dir.rollouts_dir, iteration, episodes)
         self.run.log_artifact(path, f"rollouts-{self.run.run_dir.run_id}", "rollouts")
-        self._render_episodes(episodes, iteration)
-
-    EPISODE_PICTURES_PER_SAMPLE: ClassVar[int] = 4
-    """Episodes of each rollout sample drawn while training (the sample keeps them
-    all: ``nip report --episodes N`` draws more)."""
-
-    def _render_episodes(self, episodes: list[dict[str, Any]], iteration: int) -> None:
-        """Draw the first :attr:`EPISODE_PICTURES_PER_SAMPLE` sampled episodes with
-        the scenario's episode renderer, if any, to
-        ``plots/iter_{iteration:06d}_{k}.png``: drawing each takes a sizeable
-        fraction of a second, which a run keeping many samples would spend in
-        every sampled iteration."""
-        from nip_core.plugins import get_plugin_manager
-        from nip_core.records import resolve_ref
-
-        renderers = get_plugin_manager().episode_renderers
-        if self.hyper_params.scenario not in renderers:
-            return
-        renderer = resolve_ref(renderers[self.hyper_params.scenario].renderer)
-        plots_dir = self.run.run_dir.plots_dir
-        plots_dir.mkdir(parents=True, exist_ok=True)
-        for k, episode in enumerate(episodes[: self.EPISODE_PICTURES_PER_SAMPLE]):
-            renderer(episode, plots_dir / f"iter_{iteration:06d}_{k}.png")
+        self.draw_episodes(episodes, iteration)
 
     @attach_progress_bar(_num_test_iterations)
     def _run_test_loop(self, iteration_context: IterationContext) -> None:

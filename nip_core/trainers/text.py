@@ -327,39 +327,20 @@ class PureTextRlTrainer(Trainer):
             rollouts.write_transcript(path.with_suffix(".transcript.txt"))
         rollouts.save_jsonl(path)
 
-    EPISODE_PICTURES_PER_SAMPLE: ClassVar[int] = 4
-    """Training episodes drawn per sampled iteration, as in the tensor world
-    (``nip report --episodes N`` draws more)."""
-
     def _render_episodes(self, rollouts: TextRollouts, iteration: int) -> None:
         """Every ``run.rollout_sample_period`` iterations, draw the first of the
-        iteration's training episodes (at most :attr:`EPISODE_PICTURES_PER_SAMPLE`
-        and ``run.num_rollout_samples``) with the scenario's episode renderer, if
-        any, to ``plots/iter_{iteration:06d}_{k}.png``: each is given the episode
-        as its line of the rollouts file holds it."""
+        iteration's training episodes (at most ``run.num_rollout_samples``) with
+        :meth:`draw_episodes`: each is given the episode as its line of the
+        rollouts file holds it."""
         period = self.settings.rollout_sample_period
         if period is None or not self.writes_files or iteration % period != 0:
             return
-        from nip_core.plugins import get_plugin_manager
-        from nip_core.records import resolve_ref
-
-        spec = get_plugin_manager().episode_renderers.get(
-            self.hyper_params.scenario, None
-        )
-        if spec is None:
-            return
-        renderer = resolve_ref(spec.renderer)
         count = min(
             self.EPISODE_PICTURES_PER_SAMPLE,
             int(self.settings.num_rollout_samples),
             rollouts.batch_size,
         )
-        plots_dir = self.run.run_dir.plots_dir
-        plots_dir.mkdir(parents=True, exist_ok=True)
-        for k in range(count):
-            renderer(
-                rollouts.episode_dict(k), plots_dir / f"iter_{iteration:06d}_{k}.png"
-            )
+        self.draw_episodes([rollouts.episode_dict(k) for k in range(count)], iteration)
 
     def load_rollouts(self, split: str, iteration: int) -> TextRollouts:
         """An iteration's rollouts, from memory or the run directory."""

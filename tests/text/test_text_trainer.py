@@ -858,6 +858,51 @@ def test_a_text_scenarios_renderer_draws_the_sampled_episodes(
     assert [episode for _, episode in _drawn[2:]] == saved
 
 
+def _fail_to_draw(episode, path):
+    _drawn.append((path.name, episode))
+    path.write_bytes(b"half")
+    raise OSError("the renderer's font is missing")
+
+
+class _BrokenRendererPlugin:
+    @hookimpl
+    def register_episode_renderers(self):
+        return [EpisodeRendererSpec(scenario="synthetic_text", renderer=_fail_to_draw)]
+
+
+def test_a_failing_renderer_warns_once_and_the_text_run_goes_on(
+    synthetic_text_scenario, register_plugin
+):
+    from nip_core.plugins import PluginWarning
+
+    register_plugin(_BrokenRendererPlugin(), name="broken_renderer")
+    _drawn.clear()
+    settings = synthetic_text_scenario.settings(
+        rollout_sample_period=1, num_rollout_samples=2
+    )
+    with pytest.warns(PluginWarning) as caught:
+        result = run(
+            synthetic_text_scenario,
+            "broken-drawing",
+            settings=settings,
+            text_rl={"num_iterations": 3},
+        )
+    messages = [str(w.message) for w in caught if w.category is PluginWarning]
+    assert len(messages) == 1
+    assert (
+        "failed at iteration 0: OSError: the renderer's font is missing"
+        in (messages[0])
+    )
+    assert [name for name, _ in _drawn] == ["iter_000000_0.png"]
+    # the half-drawn picture is not left behind
+    assert list(result.run_dir.glob("plots/iter_*")) == []
+    info = json.loads((result.run_dir / "run_info.json").read_text())
+    assert info["status"] == "finished"
+    assert sorted(p.name for p in result.run_dir.glob("rollouts/iter_*.jsonl")) == [
+        f"iter_00000{i}.jsonl" for i in range(3)
+    ]
+
+
 def test_a_text_run_without_rollout_samples_draws_nothing(
     synthetic_text_scenario, register_plugin
 ):
