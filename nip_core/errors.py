@@ -177,6 +177,39 @@ class RunInterrupted(KeyboardInterrupt):
         self.checkpoint_iteration = checkpoint_iteration
         self.checkpoint_note = checkpoint_note
 
+    def describe(self, terminated: bool = False) -> str:
+        """How the run stopped and how to continue it, in words: what the ``nip``
+        command prints (after ``nip: ``), and the ``error`` its ``run_info.json``
+        records, so a stopped run does not read as a crash.
+
+        Parameters
+        ----------
+        terminated : bool
+            Whether SIGTERM stopped it (else Ctrl-C).
+        """
+        what = "terminated (SIGTERM)" if terminated else "interrupted"
+        command = f"nip resume {self.run_id}"
+        if self.runs_dir != DEFAULT_RUNS_DIR:
+            command += f" --runs-dir {self.runs_dir}"
+        if self.checkpoint_note:
+            return (
+                f"{what}: run {self.run_id} saved its state ({self.checkpoint_note}); "
+                f"continue it with: {command}"
+            )
+        if self.checkpoint_iteration is None:
+            return (
+                f"{what}: run {self.run_id} stopped before its first checkpoint; "
+                f"start it again with: {command}"
+            )
+        return (
+            f"{what}: run {self.run_id} saved a checkpoint after iteration "
+            f"{self.checkpoint_iteration}; continue it with: {command}"
+        )
+
+
+DEFAULT_RUNS_DIR = "runs"
+"""Where runs go unless ``--runs-dir`` (``runs_dir``) says otherwise."""
+
 
 class SweepInterrupted(KeyboardInterrupt):
     """A sweep stopped by Ctrl-C or SIGTERM; carries its directory, so the ``nip``

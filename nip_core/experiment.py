@@ -778,14 +778,17 @@ def _run_experiment(
             # the run directory says why the run stopped, and a Ctrl-C here gets
             # the resume hint like one during training
             interrupted = isinstance(error, KeyboardInterrupt)
+            stop = (
+                RunInterrupted(settings.run_id, settings.runs_dir, resumed_from)
+                if interrupted
+                else None
+            )
             with interrupts_shielded() if interrupted else contextlib.nullcontext():
-                _mark_stopped(run_dir, "killed" if interrupted else "failed", error)
+                _mark_stopped(run_dir, error, stop)
                 if resume is None:
                     _remove_if_never_started(run_dir, error)
-            if interrupted:
-                raise RunInterrupted(
-                    settings.run_id, settings.runs_dir, resumed_from
-                ) from error
+            if stop is not None:
+                raise stop from error
             raise
     # A resumed run's clock goes on from its last kept record (None: it had none)
     elapsed_offset: float | None = (
@@ -824,20 +827,24 @@ def _run_experiment(
         # After a Ctrl-C, another one while the stop is recorded would leave the
         # run marked running, its logs unclosed and the resume command unsaid
         interrupted = isinstance(error, KeyboardInterrupt)
-        with interrupts_shielded() if interrupted else contextlib.nullcontext():
-            if run_dir is not None:
-                status = "killed" if interrupted else "failed"
-                _mark_stopped(run_dir, status, error)
-            run.finish()
-            if run_dir is not None and resume is None:
-                _remove_if_never_started(run_dir, error)
-        if interrupted and run_dir is not None:
-            raise RunInterrupted(
+        stop = (
+            RunInterrupted(
                 settings.run_id,
                 settings.runs_dir,
                 run.checkpoint_iteration,
                 run.checkpoint_note,
-            ) from error
+            )
+            if interrupted and run_dir is not None
+            else None
+        )
+        with interrupts_shielded() if interrupted else contextlib.nullcontext():
+            if run_dir is not None:
+                _mark_stopped(run_dir, error, stop)
+            run.finish()
+            if run_dir is not None and resume is None:
+                _remove_if_never_started(run_dir, error)
+        if stop is not None:
+            raise stop from error
         raise
     if run_dir is not None:
         run_dir.write_run_info(status="finished", error=None)
@@ -928,10 +935,19 @@ def _remove_if_never_started(run_dir: RunDirectory, error: BaseException) -> Non
             _run_lock_path(run_dir).unlink()
 
 
-def _mark_stopped(run_dir: RunDirectory, status: str, error: BaseException) -> None:
+def _mark_stopped(
+    run_dir: RunDirectory, error: BaseException, stop: RunInterrupted | None
+) -> None:
     """Record why a run stopped, if the run directory can still be written (a full
-    or read-only disk may be why it stopped)."""
-    reason = f"{type(error).__name__}: {error}"
+    or read-only disk may be why it stopped): ``failed`` with the error, or, when
+    Ctrl-C or SIGTERM stopped it (``stop``), ``killed`` with what the ``nip``
+    command says: how it stopped and how to continue it."""
+    if stop is None:
+        status, reason = "failed", f"{type(error).__name__}: {error}"
+    else:
+        from nip_core.runs.interrupts import is_terminated
+
+        status, reason = "killed", stop.describe(terminated=is_terminated(error))
     try:
         run_dir.write_run_info(status=status, error=reason)
     except OSError as write_error:

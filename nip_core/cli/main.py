@@ -444,27 +444,7 @@ def interrupted_message(error: BaseException) -> str:
         )
     if not isinstance(error, RunInterrupted):
         return f"nip: {what}"
-    command = f"nip resume {error.run_id}"
-    if error.runs_dir != DEFAULT_RUNS_DIR:
-        command += f" --runs-dir {error.runs_dir}"
-    note = getattr(error, "checkpoint_note", None)
-    if note:
-        return (
-            f"nip: {what}: run {error.run_id} saved its state ({note}); "
-            f"continue it with: {command}"
-        )
-    if error.checkpoint_iteration is None:
-        return (
-            f"nip: {what}: run {error.run_id} stopped before its first "
-            f"checkpoint; start it again with: {command}"
-        )
-    return (
-        f"nip: {what}: run {error.run_id} saved a checkpoint after "
-        f"iteration {error.checkpoint_iteration}; continue it with: {command}"
-    )
-
-
-DEFAULT_RUNS_DIR = "runs"
+    return f"nip: {error.describe(terminated=_terminated(error))}"
 
 
 def environment_error_message(error: BaseException) -> str | None:

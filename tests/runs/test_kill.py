@@ -168,7 +168,13 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_loses_no_iteration(work: Path) -> 
         f"nip: interrupted: run ctrlc saved a checkpoint after iteration {saved}; "
         "continue it with: nip resume ctrlc" in err
     )
-    assert RunDirectory(run_dir).read_run_info()["status"] == "killed"
+    info = RunDirectory(run_dir).read_run_info()
+    assert info["status"] == "killed"
+    # what run_info.json says is what nip said, not a bare KeyboardInterrupt
+    assert info["error"] == (
+        f"interrupted: run ctrlc saved a checkpoint after iteration {saved}; "
+        "continue it with: nip resume ctrlc"
+    )
 
     status, err = _finish(_nip(work, "resume", "ctrlc"))
     assert status == 0, err
@@ -208,6 +214,8 @@ def test_sigterm_stops_at_once_marks_the_run_killed_and_says_how_to_resume(
     assert "nip resume termed" in err
     info = RunDirectory(run_dir).read_run_info()
     assert info["status"] == "killed"
+    assert info["error"].startswith("terminated (SIGTERM): run termed ")
+    assert info["error"].endswith("nip resume termed")
     status, err = _finish(_nip(work, "resume", "termed"))
     assert status == 0, err
     assert RunDirectory(run_dir).read_run_info()["status"] == "finished"
