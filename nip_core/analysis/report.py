@@ -599,16 +599,25 @@ def _connection_keys(hyper_params: Sequence[Any]) -> frozenset[str]:
     return frozenset(keys)
 
 
-def _unread_sections(hyper_params: Any) -> frozenset[str]:
-    """The sections a run does not read: those of trainers, protocols,
-    scenarios, text backends and modes it does not use
-    (:mod:`nip_core.parameters.usage`). None when its parameters cannot be read
-    here (``None``): then every key counts."""
+def _unread_paths(hyper_params: Any) -> frozenset[str]:
+    """The parameters a run does not read, as dotted paths
+    (:func:`nip_core.parameters.usage.unread_paths`: sections of trainers,
+    protocols, scenarios, text backends and modes it does not use, fields its
+    scenario or trainer declares unread, a text run's tensor-world fields). None
+    when its parameters cannot be read here (``None``): then every key counts."""
     if hyper_params is None:
         return frozenset()
-    from nip_core.parameters.usage import owned_sections, read_sections
+    from nip_core.parameters.usage import unread_paths
 
-    return frozenset(owned_sections(hyper_params)) - read_sections(hyper_params)
+    return unread_paths(hyper_params)
+
+
+def _is_unread(key: str, unread: frozenset[str]) -> bool:
+    """Whether the dotted ``key`` is, or is below, one of the ``unread`` paths."""
+    if key in unread:
+        return True
+    parts = key.split(".")
+    return any(".".join(parts[:n]) in unread for n in range(1, len(parts)))
 
 
 def group_runs(
@@ -631,8 +640,11 @@ def group_runs(
         differs, the runs form one group (labelled with their
         protocol when known). A run does not read the sections of a trainer,
         protocol, scenario or text backend it does not use (``debate_protocol``
-        in a ``nip`` run, ``pure_text_malt`` in a ``pure_text_ei`` run): their
-        values neither tell it apart nor appear in its label.
+        in a ``nip`` run, ``pure_text_malt`` in a ``pure_text_ei`` run), the
+        fields its trainer or scenario declares unread (``test_size`` with fixed
+        splits, ``text_rl.verifier_guess_replacement_*`` under MALT), nor in a
+        text run the agents' tensor-world fields (``agents.*.agent_lr_factor``):
+        their values neither tell it apart nor appear in its label.
 
     Returns
     -------
@@ -664,7 +676,7 @@ def group_runs(
                 )
     unread: list[frozenset[str]] = [frozenset()] * len(runs)
     if not group_by:
-        unread = [_unread_sections(params) for params in hyper_params]
+        unread = [_unread_paths(params) for params in hyper_params]
         excluded = GROUP_EXCLUDED_KEYS | _connection_keys(hyper_params)
         keys = [
             key
@@ -674,7 +686,7 @@ def group_runs(
                 {
                     _show(p.get(key, _MISSING_VALUE))
                     for p, skip in zip(flat, unread, strict=True)
-                    if key.partition(".")[0] not in skip
+                    if not _is_unread(key, skip)
                 }
             )
             > 1
@@ -691,7 +703,7 @@ def group_runs(
     shorts: dict[str, str] = {}
     for run, params, skip in zip(runs, flat, unread, strict=True):
         if keys:
-            shown = [key for key in keys if key.partition(".")[0] not in skip]
+            shown = [key for key in keys if not _is_unread(key, skip)]
             pairs = [
                 f"{key}={_show(params.get(key, _MISSING_VALUE))}"
                 # a run reading none of the keys (it never does: what it does not

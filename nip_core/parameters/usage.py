@@ -26,6 +26,7 @@ __all__ = [
     "read_sections",
     "unread_agent_fields",
     "unread_fields",
+    "unread_paths",
 ]
 
 TENSOR_WORLD_FIELDS: tuple[str, ...] = (
@@ -151,6 +152,32 @@ def unread_agent_fields(hyper_params: Any, pm: Any = None) -> list[str]:
     the tensor world's (:data:`TENSOR_WORLD_AGENT_FIELDS`)."""
     pm = _plugin_manager(pm)
     return list(TENSOR_WORLD_AGENT_FIELDS) if _is_text_run(hyper_params, pm) else []
+
+
+def unread_paths(hyper_params: Any, pm: Any = None) -> frozenset[str]:
+    """Every parameter this run does not read, as dotted paths (those of
+    ``hyper_params.to_dict()`` flattened; a path stands for the keys below it):
+    the owned sections it does not read (:func:`read_sections`), its unread
+    fields of the hyper-parameters themselves (:func:`unread_fields`), the
+    dotted ``unread_parameters`` of its scenario and trainer
+    (``text_rl.verifier_guess_replacement_proportion`` in a MALT run), and in a
+    text run each agent's tensor-world fields (``agents.verifier.agent_lr_factor``,
+    :func:`unread_agent_fields`). Runs that differ only there run the same
+    experiment."""
+    pm = _plugin_manager(pm)
+    paths = set(owned_sections(hyper_params, pm)) - read_sections(hyper_params, pm)
+    paths.update(unread_fields(hyper_params, pm))
+    for spec in (
+        pm.scenarios.get(hyper_params.scenario, None),
+        pm.trainers.get(hyper_params.trainer, None),
+    ):
+        for path in getattr(spec, "unread_parameters", ()) or ():
+            if "." in path:
+                paths.add(path)
+    agent_fields = unread_agent_fields(hyper_params, pm)
+    for key in dict(hyper_params.agents):
+        paths.update(f"agents.{key}.{name}" for name in agent_fields)
+    return frozenset(paths)
 
 
 def agent_fields_at_default(

@@ -274,6 +274,50 @@ def test_settings_a_run_does_not_read_neither_split_nor_label_it(
     ]
 
 
+def test_fields_a_text_run_does_not_read_neither_split_nor_label_it(
+    synthetic_text_scenario, tmp_path
+):
+    # a text run reads no tensor-world field (d_representation, an agent's
+    # learning-rate factor), its scenario not test_size, and the synthetic SFT
+    # trainer not the guess replacement: runs differing there are repetitions
+    import warnings
+
+    from nip_core.parameters import HyperParameters
+
+    def saved(name, seed, **overrides):
+        values = synthetic_text_scenario.hyper_params_dict(seed=seed, **overrides)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the unread settings warn
+            values = HyperParameters(**values).to_dict()
+        path = write_run(tmp_path, name, training_records([0.5]), values)
+        return load_run(path)
+
+    runs = [
+        saved("a", 1),
+        saved("b", 2, d_representation=64),
+        saved("c", 3, test_size=0.5),
+        saved("d", 4, agents={"_default": {"agent_lr_factor": {"actor": 0.5}}}),
+        saved("e", 5, text_rl={"verifier_guess_replacement_proportion": 0.3}),
+    ]
+    (group,) = group_runs(runs)
+    assert [run.run_id for run in group.runs] == ["a", "b", "c", "d", "e"]
+    # a field it reads still tells runs apart, and the label shows only that one
+    runs.append(saved("f", 6, agents={"_default": {"temperature": 0.5}}))
+    runs.append(saved("g", 7, agents={"_default": {"temperature": 0.5}}, test_size=0.4))
+    groups = group_runs(runs)
+    assert [g.label for g in groups] == [
+        "agents._default.temperature=0.5",
+        "agents._default.temperature=null",
+    ]
+    assert [[r.run_id for r in g.runs] for g in groups] == [
+        ["f", "g"],
+        ["a", "b", "c", "d", "e"],
+    ]
+    # asked for, an unread field still groups
+    by_size = group_runs(runs, ["test_size"])
+    assert len(by_size) == 3
+
+
 def test_runs_saved_by_an_older_version_group_with_todays(synthetic_scenario, tmp_path):
     # a field added since the older run was saved is read at its default: the two
     # runs are repetitions
