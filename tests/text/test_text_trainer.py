@@ -827,10 +827,13 @@ def _draw_episode(episode, path):
     path.write_bytes(b"png")
 
 
+@attrs.define
 class _RendererPlugin:
+    renderer: object = _draw_episode
+
     @hookimpl
     def register_episode_renderers(self):
-        return [EpisodeRendererSpec(scenario="synthetic_text", renderer=_draw_episode)]
+        return [EpisodeRendererSpec(scenario="synthetic_text", renderer=self.renderer)]
 
 
 def test_a_text_scenarios_renderer_draws_the_sampled_episodes(
@@ -864,18 +867,12 @@ def _fail_to_draw(episode, path):
     raise OSError("the renderer's font is missing")
 
 
-class _BrokenRendererPlugin:
-    @hookimpl
-    def register_episode_renderers(self):
-        return [EpisodeRendererSpec(scenario="synthetic_text", renderer=_fail_to_draw)]
-
-
 def test_a_failing_renderer_warns_once_and_the_text_run_goes_on(
     synthetic_text_scenario, register_plugin
 ):
     from nip_core.plugins import PluginWarning
 
-    register_plugin(_BrokenRendererPlugin(), name="broken_renderer")
+    register_plugin(_RendererPlugin(_fail_to_draw), name="broken_renderer")
     _drawn.clear()
     settings = synthetic_text_scenario.settings(
         rollout_sample_period=1, num_rollout_samples=2
