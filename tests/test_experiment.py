@@ -88,24 +88,29 @@ def test_run_directory_layout(scenario):
     assert (run_dir.path / "csv" / "scalars" / "mean_accuracy.csv").is_file()
 
 
-def test_rollout_samples_are_rendered_with_the_scenario_renderer(
-    scenario, register_plugin, monkeypatch
-):
+def _renderer_plugin(render):
+    """A plugin registering ``render`` as the synthetic scenario's renderer."""
     from nip_core import hookimpl
     from nip_core.records import EpisodeRendererSpec
-
-    drawn = []
-
-    def render(episode, path):
-        drawn.append((episode["iteration"], episode["num_steps"]))
-        path.write_bytes(b"png")
 
     class Renderer:
         @hookimpl
         def register_episode_renderers(self):
             return [EpisodeRendererSpec(scenario="synthetic", renderer=render)]
 
-    register_plugin(Renderer(), name="renderer")
+    return Renderer()
+
+
+def test_rollout_samples_are_rendered_with_the_scenario_renderer(
+    scenario, register_plugin, monkeypatch
+):
+    drawn = []
+
+    def render(episode, path):
+        drawn.append((episode["iteration"], episode["num_steps"]))
+        path.write_bytes(b"png")
+
+    register_plugin(_renderer_plugin(render), name="renderer")
     settings = scenario.settings(rollout_sample_period=2, num_rollout_samples=1)
     result = run_experiment(
         scenario.hyper_params("nip", rl=_rl(num_iterations=3)), settings, run_id="draw"
@@ -137,9 +142,7 @@ def test_rollout_samples_are_rendered_with_the_scenario_renderer(
 def test_a_failing_episode_renderer_does_not_stop_the_run(scenario, register_plugin):
     """A renderer is a plugin's drawing code: when it raises, the run warns once,
     draws no more pictures, keeps its rollout samples and finishes."""
-    from nip_core import hookimpl
     from nip_core.plugins import PluginWarning
-    from nip_core.records import EpisodeRendererSpec
 
     calls = []
 
@@ -147,12 +150,7 @@ def test_a_failing_episode_renderer_does_not_stop_the_run(scenario, register_plu
         calls.append(episode["iteration"])
         raise ValueError("no font")
 
-    class Renderer:
-        @hookimpl
-        def register_episode_renderers(self):
-            return [EpisodeRendererSpec(scenario="synthetic", renderer=render)]
-
-    register_plugin(Renderer(), name="broken_renderer")
+    register_plugin(_renderer_plugin(render), name="broken_renderer")
     settings = scenario.settings(rollout_sample_period=1, num_rollout_samples=1)
     with pytest.warns(PluginWarning) as caught:
         result = run_experiment(
