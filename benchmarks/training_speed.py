@@ -67,13 +67,14 @@ SETTINGS = ("ppo_gi", "default")
 _ORIGINAL = (
     "the original library (its code rebuilt from the public repository, on the "
     "torch 2.7.0 and torchrl 0.6.0 of its uv.lock), alternated process by process "
-    "with this project, medians of 3 (benchmarks/README.md, 2026-12-07; on "
-    "2026-12-06 the two sittings gave 220 and 131 frames/s for nip: the original's "
-    "speed moves with the host's state, so compare only within one invocation)"
+    "with this project, medians of 3 (benchmarks/README.md, 2026-12-07, twelfth "
+    "session; sittings since 2026-12-06 gave 220, 131, 131 and 116 frames/s for "
+    "nip: the original's speed moves with the host's state, so compare only "
+    "within one invocation)"
 )
 REFERENCE = {
-    ("nip", "ppo_gi"): {"fps": 131.0, "peak_gb": 8.1, "source": _ORIGINAL},
-    ("debate", "ppo_gi"): {"fps": 88.0, "peak_gb": 11.8, "source": _ORIGINAL},
+    ("nip", "ppo_gi"): {"fps": 116.0, "peak_gb": 8.2, "source": _ORIGINAL},
+    ("debate", "ppo_gi"): {"fps": 73.0, "peak_gb": 11.6, "source": _ORIGINAL},
 }
 
 
