@@ -323,10 +323,10 @@ class PairTransformer(nn.Module):
         With ``num_queries``, only the first ``num_queries`` tokens' outputs are
         computed (every token is still attended to).
         """
-        batch, length, d = x.shape
-        heads = self.num_heads
         if num_queries == 1:
             return self._first_token_attention(attention, x, mask)
+        batch, length, d = x.shape
+        heads = self.num_heads
         qkv = F.linear(x, attention.in_proj_weight, attention.in_proj_bias)
         # Queries, keys and values as (batch, head, d_head, token), and the scores
         # and attention weights transposed, (batch, head, key, query): every
