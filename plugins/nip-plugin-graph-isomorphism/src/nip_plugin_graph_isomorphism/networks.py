@@ -361,7 +361,7 @@ class PairTransformer(nn.Module):
         a weighted sum over the keys. As batched products they are matrix-vector
         products whose backward passes are rank-one ``bmm`` calls, which the CPU
         kernels run at a fraction of a GFLOP/s; written as broadcast products and
-        sums they cost a third less (the first-token attention's forward and
+        sums they cost about a quarter less (the first-token attention's forward and
         backward at ``ppo_gi`` sizes on one thread: 3.3 against 4.5 ms). Only the
         first token's query is projected.
         """
