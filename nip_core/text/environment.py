@@ -187,6 +187,48 @@ class TextEnvironment(Environment):
             active &= ~rollouts["agents.done"][rows, round_id - 1][:, :, None]
         return active
 
+    def scheduled_turns(
+        self,
+        rollouts: TextRollouts,
+        start_round: int,
+        stop_round: int | None = None,
+        episodes: Sequence[int] | None = None,
+        *,
+        as_of_round: int | None = None,
+    ) -> np.ndarray:
+        """bool ``(B, R, A)``: whether each agent has a turn (speaks on at least one
+        channel) in each of rounds ``start_round`` up to ``stop_round`` (exclusive;
+        default: the last), as far as the episodes' state after round
+        ``as_of_round`` (default ``start_round - 1``; ``-1``: none played) tells.
+
+        The schedule depends on the round and the seed only; the state only takes
+        turns away (an episode over, an agent done), so this bounds the turns still
+        to be played: exact unless an episode ends, or an agent is done, after
+        ``as_of_round``. With ``episodes``, only those rows.
+        """
+        import torch
+
+        stop = rollouts.max_rounds if stop_round is None else stop_round
+        as_of = start_round - 1 if as_of_round is None else as_of_round
+        rows = _rows(rollouts, episodes)
+        num_rounds = max(stop - start_round, 0)
+        if num_rounds == 0 or len(rows) == 0:
+            return np.zeros((len(rows), num_rounds, rollouts.num_agents), dtype=bool)
+        rounds = torch.arange(start_round, stop, dtype=torch.long).repeat(len(rows))
+        seeds = torch.as_tensor(
+            np.repeat(rollouts["seed"][rows], num_rounds), dtype=torch.long
+        )
+        active = _numpy(
+            self.protocol_handler.get_active_agents_mask_from_rounds_and_seed(
+                rounds, seeds
+            )
+        ).astype(bool)
+        turns = active.any(axis=-1).reshape(len(rows), num_rounds, -1)
+        if as_of >= 0:
+            turns &= ~rollouts["done"][rows, as_of][:, None, None]
+            turns &= ~rollouts["agents.done"][rows, as_of][:, None, :]
+        return turns
+
     def decision_restriction(
         self,
         rollouts: TextRollouts,

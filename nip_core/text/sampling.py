@@ -41,15 +41,101 @@ if TYPE_CHECKING:
     from nip_core.text.rollouts import TextRollouts
 
 __all__ = [
+    "TurnProgress",
     "continue_rollouts",
+    "expect_turns",
     "play_round",
     "sample_rollouts",
+    "scheduled_turn_count",
     "take_turns",
     "turn_contexts",
     "write_turns",
 ]
 
 Progress = Callable[[int], None]
+"""Called with the number of turns just played (retries of an invalid response
+are part of their turn). A progress that also has an ``expect(n)`` method, such as
+:class:`TurnProgress`, hears the bound of the turns still to play: see
+:func:`expect_turns`."""
+
+
+@attrs.frozen
+class TurnProgress:
+    """A sampling's progress in turns: ``advance(n)`` when ``n`` turns are played,
+    ``expect(n)`` when the turns still to play grow by ``n`` (shrink, when ``n`` is
+    negative: an episode ended early, or an agent is done).
+
+    A sampling announces every turn the schedule can give at its start, then takes
+    back the turns an early end removes, so the sum of what ``expect`` heard is an
+    upper bound of the turns played that falls to exactly their number by the end.
+    """
+
+    advance: Callable[[int], None]
+    expect: Callable[[int], None]
+
+    def __call__(self, n: int) -> None:
+        self.advance(n)
+
+
+def expect_turns(progress: Progress | None, n: int) -> None:
+    """Tell ``progress`` that the turns still to play grew by ``n`` (shrank, when
+    negative), if it has an ``expect`` method; a plain callable hears only the
+    turns played."""
+    expect = getattr(progress, "expect", None)
+    if expect is not None and n:
+        expect(int(n))
+
+
+def scheduled_turn_count(
+    environment: TextEnvironment,
+    agent_names: Sequence[str],
+    rollouts: TextRollouts,
+    start_round: int,
+    stop_round: int | None = None,
+    episodes: Sequence[int] | None = None,
+    *,
+    as_of_round: int | None = None,
+) -> int:
+    """How many turns ``agent_names`` have in rounds ``start_round`` up to
+    ``stop_round`` (of ``episodes``, or every episode), by the schedule and the
+    state after ``as_of_round``
+    (:meth:`~nip_core.text.environment.TextEnvironment.scheduled_turns`)."""
+    turns = environment.scheduled_turns(
+        rollouts, start_round, stop_round, episodes, as_of_round=as_of_round
+    )
+    columns = [rollouts.agent_index(name) for name in agent_names]
+    return int(turns[..., columns].sum())
+
+
+def _step_counting(
+    environment: TextEnvironment,
+    agent_names: Sequence[str],
+    rollouts: TextRollouts,
+    round_id: int,
+    stop_round: int,
+    episodes: Sequence[int] | None,
+    progress: Progress | None,
+) -> None:
+    """Step ``round_id`` of ``episodes``; tell ``progress`` of the later turns
+    the step took away (episodes it ended, agents it made done)."""
+    if getattr(progress, "expect", None) is None or round_id + 1 >= stop_round:
+        environment.step(rollouts, round_id, episodes)
+        return
+
+    def ahead(as_of: int) -> int:
+        return scheduled_turn_count(
+            environment,
+            agent_names,
+            rollouts,
+            round_id + 1,
+            stop_round,
+            episodes,
+            as_of_round=as_of,
+        )
+
+    before = ahead(round_id - 1)
+    environment.step(rollouts, round_id, episodes)
+    expect_turns(progress, ahead(round_id) - before)
 
 
 def _whole(agent: Any) -> TextAgent:
@@ -257,7 +343,12 @@ def play_round(
     round_id: int,
     progress: Progress | None = None,
 ) -> TextRollouts:
-    """Play round ``round_id`` of every episode: turns, then the protocol step."""
+    """Play round ``round_id`` of every episode: turns, then the protocol step.
+
+    ``progress`` hears the turns played only (a caller that announced the turns
+    ahead takes back those an early end removes itself, as
+    :func:`continue_rollouts` and MALT's trees do).
+    """
     outputs = take_turns(environment, agents, rollouts, round_id, progress)
     write_turns(rollouts, round_id, outputs)
     environment.step(rollouts, round_id)
@@ -374,7 +465,9 @@ async def _play_episodes(
 
     def serve_step(keys: list[tuple[int, int]]) -> dict:
         for round_id, episodes in _by_round(keys).items():
-            environment.step(rollouts, round_id, episodes)
+            _step_counting(
+                environment, names, rollouts, round_id, stop_round, episodes, progress
+            )
         return {}
 
     contexts, step = _Batcher(serve_contexts), _Batcher(serve_step)
@@ -425,9 +518,19 @@ def continue_rollouts(
     progress: Progress | None = None,
 ) -> TextRollouts:
     """Play rounds ``start_round`` up to ``stop_round`` (exclusive; default: the
-    end) of partly played episodes; pad each episode once it is over."""
+    end) of partly played episodes; pad each episode once it is over.
+
+    ``progress`` as in :func:`sample_rollouts`: the turns announced are those of
+    rounds ``start_round`` up to ``stop_round``.
+    """
     stop = rollouts.max_rounds if stop_round is None else stop_round
     wholes = {name: _whole(agent) for name, agent in agents.items()}
+    names = list(wholes)
+    if getattr(progress, "expect", None) is not None:
+        expect_turns(
+            progress,
+            scheduled_turn_count(environment, names, rollouts, start_round, stop),
+        )
     backend = _pipelined_backend(wholes)
     if backend is not None:
         backend.run_sync(
@@ -438,7 +541,9 @@ def continue_rollouts(
         if rollouts.done_before(round_id).all():
             environment.finish_padding(rollouts, round_id - 1)
             break
-        play_round(environment, wholes, rollouts, round_id, progress)
+        outputs = take_turns(environment, wholes, rollouts, round_id, progress)
+        write_turns(rollouts, round_id, outputs)
+        _step_counting(environment, names, rollouts, round_id, stop, None, progress)
     return rollouts
 
 
@@ -467,7 +572,10 @@ def sample_rollouts(
     seeds, sample_keys : Sequence, optional
         See :meth:`~nip_core.text.environment.TextEnvironment.reset`.
     progress : Callable[[int], None], optional
-        Called with 1 per completed turn.
+        Called with 1 per completed turn. A :class:`TurnProgress` (anything with
+        an ``expect(n)`` method) also hears the turns the schedule gives at the
+        start and those an early end takes back (:func:`expect_turns`), so a
+        progress bar can show a total.
     """
     rollouts = environment.reset(
         datapoint_indices=datapoint_indices,

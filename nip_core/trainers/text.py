@@ -65,7 +65,7 @@ from nip_core.text.backend import (
 from nip_core.text.data import draw_indices
 from nip_core.text.groups import SharedModelGroup, SharedModelGroupState
 from nip_core.text.rollouts import TextRollouts
-from nip_core.text.sampling import sample_rollouts
+from nip_core.text.sampling import TurnProgress, sample_rollouts
 from nip_core.text.stats import text_rollout_statistics
 from nip_core.trainers.base import (
     IterationContext,
@@ -371,7 +371,10 @@ class PureTextRlTrainer(Trainer):
     # ----------------------------------------------------------------------------------
     # Sampling
 
-    def _progress(self, description: str) -> tuple[Any, Callable[[int], None]]:
+    def _progress(self, description: str) -> tuple[Any, TurnProgress]:
+        """A tqdm bar of turns and the :class:`~nip_core.text.sampling.
+        TurnProgress` that moves it: its total is the turns the sampling
+        announces, which fall to the turns played as episodes end early."""
         from tqdm.auto import tqdm
 
         bar = tqdm(
@@ -386,7 +389,12 @@ class PureTextRlTrainer(Trainer):
             mininterval=0,
             miniters=1,
         )
-        return bar, bar.update
+
+        def expect(n: int) -> None:
+            bar.total = (bar.total or 0) + n
+            bar.refresh()
+
+        return bar, TurnProgress(advance=bar.update, expect=expect)
 
     def _sample_rollouts(
         self, environment: Any, datapoint_indices: Sequence[int], iteration: int

@@ -929,3 +929,23 @@ def test_sampling_progress_shows_every_turn_of_a_batch(capsys):
     finally:
         bar.close()
     assert "12turn" in capsys.readouterr().err
+
+
+def test_sampling_progress_total_is_what_the_sampling_announces(capsys):
+    from types import SimpleNamespace
+
+    from nip_core.trainers.text import PureTextRlTrainer
+
+    trainer = SimpleNamespace(settings=SimpleNamespace(show_progress=True))
+    bar, update = PureTextRlTrainer._progress(trainer, "Sampling")
+    try:
+        update.expect(20)  # the schedule's turns
+        update(5)
+        assert bar.total == 20
+        assert "5/20" in capsys.readouterr().err  # shown at once
+        update.expect(-8)  # episodes over early
+        update(7)
+        assert (bar.n, bar.total) == (12, 12)
+    finally:
+        bar.close()
+    assert "12/12" in capsys.readouterr().err

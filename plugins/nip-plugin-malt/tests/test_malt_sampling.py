@@ -168,3 +168,85 @@ def test_a_tree_needs_two_responses(instance):
         sample_response_trees(
             built.train_environment, built.agents, [0], iteration=0, num_responses=1
         )
+
+
+def _recorder():
+    from nip_core.text.sampling import TurnProgress
+
+    events = []
+    progress = TurnProgress(
+        advance=lambda n: events.append(("advance", n)),
+        expect=lambda n: events.append(("expect", n)),
+    )
+    return events, progress
+
+
+def _tree_turns_played(leaves, from_round=0):
+    """The turns of the trees (each once, however many leaves share it)."""
+    turns = set()
+    for b, key in enumerate(leaves["sample_key"]):
+        root, path = split_branch_key(key)
+        for r in range(from_round, leaves.max_rounds):
+            for a in range(leaves.num_agents):
+                if leaves["agents.active"][b, r, a]:
+                    turns.add((root, path[: r + 1], a))
+    return len(turns)
+
+
+def _check(events, played):
+    announced = advanced = 0
+    for kind, n in events:
+        if kind == "expect":
+            announced += n
+        else:
+            advanced += n
+        assert advanced <= announced, events
+    assert announced == advanced == played
+
+
+def test_progress_hears_every_turn_the_trees_can_take_then_the_cut_ones(instance):
+    # a random verifier may decide in round 0 or go on: some subtrees are cut
+    built = instance(agents={"verifier": {"is_random": True}})
+    events, progress = _recorder()
+    leaves = sample_response_trees(
+        built.train_environment,
+        built.agents,
+        [0, 1, 2, 3],
+        iteration=0,
+        num_responses=3,
+        progress=progress,
+    )
+    expected = [n for kind, n in events if kind == "expect"]
+    # the verifier on 3 nodes, the prover on 9, the verifier on 27, per tree;
+    # the random verifier's turns count (they are turns played)
+    assert expected[0] == 4 * (3 + 9 + 27)
+    assert any(n < 0 for n in expected[1:])
+    _check(events, _tree_turns_played(leaves))
+
+
+def test_progress_of_a_continued_tree_counts_from_its_level(instance):
+    built = instance()
+    saved = {}
+    whole = sample_response_trees(
+        built.train_environment,
+        built.agents,
+        [1, 2],
+        iteration=1,
+        num_responses=2,
+        on_level=lambda level, frontier: saved.setdefault(
+            level, copy.deepcopy(frontier)
+        ),
+    )
+    events, progress = _recorder()
+    sample_response_trees(
+        built.train_environment,
+        built.agents,
+        [1, 2],
+        iteration=1,
+        num_responses=2,
+        start=(2, saved[2]),
+        progress=progress,
+    )
+    # round 2 only: 8 nodes of level 2, 2 children each, the verifier's turn
+    assert events[0] == ("expect", 16)
+    _check(events, _tree_turns_played(whole, from_round=2))

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from nip_core.text.rollouts import TextRollouts
-from nip_core.text.sampling import play_round
+from nip_core.text.sampling import expect_turns, play_round
 from nip_plugin_malt.tree import BRANCH_SEPARATOR, branch_key
 
 __all__ = ["expand_level", "sample_response_trees", "tree_generation_bound"]
@@ -54,12 +54,27 @@ def tree_generation_bound(
     module docstring): model-backed agents only, no early end, no retries."""
     roots = environment.reset(datapoint_indices=datapoint_indices, iteration=iteration)
     model_agents = _model_agent_indices(agents, roots.agent_names)
-    total = 0
-    for round_id in range(roots.max_rounds):
-        active = environment.active_mask(roots, round_id).any(axis=-1)
-        turns = int(active[:, model_agents].sum())
-        total += turns * int(num_responses) ** (round_id + 1)
-    return total
+    return _tree_turns(environment, roots, model_agents, 0, num_responses)
+
+
+def _tree_turns(
+    environment: Any,
+    nodes: TextRollouts,
+    agent_indices: Sequence[int],
+    start_round: int,
+    num_responses: int,
+    as_of_round: int | None = None,
+) -> int:
+    """The turns of ``agent_indices`` in the subtrees of ``nodes`` from round
+    ``start_round`` on, before the nodes are expanded for it: ``Σ_r K^(r -
+    start_round + 1) × turns in round r``, by the schedule and the nodes' state
+    after ``as_of_round`` (default ``start_round - 1``), as if no episode ended
+    later."""
+    turns = environment.scheduled_turns(nodes, start_round, as_of_round=as_of_round)
+    per_round = turns[..., list(agent_indices)].sum(axis=(0, 2))
+    return sum(
+        int(count) * int(num_responses) ** (i + 1) for i, count in enumerate(per_round)
+    )
 
 
 def expand_level(
@@ -112,7 +127,10 @@ def sample_response_trees(
     on_level : Callable[[int, TextRollouts], None], optional
         Called with each finished level and its nodes.
     progress : Callable[[int], None], optional
-        Called with 1 per completed turn.
+        Called with 1 per completed turn. One with an ``expect(n)`` method (a
+        :class:`~nip_core.text.sampling.TurnProgress`) also hears every turn the
+        trees can take, at the start, and the turns of each subtree an early end
+        cuts off (:func:`~nip_core.text.sampling.expect_turns`).
     """
     if num_responses < 2:
         raise ValueError(
@@ -131,13 +149,44 @@ def sample_response_trees(
                 )
     else:
         level, frontier = start
+    # a progress that listens hears every turn the trees can take (all agents: a
+    # random agent's turns are counted as played too), then the subtrees an
+    # early end cuts off
+    counting = getattr(progress, "expect", None) is not None
+    everyone = list(range(frontier.num_agents))
+    if counting and level < frontier.max_rounds:
+        expect_turns(
+            progress, _tree_turns(environment, frontier, everyone, level, num_responses)
+        )
     while level < frontier.max_rounds:
         if frontier.done_before(level).all():
             environment.finish_padding(frontier, level - 1)
             level = frontier.max_rounds
         else:
             frontier = expand_level(frontier, level, num_responses)
+            before = (
+                _tree_turns(
+                    environment,
+                    frontier,
+                    everyone,
+                    level + 1,
+                    num_responses,
+                    as_of_round=level - 1,
+                )
+                if counting
+                else 0
+            )
             play_round(environment, agents, frontier, level, progress)
+            if counting:
+                after = _tree_turns(
+                    environment,
+                    frontier,
+                    everyone,
+                    level + 1,
+                    num_responses,
+                    as_of_round=level,
+                )
+                expect_turns(progress, after - before)
             level += 1
         if on_level is not None:
             on_level(level, frontier)
