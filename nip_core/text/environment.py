@@ -31,7 +31,7 @@ from nip_core.scenario.environment_base import SEED_RANGE, Environment
 from nip_core.seeding import derive_seed
 from nip_core.text.rollouts import TextRollouts
 
-__all__ = ["TextEnvironment"]
+__all__ = ["TextEnvironment", "prover_target_verdicts"]
 
 
 def _numpy(value: Any) -> np.ndarray:
@@ -250,26 +250,9 @@ class TextEnvironment(Environment):
         ).astype(np.int64)
 
     def prover_target_verdicts(self, rollouts: TextRollouts) -> dict[str, np.ndarray]:
-        """``(B,)`` per prover: the verdict it argues for (-1: none)."""
-        from nip_core.protocols.base import ProtocolStepInputs
-
-        handler = self.protocol_handler
-        B = rollouts.batch_size
-        inputs = ProtocolStepInputs.from_env_td(
-            rollouts.step_inputs(0), len(rollouts.agent_names)
-        )
-        targets = {}
-        getter = getattr(handler, "get_prover_target_verdicts", None)
-        raw = getter(inputs) if getter is not None else {}
-        for name in handler.prover_names:
-            target = raw.get(name, DECISION_ACCEPT if getter is None else None)
-            if target is None:
-                targets[name] = np.full(B, -1, dtype=np.int64)
-            else:
-                targets[name] = np.broadcast_to(
-                    _numpy(target).astype(np.int64), (B,)
-                ).copy()
-        return targets
+        """``(B,)`` per prover: the verdict it argues for (-1: none); see
+        :func:`prover_target_verdicts`."""
+        return prover_target_verdicts(self.protocol_handler, rollouts)
 
     # ----------------------------------------------------------------------------------
     # The step
@@ -382,6 +365,33 @@ class TextEnvironment(Environment):
             rollouts["done"][rows, r] = True
             rollouts["terminated"][rows, r] = rollouts["terminated"][rows, last_round]
             rollouts["agents.done"][rows, r] = True
+
+
+def prover_target_verdicts(
+    protocol_handler: Any, rollouts: TextRollouts
+) -> dict[str, np.ndarray]:
+    """``(B,)`` per prover of ``protocol_handler``: the verdict it argues for in
+    each episode of ``rollouts`` (-1: none), as the prompts state it and the
+    rewards pay it (the handler's ``get_prover_target_verdicts``; accept for a
+    handler without one)."""
+    from nip_core.protocols.base import ProtocolStepInputs
+
+    B = rollouts.batch_size
+    inputs = ProtocolStepInputs.from_env_td(
+        rollouts.step_inputs(0), len(rollouts.agent_names)
+    )
+    targets = {}
+    getter = getattr(protocol_handler, "get_prover_target_verdicts", None)
+    raw = getter(inputs) if getter is not None else {}
+    for name in protocol_handler.prover_names:
+        target = raw.get(name, DECISION_ACCEPT if getter is None else None)
+        if target is None:
+            targets[name] = np.full(B, -1, dtype=np.int64)
+        else:
+            targets[name] = np.broadcast_to(
+                _numpy(target).astype(np.int64), (B,)
+            ).copy()
+    return targets
 
 
 def _rows(rollouts: TextRollouts, episodes: Sequence[int] | None) -> np.ndarray:

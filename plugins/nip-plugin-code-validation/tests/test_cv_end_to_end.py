@@ -184,3 +184,79 @@ def test_the_scripted_model_answers_on_the_configured_verdict_scale(
     for b in range(rollouts.batch_size):
         chat = rollouts.agent_chat(b, rollouts.agent_names[verifier])
         assert verdict_correct(chat) is True
+
+
+@pytest.mark.parametrize(
+    ("protocol", "common"),
+    [
+        ("nip", {"randomize_prover_stance": True}),
+        ("debate", {}),
+        ("mnip", {}),
+        ("merlin_arthur", {}),
+        ("nip", {"shared_reward": True}),
+        ("mnip", {"shared_reward": True}),
+    ],
+    ids=[
+        "nip-randomized",
+        "debate",
+        "mnip",
+        "merlin_arthur",
+        "nip-shared",
+        "mnip-shared",
+    ],
+)
+def test_the_judge_is_told_what_each_prover_was_asked_to_argue(
+    code_validation_plugin, server, tmp_path, monkeypatch, protocol, common
+):
+    """The judge grades an argument against the aim the prover's own prompt gave
+    it (mnip's prover0 argues for reject, as its rewards have it)."""
+    import re
+
+    from nip_core.factory import build_scenario_instance
+    from nip_core.parameters import HyperParameters
+    from nip_core.text.sampling import sample_rollouts
+
+    import nip_plugin_code_validation.analysis as analysis
+    from nip_plugin_code_validation.analysis import ProverArgumentJudge
+
+    hyper_params = HyperParameters.from_dict(
+        hyper_params_dict(protocol, server.base_url, protocol_common=common)
+    )
+    instance = build_scenario_instance(hyper_params, _settings(tmp_path))
+    try:
+        rollouts = sample_rollouts(
+            instance.train_environment, instance.agents, list(range(6)), iteration=0
+        )
+    finally:
+        instance.close()
+    # what each prover's system prompt asked of it, per episode
+    asked = []
+    for b in range(rollouts.batch_size):
+        for a, agent in enumerate(rollouts.agent_names):
+            if "prover" not in agent or not rollouts["agents.active"][b, :, a].any():
+                continue
+            r = int(rollouts["agents.active"][b, :, a].argmax())
+            system = rollouts["agents.prompt"][b, r, a][0]["content"]
+            stances = set(re.findall(r"\*(accept|reject)\*", system))
+            asked.append((b, agent, stances.pop() if len(stances) == 1 else None))
+    told = []
+    render = analysis.render_template
+
+    def recording(name, **values):
+        told.append(None if values["shared_reward"] else values["stance"])
+        return render(name, **values)
+
+    monkeypatch.setattr(analysis, "render_template", recording)
+    judge = ProverArgumentJudge(hyper_params, None, "code_validation_judge")
+    try:
+        judge.analyse(rollouts)
+    finally:
+        judge.close()
+    assert told == [stance for _, _, stance in asked]
+    if common.get("shared_reward"):
+        assert told == [None] * len(asked)
+    elif protocol == "nip":  # a randomized stance: both in six episodes
+        assert set(told) == {"accept", "reject"}
+    else:
+        stances = {agent: stance for _, agent, stance in asked}
+        assert stances == {"prover0": "reject", "prover1": "accept"}

@@ -3,7 +3,9 @@
 For every prover of every episode that spoke, a text backend (the section
 ``code_validation``: ``judge_backend``, ``judge_model``; by default the run's backend
 and the verifier's model) reads the problem, the solution, the truth, the prover's
-stance and its messages (``templates/judge/prover_argument.j2``) and answers two
+stance (the verdict the protocol asked it to argue for, as its own prompt said;
+with ``protocol_common.shared_reward``, helping the verifier judge correctly) and
+its messages (``templates/judge/prover_argument.j2``) and answers two
 grades from 0 to 10: *relevant* (it discusses this code) and *truthful* (its claims
 about the code are true). Metrics per prover: ``<prover>.mean_relevant``,
 ``<prover>.mean_truthful`` (scaled to [0, 1]) and ``<prover>.unparsed_rate`` (replies
@@ -19,8 +21,10 @@ from typing import Any
 
 import numpy as np
 from nip_core.errors import BackendWarning
+from nip_core.protocols.decisions import DECISION_ACCEPT
 from nip_core.text.analysis import RolloutAnalyser
 from nip_core.text.backend import GenerationRequest, build_backend
+from nip_core.text.environment import prover_target_verdicts
 from nip_core.text.rollouts import TextRollouts
 
 from nip_plugin_code_validation.agents import STANCE_WORDS, render_template
@@ -54,6 +58,7 @@ class ProverArgumentJudge(RolloutAnalyser):
         backend = options.judge_backend or hyper_params.text_backend.name
         self.model = options.judge_model or hyper_params.agents["verifier"].model_name
         self.backend = build_backend(backend, hyper_params, settings)
+        self._protocol_handler: Any = None
 
     def close(self) -> None:
         self.backend.close()
@@ -62,6 +67,8 @@ class ProverArgumentJudge(RolloutAnalyser):
         count = rollouts.batch_size
         if self.max_episodes is not None:
             count = min(count, int(self.max_episodes))
+        targets = self._prover_targets(rollouts)
+        shared_reward = bool(self.hyper_params.protocol_common.shared_reward)
         jobs: list[tuple[str, str]] = []
         requests = []
         for b in range(count):
@@ -78,12 +85,15 @@ class ProverArgumentJudge(RolloutAnalyser):
                 ]
                 if not messages:
                     continue
-                stance = self._stance(rollouts, b, agent)
+                target = int(targets[agent][b]) if agent in targets else -1
+                # as the prover's own prompt has it: no stance, accept
+                stance = STANCE_WORDS[target if target >= 0 else DECISION_ACCEPT]
                 prompt = render_template(
                     "judge/prover_argument.j2",
                     question=datapoint["question"],
                     solution=str(datapoint["solution"]).rstrip(),
                     stance=stance,
+                    shared_reward=shared_reward,
                     truth="correct" if int(datapoint["y"]) == 1 else "incorrect",
                     messages=messages,
                 )
@@ -123,13 +133,14 @@ class ProverArgumentJudge(RolloutAnalyser):
                 )
         return out
 
-    def _stance(self, rollouts: TextRollouts, b: int, agent: str) -> str:
-        provers = [n for n in rollouts.agent_names if "prover" in n]
-        protocol = str(self.hyper_params.interaction_protocol)
-        if len(provers) == 1:
-            if "prover_stance" in rollouts:
-                return STANCE_WORDS[int(rollouts["prover_stance"][b])]
-            return "accept"
-        if protocol == "mnip":
-            return "accept"
-        return "reject" if agent == provers[0] else "accept"
+    def _prover_targets(self, rollouts: TextRollouts) -> dict[str, np.ndarray]:
+        """The verdict each prover argued for in each episode: what the
+        protocol's rewards pay and the prover's prompt asked for (a randomized
+        stance from the episode's seed, or its recorded ``prover_stance``)."""
+        if self._protocol_handler is None:
+            from nip_core.protocols.factory import build_protocol_handler
+
+            self._protocol_handler = build_protocol_handler(
+                self.hyper_params, self.settings
+            )
+        return prover_target_verdicts(self._protocol_handler, rollouts)

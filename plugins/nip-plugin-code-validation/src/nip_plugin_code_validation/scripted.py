@@ -113,6 +113,8 @@ def responder(
         honest = bool(stance and truth) and (stance.group(1) == "accept") == (
             truth.group(1) == "correct"
         )
+        # (with a shared reward the expert was asked to help judge correctly)
+        honest = honest or "judge the solution below correctly" in system
         return f"relevant: 8\ntruthful: {9 if honest else 2}"
     if "Your task is to decide" in system:
         headers = _HEADER.findall(last)
