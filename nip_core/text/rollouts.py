@@ -57,8 +57,10 @@ from nip_core.runs.io import atomic_write_text
 
 __all__ = [
     "DECISION_NAMES",
+    "RETURN_DECIMALS",
     "ROLLOUT_FORMAT",
     "TextRollouts",
+    "exact_returns",
     "plain",
 ]
 
@@ -118,6 +120,30 @@ def plain(value: Any) -> Any:
 
 def _key(key: str | tuple[str, ...]) -> str:
     return ".".join(key) if isinstance(key, tuple) else key
+
+
+RETURN_DECIMALS = 9
+"""Returns within float rounding of a decimal of this many places are that
+decimal (:func:`exact_returns`)."""
+
+
+def exact_returns(values: Any) -> np.ndarray:
+    """Returns (or means of returns) that are a decimal of at most
+    :data:`RETURN_DECIMALS` places up to float rounding (``1e-12``, relative
+    above 1), as that decimal; any other value as it is.
+
+    Each reward is the configured decimal (the environment reads the protocol's
+    float32 rewards back as the decimals they stand for), but a float sum of
+    several is not: three continues at ``-0.2`` and a right verdict gave
+    ``0.3999999999999999``, so an expert iteration threshold of ``0.4`` left the
+    episode out, and MALT's labels at a mid-point moved likewise. Such a return
+    is the decimal it adds up to here, so thresholds and mid-points compare with
+    it as configured.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    rounded = np.round(values, RETURN_DECIMALS)
+    near = np.abs(values - rounded) <= 1e-12 * np.maximum(1.0, np.abs(values))
+    return np.where(near, rounded, values)
 
 
 class TextRollouts(Mapping[str, np.ndarray]):
@@ -244,8 +270,9 @@ class TextRollouts(Mapping[str, np.ndarray]):
 
     @property
     def episode_reward(self) -> np.ndarray:
-        """``(B, A)``: each agent's return (sum of its rewards)."""
-        return self._data["agents.reward"].sum(axis=1)
+        """``(B, A)``: each agent's return (sum of its rewards), as
+        :func:`exact_returns` gives it."""
+        return exact_returns(self._data["agents.reward"].sum(axis=1))
 
     def done_before(self, round_id: int) -> np.ndarray:
         """``(B,)``: whether each episode was over before ``round_id``."""

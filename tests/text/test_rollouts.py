@@ -103,6 +103,20 @@ def test_derived_quantities():
     assert rollouts.episode_reward.tolist() == [[1.0, 1.0 / 3.0], [0.0, -1.0]]
 
 
+def test_returns_are_the_decimals_their_rewards_add_up_to():
+    from nip_core.text.rollouts import exact_returns
+
+    sums = [0.7 + 0.1, -0.2 + -0.2 + -0.2 + 1.0, 0.1 * 3, 1234.5 + 0.1]
+    assert sums[:3] == [0.7999999999999999, 0.3999999999999999, 0.30000000000000004]
+    assert exact_returns(sums).tolist() == [0.8, 0.4, 0.3, 1234.6]
+    # anything else stays as it is: a third, decimals of more than 9 places
+    others = [1.0 / 3.0, 1.234567e-5, -2.0 / 7.0, 0.0, -1.0]
+    assert exact_returns(others).tolist() == others
+    rollouts = make_rollouts()
+    rollouts["agents.reward"][0, :, 0] = [-0.2, -0.2, -0.2 + 1.0]
+    assert rollouts.episode_reward[0, 0] == 0.4
+
+
 def test_jsonl_round_trip_is_exact(tmp_path):
     rollouts = make_rollouts()
     rollouts["prover_stance"] = [1, 0]

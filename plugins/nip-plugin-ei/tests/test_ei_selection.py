@@ -60,6 +60,15 @@ def test_threshold_keeps_the_episodes_at_or_above_it(rollouts):
     ]
 
 
+def test_a_return_that_adds_up_to_the_threshold_is_kept():
+    # 0.7 + 0.1 is 0.7999999999999999 as a float sum
+    rollouts = prover_verifier_rollouts([0.0] * 3, [0.0] * 3, [1] * 3, [1] * 3)
+    rollouts["agents.reward"][:, :, 1] = [[0.7, 0.1], [0.7, 0.05], [0.1, 0.7]]
+    assert rollouts.episode_reward[:, 1].tolist() == [0.8, 0.75, 0.8]
+    verifier = select(rollouts, "verifier", SelectionRule(reward_threshold=0.8))
+    assert verifier.selected == (0, 2)
+
+
 def test_examples_are_the_agents_last_chat_ending_on_its_own_message(rollouts):
     [chat, *_] = select(rollouts, "verifier").examples
     assert chat == [

@@ -103,6 +103,25 @@ def test_with_branches_an_ended_branch_weighs_as_much_as_its_siblings():
     assert trees.value("b/0/0", "verifier") == pytest.approx(0.0)
 
 
+@pytest.mark.parametrize("node_value", ["leaves", "branches"])
+def test_a_value_that_adds_up_to_the_mid_point_is_positive(node_value):
+    # as floats, (0.1 + 0.7) / 2 and (0.1 + 0.1 + 0.7 + 0.7) / 4 are both
+    # 0.39999999999999997, and so is the mid-point given: all three are 0.4
+    leaves = {
+        "c/0/0#0.0": {"returns": (0.1, 1.0)},
+        "c/0/0#0.1": {"returns": (0.1, 1.0)},
+        "c/0/0#1.0": {"returns": (0.7, 1.0)},
+        "c/0/0#1.1": {"returns": (0.7, 1.0)},
+    }
+    trees = ResponseForest(
+        hand_built_trees(leaves, 2), ((0.1 + 0.7) / 2, 0.0), node_value=node_value
+    )
+    assert trees.value("c/0/0", "prover") == 0.4
+    assert trees.is_positive("c/0/0", "prover") is True
+    assert trees.is_positive("c/0/0#0", "prover") is False
+    assert trees.is_positive("c/0/0#1", "prover") is True
+
+
 def test_an_unknown_node_value_rule_is_refused():
     with pytest.raises(ValueError, match="node_value must be one of leaves, branches"):
         forest(TREE_A, node_value="children")

@@ -26,6 +26,9 @@ Value
 Label
     Positive iff the value is at least ``a``'s reward mid-point (the middle of its
     return range, ``protocol_handler.reward_mid_point_estimate``), else negative.
+    Values and mid-points are compared as the decimals they add up to
+    (:func:`nip_core.text.rollouts.exact_returns`): a mean of returns that adds up
+    to the mid-point is at it, not a float rounding below.
 Preference pair
     At each node whose children are a turn of ``a`` (``a`` is active in their
     round), the root included: when the children hold both a positive and a
@@ -49,7 +52,7 @@ import numpy as np
 
 from nip_core.seeding import derive_seed
 from nip_core.text.backend import PreferenceExample
-from nip_core.text.rollouts import TextRollouts
+from nip_core.text.rollouts import TextRollouts, exact_returns
 from nip_plugin_malt.parameters import NODE_VALUES
 
 __all__ = [
@@ -220,7 +223,8 @@ class ResponseForest:
                 f"node_value must be one of {', '.join(NODE_VALUES)}, "
                 f"got {node_value!r}"
             )
-        mid = np.asarray(mid_points, dtype=np.float64)
+        # compared as decimals, as the values are (exact_returns)
+        mid = exact_returns(mid_points)
         if mid.shape != (rollouts.num_agents,):
             raise ValueError(
                 f"one reward mid-point per agent is needed ({rollouts.num_agents}), "
@@ -276,9 +280,11 @@ class ResponseForest:
         for node in sorted(self.nodes.values(), key=lambda n: -len(n.path)):
             node.children.sort(key=lambda child: child.path[-1])
             if node.children and node_value == "leaves":
-                node.value = returns[node.episodes].astype(np.float64).mean(axis=0)
+                node.value = exact_returns(returns[node.episodes].mean(axis=0))
             elif node.children:
-                node.value = np.mean([child.value for child in node.children], axis=0)
+                node.value = exact_returns(
+                    np.mean([child.value for child in node.children], axis=0)
+                )
             node.positive = node.value >= self.mid_points
 
     # ----------------------------------------------------------------------------------
