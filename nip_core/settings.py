@@ -55,20 +55,30 @@ SECRET_NAME_ENDINGS: tuple[str, ...] = (
 _TOKEN_LIKE = re.compile(r"[A-Za-z0-9_\-.:+=]{8,}")
 
 
+_DECLARED_SECRET_ENV_VARS: set[str] = set()
+
+
+def declare_secret_env_var(name: str) -> None:
+    """Say that the environment variable ``name`` holds a credential, whatever
+    its name: a parameter naming the variable its key comes from
+    (``openai_backend.api_key_env: LLM_KEY``) declares it when it is built, and
+    :func:`redact_secrets` hides its value from then on, in this process."""
+    _DECLARED_SECRET_ENV_VARS.add(str(name))
+
+
 def secret_env_vars() -> tuple[str, ...]:
     """The environment variables whose values :func:`redact_secrets` hides:
-    :data:`SECRET_ENV_VARS`, and every variable set whose name ends in one of
-    :data:`SECRET_NAME_ENDINGS` and whose value looks like a key (one word of
-    letters, digits and ``_-.:+=``: not a path or a URL, which settings hold
-    legitimately)."""
-    named = [
+    :data:`SECRET_ENV_VARS`, those declared (:func:`declare_secret_env_var`), and
+    every variable set whose name ends in one of :data:`SECRET_NAME_ENDINGS` and
+    whose value looks like a key (one word of letters, digits and ``_-.:+=``: not
+    a path or a URL, which settings hold legitimately)."""
+    named = {
         name
         for name, value in os.environ.items()
-        if name.upper().endswith(SECRET_NAME_ENDINGS)
-        and name not in SECRET_ENV_VARS
-        and _TOKEN_LIKE.fullmatch(value)
-    ]
-    return (*SECRET_ENV_VARS, *sorted(named))
+        if name.upper().endswith(SECRET_NAME_ENDINGS) and _TOKEN_LIKE.fullmatch(value)
+    }
+    named |= _DECLARED_SECRET_ENV_VARS
+    return (*SECRET_ENV_VARS, *sorted(named - set(SECRET_ENV_VARS)))
 
 
 def redact_secrets(data: Any) -> Any:

@@ -514,9 +514,26 @@ def _top_level_primary(config_name: str) -> str:
     return name
 
 
+_URL_CREDENTIALS = re.compile(r"(://)[^/@\s]*@")
+
+
 def display_override(text: str) -> str:
-    """An override as the user wrote it (without the ``++`` nip may have added)."""
-    return text[2:] if text.startswith("++") else text
+    """An override as the user wrote it (without the ``++`` nip may have added),
+    with any secret hidden, as the config's own messages hide it: a value of
+    ``*api_key_env`` that is not a variable name (the key itself) shown by its
+    first characters, a URL's ``user:password@`` as ``***@``, and the value of any
+    credential variable (:func:`nip_core.settings.redact_secrets`) as its name.
+    Sweep messages and the sweep's manifest show overrides this way."""
+    from nip_core.parameters.text import _ENV_NAME, _masked
+    from nip_core.settings import redact_secrets
+
+    text = text[2:] if text.startswith("++") else text
+    key, equals, value = text.partition("=")
+    if equals:
+        if key.endswith("api_key_env") and not _ENV_NAME.fullmatch(value):
+            value = _masked(value)
+        text = key + equals + _URL_CREDENTIALS.sub(r"\1***@", value)
+    return redact_secrets(text)
 
 
 def compose(

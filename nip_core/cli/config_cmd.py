@@ -163,16 +163,27 @@ def load_config_file(path: Path) -> dict[str, Any]:
         )
     if not path.is_file():
         raise NipConfigError(ConfigProblem(path="", message=f"no such file: {path}"))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise NipConfigError(
+            ConfigProblem(
+                path="",
+                message=f"cannot read the config {path}: {error} (save it as UTF-8)"
+                if isinstance(error, UnicodeDecodeError)
+                else f"cannot read the config {path}: {error}",
+            )
+        ) from None
     if path.suffix == ".json":
         try:
-            data = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as error:
+            data = json.loads(text)
+        except ValueError as error:
             raise NipConfigError(
                 ConfigProblem(path="", message=f"{path} is not valid JSON: {error}")
             ) from None
     else:
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.safe_load(text)
         except yaml.YAMLError as error:
             raise NipConfigError(
                 ConfigProblem(

@@ -357,6 +357,14 @@ def format_analysis_record(record: Mapping[str, Any]) -> str:
     )
 
 
+def _shown(message: object) -> str:
+    """An error as printed: a credential's value in it (a key pasted into a
+    setting, echoed as the bad value) shown as its variable's name."""
+    from nip_core.settings import redact_secrets
+
+    return redact_secrets(str(message))
+
+
 def main(argv: Sequence[str] | None = None, *, ends_process: bool = False) -> int:
     """Run the ``nip`` command; return its exit status.
 
@@ -389,7 +397,7 @@ def main(argv: Sequence[str] | None = None, *, ends_process: bool = False) -> in
             import traceback
 
             traceback.print_exc()
-        print(f"nip: error: {error}", file=sys.stderr)
+        print(f"nip: error: {_shown(error)}", file=sys.stderr)
         return (
             EXIT_CONFIG_ERROR
             if isinstance(error, NipConfigError | UsageError)
@@ -414,7 +422,7 @@ def main(argv: Sequence[str] | None = None, *, ends_process: bool = False) -> in
             import traceback
 
             traceback.print_exc()
-        print(f"nip: error: {message}", file=sys.stderr)
+        print(f"nip: error: {_shown(message)}", file=sys.stderr)
         return EXIT_ERROR
 
 

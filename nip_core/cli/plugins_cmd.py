@@ -34,7 +34,10 @@ def install_plugin_warning_format() -> None:
 
     def formatwarning(message, category, filename, lineno, line=None):
         if issubclass(category, PluginWarning | NipWarning):
-            return f"nip: warning: {message}\n"
+            from nip_core.settings import redact_secrets
+
+            # (a credential's value shown as its variable's name)
+            return f"nip: warning: {redact_secrets(str(message))}\n"
         return current(message, category, filename, lineno, line)
 
     formatwarning._nip_plugin_format = True  # type: ignore[attr-defined]

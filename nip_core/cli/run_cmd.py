@@ -275,11 +275,13 @@ def run_sweep(
         f"succeeded{note}; Hydra's job configs and logs are in {sweep_dir}",
         file=stream,
     )
+    from nip_core.settings import redact_secrets
+
     for job, outcome in failed:
         print(
             f"  job {job.hydra_cfg.hydra.job.num} "
             f"[{' '.join(map(composer.display_override, job.overrides))}] "
-            f"failed: {outcome.error}",
+            f"failed: {redact_secrets(str(outcome.error))}",
             file=stream,
         )
         if debug and outcome.traceback:

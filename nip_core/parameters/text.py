@@ -406,6 +406,13 @@ class OpenAiBackendParameters(SubParameters):
         default="auto", metadata=resume_overridable()
     )
 
+    def __attrs_post_init__(self) -> None:
+        if isinstance(self.api_key_env, str) and _ENV_NAME.fullmatch(self.api_key_env):
+            # its value is a key whatever the name: never saved or shown
+            from nip_core.settings import declare_secret_env_var
+
+            declare_secret_env_var(self.api_key_env)
+
     def resolved_from_environment(self) -> OpenAiBackendParameters:
         """With ``base_url`` null (and no ``base_urls``), the endpoint of
         ``$OPENAI_BASE_URL`` written in: a run saves the endpoint it used, and its

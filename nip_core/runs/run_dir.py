@@ -92,7 +92,8 @@ def iter_metric_records(
 ) -> Iterator[tuple[int, dict]]:
     """The records of a ``metrics.jsonl`` with their line numbers (from 0): blank
     lines, a line that is not valid JSON (the last line of a run killed while
-    writing) and lines that are not objects are passed over. Nothing for a
+    writing; a line that is not UTF-8) and lines that are not objects are passed
+    over. Nothing for a
     missing file.
 
     ``damaged``, when given, receives the numbers (from 1) of the lines that are
@@ -100,15 +101,15 @@ def iter_metric_records(
     newline): lines damaged after they were written."""
     if not os.path.isfile(path):
         return
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         lines = f.readlines()
-    for index, line in enumerate(lines):
-        if not line.strip():
+    for index, raw in enumerate(lines):
+        if not raw.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if damaged is not None and (index < len(lines) - 1 or line.endswith("\n")):
+            record = json.loads(raw.decode("utf-8"))
+        except ValueError:  # not JSON, or not UTF-8
+            if damaged is not None and (index < len(lines) - 1 or raw.endswith(b"\n")):
                 damaged.append(index + 1)
             continue
         if isinstance(record, dict):

@@ -345,9 +345,11 @@ class RetryPolicy:
     ) -> float:
         """The wait before retry ``retry`` (from 0); at least ``retry_after`` (what
         the endpoint asked for) up to ``max_delay``."""
-        backoff = min(self.max_delay, self.initial_delay * 2**retry) * rng.uniform(
-            0.5, 1.5
-        )
+        # (the exponent capped: 2.0**1024 overflows, and the cap is reached long
+        # before for any delay a run would use)
+        backoff = min(
+            self.max_delay, self.initial_delay * 2.0 ** min(retry, 512)
+        ) * rng.uniform(0.5, 1.5)
         if retry_after is None or not retry_after > 0:
             return backoff
         return max(backoff, min(self.max_delay, retry_after))

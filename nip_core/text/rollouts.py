@@ -521,9 +521,28 @@ class TextRollouts(Mapping[str, np.ndarray]):
 
     @classmethod
     def load_jsonl(cls, path: str | Path) -> TextRollouts:
-        """Read what :meth:`save_jsonl` wrote."""
-        with open(path, encoding="utf-8") as f:
-            episodes = [json.loads(line) for line in f if line.strip()]
+        """Read what :meth:`save_jsonl` wrote.
+
+        Raises
+        ------
+        CheckpointError
+            When a line is not an episode's JSON (a damaged file), naming the file
+            and the line.
+        """
+        from nip_core.errors import CheckpointError
+
+        episodes = []
+        with open(path, "rb") as f:
+            for number, raw in enumerate(f, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    episodes.append(json.loads(raw.decode("utf-8")))
+                except ValueError as error:  # UnicodeDecodeError included
+                    raise CheckpointError(
+                        f"{path} is damaged at line {number} ({error}): its "
+                        "rollouts cannot be read; put a good copy back"
+                    ) from None
         return cls.from_episode_dicts(episodes)
 
     # ----------------------------------------------------------------------------------

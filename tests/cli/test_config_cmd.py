@@ -260,6 +260,13 @@ def test_validate_reports_problems_of_a_file(toy_plugin, capsys, tmp_path):
     assert main(["config", "validate", str(tmp_path)]) == 2
     _, err = capsys.readouterr()
     assert f"{tmp_path} is a directory; name a config file" in err
+    # a file saved in another encoding than UTF-8 (a Latin-1 comment)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"# caf\xe9 config\nseed: 3\n")
+    assert main(["config", "validate", str(latin)]) == 2
+    _, err = capsys.readouterr()
+    assert f"cannot read the config {latin}: 'utf-8' codec can't decode" in err
+    assert "(save it as UTF-8)" in err and "Traceback" not in err
 
 
 def test_plain_override_sets_a_key_the_yaml_does_not_hold(toy_plugin, capsys):

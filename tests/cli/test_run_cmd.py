@@ -94,6 +94,42 @@ def test_sweep_is_validated_before_any_job_runs(toy_plugin, recorded_runs, capsy
     assert recorded_runs == []
 
 
+def test_a_sweep_shows_no_credential_a_job_was_given(
+    toy_plugin, recorded_runs, capsys, monkeypatch
+):
+    """The job label repeats the overrides: a key pasted into one (here the bad
+    value itself) is shown as its variable's name, as the run's files hold it."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-abcdefghijkl1234XYZ")
+    status = main(
+        ["run", "-m", "-c", "toy/exp", "toy_section.mode=sk-abcdefghijkl1234XYZ"]
+    )
+    _, err = capsys.readouterr()
+    assert status == 2
+    assert "sk-abcdefghijkl1234XYZ" not in err
+    assert "[job: toy_section.mode=<OPENAI_API_KEY>]" in err
+    assert recorded_runs == []
+
+
+def test_display_override_hides_what_the_config_messages_hide(monkeypatch):
+    from nip_core.cli.compose import display_override
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-envkey-123456")
+    assert (
+        display_override("++openai_backend.api_key_env=sk-abcdefghijkl1234XYZ")
+        == "openai_backend.api_key_env=sk-a... (22 characters)"
+    )
+    assert display_override("openai_backend.api_key_env=LLM_KEY") == (
+        "openai_backend.api_key_env=LLM_KEY"
+    )
+    assert display_override(
+        "openai_backend.base_url=http\\://user\\:sk-URL123@127.0.0.1\\:9/v1"
+    ) == ("openai_backend.base_url=http\\://***@127.0.0.1\\:9/v1")
+    assert display_override("run.wandb_tags=[a,sk-envkey-123456]") == (
+        "run.wandb_tags=[a,<OPENAI_API_KEY>]"
+    )
+    assert display_override("seed=1,2") == "seed=1,2"
+
+
 def test_sweep_refuses_a_fixed_run_id(toy_plugin, recorded_runs, capsys):
     status = main(["run", "-m", "-c", "toy/exp", "seed=1,2", "run.run_id=fixed"])
     _, err = capsys.readouterr()

@@ -96,6 +96,23 @@ def test_settings_hide_any_credential_variable(monkeypatch):
     assert saved["wandb_tags"] == ["<LAB_GATEWAY_TOKEN>", "https://gateway.example"]
 
 
+def test_the_variable_a_backend_takes_its_key_from_is_hidden_whatever_its_name(
+    monkeypatch,
+):
+    """``openai_backend.api_key_env: LLM_KEY``: not named like a credential, but
+    the run's key; building the section declares it."""
+    import nip_core.settings as settings_module
+    from nip_core.parameters.text import OpenAiBackendParameters
+
+    monkeypatch.setattr(settings_module, "_DECLARED_SECRET_ENV_VARS", set())
+    monkeypatch.setenv("LLM_KEY", "sk-OTHERSECRET1234567890")
+    pasted = ExperimentSettings(wandb_tags=["a", "sk-OTHERSECRET1234567890"])
+    assert pasted.to_dict()["wandb_tags"] == ["a", "sk-OTHERSECRET1234567890"]
+    OpenAiBackendParameters(api_key_env="LLM_KEY")
+    assert "LLM_KEY" in settings_module.secret_env_vars()
+    assert pasted.to_dict()["wandb_tags"] == ["a", "<LLM_KEY>"]
+
+
 def test_wandb_mode_resolution(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
@@ -252,6 +269,17 @@ def test_jsonl_logger_writes_lines_and_truncates_on_resume(tmp_path):
         warnings.simplefilter("error")  # a kill's half line is no loss to warn of
         JsonlLogger(run_dir, settings, {}, resume_from_step=2).finish()
     assert [r["step"] for r in run_dir.read_metrics()] == [0, 1]
+
+
+def test_a_metrics_line_that_is_not_utf8_is_a_damaged_line(tmp_path):
+    from nip_core.runs.run_dir import iter_metric_records
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"step": 0}\n{"step": 1, "note": "caf\xe9"}\n{"step": 2}\n')
+    damaged = []
+    records = list(iter_metric_records(path, damaged=damaged))
+    assert records == [(0, {"step": 0}), (2, {"step": 2})]
+    assert damaged == [2]
 
 
 def test_records_lost_before_the_resume_point_are_said(tmp_path):

@@ -471,6 +471,14 @@ def test_retry_delays_grow_and_are_capped():
     assert delays[4] >= 2.0
 
 
+def test_a_retry_after_many_waits_the_cap():
+    # 2**1024 is no float: the backoff once overflowed after 1024 retries
+    policy = RetryPolicy(max_retries=5000, initial_delay=1.0, max_delay=60.0)
+    rng = random.Random(0)
+    for retry in (1023, 1024, 4999):
+        assert 30.0 <= policy.delay(retry, rng) <= 90.0
+
+
 def test_a_retry_waits_at_least_what_the_endpoint_asks_up_to_the_cap():
     policy = RetryPolicy(max_retries=3, initial_delay=1.0, max_delay=60.0)
     rng = random.Random(0)

@@ -117,6 +117,21 @@ def test_returns_are_the_decimals_their_rewards_add_up_to():
     assert rollouts.episode_reward[0, 0] == 0.4
 
 
+def test_a_damaged_rollouts_file_is_named_with_its_line(tmp_path):
+    from nip_core.errors import CheckpointError
+
+    path = make_rollouts().save_jsonl(tmp_path / "iter_000000.jsonl")
+    text = path.read_bytes()
+    path.write_bytes(text + b'{"bad')
+    with pytest.raises(
+        CheckpointError, match=r"iter_000000.jsonl is damaged at line 3"
+    ):
+        TextRollouts.load_jsonl(path)
+    path.write_bytes(b"\xff" + text)
+    with pytest.raises(CheckpointError, match=r"is damaged at line 1 \('utf-8' codec"):
+        TextRollouts.load_jsonl(path)
+
+
 def test_jsonl_round_trip_is_exact(tmp_path):
     rollouts = make_rollouts()
     rollouts["prover_stance"] = [1, 0]
