@@ -218,8 +218,9 @@ class Registry(Generic[R], Mapping[str, R]):
             return UnknownKeyError(message, key=str(key), known=())
         message = f"unknown {_label(self._kind)} {key!r}"
         suggestion = closest_key(key, known) if isinstance(key, str) else None
-        if suggestion is not None:
-            message += f"; did you mean {suggestion!r}?"
+        message += (
+            f"; did you mean {suggestion!r}?" if suggestion is not None else "."
+        )
         shown = ", ".join(known[:_MAX_KEYS_SHOWN])
         if len(known) > _MAX_KEYS_SHOWN:
             shown += f", ... ({len(known) - _MAX_KEYS_SHOWN} more)"

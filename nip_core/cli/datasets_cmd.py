@@ -180,7 +180,13 @@ def _builder_spec(scenario: str) -> Any:
         )
     hint = missing_key_hint("dataset_builder", scenario)
     if hint is None:
-        return builders[scenario]  # the registry's unknown-key error
+        from nip_core.errors import UnknownKeyError, UsageError
+
+        try:
+            return builders[scenario]
+        except UnknownKeyError as error:
+            # a name given on the command line: a usage error (exit status 2)
+            raise UsageError(str(error)) from None
     raise MissingPluginError(f"no dataset builder for scenario {scenario!r}: {hint}")
 
 

@@ -65,9 +65,10 @@ def test_generate_help_lists_the_builder_options(toy_plugin, builder_calls, caps
 
 
 def test_generate_for_a_scenario_without_builder(toy_plugin, builder_calls, capsys):
-    assert main(["datasets", "generate", "chess", "x"]) == 1
+    # an unknown scenario named on the command line: a usage error
+    assert main(["datasets", "generate", "chess", "x"]) == 2
     err = capsys.readouterr().err
-    assert "chess" in err and "toy" in err
+    assert "unknown dataset builder 'chess'. Known dataset builders: toy." in err
     assert builder_calls == []
 
 
