@@ -218,9 +218,7 @@ class Registry(Generic[R], Mapping[str, R]):
             return UnknownKeyError(message, key=str(key), known=())
         message = f"unknown {_label(self._kind)} {key!r}"
         suggestion = closest_key(key, known) if isinstance(key, str) else None
-        message += (
-            f"; did you mean {suggestion!r}?" if suggestion is not None else "."
-        )
+        message += f"; did you mean {suggestion!r}?" if suggestion is not None else "."
         shown = ", ".join(known[:_MAX_KEYS_SHOWN])
         if len(known) > _MAX_KEYS_SHOWN:
             shown += f", ... ({len(known) - _MAX_KEYS_SHOWN} more)"
