@@ -544,6 +544,29 @@ class ProtocolHandler(ABC):
                             f"{channel_name!r} in round {round_id} but cannot see it"
                         )
         if not self.verifier_turn_rounds:
+            section = self.parameter_section
+            first = self._first_verifier_round_after(max_rounds)
+            if section and first is not None:
+                # the rounds come from the user's config: too few of them
+                raise NipConfigError(
+                    ConfigProblem(
+                        path=f"{section}.max_message_rounds",
+                        message=(
+                            f"{owner}: the verifier never gets a turn in rounds 0 "
+                            f"to {max_rounds - 1} (with these settings its first "
+                            f"turn is round {first}), so no episode could end "
+                            "with a verdict. Set max_message_rounds to at least "
+                            f"{first + 1}"
+                            + (
+                                ""
+                                if self.protocol_common.verifier_first
+                                else ", or let the verifier go first "
+                                "(protocol_common.verifier_first=true)"
+                            )
+                        ),
+                        value=max_rounds,
+                    )
+                )
             raise ProtocolSpecificationError(
                 f"{owner}: no verifier is ever active in rounds 0 to {max_rounds - 1}"
             )
@@ -580,6 +603,26 @@ class ProtocolHandler(ABC):
                 )
             )
         self._warn_about_wasted_rounds()
+
+    def _first_verifier_round_after(self, start: int, span: int = 64) -> int | None:
+        """The first round from ``start`` in which a deterministic schedule
+        (``is_agent_active``, unbounded by ``max_message_rounds``) lets a verifier
+        act, looking ``span`` rounds ahead; ``None`` when there is none or the
+        schedule cannot say."""
+        is_active = getattr(self, "is_agent_active", None)
+        if is_active is None:
+            return None
+        for round_id in range(start, start + span):
+            try:
+                if any(
+                    is_active(name, round_id, channel)
+                    for name in self.verifier_names
+                    for channel in self.message_channel_names
+                ):
+                    return round_id
+            except Exception:  # noqa: BLE001 - a schedule defined up to its rounds
+                return None
+        return None
 
     def _warn_about_wasted_rounds(self) -> None:
         if not self.warn_about_wasted_rounds:

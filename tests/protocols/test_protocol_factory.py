@@ -281,5 +281,9 @@ def test_a_protocol_its_settings_make_unplayable_names_its_section(synthetic):
             nip_protocol={"max_message_rounds": 1, "min_message_rounds": 1},
         )
     (problem,) = info.value.problems
-    assert problem.path == "nip_protocol"
-    assert "no verifier is ever active" in problem.message
+    assert problem.path == "nip_protocol.max_message_rounds"
+    assert problem.value == 1
+    assert problem.message.endswith(
+        "Set max_message_rounds to at least 2, or let the verifier go first "
+        "(protocol_common.verifier_first=true)"
+    )

@@ -554,9 +554,47 @@ def test_plugin_sections_reach_the_handler() -> None:
         _SectionReadingToy.from_sections()
 
 
-def test_a_schedule_without_a_verifier_turn_is_refused() -> None:
-    with pytest.raises(ProtocolSpecificationError, match="no verifier is ever active"):
-        NipProtocolHandler.from_sections(
-            protocol_common={"verifier_first": False},
-            nip_protocol={"max_message_rounds": 1},
-        )
+@pytest.mark.parametrize(
+    ("handler", "section", "sections", "first_turn"),
+    [
+        ("nip", "nip_protocol", {"max_message_rounds": 1}, 1),
+        # sequential: prover0, prover1, then the verifier
+        ("mnip", "mnip_protocol", {"max_message_rounds": 2, "sequential": True}, 2),
+        ("debate", "debate_protocol", {"max_message_rounds": 2, "sequential": True}, 2),
+    ],
+)
+def test_round_limits_without_a_verifier_turn_name_the_rounds_needed(
+    handler, section, sections, first_turn
+) -> None:
+    """The rounds come from the user's config: a config error on
+    max_message_rounds with the smallest value that gives the verifier a turn."""
+    import warnings
+
+    from nip_core.errors import NipConfigError
+    from nip_core.protocols.main_protocols import (
+        DebateProtocolHandler,
+        MnipProtocolHandler,
+    )
+
+    cls = {
+        "nip": NipProtocolHandler,
+        "mnip": MnipProtocolHandler,
+        "debate": DebateProtocolHandler,
+    }[handler]
+    limits = {**sections, "min_message_rounds": 1}
+    common = {"verifier_first": False}
+    with pytest.raises(NipConfigError) as caught:
+        cls.from_sections(protocol_common=common, **{section: limits})
+    (problem,) = caught.value.problems
+    assert problem.path == f"{section}.max_message_rounds"
+    assert problem.value == sections["max_message_rounds"]
+    assert f"with these settings its first turn is round {first_turn}" in (
+        problem.message
+    )
+    assert f"Set max_message_rounds to at least {first_turn + 1}" in problem.message
+    # the value it names is accepted
+    limits["max_message_rounds"] = first_turn + 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        handler = cls.from_sections(protocol_common=common, **{section: limits})
+    assert handler.verifier_turn_rounds == (first_turn,)
