@@ -305,8 +305,9 @@ def _draw_group(
     means = [e.mean for _, e in aggregated]
     half = [e.half_width for _, e in aggregated]
     lower, upper = interval_bounds(means, half, bounds)
-    if test and len(steps) <= 3:
-        # Groups' test points share a step: shift them apart so none hides another
+    if test and all(len(one) <= 1 for one in series):
+        # Runs that tested once (at the end): markers with error bars. Groups' test
+        # points share a step: shift them apart so none hides another
         ax.errorbar(
             [step + x_offset for step in steps],
             means,

@@ -10,7 +10,10 @@ the core registers three cheap, scenario-free ones:
     the messages it sent.
 ``decisions``
     How verdicts were reached: the share of episodes accepted, rejected, ended
-    neither way and ended by the round limit, and the mean round of the verdict.
+    neither way, without a verdict (``no_verdict_rate``) and cut off by the round
+    limit (``round_limit_rate``: no verdict by the last round; an episode ended
+    earlier, by an invalid response under a penalty, is not), and the mean round
+    of the verdict.
 ``invalid_responses``
     Per agent: the share of turns that were invalid after every retry, that needed a
     retry, and the mean number of retries.
@@ -33,6 +36,7 @@ This module imports without torch.
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -43,6 +47,10 @@ import numpy as np
 from nip_core.errors import NipConfigError
 from nip_core.runs.io import json_safe
 from nip_core.text.rollouts import TextRollouts
+
+_ROLLOUTS_FILE = re.compile(r"(?:([a-z]+)_)?iter_\d+\.jsonl")
+"""A trainer's rollouts file: ``iter_000003.jsonl``, ``<split>_iter_000003.jsonl``
+(the split, when not train, in the group)."""
 
 __all__ = [
     "DecisionAnalyser",
@@ -115,7 +123,13 @@ class DecisionAnalyser(RolloutAnalyser):
 
     def analyse(self, rollouts: TextRollouts) -> dict[str, float]:
         verdict = rollouts["verdict"]
-        ended_by_limit = rollouts["terminated"].any(axis=1) & (verdict < 0)
+        # cut off by the last round without a verdict (not ended earlier, by an
+        # invalid response under prover_invalid_response_penalty, say)
+        ended_by_limit = (
+            rollouts["terminated"].any(axis=1)
+            & (verdict < 0)
+            & (rollouts.episode_length == rollouts.max_rounds)
+        )
         out = {
             "accept_rate": _mean(verdict == 1),
             "reject_rate": _mean(verdict == 0),
@@ -308,10 +322,13 @@ def analyse_run(
         )
     if settings is None:
         settings = ExperimentSettings(run_id=run.run_id, show_progress=False)
+    # the trainer's rollouts files only (``iter_000003.jsonl``,
+    # ``test_iter_000003.jsonl``), not work in progress such as MALT's partial trees
     chosen = [
         path
         for path in sorted(run.rollouts_dir.glob("*.jsonl"))
-        if ("test" if path.name.startswith("test_") else "train") in splits
+        if (match := _ROLLOUTS_FILE.fullmatch(path.name)) is not None
+        and (match.group(1) or "train") in splits
     ]
     if not chosen:
         raise CheckpointError(

@@ -325,6 +325,7 @@ def test_confidence_bands_of_accuracies_stay_within_0_and_1():
 
         def plot(self, *args, **kwargs):
             self.calls["plot"] = args
+            self.calls["plot_style"] = kwargs
 
         def fill_between(self, steps, low, high, **kwargs):
             self.calls["band"] = (list(low), list(high))
@@ -339,11 +340,23 @@ def test_confidence_bands_of_accuracies_stay_within_0_and_1():
     low, high = ax.calls["band"]
     assert all(0.0 <= v <= 1.0 for v in low + high)
     assert max(high) == 1.0
+    # runs that tested once, at the end: markers with error bars
     ax = Axes()
-    _draw_group(ax, series, "C0", "g", test=True, confidence=0.95, bounds=(0, 1))
+    once = [[(2, 0.9)], [(2, 0.7)], [(2, 1.0)]]
+    _draw_group(ax, once, "C0", "g", test=True, confidence=0.95, bounds=(0, 1))
     means, (below, above) = ax.calls["errorbar"]
+    assert "plot" not in ax.calls
     assert all(m + a <= 1.0 + 1e-12 for m, a in zip(means, above, strict=True))
     assert all(m - b >= -1e-12 for m, b in zip(means, below, strict=True))
+    # runs that tested during training (rl.test_period), however few tests: a
+    # dashed curve with a marker per test, and its band
+    for tests in (series, [[(0, 0.5), (50, 0.6), (100, 0.7)]] * 2):
+        ax = Axes()
+        _draw_group(ax, tests, "C0", "g", test=True, confidence=0.95, bounds=(0, 1))
+        assert "errorbar" not in ax.calls
+        assert ax.calls["plot_style"]["linestyle"] == "--"
+        assert ax.calls["plot_style"]["marker"] == "o"
+        assert "band" in ax.calls
 
 
 def _timed(records, seconds_per_step):

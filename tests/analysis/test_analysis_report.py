@@ -90,12 +90,21 @@ def test_single_value_has_no_interval_and_no_value_is_empty():
 def test_t_critical_value_without_scipy(monkeypatch):
     with_scipy = t_critical_value(2)
     assert with_scipy == pytest.approx(T_975_DF2, rel=1e-9)
+    levels = [(df, c) for df in (1, 2, 3, 5, 30, 100, 10_000) for c in (0.8, 0.99)]
+    exact = {key: t_critical_value(*key) for key in levels}
     monkeypatch.setitem(sys.modules, "scipy.stats", None)
-    assert t_critical_value(2) == pytest.approx(T_975_DF2, rel=1e-6)
+    assert t_critical_value(2) == pytest.approx(T_975_DF2, rel=1e-8)
     assert t_critical_value(30) == pytest.approx(2.042272, rel=1e-6)
-    # beyond the table: the Cornish-Fisher expansion, close to t_{0.975, 100}
-    assert t_critical_value(100) == pytest.approx(1.983972, rel=1e-3)
-    assert t_critical_value(20, confidence=0.9) == pytest.approx(1.724718, rel=5e-3)
+    # every level and any number of runs, not a 95% table and an expansion
+    for key, value in exact.items():
+        assert t_critical_value(*key) == pytest.approx(value, rel=1e-8), key
+    # the closed forms at df 1 and 2, 99%
+    assert t_critical_value(1, 0.99) == pytest.approx(
+        math.tan(math.pi * 0.495), rel=1e-9
+    )
+    assert t_critical_value(2, 0.99) == pytest.approx(
+        0.99 / math.sqrt(2 * 0.995 * 0.005), rel=1e-9
+    )
 
 
 def test_aggregate_series_uses_the_runs_that_logged_each_step():
@@ -271,6 +280,35 @@ def test_settings_a_run_does_not_read_neither_split_nor_label_it(
     assert [[r.run_id for r in g.runs] for g in by_rounds] == [
         ["a", "c", "d"],
         ["b", "e"],
+    ]
+
+
+def test_long_labels_beside_short_ones_are_numbered_and_the_short_kept(
+    synthetic_scenario, tmp_path
+):
+    """Debate runs differing in four keys, nip runs (which read no
+    debate_protocol) in two: only the long labels are shortened."""
+
+    def saved(name, protocol, seed, **overrides):
+        values = synthetic_scenario.hyper_params(protocol, seed=seed, **overrides)
+        path = write_run(tmp_path, name, training_records([0.5]), values.to_dict())
+        return load_run(path)
+
+    rounds = {"max_message_rounds": 6, "min_message_rounds": 2}
+    runs = [
+        saved("a", "nip", 1, rl={"num_epochs": 4}),
+        saved("b", "nip", 1, rl={"num_epochs": 10}),
+        saved("c", "debate", 1, rl={"num_epochs": 4}),
+        saved("d", "debate", 1, rl={"num_epochs": 10}, debate_protocol=rounds),
+    ]
+    groups = group_runs(runs)
+    assert [g.display_label for g in groups] == [
+        "G1: interaction_protocol=debate, debate_protocol.max_message_rounds=3, "
+        "debate_protocol.min_message_rounds=1, ... (+1 more)",
+        "G2: interaction_protocol=debate, debate_protocol.max_message_rounds=6, "
+        "debate_protocol.min_message_rounds=2, ... (+1 more)",
+        "G3: interaction_protocol=nip, rl.num_epochs=10",
+        "G4: interaction_protocol=nip, rl.num_epochs=4",
     ]
 
 

@@ -56,6 +56,19 @@ def test_decisions() -> None:
     assert out["mean_verdict_round"] == 1.0
 
 
+def test_an_episode_ended_early_without_a_verdict_is_not_cut_off_by_the_limit():
+    # episode 0: the prover's invalid response ended it in round 0 (under
+    # prover_invalid_response_penalty); episode 1 ran to the last round undecided
+    rollouts = TextRollouts(["prover", "verifier"], ["main"], 3, [{"y": 1}] * 2)
+    rollouts["verdict"][:] = [-1, -1]
+    rollouts["terminated"][0, 0:] = True
+    rollouts["terminated"][1, 2] = True
+    rollouts["padding"][0, 1:] = True
+    out = DecisionAnalyser(None, None, "decisions").analyse(rollouts)
+    assert out["no_verdict_rate"] == 1.0
+    assert out["round_limit_rate"] == 0.5
+
+
 def test_invalid_responses() -> None:
     out = InvalidResponseAnalyser(None, None, "invalid_responses").analyse(_rollouts())
     assert out["verifier.invalid_rate"] == pytest.approx(1 / 3)
@@ -115,6 +128,11 @@ def test_trainer_logs_analysers_and_nip_analyse_reruns_them(
             ]
         )
 
+    # work in progress beside the rollouts (MALT's partial trees) is no rollouts
+    # file of its own
+    rollouts_dir = result.run_dir / "rollouts"
+    partial = rollouts_dir / "tree_iter_000001.level_1.partial.jsonl"
+    partial.write_text((rollouts_dir / "iter_000000.jsonl").read_text())
     assert analyse("train") == 0
     written = result.run_dir / "analysis" / "message_lengths.jsonl"
     lines = [json.loads(line) for line in written.read_text().splitlines()]
