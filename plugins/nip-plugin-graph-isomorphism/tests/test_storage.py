@@ -96,6 +96,40 @@ def test_builder_converts_an_original_dataset(tmp_path) -> None:
         )
     with pytest.raises(DatasetNotFoundError, match="no original dataset"):
         storage.build_dataset("x", tmp_path / "data", from_original=str(tmp_path))
+    # a train split alone cannot be trained on: refused, nothing written
+    write_original(tmp_path / "lone" / "raw" / "train" / "data.pt", pairs, False)
+    with pytest.raises(DatasetNotFoundError, match="has a train split but no test"):
+        storage.build_dataset("y", tmp_path / "data", from_original=tmp_path / "lone")
+    assert not (tmp_path / "data" / "y").exists()
+
+
+def test_an_original_data_pt_without_sizes_is_named(tmp_path) -> None:
+    path = tmp_path / "raw" / "train" / "data.pt"
+    write_original(path, sample_pairs(), False)
+    data = torch.load(path)
+    del data["sizes_a"]
+    torch.save(data, path)
+    with pytest.raises(DatasetNotFoundError, match=r"keys \['sizes_a'\] are missing"):
+        storage.read_original_data_pt(path)
+
+
+def test_a_written_dataset_missing_a_split_says_how_to_write_it_again(tmp_path):
+    path = storage.build_dataset(
+        "mine", tmp_path, num_pairs=6, test_pairs=4, seed=1, workers=1, progress=False
+    )
+    command = json.loads((path / "metadata.json").read_text())["command"]
+    (path / "test.npz").unlink()
+    with pytest.raises(DatasetNotFoundError) as caught:
+        storage.read_split(path, "test")
+    assert str(caught.value).endswith(
+        f"does not exist; write the dataset again with `{command} --overwrite`"
+    )
+    (path / "train.npz").unlink()
+    with pytest.raises(DatasetNotFoundError) as caught:
+        storage.resolve_dataset("mine", path.parent)
+    message = str(caught.value)
+    assert "'mine' has no 'train' split" in message and "not found" not in message
+    assert message.endswith(f"`{command} --overwrite`")
 
 
 def test_builder_generates_both_splits_with_metadata(tmp_path) -> None:
@@ -298,7 +332,7 @@ def test_a_changed_split_file_is_processed_again(tmp_path, register_plugin) -> N
     assert second.data["y"].tolist() == [1, 0, 0]
     # deleted: not read from the cache
     (path / "train.npz").unlink()
-    with pytest.raises(DatasetNotFoundError, match="'mine' not found"):
+    with pytest.raises(DatasetNotFoundError, match="'mine' has no 'train' split"):
         load()
 
 

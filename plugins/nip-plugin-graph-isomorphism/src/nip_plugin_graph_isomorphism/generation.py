@@ -44,6 +44,7 @@ import math
 import multiprocessing
 import os
 import random
+import signal
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -486,6 +487,11 @@ def _init_worker() -> None:
     # one thread per worker process: the workers are the parallelism (and no
     # OpenMP thread team is started in a forked child)
     torch.set_num_threads(1)
+    # a forked worker inherits the command line's handlers (SIGTERM raised as an
+    # interrupt): with them the pool's terminate() could not end a worker stuck
+    # on its result queue. Workers end on SIGTERM; Ctrl-C is the main process's.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _make_pool(workers: int) -> ProcessPoolExecutor | _SerialPool:

@@ -152,6 +152,18 @@ def write_split(path: Path, pairs: GraphPairs) -> None:
     )
 
 
+def _write_again_hint(dataset_dir: Path) -> str:
+    """``; write it again with `COMMAND --overwrite``` from the dataset's
+    ``metadata.json`` (the command that wrote it), or nothing when it has none."""
+    try:
+        command = json.loads((dataset_dir / "metadata.json").read_text())["command"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    if not isinstance(command, str) or not command:
+        return ""
+    return f"; write the dataset again with `{command} --overwrite`"
+
+
 def read_split(dataset_dir: Path, split: str) -> GraphPairs:
     """Read one split of a dataset in the plugin's format.
 
@@ -166,7 +178,7 @@ def read_split(dataset_dir: Path, split: str) -> GraphPairs:
     if not path.is_file():
         raise DatasetNotFoundError(
             f"graph isomorphism dataset {Path(dataset_dir).name!r} has no {split!r} "
-            f"split: {path} does not exist"
+            f"split: {path} does not exist{_write_again_hint(Path(dataset_dir))}"
         )
     try:
         loaded = np.load(path)
@@ -306,6 +318,7 @@ def read_original_data_pt(path: Path) -> GraphPairs:
         "edge_index_b",
         "slices_a",
         "slices_b",
+        "sizes_a",
         "wl_scores",
     } - set(data)
     if missing:
@@ -575,6 +588,13 @@ def _convert_original(source: Path, target: Path) -> Path:
         raise DatasetNotFoundError(
             f"no original dataset at {source}: expected {source}/raw/train/data.pt"
         )
+    if "test" not in splits:
+        # a dataset without a test split cannot be trained on (the test loop
+        # reads it): refused before anything is written
+        raise DatasetNotFoundError(
+            f"the original dataset at {source} has a train split but no test split: "
+            f"expected {source}/raw/test/data.pt beside {source}/raw/train/data.pt"
+        )
     metadata = {
         "name": target.name,
         "converted_from": str(source),
@@ -604,6 +624,17 @@ def resolve_dataset(name: str, data_dir: Path | None) -> Path:
     """
     if data_dir is not None and (Path(data_dir) / name / "train.npz").is_file():
         return Path(data_dir) / name
+    written = None if data_dir is None else Path(data_dir) / name
+    if (
+        written is not None
+        and name not in NAMED_DATASETS
+        and (written / "metadata.json").is_file()
+    ):
+        # written once, its train split gone since
+        raise DatasetNotFoundError(
+            f"graph isomorphism dataset {name!r} has no 'train' split: "
+            f"{written / 'train.npz'} does not exist{_write_again_hint(written)}"
+        )
     shipped = shipped_dir(name)
     if (shipped / "train.npz").is_file():
         return shipped
