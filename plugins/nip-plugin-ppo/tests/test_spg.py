@@ -92,6 +92,55 @@ def test_leader_is_shaped_and_follower_is_not(ppo_scenario: Any) -> None:
             assert (got - plain).norm() > 1e-6 * plain.norm()
 
 
+def _flat_grad(output: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+    grads = torch.autograd.grad(output, params, retain_graph=True, allow_unused=True)
+    return torch.cat(
+        [
+            torch.zeros_like(p).reshape(-1) if g is None else g.reshape(-1)
+            for g, p in zip(grads, params, strict=True)
+        ]
+    )
+
+
+@pytest.mark.parametrize("frozen", ["prover", "verifier"])
+def test_an_agent_frozen_by_a_zero_learning_rate_neither_shapes_nor_follows(
+    ppo_scenario: Any, frozen: str
+) -> None:
+    """``agent_lr_factor`` 0: the optimizer, built after the loss, leaves the
+    agent's parameters out. The update used to differentiate with respect to them
+    anyway, and failed ("One of the differentiated Tensors does not require
+    grad"); now the frozen agent leaves the game, so the other agent follows its
+    own gradient exactly (there is no learning step or best response to
+    anticipate). The rollout's value estimation turns ``requires_grad`` back on for
+    the frozen body (TorchRL's ``hold_out_net``), which must not bring it back."""
+    hp = ppo_scenario.hyper_params(
+        "nip",
+        trainer="spg",
+        spg={"variant": "spg"},
+        ppo={"entropy_eps": 0.0},
+        rl={"normalize_observations": False, "rollouts_per_iteration": 6},
+        agents={frozen: {"agent_lr_factor": {"actor": 0.0, "critic": 0.0}}},
+    )
+    trainer = prepared_trainer(ppo_scenario, hp)
+    loss = trainer.loss_module
+    assert set(loss.actor_params) == {"verifier", "prover"}
+    trainer.optimizer = trainer._get_optimizer()
+    (other,) = set(trainer.agent_names) - {frozen}
+    assert set(loss.actor_params) == {other}
+    assert loss.sequence == [(other,)]
+    out = loss(_rows(trainer).reshape(-1))
+    directions = loss.directions(out)
+    assert set(directions) == {other}
+    plain = _flat_grad(
+        out["loss_objective"][trainer.agent_names.index(other)],
+        loss.actor_params[other],
+    )
+    torch.testing.assert_close(
+        torch.cat([d.reshape(-1) for d in directions[other]]), plain
+    )
+    loss.backward(out)
+
+
 def test_backward_writes_directions_plus_critic_gradients(ppo_scenario: Any) -> None:
     trainer = prepared_trainer(ppo_scenario, _hyper_params(ppo_scenario, "sos"))
     loss = trainer.loss_module

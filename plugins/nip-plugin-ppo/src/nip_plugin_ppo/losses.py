@@ -20,7 +20,7 @@ the packed action, entropy, and the KL divergence nip-core registers with
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -355,7 +355,8 @@ class SpgLoss(nn.Module):
         The agents, in the order of the agent dimension.
     actor_params : Mapping[str, Sequence[Tensor]]
         Each trained agent's actor parameters. Agents missing here (no trainable
-        actor parameters) neither shape nor follow anyone.
+        actor parameters, or none left by :meth:`keep_stepped_parameters`) neither
+        shape nor follow anyone.
     sequence : Sequence[Sequence[str]]
         The Stackelberg sequence over the agents of ``actor_params``.
     learning_rates : Mapping[str, float]
@@ -508,6 +509,33 @@ class SpgLoss(nn.Module):
         target = td.get(VALUE_TARGET_KEY).detach().reshape(value.shape)
         distance = critic_distance(value, target, self.loss_critic_type)
         return per_agent_mean(distance, num_agents)
+
+    def keep_stepped_parameters(self, stepped: Iterable[Tensor]) -> None:
+        """Keep only the actor parameters the optimizer steps.
+
+        The trainer builds its optimizer after this loss, leaving out the parts
+        whose learning rate is 0 (``agent_lr_factor.actor`` 0, a body factor 0). An
+        agent left with no parameter neither shapes nor follows anyone: it does not
+        learn, so it has no learning step (LOLA, SOS) or best response (SPG) to
+        anticipate, and its gradient would be thrown away. (``requires_grad`` cannot
+        tell: the optimizer turns it off for those parts, but TorchRL's value
+        estimator turns it back on for the whole value network, shared body
+        included, after every call.)
+        """
+        ids = {id(p) for p in stepped}
+        self.actor_params = {
+            name: kept
+            for name, params in self.actor_params.items()
+            if (kept := [p for p in params if id(p) in ids])
+        }
+        self.sequence = [
+            kept
+            for kept in (
+                tuple(name for name in group if name in self.actor_params)
+                for group in self.sequence
+            )
+            if kept
+        ]
 
     def directions(self, loss_vals: TensorDictBase) -> dict[str, list[Tensor]]:
         """The SPG update direction of every trained agent's actor parameters."""

@@ -152,6 +152,16 @@ class SpgTrainer(TensorDictRlTrainer):
                 params[name] = agent_params
         return params
 
+    def _get_optimizer(self) -> Any:
+        """The core's optimizer; the loss then keeps only the actor parameters it
+        steps (:meth:`~nip_plugin_ppo.losses.SpgLoss.keep_stepped_parameters`): an
+        agent frozen by a learning rate of 0 leaves the game."""
+        optimizer = super()._get_optimizer()
+        self.loss_module.keep_stepped_parameters(
+            p for group in getattr(self, "param_groups", []) for p in group["params"]
+        )
+        return optimizer
+
     def _get_replay_buffer(self, transform: Any = None) -> Any:
         """Minibatches of whole environment rows, so each episode's earlier steps
         are at hand for the joint ratio (:class:`~nip_plugin_ppo.losses.SpgLoss`)."""
