@@ -174,3 +174,39 @@ def test_sequence_must_name_every_agent():
     losses, params = _game()
     with pytest.raises(ValueError, match="every agent"):
         stackelberg_update("spg", losses, params, (("verifier",),), {"verifier": 1.0})
+
+
+def test_sequence_naming_an_agent_twice_is_refused():
+    # It used to be accepted: the last occurrence won, so (v, p, v) made the
+    # prover lead the verifier (the verifier's direction came out as its plain
+    # gradient -1, the prover's as a LOLA leader's, 4).
+    losses, params = _game()
+    with pytest.raises(ValueError, match=r"named twice: \['verifier'\]"):
+        stackelberg_update(
+            "lola",
+            losses,
+            params,
+            (("verifier",), ("prover",), ("verifier",)),
+            {"verifier": 0.2, "prover": ALPHA},
+        )
+
+
+@pytest.mark.parametrize("variant", ["spg", "lola", "sos"])
+def test_follower_loss_constant_in_its_own_parameters(variant):
+    # L_p = 5 x^2 does not depend on y: grad_y L_p has no graph, and every
+    # second derivative through it is 0. It used to fail ("element 0 of tensors
+    # does not require grad"); the leader follows xi_v = x + 2 y = -1.
+    x = torch.tensor([1.0], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([-1.0], dtype=torch.float64, requires_grad=True)
+    losses = {"verifier": (x**2 / 2 + 2 * x * y).sum(), "prover": (5 * x**2).sum()}
+    out = stackelberg_update(
+        variant,
+        losses,
+        {"verifier": [x], "prover": [y]},
+        (("verifier",), ("prover",)),
+        {"verifier": 0.2, "prover": ALPHA},
+        ihvp_rank=1,
+        ihvp_rho=RHO,
+    )
+    assert out["verifier"][0].item() == -1.0
+    assert out["prover"][0].item() == 0.0

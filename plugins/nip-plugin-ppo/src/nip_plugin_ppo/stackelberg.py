@@ -57,6 +57,10 @@ def _unflat(vector: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
 def _grad(
     output: Tensor, params: Sequence[Tensor], *, create_graph: bool = True
 ) -> Tensor:
+    if not output.requires_grad:
+        # constant in every parameter (e.g. a first derivative that no parameter
+        # of the other agent reaches, taken without a graph): its derivative is 0
+        return torch.cat([torch.zeros_like(p).reshape(-1) for p in params])
     grads = torch.autograd.grad(
         output,
         list(params),
@@ -232,10 +236,13 @@ def stackelberg_update(
     base = {"pspg": "spg", "pola": "lola", "psos": "sos"}.get(variant, variant)
     agents = [name for group in sequence for name in group]
     missing = set(losses) ^ set(agents)
-    if missing:
+    repeated = sorted({name for name in agents if agents.count(name) > 1})
+    if missing or repeated:
+        details = [f"mismatch: {sorted(missing)}"] if missing else []
+        details += [f"named twice: {repeated}"] if repeated else []
         raise ValueError(
             f"the Stackelberg sequence {sequence} must name every agent exactly once; "
-            f"mismatch: {sorted(missing)}"
+            + "; ".join(details)
         )
     followers = followers_of(sequence)
 
