@@ -210,3 +210,217 @@ def test_follower_loss_constant_in_its_own_parameters(variant):
     )
     assert out["verifier"][0].item() == -1.0
     assert out["prover"][0].item() == 0.0
+
+
+# A four-agent game with several parameters per agent, non-quadratic losses (so
+# every second derivative depends on the point) and its own learning rate per
+# agent: each rule against an independent float64 computation.
+_SIZES = {"verifier": 2, "prover0": 3, "prover1": 2, "judge": 2}
+_LRS = {"verifier": 0.05, "prover0": 0.1, "prover1": 0.07, "judge": 0.03}
+
+
+def _coefficients():
+    gen = torch.Generator().manual_seed(0)
+    n = sum(_SIZES.values())
+    coefficients = {
+        name: tuple(
+            torch.randn(*shape, generator=gen, dtype=torch.float64)
+            for shape in ((n, n), (n,), (n,))
+        )
+        for name in _SIZES
+    }
+    return coefficients, torch.randn(n, generator=gen, dtype=torch.float64)
+
+
+def _four_agent_loss(coefficients, name, theta):
+    a, b, c = coefficients[name]
+    return (
+        0.5 * theta @ a @ theta
+        + b @ theta
+        + (c * theta).pow(3).sum() / 6
+        + torch.sin(theta).prod()
+    )
+
+
+def _slices():
+    slices, start = {}, 0
+    for name, size in _SIZES.items():
+        slices[name] = slice(start, start + size)
+        start += size
+    return slices
+
+
+def _four_agent_update(variant, sequence, **kwargs):
+    coefficients, theta = _coefficients()
+    slices = _slices()
+    leaves = {k: theta[s].clone().requires_grad_(True) for k, s in slices.items()}
+    full = torch.cat([leaves[k] for k in _SIZES])
+    agents = [name for group in sequence for name in group]
+    out = stackelberg_update(
+        variant,
+        {k: _four_agent_loss(coefficients, k, full) for k in agents},
+        {k: [leaves[k]] for k in agents},
+        sequence,
+        {k: _LRS[k] for k in agents},
+        ihvp_rank=100,
+        **kwargs,
+    )
+    return {k: v[0] for k, v in out.items()}
+
+
+def test_lola_is_the_first_order_look_ahead_gradient_with_two_followers():
+    # Debate's shape: the verifier leads two provers. LOLA's leader gradient is
+    # grad_v L_v(theta_v, theta_f - alpha_f xi_f(theta)) to first order in every
+    # alpha_f: its value at alpha = 0 plus alpha_f times its alpha_f-derivative,
+    # taken here by autograd through the look-ahead itself.
+    coefficients, theta = _coefficients()
+    slices = _slices()
+    followers = ("prover0", "prover1")
+
+    def leader_gradient(alphas):
+        x = theta.clone().requires_grad_(True)
+        shifted = x
+        for alpha, f in zip(alphas, followers, strict=True):
+            xi_f = torch.autograd.grad(
+                _four_agent_loss(coefficients, f, x), x, create_graph=True
+            )[0][slices[f]]
+            step = torch.zeros_like(x).index_put(
+                (torch.arange(slices[f].start, slices[f].stop),), alpha * xi_f
+            )
+            shifted = shifted - step
+        loss = _four_agent_loss(coefficients, "verifier", shifted)
+        return torch.autograd.grad(loss, x, create_graph=True)[0][slices["verifier"]]
+
+    zero = torch.zeros(2, dtype=torch.float64)
+    expected = leader_gradient(zero)
+    expected = expected + torch.autograd.functional.jacobian(leader_gradient, zero) @ (
+        torch.tensor([_LRS[f] for f in followers], dtype=torch.float64)
+    )
+    got = _four_agent_update("lola", (("verifier",), followers))
+    torch.testing.assert_close(got["verifier"], expected.detach())
+    for f in followers:  # followers follow their own gradient
+        x = theta.clone().requires_grad_(True)
+        xi_f = torch.autograd.grad(_four_agent_loss(coefficients, f, x), x)[0]
+        torch.testing.assert_close(got[f], xi_f[slices[f]])
+
+
+def test_spg_is_the_total_derivative_through_the_best_response():
+    # The follower's loss is quadratic in its parameters y with a leader-dependent
+    # linear term, L_p = y^T A y / 2 + y . b(x), so its best response
+    # y*(x) = -A^{-1} b(x) is exact; at y = y*(x) the Stackelberg gradient is
+    # d/dx L_v(x, y*(x)), taken here by autograd through the solve. (A full-rank
+    # Nystrom sample and damping 1e-6, which moves the result by about 1e-6
+    # relative: smaller damping loses digits to the Woodbury form's v / rho.)
+    gen = torch.Generator().manual_seed(5)
+    m = torch.randn(3, 3, generator=gen, dtype=torch.float64)
+    a = m @ m.T + torch.eye(3, dtype=torch.float64)
+    w = torch.randn(3, 2, generator=gen, dtype=torch.float64)
+    u = torch.randn(5, generator=gen, dtype=torch.float64)
+
+    def b(x):
+        return w @ torch.sin(x) + w @ x**2
+
+    def leader_loss(x, y):
+        return torch.cos(x @ w.T @ y) + u[:2] @ x**3 + u[2:] @ y**2 + x.prod() * y.sum()
+
+    x0 = torch.tensor([0.3, -0.7], dtype=torch.float64)
+    expected = torch.autograd.grad(
+        leader_loss(x := x0.clone().requires_grad_(True), -torch.linalg.solve(a, b(x))),
+        x,
+    )[0]
+    x = x0.clone().requires_grad_(True)
+    y = (-torch.linalg.solve(a, b(x0))).requires_grad_(True)
+    out = stackelberg_update(
+        "spg",
+        {"verifier": leader_loss(x, y), "prover": 0.5 * y @ a @ y + y @ b(x)},
+        {"verifier": [x], "prover": [y]},
+        (("verifier",), ("prover",)),
+        {"verifier": 1.0, "prover": 1.0},
+        ihvp_rank=3,
+        ihvp_rho=1e-6,
+    )
+    torch.testing.assert_close(out["verifier"][0], expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["prover"][0], torch.zeros(3, dtype=torch.float64))
+
+
+def _documented_update(variant, sequence, *, rho, a, b, additional_lola_term):
+    """The rules as docs/trainers.md states them, from full float64 Hessians."""
+    from torch.autograd.functional import hessian, jacobian
+
+    coefficients, theta = _coefficients()
+    slices = _slices()
+    agents = [name for group in sequence for name in group]
+    later = {
+        name: [f for g in sequence[i + 1 :] for f in g]
+        for i, group in enumerate(sequence)
+        for name in group
+    }
+    grad = {
+        k: jacobian(lambda t, k=k: _four_agent_loss(coefficients, k, t), theta)
+        for k in agents
+    }
+    hess = {
+        k: hessian(lambda t, k=k: _four_agent_loss(coefficients, k, t), theta)
+        for k in agents
+    }
+    xi = {k: grad[k][slices[k]] for k in agents}
+    shaping = {k: torch.zeros_like(xi[k]) for k in agents}
+    look_ahead = {k: torch.zeros_like(xi[k]) for k in agents}
+    base = variant.removeprefix("p") if variant != "pola" else "lola"
+    for leader in agents:
+        sl = slices[leader]
+        for f in later[leader]:
+            sf = slices[f]
+            cross = hess[f][sf, sl]  # grad_l grad_f L_f, (n_f, n_l)
+            leader_on_f = grad[leader][sf]  # grad_f L_l
+            if base == "spg":
+                h = hess[f][sf, sf] + rho * torch.eye(
+                    sf.stop - sf.start, dtype=theta.dtype
+                )
+                shaping[leader] += cross.T @ torch.linalg.solve(h, leader_on_f)
+            else:
+                shaping[leader] += _LRS[f] * cross.T @ leader_on_f
+                if base == "sos" or additional_lola_term:
+                    look_ahead[leader] += _LRS[f] * hess[leader][sl, sf] @ xi[f]
+    p = 1.0
+    if base == "sos":
+        flat_xi = torch.cat([xi[k] for k in agents])
+        xi_0 = torch.cat([xi[k] - look_ahead[k] for k in agents])
+        inner = float(-torch.cat([shaping[k] for k in agents]) @ xi_0)
+        p1 = 1.0 if inner >= 0 else min(1.0, -a * float(xi_0 @ xi_0) / inner)
+        norm_sq = float(flat_xi @ flat_xi)
+        p = min(p1, norm_sq if norm_sq < b**2 else 1.0)
+    return {k: xi[k] - look_ahead[k] - p * shaping[k] for k in agents}
+
+
+@pytest.mark.parametrize(
+    "sequence",
+    [
+        (("verifier",), ("prover0", "prover1")),
+        (("verifier",), ("prover0",), ("judge",)),
+        (("verifier", "judge"), ("prover0", "prover1")),
+        (("verifier",), ("prover0",), ("prover1", "judge")),
+    ],
+)
+@pytest.mark.parametrize("variant", ["pspg", "pola", "psos"])
+@pytest.mark.parametrize(
+    ("a", "b", "additional_lola_term"),
+    [(0.5, 0.1, True), (0.01, 100.0, False)],  # the second: p = min(p1, |xi|^2)
+)
+def test_every_rule_on_multi_agent_sequences(
+    variant, sequence, a, b, additional_lola_term
+):
+    options = dict(a=a, b=b, additional_lola_term=additional_lola_term, rho=0.3)
+    expected = _documented_update(variant, sequence, **options)
+    got = _four_agent_update(
+        variant,
+        sequence,
+        ihvp_rho=0.3,
+        sos_scaling_factor=a,
+        sos_threshold_factor=b,
+        additional_lola_term=additional_lola_term,
+        generator=torch.Generator().manual_seed(1),
+    )
+    assert set(got) == set(expected)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-10, atol=1e-12)
