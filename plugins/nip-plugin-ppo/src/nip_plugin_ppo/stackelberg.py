@@ -123,7 +123,11 @@ def nystrom_ihvp(
     flat_grad = _grad(loss, params) if grad is None else grad
     n = flat_grad.numel()
     k = max(1, min(rank, n))
-    index = torch.randperm(n, generator=generator, device=flat_grad.device)[:k]
+    # drawn where the generator lives (the loss seeds a CPU one, which CUDA's
+    # randperm refuses), so the columns are the same on every device; only their
+    # indices are used
+    device = generator.device if generator is not None else flat_grad.device
+    index = torch.randperm(n, generator=generator, device=device)[:k]
     # The Hessian is symmetric, so row i of it is column i: grad of (grad_i loss).
     columns = torch.stack(
         [_grad(flat_grad[i], params, create_graph=False) for i in index.tolist()],
