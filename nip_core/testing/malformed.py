@@ -8,10 +8,12 @@ outside a ``Literal``'s choices, a number just outside an attrs range validator,
 unknown key for a nested class. Each :class:`MalformedCase` is an override
 (``rl.lr=nan``) and the path the error must name (``rl.lr``).
 
-A plugin checks its own sections the same way::
+A plugin checks its own parameter section with :func:`assert_section_refused`, which
+needs no config of the plugin's: it applies the case to a small valid experiment of
+the core's synthetic test scenario and validates it as ``nip run`` does::
 
     from nip_core.testing.configs import config_app
-    from nip_core.testing.malformed import assert_refused, field_cases
+    from nip_core.testing.malformed import assert_section_refused, field_cases
 
     import my_plugin.plugin
 
@@ -19,13 +21,20 @@ A plugin checks its own sections the same way::
 
     def test_every_bad_value_is_one_clear_error(register_plugin):
         register_plugin(my_plugin.plugin, name="my_plugin")
-        with config_app([("my_plugin", my_plugin.plugin.CONFIG_DIR)]) as app:
+        with config_app() as app:
             for case in CASES:
-                assert_refused(case, "my_plugin/my_config", app=app)
+                assert_section_refused(case, app=app)
 
-(:func:`assert_refused` composes the config with the case's override as ``nip run``
-does and checks the one error names the case's path; ``case.override`` and
-``case.path`` are there to write the check yourself.)
+Fields that only a config of the plugin's can reach (its scenario's agents,
+``agents._default``) go through :func:`assert_refused` with one of its experiment
+configs::
+
+    for case in field_cases(MyAgentParameters, "agents._default"):
+        assert_refused(case, "my_plugin/fast", app=app)
+
+Both compose the config with the case's override as ``nip run`` does and check that
+it is refused with one error naming the case's path; ``case.override`` and
+``case.path`` are there to write the check yourself.
 
 This module imports neither torch nor pytest.
 """
@@ -33,17 +42,40 @@ This module imports neither torch nor pytest.
 from __future__ import annotations
 
 import collections.abc
+import contextlib
 import math
 import types
 import typing
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, Union
 
 import attrs
 
-__all__ = ["MalformedCase", "assert_refused", "bad_values", "field_cases"]
+__all__ = [
+    "SECTION_CHECK_CONFIG",
+    "SECTION_CHECK_OVERRIDES",
+    "MalformedCase",
+    "assert_refused",
+    "assert_section_refused",
+    "bad_values",
+    "field_cases",
+]
 
 TOO_LARGE = "99999999999999999999"
 """An integer beyond torch's int64, as override text."""
+
+SECTION_CHECK_CONFIG = "base"
+"""The core's config :func:`assert_section_refused` composes (every experiment's
+base: the run settings, no scenario)."""
+
+SECTION_CHECK_OVERRIDES: tuple[str, ...] = (
+    "scenario=synthetic",
+    "trainer=reinforce",
+    "interaction_protocol=nip",
+)
+"""What makes :data:`SECTION_CHECK_CONFIG` a valid experiment with nip-core alone:
+the synthetic test scenario (:mod:`nip_core.testing.synthetic`), the core's
+``reinforce`` trainer and the ``nip`` protocol, every section at its defaults."""
 
 
 @attrs.frozen
@@ -258,27 +290,111 @@ def assert_refused(case: MalformedCase, config_name: str, *, app: Any = None) ->
     check that it is refused with one :class:`~nip_core.errors.NipConfigError` that
     names the case's path and holds no traceback.
 
+    For a field of a parameter section, :func:`assert_section_refused` needs no
+    config of one's own.
+
     Parameters
     ----------
     case : MalformedCase
         The bad value.
     config_name : str
-        A valid config the override is applied to.
+        A valid config the override is applied to, as ``nip run -c`` takes it
+        (``"my_plugin/fast"``).
     app : Hydra application, optional
         From :func:`nip_core.testing.configs.config_app`, to compose many cases
         with one application.
     """
-    from nip_core.errors import NipConfigError
     from nip_core.testing.configs import compose_experiment
 
+    _check_refused(
+        case,
+        lambda: compose_experiment(config_name, *case.override.split(" "), app=app),
+    )
+
+
+def assert_section_refused(case: MalformedCase, *, app: Any = None) -> None:
+    """Check that ``nip run`` refuses the case's override of a parameter section
+    with one :class:`~nip_core.errors.NipConfigError` about the case's path and
+    nothing else, and holds no traceback.
+
+    The override is applied to a small valid experiment that nip-core alone makes
+    (:data:`SECTION_CHECK_CONFIG` with :data:`SECTION_CHECK_OVERRIDES`: the core's
+    ``base`` config, the synthetic test scenario, the ``reinforce`` trainer),
+    composed with Hydra and validated as ``nip run`` validates it, so a plugin
+    checks its section's fields without an experiment config of its own. Every
+    registered section is part of every experiment, so the plugin that registers
+    the section (``register_plugin`` in a test) is all it needs. The synthetic
+    scenario is registered for the check when no scenario of that name is (and
+    unregistered after).
+
+    Parameters
+    ----------
+    case : MalformedCase
+        A bad value of a section's field, from :func:`field_cases`
+        (``field_cases(MySectionParameters, "my_section")``).
+    app : Hydra application, optional
+        From :func:`nip_core.testing.configs.config_app`, to compose many cases
+        with one application.
+    """
+    from nip_core.testing.configs import compose_experiment
+
+    overrides = (*SECTION_CHECK_OVERRIDES, *case.override.split(" "))
+    with _synthetic_scenario_registered():
+        _check_refused(
+            case,
+            lambda: compose_experiment(SECTION_CHECK_CONFIG, *overrides, app=app),
+            only_its_path=True,
+        )
+
+
+@contextlib.contextmanager
+def _synthetic_scenario_registered() -> Iterator[None]:
+    """The synthetic scenario in the process-wide plugin manager for the block."""
+    from nip_core.plugins import get_plugin_manager
+    from nip_core.testing.synthetic import SCENARIO_NAME, SYNTHETIC_PLUGIN
+
+    manager = get_plugin_manager()
+    if SCENARIO_NAME in manager.registry("scenario"):
+        yield
+        return
+    name = manager.register(SYNTHETIC_PLUGIN, name=SCENARIO_NAME)
     try:
-        compose_experiment(config_name, *case.override.split(" "), app=app)
+        yield
+    finally:
+        if manager.has_plugin(name):
+            manager.unregister(name)
+
+
+def _check_refused(
+    case: MalformedCase, compose: Callable[[], Any], *, only_its_path: bool = False
+) -> None:
+    """Run ``compose``; check it raises the one error ``case`` promises."""
+    from nip_core.errors import NipConfigError
+
+    try:
+        compose()
     except NipConfigError as error:
         paths = [problem.path for problem in error.problems]
         if case.path and not any(names_path(path, case.path) for path in paths):
             raise AssertionError(
                 f"{case.override}: expected a problem at {case.path!r}, got {error}"
             ) from error
+        if only_its_path:
+            # a problem about the field, the field's section, or inside the field
+            others = [
+                problem
+                for problem in error.problems
+                if not (
+                    names_path(problem.path, case.path)
+                    or names_path(case.path, problem.path)
+                )
+            ]
+            if others:
+                raise AssertionError(
+                    f"{case.override}: refused, but also for what it does not "
+                    "touch (the experiment it is applied to must be valid "
+                    "without it): " + "; ".join(p.format() for p in others)
+                ) from error
         if "Traceback" in str(error):
             raise AssertionError(f"{case.override}: a traceback in {error}") from error
         return
