@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 from nip_core.plugins import NipPluginManager
+from nip_core.testing.configs import config_app
+from nip_core.testing.malformed import assert_section_refused, field_cases
 
 import nip_plugin_template
 from nip_plugin_template import plugin
@@ -70,6 +72,14 @@ def test_shipped_config_is_valid_for_the_section():
 def test_section_rejects_invalid_values(bad):
     with pytest.raises(ValueError):
         TemplateParameters(**bad)
+
+
+def test_every_bad_value_is_one_clear_error(register_plugin):
+    """What ``nip run`` prints for each bad value of each field names the field."""
+    register_plugin(plugin, name="template")
+    with config_app() as app:
+        for case in field_cases(TemplateParameters, "template"):
+            assert_section_refused(case, app=app)
 
 
 def test_entry_module_does_not_import_torch():
