@@ -539,8 +539,6 @@ class TensorDictRlTrainer(TensorDictTrainer):
         _num_iterations, initial_func=lambda self: self._start_iteration
     )
     def _run_train_loop(self, iteration_context: IterationContext) -> None:
-        import torch
-
         iteration_context.set_description("Training")
         env = self.train_environment
         steps = self._steps_per_iteration(env)
@@ -561,9 +559,7 @@ class TensorDictRlTrainer(TensorDictTrainer):
             training_start = time.perf_counter()
             if self.sharding is None:
                 self._prepare_rollout(rollout)
-                if self.gae is not None:
-                    with torch.no_grad():
-                        self.gae(rollout)
+                self._estimate_advantages(rollout)
                 mean_losses = self._train_on_rollout(rollout, updates)
             else:
                 for shard, shard_rollout in zip(
@@ -571,9 +567,7 @@ class TensorDictRlTrainer(TensorDictTrainer):
                 ):
                     with self.sharding.forward(shard):
                         self._prepare_rollout(shard_rollout)
-                        if self.gae is not None:
-                            with torch.no_grad():
-                                self.gae(shard_rollout)
+                        self._estimate_advantages(shard_rollout)
                 mean_losses = self._train_on_shards(shard_rollouts, updates)
             training_time = time.perf_counter() - training_start
 
@@ -602,6 +596,38 @@ class TensorDictRlTrainer(TensorDictTrainer):
             self.maybe_save_checkpoint(self.iteration)
             self.run.run_callbacks(self, iteration, metrics)
             iteration_context.step()
+
+    def _estimate_advantages(self, rollout: Any) -> None:
+        """Run the value estimator (GAE) on ``rollout``, without autograd, when
+        there is one.
+
+        Every agent parameter keeps its ``requires_grad``: TorchRL's estimators
+        hold the value network out of the graph (``hold_out_net``) by turning
+        ``requires_grad`` off for all its parameters and, when the first one
+        required a gradient, back on for all of them afterwards, parts frozen by
+        a learning rate of 0 included. Those would then get gradients at every
+        backward pass (a backward pass through a frozen body, gradients that
+        pile up, since the optimizer never clears them) though nothing steps
+        them.
+        """
+        if self.gae is None:
+            return
+        import torch
+
+        params = [
+            p
+            for agent in self.agents.values()
+            for module in agent_part_modules(agent).values()
+            for p in module.parameters()
+        ]
+        flags = [p.requires_grad for p in params]
+        try:
+            with torch.no_grad():
+                self.gae(rollout)
+        finally:
+            for p, flag in zip(params, flags, strict=True):
+                if p.requires_grad != flag:
+                    p.requires_grad_(flag)
 
     def _prepare_rollout(self, rollout: Any) -> None:
         """Give per-agent reward, done and terminated the shape ``[*batch, agent, 1]``.

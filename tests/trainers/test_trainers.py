@@ -144,6 +144,37 @@ def test_zero_lr_factor_freezes_the_agent(synthetic_scenario):
     assert not any(p.requires_grad for p in trainer.agents["prover"].parameters())
 
 
+def test_a_part_frozen_by_a_zero_factor_gets_no_gradients(synthetic_scenario):
+    """The value estimator (TorchRL's GAE) holds the value network out of the graph
+    by turning ``requires_grad`` off for every parameter and back on afterwards,
+    when the first one (here the prover's) required a gradient: the verifier's
+    body, frozen by its body factor 0, used to get gradients at every minibatch
+    (piling up, since the optimizer never clears them), though nothing stepped it.
+    """
+    hp = synthetic_scenario.hyper_params(
+        "nip",
+        reinforce={"use_advantage_and_critic": True},
+        rl=_rl(num_iterations=2),
+        agents={
+            "prover": {"d_hidden": 4},
+            "verifier": {"d_hidden": 4, "body_lr_factor": {"actor": 0, "critic": 0}},
+        },
+    )
+    trainer = prepare_experiment(hp, synthetic_scenario.settings()).trainer
+    assert trainer.agent_names[0] == "prover"
+    body = trainer.agents["verifier"].body
+    initial = [p.detach().clone() for p in body.parameters()]
+    trainer.train()
+    assert [p.requires_grad for p in body.parameters()] == [False] * len(initial)
+    assert [p.grad for p in body.parameters()] == [None] * len(initial)
+    for before, after in zip(initial, body.parameters(), strict=True):
+        assert torch.equal(before, after)
+    # the parts that train still do
+    assert all(p.requires_grad for p in trainer.agents["prover"].parameters())
+    value_head = trainer.agents["verifier"].value_head
+    assert all(p.requires_grad for p in value_head.parameters())
+
+
 # --------------------------------------------------------------------------------------
 # Update schedules
 

@@ -255,3 +255,34 @@ def test_kl_beta_holds_on_iterations_no_agent_trains(ppo_scenario: Any) -> None:
     assert betas[1] == betas[0]
     assert betas[2] > betas[1]
     assert betas[3] == betas[2]
+
+
+@pytest.mark.parametrize("trainer_name", ["vanilla_ppo", "spg"])
+def test_a_body_frozen_by_a_zero_factor_gets_no_gradients(
+    ppo_scenario: Any, trainer_name: str
+) -> None:
+    """GAE (TorchRL's ``hold_out_net``) turned ``requires_grad`` back on for the
+    whole value network after every call when its first parameter (the prover's)
+    trains: the verifier's body, frozen by its body factor 0, then got gradients
+    at every backward pass, piling up, though the optimizer never stepped it."""
+    from nip_core.experiment import prepare_experiment
+
+    hp = ppo_scenario.hyper_params(
+        "nip",
+        trainer=trainer_name,
+        spg={"variant": "spg"},
+        rl=ppo_scenario.short_rl(num_iterations=2, num_epochs=2, minibatch_size=4),
+        agents={
+            "prover": {"d_hidden": 4},
+            "verifier": {"d_hidden": 4, "body_lr_factor": {"actor": 0, "critic": 0}},
+        },
+    )
+    trainer = prepare_experiment(hp, ppo_scenario.settings()).trainer
+    assert trainer.agent_names[0] == "prover"
+    body = list(trainer.agents["verifier"].body.parameters())
+    initial = [p.detach().clone() for p in body]
+    trainer.train()
+    assert [p.requires_grad for p in body] == [False] * len(body)
+    assert [p.grad for p in body] == [None] * len(body)
+    assert all(torch.equal(p, q) for p, q in zip(body, initial, strict=True))
+    assert all(p.requires_grad for p in trainer.agents["prover"].parameters())

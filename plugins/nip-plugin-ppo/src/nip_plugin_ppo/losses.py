@@ -517,10 +517,9 @@ class SpgLoss(nn.Module):
         whose learning rate is 0 (``agent_lr_factor.actor`` 0, a body factor 0). An
         agent left with no parameter neither shapes nor follows anyone: it does not
         learn, so it has no learning step (LOLA, SOS) or best response (SPG) to
-        anticipate, and its gradient would be thrown away. (``requires_grad`` cannot
-        tell: the optimizer turns it off for those parts, but TorchRL's value
-        estimator turns it back on for the whole value network, shared body
-        included, after every call.)
+        anticipate, and its gradient would be thrown away. (``requires_grad`` could
+        not tell when the trainer gathered the actor parameters: the optimizer,
+        built after this loss, turns it off for those parts.)
         """
         ids = {id(p) for p in stepped}
         self.actor_params = {
