@@ -591,6 +591,45 @@ def test_a_pretraining_cache_hit_trains_the_agents_a_miss_trains(scenario):
     assert pretraining_records(hit) == logged
 
 
+def test_a_body_frozen_for_pretraining_only_trains_in_rl(scenario):
+    """Bodies factor 0 and rl.body_lr_factor_override 1: pre-training leaves the
+    bodies as they are (solo_agent.body_lr_factor_override is off), the RL phase
+    trains them at rl.lr. Pre-training's optimizer turned their requires_grad off,
+    and the RL optimizer, built after it, used to leave them out: a run that
+    pre-trained kept its bodies frozen, one that loaded them from the cache
+    trained them."""
+    from nip_core.trainers.pretraining import pretraining_cache_path
+
+    hp = scenario.hyper_params(
+        "nip",
+        rl=_rl(num_iterations=2, lr=0.01, body_lr_factor_override={"actor": 1.0}),
+        agents={"_default": {"body_lr_factor": {"actor": 0.0, "critic": 0.0}}},
+        pretrain_agents=True,
+        solo_agent={"num_epochs": 2, "batch_size": 8},
+    )
+    settings = scenario.settings()
+    path = pretraining_cache_path(hp, settings)
+    initial = prepare_experiment(hp, settings).trainer.agents_state_dict()
+    bodies = {}
+    for run in ("miss", "hit"):
+        result = run_experiment(hp, settings)
+        assert path.is_file()
+        trainer = result.trainer
+        groups = {g["name"]: g["lr"] for g in trainer.optimizer.param_groups}
+        assert groups == {
+            f"{agent}.{part}": 0.01
+            for agent in ("prover", "verifier")
+            for part in ("body", "policy_head", "solo_head")
+        }, run
+        bodies[run] = final_agent_weights(result.run_dir)
+        for agent in ("prover", "verifier"):
+            trained = bodies[run][agent]["body"]
+            assert any(
+                not torch.equal(trained[k], initial[agent]["body"][k]) for k in trained
+            ), (run, agent)
+    assert_same_weights(bodies["miss"], bodies["hit"])
+
+
 def test_pretraining_leaves_no_gradients(scenario):
     from nip_core.trainers.pretraining import pretrain_agent_bodies
 

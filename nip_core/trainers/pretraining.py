@@ -182,7 +182,16 @@ def pretrain_agent_bodies(trainer: Any) -> bool:
         trainer.run,
         as_pretraining=True,
     )
-    solo.train()
+    # Pre-training's optimizer freezes (requires_grad off) what it trains at a
+    # learning rate of 0; the RL phase has learning rates of its own (e.g.
+    # rl.body_lr_factor_override) and must find every part as a cache hit leaves it
+    params = [p for agent in trainer.agents.values() for p in agent.parameters()]
+    flags = [p.requires_grad for p in params]
+    try:
+        solo.train()
+    finally:
+        for p, flag in zip(params, flags, strict=True):
+            p.requires_grad_(flag)
     from nip_core.distributed import is_main_process
 
     if not trainer.settings.test_run and is_main_process():
