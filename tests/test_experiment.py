@@ -691,6 +691,48 @@ def test_the_pretraining_cache_key(scenario):
         base
     )
     assert key(agents={"verifier": {"d_hidden": 5}}) != base
+    # the parts the RL trainer builds: each agent's solo head is initialised after
+    # them, from the agent's own stream, so they shape the pre-trained bodies
+    # (reinforce without a critic builds one body whatever rl.use_shared_body says)
+    with_critic = key(reinforce={"use_advantage_and_critic": True})
+    assert with_critic != base
+    assert key(rl=_rl(use_shared_body=False)) == base
+    assert key(
+        rl=_rl(use_shared_body=False), reinforce={"use_advantage_and_critic": True}
+    ) not in (base, with_critic)
+
+
+def test_pretrained_bodies_depend_on_what_their_key_does(scenario):
+    """Pre-training with and without a critic trains other bodies (the solo head
+    starts elsewhere), and the two have other cache entries; with one body or two
+    when there is no critic (one body either way), the same bodies and entry (each
+    trained here, not loaded)."""
+    from nip_core.trainers.pretraining import (
+        pretrain_agent_bodies,
+        pretraining_cache_key,
+    )
+
+    def pretrained(**overrides):
+        hp = scenario.hyper_params(
+            "nip",
+            pretrain_agents=True,
+            solo_agent={"num_epochs": 1, "batch_size": 8},
+            **overrides,
+        )
+        settings = scenario.settings(ignore_cache=True)
+        trainer = prepare_experiment(hp, settings).trainer
+        assert pretrain_agent_bodies(trainer) is False
+        return pretraining_cache_key(hp), trainer.agents["verifier"].body.state_dict()
+
+    base_key, base = pretrained(rl=_rl())
+    same_key, same = pretrained(rl=_rl(use_shared_body=False))
+    critic_key, critic = pretrained(
+        rl=_rl(), reinforce={"use_advantage_and_critic": True}
+    )
+    assert same_key == base_key
+    assert_same_weights(same, base)
+    assert critic_key != base_key
+    assert any(not torch.equal(critic[k], base[k]) for k in base)
 
 
 # --------------------------------------------------------------------------------------

@@ -5,11 +5,13 @@ trainer (body + solo head, supervised on the labels). The trained bodies are cac
 under ``<cache_dir>/pretrained_bodies/<key>.pt``, where the key hashes every
 parameter that shapes them: the scenario, dataset, seed, agents, the ``solo_agent``
 section, the dataset options, ``d_representation``, the interaction protocol and its
-sections, the scenario's own section and ``distributed.num_shards`` (sharded
-pre-training has other random streams and per-shard batch statistics). Settings that
-only the RL phase reads are left out (:data:`RL_ONLY`), so changing a reward or an
-update schedule reuses the bodies. A second run with the same values loads them
-instead of training (``settings.ignore_cache`` retrains).
+sections, the scenario's own section, ``distributed.num_shards`` (sharded
+pre-training has other random streams and per-shard batch statistics) and which
+parts the RL trainer builds (a critic; one body or a policy and a value body: each
+agent's solo head is initialised after them, from the agent's seeded stream).
+Settings that only the RL phase reads are left out (:data:`RL_ONLY`), so changing a
+reward or an update schedule reuses the bodies. A second run with the same values
+loads them instead of training (``settings.ignore_cache`` retrains).
 
 Whether the bodies were trained now or loaded, the RL phase then starts from the
 same random state (:func:`reseed_after_pretraining`): a run's result does not depend
@@ -106,8 +108,19 @@ def pretraining_cache_key(hyper_params: Any) -> str:
         for part in path:
             value = value.get(part) if isinstance(value, dict) else None
         selected[".".join(path)] = value
+    selected["agent_parts"] = _agent_part_flags(hyper_params)
     text = json.dumps(selected, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _agent_part_flags(hyper_params: Any) -> dict[str, bool]:
+    """Which parts the RL trainer has the factory build (a critic, one body or two):
+    each agent's solo head is initialised after its other parts, from the agent's
+    own seeded stream, so they shape the solo head the bodies are trained with."""
+    from nip_core.factory import _trainer_class_and_type, agent_part_flags
+
+    trainer_class, trainer_type = _trainer_class_and_type(hyper_params)
+    return agent_part_flags(hyper_params, trainer_class, trainer_type)
 
 
 def pretraining_cache_path(hyper_params: Any, settings: Any) -> Path:
