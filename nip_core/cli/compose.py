@@ -524,14 +524,14 @@ def display_override(text: str) -> str:
     first characters, a URL's ``user:password@`` as ``***@``, and the value of any
     credential variable (:func:`nip_core.settings.redact_secrets`) as its name.
     Sweep messages and the sweep's manifest show overrides this way."""
-    from nip_core.parameters.text import _ENV_NAME, _masked
+    from nip_core.parameters.text import shown_api_key_env
     from nip_core.settings import redact_secrets
 
     text = text[2:] if text.startswith("++") else text
     key, equals, value = text.partition("=")
     if equals:
-        if key.endswith("api_key_env") and not _ENV_NAME.fullmatch(value):
-            value = _masked(value)
+        if key.endswith("api_key_env"):
+            value = shown_api_key_env(value)
         text = key + equals + _URL_CREDENTIALS.sub(r"\1***@", value)
     return redact_secrets(text)
 

@@ -45,6 +45,7 @@ __all__ = [
     "TextBackendParameters",
     "TextRlParameters",
     "shared_model_group_problems",
+    "shown_api_key_env",
 ]
 
 TestScheme = Literal["none", "all", "last", "first_and_last"]
@@ -88,6 +89,19 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 def _masked(text: str) -> str:
     """A value that may be a secret, shown by its first characters only."""
     return f"{text[:4]}... ({len(text)} characters)" if len(text) > 8 else "..."
+
+
+def shown_api_key_env(value: str) -> str:
+    """A value of ``openai_backend.api_key_env`` as messages and saved files show
+    it: the name of an environment variable as it is; anything else (most likely
+    the API key itself, pasted in) by its first characters only.
+
+    Parameters
+    ----------
+    value : str
+        The value given for ``api_key_env``.
+    """
+    return value if _ENV_NAME.fullmatch(value) else _masked(value)
 
 
 def _unknown_backend(name: str, known: Any = ()) -> str:
@@ -453,7 +467,7 @@ class OpenAiBackendParameters(SubParameters):
                     "must be the name of the environment variable that holds the "
                     "API key (e.g. OPENAI_API_KEY: letters, digits and underscores), "
                     "not the key itself; export the key as that variable",
-                    _masked(self.api_key_env),
+                    shown_api_key_env(self.api_key_env),
                 )
             )
         if self.base_url is not None and self.base_urls:

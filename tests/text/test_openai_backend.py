@@ -794,6 +794,21 @@ def test_variable_names_are_accepted(value):
     assert OpenAiBackendParameters(api_key_env=value).api_key_env == value
 
 
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("OPENAI_API_KEY", "OPENAI_API_KEY"),
+        ("_K", "_K"),
+        ("sk-proj-LEAKEDKEY123456", "sk-p... (23 characters)"),
+        ("sk-12345", "..."),
+    ],
+)
+def test_an_api_key_env_is_shown_as_a_name_or_masked(value, shown):
+    from nip_core.parameters.text import shown_api_key_env
+
+    assert shown_api_key_env(value) == shown
+
+
 def test_closing_a_backend_loop_lets_cancelled_work_unwind(caplog):
     # Ctrl-C during sampling cancels the episodes' task from another thread; the
     # backend is closed right after: the task's cleanup must run, not be destroyed
