@@ -312,7 +312,8 @@ def _launch_sweep(
     from nip_core import sweeps
     from nip_core.errors import SweepInterrupted
 
-    overrides = composer.normalise_overrides(app, list(overrides))
+    given = list(overrides)
+    overrides = composer.normalise_overrides(app, given)
     master = compose_for_run(app, config_name, overrides, multirun=True)
     # `${now:...}` in the sweep dir resolves anew in every config object; fix it
     # once so that every job and the summary name the same directory
@@ -324,9 +325,11 @@ def _launch_sweep(
             f"`nip run -m --resume-sweep {sweep_dir}`, or give another "
             "hydra.sweep.dir"
         )
-    job_overrides = sweep_job_overrides(master)
-    if job_overrides is not None:
-        validate_sweep(app, name, job_overrides, sweep_dir=sweep_dir)
+    jobs = sweep_jobs(app, master, given)
+    if jobs is not None:
+        validate_sweep(
+            app, name, [job for batch in jobs for job in batch], sweep_dir=sweep_dir
+        )
     pinned = f"hydra.sweep.dir={_quote_override_value(sweep_dir)}"
     launch_overrides = [
         o for o in overrides if not o.startswith("hydra.sweep.dir=")
@@ -336,17 +339,17 @@ def _launch_sweep(
     launch_overrides += _launcher_fixes(master)
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
     sweeps.forget_job_processes(sweep_dir)
-    given = [
+    recorded = [
         o
         for o in map(composer.display_override, overrides)
         if not o.startswith("hydra.sweep.dir=")
     ]
     if previous is None:
-        sweeps.write_manifest(sweep_dir, config_name, given)
+        sweeps.write_manifest(sweep_dir, config_name, recorded)
     else:
         extensions = list(previous.extensions)
-        if prefix and given not in extensions:
-            extensions.append(given)
+        if prefix and recorded not in extensions:
+            extensions.append(recorded)
         sweeps.write_manifest(
             sweep_dir,
             previous.config_name,
@@ -375,15 +378,15 @@ def _launch_sweep(
         pass_on=launcher_target != _BASIC_LAUNCHER,
         targets=functools.partial(sweeps.job_process_pids, sweep_dir),
     )
+    task = SweepJob(debug=debug, sweep_dir=sweep_dir, resume=previous is not None)
     try:
         with composer.hydra_errors(), waiting, terminating:
-            batches = app.multirun(
-                config_name=name,
-                task_function=SweepJob(
-                    debug=debug, sweep_dir=sweep_dir, resume=previous is not None
-                ),
-                overrides=launch_overrides,
-            )
+            if jobs is None:
+                batches = app.multirun(
+                    config_name=name, task_function=task, overrides=launch_overrides
+                )
+            else:
+                batches = _run_basic_sweep(app, name, launch_overrides, jobs, task)
         batches = list(batches)
         if getattr(waiting, "requested", False) or any(
             getattr(job.return_value, "interrupted", False)
@@ -549,28 +552,113 @@ def _quote_override_value(value: str) -> str:
     return f"'{escaped}'"
 
 
-def sweep_job_overrides(master: Any) -> list[list[str]] | None:
-    """The overrides of every job of a basic sweep; ``None`` for other sweepers.
+_BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
-    Uses the basic sweeper's own splitting, so the jobs are exactly the ones it will
-    launch (sweep params from ``hydra.sweeper.params`` included).
+
+def sweep_jobs(
+    app: Any, master: Any, overrides: Sequence[str]
+) -> list[list[list[str]]] | None:
+    """The jobs of a basic sweep, in the sweeper's batches; ``None`` for other
+    sweepers.
+
+    The overrides of every job, as Hydra's basic sweeper makes them from the
+    config's ``hydra.sweeper.params`` and the command line's ``overrides`` as given
+    (before :func:`~nip_core.cli.compose.normalise_overrides`): one list of values
+    per key as written (``Override.get_key_element``: ``seed``, ``+seed``,
+    ``++seed`` and ``~seed`` are four keys, ``rl.lr`` one), the command line's
+    replacing the params' of the same key, and the jobs their product. Then each
+    job's overrides are normalised, as a single run's are. The sweep launches
+    exactly these jobs (:func:`_run_basic_sweep`), after
+    :func:`validate_sweep` has checked them.
+
+    Normalised first, ``seed=0`` would be ``++seed=0``: another key than the
+    params' ``seed``, and the sweep would multiply the two instead of the first
+    replacing the second.
+
+    Parameters
+    ----------
+    app
+        The Hydra application.
+    master
+        The sweep's config, composed from ``overrides`` (``--multirun``).
+    overrides
+        The command line's overrides, as given.
     """
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    sweeper = master.hydra.sweeper
+    if sweeper.get("_target_", "") != _BASIC_SWEEPER:
+        return None
+    params = sweeper.get("params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()]
+    parser = OverridesParser.create(config_loader=app.config_loader)
+    with composer.hydra_errors():
+        # Hydra's own overrides set the sweep's config, not a job's
+        arguments += [
+            override.input_line
+            for override in parser.parse_overrides(list(overrides))
+            if not override.is_hydra_override()
+        ]
+        batches = BasicSweeper.split_arguments(
+            parser.parse_overrides(arguments), sweeper.get("max_batch_size")
+        )
+    return [
+        [composer.normalise_overrides(app, job) for job in batch] for batch in batches
+    ]
+
+
+def _run_basic_sweep(
+    app: Any,
+    config_name: str,
+    overrides: Sequence[str],
+    jobs: Sequence[Sequence[Sequence[str]]],
+    task_function: Any,
+) -> list[Any]:
+    """Launch the jobs of a basic sweep (:func:`sweep_jobs`) batch by batch, as
+    Hydra's basic sweeper would launch its own; return the batches of job returns.
+
+    ``Hydra.multirun`` and ``BasicSweeper.sweep`` with the jobs nip made and
+    checked: the sweeper would split the overrides into jobs again, from the
+    normalised ones.
+    """
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.plugins import Plugins
+    from hydra.types import HydraContext, RunMode
     from omegaconf import OmegaConf
 
-    target = master.hydra.sweeper.get("_target_", "")
-    if target != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
-        return None
-    arguments = []
-    params = master.hydra.sweeper.get("params") or {}
-    for key, value in params.items():
-        arguments.append(f"{key}={value}")
-    arguments += OmegaConf.to_container(master.hydra.overrides.task, resolve=False)
-    with composer.hydra_errors():
-        parsed = OverridesParser.create().parse_overrides(arguments)
-        batches = BasicSweeper.split_arguments(parsed, None)
-    return [list(job) for batch in batches for job in batch]
+    cfg = app.compose_config(
+        config_name=config_name,
+        overrides=list(overrides),
+        run_mode=RunMode.MULTIRUN,
+        with_log_configuration=True,
+    )
+    callbacks = Callbacks(cfg)
+    callbacks.on_multirun_start(config=cfg, config_name=config_name)
+    launcher = Plugins.instance().instantiate_launcher(
+        hydra_context=HydraContext(
+            config_loader=app.config_loader, callbacks=callbacks
+        ),
+        task_function=task_function,
+        config=cfg,
+    )
+    sweep_dir = Path(str(cfg.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
+    returns = []
+    first = 0
+    for batch in jobs:
+        # what the sweeper checks before a batch: each job composes as the
+        # launcher will compose it
+        for job in batch:
+            app.config_loader.load_sweep_config(cfg, list(job))
+        results = launcher.launch(batch, initial_job_idx=first)
+        for result in results:
+            _ = result.return_value  # a job's exception ends the sweep, as there
+        returns.append(results)
+        first += len(batch)
+    callbacks.on_multirun_end(config=cfg, config_name=config_name)
+    return returns
 
 
 def validate_sweep(
@@ -620,7 +708,7 @@ def validate_sweep(
                         f"and [{label}] would write the same run directory; leave "
                         "it null so each job gets its own, or make it differ "
                         "between jobs (interpolate the swept values: "
-                        "run_${seed})",
+                        "run_${seed})" + _given_twice_hint(overrides),
                         value=settings.run_id,
                     )
                 )
@@ -635,12 +723,33 @@ def validate_sweep(
                     path="",
                     message=f"jobs [{labels_by_run_id[run_id]}] and [{label}] are "
                     "the same experiment (they differ only in run settings), so "
-                    "they would write the same run directory",
+                    "they would write the same run directory"
+                    + _given_twice_hint(overrides),
                 )
             )
         labels_by_run_id.setdefault(run_id, label)
     if problems:
         raise NipConfigError(problems)
+
+
+def _given_twice_hint(overrides: Sequence[str]) -> str:
+    """Why jobs that differ in their overrides can be one experiment: a key given
+    twice in each (``seed=1,2`` beside ``++seed=7``), the last one winning."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception:  # noqa: BLE001 - a hint must never hide the real problem
+        return ""
+    keys = [override.key_or_group for override in parsed]
+    twice = next((key for i, key in enumerate(keys) if key in keys[:i]), None)
+    if twice is None:
+        return ""
+    return (
+        f"; each job gives {twice} twice, and the last one wins (Hydra keeps "
+        f"{twice}, +{twice}, ++{twice} and ~{twice} apart: one does not replace "
+        f"another): give {twice} one way only"
+    )
 
 
 @attrs.frozen

@@ -72,6 +72,46 @@ def test_compare_protocols_sweeps_protocols_and_seeds(composed: Any) -> None:
     assert one["trainer"] == "vanilla_ppo"
 
 
+@pytest.mark.parametrize(
+    ("given", "run_ids"),
+    [
+        (["seed=0", "interaction_protocol=nip"], ["compare_protocols_nip_seed0"]),
+        (
+            ["seed=2"],
+            [
+                f"compare_protocols_{protocol}_seed2"
+                for protocol in ("nip", "debate", "adp", "merlin_arthur", "mnip")
+            ],
+        ),
+    ],
+)
+@pytest.mark.usefixtures("restored_logging")
+def test_compare_protocols_with_a_swept_key_given_sweeps_the_others(
+    composed: Any,
+    register_plugin: Any,
+    monkeypatch: Any,
+    capsys: Any,
+    given: list[str],
+    run_ids: list[str],
+) -> None:
+    # a key given on the command line replaces the preset's sweep of it
+    gi = pytest.importorskip("nip_plugin_graph_isomorphism")
+    plugin_module = pytest.importorskip(f"{gi.__name__}.plugin")
+    register_plugin(plugin_module, name="graph_isomorphism")
+    import nip_core.experiment
+    from nip_core.cli.main import main
+
+    launched: list[Any] = []
+    monkeypatch.setattr(
+        nip_core.experiment,
+        "run_experiment",
+        lambda hyper_params, settings: launched.append(settings.run_id),
+    )
+    status = main(["run", "-m", "-c", "compare_protocols", *given])
+    assert status == 0, capsys.readouterr().err
+    assert launched == run_ids
+
+
 def test_gi_quick_has_the_settings_the_sweep_chose(composed: Any) -> None:
     config = _plain(composed("gi_quick"))
     assert (config["dataset"], config["interaction_protocol"]) == ("eru10000", "nip")
