@@ -81,10 +81,13 @@ def secret_env_vars() -> tuple[str, ...]:
     return (*SECRET_ENV_VARS, *sorted(named - set(SECRET_ENV_VARS)))
 
 
-def redact_secrets(data: Any) -> Any:
+def redact_secrets(data: Any, *, shown_as: str = "<{name}>") -> Any:
     """``data`` with every value of a credential variable (:func:`secret_env_vars`:
     set, and at least 8 characters long) replaced by ``<NAME>``, in strings at any
-    depth; the longest values first, so that one holding another is hidden whole."""
+    depth; the longest values first, so that one holding another is hidden whole.
+
+    ``shown_as`` is what replaces a value, ``{name}`` standing for the variable's
+    name (``"${{oc.env:{name}}}"``: an interpolation that reads it back)."""
     found = {
         name: value
         for name in secret_env_vars()
@@ -97,7 +100,7 @@ def redact_secrets(data: Any) -> Any:
     def clean(value: Any) -> Any:
         if isinstance(value, str):
             for name, secret in secrets.items():
-                value = value.replace(secret, f"<{name}>")
+                value = value.replace(secret, shown_as.format(name=name))
             return value
         if isinstance(value, dict):
             return {key: clean(item) for key, item in value.items()}

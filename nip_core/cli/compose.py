@@ -516,24 +516,95 @@ def _top_level_primary(config_name: str) -> str:
 
 _URL_CREDENTIALS = re.compile(r"(://)[^/@\s]*@")
 
+_API_KEY_ENV_VALUE = re.compile(r"(api_key_env=)([^,\s]+)")
+"""An ``api_key_env`` setting among overrides joined by commas (Hydra's
+``hydra.job.override_dirname``)."""
 
-def display_override(text: str) -> str:
-    """An override as the user wrote it (without the ``++`` nip may have added),
-    with any secret hidden, as the config's own messages hide it: a value of
-    ``*api_key_env`` that is not a variable name (the key itself) shown by its
-    first characters, a URL's ``user:password@`` as ``***@``, and the value of any
-    credential variable (:func:`nip_core.settings.redact_secrets`) as its name.
-    Sweep messages and the sweep's manifest show overrides this way."""
+
+def redact_override(text: str, *, secrets_as: str = "<{name}>") -> str:
+    """An override with any secret hidden, as the config's own messages hide it: a
+    value of ``*api_key_env`` that is not a variable name (the key itself) shown
+    by its first characters, a URL's ``user:password@`` as ``***@``, and the value
+    of any credential variable (:func:`nip_core.settings.redact_secrets`) as its
+    name (``secrets_as``, ``{name}`` standing for it). Any other text is hidden the
+    same way (a config's values, overrides joined by commas)."""
     from nip_core.parameters.text import shown_api_key_env
     from nip_core.settings import redact_secrets
 
-    text = text[2:] if text.startswith("++") else text
     key, equals, value = text.partition("=")
-    if equals:
+    if equals and key.endswith("api_key_env"):
+        text = key + equals + shown_api_key_env(value)
+    else:
+        text = _API_KEY_ENV_VALUE.sub(
+            lambda match: match.group(1) + shown_api_key_env(match.group(2)), text
+        )
+    return redact_secrets(_URL_CREDENTIALS.sub(r"\1***@", text), shown_as=secrets_as)
+
+
+SECRET_REFERENCE = "${{oc.env:{name}}}"
+"""How an override refers to the value of the credential variable ``{name}``: an
+interpolation that the job resolves from its environment."""
+
+_REFERENCE = re.compile(r"\$\\?\{oc\.env\\?:(?P<name>[A-Za-z_][A-Za-z0-9_]*)\\?\}")
+"""A reference to a variable (:data:`SECRET_REFERENCE`), also as Hydra's sweeper
+writes it into a job's overrides (``$\\{oc.env\\:NAME\\}``)."""
+
+
+def display_override(text: str) -> str:
+    """An override as the user wrote it (without the ``++`` nip may have added),
+    with any secret hidden (:func:`redact_override`), and a reference to a
+    credential variable (:func:`refer_to_secrets`) shown as ``<NAME>``, as a
+    credential's value is. Sweep messages show overrides this way."""
+    from nip_core.settings import secret_env_vars
+
+    text = redact_override(text[2:] if text.startswith("++") else text)
+    names = set(secret_env_vars())
+    return _REFERENCE.sub(
+        lambda match: f"<{match['name']}>" if match["name"] in names else match[0],
+        text,
+    )
+
+
+def refer_to_secrets(text: str) -> str:
+    """An override with the value of every credential variable in it
+    (:func:`nip_core.settings.redact_secrets`) replaced by a reference to the
+    variable (:data:`SECRET_REFERENCE`, ``${oc.env:OPENAI_API_KEY}``). A sweep
+    hands Hydra its overrides this way: the credential reaches each job through
+    its environment, and what Hydra and its launchers keep of a job (its config,
+    submitit's pickles) holds the reference, not the value."""
+    from nip_core.settings import redact_secrets
+
+    return redact_secrets(text, shown_as=SECRET_REFERENCE)
+
+
+def record_override(text: str) -> str:
+    """An override as a sweep's manifest records it, to launch it again: as
+    :func:`display_override` shows it, but the value of a credential variable as
+    a reference to the variable (:func:`refer_to_secrets`; ``<OPENAI_API_KEY>``
+    is no value Hydra can parse)."""
+    return redact_override(
+        text[2:] if text.startswith("++") else text, secrets_as=SECRET_REFERENCE
+    )
+
+
+def redact_config(data: Any, key: str = "") -> Any:
+    """``data`` (a config as plain dicts and lists, ``key`` its own key) with every
+    secret hidden as :func:`redact_override` hides it: the value of a key ending in
+    ``api_key_env`` that is not a variable name, and in every string a URL's
+    credentials, the value of a credential variable and an ``api_key_env``
+    override. What nip writes of a config (Hydra's files of a sweep) holds it this
+    way."""
+    from nip_core.parameters.text import shown_api_key_env
+
+    if isinstance(data, Mapping):
+        return {name: redact_config(value, str(name)) for name, value in data.items()}
+    if isinstance(data, list | tuple):
+        return type(data)(redact_config(item, key) for item in data)
+    if isinstance(data, str):
         if key.endswith("api_key_env"):
-            value = shown_api_key_env(value)
-        text = key + equals + _URL_CREDENTIALS.sub(r"\1***@", value)
-    return redact_secrets(text)
+            data = shown_api_key_env(data)
+        return redact_override(data)
+    return data
 
 
 def compose(

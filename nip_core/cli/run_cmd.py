@@ -312,7 +312,7 @@ def _launch_sweep(
     from nip_core import sweeps
     from nip_core.errors import SweepInterrupted
 
-    given = list(overrides)
+    given = [composer.refer_to_secrets(o) for o in overrides]
     overrides = composer.normalise_overrides(app, given)
     master = compose_for_run(app, config_name, overrides, multirun=True)
     # `${now:...}` in the sweep dir resolves anew in every config object; fix it
@@ -337,11 +337,14 @@ def _launch_sweep(
     if prefix:
         launch_overrides.append(f"hydra.sweep.subdir={prefix}${{hydra.job.num}}")
     launch_overrides += _launcher_fixes(master)
+    # Hydra would save each job's config and overrides as given, secrets and all:
+    # the job saves them itself, hidden (SweepJob)
+    launch_overrides.append("hydra.output_subdir=null")
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
     sweeps.forget_job_processes(sweep_dir)
     recorded = [
         o
-        for o in map(composer.display_override, overrides)
+        for o in map(composer.record_override, overrides)
         if not o.startswith("hydra.sweep.dir=")
     ]
     if previous is None:
@@ -378,13 +381,22 @@ def _launch_sweep(
         pass_on=launcher_target != _BASIC_LAUNCHER,
         targets=functools.partial(sweeps.job_process_pids, sweep_dir),
     )
-    task = SweepJob(debug=debug, sweep_dir=sweep_dir, resume=previous is not None)
+    task = SweepJob(
+        debug=debug,
+        sweep_dir=sweep_dir,
+        resume=previous is not None,
+        hydra_subdir=master.hydra.get("output_subdir", None),
+    )
     try:
         with composer.hydra_errors(), waiting, terminating:
             if jobs is None:
-                batches = app.multirun(
-                    config_name=name, task_function=task, overrides=launch_overrides
-                )
+                try:
+                    batches = app.multirun(
+                        config_name=name, task_function=task, overrides=launch_overrides
+                    )
+                finally:
+                    # another sweeper saved the sweep's config as given
+                    _redact_saved_config(Path(sweep_dir) / MULTIRUN_CONFIG)
             else:
                 batches = _run_basic_sweep(app, name, launch_overrides, jobs, task)
         batches = list(batches)
@@ -516,7 +528,7 @@ def _remove_unstarted_sweep(sweep_dir: str) -> None:
     path = Path(sweep_dir)
     if any(path.glob(f"*/{sweeps.JOB_RECORD}")):
         return
-    for name in (sweeps.MANIFEST, "multirun.yaml"):
+    for name in (sweeps.MANIFEST, MULTIRUN_CONFIG):
         (path / name).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         (path / sweeps.JOB_PROCESSES).rmdir()
@@ -620,12 +632,12 @@ def _run_basic_sweep(
 
     ``Hydra.multirun`` and ``BasicSweeper.sweep`` with the jobs nip made and
     checked: the sweeper would split the overrides into jobs again, from the
-    normalised ones.
+    normalised ones, and save the sweep's config (``multirun.yaml``) with every
+    secret given in it.
     """
     from hydra._internal.callbacks import Callbacks
     from hydra.core.plugins import Plugins
     from hydra.types import HydraContext, RunMode
-    from omegaconf import OmegaConf
 
     cfg = app.compose_config(
         config_name=config_name,
@@ -642,9 +654,7 @@ def _run_basic_sweep(
         task_function=task_function,
         config=cfg,
     )
-    sweep_dir = Path(str(cfg.hydra.sweep.dir))
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
+    save_redacted_config(cfg, Path(str(cfg.hydra.sweep.dir)) / MULTIRUN_CONFIG)
     returns = []
     first = 0
     for batch in jobs:
@@ -659,6 +669,45 @@ def _run_basic_sweep(
         first += len(batch)
     callbacks.on_multirun_end(config=cfg, config_name=config_name)
     return returns
+
+
+MULTIRUN_CONFIG = "multirun.yaml"
+"""Hydra's copy of a sweep's config, in the sweep directory."""
+
+HYDRA_JOB_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
+"""The files Hydra keeps of a job's config, in its ``hydra.output_subdir``."""
+
+
+def redacted_yaml(cfg: Any) -> str:
+    """A config as Hydra saves it (YAML, interpolations unresolved), with every
+    secret hidden (:func:`~nip_core.cli.compose.redact_config`)."""
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
+    return OmegaConf.to_yaml(OmegaConf.create(composer.redact_config(data)))
+
+
+def save_redacted_config(cfg: Any, path: Path) -> None:
+    """Save a config as Hydra would, with every secret hidden."""
+    from nip_core.runs.io import atomic_write_text
+
+    atomic_write_text(path, redacted_yaml(cfg))
+
+
+def _redact_saved_config(path: Path) -> None:
+    """Save again, secrets hidden, a config Hydra saved with secrets in it (a
+    sweeper's ``multirun.yaml``). Never raises: it runs as a sweep ends, whatever
+    ended it."""
+    from omegaconf import OmegaConf
+
+    try:
+        if not path.is_file():
+            return
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        if composer.redact_config(data) != data:
+            save_redacted_config(OmegaConf.create(data), path)
+    except Exception as error:  # noqa: BLE001 - said, and the sweep's own error kept
+        log.warning("could not hide the secrets given in %s: %s", path, error)
 
 
 def validate_sweep(
@@ -773,11 +822,17 @@ class SweepJob:
         Continue a sweep: a job whose run finished is skipped, an unfinished run
         continues from its last checkpoint. Without it, a job refuses to write into
         an existing run directory.
+    hydra_subdir : str | None
+        Where in its job directory the job saves Hydra's files of its config
+        (:data:`HYDRA_JOB_FILES`), with every secret hidden: the sweep is launched
+        with ``hydra.output_subdir=null`` so that Hydra saves none as given.
+        ``None``: no files.
     """
 
     debug: bool = False
     sweep_dir: str | None = None
     resume: bool = False
+    hydra_subdir: str | None = None
     launching_pid: int = attrs.field(factory=os.getpid)
     launching_host: str = attrs.field(factory=socket.gethostname)
 
@@ -801,6 +856,7 @@ class SweepJob:
         from nip_core.experiment import run_experiment
 
         try:
+            self._save_hydra_files(cfg)
             hyper_params, settings = composer.build_experiment(
                 composer.to_plain_dict(cfg)
             )
@@ -858,6 +914,20 @@ class SweepJob:
         return JobOutcome(
             ok=True, run_dir=str(run_dir) if run_dir is not None else None
         )
+
+    def _save_hydra_files(self, cfg: Any) -> None:
+        """Save the job's config, Hydra's config and the job's overrides where
+        Hydra would (:attr:`hydra_subdir` of the job directory), secrets hidden."""
+        from hydra.core.hydra_config import HydraConfig
+
+        if self.hydra_subdir is None or not HydraConfig.initialized():
+            return
+        hydra_cfg = HydraConfig.instance().cfg
+        directory = Path(str(hydra_cfg.hydra.runtime.output_dir)) / self.hydra_subdir
+        job_config, hydra_config, overrides = HYDRA_JOB_FILES
+        save_redacted_config(cfg, directory / job_config)
+        save_redacted_config(hydra_cfg, directory / hydra_config)
+        save_redacted_config(hydra_cfg.hydra.overrides.task, directory / overrides)
 
     def _assign_run(self, hyper_params: Any, settings: Any) -> tuple[Any, Any]:
         """Give the job its stable run id and record it in the Hydra job directory.

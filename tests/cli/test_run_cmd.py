@@ -128,6 +128,95 @@ def test_display_override_hides_what_the_config_messages_hide(monkeypatch):
         "run.wandb_tags=[a,<OPENAI_API_KEY>]"
     )
     assert display_override("seed=1,2") == "seed=1,2"
+    # a credential a sweep hands its jobs by reference, as Hydra writes it too
+    assert display_override("++run.wandb_tags=[${oc.env:OPENAI_API_KEY}]") == (
+        "run.wandb_tags=[<OPENAI_API_KEY>]"
+    )
+    assert display_override(r"run.wandb_entity=$\{oc.env\:OPENAI_API_KEY\}") == (
+        "run.wandb_entity=<OPENAI_API_KEY>"
+    )
+    assert display_override("run.runs_dir=${oc.env:HOME}") == (
+        "run.runs_dir=${oc.env:HOME}"
+    )
+
+
+def test_a_sweep_hands_hydra_a_credential_by_reference(monkeypatch):
+    from nip_core.cli.compose import record_override, refer_to_secrets
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-envkey-123456")
+    assert refer_to_secrets("run.wandb_tags=[a,sk-envkey-123456]") == (
+        "run.wandb_tags=[a,${oc.env:OPENAI_API_KEY}]"
+    )
+    assert refer_to_secrets("seed=1,2") == "seed=1,2"
+    # the manifest: what resumes the sweep, so a reference, not <OPENAI_API_KEY>
+    assert record_override("++run.wandb_entity=sk-envkey-123456") == (
+        "run.wandb_entity=${oc.env:OPENAI_API_KEY}"
+    )
+    assert record_override("openai_backend.api_key_env=sk-abcdefghijkl1234XYZ") == (
+        "openai_backend.api_key_env=sk-a... (22 characters)"
+    )
+
+
+def test_a_config_saved_hides_every_secret_in_it(monkeypatch):
+    from nip_core.cli.compose import redact_config
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-envkey-123456")
+    config = {
+        "openai_backend": {
+            "api_key_env": "sk-abcdefghijkl1234XYZ",
+            "base_url": "http://user:sk-URL123@127.0.0.1:9/v1",
+        },
+        "run": {"wandb_tags": ["a", "sk-envkey-123456"], "checkpoint_period": 1},
+        "hydra": {
+            "job": {
+                "override_dirname": "seed=1,openai_backend.api_key_env="
+                "sk-abcdefghijkl1234XYZ,trainer=ppo"
+            },
+            "overrides": {
+                "task": ["++openai_backend.api_key_env=sk-abcdefghijkl1234XYZ,LLM_KEY"]
+            },
+        },
+    }
+    assert redact_config(config) == {
+        "openai_backend": {
+            "api_key_env": "sk-a... (22 characters)",
+            "base_url": "http://***@127.0.0.1:9/v1",
+        },
+        "run": {"wandb_tags": ["a", "<OPENAI_API_KEY>"], "checkpoint_period": 1},
+        "hydra": {
+            "job": {
+                "override_dirname": "seed=1,openai_backend.api_key_env=sk-a... "
+                "(22 characters),trainer=ppo"
+            },
+            "overrides": {
+                "task": ["++openai_backend.api_key_env=sk-a... (30 characters)"]
+            },
+        },
+    }
+    assert redact_config({"api_key_env": "LLM_KEY", "seed": 3}) == {
+        "api_key_env": "LLM_KEY",
+        "seed": 3,
+    }
+
+
+def test_a_config_another_sweeper_saved_is_saved_again_hidden(tmp_path, monkeypatch):
+    from nip_core.cli import run_cmd
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-envkey-123456")
+    path = tmp_path / "multirun.yaml"
+    path.write_text(
+        "run:\n  wandb_tags:\n  - sk-envkey-123456\n"
+        "hydra:\n  sweep:\n    dir: runs/sweeps/${now:%Y}\n"
+    )
+    run_cmd._redact_saved_config(path)
+    assert path.read_text() == (
+        "run:\n  wandb_tags:\n  - <OPENAI_API_KEY>\n"
+        "hydra:\n  sweep:\n    dir: runs/sweeps/${now:%Y}\n"
+    )
+    # nothing to hide: left as it was
+    path.write_text("seed: 1\n")
+    run_cmd._redact_saved_config(path)
+    assert path.read_text() == "seed: 1\n"
 
 
 def test_sweep_refuses_a_fixed_run_id(toy_plugin, recorded_runs, capsys):
