@@ -744,6 +744,10 @@ def build_experiment(
         from nip_core.protocols.factory import protocol_problems
 
         problems.extend(protocol_problems(hyper_params))
+        if not saved:
+            problems.extend(
+                _credential_problems(hyper_params.to_dict(include_meta=False))
+            )
 
     if problems:
         hint = _package_header_hint(config_name, config, problems)
@@ -752,6 +756,40 @@ def build_experiment(
     if not saved:
         _warn_missing_own_data(hyper_params.dataset)
     return hyper_params, settings
+
+
+def _credential_problems(data: Any, path: str = "") -> list[ConfigProblem]:
+    """A problem for every hyper-parameter that holds the value of a credential
+    variable (:func:`nip_core.settings.redact_secrets`): a run saves its
+    hyper-parameters as they are (``hyper_params.json``, which its resume reads)
+    and hands them to W&B, so none may be a credential. (Settings are saved with
+    such values hidden.)"""
+    from nip_core.settings import redact_secrets
+
+    if isinstance(data, Mapping):
+        items: Any = data.items()
+    elif isinstance(data, list | tuple):
+        items = enumerate(data)
+    else:
+        shown = redact_secrets(data) if isinstance(data, str) else data
+        if shown == data:
+            return []
+        return [
+            ConfigProblem(
+                path=path,
+                message="holds the value of a credential variable (shown by its "
+                "name): a run saves its hyper-parameters as they are, so keep the "
+                "credential in its variable",
+                value=shown,
+            )
+        ]
+    return [
+        problem
+        for key, value in items
+        for problem in _credential_problems(
+            value, f"{path}.{key}" if path else str(key)
+        )
+    ]
 
 
 def _warn_missing_own_data(dataset: Any) -> None:

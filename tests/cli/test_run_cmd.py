@@ -219,6 +219,33 @@ def test_a_config_another_sweeper_saved_is_saved_again_hidden(tmp_path, monkeypa
     assert path.read_text() == "seed: 1\n"
 
 
+def test_a_hyper_parameter_holding_a_credential_is_refused(
+    toy_plugin, recorded_runs, capsys, monkeypatch
+):
+    """A run saves its hyper-parameters as they are: a credential in one would be
+    written to disk (settings are saved with it hidden instead)."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-envkey-123456")
+    status = main(
+        [
+            "run",
+            "-c",
+            "toy/exp",
+            "openai_backend.base_url='https://127.0.0.1:9/v1?key=sk-envkey-123456'",
+            "run.wandb_tags=[sk-envkey-123456]",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err == (
+        "nip: error: invalid configuration: 1 problem\n"
+        "  - openai_backend.base_url: holds the value of a credential variable "
+        "(shown by its name): a run saves its hyper-parameters as they are, so keep "
+        "the credential in its variable "
+        "(got 'https://127.0.0.1:9/v1?key=<OPENAI_API_KEY>')\n"
+    )
+    assert recorded_runs == []
+
+
 def test_sweep_refuses_a_fixed_run_id(toy_plugin, recorded_runs, capsys):
     status = main(["run", "-m", "-c", "toy/exp", "seed=1,2", "run.run_id=fixed"])
     _, err = capsys.readouterr()

@@ -153,3 +153,38 @@ def test_a_launchers_processes_get_the_credential_and_keep_none(
     settings = json.loads((run / "settings.json").read_text())
     assert settings["wandb_tags"] == ["<OPENAI_API_KEY>"]
     assert files_holding(sweep_site.root, SECRET) == []
+
+
+def test_a_run_writes_no_credential_given_on_its_command_line(
+    sweep_site, capsys, monkeypatch
+):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    status = main(
+        [
+            "run",
+            "-c",
+            "sweep_test/exp",
+            f"run.wandb_tags=[{SECRET}]",
+            "rl.num_iterations=1",
+        ]
+    )
+    assert status == 0, capsys.readouterr().err
+    [run] = sweep_site.run_dirs()
+    settings = json.loads((run / "settings.json").read_text())
+    assert settings["wandb_tags"] == ["<OPENAI_API_KEY>"]
+    assert files_holding(sweep_site.root, SECRET) == []
+
+    # a hyper-parameter is saved as it is: refused, nothing written
+    status = main(
+        [
+            "run",
+            "-c",
+            "sweep_test/exp",
+            f"openai_backend.base_url='https://127.0.0.1:9/v1?key={SECRET}'",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "openai_backend.base_url: holds the value of a credential variable" in err
+    assert sweep_site.run_dirs() == [run]
+    assert files_holding(sweep_site.root, SECRET) == []
