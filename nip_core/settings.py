@@ -81,6 +81,18 @@ def secret_env_vars() -> tuple[str, ...]:
     return (*SECRET_ENV_VARS, *sorted(named - set(SECRET_ENV_VARS)))
 
 
+def secret_values() -> dict[str, str]:
+    """The values :func:`redact_secrets` hides, by the name of their variable, the
+    longest first: those of the variables :func:`secret_env_vars` names that are
+    set and at least 8 characters long."""
+    found = {
+        name: value
+        for name in secret_env_vars()
+        if len(value := os.environ.get(name, "")) >= 8
+    }
+    return dict(sorted(found.items(), key=lambda item: -len(item[1])))
+
+
 def redact_secrets(data: Any, *, shown_as: str = "<{name}>") -> Any:
     """``data`` with every value of a credential variable (:func:`secret_env_vars`:
     set, and at least 8 characters long) replaced by ``<NAME>``, in strings at any
@@ -88,12 +100,7 @@ def redact_secrets(data: Any, *, shown_as: str = "<{name}>") -> Any:
 
     ``shown_as`` is what replaces a value, ``{name}`` standing for the variable's
     name (``"${{oc.env:{name}}}"``: an interpolation that reads it back)."""
-    found = {
-        name: value
-        for name in secret_env_vars()
-        if len(value := os.environ.get(name, "")) >= 8
-    }
-    secrets = dict(sorted(found.items(), key=lambda item: -len(item[1])))
+    secrets = secret_values()
     if not secrets:
         return data
 

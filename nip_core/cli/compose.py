@@ -538,7 +538,23 @@ def redact_override(text: str, *, secrets_as: str = "<{name}>") -> str:
         text = _API_KEY_ENV_VALUE.sub(
             lambda match: match.group(1) + shown_api_key_env(match.group(2)), text
         )
-    return redact_secrets(_URL_CREDENTIALS.sub(r"\1***@", text), shown_as=secrets_as)
+    text = _URL_CREDENTIALS.sub(r"\1***@", _hide_escaped_secrets(text, secrets_as))
+    return redact_secrets(text, shown_as=secrets_as)
+
+
+def _hide_escaped_secrets(text: str, shown_as: str) -> str:
+    """``text`` with the value of every credential variable written with Hydra's
+    escapes (``abcdefgh\\=\\=`` for ``abcdefgh==``) replaced by ``shown_as``, as
+    :func:`~nip_core.settings.redact_secrets` replaces one written plainly."""
+    from hydra._internal.grammar.utils import escape_special_characters
+
+    from nip_core.settings import secret_values
+
+    for name, value in secret_values().items():
+        escaped = escape_special_characters(value)
+        if escaped != value:
+            text = text.replace(escaped, shown_as.format(name=name))
+    return text
 
 
 SECRET_REFERENCE = "${{oc.env:{name}}}"
@@ -574,6 +590,7 @@ def refer_to_secrets(text: str) -> str:
     submitit's pickles) holds the reference, not the value."""
     from nip_core.settings import redact_secrets
 
+    text = _hide_escaped_secrets(text, SECRET_REFERENCE)
     return redact_secrets(text, shown_as=SECRET_REFERENCE)
 
 

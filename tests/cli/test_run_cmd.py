@@ -148,6 +148,14 @@ def test_a_sweep_hands_hydra_a_credential_by_reference(monkeypatch):
         "run.wandb_tags=[a,${oc.env:OPENAI_API_KEY}]"
     )
     assert refer_to_secrets("seed=1,2") == "seed=1,2"
+    # a value with characters Hydra's grammar escapes, given escaped
+    monkeypatch.setenv("MY_TOKEN", "abcdefgh12==")
+    assert refer_to_secrets(r"run.wandb_entity=abcdefgh12\=\=") == (
+        "run.wandb_entity=${oc.env:MY_TOKEN}"
+    )
+    assert record_override(r"run.wandb_entity='abcdefgh12=='") == (
+        "run.wandb_entity='${oc.env:MY_TOKEN}'"
+    )
     # the manifest: what resumes the sweep, so a reference, not <OPENAI_API_KEY>
     assert record_override("++run.wandb_entity=sk-envkey-123456") == (
         "run.wandb_entity=${oc.env:OPENAI_API_KEY}"
