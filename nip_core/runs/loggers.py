@@ -259,15 +259,27 @@ class WandbLogger(MetricLogger):
         )
 
     def _init(self, mode: str) -> Any:
+        from nip_core.settings import redact_secrets
+
         config = {k: v for k, v in self.hyper_params_dict.items() if k != "_meta"}
+        # a credential pasted into a W&B setting goes neither to W&B nor into its
+        # files in the run directory: shown by its variable's name, as in
+        # settings.json
+        project, entity, tags = redact_secrets(
+            [
+                self.settings.wandb_project or DEFAULT_WANDB_PROJECT,
+                self.settings.wandb_entity,
+                list(self.settings.wandb_tags),
+            ]
+        )
         return self._wandb.init(
-            project=self.settings.wandb_project or DEFAULT_WANDB_PROJECT,
-            entity=self.settings.wandb_entity,
+            project=project,
+            entity=entity,
             id=self.run_dir.run_id,
             name=self.run_dir.run_id,
             dir=str(self.run_dir.path),
             mode=mode,
-            tags=list(self.settings.wandb_tags) or None,
+            tags=tags or None,
             config=config,
             resume="allow",
             reinit="create_new",

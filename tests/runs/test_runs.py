@@ -384,6 +384,37 @@ def test_wandb_offline_logger_records_history(tmp_path, plugin_manager, monkeypa
     assert config_items["seed"] == "1"
 
 
+def test_wandb_gets_no_credential_pasted_into_its_settings(
+    tmp_path, plugin_manager, monkeypatch
+):
+    secret = "sk-wandbtag-0123456789"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    run_dir = _run_dir(tmp_path, "wb-tags")
+    settings = ExperimentSettings(
+        wandb_project="nip-tests", run_id="wb-tags", wandb_tags=["a", secret]
+    )
+    group = build_loggers(run_dir, settings, {"seed": 1})
+    group.log_metrics(0, {"accuracy": 0.25})
+    group.finish()
+
+    [offline_dir] = (run_dir.path / "wandb").glob("offline-run-*-wb-tags")
+    records = _read_wandb_records(offline_dir / "run-wb-tags.wandb")
+    deadline = time.monotonic() + 20
+    while "exit" not in _record_types(records) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        records = _read_wandb_records(offline_dir / "run-wb-tags.wandb")
+    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    assert list(run.tags) == ["a", "<OPENAI_API_KEY>"]
+    assert [
+        str(path.relative_to(tmp_path))
+        for path in tmp_path.rglob("*")
+        if path.is_file() and secret.encode() in path.read_bytes()
+    ] == []
+
+
 def test_wandb_unreachable_online_logs_offline_instead(
     tmp_path, plugin_manager, monkeypatch
 ):
