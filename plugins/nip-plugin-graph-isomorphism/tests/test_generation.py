@@ -8,8 +8,12 @@ import math
 import multiprocessing
 import os
 import random
+import re
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -112,7 +116,12 @@ def test_a_dead_worker_does_not_hang_generation_nor_change_its_result(
     monkeypatch.setattr(generation, "_run_unit", _unit_killing_its_worker)
     with caplog.at_level("WARNING", logger=generation.__name__):
         again = generate_pairs(SMALL, seed=3, workers=2)
-    assert "worker process died" in caplog.text
+    (warning,) = caplog.messages
+    assert re.fullmatch(
+        r"a graph generation worker process died \(pid \d+, exited with code 1\); "
+        r"generating the rest in this process \(the other workers are stopped\)",
+        warning,
+    )
     assert np.array_equal(again.adjacency, small_dataset.adjacency)
     assert np.array_equal(again.wl_scores, small_dataset.wl_scores)
 
@@ -319,8 +328,8 @@ def test_direct_samples_for_rare_multisets_keep_the_law(monkeypatch) -> None:
     "fork" not in multiprocessing.get_all_start_methods(), reason="POSIX signals"
 )
 def test_a_worker_dying_between_two_results_does_not_stop_generation(caplog) -> None:
-    # The pool breaks while the main process is not waiting for a result: the next
-    # submission itself fails, and must fall back like a failed result does
+    # The worker dies while the main process is not waiting for a result (and is
+    # about to submit more units): it is noticed at the next wait all the same
     stream = generation._Stream(
         n=7,
         p=0.5,
@@ -337,12 +346,200 @@ def test_a_worker_dying_between_two_results_does_not_stop_generation(caplog) -> 
             worker = multiprocessing.active_children()[0]
             os.kill(worker.pid, signal.SIGKILL)
             killed.append(worker.pid)
-            time.sleep(1.0)  # the pool notices before the next submission
+            time.sleep(1.0)  # dead before the next submission
 
     serial = generation._run_streams([stream], 1, lambda take: None)
     with caplog.at_level("WARNING", logger=generation.__name__):
         parallel = generation._run_streams([stream], 2, kill_a_worker_once)
     assert killed
-    assert "worker process died" in caplog.text
+    assert caplog.messages == [
+        f"a graph generation worker process died (pid {killed[0]}, killed by signal "
+        "SIGKILL); generating the rest in this process (the other workers are "
+        "stopped)"
+    ]
+    assert multiprocessing.active_children() == []
     assert np.array_equal(parallel[0][0], serial[0][0])
     assert np.array_equal(parallel[0][1], serial[0][1])
+
+
+def _unit_failing_in_a_worker(stream, index):
+    if os.getpid() != _PARENT_PID:
+        raise ValueError(f"no unit {index} here")
+    return _REAL_RUN_UNIT(stream, index)
+
+
+@pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(),
+    reason="the forked workers inherit the patched unit function",
+)
+def test_an_error_in_a_worker_is_raised_in_the_main_process(monkeypatch) -> None:
+    monkeypatch.setattr(generation, "_run_unit", _unit_failing_in_a_worker)
+    with pytest.raises(ValueError) as caught:
+        generate_pairs(SMALL, seed=3, workers=2)
+    assert str(caught.value) == "no unit 0 here"
+    (note,) = caught.value.__notes__
+    assert note.startswith("raised in a graph generation worker process, at:\n")
+    assert "_unit_failing_in_a_worker" in note
+    assert multiprocessing.active_children() == []
+
+
+# A worker killed by the system (SIGKILL, as the out-of-memory killer sends) at any
+# moment, and the command stopped by SIGTERM or Ctrl-C, in the `nip` command itself:
+# generation_driver.py makes the first worker to reach a moment stop there, so the
+# test can kill it (or the command) at that moment.
+
+DRIVER = Path(__file__).with_name("generation_driver.py")
+# each split needs units 0 and 1 of its score-class gt_2 stream (which the
+# driver's moments name) and takes a fraction of a second
+GENERATE = [
+    "datasets",
+    "generate",
+    "graph_isomorphism",
+    "gi",
+    "--num-pairs",
+    "40",
+    "--test-pairs",
+    "20",
+    "--graph-sizes",
+    "7",
+    "--edge-probabilities",
+    "0.3",
+    "--seed",
+    "1",
+]
+needs_posix = pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods()
+    or not Path("/proc/self/stat").exists(),
+    reason="POSIX signals and /proc",
+)
+
+
+@pytest.fixture(scope="module")
+def serially_generated(tmp_path_factory) -> Path:
+    from nip_plugin_graph_isomorphism import storage
+
+    return storage.build_dataset(
+        "gi",
+        tmp_path_factory.mktemp("serial"),
+        num_pairs=40,
+        test_pairs=20,
+        seed=1,
+        graph_sizes="7",
+        edge_probabilities="0.3",
+        workers=1,
+        progress=False,
+    )
+
+
+def _start_paused(moment: str, tmp_path: Path) -> tuple[subprocess.Popen, int]:
+    """Start the command with two workers; return it and the pid of the worker
+    that stopped at ``moment``."""
+    marker = tmp_path / "paused"
+    process = subprocess.Popen(
+        [sys.executable, str(DRIVER), *GENERATE, "--workers", "2"]
+        + ["--data-dir", str(tmp_path / "data")],
+        env={**os.environ, "NIP_TEST_PAUSE": moment, "NIP_TEST_PAUSED": str(marker)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if marker.exists() and marker.read_text():
+            return process, int(marker.read_text())
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    _end(process)
+    _, err = process.communicate()
+    raise AssertionError(f"no worker stopped at {moment}; the command said:\n{err}")
+
+
+def _end(process: subprocess.Popen) -> None:
+    """Kill whatever is left of the command's process group (a test that failed)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _arrays(dataset: Path) -> dict[str, dict[str, np.ndarray]]:
+    arrays = {}
+    for split in ("train", "test"):
+        with np.load(dataset / f"{split}.npz") as archive:
+            arrays[split] = dict(archive)
+    return arrays
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+
+
+@needs_posix
+@pytest.mark.parametrize("moment", ["first_unit", "mid_stream", "sending"])
+def test_a_worker_killed_at_any_moment_leaves_the_same_dataset(
+    moment, tmp_path, serially_generated
+) -> None:
+    """Killed before its first unit, before a stream's second unit, or halfway
+    through sending a result (the main process has read the start of it), the
+    worker is noticed at once; the rest is generated in the main process."""
+    process, paused = _start_paused(moment, tmp_path)
+    try:
+        os.kill(paused, signal.SIGKILL)
+        _, err = process.communicate(timeout=60)
+    finally:
+        _end(process)
+    assert process.returncode == 0, err
+    warnings = re.findall(r"a graph generation worker process died \(.*\n", err)
+    assert warnings == [
+        f"a graph generation worker process died (pid {paused}, killed by signal "
+        "SIGKILL); generating the rest in this process (the other workers are "
+        "stopped)\n"
+    ]
+    written = _arrays(tmp_path / "data" / "graph_isomorphism" / "gi")
+    expected = _arrays(serially_generated)
+    assert {split: sorted(a) for split, a in written.items()} == {
+        split: sorted(a) for split, a in expected.items()
+    }
+    for split, split_arrays in expected.items():
+        for key, array in split_arrays.items():
+            assert np.array_equal(written[split][key], array), (split, key)
+    assert len(written["train"]["labels"]) == 40
+
+
+@needs_posix
+@pytest.mark.parametrize(
+    ("stop", "status", "message"),
+    [
+        ("SIGTERM", 143, "nip: terminated (SIGTERM)"),
+        ("Ctrl-C", 130, "nip: interrupted"),
+    ],
+)
+def test_stopping_the_command_ends_every_worker(
+    stop, status, message, tmp_path
+) -> None:
+    """SIGTERM to the command, or Ctrl-C (SIGINT to its whole process group, as a
+    terminal sends it), while one worker runs a unit and the command waits for it:
+    the command ends at once and no worker is left behind."""
+    process, paused = _start_paused("first_unit", tmp_path)
+    try:
+        from nip_core.runs.interrupts import descendant_pids
+
+        workers = descendant_pids(process.pid)
+        assert len(workers) == 2 and paused in workers
+        if stop == "SIGTERM":
+            os.kill(process.pid, signal.SIGTERM)
+        else:
+            os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        _end(process)
+    assert process.returncode == status, err
+    assert err.rstrip().endswith(message)
+    assert "worker process died" not in err
+    assert [pid for pid in workers if _running(pid)] == []
+    assert not (tmp_path / "data" / "graph_isomorphism" / "gi").exists()

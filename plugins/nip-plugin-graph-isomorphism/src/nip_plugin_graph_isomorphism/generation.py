@@ -39,15 +39,17 @@ number of workers or on timing.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
 import math
 import multiprocessing
+import multiprocessing.connection
 import os
 import random
 import signal
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import traceback
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import attrs
@@ -457,50 +459,287 @@ def _degree_matched_unit(stream: _Stream, index: int) -> _UnitResult:
 
 
 class _SerialPool:
-    """Runs units in the calling process (``workers=1``), with the interface of
-    :class:`~concurrent.futures.ProcessPoolExecutor` that :func:`_run_streams` uses.
+    """Runs units in the calling process: with ``workers=1``, and for the rest of
+    the work once a worker process has died. It has the interface of
+    :class:`_WorkerPool` that :func:`_run_streams` uses.
 
     A unit runs when its result is first asked for, so units submitted ahead for a
     stream that reaches its quota first are never run.
     """
 
     class _Deferred:
-        def __init__(self, fn: Callable, args: tuple):
-            self._call: tuple[Callable, tuple] | None = (fn, args)
+        def __init__(self, stream: _Stream, index: int):
+            self._unit: tuple[_Stream, int] | None = (stream, index)
             self._value: _UnitResult | None = None
 
+        @property
+        def done(self) -> bool:
+            return self._value is not None
+
         def result(self) -> _UnitResult:
-            if self._call is not None:
-                fn, args = self._call
-                self._value = fn(*args)
-                self._call = None
-            return self._value  # type: ignore[return-value]
+            if self._value is None:
+                if self._unit is None:
+                    raise RuntimeError("the result of a cancelled unit was asked for")
+                self._value = _run_unit(*self._unit)
+                self._unit = None
+            return self._value
 
-    def submit(self, fn: Callable, *args: object) -> _SerialPool._Deferred:
-        return self._Deferred(fn, args)
+        def cancel(self) -> None:
+            self._unit = None
 
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+    def submit(self, stream: _Stream, index: int) -> _SerialPool._Deferred:
+        return self._Deferred(stream, index)
+
+    def close(self) -> None:
         pass
 
 
-def _init_worker() -> None:
-    # one thread per worker process: the workers are the parallelism (and no
-    # OpenMP thread team is started in a forked child)
+class _WorkerDied(Exception):
+    """A worker process of a :class:`_WorkerPool` ended; the message says how."""
+
+
+_POLL_SECONDS = 1.0
+"""The longest a pool waits on its workers' pipes before it looks at every worker
+again (their exit is also watched directly, so this is only a safety net)."""
+
+_EXIT_SECONDS = 10.0
+"""How long a pool waits for a worker it killed, or whose pipe closed, to end."""
+
+
+@attrs.define(eq=False)
+class _Task:
+    """A unit given to a :class:`_WorkerPool`: its result once a worker sent it."""
+
+    pool: _WorkerPool
+    stream: _Stream
+    index: int
+    value: _UnitResult | None = None
+    cancelled: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.value is not None
+
+    def result(self) -> _UnitResult:
+        """The unit's result, waiting for it.
+
+        Raises
+        ------
+        _WorkerDied
+            When a worker process ended, this unit's or another's.
+        """
+        return self.pool.wait_for(self)
+
+    def cancel(self) -> None:
+        """Not needed any more: never given to a worker (one running it goes on)."""
+        self.cancelled = True
+
+
+@attrs.define(eq=False)
+class _Worker:
+    process: Any  # a multiprocessing Process
+    connection: Any  # this process's end of the worker's pipe
+    task: _Task | None = None
+
+
+class _WorkerPool:
+    """Worker processes run units sent over a pipe of their own, one at a time.
+
+    This process waits on every worker's pipe and on every worker's exit together,
+    so a worker that dies (killed, out of memory, a crash in a forked child) is
+    noticed at once, whatever it was doing: running a unit, sending its result
+    (the pipe, which only that worker writes to, closes before the whole result
+    has come), or waiting for the next unit. Then :meth:`wait_for` raises
+    :class:`_WorkerDied`, and the caller runs the units left elsewhere. Workers
+    share no lock and no queue: the result queue of
+    :class:`~concurrent.futures.ProcessPoolExecutor` is one pipe all its workers
+    write to, and one killed halfway through writing a result there left the
+    reader waiting for the rest of it forever.
+    """
+
+    def __init__(self, workers: int) -> None:
+        methods = multiprocessing.get_all_start_methods()
+        # fork: workers inherit the degree-multiset tables built before
+        self._context = multiprocessing.get_context(
+            "fork" if "fork" in methods else "spawn"
+        )
+        self._workers: list[_Worker] = []
+        self._queue: collections.deque[_Task] = collections.deque()
+        try:
+            for _ in range(workers):
+                self._start_worker()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_worker(self) -> None:
+        here, there = self._context.Pipe()
+        # A forked worker holds copies of this process's ends of its own pipe and
+        # of the earlier workers' pipes: it closes them, so that its pipe reads end
+        # of file once this process is gone (killed without a chance to end it) and
+        # it stops instead of living on as an orphan
+        forked = self._context.get_start_method() == "fork"
+        inherited = [worker.connection for worker in self._workers] + [here]
+        process = self._context.Process(
+            target=_worker_main,
+            args=(there, inherited if forked else []),
+            name=f"nip-graph-generation-{len(self._workers)}",
+            daemon=True,
+        )
+        # The new worker starts with Ctrl-C and SIGTERM held back, until it has
+        # dropped the command line's handlers of them (with which either would
+        # raise in it); here they wait until the worker is recorded for close()
+        with _interrupts_blocked():
+            process.start()
+            self._workers.append(_Worker(process, here))
+            there.close()
+
+    def submit(self, stream: _Stream, index: int) -> _Task:
+        """Queue a unit; workers take queued units in order."""
+        task = _Task(self, stream, index)
+        self._queue.append(task)
+        return task
+
+    def wait_for(self, task: _Task) -> _UnitResult:
+        """Give queued units to idle workers and take in results until ``task``'s
+        has come.
+
+        Raises
+        ------
+        _WorkerDied
+            When a worker process has ended (the pool is then of no more use).
+        """
+        if task.cancelled:
+            raise RuntimeError("the result of a cancelled unit was asked for")
+        while task.value is None:
+            self._dispatch()
+            busy = {w.connection: w for w in self._workers if w.task is not None}
+            exits = {w.process.sentinel: w for w in self._workers}
+            ready = set(
+                multiprocessing.connection.wait([*busy, *exits], timeout=_POLL_SECONDS)
+            )
+            # results first: a worker may have sent one just before it died
+            for connection, worker in busy.items():
+                if connection in ready:
+                    self._receive(worker)
+            for sentinel, worker in exits.items():
+                if sentinel in ready or not worker.process.is_alive():
+                    raise self._died(worker)
+        return task.value
+
+    def _dispatch(self) -> None:
+        for worker in self._workers:
+            if worker.task is not None:
+                continue
+            while self._queue and self._queue[0].cancelled:
+                self._queue.popleft()
+            if not self._queue:
+                return
+            task = self._queue.popleft()
+            try:
+                worker.connection.send((task.stream, task.index))
+            except OSError:
+                raise self._died(worker) from None
+            worker.task = task
+
+    def _receive(self, worker: _Worker) -> None:
+        try:
+            succeeded, value = worker.connection.recv()
+        except (EOFError, OSError):
+            # the pipe closed before a whole result came: the worker died
+            # before or while sending it
+            raise self._died(worker) from None
+        task, worker.task = worker.task, None
+        if not succeeded:
+            raise value
+        assert task is not None
+        task.value = value
+
+    def _died(self, worker: _Worker) -> _WorkerDied:
+        process = worker.process
+        # it is ending (its pipe or its exit said so): its exit code says how
+        process.join(_EXIT_SECONDS)
+        code = process.exitcode
+        if code is None:
+            how = "its pipe closed"
+        elif code < 0:
+            try:
+                how = f"killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"killed by signal {-code}"
+        else:
+            how = f"exited with code {code}"
+        return _WorkerDied(f"pid {process.pid}, {how}")
+
+    def close(self) -> None:
+        """End every worker (SIGKILL: what they run is no longer wanted) and wait
+        for them to end."""
+        for worker in self._workers:
+            if worker.process.exitcode is None:
+                worker.process.kill()
+        for worker in self._workers:
+            worker.process.join(_EXIT_SECONDS)
+            worker.connection.close()
+        self._workers.clear()
+        self._queue.clear()
+
+
+_INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _interrupts_blocked() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back in this thread (and in a process it starts)
+    until the block ends; they are delivered then."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)
+
+
+def _worker_main(connection: Any, inherited: list[Any]) -> None:
+    """A worker process: run the units sent over ``connection`` and send each
+    result back, until the pipe closes."""
+    for other in inherited:
+        other.close()
+    # One thread per worker process: the workers are the parallelism (and no
+    # OpenMP thread team is started in a forked child). A forked worker inherits
+    # the command line's handlers (SIGTERM raised as an interrupt): a worker ends
+    # on SIGTERM, and Ctrl-C is the main process's to handle (it ends the workers).
     torch.set_num_threads(1)
-    # a forked worker inherits the command line's handlers (SIGTERM raised as an
-    # interrupt): with them the pool's terminate() could not end a worker stuck
-    # on its result queue. Workers end on SIGTERM; Ctrl-C is the main process's.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)
+    while True:
+        try:
+            stream, index = connection.recv()
+        except (EOFError, OSError):
+            return  # the main process closed the pipe or is gone
+        try:
+            message: tuple[bool, Any] = (True, _run_unit(stream, index))
+        except Exception as error:  # noqa: BLE001 - raised again in the main process
+            error.add_note(
+                "raised in a graph generation worker process, at:\n"
+                + "".join(traceback.format_tb(error.__traceback__))
+            )
+            message = (False, error)
+        try:
+            _send_to_main(connection, message)
+        except (EOFError, OSError):
+            return  # the main process is gone
 
 
-def _make_pool(workers: int) -> ProcessPoolExecutor | _SerialPool:
-    if workers <= 1:
-        return _SerialPool()
-    methods = multiprocessing.get_all_start_methods()
-    # fork: workers inherit the degree-multiset tables built before
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker)
+def _send_to_main(connection: Any, message: tuple[bool, Any]) -> None:
+    """Send a unit's outcome to the main process: ``(True, result)`` or ``(False,
+    error)``. (A function of its own so that a test can stop a worker halfway
+    through sending.) An error that cannot be pickled ends the worker: the main
+    process then runs the unit itself, and the error is raised there."""
+    connection.send(message)
 
 
 def _run_streams(
@@ -511,27 +750,32 @@ def _run_streams(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Run every stream to its quota; return (pairs, scores) per stream.
 
-    Units of all streams are interleaved on the pool; each stream's results are
-    consumed in unit order and cut at its quota, so the output does not depend on
-    scheduling. If a worker process dies (killed, out of memory, a crash in a
-    forked child), the pool breaks: the remaining units then run in this process,
-    with the same result, instead of waiting forever for the lost one.
+    Units of all streams are interleaved on the worker processes; each stream's
+    results are consumed in unit order and cut at its quota, so the output does not
+    depend on scheduling. If a worker process dies (killed, out of memory, a crash
+    in a forked child), the other workers are killed, a warning says which died and
+    how, and the units whose results have not come run in this process, with the
+    same result.
     """
-    pool = _make_pool(workers)
-    pending: dict[int, dict[int, object]] = {i: {} for i in range(len(streams))}
+    pool: _WorkerPool | _SerialPool = (
+        _WorkerPool(workers) if workers > 1 else _SerialPool()
+    )
+    pending: dict[int, dict[int, Any]] = {i: {} for i in range(len(streams))}
 
-    def fall_back(error: BaseException) -> _SerialPool:
-        """The pool broke: every pending unit is run again in this process."""
+    def fall_back(death: _WorkerDied) -> _SerialPool:
+        """A worker died: end the others, then run every unit whose result has
+        not come in this process."""
+        pool.close()
         logger.warning(
             "a graph generation worker process died (%s); generating the rest in "
-            "this process",
-            error,
+            "this process (the other workers are stopped)",
+            death,
         )
-        pool.shutdown(wait=False, cancel_futures=True)
         serial = _SerialPool()
         for i, units in pending.items():
-            for index in units:
-                units[index] = serial.submit(_run_unit, streams[i], index)
+            for index, unit in units.items():
+                if not unit.done:
+                    units[index] = serial.submit(streams[i], index)
         return serial
 
     try:
@@ -543,7 +787,7 @@ def _run_streams(
         active = [i for i, s in enumerate(streams) if s.quota > 0]
         in_flight_limit = max(2 * workers, 2)
         while active:
-            # keep the pool busy: submit round-robin over unfinished streams
+            # keep the workers busy: submit round-robin over unfinished streams
             in_flight = sum(len(pending[i]) for i in active)
             cursor = 0
             while in_flight < in_flight_limit * len(active) and cursor < len(active):
@@ -551,12 +795,9 @@ def _run_streams(
                     if len(pending[i]) < in_flight_limit:
                         if next_submit[i] >= max_units and accepted[i] == 0:
                             raise ImpossibleCellError(streams[i], max_units)
-                        try:
-                            future = pool.submit(_run_unit, streams[i], next_submit[i])
-                        except BrokenProcessPool as error:
-                            pool = fall_back(error)
-                            future = pool.submit(_run_unit, streams[i], next_submit[i])
-                        pending[i][next_submit[i]] = future
+                        pending[i][next_submit[i]] = pool.submit(
+                            streams[i], next_submit[i]
+                        )
                         next_submit[i] += 1
                         in_flight += 1
                 cursor += 1
@@ -564,10 +805,10 @@ def _run_streams(
             for i in list(active):
                 index = next_consume[i]
                 try:
-                    result: _UnitResult = pending[i][index].result()  # type: ignore[attr-defined]
-                except BrokenProcessPool as error:
-                    pool = fall_back(error)
-                    result = pending[i][index].result()  # type: ignore[attr-defined]
+                    result: _UnitResult = pending[i][index].result()
+                except _WorkerDied as death:
+                    pool = fall_back(death)
+                    result = pending[i][index].result()
                 del pending[i][index]
                 next_consume[i] += 1
                 take = min(streams[i].quota - accepted[i], len(result.scores))
@@ -578,6 +819,8 @@ def _run_streams(
                     on_accept(take)
                 if accepted[i] >= streams[i].quota:
                     active.remove(i)
+                    for unit in pending[i].values():
+                        unit.cancel()
                     pending[i].clear()
         out = []
         for i, stream in enumerate(streams):
@@ -590,7 +833,7 @@ def _run_streams(
                 out.append((np.zeros((0, 2, n, n), np.uint8), np.zeros(0, np.int64)))
         return out
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.close()
 
 
 def _method_for(n: int, score_class: str) -> Method:
