@@ -132,6 +132,71 @@ def test_a_written_dataset_missing_a_split_says_how_to_write_it_again(tmp_path):
     assert message.endswith(f"`{command} --overwrite`")
 
 
+@pytest.fixture(scope="module")
+def named_test_set(tmp_path_factory):
+    """The named dataset ``test`` as generated on first use, to copy from."""
+    return storage.resolve_dataset("test", tmp_path_factory.mktemp("named"))
+
+
+def _split_arrays(path) -> dict[str, np.ndarray]:
+    with np.load(path) as archive:
+        return dict(archive)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_named_set_that_lost_either_split_is_generated_again(
+    tmp_path, named_test_set, split
+) -> None:
+    import shutil
+
+    copy = shutil.copytree(named_test_set, tmp_path / "test")
+    expected = {s: _split_arrays(copy / f"{s}.npz") for s in storage.SPLITS}
+    (copy / f"{split}.npz").unlink()
+    assert storage.resolve_dataset("test", tmp_path) == copy
+    for s, arrays in expected.items():
+        again = _split_arrays(copy / f"{s}.npz")
+        assert sorted(again) == sorted(arrays)
+        for key, array in arrays.items():
+            assert np.array_equal(again[key], array), (s, key)
+    assert len(storage.read_split(copy, split)) == 100
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_shipped_set_whose_copy_lost_either_split_is_read_from_the_package(
+    tmp_path, split
+) -> None:
+    command = "nip datasets generate graph_isomorphism eru10000"
+    pairs = {s: sample_pairs() for s in storage.SPLITS}
+    copy = storage.write_dataset(tmp_path / "eru10000", pairs, {"command": command})
+    (copy / f"{split}.npz").unlink()
+    assert storage.resolve_dataset("eru10000", tmp_path) == storage.shipped_dir(
+        "eru10000"
+    )
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_set_written_under_a_named_sets_name_is_not_replaced(tmp_path, split) -> None:
+    """``test`` written with options of one's own is the user's data: a missing
+    split is an error naming the file and the command, never the named recipe
+    generated over what is left."""
+    path = storage.build_dataset(
+        "test", tmp_path, num_pairs=6, test_pairs=4, seed=1, workers=1, progress=False
+    )
+    command = json.loads((path / "metadata.json").read_text())["command"]
+    assert command.startswith("nip datasets generate graph_isomorphism test --num")
+    (path / f"{split}.npz").unlink()
+    with pytest.raises(DatasetNotFoundError) as caught:
+        storage.read_split(storage.resolve_dataset("test", path.parent), split)
+    assert str(caught.value) == (
+        f"graph isomorphism dataset 'test' has no {split!r} split: "
+        f"{path / f'{split}.npz'} does not exist; write the dataset again with "
+        f"`{command} --overwrite`"
+    )
+    (other,) = {"train", "test"} - {split}
+    assert len(storage.read_split(path, other)) == {"train": 6, "test": 4}[other]
+    assert not (path / f"{split}.npz").exists()
+
+
 def test_builder_generates_both_splits_with_metadata(tmp_path) -> None:
     path = storage.build_dataset(
         "mini",

@@ -454,7 +454,7 @@ def build_dataset(
         Show progress bars.
     """
     target = Path(data_dir) / SCENARIO / name
-    command = " ".join(["nip", "datasets", "generate", "graph_isomorphism", name])
+    command = _named_command(name)
     if workers is not None and workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     generator_options = [
@@ -609,6 +609,22 @@ def shipped_dir(name: str) -> Path:
     return Path(str(resources.files("nip_plugin_graph_isomorphism") / "data" / name))
 
 
+def _named_command(name: str) -> str:
+    """The command that writes the named dataset ``name`` from its own recipe."""
+    return f"nip datasets generate graph_isomorphism {name}"
+
+
+def _made_from_named_recipe(directory: Path, name: str) -> bool:
+    """Whether ``directory`` holds the named dataset ``name`` made from its recipe
+    (generated on first use, or by its command without options), going by the
+    command its ``metadata.json`` records."""
+    try:
+        command = json.loads((directory / "metadata.json").read_text())["command"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return name in NAMED_DATASETS and command == _named_command(name)
+
+
 def resolve_dataset(name: str, data_dir: Path | None) -> Path:
     """Find a dataset's directory, generating a named one on first use.
 
@@ -617,24 +633,34 @@ def resolve_dataset(name: str, data_dir: Path | None) -> Path:
     the package's shipped datasets, then the named recipes that are cheap enough to
     generate (cached into ``data_dir``).
 
+    A named dataset's copy in ``data_dir`` made from its recipe that has lost a
+    split (any of them) is made again: the shipped files are used, or both splits
+    are generated again. A dataset the user wrote keeps its files: without its
+    train split it is an error here, and without another split, an error when that
+    split is read (:func:`read_split`); both name the file and the command that
+    writes the dataset again.
+
     Raises
     ------
     DatasetNotFoundError
-        When the dataset is nowhere and is not a named one.
+        When the dataset is nowhere and is not a named one, or the user's has no
+        train split.
     """
-    if data_dir is not None and (Path(data_dir) / name / "train.npz").is_file():
-        return Path(data_dir) / name
-    written = None if data_dir is None else Path(data_dir) / name
-    if (
-        written is not None
-        and name not in NAMED_DATASETS
-        and (written / "metadata.json").is_file()
-    ):
-        # written once, its train split gone since
-        raise DatasetNotFoundError(
-            f"graph isomorphism dataset {name!r} has no 'train' split: "
-            f"{written / 'train.npz'} does not exist{_write_again_hint(written)}"
+    if data_dir is not None:
+        written = Path(data_dir) / name
+        present = [split for split in SPLITS if (written / f"{split}.npz").is_file()]
+        if len(present) == len(SPLITS):
+            return written
+        users = not _made_from_named_recipe(written, name) and (
+            present or (written / "metadata.json").is_file()
         )
+        if users and "train" in present:
+            return written
+        if users:
+            raise DatasetNotFoundError(
+                f"graph isomorphism dataset {name!r} has no 'train' split: "
+                f"{written / 'train.npz'} does not exist{_write_again_hint(written)}"
+            )
     shipped = shipped_dir(name)
     if (shipped / "train.npz").is_file():
         return shipped
@@ -646,7 +672,7 @@ def resolve_dataset(name: str, data_dir: Path | None) -> Path:
             named.train,
             named.test,
             named.seed,
-            f"nip datasets generate graph_isomorphism {name}",
+            _named_command(name),
         )
     known = ", ".join(sorted(NAMED_DATASETS))
     raise DatasetNotFoundError(
