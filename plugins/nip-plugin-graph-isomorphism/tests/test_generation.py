@@ -252,6 +252,22 @@ def test_an_impossible_class_is_reported() -> None:
     )
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_rare_class_is_judged_on_its_units_whatever_the_workers(workers) -> None:
+    """Score class gt_2 at 7 nodes and p = 0.15 (seed 0) has its first pair in
+    unit 4: five units find it, four do not, with one worker or two (units
+    submitted ahead used to count, and two workers submit further ahead)."""
+    config = GenerationConfig(
+        num_pairs=10, graph_sizes=(7,), edge_probabilities=(0.15,)
+    )
+    data = generate_pairs(config, seed=0, workers=workers, max_units=5)
+    assert len(data) == 10
+    with pytest.raises(generation.ImpossibleCellError, match="after 4 work units"):
+        generate_pairs(config, seed=0, workers=workers, max_units=4)
+    with pytest.raises(ValueError, match="^max_units must be at least 1, got 0$"):
+        generate_pairs(config, seed=0, workers=workers, max_units=0)
+
+
 def test_a_hopeless_cell_ends_the_command_with_one_message(
     tmp_path, register_plugin, capsys, monkeypatch
 ) -> None:

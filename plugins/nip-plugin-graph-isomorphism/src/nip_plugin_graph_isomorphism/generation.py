@@ -757,6 +757,8 @@ def _run_streams(
     how, and the units whose results have not come run in this process, with the
     same result.
     """
+    if max_units < 1:
+        raise ValueError(f"max_units must be at least 1, got {max_units}")
     pool: _WorkerPool | _SerialPool = (
         _WorkerPool(workers) if workers > 1 else _SerialPool()
     )
@@ -792,9 +794,9 @@ def _run_streams(
             cursor = 0
             while in_flight < in_flight_limit * len(active) and cursor < len(active):
                 for i in list(active):
-                    if len(pending[i]) < in_flight_limit:
-                        if next_submit[i] >= max_units and accepted[i] == 0:
-                            raise ImpossibleCellError(streams[i], max_units)
+                    # a stream without a pair yet gets max_units units at most
+                    hopeless = next_submit[i] >= max_units and accepted[i] == 0
+                    if len(pending[i]) < in_flight_limit and not hopeless:
                         pending[i][next_submit[i]] = pool.submit(
                             streams[i], next_submit[i]
                         )
@@ -817,6 +819,10 @@ def _run_streams(
                     collected_scores[i].append(result.scores[:take])
                     accepted[i] += take
                     on_accept(take)
+                # judged on the units consumed, not those submitted ahead (more
+                # with more workers): the outcome does not depend on the workers
+                if accepted[i] == 0 and next_consume[i] >= max_units:
+                    raise ImpossibleCellError(streams[i], max_units)
                 if accepted[i] >= streams[i].quota:
                     active.remove(i)
                     for unit in pending[i].values():
