@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 __all__ = [
     "ENV_LOG_LEVEL",
     "THIRD_PARTY_LOGGERS",
+    "BarSafeStreamHandler",
     "adopt_library_loggers",
     "configure_logging",
 ]
@@ -48,11 +50,32 @@ _library_level: int | None = None
 used as a library: its caller's logging is left alone)."""
 
 
+class BarSafeStreamHandler(logging.StreamHandler):
+    """A stream handler that writes each record above the tqdm progress bars drawn
+    on its stream (training, dataset generation) instead of onto a bar's line: once
+    tqdm is imported, records go through ``tqdm.write``, which clears the bars,
+    writes the line and draws them again."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm_module = sys.modules.get("tqdm")
+        if tqdm_module is None:
+            super().emit(record)
+            return
+        try:
+            tqdm_module.tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except RecursionError:  # pragma: no cover - as logging.StreamHandler
+            raise
+        except Exception:  # noqa: BLE001 - logging reports its own failures
+            self.handleError(record)
+
+
 def configure_logging() -> None:
     """One plain log format for nip and the libraries it runs.
 
     nip's own records (``INFO`` and up) and the libraries' warnings and errors go to
-    standard error through one handler; the libraries' own handlers are removed.
+    standard error through one handler (:class:`BarSafeStreamHandler`: above any
+    progress bar, not on its line); the libraries' own handlers are removed.
     ``NIP_LOG_LEVEL`` (``DEBUG``, ``INFO``, ``WARNING``) sets the libraries' level.
     """
     global _library_level
@@ -60,6 +83,7 @@ def configure_logging() -> None:
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(
+            handlers=[BarSafeStreamHandler(sys.stderr)],
             level=logging.INFO,
             format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s",
             datefmt="%H:%M:%S",

@@ -297,6 +297,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             )
         return config_cmd.validate(args.arguments[0])
     if args.command == "datasets":
+        configure_logging()
         from nip_core.cli import datasets_cmd
 
         if args.datasets_command == "generate":

@@ -510,8 +510,13 @@ def test_a_worker_killed_at_any_moment_leaves_the_same_dataset(
     finally:
         _end(process)
     assert process.returncode == 0, err
-    warnings = re.findall(r"a graph generation worker process died \(.*\n", err)
+    # on a line of its own, in nip's log format: not glued to the progress bar's
+    warnings = re.findall(
+        r"^.*a graph generation worker process died \(.*\n", err, re.M
+    )
     assert warnings == [
+        re.match(r"\[\d\d:\d\d:\d\d\]", warnings[0]).group(0)
+        + "[nip_plugin_graph_isomorphism.generation][WARNING] "
         f"a graph generation worker process died (pid {paused}, killed by signal "
         "SIGKILL); generating the rest in this process (the other workers are "
         "stopped)\n"
