@@ -156,6 +156,10 @@ class TensorDictRlTrainer(TensorDictTrainer):
         # once compiling failed (the run goes on with the eager loss)
         self._compiled_loss: Any = None
         self._carry: Any = None
+        # [env, agent]: the rewards the training episodes running at the end of the
+        # last batch got in it (stats.open_episode_returns), on the process that
+        # computes the statistics
+        self._open_returns: Any = None
         self._start_iteration = 0
 
     # ------------------------------------------------------------------------------
@@ -406,6 +410,9 @@ class TensorDictRlTrainer(TensorDictTrainer):
         )
         state["loss_module"] = self.loss_module.state_dict()
         state["carry"] = None if self._carry is None else self._carry.clone()
+        state["open_returns"] = (
+            None if self._open_returns is None else self._open_returns.clone()
+        )
         state["environments"] = {
             "train": capture_environment_state(self.train_environment),
             "test": capture_environment_state(self.test_environment),
@@ -424,6 +431,7 @@ class TensorDictRlTrainer(TensorDictTrainer):
             self.optimizer.load_state_dict(state["optimizer"])
         self.loss_module.load_state_dict(state["loss_module"])
         self._carry = state["carry"]
+        self._open_returns = state.get("open_returns")
         envs = state["environments"]
         restore_environment_state(self.train_environment, envs["train"])
         restore_environment_state(self.test_environment, envs["test"])
@@ -539,6 +547,8 @@ class TensorDictRlTrainer(TensorDictTrainer):
         _num_iterations, initial_func=lambda self: self._start_iteration
     )
     def _run_train_loop(self, iteration_context: IterationContext) -> None:
+        from nip_core.trainers.stats import open_episode_returns
+
         iteration_context.set_description("Training")
         env = self.train_environment
         steps = self._steps_per_iteration(env)
@@ -577,7 +587,10 @@ class TensorDictRlTrainer(TensorDictTrainer):
                 # nothing
                 rollout = self._gather_shard_rollouts(shard_rollouts)
             if rollout is not None:
-                metrics = self._rollout_statistics(rollout, train=True)
+                metrics = self._rollout_statistics(
+                    rollout, train=True, carried_returns=self._open_returns
+                )
+                self._open_returns = open_episode_returns(rollout, self._open_returns)
                 metrics.update(test_metrics)
                 metrics.update(self._loss_metrics(mean_losses, prefix=""))
                 for name, update in updates.items():
@@ -952,7 +965,12 @@ class TensorDictRlTrainer(TensorDictTrainer):
                 metrics[f"{prefix}{name}"] = float(value.mean())
         return metrics
 
-    def _rollout_statistics(self, rollout: Any, train: bool) -> dict[str, float]:
+    def _rollout_statistics(
+        self, rollout: Any, train: bool, carried_returns: Any = None
+    ) -> dict[str, float]:
+        """The statistics of ``rollout``; ``carried_returns``: the rewards its
+        carried-over episodes got in the batch before
+        (:func:`~nip_core.trainers.stats.open_episode_returns`)."""
         from nip_core.trainers.stats import rollout_statistics
 
         handler = self.protocol_handler
@@ -963,6 +981,7 @@ class TensorDictRlTrainer(TensorDictTrainer):
             effective_decision=getattr(
                 handler, "get_effective_verifier_decision", None
             ),
+            carried_returns=carried_returns,
         )
 
     def _maybe_save_rollout_sample(self, rollout: Any, iteration: int) -> None:

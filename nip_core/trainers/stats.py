@@ -12,8 +12,10 @@ Names (``test_`` prefixed for the test loop): ``mean_accuracy``, ``std_accuracy`
 ``mean_episode_length`` (of the episodes that end in the batch: the round each ends
 in, plus one, counting the rounds it played in earlier batches),
 ``{agent}.mean_step_reward``, ``{agent}.mean_episode_reward``,
-``{agent}.worst_episode_reward``, ``{agent}.mean_decision_entropy`` /
-``std_decision_entropy``, ``{agent}.mean_message_entropy`` / ``std_message_entropy``,
+``{agent}.worst_episode_reward`` (an episode's whole return, also when its first
+rounds were played in the batch before: see ``carried_returns``),
+``{agent}.mean_decision_entropy`` / ``std_decision_entropy``,
+``{agent}.mean_message_entropy`` / ``std_message_entropy``,
 ``{agent}.mean_max_message_prob``, ``{agent}.mean_value``,
 ``{agent}.mean_value_target``, ``{agent}.mean_advantage``,
 ``{agent}.residual_critic_variance``. Entropies, and the largest message
@@ -89,6 +91,32 @@ def episode_index(done: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rows * (done.shape[1] + 1) + local, complete
 
 
+def open_episode_returns(
+    rollout: Any, carried: torch.Tensor | None = None
+) -> torch.Tensor | None:
+    """``[env, agent]`` (float64): each environment's rewards since the last episode
+    that ended in ``rollout``, the part of the episode still running at its end
+    (with ``carried``, this function's value for the batch before, when that
+    episode ran through the whole batch). :func:`rollout_statistics` takes it, as
+    ``carried_returns``, for the next batch of the same environments, so the
+    episodes that carry over are paid their whole return. ``None`` without
+    rewards."""
+    time = rollout.shape[-1]
+    flat = rollout.reshape(-1, time)
+    reward = _get(flat, ("next", "agents", "reward"))
+    if reward is None:
+        return None
+    reward = reward.reshape(*flat.shape, -1).double()
+    done = flat.get(("next", "done")).reshape(flat.shape[0], time, -1).any(-1)
+    # the steps after each row's last done
+    after_last = torch.flip(torch.cumsum(torch.flip(done.long(), [1]), 1), [1]) == 0
+    open_part = (reward * after_last.unsqueeze(-1)).sum(1)
+    if carried is not None and tuple(carried.shape) == tuple(open_part.shape):
+        no_end = ~done.any(1)
+        open_part[no_end] += carried.to(open_part.device, torch.float64)[no_end]
+    return open_part
+
+
 def _group_mean(values: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     unique, inverse = torch.unique(groups, return_inverse=True)
     sums = torch.zeros(len(unique), dtype=torch.float64).index_add_(
@@ -138,6 +166,7 @@ def rollout_statistics(
     verifier_name: str = "verifier",
     effective_decision: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     | None = None,
+    carried_returns: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Compute the statistics of one batch of rollouts (see the module docstring).
 
@@ -148,6 +177,12 @@ def rollout_statistics(
     decisions, which the policy's log-probabilities are of. A verdict is read at the
     step where the verifier became done (under zero knowledge that can be before the
     episode ends).
+
+    ``carried_returns`` (``[env, agent]``, :func:`open_episode_returns` of the batch
+    before) are the rewards that each environment's first episode, carried over
+    from the batch before, got there: its episode reward counts them, so an
+    episode's reward is its whole return, as its length is its whole length.
+    ``None``: the batch starts with fresh episodes.
     """
     stats: dict[str, float] = {}
     time = rollout.shape[-1]
@@ -192,6 +227,16 @@ def rollout_statistics(
                 ep_reward = torch.zeros(
                     len(unique_eps), dtype=torch.float64
                 ).index_add_(0, inverse, reward[..., i][complete].double())
+                if carried_returns is not None and carried_returns.shape == (
+                    flat.shape[0],
+                    len(agent_names),
+                ):
+                    # each row's first episode began in the batch before
+                    first = (unique_eps % (time + 1) == 0).to(ep_reward.device)
+                    rows = unique_eps.to(ep_reward.device)[first] // (time + 1)
+                    ep_reward[first] += carried_returns[:, i].to(
+                        ep_reward.device, torch.float64
+                    )[rows]
                 stats[f"{name}.{prefix}mean_episode_reward"] = float(ep_reward.mean())
                 if episode_datapoint is not None:
                     per_dp = _group_mean(ep_reward, episode_datapoint)

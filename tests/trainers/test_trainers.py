@@ -432,6 +432,59 @@ def test_rollout_statistics_exact_values():
     assert forced["worst_datapoint_accuracy"] == 1.0
 
 
+def test_a_carried_over_episode_is_paid_its_whole_return():
+    """An episode whose first rounds lie in the batch before counts the rewards it
+    got there: its episode reward is its whole return, as its length is its whole
+    length (before, only the rewards of its last batch counted)."""
+    from tensordict import TensorDict
+
+    from nip_core.trainers.stats import open_episode_returns, rollout_statistics
+
+    def batch(rounds, rewards, done, datapoints):
+        steps = len(rounds)
+        return TensorDict(
+            {
+                "round": torch.tensor([rounds]),
+                "y": torch.ones(1, steps, 1, dtype=torch.long),
+                "datapoint_id": torch.tensor([datapoints]),
+                "agents": TensorDict(
+                    {"decision": torch.tensor([[[1 if d else 2] for d in done]])},
+                    batch_size=(1, steps, 1),
+                ),
+                "next": TensorDict(
+                    {
+                        "done": torch.tensor([done]),
+                        "agents": TensorDict(
+                            {"reward": torch.tensor([[[r] for r in rewards]])},
+                            batch_size=(1, steps, 1),
+                        ),
+                    },
+                    batch_size=(1, steps),
+                ),
+            },
+            batch_size=(1, steps),
+        )
+
+    # episodes of 3 rounds paid -0.25 per round the verifier continues and 1 for
+    # its verdict: a return of 0.5 each. The first runs through batch A, its rounds
+    # 0 and 1, and ends in batch B, where a whole second episode follows.
+    first = batch([0, 1], [-0.25, -0.25], [False, False], [7, 7])
+    carried = open_episode_returns(first)
+    assert carried.tolist() == [[-0.5]]
+    second = batch(
+        [2, 0, 1, 2], [1.0, -0.25, -0.25, 1.0], [True, False, False, True], [7, 8, 8, 8]
+    )
+    stats = rollout_statistics(second, ["verifier"], carried_returns=carried)
+    assert stats["mean_episode_length"] == 3.0
+    assert stats["verifier.mean_episode_reward"] == 0.5
+    assert stats["verifier.worst_episode_reward"] == 0.5
+    # nothing is left running at the end of batch B
+    assert open_episode_returns(second, carried).tolist() == [[0.0]]
+    # an episode running through a whole batch carries on what it had before
+    middle = batch([2, 3], [-0.25, -0.25], [False, False], [7, 7])
+    assert open_episode_returns(middle, carried).tolist() == [[-1.0]]
+
+
 def test_accuracy_reads_the_verdict_at_the_step_the_verifier_became_done():
     # zero knowledge: the verifier accepts on round 0 (y = 1: right) while the
     # adversarial verifier goes on; the episode ends on round 2, when the adversarial
@@ -610,4 +663,44 @@ def test_values_across_agents_sum_the_losses_and_average_the_statistics():
         "verifier.test_explained_variance": 0.5,
         "test_explained_variance": -0.25,
         "test_kl_beta": 0.5,
+    }
+
+
+def test_a_resumed_run_pays_carried_over_episodes_as_an_uninterrupted_one(
+    synthetic_scenario,
+):
+    """The rewards that the training episodes running at an iteration's end got in
+    it are checkpointed: after a resume the iterations log the episode rewards an
+    uninterrupted run logs."""
+    from nip_core.experiment import resume_run, run_experiment
+
+    hp = synthetic_scenario.hyper_params(
+        "nip",
+        rl=synthetic_scenario.short_rl(num_iterations=4),
+        # a reward each round the verifier continues: episodes that carry over
+        # got part of their return in the batch before
+        protocol_common={"verifier_no_guess_reward": -0.125},
+    )
+    settings = synthetic_scenario.settings(checkpoint_period=1)
+    reference = run_experiment(hp, settings, run_id="reference")
+
+    def stop(trainer, iteration, metrics):
+        if iteration == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(hp, settings, run_id="stopped", callbacks=[stop])
+    resumed = resume_run("stopped", settings.runs_dir, show_progress=False)
+    assert resumed.resumed_from == 2
+
+    def rewards(result):
+        return {
+            r["step"]: r["verifier.mean_episode_reward"]
+            for r in result.metrics
+            if "verifier.mean_episode_reward" in r
+        }
+
+    expected = rewards(reference)
+    assert {2: expected[2], 3: expected[3]} == {
+        step: value for step, value in rewards(resumed).items() if step >= 2
     }
