@@ -333,7 +333,8 @@ class ZkProtocolParameters(SubParameters):
     simulator_reward_coefficient : float
         The simulator's reward is this times the sum of two cosine similarities
         between its logits and the adversarial verifier's (messages on the active
-        channels, and decisions where the verifier may decide).
+        channels, and decisions where a verdict can count: the verifier's turns
+        from round ``min_message_rounds - 1`` on).
     aux_prover_reward_coefficient : float
         Each prover gets this times the simulator's reward added to its own.
     """

@@ -20,7 +20,8 @@ With ``protocol_common.zero_knowledge`` the experiment's protocol is wrapped:
 - Rewards: the simulator gets ``simulator_reward_coefficient`` × (cosine similarity
   of its and the adversarial verifier's message logits on the channels the
   adversarial verifier is active on + cosine similarity of their decision logits
-  where the verifier may decide); the adversarial verifier gets its negative; every
+  where a verdict can count: the verifier's turns from round
+  ``min_message_rounds - 1`` on); the adversarial verifier gets its negative; every
   prover gets ``aux_prover_reward_coefficient`` × the simulator's reward added to its
   base reward. Rows where the adversarial verifier was already done get no
   simulator reward.
@@ -364,8 +365,9 @@ class ZeroKnowledgeProtocolHandler(ProtocolHandler):
 
         ``coefficient × (cos(adversarial verifier's and simulator's message logits on
         the channels the adversarial verifier is active on) + cos(their decision
-        logits where the verifier may decide))``; a cosine similarity of all-zero
-        vectors counts as 0.
+        logits where a verdict can count: the verifier's turns from round
+        min_message_rounds - 1 on))``; a cosine similarity of all-zero vectors
+        counts as 0.
         """
         count = self.base_protocol.num_message_channels
         adv = self.adversarial_verifier_index
@@ -387,7 +389,13 @@ class ZeroKnowledgeProtocolHandler(ProtocolHandler):
             adv_messages.flatten(batch_dims), sim_messages.flatten(batch_dims), dim=-1
         )
 
+        # Decisions are compared only where a verdict can count: on the verifier's
+        # turns from round min_message_rounds - 1 on (the decision mask's rule).
+        # Before that every decision is restricted to "continue", so the two agents'
+        # decision distributions are the same whatever their logits, and neither
+        # agent's loss sees those decisions.
         guess = self.get_verifier_guess_mask_from_rounds_and_seed(round_id, seed)
+        guess = guess & (round_id >= self.min_message_rounds - 1)
         guess = guess.to(decision_logits.device)[..., None]
         adv_decisions = decision_logits[..., adv, :].float()
         sim_decisions = decision_logits[..., sim, :].float()

@@ -192,6 +192,33 @@ def test_simulator_reward_with_known_cosine_similarities() -> None:
     assert not terminated.any() and not agent_done.any()
 
 
+def test_decisions_are_compared_only_where_a_verdict_can_count() -> None:
+    # Verifier turns 0, 2, 4, 6; verdicts count from round min - 1 = 2 on. On round 0
+    # every decision is restricted to "continue" and left out of every loss, so the
+    # decision logits are not compared there; the messages still are.
+    handler = zk(
+        coefficient=1.0,
+        aux=1.0,
+        nip_protocol={"max_message_rounds": 7, "min_message_rounds": 3},
+    )
+    messages, decisions = zero_logits(handler, batch=3)
+    adv, sim = handler.adversarial_verifier_index, handler.simulator_index
+    decisions[:, adv] = torch.tensor([1.0, 0.0, 0.0])
+    decisions[:, sim] = torch.tensor([1.0, 1.0, 0.0])  # cos = 1 / sqrt(2)
+    messages[2, adv, 1, 0] = torch.tensor([3.0, 4.0])
+    messages[2, sim, 2, 0] = torch.tensor([4.0, 3.0])  # cos = 24 / 25
+    td = make_protocol_step_td(
+        handler,
+        [0, 2, 0],
+        [[C] * 4] * 3,
+        main_message_logits=messages,
+        decision_logits=decisions,
+    )
+    _, _, _, reward = handler.step_interaction_protocol(td)
+    assert reward[:, sim].tolist() == pytest.approx([0.0, 1 / math.sqrt(2), 24 / 25])
+    assert reward[:, adv].tolist() == pytest.approx([0.0, -1 / math.sqrt(2), -24 / 25])
+
+
 def test_simulator_reward_sums_the_active_channels() -> None:
     handler = zk(DebateProtocolHandler, coefficient=1.0, aux=1.0)
     messages, decisions = zero_logits(handler, batch=1, message_dims=(1, 1))
