@@ -8,6 +8,7 @@ from nip_core.errors import NipConfigError
 
 from nip_plugin_image_classification.binarification import (
     balance,
+    balanced_prefix,
     binarify,
     merge_classes,
     random_labels,
@@ -112,6 +113,37 @@ def test_binarify_balanced_merge_is_exact():
     )
     assert selection.index.tolist() == [1, 2, 3, 4]
     assert selection.labels.tolist() == [0, 0, 1, 1]
+
+
+def test_size_limit_keeps_a_balanced_selection_balanced():
+    # Balanced already (four of each), but the ones come first: the first four
+    # images would all be ones. The limit keeps the first two of each label, in
+    # order, and with an odd limit the earliest image left (the third one).
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+
+    def limited(max_size, make_balanced=True):
+        return binarify(
+            labels,
+            method="select_two",
+            num_classes=2,
+            seed=0,
+            selected_classes=(0, 1),
+            make_balanced=make_balanced,
+            max_size=max_size,
+        )
+
+    assert limited(4).index.tolist() == [0, 1, 4, 5]
+    assert limited(4).labels.tolist() == [1, 1, 0, 0]
+    assert limited(5).index.tolist() == [0, 1, 2, 4, 5]
+    assert limited(20).index.tolist() == list(range(8))
+    # Without balancing the limit is the first images, whatever their labels.
+    assert limited(4, make_balanced=False).labels.tolist() == [1, 1, 1, 1]
+
+
+def test_balanced_prefix_with_classes_smaller_than_half_the_limit():
+    # Two of each label, limit 6: all four stay, in order.
+    assert balanced_prefix(np.array([0, 1, 1, 0]), 6).tolist() == [0, 1, 2, 3]
+    assert balanced_prefix(np.array([0, 1, 1, 0]), 3).tolist() == [0, 1, 2]
 
 
 def test_select_two_out_of_range_class_is_a_config_error():

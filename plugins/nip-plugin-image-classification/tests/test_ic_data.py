@@ -84,6 +84,22 @@ def test_max_sizes_truncate_each_split(settings):
     assert len(test) == 4
 
 
+def test_size_limits_keep_a_balanced_split_balanced(settings):
+    # Merged digits, balanced: the first 100 balanced test images are 56 of label 0
+    # and 44 of label 1; the limit keeps 50 of each (and of the train split too).
+    hyper_params = make_hyper_params(
+        binarification_method="merge", max_train_size=100, max_test_size=100
+    )
+    for split in ("train", "test"):
+        dataset = ImageClassificationDataset(
+            hyper_params, settings, make_handler(), split
+        )
+        assert len(dataset) == 100
+        assert np.bincount(dataset.data["y"].numpy()).tolist() == [50, 50]
+        source = dataset.data["source_index"].numpy()
+        assert (np.diff(source) > 0).all()
+
+
 def test_second_load_reads_the_cache(settings):
     hyper_params = make_hyper_params(binarification_method="select_two")
     first = ImageClassificationDataset(hyper_params, settings, make_handler(), "train")

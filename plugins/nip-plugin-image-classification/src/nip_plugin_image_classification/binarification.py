@@ -71,6 +71,26 @@ def balance(labels: np.ndarray, seed: int) -> np.ndarray:
     return np.sort(np.concatenate([smaller, kept])).astype(np.int64)
 
 
+def balanced_prefix(labels: np.ndarray, max_size: int) -> np.ndarray:
+    """Positions of at most ``max_size`` images that keep balanced labels balanced.
+
+    The first ``max_size // 2`` images of each label are kept, in their original
+    order; when ``max_size`` is odd, the earliest image of either label after those
+    fills the last place. So a balanced selection stays balanced (to within the one
+    image an odd size forces), where taking the first ``max_size`` images whatever
+    their labels would leave chance imbalance.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    positions = np.arange(len(labels), dtype=np.int64)
+    # rank of each image among the images of its label, in order
+    rank = np.empty(len(labels), dtype=np.int64)
+    for label in (0, 1):
+        of_label = labels == label
+        rank[of_label] = np.arange(int(of_label.sum()), dtype=np.int64)
+    by_rank = np.lexsort((positions, rank))
+    return np.sort(by_rank[:max_size]).astype(np.int64)
+
+
 def binarify(
     labels: np.ndarray,
     *,
@@ -99,7 +119,9 @@ def binarify(
     make_balanced : bool
         Whether to subsample the larger class.
     max_size : int | None
-        Keep only the first ``max_size`` images left after balancing.
+        Keep at most ``max_size`` images: the first ones, in order; with
+        ``make_balanced``, the first ``max_size // 2`` of each label (see
+        :func:`balanced_prefix`), so the kept images stay balanced.
     """
     labels = np.asarray(labels, dtype=np.int64)
     if method == "merge":
@@ -138,7 +160,12 @@ def binarify(
             index=selection.index[keep], labels=selection.labels[keep]
         )
     if max_size is not None:
+        keep = (
+            balanced_prefix(selection.labels, max_size)
+            if make_balanced
+            else np.arange(min(max_size, len(selection.labels)), dtype=np.int64)
+        )
         selection = TwoClassSelection(
-            index=selection.index[:max_size], labels=selection.labels[:max_size]
+            index=selection.index[keep], labels=selection.labels[keep]
         )
     return selection

@@ -38,7 +38,7 @@ from nip_plugin_image_classification.datasets import (
     source_fingerprint,
 )
 
-PROCESSING_VERSION = 1
+PROCESSING_VERSION = 2
 """Bumped whenever the processing below changes what it produces."""
 
 

@@ -70,7 +70,8 @@ class ImageClassificationParameters(SubParameters):
         dataset's default (2 for SVHN, 0 otherwise).
     make_balanced : bool
         Whether to subsample the larger class (seeded) so both classes are equally
-        frequent.
+        frequent. The core's size caps (``dataset_options.max_train_size``,
+        ``max_test_size``) then keep the first half of the cap from each class.
     num_block_groups : int
         The number of groups of building blocks (for example convolutional layers)
         in each agent's CNN. Each group halves the height and width and doubles the
