@@ -70,13 +70,17 @@ class BarSafeStreamHandler(logging.StreamHandler):
             self.handleError(record)
 
 
-def configure_logging() -> None:
+def configure_logging(*, take_over_torchrl: bool = True) -> None:
     """One plain log format for nip and the libraries it runs.
 
     nip's own records (``INFO`` and up) and the libraries' warnings and errors go to
     standard error through one handler (:class:`BarSafeStreamHandler`: above any
     progress bar, not on its line); the libraries' own handlers are removed.
     ``NIP_LOG_LEVEL`` (``DEBUG``, ``INFO``, ``WARNING``) sets the libraries' level.
+
+    ``take_over_torchrl``: import TorchRL now to take its handler away. Commands
+    that never run it (``nip datasets``) say ``False``: importing TorchRL also makes
+    ``spawn`` the default start method of :mod:`multiprocessing`.
     """
     global _library_level
 
@@ -93,13 +97,18 @@ def configure_logging() -> None:
     if not isinstance(level, int):
         level = logging.WARNING
     _library_level = level
+    if take_over_torchrl:
+        _take_over_torchrl()
+    adopt_library_loggers(*THIRD_PARTY_LOGGERS)
+
+
+def _take_over_torchrl() -> None:
     try:
         # TorchRL installs a coloured handler of its own on import: import it now to
         # take that handler away
         import torchrl  # noqa: F401
     except ImportError:  # pragma: no cover - torchrl is a dependency
         pass
-    adopt_library_loggers(*THIRD_PARTY_LOGGERS)
 
 
 def adopt_library_loggers(*names: str) -> None:

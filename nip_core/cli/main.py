@@ -297,7 +297,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             )
         return config_cmd.validate(args.arguments[0])
     if args.command == "datasets":
-        configure_logging()
+        configure_logging(take_over_torchrl=False)
         from nip_core.cli import datasets_cmd
 
         if args.datasets_command == "generate":
