@@ -13,7 +13,8 @@ worker reads ``request.json`` and writes
   reason), written last;
 - ``tmp/``: the worker's temporary directory while it runs (``TMPDIR``: the
   ``datasets`` library's cache files of in-memory datasets, and whatever else the
-  libraries put there), removed when the job ends. A worker forked by the zygote
+  libraries put there), removed when the job ends, before ``result.json`` is
+  written (a job with a result has left nothing there). A worker forked by the zygote
   ends with ``os._exit``, which runs no finaliser, so files the libraries would
   remove at exit are left behind unless they live here.
 
@@ -61,7 +62,12 @@ def run_job(job_dir: str | os.PathLike[str]) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     with _scratch_directory(job_dir / SCRATCH_DIR):
-        return _run_job(job_dir)
+        status, result = _run_job(job_dir)
+    # written once the scratch directory is gone: a job whose result is there has
+    # left nothing behind
+    if result is not None:
+        _write_result(job_dir, **result)
+    return status
 
 
 @contextlib.contextmanager
@@ -86,7 +92,8 @@ def _scratch_directory(path: Path) -> Iterator[None]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _run_job(job_dir: Path) -> int:
+def _run_job(job_dir: Path) -> tuple[int, dict[str, Any] | None]:
+    """Train; the exit status and the result to write (``None``: interrupted, none)."""
     try:
         model_dir = job_dir / MODEL_DIR
         from nip_plugin_transformers.models import MODEL_INFO_FILE
@@ -98,19 +105,16 @@ def _run_job(job_dir: Path) -> int:
             summary = json.loads((model_dir / MODEL_INFO_FILE).read_text("utf-8"))
     except KeyboardInterrupt:
         print("interrupted; the job continues when the run resumes", flush=True)
-        return 130
+        return 130, None
     except BaseException as error:  # noqa: BLE001 - every failure is reported
         traceback.print_exc()
         sys.stdout.flush()
-        _write_result(job_dir, status="failed", error=_describe(error))
-        return 1
-    _write_result(
-        job_dir,
-        status="succeeded",
-        fine_tuned_model=str(job_dir / MODEL_DIR),
-        summary=summary,
-    )
-    return 0
+        return 1, {"status": "failed", "error": _describe(error)}
+    return 0, {
+        "status": "succeeded",
+        "fine_tuned_model": str(job_dir / MODEL_DIR),
+        "summary": summary,
+    }
 
 
 def _describe(error: BaseException) -> str:
