@@ -463,3 +463,50 @@ def test_llm_method_api_error_is_one_clear_error(tmp_path) -> None:
             )
     assert "no-such-model" in str(info.value)
     assert not (tmp_path / "code_validation" / "x").exists()
+
+
+def test_the_sandbox_limits_are_options_of_the_build(tmp_path, monkeypatch) -> None:
+    """``--sandbox-wall-time`` and ``--sandbox-memory-mb`` reach every sandboxed
+    test run of the build, and ``metadata.json`` records them."""
+    from nip_core.cli.main import main
+
+    from nip_plugin_code_validation import humaneval
+    from nip_plugin_code_validation.sandbox import SandboxLimits
+
+    seen = []
+    real = humaneval.run_tests
+
+    def recording(*args, limits, **kwargs):
+        seen.append(limits)
+        return real(*args, limits=limits, **kwargs)
+
+    monkeypatch.setattr(humaneval, "run_tests", recording)
+    command = ["datasets", "generate", "code_validation", "limited"]
+    command += ["--num-problems", "3", "--data-dir", str(tmp_path)]
+    command += ["--sandbox-wall-time", "2.5", "--sandbox-memory-mb", "256"]
+    assert main(command) == 0
+    expected = SandboxLimits(wall_time=2.5, cpu_time=3, memory_mb=256)
+    assert seen and set(seen) == {expected}
+    metadata = json.loads(
+        (tmp_path / "code_validation" / "limited" / "metadata.json").read_text()
+    )
+    assert metadata["sandbox_limits"] == {
+        "wall_time": 2.5,
+        "cpu_time": 3,
+        "memory_mb": 256,
+    }
+
+
+def test_the_default_sandbox_limits_and_bad_ones(tmp_path) -> None:
+    from nip_plugin_code_validation.generation import build_dataset, sandbox_limits
+    from nip_plugin_code_validation.humaneval import DEFAULT_LIMITS
+
+    assert sandbox_limits(10.0, 1024) == DEFAULT_LIMITS
+    # the CPU time never exceeds the wall time (rounded up), nor the default
+    assert sandbox_limits(0.5, 64).cpu_time == 1
+    assert sandbox_limits(60, 4096).cpu_time == DEFAULT_LIMITS.cpu_time
+    with pytest.raises(NipConfigError) as info:
+        build_dataset("x", tmp_path, sandbox_wall_time=0, sandbox_memory_mb=32)
+    paths = [problem.path for problem in info.value.problems]
+    assert paths == ["sandbox_wall_time", "sandbox_memory_mb"]
+    assert not (tmp_path / "code_validation").exists()

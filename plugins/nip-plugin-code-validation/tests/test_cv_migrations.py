@@ -144,3 +144,57 @@ def test_an_original_code_validation_run_loads(code_validation_plugin):
     assert verifier.num_invalid_generation_retries == 19
     assert "agents.verifier.model_provider 'vLLM-OpenAI' dropped" in text
     assert "mnip_protocol.max_message_rounds set to 5 from nip_protocol" in text
+
+
+def test_the_sandbox_limits_of_0_1_0_are_dropped_with_a_note():
+    from nip_plugin_code_validation.migrations import sandbox_limits_to_builder
+
+    saved = {
+        "code_validation": {
+            "apps_difficulty": "interview",
+            "sandbox_wall_time": 5.0,
+            "sandbox_memory_mb": 512,
+        }
+    }
+    migrated, changes = sandbox_limits_to_builder(saved)
+    assert migrated == {"code_validation": {"apps_difficulty": "interview"}}
+    assert changes == [
+        "code_validation.sandbox_wall_time (5.0) dropped: no run read it; the "
+        "sandbox's limits are --sandbox-wall-time of nip datasets generate "
+        "code_validation",
+        "code_validation.sandbox_memory_mb (512) dropped: no run read it; the "
+        "sandbox's limits are --sandbox-memory-mb of nip datasets generate "
+        "code_validation",
+    ]
+    assert "sandbox_wall_time" in saved["code_validation"]  # input untouched
+    assert sandbox_limits_to_builder({"scenario": "x"}) == ({"scenario": "x"}, [])
+
+
+def test_a_dict_of_0_1_0_loads_without_the_sandbox_limits(plugin_manager):
+    from nip_plugin_code_validation import __version__
+
+    plugin_manager.register(
+        cv_plugin,
+        name="code_validation",
+        distribution="nip-plugin-code-validation",
+        version=__version__,
+    )
+    saved = {
+        "scenario": "graph_isomorphism",
+        "code_validation": {
+            "apps_difficulty": "competition",
+            "sandbox_wall_time": 10.0,
+            "sandbox_memory_mb": 1024,
+        },
+        "_meta": {
+            "schema_version": 1,
+            "versions": {
+                "nip-core": "0.1.0",
+                "nip-plugin-code-validation": "0.1.0",
+            },
+        },
+    }
+    with pytest.warns(ParameterMigrationWarning, match="sandbox_wall_time"):
+        result = prepare_saved_dict(saved, pm=plugin_manager)
+    assert result.data["code_validation"] == {"apps_difficulty": "competition"}
+    CodeValidationParameters(**result.data["code_validation"])

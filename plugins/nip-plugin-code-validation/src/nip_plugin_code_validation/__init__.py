@@ -4,4 +4,4 @@ Importing this package is light; the entry module :mod:`.plugin` holds hook
 implementations only.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"

