@@ -29,8 +29,10 @@ Response (:meth:`TextWholeAgent.parse_response`)
     :meth:`~TextWholeAgent.write_verdict` (a response rewritten to state a given
     verdict, as expert iteration's guess replacement does); a scenario that reads
     verdicts in its own format overrides all three. A
-    multi-channel response is split at the headers. An empty response, a
-    ``Decision:`` without a verdict, a missing header, or a response the backend
+    multi-channel response is split at the headers, where they open a line (a
+    channel addressed twice gets both of its parts). An empty response, a
+    ``Decision:`` without a verdict, a missing header, a header with nothing under
+    it (unless a verdict that counts ends the episode), or a response the backend
     filtered is invalid: :func:`nip_core.text.sampling.play_round` asks again (with a
     new seed) up to ``num_invalid_generation_retries`` times, then the agent sends an
     empty message and makes no decision, as in the original library.
@@ -445,25 +447,42 @@ class TextWholeAgent(TextAgent):
     def split_channels(
         self, context: TurnContext, text: str
     ) -> tuple[dict[str, str], str | None]:
-        """The text to send on each channel, and why it cannot be split (or None)."""
+        """The text to send on each channel, and why it cannot be split (or None).
+
+        A header counts where it opens a line (after markdown: ``**``, ``#``, a
+        list bullet or number, a quote mark); the same words inside a sentence
+        (``... unlike my question for Prover 0: ...``) are part of the message.
+        Each part runs to the next header, and a channel addressed under its
+        header several times gets every part, in order (never another channel's:
+        its text would reach a prover the protocol keeps apart). A channel with
+        nothing under its header is invalid, as an empty response is.
+        """
         if len(context.channels) == 1:
             return {context.channels[0]: text.strip()}, None
         found = []
         for channel in context.channels:
             header = self.channel_header(channel).rstrip(":")
             pattern = re.compile(
-                r"[*_#\s]*" + re.escape(header) + r"[*_]*\s*:[*_]*", re.IGNORECASE
+                r"^[ \t]*(?:(?:[-+>]|\d+[.)])[ \t]+)?[*_#]*[ \t]*"
+                + re.escape(header)
+                + r"[*_]*[ \t]*:[*_]*",
+                re.IGNORECASE | re.MULTILINE,
             )
-            match = pattern.search(text)
-            if match is None:
+            matches = list(pattern.finditer(text))
+            if not matches:
                 return {}, f"no '{self.channel_header(channel)}' header"
-            found.append((match.start(), match.end(), channel))
+            found.extend((m.start(), m.end(), channel) for m in matches)
         found.sort()
-        messages = {}
+        parts: dict[str, list[str]] = {channel: [] for channel in context.channels}
         for i, (_, end, channel) in enumerate(found):
             stop = found[i + 1][0] if i + 1 < len(found) else len(text)
-            messages[channel] = text[end:stop].strip()
-        return messages, None
+            part = text[end:stop].strip()
+            if part:
+                parts[channel].append(part)
+        for channel in context.channels:
+            if not parts[channel]:
+                return {}, f"nothing under the '{self.channel_header(channel)}' header"
+        return {channel: "\n\n".join(parts[channel]) for channel in parts}, None
 
     def verdict_instruction(self) -> str:
         """How a decider states its verdict, as an instruction completing "you must

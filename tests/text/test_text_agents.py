@@ -99,6 +99,52 @@ def test_multi_channel_responses_are_split_at_the_headers(debate):
     assert not empty.valid and empty.reason == "the response is empty"
 
 
+def test_headers_split_only_where_they_open_a_line(debate):
+    verifier = debate.agents["verifier"].whole
+    ctx = context(debate, "verifier")
+    # the same words inside a sentence are part of the message, not a header
+    parsed = verifier.parse_response(
+        ctx,
+        "Question for Prover 1: why odd, unlike my question for Prover 0: above?\n"
+        "1. **Question for Prover 0:** why even?",
+    )
+    assert parsed.valid
+    assert parsed.messages == {
+        "prover0_channel": "why even?",
+        "prover1_channel": "why odd, unlike my question for Prover 0: above?",
+    }
+
+
+def test_a_channel_addressed_twice_gets_its_own_parts_only(debate):
+    verifier = debate.agents["verifier"].whole
+    ctx = context(debate, "verifier")
+    parsed = verifier.parse_response(
+        ctx,
+        "Question for Prover 0: why a?\nQuestion for Prover 1: why b?\n"
+        "Question for Prover 0: and c?",
+    )
+    assert parsed.valid
+    assert parsed.messages == {
+        "prover0_channel": "why a?\n\nand c?",
+        "prover1_channel": "why b?",
+    }
+
+
+def test_a_header_with_nothing_under_it_is_invalid(debate):
+    verifier = debate.agents["verifier"].whole
+    ctx = context(debate, "verifier")
+    parsed = verifier.parse_response(
+        ctx, "Question for Prover 0:\n**Question for Prover 1:** why b?"
+    )
+    assert not parsed.valid
+    assert parsed.reason == "nothing under the 'Question for Prover 0:' header"
+    # a verdict that counts needs no question under any header
+    decided = verifier.parse_response(
+        ctx, "Question for Prover 0:\nQuestion for Prover 1:\nDecision: accept"
+    )
+    assert decided.valid and decided.decision == 1
+
+
 def test_turn_notices(debate):
     verifier = debate.agents["verifier"].whole
     notice = verifier.turn_notice(context(debate, "verifier", restriction=2))
