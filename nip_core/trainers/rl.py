@@ -863,7 +863,6 @@ class TensorDictRlTrainer(TensorDictTrainer):
         across processes, then every process takes the same step. The mean losses
         are over every shard of every process.
         """
-        import torch
 
         from nip_core.trainers.adam import clip_grad_norm
 
@@ -878,7 +877,9 @@ class TensorDictRlTrainer(TensorDictTrainer):
         self._drop_gradients()
         stepping = self.optimizer is not None and any(updates.values())
         scale = 1.0 / sharding.num_shards
-        totals: dict[Any, Any] = {}
+        # per shard, added up in shard order at the end (sharding.sum_over_shards):
+        # the same means, bit for bit, on any number of processes
+        totals: dict[int, dict[Any, Any]] = {s.index: {} for s in sharding.shards}
         count = 0
         epochs = 1 if self.settings.test_run else self.hyper_params.rl.num_epochs
         for _ in range(epochs):
@@ -896,8 +897,8 @@ class TensorDictRlTrainer(TensorDictTrainer):
                         total = _summed_losses(loss_vals) if stepping else None
                         if total is not None:
                             (total * scale).backward()
-                    self._accumulate(totals, loss_vals)
-                    count += 1
+                    self._accumulate(totals[shard.index], loss_vals)
+                count += 1
                 if not stepping:
                     continue
                 sharding.all_reduce_gradients(trainable)
@@ -906,11 +907,18 @@ class TensorDictRlTrainer(TensorDictTrainer):
                 clip_grad_norm(trainable, self.hyper_params.rl.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-        sums = {key: value.clone() for key, value in totals.items()}
-        sums[("_count",)] = torch.tensor(float(count), device=self.device)
-        sharding.all_reduce_totals(sums)
-        total_count = max(float(sums.pop(("_count",))), 1.0)
-        return {key: value / total_count for key, value in sums.items()}
+        if count == 0:
+            return {}
+        keys = list(totals[sharding.shards[0].index])
+        sums = sharding.sum_over_shards(
+            {
+                index: [shard_totals[key] for key in keys]
+                for index, shard_totals in totals.items()
+            }
+        )
+        # every shard took the same number of minibatches
+        total_count = float(count * sharding.num_shards)
+        return {key: value / total_count for key, value in zip(keys, sums, strict=True)}
 
     def _collect_shards(self, steps: int, *, train: bool) -> list[Any]:
         """One rollout per shard of this process, each from the shard's own

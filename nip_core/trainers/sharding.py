@@ -18,9 +18,12 @@ The processes of a run (:mod:`nip_core.distributed`) each take a contiguous bloc
 shard's loss gradient: every process sums its shards' gradients (each scaled by
 ``1 / S``), the sums are added up across processes (all-reduce), and every process
 takes the same optimizer step, so the agents stay identical everywhere. Nothing
-depends on which process ran which shard: a run gives the same result, to float
-tolerance, on any number of processes that divides S, and a checkpoint (which holds
-every shard's state) resumes on any such number.
+depends on which process ran which shard: a run gives the same result on any
+number of processes that divides S (bit for bit with two shards; with more shards
+per process the gradient sums are added in another order, so to float tolerance),
+and a checkpoint (which holds every shard's state) resumes on any such number.
+Logged sums over shards (:meth:`Sharding.sum_over_shards`) are added up in shard
+order, the same bit for bit on any number of processes.
 
 Two rules keep that true where state is not per shard:
 
@@ -232,8 +235,55 @@ class Sharding:
 
     def all_reduce_gradients(self, params: Sequence[torch.Tensor]) -> None:
         """Sum the gradients of ``params`` over the processes (each shard's
-        contribution is already scaled by ``1 / num_shards``)."""
+        contribution is already scaled by ``1 / num_shards``).
+
+        A parameter has a gradient afterwards where any process gave it one, as in
+        one process running every shard: a process whose shards gave it none (an
+        empty slice of a batch, say) takes part with zeros, so every process sends
+        the same tensors (otherwise the all-reduce would pair mismatched messages).
+        """
+        params = list(params)
+        if dist.world_size() > 1 and params:
+            import torch
+
+            present = torch.tensor(
+                [p.grad is not None for p in params], dtype=torch.int32
+            )
+            dist.all_reduce_sum([present])
+            for param, count in zip(params, present.tolist(), strict=True):
+                if count and param.grad is None:
+                    param.grad = torch.zeros_like(param)
         dist.all_reduce_sum([p.grad for p in params if p.grad is not None])
+
+    def sum_over_shards(
+        self, per_shard: dict[int, Sequence[torch.Tensor]]
+    ) -> list[torch.Tensor]:
+        """Every shard's tensors (``per_shard[index]``: this process's shards, the
+        same shapes and dtypes for each) summed over every shard of every process,
+        added up in shard order.
+
+        The order makes the sums the same, bit for bit, on any number of processes
+        (an all-reduce of per-process sums would add them in another order).
+        """
+        import torch
+
+        local = [per_shard[shard.index] for shard in self.shards]
+        tables = [
+            torch.zeros((self.num_shards, *t.shape), dtype=t.dtype, device=t.device)
+            for t in local[0]
+        ]
+        for shard, tensors in zip(self.shards, local, strict=True):
+            for table, tensor in zip(tables, tensors, strict=True):
+                table[shard.index] = tensor
+        # each row is one shard's, zeros elsewhere: the sum over processes is exact
+        dist.all_reduce_sum(tables)
+        sums = []
+        for table in tables:
+            total = table[0].clone()
+            for row in table[1:]:
+                total = total + row
+            sums.append(total)
+        return sums
 
     def all_reduce_totals(self, totals: dict[Any, Any]) -> None:
         """Sum the values of ``totals`` (tensors) over the processes, in place."""

@@ -230,10 +230,11 @@ class SoloAgentTrainer(TensorDictTrainer):
         dataset = self.scenario_instance.train_dataset
         for epoch in range(self._start_epoch, _num_epochs(self)):
             self.set_agents_mode(True)
-            totals = {name: [0.0, 0.0, 0] for name in self.trained_agent_names}
+            totals = self._new_totals()
+            shard_totals = self._new_shard_totals()
             for indices in self._batches(dataset, shuffle=True):
                 if self.sharding is not None:
-                    self._train_sharded_batch(dataset, indices, totals)
+                    self._train_sharded_batch(dataset, indices, shard_totals)
                     continue
                 data = dataset[indices].to(self.device)
                 y = data["y"].reshape(-1).long()
@@ -248,7 +249,8 @@ class SoloAgentTrainer(TensorDictTrainer):
                     totals[name][0] += loss.item() * n
                     totals[name][1] += (logits.argmax(-1) == y).float().sum().item()
                     totals[name][2] += n
-            self._all_reduce_totals(totals)
+            if self.sharding is not None:
+                totals = self._sum_shard_totals(shard_totals)
             metrics = {}
             for name, (loss_sum, correct, count) in totals.items():
                 metrics[f"{name}.{self.prefix}train_loss"] = loss_sum / max(count, 1)
@@ -265,9 +267,10 @@ class SoloAgentTrainer(TensorDictTrainer):
             optimizer.zero_grad(set_to_none=True)
 
     def _train_sharded_batch(
-        self, dataset: Any, indices: Any, totals: dict[str, list]
+        self, dataset: Any, indices: Any, shard_totals: dict[int, dict[str, list]]
     ) -> None:
-        """One optimisation step per agent on a batch cut into shards."""
+        """One optimisation step per agent on a batch cut into shards (each
+        shard's loss, correct predictions and rows added to its own totals)."""
         import torch.nn.functional as F
 
         batch_size = len(indices)
@@ -287,27 +290,43 @@ class SoloAgentTrainer(TensorDictTrainer):
                     logits = self.solo_logits(name, observation)
                     loss_sum = F.cross_entropy(logits, y, reduction="sum")
                     (loss_sum / batch_size).backward()
-                totals[name][0] += loss_sum.item()
-                totals[name][1] += (logits.argmax(-1) == y).float().sum().item()
-                totals[name][2] += len(y)
+                totals = shard_totals[shard.index][name]
+                totals[0] += loss_sum.item()
+                totals[1] += (logits.argmax(-1) == y).float().sum().item()
+                totals[2] += len(y)
             self.sharding.all_reduce_gradients(
                 [p for group in optimizer.param_groups for p in group["params"]]
             )
             optimizer.step()
 
-    def _all_reduce_totals(self, totals: dict[str, list]) -> None:
-        """Sum per-agent ``[loss sum, correct, count]`` over the processes."""
+    def _new_totals(self) -> dict[str, list]:
+        """Per-agent ``[loss sum, correct, count]``, all zero."""
+        return {name: [0.0, 0.0, 0] for name in self.trained_agent_names}
+
+    def _new_shard_totals(self) -> dict[int, dict[str, list]]:
+        """:meth:`_new_totals` for each shard of this process (none unsharded)."""
         if self.sharding is None:
-            return
+            return {}
+        return {shard.index: self._new_totals() for shard in self.sharding.shards}
+
+    def _sum_shard_totals(
+        self, shard_totals: dict[int, dict[str, list]]
+    ) -> dict[str, list]:
+        """Per-agent totals over every shard of every process, added up in shard
+        order: the same, bit for bit, on any number of processes."""
         import torch
 
-        from nip_core.distributed import all_reduce_sum
-
-        names = list(totals)
-        table = torch.tensor([totals[n] for n in names], dtype=torch.float64)
-        all_reduce_sum([table])
-        for name, row in zip(names, table.tolist(), strict=True):
-            totals[name] = [row[0], row[1], int(row[2])]
+        names = list(self.trained_agent_names)
+        [table] = self.sharding.sum_over_shards(
+            {
+                index: [torch.tensor([totals[n] for n in names], dtype=torch.float64)]
+                for index, totals in shard_totals.items()
+            }
+        )
+        return {
+            name: [row[0], row[1], int(row[2])]
+            for name, row in zip(names, table.tolist(), strict=True)
+        }
 
     def evaluate(
         self, dataset: Any, train: bool = False
@@ -320,7 +339,8 @@ class SoloAgentTrainer(TensorDictTrainer):
             # Running statistics are shard 0's (rank 0's) on every process
             self.sharding.synchronise_agents()
         self.set_agents_mode(False)
-        totals = {name: [0.0, 0.0, 0] for name in self.trained_agent_names}
+        unsharded = self._new_totals()
+        shard_totals = self._new_shard_totals()
         with torch.no_grad():
             for indices in self._batches(dataset, shuffle=False):
                 parts = (
@@ -328,9 +348,10 @@ class SoloAgentTrainer(TensorDictTrainer):
                     if self.sharding is None
                     else self.sharding.chunks(indices)
                 )
-                for _, part in parts:
+                for shard, part in parts:
                     if len(part) == 0:
                         continue
+                    totals = unsharded if shard is None else shard_totals[shard.index]
                     data = dataset[part].to(self.device)
                     y = data["y"].reshape(-1).long()
                     observation = self._observation(data, train=train)
@@ -341,7 +362,9 @@ class SoloAgentTrainer(TensorDictTrainer):
                         ).item()
                         totals[name][1] += (logits.argmax(-1) == y).float().sum().item()
                         totals[name][2] += len(y)
-        self._all_reduce_totals(totals)
+        totals = (
+            unsharded if self.sharding is None else self._sum_shard_totals(shard_totals)
+        )
         self.set_agents_mode(True)
         return {
             name: {"loss": s / max(c, 1), "accuracy": a / max(c, 1)}
