@@ -695,6 +695,11 @@ class PureTextRlTrainer(Trainer):
             stacklevel=2,
         )
         group.abandon_failed_job()
+        # saved as the fine-tune stage (as a failed job is): a run stopped from
+        # here on, by this error or a kill, creates the job again when resumed; a
+        # state saved at the await stage would wait for the other groups' jobs
+        # only and go on with this group never fine-tuned
+        self.state.train_loop_stage = "create_fine_tune_jobs"
         self.save_state()
         if group.state.job_attempt > MAX_LOST_JOBS:
             raise BackendError(

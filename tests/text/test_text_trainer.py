@@ -584,6 +584,95 @@ def test_a_job_the_endpoint_lost_is_started_again(synthetic_text_scenario):
     assert result.trainer.state.train_loop_stage == "done"
 
 
+def _drop_the_provers_jobs(server):
+    for key, job in list(server.jobs.items()):
+        if "-prover" in job["metadata"]["nip_job"]:
+            del server.jobs[key]
+
+
+def test_a_run_stopped_for_lost_jobs_starts_them_again_on_resume(
+    synthetic_text_scenario,
+):
+    # the prover's job is lost at every wait of iteration 0 (the verifier's is
+    # not): the run stops after the fourth loss, and `nip resume` must start the
+    # prover's job again, not wait for the verifier's only and go on with the
+    # prover never fine-tuned (the state was saved at the await stage)
+    scenario = synthetic_text_scenario
+    server = scenario.server
+
+    def lose_the_provers_job(trainer, iteration, stage):
+        if (iteration, stage) == (0, "await_fine_tune_jobs"):
+            _drop_the_provers_jobs(server)
+
+    with pytest.warns(BackendWarning, match="no longer known to the backend"):
+        with pytest.raises(BackendError, match="'prover' were lost 4 times"):
+            run_experiment(
+                scenario.hyper_params("nip", text_rl={"num_iterations": 1}),
+                scenario.settings(),
+                run_id="lost4",
+                stage_callbacks=[lose_the_provers_job],
+            )
+    resumed = resume_run("lost4", runs_dir=scenario.root / "runs")
+    assert _job_names(server) == [
+        "nip-lost4-it0-prover-retry4",
+        "nip-lost4-it0-verifier",
+    ]
+    groups = resumed.trainer.shared_model_groups
+    assert groups["prover"].state.num_fine_tunes == 1
+    assert groups["verifier"].state.num_fine_tunes == 1
+    assert groups["prover"].model_name == next(
+        job["fine_tuned_model"]
+        for job in server.jobs.values()
+        if job["metadata"]["nip_job"] == "nip-lost4-it0-prover-retry4"
+    )
+
+
+def test_a_kill_just_after_a_lost_job_is_saved_still_starts_it_again(
+    synthetic_text_scenario, monkeypatch
+):
+    # the prover's job is lost once while awaited; the run is killed right after
+    # the state forgetting it is saved: the resumed run starts it again
+    from nip_core.testing.contracts.trainer import KilledForTest
+    from nip_core.trainers.text import PureTextRlTrainer
+
+    scenario = synthetic_text_scenario
+    server = scenario.server
+    original = PureTextRlTrainer.save_state
+    lost, killed = [], []
+
+    def lose_the_provers_job_once(trainer, iteration, stage):
+        if (iteration, stage) == (0, "await_fine_tune_jobs") and not lost:
+            lost.append(stage)
+            _drop_the_provers_jobs(server)
+
+    def save_state(trainer):
+        original(trainer)
+        prover = trainer.shared_model_groups["prover"].state
+        if prover.job_attempt == 1 and prover.job_id is None and not killed:
+            killed.append(trainer.state.train_loop_stage)
+            raise KilledForTest("killed just after the lost job was saved")
+
+    monkeypatch.setattr(PureTextRlTrainer, "save_state", save_state)
+    with pytest.warns(BackendWarning, match="no longer known to the backend"):
+        with pytest.raises(KilledForTest):
+            run_experiment(
+                scenario.hyper_params("nip", text_rl={"num_iterations": 1}),
+                scenario.settings(),
+                run_id="lostkill",
+                stage_callbacks=[lose_the_provers_job_once],
+            )
+    monkeypatch.setattr(PureTextRlTrainer, "save_state", original)
+    resumed = resume_run("lostkill", runs_dir=scenario.root / "runs")
+    assert _job_names(server) == [
+        "nip-lostkill-it0-prover-retry1",
+        "nip-lostkill-it0-verifier",
+    ]
+    groups = resumed.trainer.shared_model_groups
+    assert groups["prover"].state.num_fine_tunes == 1
+    assert groups["verifier"].state.num_fine_tunes == 1
+    assert killed == ["create_fine_tune_jobs"]
+
+
 def test_a_run_whose_endpoint_moved_resumes_with_set(synthetic_text_scenario):
     # the vLLM server of a run moved to another port: `nip resume RUN --set
     # openai_backend.base_url=...` points the run at it (the jobs it remembers are
