@@ -214,6 +214,36 @@ def test_a_run_killed_inside_the_trees_resumes_at_its_last_level(
     assert not list((resumed.run_dir / "rollouts").glob("tree_*"))
 
 
+def test_a_run_killed_after_its_trees_before_the_state_is_saved_samples_nothing_again(
+    malt_scenario, monkeypatch
+):
+    # the trees of iteration 1 are done and their leaves saved, but the run is
+    # killed before the state leaving the sampling stage is saved: the resumed run
+    # reads the last level's file, it does not sample every tree again
+    whole_server = malt_scenario.server
+    whole = run(malt_scenario, "whole")
+    expected = comparable_metrics(RunDirectory(whole.run_dir).read_metrics())
+    original = PureTextMaltTrainer.save_state
+
+    def save_state(trainer):
+        state = trainer.state
+        if (state.iteration, state.train_loop_stage) == (1, "log_stats"):
+            raise KilledForTest("killed after iteration 1's trees")
+        original(trainer)
+
+    with scripted_server() as server:
+        monkeypatch.setattr(PureTextMaltTrainer, "save_state", save_state)
+        with pytest.raises(KilledForTest):
+            run(malt_scenario, "killed", server=server)
+        monkeypatch.setattr(PureTextMaltTrainer, "save_state", original)
+        resumed = resume_run("killed", runs_dir=malt_scenario.root / "runs")
+        assert server.requests["chat"] == whole_server.requests["chat"]
+        assert server.jobs_created == whole_server.jobs_created
+    assert comparable_metrics(RunDirectory(resumed.run_dir).read_metrics()) == expected
+    assert rollout_files(resumed.run_dir) == rollout_files(whole.run_dir)
+    assert not list((resumed.run_dir / "rollouts").glob("tree_*"))
+
+
 def test_trees_too_big_are_refused_before_anything_is_generated(malt_scenario):
     with pytest.raises(NipConfigError) as caught:
         run(

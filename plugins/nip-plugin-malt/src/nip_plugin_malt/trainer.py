@@ -5,11 +5,12 @@ response tree per datapoint (:mod:`nip_plugin_malt.sampling`), level by level: a
 every level its nodes are saved
 (``rollouts/tree_iter_000003.level_2.partial.jsonl``) and the state records it, so a
 run killed in the middle of the trees resumes at the last level it finished (the
-files go once the trees are done). The leaves are the iteration's rollouts. The
-fine-tune stage builds the trees' values and labels (:mod:`nip_plugin_malt.tree`)
-and starts one DPO job per shared model group on its agents' preference pairs;
-frozen groups and groups with fewer than ``text_rl.min_fine_tune_examples`` pairs
-keep their model. The test loop samples ordinary episodes.
+files go at the next stage, once the state saved after the trees no longer names
+them). The leaves are the iteration's rollouts. The fine-tune stage builds the
+trees' values and labels (:mod:`nip_plugin_malt.tree`) and starts one DPO job per
+shared model group on its agents' preference pairs; frozen groups and groups with
+fewer than ``text_rl.min_fine_tune_examples`` pairs keep their model. The test loop
+samples ordinary episodes.
 
 Before anything is sampled, the trainer counts the most turns each iteration's trees
 can need and refuses to start above ``pure_text_malt.max_generations_per_iteration``.
@@ -162,10 +163,16 @@ class PureTextMaltTrainer(PureTextRlTrainer):
         finally:
             bar.close()
         self.save_rollouts(leaves, "train", iteration)
-        self._remove_partial_trees(iteration)
+        # the level files stay until the state that forgets them is saved (the
+        # next stage removes them): a kill before that save resumes from the last
+        # level, instead of sampling every tree again
         extra.pop(_ITERATION, None)
         extra.pop(_LEVEL, None)
         return leaves
+
+    def _stage_log_stats(self) -> str:
+        self._remove_partial_trees(self.state.iteration)
+        return super()._stage_log_stats()
 
     # ----------------------------------------------------------------------------------
     # Values, labels, pairs
