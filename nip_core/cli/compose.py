@@ -884,3 +884,128 @@ def missing_plugins_message(reason: str) -> str:
         "./configs, then in each plugin's config directory).",
     ]
     return "\n".join(lines)
+
+
+def _override_strings(value: Any) -> Iterator[str]:
+    """The strings in a parsed override's value: a plain value, a list's or a
+    dict's items, a sweep's choices."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _override_strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _override_strings(item)
+    elif isinstance(getattr(value, "list", None), list):  # ChoiceSweep, GlobSweep
+        yield from _override_strings(value.list)
+
+
+def _parsed_overrides(overrides: Sequence[str]) -> list[Any]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    parsed = []
+    for text in overrides:
+        try:
+            parsed += parser.parse_overrides([text])
+        except Exception:  # noqa: BLE001 - normalise_overrides reports it
+            continue
+    return parsed
+
+
+def declare_key_variables(config: Any, overrides: Sequence[str] = ()) -> bool:
+    """Declare secret (:func:`nip_core.settings.declare_secret_env_var`) every
+    variable a ``*api_key_env`` setting names, in the composed ``config`` (a
+    ``DictConfig`` or plain dicts) or among ``overrides`` (a sweep's choices too),
+    before anything is saved: a parameter's own class declares it only when it is
+    built, after a sweep's overrides were handed to Hydra. Return whether a
+    variable was declared that was not a credential variable already."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    from nip_core.parameters.text import _ENV_NAME
+    from nip_core.settings import declare_secret_env_var, secret_env_vars
+
+    names: set[str] = set()
+
+    def walk(data: Any, key: str = "") -> None:
+        if isinstance(data, Mapping):
+            for name, value in data.items():
+                if str(name) != HYDRA_KEY or key:
+                    walk(value, str(name))
+        elif isinstance(data, list | tuple):
+            for item in data:
+                walk(item, key)
+        elif isinstance(data, str) and key.endswith("api_key_env"):
+            names.add(data)
+
+    if isinstance(config, DictConfig | ListConfig):
+        config = OmegaConf.to_container(config, resolve=False)
+    walk(config)
+    for override in _parsed_overrides(overrides):
+        if str(override.key_or_group).endswith("api_key_env"):
+            with contextlib.suppress(Exception):
+                names.update(_override_strings(override.value()))
+    known = set(secret_env_vars())
+    new = False
+    for name in sorted(names):
+        if _ENV_NAME.fullmatch(name):
+            new |= name not in known
+            declare_secret_env_var(name)
+    return new
+
+
+ENV_SET_KEY = "hydra.job.env_set"
+"""Hydra's setting of the variables each job's environment gets."""
+
+
+def literal_credential_problems(overrides: Sequence[str]) -> list[ConfigProblem]:
+    """A problem for every credential written literally in a variable that
+    ``hydra.job.env_set`` gives the jobs: a variable named like a credential
+    (:data:`~nip_core.settings.SECRET_ENV_VARS`, a name ending in one of
+    :data:`~nip_core.settings.SECRET_NAME_ENDINGS`, or one declared secret, such
+    as the one ``openai_backend.api_key_env`` names) set to a value of 8
+    characters or more that refers to no variable (``${oc.env:NAME}``).
+
+    Hydra saves the value where it keeps the sweep's config (``multirun.yaml``,
+    each job's ``hydra.yaml``) and nip in the manifest a resume launches again
+    from (``sweep.json``); hidden there, the sweep could not resume. A value that
+    is that of a credential variable in nip's environment was made a reference to
+    it already (:func:`refer_to_secrets`)."""
+    from nip_core.settings import (
+        SECRET_ENV_VARS,
+        SECRET_NAME_ENDINGS,
+        secret_env_vars,
+    )
+
+    declared = set(secret_env_vars()) | set(SECRET_ENV_VARS)
+    problems = []
+    for override in _parsed_overrides(overrides):
+        key = str(override.key_or_group)
+        if override.is_delete():
+            continue
+        try:
+            value = override.value()
+        except Exception:  # noqa: BLE001 - normalise_overrides reports it
+            continue
+        if key == ENV_SET_KEY and isinstance(value, Mapping):
+            items = [(str(name), item) for name, item in value.items()]
+        elif key.startswith(f"{ENV_SET_KEY}."):
+            items = [(key[len(ENV_SET_KEY) + 1 :], value)]
+        else:
+            continue
+        for name, item in items:
+            if name not in declared and not name.upper().endswith(SECRET_NAME_ENDINGS):
+                continue
+            if any(len(s) >= 8 and "${" not in s for s in _override_strings(item)):
+                problems.append(
+                    ConfigProblem(
+                        path=f"{ENV_SET_KEY}.{name}",
+                        message=f"gives the jobs a credential written out: Hydra "
+                        "and nip would save it with the sweep's config (the "
+                        "manifest a resume reads included). Export it instead "
+                        f"(export {name}=...): the jobs inherit the environment, "
+                        f"or refer to it ({ENV_SET_KEY}.{name}='${{oc.env:{name}}}')",
+                    )
+                )
+    return problems

@@ -313,8 +313,17 @@ def _launch_sweep(
     from nip_core.errors import SweepInterrupted
 
     given = [composer.refer_to_secrets(o) for o in overrides]
-    overrides = composer.normalise_overrides(app, given)
-    master = compose_for_run(app, config_name, overrides, multirun=True)
+    normalised = composer.normalise_overrides(app, given)
+    master = compose_for_run(app, config_name, normalised, multirun=True)
+    # a variable an `api_key_env` names holds a credential whatever its name: its
+    # value given here becomes a reference too, before Hydra saves or sends any
+    if composer.declare_key_variables(master, normalised):
+        given = [composer.refer_to_secrets(o) for o in overrides]
+        normalised = composer.normalise_overrides(app, given)
+        master = compose_for_run(app, config_name, normalised, multirun=True)
+    overrides = normalised
+    if problems := composer.literal_credential_problems(overrides):
+        raise NipConfigError(problems)
     # `${now:...}` in the sweep dir resolves anew in every config object; fix it
     # once so that every job and the summary name the same directory
     with composer.hydra_errors():

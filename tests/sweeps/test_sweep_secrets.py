@@ -188,3 +188,82 @@ def test_a_run_writes_no_credential_given_on_its_command_line(
     assert "openai_backend.base_url: holds the value of a credential variable" in err
     assert sweep_site.run_dirs() == [run]
     assert files_holding(sweep_site.root, SECRET) == []
+
+
+@pytest.mark.launchers
+def test_a_key_in_a_variable_of_any_name_reaches_no_file(
+    sweep_site, capsys, monkeypatch
+):
+    # LLM_KEY is no credential's name: `openai_backend.api_key_env` makes it one,
+    # before the sweep's overrides reach Hydra (submitit pickles them)
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    monkeypatch.setenv("LLM_KEY", SECRET)
+    given = [
+        "openai_backend.api_key_env=LLM_KEY",
+        f"run.wandb_tags=[{SECRET}]",
+        "rl.num_iterations=1",
+    ]
+    status = main(
+        ["run", "-m", "-c", "sweep_test/exp", "hydra/launcher=submitit_local"]
+        + ["seed=1", *given]
+    )
+    assert status == 0, capsys.readouterr().err
+    [sweep_dir] = sweep_site.sweep_dirs()
+    assert files_holding(sweep_site.root, SECRET) == []
+    config = yaml.safe_load((sweep_dir / "0" / ".hydra" / "config.yaml").read_text())
+    assert config["run"]["wandb_tags"] == ["${oc.env:LLM_KEY}"]
+    manifest = json.loads((sweep_dir / "sweep.json").read_text())
+    assert "run.wandb_tags=[${oc.env:LLM_KEY}]" in manifest["overrides"]
+    [run] = sweep_site.run_dirs()
+    settings = json.loads((run / "settings.json").read_text())
+    assert settings["wandb_tags"] == ["<LLM_KEY>"]
+
+    # the sweep resumes from its manifest
+    capsys.readouterr()
+    status = main(["run", "--resume-sweep", str(sweep_dir)])
+    err = capsys.readouterr().err
+    assert status == 0, err
+    assert "1 of 1 jobs succeeded (1 skipped" in err
+
+    # and a single run
+    status = main(["run", "-c", "sweep_test/exp", *given])
+    assert status == 0, capsys.readouterr().err
+    assert len(sweep_site.run_dirs()) == 2
+    assert files_holding(sweep_site.root, SECRET) == []
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        [f"+hydra.job.env_set.MY_API_KEY={SECRET}"],
+        # named by `api_key_env`: a credential's variable whatever its name
+        ["openai_backend.api_key_env=LLM_KEY", f"+hydra.job.env_set.LLM_KEY={SECRET}"],
+    ],
+)
+def test_a_credential_written_out_for_the_jobs_environment_is_refused(
+    sweep_site, capsys, monkeypatch, given
+):
+    # Hydra would save it (hydra.yaml, multirun.yaml), and nip in the manifest a
+    # resume launches again from: hidden there, the sweep could not resume
+    monkeypatch.delenv("MY_API_KEY", raising=False)
+    monkeypatch.delenv("LLM_KEY", raising=False)
+    name = given[-1].partition("env_set.")[2].partition("=")[0]
+    status = main(["run", "-m", "-c", "sweep_test/exp", "seed=1", *given])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert f"hydra.job.env_set.{name}: gives the jobs a credential written out" in err
+    assert f"export {name}=..." in err
+    assert SECRET not in err
+    assert not (sweep_site.runs / "sweeps").exists()
+    assert files_holding(sweep_site.root, SECRET) == []
+
+    # exported, the same command line refers to the variable, and resumes
+    monkeypatch.setenv(name, SECRET)
+    status = main(
+        ["run", "-m", "-c", "sweep_test/exp", "seed=1", "rl.num_iterations=1", *given]
+    )
+    assert status == 0, capsys.readouterr().err
+    [sweep_dir] = sweep_site.sweep_dirs()
+    status = main(["run", "--resume-sweep", str(sweep_dir)])
+    assert status == 0, capsys.readouterr().err
+    assert files_holding(sweep_site.root, SECRET) == []
