@@ -15,6 +15,7 @@ from nip_core.runs.rollouts import read_rollout_sample
 from nip_core.testing.contracts.trainer import (
     KilledForTest,
     assert_same_weights,
+    comparable_metrics,
     final_agent_weights,
     kill_after,
 )
@@ -733,6 +734,135 @@ def test_pretrained_bodies_depend_on_what_their_key_does(scenario):
     assert_same_weights(same, base)
     assert critic_key != base_key
     assert any(not torch.equal(critic[k], base[k]) for k in base)
+
+
+def _normalised_pretraining(scenario, **rl):
+    return scenario.hyper_params(
+        "nip",
+        rl=_rl(**{"normalize_observations": True, "num_normalization_steps": 5, **rl}),
+        pretrain_agents=True,
+        solo_agent={"num_epochs": 1, "batch_size": 16},
+        seed=2,
+    )
+
+
+def test_pretraining_feeds_the_bodies_what_rl_does(scenario, monkeypatch):
+    """With rl.normalize_observations, RL feeds the bodies observations through
+    the environments' ObservationNorm; pre-training feeds them the same, bit for
+    bit, for the same datapoint (it fed them the raw observations, another input
+    distribution than the one the pre-trained bodies were used on)."""
+    from nip_core.trainers.solo_agent import SoloAgentTrainer
+
+    trainer = prepare_experiment(
+        _normalised_pretraining(scenario), scenario.settings()
+    ).trainer
+    body = trainer.agents["verifier"].body
+    observed: list[tuple[bool, torch.Tensor]] = []
+    fed: list[torch.Tensor] = []
+    rl_first: dict[str, torch.Tensor] = {}
+    original_observation = SoloAgentTrainer._observation
+
+    def observation(self, data, train):
+        result = original_observation(self, data, train)
+        observed.append((train, result["datapoint_id"].clone()))
+        return result
+
+    monkeypatch.setattr(SoloAgentTrainer, "_observation", observation)
+    body.register_forward_pre_hook(lambda module, args: fed.append(args[0]["x"]))
+    original_pretrain = trainer._pretrain_agents
+
+    def pretrain():
+        original_pretrain()
+        env = trainer.train_environment
+        original_reset = env.reset
+
+        def reset(*args, **kwargs):
+            td = original_reset(*args, **kwargs)
+            if not rl_first:  # RL's first observations: every episode at round 0
+                rl_first.update(ids=td["datapoint_id"].clone(), x=td["x"].clone())
+            return td
+
+        monkeypatch.setattr(env, "reset", reset)
+
+    monkeypatch.setattr(trainer, "_pretrain_agents", pretrain)
+    trainer.train()
+    assert type(trainer.train_environment).__name__ == "TransformedEnv"
+    # each observation is read by the verifier's body once
+    pretraining = {}
+    for (train, ids), x in zip(observed, fed, strict=False):
+        if train:
+            for index, row in zip(ids.tolist(), x, strict=True):
+                pretraining[index] = row
+    assert pretraining
+    compared = 0
+    for index, row in zip(rl_first["ids"].tolist(), rl_first["x"], strict=True):
+        if index in pretraining:
+            assert torch.equal(pretraining[index], row), index
+            compared += 1
+    assert compared > 0
+    # normalised: not the raw bits
+    assert not torch.all((rl_first["x"] == 0) | (rl_first["x"] == 1))
+
+
+def test_normalised_pretraining_cache_hit_and_miss_and_resume(scenario):
+    """With rl.normalize_observations the cache key holds the normalisation
+    statistics (an entry pre-trained on other inputs is not used); a cache hit and
+    a miss give the same run, bit for bit, and so does a resumed run."""
+    hp = _normalised_pretraining(scenario, num_iterations=3)
+    settings = scenario.settings(checkpoint_period=1)
+    raw = scenario.hyper_params(
+        "nip",
+        rl=_rl(num_iterations=3, num_normalization_steps=5),
+        pretrain_agents=True,
+        solo_agent={"num_epochs": 1, "batch_size": 16},
+        seed=2,
+    )
+    cache = scenario.root / "cache" / "pretrained_bodies"
+    run_experiment(raw, settings)
+    assert len(list(cache.glob("*.pt"))) == 1
+    miss = run_experiment(hp, settings)
+    entries = sorted(cache.glob("*.pt"))
+    assert len(entries) == 2  # not the entry trained on raw observations
+    stamps = [entry.stat().st_mtime_ns for entry in entries]
+    hit = run_experiment(hp, settings)
+    assert [entry.stat().st_mtime_ns for entry in sorted(cache.glob("*.pt"))] == (
+        stamps
+    )
+    assert_same_weights(
+        final_agent_weights(miss.run_dir), final_agent_weights(hit.run_dir)
+    )
+    assert comparable_metrics(miss.metrics) == comparable_metrics(hit.metrics)
+    # the key follows the statistics (another number of steps, other statistics)
+    from nip_core.trainers.pretraining import (
+        observation_transforms,
+        pretraining_cache_key,
+    )
+
+    trainer = hit.trainer
+    key = pretraining_cache_key(hp, observation_transforms(trainer))
+    assert key != pretraining_cache_key(hp)
+    other = prepare_experiment(
+        _normalised_pretraining(scenario, num_iterations=3, num_normalization_steps=6),
+        settings,
+    ).trainer
+    other._add_normalization_transforms()
+    assert pretraining_cache_key(
+        other.hyper_params, observation_transforms(other)
+    ) not in (key, pretraining_cache_key(other.hyper_params))
+
+    with pytest.raises(KilledForTest):
+        run_experiment(hp, settings, run_id="killed", callbacks=[kill_after(0)])
+    resumed = resume_run("killed", runs_dir=settings.runs_dir)
+    assert resumed.resumed_from == 1
+    assert_same_weights(
+        final_agent_weights(miss.run_dir), final_agent_weights(resumed.run_dir)
+    )
+    for split in ("train", "test"):
+        left = observation_transforms(miss.trainer)[split].state_dict()
+        right = observation_transforms(resumed.trainer)[split].state_dict()
+        assert left.keys() == right.keys()
+        for name in left:
+            assert torch.equal(left[name], right[name]), (split, name)
 
 
 # --------------------------------------------------------------------------------------

@@ -13,6 +13,12 @@ Settings that only the RL phase reads are left out (:data:`RL_ONLY`), so changin
 reward or an update schedule reuses the bodies. A second run with the same values
 loads them instead of training (``settings.ignore_cache`` retrains).
 
+With ``rl.normalize_observations`` the bodies are pre-trained on the observations RL
+feeds them: the datapoints' observations go through the RL environments'
+ObservationNorm (computed by the RL trainer before pre-training, from random-action
+steps, whether or not the cache holds the bodies), and the key holds those
+statistics, bit for bit (:func:`observation_transforms`).
+
 Whether the bodies were trained now or loaded, the RL phase then starts from the
 same random state (:func:`reseed_after_pretraining`): a run's result does not depend
 on what the cache held.
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +84,49 @@ def _without(section: Any, fields: frozenset[str]) -> Any:
     return {key: value for key, value in section.items() if key not in fields}
 
 
-def pretraining_cache_key(hyper_params: Any) -> str:
-    """A hash of the parameters that shape pre-trained bodies."""
+def observation_transforms(trainer: Any) -> dict[str, Any]:
+    """The observation transforms of ``trainer``'s environments (``"train"``,
+    ``"test"``; those it has), e.g. the ObservationNorm of
+    ``rl.normalize_observations``, which the RL trainer adds before pre-training."""
+    transforms = {}
+    for split in ("train", "test"):
+        transform = getattr(
+            getattr(trainer, f"{split}_environment", None), "transform", None
+        )
+        if transform is not None:
+            transforms[split] = transform
+    return transforms
+
+
+def _transforms_digest(transforms: Any) -> str | None:
+    """A hash of the transforms' state (the normalisation statistics, bit for bit),
+    or ``None`` when they hold none (no transform: the key is as it always was)."""
+    if not transforms:
+        return None
+    digest = hashlib.sha256()
+    nothing = True
+    for split in sorted(transforms):
+        for name, value in sorted(transforms[split].state_dict().items()):
+            nothing = False
+            tensor = value.detach().cpu().contiguous()
+            digest.update(
+                f"{split}/{name}/{tensor.dtype}/{list(tensor.shape)}".encode()
+            )
+            digest.update(tensor.numpy().tobytes())
+    return None if nothing else digest.hexdigest()
+
+
+def pretraining_cache_key(
+    hyper_params: Any, transforms: Mapping[str, Any] | None = None
+) -> str:
+    """A hash of the parameters that shape pre-trained bodies.
+
+    ``transforms`` are the RL trainer's observation transforms
+    (:func:`observation_transforms`): pre-training feeds the bodies observations
+    through them, so their state (the ObservationNorm statistics, whatever they were
+    computed from: ``rl.num_normalization_steps``, the environments, the seed, a test
+    run's 10 steps) is part of the key, bit for bit.
+    """
     params = hyper_params.to_dict()
     scenario = params.get("scenario")
     selected = {
@@ -109,6 +157,9 @@ def pretraining_cache_key(hyper_params: Any) -> str:
             value = value.get(part) if isinstance(value, dict) else None
         selected[".".join(path)] = value
     selected["agent_parts"] = _agent_part_flags(hyper_params)
+    digest = _transforms_digest(transforms)
+    if digest is not None:
+        selected["observation_transforms"] = digest
     text = json.dumps(selected, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -123,9 +174,12 @@ def _agent_part_flags(hyper_params: Any) -> dict[str, bool]:
     return agent_part_flags(hyper_params, trainer_class, trainer_type)
 
 
-def pretraining_cache_path(hyper_params: Any, settings: Any) -> Path:
+def pretraining_cache_path(
+    hyper_params: Any, settings: Any, transforms: Mapping[str, Any] | None = None
+) -> Path:
     base = cache_dir_or_default(settings.cache_dir)
-    return base / "pretrained_bodies" / f"{pretraining_cache_key(hyper_params)}.pt"
+    key = pretraining_cache_key(hyper_params, transforms)
+    return base / "pretrained_bodies" / f"{key}.pt"
 
 
 def _bodies(trainer: Any) -> dict[str, Any]:
@@ -175,7 +229,8 @@ def pretrain_agent_bodies(trainer: Any) -> bool:
 
     bodies = _bodies(trainer)
     heads = _solo_heads(trainer)
-    path = pretraining_cache_path(trainer.hyper_params, trainer.settings)
+    transforms = observation_transforms(trainer)
+    path = pretraining_cache_path(trainer.hyper_params, trainer.settings, transforms)
     cached = (
         _load_cached(path, trainer)
         if path.is_file() and not trainer.settings.ignore_cache
@@ -194,6 +249,7 @@ def pretrain_agent_bodies(trainer: Any) -> bool:
         trainer.settings,
         trainer.run,
         as_pretraining=True,
+        observation_transforms=transforms,
     )
     # Pre-training's optimizer freezes (requires_grad off) what it trains at a
     # learning rate of 0; the RL phase has learning rates of its own (e.g.

@@ -50,14 +50,28 @@ class SoloAgentTrainer(TensorDictTrainer):
         Train as the pre-training step of an RL trainer: the policy body is trained
         when bodies are not shared, nothing is checkpointed, and metrics are
         ``pretrain_`` prefixed.
+    observation_transforms : Mapping[str, Any] | None
+        The RL trainer's observation transforms (``"train"`` and ``"test"``: the
+        ``transform`` of its environments, e.g. the
+        :class:`~torchrl.envs.transforms.ObservationNorm` of
+        ``rl.normalize_observations``), applied to the observations of the datapoints
+        as the RL environments apply them to their observations, so pre-training
+        feeds the bodies what RL will.
     """
 
     trainer_type: ClassVar[str] = "solo_agent"
     supports_sharding: ClassVar[bool] = True
 
-    def __init__(self, *args: Any, as_pretraining: bool = False, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        as_pretraining: bool = False,
+        observation_transforms: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.as_pretraining = as_pretraining
+        self.observation_transforms = dict(observation_transforms or {})
         self.prefix = "pretrain_" if as_pretraining else ""
         self.test_metrics: dict[str, float] = {}
         """The metrics of the last test pass (``{agent}.{prefix}test_*``)."""
@@ -116,7 +130,13 @@ class SoloAgentTrainer(TensorDictTrainer):
         )
         if env is None:
             return data
-        return env.datapoints_to_observation(data)
+        observation = env.datapoints_to_observation(data)
+        transform = self.observation_transforms.get("train" if train else "test")
+        if transform is not None:
+            # what the environment's reset applies to a new episode's observation
+            # (TransformedEnv._reset calls the transforms' _call)
+            observation = transform._call(observation)
+        return observation
 
     def solo_logits(self, name: str, observation: Any) -> Any:
         """The agent's solo-head logits ``(*batch, 2)`` on an observation."""
