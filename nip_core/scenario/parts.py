@@ -16,7 +16,10 @@ from tensordict.utils import NestedKey, unravel_key
 from torch import nn
 
 from nip_core.scenario import keys as K
-from nip_core.scenario.agent_base import AgentPart, WholeAgent  # noqa: F401 (re-exported)
+from nip_core.scenario.agent_base import (  # noqa: F401 (re-exported)
+    AgentPart,
+    WholeAgent,
+)
 
 if TYPE_CHECKING:
     from nip_core.protocols import ProtocolHandler
