@@ -7,12 +7,14 @@ scenario of :mod:`nip_core.testing.synthetic`), ``synthetic_text_scenario`` and
 ``openai_test_server`` (the tiny text scenario of
 :mod:`nip_core.testing.synthetic_text` and the local OpenAI-compatible server its
 scripted model runs on), ``test_protocols`` (the test protocol
-``multi_channel_test``), ``single_thread`` and ``agent_thread_sections``. See
+``multi_channel_test``), ``single_thread``, ``agent_thread_sections`` and
+``restored_logging`` (the root logger put back after a test that ran a sweep). See
 :mod:`nip_core.testing.fixtures` for why they are not autouse.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +33,7 @@ __all__ = [
     "openai_test_server",
     "plugin_manager",
     "register_plugin",
+    "restored_logging",
     "single_thread",
     "synthetic_scenario",
     "synthetic_text_scenario",
@@ -52,6 +55,20 @@ def single_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """Hydra's multirun configures logging; put the root logger back afterwards
+    (its handlers and level as before the test)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ Nothing here trains: the tests replace ``run_experiment`` with a recorder.
 
 from __future__ import annotations
 
-import logging
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -218,13 +217,6 @@ def recorded_runs(monkeypatch) -> list[tuple[Any, Any]]:
 
 
 @pytest.fixture(autouse=True)
-def _restore_logging():
-    """Hydra's multirun configures logging; put the root logger back afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
+def _restore_logging(restored_logging: None) -> None:
+    """Every test here: the root logger put back afterwards (``restored_logging``
+    of nip-core's pytest plugin)."""

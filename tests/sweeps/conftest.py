@@ -11,7 +11,6 @@ a job ran elsewhere and loaded the plugin there through its entry point.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import textwrap
@@ -153,13 +152,6 @@ def sweep_site(tmp_path, monkeypatch) -> Iterator[SweepSite]:
 
 
 @pytest.fixture(autouse=True)
-def _restore_logging():
-    """Hydra's multirun configures logging; put the root logger back afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
+def _restore_logging(restored_logging: None) -> None:
+    """Every test here: the root logger put back afterwards (``restored_logging``
+    of nip-core's pytest plugin)."""
